@@ -1,0 +1,113 @@
+//! `Application::build(config)` → a bound server: used by `omo serve`, `omo demo` and tests.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::{
+    config::Config,
+    domain::{Clock, ports::StoreError},
+    engine::Engine,
+    grpc, store,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// A running omo server.
+pub struct Application {
+    engine: Arc<Engine>,
+    local_addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), tonic::transport::Error>>,
+    sweeper: Option<JoinHandle<()>>,
+}
+
+impl Application {
+    /// Opens the database (running migrations), binds the listener and starts serving.
+    pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let store = store::open(config.database.database_url.expose()).await?;
+        let engine = Arc::new(Engine::new(store, clock));
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let routes = grpc::routes(engine.clone());
+        let server = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(routes)
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+                    let _ = stopped.await;
+                }),
+        );
+        let sweeper = (config.sweep_interval_ms > 0).then(|| {
+            let engine = engine.clone();
+            let interval = Duration::from_millis(config.sweep_interval_ms);
+            tokio::spawn(async move { engine.run_sweeper(interval).await })
+        });
+        tracing::info!(%local_addr, backend = engine.backend_name(), "omo serving");
+        Ok(Application {
+            engine,
+            local_addr,
+            stop: Some(stop),
+            server,
+            sweeper,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `http://127.0.0.1:PORT`, for clients.
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.local_addr)
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Serves until `signal` completes, then stops gracefully (in-flight calls finish).
+    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+        tokio::select! {
+            () = signal => {}
+            result = &mut self.server => {
+                return result.expect("server task panicked").map_err(AppError::from);
+            }
+        }
+        self.stop().await
+    }
+
+    /// Stops serving and waits for the server to finish.
+    pub async fn stop(mut self) -> Result<(), AppError> {
+        if let Some(sweeper) = self.sweeper.take() {
+            sweeper.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.server)
+            .await
+            .expect("server task panicked")
+            .map_err(AppError::from)
+    }
+}
+
+impl Drop for Application {
+    fn drop(&mut self) {
+        if let Some(sweeper) = self.sweeper.take() {
+            sweeper.abort();
+        }
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

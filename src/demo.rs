@@ -1,0 +1,250 @@
+//! `omo demo`: one customer's OMO story against a fresh in-process server, printed readably.
+//!
+//! Hanako earns points at the Shibuya store register, spends some of them at EC checkout (where
+//! the order also earns her a "¥500 off in store" coupon), returns part of the EC order, then
+//! uses the coupon at the register. Every call is real gRPC; the ledger is verified at the end.
+
+use std::sync::Arc;
+
+use crate::{
+    Application, Config,
+    client::Client,
+    domain::{SystemClock, auth::Role},
+    proto::{self, member_ref::Ref},
+};
+
+type DemoError = Box<dyn std::error::Error + Send + Sync>;
+
+pub async fn run() -> Result<(), DemoError> {
+    let dir = std::env::temp_dir().join(format!("omo-demo-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let url = format!("sqlite://{}", dir.join("demo.db").display());
+    let app = Application::build(&Config::local(&url), Arc::new(SystemClock)).await?;
+    let result = story(&app).await;
+    app.stop().await?;
+    std::fs::remove_dir_all(&dir)?;
+    result
+}
+
+async fn story(app: &Application) -> Result<(), DemoError> {
+    let engine = app.engine();
+    let admin_key = engine.create_api_key(Role::Admin, None, "demo admin".into()).await?;
+    let ec_key = engine.create_api_key(Role::Checkout, None, "EC backend".into()).await?;
+    let register_key = engine
+        .create_api_key(Role::Register, Some("shibuya".into()), "Shibuya register 1".into())
+        .await?;
+    let admin = Client::connect(&app.endpoint(), &admin_key).await?;
+    let ec = admin.with_key(&ec_key);
+    let register = admin.with_key(&register_key);
+    println!("omo demo — server on {} ({})\n", app.local_addr(), engine.backend_name());
+
+    setup(&admin).await?;
+    let member = admin
+        .members()
+        .create_member(proto::CreateMemberRequest {
+            request_id: "demo-member".into(),
+            identifiers: vec![identifier("card", "4900-0000-1234"), identifier("ec_customer", "hanako@example.jp")],
+            display_name: "Hanako".into(),
+        })
+        .await?
+        .into_inner()
+        .member
+        .ok_or("no member")?;
+    println!("1. Hanako joins: member {} with a store card and an EC account", member.member_id);
+
+    let sale = record_sale(&register, "demo-sale-1", "R-0001", "12000", 0, vec![]).await?;
+    println!("2. Shibuya register sells ¥{} → +{} points (1 %)", sale.total, sale.points_earned);
+    show_balance(&ec, &member.member_id).await?;
+
+    let order = ec_checkout(&ec, &member.member_id).await?;
+    println!(
+        "3. EC checkout: ¥{} paying {} points → ¥{} due, +{} points; the order issues a coupon",
+        order.total, order.points_redeemed, order.amount_due, order.points_earned
+    );
+    show_balance(&ec, &member.member_id).await?;
+
+    let refund = ec
+        .checkout()
+        .refund(proto::RefundRequest {
+            request_id: "demo-refund".into(),
+            order_id: "EC-1001".into(),
+            amount: "3000".into(),
+            lines: vec![],
+        })
+        .await?
+        .into_inner()
+        .result
+        .ok_or("no refund")?;
+    println!(
+        "4. Half of the EC order comes back: {} earned points reversed, {} redeemed points restored",
+        refund.points_reversed, refund.points_restored
+    );
+    show_balance(&ec, &member.member_id).await?;
+
+    let coupons = admin
+        .coupons()
+        .list_coupons(proto::ListCouponsRequest { member: Some(member_ref(&member.member_id)), include_inactive: false })
+        .await?
+        .into_inner()
+        .coupons;
+    let coupon = coupons.first().ok_or("the EC order issued no coupon")?;
+    println!("5. Wallet: coupon {} ({}), source {}", coupon.code, coupon.campaign_id, coupon.source);
+    let sale = record_sale(&register, "demo-sale-2", "R-0002", "3000", 0, vec![coupon.code.clone()]).await?;
+    println!(
+        "6. Back at the register, the EC coupon takes ¥{} off ¥{} → ¥{} due, +{} points",
+        sale.coupon_discount, sale.total, sale.amount_due, sale.points_earned
+    );
+    show_balance(&ec, &member.member_id).await?;
+    show_ledger(&ec, &member.member_id).await?;
+
+    let report = engine.verify().await?;
+    print!("\n{}", report.summary());
+    if report.ok() { Ok(()) } else { Err("ledger invariants violated".into()) }
+}
+
+async fn setup(admin: &Client) -> Result<(), DemoError> {
+    admin
+        .stores()
+        .create_store(proto::CreateStoreRequest {
+            store: Some(proto::Store {
+                store_id: "shibuya".into(),
+                name: "Shibuya".into(),
+                location: Some(proto::LatLng { latitude: 35.6595, longitude: 139.7005 }),
+                time_zone: "Asia/Tokyo".into(),
+                geofence_radius_m: 120.0,
+                geofence_polygon: vec![],
+            }),
+        })
+        .await?;
+    admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            campaign: Some(proto::Campaign {
+                campaign_id: "ec-to-store-500".into(),
+                name: "Spend ¥5,000 online, get ¥500 off in store".into(),
+                discount: Some(proto::campaign::Discount::AmountOff("500".into())),
+                channels: vec![proto::Channel::Store as i32],
+                validity_days: 30,
+                per_member_limit: 3,
+                issue_on_capture: Some(proto::IssueOnCapture {
+                    min_total: "5000".into(),
+                    channels: vec![proto::Channel::Ec as i32],
+                }),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    Ok(())
+}
+
+async fn record_sale(
+    register: &Client,
+    request_id: &str,
+    receipt_no: &str,
+    amount: &str,
+    points: i64,
+    coupon_codes: Vec<String>,
+) -> Result<proto::Order, DemoError> {
+    let order = register
+        .checkout()
+        .record_sale(proto::RecordSaleRequest {
+            request_id: request_id.into(),
+            order_id: format!("SHIBUYA-{receipt_no}"),
+            member: Some(proto::MemberRef { r#ref: Some(Ref::Identifier(identifier("card", "4900-0000-1234"))) }),
+            channel: proto::Channel::Store as i32,
+            store_id: "shibuya".into(),
+            register_id: "1".into(),
+            basket: Some(basket(amount)),
+            points_to_redeem: points,
+            coupon_codes,
+            receipt_no: receipt_no.into(),
+            occurred_at: None,
+        })
+        .await?
+        .into_inner()
+        .order
+        .ok_or("no order")?;
+    Ok(order)
+}
+
+async fn ec_checkout(ec: &Client, member_id: &str) -> Result<proto::Order, DemoError> {
+    ec.checkout()
+        .authorize(proto::AuthorizeRequest {
+            request_id: "demo-auth".into(),
+            order_id: "EC-1001".into(),
+            member: Some(member_ref(member_id)),
+            channel: proto::Channel::Ec as i32,
+            basket: Some(basket("6000")),
+            points_to_redeem: 100,
+            ..Default::default()
+        })
+        .await?;
+    let order = ec
+        .checkout()
+        .capture(proto::CaptureRequest { request_id: "demo-capture".into(), order_id: "EC-1001".into() })
+        .await?
+        .into_inner()
+        .order
+        .ok_or("no order")?;
+    Ok(order)
+}
+
+async fn show_balance(client: &Client, member_id: &str) -> Result<(), DemoError> {
+    let balance = client
+        .ledger()
+        .get_balance(proto::GetBalanceRequest { member: Some(member_ref(member_id)) })
+        .await?
+        .into_inner()
+        .balance
+        .ok_or("no balance")?;
+    println!(
+        "   balance: {} available, {} pending, {} held (lifetime earned {}, redeemed {})",
+        balance.available_points,
+        balance.pending_points,
+        balance.held_points,
+        balance.lifetime_earned_points,
+        balance.lifetime_redeemed_points
+    );
+    Ok(())
+}
+
+async fn show_ledger(client: &Client, member_id: &str) -> Result<(), DemoError> {
+    let transactions = client
+        .ledger()
+        .list_transactions(proto::ListTransactionsRequest {
+            member: Some(member_ref(member_id)),
+            page_size: 50,
+            page_token: String::new(),
+        })
+        .await?
+        .into_inner()
+        .transactions;
+    println!("\nHanako's ledger, oldest first (every line is one balanced posting):");
+    for transaction in transactions.iter().rev() {
+        println!("  #{} {} {}", transaction.transaction_id, transaction.kind, transaction.order_id);
+        for p in &transaction.postings {
+            println!("      {:>6} {:<22} {:>28} → {}", p.amount, p.asset, p.from_account, p.to_account);
+        }
+    }
+    Ok(())
+}
+
+fn identifier(kind: &str, value: &str) -> proto::Identifier {
+    proto::Identifier { kind: kind.into(), value: value.into() }
+}
+
+fn member_ref(member_id: &str) -> proto::MemberRef {
+    proto::MemberRef { r#ref: Some(Ref::MemberId(member_id.into())) }
+}
+
+fn basket(amount: &str) -> proto::Basket {
+    proto::Basket {
+        lines: vec![proto::LineItem {
+            line_id: "1".into(),
+            sku: "SKU-1".into(),
+            category: "apparel".into(),
+            quantity: 1,
+            amount: amount.into(),
+        }],
+    }
+}

@@ -1,0 +1,120 @@
+//! Mutating business commands and their replies.
+//!
+//! A command is parsed and validated at the edge (gRPC), so everything here is well-formed.
+//! Commands are serialised to fingerprint a request for idempotency; replies are serialised so
+//! that a retried request gets the original response back, byte for byte, even after a restart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    coupon::{Campaign, Coupon},
+    model::{
+        Channel, Identifier, LineItem, Member, MemberRef, Order, Program, RefundResult, Store,
+        Transaction,
+    },
+    money::Money,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateMember {
+        identifiers: Vec<Identifier>,
+        display_name: String,
+    },
+    LinkIdentifier {
+        member: MemberRef,
+        identifier: Identifier,
+    },
+    MergeMembers {
+        source_member_id: String,
+        target_member_id: String,
+    },
+    AdjustPoints {
+        member: MemberRef,
+        points: i64,
+        reason: String,
+    },
+    Authorize(OrderRequest),
+    RecordSale(OrderRequest),
+    Capture {
+        order_id: String,
+    },
+    Void {
+        order_id: String,
+    },
+    Refund {
+        order_id: String,
+        scope: RefundScope,
+    },
+    CreateStore(Store),
+    UpdateProgram(Program),
+    CreateCampaign(Campaign),
+    IssueCoupon {
+        campaign_id: String,
+        member: MemberRef,
+    },
+}
+
+impl Command {
+    /// Stable name for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateMember { .. } => "create_member",
+            Command::LinkIdentifier { .. } => "link_identifier",
+            Command::MergeMembers { .. } => "merge_members",
+            Command::AdjustPoints { .. } => "adjust_points",
+            Command::Authorize(_) => "authorize",
+            Command::RecordSale(_) => "record_sale",
+            Command::Capture { .. } => "capture",
+            Command::Void { .. } => "void",
+            Command::Refund { .. } => "refund",
+            Command::CreateStore(_) => "create_store",
+            Command::UpdateProgram(_) => "update_program",
+            Command::CreateCampaign(_) => "create_campaign",
+            Command::IssueCoupon { .. } => "issue_coupon",
+        }
+    }
+}
+
+/// An order as a checkout or a register presents it (Authorize, RecordSale, Quote).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderRequest {
+    pub order_id: String,
+    pub member: MemberRef,
+    pub channel: Channel,
+    pub store_id: String,
+    pub register_id: String,
+    pub lines: Vec<LineItem>,
+    pub points_to_redeem: i64,
+    /// Normalised (upper case, no separators), without duplicates.
+    pub coupon_codes: Vec<String>,
+    /// Register receipt number (RecordSale only).
+    pub receipt_no: String,
+    /// When the sale happened (RecordSale: may be in the past, for offline replay).
+    pub occurred_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefundScope {
+    Amount(Money),
+    Lines(Vec<RefundLine>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundLine {
+    pub line_id: String,
+    pub quantity: i32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Reply {
+    Member(Member),
+    Transaction(Transaction),
+    Order(Order),
+    Refund(RefundResult),
+    Store(Store),
+    Program(Program),
+    Campaign(Campaign),
+    Coupon(Coupon),
+}

@@ -1,0 +1,262 @@
+//! Campaigns and coupons: what a coupon is worth and whether it applies to an order.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{error::CouponReason, model::Channel, money::Money};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Discount {
+    AmountOff(Money),
+    /// `percent` of the amount left after earlier coupons, capped at `max_discount` (if set).
+    PercentOff {
+        #[serde(with = "rust_decimal::serde::str")]
+        percent: Decimal,
+        max_discount: Option<Money>,
+    },
+}
+
+impl Discount {
+    /// What this discount takes off `remaining`, floored to the currency's minor unit and never
+    /// more than `remaining`.
+    pub fn apply(&self, remaining: Money, exponent: u32) -> Money {
+        let off = match self {
+            Discount::AmountOff(amount) => *amount,
+            Discount::PercentOff {
+                percent,
+                max_discount,
+            } => {
+                let off = Money::from_decimal_saturating(
+                    remaining.amount() * *percent / Decimal::ONE_HUNDRED,
+                );
+                max_discount.map_or(off, |cap| off.min(cap))
+            }
+        };
+        off.min(remaining).floor_to(exponent)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssueOnCapture {
+    pub min_total: Money,
+    /// Empty = every channel.
+    pub channels: Vec<Channel>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Variant {
+    pub variant_id: String,
+    pub weight: u32,
+    pub discount: Discount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Campaign {
+    pub campaign_id: String,
+    pub name: String,
+    pub discount: Discount,
+    pub min_spend: Money,
+    /// Empty = every channel.
+    pub channels: Vec<Channel>,
+    /// Empty = every store.
+    pub store_ids: Vec<String>,
+    pub starts_at: Option<DateTime<Utc>>,
+    pub ends_at: Option<DateTime<Utc>>,
+    /// Days a coupon stays valid from issue; 0 = until `ends_at`.
+    pub validity_days: i32,
+    /// 0 = no limit.
+    pub per_member_limit: i32,
+    /// Total coupons ever issued; 0 = no limit.
+    pub issue_limit: i32,
+    pub stackable: bool,
+    /// A shared code anyone may use at checkout (normalised upper case), or None.
+    pub public_code: Option<String>,
+    pub issue_on_capture: Option<IssueOnCapture>,
+    pub variants: Vec<Variant>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Campaign {
+    /// A member's variant: a deterministic hash of member and campaign into the weights.
+    pub fn variant_for(&self, member_id: &str) -> Option<&Variant> {
+        let total_weight: u64 = self.variants.iter().map(|v| u64::from(v.weight)).sum();
+        if total_weight == 0 {
+            return None;
+        }
+        let digest = Sha256::digest(format!("{}/{member_id}", self.campaign_id));
+        let bucket = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % total_weight;
+        let mut upper = 0;
+        self.variants.iter().find(|variant| {
+            upper += u64::from(variant.weight);
+            bucket < upper
+        })
+    }
+
+    pub fn discount_of(&self, variant_id: &str) -> &Discount {
+        self.variants
+            .iter()
+            .find(|v| v.variant_id == variant_id)
+            .map_or(&self.discount, |v| &v.discount)
+    }
+
+    /// Validity window of a coupon issued at `now`.
+    pub fn validity(&self, now: DateTime<Utc>) -> (DateTime<Utc>, Option<DateTime<Utc>>) {
+        let valid_from = self.starts_at.map_or(now, |start| start.max(now));
+        let by_days =
+            (self.validity_days > 0).then(|| now + Duration::days(self.validity_days.into()));
+        let valid_until = match (by_days, self.ends_at) {
+            (Some(days), Some(end)) => Some(days.min(end)),
+            (days, end) => days.or(end),
+        };
+        (valid_from, valid_until)
+    }
+
+    pub fn is_open(&self, now: DateTime<Utc>) -> bool {
+        self.starts_at.is_none_or(|start| start <= now) && self.ends_at.is_none_or(|end| now < end)
+    }
+
+    pub fn issues_on_capture(&self, channel: Channel, total: Money) -> bool {
+        self.issue_on_capture.as_ref().is_some_and(|rule| {
+            total >= rule.min_total && (rule.channels.is_empty() || rule.channels.contains(&channel))
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CouponState {
+    Active,
+    Reserved,
+    Redeemed,
+    Expired,
+    Revoked,
+}
+
+impl CouponState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CouponState::Active => "active",
+            CouponState::Reserved => "reserved",
+            CouponState::Redeemed => "redeemed",
+            CouponState::Expired => "expired",
+            CouponState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Active,
+            Self::Reserved,
+            Self::Redeemed,
+            Self::Expired,
+            Self::Revoked,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Coupon {
+    pub code: String,
+    pub campaign_id: String,
+    pub variant_id: String,
+    pub member_id: String,
+    pub state: CouponState,
+    pub valid_from: DateTime<Utc>,
+    pub valid_until: Option<DateTime<Utc>>,
+    pub source: String,
+    /// The order that reserved or redeemed it.
+    pub order_id: String,
+    pub redeemed_at: Option<DateTime<Utc>>,
+    pub issued_at: DateTime<Utc>,
+}
+
+impl Coupon {
+    pub fn is_expired(&self, now: DateTime<Utc>) -> bool {
+        self.valid_until.is_some_and(|until| until <= now)
+    }
+}
+
+/// The order a coupon is being applied to.
+#[derive(Debug, Clone)]
+pub struct CouponContext<'a> {
+    pub member_id: &'a str,
+    pub channel: Channel,
+    pub store_id: &'a str,
+    pub total: Money,
+    pub now: DateTime<Utc>,
+}
+
+/// Whether `coupon` of `campaign` may be used in `ctx` (stacking is judged by the caller, which
+/// sees all codes of the order).
+pub fn check_coupon(
+    coupon: &Coupon,
+    campaign: &Campaign,
+    ctx: &CouponContext<'_>,
+) -> Result<(), CouponReason> {
+    if coupon.member_id != ctx.member_id {
+        return Err(CouponReason::NotOwned);
+    }
+    if coupon.is_expired(ctx.now) {
+        return Err(CouponReason::Expired);
+    }
+    if coupon.state != CouponState::Active || coupon.valid_from > ctx.now {
+        return Err(CouponReason::NotActive);
+    }
+    check_scope(campaign, ctx)
+}
+
+/// Channel, store and minimum-spend rules of a campaign.
+pub fn check_scope(campaign: &Campaign, ctx: &CouponContext<'_>) -> Result<(), CouponReason> {
+    if !campaign.channels.is_empty() && !campaign.channels.contains(&ctx.channel) {
+        return Err(CouponReason::Channel);
+    }
+    if !campaign.store_ids.is_empty() && !campaign.store_ids.iter().any(|s| s == ctx.store_id) {
+        return Err(CouponReason::Store);
+    }
+    if ctx.total < campaign.min_spend {
+        return Err(CouponReason::MinSpend);
+    }
+    Ok(())
+}
+
+/// Stacking: a non-stackable coupon cannot share an order with any other coupon.
+pub fn check_stacking(already_applied_stackable: &[bool], stackable: bool) -> Result<(), CouponReason> {
+    let conflict = !already_applied_stackable.is_empty()
+        && (!stackable || already_applied_stackable.iter().any(|s| !s));
+    if conflict {
+        Err(CouponReason::NotStackable)
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(s: &str) -> Money {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn percent_off_is_capped_and_floored() {
+        let discount = Discount::PercentOff {
+            percent: Decimal::new(15, 0),
+            max_discount: Some(money("500")),
+        };
+        assert_eq!(discount.apply(money("1999"), 0), money("299"));
+        assert_eq!(discount.apply(money("10000"), 0), money("500"));
+        assert_eq!(Discount::AmountOff(money("800")).apply(money("500"), 0), money("500"));
+    }
+
+    #[test]
+    fn stacking_rules() {
+        assert!(check_stacking(&[], false).is_ok());
+        assert!(check_stacking(&[true], true).is_ok());
+        assert_eq!(check_stacking(&[true], false), Err(CouponReason::NotStackable));
+        assert_eq!(check_stacking(&[false], true), Err(CouponReason::NotStackable));
+    }
+}

@@ -1,0 +1,166 @@
+//! Pure rules over point lots: what a member can spend at an instant, and which lots a
+//! redemption takes from (soonest expiry first).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::model::{Balance, ExpiringPoints, Lot, LotState, MemberRow};
+
+/// How many upcoming expiry dates a balance lists.
+const MAX_EXPIRING_ENTRIES: usize = 12;
+
+pub fn is_expired(lot: &Lot, now: DateTime<Utc>) -> bool {
+    lot.state == LotState::Expired || lot.expires_at.is_some_and(|at| at <= now)
+}
+
+pub fn is_matured(lot: &Lot, now: DateTime<Utc>) -> bool {
+    match lot.state {
+        LotState::Pending => lot.matures_at.is_some_and(|at| at <= now),
+        LotState::Available | LotState::Expired => true,
+    }
+}
+
+/// The member's balance as it stands at `now`, from the lots alone. Lots that matured or expired
+/// but were not yet swept already count the way the sweeper will book them.
+pub fn balance_at(member: &MemberRow, lots: &[Lot], now: DateTime<Utc>) -> Balance {
+    let mut balance = Balance {
+        member_id: member.member_id.clone(),
+        available_points: 0,
+        pending_points: 0,
+        held_points: 0,
+        expiring: Vec::new(),
+        lifetime_earned_points: member.lifetime_earned_points,
+        lifetime_redeemed_points: member.lifetime_redeemed_points,
+    };
+    let mut expiring: BTreeMap<DateTime<Utc>, i64> = BTreeMap::new();
+    for lot in lots {
+        balance.held_points += lot.held_points;
+        if is_expired(lot, now) {
+            continue;
+        }
+        if !is_matured(lot, now) {
+            balance.pending_points += lot.free_points();
+            continue;
+        }
+        balance.available_points += lot.free_points();
+        if let Some(at) = lot.expires_at.filter(|_| lot.free_points() > 0) {
+            *expiring.entry(at).or_default() += lot.free_points();
+        }
+    }
+    balance.expiring = expiring
+        .into_iter()
+        .take(MAX_EXPIRING_ENTRIES)
+        .map(|(expires_at, points)| ExpiringPoints { points, expires_at })
+        .collect();
+    balance
+}
+
+/// Spendable points at `now`: free points of matured, unexpired lots.
+pub fn spendable(lots: &[Lot], now: DateTime<Utc>) -> i64 {
+    lots.iter()
+        .filter(|lot| is_matured(lot, now) && !is_expired(lot, now))
+        .map(Lot::free_points)
+        .sum()
+}
+
+/// Which lots pay for `points`: soonest expiry first, never-expiring last, oldest lot first on
+/// ties (`lots` come in that order from the store). `None` when they do not cover it.
+pub fn plan_spend(lots: &[Lot], points: i64, now: DateTime<Utc>) -> Option<Vec<(i64, i64)>> {
+    let mut left = points;
+    let mut plan = Vec::new();
+    let mut ordered: Vec<&Lot> = lots
+        .iter()
+        .filter(|lot| is_matured(lot, now) && !is_expired(lot, now) && lot.free_points() > 0)
+        .collect();
+    ordered.sort_by_key(|lot| (lot.expires_at.is_none(), lot.expires_at, lot.lot_id));
+    for lot in ordered {
+        if left == 0 {
+            break;
+        }
+        let take = left.min(lot.free_points());
+        plan.push((lot.lot_id, take));
+        left -= take;
+    }
+    (left == 0).then_some(plan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone};
+    use proptest::prelude::*;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap()
+    }
+
+    fn lot(lot_id: i64, points: i64, expires_in_days: Option<i64>) -> Lot {
+        Lot {
+            lot_id,
+            member_id: "m".into(),
+            order_id: String::new(),
+            state: LotState::Available,
+            earned_at: now(),
+            matures_at: None,
+            expires_at: expires_in_days.map(|d| now() + Duration::days(d)),
+            original_points: points,
+            remaining_points: points,
+            held_points: 0,
+        }
+    }
+
+    #[test]
+    fn spends_soonest_expiry_first_and_never_expiring_last() {
+        let lots = vec![lot(1, 100, None), lot(2, 50, Some(30)), lot(3, 70, Some(10))];
+        let plan = plan_spend(&lots, 150, now()).unwrap();
+        assert_eq!(plan, vec![(3, 70), (2, 50), (1, 30)]);
+        assert_eq!(plan_spend(&lots, 221, now()), None);
+    }
+
+    #[test]
+    fn expired_and_pending_lots_are_not_spendable() {
+        let mut pending = lot(1, 100, Some(400));
+        pending.state = LotState::Pending;
+        pending.matures_at = Some(now() + Duration::days(14));
+        let expired = lot(2, 40, Some(-1));
+        let lots = vec![pending.clone(), expired];
+        assert_eq!(spendable(&lots, now()), 0);
+        assert_eq!(spendable(&lots, now() + Duration::days(14)), 100);
+        let member = MemberRow {
+            member_id: "m".into(),
+            display_name: String::new(),
+            state: super::super::model::MemberState::Active,
+            merged_into: None,
+            created_at: now(),
+            lifetime_earned_points: 0,
+            lifetime_redeemed_points: 0,
+        };
+        let balance = balance_at(&member, &lots, now());
+        assert_eq!((balance.available_points, balance.pending_points), (0, 100));
+    }
+
+    proptest! {
+        #[test]
+        fn a_plan_takes_exactly_the_points_and_never_more_than_a_lot_has(
+            sizes in proptest::collection::vec((1i64..500, proptest::option::of(-5i64..50)), 0..12),
+            points in 0i64..3000,
+        ) {
+            let lots: Vec<Lot> = sizes.iter().enumerate()
+                .map(|(i, (size, days))| lot(i as i64, *size, *days))
+                .collect();
+            let available = spendable(&lots, now());
+            match plan_spend(&lots, points, now()) {
+                Some(plan) => {
+                    prop_assert_eq!(plan.iter().map(|(_, take)| take).sum::<i64>(), points);
+                    for (lot_id, take) in plan {
+                        let lot = &lots[lot_id as usize];
+                        prop_assert!(take > 0 && take <= lot.free_points());
+                        prop_assert!(!is_expired(lot, now()));
+                    }
+                }
+                None => prop_assert!(points > available),
+            }
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! Pure domain logic: ledger postings, point lots, pricing, money, refusals. No sqlx, no tonic.
+//!
+//! The command engine (`crate::engine`) drives these types against a unit of work
+//! (`ports::UnitOfWork`) that a storage backend implements.
+
+pub mod account;
+pub mod auth;
+pub mod clock;
+pub mod command;
+pub mod coupon;
+pub mod error;
+pub mod ids;
+pub mod lots;
+pub mod model;
+pub mod money;
+pub mod ports;
+pub mod pricing;
+
+pub use account::{Account, Asset};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{DomainError, FieldViolation};
+pub use money::Money;

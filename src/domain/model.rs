@@ -1,0 +1,360 @@
+//! The domain's records: members, program settings, stores, orders, ledger transactions, lots.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    account::{Account, Asset},
+    money::Money,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Channel {
+    Ec,
+    Store,
+    App,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Ec, Channel::Store, Channel::App];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Ec => "ec",
+            Channel::Store => "store",
+            Channel::App => "app",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Channel> {
+        Channel::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Identifier {
+    pub kind: String,
+    pub value: String,
+}
+
+/// How a request names a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberRef {
+    Id(String),
+    Identifier(Identifier),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MemberState {
+    Active,
+    Merged,
+}
+
+impl MemberState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MemberState::Active => "active",
+            MemberState::Merged => "merged",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "merged" => Some(Self::Merged),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Member {
+    pub member_id: String,
+    pub identifiers: Vec<Identifier>,
+    pub display_name: String,
+    pub state: MemberState,
+    pub merged_into: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The member's row as the engine sees it while it works (without identifiers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberRow {
+    pub member_id: String,
+    pub display_name: String,
+    pub state: MemberState,
+    pub merged_into: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub lifetime_earned_points: i64,
+    pub lifetime_redeemed_points: i64,
+}
+
+/// Program-wide settings (one row).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Program {
+    pub currency_code: String,
+    /// Currency value of one point.
+    pub point_value: Decimal,
+    /// Points per currency unit paid.
+    pub earn_rate: Decimal,
+    /// Per-channel overrides of `earn_rate`.
+    pub channel_earn_rates: BTreeMap<Channel, Decimal>,
+    /// Days an earned lot stays spendable; 0 = never expires.
+    pub point_expiry_days: i32,
+    /// Days EC points stay pending after capture (the return window); 0 = usable at once.
+    pub ec_pending_days: i32,
+    pub hold_ttl_seconds: i32,
+    pub max_receipts_per_day: i32,
+}
+
+impl Default for Program {
+    fn default() -> Self {
+        Self {
+            currency_code: "JPY".into(),
+            point_value: Decimal::ONE,
+            earn_rate: Decimal::new(1, 2),
+            channel_earn_rates: BTreeMap::new(),
+            point_expiry_days: 365,
+            ec_pending_days: 0,
+            hold_ttl_seconds: 900,
+            max_receipts_per_day: 5,
+        }
+    }
+}
+
+impl Program {
+    pub fn earn_rate_for(&self, channel: Channel) -> Decimal {
+        self.channel_earn_rates
+            .get(&channel)
+            .copied()
+            .unwrap_or(self.earn_rate)
+    }
+
+    pub fn currency_exponent(&self) -> u32 {
+        super::money::currency_exponent(&self.currency_code)
+    }
+
+    /// When points earned at `at` expire (None: never).
+    pub fn lot_expiry(&self, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (self.point_expiry_days > 0).then(|| at + Duration::days(self.point_expiry_days.into()))
+    }
+
+    /// When points earned at `at` in `channel` become available (None: at once).
+    pub fn pending_until(&self, channel: Channel, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        (channel == Channel::Ec && self.ec_pending_days > 0)
+            .then(|| at + Duration::days(self.ec_pending_days.into()))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LatLng {
+    pub latitude: f64,
+    pub longitude: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Store {
+    pub store_id: String,
+    pub name: String,
+    pub location: LatLng,
+    pub time_zone: String,
+    pub geofence_radius_m: f64,
+    pub geofence_polygon: Vec<LatLng>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineItem {
+    pub line_id: String,
+    pub sku: String,
+    pub category: String,
+    pub quantity: i32,
+    pub amount: Money,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OrderState {
+    Authorized,
+    Captured,
+    Voided,
+    Expired,
+    PartiallyRefunded,
+    Refunded,
+}
+
+impl OrderState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderState::Authorized => "authorized",
+            OrderState::Captured => "captured",
+            OrderState::Voided => "voided",
+            OrderState::Expired => "expired",
+            OrderState::PartiallyRefunded => "partially_refunded",
+            OrderState::Refunded => "refunded",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            Self::Authorized,
+            Self::Captured,
+            Self::Voided,
+            Self::Expired,
+            Self::PartiallyRefunded,
+            Self::Refunded,
+        ]
+        .into_iter()
+        .find(|state| state.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_id: String,
+    pub member_id: String,
+    pub state: OrderState,
+    pub channel: Channel,
+    pub store_id: String,
+    pub register_id: String,
+    pub receipt_no: String,
+    pub lines: Vec<LineItem>,
+    pub total: Money,
+    pub coupon_discount: Money,
+    pub points_redeemed: i64,
+    pub amount_due: Money,
+    pub points_earned: i64,
+    /// Points of `points_earned` still pending (EC return window).
+    pub points_pending: i64,
+    pub coupon_codes: Vec<String>,
+    pub hold_expires_at: Option<DateTime<Utc>>,
+    pub refunded_amount: Money,
+    /// Points of `points_earned` taken back by refunds so far (including shortfall).
+    pub points_reversed: i64,
+    /// Points of `points_redeemed` given back by refunds so far.
+    pub points_restored: i64,
+    pub occurred_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefundResult {
+    pub order: Order,
+    pub points_restored: i64,
+    pub points_reversed: i64,
+    pub points_shortfall: i64,
+    pub coupons_restored: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Posting {
+    pub from_account: String,
+    pub to_account: String,
+    pub asset: String,
+    pub amount: i64,
+}
+
+impl Posting {
+    pub fn new(from: &Account, to: &Account, asset: &Asset, amount: i64) -> Self {
+        Self {
+            from_account: from.to_string(),
+            to_account: to.to_string(),
+            asset: asset.to_string(),
+            amount,
+        }
+    }
+}
+
+/// A ledger transaction as stored and as returned to clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transaction {
+    pub transaction_id: i64,
+    pub kind: String,
+    pub member_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub channel: Option<Channel>,
+    pub store_id: String,
+    pub order_id: String,
+    pub postings: Vec<Posting>,
+    pub metadata: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpiringPoints {
+    pub points: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    pub member_id: String,
+    pub available_points: i64,
+    pub pending_points: i64,
+    pub held_points: i64,
+    pub expiring: Vec<ExpiringPoints>,
+    pub lifetime_earned_points: i64,
+    pub lifetime_redeemed_points: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LotState {
+    /// Earned, not yet spendable (EC return window).
+    Pending,
+    Available,
+    /// Past `expires_at`; only a part still held by an open order may remain.
+    Expired,
+}
+
+impl LotState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotState::Pending => "pending",
+            LotState::Available => "available",
+            LotState::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(Self::Pending),
+            "available" => Some(Self::Available),
+            "expired" => Some(Self::Expired),
+            _ => None,
+        }
+    }
+}
+
+/// A batch of points earned together, spent soonest-expiry first.
+///
+/// `remaining_points` includes `held_points` (reserved by authorized orders), so the sum of a
+/// member's non-pending remainders equals available + held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lot {
+    pub lot_id: i64,
+    pub member_id: String,
+    pub order_id: String,
+    pub state: LotState,
+    pub earned_at: DateTime<Utc>,
+    pub matures_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub original_points: i64,
+    pub remaining_points: i64,
+    pub held_points: i64,
+}
+
+impl Lot {
+    pub fn free_points(&self) -> i64 {
+        self.remaining_points - self.held_points
+    }
+}
+
+/// Points an order took from one lot (held while authorized, spent once captured).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrderLot {
+    pub order_id: String,
+    pub lot_id: i64,
+    pub points: i64,
+    pub restored_points: i64,
+}

@@ -1,0 +1,224 @@
+//! The storage port: what the engine needs from a database, owned by the domain.
+//!
+//! A [`Store`] opens units of work; a [`UnitOfWork`] is one database transaction. The engine
+//! runs each business command inside one unit of work (inside a savepoint, so a refused command
+//! can still record its refusal for idempotency), and commits once. Backends implement only
+//! these primitives; every business rule lives in the engine and the domain, written once.
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::{
+    auth::Role,
+    coupon::{Campaign, Coupon},
+    model::{
+        Channel, Identifier, Lot, MemberRow, Order, OrderLot, Posting, Program,
+        Store as RetailStore, Transaction,
+    },
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Serialization failure, deadlock, lock timeout or a lost insert race: the whole unit of
+    /// work is rolled back and may be retried.
+    #[error("transient conflict: {0}")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A stored value the domain cannot read back (an invariant broke outside omo).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub key_id: String,
+    pub key_hash: String,
+    pub role: Role,
+    pub store_id: Option<String>,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a request did, remembered under (api key, request_id).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub key_id: String,
+    pub request_id: String,
+    /// SHA-256 of the serialised command: the same id with another request is refused.
+    pub request_hash: String,
+    /// JSON of `Result<Reply, DomainError>`.
+    pub outcome: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A transaction to append: the engine has already checked that it is allowed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTransaction {
+    pub kind: &'static str,
+    pub member_id: String,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub channel: Option<Channel>,
+    pub store_id: String,
+    pub order_id: String,
+    pub postings: Vec<Posting>,
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Work the background sweeper finds due at some instant.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DueWork {
+    /// Authorized orders whose hold expired.
+    pub expired_holds: Vec<String>,
+    /// Members with a lot to mature or expire.
+    pub members_with_due_lots: Vec<String>,
+    /// Active coupons past `valid_until`.
+    pub expired_coupons: Vec<String>,
+}
+
+/// Per-account totals read by `omo verify`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountTotal {
+    pub account: String,
+    pub asset: String,
+    pub amount: i64,
+}
+
+/// Per-member lot totals read by `omo verify`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberLotTotals {
+    pub member_id: String,
+    pub pending_remaining: i64,
+    pub spendable_remaining: i64,
+    pub held: i64,
+    /// Lots whose numbers are out of range (held > remaining, negative, ...).
+    pub malformed_lots: i64,
+}
+
+/// Everything `omo verify` reads, in one consistent snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerSnapshot {
+    /// Postings with amount ≤ 0 or from = to.
+    pub malformed_postings: i64,
+    /// Σ(in) − Σ(out) per (account, asset), from the journal.
+    pub posting_sums: Vec<AccountTotal>,
+    /// Stored balances of guarded accounts.
+    pub stored_balances: Vec<AccountTotal>,
+    pub lot_totals: Vec<MemberLotTotals>,
+    /// Authorized orders: (order_id, points_redeemed) — their hold must hold exactly that.
+    pub authorized_orders: Vec<(String, i64)>,
+    /// Orders with more than one hold resolution (capture, void, expiry).
+    pub orders_resolved_twice: Vec<String>,
+    /// Coupon rows counted the way the ledger should show them: an active coupon is one unit of
+    /// `CPN:<campaign>` on `member:<id>`, a reserved one on `hold:<order_id>`.
+    pub coupon_positions: Vec<AccountTotal>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Opens a read-write unit of work (SQLite: `BEGIN IMMEDIATE`).
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>>;
+    /// Opens a read-only unit of work over one consistent snapshot.
+    async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>>;
+    fn backend_name(&self) -> &'static str;
+}
+
+#[async_trait]
+pub trait UnitOfWork: Send {
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
+    async fn savepoint(&mut self) -> StoreResult<()>;
+    async fn rollback_to_savepoint(&mut self) -> StoreResult<()>;
+    async fn release_savepoint(&mut self) -> StoreResult<()>;
+
+    // API keys and idempotency.
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn find_idempotency(
+        &mut self,
+        key_id: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>>;
+    async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()>;
+
+    // Program and stores.
+    async fn load_program(&mut self) -> StoreResult<Option<Program>>;
+    async fn save_program(&mut self, program: &Program) -> StoreResult<()>;
+    async fn insert_store(&mut self, store: &RetailStore) -> StoreResult<()>;
+    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<RetailStore>>;
+    async fn list_stores(&mut self) -> StoreResult<Vec<RetailStore>>;
+
+    // Members. `lock` takes a row lock (PostgreSQL `for update`) held to the end of the work.
+    async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()>;
+    async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>>;
+    async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()>;
+    async fn insert_identifier(&mut self, member_id: &str, identifier: &Identifier)
+    -> StoreResult<()>;
+    async fn member_by_identifier(&mut self, identifier: &Identifier)
+    -> StoreResult<Option<String>>;
+    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>>;
+    async fn move_identifiers(&mut self, from_member_id: &str, to_member_id: &str)
+    -> StoreResult<()>;
+
+    // The journal. `append_transaction` also applies the postings to the stored balances of
+    // guarded accounts; a balance that would go below zero fails the whole unit of work.
+    async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64>;
+    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64>;
+    async fn member_transactions(
+        &mut self,
+        member_id: &str,
+        before_transaction_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>>;
+
+    // Point lots.
+    async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64>;
+    /// A member's lots that still hold points, soonest expiry first (never-expiring last).
+    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>>;
+    async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()>;
+    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
+    async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()>;
+    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>>;
+    async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()>;
+    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>>;
+
+    // Orders.
+    async fn insert_order(&mut self, order: &Order) -> StoreResult<()>;
+    async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>>;
+    /// The register sale recorded under (store, register, receipt_no), if any.
+    async fn order_by_receipt(
+        &mut self,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<String>>;
+    async fn update_order(&mut self, order: &Order) -> StoreResult<()>;
+    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool>;
+
+    // Campaigns and coupons.
+    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
+    async fn get_campaign(&mut self, campaign_id: &str, lock: bool)
+    -> StoreResult<Option<Campaign>>;
+    async fn campaign_by_public_code(&mut self, public_code: &str)
+    -> StoreResult<Option<Campaign>>;
+    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>>;
+    /// Coupons issued so far by a campaign (all states), and to one member.
+    async fn count_coupons(
+        &mut self,
+        campaign_id: &str,
+        member_id: Option<&str>,
+    ) -> StoreResult<i64>;
+    async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
+    async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>>;
+    async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
+    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>>;
+    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>>;
+    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str)
+    -> StoreResult<()>;
+
+    // Background work and verification.
+    async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
+    async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+}

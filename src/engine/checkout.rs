@@ -1,0 +1,578 @@
+//! EC checkout and store registers: Authorize → Capture / Void (or hold expiry) → Refund, and
+//! RecordSale (a register sale captured in one step). Each is one balanced ledger transaction.
+
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+
+use super::{
+    CommandResult, Failure, coupons, load_program,
+    members::{self, Access},
+    points,
+};
+use crate::domain::{
+    Account, Asset, DomainError, Money,
+    auth::Caller,
+    command::{OrderRequest, RefundLine, RefundScope},
+    coupon::CouponContext,
+    lots::is_expired,
+    model::{MemberRow, Order, OrderState, Posting, Program, RefundResult},
+    ports::{NewTransaction, StoreError, UnitOfWork},
+    pricing::{self, Priced},
+};
+
+/// How far ahead of the server clock a register's `occurred_at` may be (clock skew).
+const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
+
+pub(super) async fn authorize(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    request: &OrderRequest,
+) -> CommandResult<Order> {
+    caller.require_checkout(request.channel, &request.store_id)?;
+    let member = members::resolve(uow, &request.member, Access::Mutate).await?;
+    ensure_new_order(uow, request).await?;
+    let program = load_program(uow).await?;
+    let (_, available) = points::spendable(uow, &member.member_id, now).await?;
+    let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
+    let order_id = &request.order_id;
+    points::take_points(uow, &member.member_id, order_id, priced.points_redeemed, true, now)
+        .await?;
+    let hold = Account::Hold(order_id.clone());
+    let mut postings = Vec::new();
+    push(&mut postings, Account::Member(member.member_id.clone()), hold, Asset::Points, priced.points_redeemed);
+    postings.extend(coupons::reserve(uow, &applied, &member.member_id, order_id, now).await?);
+    let mut order = new_order(request, &member, &priced, &applied, now);
+    order.hold_expires_at = Some(now + Duration::seconds(program.hold_ttl_seconds.into()));
+    uow.insert_order(&order).await?;
+    append(uow, "authorize", &order, &member.member_id, now, postings).await?;
+    Ok(order)
+}
+
+pub(super) async fn record_sale(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    request: &OrderRequest,
+) -> CommandResult<Order> {
+    caller.require_checkout(request.channel, &request.store_id)?;
+    let occurred_at = request.occurred_at.unwrap_or(now);
+    if occurred_at > now + Duration::seconds(MAX_CLOCK_SKEW_SECONDS) {
+        return Err(DomainError::invalid("occurred_at", "is in the future").into());
+    }
+    let mut member = members::resolve(uow, &request.member, Access::Mutate).await?;
+    ensure_new_order(uow, request).await?;
+    let program = load_program(uow).await?;
+    let (_, available) = points::spendable(uow, &member.member_id, now).await?;
+    let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
+    let member_id = member.member_id.clone();
+    points::take_points(uow, &member_id, &request.order_id, priced.points_redeemed, false, now)
+        .await?;
+    let mut postings = Vec::new();
+    push(
+        &mut postings,
+        Account::Member(member_id.clone()),
+        Account::redeemed(request.channel, &request.store_id),
+        Asset::Points,
+        priced.points_redeemed,
+    );
+    postings.extend(coupons::redeem_now(uow, &applied, &member_id, &request.order_id, now).await?);
+    let mut order = new_order(request, &member, &priced, &applied, occurred_at);
+    order.state = OrderState::Captured;
+    order.created_at = now;
+    let earned = points::earn(
+        uow,
+        &program,
+        &member_id,
+        &order.order_id,
+        order.channel,
+        order.points_earned,
+        occurred_at,
+    )
+    .await?;
+    book_earning(&mut order, &mut postings, earned);
+    postings.extend(coupons::issue_on_capture(uow, &order, &member_id, now).await?);
+    uow.insert_order(&order).await?;
+    append(uow, "sale", &order, &member_id, now, postings).await?;
+    member.lifetime_earned_points += order.points_earned;
+    member.lifetime_redeemed_points += order.points_redeemed;
+    uow.update_member(&member).await?;
+    Ok(order)
+}
+
+pub(super) async fn capture(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    order_id: &str,
+) -> CommandResult<Order> {
+    let mut order = open_order(uow, caller, order_id, "capture").await?;
+    let mut member = members::current_owner(uow, &order.member_id).await?;
+    if order.hold_expires_at.is_some_and(|at| at <= now) {
+        expire_hold(uow, &mut order, &member.member_id, now).await?;
+        return Err(Failure::RefusedAfterWrites(DomainError::HoldExpired));
+    }
+    let program = load_program(uow).await?;
+    points::resolve_hold(uow, order_id, true, now).await?;
+    let mut postings = Vec::new();
+    push(
+        &mut postings,
+        Account::Hold(order.order_id.clone()),
+        Account::redeemed(order.channel, &order.store_id),
+        Asset::Points,
+        order.points_redeemed,
+    );
+    postings.extend(coupons::redeem_reserved(uow, order_id, now).await?);
+    let earned = points::earn(
+        uow,
+        &program,
+        &member.member_id,
+        order_id,
+        order.channel,
+        order.points_earned,
+        now,
+    )
+    .await?;
+    book_earning(&mut order, &mut postings, earned);
+    postings.extend(coupons::issue_on_capture(uow, &order, &member.member_id, now).await?);
+    order.state = OrderState::Captured;
+    uow.update_order(&order).await?;
+    append(uow, "capture", &order, &member.member_id, now, postings).await?;
+    member.lifetime_earned_points += order.points_earned;
+    member.lifetime_redeemed_points += order.points_redeemed;
+    uow.update_member(&member).await?;
+    Ok(order)
+}
+
+pub(super) async fn void(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    order_id: &str,
+) -> CommandResult<Order> {
+    let mut order = open_order(uow, caller, order_id, "void").await?;
+    let member = members::current_owner(uow, &order.member_id).await?;
+    let postings = release_hold(uow, &order, &member.member_id, now).await?;
+    order.state = OrderState::Voided;
+    uow.update_order(&order).await?;
+    append(uow, "void", &order, &member.member_id, now, postings).await?;
+    Ok(order)
+}
+
+/// The sweeper's side of a hold: releases an authorized order whose hold expired.
+/// Returns false when there was nothing to do (already resolved, or not yet expired).
+pub(super) async fn expire_hold_if_due(
+    uow: &mut dyn UnitOfWork,
+    order_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(mut order) = uow.get_order(order_id, true).await? else {
+        return Ok(false);
+    };
+    let due = order.state == OrderState::Authorized
+        && order.hold_expires_at.is_some_and(|at| at <= now);
+    if !due {
+        return Ok(false);
+    }
+    let member = match members::current_owner(uow, &order.member_id).await {
+        Ok(member) => member,
+        Err(Failure::Internal(error)) => return Err(error),
+        Err(_) => return Err(StoreError::Corrupt(format!("order {order_id} has no member"))),
+    };
+    expire_hold(uow, &mut order, &member.member_id, now).await?;
+    Ok(true)
+}
+
+async fn expire_hold(
+    uow: &mut dyn UnitOfWork,
+    order: &mut Order,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let postings = release_hold(uow, order, member_id, now).await?;
+    order.state = OrderState::Expired;
+    uow.update_order(order).await?;
+    append(uow, "hold_expired", order, member_id, now, postings).await?;
+    Ok(())
+}
+
+/// Gives an order's held points and coupons back (points of lots that expired meanwhile go
+/// to `program:expired`).
+async fn release_hold(
+    uow: &mut dyn UnitOfWork,
+    order: &Order,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let (returned, expired) = points::resolve_hold(uow, &order.order_id, false, now).await?;
+    let hold = Account::Hold(order.order_id.clone());
+    let mut postings = Vec::new();
+    push(&mut postings, hold.clone(), Account::Member(member_id.to_string()), Asset::Points, returned);
+    push(&mut postings, hold, Account::ProgramExpired, Asset::Points, expired);
+    postings.extend(coupons::release(uow, &order.order_id, member_id, now).await?);
+    Ok(postings)
+}
+
+pub(super) async fn refund(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    order_id: &str,
+    scope: &RefundScope,
+) -> CommandResult<RefundResult> {
+    let mut order = load_order(uow, caller, order_id).await?;
+    if !matches!(order.state, OrderState::Captured | OrderState::PartiallyRefunded) {
+        return Err(state_error(&order, "refund"));
+    }
+    let program = load_program(uow).await?;
+    let amount = refund_amount(&order, scope, program.currency_exponent())?;
+    let refundable = order.total.saturating_sub(order.refunded_amount);
+    if amount > refundable {
+        return Err(DomainError::RefundExceedsTotal {
+            requested: amount.to_string(),
+            refundable: refundable.to_string(),
+        }
+        .into());
+    }
+    let mut member = members::current_owner(uow, &order.member_id).await?;
+    points::settle_member(uow, &member.member_id, now).await?;
+    let refunded = order.refunded_amount + amount;
+
+    let reverse = pricing::share_of_points(order.points_earned, refunded, order.total)
+        - order.points_reversed;
+    let clawed = clawback(uow, &member.member_id, &order.order_id, reverse, now).await?;
+    let restore = pricing::share_of_points(order.points_redeemed, refunded, order.total);
+    let (restored, restore_posting) = restore_points(uow, &order, &member.member_id, restore, now).await?;
+
+    let mut postings = clawed.postings;
+    postings.extend(restore_posting);
+    let fully = refunded >= order.total;
+    let coupons_restored = if fully {
+        let (codes, coupon_postings) = coupons::restore(uow, order_id, &member.member_id, now).await?;
+        postings.extend(coupon_postings);
+        codes
+    } else {
+        Vec::new()
+    };
+    order.refunded_amount = refunded;
+    order.points_reversed += reverse;
+    order.points_restored += restored;
+    order.points_pending -= clawed.from_pending;
+    order.state = if fully { OrderState::Refunded } else { OrderState::PartiallyRefunded };
+    uow.update_order(&order).await?;
+    let mut entry = entry("refund", &order, &member.member_id, now, postings);
+    entry.metadata.push(("amount".into(), amount.to_string()));
+    uow.append_transaction(&entry).await?;
+    member.lifetime_earned_points -= reverse;
+    member.lifetime_redeemed_points -= restored;
+    uow.update_member(&member).await?;
+    Ok(RefundResult {
+        order,
+        points_restored: restored,
+        points_reversed: reverse,
+        points_shortfall: clawed.shortfall,
+        coupons_restored,
+    })
+}
+
+fn refund_amount(order: &Order, scope: &RefundScope, exponent: u32) -> CommandResult<Money> {
+    let lines = match scope {
+        RefundScope::Amount(amount) => return Ok(*amount),
+        RefundScope::Lines(lines) => lines,
+    };
+    let mut violations = Vec::new();
+    let mut total = Money::ZERO;
+    for (i, RefundLine { line_id, quantity }) in lines.iter().enumerate() {
+        match order.lines.iter().find(|line| &line.line_id == line_id) {
+            None => violations.push(crate::domain::FieldViolation::new(
+                format!("lines[{i}].line_id"),
+                format!("order {} has no line {line_id:?}", order.order_id),
+            )),
+            Some(line) if *quantity > line.quantity => violations.push(
+                crate::domain::FieldViolation::new(
+                    format!("lines[{i}].quantity"),
+                    format!("the line has only {} items", line.quantity),
+                ),
+            ),
+            Some(line) => {
+                let share = line.amount.amount() * Decimal::from(*quantity)
+                    / Decimal::from(line.quantity);
+                total = total + Money::from_decimal_saturating(share).floor_to(exponent);
+            }
+        }
+    }
+    if violations.is_empty() {
+        Ok(total)
+    } else {
+        Err(DomainError::InvalidArgument(violations).into())
+    }
+}
+
+/// Points taken back for a refund, and from where.
+struct Clawback {
+    postings: Vec<Posting>,
+    from_pending: i64,
+    shortfall: i64,
+}
+
+/// Takes back `points` earned by an order: from its own pending lot first, then from available
+/// points (the order's own lot first, then soonest expiry). What the member already spent is
+/// booked to `program:shortfall`: the balance never goes below zero.
+async fn clawback(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+    order_id: &str,
+    points: i64,
+    now: DateTime<Utc>,
+) -> Result<Clawback, StoreError> {
+    let mut lots = uow.member_lots(member_id).await?;
+    lots.sort_by_key(|lot| {
+        let own = lot.order_id == order_id;
+        let pending_own = own && lot.state == crate::domain::model::LotState::Pending;
+        (!pending_own, !own, lot.expires_at.is_none(), lot.expires_at, lot.lot_id)
+    });
+    let (mut left, mut from_pending, mut from_available) = (points, 0, 0);
+    for mut lot in lots {
+        if left == 0 {
+            break;
+        }
+        let pending = lot.state == crate::domain::model::LotState::Pending;
+        let usable = if is_expired(&lot, now) { 0 } else { lot.free_points() };
+        if (pending && lot.order_id != order_id) || usable == 0 {
+            continue;
+        }
+        let take = left.min(usable);
+        lot.remaining_points -= take;
+        uow.update_lot(&lot).await?;
+        if pending { from_pending += take } else { from_available += take }
+        left -= take;
+    }
+    let mut postings = Vec::new();
+    push(&mut postings, Account::MemberPending(member_id.into()), Account::ProgramIssued, Asset::Points, from_pending);
+    push(&mut postings, Account::Member(member_id.into()), Account::ProgramIssued, Asset::Points, from_available);
+    push(&mut postings, Account::ProgramShortfall, Account::ProgramIssued, Asset::Points, left);
+    Ok(Clawback { postings, from_pending, shortfall: left })
+}
+
+/// Gives back redeemed points up to a cumulative `target`, into the lots they came from
+/// (latest expiry first), keeping each lot's expiry. Points of lots that have expired since are
+/// not given back. Returns the points given back and their posting.
+async fn restore_points(
+    uow: &mut dyn UnitOfWork,
+    order: &Order,
+    member_id: &str,
+    target: i64,
+    now: DateTime<Utc>,
+) -> Result<(i64, Option<Posting>), StoreError> {
+    let mut order_lots = Vec::new();
+    for order_lot in uow.order_lots(&order.order_id).await? {
+        let lot = uow.get_lot(order_lot.lot_id).await?.ok_or_else(|| {
+            StoreError::Corrupt(format!("lot {} of order {} is gone", order_lot.lot_id, order.order_id))
+        })?;
+        order_lots.push((order_lot, lot));
+    }
+    order_lots.sort_by_key(|(_, lot)| std::cmp::Reverse((lot.expires_at.is_none(), lot.expires_at)));
+    let considered: i64 = order_lots.iter().map(|(ol, _)| ol.restored_points).sum();
+    let (mut left, mut restored) = ((target - considered).max(0), 0);
+    for (mut order_lot, mut lot) in order_lots {
+        let take = left.min(order_lot.points - order_lot.restored_points);
+        if take == 0 {
+            continue;
+        }
+        order_lot.restored_points += take;
+        uow.update_order_lot(&order_lot).await?;
+        left -= take;
+        if !is_expired(&lot, now) {
+            lot.remaining_points += take;
+            uow.update_lot(&lot).await?;
+            restored += take;
+        }
+    }
+    let from = Account::redeemed(order.channel, &order.store_id);
+    let posting = (restored > 0).then(|| {
+        Posting::new(&from, &Account::Member(member_id.into()), &Asset::Points, restored)
+    });
+    Ok((restored, posting))
+}
+
+/// Prices an order for Authorize/RecordSale: every coupon must apply, and the points must be
+/// there.
+async fn price_strict(
+    uow: &mut dyn UnitOfWork,
+    program: &Program,
+    member: &MemberRow,
+    request: &OrderRequest,
+    available: i64,
+    now: DateTime<Utc>,
+) -> CommandResult<(Priced, Vec<coupons::Applied>)> {
+    let total = pricing::basket_total(&request.lines);
+    let ctx = CouponContext {
+        member_id: &member.member_id,
+        channel: request.channel,
+        store_id: &request.store_id,
+        total,
+        now,
+    };
+    let evaluated =
+        coupons::evaluate(uow, &ctx, &request.coupon_codes, program.currency_exponent(), true)
+            .await?;
+    let applied = evaluated
+        .into_iter()
+        .map(|e| e.verdict)
+        .collect::<Result<Vec<_>, _>>()?;
+    let discount = applied.iter().map(|a| a.discount).sum();
+    let priced = pricing::price(
+        program,
+        request.channel,
+        total,
+        discount,
+        request.points_to_redeem,
+        available,
+        true,
+    )?;
+    Ok((priced, applied))
+}
+
+async fn ensure_new_order(uow: &mut dyn UnitOfWork, request: &OrderRequest) -> CommandResult<()> {
+    if !request.store_id.is_empty() && uow.get_store(&request.store_id).await?.is_none() {
+        return Err(DomainError::StoreNotFound.into());
+    }
+    if uow.get_order(&request.order_id, false).await?.is_some() {
+        return Err(DomainError::OrderExists(request.order_id.clone()).into());
+    }
+    if !request.receipt_no.is_empty()
+        && uow
+            .order_by_receipt(&request.store_id, &request.register_id, &request.receipt_no)
+            .await?
+            .is_some()
+    {
+        return Err(DomainError::ReceiptExists {
+            store_id: request.store_id.clone(),
+            register_id: request.register_id.clone(),
+            receipt_no: request.receipt_no.clone(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Loads and locks an order the caller may act on.
+async fn load_order(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    order_id: &str,
+) -> CommandResult<Order> {
+    let order = uow
+        .get_order(order_id, true)
+        .await?
+        .ok_or(DomainError::OrderNotFound)?;
+    caller.require_checkout(order.channel, &order.store_id)?;
+    Ok(order)
+}
+
+/// Loads and locks an authorized order (Capture, Void).
+async fn open_order(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    order_id: &str,
+    action: &str,
+) -> CommandResult<Order> {
+    let order = load_order(uow, caller, order_id).await?;
+    if order.state != OrderState::Authorized {
+        return Err(state_error(&order, action));
+    }
+    Ok(order)
+}
+
+fn state_error(order: &Order, action: &str) -> Failure {
+    DomainError::OrderState {
+        state: order.state.as_str().to_string(),
+        action: action.to_string(),
+    }
+    .into()
+}
+
+fn new_order(
+    request: &OrderRequest,
+    member: &MemberRow,
+    priced: &Priced,
+    applied: &[coupons::Applied],
+    at: DateTime<Utc>,
+) -> Order {
+    Order {
+        order_id: request.order_id.clone(),
+        member_id: member.member_id.clone(),
+        state: OrderState::Authorized,
+        channel: request.channel,
+        store_id: request.store_id.clone(),
+        register_id: request.register_id.clone(),
+        receipt_no: request.receipt_no.clone(),
+        lines: request.lines.clone(),
+        total: priced.total,
+        coupon_discount: priced.coupon_discount,
+        points_redeemed: priced.points_redeemed,
+        amount_due: priced.amount_due,
+        points_earned: priced.points_to_earn,
+        points_pending: 0,
+        coupon_codes: applied.iter().map(coupons::Applied::code).collect(),
+        hold_expires_at: None,
+        refunded_amount: Money::ZERO,
+        points_reversed: 0,
+        points_restored: 0,
+        occurred_at: at,
+        created_at: at,
+    }
+}
+
+fn book_earning(order: &mut Order, postings: &mut Vec<Posting>, earned: Option<(Posting, bool)>) {
+    if let Some((posting, pending)) = earned {
+        if pending {
+            order.points_pending = posting.amount;
+        }
+        postings.push(posting);
+    }
+}
+
+/// Adds a posting unless it moves nothing.
+fn push(postings: &mut Vec<Posting>, from: Account, to: Account, asset: Asset, amount: i64) {
+    if amount > 0 {
+        postings.push(Posting::new(&from, &to, &asset, amount));
+    }
+}
+
+/// An order's transaction, journalled under the member who owns the order's points now.
+fn entry(
+    kind: &'static str,
+    order: &Order,
+    member_id: &str,
+    now: DateTime<Utc>,
+    postings: Vec<Posting>,
+) -> NewTransaction {
+    NewTransaction {
+        kind,
+        member_id: member_id.to_string(),
+        // A register sale replayed after an offline spell happened when the register says.
+        occurred_at: if kind == "sale" { order.occurred_at } else { now },
+        recorded_at: now,
+        channel: Some(order.channel),
+        store_id: order.store_id.clone(),
+        order_id: order.order_id.clone(),
+        postings,
+        metadata: Vec::new(),
+    }
+}
+
+/// Appends an order's transaction. Hold resolutions are always journalled (even with no
+/// postings) so that `omo verify` can see every order's hold resolve exactly once.
+async fn append(
+    uow: &mut dyn UnitOfWork,
+    kind: &'static str,
+    order: &Order,
+    member_id: &str,
+    now: DateTime<Utc>,
+    postings: Vec<Posting>,
+) -> Result<(), StoreError> {
+    uow.append_transaction(&entry(kind, order, member_id, now, postings))
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,428 @@
+//! Coupons in the ledger: every state change of a coupon is a posting of one unit of
+//! `CPN:<campaign_id>` (issue: campaign → member; reserve: member → hold; redeem: hold or member
+//! → campaign:redeemed; release and restore: back to the member; expiry: → campaign:expired).
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    CommandResult,
+    members::{self, Access},
+    points::system_entry,
+};
+use crate::domain::{
+    Account, Asset, DomainError, Money,
+    coupon::{Campaign, Coupon, CouponContext, CouponState, check_coupon, check_scope, check_stacking},
+    error::CouponReason,
+    ids,
+    model::{MemberRef, Order, Posting},
+    ports::{StoreError, UnitOfWork},
+};
+
+/// A coupon that applies to an order, with what it takes off.
+#[derive(Debug, Clone)]
+pub(super) struct Applied {
+    /// The member's coupon, or None for a public code (a coupon is issued when it is used).
+    coupon: Option<Coupon>,
+    campaign: Campaign,
+    code: String,
+    pub discount: Money,
+}
+
+impl Applied {
+    pub fn code(&self) -> String {
+        self.code.clone()
+    }
+}
+
+/// One code of an order and what became of it.
+pub(super) struct Evaluated {
+    pub code: String,
+    pub verdict: Result<Applied, DomainError>,
+}
+
+fn refusal(code: &str, reason: CouponReason) -> DomainError {
+    DomainError::Coupon {
+        code: code.to_string(),
+        reason,
+    }
+}
+
+/// Judges an order's codes in the order given; each discount applies to what earlier coupons
+/// left. `lock` locks the coupon (and public campaign) rows for a write.
+pub(super) async fn evaluate(
+    uow: &mut dyn UnitOfWork,
+    ctx: &CouponContext<'_>,
+    codes: &[String],
+    exponent: u32,
+    lock: bool,
+) -> Result<Vec<Evaluated>, StoreError> {
+    let mut remaining = ctx.total;
+    let mut applied_stackable = Vec::new();
+    let mut evaluated = Vec::new();
+    for code in codes {
+        let verdict = match find(uow, ctx, code, lock).await? {
+            Ok((coupon, campaign)) => check_stacking(&applied_stackable, campaign.stackable)
+                .map_err(|reason| refusal(code, reason))
+                .map(|()| {
+                    let variant_id = match &coupon {
+                        Some(coupon) => coupon.variant_id.clone(),
+                        None => campaign
+                            .variant_for(ctx.member_id)
+                            .map_or_else(String::new, |v| v.variant_id.clone()),
+                    };
+                    let discount = campaign.discount_of(&variant_id).apply(remaining, exponent);
+                    Applied { coupon, code: code.clone(), discount, campaign }
+                }),
+            Err(error) => Err(error),
+        };
+        if let Ok(applied) = &verdict {
+            remaining = remaining.saturating_sub(applied.discount);
+            applied_stackable.push(applied.campaign.stackable);
+        }
+        evaluated.push(Evaluated { code: code.clone(), verdict });
+    }
+    Ok(evaluated)
+}
+
+/// The coupon (or public campaign) behind a code, if the member may use it here.
+async fn find(
+    uow: &mut dyn UnitOfWork,
+    ctx: &CouponContext<'_>,
+    code: &str,
+    lock: bool,
+) -> Result<Result<(Option<Coupon>, Campaign), DomainError>, StoreError> {
+    if let Some(coupon) = uow.get_coupon(code, lock).await? {
+        let campaign = campaign_of(uow, &coupon.campaign_id, false).await?;
+        return Ok(check_coupon(&coupon, &campaign, ctx)
+            .map(|()| (Some(coupon), campaign))
+            .map_err(|reason| refusal(code, reason)));
+    }
+    let Some(campaign) = uow.campaign_by_public_code(code).await? else {
+        return Ok(Err(refusal(code, CouponReason::NotFound)));
+    };
+    let campaign = campaign_of(uow, &campaign.campaign_id, lock).await?;
+    if campaign.ends_at.is_some_and(|end| end <= ctx.now) {
+        return Ok(Err(refusal(code, CouponReason::Expired)));
+    }
+    if !campaign.is_open(ctx.now) {
+        return Ok(Err(refusal(code, CouponReason::NotActive)));
+    }
+    if let Err(reason) = check_scope(&campaign, ctx) {
+        return Ok(Err(refusal(code, reason)));
+    }
+    Ok(check_limits(uow, &campaign, ctx.member_id)
+        .await?
+        .map(|()| (None, campaign)))
+}
+
+async fn campaign_of(
+    uow: &mut dyn UnitOfWork,
+    campaign_id: &str,
+    lock: bool,
+) -> Result<Campaign, StoreError> {
+    uow.get_campaign(campaign_id, lock)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("campaign {campaign_id} is gone")))
+}
+
+/// The campaign's total and per-member issue limits.
+async fn check_limits(
+    uow: &mut dyn UnitOfWork,
+    campaign: &Campaign,
+    member_id: &str,
+) -> Result<Result<(), DomainError>, StoreError> {
+    if campaign.issue_limit > 0
+        && uow.count_coupons(&campaign.campaign_id, None).await? >= campaign.issue_limit.into()
+    {
+        return Ok(Err(DomainError::CampaignExhausted));
+    }
+    if campaign.per_member_limit > 0
+        && uow
+            .count_coupons(&campaign.campaign_id, Some(member_id))
+            .await?
+            >= campaign.per_member_limit.into()
+    {
+        return Ok(Err(DomainError::MemberLimit));
+    }
+    Ok(Ok(()))
+}
+
+/// Issues one coupon of a (locked) campaign to a member. Limits are checked by the caller.
+async fn issue(
+    uow: &mut dyn UnitOfWork,
+    campaign: &Campaign,
+    member_id: &str,
+    source: String,
+    now: DateTime<Utc>,
+) -> Result<(Coupon, Posting), StoreError> {
+    let (valid_from, valid_until) = campaign.validity(now);
+    let coupon = Coupon {
+        code: ids::new_coupon_code(),
+        campaign_id: campaign.campaign_id.clone(),
+        variant_id: campaign
+            .variant_for(member_id)
+            .map_or_else(String::new, |v| v.variant_id.clone()),
+        member_id: member_id.to_string(),
+        state: CouponState::Active,
+        valid_from,
+        valid_until,
+        source,
+        order_id: String::new(),
+        redeemed_at: None,
+        issued_at: now,
+    };
+    uow.insert_coupon(&coupon).await?;
+    let posting = unit(
+        Account::Campaign(campaign.campaign_id.clone()),
+        Account::Member(member_id.to_string()),
+        &campaign.campaign_id,
+    );
+    Ok((coupon, posting))
+}
+
+fn unit(from: Account, to: Account, campaign_id: &str) -> Posting {
+    Posting::new(&from, &to, &Asset::Coupon(campaign_id.to_string()), 1)
+}
+
+/// The member's coupon for each applied code (issuing one for a public code).
+async fn coupons_for(
+    uow: &mut dyn UnitOfWork,
+    applied: &[Applied],
+    member_id: &str,
+    now: DateTime<Utc>,
+    postings: &mut Vec<Posting>,
+) -> Result<Vec<Coupon>, StoreError> {
+    let mut coupons = Vec::new();
+    for applied in applied {
+        let coupon = match &applied.coupon {
+            Some(coupon) => coupon.clone(),
+            None => {
+                let source = format!("public:{}", applied.code);
+                let (coupon, posting) = issue(uow, &applied.campaign, member_id, source, now).await?;
+                postings.push(posting);
+                coupon
+            }
+        };
+        coupons.push(coupon);
+    }
+    Ok(coupons)
+}
+
+/// Authorize: the coupons move to the order's hold.
+pub(super) async fn reserve(
+    uow: &mut dyn UnitOfWork,
+    applied: &[Applied],
+    member_id: &str,
+    order_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut postings = Vec::new();
+    for mut coupon in coupons_for(uow, applied, member_id, now, &mut postings).await? {
+        coupon.state = CouponState::Reserved;
+        coupon.order_id = order_id.to_string();
+        uow.update_coupon(&coupon).await?;
+        postings.push(unit(
+            Account::Member(member_id.to_string()),
+            Account::Hold(order_id.to_string()),
+            &coupon.campaign_id,
+        ));
+    }
+    Ok(postings)
+}
+
+/// RecordSale: the coupons are redeemed at once.
+pub(super) async fn redeem_now(
+    uow: &mut dyn UnitOfWork,
+    applied: &[Applied],
+    member_id: &str,
+    order_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut postings = Vec::new();
+    for mut coupon in coupons_for(uow, applied, member_id, now, &mut postings).await? {
+        mark_redeemed(&mut coupon, order_id, now);
+        uow.update_coupon(&coupon).await?;
+        postings.push(unit(
+            Account::Member(member_id.to_string()),
+            Account::CampaignRedeemed(coupon.campaign_id.clone()),
+            &coupon.campaign_id,
+        ));
+    }
+    Ok(postings)
+}
+
+fn mark_redeemed(coupon: &mut Coupon, order_id: &str, now: DateTime<Utc>) {
+    coupon.state = CouponState::Redeemed;
+    coupon.order_id = order_id.to_string();
+    coupon.redeemed_at = Some(now);
+}
+
+/// Capture: the order's reserved coupons are redeemed.
+pub(super) async fn redeem_reserved(
+    uow: &mut dyn UnitOfWork,
+    order_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut postings = Vec::new();
+    for mut coupon in uow.order_coupons(order_id).await? {
+        if coupon.state != CouponState::Reserved {
+            continue;
+        }
+        mark_redeemed(&mut coupon, order_id, now);
+        uow.update_coupon(&coupon).await?;
+        postings.push(unit(
+            Account::Hold(order_id.to_string()),
+            Account::CampaignRedeemed(coupon.campaign_id.clone()),
+            &coupon.campaign_id,
+        ));
+    }
+    Ok(postings)
+}
+
+/// Void or hold expiry: reserved coupons go back to the member (or expire, if they ran out
+/// meanwhile).
+pub(super) async fn release(
+    uow: &mut dyn UnitOfWork,
+    order_id: &str,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut postings = Vec::new();
+    for mut coupon in uow.order_coupons(order_id).await? {
+        if coupon.state != CouponState::Reserved {
+            continue;
+        }
+        let to = if coupon.is_expired(now) {
+            coupon.state = CouponState::Expired;
+            Account::CampaignExpired(coupon.campaign_id.clone())
+        } else {
+            coupon.state = CouponState::Active;
+            coupon.order_id.clear();
+            Account::Member(member_id.to_string())
+        };
+        coupon.member_id = member_id.to_string();
+        uow.update_coupon(&coupon).await?;
+        postings.push(unit(Account::Hold(order_id.to_string()), to, &coupon.campaign_id));
+    }
+    Ok(postings)
+}
+
+/// Full refund: redeemed coupons that are still valid come back to the member.
+pub(super) async fn restore(
+    uow: &mut dyn UnitOfWork,
+    order_id: &str,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(Vec<String>, Vec<Posting>), StoreError> {
+    let (mut codes, mut postings) = (Vec::new(), Vec::new());
+    for mut coupon in uow.order_coupons(order_id).await? {
+        if coupon.state != CouponState::Redeemed || coupon.is_expired(now) {
+            continue;
+        }
+        coupon.state = CouponState::Active;
+        coupon.order_id.clear();
+        coupon.redeemed_at = None;
+        coupon.member_id = member_id.to_string();
+        uow.update_coupon(&coupon).await?;
+        postings.push(unit(
+            Account::CampaignRedeemed(coupon.campaign_id.clone()),
+            Account::Member(member_id.to_string()),
+            &coupon.campaign_id,
+        ));
+        codes.push(coupon.code);
+    }
+    Ok((codes, postings))
+}
+
+/// Capture and RecordSale: campaigns that reward this order issue their coupon (source
+/// `order:<order_id>`). A campaign that is closed or out of budget simply issues nothing.
+pub(super) async fn issue_on_capture(
+    uow: &mut dyn UnitOfWork,
+    order: &Order,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut postings = Vec::new();
+    for campaign in uow.list_campaigns().await? {
+        if !campaign.is_open(now) || !campaign.issues_on_capture(order.channel, order.total) {
+            continue;
+        }
+        let campaign = campaign_of(uow, &campaign.campaign_id, true).await?;
+        if check_limits(uow, &campaign, member_id).await?.is_err() {
+            continue;
+        }
+        let source = format!("order:{}", order.order_id);
+        let (_, posting) = issue(uow, &campaign, member_id, source, now).await?;
+        postings.push(posting);
+    }
+    Ok(postings)
+}
+
+pub(super) async fn create_campaign(
+    uow: &mut dyn UnitOfWork,
+    now: DateTime<Utc>,
+    campaign: &Campaign,
+) -> CommandResult<Campaign> {
+    if uow.get_campaign(&campaign.campaign_id, false).await?.is_some() {
+        return Err(DomainError::CampaignExists(campaign.campaign_id.clone()).into());
+    }
+    if let Some(code) = &campaign.public_code {
+        let taken = uow.campaign_by_public_code(code).await?.is_some()
+            || uow.get_coupon(code, false).await?.is_some();
+        if taken {
+            return Err(DomainError::PublicCodeTaken(code.clone()).into());
+        }
+    }
+    let campaign = Campaign {
+        created_at: now,
+        ..campaign.clone()
+    };
+    uow.insert_campaign(&campaign).await?;
+    Ok(campaign)
+}
+
+pub(super) async fn issue_by_admin(
+    uow: &mut dyn UnitOfWork,
+    now: DateTime<Utc>,
+    campaign_id: &str,
+    member: &MemberRef,
+) -> CommandResult<Coupon> {
+    let member = members::resolve(uow, member, Access::Mutate).await?;
+    let campaign = uow
+        .get_campaign(campaign_id, true)
+        .await?
+        .ok_or(DomainError::CampaignNotFound)?;
+    if !campaign.is_open(now) {
+        return Err(DomainError::CampaignClosed.into());
+    }
+    check_limits(uow, &campaign, &member.member_id).await??;
+    let (coupon, posting) = issue(uow, &campaign, &member.member_id, "admin".into(), now).await?;
+    let mut entry = system_entry("coupon_issue", &member.member_id, now, vec![posting]);
+    entry.metadata.push(("code".into(), coupon.code.clone()));
+    uow.append_transaction(&entry).await?;
+    Ok(coupon)
+}
+
+/// The sweeper's side: an active coupon past `valid_until` expires.
+pub(super) async fn expire_if_due(
+    uow: &mut dyn UnitOfWork,
+    code: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let Some(mut coupon) = uow.get_coupon(code, true).await? else {
+        return Ok(false);
+    };
+    if coupon.state != CouponState::Active || !coupon.is_expired(now) {
+        return Ok(false);
+    }
+    coupon.state = CouponState::Expired;
+    uow.update_coupon(&coupon).await?;
+    let posting = unit(
+        Account::Member(coupon.member_id.clone()),
+        Account::CampaignExpired(coupon.campaign_id.clone()),
+        &coupon.campaign_id,
+    );
+    let entry = system_entry("coupon_expire", &coupon.member_id, now, vec![posting]);
+    uow.append_transaction(&entry).await?;
+    Ok(true)
+}

@@ -1,0 +1,228 @@
+//! Members: creation, identifiers, and merging two members inside the ledger.
+
+use chrono::{DateTime, Utc};
+
+use super::{CommandResult, points};
+use crate::domain::{
+    Account, Asset, DomainError,
+    model::{Identifier, Member, MemberRef, MemberRow, MemberState, Posting},
+    ids,
+    ports::{NewTransaction, StoreError, UnitOfWork},
+};
+
+/// How a command uses the member it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Access {
+    /// Reads see a merged member as it is.
+    Read,
+    /// Mutations lock the member row and refuse a merged member.
+    Mutate,
+}
+
+/// Finds the member a reference names.
+pub(super) async fn resolve(
+    uow: &mut dyn UnitOfWork,
+    member: &MemberRef,
+    access: Access,
+) -> CommandResult<MemberRow> {
+    let member_id = match member {
+        MemberRef::Id(member_id) => member_id.clone(),
+        MemberRef::Identifier(identifier) => uow
+            .member_by_identifier(identifier)
+            .await?
+            .ok_or(DomainError::MemberNotFound)?,
+    };
+    let row = uow
+        .get_member(&member_id, access == Access::Mutate)
+        .await?
+        .ok_or(DomainError::MemberNotFound)?;
+    if access == Access::Mutate && row.state == MemberState::Merged {
+        return Err(DomainError::MemberMerged {
+            member_id: row.member_id,
+            merged_into: row.merged_into.unwrap_or_default(),
+        }
+        .into());
+    }
+    Ok(row)
+}
+
+/// The member that now owns what `member_id` owned (following merges), locked.
+pub(super) async fn current_owner(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+) -> CommandResult<MemberRow> {
+    let mut member_id = member_id.to_string();
+    // Merges form a chain; bound the walk (a limit on everything).
+    for _ in 0..32 {
+        let row = uow
+            .get_member(&member_id, true)
+            .await?
+            .ok_or(DomainError::MemberNotFound)?;
+        match (row.state, &row.merged_into) {
+            (MemberState::Merged, Some(next)) => member_id = next.clone(),
+            _ => return Ok(row),
+        }
+    }
+    Err(StoreError::Corrupt(format!("merge chain from {member_id} is too long")).into())
+}
+
+pub(super) async fn to_member(
+    uow: &mut dyn UnitOfWork,
+    row: MemberRow,
+) -> Result<Member, StoreError> {
+    let identifiers = uow.identifiers(&row.member_id).await?;
+    Ok(Member {
+        member_id: row.member_id,
+        identifiers,
+        display_name: row.display_name,
+        state: row.state,
+        merged_into: row.merged_into,
+        created_at: row.created_at,
+    })
+}
+
+pub(super) async fn create(
+    uow: &mut dyn UnitOfWork,
+    now: DateTime<Utc>,
+    identifiers: &[Identifier],
+    display_name: &str,
+) -> CommandResult<Member> {
+    for identifier in identifiers {
+        ensure_free(uow, identifier).await?;
+    }
+    let row = MemberRow {
+        member_id: ids::new_member_id(),
+        display_name: display_name.to_string(),
+        state: MemberState::Active,
+        merged_into: None,
+        created_at: now,
+        lifetime_earned_points: 0,
+        lifetime_redeemed_points: 0,
+    };
+    uow.insert_member(&row).await?;
+    for identifier in identifiers {
+        uow.insert_identifier(&row.member_id, identifier).await?;
+    }
+    Ok(to_member(uow, row).await?)
+}
+
+async fn ensure_free(uow: &mut dyn UnitOfWork, identifier: &Identifier) -> CommandResult<()> {
+    if uow.member_by_identifier(identifier).await?.is_some() {
+        return Err(DomainError::IdentifierTaken {
+            kind: identifier.kind.clone(),
+            value: identifier.value.clone(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+pub(super) async fn link(
+    uow: &mut dyn UnitOfWork,
+    member: &MemberRef,
+    identifier: &Identifier,
+) -> CommandResult<Member> {
+    let row = resolve(uow, member, Access::Mutate).await?;
+    match uow.member_by_identifier(identifier).await? {
+        Some(owner) if owner == row.member_id => {}
+        Some(_) => ensure_free(uow, identifier).await?,
+        None => uow.insert_identifier(&row.member_id, identifier).await?,
+    }
+    Ok(to_member(uow, row).await?)
+}
+
+/// Moves everything of `source` to `target` through the ledger: points (each lot keeps its
+/// expiry), pending points, coupons, identifiers. The source stays as a MERGED tombstone.
+pub(super) async fn merge(
+    uow: &mut dyn UnitOfWork,
+    now: DateTime<Utc>,
+    source_member_id: &str,
+    target_member_id: &str,
+) -> CommandResult<Member> {
+    // Lock both members in a fixed (sorted) order so two merges cannot deadlock.
+    let (first, second) = if source_member_id < target_member_id {
+        (source_member_id, target_member_id)
+    } else {
+        (target_member_id, source_member_id)
+    };
+    let first = resolve(uow, &MemberRef::Id(first.to_string()), Access::Mutate).await?;
+    let second = resolve(uow, &MemberRef::Id(second.to_string()), Access::Mutate).await?;
+    let (mut source, mut target) = if first.member_id == source_member_id {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    if uow.member_has_open_orders(&source.member_id).await? {
+        return Err(DomainError::MemberHasOpenOrders.into());
+    }
+    points::settle_member(uow, &source.member_id, now).await?;
+    points::settle_member(uow, &target.member_id, now).await?;
+
+    let postings = merge_postings(uow, &source.member_id, &target.member_id).await?;
+    uow.move_lots(&source.member_id, &target.member_id).await?;
+    uow.move_coupons(&source.member_id, &target.member_id).await?;
+    uow.move_identifiers(&source.member_id, &target.member_id)
+        .await?;
+    if !postings.is_empty() {
+        uow.append_transaction(&NewTransaction {
+            kind: "merge",
+            member_id: target.member_id.clone(),
+            occurred_at: now,
+            recorded_at: now,
+            channel: None,
+            store_id: String::new(),
+            order_id: String::new(),
+            postings,
+            metadata: vec![("source_member_id".into(), source.member_id.clone())],
+        })
+        .await?;
+    }
+    target.lifetime_earned_points += source.lifetime_earned_points;
+    target.lifetime_redeemed_points += source.lifetime_redeemed_points;
+    source.state = MemberState::Merged;
+    source.merged_into = Some(target.member_id.clone());
+    uow.update_member(&source).await?;
+    uow.update_member(&target).await?;
+    Ok(to_member(uow, target).await?)
+}
+
+/// One posting per asset the source holds: available and pending points, and each campaign's
+/// coupons.
+async fn merge_postings(
+    uow: &mut dyn UnitOfWork,
+    source: &str,
+    target: &str,
+) -> Result<Vec<Posting>, StoreError> {
+    let mut postings = Vec::new();
+    let pairs = [
+        (
+            Account::Member(source.into()),
+            Account::Member(target.into()),
+        ),
+        (
+            Account::MemberPending(source.into()),
+            Account::MemberPending(target.into()),
+        ),
+    ];
+    for (from, to) in &pairs {
+        let amount = uow.balance(&from.to_string(), "PTS").await?;
+        if amount > 0 {
+            postings.push(Posting::new(from, to, &Asset::Points, amount));
+        }
+    }
+    let mut coupons_by_campaign = std::collections::BTreeMap::<String, i64>::new();
+    for coupon in uow.member_coupons(source).await? {
+        if coupon.state == crate::domain::coupon::CouponState::Active {
+            *coupons_by_campaign.entry(coupon.campaign_id).or_default() += 1;
+        }
+    }
+    for (campaign_id, count) in coupons_by_campaign {
+        postings.push(Posting::new(
+            &pairs[0].0,
+            &pairs[0].1,
+            &Asset::Coupon(campaign_id),
+            count,
+        ));
+    }
+    Ok(postings)
+}

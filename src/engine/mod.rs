@@ -1,0 +1,376 @@
+//! The command engine: runs each business command in one unit of work, exactly once per
+//! request_id, retrying transient conflicts. Business rules live in the submodules, written once
+//! for every storage backend.
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    time::Duration as StdDuration,
+};
+
+use chrono::{DateTime, Utc};
+use tracing::Instrument;
+
+use crate::domain::{
+    Clock, DomainError,
+    auth::{Caller, Role},
+    command::{Command, Reply},
+    ids,
+    ports::{ApiKeyRecord, IdempotencyRecord, Store, StoreError, UnitOfWork},
+};
+
+mod checkout;
+mod coupons;
+mod members;
+mod points;
+mod queries;
+mod sweeper;
+mod verify;
+
+pub use queries::TransactionPage;
+pub use sweeper::SweepReport;
+pub use verify::{Check, VerifyReport};
+
+/// How often one command is tried when the database reports a transient conflict.
+const MAX_ATTEMPTS: u32 = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("internal: {0}")]
+    Internal(#[from] StoreError),
+}
+
+/// What one command did inside its unit of work.
+enum Failure {
+    /// Refused: the command's writes are rolled back, the refusal is remembered.
+    Refused(DomainError),
+    /// Refused, but what the command wrote stands (a capture that found its hold expired
+    /// releases the hold and still says HOLD_EXPIRED).
+    RefusedAfterWrites(DomainError),
+    Internal(StoreError),
+}
+
+impl From<DomainError> for Failure {
+    fn from(error: DomainError) -> Self {
+        Failure::Refused(error)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Internal(error)
+    }
+}
+
+type CommandResult<T> = Result<T, Failure>;
+
+/// A boxed unit of work body; `Fn` so that a conflict can run it again from the start.
+type WorkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
+
+#[derive(Debug)]
+pub struct Engine {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    /// Callers by key hash. Keys are never changed once created, so caching them is safe
+    /// across replicas; an unknown key is always looked up again.
+    callers: Mutex<HashMap<String, Caller>>,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            clock,
+            callers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.store.backend_name()
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// The caller an API key stands for; `None` for an unknown key.
+    pub async fn authenticate(&self, api_key: &str) -> Result<Option<Caller>, EngineError> {
+        let key_hash = ids::sha256_hex(api_key.as_bytes());
+        if let Some(caller) = self.cached_caller(&key_hash) {
+            return Ok(Some(caller));
+        }
+        let mut uow = self.store.begin_read().await?;
+        let Some(record) = uow.find_api_key(&key_hash).await? else {
+            return Ok(None);
+        };
+        let caller = Caller {
+            key_id: record.key_id,
+            role: record.role,
+            store_id: record.store_id,
+        };
+        self.callers
+            .lock()
+            .expect("caller cache poisoned")
+            .insert(key_hash, caller.clone());
+        Ok(Some(caller))
+    }
+
+    fn cached_caller(&self, key_hash: &str) -> Option<Caller> {
+        let callers = self.callers.lock().expect("caller cache poisoned");
+        callers.get(key_hash).cloned()
+    }
+
+    /// Creates an API key and returns it in clear: the only time it is ever seen.
+    pub async fn create_api_key(
+        &self,
+        role: Role,
+        store_id: Option<String>,
+        name: String,
+    ) -> Result<String, EngineError> {
+        if role == Role::Register && store_id.is_none() {
+            return Err(DomainError::invalid("store", "a register key is bound to a store").into());
+        }
+        let api_key = ids::new_api_key();
+        let key_hash = ids::sha256_hex(api_key.as_bytes());
+        let record = ApiKeyRecord {
+            key_id: ids::key_id_of(&key_hash),
+            key_hash,
+            role,
+            store_id,
+            name,
+            created_at: self.now(),
+        };
+        self.write(move |uow, _now| {
+            let record = record.clone();
+            Box::pin(async move { Ok(uow.insert_api_key(&record).await?) })
+        })
+        .await?;
+        Ok(api_key)
+    }
+
+    /// Runs one mutating command. With a request_id, the first outcome (reply or refusal) is
+    /// remembered and every retry gets it back; the same id with another command is refused.
+    pub async fn execute(
+        &self,
+        caller: &Caller,
+        request_id: Option<&str>,
+        command: Command,
+    ) -> Result<Reply, EngineError> {
+        let span = tracing::info_span!("execute", command = command.name());
+        let idempotency = request_id.map(|request_id| IdempotencyKey {
+            key_id: caller.key_id.clone(),
+            request_id: request_id.to_string(),
+            request_hash: ids::sha256_hex(
+                serde_json::to_string(&command)
+                    .expect("commands serialise")
+                    .as_bytes(),
+            ),
+        });
+        let caller = caller.clone();
+        let outcome = self
+            .write(move |uow, now| {
+                let (caller, command, idempotency) =
+                    (caller.clone(), command.clone(), idempotency.clone());
+                Box::pin(async move {
+                    run_remembered(uow, &caller, now, &command, idempotency.as_ref()).await
+                })
+            })
+            .instrument(span)
+            .await?;
+        outcome.map_err(EngineError::Domain)
+    }
+
+    /// Runs `work` in a read-write unit of work and commits it, again from the start on a
+    /// transient conflict (with a short, growing, jittered pause).
+    async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
+    where
+        T: Send,
+        F: for<'a> Fn(&'a mut dyn UnitOfWork, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
+    {
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                let mut uow = self.store.begin().await?;
+                let value = work(uow.as_mut(), self.clock.now()).await?;
+                uow.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(EngineError::Internal(StoreError::Conflict(why))) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, %why, "transient conflict; retrying");
+                    let jitter = rand::random_range(0..=attempt * 5);
+                    tokio::time::sleep(StdDuration::from_millis(u64::from(attempt * 2 + jitter)))
+                        .await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct IdempotencyKey {
+    key_id: String,
+    request_id: String,
+    request_hash: String,
+}
+
+/// The remembered outcome of a request: the reply, or the refusal.
+type Outcome = Result<Reply, DomainError>;
+
+async fn run_remembered(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    command: &Command,
+    idempotency: Option<&IdempotencyKey>,
+) -> Result<Outcome, EngineError> {
+    if let Some(key) = idempotency {
+        if let Some(record) = uow.find_idempotency(&key.key_id, &key.request_id).await? {
+            return replay(&record, key);
+        }
+    }
+    uow.savepoint().await?;
+    let outcome = match run(uow, caller, now, command).await {
+        Ok(reply) => {
+            uow.release_savepoint().await?;
+            Ok(reply)
+        }
+        Err(Failure::Refused(refusal)) => {
+            uow.rollback_to_savepoint().await?;
+            uow.release_savepoint().await?;
+            Err(refusal)
+        }
+        Err(Failure::RefusedAfterWrites(refusal)) => {
+            uow.release_savepoint().await?;
+            Err(refusal)
+        }
+        Err(Failure::Internal(error)) => return Err(error.into()),
+    };
+    if let Some(key) = idempotency {
+        let record = IdempotencyRecord {
+            key_id: key.key_id.clone(),
+            request_id: key.request_id.clone(),
+            request_hash: key.request_hash.clone(),
+            outcome: serde_json::to_string(&outcome).expect("outcomes serialise"),
+            created_at: now,
+        };
+        uow.insert_idempotency(&record).await?;
+    }
+    Ok(outcome)
+}
+
+fn replay(record: &IdempotencyRecord, key: &IdempotencyKey) -> Result<Outcome, EngineError> {
+    if record.request_hash != key.request_hash {
+        return Ok(Err(DomainError::IdempotencyKeyReused));
+    }
+    serde_json::from_str(&record.outcome).map_err(|e| {
+        StoreError::Corrupt(format!(
+            "idempotency outcome of request {}: {e}",
+            record.request_id
+        ))
+        .into()
+    })
+}
+
+/// Dispatches a command to its rule.
+async fn run(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    command: &Command,
+) -> CommandResult<Reply> {
+    use crate::domain::auth::Operation;
+    match command {
+        Command::CreateMember {
+            identifiers,
+            display_name,
+        } => {
+            caller.require(Operation::CreateMember)?;
+            members::create(uow, now, identifiers, display_name)
+                .await
+                .map(Reply::Member)
+        }
+        Command::LinkIdentifier { member, identifier } => {
+            caller.require(Operation::LinkIdentifier)?;
+            members::link(uow, member, identifier)
+                .await
+                .map(Reply::Member)
+        }
+        Command::MergeMembers {
+            source_member_id,
+            target_member_id,
+        } => {
+            caller.require(Operation::MergeMembers)?;
+            members::merge(uow, now, source_member_id, target_member_id)
+                .await
+                .map(Reply::Member)
+        }
+        Command::AdjustPoints {
+            member,
+            points,
+            reason,
+        } => {
+            caller.require(Operation::AdjustPoints)?;
+            points::adjust(uow, now, member, *points, reason)
+                .await
+                .map(Reply::Transaction)
+        }
+        Command::Authorize(request) => checkout::authorize(uow, caller, now, request)
+            .await
+            .map(Reply::Order),
+        Command::RecordSale(request) => checkout::record_sale(uow, caller, now, request)
+            .await
+            .map(Reply::Order),
+        Command::Capture { order_id } => checkout::capture(uow, caller, now, order_id)
+            .await
+            .map(Reply::Order),
+        Command::Void { order_id } => checkout::void(uow, caller, now, order_id)
+            .await
+            .map(Reply::Order),
+        Command::Refund { order_id, scope } => checkout::refund(uow, caller, now, order_id, scope)
+            .await
+            .map(Reply::Refund),
+        Command::CreateStore(store) => {
+            caller.require(Operation::ManageStores)?;
+            if uow.get_store(&store.store_id).await?.is_some() {
+                return Err(DomainError::StoreExists(store.store_id.clone()).into());
+            }
+            uow.insert_store(store).await?;
+            Ok(Reply::Store(store.clone()))
+        }
+        Command::UpdateProgram(program) => {
+            caller.require(Operation::ManageProgram)?;
+            uow.save_program(program).await?;
+            Ok(Reply::Program(program.clone()))
+        }
+        Command::CreateCampaign(campaign) => {
+            caller.require(Operation::ManageCampaigns)?;
+            coupons::create_campaign(uow, now, campaign)
+                .await
+                .map(Reply::Campaign)
+        }
+        Command::IssueCoupon {
+            campaign_id,
+            member,
+        } => {
+            caller.require(Operation::IssueCoupon)?;
+            coupons::issue_by_admin(uow, now, campaign_id, member)
+                .await
+                .map(Reply::Coupon)
+        }
+    }
+}
+
+/// The program settings (defaults until an admin saves them).
+async fn load_program(
+    uow: &mut dyn UnitOfWork,
+) -> Result<crate::domain::model::Program, StoreError> {
+    Ok(uow.load_program().await?.unwrap_or_default())
+}

@@ -1,0 +1,266 @@
+//! Points: lots, holds, earning, spending, expiry and maturation, always as balanced postings
+//! written together with the lots they change.
+
+use chrono::{DateTime, Utc};
+
+use super::{CommandResult, load_program, members};
+use crate::domain::{
+    Account, Asset, DomainError,
+    lots::{self, is_expired},
+    model::{Channel, Lot, LotState, MemberRef, OrderLot, Posting, Program, Transaction},
+    ports::{NewTransaction, StoreError, UnitOfWork},
+};
+
+/// Matures the member's pending lots and expires lots past their expiry, as of `now`.
+/// Every command that touches a member's points runs this first, so nothing is ever spent from
+/// an expired lot even when the sweeper is behind.
+pub(super) async fn settle_member(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let member = Account::Member(member_id.to_string());
+    let pending = Account::MemberPending(member_id.to_string());
+    let mut matured = Vec::new();
+    let mut expired = Vec::new();
+    for mut lot in uow.member_lots(member_id).await? {
+        let mut changed = false;
+        if lot.state == LotState::Pending && lots::is_matured(&lot, now) {
+            matured.push(Posting::new(&pending, &member, &Asset::Points, lot.free_points()));
+            lot.state = LotState::Available;
+            changed = true;
+        }
+        if lot.state != LotState::Expired && is_expired(&lot, now) {
+            let from = if lot.state == LotState::Pending { &pending } else { &member };
+            let free = lot.free_points();
+            if free > 0 {
+                expired.push(Posting::new(from, &Account::ProgramExpired, &Asset::Points, free));
+            }
+            lot.remaining_points -= free;
+            lot.state = LotState::Expired;
+            changed = true;
+        }
+        if changed {
+            uow.update_lot(&lot).await?;
+        }
+    }
+    for (kind, postings) in [("mature", matured), ("expire", expired)] {
+        let postings: Vec<Posting> = postings.into_iter().filter(|p| p.amount > 0).collect();
+        if !postings.is_empty() {
+            let entry = system_entry(kind, member_id, now, postings);
+            uow.append_transaction(&entry).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A transaction not tied to an order or channel.
+pub(super) fn system_entry(
+    kind: &'static str,
+    member_id: &str,
+    now: DateTime<Utc>,
+    postings: Vec<Posting>,
+) -> NewTransaction {
+    NewTransaction {
+        kind,
+        member_id: member_id.to_string(),
+        occurred_at: now,
+        recorded_at: now,
+        channel: None,
+        store_id: String::new(),
+        order_id: String::new(),
+        postings,
+        metadata: Vec::new(),
+    }
+}
+
+/// The member's spendable points after settling, checked against the stored balance: the two
+/// are kept by different code paths, and a difference means the ledger is broken — refuse to
+/// write on top of it.
+pub(super) async fn spendable(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> CommandResult<(Vec<Lot>, i64)> {
+    settle_member(uow, member_id, now).await?;
+    let lots = uow.member_lots(member_id).await?;
+    let from_lots = lots::spendable(&lots, now);
+    let stored = uow
+        .balance(&Account::Member(member_id.to_string()).to_string(), "PTS")
+        .await?;
+    if from_lots != stored {
+        return Err(StoreError::Corrupt(format!(
+            "member {member_id}: lots say {from_lots} spendable points, balance says {stored}"
+        ))
+        .into());
+    }
+    Ok((lots, from_lots))
+}
+
+/// Takes `points` from the member's lots, soonest expiry first, for `order_id`: held (the
+/// points stay in the lots until capture) or spent at once. Without an order (an admin debit)
+/// nothing records where the points came from, since nothing can give them back.
+pub(super) async fn take_points(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+    order_id: &str,
+    points: i64,
+    hold: bool,
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
+    if points == 0 {
+        return Ok(());
+    }
+    let (lots, available) = spendable(uow, member_id, now).await?;
+    let plan = lots::plan_spend(&lots, points, now).ok_or(DomainError::InsufficientPoints {
+        available,
+        requested: points,
+    })?;
+    for (lot_id, take) in plan {
+        let mut lot = lots
+            .iter()
+            .find(|lot| lot.lot_id == lot_id)
+            .cloned()
+            .expect("planned lots come from the list");
+        if hold {
+            lot.held_points += take;
+        } else {
+            lot.remaining_points -= take;
+        }
+        uow.update_lot(&lot).await?;
+        if !order_id.is_empty() {
+            uow.insert_order_lot(&OrderLot {
+                order_id: order_id.to_string(),
+                lot_id,
+                points: take,
+                restored_points: 0,
+            })
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Resolves an order's held points: `spend` consumes them (capture); otherwise they return to
+/// the member, except from lots that expired meanwhile, which go to `program:expired`.
+/// Returns (points back to the member, points expired).
+pub(super) async fn resolve_hold(
+    uow: &mut dyn UnitOfWork,
+    order_id: &str,
+    spend: bool,
+    now: DateTime<Utc>,
+) -> Result<(i64, i64), StoreError> {
+    let (mut returned, mut expired) = (0, 0);
+    for order_lot in uow.order_lots(order_id).await? {
+        let mut lot = uow
+            .get_lot(order_lot.lot_id)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt(format!("lot {} is gone", order_lot.lot_id)))?;
+        lot.held_points -= order_lot.points;
+        if spend {
+            lot.remaining_points -= order_lot.points;
+        } else if is_expired(&lot, now) {
+            lot.remaining_points -= order_lot.points;
+            expired += order_lot.points;
+        } else {
+            returned += order_lot.points;
+        }
+        uow.update_lot(&lot).await?;
+    }
+    Ok((returned, expired))
+}
+
+/// Books earned points as a new lot: pending through the EC return window, or available.
+/// Returns the posting and whether the points are pending.
+pub(super) async fn earn(
+    uow: &mut dyn UnitOfWork,
+    program: &Program,
+    member_id: &str,
+    order_id: &str,
+    channel: Channel,
+    points: i64,
+    earned_at: DateTime<Utc>,
+) -> Result<Option<(Posting, bool)>, StoreError> {
+    if points <= 0 {
+        return Ok(None);
+    }
+    let matures_at = program.pending_until(channel, earned_at);
+    let lot = Lot {
+        lot_id: 0,
+        member_id: member_id.to_string(),
+        order_id: order_id.to_string(),
+        state: if matures_at.is_some() {
+            LotState::Pending
+        } else {
+            LotState::Available
+        },
+        earned_at,
+        matures_at,
+        // Points expire a fixed time after they become spendable.
+        expires_at: program.lot_expiry(matures_at.unwrap_or(earned_at)),
+        original_points: points,
+        remaining_points: points,
+        held_points: 0,
+    };
+    uow.insert_lot(&lot).await?;
+    let to = if matures_at.is_some() {
+        Account::MemberPending(member_id.to_string())
+    } else {
+        Account::Member(member_id.to_string())
+    };
+    let posting = Posting::new(&Account::ProgramIssued, &to, &Asset::Points, points);
+    Ok(Some((posting, matures_at.is_some())))
+}
+
+/// AdjustPoints: an admin credit (a new lot) or debit (from lots, soonest expiry first).
+pub(super) async fn adjust(
+    uow: &mut dyn UnitOfWork,
+    now: DateTime<Utc>,
+    member: &MemberRef,
+    points: i64,
+    reason: &str,
+) -> CommandResult<Transaction> {
+    let member = members::resolve(uow, member, members::Access::Mutate).await?;
+    let member_id = member.member_id.clone();
+    let account = Account::Member(member_id.clone());
+    let posting = if points > 0 {
+        let program = load_program(uow).await?;
+        settle_member(uow, &member_id, now).await?;
+        let lot = Lot {
+            lot_id: 0,
+            member_id: member_id.clone(),
+            order_id: String::new(),
+            state: LotState::Available,
+            earned_at: now,
+            matures_at: None,
+            expires_at: program.lot_expiry(now),
+            original_points: points,
+            remaining_points: points,
+            held_points: 0,
+        };
+        uow.insert_lot(&lot).await?;
+        Posting::new(&Account::ProgramAdjustments, &account, &Asset::Points, points)
+    } else {
+        take_points(uow, &member_id, "", -points, false, now).await?;
+        Posting::new(&account, &Account::ProgramAdjustments, &Asset::Points, -points)
+    };
+    let mut entry = system_entry("adjust", &member_id, now, vec![posting]);
+    entry.metadata.push(("reason".into(), reason.to_string()));
+    let transaction_id = uow.append_transaction(&entry).await?;
+    Ok(to_transaction(transaction_id, entry))
+}
+
+pub(super) fn to_transaction(transaction_id: i64, entry: NewTransaction) -> Transaction {
+    Transaction {
+        transaction_id,
+        kind: entry.kind.to_string(),
+        member_id: entry.member_id,
+        occurred_at: entry.occurred_at,
+        recorded_at: entry.recorded_at,
+        channel: entry.channel,
+        store_id: entry.store_id,
+        order_id: entry.order_id,
+        postings: entry.postings,
+        metadata: entry.metadata.into_iter().collect(),
+    }
+}

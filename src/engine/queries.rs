@@ -1,0 +1,208 @@
+//! Read-only queries. Each runs in one read snapshot and writes nothing; balances are computed
+//! from lots as of the clock, so they are right even before the sweeper has run.
+
+use super::{Engine, EngineError, Failure, coupons, members};
+use crate::domain::{
+    DomainError,
+    auth::{Caller, Operation},
+    command::OrderRequest,
+    coupon::{Campaign, Coupon, CouponContext, CouponState},
+    lots,
+    model::{Balance, Member, MemberRef, Order, Program, Store, Transaction},
+    pricing::{self, CouponApplication, Quote},
+};
+
+/// One page of a member's transactions, newest first.
+#[derive(Debug, Clone)]
+pub struct TransactionPage {
+    pub transactions: Vec<Transaction>,
+    /// Pass as `before` to get the next (older) page; None on the last page.
+    pub next_before: Option<i64>,
+}
+
+fn from_failure(failure: Failure) -> EngineError {
+    match failure {
+        Failure::Refused(error) | Failure::RefusedAfterWrites(error) => error.into(),
+        Failure::Internal(error) => error.into(),
+    }
+}
+
+impl Engine {
+    pub async fn get_member(&self, caller: &Caller, member: &MemberRef) -> Result<Member, EngineError> {
+        caller.require(Operation::GetMember)?;
+        let mut uow = self.store.begin_read().await?;
+        let row = members::resolve(uow.as_mut(), member, members::Access::Read)
+            .await
+            .map_err(from_failure)?;
+        Ok(members::to_member(uow.as_mut(), row).await?)
+    }
+
+    pub async fn get_balance(&self, caller: &Caller, member: &MemberRef) -> Result<Balance, EngineError> {
+        caller.require(Operation::GetBalance)?;
+        let mut uow = self.store.begin_read().await?;
+        let row = members::resolve(uow.as_mut(), member, members::Access::Read)
+            .await
+            .map_err(from_failure)?;
+        let member_lots = uow.member_lots(&row.member_id).await?;
+        Ok(lots::balance_at(&row, &member_lots, self.now()))
+    }
+
+    pub async fn list_transactions(
+        &self,
+        caller: &Caller,
+        member: &MemberRef,
+        page_size: i64,
+        before: Option<i64>,
+    ) -> Result<TransactionPage, EngineError> {
+        caller.require(Operation::ListTransactions)?;
+        let mut uow = self.store.begin_read().await?;
+        let row = members::resolve(uow.as_mut(), member, members::Access::Read)
+            .await
+            .map_err(from_failure)?;
+        // One more than asked tells whether another page follows.
+        let mut transactions = uow
+            .member_transactions(&row.member_id, before, page_size + 1)
+            .await?;
+        let more = transactions.len() as i64 > page_size;
+        transactions.truncate(page_size as usize);
+        let next_before = more
+            .then(|| transactions.last().map(|t| t.transaction_id))
+            .flatten();
+        Ok(TransactionPage {
+            transactions,
+            next_before,
+        })
+    }
+
+    /// Prices a basket without writing: points as of now, each code with its verdict.
+    pub async fn quote(&self, caller: &Caller, request: &OrderRequest) -> Result<Quote, EngineError> {
+        caller.require_checkout(request.channel, &request.store_id)?;
+        let now = self.now();
+        let mut uow = self.store.begin_read().await?;
+        let member = members::resolve(uow.as_mut(), &request.member, members::Access::Read)
+            .await
+            .map_err(from_failure)?;
+        let program = super::load_program(uow.as_mut()).await?;
+        let member_lots = uow.member_lots(&member.member_id).await?;
+        let available = lots::spendable(&member_lots, now);
+        let total = pricing::basket_total(&request.lines);
+        let ctx = CouponContext {
+            member_id: &member.member_id,
+            channel: request.channel,
+            store_id: &request.store_id,
+            total,
+            now,
+        };
+        let evaluated = coupons::evaluate(
+            uow.as_mut(),
+            &ctx,
+            &request.coupon_codes,
+            program.currency_exponent(),
+            false,
+        )
+        .await?;
+        let coupons: Vec<CouponApplication> = evaluated
+            .into_iter()
+            .map(|e| match e.verdict {
+                Ok(applied) => CouponApplication {
+                    code: e.code,
+                    applicable: true,
+                    reason: None,
+                    discount: applied.discount,
+                },
+                Err(error) => CouponApplication {
+                    code: e.code,
+                    applicable: false,
+                    reason: Some(error.reason().to_string()),
+                    discount: crate::domain::Money::ZERO,
+                },
+            })
+            .collect();
+        let discount = coupons.iter().map(|c| c.discount).sum();
+        let priced = pricing::price(
+            &program,
+            request.channel,
+            total,
+            discount,
+            request.points_to_redeem,
+            available,
+            false,
+        )?;
+        Ok(Quote { priced, coupons })
+    }
+
+    pub async fn get_order(&self, caller: &Caller, order_id: &str) -> Result<Order, EngineError> {
+        let mut uow = self.store.begin_read().await?;
+        let order = uow
+            .get_order(order_id, false)
+            .await?
+            .ok_or(DomainError::OrderNotFound)?;
+        caller.require_checkout(order.channel, &order.store_id)?;
+        Ok(order)
+    }
+
+    pub async fn get_store(&self, caller: &Caller, store_id: &str) -> Result<Store, EngineError> {
+        caller.require(Operation::ManageStores)?;
+        let mut uow = self.store.begin_read().await?;
+        Ok(uow
+            .get_store(store_id)
+            .await?
+            .ok_or(DomainError::StoreNotFound)?)
+    }
+
+    pub async fn list_stores(&self, caller: &Caller) -> Result<Vec<Store>, EngineError> {
+        caller.require(Operation::ManageStores)?;
+        let mut uow = self.store.begin_read().await?;
+        Ok(uow.list_stores().await?)
+    }
+
+    pub async fn get_program(&self, caller: &Caller) -> Result<Program, EngineError> {
+        caller.require(Operation::ManageProgram)?;
+        let mut uow = self.store.begin_read().await?;
+        Ok(super::load_program(uow.as_mut()).await?)
+    }
+
+    pub async fn get_campaign(&self, caller: &Caller, campaign_id: &str) -> Result<Campaign, EngineError> {
+        caller.require(Operation::ManageCampaigns)?;
+        let mut uow = self.store.begin_read().await?;
+        Ok(uow
+            .get_campaign(campaign_id, false)
+            .await?
+            .ok_or(DomainError::CampaignNotFound)?)
+    }
+
+    pub async fn list_campaigns(&self, caller: &Caller) -> Result<Vec<Campaign>, EngineError> {
+        caller.require(Operation::ManageCampaigns)?;
+        let mut uow = self.store.begin_read().await?;
+        Ok(uow.list_campaigns().await?)
+    }
+
+    /// A member's wallet: usable coupons (not expired as of now), or every coupon ever held.
+    pub async fn list_coupons(
+        &self,
+        caller: &Caller,
+        member: &MemberRef,
+        include_inactive: bool,
+    ) -> Result<Vec<Coupon>, EngineError> {
+        caller.require(Operation::ReadCoupons)?;
+        let now = self.now();
+        let mut uow = self.store.begin_read().await?;
+        let row = members::resolve(uow.as_mut(), member, members::Access::Read)
+            .await
+            .map_err(from_failure)?;
+        let mut coupons = uow.member_coupons(&row.member_id).await?;
+        if !include_inactive {
+            coupons.retain(|c| c.state == CouponState::Active && !c.is_expired(now));
+        }
+        Ok(coupons)
+    }
+
+    pub async fn get_coupon(&self, caller: &Caller, code: &str) -> Result<Coupon, EngineError> {
+        caller.require(Operation::ReadCoupons)?;
+        let mut uow = self.store.begin_read().await?;
+        Ok(uow.get_coupon(code, false).await?.ok_or(DomainError::Coupon {
+            code: code.to_string(),
+            reason: crate::domain::error::CouponReason::NotFound,
+        })?)
+    }
+}

@@ -1,0 +1,229 @@
+//! `omo verify`: checks every ledger invariant of DESIGN.md over one consistent snapshot.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{Engine, EngineError};
+use crate::domain::{Account, Asset, ports::LedgerSnapshot};
+
+/// One invariant and what breaks it (empty = it holds).
+#[derive(Debug, Clone)]
+pub struct Check {
+    pub name: &'static str,
+    pub violations: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VerifyReport {
+    pub backend: &'static str,
+    pub postings_checked: usize,
+    pub checks: Vec<Check>,
+}
+
+/// At most this many examples are listed per broken invariant.
+const MAX_EXAMPLES: usize = 20;
+
+impl VerifyReport {
+    pub fn ok(&self) -> bool {
+        self.checks.iter().all(|check| check.violations.is_empty())
+    }
+
+    /// A human summary, one line per invariant.
+    pub fn summary(&self) -> String {
+        let mut out = format!(
+            "omo verify ({}): {} account/asset positions checked\n",
+            self.backend, self.postings_checked
+        );
+        for check in &self.checks {
+            let verdict = if check.violations.is_empty() { "ok" } else { "VIOLATED" };
+            out.push_str(&format!("  [{verdict}] {}\n", check.name));
+            for violation in check.violations.iter().take(MAX_EXAMPLES) {
+                out.push_str(&format!("      - {violation}\n"));
+            }
+            if check.violations.len() > MAX_EXAMPLES {
+                out.push_str(&format!("      ... and {} more\n", check.violations.len() - MAX_EXAMPLES));
+            }
+        }
+        out.push_str(if self.ok() { "all invariants hold\n" } else { "LEDGER INVARIANTS VIOLATED\n" });
+        out
+    }
+}
+
+impl Engine {
+    pub async fn verify(&self) -> Result<VerifyReport, EngineError> {
+        let snapshot = self.store.begin_read().await?.ledger_snapshot().await?;
+        Ok(VerifyReport {
+            backend: self.backend_name(),
+            postings_checked: snapshot.posting_sums.len(),
+            checks: check_all(&snapshot),
+        })
+    }
+}
+
+type Position = (String, String);
+
+fn positions(totals: &[crate::domain::ports::AccountTotal]) -> BTreeMap<Position, i64> {
+    totals
+        .iter()
+        .map(|t| ((t.account.clone(), t.asset.clone()), t.amount))
+        .collect()
+}
+
+fn is_guarded(account: &str) -> bool {
+    Account::parse(account).is_some_and(|a| a.is_guarded())
+}
+
+pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
+    let sums = positions(&snapshot.posting_sums);
+    let stored = positions(&snapshot.stored_balances);
+    vec![
+        Check {
+            name: "1. every posting moves a positive amount between two accounts",
+            violations: (snapshot.malformed_postings > 0)
+                .then(|| format!("{} malformed postings", snapshot.malformed_postings))
+                .into_iter()
+                .collect(),
+        },
+        Check { name: "1. the ledger sums to zero per asset", violations: zero_sum(&sums) },
+        Check {
+            name: "2. every stored balance equals the sum of its postings",
+            violations: stored_match(&sums, &stored),
+        },
+        Check {
+            name: "3. member and hold accounts are never negative",
+            violations: non_negative(&sums, &stored),
+        },
+        Check {
+            name: "4. a hold resolves at most once and holds exactly its order's points",
+            violations: holds(snapshot, &sums),
+        },
+        Check {
+            name: "5. lots add up to each member's available + held and pending points",
+            violations: lots(snapshot, &sums),
+        },
+        Check {
+            name: "coupon rows and coupon balances agree",
+            violations: coupons(snapshot, &sums),
+        },
+    ]
+}
+
+fn zero_sum(sums: &BTreeMap<Position, i64>) -> Vec<String> {
+    let mut per_asset: BTreeMap<&str, i64> = BTreeMap::new();
+    for ((_, asset), amount) in sums {
+        *per_asset.entry(asset).or_default() += amount;
+    }
+    per_asset
+        .into_iter()
+        .filter(|(_, total)| *total != 0)
+        .map(|(asset, total)| format!("asset {asset} sums to {total}"))
+        .collect()
+}
+
+fn stored_match(sums: &BTreeMap<Position, i64>, stored: &BTreeMap<Position, i64>) -> Vec<String> {
+    let keys: BTreeSet<&Position> = sums
+        .keys()
+        .filter(|(account, _)| is_guarded(account))
+        .chain(stored.keys())
+        .collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (posted, kept) = (sums.get(key).copied().unwrap_or(0), stored.get(key).copied().unwrap_or(0));
+            (posted != kept).then(|| {
+                format!("{} {}: stored {kept}, postings sum to {posted}", key.0, key.1)
+            })
+        })
+        .collect()
+}
+
+fn non_negative(sums: &BTreeMap<Position, i64>, stored: &BTreeMap<Position, i64>) -> Vec<String> {
+    sums.iter()
+        .chain(stored.iter())
+        .filter(|((account, _), amount)| is_guarded(account) && **amount < 0)
+        .map(|((account, asset), amount)| format!("{account} {asset} is {amount}"))
+        .collect()
+}
+
+fn holds(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<String> {
+    let mut violations: Vec<String> = snapshot
+        .orders_resolved_twice
+        .iter()
+        .map(|order_id| format!("order {order_id}'s hold was resolved more than once"))
+        .collect();
+    let authorized: BTreeMap<String, i64> = snapshot.authorized_orders.iter().cloned().collect();
+    for (order_id, points) in &authorized {
+        let held = sums.get(&(Account::Hold(order_id.clone()).to_string(), "PTS".into()));
+        if held.copied().unwrap_or(0) != *points {
+            violations.push(format!("open order {order_id} holds {held:?} points, not {points}"));
+        }
+    }
+    for ((account, asset), amount) in sums {
+        if let Some(Account::Hold(order_id)) = Account::parse(account) {
+            if *amount != 0 && !authorized.contains_key(&order_id) {
+                violations.push(format!("{account} still holds {amount} {asset} but the order is not open"));
+            }
+        }
+    }
+    violations
+}
+
+fn lots(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<String> {
+    let points = |account: Account| {
+        sums.get(&(account.to_string(), Asset::Points.to_string())).copied().unwrap_or(0)
+    };
+    let mut violations = Vec::new();
+    let mut members_with_lots = BTreeSet::new();
+    for totals in &snapshot.lot_totals {
+        let member_id = &totals.member_id;
+        members_with_lots.insert(member_id.clone());
+        if totals.malformed_lots > 0 {
+            violations.push(format!("member {member_id}: {} malformed lots", totals.malformed_lots));
+        }
+        let available = points(Account::Member(member_id.clone()));
+        if totals.spendable_remaining - totals.held != available {
+            violations.push(format!(
+                "member {member_id}: lots hold {} free points, available balance is {available}",
+                totals.spendable_remaining - totals.held
+            ));
+        }
+        let pending = points(Account::MemberPending(member_id.clone()));
+        if totals.pending_remaining != pending {
+            violations.push(format!(
+                "member {member_id}: pending lots hold {}, pending balance is {pending}",
+                totals.pending_remaining
+            ));
+        }
+    }
+    let held_in_lots: i64 = snapshot.lot_totals.iter().map(|t| t.held).sum();
+    let held_by_orders: i64 = snapshot.authorized_orders.iter().map(|(_, p)| p).sum();
+    if held_in_lots != held_by_orders {
+        violations.push(format!("lots hold {held_in_lots} points for orders, open orders hold {held_by_orders}"));
+    }
+    for ((account, asset), amount) in sums {
+        let member = match Account::parse(account) {
+            Some(Account::Member(id) | Account::MemberPending(id)) => id,
+            _ => continue,
+        };
+        if asset == "PTS" && *amount != 0 && !members_with_lots.contains(&member) {
+            violations.push(format!("{account} has {amount} points but no lots"));
+        }
+    }
+    violations
+}
+
+fn coupons(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<String> {
+    let rows = positions(&snapshot.coupon_positions);
+    let ledger: BTreeMap<&Position, i64> = sums
+        .iter()
+        .filter(|((account, asset), _)| asset.starts_with("CPN:") && is_guarded(account))
+        .map(|(key, amount)| (key, *amount))
+        .collect();
+    let keys: BTreeSet<&Position> = ledger.keys().copied().chain(rows.keys()).collect();
+    keys.into_iter()
+        .filter_map(|key| {
+            let (booked, counted) = (ledger.get(key).copied().unwrap_or(0), rows.get(key).copied().unwrap_or(0));
+            (booked != counted).then(|| {
+                format!("{} {}: ledger has {booked} coupons, coupon rows say {counted}", key.0, key.1)
+            })
+        })
+        .collect()
+}

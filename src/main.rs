@@ -1,0 +1,142 @@
+//! The `omo` command line: thin; everything it does is a library call.
+
+use std::{process::ExitCode, sync::Arc};
+
+use clap::{Parser, Subcommand};
+use omo::{
+    Application, Config,
+    config::DatabaseArgs,
+    domain::{SystemClock, auth::Role},
+    engine::Engine,
+};
+
+#[derive(Debug, Parser)]
+#[command(name = "omo", version, about = "Cross-channel loyalty points and coupon engine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run migrations, then serve gRPC until SIGTERM/SIGINT.
+    Serve(Config),
+    /// Create or upgrade the database schema, then exit.
+    Migrate(DatabaseArgs),
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Check every ledger invariant; exit 0 when all hold, 1 otherwise.
+    Verify(DatabaseArgs),
+    /// Run a scripted OMO story against a fresh in-process server and print the ledger.
+    Demo,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Create a key; it is printed alone on the last line of stdout (only its hash is kept).
+    Create {
+        /// admin, checkout, register or app.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The store a register key is bound to.
+        #[arg(long = "store")]
+        store_id: Option<String>,
+        #[arg(long, default_value = "")]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("unknown role {s:?}: admin, checkout, register or app"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,sqlx=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("omo: {error}");
+            let mut source = std::error::Error::source(error.as_ref());
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn engine(database: &DatabaseArgs) -> Result<Engine, AnyError> {
+    let store = omo::store::open(database.database_url.expose()).await?;
+    Ok(Engine::new(store, Arc::new(SystemClock)))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
+    match cli.command {
+        Command::Serve(config) => {
+            let app = Application::build(&config, Arc::new(SystemClock)).await?;
+            eprintln!("omo listening on {}", app.local_addr());
+            app.run_until(shutdown_signal()).await?;
+        }
+        Command::Migrate(database) => {
+            engine(&database).await?;
+            println!("migrations applied");
+        }
+        Command::Keys {
+            command:
+                KeysCommand::Create {
+                    role,
+                    store_id,
+                    name,
+                    database,
+                },
+        } => {
+            let key = engine(&database)
+                .await?
+                .create_api_key(role, store_id, name)
+                .await?;
+            println!("created a {} key; store it now, it is not shown again:", role.as_str());
+            println!("{key}");
+        }
+        Command::Verify(database) => {
+            let report = engine(&database).await?.verify().await?;
+            print!("{}", report.summary());
+            if !report.ok() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Demo => omo::demo::run().await?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+    eprintln!("omo: shutting down");
+}
