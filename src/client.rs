@@ -59,6 +59,17 @@ impl Client {
         }
     }
 
+    /// The same key over a new connection (e.g. after the server restarted elsewhere).
+    pub async fn reconnect(&self, endpoint: &str) -> Result<Client, tonic::transport::Error> {
+        let channel = Endpoint::from_shared(endpoint.to_string())?
+            .connect()
+            .await?;
+        Ok(Client {
+            channel,
+            auth: self.auth.clone(),
+        })
+    }
+
     pub fn channel(&self) -> Channel {
         self.channel.clone()
     }

@@ -1,0 +1,192 @@
+//! `omo.v1.MemberService`: members and their identifiers.
+
+use std::{collections::HashSet, sync::Arc};
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth::caller,
+    convert::{
+        Violations, check_id, check_request_id, check_text, identifier, identifier_out, member_ref,
+        timestamp,
+    },
+    status::unexpected_reply,
+};
+use crate::{
+    domain::{
+        auth::Caller,
+        command::{Command, Reply},
+        model::{Member, MemberState},
+    },
+    engine::Engine,
+    proto::{self, member_service_server::MemberService},
+};
+
+/// Most identifiers given to CreateMember.
+const MAX_IDENTIFIERS: usize = 32;
+/// Longest display name, in characters.
+const MAX_DISPLAY_NAME_CHARS: usize = 200;
+
+pub struct MemberApi {
+    engine: Arc<Engine>,
+}
+
+impl MemberApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    /// Runs a command whose reply is a member.
+    async fn run(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        command: Command,
+    ) -> Result<proto::Member, Status> {
+        match self
+            .engine
+            .execute(caller, Some(request_id), command)
+            .await?
+        {
+            Reply::Member(member) => Ok(member_out(member)),
+            other => Err(unexpected_reply("member", &other)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl MemberService for MemberApi {
+    #[tracing::instrument(skip_all, fields(rpc = "MemberService/CreateMember", caller = tracing::field::Empty))]
+    async fn create_member(
+        &self,
+        request: Request<proto::CreateMemberRequest>,
+    ) -> Result<Response<proto::CreateMemberResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let request = request.into_inner();
+        let command = create_member_command(&request)?;
+        let member = self.run(&caller, &request.request_id, command).await?;
+        Ok(Response::new(proto::CreateMemberResponse {
+            member: Some(member),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "MemberService/GetMember", caller = tracing::field::Empty))]
+    async fn get_member(
+        &self,
+        request: Request<proto::GetMemberRequest>,
+    ) -> Result<Response<proto::GetMemberResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let mut v = Violations::new();
+        let member = member_ref(&mut v, "member", request.into_inner().member);
+        let member = v.build(|| member)?;
+        let member = self.engine.get_member(&caller, &member).await?;
+        Ok(Response::new(proto::GetMemberResponse {
+            member: Some(member_out(member)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "MemberService/LinkIdentifier", caller = tracing::field::Empty))]
+    async fn link_identifier(
+        &self,
+        request: Request<proto::LinkIdentifierRequest>,
+    ) -> Result<Response<proto::LinkIdentifierResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        check_request_id(&mut v, &request.request_id);
+        let member = member_ref(&mut v, "member", request.member);
+        let identifier = identifier(&mut v, "identifier", request.identifier);
+        let command = v.build(|| {
+            Some(Command::LinkIdentifier {
+                member: member?,
+                identifier: identifier?,
+            })
+        })?;
+        let member = self.run(&caller, &request.request_id, command).await?;
+        Ok(Response::new(proto::LinkIdentifierResponse {
+            member: Some(member),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "MemberService/MergeMembers", caller = tracing::field::Empty))]
+    async fn merge_members(
+        &self,
+        request: Request<proto::MergeMembersRequest>,
+    ) -> Result<Response<proto::MergeMembersResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        check_request_id(&mut v, &request.request_id);
+        check_id(&mut v, "source_member_id", &request.source_member_id);
+        if check_id(&mut v, "target_member_id", &request.target_member_id)
+            && request.target_member_id == request.source_member_id
+        {
+            v.push("target_member_id", "must differ from source_member_id");
+        }
+        v.finish()?;
+        let command = Command::MergeMembers {
+            source_member_id: request.source_member_id,
+            target_member_id: request.target_member_id,
+        };
+        let member = self.run(&caller, &request.request_id, command).await?;
+        Ok(Response::new(proto::MergeMembersResponse {
+            member: Some(member),
+        }))
+    }
+}
+
+fn create_member_command(request: &proto::CreateMemberRequest) -> Result<Command, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    check_text(
+        &mut v,
+        "display_name",
+        &request.display_name,
+        0,
+        MAX_DISPLAY_NAME_CHARS,
+    );
+    if request.identifiers.len() > MAX_IDENTIFIERS {
+        v.push(
+            "identifiers",
+            format!("at most {MAX_IDENTIFIERS} identifiers"),
+        );
+    }
+    let mut seen = HashSet::new();
+    let mut identifiers = Some(Vec::with_capacity(request.identifiers.len()));
+    for (i, given) in request.identifiers.iter().enumerate() {
+        let field = format!("identifiers[{i}]");
+        match identifier(&mut v, &field, Some(given.clone())) {
+            Some(parsed) if !seen.insert(parsed.clone()) => {
+                v.push(field, "duplicate identifier");
+                identifiers = None;
+            }
+            Some(parsed) => {
+                if let Some(list) = identifiers.as_mut() {
+                    list.push(parsed);
+                }
+            }
+            None => identifiers = None,
+        }
+    }
+    v.build(|| {
+        Some(Command::CreateMember {
+            identifiers: identifiers?,
+            display_name: request.display_name.clone(),
+        })
+    })
+}
+
+pub fn member_out(member: Member) -> proto::Member {
+    let state = match member.state {
+        MemberState::Active => proto::MemberState::Active,
+        MemberState::Merged => proto::MemberState::Merged,
+    };
+    proto::Member {
+        member_id: member.member_id,
+        identifiers: member.identifiers.into_iter().map(identifier_out).collect(),
+        display_name: member.display_name,
+        state: state.into(),
+        merged_into: member.merged_into.unwrap_or_default(),
+        created_at: Some(timestamp(member.created_at)),
+    }
+}

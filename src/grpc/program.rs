@@ -1,0 +1,330 @@
+//! `omo.v1.ProgramService`: the program settings (admin).
+//!
+//! UpdateProgram replaces every field, or with an `update_mask` only the named ones: the request's
+//! fields are validated into a [`ProgramPatch`] first, then applied to the current settings.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use rust_decimal::Decimal;
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth::caller,
+    convert::{Violations, decimal, decimal_out, invalid_field},
+    status::unexpected_reply,
+};
+use crate::{
+    domain::{
+        command::{Command, Reply},
+        model::{Channel, Program},
+    },
+    engine::Engine,
+    proto::{self, program_service_server::ProgramService},
+};
+
+/// The fields of `Program`, as `update_mask` paths.
+const FIELDS: [&str; 8] = [
+    "currency_code",
+    "point_value",
+    "earn_rate",
+    "channel_earn_rates",
+    "point_expiry_days",
+    "ec_pending_days",
+    "hold_ttl_seconds",
+    "max_receipts_per_day",
+];
+/// Largest point value and earn rate accepted.
+const MAX_RATE: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
+
+pub struct ProgramApi {
+    engine: Arc<Engine>,
+}
+
+impl ProgramApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl ProgramService for ProgramApi {
+    #[tracing::instrument(skip_all, fields(rpc = "ProgramService/GetProgram", caller = tracing::field::Empty))]
+    async fn get_program(
+        &self,
+        request: Request<proto::GetProgramRequest>,
+    ) -> Result<Response<proto::GetProgramResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let program = self.engine.get_program(&caller).await?;
+        Ok(Response::new(proto::GetProgramResponse {
+            program: Some(program_out(program)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "ProgramService/UpdateProgram", caller = tracing::field::Empty))]
+    async fn update_program(
+        &self,
+        request: Request<proto::UpdateProgramRequest>,
+    ) -> Result<Response<proto::UpdateProgramResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let request = request.into_inner();
+        let (patch, partial) = patch_in(request)?;
+        let mut program = if partial {
+            self.engine.get_program(&caller).await?
+        } else {
+            Program::default()
+        };
+        patch.apply(&mut program);
+        match self
+            .engine
+            .execute(&caller, None, Command::UpdateProgram(program))
+            .await?
+        {
+            Reply::Program(program) => Ok(Response::new(proto::UpdateProgramResponse {
+                program: Some(program_out(program)),
+            })),
+            other => Err(unexpected_reply("program", &other)),
+        }
+    }
+}
+
+/// The validated fields of an UpdateProgram request; `None` = keep the current value.
+#[derive(Debug, Default, PartialEq)]
+struct ProgramPatch {
+    currency_code: Option<String>,
+    point_value: Option<Decimal>,
+    earn_rate: Option<Decimal>,
+    channel_earn_rates: Option<BTreeMap<Channel, Decimal>>,
+    point_expiry_days: Option<i32>,
+    ec_pending_days: Option<i32>,
+    hold_ttl_seconds: Option<i32>,
+    max_receipts_per_day: Option<i32>,
+}
+
+impl ProgramPatch {
+    fn apply(self, program: &mut Program) {
+        if let Some(value) = self.currency_code {
+            program.currency_code = value;
+        }
+        if let Some(value) = self.point_value {
+            program.point_value = value;
+        }
+        if let Some(value) = self.earn_rate {
+            program.earn_rate = value;
+        }
+        if let Some(value) = self.channel_earn_rates {
+            program.channel_earn_rates = value;
+        }
+        if let Some(value) = self.point_expiry_days {
+            program.point_expiry_days = value;
+        }
+        if let Some(value) = self.ec_pending_days {
+            program.ec_pending_days = value;
+        }
+        if let Some(value) = self.hold_ttl_seconds {
+            program.hold_ttl_seconds = value;
+        }
+        if let Some(value) = self.max_receipts_per_day {
+            program.max_receipts_per_day = value;
+        }
+    }
+}
+
+/// Validates the fields the request updates. Returns the patch and whether it is partial (an
+/// `update_mask` was given), in which case it applies to the current settings.
+fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool), Status> {
+    let program = request
+        .program
+        .ok_or_else(|| invalid_field("program", "is required"))?;
+    let mut v = Violations::new();
+    let paths = request
+        .update_mask
+        .map(|mask| mask.paths)
+        .unwrap_or_default();
+    for path in &paths {
+        if !FIELDS.contains(&path.as_str()) {
+            v.push(
+                "update_mask",
+                format!("unknown field {path:?}; known: {}", FIELDS.join(", ")),
+            );
+        }
+    }
+    let partial = !paths.is_empty();
+    let selected = |field: &str| !partial || paths.iter().any(|p| p == field);
+    let mut patch = ProgramPatch::default();
+    if selected("currency_code") {
+        patch.currency_code = currency_code(&mut v, &program.currency_code);
+    }
+    if selected("point_value") {
+        patch.point_value = decimal(
+            &mut v,
+            "program.point_value",
+            &program.point_value,
+            MAX_RATE,
+        );
+        if patch.point_value.is_some_and(|value| value.is_zero()) {
+            v.push("program.point_value", "must be greater than 0");
+        }
+    }
+    if selected("earn_rate") {
+        patch.earn_rate = decimal(&mut v, "program.earn_rate", &program.earn_rate, MAX_RATE);
+    }
+    if selected("channel_earn_rates") {
+        patch.channel_earn_rates = Some(channel_rates(&mut v, &program.channel_earn_rates));
+    }
+    let mut days = |field: &'static str, value: i32, min: i32, max: i32| {
+        if (min..=max).contains(&value) {
+            Some(value)
+        } else {
+            v.push(
+                format!("program.{field}"),
+                format!("must be between {min} and {max}"),
+            );
+            None
+        }
+    };
+    if selected("point_expiry_days") {
+        patch.point_expiry_days = days("point_expiry_days", program.point_expiry_days, 0, 3650);
+    }
+    if selected("ec_pending_days") {
+        patch.ec_pending_days = days("ec_pending_days", program.ec_pending_days, 0, 365);
+    }
+    if selected("hold_ttl_seconds") {
+        patch.hold_ttl_seconds = days("hold_ttl_seconds", program.hold_ttl_seconds, 1, 604_800);
+    }
+    if selected("max_receipts_per_day") {
+        patch.max_receipts_per_day = days(
+            "max_receipts_per_day",
+            program.max_receipts_per_day,
+            0,
+            1000,
+        );
+    }
+    v.finish()?;
+    Ok((patch, partial))
+}
+
+/// ISO 4217: three upper-case letters.
+fn currency_code(v: &mut Violations, value: &str) -> Option<String> {
+    if value.len() == 3 && value.chars().all(|c| c.is_ascii_uppercase()) {
+        Some(value.to_string())
+    } else {
+        v.push(
+            "program.currency_code",
+            "must be an ISO 4217 code of 3 upper-case letters, such as \"JPY\"",
+        );
+        None
+    }
+}
+
+/// Per-channel earn rates: keys "ec", "store", "app"; values decimals ≥ 0.
+fn channel_rates(
+    v: &mut Violations,
+    rates: &std::collections::HashMap<String, String>,
+) -> BTreeMap<Channel, Decimal> {
+    let mut keys: Vec<&String> = rates.keys().collect();
+    keys.sort();
+    let mut out = BTreeMap::new();
+    for key in keys {
+        let field = format!("program.channel_earn_rates[{key:?}]");
+        match Channel::parse(key) {
+            None => v.push(field, "key must be \"ec\", \"store\" or \"app\""),
+            Some(channel) => {
+                if let Some(rate) = decimal(v, &field, &rates[key], MAX_RATE) {
+                    out.insert(channel, rate);
+                }
+            }
+        }
+    }
+    out
+}
+
+pub fn program_out(program: Program) -> proto::Program {
+    proto::Program {
+        currency_code: program.currency_code,
+        point_value: decimal_out(program.point_value),
+        earn_rate: decimal_out(program.earn_rate),
+        channel_earn_rates: program
+            .channel_earn_rates
+            .into_iter()
+            .map(|(channel, rate)| (channel.as_str().to_string(), decimal_out(rate)))
+            .collect(),
+        point_expiry_days: program.point_expiry_days,
+        ec_pending_days: program.ec_pending_days,
+        hold_ttl_seconds: program.hold_ttl_seconds,
+        max_receipts_per_day: program.max_receipts_per_day,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(program: proto::Program, paths: &[&str]) -> proto::UpdateProgramRequest {
+        proto::UpdateProgramRequest {
+            program: Some(program),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        }
+    }
+
+    #[test]
+    fn full_replace_round_trips_the_defaults() {
+        let out = program_out(Program::default());
+        let (patch, partial) = patch_in(request(out, &[])).expect("valid");
+        assert!(!partial);
+        let mut program = Program {
+            earn_rate: Decimal::ONE,
+            ..Program::default()
+        };
+        patch.apply(&mut program);
+        assert_eq!(program, Program::default());
+    }
+
+    #[test]
+    fn a_mask_updates_only_the_named_fields() {
+        let given = proto::Program {
+            earn_rate: "0.05".into(),
+            ..proto::Program::default()
+        };
+        let (patch, partial) = patch_in(request(given, &["earn_rate"])).expect("valid");
+        assert!(partial);
+        let mut program = Program::default();
+        patch.apply(&mut program);
+        assert_eq!(program.earn_rate, Decimal::new(5, 2));
+        assert_eq!(program.currency_code, "JPY");
+    }
+
+    #[test]
+    fn bad_fields_and_unknown_paths_are_violations() {
+        let mut given = proto::Program {
+            currency_code: "jpy".into(),
+            point_value: "0".into(),
+            earn_rate: "-1".into(),
+            hold_ttl_seconds: 0,
+            ..proto::Program::default()
+        };
+        given.channel_earn_rates.insert("web".into(), "0.1".into());
+        let status = patch_in(request(given, &[])).expect_err("invalid");
+        let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&status)
+            .bad_request()
+            .expect("bad request")
+            .field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "program.currency_code",
+                "program.point_value",
+                "program.earn_rate",
+                "program.channel_earn_rates[\"web\"]",
+                "program.hold_ttl_seconds"
+            ]
+        );
+        let status =
+            patch_in(request(proto::Program::default(), &["nope"])).expect_err("unknown path");
+        assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    }
+}

@@ -1,0 +1,265 @@
+//! `omo.v1.StoreService`: physical stores and their geofences (admin).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::{
+    auth::caller,
+    convert::{Violations, check_id, check_text, invalid_field, path},
+    status::unexpected_reply,
+};
+use crate::{
+    domain::{
+        command::{Command, Reply},
+        model::{LatLng, Store},
+    },
+    engine::Engine,
+    proto::{self, store_service_server::StoreService},
+};
+
+/// Time zone of a store created without one.
+pub const DEFAULT_TIME_ZONE: &str = "Asia/Tokyo";
+/// Geofence radius of a store created without one, in metres.
+pub const DEFAULT_GEOFENCE_RADIUS_M: f64 = 100.0;
+/// Largest geofence radius, in metres.
+const MAX_GEOFENCE_RADIUS_M: f64 = 100_000.0;
+/// Most points of a geofence polygon.
+const MAX_POLYGON_POINTS: usize = 1_000;
+
+pub struct StoreApi {
+    engine: Arc<Engine>,
+}
+
+impl StoreApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl StoreService for StoreApi {
+    #[tracing::instrument(skip_all, fields(rpc = "StoreService/CreateStore", caller = tracing::field::Empty))]
+    async fn create_store(
+        &self,
+        request: Request<proto::CreateStoreRequest>,
+    ) -> Result<Response<proto::CreateStoreResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let store = store_in(request.into_inner().store)?;
+        match self
+            .engine
+            .execute(&caller, None, Command::CreateStore(store))
+            .await?
+        {
+            Reply::Store(store) => Ok(Response::new(proto::CreateStoreResponse {
+                store: Some(store_out(store)),
+            })),
+            other => Err(unexpected_reply("store", &other)),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "StoreService/GetStore", caller = tracing::field::Empty))]
+    async fn get_store(
+        &self,
+        request: Request<proto::GetStoreRequest>,
+    ) -> Result<Response<proto::GetStoreResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let store_id = request.into_inner().store_id;
+        let mut v = Violations::new();
+        check_id(&mut v, "store_id", &store_id);
+        v.finish()?;
+        let store = self.engine.get_store(&caller, &store_id).await?;
+        Ok(Response::new(proto::GetStoreResponse {
+            store: Some(store_out(store)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "StoreService/ListStores", caller = tracing::field::Empty))]
+    async fn list_stores(
+        &self,
+        request: Request<proto::ListStoresRequest>,
+    ) -> Result<Response<proto::ListStoresResponse>, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let stores = self.engine.list_stores(&caller).await?;
+        Ok(Response::new(proto::ListStoresResponse {
+            stores: stores.into_iter().map(store_out).collect(),
+        }))
+    }
+}
+
+/// A store to create, with defaults filled in (time zone, geofence radius).
+fn store_in(store: Option<proto::Store>) -> Result<Store, Status> {
+    let store = store.ok_or_else(|| invalid_field("store", "is required"))?;
+    let mut v = Violations::new();
+    check_id(&mut v, "store.store_id", &store.store_id);
+    check_text(&mut v, "store.name", &store.name, 1, 200);
+    let location = match store.location {
+        Some(location) => lat_lng(&mut v, "store.location", location),
+        None => {
+            v.push("store.location", "is required");
+            None
+        }
+    };
+    let time_zone = time_zone(&mut v, &store.time_zone);
+    let geofence_radius_m = radius(&mut v, store.geofence_radius_m);
+    let geofence_polygon = polygon(&mut v, &store.geofence_polygon);
+    v.build(|| {
+        Some(Store {
+            store_id: store.store_id,
+            name: store.name,
+            location: location?,
+            time_zone: time_zone?,
+            geofence_radius_m: geofence_radius_m?,
+            geofence_polygon: geofence_polygon?,
+        })
+    })
+}
+
+/// A WGS84 coordinate: finite, latitude in [-90, 90], longitude in [-180, 180].
+pub fn lat_lng(v: &mut Violations, field: &str, point: proto::LatLng) -> Option<LatLng> {
+    let mut ok = true;
+    for (name, value, limit) in [
+        ("latitude", point.latitude, 90.0),
+        ("longitude", point.longitude, 180.0),
+    ] {
+        if !value.is_finite() || !(-limit..=limit).contains(&value) {
+            v.push(
+                path(field, name),
+                format!("must be a number between -{limit} and {limit}"),
+            );
+            ok = false;
+        }
+    }
+    ok.then_some(LatLng {
+        latitude: point.latitude,
+        longitude: point.longitude,
+    })
+}
+
+/// An IANA time zone name such as "Asia/Tokyo"; empty means the default.
+fn time_zone(v: &mut Violations, value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some(DEFAULT_TIME_ZONE.to_string());
+    }
+    let plausible = value.len() <= 64
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
+    if plausible {
+        Some(value.to_string())
+    } else {
+        v.push(
+            "store.time_zone",
+            "must be an IANA time zone name such as \"Asia/Tokyo\" (at most 64 characters)",
+        );
+        None
+    }
+}
+
+/// Geofence radius in metres: finite, 0..=100,000; 0 means the default.
+fn radius(v: &mut Violations, value: f64) -> Option<f64> {
+    if !value.is_finite() || !(0.0..=MAX_GEOFENCE_RADIUS_M).contains(&value) {
+        v.push(
+            "store.geofence_radius_m",
+            format!("must be a number between 0 and {MAX_GEOFENCE_RADIUS_M}"),
+        );
+        None
+    } else if value == 0.0 {
+        Some(DEFAULT_GEOFENCE_RADIUS_M)
+    } else {
+        Some(value)
+    }
+}
+
+/// A geofence polygon: empty, or a ring of at least 3 valid coordinates.
+fn polygon(v: &mut Violations, points: &[proto::LatLng]) -> Option<Vec<LatLng>> {
+    if points.is_empty() {
+        return Some(Vec::new());
+    }
+    if points.len() < 3 || points.len() > MAX_POLYGON_POINTS {
+        v.push(
+            "store.geofence_polygon",
+            format!("must be empty or have 3 to {MAX_POLYGON_POINTS} points"),
+        );
+        return None;
+    }
+    let parsed: Vec<Option<LatLng>> = points
+        .iter()
+        .enumerate()
+        .map(|(i, point)| lat_lng(v, &format!("store.geofence_polygon[{i}]"), *point))
+        .collect();
+    parsed.into_iter().collect()
+}
+
+pub fn store_out(store: Store) -> proto::Store {
+    let lat_lng_out = |p: LatLng| proto::LatLng {
+        latitude: p.latitude,
+        longitude: p.longitude,
+    };
+    proto::Store {
+        store_id: store.store_id,
+        name: store.name,
+        location: Some(lat_lng_out(store.location)),
+        time_zone: store.time_zone,
+        geofence_radius_m: store.geofence_radius_m,
+        geofence_polygon: store
+            .geofence_polygon
+            .into_iter()
+            .map(lat_lng_out)
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> proto::Store {
+        proto::Store {
+            store_id: "shibuya-1".into(),
+            name: "Shibuya".into(),
+            location: Some(proto::LatLng {
+                latitude: 35.658,
+                longitude: 139.7016,
+            }),
+            time_zone: String::new(),
+            geofence_radius_m: 0.0,
+            geofence_polygon: vec![],
+        }
+    }
+
+    #[test]
+    fn defaults_are_filled_in() {
+        let parsed = store_in(Some(store())).expect("valid");
+        assert_eq!(parsed.time_zone, DEFAULT_TIME_ZONE);
+        assert_eq!(parsed.geofence_radius_m, DEFAULT_GEOFENCE_RADIUS_M);
+    }
+
+    #[test]
+    fn bad_coordinates_are_violations() {
+        let mut bad = store();
+        bad.location = Some(proto::LatLng {
+            latitude: f64::NAN,
+            longitude: 181.0,
+        });
+        bad.geofence_polygon = vec![proto::LatLng::default(), proto::LatLng::default()];
+        bad.geofence_radius_m = -1.0;
+        let status = store_in(Some(bad)).expect_err("invalid");
+        let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&status)
+            .bad_request()
+            .expect("bad request")
+            .field_violations
+            .iter()
+            .map(|f| f.field.clone())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "store.location.latitude",
+                "store.location.longitude",
+                "store.geofence_radius_m",
+                "store.geofence_polygon"
+            ]
+        );
+    }
+}

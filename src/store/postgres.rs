@@ -1,0 +1,2086 @@
+//! PostgreSQL backend of the storage port: the production store, shared by several service
+//! replicas. Nothing here relies on a lock inside one process. Writers run at READ COMMITTED
+//! and serialise on row locks: the rows the engine locks (members, orders, campaigns, coupons,
+//! in its fixed order) and the balance rows `append_transaction` updates (in sorted order).
+//! Whatever PostgreSQL reports as a lost race comes back as [`StoreError::Conflict`], and the
+//! engine runs the whole unit of work again.
+
+use std::{collections::BTreeMap, fmt::Display, time::Duration};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::{
+    Decode, Postgres, Row, Type,
+    postgres::{PgArguments, PgPool, PgPoolOptions, PgQueryResult, PgRow},
+};
+
+use crate::domain::{
+    Account, Money,
+    auth::Role,
+    coupon::{Campaign, Coupon, CouponState},
+    model::{
+        self, Channel, Identifier, LatLng, Lot, LotState, MemberRow, MemberState, Order, OrderLot,
+        OrderState, Posting, Program, Transaction,
+    },
+    ports::{
+        AccountTotal, ApiKeyRecord, DueWork, IdempotencyRecord, LedgerSnapshot, MemberLotTotals,
+        NewTransaction, Store, StoreError, StoreResult, UnitOfWork,
+    },
+};
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
+
+/// Connections per replica: a unit of work holds one for its whole life.
+const MAX_CONNECTIONS: u32 = 32;
+/// How long a unit of work waits for a free connection before it fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// SQLSTATE codes that mean "this unit of work lost a race; run it again".
+const SERIALIZATION_FAILURE: &str = "40001";
+const DEADLOCK_DETECTED: &str = "40P01";
+const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// The engine checks for a row before inserting it, so a duplicate key means another replica
+/// inserted it in between: the retry sees the row and takes the "already exists" path.
+const UNIQUE_VIOLATION: &str = "23505";
+
+/// Read-write units of work: READ COMMITTED, made explicit so that a server whose default is
+/// stricter behaves the same. Correctness comes from row locks, not from the isolation level.
+const BEGIN_WRITE: &str = "begin isolation level read committed";
+/// Read-only units of work see one consistent snapshot (`omo verify`, queries, the sweeper).
+const BEGIN_READ: &str = "begin isolation level repeatable read, read only";
+
+/// The one place a database error becomes a [`StoreError`]: by SQLSTATE, never by message.
+fn map_err(e: sqlx::Error) -> StoreError {
+    let code = e.as_database_error().and_then(|db| db.code());
+    match code.as_deref() {
+        Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | LOCK_NOT_AVAILABLE | UNIQUE_VIOLATION) => {
+            StoreError::Conflict(e.to_string())
+        }
+        _ => StoreError::Database(Box::new(e)),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date (sqlx takes an advisory lock, so replicas
+    /// starting together migrate once). `synchronous_commit` stays on: an acknowledged write is
+    /// on disk.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect(url)
+            .await
+            .map_err(map_err)?;
+        sqlx::migrate!("migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        Ok(Self { pool })
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(map_err)?;
+        Ok(Box::new(PgUnitOfWork { tx }))
+    }
+
+    async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        let tx = self.pool.begin_with(BEGIN_READ).await.map_err(map_err)?;
+        Ok(Box::new(PgUnitOfWork { tx }))
+    }
+
+    fn backend_name(&self) -> &'static str {
+        "postgres"
+    }
+}
+
+/// One database transaction. Dropped without `commit`, it rolls back.
+struct PgUnitOfWork {
+    tx: sqlx::Transaction<'static, Postgres>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding rows.
+
+/// One row being decoded: names the table, column and row of any value that does not read back.
+struct Cols<'r> {
+    row: &'r PgRow,
+    table: &'static str,
+    /// The column that names the row in error messages (text or bigint).
+    key_column: &'static str,
+}
+
+impl<'r> Cols<'r> {
+    fn new(row: &'r PgRow, table: &'static str, key_column: &'static str) -> Self {
+        Self {
+            row,
+            table,
+            key_column,
+        }
+    }
+
+    fn corrupt(&self, column: &str, why: impl Display) -> StoreError {
+        let key = self.key_column;
+        let row = self
+            .row
+            .try_get::<String, _>(key)
+            .or_else(|_| self.row.try_get::<i64, _>(key).map(|id| id.to_string()))
+            .map_or_else(
+                |_| format!("{key} unreadable"),
+                |value| format!("{key} = {value:?}"),
+            );
+        StoreError::Corrupt(format!("{}.{column} ({row}): {why}", self.table))
+    }
+
+    fn get<T: Decode<'r, Postgres> + Type<Postgres>>(&self, column: &str) -> StoreResult<T> {
+        self.row
+            .try_get(column)
+            .map_err(|e| self.corrupt(column, e))
+    }
+
+    /// A text column holding one of an enum's names.
+    fn parse<T>(&self, column: &str, parse: impl FnOnce(&str) -> Option<T>) -> StoreResult<T> {
+        let text: &str = self.get(column)?;
+        parse(text).ok_or_else(|| self.corrupt(column, format!("unknown value {text:?}")))
+    }
+
+    fn channel_opt(&self, column: &str) -> StoreResult<Option<Channel>> {
+        let text: Option<&str> = self.get(column)?;
+        text.map(|t| {
+            Channel::parse(t).ok_or_else(|| self.corrupt(column, format!("unknown channel {t:?}")))
+        })
+        .transpose()
+    }
+
+    fn money(&self, column: &str) -> StoreResult<Money> {
+        let amount: Decimal = self.get(column)?;
+        Money::new(amount).map_err(|e| self.corrupt(column, format!("{amount}: {e}")))
+    }
+
+    /// A jsonb column, selected as `column::text as column`.
+    fn json<T: DeserializeOwned>(&self, column: &str) -> StoreResult<T> {
+        let text: &str = self.get(column)?;
+        serde_json::from_str(text).map_err(|e| self.corrupt(column, e))
+    }
+}
+
+/// JSON text for a jsonb parameter (bound as `$n::jsonb`).
+fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(Box::new(e)))
+}
+
+/// An update that must hit exactly the one row the engine read before.
+fn expect_one(result: PgQueryResult, what: &str, key: &str) -> StoreResult<()> {
+    match result.rows_affected() {
+        1 => Ok(()),
+        n => Err(StoreError::Database(
+            format!("{what} {key:?}: expected to update 1 row, updated {n}").into(),
+        )),
+    }
+}
+
+fn is_guarded(account: &str) -> bool {
+    Account::parse(account).is_some_and(|a| a.is_guarded())
+}
+
+/// An empty receipt number is stored as NULL, so that the unique index ignores it.
+fn receipt_no_param(receipt_no: &str) -> Option<&str> {
+    (!receipt_no.is_empty()).then_some(receipt_no)
+}
+
+fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
+    let c = Cols::new(row, "api_keys", "key_id");
+    Ok(ApiKeyRecord {
+        key_id: c.get("key_id")?,
+        key_hash: c.get("key_hash")?,
+        role: c.parse("role", Role::parse)?,
+        store_id: c.get("store_id")?,
+        name: c.get("name")?,
+        created_at: c.get("created_at")?,
+    })
+}
+
+fn idempotency_from_row(row: &PgRow) -> StoreResult<IdempotencyRecord> {
+    let c = Cols::new(row, "idempotency_keys", "request_id");
+    Ok(IdempotencyRecord {
+        key_id: c.get("key_id")?,
+        request_id: c.get("request_id")?,
+        request_hash: c.get("request_hash")?,
+        outcome: c.get("outcome")?,
+        created_at: c.get("created_at")?,
+    })
+}
+
+fn store_from_row(row: &PgRow) -> StoreResult<model::Store> {
+    let c = Cols::new(row, "stores", "store_id");
+    Ok(model::Store {
+        store_id: c.get("store_id")?,
+        name: c.get("name")?,
+        location: LatLng {
+            latitude: c.get("latitude")?,
+            longitude: c.get("longitude")?,
+        },
+        time_zone: c.get("time_zone")?,
+        geofence_radius_m: c.get("geofence_radius_m")?,
+        geofence_polygon: c.json("geofence_polygon")?,
+    })
+}
+
+fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
+    let c = Cols::new(row, "members", "member_id");
+    Ok(MemberRow {
+        member_id: c.get("member_id")?,
+        display_name: c.get("display_name")?,
+        state: c.parse("state", MemberState::parse)?,
+        merged_into: c.get("merged_into")?,
+        created_at: c.get("created_at")?,
+        lifetime_earned_points: c.get("lifetime_earned_points")?,
+        lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+    })
+}
+
+fn identifier_from_row(row: &PgRow) -> StoreResult<Identifier> {
+    let c = Cols::new(row, "identifiers", "value");
+    Ok(Identifier {
+        kind: c.get("kind")?,
+        value: c.get("value")?,
+    })
+}
+
+/// A transaction without its postings (they are read for a whole page at once).
+fn transaction_from_row(row: &PgRow) -> StoreResult<Transaction> {
+    let c = Cols::new(row, "transactions", "transaction_id");
+    Ok(Transaction {
+        transaction_id: c.get("transaction_id")?,
+        kind: c.get("kind")?,
+        member_id: c.get("member_id")?,
+        occurred_at: c.get("occurred_at")?,
+        recorded_at: c.get("recorded_at")?,
+        channel: c.channel_opt("channel")?,
+        store_id: c.get("store_id")?,
+        order_id: c.get("order_id")?,
+        postings: Vec::new(),
+        metadata: c.json("metadata")?,
+    })
+}
+
+/// A posting and the transaction it belongs to.
+fn posting_from_row(row: &PgRow) -> StoreResult<(i64, Posting)> {
+    let c = Cols::new(row, "postings", "transaction_id");
+    let posting = Posting {
+        from_account: c.get("from_account")?,
+        to_account: c.get("to_account")?,
+        asset: c.get("asset")?,
+        amount: c.get("amount")?,
+    };
+    Ok((c.get("transaction_id")?, posting))
+}
+
+fn lot_from_row(row: &PgRow) -> StoreResult<Lot> {
+    let c = Cols::new(row, "point_lots", "lot_id");
+    Ok(Lot {
+        lot_id: c.get("lot_id")?,
+        member_id: c.get("member_id")?,
+        order_id: c.get("order_id")?,
+        state: c.parse("state", LotState::parse)?,
+        earned_at: c.get("earned_at")?,
+        matures_at: c.get("matures_at")?,
+        expires_at: c.get("expires_at")?,
+        original_points: c.get("original_points")?,
+        remaining_points: c.get("remaining_points")?,
+        held_points: c.get("held_points")?,
+    })
+}
+
+fn order_lot_from_row(row: &PgRow) -> StoreResult<OrderLot> {
+    let c = Cols::new(row, "order_lots", "order_id");
+    Ok(OrderLot {
+        order_id: c.get("order_id")?,
+        lot_id: c.get("lot_id")?,
+        points: c.get("points")?,
+        restored_points: c.get("restored_points")?,
+    })
+}
+
+fn order_from_row(row: &PgRow) -> StoreResult<Order> {
+    let c = Cols::new(row, "orders", "order_id");
+    let receipt_no: Option<String> = c.get("receipt_no")?;
+    Ok(Order {
+        order_id: c.get("order_id")?,
+        member_id: c.get("member_id")?,
+        state: c.parse("state", OrderState::parse)?,
+        channel: c.parse("channel", Channel::parse)?,
+        store_id: c.get("store_id")?,
+        register_id: c.get("register_id")?,
+        receipt_no: receipt_no.unwrap_or_default(),
+        lines: c.json("lines")?,
+        total: c.money("total")?,
+        coupon_discount: c.money("coupon_discount")?,
+        points_redeemed: c.get("points_redeemed")?,
+        amount_due: c.money("amount_due")?,
+        points_earned: c.get("points_earned")?,
+        points_pending: c.get("points_pending")?,
+        coupon_codes: c.json("coupon_codes")?,
+        hold_expires_at: c.get("hold_expires_at")?,
+        refunded_amount: c.money("refunded_amount")?,
+        points_reversed: c.get("points_reversed")?,
+        points_restored: c.get("points_restored")?,
+        occurred_at: c.get("occurred_at")?,
+        created_at: c.get("created_at")?,
+    })
+}
+
+fn campaign_from_row(row: &PgRow) -> StoreResult<Campaign> {
+    Cols::new(row, "campaigns", "campaign_id").json("body")
+}
+
+fn coupon_from_row(row: &PgRow) -> StoreResult<Coupon> {
+    let c = Cols::new(row, "coupons", "code");
+    Ok(Coupon {
+        code: c.get("code")?,
+        campaign_id: c.get("campaign_id")?,
+        variant_id: c.get("variant_id")?,
+        member_id: c.get("member_id")?,
+        state: c.parse("state", CouponState::parse)?,
+        valid_from: c.get("valid_from")?,
+        valid_until: c.get("valid_until")?,
+        source: c.get("source")?,
+        order_id: c.get("order_id")?,
+        redeemed_at: c.get("redeemed_at")?,
+        issued_at: c.get("issued_at")?,
+    })
+}
+
+fn account_total_from_row(row: &PgRow) -> StoreResult<AccountTotal> {
+    let c = Cols::new(row, "ledger snapshot", "account");
+    Ok(AccountTotal {
+        account: c.get("account")?,
+        asset: c.get("asset")?,
+        amount: c.get("amount")?,
+    })
+}
+
+fn lot_totals_from_row(row: &PgRow) -> StoreResult<MemberLotTotals> {
+    let c = Cols::new(row, "ledger snapshot", "member_id");
+    Ok(MemberLotTotals {
+        member_id: c.get("member_id")?,
+        pending_remaining: c.get("pending_remaining")?,
+        spendable_remaining: c.get("spendable_remaining")?,
+        held: c.get("held")?,
+        malformed_lots: c.get("malformed_lots")?,
+    })
+}
+
+fn string_from_row(row: &PgRow, table: &'static str, column: &'static str) -> StoreResult<String> {
+    Cols::new(row, table, column).get(column)
+}
+
+fn rows<T>(rows: &[PgRow], decode: impl Fn(&PgRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
+    rows.iter().map(decode).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// SQL.
+
+/// Declares a select and its locking twin. `for no key update` is PostgreSQL's row lock for
+/// "I am about to update this row, not its key": it excludes every other locker and writer of
+/// the row like `for update` does, but not the foreign-key checks of inserts that merely
+/// reference it (a coupon of a locked campaign, an identifier of a locked member), which
+/// `for update` would make wait and could deadlock against.
+macro_rules! select_and_lock {
+    ($plain:ident, $locked:ident, $($sql:tt)+) => {
+        const $plain: &str = $($sql)+;
+        const $locked: &str = concat!($($sql)+, "\nfor no key update");
+    };
+}
+
+select_and_lock!(
+    GET_MEMBER,
+    GET_MEMBER_LOCKED,
+    r#"
+select member_id, display_name, state, merged_into, created_at,
+    lifetime_earned_points, lifetime_redeemed_points
+from members
+where member_id = $1"#
+);
+
+select_and_lock!(
+    GET_ORDER,
+    GET_ORDER_LOCKED,
+    r#"
+select order_id, member_id, state, channel, store_id, register_id, receipt_no,
+    lines::text as lines, total, coupon_discount, points_redeemed, amount_due,
+    points_earned, points_pending, coupon_codes::text as coupon_codes, hold_expires_at,
+    refunded_amount, points_reversed, points_restored, occurred_at, created_at
+from orders
+where order_id = $1"#
+);
+
+select_and_lock!(
+    GET_CAMPAIGN,
+    GET_CAMPAIGN_LOCKED,
+    r#"
+select campaign_id, body::text as body
+from campaigns
+where campaign_id = $1"#
+);
+
+/// The columns of a lot, for the lot queries below.
+macro_rules! select_lots {
+    () => {
+        r#"
+select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points
+from point_lots"#
+    };
+}
+
+/// The columns of a coupon, for the coupon queries below.
+macro_rules! select_coupons {
+    () => {
+        r#"
+select code, campaign_id, variant_id, member_id, state, valid_from, valid_until, source,
+    order_id, redeemed_at, issued_at
+from coupons"#
+    };
+}
+
+select_and_lock!(
+    GET_COUPON,
+    GET_COUPON_LOCKED,
+    concat!(select_coupons!(), "\nwhere code = $1")
+);
+
+const GET_LOT: &str = concat!(select_lots!(), "\nwhere lot_id = $1");
+
+/// Soonest expiry first, never-expiring last, oldest lot first on ties: the spending order.
+const MEMBER_LOTS: &str = concat!(
+    select_lots!(),
+    r#"
+where member_id = $1
+    and remaining_points > 0
+order by expires_at asc nulls last, lot_id"#
+);
+
+const MEMBER_COUPONS: &str = concat!(
+    select_coupons!(),
+    r#"
+where member_id = $1
+order by issued_at, code"#
+);
+
+const ORDER_COUPONS: &str = concat!(
+    select_coupons!(),
+    r#"
+where order_id = $1
+order by code"#
+);
+
+const INSERT_COUPON: &str = r#"
+insert into coupons (code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
+    source, order_id, redeemed_at, issued_at)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#;
+
+const UPDATE_COUPON: &str = r#"
+update coupons
+set campaign_id = $2,
+    variant_id = $3,
+    member_id = $4,
+    state = $5,
+    valid_from = $6,
+    valid_until = $7,
+    source = $8,
+    order_id = $9,
+    redeemed_at = $10,
+    issued_at = $11
+where code = $1"#;
+
+/// `INSERT_COUPON` or `UPDATE_COUPON` with every column bound.
+fn coupon_query<'q>(sql: &'q str, coupon: &'q Coupon) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(&coupon.code) // $1
+        .bind(&coupon.campaign_id) // $2
+        .bind(&coupon.variant_id) // $3
+        .bind(&coupon.member_id) // $4
+        .bind(coupon.state.as_str()) // $5
+        .bind(coupon.valid_from) // $6
+        .bind(coupon.valid_until) // $7
+        .bind(&coupon.source) // $8
+        .bind(&coupon.order_id) // $9
+        .bind(coupon.redeemed_at) // $10
+        .bind(coupon.issued_at) // $11
+}
+
+const INSERT_ORDER: &str = r#"
+insert into orders (order_id, member_id, state, channel, store_id, register_id, receipt_no,
+    lines, total, coupon_discount, points_redeemed, amount_due, points_earned, points_pending,
+    coupon_codes, hold_expires_at, refunded_amount, points_reversed, points_restored,
+    occurred_at, created_at)
+values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15::jsonb, $16,
+    $17, $18, $19, $20, $21)"#;
+
+const UPDATE_ORDER: &str = r#"
+update orders
+set member_id = $2,
+    state = $3,
+    channel = $4,
+    store_id = $5,
+    register_id = $6,
+    receipt_no = $7,
+    lines = $8::jsonb,
+    total = $9,
+    coupon_discount = $10,
+    points_redeemed = $11,
+    amount_due = $12,
+    points_earned = $13,
+    points_pending = $14,
+    coupon_codes = $15::jsonb,
+    hold_expires_at = $16,
+    refunded_amount = $17,
+    points_reversed = $18,
+    points_restored = $19,
+    occurred_at = $20,
+    created_at = $21
+where order_id = $1"#;
+
+/// `INSERT_ORDER` or `UPDATE_ORDER` with every column bound.
+fn order_query<'q>(sql: &'q str, order: &'q Order) -> StoreResult<PgQuery<'q>> {
+    Ok(sqlx::query(sql)
+        .bind(&order.order_id) // $1
+        .bind(&order.member_id) // $2
+        .bind(order.state.as_str()) // $3
+        .bind(order.channel.as_str()) // $4
+        .bind(&order.store_id) // $5
+        .bind(&order.register_id) // $6
+        .bind(receipt_no_param(&order.receipt_no)) // $7
+        .bind(to_json(&order.lines)?) // $8
+        .bind(order.total.amount()) // $9
+        .bind(order.coupon_discount.amount()) // $10
+        .bind(order.points_redeemed) // $11
+        .bind(order.amount_due.amount()) // $12
+        .bind(order.points_earned) // $13
+        .bind(order.points_pending) // $14
+        .bind(to_json(&order.coupon_codes)?) // $15
+        .bind(order.hold_expires_at) // $16
+        .bind(order.refunded_amount.amount()) // $17
+        .bind(order.points_reversed) // $18
+        .bind(order.points_restored) // $19
+        .bind(order.occurred_at) // $20
+        .bind(order.created_at)) // $21
+}
+
+// ---------------------------------------------------------------------------------------------
+// The journal, in helpers that keep `append_transaction` short.
+
+/// Net change per guarded (account, asset). The map's order is the order balance rows are
+/// locked in, the same in every replica, so two units of work never wait on each other in a
+/// cycle. System accounts are left out: they have no stored balance and are never locked.
+fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
+    let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for posting in postings {
+        let asset = posting.asset.as_str();
+        if is_guarded(&posting.from_account) {
+            *deltas.entry((&posting.from_account, asset)).or_default() -= posting.amount;
+        }
+        if is_guarded(&posting.to_account) {
+            *deltas.entry((&posting.to_account, asset)).or_default() += posting.amount;
+        }
+    }
+    deltas.retain(|_, delta| *delta != 0);
+    deltas
+}
+
+impl PgUnitOfWork {
+    async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
+        sqlx::query(sql)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// All postings of one transaction in one statement.
+    async fn insert_postings(
+        &mut self,
+        transaction_id: i64,
+        postings: &[Posting],
+    ) -> StoreResult<()> {
+        let posting_nos: Vec<i32> = (1..).take(postings.len()).collect();
+        let froms: Vec<&str> = postings.iter().map(|p| p.from_account.as_str()).collect();
+        let tos: Vec<&str> = postings.iter().map(|p| p.to_account.as_str()).collect();
+        let assets: Vec<&str> = postings.iter().map(|p| p.asset.as_str()).collect();
+        let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
+        sqlx::query(
+            r#"
+insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
+select $1, posting_no, from_account, to_account, asset, amount
+from unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+    as p (posting_no, from_account, to_account, asset, amount)"#,
+        )
+        .bind(transaction_id) // $1
+        .bind(posting_nos) // $2
+        .bind(froms) // $3
+        .bind(tos) // $4
+        .bind(assets) // $5
+        .bind(amounts) // $6
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// Applies the postings to the stored balances of guarded accounts, one row at a time in the
+    /// sorted order of `balance_deltas` (each statement locks its row until commit).
+    async fn apply_to_balances(&mut self, postings: &[Posting]) -> StoreResult<()> {
+        for ((account, asset), delta) in balance_deltas(postings) {
+            if delta > 0 {
+                self.credit_balance(account, asset, delta).await?;
+            } else {
+                self.debit_balance(account, asset, -delta).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the row on an account's first credit.
+    async fn credit_balance(&mut self, account: &str, asset: &str, amount: i64) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into balances (account, asset, balance)
+values ($1, $2, $3)
+on conflict (account, asset) do update
+set balance = balances.balance + excluded.balance"#,
+        )
+        .bind(account) // $1
+        .bind(asset) // $2
+        .bind(amount) // $3
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    /// A plain update, not an upsert: PostgreSQL checks `balance >= 0` on the row an upsert
+    /// proposes to insert before it looks for a conflict, so a negative upsert fails even when
+    /// the stored balance covers it. Going below zero breaks the check (an existing row) or
+    /// finds no row (nothing stored is zero): either way the unit of work fails.
+    async fn debit_balance(&mut self, account: &str, asset: &str, amount: i64) -> StoreResult<()> {
+        let result = sqlx::query(
+            r#"
+update balances
+set balance = balance - $3
+where account = $1
+    and asset = $2"#,
+        )
+        .bind(account) // $1
+        .bind(asset) // $2
+        .bind(amount) // $3
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        if result.rows_affected() == 0 {
+            return Err(StoreError::Database(
+                format!(
+                    "{account} {asset}: debit of {amount} would go below zero (no stored balance)"
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Σ(in) − Σ(out) of an account without a stored balance, from the journal.
+    async fn summed_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            r#"
+select (coalesce(sum(amount) filter (where to_account = $1), 0)
+    - coalesce(sum(amount) filter (where from_account = $1), 0))::bigint as balance
+from postings
+where (to_account = $1 or from_account = $1)
+    and asset = $2"#,
+        )
+        .bind(account) // $1
+        .bind(asset) // $2
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Cols::new(&row, "postings", "balance").get("balance")
+    }
+
+    /// The postings of a page of transactions, in one query.
+    async fn attach_postings(&mut self, transactions: &mut [Transaction]) -> StoreResult<()> {
+        let ids: Vec<i64> = transactions.iter().map(|t| t.transaction_id).collect();
+        let posting_rows = sqlx::query(
+            r#"
+select transaction_id, from_account, to_account, asset, amount
+from postings
+where transaction_id = any($1)
+order by transaction_id, posting_no"#,
+        )
+        .bind(ids) // $1
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        let mut by_transaction: BTreeMap<i64, Vec<Posting>> = BTreeMap::new();
+        for row in &posting_rows {
+            let (transaction_id, posting) = posting_from_row(row)?;
+            by_transaction
+                .entry(transaction_id)
+                .or_default()
+                .push(posting);
+        }
+        for transaction in transactions {
+            transaction.postings = by_transaction
+                .remove(&transaction.transaction_id)
+                .unwrap_or_default();
+        }
+        Ok(())
+    }
+
+    async fn fetch_strings(
+        &mut self,
+        sql: &'static str,
+        table: &'static str,
+        column: &'static str,
+        now: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        let found = sqlx::query(sql)
+            .bind(now) // $1
+            .bind(limit.max(0)) // $2
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, |row| string_from_row(row, table, column))
+    }
+
+    async fn fetch_totals(&mut self, sql: &'static str) -> StoreResult<Vec<AccountTotal>> {
+        let found = sqlx::query(sql)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, account_total_from_row)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Background work and verification.
+
+const EXPIRED_HOLDS: &str = r#"
+select order_id
+from orders
+where state = 'authorized'
+    and hold_expires_at <= $1
+order by hold_expires_at, order_id
+limit $2"#;
+
+/// Each branch matches a partial index (`point_lots_due_maturity`, `point_lots_due_expiry`).
+const MEMBERS_WITH_DUE_LOTS: &str = r#"
+select distinct member_id
+from point_lots
+where (state = 'pending' and matures_at <= $1)
+    or (state in ('pending', 'available')
+        and expires_at <= $1
+        and remaining_points > held_points)
+order by member_id
+limit $2"#;
+
+const EXPIRED_COUPONS: &str = r#"
+select code
+from coupons
+where state = 'active'
+    and valid_until <= $1
+order by valid_until, code
+limit $2"#;
+
+const MALFORMED_POSTINGS: &str = r#"
+select count(*) as malformed
+from postings
+where amount <= 0
+    or from_account = to_account"#;
+
+const POSTING_SUMS: &str = r#"
+select account, asset, sum(amount)::bigint as amount
+from (
+    select to_account as account, asset, amount
+    from postings
+    union all
+    select from_account as account, asset, -amount as amount
+    from postings
+) as sides
+group by account, asset
+order by account, asset"#;
+
+const STORED_BALANCES: &str = r#"
+select account, asset, balance as amount
+from balances
+order by account, asset"#;
+
+const LOT_TOTALS: &str = r#"
+select member_id,
+    coalesce(sum(remaining_points) filter (where state = 'pending'), 0)::bigint
+        as pending_remaining,
+    coalesce(sum(remaining_points) filter (where state in ('available', 'expired')), 0)::bigint
+        as spendable_remaining,
+    sum(held_points)::bigint as held,
+    count(*) filter (
+        where remaining_points > original_points
+            or held_points > remaining_points
+            or least(original_points, remaining_points, held_points) < 0
+    ) as malformed_lots
+from point_lots
+group by member_id
+order by member_id"#;
+
+const AUTHORIZED_ORDERS: &str = r#"
+select order_id, points_redeemed
+from orders
+where state = 'authorized'
+order by order_id"#;
+
+const ORDERS_RESOLVED_TWICE: &str = r#"
+select order_id
+from transactions
+where kind in ('capture', 'void', 'hold_expired')
+    and order_id <> ''
+group by order_id
+having count(*) > 1
+order by order_id"#;
+
+/// An active coupon is one unit on its member's account, a reserved one on its order's hold.
+const COUPON_POSITIONS: &str = r#"
+select case state
+        when 'active' then 'member:' || member_id
+        else 'hold:' || order_id
+    end as account,
+    'CPN:' || campaign_id as asset,
+    count(*) as amount
+from coupons
+where state in ('active', 'reserved')
+group by 1, 2
+order by 1, 2"#;
+
+impl PgUnitOfWork {
+    async fn lot_totals(&mut self) -> StoreResult<Vec<MemberLotTotals>> {
+        let found = sqlx::query(LOT_TOTALS)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, lot_totals_from_row)
+    }
+
+    async fn authorized_orders(&mut self) -> StoreResult<Vec<(String, i64)>> {
+        let found = sqlx::query(AUTHORIZED_ORDERS)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, |row| {
+            let c = Cols::new(row, "orders", "order_id");
+            Ok((c.get("order_id")?, c.get("points_redeemed")?))
+        })
+    }
+
+    async fn orders_resolved_twice(&mut self) -> StoreResult<Vec<String>> {
+        let found = sqlx::query(ORDERS_RESOLVED_TWICE)
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, |row| {
+            string_from_row(row, "transactions", "order_id")
+        })
+    }
+
+    async fn malformed_postings(&mut self) -> StoreResult<i64> {
+        let row = sqlx::query(MALFORMED_POSTINGS)
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Cols::new(&row, "postings", "malformed").get("malformed")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The port.
+
+#[async_trait]
+impl UnitOfWork for PgUnitOfWork {
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        self.tx.commit().await.map_err(map_err)
+    }
+
+    async fn savepoint(&mut self) -> StoreResult<()> {
+        self.execute("savepoint cmd").await
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
+        self.execute("rollback to savepoint cmd").await
+    }
+
+    async fn release_savepoint(&mut self) -> StoreResult<()> {
+        self.execute("release savepoint cmd").await
+    }
+
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
+values ($1, $2, $3, $4, $5, $6)"#,
+        )
+        .bind(&key.key_id) // $1
+        .bind(&key.key_hash) // $2
+        .bind(key.role.as_str()) // $3
+        .bind(&key.store_id) // $4
+        .bind(&key.name) // $5
+        .bind(key.created_at) // $6
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        let found = sqlx::query(
+            r#"
+select key_id, key_hash, role, store_id, name, created_at
+from api_keys
+where key_hash = $1"#,
+        )
+        .bind(key_hash) // $1
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn find_idempotency(
+        &mut self,
+        key_id: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let found = sqlx::query(
+            r#"
+select key_id, request_id, request_hash, outcome::text as outcome, created_at
+from idempotency_keys
+where key_id = $1
+    and request_id = $2"#,
+        )
+        .bind(key_id) // $1
+        .bind(request_id) // $2
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found.as_ref().map(idempotency_from_row).transpose()
+    }
+
+    async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
+values ($1, $2, $3, $4::jsonb, $5)"#,
+        )
+        .bind(&record.key_id) // $1
+        .bind(&record.request_id) // $2
+        .bind(&record.request_hash) // $3
+        .bind(&record.outcome) // $4
+        .bind(record.created_at) // $5
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn load_program(&mut self) -> StoreResult<Option<Program>> {
+        let found = sqlx::query(
+            r#"
+select id, body::text as body
+from program
+where id = 1"#,
+        )
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found
+            .as_ref()
+            .map(|row| Cols::new(row, "program", "id").json("body"))
+            .transpose()
+    }
+
+    async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into program (id, body)
+values (1, $1::jsonb)
+on conflict (id) do update
+set body = excluded.body"#,
+        )
+        .bind(to_json(program)?) // $1
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into stores (store_id, name, latitude, longitude, time_zone, geofence_radius_m,
+    geofence_polygon)
+values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
+        )
+        .bind(&store.store_id) // $1
+        .bind(&store.name) // $2
+        .bind(store.location.latitude) // $3
+        .bind(store.location.longitude) // $4
+        .bind(&store.time_zone) // $5
+        .bind(store.geofence_radius_m) // $6
+        .bind(to_json(&store.geofence_polygon)?) // $7
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
+        let found = sqlx::query(
+            r#"
+select store_id, name, latitude, longitude, time_zone, geofence_radius_m,
+    geofence_polygon::text as geofence_polygon
+from stores
+where store_id = $1"#,
+        )
+        .bind(store_id) // $1
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found.as_ref().map(store_from_row).transpose()
+    }
+
+    async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
+        let found = sqlx::query(
+            r#"
+select store_id, name, latitude, longitude, time_zone, geofence_radius_m,
+    geofence_polygon::text as geofence_polygon
+from stores
+order by store_id"#,
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        rows(&found, store_from_row)
+    }
+
+    async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into members (member_id, display_name, state, merged_into, created_at,
+    lifetime_earned_points, lifetime_redeemed_points)
+values ($1, $2, $3, $4, $5, $6, $7)"#,
+        )
+        .bind(&member.member_id) // $1
+        .bind(&member.display_name) // $2
+        .bind(member.state.as_str()) // $3
+        .bind(&member.merged_into) // $4
+        .bind(member.created_at) // $5
+        .bind(member.lifetime_earned_points) // $6
+        .bind(member.lifetime_redeemed_points) // $7
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
+        let sql = if lock { GET_MEMBER_LOCKED } else { GET_MEMBER };
+        let found = sqlx::query(sql)
+            .bind(member_id) // $1
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        found.as_ref().map(member_from_row).transpose()
+    }
+
+    async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
+        let result = sqlx::query(
+            r#"
+update members
+set display_name = $2,
+    state = $3,
+    merged_into = $4,
+    lifetime_earned_points = $5,
+    lifetime_redeemed_points = $6
+where member_id = $1"#,
+        )
+        .bind(&member.member_id) // $1
+        .bind(&member.display_name) // $2
+        .bind(member.state.as_str()) // $3
+        .bind(&member.merged_into) // $4
+        .bind(member.lifetime_earned_points) // $5
+        .bind(member.lifetime_redeemed_points) // $6
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        expect_one(result, "member", &member.member_id)
+    }
+
+    async fn insert_identifier(
+        &mut self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into identifiers (kind, value, member_id)
+values ($1, $2, $3)"#,
+        )
+        .bind(&identifier.kind) // $1
+        .bind(&identifier.value) // $2
+        .bind(member_id) // $3
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn member_by_identifier(
+        &mut self,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        let found = sqlx::query(
+            r#"
+select member_id
+from identifiers
+where kind = $1
+    and value = $2"#,
+        )
+        .bind(&identifier.kind) // $1
+        .bind(&identifier.value) // $2
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found
+            .as_ref()
+            .map(|row| string_from_row(row, "identifiers", "member_id"))
+            .transpose()
+    }
+
+    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
+        let found = sqlx::query(
+            r#"
+select kind, value
+from identifiers
+where member_id = $1
+order by kind, value"#,
+        )
+        .bind(member_id) // $1
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        rows(&found, identifier_from_row)
+    }
+
+    async fn move_identifiers(
+        &mut self,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+update identifiers
+set member_id = $2
+where member_id = $1"#,
+        )
+        .bind(from_member_id) // $1
+        .bind(to_member_id) // $2
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
+        let metadata: BTreeMap<&str, &str> = transaction
+            .metadata
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        let row = sqlx::query(
+            r#"
+insert into transactions (kind, member_id, occurred_at, recorded_at, channel, store_id,
+    order_id, metadata)
+values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+returning transaction_id"#,
+        )
+        .bind(transaction.kind) // $1
+        .bind(&transaction.member_id) // $2
+        .bind(transaction.occurred_at) // $3
+        .bind(transaction.recorded_at) // $4
+        .bind(transaction.channel.map(Channel::as_str)) // $5
+        .bind(&transaction.store_id) // $6
+        .bind(&transaction.order_id) // $7
+        .bind(to_json(&metadata)?) // $8
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        let transaction_id: i64 =
+            Cols::new(&row, "transactions", "transaction_id").get("transaction_id")?;
+        self.insert_postings(transaction_id, &transaction.postings)
+            .await?;
+        self.apply_to_balances(&transaction.postings).await?;
+        Ok(transaction_id)
+    }
+
+    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        if !is_guarded(account) {
+            return self.summed_balance(account, asset).await;
+        }
+        let found = sqlx::query(
+            r#"
+select account, balance
+from balances
+where account = $1
+    and asset = $2"#,
+        )
+        .bind(account) // $1
+        .bind(asset) // $2
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found.map_or(Ok(0), |row| {
+            Cols::new(&row, "balances", "account").get("balance")
+        })
+    }
+
+    async fn member_transactions(
+        &mut self,
+        member_id: &str,
+        before_transaction_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        // No `$2 is null or ...`: a bound that is always there keeps the index range scan in
+        // the generic plan of this prepared statement.
+        let found = sqlx::query(
+            r#"
+select transaction_id, kind, member_id, occurred_at, recorded_at, channel, store_id,
+    order_id, metadata::text as metadata
+from transactions
+where member_id = $1
+    and transaction_id < $2
+order by transaction_id desc
+limit $3"#,
+        )
+        .bind(member_id) // $1
+        .bind(before_transaction_id.unwrap_or(i64::MAX)) // $2
+        .bind(limit.max(0)) // $3
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        let mut transactions = rows(&found, transaction_from_row)?;
+        if !transactions.is_empty() {
+            self.attach_postings(&mut transactions).await?;
+        }
+        Ok(transactions)
+    }
+
+    async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
+        let row = sqlx::query(
+            r#"
+insert into point_lots (member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+returning lot_id"#,
+        )
+        .bind(&lot.member_id) // $1
+        .bind(&lot.order_id) // $2
+        .bind(lot.state.as_str()) // $3
+        .bind(lot.earned_at) // $4
+        .bind(lot.matures_at) // $5
+        .bind(lot.expires_at) // $6
+        .bind(lot.original_points) // $7
+        .bind(lot.remaining_points) // $8
+        .bind(lot.held_points) // $9
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Cols::new(&row, "point_lots", "lot_id").get("lot_id")
+    }
+
+    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
+        let found = sqlx::query(MEMBER_LOTS)
+            .bind(member_id) // $1
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, lot_from_row)
+    }
+
+    async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
+        let result = sqlx::query(
+            r#"
+update point_lots
+set member_id = $2,
+    order_id = $3,
+    state = $4,
+    earned_at = $5,
+    matures_at = $6,
+    expires_at = $7,
+    original_points = $8,
+    remaining_points = $9,
+    held_points = $10
+where lot_id = $1"#,
+        )
+        .bind(lot.lot_id) // $1
+        .bind(&lot.member_id) // $2
+        .bind(&lot.order_id) // $3
+        .bind(lot.state.as_str()) // $4
+        .bind(lot.earned_at) // $5
+        .bind(lot.matures_at) // $6
+        .bind(lot.expires_at) // $7
+        .bind(lot.original_points) // $8
+        .bind(lot.remaining_points) // $9
+        .bind(lot.held_points) // $10
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        expect_one(result, "lot", &lot.lot_id.to_string())
+    }
+
+    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+update point_lots
+set member_id = $2
+where member_id = $1"#,
+        )
+        .bind(from_member_id) // $1
+        .bind(to_member_id) // $2
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into order_lots (order_id, lot_id, points, restored_points)
+values ($1, $2, $3, $4)"#,
+        )
+        .bind(&order_lot.order_id) // $1
+        .bind(order_lot.lot_id) // $2
+        .bind(order_lot.points) // $3
+        .bind(order_lot.restored_points) // $4
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
+        let found = sqlx::query(
+            r#"
+select order_id, lot_id, points, restored_points
+from order_lots
+where order_id = $1
+order by lot_id"#,
+        )
+        .bind(order_id) // $1
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        rows(&found, order_lot_from_row)
+    }
+
+    async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
+        let result = sqlx::query(
+            r#"
+update order_lots
+set points = $3,
+    restored_points = $4
+where order_id = $1
+    and lot_id = $2"#,
+        )
+        .bind(&order_lot.order_id) // $1
+        .bind(order_lot.lot_id) // $2
+        .bind(order_lot.points) // $3
+        .bind(order_lot.restored_points) // $4
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        expect_one(
+            result,
+            "order lot",
+            &format!("{}/{}", order_lot.order_id, order_lot.lot_id),
+        )
+    }
+
+    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
+        let found = sqlx::query(GET_LOT)
+            .bind(lot_id) // $1
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        found.as_ref().map(lot_from_row).transpose()
+    }
+
+    async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
+        order_query(INSERT_ORDER, order)?
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
+        let sql = if lock { GET_ORDER_LOCKED } else { GET_ORDER };
+        let found = sqlx::query(sql)
+            .bind(order_id) // $1
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        found.as_ref().map(order_from_row).transpose()
+    }
+
+    async fn order_by_receipt(
+        &mut self,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<String>> {
+        let found = sqlx::query(
+            r#"
+select order_id
+from orders
+where store_id = $1
+    and register_id = $2
+    and receipt_no = $3"#,
+        )
+        .bind(store_id) // $1
+        .bind(register_id) // $2
+        .bind(receipt_no) // $3
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found
+            .as_ref()
+            .map(|row| string_from_row(row, "orders", "order_id"))
+            .transpose()
+    }
+
+    async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
+        let result = order_query(UPDATE_ORDER, order)?
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        expect_one(result, "order", &order.order_id)
+    }
+
+    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
+        let row = sqlx::query(
+            r#"
+select exists (
+    select 1
+    from orders
+    where member_id = $1
+        and state = 'authorized'
+) as open"#,
+        )
+        .bind(member_id) // $1
+        .fetch_one(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Cols::new(&row, "orders", "open").get("open")
+    }
+
+    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+insert into campaigns (campaign_id, public_code, body, created_at)
+values ($1, $2, $3::jsonb, $4)"#,
+        )
+        .bind(&campaign.campaign_id) // $1
+        .bind(&campaign.public_code) // $2
+        .bind(to_json(campaign)?) // $3
+        .bind(campaign.created_at) // $4
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_campaign(
+        &mut self,
+        campaign_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<Campaign>> {
+        let sql = if lock {
+            GET_CAMPAIGN_LOCKED
+        } else {
+            GET_CAMPAIGN
+        };
+        let found = sqlx::query(sql)
+            .bind(campaign_id) // $1
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        found.as_ref().map(campaign_from_row).transpose()
+    }
+
+    async fn campaign_by_public_code(
+        &mut self,
+        public_code: &str,
+    ) -> StoreResult<Option<Campaign>> {
+        let found = sqlx::query(
+            r#"
+select campaign_id, body::text as body
+from campaigns
+where public_code = $1"#,
+        )
+        .bind(public_code) // $1
+        .fetch_optional(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        found.as_ref().map(campaign_from_row).transpose()
+    }
+
+    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
+        let found = sqlx::query(
+            r#"
+select campaign_id, body::text as body
+from campaigns
+order by created_at, campaign_id"#,
+        )
+        .fetch_all(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        rows(&found, campaign_from_row)
+    }
+
+    async fn count_coupons(
+        &mut self,
+        campaign_id: &str,
+        member_id: Option<&str>,
+    ) -> StoreResult<i64> {
+        let query = match member_id {
+            None => sqlx::query(
+                r#"
+select count(*) as issued
+from coupons
+where campaign_id = $1"#,
+            )
+            .bind(campaign_id), // $1
+            Some(member_id) => sqlx::query(
+                r#"
+select count(*) as issued
+from coupons
+where campaign_id = $1
+    and member_id = $2"#,
+            )
+            .bind(campaign_id) // $1
+            .bind(member_id), // $2
+        };
+        let row = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
+        Cols::new(&row, "coupons", "issued").get("issued")
+    }
+
+    async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
+        coupon_query(INSERT_COUPON, coupon)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
+        let sql = if lock { GET_COUPON_LOCKED } else { GET_COUPON };
+        let found = sqlx::query(sql)
+            .bind(code) // $1
+            .fetch_optional(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        found.as_ref().map(coupon_from_row).transpose()
+    }
+
+    async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
+        let result = coupon_query(UPDATE_COUPON, coupon)
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        expect_one(result, "coupon", &coupon.code)
+    }
+
+    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
+        let found = sqlx::query(MEMBER_COUPONS)
+            .bind(member_id) // $1
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, coupon_from_row)
+    }
+
+    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
+        let found = sqlx::query(ORDER_COUPONS)
+            .bind(order_id) // $1
+            .fetch_all(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        rows(&found, coupon_from_row)
+    }
+
+    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        sqlx::query(
+            r#"
+update coupons
+set member_id = $2
+where member_id = $1"#,
+        )
+        .bind(from_member_id) // $1
+        .bind(to_member_id) // $2
+        .execute(&mut *self.tx)
+        .await
+        .map_err(map_err)?;
+        Ok(())
+    }
+
+    async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
+        Ok(DueWork {
+            expired_holds: self
+                .fetch_strings(EXPIRED_HOLDS, "orders", "order_id", now, limit)
+                .await?,
+            members_with_due_lots: self
+                .fetch_strings(MEMBERS_WITH_DUE_LOTS, "point_lots", "member_id", now, limit)
+                .await?,
+            expired_coupons: self
+                .fetch_strings(EXPIRED_COUPONS, "coupons", "code", now, limit)
+                .await?,
+        })
+    }
+
+    async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
+        Ok(LedgerSnapshot {
+            malformed_postings: self.malformed_postings().await?,
+            posting_sums: self.fetch_totals(POSTING_SUMS).await?,
+            stored_balances: self.fetch_totals(STORED_BALANCES).await?,
+            lot_totals: self.lot_totals().await?,
+            authorized_orders: self.authorized_orders().await?,
+            orders_resolved_twice: self.orders_resolved_twice().await?,
+            coupon_positions: self.fetch_totals(COUPON_POSITIONS).await?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::coupon::Discount;
+
+    const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+    /// Runs `body` against a fresh database, dropped afterwards even when `body` panics.
+    async fn with_store<F, Fut>(body: F)
+    where
+        F: FnOnce(PostgresStore) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let admin = PgPool::connect(ADMIN_URL).await.expect("admin connection");
+        // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
+        let name = format!("omo_unit_{:016x}", rand::random::<u64>());
+        sqlx::query(&format!("create database {name}"))
+            .execute(&admin)
+            .await
+            .expect("create database");
+        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let store = PostgresStore::connect(&url).await.expect("connect");
+        let pool = store.pool.clone();
+        let outcome = tokio::spawn(body(store)).await;
+        pool.close().await;
+        sqlx::query(&format!("drop database {name} with (force)"))
+            .execute(&admin)
+            .await
+            .expect("drop database");
+        if let Err(error) = outcome {
+            std::panic::resume_unwind(error.into_panic());
+        }
+    }
+
+    fn day(n: i64) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 0).unwrap() + chrono::Duration::days(n)
+    }
+
+    fn member(member_id: &str) -> MemberRow {
+        MemberRow {
+            member_id: member_id.into(),
+            display_name: format!("Member {member_id}"),
+            state: MemberState::Active,
+            merged_into: None,
+            created_at: day(0),
+            lifetime_earned_points: 0,
+            lifetime_redeemed_points: 0,
+        }
+    }
+
+    fn points(from: &str, to: &str, amount: i64) -> Posting {
+        Posting {
+            from_account: from.into(),
+            to_account: to.into(),
+            asset: "PTS".into(),
+            amount,
+        }
+    }
+
+    fn entry(kind: &'static str, member_id: &str, postings: Vec<Posting>) -> NewTransaction {
+        NewTransaction {
+            kind,
+            member_id: member_id.into(),
+            occurred_at: day(1),
+            recorded_at: day(1),
+            channel: Some(Channel::Ec),
+            store_id: String::new(),
+            order_id: String::new(),
+            postings,
+            metadata: vec![("reason".into(), "test".into())],
+        }
+    }
+
+    fn lot(member_id: &str, expires_at: Option<DateTime<Utc>>, remaining_points: i64) -> Lot {
+        Lot {
+            lot_id: 0,
+            member_id: member_id.into(),
+            order_id: String::new(),
+            state: LotState::Available,
+            earned_at: day(0),
+            matures_at: None,
+            expires_at,
+            original_points: 100,
+            remaining_points,
+            held_points: 0,
+        }
+    }
+
+    fn money(amount: &str) -> Money {
+        amount.parse().expect("money")
+    }
+
+    fn order(order_id: &str, member_id: &str) -> Order {
+        Order {
+            order_id: order_id.into(),
+            member_id: member_id.into(),
+            state: OrderState::Authorized,
+            channel: Channel::Ec,
+            store_id: String::new(),
+            register_id: String::new(),
+            receipt_no: String::new(),
+            lines: vec![model::LineItem {
+                line_id: "1".into(),
+                sku: "sku-1".into(),
+                category: "food".into(),
+                quantity: 2,
+                amount: money("1980.5"),
+            }],
+            total: money("1980.5"),
+            coupon_discount: money("0"),
+            points_redeemed: 30,
+            amount_due: money("1950.5"),
+            points_earned: 0,
+            points_pending: 0,
+            coupon_codes: vec!["C-1".into()],
+            hold_expires_at: Some(day(1)),
+            refunded_amount: Money::ZERO,
+            points_reversed: 0,
+            points_restored: 0,
+            occurred_at: day(0),
+            created_at: day(0),
+        }
+    }
+
+    fn campaign(campaign_id: &str) -> Campaign {
+        Campaign {
+            campaign_id: campaign_id.into(),
+            name: "Spring".into(),
+            discount: Discount::AmountOff(money("500")),
+            min_spend: money("1000"),
+            channels: vec![Channel::Store],
+            store_ids: Vec::new(),
+            starts_at: None,
+            ends_at: Some(day(30)),
+            validity_days: 7,
+            per_member_limit: 1,
+            issue_limit: 0,
+            stackable: false,
+            public_code: None,
+            issue_on_capture: None,
+            variants: Vec::new(),
+            created_at: day(0),
+        }
+    }
+
+    fn coupon(
+        code: &str,
+        campaign_id: &str,
+        member_id: &str,
+        valid_until: DateTime<Utc>,
+    ) -> Coupon {
+        Coupon {
+            code: code.into(),
+            campaign_id: campaign_id.into(),
+            variant_id: String::new(),
+            member_id: member_id.into(),
+            state: CouponState::Active,
+            valid_from: day(0),
+            valid_until: Some(valid_until),
+            source: "admin".into(),
+            order_id: String::new(),
+            redeemed_at: None,
+            issued_at: day(0),
+        }
+    }
+
+    #[tokio::test]
+    async fn postings_update_guarded_balances_and_leave_system_accounts_unstored() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            let earn = entry(
+                "earn",
+                "m1",
+                vec![points("program:issued", "member:m1", 100)],
+            );
+            let first = uow.append_transaction(&earn).await.unwrap();
+            let hold = entry("authorize", "m1", vec![points("member:m1", "hold:o1", 30)]);
+            let second = uow.append_transaction(&hold).await.unwrap();
+            uow.commit().await.unwrap();
+
+            let mut read = store.begin_read().await.unwrap();
+            assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 70);
+            assert_eq!(read.balance("hold:o1", "PTS").await.unwrap(), 30);
+            assert_eq!(read.balance("program:issued", "PTS").await.unwrap(), -100);
+            assert_eq!(read.balance("member:nobody", "PTS").await.unwrap(), 0);
+            let snapshot = read.ledger_snapshot().await.unwrap();
+            let stored: Vec<&str> = snapshot
+                .stored_balances
+                .iter()
+                .map(|b| b.account.as_str())
+                .collect();
+            assert_eq!(stored, ["hold:o1", "member:m1"]);
+            let issued = snapshot
+                .posting_sums
+                .iter()
+                .find(|t| t.account == "program:issued")
+                .unwrap();
+            assert_eq!(issued.amount, -100);
+            assert_eq!(snapshot.malformed_postings, 0);
+
+            let page = read.member_transactions("m1", None, 10).await.unwrap();
+            let ids: Vec<i64> = page.iter().map(|t| t.transaction_id).collect();
+            assert_eq!(ids, [second, first]);
+            assert_eq!(page[1].postings, earn.postings);
+            assert_eq!(
+                page[1].metadata.get("reason").map(String::as_str),
+                Some("test")
+            );
+            assert_eq!(page[1].channel, Some(Channel::Ec));
+            let older = read
+                .member_transactions("m1", Some(second), 10)
+                .await
+                .unwrap();
+            assert_eq!(older.len(), 1);
+            assert_eq!(older[0].transaction_id, first);
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_balance_that_would_go_negative_fails_the_unit_of_work() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            let earn = entry(
+                "earn",
+                "m1",
+                vec![points("program:issued", "member:m1", 10)],
+            );
+            uow.append_transaction(&earn).await.unwrap();
+            uow.commit().await.unwrap();
+
+            let mut uow = store.begin().await.unwrap();
+            let spend = entry(
+                "redeem",
+                "m1",
+                vec![points("member:m1", "program:redeemed:ec", 11)],
+            );
+            let error = uow.append_transaction(&spend).await.unwrap_err();
+            assert!(matches!(error, StoreError::Database(_)), "{error:?}");
+            drop(uow);
+
+            let mut uow = store.begin().await.unwrap();
+            let never = entry(
+                "redeem",
+                "m2",
+                vec![points("member:m2", "program:redeemed:ec", 1)],
+            );
+            let error = uow.append_transaction(&never).await.unwrap_err();
+            assert!(matches!(error, StoreError::Database(_)), "{error:?}");
+            drop(uow);
+
+            let mut read = store.begin_read().await.unwrap();
+            assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 10);
+            let snapshot = read.ledger_snapshot().await.unwrap();
+            assert_eq!(
+                snapshot.posting_sums.len(),
+                2,
+                "the failed postings never landed"
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn rolling_back_to_the_savepoint_undoes_only_the_command() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            uow.insert_member(&member("kept")).await.unwrap();
+            uow.savepoint().await.unwrap();
+            uow.insert_member(&member("undone")).await.unwrap();
+            uow.rollback_to_savepoint().await.unwrap();
+            uow.release_savepoint().await.unwrap();
+            uow.savepoint().await.unwrap();
+            uow.insert_member(&member("released")).await.unwrap();
+            uow.release_savepoint().await.unwrap();
+            uow.commit().await.unwrap();
+
+            let mut read = store.begin_read().await.unwrap();
+            assert_eq!(
+                read.get_member("kept", false).await.unwrap(),
+                Some(member("kept"))
+            );
+            assert!(read.get_member("undone", false).await.unwrap().is_none());
+            assert!(read.get_member("released", false).await.unwrap().is_some());
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_lost_insert_race_is_a_conflict() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            uow.insert_member(&member("m1")).await.unwrap();
+            uow.commit().await.unwrap();
+            let mut uow = store.begin().await.unwrap();
+            let error = uow.insert_member(&member("m1")).await.unwrap_err();
+            assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn member_lots_come_soonest_expiry_first_and_never_expiring_last() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            let never = uow.insert_lot(&lot("m1", None, 10)).await.unwrap();
+            let late = uow.insert_lot(&lot("m1", Some(day(10)), 10)).await.unwrap();
+            let soon_a = uow.insert_lot(&lot("m1", Some(day(5)), 10)).await.unwrap();
+            let soon_b = uow.insert_lot(&lot("m1", Some(day(5)), 10)).await.unwrap();
+            let _spent = uow.insert_lot(&lot("m1", Some(day(1)), 0)).await.unwrap();
+            let _other = uow.insert_lot(&lot("m2", Some(day(1)), 10)).await.unwrap();
+            uow.commit().await.unwrap();
+
+            let mut read = store.begin_read().await.unwrap();
+            let lots = read.member_lots("m1").await.unwrap();
+            let ids: Vec<i64> = lots.iter().map(|l| l.lot_id).collect();
+            assert_eq!(ids, [soon_a, soon_b, late, never]);
+            let fetched = read.get_lot(late).await.unwrap().unwrap();
+            assert_eq!(
+                fetched,
+                Lot {
+                    lot_id: late,
+                    ..lot("m1", Some(day(10)), 10)
+                }
+            );
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn orders_coupons_and_due_work_round_trip() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            uow.insert_order(&order("o1", "m1")).await.unwrap();
+            uow.insert_campaign(&campaign("c1")).await.unwrap();
+            uow.insert_coupon(&coupon("C-1", "c1", "m1", day(2)))
+                .await
+                .unwrap();
+            uow.insert_lot(&Lot {
+                state: LotState::Pending,
+                matures_at: Some(day(1)),
+                ..lot("m2", None, 5)
+            })
+            .await
+            .unwrap();
+            uow.commit().await.unwrap();
+
+            let mut read = store.begin_read().await.unwrap();
+            assert_eq!(
+                read.get_order("o1", false).await.unwrap(),
+                Some(order("o1", "m1"))
+            );
+            assert_eq!(
+                read.get_campaign("c1", false).await.unwrap(),
+                Some(campaign("c1"))
+            );
+            assert_eq!(read.count_coupons("c1", Some("m1")).await.unwrap(), 1);
+            assert_eq!(read.count_coupons("c1", Some("m2")).await.unwrap(), 0);
+            assert!(read.member_has_open_orders("m1").await.unwrap());
+            assert_eq!(read.due_work(day(0), 10).await.unwrap(), DueWork::default());
+            let due = read.due_work(day(3), 10).await.unwrap();
+            assert_eq!(due.expired_holds, ["o1"]);
+            assert_eq!(due.members_with_due_lots, ["m2"]);
+            assert_eq!(due.expired_coupons, ["C-1"]);
+            let snapshot = read.ledger_snapshot().await.unwrap();
+            assert_eq!(snapshot.authorized_orders, [("o1".to_string(), 30)]);
+            assert_eq!(snapshot.coupon_positions[0].account, "member:m1");
+            assert_eq!(snapshot.coupon_positions[0].asset, "CPN:c1");
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn a_locked_member_makes_the_next_locker_wait_for_the_commit() {
+        with_store(|store| async move {
+            let mut setup = store.begin().await.unwrap();
+            setup.insert_member(&member("m1")).await.unwrap();
+            setup.commit().await.unwrap();
+
+            let mut first = store.begin().await.unwrap();
+            let mut row = first.get_member("m1", true).await.unwrap().unwrap();
+            row.display_name = "renamed by the first".into();
+            first.update_member(&row).await.unwrap();
+
+            let mut second = store.begin().await.unwrap();
+            let mut waiter = tokio::spawn(async move {
+                let seen = second.get_member("m1", true).await.unwrap().unwrap();
+                second.commit().await.unwrap();
+                seen.display_name
+            });
+            let early = tokio::time::timeout(Duration::from_millis(300), &mut waiter).await;
+            assert!(early.is_err(), "the second locker must wait for the first");
+
+            first.commit().await.unwrap();
+            let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+                .await
+                .expect("the second locker proceeds once the first commits")
+                .unwrap();
+            assert_eq!(seen, "renamed by the first");
+        })
+        .await;
+    }
+}

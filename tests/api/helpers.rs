@@ -1,0 +1,355 @@
+//! `spawn_app(backend)`: a server on port 0 over a fresh database, with a manual clock and one
+//! client per role. PostgreSQL tests create a randomly named database and drop it afterwards.
+
+use std::sync::Arc;
+
+use chrono::{Duration, TimeZone, Utc};
+use omo::{
+    Application, Config,
+    client::Client,
+    domain::{ManualClock, auth::Role},
+    proto::{self, member_ref::Ref},
+};
+use tonic::Code;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs one scenario on both backends: `both_backends!(name, scenario_fn)` makes
+/// `name::sqlite` and `name::postgres` tests.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident => $scenario:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn sqlite() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Sqlite).await {
+                        super::$scenario(&app).await;
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn postgres() {
+                    if let Some(app) = $crate::helpers::spawn_app($crate::helpers::Backend::Postgres).await {
+                        super::$scenario(&app).await;
+                    }
+                }
+            }
+        )*
+    };
+}
+
+pub struct TestApp {
+    pub app: Option<Application>,
+    pub clock: ManualClock,
+    pub backend: Backend,
+    pub database_url: String,
+    pub admin: Client,
+    pub checkout: Client,
+    pub app_client: Client,
+    /// A register key bound to store `shibuya`.
+    pub register: Client,
+    /// A register key bound to store `umeda`.
+    pub other_register: Client,
+    pub anonymous: Client,
+    /// Dropped last (after the server): removes the test database.
+    _database: TestDatabase,
+}
+
+enum TestDatabase {
+    SqliteFile(std::path::PathBuf),
+    Postgres { admin_url: String, name: String },
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        match self {
+            TestDatabase::SqliteFile(dir) => {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            TestDatabase::Postgres { admin_url, name } => {
+                let (admin_url, name) = (admin_url.clone(), name.clone());
+                // Drop runs inside the test's runtime: use a thread with its own runtime.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    runtime.block_on(async move {
+                        use sqlx::Executor;
+                        if let Ok(pool) = sqlx::PgPool::connect(&admin_url).await {
+                            let drop = format!("drop database if exists \"{name}\" with (force)");
+                            let _ = pool.execute(drop.as_str()).await;
+                        }
+                    });
+                })
+                .join();
+            }
+        }
+    }
+}
+
+fn postgres_admin_url() -> String {
+    std::env::var("OMO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+fn unique_name() -> String {
+    format!("omo_test_{:016x}", rand::random::<u64>())
+}
+
+/// A fresh database of `backend`; None (with a note) when PostgreSQL is unreachable outside CI.
+async fn fresh_database(backend: Backend) -> Option<(String, TestDatabase)> {
+    match backend {
+        Backend::Sqlite => {
+            let dir = std::env::temp_dir().join(unique_name());
+            std::fs::create_dir_all(&dir).expect("temp dir");
+            let url = format!("sqlite://{}", dir.join("omo.db").display());
+            Some((url, TestDatabase::SqliteFile(dir)))
+        }
+        Backend::Postgres => {
+            use sqlx::Executor;
+            let admin_url = postgres_admin_url();
+            let pool = match sqlx::PgPool::connect(&admin_url).await {
+                Ok(pool) => pool,
+                Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
+                    eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url} ({error}); CI=true makes this a failure");
+                    return None;
+                }
+                Err(error) => panic!("PostgreSQL unreachable at {admin_url} under CI=true: {error}"),
+            };
+            let name = unique_name();
+            pool.execute(format!("create database \"{name}\"").as_str())
+                .await
+                .expect("create test database");
+            let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+            let url = format!("{base}/{name}");
+            Some((url, TestDatabase::Postgres { admin_url, name }))
+        }
+    }
+}
+
+pub fn start_time() -> chrono::DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 4, 1, 3, 0, 0).unwrap()
+}
+
+pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    let (database_url, database) = fresh_database(backend).await?;
+    let clock = ManualClock::new(start_time());
+    let app = Application::build(&Config::local(&database_url), Arc::new(clock.clone()))
+        .await
+        .expect("server starts");
+    let engine = app.engine().clone();
+    let key = |role, store: Option<&str>| {
+        let engine = engine.clone();
+        let store = store.map(str::to_string);
+        async move { engine.create_api_key(role, store, "test".into()).await.expect("key") }
+    };
+    let admin = Client::connect(&app.endpoint(), &key(Role::Admin, None).await)
+        .await
+        .expect("connect");
+    let test_app = TestApp {
+        checkout: admin.with_key(&key(Role::Checkout, None).await),
+        app_client: admin.with_key(&key(Role::App, None).await),
+        register: admin.with_key(&key(Role::Register, Some("shibuya")).await),
+        other_register: admin.with_key(&key(Role::Register, Some("umeda")).await),
+        anonymous: admin.with_key(""),
+        admin,
+        app: Some(app),
+        clock,
+        backend,
+        database_url,
+        _database: database,
+    };
+    test_app.create_store("shibuya").await;
+    test_app.create_store("umeda").await;
+    Some(test_app)
+}
+
+impl TestApp {
+    pub fn app(&self) -> &Application {
+        self.app.as_ref().expect("running")
+    }
+
+    /// Moves the clock and runs the sweeper once (as its timer would).
+    pub async fn advance(&self, by: Duration) {
+        self.clock.advance(by);
+        self.app().engine().sweep().await.expect("sweep");
+    }
+
+    pub async fn create_store(&self, store_id: &str) {
+        self.admin
+            .stores()
+            .create_store(proto::CreateStoreRequest {
+                store: Some(proto::Store {
+                    store_id: store_id.into(),
+                    name: store_id.into(),
+                    location: Some(proto::LatLng { latitude: 35.66, longitude: 139.70 }),
+                    time_zone: "Asia/Tokyo".into(),
+                    geofence_radius_m: 100.0,
+                    geofence_polygon: vec![],
+                }),
+            })
+            .await
+            .expect("create store");
+    }
+
+    pub async fn create_member(&self, card: &str) -> String {
+        self.admin
+            .members()
+            .create_member(proto::CreateMemberRequest {
+                request_id: format!("create-{card}"),
+                identifiers: vec![identifier("card", card)],
+                display_name: format!("member {card}"),
+            })
+            .await
+            .expect("create member")
+            .into_inner()
+            .member
+            .expect("member")
+            .member_id
+    }
+
+    /// A member with `points` available (credited by an admin adjustment).
+    pub async fn member_with_points(&self, card: &str, points: i64) -> String {
+        let member_id = self.create_member(card).await;
+        if points > 0 {
+            self.admin
+                .ledger()
+                .adjust_points(proto::AdjustPointsRequest {
+                    request_id: format!("grant-{card}"),
+                    member: Some(member_ref(&member_id)),
+                    points,
+                    reason: "test grant".into(),
+                })
+                .await
+                .expect("adjust");
+        }
+        member_id
+    }
+
+    pub async fn balance(&self, member_id: &str) -> proto::Balance {
+        self.admin
+            .ledger()
+            .get_balance(proto::GetBalanceRequest { member: Some(member_ref(member_id)) })
+            .await
+            .expect("balance")
+            .into_inner()
+            .balance
+            .expect("balance")
+    }
+
+    pub async fn available(&self, member_id: &str) -> i64 {
+        self.balance(member_id).await.available_points
+    }
+
+    pub async fn verify_ok(&self) {
+        let report = self.app().engine().verify().await.expect("verify runs");
+        assert!(report.ok(), "{}", report.summary());
+    }
+
+    /// Stops the server and starts a new one over the same database (same clock).
+    pub async fn restart(&mut self) {
+        self.app.take().expect("running").stop().await.expect("stops");
+        let app = Application::build(&Config::local(&self.database_url), Arc::new(self.clock.clone()))
+            .await
+            .expect("restarts");
+        let endpoint = app.endpoint();
+        self.app = Some(app);
+        let reconnect = |client: &Client| {
+            let endpoint = endpoint.clone();
+            let client = client.clone();
+            async move { client.reconnect(&endpoint).await.expect("reconnect") }
+        };
+        self.admin = reconnect(&self.admin).await;
+        self.checkout = reconnect(&self.checkout).await;
+        self.register = reconnect(&self.register).await;
+        self.app_client = reconnect(&self.app_client).await;
+    }
+}
+
+pub fn identifier(kind: &str, value: &str) -> proto::Identifier {
+    proto::Identifier { kind: kind.into(), value: value.into() }
+}
+
+pub fn member_ref(member_id: &str) -> proto::MemberRef {
+    proto::MemberRef { r#ref: Some(Ref::MemberId(member_id.into())) }
+}
+
+pub fn card_ref(card: &str) -> proto::MemberRef {
+    proto::MemberRef { r#ref: Some(Ref::Identifier(identifier("card", card))) }
+}
+
+pub fn basket(amounts: &[&str]) -> proto::Basket {
+    proto::Basket {
+        lines: amounts
+            .iter()
+            .enumerate()
+            .map(|(i, amount)| proto::LineItem {
+                line_id: format!("L{}", i + 1),
+                sku: format!("SKU-{}", i + 1),
+                category: "grocery".into(),
+                quantity: 1,
+                amount: (*amount).into(),
+            })
+            .collect(),
+    }
+}
+
+/// An EC Authorize request.
+pub fn ec_order(request_id: &str, order_id: &str, member_id: &str, total: &str, points: i64) -> proto::AuthorizeRequest {
+    proto::AuthorizeRequest {
+        request_id: request_id.into(),
+        order_id: order_id.into(),
+        member: Some(member_ref(member_id)),
+        channel: proto::Channel::Ec as i32,
+        basket: Some(basket(&[total])),
+        points_to_redeem: points,
+        ..Default::default()
+    }
+}
+
+/// A register sale at `shibuya`.
+pub fn store_sale(request_id: &str, receipt_no: &str, member: proto::MemberRef, total: &str, points: i64) -> proto::RecordSaleRequest {
+    proto::RecordSaleRequest {
+        request_id: request_id.into(),
+        order_id: format!("shibuya-1-{receipt_no}"),
+        member: Some(member),
+        channel: proto::Channel::Store as i32,
+        store_id: "shibuya".into(),
+        register_id: "1".into(),
+        basket: Some(basket(&[total])),
+        points_to_redeem: points,
+        receipt_no: receipt_no.into(),
+        ..Default::default()
+    }
+}
+
+/// The `ErrorInfo.reason` of a refusal.
+pub fn reason(status: &tonic::Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// Asserts a refusal's code and reason.
+pub fn assert_refused(status: &tonic::Status, code: Code, expected_reason: &str) {
+    assert_eq!(status.code(), code, "{status:?}");
+    assert_eq!(reason(status), expected_reason, "{status:?}");
+}
+
+/// The fields named by a BadRequest.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}

@@ -1,0 +1,14 @@
+//! Black-box tests: every test starts the real gRPC server on port 0 over a fresh database and
+//! talks to it as a client would. Each scenario runs on SQLite and on PostgreSQL.
+
+mod helpers;
+
+mod auth;
+mod checkout;
+mod concurrency;
+mod coupons;
+mod idempotency;
+mod members;
+mod points;
+mod validation;
+mod verify;
