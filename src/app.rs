@@ -76,7 +76,10 @@ impl Application {
     }
 
     /// Serves until `signal` completes, then stops gracefully (in-flight calls finish).
-    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), AppError> {
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), AppError> {
         tokio::select! {
             () = signal => {}
             result = &mut self.server => {

@@ -28,32 +28,53 @@ pub async fn run() -> Result<(), DemoError> {
 
 async fn story(app: &Application) -> Result<(), DemoError> {
     let engine = app.engine();
-    let admin_key = engine.create_api_key(Role::Admin, None, "demo admin".into()).await?;
-    let ec_key = engine.create_api_key(Role::Checkout, None, "EC backend".into()).await?;
+    let admin_key = engine
+        .create_api_key(Role::Admin, None, "demo admin".into())
+        .await?;
+    let ec_key = engine
+        .create_api_key(Role::Checkout, None, "EC backend".into())
+        .await?;
     let register_key = engine
-        .create_api_key(Role::Register, Some("shibuya".into()), "Shibuya register 1".into())
+        .create_api_key(
+            Role::Register,
+            Some("shibuya".into()),
+            "Shibuya register 1".into(),
+        )
         .await?;
     let admin = Client::connect(&app.endpoint(), &admin_key).await?;
     let ec = admin.with_key(&ec_key);
     let register = admin.with_key(&register_key);
-    println!("omo demo — server on {} ({})\n", app.local_addr(), engine.backend_name());
+    println!(
+        "omo demo — server on {} ({})\n",
+        app.local_addr(),
+        engine.backend_name()
+    );
 
     setup(&admin).await?;
     let member = admin
         .members()
         .create_member(proto::CreateMemberRequest {
             request_id: "demo-member".into(),
-            identifiers: vec![identifier("card", "4900-0000-1234"), identifier("ec_customer", "hanako@example.jp")],
+            identifiers: vec![
+                identifier("card", "4900-0000-1234"),
+                identifier("ec_customer", "hanako@example.jp"),
+            ],
             display_name: "Hanako".into(),
         })
         .await?
         .into_inner()
         .member
         .ok_or("no member")?;
-    println!("1. Hanako joins: member {} with a store card and an EC account", member.member_id);
+    println!(
+        "1. Hanako joins: member {} with a store card and an EC account",
+        member.member_id
+    );
 
     let sale = record_sale(&register, "demo-sale-1", "R-0001", "12000", 0, vec![]).await?;
-    println!("2. Shibuya register sells ¥{} → +{} points (1 %)", sale.total, sale.points_earned);
+    println!(
+        "2. Shibuya register sells ¥{} → +{} points (1 %)",
+        sale.total, sale.points_earned
+    );
     show_balance(&ec, &member.member_id).await?;
 
     let order = ec_checkout(&ec, &member.member_id).await?;
@@ -83,13 +104,27 @@ async fn story(app: &Application) -> Result<(), DemoError> {
 
     let coupons = admin
         .coupons()
-        .list_coupons(proto::ListCouponsRequest { member: Some(member_ref(&member.member_id)), include_inactive: false })
+        .list_coupons(proto::ListCouponsRequest {
+            member: Some(member_ref(&member.member_id)),
+            include_inactive: false,
+        })
         .await?
         .into_inner()
         .coupons;
     let coupon = coupons.first().ok_or("the EC order issued no coupon")?;
-    println!("5. Wallet: coupon {} ({}), source {}", coupon.code, coupon.campaign_id, coupon.source);
-    let sale = record_sale(&register, "demo-sale-2", "R-0002", "3000", 0, vec![coupon.code.clone()]).await?;
+    println!(
+        "5. Wallet: coupon {} ({}), source {}",
+        coupon.code, coupon.campaign_id, coupon.source
+    );
+    let sale = record_sale(
+        &register,
+        "demo-sale-2",
+        "R-0002",
+        "3000",
+        0,
+        vec![coupon.code.clone()],
+    )
+    .await?;
     println!(
         "6. Back at the register, the EC coupon takes ¥{} off ¥{} → ¥{} due, +{} points",
         sale.coupon_discount, sale.total, sale.amount_due, sale.points_earned
@@ -99,7 +134,11 @@ async fn story(app: &Application) -> Result<(), DemoError> {
 
     let report = engine.verify().await?;
     print!("\n{}", report.summary());
-    if report.ok() { Ok(()) } else { Err("ledger invariants violated".into()) }
+    if report.ok() {
+        Ok(())
+    } else {
+        Err("ledger invariants violated".into())
+    }
 }
 
 async fn setup(admin: &Client) -> Result<(), DemoError> {
@@ -109,7 +148,10 @@ async fn setup(admin: &Client) -> Result<(), DemoError> {
             store: Some(proto::Store {
                 store_id: "shibuya".into(),
                 name: "Shibuya".into(),
-                location: Some(proto::LatLng { latitude: 35.6595, longitude: 139.7005 }),
+                location: Some(proto::LatLng {
+                    latitude: 35.6595,
+                    longitude: 139.7005,
+                }),
                 time_zone: "Asia/Tokyo".into(),
                 geofence_radius_m: 120.0,
                 geofence_polygon: vec![],
@@ -150,7 +192,9 @@ async fn record_sale(
         .record_sale(proto::RecordSaleRequest {
             request_id: request_id.into(),
             order_id: format!("SHIBUYA-{receipt_no}"),
-            member: Some(proto::MemberRef { r#ref: Some(Ref::Identifier(identifier("card", "4900-0000-1234"))) }),
+            member: Some(proto::MemberRef {
+                r#ref: Some(Ref::Identifier(identifier("card", "4900-0000-1234"))),
+            }),
             channel: proto::Channel::Store as i32,
             store_id: "shibuya".into(),
             register_id: "1".into(),
@@ -181,7 +225,10 @@ async fn ec_checkout(ec: &Client, member_id: &str) -> Result<proto::Order, DemoE
         .await?;
     let order = ec
         .checkout()
-        .capture(proto::CaptureRequest { request_id: "demo-capture".into(), order_id: "EC-1001".into() })
+        .capture(proto::CaptureRequest {
+            request_id: "demo-capture".into(),
+            order_id: "EC-1001".into(),
+        })
         .await?
         .into_inner()
         .order
@@ -192,7 +239,9 @@ async fn ec_checkout(ec: &Client, member_id: &str) -> Result<proto::Order, DemoE
 async fn show_balance(client: &Client, member_id: &str) -> Result<(), DemoError> {
     let balance = client
         .ledger()
-        .get_balance(proto::GetBalanceRequest { member: Some(member_ref(member_id)) })
+        .get_balance(proto::GetBalanceRequest {
+            member: Some(member_ref(member_id)),
+        })
         .await?
         .into_inner()
         .balance
@@ -221,20 +270,31 @@ async fn show_ledger(client: &Client, member_id: &str) -> Result<(), DemoError> 
         .transactions;
     println!("\nHanako's ledger, oldest first (every line is one balanced posting):");
     for transaction in transactions.iter().rev() {
-        println!("  #{} {} {}", transaction.transaction_id, transaction.kind, transaction.order_id);
+        println!(
+            "  #{} {} {}",
+            transaction.transaction_id, transaction.kind, transaction.order_id
+        );
         for p in &transaction.postings {
-            println!("      {:>6} {:<22} {:>28} → {}", p.amount, p.asset, p.from_account, p.to_account);
+            println!(
+                "      {:>6} {:<22} {:>28} → {}",
+                p.amount, p.asset, p.from_account, p.to_account
+            );
         }
     }
     Ok(())
 }
 
 fn identifier(kind: &str, value: &str) -> proto::Identifier {
-    proto::Identifier { kind: kind.into(), value: value.into() }
+    proto::Identifier {
+        kind: kind.into(),
+        value: value.into(),
+    }
 }
 
 fn member_ref(member_id: &str) -> proto::MemberRef {
-    proto::MemberRef { r#ref: Some(Ref::MemberId(member_id.into())) }
+    proto::MemberRef {
+        r#ref: Some(Ref::MemberId(member_id.into())),
+    }
 }
 
 fn basket(amount: &str) -> proto::Basket {

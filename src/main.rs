@@ -11,7 +11,11 @@ use omo::{
 };
 
 #[derive(Debug, Parser)]
-#[command(name = "omo", version, about = "Cross-channel loyalty points and coupon engine")]
+#[command(
+    name = "omo",
+    version,
+    about = "Cross-channel loyalty points and coupon engine"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -109,7 +113,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .await?
                 .create_api_key(role, store_id, name)
                 .await?;
-            println!("created a {} key; store it now, it is not shown again:", role.as_str());
+            println!(
+                "created a {} key; store it now, it is not shown again:",
+                role.as_str()
+            );
             println!("{key}");
         }
         Command::Verify(database) => {

@@ -119,7 +119,8 @@ impl Campaign {
 
     pub fn issues_on_capture(&self, channel: Channel, total: Money) -> bool {
         self.issue_on_capture.as_ref().is_some_and(|rule| {
-            total >= rule.min_total && (rule.channels.is_empty() || rule.channels.contains(&channel))
+            total >= rule.min_total
+                && (rule.channels.is_empty() || rule.channels.contains(&channel))
         })
     }
 }
@@ -223,7 +224,10 @@ pub fn check_scope(campaign: &Campaign, ctx: &CouponContext<'_>) -> Result<(), C
 }
 
 /// Stacking: a non-stackable coupon cannot share an order with any other coupon.
-pub fn check_stacking(already_applied_stackable: &[bool], stackable: bool) -> Result<(), CouponReason> {
+pub fn check_stacking(
+    already_applied_stackable: &[bool],
+    stackable: bool,
+) -> Result<(), CouponReason> {
     let conflict = !already_applied_stackable.is_empty()
         && (!stackable || already_applied_stackable.iter().any(|s| !s));
     if conflict {
@@ -249,14 +253,23 @@ mod tests {
         };
         assert_eq!(discount.apply(money("1999"), 0), money("299"));
         assert_eq!(discount.apply(money("10000"), 0), money("500"));
-        assert_eq!(Discount::AmountOff(money("800")).apply(money("500"), 0), money("500"));
+        assert_eq!(
+            Discount::AmountOff(money("800")).apply(money("500"), 0),
+            money("500")
+        );
     }
 
     #[test]
     fn stacking_rules() {
         assert!(check_stacking(&[], false).is_ok());
         assert!(check_stacking(&[true], true).is_ok());
-        assert_eq!(check_stacking(&[true], false), Err(CouponReason::NotStackable));
-        assert_eq!(check_stacking(&[false], true), Err(CouponReason::NotStackable));
+        assert_eq!(
+            check_stacking(&[true], false),
+            Err(CouponReason::NotStackable)
+        );
+        assert_eq!(
+            check_stacking(&[false], true),
+            Err(CouponReason::NotStackable)
+        );
     }
 }

@@ -58,7 +58,9 @@ pub enum DomainError {
     OrderExists(String),
     #[error("order not found")]
     OrderNotFound,
-    #[error("receipt {receipt_no} of register {register_id} at store {store_id} is already recorded")]
+    #[error(
+        "receipt {receipt_no} of register {register_id} at store {store_id} is already recorded"
+    )]
     ReceiptExists {
         store_id: String,
         register_id: String,

@@ -17,7 +17,10 @@ fn random_string(alphabet: &[u8], len: usize) -> String {
 
 /// `m_` followed by 16 symbols (≈ 79 random bits): unguessable, URL- and account-name-safe.
 pub fn new_member_id() -> String {
-    format!("m_{}", random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 16))
+    format!(
+        "m_{}",
+        random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 16)
+    )
 }
 
 pub fn new_coupon_code() -> String {

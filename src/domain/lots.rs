@@ -112,7 +112,11 @@ mod tests {
 
     #[test]
     fn spends_soonest_expiry_first_and_never_expiring_last() {
-        let lots = vec![lot(1, 100, None), lot(2, 50, Some(30)), lot(3, 70, Some(10))];
+        let lots = vec![
+            lot(1, 100, None),
+            lot(2, 50, Some(30)),
+            lot(3, 70, Some(10)),
+        ];
         let plan = plan_spend(&lots, 150, now()).unwrap();
         assert_eq!(plan, vec![(3, 70), (2, 50), (1, 30)]);
         assert_eq!(plan_spend(&lots, 221, now()), None);

@@ -98,7 +98,8 @@ impl FromStr for Money {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let plain = !s.is_empty()
             && s.len() <= 32
-            && s.chars().all(|c| c.is_ascii_digit() || c == '.' || c == '-')
+            && s.chars()
+                .all(|c| c.is_ascii_digit() || c == '.' || c == '-')
             && s.chars().any(|c| c.is_ascii_digit());
         if !plain {
             return Err(MoneyError::NotADecimal);

@@ -154,13 +154,21 @@ pub trait UnitOfWork: Send {
     async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()>;
     async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>>;
     async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()>;
-    async fn insert_identifier(&mut self, member_id: &str, identifier: &Identifier)
-    -> StoreResult<()>;
-    async fn member_by_identifier(&mut self, identifier: &Identifier)
-    -> StoreResult<Option<String>>;
+    async fn insert_identifier(
+        &mut self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()>;
+    async fn member_by_identifier(
+        &mut self,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>>;
     async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>>;
-    async fn move_identifiers(&mut self, from_member_id: &str, to_member_id: &str)
-    -> StoreResult<()>;
+    async fn move_identifiers(
+        &mut self,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()>;
 
     // The journal. `append_transaction` also applies the postings to the stored balances of
     // guarded accounts; a balance that would go below zero fails the whole unit of work.
@@ -199,8 +207,11 @@ pub trait UnitOfWork: Send {
 
     // Campaigns and coupons.
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
-    async fn get_campaign(&mut self, campaign_id: &str, lock: bool)
-    -> StoreResult<Option<Campaign>>;
+    async fn get_campaign(
+        &mut self,
+        campaign_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<Campaign>>;
     async fn campaign_by_public_code(&mut self, public_code: &str)
     -> StoreResult<Option<Campaign>>;
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>>;
@@ -215,8 +226,7 @@ pub trait UnitOfWork: Send {
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>>;
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>>;
-    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str)
-    -> StoreResult<()>;
+    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
 
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;

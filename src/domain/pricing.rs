@@ -141,11 +141,35 @@ mod tests {
     #[test]
     fn strict_pricing_refuses_more_points_than_available_or_due() {
         let program = Program::default();
-        let err = price(&program, Channel::Ec, money("100"), Money::ZERO, 50, 10, true);
+        let err = price(
+            &program,
+            Channel::Ec,
+            money("100"),
+            Money::ZERO,
+            50,
+            10,
+            true,
+        );
         assert_eq!(err.unwrap_err().reason(), "INSUFFICIENT_POINTS");
-        let err = price(&program, Channel::Ec, money("100"), Money::ZERO, 150, 500, true);
+        let err = price(
+            &program,
+            Channel::Ec,
+            money("100"),
+            Money::ZERO,
+            150,
+            500,
+            true,
+        );
         assert_eq!(err.unwrap_err().reason(), "POINTS_EXCEED_AMOUNT");
-        let quote = price(&program, Channel::Ec, money("100"), Money::ZERO, 150, 500, false);
+        let quote = price(
+            &program,
+            Channel::Ec,
+            money("100"),
+            Money::ZERO,
+            150,
+            500,
+            false,
+        );
         assert_eq!(quote.unwrap().points_redeemed, 100);
     }
 

@@ -36,11 +36,24 @@ pub(super) async fn authorize(
     let (_, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let order_id = &request.order_id;
-    points::take_points(uow, &member.member_id, order_id, priced.points_redeemed, true, now)
-        .await?;
+    points::take_points(
+        uow,
+        &member.member_id,
+        order_id,
+        priced.points_redeemed,
+        true,
+        now,
+    )
+    .await?;
     let hold = Account::Hold(order_id.clone());
     let mut postings = Vec::new();
-    push(&mut postings, Account::Member(member.member_id.clone()), hold, Asset::Points, priced.points_redeemed);
+    push(
+        &mut postings,
+        Account::Member(member.member_id.clone()),
+        hold,
+        Asset::Points,
+        priced.points_redeemed,
+    );
     postings.extend(coupons::reserve(uow, &applied, &member.member_id, order_id, now).await?);
     let mut order = new_order(request, &member, &priced, &applied, now);
     order.hold_expires_at = Some(now + Duration::seconds(program.hold_ttl_seconds.into()));
@@ -66,8 +79,15 @@ pub(super) async fn record_sale(
     let (_, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let member_id = member.member_id.clone();
-    points::take_points(uow, &member_id, &request.order_id, priced.points_redeemed, false, now)
-        .await?;
+    points::take_points(
+        uow,
+        &member_id,
+        &request.order_id,
+        priced.points_redeemed,
+        false,
+        now,
+    )
+    .await?;
     let mut postings = Vec::new();
     push(
         &mut postings,
@@ -169,15 +189,19 @@ pub(super) async fn expire_hold_if_due(
     let Some(mut order) = uow.get_order(order_id, true).await? else {
         return Ok(false);
     };
-    let due = order.state == OrderState::Authorized
-        && order.hold_expires_at.is_some_and(|at| at <= now);
+    let due =
+        order.state == OrderState::Authorized && order.hold_expires_at.is_some_and(|at| at <= now);
     if !due {
         return Ok(false);
     }
     let member = match members::current_owner(uow, &order.member_id).await {
         Ok(member) => member,
         Err(Failure::Internal(error)) => return Err(error),
-        Err(_) => return Err(StoreError::Corrupt(format!("order {order_id} has no member"))),
+        Err(_) => {
+            return Err(StoreError::Corrupt(format!(
+                "order {order_id} has no member"
+            )));
+        }
     };
     expire_hold(uow, &mut order, &member.member_id, now).await?;
     Ok(true)
@@ -207,8 +231,20 @@ async fn release_hold(
     let (returned, expired) = points::resolve_hold(uow, &order.order_id, false, now).await?;
     let hold = Account::Hold(order.order_id.clone());
     let mut postings = Vec::new();
-    push(&mut postings, hold.clone(), Account::Member(member_id.to_string()), Asset::Points, returned);
-    push(&mut postings, hold, Account::ProgramExpired, Asset::Points, expired);
+    push(
+        &mut postings,
+        hold.clone(),
+        Account::Member(member_id.to_string()),
+        Asset::Points,
+        returned,
+    );
+    push(
+        &mut postings,
+        hold,
+        Account::ProgramExpired,
+        Asset::Points,
+        expired,
+    );
     postings.extend(coupons::release(uow, &order.order_id, member_id, now).await?);
     Ok(postings)
 }
@@ -221,7 +257,10 @@ pub(super) async fn refund(
     scope: &RefundScope,
 ) -> CommandResult<RefundResult> {
     let mut order = load_order(uow, caller, order_id).await?;
-    if !matches!(order.state, OrderState::Captured | OrderState::PartiallyRefunded) {
+    if !matches!(
+        order.state,
+        OrderState::Captured | OrderState::PartiallyRefunded
+    ) {
         return Err(state_error(&order, "refund"));
     }
     let program = load_program(uow).await?;
@@ -242,13 +281,15 @@ pub(super) async fn refund(
         - order.points_reversed;
     let clawed = clawback(uow, &member.member_id, &order.order_id, reverse, now).await?;
     let restore = pricing::share_of_points(order.points_redeemed, refunded, order.total);
-    let (restored, restore_posting) = restore_points(uow, &order, &member.member_id, restore, now).await?;
+    let (restored, restore_posting) =
+        restore_points(uow, &order, &member.member_id, restore, now).await?;
 
     let mut postings = clawed.postings;
     postings.extend(restore_posting);
     let fully = refunded >= order.total;
     let coupons_restored = if fully {
-        let (codes, coupon_postings) = coupons::restore(uow, order_id, &member.member_id, now).await?;
+        let (codes, coupon_postings) =
+            coupons::restore(uow, order_id, &member.member_id, now).await?;
         postings.extend(coupon_postings);
         codes
     } else {
@@ -258,7 +299,11 @@ pub(super) async fn refund(
     order.points_reversed += reverse;
     order.points_restored += restored;
     order.points_pending -= clawed.from_pending;
-    order.state = if fully { OrderState::Refunded } else { OrderState::PartiallyRefunded };
+    order.state = if fully {
+        OrderState::Refunded
+    } else {
+        OrderState::PartiallyRefunded
+    };
     uow.update_order(&order).await?;
     let mut entry = entry("refund", &order, &member.member_id, now, postings);
     entry.metadata.push(("amount".into(), amount.to_string()));
@@ -288,15 +333,15 @@ fn refund_amount(order: &Order, scope: &RefundScope, exponent: u32) -> CommandRe
                 format!("lines[{i}].line_id"),
                 format!("order {} has no line {line_id:?}", order.order_id),
             )),
-            Some(line) if *quantity > line.quantity => violations.push(
-                crate::domain::FieldViolation::new(
+            Some(line) if *quantity > line.quantity => {
+                violations.push(crate::domain::FieldViolation::new(
                     format!("lines[{i}].quantity"),
                     format!("the line has only {} items", line.quantity),
-                ),
-            ),
+                ))
+            }
             Some(line) => {
-                let share = line.amount.amount() * Decimal::from(*quantity)
-                    / Decimal::from(line.quantity);
+                let share =
+                    line.amount.amount() * Decimal::from(*quantity) / Decimal::from(line.quantity);
                 total = total + Money::from_decimal_saturating(share).floor_to(exponent);
             }
         }
@@ -329,7 +374,13 @@ async fn clawback(
     lots.sort_by_key(|lot| {
         let own = lot.order_id == order_id;
         let pending_own = own && lot.state == crate::domain::model::LotState::Pending;
-        (!pending_own, !own, lot.expires_at.is_none(), lot.expires_at, lot.lot_id)
+        (
+            !pending_own,
+            !own,
+            lot.expires_at.is_none(),
+            lot.expires_at,
+            lot.lot_id,
+        )
     });
     let (mut left, mut from_pending, mut from_available) = (points, 0, 0);
     for mut lot in lots {
@@ -337,21 +388,51 @@ async fn clawback(
             break;
         }
         let pending = lot.state == crate::domain::model::LotState::Pending;
-        let usable = if is_expired(&lot, now) { 0 } else { lot.free_points() };
+        let usable = if is_expired(&lot, now) {
+            0
+        } else {
+            lot.free_points()
+        };
         if (pending && lot.order_id != order_id) || usable == 0 {
             continue;
         }
         let take = left.min(usable);
         lot.remaining_points -= take;
         uow.update_lot(&lot).await?;
-        if pending { from_pending += take } else { from_available += take }
+        if pending {
+            from_pending += take
+        } else {
+            from_available += take
+        }
         left -= take;
     }
     let mut postings = Vec::new();
-    push(&mut postings, Account::MemberPending(member_id.into()), Account::ProgramIssued, Asset::Points, from_pending);
-    push(&mut postings, Account::Member(member_id.into()), Account::ProgramIssued, Asset::Points, from_available);
-    push(&mut postings, Account::ProgramShortfall, Account::ProgramIssued, Asset::Points, left);
-    Ok(Clawback { postings, from_pending, shortfall: left })
+    push(
+        &mut postings,
+        Account::MemberPending(member_id.into()),
+        Account::ProgramIssued,
+        Asset::Points,
+        from_pending,
+    );
+    push(
+        &mut postings,
+        Account::Member(member_id.into()),
+        Account::ProgramIssued,
+        Asset::Points,
+        from_available,
+    );
+    push(
+        &mut postings,
+        Account::ProgramShortfall,
+        Account::ProgramIssued,
+        Asset::Points,
+        left,
+    );
+    Ok(Clawback {
+        postings,
+        from_pending,
+        shortfall: left,
+    })
 }
 
 /// Gives back redeemed points up to a cumulative `target`, into the lots they came from
@@ -367,11 +448,15 @@ async fn restore_points(
     let mut order_lots = Vec::new();
     for order_lot in uow.order_lots(&order.order_id).await? {
         let lot = uow.get_lot(order_lot.lot_id).await?.ok_or_else(|| {
-            StoreError::Corrupt(format!("lot {} of order {} is gone", order_lot.lot_id, order.order_id))
+            StoreError::Corrupt(format!(
+                "lot {} of order {} is gone",
+                order_lot.lot_id, order.order_id
+            ))
         })?;
         order_lots.push((order_lot, lot));
     }
-    order_lots.sort_by_key(|(_, lot)| std::cmp::Reverse((lot.expires_at.is_none(), lot.expires_at)));
+    order_lots
+        .sort_by_key(|(_, lot)| std::cmp::Reverse((lot.expires_at.is_none(), lot.expires_at)));
     let considered: i64 = order_lots.iter().map(|(ol, _)| ol.restored_points).sum();
     let (mut left, mut restored) = ((target - considered).max(0), 0);
     for (mut order_lot, mut lot) in order_lots {
@@ -390,7 +475,12 @@ async fn restore_points(
     }
     let from = Account::redeemed(order.channel, &order.store_id);
     let posting = (restored > 0).then(|| {
-        Posting::new(&from, &Account::Member(member_id.into()), &Asset::Points, restored)
+        Posting::new(
+            &from,
+            &Account::Member(member_id.into()),
+            &Asset::Points,
+            restored,
+        )
     });
     Ok((restored, posting))
 }
@@ -413,9 +503,14 @@ async fn price_strict(
         total,
         now,
     };
-    let evaluated =
-        coupons::evaluate(uow, &ctx, &request.coupon_codes, program.currency_exponent(), true)
-            .await?;
+    let evaluated = coupons::evaluate(
+        uow,
+        &ctx,
+        &request.coupon_codes,
+        program.currency_exponent(),
+        true,
+    )
+    .await?;
     let applied = evaluated
         .into_iter()
         .map(|e| e.verdict)
@@ -552,7 +647,11 @@ fn entry(
         kind,
         member_id: member_id.to_string(),
         // A register sale replayed after an offline spell happened when the register says.
-        occurred_at: if kind == "sale" { order.occurred_at } else { now },
+        occurred_at: if kind == "sale" {
+            order.occurred_at
+        } else {
+            now
+        },
         recorded_at: now,
         channel: Some(order.channel),
         store_id: order.store_id.clone(),

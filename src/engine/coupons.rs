@@ -11,7 +11,9 @@ use super::{
 };
 use crate::domain::{
     Account, Asset, DomainError, Money,
-    coupon::{Campaign, Coupon, CouponContext, CouponState, check_coupon, check_scope, check_stacking},
+    coupon::{
+        Campaign, Coupon, CouponContext, CouponState, check_coupon, check_scope, check_stacking,
+    },
     error::CouponReason,
     ids,
     model::{MemberRef, Order, Posting},
@@ -71,7 +73,12 @@ pub(super) async fn evaluate(
                             .map_or_else(String::new, |v| v.variant_id.clone()),
                     };
                     let discount = campaign.discount_of(&variant_id).apply(remaining, exponent);
-                    Applied { coupon, code: code.clone(), discount, campaign }
+                    Applied {
+                        coupon,
+                        code: code.clone(),
+                        discount,
+                        campaign,
+                    }
                 }),
             Err(error) => Err(error),
         };
@@ -79,7 +86,10 @@ pub(super) async fn evaluate(
             remaining = remaining.saturating_sub(applied.discount);
             applied_stackable.push(applied.campaign.stackable);
         }
-        evaluated.push(Evaluated { code: code.clone(), verdict });
+        evaluated.push(Evaluated {
+            code: code.clone(),
+            verdict,
+        });
     }
     Ok(evaluated)
 }
@@ -198,7 +208,8 @@ async fn coupons_for(
             Some(coupon) => coupon.clone(),
             None => {
                 let source = format!("public:{}", applied.code);
-                let (coupon, posting) = issue(uow, &applied.campaign, member_id, source, now).await?;
+                let (coupon, posting) =
+                    issue(uow, &applied.campaign, member_id, source, now).await?;
                 postings.push(posting);
                 coupon
             }
@@ -302,7 +313,11 @@ pub(super) async fn release(
         };
         coupon.member_id = member_id.to_string();
         uow.update_coupon(&coupon).await?;
-        postings.push(unit(Account::Hold(order_id.to_string()), to, &coupon.campaign_id));
+        postings.push(unit(
+            Account::Hold(order_id.to_string()),
+            to,
+            &coupon.campaign_id,
+        ));
     }
     Ok(postings)
 }
@@ -363,7 +378,11 @@ pub(super) async fn create_campaign(
     now: DateTime<Utc>,
     campaign: &Campaign,
 ) -> CommandResult<Campaign> {
-    if uow.get_campaign(&campaign.campaign_id, false).await?.is_some() {
+    if uow
+        .get_campaign(&campaign.campaign_id, false)
+        .await?
+        .is_some()
+    {
         return Err(DomainError::CampaignExists(campaign.campaign_id.clone()).into());
     }
     if let Some(code) = &campaign.public_code {

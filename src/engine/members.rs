@@ -4,9 +4,8 @@ use chrono::{DateTime, Utc};
 
 use super::{CommandResult, points};
 use crate::domain::{
-    Account, Asset, DomainError,
+    Account, Asset, DomainError, ids,
     model::{Identifier, Member, MemberRef, MemberRow, MemberState, Posting},
-    ids,
     ports::{NewTransaction, StoreError, UnitOfWork},
 };
 
@@ -160,7 +159,8 @@ pub(super) async fn merge(
 
     let postings = merge_postings(uow, &source.member_id, &target.member_id).await?;
     uow.move_lots(&source.member_id, &target.member_id).await?;
-    uow.move_coupons(&source.member_id, &target.member_id).await?;
+    uow.move_coupons(&source.member_id, &target.member_id)
+        .await?;
     uow.move_identifiers(&source.member_id, &target.member_id)
         .await?;
     if !postings.is_empty() {

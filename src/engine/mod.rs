@@ -231,10 +231,10 @@ async fn run_remembered(
     command: &Command,
     idempotency: Option<&IdempotencyKey>,
 ) -> Result<Outcome, EngineError> {
-    if let Some(key) = idempotency {
-        if let Some(record) = uow.find_idempotency(&key.key_id, &key.request_id).await? {
-            return replay(&record, key);
-        }
+    if let Some(key) = idempotency
+        && let Some(record) = uow.find_idempotency(&key.key_id, &key.request_id).await?
+    {
+        return replay(&record, key);
     }
     uow.savepoint().await?;
     let outcome = match run(uow, caller, now, command).await {

@@ -26,15 +26,29 @@ pub(super) async fn settle_member(
     for mut lot in uow.member_lots(member_id).await? {
         let mut changed = false;
         if lot.state == LotState::Pending && lots::is_matured(&lot, now) {
-            matured.push(Posting::new(&pending, &member, &Asset::Points, lot.free_points()));
+            matured.push(Posting::new(
+                &pending,
+                &member,
+                &Asset::Points,
+                lot.free_points(),
+            ));
             lot.state = LotState::Available;
             changed = true;
         }
         if lot.state != LotState::Expired && is_expired(&lot, now) {
-            let from = if lot.state == LotState::Pending { &pending } else { &member };
+            let from = if lot.state == LotState::Pending {
+                &pending
+            } else {
+                &member
+            };
             let free = lot.free_points();
             if free > 0 {
-                expired.push(Posting::new(from, &Account::ProgramExpired, &Asset::Points, free));
+                expired.push(Posting::new(
+                    from,
+                    &Account::ProgramExpired,
+                    &Asset::Points,
+                    free,
+                ));
             }
             lot.remaining_points -= free;
             lot.state = LotState::Expired;
@@ -239,10 +253,20 @@ pub(super) async fn adjust(
             held_points: 0,
         };
         uow.insert_lot(&lot).await?;
-        Posting::new(&Account::ProgramAdjustments, &account, &Asset::Points, points)
+        Posting::new(
+            &Account::ProgramAdjustments,
+            &account,
+            &Asset::Points,
+            points,
+        )
     } else {
         take_points(uow, &member_id, "", -points, false, now).await?;
-        Posting::new(&account, &Account::ProgramAdjustments, &Asset::Points, -points)
+        Posting::new(
+            &account,
+            &Account::ProgramAdjustments,
+            &Asset::Points,
+            -points,
+        )
     };
     let mut entry = system_entry("adjust", &member_id, now, vec![posting]);
     entry.metadata.push(("reason".into(), reason.to_string()));

@@ -28,7 +28,11 @@ fn from_failure(failure: Failure) -> EngineError {
 }
 
 impl Engine {
-    pub async fn get_member(&self, caller: &Caller, member: &MemberRef) -> Result<Member, EngineError> {
+    pub async fn get_member(
+        &self,
+        caller: &Caller,
+        member: &MemberRef,
+    ) -> Result<Member, EngineError> {
         caller.require(Operation::GetMember)?;
         let mut uow = self.store.begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
@@ -37,7 +41,11 @@ impl Engine {
         Ok(members::to_member(uow.as_mut(), row).await?)
     }
 
-    pub async fn get_balance(&self, caller: &Caller, member: &MemberRef) -> Result<Balance, EngineError> {
+    pub async fn get_balance(
+        &self,
+        caller: &Caller,
+        member: &MemberRef,
+    ) -> Result<Balance, EngineError> {
         caller.require(Operation::GetBalance)?;
         let mut uow = self.store.begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
@@ -75,7 +83,11 @@ impl Engine {
     }
 
     /// Prices a basket without writing: points as of now, each code with its verdict.
-    pub async fn quote(&self, caller: &Caller, request: &OrderRequest) -> Result<Quote, EngineError> {
+    pub async fn quote(
+        &self,
+        caller: &Caller,
+        request: &OrderRequest,
+    ) -> Result<Quote, EngineError> {
         caller.require_checkout(request.channel, &request.store_id)?;
         let now = self.now();
         let mut uow = self.store.begin_read().await?;
@@ -162,7 +174,11 @@ impl Engine {
         Ok(super::load_program(uow.as_mut()).await?)
     }
 
-    pub async fn get_campaign(&self, caller: &Caller, campaign_id: &str) -> Result<Campaign, EngineError> {
+    pub async fn get_campaign(
+        &self,
+        caller: &Caller,
+        campaign_id: &str,
+    ) -> Result<Campaign, EngineError> {
         caller.require(Operation::ManageCampaigns)?;
         let mut uow = self.store.begin_read().await?;
         Ok(uow
@@ -200,9 +216,12 @@ impl Engine {
     pub async fn get_coupon(&self, caller: &Caller, code: &str) -> Result<Coupon, EngineError> {
         caller.require(Operation::ReadCoupons)?;
         let mut uow = self.store.begin_read().await?;
-        Ok(uow.get_coupon(code, false).await?.ok_or(DomainError::Coupon {
-            code: code.to_string(),
-            reason: crate::domain::error::CouponReason::NotFound,
-        })?)
+        Ok(uow
+            .get_coupon(code, false)
+            .await?
+            .ok_or(DomainError::Coupon {
+                code: code.to_string(),
+                reason: crate::domain::error::CouponReason::NotFound,
+            })?)
     }
 }

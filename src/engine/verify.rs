@@ -34,16 +34,27 @@ impl VerifyReport {
             self.backend, self.postings_checked
         );
         for check in &self.checks {
-            let verdict = if check.violations.is_empty() { "ok" } else { "VIOLATED" };
+            let verdict = if check.violations.is_empty() {
+                "ok"
+            } else {
+                "VIOLATED"
+            };
             out.push_str(&format!("  [{verdict}] {}\n", check.name));
             for violation in check.violations.iter().take(MAX_EXAMPLES) {
                 out.push_str(&format!("      - {violation}\n"));
             }
             if check.violations.len() > MAX_EXAMPLES {
-                out.push_str(&format!("      ... and {} more\n", check.violations.len() - MAX_EXAMPLES));
+                out.push_str(&format!(
+                    "      ... and {} more\n",
+                    check.violations.len() - MAX_EXAMPLES
+                ));
             }
         }
-        out.push_str(if self.ok() { "all invariants hold\n" } else { "LEDGER INVARIANTS VIOLATED\n" });
+        out.push_str(if self.ok() {
+            "all invariants hold\n"
+        } else {
+            "LEDGER INVARIANTS VIOLATED\n"
+        });
         out
     }
 }
@@ -83,7 +94,10 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
                 .into_iter()
                 .collect(),
         },
-        Check { name: "1. the ledger sums to zero per asset", violations: zero_sum(&sums) },
+        Check {
+            name: "1. the ledger sums to zero per asset",
+            violations: zero_sum(&sums),
+        },
         Check {
             name: "2. every stored balance equals the sum of its postings",
             violations: stored_match(&sums, &stored),
@@ -127,9 +141,15 @@ fn stored_match(sums: &BTreeMap<Position, i64>, stored: &BTreeMap<Position, i64>
         .collect();
     keys.into_iter()
         .filter_map(|key| {
-            let (posted, kept) = (sums.get(key).copied().unwrap_or(0), stored.get(key).copied().unwrap_or(0));
+            let (posted, kept) = (
+                sums.get(key).copied().unwrap_or(0),
+                stored.get(key).copied().unwrap_or(0),
+            );
             (posted != kept).then(|| {
-                format!("{} {}: stored {kept}, postings sum to {posted}", key.0, key.1)
+                format!(
+                    "{} {}: stored {kept}, postings sum to {posted}",
+                    key.0, key.1
+                )
             })
         })
         .collect()
@@ -153,14 +173,19 @@ fn holds(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Strin
     for (order_id, points) in &authorized {
         let held = sums.get(&(Account::Hold(order_id.clone()).to_string(), "PTS".into()));
         if held.copied().unwrap_or(0) != *points {
-            violations.push(format!("open order {order_id} holds {held:?} points, not {points}"));
+            violations.push(format!(
+                "open order {order_id} holds {held:?} points, not {points}"
+            ));
         }
     }
     for ((account, asset), amount) in sums {
-        if let Some(Account::Hold(order_id)) = Account::parse(account) {
-            if *amount != 0 && !authorized.contains_key(&order_id) {
-                violations.push(format!("{account} still holds {amount} {asset} but the order is not open"));
-            }
+        if let Some(Account::Hold(order_id)) = Account::parse(account)
+            && *amount != 0
+            && !authorized.contains_key(&order_id)
+        {
+            violations.push(format!(
+                "{account} still holds {amount} {asset} but the order is not open"
+            ));
         }
     }
     violations
@@ -168,7 +193,9 @@ fn holds(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Strin
 
 fn lots(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<String> {
     let points = |account: Account| {
-        sums.get(&(account.to_string(), Asset::Points.to_string())).copied().unwrap_or(0)
+        sums.get(&(account.to_string(), Asset::Points.to_string()))
+            .copied()
+            .unwrap_or(0)
     };
     let mut violations = Vec::new();
     let mut members_with_lots = BTreeSet::new();
@@ -176,7 +203,10 @@ fn lots(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<String
         let member_id = &totals.member_id;
         members_with_lots.insert(member_id.clone());
         if totals.malformed_lots > 0 {
-            violations.push(format!("member {member_id}: {} malformed lots", totals.malformed_lots));
+            violations.push(format!(
+                "member {member_id}: {} malformed lots",
+                totals.malformed_lots
+            ));
         }
         let available = points(Account::Member(member_id.clone()));
         if totals.spendable_remaining - totals.held != available {
@@ -196,7 +226,9 @@ fn lots(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<String
     let held_in_lots: i64 = snapshot.lot_totals.iter().map(|t| t.held).sum();
     let held_by_orders: i64 = snapshot.authorized_orders.iter().map(|(_, p)| p).sum();
     if held_in_lots != held_by_orders {
-        violations.push(format!("lots hold {held_in_lots} points for orders, open orders hold {held_by_orders}"));
+        violations.push(format!(
+            "lots hold {held_in_lots} points for orders, open orders hold {held_by_orders}"
+        ));
     }
     for ((account, asset), amount) in sums {
         let member = match Account::parse(account) {
@@ -220,9 +252,15 @@ fn coupons(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Str
     let keys: BTreeSet<&Position> = ledger.keys().copied().chain(rows.keys()).collect();
     keys.into_iter()
         .filter_map(|key| {
-            let (booked, counted) = (ledger.get(key).copied().unwrap_or(0), rows.get(key).copied().unwrap_or(0));
+            let (booked, counted) = (
+                ledger.get(key).copied().unwrap_or(0),
+                rows.get(key).copied().unwrap_or(0),
+            );
             (booked != counted).then(|| {
-                format!("{} {}: ledger has {booked} coupons, coupon rows say {counted}", key.0, key.1)
+                format!(
+                    "{} {}: ledger has {booked} coupons, coupon rows say {counted}",
+                    key.0, key.1
+                )
             })
         })
         .collect()

@@ -17,40 +17,158 @@ fn denied<T: std::fmt::Debug>(result: Result<T, tonic::Status>) {
 
 async fn missing_or_unknown_keys_are_unauthenticated(app: &TestApp) {
     let member_id = app.create_member("a1").await;
-    let request = proto::GetBalanceRequest { member: Some(member_ref(&member_id)) };
-    let status = app.anonymous.ledger().get_balance(request.clone()).await.unwrap_err();
+    let request = proto::GetBalanceRequest {
+        member: Some(member_ref(&member_id)),
+    };
+    let status = app
+        .anonymous
+        .ledger()
+        .get_balance(request.clone())
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
-    let status = app.admin.with_key("omo_not_a_real_key").ledger().get_balance(request).await.unwrap_err();
+    let status = app
+        .admin
+        .with_key("omo_not_a_real_key")
+        .ledger()
+        .get_balance(request)
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
     // Health needs no key.
     let mut health = tonic_health::pb::health_client::HealthClient::new(app.anonymous.channel());
-    let serving = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await.expect("health");
-    assert_eq!(serving.into_inner().status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
+    let serving = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .expect("health");
+    assert_eq!(
+        serving.into_inner().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
 }
 
 async fn roles_are_refused_outside_their_reach(app: &TestApp) {
     let member_id = app.member_with_points("a2", 1000).await;
-    let adjust = proto::AdjustPointsRequest { request_id: "x".into(), member: Some(member_ref(&member_id)), points: 1, reason: "r".into() };
+    let adjust = proto::AdjustPointsRequest {
+        request_id: "x".into(),
+        member: Some(member_ref(&member_id)),
+        points: 1,
+        reason: "r".into(),
+    };
     for client in [&app.checkout, &app.register, &app.app_client] {
         denied(client.ledger().adjust_points(adjust.clone()).await);
-        denied(client.stores().list_stores(proto::ListStoresRequest {}).await);
-        denied(client.program().get_program(proto::GetProgramRequest {}).await);
-        denied(client.members().merge_members(proto::MergeMembersRequest { request_id: "m".into(), source_member_id: member_id.clone(), target_member_id: "m_x".into() }).await);
+        denied(
+            client
+                .stores()
+                .list_stores(proto::ListStoresRequest {})
+                .await,
+        );
+        denied(
+            client
+                .program()
+                .get_program(proto::GetProgramRequest {})
+                .await,
+        );
+        denied(
+            client
+                .members()
+                .merge_members(proto::MergeMembersRequest {
+                    request_id: "m".into(),
+                    source_member_id: member_id.clone(),
+                    target_member_id: "m_x".into(),
+                })
+                .await,
+        );
     }
     // checkout: EC only.
-    denied(app.checkout.checkout().record_sale(store_sale("s", "R1", card_ref("a2"), "100", 0)).await);
+    denied(
+        app.checkout
+            .checkout()
+            .record_sale(store_sale("s", "R1", card_ref("a2"), "100", 0))
+            .await,
+    );
     // app: APP channel only.
-    denied(app.app_client.checkout().authorize(ec_order("a", "EC-A", &member_id, "100", 0)).await);
+    denied(
+        app.app_client
+            .checkout()
+            .authorize(ec_order("a", "EC-A", &member_id, "100", 0))
+            .await,
+    );
     // register: STORE channel at its own store only; no member creation.
-    denied(app.register.checkout().authorize(ec_order("a", "EC-B", &member_id, "100", 0)).await);
-    denied(app.other_register.checkout().record_sale(store_sale("s", "R2", card_ref("a2"), "100", 0)).await);
-    denied(app.register.members().create_member(proto::CreateMemberRequest { request_id: "c".into(), identifiers: vec![], display_name: "x".into() }).await);
-    denied(app.register.ledger().list_transactions(proto::ListTransactionsRequest { member: Some(member_ref(&member_id)), page_size: 10, page_token: String::new() }).await);
+    denied(
+        app.register
+            .checkout()
+            .authorize(ec_order("a", "EC-B", &member_id, "100", 0))
+            .await,
+    );
+    denied(
+        app.other_register
+            .checkout()
+            .record_sale(store_sale("s", "R2", card_ref("a2"), "100", 0))
+            .await,
+    );
+    denied(
+        app.register
+            .members()
+            .create_member(proto::CreateMemberRequest {
+                request_id: "c".into(),
+                identifiers: vec![],
+                display_name: "x".into(),
+            })
+            .await,
+    );
+    denied(
+        app.register
+            .ledger()
+            .list_transactions(proto::ListTransactionsRequest {
+                member: Some(member_ref(&member_id)),
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await,
+    );
     // A register cannot touch another store's order, nor the EC backend a store order.
-    app.register.checkout().record_sale(store_sale("s", "R3", card_ref("a2"), "100", 0)).await.expect("own store");
-    denied(app.other_register.checkout().get_order(proto::GetOrderRequest { order_id: "shibuya-1-R3".into() }).await);
-    denied(app.checkout.checkout().refund(proto::RefundRequest { request_id: "r".into(), order_id: "shibuya-1-R3".into(), amount: "10".into(), lines: vec![] }).await);
+    app.register
+        .checkout()
+        .record_sale(store_sale("s", "R3", card_ref("a2"), "100", 0))
+        .await
+        .expect("own store");
+    denied(
+        app.other_register
+            .checkout()
+            .get_order(proto::GetOrderRequest {
+                order_id: "shibuya-1-R3".into(),
+            })
+            .await,
+    );
+    denied(
+        app.checkout
+            .checkout()
+            .refund(proto::RefundRequest {
+                request_id: "r".into(),
+                order_id: "shibuya-1-R3".into(),
+                amount: "10".into(),
+                lines: vec![],
+            })
+            .await,
+    );
     // Allowed: what the table grants.
-    app.register.ledger().get_balance(proto::GetBalanceRequest { member: Some(card_ref("a2")) }).await.expect("register balance");
-    app.app_client.members().create_member(proto::CreateMemberRequest { request_id: "c".into(), identifiers: vec![], display_name: "app user".into() }).await.expect("app creates members");
+    app.register
+        .ledger()
+        .get_balance(proto::GetBalanceRequest {
+            member: Some(card_ref("a2")),
+        })
+        .await
+        .expect("register balance");
+    app.app_client
+        .members()
+        .create_member(proto::CreateMemberRequest {
+            request_id: "c".into(),
+            identifiers: vec![],
+            display_name: "app user".into(),
+        })
+        .await
+        .expect("app creates members");
 }

@@ -17,31 +17,55 @@ crate::both_backends! {
     insufficient_points_hold_nothing => insufficient_points_hold_nothing,
 }
 
-async fn capture(app: &TestApp, request_id: &str, order_id: &str) -> Result<proto::Order, tonic::Status> {
+async fn capture(
+    app: &TestApp,
+    request_id: &str,
+    order_id: &str,
+) -> Result<proto::Order, tonic::Status> {
     app.checkout
         .checkout()
-        .capture(proto::CaptureRequest { request_id: request_id.into(), order_id: order_id.into() })
+        .capture(proto::CaptureRequest {
+            request_id: request_id.into(),
+            order_id: order_id.into(),
+        })
         .await
         .map(|r| r.into_inner().order.unwrap())
 }
 
-async fn refund(app: &TestApp, request_id: &str, order_id: &str, amount: &str) -> Result<proto::RefundResult, tonic::Status> {
+async fn refund(
+    app: &TestApp,
+    request_id: &str,
+    order_id: &str,
+    amount: &str,
+) -> Result<proto::RefundResult, tonic::Status> {
     app.checkout
         .checkout()
-        .refund(proto::RefundRequest { request_id: request_id.into(), order_id: order_id.into(), amount: amount.into(), lines: vec![] })
+        .refund(proto::RefundRequest {
+            request_id: request_id.into(),
+            order_id: order_id.into(),
+            amount: amount.into(),
+            lines: vec![],
+        })
         .await
         .map(|r| r.into_inner().result.unwrap())
 }
 
 async fn authorize_then_void_releases_the_hold(app: &TestApp) {
     let member_id = app.member_with_points("v1", 500).await;
-    app.checkout.checkout().authorize(ec_order("a", "EC-V", &member_id, "1000", 300)).await.expect("authorize");
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a", "EC-V", &member_id, "1000", 300))
+        .await
+        .expect("authorize");
     assert_eq!(app.balance(&member_id).await.held_points, 300);
 
     let voided = app
         .checkout
         .checkout()
-        .void(proto::VoidRequest { request_id: "v".into(), order_id: "EC-V".into() })
+        .void(proto::VoidRequest {
+            request_id: "v".into(),
+            order_id: "EC-V".into(),
+        })
         .await
         .expect("void")
         .into_inner()
@@ -50,7 +74,11 @@ async fn authorize_then_void_releases_the_hold(app: &TestApp) {
     assert_eq!(voided.state, proto::OrderState::Voided as i32);
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.held_points), (500, 0));
-    assert_refused(&capture(app, "c", "EC-V").await.unwrap_err(), Code::FailedPrecondition, "ORDER_STATE");
+    assert_refused(
+        &capture(app, "c", "EC-V").await.unwrap_err(),
+        Code::FailedPrecondition,
+        "ORDER_STATE",
+    );
     app.verify_ok().await;
 }
 
@@ -67,7 +95,11 @@ async fn expired_hold_is_released_by_the_sweeper(app: &TestApp) {
         .unwrap();
     assert!(order.hold_expires_at.is_some());
     app.advance(Duration::seconds(899)).await;
-    assert_eq!(app.balance(&member_id).await.held_points, 200, "not yet expired");
+    assert_eq!(
+        app.balance(&member_id).await.held_points,
+        200,
+        "not yet expired"
+    );
 
     app.advance(Duration::seconds(2)).await;
     let balance = app.balance(&member_id).await;
@@ -75,20 +107,30 @@ async fn expired_hold_is_released_by_the_sweeper(app: &TestApp) {
     let order = app
         .checkout
         .checkout()
-        .get_order(proto::GetOrderRequest { order_id: "EC-E".into() })
+        .get_order(proto::GetOrderRequest {
+            order_id: "EC-E".into(),
+        })
         .await
         .expect("get")
         .into_inner()
         .order
         .unwrap();
     assert_eq!(order.state, proto::OrderState::Expired as i32);
-    assert_refused(&capture(app, "c", "EC-E").await.unwrap_err(), Code::FailedPrecondition, "ORDER_STATE");
+    assert_refused(
+        &capture(app, "c", "EC-E").await.unwrap_err(),
+        Code::FailedPrecondition,
+        "ORDER_STATE",
+    );
     app.verify_ok().await;
 }
 
 async fn capture_after_hold_expiry_is_refused_and_releases(app: &TestApp) {
     let member_id = app.member_with_points("e2", 500).await;
-    app.checkout.checkout().authorize(ec_order("a", "EC-X", &member_id, "1000", 200)).await.expect("authorize");
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a", "EC-X", &member_id, "1000", 200))
+        .await
+        .expect("authorize");
     app.clock.advance(Duration::minutes(16)); // the sweeper has not run
 
     let refused = capture(app, "c", "EC-X").await.unwrap_err();
@@ -103,17 +145,35 @@ async fn capture_after_hold_expiry_is_refused_and_releases(app: &TestApp) {
 
 async fn partial_then_full_refund(app: &TestApp) {
     let member_id = app.member_with_points("r1", 2000).await;
-    app.checkout.checkout().authorize(ec_order("a", "EC-R", &member_id, "10000", 1000)).await.expect("authorize");
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a", "EC-R", &member_id, "10000", 1000))
+        .await
+        .expect("authorize");
     let order = capture(app, "c", "EC-R").await.expect("capture");
     assert_eq!(order.points_earned, 90); // floor(9000 × 1 %)
     assert_eq!(app.available(&member_id).await, 1090);
 
-    let first = refund(app, "r1", "EC-R", "5000").await.expect("partial refund");
-    assert_eq!((first.points_reversed, first.points_restored, first.points_shortfall), (45, 500, 0));
-    assert_eq!(first.order.as_ref().unwrap().state, proto::OrderState::PartiallyRefunded as i32);
+    let first = refund(app, "r1", "EC-R", "5000")
+        .await
+        .expect("partial refund");
+    assert_eq!(
+        (
+            first.points_reversed,
+            first.points_restored,
+            first.points_shortfall
+        ),
+        (45, 500, 0)
+    );
+    assert_eq!(
+        first.order.as_ref().unwrap().state,
+        proto::OrderState::PartiallyRefunded as i32
+    );
     assert_eq!(app.available(&member_id).await, 1090 - 45 + 500);
 
-    let second = refund(app, "r2", "EC-R", "5000").await.expect("full refund");
+    let second = refund(app, "r2", "EC-R", "5000")
+        .await
+        .expect("full refund");
     assert_eq!((second.points_reversed, second.points_restored), (45, 500));
     let order = second.order.unwrap();
     assert_eq!(order.state, proto::OrderState::Refunded as i32);
@@ -127,16 +187,31 @@ async fn partial_then_full_refund(app: &TestApp) {
 
 async fn refund_after_earned_points_were_spent(app: &TestApp) {
     let member_id = app.create_member("r2").await;
-    app.checkout.checkout().authorize(ec_order("a", "EC-S", &member_id, "10000", 0)).await.expect("authorize");
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a", "EC-S", &member_id, "10000", 0))
+        .await
+        .expect("authorize");
     capture(app, "c", "EC-S").await.expect("capture"); // +100
-    app.register.checkout().record_sale(store_sale("s", "R-S", card_ref("r2"), "100", 100)).await.expect("spend all");
+    app.register
+        .checkout()
+        .record_sale(store_sale("s", "R-S", card_ref("r2"), "100", 100))
+        .await
+        .expect("spend all");
     assert_eq!(app.available(&member_id).await, 0);
 
     let too_much = refund(app, "r0", "EC-S", "10000.01").await.unwrap_err();
     assert_refused(&too_much, Code::FailedPrecondition, "REFUND_EXCEEDS_TOTAL");
     let result = refund(app, "r1", "EC-S", "10000").await.expect("refund");
-    assert_eq!((result.points_reversed, result.points_shortfall), (100, 100));
-    assert_eq!(app.available(&member_id).await, 0, "the balance never goes below zero");
+    assert_eq!(
+        (result.points_reversed, result.points_shortfall),
+        (100, 100)
+    );
+    assert_eq!(
+        app.available(&member_id).await,
+        0,
+        "the balance never goes below zero"
+    );
     app.verify_ok().await;
 }
 
@@ -144,7 +219,11 @@ async fn refund_by_lines(app: &TestApp) {
     let member_id = app.create_member("r3").await;
     let mut request = ec_order("a", "EC-L", &member_id, "0", 0);
     request.basket = Some(crate::helpers::basket(&["6000", "4000"]));
-    app.checkout.checkout().authorize(request).await.expect("authorize");
+    app.checkout
+        .checkout()
+        .authorize(request)
+        .await
+        .expect("authorize");
     capture(app, "c", "EC-L").await.expect("capture"); // +100
     let result = app
         .checkout
@@ -153,7 +232,10 @@ async fn refund_by_lines(app: &TestApp) {
             request_id: "r".into(),
             order_id: "EC-L".into(),
             amount: String::new(),
-            lines: vec![proto::RefundLine { line_id: "L2".into(), quantity: 1 }],
+            lines: vec![proto::RefundLine {
+                line_id: "L2".into(),
+                quantity: 1,
+            }],
         })
         .await
         .expect("refund line")
@@ -168,24 +250,54 @@ async fn refund_by_lines(app: &TestApp) {
 
 async fn orders_and_receipts_are_unique(app: &TestApp) {
     let member_id = app.create_member("u1").await;
-    app.checkout.checkout().authorize(ec_order("a1", "EC-U", &member_id, "100", 0)).await.expect("first");
-    let again = app.checkout.checkout().authorize(ec_order("a2", "EC-U", &member_id, "100", 0)).await.unwrap_err();
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a1", "EC-U", &member_id, "100", 0))
+        .await
+        .expect("first");
+    let again = app
+        .checkout
+        .checkout()
+        .authorize(ec_order("a2", "EC-U", &member_id, "100", 0))
+        .await
+        .unwrap_err();
     assert_refused(&again, Code::AlreadyExists, "ORDER_EXISTS");
 
-    app.register.checkout().record_sale(store_sale("s1", "R-U", card_ref("u1"), "100", 0)).await.expect("sale");
+    app.register
+        .checkout()
+        .record_sale(store_sale("s1", "R-U", card_ref("u1"), "100", 0))
+        .await
+        .expect("sale");
     let mut same_receipt = store_sale("s2", "R-U", card_ref("u1"), "100", 0);
     same_receipt.order_id = "another-order".into();
-    let refused = app.register.checkout().record_sale(same_receipt).await.unwrap_err();
+    let refused = app
+        .register
+        .checkout()
+        .record_sale(same_receipt)
+        .await
+        .unwrap_err();
     assert_refused(&refused, Code::AlreadyExists, "RECEIPT_EXISTS");
 }
 
 async fn insufficient_points_hold_nothing(app: &TestApp) {
     let member_id = app.member_with_points("i1", 50).await;
-    let refused = app.checkout.checkout().authorize(ec_order("a", "EC-I", &member_id, "1000", 51)).await.unwrap_err();
+    let refused = app
+        .checkout
+        .checkout()
+        .authorize(ec_order("a", "EC-I", &member_id, "1000", 51))
+        .await
+        .unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.held_points), (50, 0));
-    let missing = app.checkout.checkout().get_order(proto::GetOrderRequest { order_id: "EC-I".into() }).await.unwrap_err();
+    let missing = app
+        .checkout
+        .checkout()
+        .get_order(proto::GetOrderRequest {
+            order_id: "EC-I".into(),
+        })
+        .await
+        .unwrap_err();
     assert_refused(&missing, Code::NotFound, "ORDER_NOT_FOUND");
     app.verify_ok().await;
 }

@@ -16,7 +16,13 @@ async fn fifty_redemptions_against_ten_covered(app: &TestApp) {
     for i in 0..50 {
         let register = app.register.clone();
         tasks.push(tokio::spawn(async move {
-            let sale = store_sale(&format!("race-{i}"), &format!("R{i}"), card_ref("race-1"), "10", 10);
+            let sale = store_sale(
+                &format!("race-{i}"),
+                &format!("R{i}"),
+                card_ref("race-1"),
+                "10",
+                10,
+            );
             register.checkout().record_sale(sale).await
         }));
     }
@@ -24,7 +30,11 @@ async fn fifty_redemptions_against_ten_covered(app: &TestApp) {
     for task in tasks {
         match task.await.expect("task") {
             Ok(_) => succeeded += 1,
-            Err(status) => crate::helpers::assert_refused(&status, tonic::Code::FailedPrecondition, "INSUFFICIENT_POINTS"),
+            Err(status) => crate::helpers::assert_refused(
+                &status,
+                tonic::Code::FailedPrecondition,
+                "INSUFFICIENT_POINTS",
+            ),
         }
     }
 
@@ -39,12 +49,32 @@ async fn concurrent_authorizations_across_channels(app: &TestApp) {
     let member_id = app.member_with_points("race-2", 100).await;
     let mut tasks = Vec::new();
     for i in 0..20 {
-        let (checkout, register, member_id) = (app.checkout.clone(), app.register.clone(), member_id.clone());
+        let (checkout, register, member_id) = (
+            app.checkout.clone(),
+            app.register.clone(),
+            member_id.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
-                checkout.checkout().authorize(ec_order(&format!("a{i}"), &format!("EC-{i}"), &member_id, "100", 25)).await.map(|_| ())
+                checkout
+                    .checkout()
+                    .authorize(ec_order(
+                        &format!("a{i}"),
+                        &format!("EC-{i}"),
+                        &member_id,
+                        "100",
+                        25,
+                    ))
+                    .await
+                    .map(|_| ())
             } else {
-                let sale = store_sale(&format!("s{i}"), &format!("R{i}"), card_ref("race-2"), "100", 25);
+                let sale = store_sale(
+                    &format!("s{i}"),
+                    &format!("R{i}"),
+                    card_ref("race-2"),
+                    "100",
+                    25,
+                );
                 register.checkout().record_sale(sale).await.map(|_| ())
             }
         }));

@@ -117,16 +117,22 @@ async fn fresh_database(backend: Backend) -> Option<(String, TestDatabase)> {
             let pool = match sqlx::PgPool::connect(&admin_url).await {
                 Ok(pool) => pool,
                 Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
-                    eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url} ({error}); CI=true makes this a failure");
+                    eprintln!(
+                        "SKIPPED: PostgreSQL unreachable at {admin_url} ({error}); CI=true makes this a failure"
+                    );
                     return None;
                 }
-                Err(error) => panic!("PostgreSQL unreachable at {admin_url} under CI=true: {error}"),
+                Err(error) => {
+                    panic!("PostgreSQL unreachable at {admin_url} under CI=true: {error}")
+                }
             };
             let name = unique_name();
             pool.execute(format!("create database \"{name}\"").as_str())
                 .await
                 .expect("create test database");
-            let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(base, _)| base);
+            let base = admin_url
+                .rsplit_once('/')
+                .map_or(admin_url.as_str(), |(base, _)| base);
             let url = format!("{base}/{name}");
             Some((url, TestDatabase::Postgres { admin_url, name }))
         }
@@ -147,7 +153,12 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
     let key = |role, store: Option<&str>| {
         let engine = engine.clone();
         let store = store.map(str::to_string);
-        async move { engine.create_api_key(role, store, "test".into()).await.expect("key") }
+        async move {
+            engine
+                .create_api_key(role, store, "test".into())
+                .await
+                .expect("key")
+        }
     };
     let admin = Client::connect(&app.endpoint(), &key(Role::Admin, None).await)
         .await
@@ -188,7 +199,10 @@ impl TestApp {
                 store: Some(proto::Store {
                     store_id: store_id.into(),
                     name: store_id.into(),
-                    location: Some(proto::LatLng { latitude: 35.66, longitude: 139.70 }),
+                    location: Some(proto::LatLng {
+                        latitude: 35.66,
+                        longitude: 139.70,
+                    }),
                     time_zone: "Asia/Tokyo".into(),
                     geofence_radius_m: 100.0,
                     geofence_polygon: vec![],
@@ -235,7 +249,9 @@ impl TestApp {
     pub async fn balance(&self, member_id: &str) -> proto::Balance {
         self.admin
             .ledger()
-            .get_balance(proto::GetBalanceRequest { member: Some(member_ref(member_id)) })
+            .get_balance(proto::GetBalanceRequest {
+                member: Some(member_ref(member_id)),
+            })
             .await
             .expect("balance")
             .into_inner()
@@ -254,10 +270,18 @@ impl TestApp {
 
     /// Stops the server and starts a new one over the same database (same clock).
     pub async fn restart(&mut self) {
-        self.app.take().expect("running").stop().await.expect("stops");
-        let app = Application::build(&Config::local(&self.database_url), Arc::new(self.clock.clone()))
+        self.app
+            .take()
+            .expect("running")
+            .stop()
             .await
-            .expect("restarts");
+            .expect("stops");
+        let app = Application::build(
+            &Config::local(&self.database_url),
+            Arc::new(self.clock.clone()),
+        )
+        .await
+        .expect("restarts");
         let endpoint = app.endpoint();
         self.app = Some(app);
         let reconnect = |client: &Client| {
@@ -273,15 +297,22 @@ impl TestApp {
 }
 
 pub fn identifier(kind: &str, value: &str) -> proto::Identifier {
-    proto::Identifier { kind: kind.into(), value: value.into() }
+    proto::Identifier {
+        kind: kind.into(),
+        value: value.into(),
+    }
 }
 
 pub fn member_ref(member_id: &str) -> proto::MemberRef {
-    proto::MemberRef { r#ref: Some(Ref::MemberId(member_id.into())) }
+    proto::MemberRef {
+        r#ref: Some(Ref::MemberId(member_id.into())),
+    }
 }
 
 pub fn card_ref(card: &str) -> proto::MemberRef {
-    proto::MemberRef { r#ref: Some(Ref::Identifier(identifier("card", card))) }
+    proto::MemberRef {
+        r#ref: Some(Ref::Identifier(identifier("card", card))),
+    }
 }
 
 pub fn basket(amounts: &[&str]) -> proto::Basket {
@@ -301,7 +332,13 @@ pub fn basket(amounts: &[&str]) -> proto::Basket {
 }
 
 /// An EC Authorize request.
-pub fn ec_order(request_id: &str, order_id: &str, member_id: &str, total: &str, points: i64) -> proto::AuthorizeRequest {
+pub fn ec_order(
+    request_id: &str,
+    order_id: &str,
+    member_id: &str,
+    total: &str,
+    points: i64,
+) -> proto::AuthorizeRequest {
     proto::AuthorizeRequest {
         request_id: request_id.into(),
         order_id: order_id.into(),
@@ -314,7 +351,13 @@ pub fn ec_order(request_id: &str, order_id: &str, member_id: &str, total: &str, 
 }
 
 /// A register sale at `shibuya`.
-pub fn store_sale(request_id: &str, receipt_no: &str, member: proto::MemberRef, total: &str, points: i64) -> proto::RecordSaleRequest {
+pub fn store_sale(
+    request_id: &str,
+    receipt_no: &str,
+    member: proto::MemberRef,
+    total: &str,
+    points: i64,
+) -> proto::RecordSaleRequest {
     proto::RecordSaleRequest {
         request_id: request_id.into(),
         order_id: format!("shibuya-1-{receipt_no}"),

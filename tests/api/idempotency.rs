@@ -16,23 +16,63 @@ crate::both_backends! {
 async fn replay_returns_the_original_response(app: &TestApp) {
     let member_id = app.member_with_points("id1", 1000).await;
     let request = ec_order("auth-1", "EC-1", &member_id, "5000", 300);
-    let first = app.checkout.checkout().authorize(request.clone()).await.expect("first").into_inner();
-    let capture = proto::CaptureRequest { request_id: "cap-1".into(), order_id: "EC-1".into() };
-    app.checkout.checkout().capture(capture.clone()).await.expect("capture");
+    let first = app
+        .checkout
+        .checkout()
+        .authorize(request.clone())
+        .await
+        .expect("first")
+        .into_inner();
+    let capture = proto::CaptureRequest {
+        request_id: "cap-1".into(),
+        order_id: "EC-1".into(),
+    };
+    app.checkout
+        .checkout()
+        .capture(capture.clone())
+        .await
+        .expect("capture");
 
     // The retried Authorize gets the original AUTHORIZED order back, not the captured one.
-    let replay = app.checkout.checkout().authorize(request).await.expect("replay").into_inner();
+    let replay = app
+        .checkout
+        .checkout()
+        .authorize(request)
+        .await
+        .expect("replay")
+        .into_inner();
     assert_eq!(replay, first);
-    let replayed_capture = app.checkout.checkout().capture(capture).await.expect("replay capture");
-    assert_eq!(replayed_capture.into_inner().order.unwrap().state, proto::OrderState::Captured as i32);
-    assert_eq!(app.available(&member_id).await, 1000 - 300 + 47, "one effect only");
+    let replayed_capture = app
+        .checkout
+        .checkout()
+        .capture(capture)
+        .await
+        .expect("replay capture");
+    assert_eq!(
+        replayed_capture.into_inner().order.unwrap().state,
+        proto::OrderState::Captured as i32
+    );
+    assert_eq!(
+        app.available(&member_id).await,
+        1000 - 300 + 47,
+        "one effect only"
+    );
     app.verify_ok().await;
 }
 
 async fn reused_id_with_another_request_is_refused(app: &TestApp) {
     let member_id = app.member_with_points("id2", 1000).await;
-    app.checkout.checkout().authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 300)).await.expect("first");
-    let other = app.checkout.checkout().authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 301)).await.unwrap_err();
+    app.checkout
+        .checkout()
+        .authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 300))
+        .await
+        .expect("first");
+    let other = app
+        .checkout
+        .checkout()
+        .authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 301))
+        .await
+        .unwrap_err();
     assert_refused(&other, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
     assert_eq!(app.balance(&member_id).await.held_points, 300);
 }
@@ -40,23 +80,46 @@ async fn reused_id_with_another_request_is_refused(app: &TestApp) {
 async fn failures_are_remembered(app: &TestApp) {
     let member_id = app.create_member("id3").await;
     let request = ec_order("auth-1", "EC-3", &member_id, "5000", 100);
-    let first = app.checkout.checkout().authorize(request.clone()).await.unwrap_err();
+    let first = app
+        .checkout
+        .checkout()
+        .authorize(request.clone())
+        .await
+        .unwrap_err();
     assert_refused(&first, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
     app.admin
         .ledger()
-        .adjust_points(proto::AdjustPointsRequest { request_id: "grant".into(), member: Some(member_ref(&member_id)), points: 500, reason: "r".into() })
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "grant".into(),
+            member: Some(member_ref(&member_id)),
+            points: 500,
+            reason: "r".into(),
+        })
         .await
         .expect("grant");
     // Same request_id: still the remembered refusal, and nothing is held.
-    let again = app.checkout.checkout().authorize(request).await.unwrap_err();
+    let again = app
+        .checkout
+        .checkout()
+        .authorize(request)
+        .await
+        .unwrap_err();
     assert_refused(&again, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
     assert_eq!(app.balance(&member_id).await.held_points, 0);
 }
 
 async fn ids_are_scoped_per_key(app: &TestApp) {
     let member_id = app.member_with_points("id4", 1000).await;
-    let as_admin = app.admin.checkout().authorize(ec_order("same-id", "EC-4a", &member_id, "100", 10)).await;
-    let as_checkout = app.checkout.checkout().authorize(ec_order("same-id", "EC-4b", &member_id, "100", 10)).await;
+    let as_admin = app
+        .admin
+        .checkout()
+        .authorize(ec_order("same-id", "EC-4a", &member_id, "100", 10))
+        .await;
+    let as_checkout = app
+        .checkout
+        .checkout()
+        .authorize(ec_order("same-id", "EC-4b", &member_id, "100", 10))
+        .await;
     assert!(as_admin.is_ok() && as_checkout.is_ok());
     assert_eq!(app.balance(&member_id).await.held_points, 20);
 }
@@ -65,14 +128,28 @@ mod after_restart {
     use super::*;
 
     async fn scenario(backend: crate::helpers::Backend) {
-        let Some(mut app) = spawn_app(backend).await else { return };
+        let Some(mut app) = spawn_app(backend).await else {
+            return;
+        };
         let member_id = app.member_with_points("id5", 1000).await;
         let request = ec_order("auth-r", "EC-5", &member_id, "2000", 100);
-        let first = app.checkout.checkout().authorize(request.clone()).await.expect("first").into_inner();
+        let first = app
+            .checkout
+            .checkout()
+            .authorize(request.clone())
+            .await
+            .expect("first")
+            .into_inner();
 
         app.restart().await;
 
-        let replay = app.checkout.checkout().authorize(request).await.expect("replay").into_inner();
+        let replay = app
+            .checkout
+            .checkout()
+            .authorize(request)
+            .await
+            .expect("replay")
+            .into_inner();
         assert_eq!(replay, first);
         assert_eq!(app.balance(&member_id).await.held_points, 100);
         app.verify_ok().await;

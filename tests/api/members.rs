@@ -42,14 +42,23 @@ async fn identifiers_are_unique_and_resolve(app: &TestApp) {
     let found = app
         .register
         .members()
-        .get_member(proto::GetMemberRequest { member: Some(card_ref("m-card-1")) })
+        .get_member(proto::GetMemberRequest {
+            member: Some(card_ref("m-card-1")),
+        })
         .await
         .expect("by card")
         .into_inner()
         .member
         .unwrap();
     assert_eq!(found.member_id, first);
-    let missing = app.admin.members().get_member(proto::GetMemberRequest { member: Some(member_ref("m_nobody")) }).await.unwrap_err();
+    let missing = app
+        .admin
+        .members()
+        .get_member(proto::GetMemberRequest {
+            member: Some(member_ref("m_nobody")),
+        })
+        .await
+        .unwrap_err();
     assert_refused(&missing, Code::NotFound, "MEMBER_NOT_FOUND");
 }
 
@@ -58,7 +67,7 @@ async fn merge_moves_points_with_their_expiry(app: &TestApp) {
     let source = app.member_with_points("store-card", 300).await;
     app.clock.advance(Duration::days(3));
     let target = app.member_with_points("web-card", 200).await;
-    let source_expiry = app.balance(&source).await.expiring[0].expires_at.clone();
+    let source_expiry = app.balance(&source).await.expiring[0].expires_at;
 
     // Act
     let merged = app
@@ -83,16 +92,41 @@ async fn merge_moves_points_with_their_expiry(app: &TestApp) {
     assert_eq!(balance.expiring.len(), 2);
     assert_eq!(balance.expiring[0].expires_at, source_expiry);
     assert_eq!(app.available(&source).await, 0);
-    let tombstone = app.admin.members().get_member(proto::GetMemberRequest { member: Some(member_ref(&source)) }).await.expect("get").into_inner().member.unwrap();
+    let tombstone = app
+        .admin
+        .members()
+        .get_member(proto::GetMemberRequest {
+            member: Some(member_ref(&source)),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .member
+        .unwrap();
     assert_eq!(tombstone.state, proto::MemberState::Merged as i32);
     assert_eq!(tombstone.merged_into, target);
     // The old card now finds the target; naming the source by id to change it is refused.
-    let by_card = app.register.members().get_member(proto::GetMemberRequest { member: Some(card_ref("store-card")) }).await.expect("card").into_inner().member.unwrap();
+    let by_card = app
+        .register
+        .members()
+        .get_member(proto::GetMemberRequest {
+            member: Some(card_ref("store-card")),
+        })
+        .await
+        .expect("card")
+        .into_inner()
+        .member
+        .unwrap();
     assert_eq!(by_card.member_id, target);
     let refused = app
         .admin
         .ledger()
-        .adjust_points(proto::AdjustPointsRequest { request_id: "adj".into(), member: Some(member_ref(&source)), points: 5, reason: "r".into() })
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "adj".into(),
+            member: Some(member_ref(&source)),
+            points: 5,
+            reason: "r".into(),
+        })
         .await
         .unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "MEMBER_MERGED");

@@ -44,7 +44,10 @@ async fn earn_at_store_spend_at_ec(app: &TestApp) {
     let captured = app
         .checkout
         .checkout()
-        .capture(proto::CaptureRequest { request_id: "cap-1".into(), order_id: "EC-1".into() })
+        .capture(proto::CaptureRequest {
+            request_id: "cap-1".into(),
+            order_id: "EC-1".into(),
+        })
         .await
         .expect("capture")
         .into_inner()
@@ -62,10 +65,17 @@ async fn earn_at_store_spend_at_ec(app: &TestApp) {
 
 async fn earn_at_ec_spend_at_store(app: &TestApp) {
     let member_id = app.create_member("card-2").await;
-    app.checkout.checkout().authorize(ec_order("a", "EC-2", &member_id, "30000", 0)).await.expect("authorize");
     app.checkout
         .checkout()
-        .capture(proto::CaptureRequest { request_id: "c".into(), order_id: "EC-2".into() })
+        .authorize(ec_order("a", "EC-2", &member_id, "30000", 0))
+        .await
+        .expect("authorize");
+    app.checkout
+        .checkout()
+        .capture(proto::CaptureRequest {
+            request_id: "c".into(),
+            order_id: "EC-2".into(),
+        })
         .await
         .expect("capture");
     assert_eq!(app.available(&member_id).await, 300);
@@ -79,21 +89,40 @@ async fn earn_at_ec_spend_at_store(app: &TestApp) {
         .into_inner()
         .order
         .unwrap();
-    assert_eq!((sale.points_redeemed, sale.amount_due.as_str(), sale.points_earned), (300, "700", 7));
+    assert_eq!(
+        (
+            sale.points_redeemed,
+            sale.amount_due.as_str(),
+            sale.points_earned
+        ),
+        (300, "700", 7)
+    );
     assert_eq!(app.available(&member_id).await, 7);
 
     // The register's redemption is booked to the store that took it.
     let transactions = app
         .admin
         .ledger()
-        .list_transactions(proto::ListTransactionsRequest { member: Some(member_ref(&member_id)), page_size: 1, page_token: String::new() })
+        .list_transactions(proto::ListTransactionsRequest {
+            member: Some(member_ref(&member_id)),
+            page_size: 1,
+            page_token: String::new(),
+        })
         .await
         .expect("list")
         .into_inner();
     let sale_tx = &transactions.transactions[0];
     assert_eq!(sale_tx.kind, "sale");
-    assert!(sale_tx.postings.iter().any(|p| p.to_account == "program:redeemed:store:shibuya" && p.amount == 300));
-    assert!(!transactions.next_page_token.is_empty(), "older transactions follow");
+    assert!(
+        sale_tx
+            .postings
+            .iter()
+            .any(|p| p.to_account == "program:redeemed:store:shibuya" && p.amount == 300)
+    );
+    assert!(
+        !transactions.next_page_token.is_empty(),
+        "older transactions follow"
+    );
     app.verify_ok().await;
 }
 
@@ -103,7 +132,12 @@ async fn lots_expire_soonest_first(app: &TestApp) {
     app.advance(Duration::days(10)).await;
     app.admin
         .ledger()
-        .adjust_points(proto::AdjustPointsRequest { request_id: "grant-2".into(), member: Some(member_ref(&member_id)), points: 50, reason: "bonus".into() })
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "grant-2".into(),
+            member: Some(member_ref(&member_id)),
+            points: 50,
+            reason: "bonus".into(),
+        })
         .await
         .expect("second lot"); // expires day 40
     let balance = app.balance(&member_id).await;
@@ -111,7 +145,11 @@ async fn lots_expire_soonest_first(app: &TestApp) {
     assert_eq!(balance.expiring[0].points, 100);
 
     // Spending 60 takes them from the lot that expires first.
-    app.register.checkout().record_sale(store_sale("s", "R3", card_ref("card-3"), "60", 60)).await.expect("sale");
+    app.register
+        .checkout()
+        .record_sale(store_sale("s", "R3", card_ref("card-3"), "60", 60))
+        .await
+        .expect("sale");
     app.advance(Duration::days(21)).await; // day 31: the first lot (40 left) expires
     let balance = app.balance(&member_id).await;
     assert_eq!(balance.available_points, 50);
@@ -124,11 +162,18 @@ async fn lots_expire_soonest_first(app: &TestApp) {
 async fn ec_points_stay_pending_then_mature(app: &TestApp) {
     set_program(app, |p| p.ec_pending_days = 14).await;
     let member_id = app.create_member("card-4").await;
-    app.checkout.checkout().authorize(ec_order("a", "EC-4", &member_id, "10000", 0)).await.expect("authorize");
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a", "EC-4", &member_id, "10000", 0))
+        .await
+        .expect("authorize");
     let order = app
         .checkout
         .checkout()
-        .capture(proto::CaptureRequest { request_id: "c".into(), order_id: "EC-4".into() })
+        .capture(proto::CaptureRequest {
+            request_id: "c".into(),
+            order_id: "EC-4".into(),
+        })
         .await
         .expect("capture")
         .into_inner()
@@ -139,8 +184,17 @@ async fn ec_points_stay_pending_then_mature(app: &TestApp) {
     assert_eq!((balance.available_points, balance.pending_points), (0, 100));
 
     // Pending points cannot be spent.
-    let refused = app.register.checkout().record_sale(store_sale("s", "R4", card_ref("card-4"), "500", 1)).await.unwrap_err();
-    crate::helpers::assert_refused(&refused, tonic::Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    let refused = app
+        .register
+        .checkout()
+        .record_sale(store_sale("s", "R4", card_ref("card-4"), "500", 1))
+        .await
+        .unwrap_err();
+    crate::helpers::assert_refused(
+        &refused,
+        tonic::Code::FailedPrecondition,
+        "INSUFFICIENT_POINTS",
+    );
 
     app.advance(Duration::days(14)).await;
     let balance = app.balance(&member_id).await;
@@ -153,20 +207,37 @@ async fn admin_debit_cannot_go_below_zero(app: &TestApp) {
     let refused = app
         .admin
         .ledger()
-        .adjust_points(proto::AdjustPointsRequest { request_id: "debit".into(), member: Some(member_ref(&member_id)), points: -31, reason: "fix".into() })
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "debit".into(),
+            member: Some(member_ref(&member_id)),
+            points: -31,
+            reason: "fix".into(),
+        })
         .await
         .unwrap_err();
-    crate::helpers::assert_refused(&refused, tonic::Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    crate::helpers::assert_refused(
+        &refused,
+        tonic::Code::FailedPrecondition,
+        "INSUFFICIENT_POINTS",
+    );
     let debit = app
         .admin
         .ledger()
-        .adjust_points(proto::AdjustPointsRequest { request_id: "debit-2".into(), member: Some(member_ref(&member_id)), points: -30, reason: "fix".into() })
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "debit-2".into(),
+            member: Some(member_ref(&member_id)),
+            points: -30,
+            reason: "fix".into(),
+        })
         .await
         .expect("debit")
         .into_inner()
         .transaction
         .unwrap();
-    assert_eq!(debit.postings[0].from_account, format!("member:{member_id}"));
+    assert_eq!(
+        debit.postings[0].from_account,
+        format!("member:{member_id}")
+    );
     assert_eq!(app.available(&member_id).await, 0);
     app.verify_ok().await;
 }
@@ -185,7 +256,10 @@ pub async fn set_program(app: &TestApp, change: impl FnOnce(&mut proto::Program)
     change(&mut program);
     app.admin
         .program()
-        .update_program(proto::UpdateProgramRequest { program: Some(program), update_mask: None })
+        .update_program(proto::UpdateProgramRequest {
+            program: Some(program),
+            update_mask: None,
+        })
         .await
         .expect("update program");
 }
