@@ -92,7 +92,7 @@ type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
 async fn engine(database: &DatabaseArgs) -> Result<Engine, AnyError> {
     let store = omo::store::open(database.database_url.expose()).await?;
-    Ok(Engine::new(store, Arc::new(SystemClock)))
+    Ok(Engine::new(store, Arc::new(SystemClock), 1))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {

@@ -4,10 +4,7 @@
 
 use std::{
     collections::HashMap,
-    future::Future,
-    pin::Pin,
     sync::{Arc, Mutex},
-    time::Duration as StdDuration,
 };
 
 use chrono::{DateTime, Utc};
@@ -28,13 +25,14 @@ mod points;
 mod queries;
 mod sweeper;
 mod verify;
+mod writer;
 
 pub use queries::TransactionPage;
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
+pub use writer::BatchItem;
 
-/// How often one command is tried when the database reports a transient conflict.
-const MAX_ATTEMPTS: u32 = 10;
+use writer::{Core, Job, Writer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -68,33 +66,46 @@ impl From<StoreError> for Failure {
 
 type CommandResult<T> = Result<T, Failure>;
 
-/// A boxed unit of work body; `Fn` so that a conflict can run it again from the start.
-type WorkFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
-
 #[derive(Debug)]
 pub struct Engine {
-    store: Arc<dyn Store>,
-    clock: Arc<dyn Clock>,
+    core: Arc<Core>,
+    writer: Writer,
     /// Callers by key hash. Keys are never changed once created, so caching them is safe
     /// across replicas; an unknown key is always looked up again.
     callers: Mutex<HashMap<String, Caller>>,
 }
 
 impl Engine {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> Self {
+    /// An engine whose commands go through `writers` group-commit writers (see `writer.rs`).
+    /// Must be called inside a tokio runtime: the writers are tasks.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, writers: usize) -> Self {
+        let core = Arc::new(Core { store, clock });
         Self {
-            store,
-            clock,
+            writer: Writer::spawn(core.clone(), writers.max(1)),
+            core,
             callers: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Writers that suit a backend: SQLite has one writer connection; PostgreSQL commits
+    /// several batches in parallel.
+    pub fn default_writers(store: &dyn Store) -> usize {
+        match store.backend_name() {
+            "sqlite" => 1,
+            _ => 8,
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
-        self.store.backend_name()
+        self.core.store.backend_name()
     }
 
     pub fn now(&self) -> DateTime<Utc> {
-        self.clock.now()
+        self.core.clock.now()
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.core.store.as_ref()
     }
 
     /// The caller an API key stands for; `None` for an unknown key.
@@ -103,7 +114,7 @@ impl Engine {
         if let Some(caller) = self.cached_caller(&key_hash) {
             return Ok(Some(caller));
         }
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let Some(record) = uow.find_api_key(&key_hash).await? else {
             return Ok(None);
         };
@@ -144,11 +155,12 @@ impl Engine {
             name,
             created_at: self.now(),
         };
-        self.write(move |uow, _now| {
-            let record = record.clone();
-            Box::pin(async move { Ok(uow.insert_api_key(&record).await?) })
-        })
-        .await?;
+        self.core
+            .write(move |uow, _now| {
+                let record = record.clone();
+                Box::pin(async move { Ok(uow.insert_api_key(&record).await?) })
+            })
+            .await?;
         Ok(api_key)
     }
 
@@ -161,68 +173,39 @@ impl Engine {
         command: Command,
     ) -> Result<Reply, EngineError> {
         let span = tracing::info_span!("execute", command = command.name());
-        let idempotency = request_id.map(|request_id| IdempotencyKey {
-            key_id: caller.key_id.clone(),
-            request_id: request_id.to_string(),
-            request_hash: ids::sha256_hex(
-                serde_json::to_string(&command)
-                    .expect("commands serialise")
-                    .as_bytes(),
-            ),
-        });
-        let caller = caller.clone();
-        let outcome = self
-            .write(move |uow, now| {
-                let (caller, command, idempotency) =
-                    (caller.clone(), command.clone(), idempotency.clone());
-                Box::pin(async move {
-                    run_remembered(uow, &caller, now, &command, idempotency.as_ref()).await
-                })
-            })
-            .instrument(span)
-            .await?;
+        let job = job(caller, request_id, command);
+        let outcome = self.writer.submit(job).instrument(span).await?;
         outcome.map_err(EngineError::Domain)
     }
+}
 
-    /// Runs `work` in a read-write unit of work and commits it, again from the start on a
-    /// transient conflict (with a short, growing, jittered pause).
-    async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
-    where
-        T: Send,
-        F: for<'a> Fn(&'a mut dyn UnitOfWork, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
-    {
-        let mut attempt = 1;
-        loop {
-            let result = async {
-                let mut uow = self.store.begin().await?;
-                let value = work(uow.as_mut(), self.clock.now()).await?;
-                uow.commit().await?;
-                Ok(value)
-            }
-            .await;
-            match result {
-                Err(EngineError::Internal(StoreError::Conflict(why))) if attempt < MAX_ATTEMPTS => {
-                    tracing::debug!(attempt, %why, "transient conflict; retrying");
-                    let jitter = rand::random_range(0..=attempt * 5);
-                    tokio::time::sleep(StdDuration::from_millis(u64::from(attempt * 2 + jitter)))
-                        .await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+/// A command with its idempotency key: (api key, request_id, fingerprint of the command).
+fn job(caller: &Caller, request_id: Option<&str>, command: Command) -> Job {
+    let idempotency = request_id.map(|request_id| IdempotencyKey {
+        key_id: caller.key_id.clone(),
+        request_id: request_id.to_string(),
+        request_hash: ids::sha256_hex(
+            serde_json::to_string(&command)
+                .expect("commands serialise")
+                .as_bytes(),
+        ),
+    });
+    Job {
+        caller: caller.clone(),
+        idempotency,
+        command,
     }
 }
 
 #[derive(Debug, Clone)]
-struct IdempotencyKey {
+pub(crate) struct IdempotencyKey {
     key_id: String,
     request_id: String,
     request_hash: String,
 }
 
 /// The remembered outcome of a request: the reply, or the refusal.
-type Outcome = Result<Reply, DomainError>;
+pub(crate) type Outcome = Result<Reply, DomainError>;
 
 async fn run_remembered(
     uow: &mut dyn UnitOfWork,

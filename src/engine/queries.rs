@@ -34,7 +34,7 @@ impl Engine {
         member: &MemberRef,
     ) -> Result<Member, EngineError> {
         caller.require(Operation::GetMember)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
@@ -47,7 +47,7 @@ impl Engine {
         member: &MemberRef,
     ) -> Result<Balance, EngineError> {
         caller.require(Operation::GetBalance)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
@@ -63,7 +63,7 @@ impl Engine {
         before: Option<i64>,
     ) -> Result<TransactionPage, EngineError> {
         caller.require(Operation::ListTransactions)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
@@ -90,7 +90,7 @@ impl Engine {
     ) -> Result<Quote, EngineError> {
         caller.require_checkout(request.channel, &request.store_id)?;
         let now = self.now();
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let member = members::resolve(uow.as_mut(), &request.member, members::Access::Read)
             .await
             .map_err(from_failure)?;
@@ -144,7 +144,7 @@ impl Engine {
     }
 
     pub async fn get_order(&self, caller: &Caller, order_id: &str) -> Result<Order, EngineError> {
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let order = uow
             .get_order(order_id, false)
             .await?
@@ -155,7 +155,7 @@ impl Engine {
 
     pub async fn get_store(&self, caller: &Caller, store_id: &str) -> Result<Store, EngineError> {
         caller.require(Operation::ManageStores)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         Ok(uow
             .get_store(store_id)
             .await?
@@ -164,13 +164,13 @@ impl Engine {
 
     pub async fn list_stores(&self, caller: &Caller) -> Result<Vec<Store>, EngineError> {
         caller.require(Operation::ManageStores)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         Ok(uow.list_stores().await?)
     }
 
     pub async fn get_program(&self, caller: &Caller) -> Result<Program, EngineError> {
         caller.require(Operation::ManageProgram)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         Ok(super::load_program(uow.as_mut()).await?)
     }
 
@@ -180,7 +180,7 @@ impl Engine {
         campaign_id: &str,
     ) -> Result<Campaign, EngineError> {
         caller.require(Operation::ManageCampaigns)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         Ok(uow
             .get_campaign(campaign_id, false)
             .await?
@@ -189,7 +189,7 @@ impl Engine {
 
     pub async fn list_campaigns(&self, caller: &Caller) -> Result<Vec<Campaign>, EngineError> {
         caller.require(Operation::ManageCampaigns)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         Ok(uow.list_campaigns().await?)
     }
 
@@ -202,7 +202,7 @@ impl Engine {
     ) -> Result<Vec<Coupon>, EngineError> {
         caller.require(Operation::ReadCoupons)?;
         let now = self.now();
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
@@ -215,7 +215,7 @@ impl Engine {
 
     pub async fn get_coupon(&self, caller: &Caller, code: &str) -> Result<Coupon, EngineError> {
         caller.require(Operation::ReadCoupons)?;
-        let mut uow = self.store.begin_read().await?;
+        let mut uow = self.store().begin_read().await?;
         Ok(uow
             .get_coupon(code, false)
             .await?

@@ -24,7 +24,12 @@ impl Engine {
         let mut report = SweepReport::default();
         for _ in 0..MAX_PASSES {
             let now = self.now();
-            let due = self.store.begin_read().await?.due_work(now, BATCH).await?;
+            let due = self
+                .store()
+                .begin_read()
+                .await?
+                .due_work(now, BATCH)
+                .await?;
             if due.expired_holds.is_empty()
                 && due.members_with_due_lots.is_empty()
                 && due.expired_coupons.is_empty()
@@ -34,6 +39,7 @@ impl Engine {
             let mut progressed = false;
             for order_id in due.expired_holds {
                 let done = self
+                    .core
                     .write(move |uow, now| {
                         let order_id = order_id.clone();
                         Box::pin(async move {
@@ -45,16 +51,20 @@ impl Engine {
                 progressed |= done;
             }
             for member_id in due.members_with_due_lots {
-                self.write(move |uow, now| {
-                    let member_id = member_id.clone();
-                    Box::pin(async move { Ok(points::settle_member(uow, &member_id, now).await?) })
-                })
-                .await?;
+                self.core
+                    .write(move |uow, now| {
+                        let member_id = member_id.clone();
+                        Box::pin(
+                            async move { Ok(points::settle_member(uow, &member_id, now).await?) },
+                        )
+                    })
+                    .await?;
                 report.members_settled += 1;
                 progressed = true;
             }
             for code in due.expired_coupons {
                 let done = self
+                    .core
                     .write(move |uow, now| {
                         let code = code.clone();
                         Box::pin(async move { Ok(coupons::expire_if_due(uow, &code, now).await?) })

@@ -61,7 +61,7 @@ impl VerifyReport {
 
 impl Engine {
     pub async fn verify(&self) -> Result<VerifyReport, EngineError> {
-        let snapshot = self.store.begin_read().await?.ledger_snapshot().await?;
+        let snapshot = self.store().begin_read().await?.ledger_snapshot().await?;
         Ok(VerifyReport {
             backend: self.backend_name(),
             postings_checked: snapshot.posting_sums.len(),

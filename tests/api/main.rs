@@ -4,6 +4,7 @@
 mod helpers;
 
 mod auth;
+mod batching;
 mod checkout;
 mod concurrency;
 mod coupons;

@@ -1,0 +1,228 @@
+//! The group-commit writer. Concurrent commands queue up; a writer takes what is waiting (up to
+//! `MAX_BATCH`), runs each in its own savepoint inside ONE database transaction, commits once
+//! (one fsync for the lot), and only then answers each caller. A command that fails is rolled
+//! back to its savepoint alone; the others commit. A command that hit a transient conflict, or a
+//! batch whose commit failed, is run again on its own.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use super::{EngineError, IdempotencyKey, Outcome, run_remembered};
+use crate::domain::{
+    Clock,
+    auth::Caller,
+    command::{Command, Reply},
+    ports::{Store, StoreError, UnitOfWork},
+};
+
+/// Most commands in one database transaction.
+const MAX_BATCH: usize = 128;
+/// Commands waiting for a writer before callers wait to enqueue (back-pressure).
+const QUEUE_DEPTH: usize = 4096;
+/// How often one command is tried when the database reports a transient conflict.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// A boxed unit of work body; `Fn` so that a conflict can run it again from the start.
+pub(super) type WorkFuture<'a, T> =
+    Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
+
+/// What every writer shares: the database and the clock.
+#[derive(Debug)]
+pub(super) struct Core {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// One command on its way to a writer.
+#[derive(Debug, Clone)]
+pub(super) struct Job {
+    pub caller: Caller,
+    pub idempotency: Option<IdempotencyKey>,
+    pub command: Command,
+}
+
+type Answer = oneshot::Sender<Result<Outcome, EngineError>>;
+
+#[derive(Debug)]
+pub(super) struct Writer {
+    queue: mpsc::Sender<(Job, Answer)>,
+}
+
+impl Writer {
+    /// Starts `writers` writer tasks; they stop when the engine (the queue's sender) is dropped.
+    pub fn spawn(core: Arc<Core>, writers: usize) -> Writer {
+        let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers {
+            let (core, receiver) = (core.clone(), receiver.clone());
+            tokio::spawn(async move { core.run_writer(receiver).await });
+        }
+        Writer { queue }
+    }
+
+    pub async fn submit(&self, job: Job) -> Result<Outcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send((job, reply))
+            .await
+            .map_err(|_| StoreError::Database("the writer has stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| StoreError::Database("the writer dropped a command".into()))?
+    }
+}
+
+impl Core {
+    async fn run_writer(&self, receiver: Arc<Mutex<mpsc::Receiver<(Job, Answer)>>>) {
+        loop {
+            let batch = {
+                let mut receiver = receiver.lock().await;
+                let Some(first) = receiver.recv().await else {
+                    return;
+                };
+                let mut batch = vec![first];
+                while batch.len() < MAX_BATCH {
+                    match receiver.try_recv() {
+                        Ok(next) => batch.push(next),
+                        Err(_) => break,
+                    }
+                }
+                batch
+            };
+            let (jobs, replies): (Vec<Job>, Vec<Answer>) = batch.into_iter().unzip();
+            let results = self.execute_batch(&jobs).await;
+            for (reply, result) in replies.into_iter().zip(results) {
+                // A caller that went away (cancelled RPC) no longer needs its answer.
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Runs `jobs` in one transaction if it can, each alone where it must; answers in order.
+    pub async fn execute_batch(&self, jobs: &[Job]) -> Vec<Result<Outcome, EngineError>> {
+        let results = match self.try_batch(jobs).await {
+            Ok(results) => results,
+            Err(error) => {
+                tracing::warn!(%error, commands = jobs.len(), "batch failed; running its commands one by one");
+                jobs.iter().map(|_| None).collect()
+            }
+        };
+        let mut answers = Vec::with_capacity(jobs.len());
+        for (job, result) in jobs.iter().zip(results) {
+            answers.push(match result {
+                Some(result) => result,
+                None => self.execute_one(job).await,
+            });
+        }
+        answers
+    }
+
+    /// One transaction for the whole batch. `None` marks a command to run again on its own.
+    async fn try_batch(
+        &self,
+        jobs: &[Job],
+    ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
+        let mut uow = self.store.begin().await?;
+        let now = self.clock.now();
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            uow.savepoint().await?;
+            let result = run_remembered(
+                uow.as_mut(),
+                &job.caller,
+                now,
+                &job.command,
+                job.idempotency.as_ref(),
+            )
+            .await;
+            match result {
+                Ok(outcome) => {
+                    uow.release_savepoint().await?;
+                    results.push(Some(Ok(outcome)));
+                }
+                Err(error) => {
+                    uow.rollback_to_savepoint().await?;
+                    uow.release_savepoint().await?;
+                    let transient = matches!(error, EngineError::Internal(StoreError::Conflict(_)));
+                    results.push((!transient).then_some(Err(error)));
+                }
+            }
+        }
+        uow.commit().await?;
+        Ok(results)
+    }
+
+    async fn execute_one(&self, job: &Job) -> Result<Outcome, EngineError> {
+        let job = job.clone();
+        self.write(move |uow, now| {
+            let job = job.clone();
+            Box::pin(async move {
+                run_remembered(
+                    uow,
+                    &job.caller,
+                    now,
+                    &job.command,
+                    job.idempotency.as_ref(),
+                )
+                .await
+            })
+        })
+        .await
+    }
+
+    /// Runs `work` in a read-write unit of work and commits it, again from the start on a
+    /// transient conflict (with a short, growing, jittered pause).
+    pub async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
+    where
+        T: Send,
+        F: for<'a> Fn(&'a mut dyn UnitOfWork, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
+    {
+        let mut attempt = 1;
+        loop {
+            let result = async {
+                let mut uow = self.store.begin().await?;
+                let value = work(uow.as_mut(), self.clock.now()).await?;
+                uow.commit().await?;
+                Ok(value)
+            }
+            .await;
+            match result {
+                Err(EngineError::Internal(StoreError::Conflict(why))) if attempt < MAX_ATTEMPTS => {
+                    tracing::debug!(attempt, %why, "transient conflict; retrying");
+                    let jitter = rand::random_range(0..=attempt * 5);
+                    tokio::time::sleep(StdDuration::from_millis(u64::from(attempt * 2 + jitter)))
+                        .await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// One command of an explicit batch (`Engine::execute_batch`).
+#[derive(Debug, Clone)]
+pub struct BatchItem {
+    pub caller: Caller,
+    pub request_id: Option<String>,
+    pub command: Command,
+}
+
+impl super::Engine {
+    /// Runs several commands as one group commit, as the writer does with concurrent calls;
+    /// answers in order. For callers that have a batch in hand (offline register replay).
+    pub async fn execute_batch(&self, items: Vec<BatchItem>) -> Vec<Result<Reply, EngineError>> {
+        let jobs: Vec<Job> = items
+            .into_iter()
+            .map(|item| super::job(&item.caller, item.request_id.as_deref(), item.command))
+            .collect();
+        self.core
+            .execute_batch(&jobs)
+            .await
+            .into_iter()
+            .map(|result| result.and_then(|outcome| outcome.map_err(EngineError::Domain)))
+            .collect()
+    }
+}
