@@ -33,18 +33,10 @@ pub(super) async fn authorize(
     let member = members::resolve(uow, &request.member, Access::Mutate).await?;
     ensure_new_order(uow, request).await?;
     let program = load_program(uow).await?;
-    let (_, available) = points::spendable(uow, &member.member_id, now).await?;
+    let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let order_id = &request.order_id;
-    points::take_points(
-        uow,
-        &member.member_id,
-        order_id,
-        priced.points_redeemed,
-        true,
-        now,
-    )
-    .await?;
+    points::take_points(uow, &lots, order_id, priced.points_redeemed, true, now).await?;
     let hold = Account::Hold(order_id.clone());
     let mut postings = Vec::new();
     push(
@@ -76,12 +68,12 @@ pub(super) async fn record_sale(
     let mut member = members::resolve(uow, &request.member, Access::Mutate).await?;
     ensure_new_order(uow, request).await?;
     let program = load_program(uow).await?;
-    let (_, available) = points::spendable(uow, &member.member_id, now).await?;
+    let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let member_id = member.member_id.clone();
     points::take_points(
         uow,
-        &member_id,
+        &lots,
         &request.order_id,
         priced.points_redeemed,
         false,

@@ -14,16 +14,18 @@ use crate::domain::{
 /// Matures the member's pending lots and expires lots past their expiry, as of `now`.
 /// Every command that touches a member's points runs this first, so nothing is ever spent from
 /// an expired lot even when the sweeper is behind.
+/// Returns the member's lots as they stand afterwards.
 pub(super) async fn settle_member(
     uow: &mut dyn UnitOfWork,
     member_id: &str,
     now: DateTime<Utc>,
-) -> Result<(), StoreError> {
+) -> Result<Vec<Lot>, StoreError> {
     let member = Account::Member(member_id.to_string());
     let pending = Account::MemberPending(member_id.to_string());
     let mut matured = Vec::new();
     let mut expired = Vec::new();
-    for mut lot in uow.member_lots(member_id).await? {
+    let mut lots = uow.member_lots(member_id).await?;
+    for lot in &mut lots {
         let mut changed = false;
         if lot.state == LotState::Pending && lots::is_matured(&lot, now) {
             matured.push(Posting::new(
@@ -55,7 +57,7 @@ pub(super) async fn settle_member(
             changed = true;
         }
         if changed {
-            uow.update_lot(&lot).await?;
+            uow.update_lot(lot).await?;
         }
     }
     for (kind, postings) in [("mature", matured), ("expire", expired)] {
@@ -65,7 +67,8 @@ pub(super) async fn settle_member(
             uow.append_transaction(&entry).await?;
         }
     }
-    Ok(())
+    lots.retain(|lot| lot.remaining_points > 0);
+    Ok(lots)
 }
 
 /// A transaction not tied to an order or channel.
@@ -96,8 +99,7 @@ pub(super) async fn spendable(
     member_id: &str,
     now: DateTime<Utc>,
 ) -> CommandResult<(Vec<Lot>, i64)> {
-    settle_member(uow, member_id, now).await?;
-    let lots = uow.member_lots(member_id).await?;
+    let lots = settle_member(uow, member_id, now).await?;
     let from_lots = lots::spendable(&lots, now);
     let stored = uow
         .balance(&Account::Member(member_id.to_string()).to_string(), "PTS")
@@ -111,12 +113,12 @@ pub(super) async fn spendable(
     Ok((lots, from_lots))
 }
 
-/// Takes `points` from the member's lots, soonest expiry first, for `order_id`: held (the
-/// points stay in the lots until capture) or spent at once. Without an order (an admin debit)
-/// nothing records where the points came from, since nothing can give them back.
+/// Takes `points` from the member's (settled) `lots`, soonest expiry first, for `order_id`:
+/// held (the points stay in the lots until capture) or spent at once. Without an order (an
+/// admin debit) nothing records where the points came from, since nothing can give them back.
 pub(super) async fn take_points(
     uow: &mut dyn UnitOfWork,
-    member_id: &str,
+    lots: &[Lot],
     order_id: &str,
     points: i64,
     hold: bool,
@@ -125,9 +127,8 @@ pub(super) async fn take_points(
     if points == 0 {
         return Ok(());
     }
-    let (lots, available) = spendable(uow, member_id, now).await?;
-    let plan = lots::plan_spend(&lots, points, now).ok_or(DomainError::InsufficientPoints {
-        available,
+    let plan = lots::plan_spend(lots, points, now).ok_or(DomainError::InsufficientPoints {
+        available: lots::spendable(lots, now),
         requested: points,
     })?;
     for (lot_id, take) in plan {
@@ -260,7 +261,8 @@ pub(super) async fn adjust(
             points,
         )
     } else {
-        take_points(uow, &member_id, "", -points, false, now).await?;
+        let (lots, _) = spendable(uow, &member_id, now).await?;
+        take_points(uow, &lots, "", -points, false, now).await?;
         Posting::new(
             &account,
             &Account::ProgramAdjustments,
