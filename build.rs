@@ -10,6 +10,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .filter(|path| path.extension().is_some_and(|ext| ext == "proto"))
         .collect();
     files.sort();
+    // Served by reflection so that clients can decode error details (never generated as Rust:
+    // tonic-types has those types).
+    files.push(proto_dir.join("google/rpc/error_details.proto"));
 
     let descriptors = protox::compile(&files, [&proto_dir])?;
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
