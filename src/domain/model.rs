@@ -174,6 +174,15 @@ pub struct LineItem {
     pub amount: Money,
 }
 
+/// A line of an order, and how many of its items have been returned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    #[serde(flatten)]
+    pub item: LineItem,
+    #[serde(default)]
+    pub refunded_quantity: i32,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderState {
     Authorized,
@@ -219,7 +228,7 @@ pub struct Order {
     pub store_id: String,
     pub register_id: String,
     pub receipt_no: String,
-    pub lines: Vec<LineItem>,
+    pub lines: Vec<OrderLine>,
     pub total: Money,
     pub coupon_discount: Money,
     pub points_redeemed: i64,

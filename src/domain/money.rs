@@ -75,7 +75,10 @@ impl Money {
 
     /// floor(self × rate) as whole points; saturates at `i64::MAX`.
     pub fn floor_points(self, rate: Decimal) -> i64 {
-        (self.0 * rate).floor().to_i64().unwrap_or(i64::MAX)
+        self.0
+            .checked_mul(rate)
+            .and_then(|points| points.floor().to_i64())
+            .unwrap_or(i64::MAX)
     }
 }
 

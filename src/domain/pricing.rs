@@ -50,9 +50,10 @@ pub fn points_worth(program: &Program, remaining: Money) -> i64 {
     if program.point_value <= Decimal::ZERO {
         return 0;
     }
-    (remaining.amount() / program.point_value)
-        .floor()
-        .try_into()
+    remaining
+        .amount()
+        .checked_div(program.point_value)
+        .and_then(|points| points.floor().try_into().ok())
         .unwrap_or(i64::MAX)
 }
 
@@ -105,10 +106,12 @@ pub fn share_of_points(points: i64, refunded: Money, total: Money) -> i64 {
     if total.is_zero() {
         return points;
     }
-    (Decimal::from(points) * refunded.amount() / total.amount())
-        .floor()
-        .try_into()
+    Decimal::from(points)
+        .checked_mul(refunded.amount())
+        .and_then(|product| product.checked_div(total.amount()))
+        .and_then(|share| share.floor().try_into().ok())
         .unwrap_or(points)
+        .min(points)
 }
 
 #[cfg(test)]

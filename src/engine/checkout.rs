@@ -15,7 +15,7 @@ use crate::domain::{
     command::{OrderRequest, RefundLine, RefundScope},
     coupon::CouponContext,
     lots::is_expired,
-    model::{MemberRow, Order, OrderState, Posting, Program, RefundResult},
+    model::{LineItem, MemberRow, Order, OrderLine, OrderState, Posting, Program, RefundResult},
     ports::{NewTransaction, StoreError, UnitOfWork},
     pricing::{self, Priced},
 };
@@ -256,7 +256,7 @@ pub(super) async fn refund(
         return Err(state_error(&order, "refund"));
     }
     let program = load_program(uow).await?;
-    let amount = refund_amount(&order, scope, program.currency_exponent())?;
+    let amount = refund_amount(&mut order, scope, program.currency_exponent())?;
     let refundable = order.total.saturating_sub(order.refunded_amount);
     if amount > refundable {
         return Err(DomainError::RefundExceedsTotal {
@@ -312,7 +312,9 @@ pub(super) async fn refund(
     })
 }
 
-fn refund_amount(order: &Order, scope: &RefundScope, exponent: u32) -> CommandResult<Money> {
+/// The amount a refund gives back. By lines, each line is refunded by cumulative share of its
+/// quantity (so unit-by-unit refunds add up to the line exactly) and never beyond what is left.
+fn refund_amount(order: &mut Order, scope: &RefundScope, exponent: u32) -> CommandResult<Money> {
     let lines = match scope {
         RefundScope::Amount(amount) => return Ok(*amount),
         RefundScope::Lines(lines) => lines,
@@ -320,29 +322,42 @@ fn refund_amount(order: &Order, scope: &RefundScope, exponent: u32) -> CommandRe
     let mut violations = Vec::new();
     let mut total = Money::ZERO;
     for (i, RefundLine { line_id, quantity }) in lines.iter().enumerate() {
-        match order.lines.iter().find(|line| &line.line_id == line_id) {
-            None => violations.push(crate::domain::FieldViolation::new(
+        let Some(line) = order
+            .lines
+            .iter_mut()
+            .find(|line| &line.item.line_id == line_id)
+        else {
+            violations.push(crate::domain::FieldViolation::new(
                 format!("lines[{i}].line_id"),
-                format!("order {} has no line {line_id:?}", order.order_id),
-            )),
-            Some(line) if *quantity > line.quantity => {
-                violations.push(crate::domain::FieldViolation::new(
-                    format!("lines[{i}].quantity"),
-                    format!("the line has only {} items", line.quantity),
-                ))
-            }
-            Some(line) => {
-                let share =
-                    line.amount.amount() * Decimal::from(*quantity) / Decimal::from(line.quantity);
-                total = total + Money::from_decimal_saturating(share).floor_to(exponent);
-            }
+                format!("the order has no line {line_id:?}"),
+            ));
+            continue;
+        };
+        let left = line.item.quantity - line.refunded_quantity;
+        if *quantity > left {
+            violations.push(crate::domain::FieldViolation::new(
+                format!("lines[{i}].quantity"),
+                format!("only {left} of this line are left to refund"),
+            ));
+            continue;
         }
+        let before = line_share(&line.item, line.refunded_quantity, exponent);
+        line.refunded_quantity += quantity;
+        let after = line_share(&line.item, line.refunded_quantity, exponent);
+        total = total + after.saturating_sub(before);
     }
     if violations.is_empty() {
         Ok(total)
     } else {
         Err(DomainError::InvalidArgument(violations).into())
     }
+}
+
+/// floor(line amount × quantity / line quantity), in the currency's minor unit.
+fn line_share(item: &LineItem, quantity: i32, exponent: u32) -> Money {
+    let share =
+        item.amount.amount() * Decimal::from(quantity) / Decimal::from(item.quantity.max(1));
+    Money::from_decimal_saturating(share).floor_to(exponent)
 }
 
 /// Points taken back for a refund, and from where.
@@ -594,7 +609,14 @@ fn new_order(
         store_id: request.store_id.clone(),
         register_id: request.register_id.clone(),
         receipt_no: request.receipt_no.clone(),
-        lines: request.lines.clone(),
+        lines: request
+            .lines
+            .iter()
+            .map(|item| OrderLine {
+                item: item.clone(),
+                refunded_quantity: 0,
+            })
+            .collect(),
         total: priced.total,
         coupon_discount: priced.coupon_discount,
         points_redeemed: priced.points_redeemed,

@@ -110,7 +110,11 @@ async fn find(
     let Some(campaign) = uow.campaign_by_public_code(code).await? else {
         return Ok(Err(refusal(code, CouponReason::NotFound)));
     };
-    let campaign = campaign_of(uow, &campaign.campaign_id, lock).await?;
+    let campaign = if lock {
+        lock_if_limited(uow, campaign).await?
+    } else {
+        campaign
+    };
     if campaign.ends_at.is_some_and(|end| end <= ctx.now) {
         return Ok(Err(refusal(code, CouponReason::Expired)));
     }
@@ -133,6 +137,20 @@ async fn campaign_of(
     uow.get_campaign(campaign_id, lock)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("campaign {campaign_id} is gone")))
+}
+
+/// Locks a campaign row only when it has a total issue limit to count against. The per-member
+/// limit needs no campaign lock: the member's row is locked already. So a campaign without a
+/// budget is never a hot row, however many orders issue its coupons.
+async fn lock_if_limited(
+    uow: &mut dyn UnitOfWork,
+    campaign: Campaign,
+) -> Result<Campaign, StoreError> {
+    if campaign.issue_limit > 0 {
+        campaign_of(uow, &campaign.campaign_id, true).await
+    } else {
+        Ok(campaign)
+    }
 }
 
 /// The campaign's total and per-member issue limits.
@@ -362,7 +380,7 @@ pub(super) async fn issue_on_capture(
         if !campaign.is_open(now) || !campaign.issues_on_capture(order.channel, order.total) {
             continue;
         }
-        let campaign = campaign_of(uow, &campaign.campaign_id, true).await?;
+        let campaign = lock_if_limited(uow, campaign).await?;
         if check_limits(uow, &campaign, member_id).await?.is_err() {
             continue;
         }
@@ -408,9 +426,10 @@ pub(super) async fn issue_by_admin(
 ) -> CommandResult<Coupon> {
     let member = members::resolve(uow, member, Access::Mutate).await?;
     let campaign = uow
-        .get_campaign(campaign_id, true)
+        .get_campaign(campaign_id, false)
         .await?
         .ok_or(DomainError::CampaignNotFound)?;
+    let campaign = lock_if_limited(uow, campaign).await?;
     if !campaign.is_open(now) {
         return Err(DomainError::CampaignClosed.into());
     }
@@ -428,10 +447,18 @@ pub(super) async fn expire_if_due(
     code: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
+    let Some(coupon) = uow.get_coupon(code, false).await? else {
+        return Ok(false);
+    };
+    // Member first, then coupon: the lock order of every command (a merge moves coupons).
+    let holder = coupon.member_id;
+    uow.get_member(&holder, true).await?;
     let Some(mut coupon) = uow.get_coupon(code, true).await? else {
         return Ok(false);
     };
-    if coupon.state != CouponState::Active || !coupon.is_expired(now) {
+    // Moved by a merge in between: the next sweep expires it under its new holder's lock.
+    let moved = coupon.member_id != holder;
+    if moved || coupon.state != CouponState::Active || !coupon.is_expired(now) {
         return Ok(false);
     }
     coupon.state = CouponState::Expired;

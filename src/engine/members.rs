@@ -24,17 +24,13 @@ pub(super) async fn resolve(
     member: &MemberRef,
     access: Access,
 ) -> CommandResult<MemberRow> {
-    let member_id = match member {
-        MemberRef::Id(member_id) => member_id.clone(),
-        MemberRef::Identifier(identifier) => uow
-            .member_by_identifier(identifier)
+    let row = match member {
+        MemberRef::Id(member_id) => uow
+            .get_member(member_id, access == Access::Mutate)
             .await?
             .ok_or(DomainError::MemberNotFound)?,
+        MemberRef::Identifier(identifier) => by_identifier(uow, identifier, access).await?,
     };
-    let row = uow
-        .get_member(&member_id, access == Access::Mutate)
-        .await?
-        .ok_or(DomainError::MemberNotFound)?;
     if access == Access::Mutate && row.state == MemberState::Merged {
         return Err(DomainError::MemberMerged {
             member_id: row.member_id,
@@ -43,6 +39,33 @@ pub(super) async fn resolve(
         .into());
     }
     Ok(row)
+}
+
+/// The member an identifier names. A merge may move the identifier between the lookup and the
+/// lock; then the lookup is made again, so an identifier always reaches its current member.
+async fn by_identifier(
+    uow: &mut dyn UnitOfWork,
+    identifier: &Identifier,
+    access: Access,
+) -> CommandResult<MemberRow> {
+    for _ in 0..3 {
+        let member_id = uow
+            .member_by_identifier(identifier)
+            .await?
+            .ok_or(DomainError::MemberNotFound)?;
+        let row = uow
+            .get_member(&member_id, access == Access::Mutate)
+            .await?
+            .ok_or(DomainError::MemberNotFound)?;
+        if row.state == MemberState::Active {
+            return Ok(row);
+        }
+    }
+    Err(StoreError::Conflict(format!(
+        "identifier {}:{} keeps moving",
+        identifier.kind, identifier.value
+    ))
+    .into())
 }
 
 /// The member that now owns what `member_id` owned (following merges), locked.

@@ -71,6 +71,19 @@ pub(super) async fn settle_member(
     Ok(lots)
 }
 
+/// The sweeper's side: settles a member under the member's row lock, like every command, so
+/// two sweepers (two replicas) or a sweeper and a command never settle the same lots at once.
+pub(super) async fn settle_locked_member(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if uow.get_member(member_id, true).await?.is_some() {
+        settle_member(uow, member_id, now).await?;
+    }
+    Ok(())
+}
+
 /// A transaction not tied to an order or channel.
 pub(super) fn system_entry(
     kind: &'static str,

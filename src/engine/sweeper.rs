@@ -54,9 +54,9 @@ impl Engine {
                 self.core
                     .write(move |uow, now| {
                         let member_id = member_id.clone();
-                        Box::pin(
-                            async move { Ok(points::settle_member(uow, &member_id, now).await?) },
-                        )
+                        Box::pin(async move {
+                            Ok(points::settle_locked_member(uow, &member_id, now).await?)
+                        })
                     })
                     .await?;
                 report.members_settled += 1;

@@ -75,7 +75,7 @@ impl Writer {
 }
 
 impl Core {
-    async fn run_writer(&self, receiver: Arc<Mutex<mpsc::Receiver<(Job, Answer)>>>) {
+    async fn run_writer(self: Arc<Self>, receiver: Arc<Mutex<mpsc::Receiver<(Job, Answer)>>>) {
         loop {
             let batch = {
                 let mut receiver = receiver.lock().await;
@@ -92,10 +92,30 @@ impl Core {
                 batch
             };
             let (jobs, replies): (Vec<Job>, Vec<Answer>) = batch.into_iter().unzip();
-            let results = self.execute_batch(&jobs).await;
+            let results = self.clone().execute_batch_guarded(jobs).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // A caller that went away (cancelled RPC) no longer needs its answer.
                 let _ = reply.send(result);
+            }
+        }
+    }
+
+    /// Runs a batch in its own task, so that a command that panics (a bug) fails its batch with
+    /// INTERNAL — its transaction is rolled back as the task unwinds — and the writer lives on.
+    async fn execute_batch_guarded(
+        self: Arc<Self>,
+        jobs: Vec<Job>,
+    ) -> Vec<Result<Outcome, EngineError>> {
+        let count = jobs.len();
+        match tokio::spawn(async move { self.execute_batch(&jobs).await }).await {
+            Ok(results) => results,
+            Err(panic) => {
+                tracing::error!(%panic, commands = count, "a command panicked; its batch is rolled back");
+                (0..count)
+                    .map(|_| {
+                        Err(StoreError::Database("a command failed unexpectedly".into()).into())
+                    })
+                    .collect()
             }
         }
     }

@@ -307,6 +307,9 @@ pub fn money_or_zero(v: &mut Violations, field: &str, value: &str) -> Option<Mon
     }
 }
 
+/// Most fractional digits of a rate or percentage.
+const MAX_DECIMAL_SCALE: u32 = 6;
+
 /// A plain decimal (rates, percentages): digits with an optional '.', at most `max`, ≥ 0.
 pub fn decimal(v: &mut Violations, field: &str, value: &str, max: Decimal) -> Option<Decimal> {
     let plain = !value.is_empty()
@@ -324,6 +327,14 @@ pub fn decimal(v: &mut Violations, field: &str, value: &str, max: Decimal) -> Op
         }
         Some(d) if d > max => {
             v.push(field, format!("must not exceed {max}"));
+            None
+        }
+        // Bounded precision keeps every product and quotient of prices far inside Decimal.
+        Some(d) if d.normalize().scale() > MAX_DECIMAL_SCALE => {
+            v.push(
+                field,
+                format!("at most {MAX_DECIMAL_SCALE} fractional digits"),
+            );
             None
         }
         Some(d) => Some(d.normalize()),

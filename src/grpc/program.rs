@@ -161,8 +161,11 @@ fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool)
             &program.point_value,
             MAX_RATE,
         );
-        if patch.point_value.is_some_and(|value| value.is_zero()) {
-            v.push("program.point_value", "must be greater than 0");
+        if patch
+            .point_value
+            .is_some_and(|value| value < Decimal::new(1, 4))
+        {
+            v.push("program.point_value", "must be at least 0.0001");
         }
     }
     if selected("earn_rate") {

@@ -1782,12 +1782,15 @@ mod tests {
             store_id: String::new(),
             register_id: String::new(),
             receipt_no: String::new(),
-            lines: vec![model::LineItem {
-                line_id: "1".into(),
-                sku: "sku-1".into(),
-                category: "food".into(),
-                quantity: 2,
-                amount: money("1980.5"),
+            lines: vec![model::OrderLine {
+                item: model::LineItem {
+                    line_id: "1".into(),
+                    sku: "sku-1".into(),
+                    category: "food".into(),
+                    quantity: 2,
+                    amount: money("1980.5"),
+                },
+                refunded_quantity: 0,
             }],
             total: money("1980.5"),
             coupon_discount: money("0"),

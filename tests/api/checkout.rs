@@ -13,6 +13,8 @@ crate::both_backends! {
     partial_then_full_refund => partial_then_full_refund,
     refund_after_earned_points_were_spent => refund_after_earned_points_were_spent,
     refund_by_lines => refund_by_lines,
+    unit_by_unit_line_refunds_add_up => unit_by_unit_line_refunds_add_up,
+    refund_restores_points_with_their_expiry_unless_expired => refund_restores_points_with_their_expiry_unless_expired,
     orders_and_receipts_are_unique => orders_and_receipts_are_unique,
     insufficient_points_hold_nothing => insufficient_points_hold_nothing,
 }
@@ -299,5 +301,99 @@ async fn insufficient_points_hold_nothing(app: &TestApp) {
         .await
         .unwrap_err();
     assert_refused(&missing, Code::NotFound, "ORDER_NOT_FOUND");
+    app.verify_ok().await;
+}
+
+async fn refund_lines(
+    app: &TestApp,
+    request_id: &str,
+    order_id: &str,
+    line_id: &str,
+    quantity: i32,
+) -> Result<proto::RefundResult, tonic::Status> {
+    app.checkout
+        .checkout()
+        .refund(proto::RefundRequest {
+            request_id: request_id.into(),
+            order_id: order_id.into(),
+            amount: String::new(),
+            lines: vec![proto::RefundLine {
+                line_id: line_id.into(),
+                quantity,
+            }],
+        })
+        .await
+        .map(|r| r.into_inner().result.unwrap())
+}
+
+async fn unit_by_unit_line_refunds_add_up(app: &TestApp) {
+    let member_id = app.create_member("r4").await;
+    let mut request = ec_order("a", "EC-U3", &member_id, "0", 0);
+    request.basket = Some(proto::Basket {
+        lines: vec![proto::LineItem {
+            line_id: "L1".into(),
+            sku: "S".into(),
+            category: "c".into(),
+            quantity: 3,
+            amount: "100".into(),
+        }],
+    });
+    app.checkout
+        .checkout()
+        .authorize(request)
+        .await
+        .expect("authorize");
+    capture(app, "c", "EC-U3").await.expect("capture"); // +1
+
+    let amounts: Vec<String> = [
+        refund_lines(app, "r1", "EC-U3", "L1", 1)
+            .await
+            .expect("first unit"),
+        refund_lines(app, "r2", "EC-U3", "L1", 1)
+            .await
+            .expect("second unit"),
+        refund_lines(app, "r3", "EC-U3", "L1", 1)
+            .await
+            .expect("third unit"),
+    ]
+    .iter()
+    .map(|r| r.order.as_ref().unwrap().refunded_amount.clone())
+    .collect();
+    assert_eq!(amounts, vec!["33", "66", "100"]);
+    let fourth = refund_lines(app, "r4", "EC-U3", "L1", 1).await.unwrap_err();
+    assert_eq!(fourth.code(), Code::FailedPrecondition, "{fourth:?}"); // the order is REFUNDED
+    app.verify_ok().await;
+}
+
+async fn refund_restores_points_with_their_expiry_unless_expired(app: &TestApp) {
+    crate::points::set_program(app, |p| p.point_expiry_days = 30).await;
+    let member_id = app.member_with_points("r5", 100).await; // lot expires on day 30
+    let original_expiry = app.balance(&member_id).await.expiring[0].expires_at;
+    app.clock.advance(Duration::hours(1)); // so the points the order earns expire later
+    app.checkout
+        .checkout()
+        .authorize(ec_order("a1", "EC-P1", &member_id, "1000", 60))
+        .await
+        .expect("authorize");
+    capture(app, "c1", "EC-P1").await.expect("capture"); // spends 60 of the lot, earns 9
+    app.clock.advance(Duration::days(1));
+
+    let restored = refund(app, "r1", "EC-P1", "500").await.expect("half");
+    assert_eq!(restored.points_restored, 30);
+    let balance = app.balance(&member_id).await;
+    let back = balance
+        .expiring
+        .iter()
+        .find(|e| e.expires_at == original_expiry)
+        .expect("the first lot");
+    assert_eq!(
+        back.points,
+        40 + 30,
+        "restored into the lot they came from, keeping its expiry"
+    );
+
+    app.advance(Duration::days(30)).await; // the first lot has expired
+    let late = refund(app, "r2", "EC-P1", "500").await.expect("rest");
+    assert_eq!(late.points_restored, 0, "expired points are not restored");
     app.verify_ok().await;
 }

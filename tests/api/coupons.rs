@@ -671,8 +671,9 @@ async fn per_member_limit_race(app: &TestApp) {
         .collect();
     let mut issued = 0;
     for task in tasks {
-        if task.await.unwrap().is_ok() {
-            issued += 1;
+        match task.await.unwrap() {
+            Ok(_) => issued += 1,
+            Err(status) => assert_refused(&status, Code::ResourceExhausted, "MEMBER_LIMIT"),
         }
     }
     assert_eq!(issued, 2);

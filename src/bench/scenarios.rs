@@ -1,0 +1,375 @@
+//! The scenarios: which requests each one sends (a weighted mix table, so `mixed` is a table
+//! and a new operation joins by adding a row) and how each request is built.
+
+use std::sync::Arc;
+
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+use tonic::{Code, Status, transport::Channel};
+use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+use tonic_types::StatusExt;
+
+use super::{BenchError, load::Worker};
+use crate::{
+    client::{Authed, Client},
+    proto::{
+        self, checkout_service_client::CheckoutServiceClient,
+        ledger_service_client::LedgerServiceClient, member_ref::Ref,
+    },
+};
+
+/// The store every register sale goes to (a `register` key is bound to it).
+pub const STORE_ID: &str = "bench-store";
+/// The campaign of the `hot` scenario: its public code on every sale, no limits.
+pub const HOT_CAMPAIGN_ID: &str = "bench-hot";
+pub const HOT_CODE: &str = "BENCHHOT";
+/// Basket totals (whole yen) and points redeemed per order.
+const BASKET_YEN: std::ops::RangeInclusive<u32> = 1_000..=20_000;
+const REDEEM_POINTS: std::ops::RangeInclusive<i64> = 1..=50;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Scenario {
+    GrpcCeiling,
+    Sale,
+    Checkout,
+    Balance,
+    Hot,
+    Mixed,
+    SqlFloor,
+}
+
+/// One request (or, for checkout, the Authorize + Capture pair) a worker can send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Health,
+    Sale,
+    Checkout,
+    Balance,
+    Hot,
+}
+
+/// `mixed`: weights out of their sum.
+pub const MIXED: &[(Op, u32)] = &[(Op::Balance, 60), (Op::Sale, 25), (Op::Checkout, 15)];
+
+impl Scenario {
+    pub const ALL: [Scenario; 7] = [
+        Scenario::GrpcCeiling,
+        Scenario::Sale,
+        Scenario::Checkout,
+        Scenario::Balance,
+        Scenario::Hot,
+        Scenario::Mixed,
+        Scenario::SqlFloor,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::GrpcCeiling => "grpc-ceiling",
+            Scenario::Sale => "sale",
+            Scenario::Checkout => "checkout",
+            Scenario::Balance => "balance",
+            Scenario::Hot => "hot",
+            Scenario::Mixed => "mixed",
+            Scenario::SqlFloor => "sql-floor",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Scenario, String> {
+        let text = text.trim();
+        Scenario::ALL
+            .into_iter()
+            .find(|s| s.name() == text)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Scenario::ALL.iter().map(|s| s.name()).collect();
+                format!("unknown scenario {text:?}: one of {}", names.join(", "))
+            })
+    }
+
+    /// The operations a gRPC scenario sends, with weights (empty for the SQL floor).
+    pub fn mix(self) -> &'static [(Op, u32)] {
+        match self {
+            Scenario::GrpcCeiling => &[(Op::Health, 1)],
+            Scenario::Sale => &[(Op::Sale, 1)],
+            Scenario::Checkout => &[(Op::Checkout, 1)],
+            Scenario::Balance => &[(Op::Balance, 1)],
+            Scenario::Hot => &[(Op::Hot, 1)],
+            Scenario::Mixed => MIXED,
+            Scenario::SqlFloor => &[],
+        }
+    }
+}
+
+/// Draws an operation from a weighted table.
+fn pick(mix: &[(Op, u32)], rng: &mut impl Rng) -> Op {
+    let total: u32 = mix.iter().map(|(_, weight)| weight).sum();
+    let mut draw = rng.random_range(0..total);
+    for &(op, weight) in mix {
+        if draw < weight {
+            return op;
+        }
+        draw -= weight;
+    }
+    unreachable!("a draw below the total weight lands on a row")
+}
+
+/// The seeded members: `m_bench_<n>` by bulk SQL, or the ids the API gave (with --target).
+#[derive(Debug)]
+pub enum Members {
+    Seeded { count: u64 },
+    Listed(Vec<String>),
+}
+
+impl Members {
+    fn count(&self) -> u64 {
+        match self {
+            Members::Seeded { count } => *count,
+            Members::Listed(ids) => ids.len() as u64,
+        }
+    }
+
+    /// The member_id of member `index` (0-based).
+    fn id(&self, index: u64) -> String {
+        match self {
+            Members::Seeded { .. } => format!("m_bench_{}", index + 1),
+            Members::Listed(ids) => ids[index as usize].clone(),
+        }
+    }
+}
+
+/// The API keys the scenarios call with.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    pub admin: String,
+    /// A `register` key bound to [`STORE_ID`].
+    pub register: String,
+    /// A `checkout` key (EC channel).
+    pub checkout: String,
+}
+
+/// One HTTP/2 connection, with a client per role over it.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    register: CheckoutServiceClient<Authed>,
+    ec: CheckoutServiceClient<Authed>,
+    ledger: LedgerServiceClient<Authed>,
+    health: HealthClient<Channel>,
+}
+
+impl Lane {
+    async fn connect(endpoint: &str, keys: &Keys) -> Result<Lane, BenchError> {
+        let register = Client::connect(endpoint, &keys.register).await?;
+        let checkout = register.with_key(&keys.checkout);
+        Ok(Lane {
+            ec: checkout.checkout(),
+            ledger: register.ledger(),
+            health: HealthClient::new(register.channel()),
+            register: register.checkout(),
+        })
+    }
+
+    /// `channels` connections for the workers to share.
+    pub async fn connect_all(
+        endpoint: &str,
+        keys: &Keys,
+        channels: usize,
+    ) -> Result<Vec<Lane>, BenchError> {
+        let mut lanes = Vec::with_capacity(channels);
+        for _ in 0..channels {
+            lanes.push(Lane::connect(endpoint, keys).await?);
+        }
+        Ok(lanes)
+    }
+}
+
+/// Unique ids per request: a nonce per scenario run, the task, and a per-task counter.
+#[derive(Debug)]
+struct Ids {
+    nonce: String,
+    task: usize,
+    seq: u64,
+}
+
+impl Ids {
+    fn next(&mut self) -> String {
+        self.seq += 1;
+        format!("{}-{}-{}", self.nonce, self.task, self.seq)
+    }
+}
+
+/// One request loop of a gRPC scenario.
+#[derive(Debug)]
+pub struct GrpcWorker {
+    lane: Lane,
+    mix: &'static [(Op, u32)],
+    members: Arc<Members>,
+    rng: StdRng,
+    ids: Ids,
+}
+
+impl Worker for GrpcWorker {
+    async fn op(&mut self) -> Result<(), String> {
+        let op = pick(self.mix, &mut self.rng);
+        self.send(op).await.map_err(|status| error_key(&status))
+    }
+}
+
+impl GrpcWorker {
+    pub fn new(
+        lane: Lane,
+        scenario: Scenario,
+        members: Arc<Members>,
+        nonce: &str,
+        task: usize,
+    ) -> Self {
+        GrpcWorker {
+            lane,
+            mix: scenario.mix(),
+            members,
+            rng: StdRng::from_rng(&mut rand::rng()),
+            ids: Ids {
+                nonce: nonce.to_string(),
+                task,
+                seq: 0,
+            },
+        }
+    }
+
+    async fn send(&mut self, op: Op) -> Result<(), Status> {
+        match op {
+            Op::Health => self.health().await,
+            Op::Sale => self.sale(None).await,
+            Op::Hot => self.sale(Some(HOT_CODE)).await,
+            Op::Checkout => self.checkout().await,
+            Op::Balance => self.balance().await,
+        }
+    }
+
+    fn member(&mut self) -> proto::MemberRef {
+        let index = self.rng.random_range(0..self.members.count());
+        proto::MemberRef {
+            r#ref: Some(Ref::MemberId(self.members.id(index))),
+        }
+    }
+
+    fn basket(&mut self) -> proto::Basket {
+        let amount_yen = self.rng.random_range(BASKET_YEN);
+        proto::Basket {
+            lines: vec![proto::LineItem {
+                line_id: "1".into(),
+                sku: "BENCH-SKU".into(),
+                category: "bench".into(),
+                quantity: 1,
+                amount: amount_yen.to_string(),
+            }],
+        }
+    }
+
+    async fn health(&mut self) -> Result<(), Status> {
+        let request = HealthCheckRequest {
+            service: String::new(),
+        };
+        self.lane.health.check(request).await?;
+        Ok(())
+    }
+
+    /// A register sale at [`STORE_ID`] that redeems and earns in one ledger transaction.
+    async fn sale(&mut self, coupon_code: Option<&str>) -> Result<(), Status> {
+        let id = self.ids.next();
+        let request = proto::RecordSaleRequest {
+            request_id: format!("sale-{id}"),
+            order_id: format!("bench-sale-{id}"),
+            member: Some(self.member()),
+            channel: proto::Channel::Store as i32,
+            store_id: STORE_ID.into(),
+            register_id: format!("r{}", self.ids.task),
+            basket: Some(self.basket()),
+            points_to_redeem: self.rng.random_range(REDEEM_POINTS),
+            coupon_codes: coupon_code.map(str::to_string).into_iter().collect(),
+            receipt_no: id,
+            ..Default::default()
+        };
+        self.lane.register.record_sale(request).await?;
+        Ok(())
+    }
+
+    /// EC checkout: Authorize (holding points), then Capture; one operation.
+    async fn checkout(&mut self) -> Result<(), Status> {
+        let id = self.ids.next();
+        let order_id = format!("bench-ec-{id}");
+        let authorize = proto::AuthorizeRequest {
+            request_id: format!("auth-{id}"),
+            order_id: order_id.clone(),
+            member: Some(self.member()),
+            channel: proto::Channel::Ec as i32,
+            basket: Some(self.basket()),
+            points_to_redeem: self.rng.random_range(REDEEM_POINTS),
+            ..Default::default()
+        };
+        self.lane.ec.authorize(authorize).await?;
+        let capture = proto::CaptureRequest {
+            request_id: format!("cap-{id}"),
+            order_id,
+        };
+        self.lane.ec.capture(capture).await?;
+        Ok(())
+    }
+
+    async fn balance(&mut self) -> Result<(), Status> {
+        let request = proto::GetBalanceRequest {
+            member: Some(self.member()),
+        };
+        self.lane.ledger.get_balance(request).await?;
+        Ok(())
+    }
+}
+
+/// `FAILED_PRECONDITION/INSUFFICIENT_POINTS`, or the bare code when there is no reason.
+pub fn error_key(status: &Status) -> String {
+    let code = code_name(status.code());
+    match status.get_details_error_info() {
+        Some(info) if !info.reason.is_empty() => format!("{code}/{}", info.reason),
+        _ => code,
+    }
+}
+
+/// `FailedPrecondition` → `FAILED_PRECONDITION`, as gRPC names its codes.
+fn code_name(code: Code) -> String {
+    let mut name = String::new();
+    for (i, c) in format!("{code:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('_');
+        }
+        name.push(c.to_ascii_uppercase());
+    }
+    name
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_named_as_grpc_names_them() {
+        assert_eq!(code_name(Code::FailedPrecondition), "FAILED_PRECONDITION");
+        assert_eq!(code_name(Code::Ok), "OK");
+        assert_eq!(error_key(&Status::unavailable("down")), "UNAVAILABLE");
+    }
+
+    #[test]
+    fn the_mix_draws_every_row_by_weight() {
+        let mut rng = StdRng::seed_from_u64(7);
+        let draws = 10_000;
+        let balances = (0..draws)
+            .filter(|_| pick(MIXED, &mut rng) == Op::Balance)
+            .count();
+        assert!((5_500..6_500).contains(&balances), "{balances}");
+    }
+
+    #[test]
+    fn scenarios_parse_by_name() {
+        for scenario in Scenario::ALL {
+            assert_eq!(Scenario::parse(scenario.name()), Ok(scenario));
+        }
+        assert!(Scenario::parse("nope").is_err());
+    }
+}
