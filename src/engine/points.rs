@@ -27,7 +27,7 @@ pub(super) async fn settle_member(
     let mut lots = uow.member_lots(member_id).await?;
     for lot in &mut lots {
         let mut changed = false;
-        if lot.state == LotState::Pending && lots::is_matured(&lot, now) {
+        if lot.state == LotState::Pending && lots::is_matured(lot, now) {
             matured.push(Posting::new(
                 &pending,
                 &member,
@@ -37,7 +37,7 @@ pub(super) async fn settle_member(
             lot.state = LotState::Available;
             changed = true;
         }
-        if lot.state != LotState::Expired && is_expired(&lot, now) {
+        if lot.state != LotState::Expired && is_expired(lot, now) {
             let from = if lot.state == LotState::Pending {
                 &pending
             } else {
