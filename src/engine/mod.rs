@@ -207,7 +207,32 @@ pub(crate) struct IdempotencyKey {
 /// The remembered outcome of a request: the reply, or the refusal.
 pub(crate) type Outcome = Result<Reply, DomainError>;
 
+/// Runs one command inside its own savepoint and remembers its outcome. Whatever happens, the
+/// unit of work is left as it was before the command or with the command's whole effect: a
+/// refusal keeps only the remembered refusal, an internal error keeps nothing (so a batch can
+/// go on with its other commands).
 async fn run_remembered(
+    uow: &mut dyn UnitOfWork,
+    caller: &Caller,
+    now: DateTime<Utc>,
+    command: &Command,
+    idempotency: Option<&IdempotencyKey>,
+) -> Result<Outcome, EngineError> {
+    uow.savepoint().await?;
+    match run_in_savepoint(uow, caller, now, command, idempotency).await {
+        Ok(outcome) => {
+            uow.release_savepoint().await?;
+            Ok(outcome)
+        }
+        Err(error) => {
+            uow.rollback_to_savepoint().await?;
+            uow.release_savepoint().await?;
+            Err(error)
+        }
+    }
+}
+
+async fn run_in_savepoint(
     uow: &mut dyn UnitOfWork,
     caller: &Caller,
     now: DateTime<Utc>,
@@ -219,21 +244,14 @@ async fn run_remembered(
     {
         return replay(&record, key);
     }
-    uow.savepoint().await?;
     let outcome = match run(uow, caller, now, command).await {
-        Ok(reply) => {
-            uow.release_savepoint().await?;
-            Ok(reply)
-        }
+        Ok(reply) => Ok(reply),
         Err(Failure::Refused(refusal)) => {
+            // Undo what the command wrote, keep the savepoint for the remembered refusal.
             uow.rollback_to_savepoint().await?;
-            uow.release_savepoint().await?;
             Err(refusal)
         }
-        Err(Failure::RefusedAfterWrites(refusal)) => {
-            uow.release_savepoint().await?;
-            Err(refusal)
-        }
+        Err(Failure::RefusedAfterWrites(refusal)) => Err(refusal),
         Err(Failure::Internal(error)) => return Err(error.into()),
     };
     if let Some(key) = idempotency {

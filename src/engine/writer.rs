@@ -148,7 +148,8 @@ impl Core {
         let now = self.clock.now();
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
-            uow.savepoint().await?;
+            // Each command runs in its own savepoint (`run_remembered`): a failing one leaves
+            // no trace, the others commit.
             let result = run_remembered(
                 uow.as_mut(),
                 &job.caller,
@@ -157,18 +158,8 @@ impl Core {
                 job.idempotency.as_ref(),
             )
             .await;
-            match result {
-                Ok(outcome) => {
-                    uow.release_savepoint().await?;
-                    results.push(Some(Ok(outcome)));
-                }
-                Err(error) => {
-                    uow.rollback_to_savepoint().await?;
-                    uow.release_savepoint().await?;
-                    let transient = matches!(error, EngineError::Internal(StoreError::Conflict(_)));
-                    results.push((!transient).then_some(Err(error)));
-                }
-            }
+            let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
+            results.push((!transient).then_some(result));
         }
         uow.commit().await?;
         Ok(results)
