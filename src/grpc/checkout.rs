@@ -12,14 +12,14 @@ use super::{
     convert::{
         MAX_BASKET_LINES, MAX_LINE_QUANTITY, Violations, basket, channel, channel_out, check_id,
         check_optional_id, check_points_to_redeem, check_request_id, coupon_codes, member_ref,
-        optional_instant, optional_timestamp, positive_money, timestamp,
+        optional_instant, optional_timestamp, positive_money, required_id, timestamp,
     },
-    status::unexpected_reply,
+    reply::execute,
 };
 use crate::{
     domain::{
         auth::Caller,
-        command::{Command, OrderRequest, RefundLine, RefundScope, Reply},
+        command::{Command, OrderRequest, RefundLine, RefundScope},
         model::{Channel, Order, OrderState, RefundResult},
         pricing::Quote,
     },
@@ -43,14 +43,37 @@ impl CheckoutApi {
         request_id: &str,
         command: Command,
     ) -> Result<proto::Order, Status> {
-        match self
-            .engine
-            .execute(caller, Some(request_id), command)
-            .await?
-        {
-            Reply::Order(order) => Ok(order_out(order)),
-            other => Err(unexpected_reply("order", &other)),
-        }
+        let order = execute(&self.engine, caller, Some(request_id), command).await?;
+        Ok(order_out(order))
+    }
+
+    /// Authorize and RecordSale: validates the order, then places it with `command`.
+    async fn place_order<R: Into<OrderInput> + Send>(
+        &self,
+        request: Request<R>,
+        kind: OrderKind,
+        command: fn(OrderRequest) -> Command,
+    ) -> Result<proto::Order, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let input: OrderInput = request.into_inner().into();
+        let request_id = input.request_id.clone();
+        let order = order_in(kind, Some(&request_id), input)?;
+        self.order(&caller, &request_id, command(order)).await
+    }
+
+    /// Capture and Void: validates the order reference, then resolves the order with `command`.
+    async fn resolve_order<R: Into<OrderOp> + Send>(
+        &self,
+        request: Request<R>,
+        command: fn(String) -> Command,
+    ) -> Result<proto::Order, Status> {
+        let caller = caller(&self.engine, &request).await?;
+        let OrderOp {
+            request_id,
+            order_id,
+        } = request.into_inner().into();
+        order_op_in(&request_id, &order_id)?;
+        self.order(&caller, &request_id, command(order_id)).await
     }
 }
 
@@ -74,12 +97,8 @@ impl CheckoutService for CheckoutApi {
         &self,
         request: Request<proto::AuthorizeRequest>,
     ) -> Result<Response<proto::AuthorizeResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let request = request.into_inner();
-        let request_id = request.request_id.clone();
-        let order = order_in(OrderKind::Authorize, Some(&request_id), request.into())?;
         let order = self
-            .order(&caller, &request_id, Command::Authorize(order))
+            .place_order(request, OrderKind::Authorize, Command::Authorize)
             .await?;
         Ok(Response::new(proto::AuthorizeResponse {
             order: Some(order),
@@ -91,14 +110,8 @@ impl CheckoutService for CheckoutApi {
         &self,
         request: Request<proto::CaptureRequest>,
     ) -> Result<Response<proto::CaptureResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let proto::CaptureRequest {
-            request_id,
-            order_id,
-        } = request.into_inner();
-        order_op_in(&request_id, &order_id)?;
         let order = self
-            .order(&caller, &request_id, Command::Capture { order_id })
+            .resolve_order(request, |order_id| Command::Capture { order_id })
             .await?;
         Ok(Response::new(proto::CaptureResponse { order: Some(order) }))
     }
@@ -108,14 +121,8 @@ impl CheckoutService for CheckoutApi {
         &self,
         request: Request<proto::VoidRequest>,
     ) -> Result<Response<proto::VoidResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let proto::VoidRequest {
-            request_id,
-            order_id,
-        } = request.into_inner();
-        order_op_in(&request_id, &order_id)?;
         let order = self
-            .order(&caller, &request_id, Command::Void { order_id })
+            .resolve_order(request, |order_id| Command::Void { order_id })
             .await?;
         Ok(Response::new(proto::VoidResponse { order: Some(order) }))
     }
@@ -128,16 +135,10 @@ impl CheckoutService for CheckoutApi {
         let caller = caller(&self.engine, &request).await?;
         let request = request.into_inner();
         let command = refund_in(&request)?;
-        match self
-            .engine
-            .execute(&caller, Some(&request.request_id), command)
-            .await?
-        {
-            Reply::Refund(result) => Ok(Response::new(proto::RefundResponse {
-                result: Some(refund_out(result)),
-            })),
-            other => Err(unexpected_reply("refund", &other)),
-        }
+        let result = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::RefundResponse {
+            result: Some(refund_out(result)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/RecordSale", caller = tracing::field::Empty))]
@@ -145,12 +146,8 @@ impl CheckoutService for CheckoutApi {
         &self,
         request: Request<proto::RecordSaleRequest>,
     ) -> Result<Response<proto::RecordSaleResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let request = request.into_inner();
-        let request_id = request.request_id.clone();
-        let order = order_in(OrderKind::RecordSale, Some(&request_id), request.into())?;
         let order = self
-            .order(&caller, &request_id, Command::RecordSale(order))
+            .place_order(request, OrderKind::RecordSale, Command::RecordSale)
             .await?;
         Ok(Response::new(proto::RecordSaleResponse {
             order: Some(order),
@@ -164,9 +161,7 @@ impl CheckoutService for CheckoutApi {
     ) -> Result<Response<proto::GetOrderResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let order_id = request.into_inner().order_id;
-        let mut v = Violations::new();
-        check_id(&mut v, "order_id", &order_id);
-        v.finish()?;
+        required_id("order_id", &order_id)?;
         let order = self.engine.get_order(&caller, &order_id).await?;
         Ok(Response::new(proto::GetOrderResponse {
             order: Some(order_out(order)),
@@ -186,6 +181,8 @@ enum OrderKind {
 /// The order fields of QuoteRequest, AuthorizeRequest and RecordSaleRequest.
 #[derive(Debug, Default)]
 struct OrderInput {
+    /// Empty for a quote, which changes nothing.
+    request_id: String,
     order_id: String,
     member: Option<proto::MemberRef>,
     channel: i32,
@@ -215,6 +212,7 @@ impl From<proto::QuoteRequest> for OrderInput {
 impl From<proto::AuthorizeRequest> for OrderInput {
     fn from(r: proto::AuthorizeRequest) -> Self {
         Self {
+            request_id: r.request_id,
             order_id: r.order_id,
             member: r.member,
             channel: r.channel,
@@ -231,6 +229,7 @@ impl From<proto::AuthorizeRequest> for OrderInput {
 impl From<proto::RecordSaleRequest> for OrderInput {
     fn from(r: proto::RecordSaleRequest) -> Self {
         Self {
+            request_id: r.request_id,
             order_id: r.order_id,
             member: r.member,
             channel: r.channel,
@@ -241,6 +240,30 @@ impl From<proto::RecordSaleRequest> for OrderInput {
             coupon_codes: r.coupon_codes,
             receipt_no: r.receipt_no,
             occurred_at: r.occurred_at,
+        }
+    }
+}
+
+/// The fields of CaptureRequest and VoidRequest.
+struct OrderOp {
+    request_id: String,
+    order_id: String,
+}
+
+impl From<proto::CaptureRequest> for OrderOp {
+    fn from(r: proto::CaptureRequest) -> Self {
+        Self {
+            request_id: r.request_id,
+            order_id: r.order_id,
+        }
+    }
+}
+
+impl From<proto::VoidRequest> for OrderOp {
+    fn from(r: proto::VoidRequest) -> Self {
+        Self {
+            request_id: r.request_id,
+            order_id: r.order_id,
         }
     }
 }
@@ -431,13 +454,7 @@ fn refund_out(result: RefundResult) -> proto::RefundResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn violated_fields(status: &Status) -> Vec<String> {
-        tonic_types::StatusExt::get_error_details(status)
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
-            .unwrap_or_default()
-    }
+    use crate::grpc::status::violated_fields;
 
     fn good_sale() -> proto::RecordSaleRequest {
         proto::RecordSaleRequest {

@@ -92,6 +92,20 @@ impl Violations {
     }
 }
 
+/// A request's one validated field: the value `parse` reads, or INVALID_ARGUMENT.
+pub fn parse_field<T>(parse: impl FnOnce(&mut Violations) -> Option<T>) -> Result<T, Status> {
+    let mut v = Violations::new();
+    let value = parse(&mut v);
+    v.build(|| value)
+}
+
+/// A request's one required id (as [`check_id`]), or INVALID_ARGUMENT.
+pub fn required_id(field: &str, value: &str) -> Result<(), Status> {
+    let mut v = Violations::new();
+    check_id(&mut v, field, value);
+    v.finish()
+}
+
 /// INVALID_ARGUMENT for one bad field.
 pub fn invalid_field(field: &str, description: &str) -> Status {
     let mut v = Violations::new();

@@ -11,13 +11,13 @@ use super::{
     convert::{
         Violations, channel_out, channels, check_id, check_request_id, check_text, coupon_code,
         decimal, decimal_out, invalid_field, member_ref, money_or_zero, optional_instant,
-        optional_timestamp, path, positive_money, timestamp,
+        optional_timestamp, parse_field, path, positive_money, required_id, timestamp,
     },
-    status::unexpected_reply,
+    reply::execute,
 };
 use crate::{
     domain::{
-        command::{Command, Reply},
+        command::Command,
         coupon::{Campaign, Coupon, CouponState, Discount, IssueOnCapture, Variant},
         ids::normalize_code,
     },
@@ -53,16 +53,11 @@ impl CouponService for CouponApi {
     ) -> Result<Response<proto::CreateCampaignResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let campaign = campaign_in(request.into_inner().campaign)?;
-        match self
-            .engine
-            .execute(&caller, None, Command::CreateCampaign(campaign))
-            .await?
-        {
-            Reply::Campaign(campaign) => Ok(Response::new(proto::CreateCampaignResponse {
-                campaign: Some(campaign_out(campaign)),
-            })),
-            other => Err(unexpected_reply("campaign", &other)),
-        }
+        let command = Command::CreateCampaign(campaign);
+        let campaign = execute(&self.engine, &caller, None, command).await?;
+        Ok(Response::new(proto::CreateCampaignResponse {
+            campaign: Some(campaign_out(campaign)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "CouponService/GetCampaign", caller = tracing::field::Empty))]
@@ -72,9 +67,7 @@ impl CouponService for CouponApi {
     ) -> Result<Response<proto::GetCampaignResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let campaign_id = request.into_inner().campaign_id;
-        let mut v = Violations::new();
-        check_id(&mut v, "campaign_id", &campaign_id);
-        v.finish()?;
+        required_id("campaign_id", &campaign_id)?;
         let campaign = self.engine.get_campaign(&caller, &campaign_id).await?;
         Ok(Response::new(proto::GetCampaignResponse {
             campaign: Some(campaign_out(campaign)),
@@ -110,16 +103,10 @@ impl CouponService for CouponApi {
                 member: member?,
             })
         })?;
-        match self
-            .engine
-            .execute(&caller, Some(&request.request_id), command)
-            .await?
-        {
-            Reply::Coupon(coupon) => Ok(Response::new(proto::IssueCouponResponse {
-                coupon: Some(coupon_out(coupon)),
-            })),
-            other => Err(unexpected_reply("coupon", &other)),
-        }
+        let coupon = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::IssueCouponResponse {
+            coupon: Some(coupon_out(coupon)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "CouponService/ListCoupons", caller = tracing::field::Empty))]
@@ -129,9 +116,7 @@ impl CouponService for CouponApi {
     ) -> Result<Response<proto::ListCouponsResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let request = request.into_inner();
-        let mut v = Violations::new();
-        let member = member_ref(&mut v, "member", request.member);
-        let member = v.build(|| member)?;
+        let member = parse_field(|v| member_ref(v, "member", request.member))?;
         let coupons = self
             .engine
             .list_coupons(&caller, &member, request.include_inactive)
@@ -147,9 +132,7 @@ impl CouponService for CouponApi {
         request: Request<proto::GetCouponRequest>,
     ) -> Result<Response<proto::GetCouponResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
-        let mut v = Violations::new();
-        let code = coupon_code(&mut v, "code", &request.into_inner().code);
-        let code = v.build(|| code)?;
+        let code = parse_field(|v| coupon_code(v, "code", &request.into_inner().code))?;
         let coupon = self.engine.get_coupon(&caller, &code).await?;
         Ok(Response::new(proto::GetCouponResponse {
             coupon: Some(coupon_out(coupon)),
@@ -442,13 +425,7 @@ pub fn coupon_out(coupon: Coupon) -> proto::Coupon {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn violated_fields(status: &Status) -> Vec<String> {
-        tonic_types::StatusExt::get_error_details(status)
-            .bad_request()
-            .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
-            .unwrap_or_default()
-    }
+    use crate::grpc::status::violated_fields;
 
     fn campaign() -> proto::Campaign {
         proto::Campaign {

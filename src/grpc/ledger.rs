@@ -8,13 +8,13 @@ use super::{
     auth::caller,
     convert::{
         MAX_POINTS, Violations, check_request_id, check_text, member_ref, optional_channel_out,
-        timestamp,
+        parse_field, timestamp,
     },
-    status::unexpected_reply,
+    reply::execute,
 };
 use crate::{
     domain::{
-        command::{Command, Reply},
+        command::Command,
         model::{Balance, Posting, Transaction},
     },
     engine::Engine,
@@ -46,9 +46,7 @@ impl LedgerService for LedgerApi {
         request: Request<proto::GetBalanceRequest>,
     ) -> Result<Response<proto::GetBalanceResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
-        let mut v = Violations::new();
-        let member = member_ref(&mut v, "member", request.into_inner().member);
-        let member = v.build(|| member)?;
+        let member = parse_field(|v| member_ref(v, "member", request.into_inner().member))?;
         let balance = self.engine.get_balance(&caller, &member).await?;
         Ok(Response::new(proto::GetBalanceResponse {
             balance: Some(balance_out(balance)),
@@ -88,16 +86,11 @@ impl LedgerService for LedgerApi {
         let caller = caller(&self.engine, &request).await?;
         let request = request.into_inner();
         let command = adjust_command(&request)?;
-        match self
-            .engine
-            .execute(&caller, Some(&request.request_id), command)
-            .await?
-        {
-            Reply::Transaction(transaction) => Ok(Response::new(proto::AdjustPointsResponse {
-                transaction: Some(transaction_out(transaction)),
-            })),
-            other => Err(unexpected_reply("transaction", &other)),
-        }
+        let transaction =
+            execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::AdjustPointsResponse {
+            transaction: Some(transaction_out(transaction)),
+        }))
     }
 }
 
@@ -200,6 +193,7 @@ pub fn transaction_out(transaction: Transaction) -> proto::Transaction {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::status::violated_fields;
 
     #[test]
     fn page_sizes_and_tokens() {
@@ -226,13 +220,7 @@ mod tests {
             reason: String::new(),
         };
         let status = adjust_command(&request).expect_err("invalid");
-        let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&status)
-            .bad_request()
-            .expect("bad request")
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
+        let fields = violated_fields(&status);
         assert_eq!(fields, ["request_id", "member", "points", "reason"]);
     }
 }

@@ -8,14 +8,13 @@ use super::{
     auth::caller,
     convert::{
         Violations, check_id, check_request_id, check_text, identifier, identifier_out, member_ref,
-        timestamp,
+        parse_field, timestamp,
     },
-    status::unexpected_reply,
+    reply::execute,
 };
 use crate::{
     domain::{
-        auth::Caller,
-        command::{Command, Reply},
+        command::Command,
         model::{Member, MemberState},
     },
     engine::Engine,
@@ -35,23 +34,6 @@ impl MemberApi {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
     }
-
-    /// Runs a command whose reply is a member.
-    async fn run(
-        &self,
-        caller: &Caller,
-        request_id: &str,
-        command: Command,
-    ) -> Result<proto::Member, Status> {
-        match self
-            .engine
-            .execute(caller, Some(request_id), command)
-            .await?
-        {
-            Reply::Member(member) => Ok(member_out(member)),
-            other => Err(unexpected_reply("member", &other)),
-        }
-    }
 }
 
 #[tonic::async_trait]
@@ -64,9 +46,9 @@ impl MemberService for MemberApi {
         let caller = caller(&self.engine, &request).await?;
         let request = request.into_inner();
         let command = create_member_command(&request)?;
-        let member = self.run(&caller, &request.request_id, command).await?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::CreateMemberResponse {
-            member: Some(member),
+            member: Some(member_out(member)),
         }))
     }
 
@@ -76,9 +58,7 @@ impl MemberService for MemberApi {
         request: Request<proto::GetMemberRequest>,
     ) -> Result<Response<proto::GetMemberResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
-        let mut v = Violations::new();
-        let member = member_ref(&mut v, "member", request.into_inner().member);
-        let member = v.build(|| member)?;
+        let member = parse_field(|v| member_ref(v, "member", request.into_inner().member))?;
         let member = self.engine.get_member(&caller, &member).await?;
         Ok(Response::new(proto::GetMemberResponse {
             member: Some(member_out(member)),
@@ -102,9 +82,9 @@ impl MemberService for MemberApi {
                 identifier: identifier?,
             })
         })?;
-        let member = self.run(&caller, &request.request_id, command).await?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::LinkIdentifierResponse {
-            member: Some(member),
+            member: Some(member_out(member)),
         }))
     }
 
@@ -128,9 +108,9 @@ impl MemberService for MemberApi {
             source_member_id: request.source_member_id,
             target_member_id: request.target_member_id,
         };
-        let member = self.run(&caller, &request.request_id, command).await?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::MergeMembersResponse {
-            member: Some(member),
+            member: Some(member_out(member)),
         }))
     }
 }

@@ -1,6 +1,7 @@
 //! The gRPC edge: authenticate, parse and validate each request into a domain command or query,
 //! call the engine, convert the answer back. One file per service; shared conversions in
-//! `convert`, the error mapping in `status`, API-key authentication in `auth`.
+//! `convert`, the error mapping in `status`, API-key authentication in `auth`, running a command
+//! for its reply in `reply`.
 //!
 //! Every RPC of an omo service authenticates first, then validates (reporting every bad field at
 //! once), then calls the engine, which checks the caller's role. Health and reflection need no key.
@@ -31,6 +32,7 @@ pub mod coupon;
 pub mod ledger;
 pub mod member;
 pub mod program;
+pub mod reply;
 pub mod status;
 pub mod store;
 

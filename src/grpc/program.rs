@@ -11,11 +11,11 @@ use tonic::{Request, Response, Status};
 use super::{
     auth::caller,
     convert::{Violations, decimal, decimal_out, invalid_field},
-    status::unexpected_reply,
+    reply::execute,
 };
 use crate::{
     domain::{
-        command::{Command, Reply},
+        command::Command,
         model::{Channel, Program},
     },
     engine::Engine,
@@ -74,16 +74,11 @@ impl ProgramService for ProgramApi {
             Program::default()
         };
         patch.apply(&mut program);
-        match self
-            .engine
-            .execute(&caller, None, Command::UpdateProgram(program))
-            .await?
-        {
-            Reply::Program(program) => Ok(Response::new(proto::UpdateProgramResponse {
-                program: Some(program_out(program)),
-            })),
-            other => Err(unexpected_reply("program", &other)),
-        }
+        let command = Command::UpdateProgram(program);
+        let program = execute(&self.engine, &caller, None, command).await?;
+        Ok(Response::new(proto::UpdateProgramResponse {
+            program: Some(program_out(program)),
+        }))
     }
 }
 
@@ -102,30 +97,21 @@ struct ProgramPatch {
 
 impl ProgramPatch {
     fn apply(self, program: &mut Program) {
-        if let Some(value) = self.currency_code {
-            program.currency_code = value;
-        }
-        if let Some(value) = self.point_value {
-            program.point_value = value;
-        }
-        if let Some(value) = self.earn_rate {
-            program.earn_rate = value;
-        }
-        if let Some(value) = self.channel_earn_rates {
-            program.channel_earn_rates = value;
-        }
-        if let Some(value) = self.point_expiry_days {
-            program.point_expiry_days = value;
-        }
-        if let Some(value) = self.ec_pending_days {
-            program.ec_pending_days = value;
-        }
-        if let Some(value) = self.hold_ttl_seconds {
-            program.hold_ttl_seconds = value;
-        }
-        if let Some(value) = self.max_receipts_per_day {
-            program.max_receipts_per_day = value;
-        }
+        set(&mut program.currency_code, self.currency_code);
+        set(&mut program.point_value, self.point_value);
+        set(&mut program.earn_rate, self.earn_rate);
+        set(&mut program.channel_earn_rates, self.channel_earn_rates);
+        set(&mut program.point_expiry_days, self.point_expiry_days);
+        set(&mut program.ec_pending_days, self.ec_pending_days);
+        set(&mut program.hold_ttl_seconds, self.hold_ttl_seconds);
+        set(&mut program.max_receipts_per_day, self.max_receipts_per_day);
+    }
+}
+
+/// Replaces `field` with the patch's value, if it has one.
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
     }
 }
 
@@ -261,6 +247,7 @@ pub fn program_out(program: Program) -> proto::Program {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::status::violated_fields;
 
     fn request(program: proto::Program, paths: &[&str]) -> proto::UpdateProgramRequest {
         proto::UpdateProgramRequest {
@@ -309,13 +296,7 @@ mod tests {
         };
         given.channel_earn_rates.insert("web".into(), "0.1".into());
         let status = patch_in(request(given, &[])).expect_err("invalid");
-        let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&status)
-            .bad_request()
-            .expect("bad request")
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
+        let fields = violated_fields(&status);
         assert_eq!(
             fields,
             [

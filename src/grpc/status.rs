@@ -110,6 +110,16 @@ fn internal() -> Status {
     Status::internal("internal error")
 }
 
+/// The fields a status's `BadRequest` names, in order (none without a `BadRequest`).
+#[cfg(test)]
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    status
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|f| f.field.clone()).collect())
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,12 +6,12 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller,
-    convert::{Violations, check_id, check_text, invalid_field, path},
-    status::unexpected_reply,
+    convert::{Violations, check_id, check_text, invalid_field, path, required_id},
+    reply::execute,
 };
 use crate::{
     domain::{
-        command::{Command, Reply},
+        command::Command,
         model::{LatLng, Store},
     },
     engine::Engine,
@@ -46,16 +46,10 @@ impl StoreService for StoreApi {
     ) -> Result<Response<proto::CreateStoreResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let store = store_in(request.into_inner().store)?;
-        match self
-            .engine
-            .execute(&caller, None, Command::CreateStore(store))
-            .await?
-        {
-            Reply::Store(store) => Ok(Response::new(proto::CreateStoreResponse {
-                store: Some(store_out(store)),
-            })),
-            other => Err(unexpected_reply("store", &other)),
-        }
+        let store = execute(&self.engine, &caller, None, Command::CreateStore(store)).await?;
+        Ok(Response::new(proto::CreateStoreResponse {
+            store: Some(store_out(store)),
+        }))
     }
 
     #[tracing::instrument(skip_all, fields(rpc = "StoreService/GetStore", caller = tracing::field::Empty))]
@@ -65,9 +59,7 @@ impl StoreService for StoreApi {
     ) -> Result<Response<proto::GetStoreResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let store_id = request.into_inner().store_id;
-        let mut v = Violations::new();
-        check_id(&mut v, "store_id", &store_id);
-        v.finish()?;
+        required_id("store_id", &store_id)?;
         let store = self.engine.get_store(&caller, &store_id).await?;
         Ok(Response::new(proto::GetStoreResponse {
             store: Some(store_out(store)),
@@ -213,6 +205,7 @@ pub fn store_out(store: Store) -> proto::Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::status::violated_fields;
 
     fn store() -> proto::Store {
         proto::Store {
@@ -245,13 +238,7 @@ mod tests {
         bad.geofence_polygon = vec![proto::LatLng::default(), proto::LatLng::default()];
         bad.geofence_radius_m = -1.0;
         let status = store_in(Some(bad)).expect_err("invalid");
-        let fields: Vec<String> = tonic_types::StatusExt::get_error_details(&status)
-            .bad_request()
-            .expect("bad request")
-            .field_violations
-            .iter()
-            .map(|f| f.field.clone())
-            .collect();
+        let fields = violated_fields(&status);
         assert_eq!(
             fields,
             [

@@ -2,7 +2,9 @@
 
 use std::sync::Arc;
 
-use crate::domain::ports::{Store, StoreError};
+use serde::Serialize;
+
+use crate::domain::ports::{Store, StoreError, StoreResult};
 
 pub mod postgres;
 pub mod sqlite;
@@ -19,4 +21,15 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
                 .into(),
         ))
     }
+}
+
+/// JSON text of a structured value: a TEXT column in SQLite, a `$n::jsonb` parameter in
+/// PostgreSQL.
+fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
+    serde_json::to_string(value).map_err(|e| StoreError::Database(Box::new(e)))
+}
+
+/// An empty receipt number is stored as NULL, so that the unique index ignores it.
+fn receipt_no_param(receipt_no: &str) -> Option<&str> {
+    (!receipt_no.is_empty()).then_some(receipt_no)
 }

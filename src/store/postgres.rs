@@ -10,12 +10,13 @@ use std::{collections::BTreeMap, fmt::Display, time::Duration};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use sqlx::{
     Decode, Postgres, Row, Type,
-    postgres::{PgArguments, PgPool, PgPoolOptions, PgQueryResult, PgRow},
+    postgres::{PgArguments, PgPool, PgPoolOptions, PgRow},
 };
 
+use super::{receipt_no_param, to_json};
 use crate::domain::{
     Account, Money,
     auth::Role,
@@ -173,28 +174,8 @@ impl<'r> Cols<'r> {
     }
 }
 
-/// JSON text for a jsonb parameter (bound as `$n::jsonb`).
-fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(Box::new(e)))
-}
-
-/// An update that must hit exactly the one row the engine read before.
-fn expect_one(result: PgQueryResult, what: &str, key: &str) -> StoreResult<()> {
-    match result.rows_affected() {
-        1 => Ok(()),
-        n => Err(StoreError::Database(
-            format!("{what} {key:?}: expected to update 1 row, updated {n}").into(),
-        )),
-    }
-}
-
 fn is_guarded(account: &str) -> bool {
     Account::parse(account).is_some_and(|a| a.is_guarded())
-}
-
-/// An empty receipt number is stored as NULL, so that the unique index ignores it.
-fn receipt_no_param(receipt_no: &str) -> Option<&str> {
-    (!receipt_no.is_empty()).then_some(receipt_no)
 }
 
 fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
@@ -384,10 +365,6 @@ fn string_from_row(row: &PgRow, table: &'static str, column: &'static str) -> St
     Cols::new(row, table, column).get(column)
 }
 
-fn rows<T>(rows: &[PgRow], decode: impl Fn(&PgRow) -> StoreResult<T>) -> StoreResult<Vec<T>> {
-    rows.iter().map(decode).collect()
-}
-
 // ---------------------------------------------------------------------------------------------
 // SQL.
 
@@ -425,14 +402,38 @@ from orders
 where order_id = $1"#
 );
 
+/// The columns of a campaign, for the campaign queries below.
+macro_rules! select_campaigns {
+    () => {
+        r#"
+select campaign_id, body::text as body
+from campaigns"#
+    };
+}
+
 select_and_lock!(
     GET_CAMPAIGN,
     GET_CAMPAIGN_LOCKED,
-    r#"
-select campaign_id, body::text as body
-from campaigns
-where campaign_id = $1"#
+    concat!(select_campaigns!(), "\nwhere campaign_id = $1")
 );
+
+const CAMPAIGN_BY_PUBLIC_CODE: &str = concat!(select_campaigns!(), "\nwhere public_code = $1");
+
+const LIST_CAMPAIGNS: &str = concat!(select_campaigns!(), "\norder by created_at, campaign_id");
+
+/// The columns of a store, for the store queries below.
+macro_rules! select_stores {
+    () => {
+        r#"
+select store_id, name, latitude, longitude, time_zone, geofence_radius_m,
+    geofence_polygon::text as geofence_polygon
+from stores"#
+    };
+}
+
+const GET_STORE: &str = concat!(select_stores!(), "\nwhere store_id = $1");
+
+const LIST_STORES: &str = concat!(select_stores!(), "\norder by store_id");
 
 /// The columns of a lot, for the lot queries below.
 macro_rules! select_lots {
@@ -552,6 +553,66 @@ set member_id = $2,
     created_at = $21
 where order_id = $1"#;
 
+const INSERT_MEMBER: &str = r#"
+insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
+    lifetime_redeemed_points, created_at)
+values ($1, $2, $3, $4, $5, $6, $7)"#;
+
+const UPDATE_MEMBER: &str = r#"
+update members
+set display_name = $2,
+    state = $3,
+    merged_into = $4,
+    lifetime_earned_points = $5,
+    lifetime_redeemed_points = $6
+where member_id = $1"#;
+
+/// `INSERT_MEMBER` or `UPDATE_MEMBER` with the columns they share bound; the insert adds
+/// `created_at` ($7).
+fn member_query<'q>(sql: &'q str, member: &'q MemberRow) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(&member.member_id) // $1
+        .bind(&member.display_name) // $2
+        .bind(member.state.as_str()) // $3
+        .bind(&member.merged_into) // $4
+        .bind(member.lifetime_earned_points) // $5
+        .bind(member.lifetime_redeemed_points) // $6
+}
+
+const INSERT_LOT: &str = r#"
+insert into point_lots (member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+returning lot_id"#;
+
+const UPDATE_LOT: &str = r#"
+update point_lots
+set member_id = $1,
+    order_id = $2,
+    state = $3,
+    earned_at = $4,
+    matures_at = $5,
+    expires_at = $6,
+    original_points = $7,
+    remaining_points = $8,
+    held_points = $9
+where lot_id = $10"#;
+
+/// `INSERT_LOT` or `UPDATE_LOT` with every column but `lot_id` bound (the insert returns it,
+/// the update binds it as $10).
+fn lot_query<'q>(sql: &'q str, lot: &'q Lot) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(&lot.member_id) // $1
+        .bind(&lot.order_id) // $2
+        .bind(lot.state.as_str()) // $3
+        .bind(lot.earned_at) // $4
+        .bind(lot.matures_at) // $5
+        .bind(lot.expires_at) // $6
+        .bind(lot.original_points) // $7
+        .bind(lot.remaining_points) // $8
+        .bind(lot.held_points) // $9
+}
+
 /// `INSERT_ORDER` or `UPDATE_ORDER` with every column bound.
 fn order_query<'q>(sql: &'q str, order: &'q Order) -> StoreResult<PgQuery<'q>> {
     Ok(sqlx::query(sql)
@@ -601,11 +662,76 @@ fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
 
 impl PgUnitOfWork {
     async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
-        sqlx::query(sql)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
+        self.run(sqlx::query(sql)).await
+    }
+
+    /// Runs a statement for its effect; returns how many rows it touched.
+    async fn run_counted(&mut self, query: PgQuery<'_>) -> StoreResult<u64> {
+        let result = query.execute(&mut *self.tx).await.map_err(map_err)?;
+        Ok(result.rows_affected())
+    }
+
+    /// Runs a statement that returns no rows.
+    async fn run(&mut self, query: PgQuery<'_>) -> StoreResult<()> {
+        self.run_counted(query).await?;
         Ok(())
+    }
+
+    /// Runs an update that must hit exactly the one row the engine read before.
+    async fn update_one(&mut self, query: PgQuery<'_>, what: &str, key: &str) -> StoreResult<()> {
+        match self.run_counted(query).await? {
+            1 => Ok(()),
+            n => Err(StoreError::Database(
+                format!("{what} {key:?}: expected to update 1 row, updated {n}").into(),
+            )),
+        }
+    }
+
+    /// One column of the one row `query` returns; `table` names it in errors.
+    async fn fetch_value<T>(
+        &mut self,
+        query: PgQuery<'_>,
+        table: &'static str,
+        column: &'static str,
+    ) -> StoreResult<T>
+    where
+        T: for<'r> Decode<'r, Postgres> + Type<Postgres>,
+    {
+        let row = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
+        Cols::new(&row, table, column).get(column)
+    }
+
+    /// The row `query` finds, if any, decoded.
+    async fn fetch_optional<T>(
+        &mut self,
+        query: PgQuery<'_>,
+        decode: impl Fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let row = query.fetch_optional(&mut *self.tx).await.map_err(map_err)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Every row `query` finds, decoded.
+    async fn fetch_all<T>(
+        &mut self,
+        query: PgQuery<'_>,
+        decode: impl Fn(&PgRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
+        rows.iter().map(decode).collect()
+    }
+
+    /// Moves a merged member's rows (identifiers, lots, coupons) to the member it merged into.
+    async fn move_member_rows(
+        &mut self,
+        sql: &'static str,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()> {
+        let query = sqlx::query(sql)
+            .bind(from_member_id) // $1
+            .bind(to_member_id); // $2
+        self.run(query).await
     }
 
     /// All postings of one transaction in one statement.
@@ -619,7 +745,7 @@ impl PgUnitOfWork {
         let tos: Vec<&str> = postings.iter().map(|p| p.to_account.as_str()).collect();
         let assets: Vec<&str> = postings.iter().map(|p| p.asset.as_str()).collect();
         let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
 select $1, posting_no, from_account, to_account, asset, amount
@@ -631,11 +757,8 @@ from unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])
         .bind(froms) // $3
         .bind(tos) // $4
         .bind(assets) // $5
-        .bind(amounts) // $6
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(amounts); // $6
+        self.run(query).await
     }
 
     /// Applies the postings to the stored balances of guarded accounts, one row at a time in the
@@ -653,7 +776,7 @@ from unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])
 
     /// Creates the row on an account's first credit.
     async fn credit_balance(&mut self, account: &str, asset: &str, amount: i64) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into balances (account, asset, balance)
 values ($1, $2, $3)
@@ -662,11 +785,8 @@ set balance = balances.balance + excluded.balance"#,
         )
         .bind(account) // $1
         .bind(asset) // $2
-        .bind(amount) // $3
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(amount); // $3
+        self.run(query).await
     }
 
     /// A plain update, not an upsert: PostgreSQL checks `balance >= 0` on the row an upsert
@@ -674,7 +794,7 @@ set balance = balances.balance + excluded.balance"#,
     /// the stored balance covers it. Going below zero breaks the check (an existing row) or
     /// finds no row (nothing stored is zero): either way the unit of work fails.
     async fn debit_balance(&mut self, account: &str, asset: &str, amount: i64) -> StoreResult<()> {
-        let result = sqlx::query(
+        let query = sqlx::query(
             r#"
 update balances
 set balance = balance - $3
@@ -683,11 +803,8 @@ where account = $1
         )
         .bind(account) // $1
         .bind(asset) // $2
-        .bind(amount) // $3
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        if result.rows_affected() == 0 {
+        .bind(amount); // $3
+        if self.run_counted(query).await? == 0 {
             return Err(StoreError::Database(
                 format!(
                     "{account} {asset}: debit of {amount} would go below zero (no stored balance)"
@@ -700,7 +817,7 @@ where account = $1
 
     /// Σ(in) − Σ(out) of an account without a stored balance, from the journal.
     async fn summed_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r#"
 select (coalesce(sum(amount) filter (where to_account = $1), 0)
     - coalesce(sum(amount) filter (where from_account = $1), 0))::bigint as balance
@@ -709,30 +826,23 @@ where (to_account = $1 or from_account = $1)
     and asset = $2"#,
         )
         .bind(account) // $1
-        .bind(asset) // $2
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Cols::new(&row, "postings", "balance").get("balance")
+        .bind(asset); // $2
+        self.fetch_value(query, "postings", "balance").await
     }
 
     /// The postings of a page of transactions, in one query.
     async fn attach_postings(&mut self, transactions: &mut [Transaction]) -> StoreResult<()> {
         let ids: Vec<i64> = transactions.iter().map(|t| t.transaction_id).collect();
-        let posting_rows = sqlx::query(
+        let query = sqlx::query(
             r#"
 select transaction_id, from_account, to_account, asset, amount
 from postings
 where transaction_id = any($1)
 order by transaction_id, posting_no"#,
         )
-        .bind(ids) // $1
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
+        .bind(ids); // $1
         let mut by_transaction: BTreeMap<i64, Vec<Posting>> = BTreeMap::new();
-        for row in &posting_rows {
-            let (transaction_id, posting) = posting_from_row(row)?;
+        for (transaction_id, posting) in self.fetch_all(query, posting_from_row).await? {
             by_transaction
                 .entry(transaction_id)
                 .or_default()
@@ -754,21 +864,16 @@ order by transaction_id, posting_no"#,
         now: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<String>> {
-        let found = sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(now) // $1
-            .bind(limit.max(0)) // $2
-            .fetch_all(&mut *self.tx)
+            .bind(limit.max(0)); // $2
+        self.fetch_all(query, |row| string_from_row(row, table, column))
             .await
-            .map_err(map_err)?;
-        rows(&found, |row| string_from_row(row, table, column))
     }
 
     async fn fetch_totals(&mut self, sql: &'static str) -> StoreResult<Vec<AccountTotal>> {
-        let found = sqlx::query(sql)
-            .fetch_all(&mut *self.tx)
+        self.fetch_all(sqlx::query(sql), account_total_from_row)
             .await
-            .map_err(map_err)?;
-        rows(&found, account_total_from_row)
     }
 }
 
@@ -871,40 +976,28 @@ order by 1, 2"#;
 
 impl PgUnitOfWork {
     async fn lot_totals(&mut self) -> StoreResult<Vec<MemberLotTotals>> {
-        let found = sqlx::query(LOT_TOTALS)
-            .fetch_all(&mut *self.tx)
+        self.fetch_all(sqlx::query(LOT_TOTALS), lot_totals_from_row)
             .await
-            .map_err(map_err)?;
-        rows(&found, lot_totals_from_row)
     }
 
     async fn authorized_orders(&mut self) -> StoreResult<Vec<(String, i64)>> {
-        let found = sqlx::query(AUTHORIZED_ORDERS)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        rows(&found, |row| {
+        self.fetch_all(sqlx::query(AUTHORIZED_ORDERS), |row| {
             let c = Cols::new(row, "orders", "order_id");
             Ok((c.get("order_id")?, c.get("points_redeemed")?))
         })
+        .await
     }
 
     async fn orders_resolved_twice(&mut self) -> StoreResult<Vec<String>> {
-        let found = sqlx::query(ORDERS_RESOLVED_TWICE)
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        rows(&found, |row| {
+        self.fetch_all(sqlx::query(ORDERS_RESOLVED_TWICE), |row| {
             string_from_row(row, "transactions", "order_id")
         })
+        .await
     }
 
     async fn malformed_postings(&mut self) -> StoreResult<i64> {
-        let row = sqlx::query(MALFORMED_POSTINGS)
-            .fetch_one(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Cols::new(&row, "postings", "malformed").get("malformed")
+        let query = sqlx::query(MALFORMED_POSTINGS);
+        self.fetch_value(query, "postings", "malformed").await
     }
 }
 
@@ -930,7 +1023,7 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
 values ($1, $2, $3, $4, $5, $6)"#,
@@ -940,25 +1033,19 @@ values ($1, $2, $3, $4, $5, $6)"#,
         .bind(key.role.as_str()) // $3
         .bind(&key.store_id) // $4
         .bind(&key.name) // $5
-        .bind(key.created_at) // $6
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(key.created_at); // $6
+        self.run(query).await
     }
 
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select key_id, key_hash, role, store_id, name, created_at
 from api_keys
 where key_hash = $1"#,
         )
-        .bind(key_hash) // $1
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found.as_ref().map(api_key_from_row).transpose()
+        .bind(key_hash); // $1
+        self.fetch_optional(query, api_key_from_row).await
     }
 
     async fn find_idempotency(
@@ -966,7 +1053,7 @@ where key_hash = $1"#,
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select key_id, request_id, request_hash, outcome::text as outcome, created_at
 from idempotency_keys
@@ -974,15 +1061,12 @@ where key_id = $1
     and request_id = $2"#,
         )
         .bind(key_id) // $1
-        .bind(request_id) // $2
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found.as_ref().map(idempotency_from_row).transpose()
+        .bind(request_id); // $2
+        self.fetch_optional(query, idempotency_from_row).await
     }
 
     async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
 values ($1, $2, $3, $4::jsonb, $5)"#,
@@ -991,46 +1075,35 @@ values ($1, $2, $3, $4::jsonb, $5)"#,
         .bind(&record.request_id) // $2
         .bind(&record.request_hash) // $3
         .bind(&record.outcome) // $4
-        .bind(record.created_at) // $5
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(record.created_at); // $5
+        self.run(query).await
     }
 
     async fn load_program(&mut self) -> StoreResult<Option<Program>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select id, body::text as body
 from program
 where id = 1"#,
-        )
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found
-            .as_ref()
-            .map(|row| Cols::new(row, "program", "id").json("body"))
-            .transpose()
+        );
+        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
+            .await
     }
 
     async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into program (id, body)
 values (1, $1::jsonb)
 on conflict (id) do update
 set body = excluded.body"#,
         )
-        .bind(to_json(program)?) // $1
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(to_json(program)?); // $1
+        self.run(query).await
     }
 
     async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into stores (store_id, name, latitude, longitude, time_zone, geofence_radius_m,
     geofence_polygon)
@@ -1042,93 +1115,34 @@ values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
         .bind(store.location.longitude) // $4
         .bind(&store.time_zone) // $5
         .bind(store.geofence_radius_m) // $6
-        .bind(to_json(&store.geofence_polygon)?) // $7
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(to_json(&store.geofence_polygon)?); // $7
+        self.run(query).await
     }
 
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let found = sqlx::query(
-            r#"
-select store_id, name, latitude, longitude, time_zone, geofence_radius_m,
-    geofence_polygon::text as geofence_polygon
-from stores
-where store_id = $1"#,
-        )
-        .bind(store_id) // $1
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found.as_ref().map(store_from_row).transpose()
+        let query = sqlx::query(GET_STORE).bind(store_id); // $1
+        self.fetch_optional(query, store_from_row).await
     }
 
     async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        let found = sqlx::query(
-            r#"
-select store_id, name, latitude, longitude, time_zone, geofence_radius_m,
-    geofence_polygon::text as geofence_polygon
-from stores
-order by store_id"#,
-        )
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        rows(&found, store_from_row)
+        self.fetch_all(sqlx::query(LIST_STORES), store_from_row)
+            .await
     }
 
     async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        sqlx::query(
-            r#"
-insert into members (member_id, display_name, state, merged_into, created_at,
-    lifetime_earned_points, lifetime_redeemed_points)
-values ($1, $2, $3, $4, $5, $6, $7)"#,
-        )
-        .bind(&member.member_id) // $1
-        .bind(&member.display_name) // $2
-        .bind(member.state.as_str()) // $3
-        .bind(&member.merged_into) // $4
-        .bind(member.created_at) // $5
-        .bind(member.lifetime_earned_points) // $6
-        .bind(member.lifetime_redeemed_points) // $7
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        let query = member_query(INSERT_MEMBER, member).bind(member.created_at); // $7
+        self.run(query).await
     }
 
     async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
         let sql = if lock { GET_MEMBER_LOCKED } else { GET_MEMBER };
-        let found = sqlx::query(sql)
-            .bind(member_id) // $1
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        found.as_ref().map(member_from_row).transpose()
+        let query = sqlx::query(sql).bind(member_id); // $1
+        self.fetch_optional(query, member_from_row).await
     }
 
     async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let result = sqlx::query(
-            r#"
-update members
-set display_name = $2,
-    state = $3,
-    merged_into = $4,
-    lifetime_earned_points = $5,
-    lifetime_redeemed_points = $6
-where member_id = $1"#,
-        )
-        .bind(&member.member_id) // $1
-        .bind(&member.display_name) // $2
-        .bind(member.state.as_str()) // $3
-        .bind(&member.merged_into) // $4
-        .bind(member.lifetime_earned_points) // $5
-        .bind(member.lifetime_redeemed_points) // $6
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        expect_one(result, "member", &member.member_id)
+        let query = member_query(UPDATE_MEMBER, member);
+        self.update_one(query, "member", &member.member_id).await
     }
 
     async fn insert_identifier(
@@ -1136,25 +1150,22 @@ where member_id = $1"#,
         member_id: &str,
         identifier: &Identifier,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into identifiers (kind, value, member_id)
 values ($1, $2, $3)"#,
         )
         .bind(&identifier.kind) // $1
         .bind(&identifier.value) // $2
-        .bind(member_id) // $3
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(member_id); // $3
+        self.run(query).await
     }
 
     async fn member_by_identifier(
         &mut self,
         identifier: &Identifier,
     ) -> StoreResult<Option<String>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select member_id
 from identifiers
@@ -1162,29 +1173,23 @@ where kind = $1
     and value = $2"#,
         )
         .bind(&identifier.kind) // $1
-        .bind(&identifier.value) // $2
-        .fetch_optional(&mut *self.tx)
+        .bind(&identifier.value); // $2
+        self.fetch_optional(query, |row| {
+            string_from_row(row, "identifiers", "member_id")
+        })
         .await
-        .map_err(map_err)?;
-        found
-            .as_ref()
-            .map(|row| string_from_row(row, "identifiers", "member_id"))
-            .transpose()
     }
 
     async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select kind, value
 from identifiers
 where member_id = $1
 order by kind, value"#,
         )
-        .bind(member_id) // $1
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        rows(&found, identifier_from_row)
+        .bind(member_id); // $1
+        self.fetch_all(query, identifier_from_row).await
     }
 
     async fn move_identifiers(
@@ -1192,18 +1197,12 @@ order by kind, value"#,
         from_member_id: &str,
         to_member_id: &str,
     ) -> StoreResult<()> {
-        sqlx::query(
-            r#"
+        let sql = r#"
 update identifiers
 set member_id = $2
-where member_id = $1"#,
-        )
-        .bind(from_member_id) // $1
-        .bind(to_member_id) // $2
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
     }
 
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
@@ -1212,7 +1211,7 @@ where member_id = $1"#,
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
-        let row = sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into transactions (kind, member_id, occurred_at, recorded_at, channel, store_id,
     order_id, metadata)
@@ -1226,12 +1225,10 @@ returning transaction_id"#,
         .bind(transaction.channel.map(Channel::as_str)) // $5
         .bind(&transaction.store_id) // $6
         .bind(&transaction.order_id) // $7
-        .bind(to_json(&metadata)?) // $8
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        let transaction_id: i64 =
-            Cols::new(&row, "transactions", "transaction_id").get("transaction_id")?;
+        .bind(to_json(&metadata)?); // $8
+        let transaction_id: i64 = self
+            .fetch_value(query, "transactions", "transaction_id")
+            .await?;
         self.insert_postings(transaction_id, &transaction.postings)
             .await?;
         self.apply_to_balances(&transaction.postings).await?;
@@ -1242,7 +1239,7 @@ returning transaction_id"#,
         if !is_guarded(account) {
             return self.summed_balance(account, asset).await;
         }
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select account, balance
 from balances
@@ -1250,13 +1247,13 @@ where account = $1
     and asset = $2"#,
         )
         .bind(account) // $1
-        .bind(asset) // $2
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found.map_or(Ok(0), |row| {
-            Cols::new(&row, "balances", "account").get("balance")
-        })
+        .bind(asset); // $2
+        let balance = self
+            .fetch_optional(query, |row| {
+                Cols::new(row, "balances", "account").get("balance")
+            })
+            .await?;
+        Ok(balance.unwrap_or(0))
     }
 
     async fn member_transactions(
@@ -1267,7 +1264,7 @@ where account = $1
     ) -> StoreResult<Vec<Transaction>> {
         // No `$2 is null or ...`: a bound that is always there keeps the index range scan in
         // the generic plan of this prepared statement.
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select transaction_id, kind, member_id, occurred_at, recorded_at, channel, store_id,
     order_id, metadata::text as metadata
@@ -1279,11 +1276,8 @@ limit $3"#,
         )
         .bind(member_id) // $1
         .bind(before_transaction_id.unwrap_or(i64::MAX)) // $2
-        .bind(limit.max(0)) // $3
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        let mut transactions = rows(&found, transaction_from_row)?;
+        .bind(limit.max(0)); // $3
+        let mut transactions = self.fetch_all(query, transaction_from_row).await?;
         if !transactions.is_empty() {
             self.attach_postings(&mut transactions).await?;
         }
@@ -1291,85 +1285,31 @@ limit $3"#,
     }
 
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
-        let row = sqlx::query(
-            r#"
-insert into point_lots (member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-returning lot_id"#,
-        )
-        .bind(&lot.member_id) // $1
-        .bind(&lot.order_id) // $2
-        .bind(lot.state.as_str()) // $3
-        .bind(lot.earned_at) // $4
-        .bind(lot.matures_at) // $5
-        .bind(lot.expires_at) // $6
-        .bind(lot.original_points) // $7
-        .bind(lot.remaining_points) // $8
-        .bind(lot.held_points) // $9
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Cols::new(&row, "point_lots", "lot_id").get("lot_id")
+        let query = lot_query(INSERT_LOT, lot);
+        self.fetch_value(query, "point_lots", "lot_id").await
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let found = sqlx::query(MEMBER_LOTS)
-            .bind(member_id) // $1
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        rows(&found, lot_from_row)
+        let query = sqlx::query(MEMBER_LOTS).bind(member_id); // $1
+        self.fetch_all(query, lot_from_row).await
     }
 
     async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
-        let result = sqlx::query(
-            r#"
-update point_lots
-set member_id = $2,
-    order_id = $3,
-    state = $4,
-    earned_at = $5,
-    matures_at = $6,
-    expires_at = $7,
-    original_points = $8,
-    remaining_points = $9,
-    held_points = $10
-where lot_id = $1"#,
-        )
-        .bind(lot.lot_id) // $1
-        .bind(&lot.member_id) // $2
-        .bind(&lot.order_id) // $3
-        .bind(lot.state.as_str()) // $4
-        .bind(lot.earned_at) // $5
-        .bind(lot.matures_at) // $6
-        .bind(lot.expires_at) // $7
-        .bind(lot.original_points) // $8
-        .bind(lot.remaining_points) // $9
-        .bind(lot.held_points) // $10
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        expect_one(result, "lot", &lot.lot_id.to_string())
+        let query = lot_query(UPDATE_LOT, lot).bind(lot.lot_id); // $10
+        self.update_one(query, "lot", &lot.lot_id.to_string()).await
     }
 
     async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        sqlx::query(
-            r#"
+        let sql = r#"
 update point_lots
 set member_id = $2
-where member_id = $1"#,
-        )
-        .bind(from_member_id) // $1
-        .bind(to_member_id) // $2
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
     }
 
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into order_lots (order_id, lot_id, points, restored_points)
 values ($1, $2, $3, $4)"#,
@@ -1377,30 +1317,24 @@ values ($1, $2, $3, $4)"#,
         .bind(&order_lot.order_id) // $1
         .bind(order_lot.lot_id) // $2
         .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points) // $4
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(order_lot.restored_points); // $4
+        self.run(query).await
     }
 
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select order_id, lot_id, points, restored_points
 from order_lots
 where order_id = $1
 order by lot_id"#,
         )
-        .bind(order_id) // $1
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        rows(&found, order_lot_from_row)
+        .bind(order_id); // $1
+        self.fetch_all(query, order_lot_from_row).await
     }
 
     async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let result = sqlx::query(
+        let query = sqlx::query(
             r#"
 update order_lots
 set points = $3,
@@ -1411,42 +1345,24 @@ where order_id = $1
         .bind(&order_lot.order_id) // $1
         .bind(order_lot.lot_id) // $2
         .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points) // $4
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        expect_one(
-            result,
-            "order lot",
-            &format!("{}/{}", order_lot.order_id, order_lot.lot_id),
-        )
+        .bind(order_lot.restored_points); // $4
+        let key = format!("{}/{}", order_lot.order_id, order_lot.lot_id);
+        self.update_one(query, "order lot", &key).await
     }
 
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let found = sqlx::query(GET_LOT)
-            .bind(lot_id) // $1
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        found.as_ref().map(lot_from_row).transpose()
+        let query = sqlx::query(GET_LOT).bind(lot_id); // $1
+        self.fetch_optional(query, lot_from_row).await
     }
 
     async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
-        order_query(INSERT_ORDER, order)?
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.run(order_query(INSERT_ORDER, order)?).await
     }
 
     async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
         let sql = if lock { GET_ORDER_LOCKED } else { GET_ORDER };
-        let found = sqlx::query(sql)
-            .bind(order_id) // $1
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        found.as_ref().map(order_from_row).transpose()
+        let query = sqlx::query(sql).bind(order_id); // $1
+        self.fetch_optional(query, order_from_row).await
     }
 
     async fn order_by_receipt(
@@ -1455,7 +1371,7 @@ where order_id = $1
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>> {
-        let found = sqlx::query(
+        let query = sqlx::query(
             r#"
 select order_id
 from orders
@@ -1465,26 +1381,18 @@ where store_id = $1
         )
         .bind(store_id) // $1
         .bind(register_id) // $2
-        .bind(receipt_no) // $3
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found
-            .as_ref()
-            .map(|row| string_from_row(row, "orders", "order_id"))
-            .transpose()
+        .bind(receipt_no); // $3
+        self.fetch_optional(query, |row| string_from_row(row, "orders", "order_id"))
+            .await
     }
 
     async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
-        let result = order_query(UPDATE_ORDER, order)?
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        expect_one(result, "order", &order.order_id)
+        let query = order_query(UPDATE_ORDER, order)?;
+        self.update_one(query, "order", &order.order_id).await
     }
 
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r#"
 select exists (
     select 1
@@ -1493,15 +1401,12 @@ select exists (
         and state = 'authorized'
 ) as open"#,
         )
-        .bind(member_id) // $1
-        .fetch_one(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Cols::new(&row, "orders", "open").get("open")
+        .bind(member_id); // $1
+        self.fetch_value(query, "orders", "open").await
     }
 
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r#"
 insert into campaigns (campaign_id, public_code, body, created_at)
 values ($1, $2, $3::jsonb, $4)"#,
@@ -1509,11 +1414,8 @@ values ($1, $2, $3::jsonb, $4)"#,
         .bind(&campaign.campaign_id) // $1
         .bind(&campaign.public_code) // $2
         .bind(to_json(campaign)?) // $3
-        .bind(campaign.created_at) // $4
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(campaign.created_at); // $4
+        self.run(query).await
     }
 
     async fn get_campaign(
@@ -1526,42 +1428,21 @@ values ($1, $2, $3::jsonb, $4)"#,
         } else {
             GET_CAMPAIGN
         };
-        let found = sqlx::query(sql)
-            .bind(campaign_id) // $1
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        found.as_ref().map(campaign_from_row).transpose()
+        let query = sqlx::query(sql).bind(campaign_id); // $1
+        self.fetch_optional(query, campaign_from_row).await
     }
 
     async fn campaign_by_public_code(
         &mut self,
         public_code: &str,
     ) -> StoreResult<Option<Campaign>> {
-        let found = sqlx::query(
-            r#"
-select campaign_id, body::text as body
-from campaigns
-where public_code = $1"#,
-        )
-        .bind(public_code) // $1
-        .fetch_optional(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        found.as_ref().map(campaign_from_row).transpose()
+        let query = sqlx::query(CAMPAIGN_BY_PUBLIC_CODE).bind(public_code); // $1
+        self.fetch_optional(query, campaign_from_row).await
     }
 
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        let found = sqlx::query(
-            r#"
-select campaign_id, body::text as body
-from campaigns
-order by created_at, campaign_id"#,
-        )
-        .fetch_all(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        rows(&found, campaign_from_row)
+        self.fetch_all(sqlx::query(LIST_CAMPAIGNS), campaign_from_row)
+            .await
     }
 
     async fn count_coupons(
@@ -1587,67 +1468,41 @@ where campaign_id = $1
             .bind(campaign_id) // $1
             .bind(member_id), // $2
         };
-        let row = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
-        Cols::new(&row, "coupons", "issued").get("issued")
+        self.fetch_value(query, "coupons", "issued").await
     }
 
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        coupon_query(INSERT_COUPON, coupon)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        Ok(())
+        self.run(coupon_query(INSERT_COUPON, coupon)).await
     }
 
     async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
         let sql = if lock { GET_COUPON_LOCKED } else { GET_COUPON };
-        let found = sqlx::query(sql)
-            .bind(code) // $1
-            .fetch_optional(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        found.as_ref().map(coupon_from_row).transpose()
+        let query = sqlx::query(sql).bind(code); // $1
+        self.fetch_optional(query, coupon_from_row).await
     }
 
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        let result = coupon_query(UPDATE_COUPON, coupon)
-            .execute(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        expect_one(result, "coupon", &coupon.code)
+        let query = coupon_query(UPDATE_COUPON, coupon);
+        self.update_one(query, "coupon", &coupon.code).await
     }
 
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let found = sqlx::query(MEMBER_COUPONS)
-            .bind(member_id) // $1
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        rows(&found, coupon_from_row)
+        let query = sqlx::query(MEMBER_COUPONS).bind(member_id); // $1
+        self.fetch_all(query, coupon_from_row).await
     }
 
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let found = sqlx::query(ORDER_COUPONS)
-            .bind(order_id) // $1
-            .fetch_all(&mut *self.tx)
-            .await
-            .map_err(map_err)?;
-        rows(&found, coupon_from_row)
+        let query = sqlx::query(ORDER_COUPONS).bind(order_id); // $1
+        self.fetch_all(query, coupon_from_row).await
     }
 
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        sqlx::query(
-            r#"
+        let sql = r#"
 update coupons
 set member_id = $2
-where member_id = $1"#,
-        )
-        .bind(from_member_id) // $1
-        .bind(to_member_id) // $2
-        .execute(&mut *self.tx)
-        .await
-        .map_err(map_err)?;
-        Ok(())
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

@@ -12,15 +12,17 @@ use std::{collections::BTreeMap, fmt::Display, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use serde::{Serialize, de::DeserializeOwned};
+use serde::de::DeserializeOwned;
 use sqlx::{
     Decode, Row, Sqlite, SqliteConnection, SqlitePool, Type,
     error::ErrorKind,
     sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+        SqliteSynchronous,
     },
 };
 
+use super::{receipt_no_param, to_json};
 use crate::domain::{
     Account, Money,
     auth::Role,
@@ -34,6 +36,8 @@ use crate::domain::{
         NewTransaction, Store, StoreError, StoreResult, UnitOfWork,
     },
 };
+
+type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
 
 /// Primary result codes of a transient lock failure (`code & 0xff` of an extended code).
 const SQLITE_BUSY: i32 = 5;
@@ -151,11 +155,33 @@ impl SqliteUnitOfWork {
     }
 
     async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
-        sqlx::query(sql)
-            .execute(self.conn())
-            .await
-            .map_err(map_err)?;
+        self.run(sqlx::query(sql)).await
+    }
+
+    /// Runs a statement that returns no rows.
+    async fn run(&mut self, query: SqliteQuery<'_>) -> StoreResult<()> {
+        query.execute(self.conn()).await.map_err(map_err)?;
         Ok(())
+    }
+
+    /// The row `query` finds, if any, decoded.
+    async fn fetch_optional<T>(
+        &mut self,
+        query: SqliteQuery<'_>,
+        decode: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let row = query.fetch_optional(self.conn()).await.map_err(map_err)?;
+        row.as_ref().map(decode).transpose()
+    }
+
+    /// Every row `query` finds, decoded.
+    async fn fetch_all<T>(
+        &mut self,
+        query: SqliteQuery<'_>,
+        decode: fn(&SqliteRow) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let rows = query.fetch_all(self.conn()).await.map_err(map_err)?;
+        rows.iter().map(decode).collect()
     }
 
     async fn move_member_rows(
@@ -164,13 +190,10 @@ impl SqliteUnitOfWork {
         from: &str,
         to: &str,
     ) -> StoreResult<()> {
-        sqlx::query(sql)
+        let query = sqlx::query(sql)
             .bind(to) // $1
-            .bind(from) // $2
-            .execute(self.conn())
-            .await
-            .map_err(map_err)?;
-        Ok(())
+            .bind(from); // $2
+        self.run(query).await
     }
 
     async fn strings(
@@ -208,7 +231,7 @@ impl SqliteUnitOfWork {
         postings: &[Posting],
     ) -> StoreResult<()> {
         for (posting_no, posting) in postings.iter().enumerate() {
-            sqlx::query(
+            let query = sqlx::query(
                 r"
                 insert into postings (
                     transaction_id, posting_no, from_account, to_account, asset, amount
@@ -221,10 +244,8 @@ impl SqliteUnitOfWork {
             .bind(&posting.from_account) // $3
             .bind(&posting.to_account) // $4
             .bind(&posting.asset) // $5
-            .bind(posting.amount) // $6
-            .execute(self.conn())
-            .await
-            .map_err(map_err)?;
+            .bind(posting.amount); // $6
+            self.run(query).await?;
         }
         Ok(())
     }
@@ -247,7 +268,7 @@ impl SqliteUnitOfWork {
     }
 
     async fn credit_balance(&mut self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into balances (account, asset, balance)
             values ($1, $2, $3)
@@ -257,11 +278,8 @@ impl SqliteUnitOfWork {
         )
         .bind(account) // $1
         .bind(asset) // $2
-        .bind(delta) // $3
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(delta); // $3
+        self.run(query).await
     }
 
     async fn debit_balance(&mut self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
@@ -295,7 +313,7 @@ impl SqliteUnitOfWork {
         first_id: i64,
         last_id: i64,
     ) -> StoreResult<BTreeMap<i64, Vec<Posting>>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             r"
             select p.transaction_id, p.from_account, p.to_account, p.asset, p.amount
             from postings p
@@ -307,13 +325,9 @@ impl SqliteUnitOfWork {
         )
         .bind(member_id) // $1
         .bind(first_id) // $2
-        .bind(last_id) // $3
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
+        .bind(last_id); // $3
         let mut postings: BTreeMap<i64, Vec<Posting>> = BTreeMap::new();
-        for row in &rows {
-            let (transaction_id, posting) = posting_from_row(row)?;
+        for (transaction_id, posting) in self.fetch_all(query, posting_from_row).await? {
             postings.entry(transaction_id).or_default().push(posting);
         }
         Ok(postings)
@@ -346,6 +360,48 @@ fn guarded_deltas(postings: &[Posting]) -> StoreResult<BTreeMap<(String, String)
     Ok(deltas)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Column lists that several queries of a table share.
+
+/// The columns of a store, for the queries below.
+macro_rules! select_stores {
+    () => {
+        r"
+            select store_id, name, latitude, longitude, time_zone,
+                   geofence_radius_m, geofence_polygon
+            from stores"
+    };
+}
+
+/// The columns of a lot, for the queries below.
+macro_rules! select_lots {
+    () => {
+        r"
+            select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+                   original_points, remaining_points, held_points
+            from point_lots"
+    };
+}
+
+/// The columns of a campaign, for the queries below.
+macro_rules! select_campaigns {
+    () => {
+        r"
+            select campaign_id, body
+            from campaigns"
+    };
+}
+
+/// The columns of a coupon, for the queries below.
+macro_rules! select_coupons {
+    () => {
+        r"
+            select code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
+                   source, order_id, redeemed_at, issued_at
+            from coupons"
+    };
+}
+
 #[async_trait]
 impl UnitOfWork for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all)]
@@ -366,7 +422,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
             values ($1, $2, $3, $4, $5, $6)
@@ -377,26 +433,20 @@ impl UnitOfWork for SqliteUnitOfWork {
         .bind(key.role.as_str()) // $3
         .bind(key.store_id.as_deref()) // $4
         .bind(&key.name) // $5
-        .bind(key.created_at.timestamp_micros()) // $6
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(key.created_at.timestamp_micros()); // $6
+        self.run(query).await
     }
 
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r"
             select key_id, key_hash, role, store_id, name, created_at
             from api_keys
             where key_hash = $1
             ",
         )
-        .bind(key_hash) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(api_key_from_row).transpose()
+        .bind(key_hash); // $1
+        self.fetch_optional(query, api_key_from_row).await
     }
 
     async fn find_idempotency(
@@ -404,7 +454,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r"
             select key_id, request_id, request_hash, outcome, created_at
             from idempotency_keys
@@ -413,15 +463,12 @@ impl UnitOfWork for SqliteUnitOfWork {
             ",
         )
         .bind(key_id) // $1
-        .bind(request_id) // $2
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(idempotency_from_row).transpose()
+        .bind(request_id); // $2
+        self.fetch_optional(query, idempotency_from_row).await
     }
 
     async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
             values ($1, $2, $3, $4, $5)
@@ -431,31 +478,24 @@ impl UnitOfWork for SqliteUnitOfWork {
         .bind(&record.request_id) // $2
         .bind(&record.request_hash) // $3
         .bind(&record.outcome) // $4
-        .bind(record.created_at.timestamp_micros()) // $5
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(record.created_at.timestamp_micros()); // $5
+        self.run(query).await
     }
 
     async fn load_program(&mut self) -> StoreResult<Option<Program>> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r"
             select id, body
             from program
             where id = 1
             ",
-        )
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref()
-            .map(|row| Cols::new(row, "program", "id").json("body"))
-            .transpose()
+        );
+        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
+            .await
     }
 
     async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into program (id, body)
             values (1, $1)
@@ -463,15 +503,12 @@ impl UnitOfWork for SqliteUnitOfWork {
             set body = excluded.body
             ",
         )
-        .bind(to_json(program)?) // $1
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(to_json(program)?); // $1
+        self.run(query).await
     }
 
     async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into stores (
                 store_id, name, latitude, longitude, time_zone,
@@ -487,70 +524,49 @@ impl UnitOfWork for SqliteUnitOfWork {
         .bind(&store.time_zone) // $5
         .bind(store.geofence_radius_m) // $6
         .bind(to_json(&store.geofence_polygon)?) // $7
-        .bind(Utc::now().timestamp_micros()) // $8: bookkeeping only; the port passes no instant
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(Utc::now().timestamp_micros()); // $8: bookkeeping only; the port passes no instant
+        self.run(query).await
     }
 
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let row = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_stores!(),
             r"
-            select store_id, name, latitude, longitude, time_zone,
-                   geofence_radius_m, geofence_polygon
-            from stores
             where store_id = $1
-            ",
-        )
-        .bind(store_id) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(store_from_row).transpose()
+            "
+        ))
+        .bind(store_id); // $1
+        self.fetch_optional(query, store_from_row).await
     }
 
     async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_stores!(),
             r"
-            select store_id, name, latitude, longitude, time_zone,
-                   geofence_radius_m, geofence_polygon
-            from stores
             order by store_id
-            ",
-        )
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(store_from_row).collect()
+            "
+        ));
+        self.fetch_all(query, store_from_row).await
     }
 
     async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        sqlx::query(
+        let query = member_query(
             r"
             insert into members (
-                member_id, display_name, state, merged_into, created_at,
-                lifetime_earned_points, lifetime_redeemed_points
+                member_id, display_name, state, merged_into,
+                lifetime_earned_points, lifetime_redeemed_points, created_at
             )
             values ($1, $2, $3, $4, $5, $6, $7)
             ",
+            member,
         )
-        .bind(&member.member_id) // $1
-        .bind(&member.display_name) // $2
-        .bind(member.state.as_str()) // $3
-        .bind(member.merged_into.as_deref()) // $4
-        .bind(member.created_at.timestamp_micros()) // $5
-        .bind(member.lifetime_earned_points) // $6
-        .bind(member.lifetime_redeemed_points) // $7
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(member.created_at.timestamp_micros()); // $7
+        self.run(query).await
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_member(&mut self, member_id: &str, _lock: bool) -> StoreResult<Option<MemberRow>> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r"
             select member_id, display_name, state, merged_into, created_at,
                    lifetime_earned_points, lifetime_redeemed_points
@@ -558,15 +574,12 @@ impl UnitOfWork for SqliteUnitOfWork {
             where member_id = $1
             ",
         )
-        .bind(member_id) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(member_from_row).transpose()
+        .bind(member_id); // $1
+        self.fetch_optional(query, member_from_row).await
     }
 
     async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        sqlx::query(
+        let query = member_query(
             r"
             update members
             set display_name = $2,
@@ -576,17 +589,9 @@ impl UnitOfWork for SqliteUnitOfWork {
                 lifetime_redeemed_points = $6
             where member_id = $1
             ",
-        )
-        .bind(&member.member_id) // $1
-        .bind(&member.display_name) // $2
-        .bind(member.state.as_str()) // $3
-        .bind(member.merged_into.as_deref()) // $4
-        .bind(member.lifetime_earned_points) // $5
-        .bind(member.lifetime_redeemed_points) // $6
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+            member,
+        );
+        self.run(query).await
     }
 
     async fn insert_identifier(
@@ -594,7 +599,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         member_id: &str,
         identifier: &Identifier,
     ) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into identifiers (kind, value, member_id)
             values ($1, $2, $3)
@@ -602,11 +607,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         )
         .bind(&identifier.kind) // $1
         .bind(&identifier.value) // $2
-        .bind(member_id) // $3
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(member_id); // $3
+        self.run(query).await
     }
 
     async fn member_by_identifier(
@@ -729,7 +731,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         before_transaction_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<Transaction>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(
             r"
             select transaction_id, kind, member_id, occurred_at, recorded_at,
                    channel, store_id, order_id, metadata
@@ -742,14 +744,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         )
         .bind(member_id) // $1
         .bind(before_transaction_id.unwrap_or(i64::MAX)) // $2
-        .bind(limit.max(0)) // $3
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        let mut transactions = rows
-            .iter()
-            .map(transaction_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
+        .bind(limit.max(0)); // $3
+        let mut transactions = self.fetch_all(query, transaction_from_row).await?;
         let (Some(newest), Some(oldest)) = (transactions.first(), transactions.last()) else {
             return Ok(transactions);
         };
@@ -765,7 +761,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
-        sqlx::query_scalar(
+        let query = lot_query(
             r"
             insert into point_lots (
                 member_id, order_id, state, earned_at, matures_at, expires_at,
@@ -774,69 +770,47 @@ impl UnitOfWork for SqliteUnitOfWork {
             values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             returning lot_id
             ",
-        )
-        .bind(&lot.member_id) // $1
-        .bind(&lot.order_id) // $2
-        .bind(lot.state.as_str()) // $3
-        .bind(lot.earned_at.timestamp_micros()) // $4
-        .bind(lot.matures_at.map(|at| at.timestamp_micros())) // $5
-        .bind(lot.expires_at.map(|at| at.timestamp_micros())) // $6
-        .bind(lot.original_points) // $7
-        .bind(lot.remaining_points) // $8
-        .bind(lot.held_points) // $9
-        .fetch_one(self.conn())
-        .await
-        .map_err(map_err)
+            lot,
+        );
+        query
+            .try_map(|row: SqliteRow| row.try_get("lot_id"))
+            .fetch_one(self.conn())
+            .await
+            .map_err(map_err)
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_lots!(),
             r"
-            select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-                   original_points, remaining_points, held_points
-            from point_lots
             where member_id = $1
               and remaining_points > 0
             order by expires_at is null, expires_at, lot_id
-            ",
-        )
-        .bind(member_id) // $1
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(lot_from_row).collect()
+            "
+        ))
+        .bind(member_id); // $1
+        self.fetch_all(query, lot_from_row).await
     }
 
     async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
-        sqlx::query(
+        let query = lot_query(
             r"
             update point_lots
-            set member_id = $2,
-                order_id = $3,
-                state = $4,
-                earned_at = $5,
-                matures_at = $6,
-                expires_at = $7,
-                original_points = $8,
-                remaining_points = $9,
-                held_points = $10
-            where lot_id = $1
+            set member_id = $1,
+                order_id = $2,
+                state = $3,
+                earned_at = $4,
+                matures_at = $5,
+                expires_at = $6,
+                original_points = $7,
+                remaining_points = $8,
+                held_points = $9
+            where lot_id = $10
             ",
+            lot,
         )
-        .bind(lot.lot_id) // $1
-        .bind(&lot.member_id) // $2
-        .bind(&lot.order_id) // $3
-        .bind(lot.state.as_str()) // $4
-        .bind(lot.earned_at.timestamp_micros()) // $5
-        .bind(lot.matures_at.map(|at| at.timestamp_micros())) // $6
-        .bind(lot.expires_at.map(|at| at.timestamp_micros())) // $7
-        .bind(lot.original_points) // $8
-        .bind(lot.remaining_points) // $9
-        .bind(lot.held_points) // $10
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(lot.lot_id); // $10
+        self.run(query).await
     }
 
     async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
@@ -850,7 +824,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into order_lots (order_id, lot_id, points, restored_points)
             values ($1, $2, $3, $4)
@@ -859,11 +833,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         .bind(&order_lot.order_id) // $1
         .bind(order_lot.lot_id) // $2
         .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points) // $4
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(order_lot.restored_points); // $4
+        self.run(query).await
     }
 
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
@@ -891,7 +862,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             update order_lots
             set points = $3,
@@ -903,31 +874,23 @@ impl UnitOfWork for SqliteUnitOfWork {
         .bind(&order_lot.order_id) // $1
         .bind(order_lot.lot_id) // $2
         .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points) // $4
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(order_lot.restored_points); // $4
+        self.run(query).await
     }
 
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let row = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_lots!(),
             r"
-            select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-                   original_points, remaining_points, held_points
-            from point_lots
             where lot_id = $1
-            ",
-        )
-        .bind(lot_id) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(lot_from_row).transpose()
+            "
+        ))
+        .bind(lot_id); // $1
+        self.fetch_optional(query, lot_from_row).await
     }
 
     async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
-        sqlx::query(
+        let query = order_query(
             r"
             insert into orders (
                 order_id, member_id, state, channel, store_id, register_id, receipt_no,
@@ -940,37 +903,14 @@ impl UnitOfWork for SqliteUnitOfWork {
                 $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
             )
             ",
-        )
-        .bind(&order.order_id) // $1
-        .bind(&order.member_id) // $2
-        .bind(order.state.as_str()) // $3
-        .bind(order.channel.as_str()) // $4
-        .bind(&order.store_id) // $5
-        .bind(&order.register_id) // $6
-        .bind((!order.receipt_no.is_empty()).then_some(order.receipt_no.as_str())) // $7
-        .bind(to_json(&order.lines)?) // $8
-        .bind(order.total.to_string()) // $9
-        .bind(order.coupon_discount.to_string()) // $10
-        .bind(order.points_redeemed) // $11
-        .bind(order.amount_due.to_string()) // $12
-        .bind(order.points_earned) // $13
-        .bind(order.points_pending) // $14
-        .bind(to_json(&order.coupon_codes)?) // $15
-        .bind(order.hold_expires_at.map(|at| at.timestamp_micros())) // $16
-        .bind(order.refunded_amount.to_string()) // $17
-        .bind(order.points_reversed) // $18
-        .bind(order.points_restored) // $19
-        .bind(order.occurred_at.timestamp_micros()) // $20
-        .bind(order.created_at.timestamp_micros()) // $21
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+            order,
+        )?;
+        self.run(query).await
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_order(&mut self, order_id: &str, _lock: bool) -> StoreResult<Option<Order>> {
-        let row = sqlx::query(
+        let query = sqlx::query(
             r"
             select order_id, member_id, state, channel, store_id, register_id, receipt_no,
                    lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
@@ -980,11 +920,8 @@ impl UnitOfWork for SqliteUnitOfWork {
             where order_id = $1
             ",
         )
-        .bind(order_id) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(order_from_row).transpose()
+        .bind(order_id); // $1
+        self.fetch_optional(query, order_from_row).await
     }
 
     async fn order_by_receipt(
@@ -1011,7 +948,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
-        sqlx::query(
+        let query = order_query(
             r"
             update orders
             set member_id = $2,
@@ -1036,32 +973,9 @@ impl UnitOfWork for SqliteUnitOfWork {
                 created_at = $21
             where order_id = $1
             ",
-        )
-        .bind(&order.order_id) // $1
-        .bind(&order.member_id) // $2
-        .bind(order.state.as_str()) // $3
-        .bind(order.channel.as_str()) // $4
-        .bind(&order.store_id) // $5
-        .bind(&order.register_id) // $6
-        .bind((!order.receipt_no.is_empty()).then_some(order.receipt_no.as_str())) // $7
-        .bind(to_json(&order.lines)?) // $8
-        .bind(order.total.to_string()) // $9
-        .bind(order.coupon_discount.to_string()) // $10
-        .bind(order.points_redeemed) // $11
-        .bind(order.amount_due.to_string()) // $12
-        .bind(order.points_earned) // $13
-        .bind(order.points_pending) // $14
-        .bind(to_json(&order.coupon_codes)?) // $15
-        .bind(order.hold_expires_at.map(|at| at.timestamp_micros())) // $16
-        .bind(order.refunded_amount.to_string()) // $17
-        .bind(order.points_reversed) // $18
-        .bind(order.points_restored) // $19
-        .bind(order.occurred_at.timestamp_micros()) // $20
-        .bind(order.created_at.timestamp_micros()) // $21
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+            order,
+        )?;
+        self.run(query).await
     }
 
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
@@ -1082,7 +996,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
-        sqlx::query(
+        let query = sqlx::query(
             r"
             insert into campaigns (campaign_id, public_code, body, created_at)
             values ($1, $2, $3, $4)
@@ -1091,11 +1005,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         .bind(&campaign.campaign_id) // $1
         .bind(campaign.public_code.as_deref()) // $2
         .bind(to_json(campaign)?) // $3
-        .bind(campaign.created_at.timestamp_micros()) // $4
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+        .bind(campaign.created_at.timestamp_micros()); // $4
+        self.run(query).await
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -1104,50 +1015,38 @@ impl UnitOfWork for SqliteUnitOfWork {
         campaign_id: &str,
         _lock: bool,
     ) -> StoreResult<Option<Campaign>> {
-        let row = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_campaigns!(),
             r"
-            select campaign_id, body
-            from campaigns
             where campaign_id = $1
-            ",
-        )
-        .bind(campaign_id) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(campaign_from_row).transpose()
+            "
+        ))
+        .bind(campaign_id); // $1
+        self.fetch_optional(query, campaign_from_row).await
     }
 
     async fn campaign_by_public_code(
         &mut self,
         public_code: &str,
     ) -> StoreResult<Option<Campaign>> {
-        let row = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_campaigns!(),
             r"
-            select campaign_id, body
-            from campaigns
             where public_code = $1
-            ",
-        )
-        .bind(public_code) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(campaign_from_row).transpose()
+            "
+        ))
+        .bind(public_code); // $1
+        self.fetch_optional(query, campaign_from_row).await
     }
 
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_campaigns!(),
             r"
-            select campaign_id, body
-            from campaigns
             order by created_at, campaign_id
-            ",
-        )
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(campaign_from_row).collect()
+            "
+        ));
+        self.fetch_all(query, campaign_from_row).await
     }
 
     async fn count_coupons(
@@ -1171,7 +1070,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        sqlx::query(
+        let query = coupon_query(
             r"
             insert into coupons (
                 code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
@@ -1179,43 +1078,25 @@ impl UnitOfWork for SqliteUnitOfWork {
             )
             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
             ",
-        )
-        .bind(&coupon.code) // $1
-        .bind(&coupon.campaign_id) // $2
-        .bind(&coupon.variant_id) // $3
-        .bind(&coupon.member_id) // $4
-        .bind(coupon.state.as_str()) // $5
-        .bind(coupon.valid_from.timestamp_micros()) // $6
-        .bind(coupon.valid_until.map(|at| at.timestamp_micros())) // $7
-        .bind(&coupon.source) // $8
-        .bind(&coupon.order_id) // $9
-        .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // $10
-        .bind(coupon.issued_at.timestamp_micros()) // $11
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+            coupon,
+        );
+        self.run(query).await
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_coupon(&mut self, code: &str, _lock: bool) -> StoreResult<Option<Coupon>> {
-        let row = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_coupons!(),
             r"
-            select code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                   source, order_id, redeemed_at, issued_at
-            from coupons
             where code = $1
-            ",
-        )
-        .bind(code) // $1
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)?;
-        row.as_ref().map(coupon_from_row).transpose()
+            "
+        ))
+        .bind(code); // $1
+        self.fetch_optional(query, coupon_from_row).await
     }
 
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        sqlx::query(
+        let query = coupon_query(
             r"
             update coupons
             set campaign_id = $2,
@@ -1230,57 +1111,34 @@ impl UnitOfWork for SqliteUnitOfWork {
                 issued_at = $11
             where code = $1
             ",
-        )
-        .bind(&coupon.code) // $1
-        .bind(&coupon.campaign_id) // $2
-        .bind(&coupon.variant_id) // $3
-        .bind(&coupon.member_id) // $4
-        .bind(coupon.state.as_str()) // $5
-        .bind(coupon.valid_from.timestamp_micros()) // $6
-        .bind(coupon.valid_until.map(|at| at.timestamp_micros())) // $7
-        .bind(&coupon.source) // $8
-        .bind(&coupon.order_id) // $9
-        .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // $10
-        .bind(coupon.issued_at.timestamp_micros()) // $11
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(())
+            coupon,
+        );
+        self.run(query).await
     }
 
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_coupons!(),
             r"
-            select code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                   source, order_id, redeemed_at, issued_at
-            from coupons
             where member_id = $1
             order by issued_at, code
-            ",
-        )
-        .bind(member_id) // $1
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(coupon_from_row).collect()
+            "
+        ))
+        .bind(member_id); // $1
+        self.fetch_all(query, coupon_from_row).await
     }
 
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let rows = sqlx::query(
+        let query = sqlx::query(concat!(
+            select_coupons!(),
             r"
-            select code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                   source, order_id, redeemed_at, issued_at
-            from coupons
             where order_id = $1
               and order_id <> ''
             order by code
-            ",
-        )
-        .bind(order_id) // $1
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        rows.iter().map(coupon_from_row).collect()
+            "
+        ))
+        .bind(order_id); // $1
+        self.fetch_all(query, coupon_from_row).await
     }
 
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
@@ -1495,11 +1353,77 @@ impl SqliteUnitOfWork {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Encoding and decoding.
+// Binding: one function per table binds the columns its insert and its update share.
 
-fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {
-    serde_json::to_string(value).map_err(|e| StoreError::Database(Box::new(e)))
+/// `member_id` ($1) to `lifetime_redeemed_points` ($6); the insert adds `created_at` ($7).
+fn member_query<'q>(sql: &'q str, member: &'q MemberRow) -> SqliteQuery<'q> {
+    sqlx::query(sql)
+        .bind(&member.member_id) // $1
+        .bind(&member.display_name) // $2
+        .bind(member.state.as_str()) // $3
+        .bind(member.merged_into.as_deref()) // $4
+        .bind(member.lifetime_earned_points) // $5
+        .bind(member.lifetime_redeemed_points) // $6
 }
+
+/// Every column but `lot_id`, which the insert returns and the update binds as $10.
+fn lot_query<'q>(sql: &'q str, lot: &'q Lot) -> SqliteQuery<'q> {
+    sqlx::query(sql)
+        .bind(&lot.member_id) // $1
+        .bind(&lot.order_id) // $2
+        .bind(lot.state.as_str()) // $3
+        .bind(lot.earned_at.timestamp_micros()) // $4
+        .bind(lot.matures_at.map(|at| at.timestamp_micros())) // $5
+        .bind(lot.expires_at.map(|at| at.timestamp_micros())) // $6
+        .bind(lot.original_points) // $7
+        .bind(lot.remaining_points) // $8
+        .bind(lot.held_points) // $9
+}
+
+/// Every column of an order, `order_id` first.
+fn order_query<'q>(sql: &'q str, order: &'q Order) -> StoreResult<SqliteQuery<'q>> {
+    Ok(sqlx::query(sql)
+        .bind(&order.order_id) // $1
+        .bind(&order.member_id) // $2
+        .bind(order.state.as_str()) // $3
+        .bind(order.channel.as_str()) // $4
+        .bind(&order.store_id) // $5
+        .bind(&order.register_id) // $6
+        .bind(receipt_no_param(&order.receipt_no)) // $7
+        .bind(to_json(&order.lines)?) // $8
+        .bind(order.total.to_string()) // $9
+        .bind(order.coupon_discount.to_string()) // $10
+        .bind(order.points_redeemed) // $11
+        .bind(order.amount_due.to_string()) // $12
+        .bind(order.points_earned) // $13
+        .bind(order.points_pending) // $14
+        .bind(to_json(&order.coupon_codes)?) // $15
+        .bind(order.hold_expires_at.map(|at| at.timestamp_micros())) // $16
+        .bind(order.refunded_amount.to_string()) // $17
+        .bind(order.points_reversed) // $18
+        .bind(order.points_restored) // $19
+        .bind(order.occurred_at.timestamp_micros()) // $20
+        .bind(order.created_at.timestamp_micros())) // $21
+}
+
+/// Every column of a coupon, `code` first.
+fn coupon_query<'q>(sql: &'q str, coupon: &'q Coupon) -> SqliteQuery<'q> {
+    sqlx::query(sql)
+        .bind(&coupon.code) // $1
+        .bind(&coupon.campaign_id) // $2
+        .bind(&coupon.variant_id) // $3
+        .bind(&coupon.member_id) // $4
+        .bind(coupon.state.as_str()) // $5
+        .bind(coupon.valid_from.timestamp_micros()) // $6
+        .bind(coupon.valid_until.map(|at| at.timestamp_micros())) // $7
+        .bind(&coupon.source) // $8
+        .bind(&coupon.order_id) // $9
+        .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // $10
+        .bind(coupon.issued_at.timestamp_micros()) // $11
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding and decoding.
 
 /// Reads the columns of one row; a value that does not decode is [`StoreError::Corrupt`],
 /// naming the table, the row's key and the column.

@@ -1,0 +1,58 @@
+//! Running a command and taking the value out of the engine's reply: each command has one kind
+//! of [`Reply`], so another kind is a bug of the engine, logged and shown as INTERNAL.
+
+use tonic::Status;
+
+use super::status::unexpected_reply;
+use crate::{
+    domain::{
+        auth::Caller,
+        command::{Command, Reply},
+        coupon::{Campaign, Coupon},
+        model::{Member, Order, Program, RefundResult, Store, Transaction},
+    },
+    engine::Engine,
+};
+
+/// The value one kind of [`Reply`] carries.
+pub trait FromReply: Sized {
+    /// The value; a reply of another kind is logged and becomes INTERNAL.
+    fn from_reply(reply: Reply) -> Result<Self, Status>;
+}
+
+/// Implements [`FromReply`] for the value of each `Reply` variant.
+macro_rules! from_reply {
+    ($($variant:ident($value:ty) => $kind:literal,)+) => {$(
+        impl FromReply for $value {
+            fn from_reply(reply: Reply) -> Result<Self, Status> {
+                match reply {
+                    Reply::$variant(value) => Ok(value),
+                    other => Err(unexpected_reply($kind, &other)),
+                }
+            }
+        }
+    )+};
+}
+
+from_reply! {
+    Member(Member) => "member",
+    Transaction(Transaction) => "transaction",
+    Order(Order) => "order",
+    Refund(RefundResult) => "refund",
+    Store(Store) => "store",
+    Program(Program) => "program",
+    Campaign(Campaign) => "campaign",
+    Coupon(Coupon) => "coupon",
+}
+
+/// Runs `command` (idempotent under `request_id` when given) and returns the value its reply
+/// carries.
+pub async fn execute<T: FromReply>(
+    engine: &Engine,
+    caller: &Caller,
+    request_id: Option<&str>,
+    command: Command,
+) -> Result<T, Status> {
+    let reply = engine.execute(caller, request_id, command).await?;
+    T::from_reply(reply)
+}
