@@ -36,6 +36,8 @@ enum Command {
     Verify(DatabaseArgs),
     /// Run a scripted OMO story against a fresh in-process server and print the ledger.
     Demo,
+    /// Load-test omo over gRPC next to two baselines; wipes its own database (see --help).
+    Bench(omo::bench::BenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,7 +66,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The demo prints a story; server logs would only interleave with it.
     let default_filter = match cli.command {
-        Command::Demo => "warn",
+        Command::Demo | Command::Bench(_) => "warn",
         _ => "info,sqlx=warn",
     };
     tracing_subscriber::fmt()
@@ -133,6 +135,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             }
         }
         Command::Demo => omo::demo::run().await?,
+        Command::Bench(args) => print!("{}", omo::bench::run(args).await?),
     }
     Ok(ExitCode::SUCCESS)
 }

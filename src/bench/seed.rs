@@ -144,6 +144,35 @@ async fn seed_sqlite(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<()
         .connect()
         .await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+    sqlite_members(&mut tx, plan, now).await?;
+    if plan.prefill_transactions() > 0 {
+        let before: i64 = sqlx::query_scalar(LAST_TRANSACTION_ID)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(sqlite::PREFILL_TRANSACTIONS)
+            .bind(plan.prefill_transactions()) // $1
+            .bind(to_i64(plan.members)) // $2
+            .bind(now.timestamp_micros()) // $3
+            .execute(&mut *tx)
+            .await?;
+        for sql in [sqlite::PREFILL_POSTINGS_OUT, sqlite::PREFILL_POSTINGS_BACK] {
+            sqlx::query(sql)
+                .bind(before) // $1
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// Members, identifiers, lots, balances and the journal entries that explain them.
+async fn sqlite_members(
+    tx: &mut SqliteConnection,
+    plan: SeedPlan,
+    now: DateTime<Utc>,
+) -> Result<(), BenchError> {
     let members = to_i64(plan.members);
     let now_us = now.timestamp_micros();
     let expires_us = (now + chrono::Duration::days(SEED_EXPIRY_DAYS)).timestamp_micros();
@@ -168,7 +197,9 @@ async fn seed_sqlite(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<()
         .bind(SEED_POINTS) // $2
         .execute(&mut *tx)
         .await?;
-    let before = last_transaction_id(&mut tx).await?;
+    let before: i64 = sqlx::query_scalar(LAST_TRANSACTION_ID)
+        .fetch_one(&mut *tx)
+        .await?;
     sqlx::query(sqlite::SEED_TRANSACTIONS)
         .bind(members) // $1
         .bind(now_us) // $2
@@ -179,39 +210,11 @@ async fn seed_sqlite(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<()
         .bind(SEED_POINTS) // $2
         .execute(&mut *tx)
         .await?;
-    if plan.prefill_transactions() > 0 {
-        let before = last_transaction_id(&mut tx).await?;
-        sqlx::query(sqlite::PREFILL_TRANSACTIONS)
-            .bind(plan.prefill_transactions()) // $1
-            .bind(members) // $2
-            .bind(now_us) // $3
-            .execute(&mut *tx)
-            .await?;
-        for sql in [sqlite::PREFILL_POSTINGS_OUT, sqlite::PREFILL_POSTINGS_BACK] {
-            sqlx::query(sql)
-                .bind(before) // $1
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    tx.commit().await?;
-    conn.close().await?;
     Ok(())
 }
 
-async fn last_transaction_id<'c, E>(executor: E) -> Result<i64, sqlx::Error>
-where
-    E: Executor<'c>,
-    i64: sqlx::Type<E::Database> + for<'r> sqlx::Decode<'r, E::Database>,
-    (i64,): for<'r> sqlx::FromRow<'r, <E::Database as sqlx::Database>::Row>,
-    for<'q> <E::Database as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, E::Database>,
-{
-    let (id,): (i64,) =
-        sqlx::query_as("select coalesce(max(transaction_id), 0) from transactions")
-            .fetch_one(executor)
-            .await?;
-    Ok(id)
-}
+/// The newest journal entry so far: what a bulk insert appends comes after it.
+const LAST_TRANSACTION_ID: &str = "select coalesce(max(transaction_id), 0) from transactions";
 
 async fn seed_postgres(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<(), BenchError> {
     let mut conn: PgConnection = PgConnectOptions::from_str(url)?
@@ -219,6 +222,39 @@ async fn seed_postgres(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<
         .connect()
         .await?;
     let mut tx = conn.begin().await?;
+    postgres_members(&mut tx, plan, now).await?;
+    if plan.prefill_transactions() > 0 {
+        let before: i64 = sqlx::query_scalar(LAST_TRANSACTION_ID)
+            .fetch_one(&mut *tx)
+            .await?;
+        sqlx::query(postgres::PREFILL_TRANSACTIONS)
+            .bind(plan.prefill_transactions()) // $1
+            .bind(to_i64(plan.members)) // $2
+            .bind(now) // $3
+            .execute(&mut *tx)
+            .await?;
+        for sql in [
+            postgres::PREFILL_POSTINGS_OUT,
+            postgres::PREFILL_POSTINGS_BACK,
+        ] {
+            sqlx::query(sql)
+                .bind(before) // $1
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    // Fresh statistics, so the planner knows the seeded sizes from the first request on.
+    conn.execute("analyze").await?;
+    conn.close().await?;
+    Ok(())
+}
+
+async fn postgres_members(
+    tx: &mut PgConnection,
+    plan: SeedPlan,
+    now: DateTime<Utc>,
+) -> Result<(), BenchError> {
     let members = to_i64(plan.members);
     let expires_at = now + chrono::Duration::days(SEED_EXPIRY_DAYS);
     sqlx::query(postgres::MEMBERS)
@@ -242,7 +278,9 @@ async fn seed_postgres(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<
         .bind(SEED_POINTS) // $2
         .execute(&mut *tx)
         .await?;
-    let before = last_transaction_id(&mut *tx).await?;
+    let before: i64 = sqlx::query_scalar(LAST_TRANSACTION_ID)
+        .fetch_one(&mut *tx)
+        .await?;
     sqlx::query(postgres::SEED_TRANSACTIONS)
         .bind(members) // $1
         .bind(now) // $2
@@ -253,25 +291,6 @@ async fn seed_postgres(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<
         .bind(SEED_POINTS) // $2
         .execute(&mut *tx)
         .await?;
-    if plan.prefill_transactions() > 0 {
-        let before = last_transaction_id(&mut *tx).await?;
-        sqlx::query(postgres::PREFILL_TRANSACTIONS)
-            .bind(plan.prefill_transactions()) // $1
-            .bind(members) // $2
-            .bind(now) // $3
-            .execute(&mut *tx)
-            .await?;
-        for sql in [postgres::PREFILL_POSTINGS_OUT, postgres::PREFILL_POSTINGS_BACK] {
-            sqlx::query(sql)
-                .bind(before) // $1
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    tx.commit().await?;
-    // Fresh statistics, so the planner sees the seeded sizes from the first request on.
-    conn.execute("analyze").await?;
-    conn.close().await?;
     Ok(())
 }
 

@@ -101,10 +101,20 @@ impl ServerProcess {
         ))
     }
 
-    /// Stops the child (SIGTERM, waiting for a clean exit) and reports how it ended.
+    /// Stops the child (SIGTERM, waiting for a clean exit) and reports how it ended; the
+    /// server's log is kept only when it did not exit cleanly.
     pub fn stop(mut self) -> Result<ExitStatus, BenchError> {
         let child = self.child.take().expect("stopped once");
-        stop_child(child)
+        let status = stop_child(child)?;
+        if status.success() {
+            let _ = std::fs::remove_file(&self.log_path);
+        } else {
+            eprintln!(
+                "omo bench: the server exited with {status}; its log is {}",
+                self.log_path.display()
+            );
+        }
+        Ok(status)
     }
 }
 
@@ -156,7 +166,8 @@ fn sample_rss(pid: u32, report: &mut RssReport) {
     if let Some((rss_kib, hwm_kib)) = read_rss_kib(pid) {
         report.peak_kib = report.peak_kib.max(rss_kib);
         report.end_kib = rss_kib;
-        report.lifetime_peak_kib = hwm_kib;
+        // The kernel updates VmHWM lazily: it can lag a VmRSS just read.
+        report.lifetime_peak_kib = hwm_kib.max(report.peak_kib);
         report.samples += 1;
     }
 }

@@ -124,7 +124,8 @@ impl Environment {
             backend,
             target: args.target.clone(),
             members: args.members,
-            prefill_postings: args.prefill_postings,
+            // Postings are prefilled in pairs.
+            prefill_postings: args.prefill_postings / 2 * 2,
             concurrency: args.concurrency,
             channels: args.channels,
             duration_s: args.duration.as_secs_f64(),

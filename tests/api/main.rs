@@ -5,6 +5,7 @@ mod helpers;
 
 mod auth;
 mod batching;
+mod bench;
 mod checkout;
 mod concurrency;
 mod coupons;

@@ -1,0 +1,225 @@
+//! Getting a server ready to measure: a fresh seeded database and an `omo serve` child
+//! (local), or the store, campaign and members made through the API (`--target`).
+
+use std::sync::Arc;
+
+use tonic::Code;
+
+use super::{
+    BenchArgs, BenchError,
+    scenarios::{HOT_CAMPAIGN_ID, HOT_CODE, Keys, Members, STORE_ID},
+    seed::{self, Backend, SEED_POINTS, SeedPlan},
+    server::ServerProcess,
+};
+use crate::{
+    client::Client,
+    domain::{SystemClock, auth::Role},
+    engine::Engine,
+    proto::{self, member_ref::Ref},
+};
+
+/// A server to drive and what the scenarios need to call it.
+#[derive(Debug)]
+pub struct Setup {
+    pub endpoint: String,
+    pub keys: Keys,
+    pub members: Arc<Members>,
+    /// The child process (local runs); dropping it stops the server.
+    pub server: Option<ServerProcess>,
+    pub backend: String,
+    pub seed_s: Option<f64>,
+}
+
+/// Wipes and migrates the database, seeds it by SQL, makes keys, starts the server child,
+/// and creates the store and the hot campaign.
+pub async fn local(args: &BenchArgs) -> Result<Setup, BenchError> {
+    let url = args.database_url.expose();
+    let backend = Backend::of(url);
+    seed::reset_database(url).await?;
+    let store = crate::store::open(url).await?;
+    let plan = SeedPlan {
+        members: args.members,
+        prefill_postings: args.prefill_postings,
+    };
+    eprintln!(
+        "omo bench: seeding {} members and {} historical postings by bulk SQL ({}) ...",
+        plan.members,
+        plan.prefill_postings / 2 * 2,
+        backend.name()
+    );
+    let seed_time = seed::seed(url, plan).await?;
+    eprintln!("omo bench: seeded in {:.2} s", seed_time.as_secs_f64());
+    let keys = create_keys(Engine::new(store, Arc::new(SystemClock), 1)).await?;
+    let server = ServerProcess::spawn(url).await?;
+    let endpoint = server.endpoint().to_string();
+    create_store_and_campaign(&endpoint, &keys.admin).await?;
+    Ok(Setup {
+        endpoint,
+        keys,
+        members: Arc::new(Members::Seeded {
+            count: args.members,
+        }),
+        server: Some(server),
+        backend: backend.name().to_string(),
+        seed_s: Some(seed_time.as_secs_f64()),
+    })
+}
+
+async fn create_keys(engine: Engine) -> Result<Keys, BenchError> {
+    let key = |role, store: Option<&str>, name: &str| {
+        engine.create_api_key(role, store.map(str::to_string), name.to_string())
+    };
+    Ok(Keys {
+        admin: key(Role::Admin, None, "bench admin")
+            .await
+            .map_err(Box::new)?,
+        register: key(Role::Register, Some(STORE_ID), "bench register")
+            .await
+            .map_err(Box::new)?,
+        checkout: key(Role::Checkout, None, "bench checkout")
+            .await
+            .map_err(Box::new)?,
+    })
+}
+
+/// Uses a running server: makes (or finds) the store, campaign and members through the API
+/// with the given admin key, which every scenario then calls with.
+pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchError> {
+    let api_key = args.api_key.clone().unwrap_or_default();
+    create_store_and_campaign(endpoint, &api_key).await?;
+    eprintln!(
+        "omo bench: making or finding {} members through the API ...",
+        args.members
+    );
+    let started = std::time::Instant::now();
+    let client = Client::connect(endpoint, &api_key).await?;
+    let ids = members_over_rpc(&client, args.members, args.concurrency).await?;
+    eprintln!(
+        "omo bench: members ready in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Setup {
+        endpoint: endpoint.to_string(),
+        keys: Keys {
+            admin: api_key.clone(),
+            register: api_key.clone(),
+            checkout: api_key,
+        },
+        members: Arc::new(Members::Listed(ids)),
+        server: None,
+        backend: format!("remote {endpoint}"),
+        seed_s: None,
+    })
+}
+
+/// The store `bench-store` and the campaign behind the public code of `hot` (¥100 off, no
+/// per-member limit, no issue limit); either may exist already.
+async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<(), BenchError> {
+    let admin = Client::connect(endpoint, admin_key).await?;
+    let store = proto::Store {
+        store_id: STORE_ID.into(),
+        name: "omo bench store".into(),
+        location: Some(proto::LatLng {
+            latitude: 35.6595,
+            longitude: 139.7005,
+        }),
+        time_zone: "Asia/Tokyo".into(),
+        geofence_radius_m: 100.0,
+        geofence_polygon: vec![],
+    };
+    let created = admin
+        .stores()
+        .create_store(proto::CreateStoreRequest { store: Some(store) })
+        .await;
+    allow_existing("CreateStore", created)?;
+    let campaign = proto::Campaign {
+        campaign_id: HOT_CAMPAIGN_ID.into(),
+        name: "omo bench hot campaign".into(),
+        discount: Some(proto::campaign::Discount::AmountOff("100".into())),
+        stackable: true,
+        public_code: HOT_CODE.into(),
+        ..Default::default()
+    };
+    let created = admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            campaign: Some(campaign),
+        })
+        .await;
+    allow_existing("CreateCampaign", created)
+}
+
+fn allow_existing<T>(
+    call: &'static str,
+    result: Result<T, tonic::Status>,
+) -> Result<(), BenchError> {
+    match result {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == Code::AlreadyExists => Ok(()),
+        Err(status) => Err(BenchError::setup(call, status)),
+    }
+}
+
+/// The member_ids of the members with cards `bench-1..=count`, made where missing (with
+/// 1,000,000 points), found where they exist; `concurrency` loops share the work.
+async fn members_over_rpc(
+    client: &Client,
+    count: u64,
+    concurrency: usize,
+) -> Result<Vec<String>, BenchError> {
+    let loops = u64::try_from(concurrency).unwrap_or(1).min(count);
+    let tasks: Vec<_> = (0..loops)
+        .map(|first| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let mut found = Vec::new();
+                for n in (first + 1..=count).step_by(loops as usize) {
+                    found.push((n, member_over_rpc(&client, n).await?));
+                }
+                Ok::<_, BenchError>(found)
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(count as usize);
+    for task in tasks {
+        ids.extend(task.await??);
+    }
+    ids.sort_unstable();
+    Ok(ids.into_iter().map(|(_, id)| id).collect())
+}
+
+async fn member_over_rpc(client: &Client, n: u64) -> Result<String, BenchError> {
+    let card = proto::Identifier {
+        kind: "card".into(),
+        value: format!("bench-{n}"),
+    };
+    let lookup = proto::GetMemberRequest {
+        member: Some(proto::MemberRef {
+            r#ref: Some(Ref::Identifier(card.clone())),
+        }),
+    };
+    match client.members().get_member(lookup).await {
+        Ok(found) => return Ok(found.into_inner().member.unwrap_or_default().member_id),
+        Err(status) if status.code() == Code::NotFound => {}
+        Err(status) => return Err(BenchError::setup("GetMember", status)),
+    }
+    let create = proto::CreateMemberRequest {
+        request_id: format!("bench-member-{n}"),
+        identifiers: vec![card],
+        display_name: format!("bench member {n}"),
+    };
+    let created = client.members().create_member(create).await;
+    let created = created.map_err(|status| BenchError::setup("CreateMember", status))?;
+    let member_id = created.into_inner().member.unwrap_or_default().member_id;
+    let grant = proto::AdjustPointsRequest {
+        request_id: format!("bench-grant-{n}"),
+        member: Some(proto::MemberRef {
+            r#ref: Some(Ref::MemberId(member_id.clone())),
+        }),
+        points: SEED_POINTS,
+        reason: "omo bench seed".into(),
+    };
+    let granted = client.ledger().adjust_points(grant).await;
+    granted.map_err(|status| BenchError::setup("AdjustPoints", status))?;
+    Ok(member_id)
+}
