@@ -5,9 +5,10 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 
 use super::{
-    CommandResult, Failure, coupons, load_program,
+    CommandResult, Failure, coupons,
     members::{self, Access},
     points,
+    reference::Reference,
 };
 use crate::domain::{
     Account, Asset, DomainError, Money,
@@ -25,14 +26,15 @@ const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
 
 pub(super) async fn authorize(
     uow: &mut dyn UnitOfWork,
+    reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     request: &OrderRequest,
 ) -> CommandResult<Order> {
     caller.require_checkout(request.channel, &request.store_id)?;
     let member = members::resolve(uow, &request.member, Access::Mutate).await?;
-    ensure_new_order(uow, request).await?;
-    let program = load_program(uow).await?;
+    ensure_new_order(uow, reference, request).await?;
+    let program = reference.program(uow).await?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let order_id = &request.order_id;
@@ -56,6 +58,7 @@ pub(super) async fn authorize(
 
 pub(super) async fn record_sale(
     uow: &mut dyn UnitOfWork,
+    reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     request: &OrderRequest,
@@ -66,8 +69,8 @@ pub(super) async fn record_sale(
         return Err(DomainError::invalid("occurred_at", "is in the future").into());
     }
     let mut member = members::resolve(uow, &request.member, Access::Mutate).await?;
-    ensure_new_order(uow, request).await?;
-    let program = load_program(uow).await?;
+    ensure_new_order(uow, reference, request).await?;
+    let program = reference.program(uow).await?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let member_id = member.member_id.clone();
@@ -103,7 +106,7 @@ pub(super) async fn record_sale(
     )
     .await?;
     book_earning(&mut order, &mut postings, earned);
-    postings.extend(coupons::issue_on_capture(uow, &order, &member_id, now).await?);
+    postings.extend(coupons::issue_on_capture(uow, reference, &order, &member_id, now).await?);
     uow.insert_order(&order).await?;
     append(uow, "sale", &order, &member_id, now, postings).await?;
     member.lifetime_earned_points += order.points_earned;
@@ -114,6 +117,7 @@ pub(super) async fn record_sale(
 
 pub(super) async fn capture(
     uow: &mut dyn UnitOfWork,
+    reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     order_id: &str,
@@ -124,7 +128,7 @@ pub(super) async fn capture(
         expire_hold(uow, &mut order, &member.member_id, now).await?;
         return Err(Failure::RefusedAfterWrites(DomainError::HoldExpired));
     }
-    let program = load_program(uow).await?;
+    let program = reference.program(uow).await?;
     points::resolve_hold(uow, order_id, true, now).await?;
     let mut postings = Vec::new();
     push(
@@ -146,7 +150,8 @@ pub(super) async fn capture(
     )
     .await?;
     book_earning(&mut order, &mut postings, earned);
-    postings.extend(coupons::issue_on_capture(uow, &order, &member.member_id, now).await?);
+    postings
+        .extend(coupons::issue_on_capture(uow, reference, &order, &member.member_id, now).await?);
     order.state = OrderState::Captured;
     uow.update_order(&order).await?;
     append(uow, "capture", &order, &member.member_id, now, postings).await?;
@@ -243,6 +248,7 @@ async fn release_hold(
 
 pub(super) async fn refund(
     uow: &mut dyn UnitOfWork,
+    reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     order_id: &str,
@@ -255,7 +261,7 @@ pub(super) async fn refund(
     ) {
         return Err(state_error(&order, "refund"));
     }
-    let program = load_program(uow).await?;
+    let program = reference.program(uow).await?;
     let amount = refund_amount(&mut order, scope, program.currency_exponent())?;
     let refundable = order.total.saturating_sub(order.refunded_amount);
     if amount > refundable {
@@ -535,8 +541,12 @@ async fn price_strict(
     Ok((priced, applied))
 }
 
-async fn ensure_new_order(uow: &mut dyn UnitOfWork, request: &OrderRequest) -> CommandResult<()> {
-    if !request.store_id.is_empty() && uow.get_store(&request.store_id).await?.is_none() {
+async fn ensure_new_order(
+    uow: &mut dyn UnitOfWork,
+    reference: &Reference,
+    request: &OrderRequest,
+) -> CommandResult<()> {
+    if !request.store_id.is_empty() && !reference.store_exists(uow, &request.store_id).await? {
         return Err(DomainError::StoreNotFound.into());
     }
     if uow.get_order(&request.order_id, false).await?.is_some() {

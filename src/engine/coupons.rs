@@ -371,12 +371,13 @@ pub(super) async fn restore(
 /// `order:<order_id>`). A campaign that is closed or out of budget simply issues nothing.
 pub(super) async fn issue_on_capture(
     uow: &mut dyn UnitOfWork,
+    reference: &super::reference::Reference,
     order: &Order,
     member_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut postings = Vec::new();
-    for campaign in uow.list_campaigns().await? {
+    for campaign in reference.capture_campaigns(uow).await? {
         if !campaign.is_open(now) || !campaign.issues_on_capture(order.channel, order.total) {
             continue;
         }

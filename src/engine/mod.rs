@@ -23,6 +23,7 @@ mod coupons;
 mod members;
 mod points;
 mod queries;
+mod reference;
 mod sweeper;
 mod verify;
 mod writer;
@@ -79,7 +80,11 @@ impl Engine {
     /// An engine whose commands go through `writers` group-commit writers (see `writer.rs`).
     /// Must be called inside a tokio runtime: the writers are tasks.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, writers: usize) -> Self {
-        let core = Arc::new(Core { store, clock });
+        let core = Arc::new(Core {
+            store,
+            clock,
+            reference: Arc::default(),
+        });
         Self {
             writer: Writer::spawn(core.clone(), writers.max(1)),
             core,
@@ -213,13 +218,14 @@ pub(crate) type Outcome = Result<Reply, DomainError>;
 /// go on with its other commands).
 async fn run_remembered(
     uow: &mut dyn UnitOfWork,
+    reference: &reference::Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     command: &Command,
     idempotency: Option<&IdempotencyKey>,
 ) -> Result<Outcome, EngineError> {
     uow.savepoint().await?;
-    match run_in_savepoint(uow, caller, now, command, idempotency).await {
+    match run_in_savepoint(uow, reference, caller, now, command, idempotency).await {
         Ok(outcome) => {
             uow.release_savepoint().await?;
             Ok(outcome)
@@ -234,6 +240,7 @@ async fn run_remembered(
 
 async fn run_in_savepoint(
     uow: &mut dyn UnitOfWork,
+    reference: &reference::Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     command: &Command,
@@ -244,7 +251,7 @@ async fn run_in_savepoint(
     {
         return replay(&record, key);
     }
-    let outcome = match run(uow, caller, now, command).await {
+    let outcome = match run(uow, reference, caller, now, command).await {
         Ok(reply) => Ok(reply),
         Err(Failure::Refused(refusal)) => {
             // Undo what the command wrote, keep the savepoint for the remembered refusal.
@@ -283,6 +290,7 @@ fn replay(record: &IdempotencyRecord, key: &IdempotencyKey) -> Result<Outcome, E
 /// Dispatches a command to its rule.
 async fn run(
     uow: &mut dyn UnitOfWork,
+    reference: &reference::Reference,
     caller: &Caller,
     now: DateTime<Utc>,
     command: &Command,
@@ -319,25 +327,27 @@ async fn run(
             reason,
         } => {
             caller.require(Operation::AdjustPoints)?;
-            points::adjust(uow, now, member, *points, reason)
+            points::adjust(uow, reference, now, member, *points, reason)
                 .await
                 .map(Reply::Transaction)
         }
-        Command::Authorize(request) => checkout::authorize(uow, caller, now, request)
+        Command::Authorize(request) => checkout::authorize(uow, reference, caller, now, request)
             .await
             .map(Reply::Order),
-        Command::RecordSale(request) => checkout::record_sale(uow, caller, now, request)
+        Command::RecordSale(request) => checkout::record_sale(uow, reference, caller, now, request)
             .await
             .map(Reply::Order),
-        Command::Capture { order_id } => checkout::capture(uow, caller, now, order_id)
+        Command::Capture { order_id } => checkout::capture(uow, reference, caller, now, order_id)
             .await
             .map(Reply::Order),
         Command::Void { order_id } => checkout::void(uow, caller, now, order_id)
             .await
             .map(Reply::Order),
-        Command::Refund { order_id, scope } => checkout::refund(uow, caller, now, order_id, scope)
-            .await
-            .map(Reply::Refund),
+        Command::Refund { order_id, scope } => {
+            checkout::refund(uow, reference, caller, now, order_id, scope)
+                .await
+                .map(Reply::Refund)
+        }
         Command::CreateStore(store) => {
             caller.require(Operation::ManageStores)?;
             if uow.get_store(&store.store_id).await?.is_some() {
@@ -349,13 +359,14 @@ async fn run(
         Command::UpdateProgram(program) => {
             caller.require(Operation::ManageProgram)?;
             uow.save_program(program).await?;
+            reference.program_changed();
             Ok(Reply::Program(program.clone()))
         }
         Command::CreateCampaign(campaign) => {
             caller.require(Operation::ManageCampaigns)?;
-            coupons::create_campaign(uow, now, campaign)
-                .await
-                .map(Reply::Campaign)
+            let created = coupons::create_campaign(uow, now, campaign).await?;
+            reference.campaigns_changed();
+            Ok(Reply::Campaign(created))
         }
         Command::IssueCoupon {
             campaign_id,
@@ -367,11 +378,4 @@ async fn run(
                 .map(Reply::Coupon)
         }
     }
-}
-
-/// The program settings (defaults until an admin saves them).
-async fn load_program(
-    uow: &mut dyn UnitOfWork,
-) -> Result<crate::domain::model::Program, StoreError> {
-    Ok(uow.load_program().await?.unwrap_or_default())
 }

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::{CommandResult, load_program, members};
+use super::{CommandResult, members, reference::Reference};
 use crate::domain::{
     Account, Asset, DomainError,
     lots::{self, is_expired},
@@ -243,6 +243,7 @@ pub(super) async fn earn(
 /// AdjustPoints: an admin credit (a new lot) or debit (from lots, soonest expiry first).
 pub(super) async fn adjust(
     uow: &mut dyn UnitOfWork,
+    reference: &Reference,
     now: DateTime<Utc>,
     member: &MemberRef,
     points: i64,
@@ -252,7 +253,7 @@ pub(super) async fn adjust(
     let member_id = member.member_id.clone();
     let account = Account::Member(member_id.clone());
     let posting = if points > 0 {
-        let program = load_program(uow).await?;
+        let program = reference.program(uow).await?;
         settle_member(uow, &member_id, now).await?;
         let lot = Lot {
             lot_id: 0,

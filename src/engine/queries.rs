@@ -94,7 +94,7 @@ impl Engine {
         let member = members::resolve(uow.as_mut(), &request.member, members::Access::Read)
             .await
             .map_err(from_failure)?;
-        let program = super::load_program(uow.as_mut()).await?;
+        let program = self.core.reference.program(uow.as_mut()).await?;
         let member_lots = uow.member_lots(&member.member_id).await?;
         let available = lots::spendable(&member_lots, now);
         let total = pricing::basket_total(&request.lines);
@@ -171,7 +171,7 @@ impl Engine {
     pub async fn get_program(&self, caller: &Caller) -> Result<Program, EngineError> {
         caller.require(Operation::ManageProgram)?;
         let mut uow = self.store().begin_read().await?;
-        Ok(super::load_program(uow.as_mut()).await?)
+        Ok(self.core.reference.program(uow.as_mut()).await?)
     }
 
     pub async fn get_campaign(

@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{EngineError, IdempotencyKey, Outcome, run_remembered};
+use super::{EngineError, IdempotencyKey, Outcome, reference::Reference, run_remembered};
 use crate::domain::{
     Clock,
     auth::Caller,
@@ -33,6 +33,7 @@ pub(super) type WorkFuture<'a, T> =
 pub(super) struct Core {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    pub reference: Arc<Reference>,
 }
 
 /// One command on its way to a writer.
@@ -152,6 +153,7 @@ impl Core {
             // no trace, the others commit.
             let result = run_remembered(
                 uow.as_mut(),
+                &self.reference,
                 &job.caller,
                 now,
                 &job.command,
@@ -167,17 +169,13 @@ impl Core {
 
     async fn execute_one(&self, job: &Job) -> Result<Outcome, EngineError> {
         let job = job.clone();
+        let reference = self.reference.clone();
         self.write(move |uow, now| {
             let job = job.clone();
+            let reference = reference.clone();
             Box::pin(async move {
-                run_remembered(
-                    uow,
-                    &job.caller,
-                    now,
-                    &job.command,
-                    job.idempotency.as_ref(),
-                )
-                .await
+                let idempotency = job.idempotency.as_ref();
+                run_remembered(uow, &reference, &job.caller, now, &job.command, idempotency).await
             })
         })
         .await
