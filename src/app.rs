@@ -42,7 +42,7 @@ impl Application {
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let routes = grpc::routes(engine.clone());
+        let routes = grpc::routes(engine.clone()).await;
         let server = tokio::spawn(
             tonic::transport::Server::builder()
                 .add_routes(routes)

@@ -6,11 +6,7 @@
 //! Every RPC of an omo service authenticates first, then validates (reporting every bad field at
 //! once), then calls the engine, which checks the caller's role. Health and reflection need no key.
 
-use std::{
-    future::Future,
-    sync::Arc,
-    task::{Context, Poll, Waker},
-};
+use std::sync::Arc;
 
 use tonic::{server::NamedService, service::Routes};
 use tonic_health::{ServingStatus, server::HealthReporter};
@@ -55,9 +51,9 @@ pub const SERVICE_NAMES: [&str; 6] = [
 
 /// Every service omo serves: the six omo.v1 services, `grpc.health.v1.Health` (overall and per
 /// service, all SERVING) and server reflection v1 and v1alpha.
-pub fn routes(engine: Arc<Engine>) -> Routes {
+pub async fn routes(engine: Arc<Engine>) -> Routes {
     let (reporter, health) = tonic_health::server::health_reporter();
-    report_serving(reporter);
+    report_serving(&reporter).await;
     let (reflection_v1, reflection_v1alpha) = reflection();
     Routes::default()
         .add_service(MemberServiceServer::new(MemberApi::new(engine.clone())))
@@ -72,21 +68,11 @@ pub fn routes(engine: Arc<Engine>) -> Routes {
 }
 
 /// Marks the server ("") and every omo service SERVING.
-///
-/// The reporter's lock is fresh and uncontended, so the update completes on its first poll and
-/// the statuses are in place before the routes serve anything; should it ever not, it finishes
-/// on the runtime.
-fn report_serving(reporter: HealthReporter) {
-    let mut update = Box::pin(async move {
-        for name in std::iter::once("").chain(SERVICE_NAMES) {
-            reporter
-                .set_service_status(name, ServingStatus::Serving)
-                .await;
-        }
-    });
-    let mut context = Context::from_waker(Waker::noop());
-    if update.as_mut().poll(&mut context) == Poll::Pending {
-        tokio::spawn(update);
+async fn report_serving(reporter: &HealthReporter) {
+    for name in std::iter::once("").chain(SERVICE_NAMES) {
+        reporter
+            .set_service_status(name, ServingStatus::Serving)
+            .await;
     }
 }
 
