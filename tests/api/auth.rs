@@ -3,7 +3,9 @@
 use omo::proto;
 use tonic::Code;
 
-use crate::helpers::{TestApp, card_ref, ec_order, member_ref, store_sale};
+use crate::helpers::{
+    TestApp, authorize_as, card_ref, ec_order, member_ref, record_sale_as, store_sale,
+};
 
 crate::both_backends! {
     missing_or_unknown_keys_are_unauthenticated => missing_or_unknown_keys_are_unauthenticated,
@@ -84,30 +86,22 @@ async fn roles_are_refused_outside_their_reach(app: &TestApp) {
     }
     // checkout: EC only.
     denied(
-        app.checkout
-            .checkout()
-            .record_sale(store_sale("s", "R1", card_ref("a2"), "100", 0))
-            .await,
+        record_sale_as(
+            &app.checkout,
+            store_sale("s", "R1", card_ref("a2"), "100", 0),
+        )
+        .await,
     );
     // app: APP channel only.
-    denied(
-        app.app_client
-            .checkout()
-            .authorize(ec_order("a", "EC-A", &member_id, "100", 0))
-            .await,
-    );
+    denied(authorize_as(&app.app_client, ec_order("a", "EC-A", &member_id, "100", 0)).await);
     // register: STORE channel at its own store only; no member creation.
+    denied(authorize_as(&app.register, ec_order("a", "EC-B", &member_id, "100", 0)).await);
     denied(
-        app.register
-            .checkout()
-            .authorize(ec_order("a", "EC-B", &member_id, "100", 0))
-            .await,
-    );
-    denied(
-        app.other_register
-            .checkout()
-            .record_sale(store_sale("s", "R2", card_ref("a2"), "100", 0))
-            .await,
+        record_sale_as(
+            &app.other_register,
+            store_sale("s", "R2", card_ref("a2"), "100", 0),
+        )
+        .await,
     );
     denied(
         app.register
@@ -130,9 +124,7 @@ async fn roles_are_refused_outside_their_reach(app: &TestApp) {
             .await,
     );
     // A register cannot touch another store's order, nor the EC backend a store order.
-    app.register
-        .checkout()
-        .record_sale(store_sale("s", "R3", card_ref("a2"), "100", 0))
+    app.record_sale(store_sale("s", "R3", card_ref("a2"), "100", 0))
         .await
         .expect("own store");
     denied(
@@ -143,17 +135,7 @@ async fn roles_are_refused_outside_their_reach(app: &TestApp) {
             })
             .await,
     );
-    denied(
-        app.checkout
-            .checkout()
-            .refund(proto::RefundRequest {
-                request_id: "r".into(),
-                order_id: "shibuya-1-R3".into(),
-                amount: "10".into(),
-                lines: vec![],
-            })
-            .await,
-    );
+    denied(app.refund("r", "shibuya-1-R3", "10").await);
     // Allowed: what the table grants.
     app.register
         .ledger()

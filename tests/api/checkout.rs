@@ -19,65 +19,19 @@ crate::both_backends! {
     insufficient_points_hold_nothing => insufficient_points_hold_nothing,
 }
 
-async fn capture(
-    app: &TestApp,
-    request_id: &str,
-    order_id: &str,
-) -> Result<proto::Order, tonic::Status> {
-    app.checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: request_id.into(),
-            order_id: order_id.into(),
-        })
-        .await
-        .map(|r| r.into_inner().order.unwrap())
-}
-
-async fn refund(
-    app: &TestApp,
-    request_id: &str,
-    order_id: &str,
-    amount: &str,
-) -> Result<proto::RefundResult, tonic::Status> {
-    app.checkout
-        .checkout()
-        .refund(proto::RefundRequest {
-            request_id: request_id.into(),
-            order_id: order_id.into(),
-            amount: amount.into(),
-            lines: vec![],
-        })
-        .await
-        .map(|r| r.into_inner().result.unwrap())
-}
-
 async fn authorize_then_void_releases_the_hold(app: &TestApp) {
     let member_id = app.member_with_points("v1", 500).await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a", "EC-V", &member_id, "1000", 300))
+    app.authorize(ec_order("a", "EC-V", &member_id, "1000", 300))
         .await
         .expect("authorize");
     assert_eq!(app.balance(&member_id).await.held_points, 300);
 
-    let voided = app
-        .checkout
-        .checkout()
-        .void(proto::VoidRequest {
-            request_id: "v".into(),
-            order_id: "EC-V".into(),
-        })
-        .await
-        .expect("void")
-        .into_inner()
-        .order
-        .unwrap();
+    let voided = app.void("v", "EC-V").await.expect("void");
     assert_eq!(voided.state, proto::OrderState::Voided as i32);
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.held_points), (500, 0));
     assert_refused(
-        &capture(app, "c", "EC-V").await.unwrap_err(),
+        &app.capture("c", "EC-V").await.unwrap_err(),
         Code::FailedPrecondition,
         "ORDER_STATE",
     );
@@ -87,14 +41,9 @@ async fn authorize_then_void_releases_the_hold(app: &TestApp) {
 async fn expired_hold_is_released_by_the_sweeper(app: &TestApp) {
     let member_id = app.member_with_points("e1", 500).await;
     let order = app
-        .checkout
-        .checkout()
         .authorize(ec_order("a", "EC-E", &member_id, "1000", 200))
         .await
-        .expect("authorize")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("authorize");
     assert!(order.hold_expires_at.is_some());
     app.advance(Duration::seconds(899)).await;
     assert_eq!(
@@ -106,20 +55,10 @@ async fn expired_hold_is_released_by_the_sweeper(app: &TestApp) {
     app.advance(Duration::seconds(2)).await;
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.held_points), (500, 0));
-    let order = app
-        .checkout
-        .checkout()
-        .get_order(proto::GetOrderRequest {
-            order_id: "EC-E".into(),
-        })
-        .await
-        .expect("get")
-        .into_inner()
-        .order
-        .unwrap();
+    let order = app.get_order("EC-E").await.expect("get");
     assert_eq!(order.state, proto::OrderState::Expired as i32);
     assert_refused(
-        &capture(app, "c", "EC-E").await.unwrap_err(),
+        &app.capture("c", "EC-E").await.unwrap_err(),
         Code::FailedPrecondition,
         "ORDER_STATE",
     );
@@ -128,35 +67,32 @@ async fn expired_hold_is_released_by_the_sweeper(app: &TestApp) {
 
 async fn capture_after_hold_expiry_is_refused_and_releases(app: &TestApp) {
     let member_id = app.member_with_points("e2", 500).await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a", "EC-X", &member_id, "1000", 200))
+    app.authorize(ec_order("a", "EC-X", &member_id, "1000", 200))
         .await
         .expect("authorize");
     app.clock.advance(Duration::minutes(16)); // the sweeper has not run
 
-    let refused = capture(app, "c", "EC-X").await.unwrap_err();
+    let refused = app.capture("c", "EC-X").await.unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "HOLD_EXPIRED");
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.held_points), (500, 0));
     // The refusal is remembered: the same capture again says the same.
-    let again = capture(app, "c", "EC-X").await.unwrap_err();
+    let again = app.capture("c", "EC-X").await.unwrap_err();
     assert_refused(&again, Code::FailedPrecondition, "HOLD_EXPIRED");
     app.verify_ok().await;
 }
 
 async fn partial_then_full_refund(app: &TestApp) {
     let member_id = app.member_with_points("r1", 2000).await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a", "EC-R", &member_id, "10000", 1000))
+    app.authorize(ec_order("a", "EC-R", &member_id, "10000", 1000))
         .await
         .expect("authorize");
-    let order = capture(app, "c", "EC-R").await.expect("capture");
+    let order = app.capture("c", "EC-R").await.expect("capture");
     assert_eq!(order.points_earned, 90); // floor(9000 × 1 %)
     assert_eq!(app.available(&member_id).await, 1090);
 
-    let first = refund(app, "r1", "EC-R", "5000")
+    let first = app
+        .refund("r1", "EC-R", "5000")
         .await
         .expect("partial refund");
     assert_eq!(
@@ -173,38 +109,32 @@ async fn partial_then_full_refund(app: &TestApp) {
     );
     assert_eq!(app.available(&member_id).await, 1090 - 45 + 500);
 
-    let second = refund(app, "r2", "EC-R", "5000")
-        .await
-        .expect("full refund");
+    let second = app.refund("r2", "EC-R", "5000").await.expect("full refund");
     assert_eq!((second.points_reversed, second.points_restored), (45, 500));
     let order = second.order.unwrap();
     assert_eq!(order.state, proto::OrderState::Refunded as i32);
     assert_eq!(order.refunded_amount, "10000");
     assert_eq!(app.available(&member_id).await, 2000);
 
-    let refused = refund(app, "r3", "EC-R", "1").await.unwrap_err();
+    let refused = app.refund("r3", "EC-R", "1").await.unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "ORDER_STATE");
     app.verify_ok().await;
 }
 
 async fn refund_after_earned_points_were_spent(app: &TestApp) {
     let member_id = app.create_member("r2").await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a", "EC-S", &member_id, "10000", 0))
+    app.authorize(ec_order("a", "EC-S", &member_id, "10000", 0))
         .await
         .expect("authorize");
-    capture(app, "c", "EC-S").await.expect("capture"); // +100
-    app.register
-        .checkout()
-        .record_sale(store_sale("s", "R-S", card_ref("r2"), "100", 100))
+    app.capture("c", "EC-S").await.expect("capture"); // +100
+    app.record_sale(store_sale("s", "R-S", card_ref("r2"), "100", 100))
         .await
         .expect("spend all");
     assert_eq!(app.available(&member_id).await, 0);
 
-    let too_much = refund(app, "r0", "EC-S", "10000.01").await.unwrap_err();
+    let too_much = app.refund("r0", "EC-S", "10000.01").await.unwrap_err();
     assert_refused(&too_much, Code::FailedPrecondition, "REFUND_EXCEEDS_TOTAL");
-    let result = refund(app, "r1", "EC-S", "10000").await.expect("refund");
+    let result = app.refund("r1", "EC-S", "10000").await.expect("refund");
     assert_eq!(
         (result.points_reversed, result.points_shortfall),
         (100, 100)
@@ -221,29 +151,12 @@ async fn refund_by_lines(app: &TestApp) {
     let member_id = app.create_member("r3").await;
     let mut request = ec_order("a", "EC-L", &member_id, "0", 0);
     request.basket = Some(crate::helpers::basket(&["6000", "4000"]));
-    app.checkout
-        .checkout()
-        .authorize(request)
-        .await
-        .expect("authorize");
-    capture(app, "c", "EC-L").await.expect("capture"); // +100
+    app.authorize(request).await.expect("authorize");
+    app.capture("c", "EC-L").await.expect("capture"); // +100
     let result = app
-        .checkout
-        .checkout()
-        .refund(proto::RefundRequest {
-            request_id: "r".into(),
-            order_id: "EC-L".into(),
-            amount: String::new(),
-            lines: vec![proto::RefundLine {
-                line_id: "L2".into(),
-                quantity: 1,
-            }],
-        })
+        .refund_lines("r", "EC-L", "L2", 1)
         .await
-        .expect("refund line")
-        .into_inner()
-        .result
-        .unwrap();
+        .expect("refund line");
     assert_eq!(result.order.unwrap().refunded_amount, "4000");
     assert_eq!(result.points_reversed, 40);
     assert_eq!(app.available(&member_id).await, 60);
@@ -252,78 +165,36 @@ async fn refund_by_lines(app: &TestApp) {
 
 async fn orders_and_receipts_are_unique(app: &TestApp) {
     let member_id = app.create_member("u1").await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a1", "EC-U", &member_id, "100", 0))
+    app.authorize(ec_order("a1", "EC-U", &member_id, "100", 0))
         .await
         .expect("first");
     let again = app
-        .checkout
-        .checkout()
         .authorize(ec_order("a2", "EC-U", &member_id, "100", 0))
         .await
         .unwrap_err();
     assert_refused(&again, Code::AlreadyExists, "ORDER_EXISTS");
 
-    app.register
-        .checkout()
-        .record_sale(store_sale("s1", "R-U", card_ref("u1"), "100", 0))
+    app.record_sale(store_sale("s1", "R-U", card_ref("u1"), "100", 0))
         .await
         .expect("sale");
     let mut same_receipt = store_sale("s2", "R-U", card_ref("u1"), "100", 0);
     same_receipt.order_id = "another-order".into();
-    let refused = app
-        .register
-        .checkout()
-        .record_sale(same_receipt)
-        .await
-        .unwrap_err();
+    let refused = app.record_sale(same_receipt).await.unwrap_err();
     assert_refused(&refused, Code::AlreadyExists, "RECEIPT_EXISTS");
 }
 
 async fn insufficient_points_hold_nothing(app: &TestApp) {
     let member_id = app.member_with_points("i1", 50).await;
     let refused = app
-        .checkout
-        .checkout()
         .authorize(ec_order("a", "EC-I", &member_id, "1000", 51))
         .await
         .unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.held_points), (50, 0));
-    let missing = app
-        .checkout
-        .checkout()
-        .get_order(proto::GetOrderRequest {
-            order_id: "EC-I".into(),
-        })
-        .await
-        .unwrap_err();
+    let missing = app.get_order("EC-I").await.unwrap_err();
     assert_refused(&missing, Code::NotFound, "ORDER_NOT_FOUND");
     app.verify_ok().await;
-}
-
-async fn refund_lines(
-    app: &TestApp,
-    request_id: &str,
-    order_id: &str,
-    line_id: &str,
-    quantity: i32,
-) -> Result<proto::RefundResult, tonic::Status> {
-    app.checkout
-        .checkout()
-        .refund(proto::RefundRequest {
-            request_id: request_id.into(),
-            order_id: order_id.into(),
-            amount: String::new(),
-            lines: vec![proto::RefundLine {
-                line_id: line_id.into(),
-                quantity,
-            }],
-        })
-        .await
-        .map(|r| r.into_inner().result.unwrap())
 }
 
 async fn unit_by_unit_line_refunds_add_up(app: &TestApp) {
@@ -338,21 +209,17 @@ async fn unit_by_unit_line_refunds_add_up(app: &TestApp) {
             amount: "100".into(),
         }],
     });
-    app.checkout
-        .checkout()
-        .authorize(request)
-        .await
-        .expect("authorize");
-    capture(app, "c", "EC-U3").await.expect("capture"); // +1
+    app.authorize(request).await.expect("authorize");
+    app.capture("c", "EC-U3").await.expect("capture"); // +1
 
     let amounts: Vec<String> = [
-        refund_lines(app, "r1", "EC-U3", "L1", 1)
+        app.refund_lines("r1", "EC-U3", "L1", 1)
             .await
             .expect("first unit"),
-        refund_lines(app, "r2", "EC-U3", "L1", 1)
+        app.refund_lines("r2", "EC-U3", "L1", 1)
             .await
             .expect("second unit"),
-        refund_lines(app, "r3", "EC-U3", "L1", 1)
+        app.refund_lines("r3", "EC-U3", "L1", 1)
             .await
             .expect("third unit"),
     ]
@@ -360,25 +227,23 @@ async fn unit_by_unit_line_refunds_add_up(app: &TestApp) {
     .map(|r| r.order.as_ref().unwrap().refunded_amount.clone())
     .collect();
     assert_eq!(amounts, vec!["33", "66", "100"]);
-    let fourth = refund_lines(app, "r4", "EC-U3", "L1", 1).await.unwrap_err();
+    let fourth = app.refund_lines("r4", "EC-U3", "L1", 1).await.unwrap_err();
     assert_eq!(fourth.code(), Code::FailedPrecondition, "{fourth:?}"); // the order is REFUNDED
     app.verify_ok().await;
 }
 
 async fn refund_restores_points_with_their_expiry_unless_expired(app: &TestApp) {
-    crate::points::set_program(app, |p| p.point_expiry_days = 30).await;
+    app.set_program(|p| p.point_expiry_days = 30).await;
     let member_id = app.member_with_points("r5", 100).await; // lot expires on day 30
     let original_expiry = app.balance(&member_id).await.expiring[0].expires_at;
     app.clock.advance(Duration::hours(1)); // so the points the order earns expire later
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a1", "EC-P1", &member_id, "1000", 60))
+    app.authorize(ec_order("a1", "EC-P1", &member_id, "1000", 60))
         .await
         .expect("authorize");
-    capture(app, "c1", "EC-P1").await.expect("capture"); // spends 60 of the lot, earns 9
+    app.capture("c1", "EC-P1").await.expect("capture"); // spends 60 of the lot, earns 9
     app.clock.advance(Duration::days(1));
 
-    let restored = refund(app, "r1", "EC-P1", "500").await.expect("half");
+    let restored = app.refund("r1", "EC-P1", "500").await.expect("half");
     assert_eq!(restored.points_restored, 30);
     let balance = app.balance(&member_id).await;
     let back = balance
@@ -393,7 +258,7 @@ async fn refund_restores_points_with_their_expiry_unless_expired(app: &TestApp) 
     );
 
     app.advance(Duration::days(30)).await; // the first lot has expired
-    let late = refund(app, "r2", "EC-P1", "500").await.expect("rest");
+    let late = app.refund("r2", "EC-P1", "500").await.expect("rest");
     assert_eq!(late.points_restored, 0, "expired points are not restored");
     app.verify_ok().await;
 }

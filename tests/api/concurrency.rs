@@ -1,6 +1,10 @@
 //! Races: no request may take a balance below zero, whatever the interleaving.
 
-use crate::helpers::{TestApp, card_ref, ec_order, store_sale};
+use tonic::Code;
+
+use crate::helpers::{
+    TestApp, authorize_as, card_ref, ec_order, record_sale_as, store_sale, successes,
+};
 
 crate::both_backends! {
     fifty_redemptions_against_ten_covered => fifty_redemptions_against_ten_covered,
@@ -24,20 +28,10 @@ async fn fifty_redemptions_against_ten_covered(app: &TestApp) {
                 "10",
                 10,
             );
-            register.checkout().record_sale(sale).await
+            record_sale_as(&register, sale).await
         }));
     }
-    let mut succeeded = 0;
-    for task in tasks {
-        match task.await.expect("task") {
-            Ok(_) => succeeded += 1,
-            Err(status) => crate::helpers::assert_refused(
-                &status,
-                tonic::Code::FailedPrecondition,
-                "INSUFFICIENT_POINTS",
-            ),
-        }
-    }
+    let succeeded = successes(tasks, Code::FailedPrecondition, "INSUFFICIENT_POINTS").await;
 
     // Assert: exactly 10, the balance ends at 0, and the ledger is whole.
     assert_eq!(succeeded, 10);
@@ -57,17 +51,8 @@ async fn concurrent_authorizations_across_channels(app: &TestApp) {
         );
         tasks.push(tokio::spawn(async move {
             if i % 2 == 0 {
-                checkout
-                    .checkout()
-                    .authorize(ec_order(
-                        &format!("a{i}"),
-                        &format!("EC-{i}"),
-                        &member_id,
-                        "100",
-                        25,
-                    ))
-                    .await
-                    .map(|_| ())
+                let request = ec_order(&format!("a{i}"), &format!("EC-{i}"), &member_id, "100", 25);
+                authorize_as(&checkout, request).await.map(|_| ())
             } else {
                 let sale = store_sale(
                     &format!("s{i}"),
@@ -76,21 +61,11 @@ async fn concurrent_authorizations_across_channels(app: &TestApp) {
                     "100",
                     25,
                 );
-                register.checkout().record_sale(sale).await.map(|_| ())
+                record_sale_as(&register, sale).await.map(|_| ())
             }
         }));
     }
-    let mut succeeded = 0;
-    for task in tasks {
-        match task.await.expect("task") {
-            Ok(()) => succeeded += 1,
-            Err(status) => crate::helpers::assert_refused(
-                &status,
-                tonic::Code::FailedPrecondition,
-                "INSUFFICIENT_POINTS",
-            ),
-        }
-    }
+    let succeeded = successes(tasks, Code::FailedPrecondition, "INSUFFICIENT_POINTS").await;
     assert_eq!(succeeded, 4);
     let balance = app.balance(&member_id).await;
     assert_eq!(balance.available_points, 0);
@@ -100,21 +75,14 @@ async fn concurrent_authorizations_across_channels(app: &TestApp) {
 async fn concurrent_sweeps_settle_each_lot_once(app: &TestApp) {
     // Arrange: members whose lots expire, swept by two sweepers at once (two replicas) while
     // their owners keep shopping.
-    super::points::set_program(app, |p| p.point_expiry_days = 10).await;
+    app.set_program(|p| p.point_expiry_days = 10).await;
     let mut members = Vec::new();
     for i in 0..20 {
         members.push(app.member_with_points(&format!("sweep-{i}"), 100).await);
     }
     app.clock.advance(chrono::Duration::days(5));
     for member_id in &members {
-        app.admin
-            .ledger()
-            .adjust_points(omo::proto::AdjustPointsRequest {
-                request_id: format!("late-{member_id}"),
-                member: Some(crate::helpers::member_ref(member_id)),
-                points: 100,
-                reason: "second lot".into(),
-            })
+        app.adjust_points(&format!("late-{member_id}"), member_id, 100, "second lot")
             .await
             .expect("second lot");
     }
@@ -135,7 +103,7 @@ async fn concurrent_sweeps_settle_each_lot_once(app: &TestApp) {
                 "50",
                 50,
             );
-            register.checkout().record_sale(sale).await
+            record_sale_as(&register, sale).await
         }));
     }
     let (a, b) = sweeps.await.expect("sweeps");

@@ -2,10 +2,16 @@
 //! restore on refund, and races on single-use coupons and budgets.
 
 use chrono::Duration;
-use omo::proto::{self, campaign::Discount};
+use omo::{
+    client::Client,
+    proto::{self, campaign::Discount},
+};
 use tonic::Code;
 
-use crate::helpers::{TestApp, assert_refused, basket, card_ref, ec_order, member_ref, store_sale};
+use crate::helpers::{
+    TestApp, assert_refused, authorize_as, basket, card_ref, ec_order, issue_coupon_as, member_ref,
+    record_sale_as, store_sale, successes,
+};
 
 crate::both_backends! {
     scope_and_min_spend => scope_and_min_spend,
@@ -41,23 +47,6 @@ async fn create_campaign(app: &TestApp, campaign: proto::Campaign) {
         .expect("create campaign");
 }
 
-async fn issue(
-    app: &TestApp,
-    request_id: &str,
-    campaign_id: &str,
-    member_id: &str,
-) -> Result<proto::Coupon, tonic::Status> {
-    app.admin
-        .coupons()
-        .issue_coupon(proto::IssueCouponRequest {
-            request_id: request_id.into(),
-            campaign_id: campaign_id.into(),
-            member: Some(member_ref(member_id)),
-        })
-        .await
-        .map(|r| r.into_inner().coupon.unwrap())
-}
-
 async fn quote(
     app: &TestApp,
     member_id: &str,
@@ -81,6 +70,69 @@ async fn quote(
         .into_inner()
         .quote
         .unwrap()
+}
+
+async fn list_coupons(
+    client: &Client,
+    member_id: &str,
+    include_inactive: bool,
+) -> Vec<proto::Coupon> {
+    client
+        .coupons()
+        .list_coupons(proto::ListCouponsRequest {
+            member: Some(member_ref(member_id)),
+            include_inactive,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .coupons
+}
+
+/// A Store quote at `store_id`.
+async fn store_quote(
+    app: &TestApp,
+    member_id: &str,
+    store_id: &str,
+    total: &str,
+    codes: &[&str],
+) -> proto::Quote {
+    quote(
+        app,
+        member_id,
+        proto::Channel::Store,
+        store_id,
+        total,
+        codes,
+    )
+    .await
+}
+
+/// The code of a coupon issued by an admin.
+async fn issued_code(
+    app: &TestApp,
+    request_id: &str,
+    campaign_id: &str,
+    member_id: &str,
+) -> String {
+    app.issue_coupon(request_id, campaign_id, member_id)
+        .await
+        .expect("issue")
+        .code
+}
+
+/// A register sale at `shibuya` by card `card` with one coupon code and no points.
+fn coupon_sale(
+    request_id: &str,
+    receipt_no: &str,
+    card: &str,
+    total: &str,
+    code: &str,
+) -> proto::RecordSaleRequest {
+    proto::RecordSaleRequest {
+        coupon_codes: vec![code.into()],
+        ..store_sale(request_id, receipt_no, card_ref(card), total, 0)
+    }
 }
 
 async fn coupon_state(app: &TestApp, code: &str) -> i32 {
@@ -107,10 +159,7 @@ async fn scope_and_min_spend(app: &TestApp) {
         },
     )
     .await;
-    let code = issue(app, "i", "shibuya-200", &member_id)
-        .await
-        .expect("issue")
-        .code;
+    let code = issued_code(app, "i", "shibuya-200", &member_id).await;
 
     let reason = |q: proto::Quote| q.coupons[0].reason.clone();
     assert_eq!(
@@ -118,43 +167,15 @@ async fn scope_and_min_spend(app: &TestApp) {
         "COUPON_CHANNEL"
     );
     assert_eq!(
-        reason(
-            quote(
-                app,
-                &member_id,
-                proto::Channel::Store,
-                "umeda",
-                "2000",
-                &[&code]
-            )
-            .await
-        ),
+        reason(store_quote(app, &member_id, "umeda", "2000", &[&code]).await),
         "COUPON_STORE"
     );
     assert_eq!(
-        reason(
-            quote(
-                app,
-                &member_id,
-                proto::Channel::Store,
-                "shibuya",
-                "999",
-                &[&code]
-            )
-            .await
-        ),
+        reason(store_quote(app, &member_id, "shibuya", "999", &[&code]).await),
         "COUPON_MIN_SPEND"
     );
     // Codes are case-insensitive on input.
-    let ok = quote(
-        app,
-        &member_id,
-        proto::Channel::Store,
-        "shibuya",
-        "2000",
-        &[&code.to_lowercase()],
-    )
-    .await;
+    let ok = store_quote(app, &member_id, "shibuya", "2000", &[&code.to_lowercase()]).await;
     assert!(ok.coupons[0].applicable);
     assert_eq!(
         (
@@ -166,27 +187,14 @@ async fn scope_and_min_spend(app: &TestApp) {
     );
 
     let refused = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec![code.clone()],
-            ..store_sale("s", "R1", card_ref("c1"), "999", 0)
-        })
+        .record_sale(coupon_sale("s", "R1", "c1", "999", &code))
         .await
         .unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "COUPON_MIN_SPEND");
     let sale = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec![code.clone()],
-            ..store_sale("s2", "R2", card_ref("c1"), "2000", 0)
-        })
+        .record_sale(coupon_sale("s2", "R2", "c1", "2000", &code))
         .await
-        .expect("sale")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("sale");
     assert_eq!(
         (
             sale.coupon_discount.as_str(),
@@ -200,12 +208,7 @@ async fn scope_and_min_spend(app: &TestApp) {
         proto::CouponState::Redeemed as i32
     );
     let reused = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec![code],
-            ..store_sale("s3", "R3", card_ref("c1"), "2000", 0)
-        })
+        .record_sale(coupon_sale("s3", "R3", "c1", "2000", &code))
         .await
         .unwrap_err();
     assert_refused(&reused, Code::FailedPrecondition, "COUPON_NOT_ACTIVE");
@@ -224,30 +227,14 @@ async fn stacking(app: &TestApp) {
         },
     )
     .await;
-    let a = issue(app, "a", "stack-a", &member_id).await.unwrap().code;
-    let b = issue(app, "b", "stack-b", &member_id).await.unwrap().code;
-    let solo = issue(app, "s", "solo", &member_id).await.unwrap().code;
+    let a = issued_code(app, "a", "stack-a", &member_id).await;
+    let b = issued_code(app, "b", "stack-b", &member_id).await;
+    let solo = issued_code(app, "s", "solo", &member_id).await;
 
-    let both = quote(
-        app,
-        &member_id,
-        proto::Channel::Store,
-        "shibuya",
-        "1000",
-        &[&a, &b],
-    )
-    .await;
+    let both = store_quote(app, &member_id, "shibuya", "1000", &[&a, &b]).await;
     assert!(both.coupons.iter().all(|c| c.applicable));
     assert_eq!(both.amount_due, "800");
-    let mixed = quote(
-        app,
-        &member_id,
-        proto::Channel::Store,
-        "shibuya",
-        "1000",
-        &[&a, &solo],
-    )
-    .await;
+    let mixed = store_quote(app, &member_id, "shibuya", "1000", &[&a, &solo]).await;
     assert_eq!(mixed.coupons[1].reason, "COUPON_NOT_STACKABLE");
     assert_eq!(mixed.amount_due, "900");
 }
@@ -262,45 +249,19 @@ async fn expiry_by_moved_clock(app: &TestApp) {
         },
     )
     .await;
-    let code = issue(app, "i", "week", &member_id).await.unwrap().code;
+    let code = issued_code(app, "i", "week", &member_id).await;
     app.advance(Duration::days(7)).await;
 
-    let quoted = quote(
-        app,
-        &member_id,
-        proto::Channel::Store,
-        "shibuya",
-        "1000",
-        &[&code],
-    )
-    .await;
+    let quoted = store_quote(app, &member_id, "shibuya", "1000", &[&code]).await;
     assert_eq!(quoted.coupons[0].reason, "COUPON_EXPIRED");
     assert_eq!(
         coupon_state(app, &code).await,
         proto::CouponState::Expired as i32
     );
-    let wallet = app
-        .admin
-        .coupons()
-        .list_coupons(proto::ListCouponsRequest {
-            member: Some(member_ref(&member_id)),
-            include_inactive: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(wallet.coupons.is_empty());
-    let all = app
-        .admin
-        .coupons()
-        .list_coupons(proto::ListCouponsRequest {
-            member: Some(member_ref(&member_id)),
-            include_inactive: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(all.coupons.len(), 1);
+    let wallet = list_coupons(&app.admin, &member_id, false).await;
+    assert!(wallet.is_empty());
+    let all = list_coupons(&app.admin, &member_id, true).await;
+    assert_eq!(all.len(), 1);
     app.verify_ok().await;
 }
 
@@ -308,24 +269,14 @@ async fn another_members_code_is_refused(app: &TestApp) {
     let owner = app.create_member("c4-owner").await;
     app.create_member("c4-other").await;
     create_campaign(app, campaign("owned", "100")).await;
-    let code = issue(app, "i", "owned", &owner).await.unwrap().code;
+    let code = issued_code(app, "i", "owned", &owner).await;
     let refused = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec![code],
-            ..store_sale("s", "R1", card_ref("c4-other"), "1000", 0)
-        })
+        .record_sale(coupon_sale("s", "R1", "c4-other", "1000", &code))
         .await
         .unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "COUPON_NOT_OWNED");
     let unknown = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec!["NOPE2345".into()],
-            ..store_sale("s2", "R2", card_ref("c4-other"), "1000", 0)
-        })
+        .record_sale(coupon_sale("s2", "R2", "c4-other", "1000", "NOPE2345"))
         .await
         .unwrap_err();
     assert_refused(&unknown, Code::NotFound, "COUPON_NOT_FOUND");
@@ -343,25 +294,12 @@ async fn public_code_counts_per_member(app: &TestApp) {
     )
     .await;
     let sale = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec!["WELCOME".into()],
-            ..store_sale("s", "R1", card_ref("c5"), "1000", 0)
-        })
+        .record_sale(coupon_sale("s", "R1", "c5", "1000", "WELCOME"))
         .await
-        .expect("first use")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("first use");
     assert_eq!(sale.coupon_discount, "150");
     let again = app
-        .register
-        .checkout()
-        .record_sale(proto::RecordSaleRequest {
-            coupon_codes: vec!["welcome".into()],
-            ..store_sale("s2", "R2", card_ref("c5"), "1000", 0)
-        })
+        .record_sale(coupon_sale("s2", "R2", "c5", "1000", "welcome"))
         .await
         .unwrap_err();
     assert_refused(&again, Code::ResourceExhausted, "MEMBER_LIMIT");
@@ -378,10 +316,16 @@ async fn budget_exhaustion(app: &TestApp) {
         },
     )
     .await;
-    issue(app, "1", "budget", &member_id).await.expect("first");
-    issue(app, "2", "budget", &member_id).await.expect("second");
+    app.issue_coupon("1", "budget", &member_id)
+        .await
+        .expect("first");
+    app.issue_coupon("2", "budget", &member_id)
+        .await
+        .expect("second");
     assert_refused(
-        &issue(app, "3", "budget", &member_id).await.unwrap_err(),
+        &app.issue_coupon("3", "budget", &member_id)
+            .await
+            .unwrap_err(),
         Code::ResourceExhausted,
         "CAMPAIGN_EXHAUSTED",
     );
@@ -401,58 +345,25 @@ async fn ec_order_issues_a_store_coupon(app: &TestApp) {
         },
     )
     .await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a1", "EC-SMALL", &member_id, "4999", 0))
+    app.authorize(ec_order("a1", "EC-SMALL", &member_id, "4999", 0))
         .await
         .unwrap();
-    app.checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: "c1".into(),
-            order_id: "EC-SMALL".into(),
-        })
+    app.capture("c1", "EC-SMALL").await.unwrap();
+    app.authorize(ec_order("a2", "EC-BIG", &member_id, "6000", 0))
         .await
         .unwrap();
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a2", "EC-BIG", &member_id, "6000", 0))
-        .await
-        .unwrap();
-    app.checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: "c2".into(),
-            order_id: "EC-BIG".into(),
-        })
-        .await
-        .unwrap();
+    app.capture("c2", "EC-BIG").await.unwrap();
 
-    let wallet = app
-        .app_client
-        .coupons()
-        .list_coupons(proto::ListCouponsRequest {
-            member: Some(member_ref(&member_id)),
-            include_inactive: false,
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .coupons;
+    let wallet = list_coupons(&app.app_client, &member_id, false).await;
     assert_eq!(wallet.len(), 1);
     assert_eq!(wallet[0].source, "order:EC-BIG");
     let sale = app
-        .register
-        .checkout()
         .record_sale(proto::RecordSaleRequest {
             coupon_codes: vec![wallet[0].code.clone()],
             ..store_sale("s", "R1", card_ref("c7"), "2000", 0)
         })
         .await
-        .expect("used in store")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("used in store");
     assert_eq!(sale.amount_due, "1500");
     app.verify_ok().await;
 }
@@ -460,80 +371,36 @@ async fn ec_order_issues_a_store_coupon(app: &TestApp) {
 async fn void_releases_and_full_refund_restores(app: &TestApp) {
     let member_id = app.create_member("c8").await;
     create_campaign(app, campaign("restore", "300")).await;
-    let code = issue(app, "i", "restore", &member_id).await.unwrap().code;
+    let code = issued_code(app, "i", "restore", &member_id).await;
     let with_code = |request_id: &str, order_id: &str| proto::AuthorizeRequest {
         coupon_codes: vec![code.clone()],
         ..ec_order(request_id, order_id, &member_id, "3000", 0)
     };
 
-    app.checkout
-        .checkout()
-        .authorize(with_code("a1", "EC-1"))
+    app.authorize(with_code("a1", "EC-1"))
         .await
         .expect("authorize");
     assert_eq!(
         coupon_state(app, &code).await,
         proto::CouponState::Reserved as i32
     );
-    app.checkout
-        .checkout()
-        .void(proto::VoidRequest {
-            request_id: "v".into(),
-            order_id: "EC-1".into(),
-        })
-        .await
-        .expect("void");
+    app.void("v", "EC-1").await.expect("void");
     assert_eq!(
         coupon_state(app, &code).await,
         proto::CouponState::Active as i32
     );
 
-    app.checkout
-        .checkout()
-        .authorize(with_code("a2", "EC-2"))
+    app.authorize(with_code("a2", "EC-2"))
         .await
         .expect("authorize again");
-    app.checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: "c".into(),
-            order_id: "EC-2".into(),
-        })
-        .await
-        .expect("capture");
+    app.capture("c", "EC-2").await.expect("capture");
     assert_eq!(
         coupon_state(app, &code).await,
         proto::CouponState::Redeemed as i32
     );
-    let partial = app
-        .checkout
-        .checkout()
-        .refund(proto::RefundRequest {
-            request_id: "r1".into(),
-            order_id: "EC-2".into(),
-            amount: "1000".into(),
-            lines: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let partial = app.refund("r1", "EC-2", "1000").await.unwrap();
     assert!(partial.coupons_restored.is_empty());
-    let full = app
-        .checkout
-        .checkout()
-        .refund(proto::RefundRequest {
-            request_id: "r2".into(),
-            order_id: "EC-2".into(),
-            amount: "2000".into(),
-            lines: vec![],
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .result
-        .unwrap();
+    let full = app.refund("r2", "EC-2", "2000").await.unwrap();
     assert_eq!(full.coupons_restored, vec![code.clone()]);
     assert_eq!(
         coupon_state(app, &code).await,
@@ -545,7 +412,7 @@ async fn void_releases_and_full_refund_restores(app: &TestApp) {
 async fn single_use_coupon_race(app: &TestApp) {
     let member_id = app.create_member("c9").await;
     create_campaign(app, campaign("single", "100")).await;
-    let code = issue(app, "i", "single", &member_id).await.unwrap().code;
+    let code = issued_code(app, "i", "single", &member_id).await;
     let mut tasks = Vec::new();
     for i in 0..20 {
         let (checkout, register, code, member_id) = (
@@ -560,29 +427,14 @@ async fn single_use_coupon_race(app: &TestApp) {
                     coupon_codes: vec![code],
                     ..ec_order(&format!("a{i}"), &format!("EC-{i}"), &member_id, "1000", 0)
                 };
-                checkout.checkout().authorize(request).await.map(|_| ())
+                authorize_as(&checkout, request).await.map(|_| ())
             } else {
-                let request = proto::RecordSaleRequest {
-                    coupon_codes: vec![code],
-                    ..store_sale(
-                        &format!("s{i}"),
-                        &format!("R{i}"),
-                        card_ref("c9"),
-                        "1000",
-                        0,
-                    )
-                };
-                register.checkout().record_sale(request).await.map(|_| ())
+                let request = coupon_sale(&format!("s{i}"), &format!("R{i}"), "c9", "1000", &code);
+                record_sale_as(&register, request).await.map(|_| ())
             }
         }));
     }
-    let mut succeeded = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(()) => succeeded += 1,
-            Err(status) => assert_refused(&status, Code::FailedPrecondition, "COUPON_NOT_ACTIVE"),
-        }
-    }
+    let succeeded = successes(tasks, Code::FailedPrecondition, "COUPON_NOT_ACTIVE").await;
     assert_eq!(succeeded, 1);
     app.verify_ok().await;
 }
@@ -606,39 +458,15 @@ async fn issue_limit_race(app: &TestApp) {
         .map(|(i, member_id)| {
             let (admin, member_id) = (app.admin.clone(), member_id.clone());
             tokio::spawn(async move {
-                admin
-                    .coupons()
-                    .issue_coupon(proto::IssueCouponRequest {
-                        request_id: format!("i{i}"),
-                        campaign_id: "five".into(),
-                        member: Some(member_ref(&member_id)),
-                    })
-                    .await
+                issue_coupon_as(&admin, &format!("i{i}"), "five", &member_id).await
             })
         })
         .collect();
-    let mut issued = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => issued += 1,
-            Err(status) => assert_refused(&status, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED"),
-        }
-    }
+    let issued = successes(tasks, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED").await;
     assert_eq!(issued, 5);
     let mut held = 0;
     for member_id in &members {
-        held += app
-            .admin
-            .coupons()
-            .list_coupons(proto::ListCouponsRequest {
-                member: Some(member_ref(member_id)),
-                include_inactive: true,
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .coupons
-            .len();
+        held += list_coupons(&app.admin, member_id, true).await.len();
     }
     assert_eq!(held, 5);
     app.verify_ok().await;
@@ -658,24 +486,11 @@ async fn per_member_limit_race(app: &TestApp) {
         .map(|i| {
             let (admin, member_id) = (app.admin.clone(), member_id.clone());
             tokio::spawn(async move {
-                admin
-                    .coupons()
-                    .issue_coupon(proto::IssueCouponRequest {
-                        request_id: format!("i{i}"),
-                        campaign_id: "two-each".into(),
-                        member: Some(member_ref(&member_id)),
-                    })
-                    .await
+                issue_coupon_as(&admin, &format!("i{i}"), "two-each", &member_id).await
             })
         })
         .collect();
-    let mut issued = 0;
-    for task in tasks {
-        match task.await.unwrap() {
-            Ok(_) => issued += 1,
-            Err(status) => assert_refused(&status, Code::ResourceExhausted, "MEMBER_LIMIT"),
-        }
-    }
+    let issued = successes(tasks, Code::ResourceExhausted, "MEMBER_LIMIT").await;
     assert_eq!(issued, 2);
     app.verify_ok().await;
 }

@@ -10,7 +10,7 @@ use omo::{
     domain::{ManualClock, auth::Role},
     proto::{self, member_ref::Ref},
 };
-use tonic::Code;
+use tonic::{Code, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -232,18 +232,161 @@ impl TestApp {
     pub async fn member_with_points(&self, card: &str, points: i64) -> String {
         let member_id = self.create_member(card).await;
         if points > 0 {
-            self.admin
-                .ledger()
-                .adjust_points(proto::AdjustPointsRequest {
-                    request_id: format!("grant-{card}"),
-                    member: Some(member_ref(&member_id)),
-                    points,
-                    reason: "test grant".into(),
-                })
+            self.adjust_points(&format!("grant-{card}"), &member_id, points, "test grant")
                 .await
                 .expect("adjust");
         }
         member_id
+    }
+
+    /// An admin adjustment of `points` (negative: a debit).
+    pub async fn adjust_points(
+        &self,
+        request_id: &str,
+        member_id: &str,
+        points: i64,
+        reason: &str,
+    ) -> Result<proto::Transaction, Status> {
+        self.admin
+            .ledger()
+            .adjust_points(proto::AdjustPointsRequest {
+                request_id: request_id.into(),
+                member: Some(member_ref(member_id)),
+                points,
+                reason: reason.into(),
+            })
+            .await
+            .map(|r| r.into_inner().transaction.expect("transaction"))
+    }
+
+    /// Reads the program, changes it, saves it.
+    pub async fn set_program(&self, change: impl FnOnce(&mut proto::Program)) {
+        let mut program = self
+            .admin
+            .program()
+            .get_program(proto::GetProgramRequest {})
+            .await
+            .expect("program")
+            .into_inner()
+            .program
+            .unwrap();
+        change(&mut program);
+        self.admin
+            .program()
+            .update_program(proto::UpdateProgramRequest {
+                program: Some(program),
+                update_mask: None,
+            })
+            .await
+            .expect("update program");
+    }
+
+    /// Authorize with the checkout key.
+    pub async fn authorize(
+        &self,
+        request: proto::AuthorizeRequest,
+    ) -> Result<proto::Order, Status> {
+        authorize_as(&self.checkout, request).await
+    }
+
+    /// Capture with the checkout key.
+    pub async fn capture(&self, request_id: &str, order_id: &str) -> Result<proto::Order, Status> {
+        self.checkout
+            .checkout()
+            .capture(proto::CaptureRequest {
+                request_id: request_id.into(),
+                order_id: order_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner().order.expect("order"))
+    }
+
+    /// Void with the checkout key.
+    pub async fn void(&self, request_id: &str, order_id: &str) -> Result<proto::Order, Status> {
+        self.checkout
+            .checkout()
+            .void(proto::VoidRequest {
+                request_id: request_id.into(),
+                order_id: order_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner().order.expect("order"))
+    }
+
+    /// A refund of `amount` with the checkout key.
+    pub async fn refund(
+        &self,
+        request_id: &str,
+        order_id: &str,
+        amount: &str,
+    ) -> Result<proto::RefundResult, Status> {
+        self.refund_request(proto::RefundRequest {
+            request_id: request_id.into(),
+            order_id: order_id.into(),
+            amount: amount.into(),
+            lines: vec![],
+        })
+        .await
+    }
+
+    /// A refund of `quantity` units of one line with the checkout key.
+    pub async fn refund_lines(
+        &self,
+        request_id: &str,
+        order_id: &str,
+        line_id: &str,
+        quantity: i32,
+    ) -> Result<proto::RefundResult, Status> {
+        self.refund_request(proto::RefundRequest {
+            request_id: request_id.into(),
+            order_id: order_id.into(),
+            amount: String::new(),
+            lines: vec![proto::RefundLine {
+                line_id: line_id.into(),
+                quantity,
+            }],
+        })
+        .await
+    }
+
+    async fn refund_request(
+        &self,
+        request: proto::RefundRequest,
+    ) -> Result<proto::RefundResult, Status> {
+        self.checkout
+            .checkout()
+            .refund(request)
+            .await
+            .map(|r| r.into_inner().result.expect("result"))
+    }
+
+    /// GetOrder with the checkout key.
+    pub async fn get_order(&self, order_id: &str) -> Result<proto::Order, Status> {
+        self.checkout
+            .checkout()
+            .get_order(proto::GetOrderRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .map(|r| r.into_inner().order.expect("order"))
+    }
+
+    /// RecordSale with the register key of `shibuya`.
+    pub async fn record_sale(
+        &self,
+        request: proto::RecordSaleRequest,
+    ) -> Result<proto::Order, Status> {
+        record_sale_as(&self.register, request).await
+    }
+
+    /// IssueCoupon with the admin key.
+    pub async fn issue_coupon(
+        &self,
+        request_id: &str,
+        campaign_id: &str,
+        member_id: &str,
+    ) -> Result<proto::Coupon, Status> {
+        issue_coupon_as(&self.admin, request_id, campaign_id, member_id).await
     }
 
     pub async fn balance(&self, member_id: &str) -> proto::Balance {
@@ -395,4 +538,77 @@ pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
         .get_details_bad_request()
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
+}
+
+/// Authorize with `client`'s key.
+pub async fn authorize_as(
+    client: &Client,
+    request: proto::AuthorizeRequest,
+) -> Result<proto::Order, Status> {
+    client
+        .checkout()
+        .authorize(request)
+        .await
+        .map(|r| r.into_inner().order.expect("order"))
+}
+
+/// RecordSale with `client`'s key.
+pub async fn record_sale_as(
+    client: &Client,
+    request: proto::RecordSaleRequest,
+) -> Result<proto::Order, Status> {
+    client
+        .checkout()
+        .record_sale(request)
+        .await
+        .map(|r| r.into_inner().order.expect("order"))
+}
+
+/// IssueCoupon with `client`'s key.
+pub async fn issue_coupon_as(
+    client: &Client,
+    request_id: &str,
+    campaign_id: &str,
+    member_id: &str,
+) -> Result<proto::Coupon, Status> {
+    client
+        .coupons()
+        .issue_coupon(proto::IssueCouponRequest {
+            request_id: request_id.into(),
+            campaign_id: campaign_id.into(),
+            member: Some(member_ref(member_id)),
+        })
+        .await
+        .map(|r| r.into_inner().coupon.expect("coupon"))
+}
+
+/// GetMember with `client`'s key.
+pub async fn get_member_as(
+    client: &Client,
+    member: proto::MemberRef,
+) -> Result<proto::Member, Status> {
+    client
+        .members()
+        .get_member(proto::GetMemberRequest {
+            member: Some(member),
+        })
+        .await
+        .map(|r| r.into_inner().member.expect("member"))
+}
+
+/// Awaits racing calls: every failure must be exactly the refusal `code` / `expected_reason`.
+/// Returns how many succeeded.
+pub async fn successes<T>(
+    tasks: Vec<tokio::task::JoinHandle<Result<T, Status>>>,
+    code: Code,
+    expected_reason: &str,
+) -> usize {
+    let mut succeeded = 0;
+    for task in tasks {
+        match task.await.expect("task") {
+            Ok(_) => succeeded += 1,
+            Err(status) => assert_refused(&status, code, expected_reason),
+        }
+    }
+    succeeded
 }

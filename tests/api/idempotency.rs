@@ -4,7 +4,7 @@
 use omo::proto;
 use tonic::Code;
 
-use crate::helpers::{TestApp, assert_refused, ec_order, member_ref, spawn_app};
+use crate::helpers::{TestApp, assert_refused, authorize_as, ec_order, spawn_app};
 
 crate::both_backends! {
     replay_returns_the_original_response => replay_returns_the_original_response,
@@ -16,42 +16,14 @@ crate::both_backends! {
 async fn replay_returns_the_original_response(app: &TestApp) {
     let member_id = app.member_with_points("id1", 1000).await;
     let request = ec_order("auth-1", "EC-1", &member_id, "5000", 300);
-    let first = app
-        .checkout
-        .checkout()
-        .authorize(request.clone())
-        .await
-        .expect("first")
-        .into_inner();
-    let capture = proto::CaptureRequest {
-        request_id: "cap-1".into(),
-        order_id: "EC-1".into(),
-    };
-    app.checkout
-        .checkout()
-        .capture(capture.clone())
-        .await
-        .expect("capture");
+    let first = app.authorize(request.clone()).await.expect("first");
+    app.capture("cap-1", "EC-1").await.expect("capture");
 
     // The retried Authorize gets the original AUTHORIZED order back, not the captured one.
-    let replay = app
-        .checkout
-        .checkout()
-        .authorize(request)
-        .await
-        .expect("replay")
-        .into_inner();
+    let replay = app.authorize(request).await.expect("replay");
     assert_eq!(replay, first);
-    let replayed_capture = app
-        .checkout
-        .checkout()
-        .capture(capture)
-        .await
-        .expect("replay capture");
-    assert_eq!(
-        replayed_capture.into_inner().order.unwrap().state,
-        proto::OrderState::Captured as i32
-    );
+    let replayed_capture = app.capture("cap-1", "EC-1").await.expect("replay capture");
+    assert_eq!(replayed_capture.state, proto::OrderState::Captured as i32);
     assert_eq!(
         app.available(&member_id).await,
         1000 - 300 + 47,
@@ -62,14 +34,10 @@ async fn replay_returns_the_original_response(app: &TestApp) {
 
 async fn reused_id_with_another_request_is_refused(app: &TestApp) {
     let member_id = app.member_with_points("id2", 1000).await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 300))
+    app.authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 300))
         .await
         .expect("first");
     let other = app
-        .checkout
-        .checkout()
         .authorize(ec_order("auth-1", "EC-2", &member_id, "5000", 301))
         .await
         .unwrap_err();
@@ -80,44 +48,25 @@ async fn reused_id_with_another_request_is_refused(app: &TestApp) {
 async fn failures_are_remembered(app: &TestApp) {
     let member_id = app.create_member("id3").await;
     let request = ec_order("auth-1", "EC-3", &member_id, "5000", 100);
-    let first = app
-        .checkout
-        .checkout()
-        .authorize(request.clone())
-        .await
-        .unwrap_err();
+    let first = app.authorize(request.clone()).await.unwrap_err();
     assert_refused(&first, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
-    app.admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: "grant".into(),
-            member: Some(member_ref(&member_id)),
-            points: 500,
-            reason: "r".into(),
-        })
+    app.adjust_points("grant", &member_id, 500, "r")
         .await
         .expect("grant");
     // Same request_id: still the remembered refusal, and nothing is held.
-    let again = app
-        .checkout
-        .checkout()
-        .authorize(request)
-        .await
-        .unwrap_err();
+    let again = app.authorize(request).await.unwrap_err();
     assert_refused(&again, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
     assert_eq!(app.balance(&member_id).await.held_points, 0);
 }
 
 async fn ids_are_scoped_per_key(app: &TestApp) {
     let member_id = app.member_with_points("id4", 1000).await;
-    let as_admin = app
-        .admin
-        .checkout()
-        .authorize(ec_order("same-id", "EC-4a", &member_id, "100", 10))
-        .await;
+    let as_admin = authorize_as(
+        &app.admin,
+        ec_order("same-id", "EC-4a", &member_id, "100", 10),
+    )
+    .await;
     let as_checkout = app
-        .checkout
-        .checkout()
         .authorize(ec_order("same-id", "EC-4b", &member_id, "100", 10))
         .await;
     assert!(as_admin.is_ok() && as_checkout.is_ok());
@@ -133,23 +82,11 @@ mod after_restart {
         };
         let member_id = app.member_with_points("id5", 1000).await;
         let request = ec_order("auth-r", "EC-5", &member_id, "2000", 100);
-        let first = app
-            .checkout
-            .checkout()
-            .authorize(request.clone())
-            .await
-            .expect("first")
-            .into_inner();
+        let first = app.authorize(request.clone()).await.expect("first");
 
         app.restart().await;
 
-        let replay = app
-            .checkout
-            .checkout()
-            .authorize(request)
-            .await
-            .expect("replay")
-            .into_inner();
+        let replay = app.authorize(request).await.expect("replay");
         assert_eq!(replay, first);
         assert_eq!(app.balance(&member_id).await.held_points, 100);
         app.verify_ok().await;

@@ -4,59 +4,47 @@ use chrono::Duration;
 use omo::proto;
 use tonic::Code;
 
-use crate::helpers::{TestApp, assert_refused, card_ref, identifier, member_ref};
+use crate::helpers::{TestApp, assert_refused, card_ref, get_member_as, identifier, member_ref};
 
 crate::both_backends! {
     identifiers_are_unique_and_resolve => identifiers_are_unique_and_resolve,
     merge_moves_points_with_their_expiry => merge_moves_points_with_their_expiry,
 }
 
+/// LinkIdentifier with the checkout key.
+async fn link(
+    app: &TestApp,
+    request_id: &str,
+    member_id: &str,
+    identifier: proto::Identifier,
+) -> Result<proto::Member, tonic::Status> {
+    app.checkout
+        .members()
+        .link_identifier(proto::LinkIdentifierRequest {
+            request_id: request_id.into(),
+            member: Some(member_ref(member_id)),
+            identifier: Some(identifier),
+        })
+        .await
+        .map(|r| r.into_inner().member.expect("member"))
+}
+
 async fn identifiers_are_unique_and_resolve(app: &TestApp) {
     let first = app.create_member("m-card-1").await;
     let second = app.create_member("m-card-2").await;
-    let linked = app
-        .checkout
-        .members()
-        .link_identifier(proto::LinkIdentifierRequest {
-            request_id: "link".into(),
-            member: Some(member_ref(&first)),
-            identifier: Some(identifier("ec_customer", "c-1")),
-        })
+    let linked = link(app, "link", &first, identifier("ec_customer", "c-1"))
         .await
-        .expect("link")
-        .into_inner()
-        .member
-        .unwrap();
+        .expect("link");
     assert_eq!(linked.identifiers.len(), 2);
-    let taken = app
-        .checkout
-        .members()
-        .link_identifier(proto::LinkIdentifierRequest {
-            request_id: "link-2".into(),
-            member: Some(member_ref(&second)),
-            identifier: Some(identifier("card", "m-card-1")),
-        })
+    let taken = link(app, "link-2", &second, identifier("card", "m-card-1"))
         .await
         .unwrap_err();
     assert_refused(&taken, Code::AlreadyExists, "IDENTIFIER_TAKEN");
-    let found = app
-        .register
-        .members()
-        .get_member(proto::GetMemberRequest {
-            member: Some(card_ref("m-card-1")),
-        })
+    let found = get_member_as(&app.register, card_ref("m-card-1"))
         .await
-        .expect("by card")
-        .into_inner()
-        .member
-        .unwrap();
+        .expect("by card");
     assert_eq!(found.member_id, first);
-    let missing = app
-        .admin
-        .members()
-        .get_member(proto::GetMemberRequest {
-            member: Some(member_ref("m_nobody")),
-        })
+    let missing = get_member_as(&app.admin, member_ref("m_nobody"))
         .await
         .unwrap_err();
     assert_refused(&missing, Code::NotFound, "MEMBER_NOT_FOUND");
@@ -92,43 +80,17 @@ async fn merge_moves_points_with_their_expiry(app: &TestApp) {
     assert_eq!(balance.expiring.len(), 2);
     assert_eq!(balance.expiring[0].expires_at, source_expiry);
     assert_eq!(app.available(&source).await, 0);
-    let tombstone = app
-        .admin
-        .members()
-        .get_member(proto::GetMemberRequest {
-            member: Some(member_ref(&source)),
-        })
+    let tombstone = get_member_as(&app.admin, member_ref(&source))
         .await
-        .expect("get")
-        .into_inner()
-        .member
-        .unwrap();
+        .expect("get");
     assert_eq!(tombstone.state, proto::MemberState::Merged as i32);
     assert_eq!(tombstone.merged_into, target);
     // The old card now finds the target; naming the source by id to change it is refused.
-    let by_card = app
-        .register
-        .members()
-        .get_member(proto::GetMemberRequest {
-            member: Some(card_ref("store-card")),
-        })
+    let by_card = get_member_as(&app.register, card_ref("store-card"))
         .await
-        .expect("card")
-        .into_inner()
-        .member
-        .unwrap();
+        .expect("card");
     assert_eq!(by_card.member_id, target);
-    let refused = app
-        .admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: "adj".into(),
-            member: Some(member_ref(&source)),
-            points: 5,
-            reason: "r".into(),
-        })
-        .await
-        .unwrap_err();
+    let refused = app.adjust_points("adj", &source, 5, "r").await.unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "MEMBER_MERGED");
     app.verify_ok().await;
 }

@@ -2,8 +2,9 @@
 
 use chrono::Duration;
 use omo::proto;
+use tonic::Code;
 
-use crate::helpers::{TestApp, card_ref, ec_order, member_ref, store_sale};
+use crate::helpers::{TestApp, assert_refused, card_ref, ec_order, member_ref, store_sale};
 
 crate::both_backends! {
     earn_at_store_spend_at_ec => earn_at_store_spend_at_ec,
@@ -17,42 +18,21 @@ async fn earn_at_store_spend_at_ec(app: &TestApp) {
     // Arrange: a member who shops at the Shibuya register with her card.
     let member_id = app.create_member("card-1").await;
     let sale = app
-        .register
-        .checkout()
         .record_sale(store_sale("sale-1", "R1", card_ref("card-1"), "12000", 0))
         .await
-        .expect("sale")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("sale");
     assert_eq!(sale.points_earned, 120);
     assert_eq!(sale.state, proto::OrderState::Captured as i32);
 
     // Act: she spends those points online right away.
     let authorized = app
-        .checkout
-        .checkout()
         .authorize(ec_order("auth-1", "EC-1", &member_id, "5000", 100))
         .await
-        .expect("authorize")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("authorize");
     assert_eq!(authorized.amount_due, "4900");
     let held = app.balance(&member_id).await;
     assert_eq!((held.available_points, held.held_points), (20, 100));
-    let captured = app
-        .checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: "cap-1".into(),
-            order_id: "EC-1".into(),
-        })
-        .await
-        .expect("capture")
-        .into_inner()
-        .order
-        .unwrap();
+    let captured = app.capture("cap-1", "EC-1").await.expect("capture");
 
     // Assert: 120 − 100 + floor(4900 × 1 %) = 69.
     assert_eq!(captured.points_earned, 49);
@@ -65,30 +45,16 @@ async fn earn_at_store_spend_at_ec(app: &TestApp) {
 
 async fn earn_at_ec_spend_at_store(app: &TestApp) {
     let member_id = app.create_member("card-2").await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a", "EC-2", &member_id, "30000", 0))
+    app.authorize(ec_order("a", "EC-2", &member_id, "30000", 0))
         .await
         .expect("authorize");
-    app.checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: "c".into(),
-            order_id: "EC-2".into(),
-        })
-        .await
-        .expect("capture");
+    app.capture("c", "EC-2").await.expect("capture");
     assert_eq!(app.available(&member_id).await, 300);
 
     let sale = app
-        .register
-        .checkout()
         .record_sale(store_sale("s", "R2", card_ref("card-2"), "1000", 300))
         .await
-        .expect("sale")
-        .into_inner()
-        .order
-        .unwrap();
+        .expect("sale");
     assert_eq!(
         (
             sale.points_redeemed,
@@ -127,17 +93,10 @@ async fn earn_at_ec_spend_at_store(app: &TestApp) {
 }
 
 async fn lots_expire_soonest_first(app: &TestApp) {
-    set_program(app, |p| p.point_expiry_days = 30).await;
+    app.set_program(|p| p.point_expiry_days = 30).await;
     let member_id = app.member_with_points("card-3", 100).await; // expires day 30
     app.advance(Duration::days(10)).await;
-    app.admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: "grant-2".into(),
-            member: Some(member_ref(&member_id)),
-            points: 50,
-            reason: "bonus".into(),
-        })
+    app.adjust_points("grant-2", &member_id, 50, "bonus")
         .await
         .expect("second lot"); // expires day 40
     let balance = app.balance(&member_id).await;
@@ -145,9 +104,7 @@ async fn lots_expire_soonest_first(app: &TestApp) {
     assert_eq!(balance.expiring[0].points, 100);
 
     // Spending 60 takes them from the lot that expires first.
-    app.register
-        .checkout()
-        .record_sale(store_sale("s", "R3", card_ref("card-3"), "60", 60))
+    app.record_sale(store_sale("s", "R3", card_ref("card-3"), "60", 60))
         .await
         .expect("sale");
     app.advance(Duration::days(21)).await; // day 31: the first lot (40 left) expires
@@ -160,41 +117,22 @@ async fn lots_expire_soonest_first(app: &TestApp) {
 }
 
 async fn ec_points_stay_pending_then_mature(app: &TestApp) {
-    set_program(app, |p| p.ec_pending_days = 14).await;
+    app.set_program(|p| p.ec_pending_days = 14).await;
     let member_id = app.create_member("card-4").await;
-    app.checkout
-        .checkout()
-        .authorize(ec_order("a", "EC-4", &member_id, "10000", 0))
+    app.authorize(ec_order("a", "EC-4", &member_id, "10000", 0))
         .await
         .expect("authorize");
-    let order = app
-        .checkout
-        .checkout()
-        .capture(proto::CaptureRequest {
-            request_id: "c".into(),
-            order_id: "EC-4".into(),
-        })
-        .await
-        .expect("capture")
-        .into_inner()
-        .order
-        .unwrap();
+    let order = app.capture("c", "EC-4").await.expect("capture");
     assert_eq!(order.points_pending, 100);
     let balance = app.balance(&member_id).await;
     assert_eq!((balance.available_points, balance.pending_points), (0, 100));
 
     // Pending points cannot be spent.
     let refused = app
-        .register
-        .checkout()
         .record_sale(store_sale("s", "R4", card_ref("card-4"), "500", 1))
         .await
         .unwrap_err();
-    crate::helpers::assert_refused(
-        &refused,
-        tonic::Code::FailedPrecondition,
-        "INSUFFICIENT_POINTS",
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
 
     app.advance(Duration::days(14)).await;
     let balance = app.balance(&member_id).await;
@@ -205,61 +143,18 @@ async fn ec_points_stay_pending_then_mature(app: &TestApp) {
 async fn admin_debit_cannot_go_below_zero(app: &TestApp) {
     let member_id = app.member_with_points("card-5", 30).await;
     let refused = app
-        .admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: "debit".into(),
-            member: Some(member_ref(&member_id)),
-            points: -31,
-            reason: "fix".into(),
-        })
+        .adjust_points("debit", &member_id, -31, "fix")
         .await
         .unwrap_err();
-    crate::helpers::assert_refused(
-        &refused,
-        tonic::Code::FailedPrecondition,
-        "INSUFFICIENT_POINTS",
-    );
+    assert_refused(&refused, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
     let debit = app
-        .admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: "debit-2".into(),
-            member: Some(member_ref(&member_id)),
-            points: -30,
-            reason: "fix".into(),
-        })
+        .adjust_points("debit-2", &member_id, -30, "fix")
         .await
-        .expect("debit")
-        .into_inner()
-        .transaction
-        .unwrap();
+        .expect("debit");
     assert_eq!(
         debit.postings[0].from_account,
         format!("member:{member_id}")
     );
     assert_eq!(app.available(&member_id).await, 0);
     app.verify_ok().await;
-}
-
-/// Reads the program, changes it, saves it.
-pub async fn set_program(app: &TestApp, change: impl FnOnce(&mut proto::Program)) {
-    let mut program = app
-        .admin
-        .program()
-        .get_program(proto::GetProgramRequest {})
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .unwrap();
-    change(&mut program);
-    app.admin
-        .program()
-        .update_program(proto::UpdateProgramRequest {
-            program: Some(program),
-            update_mask: None,
-        })
-        .await
-        .expect("update program");
 }

@@ -2,9 +2,7 @@
 
 use omo::proto;
 
-use crate::helpers::{
-    TestApp, basket, card_ref, ec_order, member_ref, store_sale, violated_fields,
-};
+use crate::helpers::{TestApp, basket, card_ref, ec_order, store_sale, violated_fields};
 
 crate::both_backends! {
     bad_baskets_name_every_bad_field => bad_baskets_name_every_bad_field,
@@ -16,12 +14,7 @@ async fn bad_baskets_name_every_bad_field(app: &TestApp) {
     let member_id = app.member_with_points("b1", 100).await;
     let mut request = ec_order("a", "EC-1", &member_id, "100", -5);
     request.basket = Some(basket(&["-100", "12abc", "1e3"]));
-    let status = app
-        .checkout
-        .checkout()
-        .authorize(request)
-        .await
-        .unwrap_err();
+    let status = app.authorize(request).await.unwrap_err();
     let fields = violated_fields(&status);
     for field in [
         "basket.lines[0].amount",
@@ -35,14 +28,7 @@ async fn bad_baskets_name_every_bad_field(app: &TestApp) {
         );
     }
     // Nothing was written.
-    let missing = app
-        .checkout
-        .checkout()
-        .get_order(proto::GetOrderRequest {
-            order_id: "EC-1".into(),
-        })
-        .await
-        .unwrap_err();
+    let missing = app.get_order("EC-1").await.unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
     assert_eq!(app.balance(&member_id).await.held_points, 0);
 }
@@ -51,13 +37,7 @@ async fn empty_and_oversize_ids_are_refused(app: &TestApp) {
     let member_id = app.create_member("b2").await;
     let mut request = ec_order("", "", &member_id, "100", 0);
     request.channel = proto::Channel::Unspecified as i32;
-    let fields = violated_fields(
-        &app.checkout
-            .checkout()
-            .authorize(request)
-            .await
-            .unwrap_err(),
-    );
+    let fields = violated_fields(&app.authorize(request).await.unwrap_err());
     for field in ["request_id", "order_id", "channel"] {
         assert!(
             fields.iter().any(|f| f == field),
@@ -67,7 +47,7 @@ async fn empty_and_oversize_ids_are_refused(app: &TestApp) {
     let long = "x".repeat(129);
     let mut sale = store_sale(&long, &long, card_ref("b2"), "100", 0);
     sale.order_id = "has:colon".into();
-    let fields = violated_fields(&app.register.checkout().record_sale(sale).await.unwrap_err());
+    let fields = violated_fields(&app.record_sale(sale).await.unwrap_err());
     for field in ["request_id", "receipt_no", "order_id"] {
         assert!(
             fields.iter().any(|f| f == field),
@@ -97,33 +77,13 @@ async fn empty_and_oversize_ids_are_refused(app: &TestApp) {
 
 async fn bad_adjustments_and_refunds(app: &TestApp) {
     let member_id = app.member_with_points("b3", 100).await;
-    let status = app
-        .admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: "z".into(),
-            member: Some(member_ref(&member_id)),
-            points: 0,
-            reason: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let status = app.adjust_points("z", &member_id, 0, "").await.unwrap_err();
     let fields = violated_fields(&status);
     assert!(
         fields.contains(&"points".to_string()) && fields.contains(&"reason".to_string()),
         "{fields:?}"
     );
-    let status = app
-        .checkout
-        .checkout()
-        .refund(proto::RefundRequest {
-            request_id: "r".into(),
-            order_id: "EC-9".into(),
-            amount: "-1".into(),
-            lines: vec![],
-        })
-        .await
-        .unwrap_err();
+    let status = app.refund("r", "EC-9", "-1").await.unwrap_err();
     assert_eq!(violated_fields(&status), vec!["amount".to_string()]);
     assert_eq!(app.available(&member_id).await, 100);
     app.verify_ok().await;

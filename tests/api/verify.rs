@@ -41,9 +41,7 @@ async fn tamper(app: &TestApp, sql: &str) {
 
 async fn some_activity(app: &TestApp) -> String {
     let member_id = app.member_with_points("t1", 500).await;
-    app.register
-        .checkout()
-        .record_sale(store_sale("s", "R1", card_ref("t1"), "3000", 200))
+    app.record_sale(store_sale("s", "R1", card_ref("t1"), "3000", 200))
         .await
         .expect("sale");
     member_id
