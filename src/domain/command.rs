@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 use super::{
     coupon::{Campaign, Coupon},
     model::{
-        Channel, Identifier, LineItem, Member, MemberRef, Order, Program, RefundResult, Store,
-        Transaction,
+        Channel, Identifier, LineItem, Member, MemberRef, Order, Program, ProgramPatch,
+        RefundResult, Store, Transaction,
     },
     money::Money,
 };
@@ -48,7 +48,11 @@ pub enum Command {
         scope: RefundScope,
     },
     CreateStore(Store),
-    UpdateProgram(Program),
+    /// Applies `patch` to the current settings, or to the defaults when `replace`.
+    UpdateProgram {
+        patch: ProgramPatch,
+        replace: bool,
+    },
     CreateCampaign(Campaign),
     IssueCoupon {
         campaign_id: String,
@@ -70,7 +74,7 @@ impl Command {
             Command::Void { .. } => "void",
             Command::Refund { .. } => "refund",
             Command::CreateStore(_) => "create_store",
-            Command::UpdateProgram(_) => "update_program",
+            Command::UpdateProgram { .. } => "update_program",
             Command::CreateCampaign(_) => "create_campaign",
             Command::IssueCoupon { .. } => "issue_coupon",
         }

@@ -149,6 +149,39 @@ impl Program {
     }
 }
 
+/// New values for some program settings (`None` keeps the current value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgramPatch {
+    pub currency_code: Option<String>,
+    pub point_value: Option<Decimal>,
+    pub earn_rate: Option<Decimal>,
+    pub channel_earn_rates: Option<BTreeMap<Channel, Decimal>>,
+    pub point_expiry_days: Option<i32>,
+    pub ec_pending_days: Option<i32>,
+    pub hold_ttl_seconds: Option<i32>,
+    pub max_receipts_per_day: Option<i32>,
+}
+
+impl ProgramPatch {
+    pub fn apply(self, program: &mut Program) {
+        set(&mut program.currency_code, self.currency_code);
+        set(&mut program.point_value, self.point_value);
+        set(&mut program.earn_rate, self.earn_rate);
+        set(&mut program.channel_earn_rates, self.channel_earn_rates);
+        set(&mut program.point_expiry_days, self.point_expiry_days);
+        set(&mut program.ec_pending_days, self.ec_pending_days);
+        set(&mut program.hold_ttl_seconds, self.hold_ttl_seconds);
+        set(&mut program.max_receipts_per_day, self.max_receipts_per_day);
+    }
+}
+
+/// Replaces `field` with the patch's value, if it has one.
+fn set<T>(field: &mut T, value: Option<T>) {
+    if let Some(value) = value {
+        *field = value;
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LatLng {
     pub latitude: f64,

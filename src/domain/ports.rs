@@ -144,8 +144,11 @@ pub trait UnitOfWork: Send {
     async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()>;
 
     // Program and stores.
-    async fn load_program(&mut self) -> StoreResult<Option<Program>>;
+    /// `lock` locks the settings row (if there is one) until the end of the unit of work.
+    async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>>;
     async fn save_program(&mut self, program: &Program) -> StoreResult<()>;
+    /// Stores `program` only if no settings are stored yet (so there is a row to lock).
+    async fn ensure_program(&mut self, program: &Program) -> StoreResult<()>;
     async fn insert_store(&mut self, store: &RetailStore) -> StoreResult<()>;
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<RetailStore>>;
     async fn list_stores(&mut self) -> StoreResult<Vec<RetailStore>>;

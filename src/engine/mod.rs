@@ -356,11 +356,19 @@ async fn run(
             uow.insert_store(store).await?;
             Ok(Reply::Store(store.clone()))
         }
-        Command::UpdateProgram(program) => {
+        Command::UpdateProgram { patch, replace } => {
             caller.require(Operation::ManageProgram)?;
-            uow.save_program(program).await?;
+            // Read, patch and write under the row lock: concurrent partial updates compose.
+            let mut program = if *replace {
+                Default::default()
+            } else {
+                uow.ensure_program(&Default::default()).await?;
+                uow.load_program(true).await?.unwrap_or_default()
+            };
+            patch.clone().apply(&mut program);
+            uow.save_program(&program).await?;
             reference.program_changed();
-            Ok(Reply::Program(program.clone()))
+            Ok(Reply::Program(program))
         }
         Command::CreateCampaign(campaign) => {
             caller.require(Operation::ManageCampaigns)?;

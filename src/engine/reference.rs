@@ -43,7 +43,7 @@ impl Reference {
         if let Some(program) = fresh(&self.program) {
             return Ok(program);
         }
-        let program = uow.load_program().await?.unwrap_or_default();
+        let program = uow.load_program(false).await?.unwrap_or_default();
         keep(&self.program, program.clone());
         Ok(program)
     }

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     domain::{
         command::Command,
-        model::{Channel, Program},
+        model::{Channel, Program, ProgramPatch},
     },
     engine::Engine,
     proto::{self, program_service_server::ProgramService},
@@ -68,50 +68,14 @@ impl ProgramService for ProgramApi {
         let caller = caller(&self.engine, &request).await?;
         let request = request.into_inner();
         let (patch, partial) = patch_in(request)?;
-        let mut program = if partial {
-            self.engine.get_program(&caller).await?
-        } else {
-            Program::default()
+        let command = Command::UpdateProgram {
+            patch,
+            replace: !partial,
         };
-        patch.apply(&mut program);
-        let command = Command::UpdateProgram(program);
         let program = execute(&self.engine, &caller, None, command).await?;
         Ok(Response::new(proto::UpdateProgramResponse {
             program: Some(program_out(program)),
         }))
-    }
-}
-
-/// The validated fields of an UpdateProgram request; `None` = keep the current value.
-#[derive(Debug, Default, PartialEq)]
-struct ProgramPatch {
-    currency_code: Option<String>,
-    point_value: Option<Decimal>,
-    earn_rate: Option<Decimal>,
-    channel_earn_rates: Option<BTreeMap<Channel, Decimal>>,
-    point_expiry_days: Option<i32>,
-    ec_pending_days: Option<i32>,
-    hold_ttl_seconds: Option<i32>,
-    max_receipts_per_day: Option<i32>,
-}
-
-impl ProgramPatch {
-    fn apply(self, program: &mut Program) {
-        set(&mut program.currency_code, self.currency_code);
-        set(&mut program.point_value, self.point_value);
-        set(&mut program.earn_rate, self.earn_rate);
-        set(&mut program.channel_earn_rates, self.channel_earn_rates);
-        set(&mut program.point_expiry_days, self.point_expiry_days);
-        set(&mut program.ec_pending_days, self.ec_pending_days);
-        set(&mut program.hold_ttl_seconds, self.hold_ttl_seconds);
-        set(&mut program.max_receipts_per_day, self.max_receipts_per_day);
-    }
-}
-
-/// Replaces `field` with the patch's value, if it has one.
-fn set<T>(field: &mut T, value: Option<T>) {
-    if let Some(value) = value {
-        *field = value;
     }
 }
 

@@ -1079,15 +1079,26 @@ values ($1, $2, $3, $4::jsonb, $5)"#,
         self.run(query).await
     }
 
-    async fn load_program(&mut self) -> StoreResult<Option<Program>> {
-        let query = sqlx::query(
-            r#"
-select id, body::text as body
-from program
-where id = 1"#,
-        );
+    async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
+        let sql = if lock {
+            "select id, body::text as body from program where id = 1 for no key update"
+        } else {
+            "select id, body::text as body from program where id = 1"
+        };
+        let query = sqlx::query(sql);
         self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
             .await
+    }
+
+    async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+insert into program (id, body)
+values (1, $1::jsonb)
+on conflict (id) do nothing"#,
+        )
+        .bind(to_json(program)?); // $1
+        self.run(query).await
     }
 
     async fn save_program(&mut self, program: &Program) -> StoreResult<()> {

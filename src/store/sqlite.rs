@@ -482,7 +482,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.run(query).await
     }
 
-    async fn load_program(&mut self) -> StoreResult<Option<Program>> {
+    /// `BEGIN IMMEDIATE` already serialises writers: no row lock needed.
+    async fn load_program(&mut self, _lock: bool) -> StoreResult<Option<Program>> {
         let query = sqlx::query(
             r"
             select id, body
@@ -492,6 +493,18 @@ impl UnitOfWork for SqliteUnitOfWork {
         );
         self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
             .await
+    }
+
+    async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
+        let query = sqlx::query(
+            r"
+            insert into program (id, body)
+            values (1, $1)
+            on conflict (id) do nothing
+            ",
+        )
+        .bind(to_json(program)?); // $1
+        self.run(query).await
     }
 
     async fn save_program(&mut self, program: &Program) -> StoreResult<()> {

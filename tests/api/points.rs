@@ -12,6 +12,7 @@ crate::both_backends! {
     lots_expire_soonest_first => lots_expire_soonest_first,
     ec_points_stay_pending_then_mature => ec_points_stay_pending_then_mature,
     admin_debit_cannot_go_below_zero => admin_debit_cannot_go_below_zero,
+    concurrent_partial_program_updates_compose => concurrent_partial_program_updates_compose,
 }
 
 async fn earn_at_store_spend_at_ec(app: &TestApp) {
@@ -157,4 +158,57 @@ async fn admin_debit_cannot_go_below_zero(app: &TestApp) {
     );
     assert_eq!(app.available(&member_id).await, 0);
     app.verify_ok().await;
+}
+
+async fn concurrent_partial_program_updates_compose(app: &TestApp) {
+    // Act: four admins each change one setting, all at once, each with an update_mask.
+    let changes: [(&str, fn(&mut proto::Program)); 4] = [
+        ("earn_rate", |p| p.earn_rate = "0.05".into()),
+        ("point_expiry_days", |p| p.point_expiry_days = 30),
+        ("hold_ttl_seconds", |p| p.hold_ttl_seconds = 600),
+        ("ec_pending_days", |p| p.ec_pending_days = 7),
+    ];
+    let tasks: Vec<_> = changes
+        .into_iter()
+        .map(|(field, change)| {
+            let admin = app.admin.clone();
+            tokio::spawn(async move {
+                let mut program = proto::Program::default();
+                change(&mut program);
+                admin
+                    .program()
+                    .update_program(proto::UpdateProgramRequest {
+                        program: Some(program),
+                        update_mask: Some(prost_types::FieldMask {
+                            paths: vec![field.into()],
+                        }),
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.expect("task").expect("update");
+    }
+
+    // Assert: none of the four was lost, and the rest kept its defaults.
+    let program = app
+        .admin
+        .program()
+        .get_program(proto::GetProgramRequest {})
+        .await
+        .expect("get")
+        .into_inner()
+        .program
+        .unwrap();
+    assert_eq!(program.earn_rate, "0.05");
+    assert_eq!(
+        (
+            program.point_expiry_days,
+            program.hold_ttl_seconds,
+            program.ec_pending_days
+        ),
+        (30, 600, 7)
+    );
+    assert_eq!(program.currency_code, "JPY");
 }
