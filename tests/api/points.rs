@@ -160,9 +160,12 @@ async fn admin_debit_cannot_go_below_zero(app: &TestApp) {
     app.verify_ok().await;
 }
 
+/// Sets one field of a program message.
+type ProgramChange = fn(&mut proto::Program);
+
 async fn concurrent_partial_program_updates_compose(app: &TestApp) {
     // Act: four admins each change one setting, all at once, each with an update_mask.
-    let changes: [(&str, fn(&mut proto::Program)); 4] = [
+    let changes: [(&str, ProgramChange); 4] = [
         ("earn_rate", |p| p.earn_rate = "0.05".into()),
         ("point_expiry_days", |p| p.point_expiry_days = 30),
         ("hold_ttl_seconds", |p| p.hold_ttl_seconds = 600),
