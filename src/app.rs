@@ -35,9 +35,7 @@ impl Application {
     /// Opens the database (running migrations), binds the listener and starts serving.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
         let store = store::open(config.database.database_url.expose()).await?;
-        let writers = config
-            .writers
-            .unwrap_or_else(|| Engine::default_writers(store.as_ref()));
+        let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;

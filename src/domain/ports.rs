@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Opens a read-only unit of work over one consistent snapshot.
     async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>>;
     fn backend_name(&self) -> &'static str;
+    /// How many write transactions are worth running at once (group-commit writers): one where
+    /// the database has a single writer, more where it commits in parallel.
+    fn parallel_writers(&self) -> usize;
 }
 
 #[async_trait]

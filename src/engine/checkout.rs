@@ -108,7 +108,10 @@ pub(super) async fn record_sale(
     book_earning(&mut order, &mut postings, earned);
     postings.extend(coupons::issue_on_capture(uow, reference, &order, &member_id, now).await?);
     uow.insert_order(&order).await?;
-    append(uow, "sale", &order, &member_id, now, postings).await?;
+    let mut sale = entry("sale", &order, &member_id, now, postings);
+    // A register sale replayed after an offline spell happened when the register says.
+    sale.occurred_at = occurred_at;
+    uow.append_transaction(&sale).await?;
     member.lifetime_earned_points += order.points_earned;
     member.lifetime_redeemed_points += order.points_redeemed;
     uow.update_member(&member).await?;
@@ -670,12 +673,7 @@ fn entry(
     NewTransaction {
         kind,
         member_id: member_id.to_string(),
-        // A register sale replayed after an offline spell happened when the register says.
-        occurred_at: if kind == "sale" {
-            order.occurred_at
-        } else {
-            now
-        },
+        occurred_at: now,
         recorded_at: now,
         channel: Some(order.channel),
         store_id: order.store_id.clone(),

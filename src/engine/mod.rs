@@ -92,15 +92,6 @@ impl Engine {
         }
     }
 
-    /// Writers that suit a backend: SQLite has one writer connection; PostgreSQL commits
-    /// several batches in parallel.
-    pub fn default_writers(store: &dyn Store) -> usize {
-        match store.backend_name() {
-            "sqlite" => 1,
-            _ => 8,
-        }
-    }
-
     pub fn backend_name(&self) -> &'static str {
         self.core.store.backend_name()
     }
@@ -219,13 +210,11 @@ pub(crate) type Outcome = Result<Reply, DomainError>;
 async fn run_remembered(
     uow: &mut dyn UnitOfWork,
     reference: &reference::Reference,
-    caller: &Caller,
     now: DateTime<Utc>,
-    command: &Command,
-    idempotency: Option<&IdempotencyKey>,
+    job: &Job,
 ) -> Result<Outcome, EngineError> {
     uow.savepoint().await?;
-    match run_in_savepoint(uow, reference, caller, now, command, idempotency).await {
+    match run_in_savepoint(uow, reference, now, job).await {
         Ok(outcome) => {
             uow.release_savepoint().await?;
             Ok(outcome)
@@ -241,17 +230,16 @@ async fn run_remembered(
 async fn run_in_savepoint(
     uow: &mut dyn UnitOfWork,
     reference: &reference::Reference,
-    caller: &Caller,
     now: DateTime<Utc>,
-    command: &Command,
-    idempotency: Option<&IdempotencyKey>,
+    job: &Job,
 ) -> Result<Outcome, EngineError> {
+    let idempotency = job.idempotency.as_ref();
     if let Some(key) = idempotency
         && let Some(record) = uow.find_idempotency(&key.key_id, &key.request_id).await?
     {
         return replay(&record, key);
     }
-    let outcome = match run(uow, reference, caller, now, command).await {
+    let outcome = match run(uow, reference, &job.caller, now, &job.command).await {
         Ok(reply) => Ok(reply),
         Err(Failure::Refused(refusal)) => {
             // Undo what the command wrote, keep the savepoint for the remembered refusal.

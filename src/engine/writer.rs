@@ -151,15 +151,7 @@ impl Core {
         for job in jobs {
             // Each command runs in its own savepoint (`run_remembered`): a failing one leaves
             // no trace, the others commit.
-            let result = run_remembered(
-                uow.as_mut(),
-                &self.reference,
-                &job.caller,
-                now,
-                &job.command,
-                job.idempotency.as_ref(),
-            )
-            .await;
+            let result = run_remembered(uow.as_mut(), &self.reference, now, job).await;
             let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
             results.push((!transient).then_some(result));
         }
@@ -173,10 +165,7 @@ impl Core {
         self.write(move |uow, now| {
             let job = job.clone();
             let reference = reference.clone();
-            Box::pin(async move {
-                let idempotency = job.idempotency.as_ref();
-                run_remembered(uow, &reference, &job.caller, now, &job.command, idempotency).await
-            })
+            Box::pin(async move { run_remembered(uow, &reference, now, &job).await })
         })
         .await
     }

@@ -102,6 +102,10 @@ impl Store for PostgresStore {
     fn backend_name(&self) -> &'static str {
         "postgres"
     }
+
+    fn parallel_writers(&self) -> usize {
+        8
+    }
 }
 
 /// One database transaction. Dropped without `commit`, it rolls back.

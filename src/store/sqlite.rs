@@ -143,6 +143,10 @@ impl Store for SqliteStore {
     fn backend_name(&self) -> &'static str {
         "sqlite"
     }
+
+    fn parallel_writers(&self) -> usize {
+        1
+    }
 }
 
 struct SqliteUnitOfWork {
