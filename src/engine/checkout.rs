@@ -16,7 +16,9 @@ use crate::domain::{
     command::{OrderRequest, RefundLine, RefundScope},
     coupon::CouponContext,
     lots::is_expired,
-    model::{LineItem, MemberRow, Order, OrderLine, OrderState, Posting, Program, RefundResult},
+    model::{
+        LineItem, Lot, MemberRow, Order, OrderLine, OrderState, Posting, Program, RefundResult,
+    },
     ports::{NewTransaction, StoreError, UnitOfWork},
     pricing::{self, Priced},
 };
@@ -275,12 +277,12 @@ pub(super) async fn refund(
         .into());
     }
     let mut member = members::current_owner(uow, &order.member_id).await?;
-    points::settle_member(uow, &member.member_id, now).await?;
+    let lots = points::settle_member(uow, &member.member_id, now).await?;
     let refunded = order.refunded_amount + amount;
 
     let reverse = pricing::share_of_points(order.points_earned, refunded, order.total)
         - order.points_reversed;
-    let clawed = clawback(uow, &member.member_id, &order.order_id, reverse, now).await?;
+    let clawed = clawback(uow, lots, &member.member_id, &order.order_id, reverse, now).await?;
     let restore = pricing::share_of_points(order.points_redeemed, refunded, order.total);
     let (restored, restore_posting) =
         restore_points(uow, &order, &member.member_id, restore, now).await?;
@@ -376,17 +378,17 @@ struct Clawback {
     shortfall: i64,
 }
 
-/// Takes back `points` earned by an order: from its own pending lot first, then from available
+/// Takes back `points` earned by an order from the member's settled `lots`: its own pending lot first, then from available
 /// points (the order's own lot first, then soonest expiry). What the member already spent is
 /// booked to `program:shortfall`: the balance never goes below zero.
 async fn clawback(
     uow: &mut dyn UnitOfWork,
+    mut lots: Vec<Lot>,
     member_id: &str,
     order_id: &str,
     points: i64,
     now: DateTime<Utc>,
 ) -> Result<Clawback, StoreError> {
-    let mut lots = uow.member_lots(member_id).await?;
     lots.sort_by_key(|lot| {
         let own = lot.order_id == order_id;
         let pending_own = own && lot.state == crate::domain::model::LotState::Pending;
