@@ -378,9 +378,9 @@ struct Clawback {
     shortfall: i64,
 }
 
-/// Takes back `points` earned by an order from the member's settled `lots`: its own pending lot first, then from available
-/// points (the order's own lot first, then soonest expiry). What the member already spent is
-/// booked to `program:shortfall`: the balance never goes below zero.
+/// Takes back `points` earned by an order from the member's settled `lots`: its own pending
+/// lot first, then available points (the order's own lot first, then soonest expiry). What the
+/// member already spent is booked to `program:shortfall`: the balance never goes below zero.
 async fn clawback(
     uow: &mut dyn UnitOfWork,
     mut lots: Vec<Lot>,
