@@ -68,6 +68,15 @@ pub struct NewTransaction {
     pub metadata: Vec<(String, String)>,
 }
 
+/// Why a new order cannot be recorded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderClash {
+    /// An order with the same order_id exists.
+    OrderId,
+    /// Another order was recorded under the same store, register and receipt number.
+    Receipt,
+}
+
 /// Work the background sweeper finds due at some instant.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DueWork {
@@ -127,6 +136,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// How many write transactions are worth running at once (group-commit writers): one where
     /// the database has a single writer, more where it commits in parallel.
     fn parallel_writers(&self) -> usize;
+    /// Whether a unit of work runs its statements on the calling thread (an embedded database)
+    /// rather than awaiting a server. Writers then get OS threads of their own, so that a
+    /// batch's statements and its commit's fsync never stall the threads serving requests.
+    fn runs_on_calling_thread(&self) -> bool {
+        false
+    }
 }
 
 #[async_trait]
@@ -208,6 +223,28 @@ pub trait UnitOfWork: Send {
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>>;
+    /// What already uses a new order's id, or its register receipt (store, register,
+    /// receipt_no; an empty receipt_no names none). Backends may answer in one query.
+    async fn order_clash(
+        &mut self,
+        order_id: &str,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<OrderClash>> {
+        if self.get_order(order_id, false).await?.is_some() {
+            return Ok(Some(OrderClash::OrderId));
+        }
+        if !receipt_no.is_empty()
+            && self
+                .order_by_receipt(store_id, register_id, receipt_no)
+                .await?
+                .is_some()
+        {
+            return Ok(Some(OrderClash::Receipt));
+        }
+        Ok(None)
+    }
     async fn update_order(&mut self, order: &Order) -> StoreResult<()>;
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool>;
 

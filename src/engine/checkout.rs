@@ -19,7 +19,7 @@ use crate::domain::{
     model::{
         LineItem, Lot, MemberRow, Order, OrderLine, OrderState, Posting, Program, RefundResult,
     },
-    ports::{NewTransaction, StoreError, UnitOfWork},
+    ports::{NewTransaction, OrderClash, StoreError, UnitOfWork},
     pricing::{self, Priced},
 };
 
@@ -554,21 +554,27 @@ async fn ensure_new_order(
     if !request.store_id.is_empty() && !reference.store_exists(uow, &request.store_id).await? {
         return Err(DomainError::StoreNotFound.into());
     }
-    if uow.get_order(&request.order_id, false).await?.is_some() {
-        return Err(DomainError::OrderExists(request.order_id.clone()).into());
-    }
-    if !request.receipt_no.is_empty()
-        && uow
-            .order_by_receipt(&request.store_id, &request.register_id, &request.receipt_no)
-            .await?
-            .is_some()
-    {
-        return Err(DomainError::ReceiptExists {
-            store_id: request.store_id.clone(),
-            register_id: request.register_id.clone(),
-            receipt_no: request.receipt_no.clone(),
+    let clash = uow
+        .order_clash(
+            &request.order_id,
+            &request.store_id,
+            &request.register_id,
+            &request.receipt_no,
+        )
+        .await?;
+    match clash {
+        None => {}
+        Some(OrderClash::OrderId) => {
+            return Err(DomainError::OrderExists(request.order_id.clone()).into());
         }
-        .into());
+        Some(OrderClash::Receipt) => {
+            return Err(DomainError::ReceiptExists {
+                store_id: request.store_id.clone(),
+                register_id: request.register_id.clone(),
+                receipt_no: request.receipt_no.clone(),
+            }
+            .into());
+        }
     }
     Ok(())
 }

@@ -52,13 +52,28 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    /// Starts `writers` writer tasks; they stop when the engine (the queue's sender) is dropped.
+    /// Starts `writers` writers (tasks, or threads for a store that blocks its caller); they stop
+    /// when the engine (the queue's sender) is dropped.
     pub fn spawn(core: Arc<Core>, writers: usize) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers {
+        let own_threads = core.store.runs_on_calling_thread();
+        for number in 0..writers {
             let (core, receiver) = (core.clone(), receiver.clone());
-            tokio::spawn(async move { core.run_writer(receiver).await });
+            if own_threads {
+                std::thread::Builder::new()
+                    .name(format!("omo-writer-{number}"))
+                    .spawn(move || {
+                        tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("a writer's runtime starts")
+                            .block_on(core.run_writer(receiver));
+                    })
+                    .expect("a writer thread starts");
+            } else {
+                tokio::spawn(async move { core.run_writer(receiver).await });
+            }
         }
         Writer { queue }
     }

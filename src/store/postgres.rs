@@ -27,7 +27,7 @@ use crate::domain::{
     },
     ports::{
         AccountTotal, ApiKeyRecord, DueWork, IdempotencyRecord, LedgerSnapshot, MemberLotTotals,
-        NewTransaction, Store, StoreError, StoreResult, UnitOfWork,
+        NewTransaction, OrderClash, Store, StoreError, StoreResult, UnitOfWork,
     },
 };
 
@@ -91,12 +91,12 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
         let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(map_err)?;
-        Ok(Box::new(PgUnitOfWork { tx }))
+        Ok(Box::new(PgUnitOfWork::new(tx)))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>> {
         let tx = self.pool.begin_with(BEGIN_READ).await.map_err(map_err)?;
-        Ok(Box::new(PgUnitOfWork { tx }))
+        Ok(Box::new(PgUnitOfWork::new(tx)))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -109,8 +109,20 @@ impl Store for PostgresStore {
 }
 
 /// One database transaction. Dropped without `commit`, it rolls back.
+///
+/// Two writes wait for a later round trip instead of taking one of their own (every round
+/// trip costs both processes CPU, and a group-commit batch makes many): releasing a command's
+/// savepoint rides along with the next command's `savepoint`, and remembered outcomes
+/// (idempotency records) are inserted together at commit. Reads of those records look at the
+/// waiting ones first.
 struct PgUnitOfWork {
     tx: sqlx::Transaction<'static, Postgres>,
+    /// `release savepoint cmd` is owed (sent with the next `savepoint`; commit releases all).
+    release_owed: bool,
+    /// Idempotency records to insert at commit, in order.
+    waiting_outcomes: Vec<IdempotencyRecord>,
+    /// How many of `waiting_outcomes` were there when the open savepoint was taken.
+    outcomes_at_savepoint: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -665,6 +677,40 @@ fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
 }
 
 impl PgUnitOfWork {
+    fn new(tx: sqlx::Transaction<'static, Postgres>) -> Self {
+        Self {
+            tx,
+            release_owed: false,
+            waiting_outcomes: Vec::new(),
+            outcomes_at_savepoint: 0,
+        }
+    }
+
+    /// Inserts the waiting idempotency records in one statement.
+    async fn insert_waiting_outcomes(&mut self) -> StoreResult<()> {
+        if self.waiting_outcomes.is_empty() {
+            return Ok(());
+        }
+        let records = std::mem::take(&mut self.waiting_outcomes);
+        let column = |field: fn(&IdempotencyRecord) -> &str| -> Vec<&str> {
+            records.iter().map(field).collect()
+        };
+        let created_at: Vec<DateTime<Utc>> = records.iter().map(|r| r.created_at).collect();
+        let query = sqlx::query(
+            r#"
+insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
+select key_id, request_id, request_hash, outcome::jsonb, created_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+    as r (key_id, request_id, request_hash, outcome, created_at)"#,
+        )
+        .bind(column(|r| &r.key_id)) // $1
+        .bind(column(|r| &r.request_id)) // $2
+        .bind(column(|r| &r.request_hash)) // $3
+        .bind(column(|r| &r.outcome)) // $4
+        .bind(created_at); // $5
+        self.run(query).await
+    }
+
     async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
         self.run(sqlx::query(sql)).await
     }
@@ -736,87 +782,6 @@ impl PgUnitOfWork {
             .bind(from_member_id) // $1
             .bind(to_member_id); // $2
         self.run(query).await
-    }
-
-    /// All postings of one transaction in one statement.
-    async fn insert_postings(
-        &mut self,
-        transaction_id: i64,
-        postings: &[Posting],
-    ) -> StoreResult<()> {
-        let posting_nos: Vec<i32> = (1..).take(postings.len()).collect();
-        let froms: Vec<&str> = postings.iter().map(|p| p.from_account.as_str()).collect();
-        let tos: Vec<&str> = postings.iter().map(|p| p.to_account.as_str()).collect();
-        let assets: Vec<&str> = postings.iter().map(|p| p.asset.as_str()).collect();
-        let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
-        let query = sqlx::query(
-            r#"
-insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
-select $1, posting_no, from_account, to_account, asset, amount
-from unnest($2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-    as p (posting_no, from_account, to_account, asset, amount)"#,
-        )
-        .bind(transaction_id) // $1
-        .bind(posting_nos) // $2
-        .bind(froms) // $3
-        .bind(tos) // $4
-        .bind(assets) // $5
-        .bind(amounts); // $6
-        self.run(query).await
-    }
-
-    /// Applies the postings to the stored balances of guarded accounts, one row at a time in the
-    /// sorted order of `balance_deltas` (each statement locks its row until commit).
-    async fn apply_to_balances(&mut self, postings: &[Posting]) -> StoreResult<()> {
-        for ((account, asset), delta) in balance_deltas(postings) {
-            if delta > 0 {
-                self.credit_balance(account, asset, delta).await?;
-            } else {
-                self.debit_balance(account, asset, -delta).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Creates the row on an account's first credit.
-    async fn credit_balance(&mut self, account: &str, asset: &str, amount: i64) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into balances (account, asset, balance)
-values ($1, $2, $3)
-on conflict (account, asset) do update
-set balance = balances.balance + excluded.balance"#,
-        )
-        .bind(account) // $1
-        .bind(asset) // $2
-        .bind(amount); // $3
-        self.run(query).await
-    }
-
-    /// A plain update, not an upsert: PostgreSQL checks `balance >= 0` on the row an upsert
-    /// proposes to insert before it looks for a conflict, so a negative upsert fails even when
-    /// the stored balance covers it. Going below zero breaks the check (an existing row) or
-    /// finds no row (nothing stored is zero): either way the unit of work fails.
-    async fn debit_balance(&mut self, account: &str, asset: &str, amount: i64) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-update balances
-set balance = balance - $3
-where account = $1
-    and asset = $2"#,
-        )
-        .bind(account) // $1
-        .bind(asset) // $2
-        .bind(amount); // $3
-        if self.run_counted(query).await? == 0 {
-            return Err(StoreError::Database(
-                format!(
-                    "{account} {asset}: debit of {amount} would go below zero (no stored balance)"
-                )
-                .into(),
-            ));
-        }
-        Ok(())
     }
 
     /// Σ(in) − Σ(out) of an account without a stored balance, from the journal.
@@ -1010,20 +975,40 @@ impl PgUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for PgUnitOfWork {
-    async fn commit(self: Box<Self>) -> StoreResult<()> {
+    async fn commit(mut self: Box<Self>) -> StoreResult<()> {
+        // An owed release needs no statement: commit releases every savepoint.
+        self.insert_waiting_outcomes().await?;
         self.tx.commit().await.map_err(map_err)
     }
 
     async fn savepoint(&mut self) -> StoreResult<()> {
-        self.execute("savepoint cmd").await
+        if std::mem::take(&mut self.release_owed) {
+            // Two statements, one round trip (the simple query protocol).
+            let connection: &mut sqlx::PgConnection = &mut self.tx;
+            sqlx::Executor::execute(connection, "release savepoint cmd; savepoint cmd")
+                .await
+                .map_err(map_err)?;
+        } else {
+            self.execute("savepoint cmd").await?;
+        }
+        self.outcomes_at_savepoint = self.waiting_outcomes.len();
+        Ok(())
     }
 
     async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
-        self.execute("rollback to savepoint cmd").await
+        if self.release_owed {
+            return Err(StoreError::Database(
+                "rollback to a savepoint that was released".into(),
+            ));
+        }
+        self.execute("rollback to savepoint cmd").await?;
+        self.waiting_outcomes.truncate(self.outcomes_at_savepoint);
+        Ok(())
     }
 
     async fn release_savepoint(&mut self) -> StoreResult<()> {
-        self.execute("release savepoint cmd").await
+        self.release_owed = true;
+        Ok(())
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
@@ -1057,6 +1042,13 @@ where key_hash = $1"#,
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
+        let waiting = self
+            .waiting_outcomes
+            .iter()
+            .find(|r| r.key_id == key_id && r.request_id == request_id);
+        if let Some(record) = waiting {
+            return Ok(Some(record.clone()));
+        }
         let query = sqlx::query(
             r#"
 select key_id, request_id, request_hash, outcome::text as outcome, created_at
@@ -1070,17 +1062,8 @@ where key_id = $1
     }
 
     async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-values ($1, $2, $3, $4::jsonb, $5)"#,
-        )
-        .bind(&record.key_id) // $1
-        .bind(&record.request_id) // $2
-        .bind(&record.request_hash) // $3
-        .bind(&record.outcome) // $4
-        .bind(record.created_at); // $5
-        self.run(query).await
+        self.waiting_outcomes.push(record.clone());
+        Ok(())
     }
 
     async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
@@ -1220,18 +1203,65 @@ where member_id = $1"#;
             .await
     }
 
+    /// One statement: the transaction, its postings, and its guarded balances. Credits upsert;
+    /// debits are a plain update, not an upsert, because PostgreSQL checks `balance >= 0` on
+    /// the row an upsert proposes to insert before it looks for a conflict, so a negative
+    /// upsert would fail even when the stored balance covers it. A debit going below zero
+    /// breaks the CHECK (an existing row) or finds no row (nothing stored is zero); either way
+    /// the unit of work fails. The rows it
+    /// locks are the member's own accounts and holds, which the member's row lock, taken first
+    /// by every command, already serialises.
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
         let metadata: BTreeMap<&str, &str> = transaction
             .metadata
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
+        let postings = &transaction.postings;
+        let posting_nos: Vec<i32> = (1..).take(postings.len()).collect();
+        let froms: Vec<&str> = postings.iter().map(|p| p.from_account.as_str()).collect();
+        let tos: Vec<&str> = postings.iter().map(|p| p.to_account.as_str()).collect();
+        let assets: Vec<&str> = postings.iter().map(|p| p.asset.as_str()).collect();
+        let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
+        let (credits, debits): (Vec<_>, Vec<_>) = balance_deltas(postings)
+            .into_iter()
+            .partition(|(_, delta)| *delta > 0);
+        let split = |deltas: &[((&'_ str, &'_ str), i64)]| {
+            let accounts: Vec<String> = deltas.iter().map(|((a, _), _)| a.to_string()).collect();
+            let assets: Vec<String> = deltas.iter().map(|((_, a), _)| a.to_string()).collect();
+            let amounts: Vec<i64> = deltas.iter().map(|(_, delta)| delta.abs()).collect();
+            (accounts, assets, amounts)
+        };
+        let (credit_accounts, credit_assets, credit_amounts) = split(&credits);
+        let (debit_accounts, debit_assets, debit_amounts) = split(&debits);
         let query = sqlx::query(
             r#"
-insert into transactions (kind, member_id, occurred_at, recorded_at, channel, store_id,
-    order_id, metadata)
-values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-returning transaction_id"#,
+with entry as (
+    insert into transactions (kind, member_id, occurred_at, recorded_at, channel, store_id,
+        order_id, metadata)
+    values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
+    returning transaction_id
+), lines as (
+    insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
+    select entry.transaction_id, p.posting_no, p.from_account, p.to_account, p.asset, p.amount
+    from entry, unnest($9::integer[], $10::text[], $11::text[], $12::text[], $13::bigint[])
+        as p (posting_no, from_account, to_account, asset, amount)
+), credited as (
+    insert into balances (account, asset, balance)
+    select account, asset, amount
+    from unnest($14::text[], $15::text[], $16::bigint[]) as c (account, asset, amount)
+    on conflict (account, asset) do update
+    set balance = balances.balance + excluded.balance
+), debited as (
+    update balances b
+    set balance = b.balance - d.amount
+    from unnest($17::text[], $18::text[], $19::bigint[]) as d (account, asset, amount)
+    where b.account = d.account
+        and b.asset = d.asset
+    returning 1
+)
+select (select transaction_id from entry) as transaction_id,
+    (select count(*) from debited) as debited"#,
         )
         .bind(transaction.kind) // $1
         .bind(&transaction.member_id) // $2
@@ -1240,13 +1270,32 @@ returning transaction_id"#,
         .bind(transaction.channel.map(Channel::as_str)) // $5
         .bind(&transaction.store_id) // $6
         .bind(&transaction.order_id) // $7
-        .bind(to_json(&metadata)?); // $8
-        let transaction_id: i64 = self
-            .fetch_value(query, "transactions", "transaction_id")
-            .await?;
-        self.insert_postings(transaction_id, &transaction.postings)
-            .await?;
-        self.apply_to_balances(&transaction.postings).await?;
+        .bind(to_json(&metadata)?) // $8
+        .bind(posting_nos) // $9
+        .bind(froms) // $10
+        .bind(tos) // $11
+        .bind(assets) // $12
+        .bind(amounts) // $13
+        .bind(credit_accounts) // $14
+        .bind(credit_assets) // $15
+        .bind(credit_amounts) // $16
+        .bind(&debit_accounts) // $17
+        .bind(debit_assets) // $18
+        .bind(debit_amounts); // $19
+        let row = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
+        let c = Cols::new(&row, "transactions", "transaction_id");
+        let transaction_id: i64 = c.get("transaction_id")?;
+        let debited: i64 = c.get("debited")?;
+        if usize::try_from(debited).ok() != Some(debit_accounts.len()) {
+            // A debit that found no row: nothing stored is zero, the debit would go below it.
+            return Err(StoreError::Database(
+                format!(
+                    "transaction {transaction_id}: a debit of {debit_accounts:?} would go below \
+                     zero (no stored balance)"
+                )
+                .into(),
+            ));
+        }
         Ok(transaction_id)
     }
 
@@ -1399,6 +1448,40 @@ where store_id = $1
         .bind(receipt_no); // $3
         self.fetch_optional(query, |row| string_from_row(row, "orders", "order_id"))
             .await
+    }
+
+    async fn order_clash(
+        &mut self,
+        order_id: &str,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<OrderClash>> {
+        let query = sqlx::query(
+            r#"
+select order_id, order_id = $1 as same_id
+from orders
+where order_id = $1
+    or (store_id = $2 and register_id = $3 and receipt_no = $4)
+order by same_id desc
+limit 1"#,
+        )
+        .bind(order_id) // $1
+        .bind(store_id) // $2
+        .bind(register_id) // $3
+        .bind(receipt_no_param(receipt_no)); // $4
+        let same_id = self
+            .fetch_optional(query, |row| {
+                Cols::new(row, "orders", "order_id").get::<bool>("same_id")
+            })
+            .await?;
+        Ok(same_id.map(|same_id| {
+            if same_id {
+                OrderClash::OrderId
+            } else {
+                OrderClash::Receipt
+            }
+        }))
     }
 
     async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
