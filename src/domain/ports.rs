@@ -206,7 +206,28 @@ pub trait UnitOfWork: Send {
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64>;
     /// A member's lots that still hold points, soonest expiry first (never-expiring last).
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>>;
+    /// `member_lots` and the stored balance of the member's account in points, read together
+    /// (backends may answer in one query).
+    async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {
+        let lots = self.member_lots(member_id).await?;
+        let account = crate::domain::Account::Member(member_id.to_string()).to_string();
+        let balance = self
+            .balance(&account, &crate::domain::Asset::Points.to_string())
+            .await?;
+        Ok((lots, balance))
+    }
     async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()>;
+    /// Points taken from lots for orders: stores the lots' new remaining and held points and
+    /// records each take (backends may do both in one statement).
+    async fn take_from_lots(&mut self, lots: &[Lot], takes: &[OrderLot]) -> StoreResult<()> {
+        for lot in lots {
+            self.update_lot(lot).await?;
+        }
+        for take in takes {
+            self.insert_order_lot(take).await?;
+        }
+        Ok(())
+    }
     async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()>;
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>>;

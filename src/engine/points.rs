@@ -20,11 +20,24 @@ pub(super) async fn settle_member(
     member_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Lot>, StoreError> {
+    let lots = uow.member_lots(member_id).await?;
+    let (lots, _) = settle(uow, member_id, lots, now).await?;
+    Ok(lots)
+}
+
+/// Settles `lots`, the member's lots just read; returns them as they stand afterwards (those
+/// still holding points) and whether settling wrote anything.
+async fn settle(
+    uow: &mut dyn UnitOfWork,
+    member_id: &str,
+    mut lots: Vec<Lot>,
+    now: DateTime<Utc>,
+) -> Result<(Vec<Lot>, bool), StoreError> {
     let member = Account::Member(member_id.to_string());
     let pending = Account::MemberPending(member_id.to_string());
     let mut matured = Vec::new();
     let mut expired = Vec::new();
-    let mut lots = uow.member_lots(member_id).await?;
+    let mut wrote = false;
     for lot in &mut lots {
         let mut changed = false;
         if lot.state == LotState::Pending && lots::is_matured(lot, now) {
@@ -58,6 +71,7 @@ pub(super) async fn settle_member(
         }
         if changed {
             uow.update_lot(lot).await?;
+            wrote = true;
         }
     }
     for (kind, postings) in [("mature", matured), ("expire", expired)] {
@@ -68,7 +82,7 @@ pub(super) async fn settle_member(
         }
     }
     lots.retain(|lot| lot.remaining_points > 0);
-    Ok(lots)
+    Ok((lots, wrote))
 }
 
 /// The sweeper's side: settles a member under the member's row lock, like every command, so
@@ -112,11 +126,15 @@ pub(super) async fn spendable(
     member_id: &str,
     now: DateTime<Utc>,
 ) -> CommandResult<(Vec<Lot>, i64)> {
-    let lots = settle_member(uow, member_id, now).await?;
+    let (lots, stored) = uow.member_lots_and_balance(member_id).await?;
+    let (lots, settled) = settle(uow, member_id, lots, now).await?;
     let from_lots = lots::spendable(&lots, now);
-    let stored = uow
-        .balance(&Account::Member(member_id.to_string()).to_string(), "PTS")
-        .await?;
+    let stored = if settled {
+        uow.balance(&Account::Member(member_id.to_string()).to_string(), "PTS")
+            .await?
+    } else {
+        stored
+    };
     if from_lots != stored {
         return Err(StoreError::Corrupt(format!(
             "member {member_id}: lots say {from_lots} spendable points, balance says {stored}"
@@ -144,6 +162,8 @@ pub(super) async fn take_points(
         available: lots::spendable(lots, now),
         requested: points,
     })?;
+    let mut taken_lots = Vec::with_capacity(plan.len());
+    let mut takes = Vec::new();
     for (lot_id, take) in plan {
         let mut lot = lots
             .iter()
@@ -155,17 +175,17 @@ pub(super) async fn take_points(
         } else {
             lot.remaining_points -= take;
         }
-        uow.update_lot(&lot).await?;
+        taken_lots.push(lot);
         if !order_id.is_empty() {
-            uow.insert_order_lot(&OrderLot {
+            takes.push(OrderLot {
                 order_id: order_id.to_string(),
                 lot_id,
                 points: take,
                 restored_points: 0,
-            })
-            .await?;
+            });
         }
     }
+    uow.take_from_lots(&taken_lots, &takes).await?;
     Ok(())
 }
 

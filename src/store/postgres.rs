@@ -1358,6 +1358,32 @@ limit $3"#,
         self.fetch_all(query, lot_from_row).await
     }
 
+    async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {
+        let query = sqlx::query(
+            r#"
+select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points,
+    (select balance from balances where account = $2 and asset = 'PTS') as stored_balance
+from point_lots
+where member_id = $1
+    and remaining_points > 0
+order by expires_at asc nulls last, lot_id"#,
+        )
+        .bind(member_id) // $1
+        .bind(Account::Member(member_id.to_string()).to_string()); // $2
+        let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
+        let Some(first) = rows.first() else {
+            // No live lot: the stored balance is read on its own (it should be zero).
+            let balance = self
+                .balance(&Account::Member(member_id.to_string()).to_string(), "PTS")
+                .await?;
+            return Ok((Vec::new(), balance));
+        };
+        let stored: Option<i64> = Cols::new(first, "balances", "lot_id").get("stored_balance")?;
+        let lots = rows.iter().map(lot_from_row).collect::<StoreResult<_>>()?;
+        Ok((lots, stored.unwrap_or(0)))
+    }
+
     async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
         let query = lot_query(UPDATE_LOT, lot).bind(lot.lot_id); // $10
         self.update_one(query, "lot", &lot.lot_id.to_string()).await
@@ -1370,6 +1396,53 @@ set member_id = $2
 where member_id = $1"#;
         self.move_member_rows(sql, from_member_id, to_member_id)
             .await
+    }
+
+    async fn take_from_lots(&mut self, lots: &[Lot], takes: &[OrderLot]) -> StoreResult<()> {
+        let lot_ids: Vec<i64> = lots.iter().map(|lot| lot.lot_id).collect();
+        let remaining: Vec<i64> = lots.iter().map(|lot| lot.remaining_points).collect();
+        let held: Vec<i64> = lots.iter().map(|lot| lot.held_points).collect();
+        let order_ids: Vec<&str> = takes.iter().map(|take| take.order_id.as_str()).collect();
+        let take_lots: Vec<i64> = takes.iter().map(|take| take.lot_id).collect();
+        let points: Vec<i64> = takes.iter().map(|take| take.points).collect();
+        let restored: Vec<i64> = takes.iter().map(|take| take.restored_points).collect();
+        let query = sqlx::query(
+            r#"
+with taken as (
+    update point_lots l
+    set remaining_points = t.remaining_points,
+        held_points = t.held_points
+    from unnest($1::bigint[], $2::bigint[], $3::bigint[])
+        as t (lot_id, remaining_points, held_points)
+    where l.lot_id = t.lot_id
+    returning 1
+), recorded as (
+    insert into order_lots (order_id, lot_id, points, restored_points)
+    select order_id, lot_id, points, restored_points
+    from unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
+        as o (order_id, lot_id, points, restored_points)
+)
+select count(*) as taken
+from taken"#,
+        )
+        .bind(&lot_ids) // $1
+        .bind(remaining) // $2
+        .bind(held) // $3
+        .bind(order_ids) // $4
+        .bind(take_lots) // $5
+        .bind(points) // $6
+        .bind(restored); // $7
+        let taken: i64 = self.fetch_value(query, "point_lots", "taken").await?;
+        if usize::try_from(taken).ok() != Some(lot_ids.len()) {
+            return Err(StoreError::Database(
+                format!(
+                    "lots {lot_ids:?}: expected to update {}, updated {taken}",
+                    lot_ids.len()
+                )
+                .into(),
+            ));
+        }
+        Ok(())
     }
 
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
