@@ -132,6 +132,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>>;
     /// Opens a read-only unit of work over one consistent snapshot.
     async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>>;
+    /// A read-only unit of work for a caller that reads with ONE statement: a backend may skip
+    /// the transaction around it, since a single statement reads one snapshot by itself.
+    async fn begin_read_statement(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        self.begin_read().await
+    }
     fn backend_name(&self) -> &'static str;
     /// How many write transactions are worth running at once (group-commit writers): one where
     /// the database has a single writer, more where it commits in parallel.
@@ -206,6 +211,18 @@ pub trait UnitOfWork: Send {
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64>;
     /// A member's lots that still hold points, soonest expiry first (never-expiring last).
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>>;
+    /// A member and its live lots (as `member_lots`), read together (backends may answer in one
+    /// statement).
+    async fn member_with_lots(
+        &mut self,
+        member_id: &str,
+    ) -> StoreResult<Option<(MemberRow, Vec<Lot>)>> {
+        let Some(member) = self.get_member(member_id, false).await? else {
+            return Ok(None);
+        };
+        let lots = self.member_lots(member_id).await?;
+        Ok(Some((member, lots)))
+    }
     /// `member_lots` and the stored balance of the member's account in points, read together
     /// (backends may answer in one query).
     async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {

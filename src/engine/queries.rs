@@ -47,6 +47,15 @@ impl Engine {
         member: &MemberRef,
     ) -> Result<Balance, EngineError> {
         caller.require(Operation::GetBalance)?;
+        if let MemberRef::Id(member_id) = member {
+            // The member and its lots in one statement, which reads one snapshot by itself.
+            let mut uow = self.store().begin_read_statement().await?;
+            let (row, member_lots) = uow
+                .member_with_lots(member_id)
+                .await?
+                .ok_or(DomainError::MemberNotFound)?;
+            return Ok(lots::balance_at(&row, &member_lots, self.now()));
+        }
         let mut uow = self.store().begin_read().await?;
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await

@@ -91,12 +91,21 @@ impl PostgresStore {
 impl Store for PostgresStore {
     async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
         let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(map_err)?;
-        Ok(Box::new(PgUnitOfWork::new(tx)))
+        Ok(Box::new(PgUnitOfWork::new(Connection::Transaction(tx))))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>> {
         let tx = self.pool.begin_with(BEGIN_READ).await.map_err(map_err)?;
-        Ok(Box::new(PgUnitOfWork::new(tx)))
+        Ok(Box::new(PgUnitOfWork::new(Connection::Transaction(tx))))
+    }
+
+    /// A pooled connection in autocommit mode: BEGIN and COMMIT would be two of three round
+    /// trips.
+    async fn begin_read_statement(&self) -> StoreResult<Box<dyn UnitOfWork>> {
+        let connection = self.pool.acquire().await.map_err(map_err)?;
+        Ok(Box::new(PgUnitOfWork::new(Connection::Autocommit(
+            connection,
+        ))))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -116,7 +125,7 @@ impl Store for PostgresStore {
 /// (idempotency records) are inserted together at commit. Reads of those records look at the
 /// waiting ones first.
 struct PgUnitOfWork {
-    tx: sqlx::Transaction<'static, Postgres>,
+    tx: Connection,
     /// `release savepoint cmd` is owed (sent with the next `savepoint`; commit releases all).
     release_owed: bool,
     /// Idempotency records to insert at commit, in order.
@@ -676,8 +685,34 @@ fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
     deltas
 }
 
+/// A unit of work's connection: in a transaction, or (one read statement) in autocommit mode.
+enum Connection {
+    Transaction(sqlx::Transaction<'static, Postgres>),
+    Autocommit(sqlx::pool::PoolConnection<Postgres>),
+}
+
+impl std::ops::Deref for Connection {
+    type Target = sqlx::PgConnection;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Connection::Transaction(tx) => tx,
+            Connection::Autocommit(connection) => connection,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Connection {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            Connection::Transaction(tx) => tx,
+            Connection::Autocommit(connection) => connection,
+        }
+    }
+}
+
 impl PgUnitOfWork {
-    fn new(tx: sqlx::Transaction<'static, Postgres>) -> Self {
+    fn new(tx: Connection) -> Self {
         Self {
             tx,
             release_owed: false,
@@ -978,7 +1013,10 @@ impl UnitOfWork for PgUnitOfWork {
     async fn commit(mut self: Box<Self>) -> StoreResult<()> {
         // An owed release needs no statement: commit releases every savepoint.
         self.insert_waiting_outcomes().await?;
-        self.tx.commit().await.map_err(map_err)
+        match self.tx {
+            Connection::Transaction(tx) => tx.commit().await.map_err(map_err),
+            Connection::Autocommit(_) => Ok(()),
+        }
     }
 
     async fn savepoint(&mut self) -> StoreResult<()> {
@@ -1356,6 +1394,51 @@ limit $3"#,
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
         let query = sqlx::query(MEMBER_LOTS).bind(member_id); // $1
         self.fetch_all(query, lot_from_row).await
+    }
+
+    async fn member_with_lots(
+        &mut self,
+        member_id: &str,
+    ) -> StoreResult<Option<(MemberRow, Vec<Lot>)>> {
+        let query = sqlx::query(
+            r#"
+select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
+    m.lifetime_earned_points, m.lifetime_redeemed_points,
+    l.lot_id, l.member_id as lot_member_id, l.order_id, l.state as lot_state, l.earned_at,
+    l.matures_at, l.expires_at, l.original_points, l.remaining_points, l.held_points
+from members m
+left join point_lots l
+    on l.member_id = m.member_id
+    and l.remaining_points > 0
+where m.member_id = $1
+order by l.expires_at asc nulls last, l.lot_id"#,
+        )
+        .bind(member_id); // $1
+        let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
+        let Some(first) = rows.first() else {
+            return Ok(None);
+        };
+        let member = member_from_row(first)?;
+        let mut lots = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let c = Cols::new(row, "point_lots", "lot_id");
+            let Some(lot_id) = c.get::<Option<i64>>("lot_id")? else {
+                continue; // the member has no live lot
+            };
+            lots.push(Lot {
+                lot_id,
+                member_id: c.get("lot_member_id")?,
+                order_id: c.get("order_id")?,
+                state: c.parse("lot_state", LotState::parse)?,
+                earned_at: c.get("earned_at")?,
+                matures_at: c.get("matures_at")?,
+                expires_at: c.get("expires_at")?,
+                original_points: c.get("original_points")?,
+                remaining_points: c.get("remaining_points")?,
+                held_points: c.get("held_points")?,
+            });
+        }
+        Ok(Some((member, lots)))
     }
 
     async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {
