@@ -1,26 +1,39 @@
-//! The SQLite backend: an embedded, single-file database in WAL mode.
+//! The SQLite backend: an embedded, single-file database in WAL mode, driven through rusqlite.
 //!
-//! One writer connection serves every read-write unit of work (`BEGIN IMMEDIATE`, so a unit of
-//! work holds SQLite's write lock from its first statement and never fails half-way on a lock
-//! upgrade); a pool of reader connections serves read-only units of work, each a consistent WAL
-//! snapshot. `synchronous = FULL`: an acknowledged commit survives a power cut.
+//! Statements run synchronously on the calling thread (microseconds each; no handoff to a
+//! driver thread), so the store asks the engine to run its writers on OS threads of their own
+//! ([`Store::runs_on_calling_thread`]). One writer connection serves every read-write unit of
+//! work (`BEGIN IMMEDIATE`, so a unit of work holds SQLite's write lock from its first statement
+//! and never fails half-way on a lock upgrade); a small pool of reader connections
+//! (`query_only`) serves read-only units of work, each a consistent WAL snapshot, on whichever
+//! thread asks. `synchronous = FULL`: an acknowledged commit survives a power cut. Every
+//! statement is prepared once per connection and cached.
+//!
+//! The schema comes from `migrations/sqlite/`, applied through sqlx's migrator (which keeps its
+//! `_sqlx_migrations` bookkeeping) on a short-lived connection before the store opens its own.
 //!
 //! Encoding: instants are INTEGER microseconds since the Unix epoch, money is canonical decimal
 //! TEXT, enums are their `as_str()` names, structured values are JSON text.
 
-use std::{collections::BTreeMap, fmt::Display, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt::Display,
+    path::PathBuf,
+    str::FromStr,
+    sync::{Arc, Mutex as StdMutex, PoisonError},
+    time::Duration,
+};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, Row, ToSql, types::FromSql};
 use serde::de::DeserializeOwned;
 use sqlx::{
-    Decode, Row, Sqlite, SqliteConnection, SqlitePool, Type,
-    error::ErrorKind,
-    sqlite::{
-        SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
-    },
+    ConnectOptions as _,
+    migrate::Migrator,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous},
 };
+use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use super::{receipt_no_param, to_json};
 use crate::domain::{
@@ -37,63 +50,85 @@ use crate::domain::{
     },
 };
 
-type SqliteQuery<'q> = sqlx::query::Query<'q, Sqlite, SqliteArguments<'q>>;
+/// The schema, the single source for both the file and the in-memory database.
+static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
 
-/// Primary result codes of a transient lock failure (`code & 0xff` of an extended code).
-const SQLITE_BUSY: i32 = 5;
-const SQLITE_LOCKED: i32 = 6;
+/// Extended result codes of a lost insert race.
+const SQLITE_CONSTRAINT_UNIQUE: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE;
+const SQLITE_CONSTRAINT_PRIMARYKEY: i32 = rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY;
 /// How long a statement waits for another process's lock before failing with BUSY.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Reader connections: reads run in parallel with the one writer under WAL.
-const READ_CONNECTIONS: u32 = 8;
+/// Idle reader connections kept for reuse: reads run in parallel with the one writer under WAL.
+const IDLE_READERS: usize = 8;
+/// Prepared statements cached per connection (omo has fewer distinct statements than this).
+const STATEMENT_CACHE: usize = 256;
 
 #[derive(Debug)]
 pub struct SqliteStore {
-    write: SqlitePool,
-    read: SqlitePool,
+    /// The one read-write connection, held by a unit of work from `begin` to its end.
+    writer: Arc<Mutex<Connection>>,
+    /// `None` for an in-memory database: the writer's connection serves reads too.
+    readers: Option<Readers>,
+}
+
+/// The pool of reader connections of a database file: a unit of work takes an idle one (or
+/// opens one) and gives it back when it ends.
+#[derive(Debug)]
+struct Readers {
+    path: PathBuf,
+    idle: Arc<StdMutex<Vec<Connection>>>,
+}
+
+impl Readers {
+    fn take(&self) -> StoreResult<Connection> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path),
+        }
+    }
 }
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and runs the migrations.
     ///
     /// An in-memory database (`sqlite::memory:`, `mode=memory`) lives only as long as a
-    /// connection to it, so it gets one pool of one never-closed connection for reads and writes.
+    /// connection to it, so one connection serves its reads and writes.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
-        let base = SqliteConnectOptions::from_str(url)
-            .map_err(map_err)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true);
         if is_in_memory(url) {
-            let pool = SqlitePoolOptions::new()
-                .max_connections(1)
-                .min_connections(1)
-                .idle_timeout(None)
-                .max_lifetime(None)
-                .connect_with(base)
-                .await
-                .map_err(map_err)?;
-            migrate(&pool).await?;
+            let conn = Connection::open_in_memory_with_flags(open_flags()).map_err(map_err)?;
+            configure(&conn, false)?;
+            for migration in MIGRATOR.iter() {
+                if !migration.migration_type.is_down_migration() {
+                    conn.execute_batch(&migration.sql).map_err(map_err)?;
+                }
+            }
             return Ok(Self {
-                write: pool.clone(),
-                read: pool,
+                writer: Arc::new(Mutex::new(conn)),
+                readers: None,
             });
         }
-        let write = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(base.clone())
-            .await
+        let options = SqliteConnectOptions::from_str(url).map_err(sqlx_err)?;
+        migrate(&options).await?;
+        let path = options.get_filename().to_path_buf();
+        let writer = Connection::open_with_flags(&path, open_flags()).map_err(map_err)?;
+        writer
+            .execute_batch("PRAGMA journal_mode = WAL")
             .map_err(map_err)?;
-        migrate(&write).await?;
-        // Readers must never write: `query_only` turns a stray write into an error.
-        let read = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .connect_with(base.pragma("query_only", "ON"))
-            .await
-            .map_err(map_err)?;
-        Ok(Self { write, read })
+        configure(&writer, false)?;
+        // One reader now, so that a database readers cannot open fails here, not on first read.
+        let first_reader = open_reader(&path)?;
+        Ok(Self {
+            writer: Arc::new(Mutex::new(writer)),
+            readers: Some(Readers {
+                path,
+                idle: Arc::new(StdMutex::new(vec![first_reader])),
+            }),
+        })
     }
 }
 
@@ -101,22 +136,75 @@ fn is_in_memory(url: &str) -> bool {
     url.contains(":memory:") || url.contains("mode=memory")
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    sqlx::migrate!("migrations/sqlite")
-        .run(pool)
+/// Read-write (readers are guarded by `query_only`), created if missing, URI file names; each
+/// connection is used by one thread at a time, so SQLite's own mutex is not needed.
+fn open_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI
+}
+
+/// The settings every connection shares; readers must never write: `query_only` turns a stray
+/// write into an error.
+fn configure(conn: &Connection, reader: bool) -> StoreResult<()> {
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON")
+        .map_err(map_err)?;
+    if reader {
+        conn.execute_batch("PRAGMA query_only = ON")
+            .map_err(map_err)?;
+    }
+    Ok(())
+}
+
+fn open_reader(path: &std::path::Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(path, open_flags()).map_err(map_err)?;
+    configure(&conn, true)?;
+    Ok(conn)
+}
+
+/// Applies the migrations to the database file with sqlx (creating the file, in WAL mode), on a
+/// connection closed before the store opens its own.
+async fn migrate(options: &SqliteConnectOptions) -> Result<(), StoreError> {
+    let mut conn = options
+        .clone()
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Full)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true)
+        .connect()
         .await
-        .map_err(|e| StoreError::Database(Box::new(e)))
+        .map_err(sqlx_err)?;
+    MIGRATOR
+        .run(&mut conn)
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))?;
+    sqlx::Connection::close(conn).await.map_err(sqlx_err)
+}
+
+fn sqlx_err(error: sqlx::Error) -> StoreError {
+    StoreError::Database(Box::new(error))
 }
 
 /// The one place a database error becomes a [`StoreError`]. Recognised by result code, never
 /// by message text: lock contention and lost insert races are transient conflicts (the engine
-/// checks existence first, so a unique violation means another writer got there first).
-fn map_err(error: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &error {
-        let code = db.code().and_then(|code| code.parse::<i32>().ok());
-        let locked = code.is_some_and(|code| matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED));
-        if locked || db.kind() == ErrorKind::UniqueViolation {
-            return StoreError::Conflict(db.to_string());
+/// checks existence first, so a unique violation means another writer got there first). Any
+/// other constraint (a CHECK: a balance below zero) is a plain database error.
+fn map_err(error: rusqlite::Error) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, _) = &error {
+        let locked = matches!(
+            failure.code,
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked
+        );
+        let duplicate = matches!(
+            failure.extended_code,
+            SQLITE_CONSTRAINT_UNIQUE | SQLITE_CONSTRAINT_PRIMARYKEY
+        );
+        if locked || duplicate {
+            return StoreError::Conflict(error.to_string());
         }
     }
     StoreError::Database(Box::new(error))
@@ -126,18 +214,26 @@ fn map_err(error: sqlx::Error) -> StoreError {
 impl Store for SqliteStore {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
-        let tx = self
-            .write
-            .begin_with("BEGIN IMMEDIATE")
-            .await
-            .map_err(map_err)?;
-        Ok(Box::new(SqliteUnitOfWork { tx }))
+        let guard = self.writer.clone().lock_owned().await;
+        let uow = SqliteUnitOfWork {
+            conn: Handle::Writer(guard),
+        };
+        uow.execute("BEGIN IMMEDIATE")?;
+        Ok(Box::new(uow))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>> {
-        let tx = self.read.begin().await.map_err(map_err)?;
-        Ok(Box::new(SqliteUnitOfWork { tx }))
+        let conn = match &self.readers {
+            Some(readers) => Handle::Reader {
+                conn: Some(readers.take()?),
+                idle: readers.idle.clone(),
+            },
+            None => Handle::Writer(self.writer.clone().lock_owned().await),
+        };
+        let uow = SqliteUnitOfWork { conn };
+        uow.execute("BEGIN")?;
+        Ok(Box::new(uow))
     }
 
     fn backend_name(&self) -> &'static str {
@@ -147,109 +243,210 @@ impl Store for SqliteStore {
     fn parallel_writers(&self) -> usize {
         1
     }
+
+    fn runs_on_calling_thread(&self) -> bool {
+        true
+    }
 }
 
+/// The connection a unit of work runs on.
+enum Handle {
+    /// The writer (or an in-memory database's only connection), locked until the work ends.
+    Writer(OwnedMutexGuard<Connection>),
+    /// A reader taken from the pool; `None` only while the work is dropped (given back).
+    Reader {
+        conn: Option<Connection>,
+        idle: Arc<StdMutex<Vec<Connection>>>,
+    },
+}
+
+/// One transaction. Dropped without a commit (a refused batch, a panic, an error), it rolls
+/// back; a reader then returns to the pool.
 struct SqliteUnitOfWork {
-    tx: sqlx::Transaction<'static, Sqlite>,
+    conn: Handle,
+}
+
+impl Drop for SqliteUnitOfWork {
+    fn drop(&mut self) {
+        let conn = self.conn();
+        if !conn.is_autocommit() {
+            // ROLLBACK fails only on a broken connection: nothing to do here but not to give a
+            // reader still in a transaction back to the pool.
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        if let Handle::Reader { conn, idle } = &mut self.conn
+            && let Some(conn) = conn.take()
+            && conn.is_autocommit()
+        {
+            let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// A prepared statement being bound, the way sqlx builds a query: the n-th `bind` binds `?n`.
+/// A bind error is kept and reported when the statement runs.
+struct Query<'c> {
+    stmt: CachedStatement<'c>,
+    bound: usize,
+    error: Option<rusqlite::Error>,
+}
+
+impl Query<'_> {
+    fn bind<T: ToSql>(mut self, value: T) -> Self {
+        self.bound += 1;
+        if self.error.is_none()
+            && let Err(error) = self.stmt.raw_bind_parameter(self.bound, value)
+        {
+            self.error = Some(error);
+        }
+        self
+    }
+
+    /// Fails on a bind error or on a statement bound with fewer or more values than it takes.
+    fn check(&mut self) -> StoreResult<()> {
+        if let Some(error) = self.error.take() {
+            return Err(map_err(error));
+        }
+        let expected = self.stmt.parameter_count();
+        if self.bound != expected {
+            return Err(StoreError::Database(
+                format!(
+                    "statement takes {expected} parameters, {} were bound",
+                    self.bound
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs a statement that returns no rows; the number of rows it changed.
+    fn execute(mut self) -> StoreResult<usize> {
+        self.check()?;
+        self.stmt.raw_execute().map_err(map_err)
+    }
+
+    /// The first row the statement finds, if any, decoded.
+    fn fetch_optional<T>(mut self, decode: Decode<T>) -> StoreResult<Option<T>> {
+        self.check()?;
+        let mut rows = self.stmt.raw_query();
+        rows.next().map_err(map_err)?.map(decode).transpose()
+    }
+
+    /// The first row the statement finds, decoded; no row is an error.
+    fn fetch_one<T>(self, decode: Decode<T>) -> StoreResult<T> {
+        self.fetch_optional(decode)?
+            .ok_or_else(|| StoreError::Database(Box::new(rusqlite::Error::QueryReturnedNoRows)))
+    }
+
+    /// Every row the statement finds, decoded.
+    fn fetch_all<T>(mut self, decode: Decode<T>) -> StoreResult<Vec<T>> {
+        self.check()?;
+        let mut rows = self.stmt.raw_query();
+        let mut decoded = Vec::new();
+        while let Some(row) = rows.next().map_err(map_err)? {
+            decoded.push(decode(row)?);
+        }
+        Ok(decoded)
+    }
+}
+
+/// Decodes one row of a query's result.
+type Decode<T> = fn(&Row<'_>) -> StoreResult<T>;
+
+/// Column `index` of a query's own result (an aggregate, a key list), not a stored table row.
+fn col<T: FromSql>(row: &Row<'_>, index: usize) -> StoreResult<T> {
+    row.get(index).map_err(map_err)
 }
 
 impl SqliteUnitOfWork {
-    fn conn(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+    fn conn(&self) -> &Connection {
+        match &self.conn {
+            Handle::Writer(guard) => guard,
+            Handle::Reader { conn, .. } => conn
+                .as_ref()
+                .expect("a reader is given back only when its unit of work is dropped"),
+        }
     }
 
-    async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
-        self.run(sqlx::query(sql)).await
+    /// Prepares `sql` (once per connection: statements are cached) for binding.
+    fn query(&self, sql: &str) -> StoreResult<Query<'_>> {
+        let stmt = self.conn().prepare_cached(sql).map_err(map_err)?;
+        Ok(Query {
+            stmt,
+            bound: 0,
+            error: None,
+        })
+    }
+
+    /// Runs a statement without parameters that returns no rows.
+    fn execute(&self, sql: &'static str) -> StoreResult<()> {
+        self.run(self.query(sql)?)
     }
 
     /// Runs a statement that returns no rows.
-    async fn run(&mut self, query: SqliteQuery<'_>) -> StoreResult<()> {
-        query.execute(self.conn()).await.map_err(map_err)?;
+    fn run(&self, query: Query<'_>) -> StoreResult<()> {
+        query.execute()?;
         Ok(())
     }
 
     /// The row `query` finds, if any, decoded.
-    async fn fetch_optional<T>(
-        &mut self,
-        query: SqliteQuery<'_>,
-        decode: fn(&SqliteRow) -> StoreResult<T>,
-    ) -> StoreResult<Option<T>> {
-        let row = query.fetch_optional(self.conn()).await.map_err(map_err)?;
-        row.as_ref().map(decode).transpose()
+    fn fetch_optional<T>(&self, query: Query<'_>, decode: Decode<T>) -> StoreResult<Option<T>> {
+        query.fetch_optional(decode)
     }
 
     /// Every row `query` finds, decoded.
-    async fn fetch_all<T>(
-        &mut self,
-        query: SqliteQuery<'_>,
-        decode: fn(&SqliteRow) -> StoreResult<T>,
-    ) -> StoreResult<Vec<T>> {
-        let rows = query.fetch_all(self.conn()).await.map_err(map_err)?;
-        rows.iter().map(decode).collect()
+    fn fetch_all<T>(&self, query: Query<'_>, decode: Decode<T>) -> StoreResult<Vec<T>> {
+        query.fetch_all(decode)
     }
 
-    async fn move_member_rows(
-        &mut self,
-        sql: &'static str,
-        from: &str,
-        to: &str,
-    ) -> StoreResult<()> {
-        let query = sqlx::query(sql)
-            .bind(to) // $1
-            .bind(from); // $2
-        self.run(query).await
+    fn move_member_rows(&self, sql: &'static str, from: &str, to: &str) -> StoreResult<()> {
+        let query = self
+            .query(sql)?
+            .bind(to) // ?1
+            .bind(from); // ?2
+        self.run(query)
     }
 
-    async fn strings(
-        &mut self,
-        sql: &'static str,
-        now: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<String>> {
-        sqlx::query_scalar(sql)
-            .bind(now) // $1
-            .bind(limit) // $2
-            .fetch_all(self.conn())
-            .await
-            .map_err(map_err)
+    fn strings(&self, sql: &'static str, now: i64, limit: i64) -> StoreResult<Vec<String>> {
+        self.query(sql)?
+            .bind(now) // ?1
+            .bind(limit) // ?2
+            .fetch_all(|row| col(row, 0))
     }
 
-    async fn account_totals(&mut self, sql: &'static str) -> StoreResult<Vec<AccountTotal>> {
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(sql)
-            .fetch_all(self.conn())
-            .await
-            .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(account, asset, amount)| AccountTotal {
-                account,
-                asset,
-                amount,
+    fn account_totals(&self, sql: &'static str) -> StoreResult<Vec<AccountTotal>> {
+        self.query(sql)?.fetch_all(|row| {
+            Ok(AccountTotal {
+                account: col(row, 0)?,
+                asset: col(row, 1)?,
+                amount: col(row, 2)?,
             })
-            .collect())
+        })
     }
 
-    async fn insert_postings(
-        &mut self,
-        transaction_id: i64,
-        postings: &[Posting],
-    ) -> StoreResult<()> {
+    /// One cached statement, executed once per posting (a few microseconds each).
+    fn insert_postings(&self, transaction_id: i64, postings: &[Posting]) -> StoreResult<()> {
         for (posting_no, posting) in postings.iter().enumerate() {
-            let query = sqlx::query(
-                r"
-                insert into postings (
-                    transaction_id, posting_no, from_account, to_account, asset, amount
-                )
-                values ($1, $2, $3, $4, $5, $6)
-                ",
-            )
-            .bind(transaction_id) // $1
-            .bind(i64::try_from(posting_no).unwrap_or(i64::MAX)) // $2
-            .bind(&posting.from_account) // $3
-            .bind(&posting.to_account) // $4
-            .bind(&posting.asset) // $5
-            .bind(posting.amount); // $6
-            self.run(query).await?;
+            let query = self
+                .query(
+                    r"
+                    insert into postings (
+                        transaction_id, posting_no, from_account, to_account, asset, amount
+                    )
+                    values (?1, ?2, ?3, ?4, ?5, ?6)
+                    ",
+                )?
+                .bind(transaction_id) // ?1
+                .bind(i64::try_from(posting_no).unwrap_or(i64::MAX)) // ?2
+                .bind(&posting.from_account) // ?3
+                .bind(&posting.to_account) // ?4
+                .bind(&posting.asset) // ?5
+                .bind(posting.amount); // ?6
+            self.run(query)?;
         }
         Ok(())
     }
@@ -257,51 +454,47 @@ impl SqliteUnitOfWork {
     /// Applies net deltas to stored balances in key order (a fixed lock order). A credit
     /// upserts; a debit only updates, so the CHECK (balance >= 0) sees the resulting balance
     /// (an upsert would check the negative delta itself as a row to insert and always fail).
-    async fn apply_balance_deltas(
-        &mut self,
-        deltas: &BTreeMap<(String, String), i64>,
-    ) -> StoreResult<()> {
+    fn apply_balance_deltas(&self, deltas: &BTreeMap<(String, String), i64>) -> StoreResult<()> {
         for ((account, asset), &delta) in deltas {
             if delta > 0 {
-                self.credit_balance(account, asset, delta).await?;
+                self.credit_balance(account, asset, delta)?;
             } else if delta < 0 {
-                self.debit_balance(account, asset, delta).await?;
+                self.debit_balance(account, asset, delta)?;
             }
         }
         Ok(())
     }
 
-    async fn credit_balance(&mut self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into balances (account, asset, balance)
-            values ($1, $2, $3)
-            on conflict (account, asset) do update
-            set balance = balances.balance + excluded.balance
-            ",
-        )
-        .bind(account) // $1
-        .bind(asset) // $2
-        .bind(delta); // $3
-        self.run(query).await
+    fn credit_balance(&self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                insert into balances (account, asset, balance)
+                values (?1, ?2, ?3)
+                on conflict (account, asset) do update
+                set balance = balances.balance + excluded.balance
+                ",
+            )?
+            .bind(account) // ?1
+            .bind(asset) // ?2
+            .bind(delta); // ?3
+        self.run(query)
     }
 
-    async fn debit_balance(&mut self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
-        let updated = sqlx::query(
-            r"
-            update balances
-            set balance = balance + $3
-            where account = $1
-              and asset = $2
-            ",
-        )
-        .bind(account) // $1
-        .bind(asset) // $2
-        .bind(delta) // $3
-        .execute(self.conn())
-        .await
-        .map_err(map_err)?
-        .rows_affected();
+    fn debit_balance(&self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
+        let updated = self
+            .query(
+                r"
+                update balances
+                set balance = balance + ?3
+                where account = ?1
+                  and asset = ?2
+                ",
+            )?
+            .bind(account) // ?1
+            .bind(asset) // ?2
+            .bind(delta) // ?3
+            .execute()?;
         if updated == 0 {
             // No row: the balance is zero, and a debit would take it below zero.
             return Err(StoreError::Database(
@@ -311,27 +504,28 @@ impl SqliteUnitOfWork {
         Ok(())
     }
 
-    async fn postings_between(
-        &mut self,
+    fn postings_between(
+        &self,
         member_id: &str,
         first_id: i64,
         last_id: i64,
     ) -> StoreResult<BTreeMap<i64, Vec<Posting>>> {
-        let query = sqlx::query(
-            r"
-            select p.transaction_id, p.from_account, p.to_account, p.asset, p.amount
-            from postings p
-            join transactions t on t.transaction_id = p.transaction_id
-            where t.member_id = $1
-              and p.transaction_id between $2 and $3
-            order by p.transaction_id, p.posting_no
-            ",
-        )
-        .bind(member_id) // $1
-        .bind(first_id) // $2
-        .bind(last_id); // $3
+        let query = self
+            .query(
+                r"
+                select p.transaction_id, p.from_account, p.to_account, p.asset, p.amount
+                from postings p
+                join transactions t on t.transaction_id = p.transaction_id
+                where t.member_id = ?1
+                  and p.transaction_id between ?2 and ?3
+                order by p.transaction_id, p.posting_no
+                ",
+            )?
+            .bind(member_id) // ?1
+            .bind(first_id) // ?2
+            .bind(last_id); // ?3
         let mut postings: BTreeMap<i64, Vec<Posting>> = BTreeMap::new();
-        for (transaction_id, posting) in self.fetch_all(query, posting_from_row).await? {
+        for (transaction_id, posting) in self.fetch_all(query, posting_from_row)? {
             postings.entry(transaction_id).or_default().push(posting);
         }
         Ok(postings)
@@ -410,47 +604,49 @@ macro_rules! select_coupons {
 impl UnitOfWork for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> StoreResult<()> {
-        self.tx.commit().await.map_err(map_err)
+        self.execute("COMMIT")
     }
 
     async fn savepoint(&mut self) -> StoreResult<()> {
-        self.execute("savepoint cmd").await
+        self.execute("savepoint cmd")
     }
 
     async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
-        self.execute("rollback to savepoint cmd").await
+        self.execute("rollback to savepoint cmd")
     }
 
     async fn release_savepoint(&mut self) -> StoreResult<()> {
-        self.execute("release savepoint cmd").await
+        self.execute("release savepoint cmd")
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
-            values ($1, $2, $3, $4, $5, $6)
-            ",
-        )
-        .bind(&key.key_id) // $1
-        .bind(&key.key_hash) // $2
-        .bind(key.role.as_str()) // $3
-        .bind(key.store_id.as_deref()) // $4
-        .bind(&key.name) // $5
-        .bind(key.created_at.timestamp_micros()); // $6
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
+                values (?1, ?2, ?3, ?4, ?5, ?6)
+                ",
+            )?
+            .bind(&key.key_id) // ?1
+            .bind(&key.key_hash) // ?2
+            .bind(key.role.as_str()) // ?3
+            .bind(key.store_id.as_deref()) // ?4
+            .bind(&key.name) // ?5
+            .bind(key.created_at.timestamp_micros()); // ?6
+        self.run(query)
     }
 
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let query = sqlx::query(
-            r"
-            select key_id, key_hash, role, store_id, name, created_at
-            from api_keys
-            where key_hash = $1
-            ",
-        )
-        .bind(key_hash); // $1
-        self.fetch_optional(query, api_key_from_row).await
+        let query = self
+            .query(
+                r"
+                select key_id, key_hash, role, store_id, name, created_at
+                from api_keys
+                where key_hash = ?1
+                ",
+            )?
+            .bind(key_hash); // ?1
+        self.fetch_optional(query, api_key_from_row)
     }
 
     async fn find_idempotency(
@@ -458,157 +654,164 @@ impl UnitOfWork for SqliteUnitOfWork {
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
-        let query = sqlx::query(
-            r"
-            select key_id, request_id, request_hash, outcome, created_at
-            from idempotency_keys
-            where key_id = $1
-              and request_id = $2
-            ",
-        )
-        .bind(key_id) // $1
-        .bind(request_id); // $2
-        self.fetch_optional(query, idempotency_from_row).await
+        let query = self
+            .query(
+                r"
+                select key_id, request_id, request_hash, outcome, created_at
+                from idempotency_keys
+                where key_id = ?1
+                  and request_id = ?2
+                ",
+            )?
+            .bind(key_id) // ?1
+            .bind(request_id); // ?2
+        self.fetch_optional(query, idempotency_from_row)
     }
 
     async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-            values ($1, $2, $3, $4, $5)
-            ",
-        )
-        .bind(&record.key_id) // $1
-        .bind(&record.request_id) // $2
-        .bind(&record.request_hash) // $3
-        .bind(&record.outcome) // $4
-        .bind(record.created_at.timestamp_micros()); // $5
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
+                values (?1, ?2, ?3, ?4, ?5)
+                ",
+            )?
+            .bind(&record.key_id) // ?1
+            .bind(&record.request_id) // ?2
+            .bind(&record.request_hash) // ?3
+            .bind(&record.outcome) // ?4
+            .bind(record.created_at.timestamp_micros()); // ?5
+        self.run(query)
     }
 
     /// `BEGIN IMMEDIATE` already serialises writers: no row lock needed.
     async fn load_program(&mut self, _lock: bool) -> StoreResult<Option<Program>> {
-        let query = sqlx::query(
+        let query = self.query(
             r"
             select id, body
             from program
             where id = 1
             ",
-        );
+        )?;
         self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
-            .await
     }
 
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into program (id, body)
-            values (1, $1)
-            on conflict (id) do nothing
-            ",
-        )
-        .bind(to_json(program)?); // $1
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into program (id, body)
+                values (1, ?1)
+                on conflict (id) do nothing
+                ",
+            )?
+            .bind(to_json(program)?); // ?1
+        self.run(query)
     }
 
     async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into program (id, body)
-            values (1, $1)
-            on conflict (id) do update
-            set body = excluded.body
-            ",
-        )
-        .bind(to_json(program)?); // $1
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into program (id, body)
+                values (1, ?1)
+                on conflict (id) do update
+                set body = excluded.body
+                ",
+            )?
+            .bind(to_json(program)?); // ?1
+        self.run(query)
     }
 
     async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into stores (
-                store_id, name, latitude, longitude, time_zone,
-                geofence_radius_m, geofence_polygon, created_at
-            )
-            values ($1, $2, $3, $4, $5, $6, $7, $8)
-            ",
-        )
-        .bind(&store.store_id) // $1
-        .bind(&store.name) // $2
-        .bind(store.location.latitude) // $3
-        .bind(store.location.longitude) // $4
-        .bind(&store.time_zone) // $5
-        .bind(store.geofence_radius_m) // $6
-        .bind(to_json(&store.geofence_polygon)?) // $7
-        .bind(Utc::now().timestamp_micros()); // $8: bookkeeping only; the port passes no instant
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into stores (
+                    store_id, name, latitude, longitude, time_zone,
+                    geofence_radius_m, geofence_polygon, created_at
+                )
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                ",
+            )?
+            .bind(&store.store_id) // ?1
+            .bind(&store.name) // ?2
+            .bind(store.location.latitude) // ?3
+            .bind(store.location.longitude) // ?4
+            .bind(&store.time_zone) // ?5
+            .bind(store.geofence_radius_m) // ?6
+            .bind(to_json(&store.geofence_polygon)?) // ?7
+            .bind(Utc::now().timestamp_micros()); // ?8: bookkeeping only; the port passes no instant
+        self.run(query)
     }
 
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let query = sqlx::query(concat!(
-            select_stores!(),
-            r"
-            where store_id = $1
-            "
-        ))
-        .bind(store_id); // $1
-        self.fetch_optional(query, store_from_row).await
+        let query = self
+            .query(concat!(
+                select_stores!(),
+                r"
+                where store_id = ?1
+                "
+            ))?
+            .bind(store_id); // ?1
+        self.fetch_optional(query, store_from_row)
     }
 
     async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        let query = sqlx::query(concat!(
+        let query = self.query(concat!(
             select_stores!(),
             r"
             order by store_id
             "
-        ));
-        self.fetch_all(query, store_from_row).await
+        ))?;
+        self.fetch_all(query, store_from_row)
     }
 
     async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let query = member_query(
-            r"
-            insert into members (
-                member_id, display_name, state, merged_into,
-                lifetime_earned_points, lifetime_redeemed_points, created_at
-            )
-            values ($1, $2, $3, $4, $5, $6, $7)
-            ",
-            member,
-        )
-        .bind(member.created_at.timestamp_micros()); // $7
-        self.run(query).await
+        let query = self
+            .member_query(
+                r"
+                insert into members (
+                    member_id, display_name, state, merged_into,
+                    lifetime_earned_points, lifetime_redeemed_points, created_at
+                )
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                ",
+                member,
+            )?
+            .bind(member.created_at.timestamp_micros()); // ?7
+        self.run(query)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_member(&mut self, member_id: &str, _lock: bool) -> StoreResult<Option<MemberRow>> {
-        let query = sqlx::query(
-            r"
-            select member_id, display_name, state, merged_into, created_at,
-                   lifetime_earned_points, lifetime_redeemed_points
-            from members
-            where member_id = $1
-            ",
-        )
-        .bind(member_id); // $1
-        self.fetch_optional(query, member_from_row).await
+        let query = self
+            .query(
+                r"
+                select member_id, display_name, state, merged_into, created_at,
+                       lifetime_earned_points, lifetime_redeemed_points
+                from members
+                where member_id = ?1
+                ",
+            )?
+            .bind(member_id); // ?1
+        self.fetch_optional(query, member_from_row)
     }
 
     async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let query = member_query(
+        let query = self.member_query(
             r"
             update members
-            set display_name = $2,
-                state = $3,
-                merged_into = $4,
-                lifetime_earned_points = $5,
-                lifetime_redeemed_points = $6
-            where member_id = $1
+            set display_name = ?2,
+                state = ?3,
+                merged_into = ?4,
+                lifetime_earned_points = ?5,
+                lifetime_redeemed_points = ?6
+            where member_id = ?1
             ",
             member,
-        );
-        self.run(query).await
+        )?;
+        self.run(query)
     }
 
     async fn insert_identifier(
@@ -616,54 +819,52 @@ impl UnitOfWork for SqliteUnitOfWork {
         member_id: &str,
         identifier: &Identifier,
     ) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into identifiers (kind, value, member_id)
-            values ($1, $2, $3)
-            ",
-        )
-        .bind(&identifier.kind) // $1
-        .bind(&identifier.value) // $2
-        .bind(member_id); // $3
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into identifiers (kind, value, member_id)
+                values (?1, ?2, ?3)
+                ",
+            )?
+            .bind(&identifier.kind) // ?1
+            .bind(&identifier.value) // ?2
+            .bind(member_id); // ?3
+        self.run(query)
     }
 
     async fn member_by_identifier(
         &mut self,
         identifier: &Identifier,
     ) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
+        self.query(
             r"
             select member_id
             from identifiers
-            where kind = $1
-              and value = $2
+            where kind = ?1
+              and value = ?2
             ",
-        )
-        .bind(&identifier.kind) // $1
-        .bind(&identifier.value) // $2
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)
+        )?
+        .bind(&identifier.kind) // ?1
+        .bind(&identifier.value) // ?2
+        .fetch_optional(|row| col(row, 0))
     }
 
     async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
-        let rows: Vec<(String, String)> = sqlx::query_as(
+        self.query(
             r"
             select kind, value
             from identifiers
-            where member_id = $1
+            where member_id = ?1
             order by kind, value
             ",
-        )
-        .bind(member_id) // $1
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(kind, value)| Identifier { kind, value })
-            .collect())
+        )?
+        .bind(member_id) // ?1
+        .fetch_all(|row| {
+            Ok(Identifier {
+                kind: col(row, 0)?,
+                value: col(row, 1)?,
+            })
+        })
     }
 
     async fn move_identifiers(
@@ -673,11 +874,10 @@ impl UnitOfWork for SqliteUnitOfWork {
     ) -> StoreResult<()> {
         let sql = r"
             update identifiers
-            set member_id = $1
-            where member_id = $2
+            set member_id = ?1
+            where member_id = ?2
             ";
         self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = transaction.kind))]
@@ -687,30 +887,28 @@ impl UnitOfWork for SqliteUnitOfWork {
             .iter()
             .map(|(key, value)| (key.as_str(), value.as_str()))
             .collect();
-        let transaction_id: i64 = sqlx::query_scalar(
-            r"
-            insert into transactions (
-                kind, member_id, occurred_at, recorded_at, channel, store_id, order_id, metadata
-            )
-            values ($1, $2, $3, $4, $5, $6, $7, $8)
-            returning transaction_id
-            ",
-        )
-        .bind(transaction.kind) // $1
-        .bind(&transaction.member_id) // $2
-        .bind(transaction.occurred_at.timestamp_micros()) // $3
-        .bind(transaction.recorded_at.timestamp_micros()) // $4
-        .bind(transaction.channel.map(Channel::as_str)) // $5
-        .bind(&transaction.store_id) // $6
-        .bind(&transaction.order_id) // $7
-        .bind(to_json(&metadata)?) // $8
-        .fetch_one(self.conn())
-        .await
-        .map_err(map_err)?;
-        self.insert_postings(transaction_id, &transaction.postings)
-            .await?;
+        let transaction_id: i64 = self
+            .query(
+                r"
+                insert into transactions (
+                    kind, member_id, occurred_at, recorded_at, channel, store_id, order_id, metadata
+                )
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                returning transaction_id
+                ",
+            )?
+            .bind(transaction.kind) // ?1
+            .bind(&transaction.member_id) // ?2
+            .bind(transaction.occurred_at.timestamp_micros()) // ?3
+            .bind(transaction.recorded_at.timestamp_micros()) // ?4
+            .bind(transaction.channel.map(Channel::as_str)) // ?5
+            .bind(&transaction.store_id) // ?6
+            .bind(&transaction.order_id) // ?7
+            .bind(to_json(&metadata)?) // ?8
+            .fetch_one(|row| col(row, 0))?;
+        self.insert_postings(transaction_id, &transaction.postings)?;
         let deltas = guarded_deltas(&transaction.postings)?;
-        self.apply_balance_deltas(&deltas).await?;
+        self.apply_balance_deltas(&deltas)?;
         Ok(transaction_id)
     }
 
@@ -720,25 +918,23 @@ impl UnitOfWork for SqliteUnitOfWork {
             r"
             select coalesce(sum(balance), 0)
             from balances
-            where account = $1
-              and asset = $2
+            where account = ?1
+              and asset = ?2
             "
         } else {
             r"
             select coalesce(sum(amount), 0)
             from (
-                select amount from postings where to_account = $1 and asset = $2
+                select amount from postings where to_account = ?1 and asset = ?2
                 union all
-                select -amount from postings where from_account = $1 and asset = $2
+                select -amount from postings where from_account = ?1 and asset = ?2
             )
             "
         };
-        sqlx::query_scalar(sql)
-            .bind(account) // $1
-            .bind(asset) // $2
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_err)
+        self.query(sql)?
+            .bind(account) // ?1
+            .bind(asset) // ?2
+            .fetch_one(|row| col(row, 0))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -748,27 +944,28 @@ impl UnitOfWork for SqliteUnitOfWork {
         before_transaction_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<Transaction>> {
-        let query = sqlx::query(
-            r"
-            select transaction_id, kind, member_id, occurred_at, recorded_at,
-                   channel, store_id, order_id, metadata
-            from transactions
-            where member_id = $1
-              and transaction_id < $2
-            order by transaction_id desc
-            limit $3
-            ",
-        )
-        .bind(member_id) // $1
-        .bind(before_transaction_id.unwrap_or(i64::MAX)) // $2
-        .bind(limit.max(0)); // $3
-        let mut transactions = self.fetch_all(query, transaction_from_row).await?;
+        let query = self
+            .query(
+                r"
+                select transaction_id, kind, member_id, occurred_at, recorded_at,
+                       channel, store_id, order_id, metadata
+                from transactions
+                where member_id = ?1
+                  and transaction_id < ?2
+                order by transaction_id desc
+                limit ?3
+                ",
+            )?
+            .bind(member_id) // ?1
+            .bind(before_transaction_id.unwrap_or(i64::MAX)) // ?2
+            .bind(limit.max(0)); // ?3
+        let mut transactions = self.fetch_all(query, transaction_from_row)?;
         let (Some(newest), Some(oldest)) = (transactions.first(), transactions.last()) else {
             return Ok(transactions);
         };
         // The page is every transaction of the member between its oldest and newest id.
         let (first_id, last_id) = (oldest.transaction_id, newest.transaction_id);
-        let mut postings = self.postings_between(member_id, first_id, last_id).await?;
+        let mut postings = self.postings_between(member_id, first_id, last_id)?;
         for transaction in &mut transactions {
             transaction.postings = postings
                 .remove(&transaction.transaction_id)
@@ -778,136 +975,132 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
-        let query = lot_query(
+        self.lot_query(
             r"
             insert into point_lots (
                 member_id, order_id, state, earned_at, matures_at, expires_at,
                 original_points, remaining_points, held_points
             )
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
             returning lot_id
             ",
             lot,
-        );
-        query
-            .try_map(|row: SqliteRow| row.try_get("lot_id"))
-            .fetch_one(self.conn())
-            .await
-            .map_err(map_err)
+        )?
+        .fetch_one(|row| col(row, 0))
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let query = sqlx::query(concat!(
-            select_lots!(),
-            r"
-            where member_id = $1
-              and remaining_points > 0
-            order by expires_at is null, expires_at, lot_id
-            "
-        ))
-        .bind(member_id); // $1
-        self.fetch_all(query, lot_from_row).await
+        let query = self
+            .query(concat!(
+                select_lots!(),
+                r"
+                where member_id = ?1
+                  and remaining_points > 0
+                order by expires_at is null, expires_at, lot_id
+                "
+            ))?
+            .bind(member_id); // ?1
+        self.fetch_all(query, lot_from_row)
     }
 
     async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
-        let query = lot_query(
-            r"
-            update point_lots
-            set member_id = $1,
-                order_id = $2,
-                state = $3,
-                earned_at = $4,
-                matures_at = $5,
-                expires_at = $6,
-                original_points = $7,
-                remaining_points = $8,
-                held_points = $9
-            where lot_id = $10
-            ",
-            lot,
-        )
-        .bind(lot.lot_id); // $10
-        self.run(query).await
+        let query = self
+            .lot_query(
+                r"
+                update point_lots
+                set member_id = ?1,
+                    order_id = ?2,
+                    state = ?3,
+                    earned_at = ?4,
+                    matures_at = ?5,
+                    expires_at = ?6,
+                    original_points = ?7,
+                    remaining_points = ?8,
+                    held_points = ?9
+                where lot_id = ?10
+                ",
+                lot,
+            )?
+            .bind(lot.lot_id); // ?10
+        self.run(query)
     }
 
     async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
         let sql = r"
             update point_lots
-            set member_id = $1
-            where member_id = $2
+            set member_id = ?1
+            where member_id = ?2
             ";
         self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
     }
 
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into order_lots (order_id, lot_id, points, restored_points)
-            values ($1, $2, $3, $4)
-            ",
-        )
-        .bind(&order_lot.order_id) // $1
-        .bind(order_lot.lot_id) // $2
-        .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points); // $4
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into order_lots (order_id, lot_id, points, restored_points)
+                values (?1, ?2, ?3, ?4)
+                ",
+            )?
+            .bind(&order_lot.order_id) // ?1
+            .bind(order_lot.lot_id) // ?2
+            .bind(order_lot.points) // ?3
+            .bind(order_lot.restored_points); // ?4
+        self.run(query)
     }
 
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
-        let rows: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+        self.query(
             r"
             select order_id, lot_id, points, restored_points
             from order_lots
-            where order_id = $1
+            where order_id = ?1
             order by lot_id
             ",
-        )
-        .bind(order_id) // $1
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(|(order_id, lot_id, points, restored_points)| OrderLot {
-                order_id,
-                lot_id,
-                points,
-                restored_points,
+        )?
+        .bind(order_id) // ?1
+        .fetch_all(|row| {
+            Ok(OrderLot {
+                order_id: col(row, 0)?,
+                lot_id: col(row, 1)?,
+                points: col(row, 2)?,
+                restored_points: col(row, 3)?,
             })
-            .collect())
+        })
     }
 
     async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            update order_lots
-            set points = $3,
-                restored_points = $4
-            where order_id = $1
-              and lot_id = $2
-            ",
-        )
-        .bind(&order_lot.order_id) // $1
-        .bind(order_lot.lot_id) // $2
-        .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points); // $4
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                update order_lots
+                set points = ?3,
+                    restored_points = ?4
+                where order_id = ?1
+                  and lot_id = ?2
+                ",
+            )?
+            .bind(&order_lot.order_id) // ?1
+            .bind(order_lot.lot_id) // ?2
+            .bind(order_lot.points) // ?3
+            .bind(order_lot.restored_points); // ?4
+        self.run(query)
     }
 
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let query = sqlx::query(concat!(
-            select_lots!(),
-            r"
-            where lot_id = $1
-            "
-        ))
-        .bind(lot_id); // $1
-        self.fetch_optional(query, lot_from_row).await
+        let query = self
+            .query(concat!(
+                select_lots!(),
+                r"
+                where lot_id = ?1
+                "
+            ))?
+            .bind(lot_id); // ?1
+        self.fetch_optional(query, lot_from_row)
     }
 
     async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
-        let query = order_query(
+        let query = self.order_query(
             r"
             insert into orders (
                 order_id, member_id, state, channel, store_id, register_id, receipt_no,
@@ -916,29 +1109,30 @@ impl UnitOfWork for SqliteUnitOfWork {
                 points_reversed, points_restored, occurred_at, created_at
             )
             values (
-                $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                $12, $13, $14, $15, $16, $17, $18, $19, $20, $21
+                ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
+                ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
             )
             ",
             order,
         )?;
-        self.run(query).await
+        self.run(query)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_order(&mut self, order_id: &str, _lock: bool) -> StoreResult<Option<Order>> {
-        let query = sqlx::query(
-            r"
-            select order_id, member_id, state, channel, store_id, register_id, receipt_no,
-                   lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-                   points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                   points_reversed, points_restored, occurred_at, created_at
-            from orders
-            where order_id = $1
-            ",
-        )
-        .bind(order_id); // $1
-        self.fetch_optional(query, order_from_row).await
+        let query = self
+            .query(
+                r"
+                select order_id, member_id, state, channel, store_id, register_id, receipt_no,
+                       lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
+                       points_pending, coupon_codes, hold_expires_at, refunded_amount,
+                       points_reversed, points_restored, occurred_at, created_at
+                from orders
+                where order_id = ?1
+                ",
+            )?
+            .bind(order_id); // ?1
+        self.fetch_optional(query, order_from_row)
     }
 
     async fn order_by_receipt(
@@ -947,83 +1141,80 @@ impl UnitOfWork for SqliteUnitOfWork {
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>> {
-        sqlx::query_scalar(
+        self.query(
             r"
             select order_id
             from orders
-            where store_id = $1
-              and register_id = $2
-              and receipt_no = $3
+            where store_id = ?1
+              and register_id = ?2
+              and receipt_no = ?3
             ",
-        )
-        .bind(store_id) // $1
-        .bind(register_id) // $2
-        .bind(receipt_no) // $3
-        .fetch_optional(self.conn())
-        .await
-        .map_err(map_err)
+        )?
+        .bind(store_id) // ?1
+        .bind(register_id) // ?2
+        .bind(receipt_no) // ?3
+        .fetch_optional(|row| col(row, 0))
     }
 
     async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
-        let query = order_query(
+        let query = self.order_query(
             r"
             update orders
-            set member_id = $2,
-                state = $3,
-                channel = $4,
-                store_id = $5,
-                register_id = $6,
-                receipt_no = $7,
-                lines = $8,
-                total = $9,
-                coupon_discount = $10,
-                points_redeemed = $11,
-                amount_due = $12,
-                points_earned = $13,
-                points_pending = $14,
-                coupon_codes = $15,
-                hold_expires_at = $16,
-                refunded_amount = $17,
-                points_reversed = $18,
-                points_restored = $19,
-                occurred_at = $20,
-                created_at = $21
-            where order_id = $1
+            set member_id = ?2,
+                state = ?3,
+                channel = ?4,
+                store_id = ?5,
+                register_id = ?6,
+                receipt_no = ?7,
+                lines = ?8,
+                total = ?9,
+                coupon_discount = ?10,
+                points_redeemed = ?11,
+                amount_due = ?12,
+                points_earned = ?13,
+                points_pending = ?14,
+                coupon_codes = ?15,
+                hold_expires_at = ?16,
+                refunded_amount = ?17,
+                points_reversed = ?18,
+                points_restored = ?19,
+                occurred_at = ?20,
+                created_at = ?21
+            where order_id = ?1
             ",
             order,
         )?;
-        self.run(query).await
+        self.run(query)
     }
 
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
-        sqlx::query_scalar(
+        self.query(
             r"
             select exists (
                 select 1
                 from orders
-                where member_id = $1
+                where member_id = ?1
                   and state = 'authorized'
             )
             ",
-        )
-        .bind(member_id) // $1
-        .fetch_one(self.conn())
-        .await
-        .map_err(map_err)
+        )?
+        .bind(member_id) // ?1
+        .fetch_one(|row| col(row, 0))
     }
 
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
-        let query = sqlx::query(
-            r"
-            insert into campaigns (campaign_id, public_code, body, created_at)
-            values ($1, $2, $3, $4)
-            ",
-        )
-        .bind(&campaign.campaign_id) // $1
-        .bind(campaign.public_code.as_deref()) // $2
-        .bind(to_json(campaign)?) // $3
-        .bind(campaign.created_at.timestamp_micros()); // $4
-        self.run(query).await
+        let query = self
+            .query(
+                r"
+                insert into campaigns (campaign_id, public_code, body, created_at)
+                values (?1, ?2, ?3, ?4)
+                ",
+            )?
+            .bind(&campaign.campaign_id) // ?1
+            .bind(campaign.public_code.as_deref()) // ?2
+            .bind(to_json(campaign)?) // ?3
+            .bind(campaign.created_at.timestamp_micros()); // ?4
+        self.run(query)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -1032,38 +1223,40 @@ impl UnitOfWork for SqliteUnitOfWork {
         campaign_id: &str,
         _lock: bool,
     ) -> StoreResult<Option<Campaign>> {
-        let query = sqlx::query(concat!(
-            select_campaigns!(),
-            r"
-            where campaign_id = $1
-            "
-        ))
-        .bind(campaign_id); // $1
-        self.fetch_optional(query, campaign_from_row).await
+        let query = self
+            .query(concat!(
+                select_campaigns!(),
+                r"
+                where campaign_id = ?1
+                "
+            ))?
+            .bind(campaign_id); // ?1
+        self.fetch_optional(query, campaign_from_row)
     }
 
     async fn campaign_by_public_code(
         &mut self,
         public_code: &str,
     ) -> StoreResult<Option<Campaign>> {
-        let query = sqlx::query(concat!(
-            select_campaigns!(),
-            r"
-            where public_code = $1
-            "
-        ))
-        .bind(public_code); // $1
-        self.fetch_optional(query, campaign_from_row).await
+        let query = self
+            .query(concat!(
+                select_campaigns!(),
+                r"
+                where public_code = ?1
+                "
+            ))?
+            .bind(public_code); // ?1
+        self.fetch_optional(query, campaign_from_row)
     }
 
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        let query = sqlx::query(concat!(
+        let query = self.query(concat!(
             select_campaigns!(),
             r"
             order by created_at, campaign_id
             "
-        ));
-        self.fetch_all(query, campaign_from_row).await
+        ))?;
+        self.fetch_all(query, campaign_from_row)
     }
 
     async fn count_coupons(
@@ -1071,156 +1264,150 @@ impl UnitOfWork for SqliteUnitOfWork {
         campaign_id: &str,
         member_id: Option<&str>,
     ) -> StoreResult<i64> {
-        sqlx::query_scalar(
+        self.query(
             r"
             select count(*)
             from coupons
-            where campaign_id = $1
-              and ($2 is null or member_id = $2)
+            where campaign_id = ?1
+              and (?2 is null or member_id = ?2)
             ",
-        )
-        .bind(campaign_id) // $1
-        .bind(member_id) // $2
-        .fetch_one(self.conn())
-        .await
-        .map_err(map_err)
+        )?
+        .bind(campaign_id) // ?1
+        .bind(member_id) // ?2
+        .fetch_one(|row| col(row, 0))
     }
 
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        let query = coupon_query(
+        let query = self.coupon_query(
             r"
             insert into coupons (
                 code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
                 source, order_id, redeemed_at, issued_at
             )
-            values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
             ",
             coupon,
-        );
-        self.run(query).await
+        )?;
+        self.run(query)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_coupon(&mut self, code: &str, _lock: bool) -> StoreResult<Option<Coupon>> {
-        let query = sqlx::query(concat!(
-            select_coupons!(),
-            r"
-            where code = $1
-            "
-        ))
-        .bind(code); // $1
-        self.fetch_optional(query, coupon_from_row).await
+        let query = self
+            .query(concat!(
+                select_coupons!(),
+                r"
+                where code = ?1
+                "
+            ))?
+            .bind(code); // ?1
+        self.fetch_optional(query, coupon_from_row)
     }
 
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        let query = coupon_query(
+        let query = self.coupon_query(
             r"
             update coupons
-            set campaign_id = $2,
-                variant_id = $3,
-                member_id = $4,
-                state = $5,
-                valid_from = $6,
-                valid_until = $7,
-                source = $8,
-                order_id = $9,
-                redeemed_at = $10,
-                issued_at = $11
-            where code = $1
+            set campaign_id = ?2,
+                variant_id = ?3,
+                member_id = ?4,
+                state = ?5,
+                valid_from = ?6,
+                valid_until = ?7,
+                source = ?8,
+                order_id = ?9,
+                redeemed_at = ?10,
+                issued_at = ?11
+            where code = ?1
             ",
             coupon,
-        );
-        self.run(query).await
+        )?;
+        self.run(query)
     }
 
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = sqlx::query(concat!(
-            select_coupons!(),
-            r"
-            where member_id = $1
-            order by issued_at, code
-            "
-        ))
-        .bind(member_id); // $1
-        self.fetch_all(query, coupon_from_row).await
+        let query = self
+            .query(concat!(
+                select_coupons!(),
+                r"
+                where member_id = ?1
+                order by issued_at, code
+                "
+            ))?
+            .bind(member_id); // ?1
+        self.fetch_all(query, coupon_from_row)
     }
 
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = sqlx::query(concat!(
-            select_coupons!(),
-            r"
-            where order_id = $1
-              and order_id <> ''
-            order by code
-            "
-        ))
-        .bind(order_id); // $1
-        self.fetch_all(query, coupon_from_row).await
+        let query = self
+            .query(concat!(
+                select_coupons!(),
+                r"
+                where order_id = ?1
+                  and order_id <> ''
+                order by code
+                "
+            ))?
+            .bind(order_id); // ?1
+        self.fetch_all(query, coupon_from_row)
     }
 
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
         let sql = r"
             update coupons
-            set member_id = $1
-            where member_id = $2
+            set member_id = ?1
+            where member_id = ?2
             ";
         self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
         let now = now.timestamp_micros();
         let limit = limit.max(0);
-        let expired_holds = self
-            .strings(
-                r"
+        let expired_holds = self.strings(
+            r"
                 select order_id
                 from orders
                 where state = 'authorized'
-                  and hold_expires_at <= $1
+                  and hold_expires_at <= ?1
                 order by hold_expires_at, order_id
-                limit $2
+                limit ?2
                 ",
-                now,
-                limit,
-            )
-            .await?;
+            now,
+            limit,
+        )?;
         // Two arms, so each can use its partial index; `union` makes the ids distinct.
-        let members_with_due_lots = self
-            .strings(
-                r"
+        let members_with_due_lots = self.strings(
+            r"
                 select member_id
                 from point_lots
                 where state = 'pending'
-                  and matures_at <= $1
+                  and matures_at <= ?1
                 union
                 select member_id
                 from point_lots
                 where remaining_points > held_points
-                  and expires_at <= $1
+                  and expires_at <= ?1
                   and state in ('pending', 'available')
                 order by member_id
-                limit $2
+                limit ?2
                 ",
-                now,
-                limit,
-            )
-            .await?;
-        let expired_coupons = self
-            .strings(
-                r"
+            now,
+            limit,
+        )?;
+        let expired_coupons = self.strings(
+            r"
                 select code
                 from coupons
                 where state = 'active'
-                  and valid_until <= $1
+                  and valid_until <= ?1
                 order by valid_until, code
-                limit $2
+                limit ?2
                 ",
-                now,
-                limit,
-            )
-            .await?;
+            now,
+            limit,
+        )?;
         Ok(DueWork {
             expired_holds,
             members_with_due_lots,
@@ -1230,20 +1417,18 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
-        let malformed_postings: i64 = sqlx::query_scalar(
-            r"
-            select count(*)
-            from postings
-            where amount <= 0
-               or from_account = to_account
-            ",
-        )
-        .fetch_one(self.conn())
-        .await
-        .map_err(map_err)?;
-        let posting_sums = self
-            .account_totals(
+        let malformed_postings: i64 = self
+            .query(
                 r"
+                select count(*)
+                from postings
+                where amount <= 0
+                   or from_account = to_account
+                ",
+            )?
+            .fetch_one(|row| col(row, 0))?;
+        let posting_sums = self.account_totals(
+            r"
                 select account, asset, sum(amount)
                 from (
                     select to_account as account, asset, amount from postings
@@ -1253,20 +1438,16 @@ impl UnitOfWork for SqliteUnitOfWork {
                 group by account, asset
                 order by account, asset
                 ",
-            )
-            .await?;
-        let stored_balances = self
-            .account_totals(
-                r"
+        )?;
+        let stored_balances = self.account_totals(
+            r"
                 select account, asset, balance
                 from balances
                 order by account, asset
                 ",
-            )
-            .await?;
-        let coupon_positions = self
-            .account_totals(
-                r"
+        )?;
+        let coupon_positions = self.account_totals(
+            r"
                 select account, asset, count(*)
                 from (
                     select 'member:' || member_id as account, 'CPN:' || campaign_id as asset
@@ -1280,10 +1461,9 @@ impl UnitOfWork for SqliteUnitOfWork {
                 group by account, asset
                 order by account, asset
                 ",
-            )
-            .await?;
-        let lot_totals = self.lot_totals().await?;
-        let (authorized_orders, orders_resolved_twice) = self.order_checks().await?;
+        )?;
+        let lot_totals = self.lot_totals()?;
+        let (authorized_orders, orders_resolved_twice) = self.order_checks()?;
         Ok(LedgerSnapshot {
             malformed_postings,
             posting_sums,
@@ -1297,8 +1477,8 @@ impl UnitOfWork for SqliteUnitOfWork {
 }
 
 impl SqliteUnitOfWork {
-    async fn lot_totals(&mut self) -> StoreResult<Vec<MemberLotTotals>> {
-        let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
+    fn lot_totals(&self) -> StoreResult<Vec<MemberLotTotals>> {
+        self.query(
             r"
             select member_id,
                    coalesce(sum(case when state = 'pending' then remaining_points end), 0),
@@ -1321,122 +1501,124 @@ impl SqliteUnitOfWork {
             group by member_id
             order by member_id
             ",
-        )
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(member_id, pending, spendable, held, malformed)| MemberLotTotals {
-                    member_id,
-                    pending_remaining: pending,
-                    spendable_remaining: spendable,
-                    held,
-                    malformed_lots: malformed,
-                },
-            )
-            .collect())
+        )?
+        .fetch_all(|row| {
+            Ok(MemberLotTotals {
+                member_id: col(row, 0)?,
+                pending_remaining: col(row, 1)?,
+                spendable_remaining: col(row, 2)?,
+                held: col(row, 3)?,
+                malformed_lots: col(row, 4)?,
+            })
+        })
     }
 
-    async fn order_checks(&mut self) -> StoreResult<(Vec<(String, i64)>, Vec<String>)> {
-        let authorized_orders = sqlx::query_as(
-            r"
-            select order_id, points_redeemed
-            from orders
-            where state = 'authorized'
-            order by order_id
-            ",
-        )
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
-        let resolved_twice = sqlx::query_scalar(
-            r"
-            select order_id
-            from transactions
-            where kind in ('capture', 'void', 'hold_expired')
-              and order_id <> ''
-            group by order_id
-            having count(*) > 1
-            order by order_id
-            ",
-        )
-        .fetch_all(self.conn())
-        .await
-        .map_err(map_err)?;
+    /// Authorized orders with their points redeemed, and orders resolved more than once.
+    fn order_checks(&self) -> StoreResult<(Vec<AuthorizedOrder>, Vec<String>)> {
+        let authorized_orders = self
+            .query(
+                r"
+                select order_id, points_redeemed
+                from orders
+                where state = 'authorized'
+                order by order_id
+                ",
+            )?
+            .fetch_all(|row| Ok((col(row, 0)?, col(row, 1)?)))?;
+        let resolved_twice = self
+            .query(
+                r"
+                select order_id
+                from transactions
+                where kind in ('capture', 'void', 'hold_expired')
+                  and order_id <> ''
+                group by order_id
+                having count(*) > 1
+                order by order_id
+                ",
+            )?
+            .fetch_all(|row| col(row, 0))?;
         Ok((authorized_orders, resolved_twice))
     }
 }
 
+/// An authorized order's id and the points it redeemed (held until capture or void).
+type AuthorizedOrder = (String, i64);
+
 // ---------------------------------------------------------------------------------------------
 // Binding: one function per table binds the columns its insert and its update share.
 
-/// `member_id` ($1) to `lifetime_redeemed_points` ($6); the insert adds `created_at` ($7).
-fn member_query<'q>(sql: &'q str, member: &'q MemberRow) -> SqliteQuery<'q> {
-    sqlx::query(sql)
-        .bind(&member.member_id) // $1
-        .bind(&member.display_name) // $2
-        .bind(member.state.as_str()) // $3
-        .bind(member.merged_into.as_deref()) // $4
-        .bind(member.lifetime_earned_points) // $5
-        .bind(member.lifetime_redeemed_points) // $6
-}
+impl SqliteUnitOfWork {
+    /// `member_id` (?1) to `lifetime_redeemed_points` (?6); the insert adds `created_at` (?7).
+    fn member_query<'c>(&'c self, sql: &str, member: &MemberRow) -> StoreResult<Query<'c>> {
+        Ok(self
+            .query(sql)?
+            .bind(&member.member_id) // ?1
+            .bind(&member.display_name) // ?2
+            .bind(member.state.as_str()) // ?3
+            .bind(member.merged_into.as_deref()) // ?4
+            .bind(member.lifetime_earned_points) // ?5
+            .bind(member.lifetime_redeemed_points)) // ?6
+    }
 
-/// Every column but `lot_id`, which the insert returns and the update binds as $10.
-fn lot_query<'q>(sql: &'q str, lot: &'q Lot) -> SqliteQuery<'q> {
-    sqlx::query(sql)
-        .bind(&lot.member_id) // $1
-        .bind(&lot.order_id) // $2
-        .bind(lot.state.as_str()) // $3
-        .bind(lot.earned_at.timestamp_micros()) // $4
-        .bind(lot.matures_at.map(|at| at.timestamp_micros())) // $5
-        .bind(lot.expires_at.map(|at| at.timestamp_micros())) // $6
-        .bind(lot.original_points) // $7
-        .bind(lot.remaining_points) // $8
-        .bind(lot.held_points) // $9
-}
+    /// Every column but `lot_id`, which the insert returns and the update binds as ?10.
+    fn lot_query<'c>(&'c self, sql: &str, lot: &Lot) -> StoreResult<Query<'c>> {
+        Ok(self
+            .query(sql)?
+            .bind(&lot.member_id) // ?1
+            .bind(&lot.order_id) // ?2
+            .bind(lot.state.as_str()) // ?3
+            .bind(lot.earned_at.timestamp_micros()) // ?4
+            .bind(lot.matures_at.map(|at| at.timestamp_micros())) // ?5
+            .bind(lot.expires_at.map(|at| at.timestamp_micros())) // ?6
+            .bind(lot.original_points) // ?7
+            .bind(lot.remaining_points) // ?8
+            .bind(lot.held_points)) // ?9
+    }
 
-/// Every column of an order, `order_id` first.
-fn order_query<'q>(sql: &'q str, order: &'q Order) -> StoreResult<SqliteQuery<'q>> {
-    Ok(sqlx::query(sql)
-        .bind(&order.order_id) // $1
-        .bind(&order.member_id) // $2
-        .bind(order.state.as_str()) // $3
-        .bind(order.channel.as_str()) // $4
-        .bind(&order.store_id) // $5
-        .bind(&order.register_id) // $6
-        .bind(receipt_no_param(&order.receipt_no)) // $7
-        .bind(to_json(&order.lines)?) // $8
-        .bind(order.total.to_string()) // $9
-        .bind(order.coupon_discount.to_string()) // $10
-        .bind(order.points_redeemed) // $11
-        .bind(order.amount_due.to_string()) // $12
-        .bind(order.points_earned) // $13
-        .bind(order.points_pending) // $14
-        .bind(to_json(&order.coupon_codes)?) // $15
-        .bind(order.hold_expires_at.map(|at| at.timestamp_micros())) // $16
-        .bind(order.refunded_amount.to_string()) // $17
-        .bind(order.points_reversed) // $18
-        .bind(order.points_restored) // $19
-        .bind(order.occurred_at.timestamp_micros()) // $20
-        .bind(order.created_at.timestamp_micros())) // $21
-}
+    /// Every column of an order, `order_id` first.
+    fn order_query<'c>(&'c self, sql: &str, order: &Order) -> StoreResult<Query<'c>> {
+        Ok(self
+            .query(sql)?
+            .bind(&order.order_id) // ?1
+            .bind(&order.member_id) // ?2
+            .bind(order.state.as_str()) // ?3
+            .bind(order.channel.as_str()) // ?4
+            .bind(&order.store_id) // ?5
+            .bind(&order.register_id) // ?6
+            .bind(receipt_no_param(&order.receipt_no)) // ?7
+            .bind(to_json(&order.lines)?) // ?8
+            .bind(order.total.to_string()) // ?9
+            .bind(order.coupon_discount.to_string()) // ?10
+            .bind(order.points_redeemed) // ?11
+            .bind(order.amount_due.to_string()) // ?12
+            .bind(order.points_earned) // ?13
+            .bind(order.points_pending) // ?14
+            .bind(to_json(&order.coupon_codes)?) // ?15
+            .bind(order.hold_expires_at.map(|at| at.timestamp_micros())) // ?16
+            .bind(order.refunded_amount.to_string()) // ?17
+            .bind(order.points_reversed) // ?18
+            .bind(order.points_restored) // ?19
+            .bind(order.occurred_at.timestamp_micros()) // ?20
+            .bind(order.created_at.timestamp_micros())) // ?21
+    }
 
-/// Every column of a coupon, `code` first.
-fn coupon_query<'q>(sql: &'q str, coupon: &'q Coupon) -> SqliteQuery<'q> {
-    sqlx::query(sql)
-        .bind(&coupon.code) // $1
-        .bind(&coupon.campaign_id) // $2
-        .bind(&coupon.variant_id) // $3
-        .bind(&coupon.member_id) // $4
-        .bind(coupon.state.as_str()) // $5
-        .bind(coupon.valid_from.timestamp_micros()) // $6
-        .bind(coupon.valid_until.map(|at| at.timestamp_micros())) // $7
-        .bind(&coupon.source) // $8
-        .bind(&coupon.order_id) // $9
-        .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // $10
-        .bind(coupon.issued_at.timestamp_micros()) // $11
+    /// Every column of a coupon, `code` first.
+    fn coupon_query<'c>(&'c self, sql: &str, coupon: &Coupon) -> StoreResult<Query<'c>> {
+        Ok(self
+            .query(sql)?
+            .bind(&coupon.code) // ?1
+            .bind(&coupon.campaign_id) // ?2
+            .bind(&coupon.variant_id) // ?3
+            .bind(&coupon.member_id) // ?4
+            .bind(coupon.state.as_str()) // ?5
+            .bind(coupon.valid_from.timestamp_micros()) // ?6
+            .bind(coupon.valid_until.map(|at| at.timestamp_micros())) // ?7
+            .bind(&coupon.source) // ?8
+            .bind(&coupon.order_id) // ?9
+            .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // ?10
+            .bind(coupon.issued_at.timestamp_micros())) // ?11
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1444,17 +1626,17 @@ fn coupon_query<'q>(sql: &'q str, coupon: &'q Coupon) -> SqliteQuery<'q> {
 
 /// Reads the columns of one row; a value that does not decode is [`StoreError::Corrupt`],
 /// naming the table, the row's key and the column.
-struct Cols<'r> {
-    row: &'r SqliteRow,
+struct Cols<'r, 's> {
+    row: &'r Row<'s>,
     table: &'static str,
     key: String,
 }
 
-impl<'r> Cols<'r> {
-    fn new(row: &'r SqliteRow, table: &'static str, key_column: &str) -> Self {
+impl<'r, 's> Cols<'r, 's> {
+    fn new(row: &'r Row<'s>, table: &'static str, key_column: &str) -> Self {
         let key = row
-            .try_get::<String, _>(key_column)
-            .or_else(|_| row.try_get::<i64, _>(key_column).map(|id| id.to_string()))
+            .get::<_, String>(key_column)
+            .or_else(|_| row.get::<_, i64>(key_column).map(|id| id.to_string()))
             .unwrap_or_else(|_| "?".to_string());
         Self { row, table, key }
     }
@@ -1463,10 +1645,8 @@ impl<'r> Cols<'r> {
         StoreError::Corrupt(format!("{}[{}].{column}: {why}", self.table, self.key))
     }
 
-    fn get<T: Decode<'r, Sqlite> + Type<Sqlite>>(&self, column: &str) -> StoreResult<T> {
-        self.row
-            .try_get(column)
-            .map_err(|e| self.corrupt(column, e))
+    fn get<T: FromSql>(&self, column: &str) -> StoreResult<T> {
+        self.row.get(column).map_err(|e| self.corrupt(column, e))
     }
 
     fn instant(&self, column: &str) -> StoreResult<DateTime<Utc>> {
@@ -1502,7 +1682,7 @@ impl<'r> Cols<'r> {
     }
 }
 
-fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
+fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
     let c = Cols::new(row, "api_keys", "key_id");
     Ok(ApiKeyRecord {
         key_id: c.get("key_id")?,
@@ -1514,7 +1694,7 @@ fn api_key_from_row(row: &SqliteRow) -> StoreResult<ApiKeyRecord> {
     })
 }
 
-fn idempotency_from_row(row: &SqliteRow) -> StoreResult<IdempotencyRecord> {
+fn idempotency_from_row(row: &Row<'_>) -> StoreResult<IdempotencyRecord> {
     let c = Cols::new(row, "idempotency_keys", "request_id");
     Ok(IdempotencyRecord {
         key_id: c.get("key_id")?,
@@ -1525,7 +1705,7 @@ fn idempotency_from_row(row: &SqliteRow) -> StoreResult<IdempotencyRecord> {
     })
 }
 
-fn store_from_row(row: &SqliteRow) -> StoreResult<model::Store> {
+fn store_from_row(row: &Row<'_>) -> StoreResult<model::Store> {
     let c = Cols::new(row, "stores", "store_id");
     Ok(model::Store {
         store_id: c.get("store_id")?,
@@ -1540,7 +1720,7 @@ fn store_from_row(row: &SqliteRow) -> StoreResult<model::Store> {
     })
 }
 
-fn member_from_row(row: &SqliteRow) -> StoreResult<MemberRow> {
+fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
     let c = Cols::new(row, "members", "member_id");
     Ok(MemberRow {
         member_id: c.get("member_id")?,
@@ -1554,7 +1734,7 @@ fn member_from_row(row: &SqliteRow) -> StoreResult<MemberRow> {
 }
 
 /// A transaction without its postings (read separately, one query per page).
-fn transaction_from_row(row: &SqliteRow) -> StoreResult<Transaction> {
+fn transaction_from_row(row: &Row<'_>) -> StoreResult<Transaction> {
     let c = Cols::new(row, "transactions", "transaction_id");
     let channel: Option<String> = c.get("channel")?;
     let channel = channel
@@ -1577,7 +1757,7 @@ fn transaction_from_row(row: &SqliteRow) -> StoreResult<Transaction> {
     })
 }
 
-fn posting_from_row(row: &SqliteRow) -> StoreResult<(i64, Posting)> {
+fn posting_from_row(row: &Row<'_>) -> StoreResult<(i64, Posting)> {
     let c = Cols::new(row, "postings", "transaction_id");
     let posting = Posting {
         from_account: c.get("from_account")?,
@@ -1588,7 +1768,7 @@ fn posting_from_row(row: &SqliteRow) -> StoreResult<(i64, Posting)> {
     Ok((c.get("transaction_id")?, posting))
 }
 
-fn lot_from_row(row: &SqliteRow) -> StoreResult<Lot> {
+fn lot_from_row(row: &Row<'_>) -> StoreResult<Lot> {
     let c = Cols::new(row, "point_lots", "lot_id");
     Ok(Lot {
         lot_id: c.get("lot_id")?,
@@ -1604,7 +1784,7 @@ fn lot_from_row(row: &SqliteRow) -> StoreResult<Lot> {
     })
 }
 
-fn order_from_row(row: &SqliteRow) -> StoreResult<Order> {
+fn order_from_row(row: &Row<'_>) -> StoreResult<Order> {
     let c = Cols::new(row, "orders", "order_id");
     let receipt_no: Option<String> = c.get("receipt_no")?;
     Ok(Order {
@@ -1632,11 +1812,11 @@ fn order_from_row(row: &SqliteRow) -> StoreResult<Order> {
     })
 }
 
-fn campaign_from_row(row: &SqliteRow) -> StoreResult<Campaign> {
+fn campaign_from_row(row: &Row<'_>) -> StoreResult<Campaign> {
     Cols::new(row, "campaigns", "campaign_id").json("body")
 }
 
-fn coupon_from_row(row: &SqliteRow) -> StoreResult<Coupon> {
+fn coupon_from_row(row: &Row<'_>) -> StoreResult<Coupon> {
     let c = Cols::new(row, "coupons", "code");
     Ok(Coupon {
         code: c.get("code")?,
@@ -1983,6 +2163,29 @@ mod tests {
             .map(|total| total.account.as_str())
             .collect();
         assert_eq!(positions, vec!["hold:o1", "member:m1"]);
+    }
+
+    #[tokio::test]
+    async fn dropped_units_of_work_roll_back_and_readers_see_commits() {
+        let db = TempDb::new();
+        let store = db.open().await;
+        let earn = entry("earn", vec![posting("program:issued", "member:m1", 10)]);
+        let mut uow = store.begin().await.expect("begin");
+        uow.append_transaction(&earn).await.expect("earn");
+        drop(uow);
+
+        // A reader left mid-snapshot goes back to the pool rolled back.
+        let mut read = store.begin_read().await.expect("begin read");
+        assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 0);
+        drop(read);
+
+        let mut uow = store.begin().await.expect("begin after a drop");
+        uow.append_transaction(&earn).await.expect("earn");
+        uow.commit().await.expect("commit");
+        let mut read = store.begin_read().await.expect("begin read");
+        assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 10);
+        let mut concurrent = store.begin_read().await.expect("a second reader");
+        assert_eq!(concurrent.balance("member:m1", "PTS").await.unwrap(), 10);
     }
 
     #[tokio::test]
