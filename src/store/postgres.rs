@@ -5,7 +5,7 @@
 //! Whatever PostgreSQL reports as a lost race comes back as [`StoreError::Conflict`], and the
 //! engine runs the whole unit of work again.
 
-use std::{collections::BTreeMap, fmt::Display, time::Duration};
+use std::{collections::BTreeMap, fmt::Display, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -13,7 +13,7 @@ use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use sqlx::{
     Decode, Postgres, Row, Type,
-    postgres::{PgArguments, PgPool, PgPoolOptions, PgRow},
+    postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow},
 };
 
 use super::{receipt_no_param, to_json};
@@ -73,10 +73,23 @@ impl PostgresStore {
     /// starting together migrate once). `synchronous_commit` stays on: an acknowledged write is
     /// on disk.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        // Every statement on the hot path is a keyed lookup or a small unnest. Generic plans:
+        // PostgreSQL would otherwise plan the unnest statements anew on every execution (their
+        // custom plans look cheaper than a generic plan that assumes ten rows per array). No
+        // sequential scans: a plan made while a table was still small would otherwise keep
+        // scanning it after it has grown (O(history) per command). `ledger_snapshot`, which
+        // reads whole tables, turns them back on for its own transaction. No JIT: it pays off
+        // for long analytic queries, never for these (and a disabled scan's inflated cost
+        // would make PostgreSQL compile even a one-row lookup).
+        let options = PgConnectOptions::from_str(url).map_err(map_err)?.options([
+            ("plan_cache_mode", "force_generic_plan"),
+            ("enable_seqscan", "off"),
+            ("jit", "off"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(map_err)?;
         sqlx::migrate!("migrations/postgres")
@@ -1774,6 +1787,7 @@ where member_id = $1"#;
     }
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
+        self.execute("set local enable_seqscan = on").await?;
         Ok(LedgerSnapshot {
             malformed_postings: self.malformed_postings().await?,
             posting_sums: self.fetch_totals(POSTING_SUMS).await?,
