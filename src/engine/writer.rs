@@ -17,8 +17,11 @@ use crate::domain::{
     ports::{Store, StoreError, UnitOfWork},
 };
 
-/// Most commands in one database transaction.
-const MAX_BATCH: usize = 128;
+/// Most commands in one database transaction. Each command's savepoint is a subtransaction in
+/// PostgreSQL, and a transaction with more than 64 of them (PGPROC_MAX_CACHED_SUBXIDS) makes
+/// every other session's snapshots consult pg_subtrans; beyond 64 the fsync is amortised
+/// well enough anyway.
+const MAX_BATCH: usize = 64;
 /// Commands waiting for a writer before callers wait to enqueue (back-pressure).
 const QUEUE_DEPTH: usize = 4096;
 /// How often one command is tried when the database reports a transient conflict.
