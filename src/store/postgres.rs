@@ -33,8 +33,15 @@ use crate::domain::{
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
-/// Connections per replica: a unit of work holds one for its whole life.
-const MAX_CONNECTIONS: u32 = 32;
+/// Connections per replica, in two pools so that a flood of reads never keeps the writers
+/// waiting for a connection: the group-commit writers (`WRITERS`) plus a few for the sweeper and
+/// retried commands; and readers, enough to keep PostgreSQL busy on a few cores (more would
+/// only add processes competing for them). A unit of work holds one for its whole life.
+const WRITE_CONNECTIONS: u32 = WRITERS as u32 + 4;
+const READ_CONNECTIONS: u32 = 16;
+/// Group-commit writers: PostgreSQL commits in parallel, and while one writer waits for a
+/// round trip another can work.
+const WRITERS: usize = 8;
 /// How long a unit of work waits for a free connection before it fails.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -65,7 +72,8 @@ fn map_err(e: sqlx::Error) -> StoreError {
 
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    writes: PgPool,
+    reads: PgPool,
 }
 
 impl PostgresStore {
@@ -86,36 +94,37 @@ impl PostgresStore {
             ("enable_seqscan", "off"),
             ("jit", "off"),
         ]);
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(map_err)?;
+        let pool = |connections| {
+            PgPoolOptions::new()
+                .max_connections(connections)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_lazy_with(options.clone())
+        };
+        let (writes, reads) = (pool(WRITE_CONNECTIONS), pool(READ_CONNECTIONS));
         sqlx::migrate!("migrations/postgres")
-            .run(&pool)
+            .run(&writes)
             .await
             .map_err(|e| StoreError::Database(Box::new(e)))?;
-        Ok(Self { pool })
+        Ok(Self { writes, reads })
     }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
     async fn begin(&self) -> StoreResult<Box<dyn UnitOfWork>> {
-        let tx = self.pool.begin_with(BEGIN_WRITE).await.map_err(map_err)?;
+        let tx = self.writes.begin_with(BEGIN_WRITE).await.map_err(map_err)?;
         Ok(Box::new(PgUnitOfWork::new(Connection::Transaction(tx))))
     }
 
     async fn begin_read(&self) -> StoreResult<Box<dyn UnitOfWork>> {
-        let tx = self.pool.begin_with(BEGIN_READ).await.map_err(map_err)?;
+        let tx = self.reads.begin_with(BEGIN_READ).await.map_err(map_err)?;
         Ok(Box::new(PgUnitOfWork::new(Connection::Transaction(tx))))
     }
 
     /// A pooled connection in autocommit mode: BEGIN and COMMIT would be two of three round
     /// trips.
     async fn begin_read_statement(&self) -> StoreResult<Box<dyn UnitOfWork>> {
-        let connection = self.pool.acquire().await.map_err(map_err)?;
+        let connection = self.reads.acquire().await.map_err(map_err)?;
         Ok(Box::new(PgUnitOfWork::new(Connection::Autocommit(
             connection,
         ))))
@@ -126,7 +135,7 @@ impl Store for PostgresStore {
     }
 
     fn parallel_writers(&self) -> usize {
-        8
+        WRITERS
     }
 }
 
