@@ -1835,9 +1835,10 @@ mod tests {
             .expect("create database");
         let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
         let store = PostgresStore::connect(&url).await.expect("connect");
-        let pool = store.pool.clone();
+        let pools = (store.writes.clone(), store.reads.clone());
         let outcome = tokio::spawn(body(store)).await;
-        pool.close().await;
+        pools.0.close().await;
+        pools.1.close().await;
         sqlx::query(&format!("drop database {name} with (force)"))
             .execute(&admin)
             .await
