@@ -183,6 +183,18 @@ async fn issue(
     source: String,
     now: DateTime<Utc>,
 ) -> Result<(Coupon, Posting), StoreError> {
+    let (coupon, posting) = new_coupon(campaign, member_id, source, now);
+    uow.insert_coupon(&coupon).await?;
+    Ok((coupon, posting))
+}
+
+/// A coupon of `campaign` for the member, not yet stored, and the posting that issues it.
+fn new_coupon(
+    campaign: &Campaign,
+    member_id: &str,
+    source: String,
+    now: DateTime<Utc>,
+) -> (Coupon, Posting) {
     let (valid_from, valid_until) = campaign.validity(now);
     let coupon = Coupon {
         code: ids::new_coupon_code(),
@@ -199,42 +211,61 @@ async fn issue(
         redeemed_at: None,
         issued_at: now,
     };
-    uow.insert_coupon(&coupon).await?;
     let posting = unit(
         Account::Campaign(campaign.campaign_id.clone()),
         Account::Member(member_id.to_string()),
         &campaign.campaign_id,
     );
-    Ok((coupon, posting))
+    (coupon, posting)
 }
 
 fn unit(from: Account, to: Account, campaign_id: &str) -> Posting {
     Posting::new(&from, &to, &Asset::Coupon(campaign_id.to_string()), 1)
 }
 
-/// The member's coupon for each applied code (issuing one for a public code).
-async fn coupons_for(
-    uow: &mut dyn UnitOfWork,
+/// The member's coupon for each applied code: a stored one, or one issued now for a public
+/// code (its issue posting goes to `postings`; it is stored by `save`, once, in its final
+/// state).
+fn coupons_for(
     applied: &[Applied],
     member_id: &str,
     now: DateTime<Utc>,
     postings: &mut Vec<Posting>,
-) -> Result<Vec<Coupon>, StoreError> {
-    let mut coupons = Vec::new();
-    for applied in applied {
-        let coupon = match &applied.coupon {
-            Some(coupon) => coupon.clone(),
+) -> Vec<PendingCoupon> {
+    applied
+        .iter()
+        .map(|applied| match &applied.coupon {
+            Some(coupon) => PendingCoupon {
+                coupon: coupon.clone(),
+                stored: true,
+            },
             None => {
                 let source = format!("public:{}", applied.code);
-                let (coupon, posting) =
-                    issue(uow, &applied.campaign, member_id, source, now).await?;
+                let (coupon, posting) = new_coupon(&applied.campaign, member_id, source, now);
                 postings.push(posting);
-                coupon
+                PendingCoupon {
+                    coupon,
+                    stored: false,
+                }
             }
-        };
-        coupons.push(coupon);
+        })
+        .collect()
+}
+
+/// A coupon a command is changing, and whether it is in the database yet.
+struct PendingCoupon {
+    coupon: Coupon,
+    stored: bool,
+}
+
+impl PendingCoupon {
+    async fn save(&self, uow: &mut dyn UnitOfWork) -> Result<(), StoreError> {
+        if self.stored {
+            uow.update_coupon(&self.coupon).await
+        } else {
+            uow.insert_coupon(&self.coupon).await
+        }
     }
-    Ok(coupons)
 }
 
 /// Authorize: the coupons move to the order's hold.
@@ -246,10 +277,12 @@ pub(super) async fn reserve(
     now: DateTime<Utc>,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut postings = Vec::new();
-    for mut coupon in coupons_for(uow, applied, member_id, now, &mut postings).await? {
+    for mut pending in coupons_for(applied, member_id, now, &mut postings) {
+        let coupon = &mut pending.coupon;
         coupon.state = CouponState::Reserved;
         coupon.order_id = order_id.to_string();
-        uow.update_coupon(&coupon).await?;
+        pending.save(uow).await?;
+        let coupon = &pending.coupon;
         postings.push(unit(
             Account::Member(member_id.to_string()),
             Account::Hold(order_id.to_string()),
@@ -268,9 +301,10 @@ pub(super) async fn redeem_now(
     now: DateTime<Utc>,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut postings = Vec::new();
-    for mut coupon in coupons_for(uow, applied, member_id, now, &mut postings).await? {
-        mark_redeemed(&mut coupon, order_id, now);
-        uow.update_coupon(&coupon).await?;
+    for mut pending in coupons_for(applied, member_id, now, &mut postings) {
+        mark_redeemed(&mut pending.coupon, order_id, now);
+        pending.save(uow).await?;
+        let coupon = &pending.coupon;
         postings.push(unit(
             Account::Member(member_id.to_string()),
             Account::CampaignRedeemed(coupon.campaign_id.clone()),
