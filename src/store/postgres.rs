@@ -314,12 +314,18 @@ fn posting_from_row(row: &PgRow) -> StoreResult<(i64, Posting)> {
 }
 
 fn lot_from_row(row: &PgRow) -> StoreResult<Lot> {
+    lot_from_columns(row, "state")
+}
+
+/// A lot from a row that names the lot's state `state_column` (a join with another table that
+/// has a `state` names it apart).
+fn lot_from_columns(row: &PgRow, state_column: &str) -> StoreResult<Lot> {
     let c = Cols::new(row, "point_lots", "lot_id");
     Ok(Lot {
         lot_id: c.get("lot_id")?,
         member_id: c.get("member_id")?,
         order_id: c.get("order_id")?,
-        state: c.parse("state", LotState::parse)?,
+        state: c.parse(state_column, LotState::parse)?,
         earned_at: c.get("earned_at")?,
         matures_at: c.get("matures_at")?,
         expires_at: c.get("expires_at")?,
@@ -1426,8 +1432,8 @@ limit $3"#,
             r#"
 select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
     m.lifetime_earned_points, m.lifetime_redeemed_points,
-    l.lot_id, l.member_id as lot_member_id, l.order_id, l.state as lot_state, l.earned_at,
-    l.matures_at, l.expires_at, l.original_points, l.remaining_points, l.held_points
+    l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
+    l.original_points, l.remaining_points, l.held_points
 from members m
 left join point_lots l
     on l.member_id = m.member_id
@@ -1441,24 +1447,14 @@ order by l.expires_at asc nulls last, l.lot_id"#,
             return Ok(None);
         };
         let member = member_from_row(first)?;
+        // One row per live lot (its member_id is the member's); a member without one has a
+        // single row of NULL lot columns.
         let mut lots = Vec::with_capacity(rows.len());
         for row in &rows {
-            let c = Cols::new(row, "point_lots", "lot_id");
-            let Some(lot_id) = c.get::<Option<i64>>("lot_id")? else {
-                continue; // the member has no live lot
-            };
-            lots.push(Lot {
-                lot_id,
-                member_id: c.get("lot_member_id")?,
-                order_id: c.get("order_id")?,
-                state: c.parse("lot_state", LotState::parse)?,
-                earned_at: c.get("earned_at")?,
-                matures_at: c.get("matures_at")?,
-                expires_at: c.get("expires_at")?,
-                original_points: c.get("original_points")?,
-                remaining_points: c.get("remaining_points")?,
-                held_points: c.get("held_points")?,
-            });
+            let lot_id: Option<i64> = Cols::new(row, "point_lots", "lot_id").get("lot_id")?;
+            if lot_id.is_some() {
+                lots.push(lot_from_columns(row, "lot_state")?);
+            }
         }
         Ok(Some((member, lots)))
     }
