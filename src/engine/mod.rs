@@ -207,24 +207,23 @@ pub(crate) type Outcome = Result<Reply, DomainError>;
 /// unit of work is left as it was before the command or with the command's whole effect: a
 /// refusal keeps only the remembered refusal, an internal error keeps nothing (so a batch can
 /// go on with its other commands).
+///
+/// The outer error means the unit of work itself broke: a savepoint could not be taken,
+/// rolled back to or released (the database may have ended the transaction on its own, after
+/// an I/O error say). Nothing more may be written in it, nor committed.
 async fn run_remembered(
     uow: &mut dyn UnitOfWork,
     reference: &reference::Reference,
     now: DateTime<Utc>,
     job: &Job,
-) -> Result<Outcome, EngineError> {
+) -> Result<Result<Outcome, EngineError>, StoreError> {
     uow.savepoint().await?;
-    match run_in_savepoint(uow, reference, now, job).await {
-        Ok(outcome) => {
-            uow.release_savepoint().await?;
-            Ok(outcome)
-        }
-        Err(error) => {
-            uow.rollback_to_savepoint().await?;
-            uow.release_savepoint().await?;
-            Err(error)
-        }
+    let result = run_in_savepoint(uow, reference, now, job).await;
+    if result.is_err() {
+        uow.rollback_to_savepoint().await?;
     }
+    uow.release_savepoint().await?;
+    Ok(result)
 }
 
 async fn run_in_savepoint(

@@ -168,8 +168,9 @@ impl Core {
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             // Each command runs in its own savepoint (`run_remembered`): a failing one leaves
-            // no trace, the others commit.
-            let result = run_remembered(uow.as_mut(), &self.reference, now, job).await;
+            // no trace, the others commit. A broken unit of work fails the whole batch (`?`),
+            // and nothing of it is committed.
+            let result = run_remembered(uow.as_mut(), &self.reference, now, job).await?;
             let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
             results.push((!transient).then_some(result));
         }
@@ -183,7 +184,7 @@ impl Core {
         self.write(move |uow, now| {
             let job = job.clone();
             let reference = reference.clone();
-            Box::pin(async move { run_remembered(uow, &reference, now, &job).await })
+            Box::pin(async move { run_remembered(uow, &reference, now, &job).await? })
         })
         .await
     }
