@@ -489,12 +489,27 @@ const GET_STORE: &str = concat!(select_stores!(), "\nwhere store_id = $1");
 const LIST_STORES: &str = concat!(select_stores!(), "\norder by store_id");
 
 /// The columns of a lot, for the lot queries below.
-macro_rules! select_lots {
+macro_rules! lot_columns {
     () => {
         r#"
 select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points
-from point_lots"#
+    original_points, remaining_points, held_points"#
+    };
+}
+
+macro_rules! select_lots {
+    () => {
+        concat!(lot_columns!(), "\nfrom point_lots")
+    };
+}
+
+/// A member's lots that still hold points, soonest expiry first (never-expiring last).
+macro_rules! live_lots_of_member {
+    () => {
+        r#"
+where member_id = $1
+    and remaining_points > 0
+order by expires_at asc nulls last, lot_id"#
     };
 }
 
@@ -517,12 +532,15 @@ select_and_lock!(
 const GET_LOT: &str = concat!(select_lots!(), "\nwhere lot_id = $1");
 
 /// Soonest expiry first, never-expiring last, oldest lot first on ties: the spending order.
-const MEMBER_LOTS: &str = concat!(
-    select_lots!(),
-    r#"
-where member_id = $1
-    and remaining_points > 0
-order by expires_at asc nulls last, lot_id"#
+const MEMBER_LOTS: &str = concat!(select_lots!(), live_lots_of_member!());
+
+/// `MEMBER_LOTS` with the member's stored points balance ($2 = `member:<id>`) on every row.
+const MEMBER_LOTS_AND_BALANCE: &str = concat!(
+    lot_columns!(),
+    r#",
+    (select balance from balances where account = $2 and asset = 'PTS') as stored_balance
+from point_lots"#,
+    live_lots_of_member!()
 );
 
 const MEMBER_COUPONS: &str = concat!(
@@ -1292,12 +1310,15 @@ where member_id = $1"#;
         let (credits, debits): (Vec<_>, Vec<_>) = balance_deltas(postings)
             .into_iter()
             .partition(|(_, delta)| *delta > 0);
-        let split = |deltas: &[((&'_ str, &'_ str), i64)]| {
-            let accounts: Vec<String> = deltas.iter().map(|((a, _), _)| a.to_string()).collect();
-            let assets: Vec<String> = deltas.iter().map(|((_, a), _)| a.to_string()).collect();
-            let amounts: Vec<i64> = deltas.iter().map(|(_, delta)| delta.abs()).collect();
+        // Columns of (account, asset, amount) for the unnests; debits as positive amounts.
+        fn split<'a>(
+            deltas: &[((&'a str, &'a str), i64)],
+        ) -> (Vec<&'a str>, Vec<&'a str>, Vec<i64>) {
+            let accounts = deltas.iter().map(|((account, _), _)| *account).collect();
+            let assets = deltas.iter().map(|((_, asset), _)| *asset).collect();
+            let amounts = deltas.iter().map(|(_, delta)| delta.abs()).collect();
             (accounts, assets, amounts)
-        };
+        }
         let (credit_accounts, credit_assets, credit_amounts) = split(&credits);
         let (debit_accounts, debit_assets, debit_amounts) = split(&debits);
         let query = sqlx::query(
@@ -1460,25 +1481,14 @@ order by l.expires_at asc nulls last, l.lot_id"#,
     }
 
     async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {
-        let query = sqlx::query(
-            r#"
-select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points,
-    (select balance from balances where account = $2 and asset = 'PTS') as stored_balance
-from point_lots
-where member_id = $1
-    and remaining_points > 0
-order by expires_at asc nulls last, lot_id"#,
-        )
-        .bind(member_id) // $1
-        .bind(Account::Member(member_id.to_string()).to_string()); // $2
+        let account = Account::Member(member_id.to_string()).to_string();
+        let query = sqlx::query(MEMBER_LOTS_AND_BALANCE)
+            .bind(member_id) // $1
+            .bind(&account); // $2
         let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
         let Some(first) = rows.first() else {
             // No live lot: the stored balance is read on its own (it should be zero).
-            let balance = self
-                .balance(&Account::Member(member_id.to_string()).to_string(), "PTS")
-                .await?;
-            return Ok((Vec::new(), balance));
+            return Ok((Vec::new(), self.balance(&account, "PTS").await?));
         };
         let stored: Option<i64> = Cols::new(first, "balances", "lot_id").get("stored_balance")?;
         let lots = rows.iter().map(lot_from_row).collect::<StoreResult<_>>()?;
