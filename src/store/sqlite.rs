@@ -20,7 +20,10 @@ use std::{
     fmt::Display,
     path::PathBuf,
     str::FromStr,
-    sync::{Arc, Mutex as StdMutex, PoisonError},
+    sync::{
+        Arc, Mutex as StdMutex, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -88,19 +91,19 @@ pub struct SqliteStore {
 /// PASSIVE checkpoints never wait for the writer or readers. Stops when the store is dropped.
 #[derive(Debug)]
 struct Checkpointer {
-    stop: Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
 }
 
 impl Checkpointer {
     fn start(path: &std::path::Path) -> StoreResult<Self> {
         let conn = Connection::open_with_flags(path, open_flags()).map_err(map_err)?;
         configure(&conn, false)?;
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         std::thread::Builder::new()
             .name("omo-checkpoint".into())
             .spawn(move || {
-                while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                while !stopped.load(Ordering::Relaxed) {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
                     let checkpoint =
                         conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
@@ -116,7 +119,7 @@ impl Checkpointer {
 
 impl Drop for Checkpointer {
     fn drop(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
