@@ -18,6 +18,7 @@ use crate::domain::{
     ports::{ApiKeyRecord, IdempotencyRecord, Store, StoreError, UnitOfWork},
 };
 
+mod batch;
 mod checkout;
 mod coupons;
 mod members;
