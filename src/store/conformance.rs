@@ -53,6 +53,7 @@ conformance!(
     reserved_ids_are_never_handed_out_again,
     a_failed_debit_fails_the_flush_and_leaves_no_trace,
     a_duplicate_new_row_is_a_conflict,
+    an_update_that_finds_no_row_fails_the_flush,
     a_second_load_of_a_locked_member_waits_for_the_commit,
 );
 
@@ -866,6 +867,47 @@ async fn a_duplicate_new_row_is_a_conflict(store: Arc<dyn Store>) {
         assert!(
             matches!(error, StoreError::Conflict(_)),
             "{clash:?}: {error:?}"
+        );
+    }
+}
+
+/// A changed row the database does not have (a batch that lost track of what it loaded) fails
+/// the flush rather than vanish: every kind of update counts the rows it found.
+async fn an_update_that_finds_no_row_fails_the_flush(store: Arc<dyn Store>) {
+    insert_campaign(&store).await;
+    let missing = [
+        ChangeSet {
+            changed_members: vec![member("m-none")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_lots: vec![lot(999, "m1", 5)],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_orders: vec![order("o-none", "m1", "")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_order_lots: vec![OrderLot {
+                order_id: "o-none".into(),
+                lot_id: 999,
+                points: 1,
+                restored_points: 0,
+            }],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_coupons: vec![coupon("C-none", "m1", CouponState::Active, "")],
+            ..ChangeSet::default()
+        },
+    ];
+    for changes in missing {
+        let mut uow = store.begin().await.expect("begin");
+        let error = uow.flush(&changes).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Database(_)),
+            "{changes:?}: {error:?}"
         );
     }
 }

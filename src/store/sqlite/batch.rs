@@ -432,3 +432,72 @@ impl SqliteUnitOfWork {
         self.run(query)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use chrono::DateTime;
+
+    use super::super::SqliteStore;
+    use crate::domain::{
+        model::LotState,
+        ports::{Sequence, Store},
+    };
+
+    /// A database file in a directory of its own, removed when dropped.
+    struct TempDir(PathBuf);
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn lot() -> crate::domain::model::Lot {
+        crate::domain::model::Lot {
+            lot_id: 0,
+            member_id: "m1".into(),
+            order_id: String::new(),
+            state: LotState::Available,
+            earned_at: DateTime::from_timestamp(1_700_000_000, 0).expect("instant"),
+            matures_at: None,
+            expires_at: None,
+            original_points: 5,
+            remaining_points: 5,
+            held_points: 0,
+        }
+    }
+
+    /// SQLite adds a table's `sqlite_sequence` row on its first insert. A reservation made
+    /// before that adds the row itself; the first insert must then advance that row, not add
+    /// a second one that starts again from the table's largest id.
+    #[tokio::test]
+    async fn a_reservation_before_the_first_insert_owns_the_sequence_row() {
+        let name = format!("omo_sqlite_batch_{:016x}", rand::random::<u64>());
+        let dir = TempDir(std::env::temp_dir().join(name));
+        std::fs::create_dir_all(&dir.0).expect("temp dir");
+        let path = dir.0.join("omo.db");
+        let store = SqliteStore::connect(&format!("sqlite://{}", path.display()))
+            .await
+            .expect("open");
+
+        let mut uow = store.begin().await.expect("begin");
+        let reserved = uow.reserve_ids(Sequence::Lots, 3).await.expect("reserve");
+        assert_eq!(reserved, [1, 2, 3]);
+        let inserted = uow.insert_lot(&lot()).await.expect("insert");
+        assert_eq!(inserted, 4, "the first insert comes after the reservation");
+        assert_eq!(uow.reserve_ids(Sequence::Lots, 1).await.unwrap(), [5]);
+        uow.commit().await.expect("commit");
+
+        let conn = rusqlite::Connection::open(&path).expect("open the file");
+        let rows: Vec<(String, i64)> = conn
+            .prepare("select name, seq from sqlite_sequence order by name")
+            .expect("prepare")
+            .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))
+            .expect("query")
+            .collect::<Result<_, _>>()
+            .expect("rows");
+        assert_eq!(rows, [("point_lots".to_string(), 5)]);
+    }
+}
