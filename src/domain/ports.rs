@@ -400,19 +400,9 @@ pub trait UnitOfWork: Send {
         load_row_by_row(self, keys).await
     }
     /// `count` new ids of `sequence`, never handed out before (gaps are fine).
-    async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>> {
-        let _ = (sequence, count);
-        Err(StoreError::Database(
-            "batches are not implemented here yet".into(),
-        ))
-    }
+    async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>>;
     /// Writes a batch's changes.
-    async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
-        let _ = changes;
-        Err(StoreError::Database(
-            "batches are not implemented here yet".into(),
-        ))
-    }
+    async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()>;
 
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;

@@ -48,8 +48,9 @@ use crate::domain::{
         OrderState, Posting, Program, Transaction,
     },
     ports::{
-        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, LedgerSnapshot,
-        MemberLotTotals, NewTransaction, Sequence, Store, StoreError, StoreResult, UnitOfWork,
+        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerSnapshot,
+        Loaded, MemberLotTotals, NewTransaction, Sequence, Store, StoreError, StoreResult,
+        UnitOfWork, load_row_by_row,
     },
 };
 
@@ -1266,6 +1267,14 @@ impl UnitOfWork for SqliteUnitOfWork {
             where member_id = ?2
             ";
         self.move_member_rows(sql, from_member_id, to_member_id)
+    }
+
+    /// Row by row (a lookup here costs microseconds, not a round trip), with every balance of
+    /// the accounts it covers.
+    async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
+        let mut loaded = load_row_by_row(self, keys).await?;
+        self.complete_balances(keys, &mut loaded)?;
+        Ok(loaded)
     }
 
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>> {

@@ -5,11 +5,16 @@
 //! trips to save. The row writes here are the same statements the row-level methods of the
 //! port run (they call these), so the two paths cannot drift apart in columns or encodings.
 
+use std::collections::BTreeSet;
+
 use super::{SqliteUnitOfWork, col};
 use crate::domain::{
+    Account,
     coupon::Coupon,
     model::{Identifier, Lot, MemberRow, Order, OrderLot},
-    ports::{ChangeSet, IdempotencyRecord, Sequence, StoreError, StoreResult},
+    ports::{
+        AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, Sequence, StoreError, StoreResult,
+    },
 };
 
 /// The `sqlite_sequence` row of a sequence's table and the statement that reads how far it
@@ -50,6 +55,47 @@ fn expect_one(updated: usize, what: &str, key: impl std::fmt::Display) -> StoreR
 }
 
 impl SqliteUnitOfWork {
+    /// Makes the balances of a row-by-row load complete, as PostgreSQL's bulk load is: every
+    /// stored asset of the loaded members' accounts and of the named orders' holds (one cached
+    /// lookup per account), so that the batch can take a missing pair as zero and never has to
+    /// read a balance while it decides.
+    pub(super) fn complete_balances(&self, keys: &Keys, loaded: &mut Loaded) -> StoreResult<()> {
+        let mut accounts = Vec::with_capacity(2 * loaded.members.len() + keys.order_ids.len());
+        for member in &loaded.members {
+            accounts.push(Account::Member(member.member_id.clone()).to_string());
+            accounts.push(Account::MemberPending(member.member_id.clone()).to_string());
+        }
+        let order_ids: BTreeSet<&String> = keys.order_ids.iter().collect();
+        accounts.extend(
+            order_ids
+                .into_iter()
+                .map(|order_id| Account::Hold(order_id.clone()).to_string()),
+        );
+        loaded.balances.clear();
+        for account in &accounts {
+            let rows = self
+                .query(
+                    r"
+                    select account, asset, balance
+                    from balances
+                    where account = ?1
+                    order by asset
+                    ",
+                )?
+                .bind(account) // ?1
+                .fetch_all(|row| {
+                    Ok(AccountTotal {
+                        account: col(row, 0)?,
+                        asset: col(row, 1)?,
+                        amount: col(row, 2)?,
+                    })
+                })?;
+            loaded.balances.extend(rows);
+        }
+        loaded.complete_accounts = accounts;
+        Ok(())
+    }
+
     /// `count` ids of `sequence` that AUTOINCREMENT will never hand out: the table's
     /// `sqlite_sequence` row moves past them. The writer holds the database's write lock
     /// (`BEGIN IMMEDIATE`) from its first statement, so nobody else can move it in between.
