@@ -332,6 +332,10 @@ impl Rows {
 
     /// What the batch changed, for [`UnitOfWork::flush`].
     fn changes(&self) -> ChangeSet {
+        debug_assert!(
+            self.balances.present().all(|amount| *amount >= 0),
+            "a guarded balance below zero reached the flush"
+        );
         let (new_members, changed_members) = self.members.split_changes();
         let (new_lots, changed_lots) = self.lots.split_changes();
         let (new_orders, changed_orders) = self.orders.split_changes();
@@ -624,6 +628,21 @@ impl UnitOfWork for InMemory<'_> {
     }
 
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
+        // Each posting moves a positive amount between two accounts, so every transaction
+        // balances per asset by construction; a posting that does not is a bug upstream.
+        if let Some(posting) = transaction
+            .postings
+            .iter()
+            .find(|p| p.amount <= 0 || p.from_account == p.to_account)
+        {
+            return Err(StoreError::Database(
+                format!(
+                    "a {} transaction has a malformed posting: {posting:?}",
+                    transaction.kind
+                )
+                .into(),
+            ));
+        }
         // Every guarded balance the postings change, as it will stand; none may go below zero.
         let mut balances: Vec<((String, String), i64)> = Vec::new();
         for posting in &transaction.postings {
@@ -969,5 +988,90 @@ impl UnitOfWork for InMemory<'_> {
 
     async fn flush(&mut self, _changes: &ChangeSet) -> StoreResult<()> {
         Err(not_in_batch("flush"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_undoes_writes_after_a_mark() {
+        let mut table: Table<&str, i64> = Table::default();
+        table.fill("a", Some(1));
+        table.fill("b", None);
+        table.put("a", 2);
+        let mark = table.mark();
+        table.put("a", 3);
+        table.put("b", 10);
+        table.put("c", 20);
+        table.rollback(mark);
+        assert_eq!(table.cached(&"a"), Some(Some(&2)));
+        assert_eq!(table.cached(&"b"), Some(None));
+        assert_eq!(table.cached(&"c"), None);
+        // What was read stays read: a fill after the mark is no write to undo.
+        assert_eq!(table.changes(), vec![(&"a", Some(&1), &2)]);
+    }
+
+    #[test]
+    fn a_fill_never_hides_a_write() {
+        let mut table: Table<&str, i64> = Table::default();
+        table.put("a", 5);
+        table.fill("a", Some(1));
+        table.refill("a", Some(1));
+        assert_eq!(table.cached(&"a"), Some(Some(&5)));
+        assert_eq!(table.split_changes(), (vec![5], vec![]));
+    }
+
+    #[test]
+    fn a_row_written_back_to_what_was_read_is_no_change() {
+        let mut table: Table<&str, i64> = Table::default();
+        table.fill("a", Some(1));
+        table.put("a", 2);
+        table.put("a", 1);
+        assert!(table.changes().is_empty());
+    }
+
+    #[test]
+    fn balance_changes_flush_as_sorted_net_deltas() {
+        let mut rows = Rows::default();
+        let key = |account: &str| (account.to_string(), "PTS".to_string());
+        rows.balances.fill(key("member:b"), Some(100));
+        rows.balances.put(key("member:b"), 40);
+        rows.balances.put(key("hold:o"), 60);
+        rows.balances.put(key("member:a"), 7);
+        rows.balances.put(key("member:a"), 0);
+        let deltas: Vec<(String, i64)> = rows
+            .changes()
+            .balance_deltas
+            .into_iter()
+            .map(|delta| (delta.account, delta.amount))
+            .collect();
+        assert_eq!(deltas, [("hold:o".into(), 60), ("member:b".into(), -60)]);
+    }
+
+    #[test]
+    fn a_rolled_back_command_leaves_nothing_to_flush() {
+        let mut rows = Rows::default();
+        let before = rows.marks();
+        rows.balances.put(("member:a".into(), "PTS".into()), 5);
+        rows.orders.fill("o".into(), None);
+        rows.transactions.push((1, sample_transaction()));
+        rows.rollback(before);
+        assert!(rows.changes().is_empty());
+    }
+
+    fn sample_transaction() -> NewTransaction {
+        NewTransaction {
+            kind: "adjust",
+            member_id: "a".into(),
+            occurred_at: DateTime::<Utc>::MIN_UTC,
+            recorded_at: DateTime::<Utc>::MIN_UTC,
+            channel: None,
+            store_id: String::new(),
+            order_id: String::new(),
+            postings: Vec::new(),
+            metadata: Vec::new(),
+        }
     }
 }
