@@ -66,6 +66,11 @@ impl Account {
         )
     }
 
+    /// Whether the stored account name `name` is guarded (see [`Account::is_guarded`]).
+    pub fn is_guarded_name(name: &str) -> bool {
+        Account::parse(name).is_some_and(|account| account.is_guarded())
+    }
+
     pub fn redeemed(channel: Channel, store_id: &str) -> Account {
         Account::ProgramRedeemed {
             channel,

@@ -505,11 +505,6 @@ fn not_in_batch(operation: &str) -> StoreError {
     StoreError::Database(format!("{operation} does not run in an in-memory batch").into())
 }
 
-/// Is the stored account `name` guarded (a member or hold account with a stored balance)?
-fn is_guarded(name: &str) -> bool {
-    Account::parse(name).is_some_and(|account| account.is_guarded())
-}
-
 #[async_trait]
 impl UnitOfWork for InMemory<'_> {
     async fn commit(self: Box<Self>) -> StoreResult<()> {
@@ -729,7 +724,7 @@ impl UnitOfWork for InMemory<'_> {
         let mut balances: Vec<((String, String), i64)> = Vec::new();
         for posting in &transaction.postings {
             for (account, sign) in [(&posting.from_account, -1), (&posting.to_account, 1)] {
-                if !is_guarded(account) {
+                if !Account::is_guarded_name(account) {
                     continue;
                 }
                 let key = (account.clone(), posting.asset.clone());

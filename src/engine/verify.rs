@@ -79,10 +79,6 @@ fn positions(totals: &[crate::domain::ports::AccountTotal]) -> BTreeMap<Position
         .collect()
 }
 
-fn is_guarded(account: &str) -> bool {
-    Account::parse(account).is_some_and(|a| a.is_guarded())
-}
-
 pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
     let sums = positions(&snapshot.posting_sums);
     let stored = positions(&snapshot.stored_balances);
@@ -136,7 +132,7 @@ fn zero_sum(sums: &BTreeMap<Position, i64>) -> Vec<String> {
 fn stored_match(sums: &BTreeMap<Position, i64>, stored: &BTreeMap<Position, i64>) -> Vec<String> {
     let keys: BTreeSet<&Position> = sums
         .keys()
-        .filter(|(account, _)| is_guarded(account))
+        .filter(|(account, _)| Account::is_guarded_name(account))
         .chain(stored.keys())
         .collect();
     keys.into_iter()
@@ -158,7 +154,7 @@ fn stored_match(sums: &BTreeMap<Position, i64>, stored: &BTreeMap<Position, i64>
 fn non_negative(sums: &BTreeMap<Position, i64>, stored: &BTreeMap<Position, i64>) -> Vec<String> {
     sums.iter()
         .chain(stored.iter())
-        .filter(|((account, _), amount)| is_guarded(account) && **amount < 0)
+        .filter(|((account, _), amount)| Account::is_guarded_name(account) && **amount < 0)
         .map(|((account, asset), amount)| format!("{account} {asset} is {amount}"))
         .collect()
 }
@@ -246,7 +242,9 @@ fn coupons(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Str
     let rows = positions(&snapshot.coupon_positions);
     let ledger: BTreeMap<&Position, i64> = sums
         .iter()
-        .filter(|((account, asset), _)| asset.starts_with("CPN:") && is_guarded(account))
+        .filter(|((account, asset), _)| {
+            asset.starts_with("CPN:") && Account::is_guarded_name(account)
+        })
         .map(|(key, amount)| (key, *amount))
         .collect();
     let keys: BTreeSet<&Position> = ledger.keys().copied().chain(rows.keys()).collect();

@@ -222,10 +222,6 @@ impl<'r> Cols<'r> {
     }
 }
 
-fn is_guarded(account: &str) -> bool {
-    Account::parse(account).is_some_and(|a| a.is_guarded())
-}
-
 fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
     let c = Cols::new(row, "api_keys", "key_id");
     Ok(ApiKeyRecord {
@@ -736,10 +732,10 @@ fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
     let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
     for posting in postings {
         let asset = posting.asset.as_str();
-        if is_guarded(&posting.from_account) {
+        if Account::is_guarded_name(&posting.from_account) {
             *deltas.entry((&posting.from_account, asset)).or_default() -= posting.amount;
         }
-        if is_guarded(&posting.to_account) {
+        if Account::is_guarded_name(&posting.to_account) {
             *deltas.entry((&posting.to_account, asset)).or_default() += posting.amount;
         }
     }
@@ -1407,7 +1403,7 @@ select (select transaction_id from entry) as transaction_id,
     }
 
     async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        if !is_guarded(account) {
+        if !Account::is_guarded_name(account) {
             return self.summed_balance(account, asset).await;
         }
         let query = sqlx::query(
