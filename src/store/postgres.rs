@@ -87,12 +87,18 @@ impl PostgresStore {
         // custom plans look cheaper than a generic plan that assumes ten rows per array). No
         // sequential scans: a plan made while a table was still small would otherwise keep
         // scanning it after it has grown (O(history) per command). `ledger_snapshot`, which
-        // reads whole tables, turns them back on for its own transaction. No JIT: it pays off
+        // reads whole tables, turns scans and joins back on for its own transaction. No JIT: it pays off
         // for long analytic queries, never for these (and a disabled scan's inflated cost
-        // would make PostgreSQL compile even a one-row lookup).
+        // would make PostgreSQL compile even a one-row lookup). No hash or merge joins, for
+        // the same reason: a batch statement joins a few unnested keys to a table, and a plan
+        // made while that table was empty (idempotency keys, orders, at a fresh start) would
+        // otherwise hash or merge the whole table on every batch; a nested loop of index
+        // lookups costs the batch's size, whatever the table's.
         let options = PgConnectOptions::from_str(url).map_err(map_err)?.options([
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
+            ("enable_hashjoin", "off"),
+            ("enable_mergejoin", "off"),
             ("jit", "off"),
         ]);
         let pool = |connections| {
@@ -1831,7 +1837,10 @@ where member_id = $1"#;
     }
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
+        // Whole-table reads: scans and hash joins are what they want.
         self.execute("set local enable_seqscan = on").await?;
+        self.execute("set local enable_hashjoin = on").await?;
+        self.execute("set local enable_mergejoin = on").await?;
         Ok(LedgerSnapshot {
             malformed_postings: self.malformed_postings().await?,
             posting_sums: self.fetch_totals(POSTING_SUMS).await?,
