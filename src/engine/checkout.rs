@@ -589,7 +589,11 @@ async fn load_order(
         .get_order(order_id, true)
         .await?
         .ok_or(DomainError::OrderNotFound)?;
-    caller.require_checkout(order.channel, &order.store_id)?;
+    // An order outside the caller's reach (another store's, another channel's) is answered
+    // exactly like a missing one: its existence is not the caller's to learn.
+    if !caller.may_see_order(order.channel, &order.store_id) {
+        return Err(DomainError::OrderNotFound.into());
+    }
     Ok(order)
 }
 

@@ -1,12 +1,22 @@
-//! API-key authentication: `authorization: Bearer <api key>` on every omo RPC.
-//!
-//! Authentication only says who the caller is; what the caller may do is checked by the engine
-//! (`domain::auth`), so the role table lives in one place.
+//! API-key authentication and authorization at the edge: `authorization: Bearer <api key>` on
+//! every omo RPC, then the caller's role (and channel/store scope, where the request names them)
+//! before anything of the body is validated. A caller without the right learns nothing about the
+//! request's rules, and nothing of a forbidden call reaches the writer (so no idempotency record
+//! remembers it). The role table itself lives in one place, `domain::auth`; the engine checks it
+//! again for whatever only the stored data can tell (an order's channel and store).
 
 use tonic::{Request, Status, metadata::MetadataMap};
 
 use super::status::{to_status, unauthenticated};
-use crate::{domain::auth::Caller, engine::Engine};
+use crate::{
+    domain::{
+        DomainError,
+        auth::{Caller, Operation, Role},
+        model::Channel,
+    },
+    engine::Engine,
+    proto,
+};
 
 /// Longest API key looked up (ours are 36 characters); longer values are malformed.
 const MAX_KEY_LEN: usize = 256;
@@ -23,6 +33,43 @@ pub async fn caller<T>(engine: &Engine, request: &Request<T>) -> Result<Caller, 
         Ok(None) => Err(unauthenticated("unknown API key")),
         Err(error) => Err(to_status(error)),
     }
+}
+
+/// The authenticated caller of `request`, refused PERMISSION_DENIED unless its role may perform
+/// `operation`.
+pub async fn caller_for<T>(
+    engine: &Engine,
+    request: &Request<T>,
+    operation: Operation,
+) -> Result<Caller, Status> {
+    let caller = caller(engine, request).await?;
+    caller.require(operation).map_err(denied)?;
+    Ok(caller)
+}
+
+/// Checks a checkout call's channel and store scope from the raw request fields, before they are
+/// validated: a channel the caller may not use (including an unset or unknown one, which is never
+/// the caller's own) is PERMISSION_DENIED, whatever else is wrong with the request.
+pub fn permit_checkout(caller: &Caller, channel: i32, store_id: &str) -> Result<(), Status> {
+    let channel = match proto::Channel::try_from(channel) {
+        Ok(proto::Channel::Ec) => Some(Channel::Ec),
+        Ok(proto::Channel::Store) => Some(Channel::Store),
+        Ok(proto::Channel::App) => Some(Channel::App),
+        Ok(proto::Channel::Unspecified) | Err(_) => None,
+    };
+    match channel {
+        Some(channel) => caller.require_checkout(channel, store_id).map_err(denied),
+        // An admin may call any channel; validation then names the bad field.
+        None if caller.role == Role::Admin => Ok(()),
+        None => Err(denied(DomainError::PermissionDenied(format!(
+            "role {} must name its own channel",
+            caller.role.as_str()
+        )))),
+    }
+}
+
+fn denied(refusal: DomainError) -> Status {
+    to_status(refusal.into())
 }
 
 /// The key of an `authorization: Bearer <key>` header.

@@ -7,7 +7,7 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{
         Violations, channel_out, channels, check_id, check_request_id, check_text, coupon_code,
         decimal, decimal_out, invalid_field, member_ref, money_or_zero, optional_instant,
@@ -17,6 +17,7 @@ use super::{
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         coupon::{Campaign, Coupon, CouponState, Discount, IssueOnCapture, Variant},
         ids::normalize_code,
@@ -51,7 +52,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::CreateCampaignRequest>,
     ) -> Result<Response<proto::CreateCampaignResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
         let campaign = campaign_in(request.into_inner().campaign)?;
         let command = Command::CreateCampaign(campaign);
         let campaign = execute(&self.engine, &caller, None, command).await?;
@@ -65,7 +66,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::GetCampaignRequest>,
     ) -> Result<Response<proto::GetCampaignResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
         let campaign_id = request.into_inner().campaign_id;
         required_id("campaign_id", &campaign_id)?;
         let campaign = self.engine.get_campaign(&caller, &campaign_id).await?;
@@ -79,7 +80,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::ListCampaignsRequest>,
     ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
         let campaigns = self.engine.list_campaigns(&caller).await?;
         Ok(Response::new(proto::ListCampaignsResponse {
             campaigns: campaigns.into_iter().map(campaign_out).collect(),
@@ -91,7 +92,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::IssueCouponRequest>,
     ) -> Result<Response<proto::IssueCouponResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::IssueCoupon).await?;
         let request = request.into_inner();
         let mut v = Violations::new();
         check_request_id(&mut v, &request.request_id);
@@ -114,7 +115,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::ListCouponsRequest>,
     ) -> Result<Response<proto::ListCouponsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ReadCoupons).await?;
         let request = request.into_inner();
         let member = parse_field(|v| member_ref(v, "member", request.member))?;
         let coupons = self
@@ -131,7 +132,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::GetCouponRequest>,
     ) -> Result<Response<proto::GetCouponResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ReadCoupons).await?;
         let code = parse_field(|v| coupon_code(v, "code", &request.into_inner().code))?;
         let coupon = self.engine.get_coupon(&caller, &code).await?;
         Ok(Response::new(proto::GetCouponResponse {

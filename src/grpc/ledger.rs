@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{
         MAX_POINTS, Violations, check_request_id, check_text, member_ref, optional_channel_out,
         parse_field, timestamp,
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{Balance, Posting, Transaction},
     },
@@ -45,7 +46,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::GetBalanceRequest>,
     ) -> Result<Response<proto::GetBalanceResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::GetBalance).await?;
         let member = parse_field(|v| member_ref(v, "member", request.into_inner().member))?;
         let balance = self.engine.get_balance(&caller, &member).await?;
         Ok(Response::new(proto::GetBalanceResponse {
@@ -58,7 +59,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::ListTransactionsRequest>,
     ) -> Result<Response<proto::ListTransactionsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ListTransactions).await?;
         let request = request.into_inner();
         let mut v = Violations::new();
         let member = member_ref(&mut v, "member", request.member);
@@ -83,7 +84,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::AdjustPointsRequest>,
     ) -> Result<Response<proto::AdjustPointsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::AdjustPoints).await?;
         let request = request.into_inner();
         let command = adjust_command(&request)?;
         let transaction =

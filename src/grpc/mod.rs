@@ -3,8 +3,9 @@
 //! `convert`, the error mapping in `status`, API-key authentication in `auth`, running a command
 //! for its reply in `reply`.
 //!
-//! Every RPC of an omo service authenticates first, then validates (reporting every bad field at
-//! once), then calls the engine, which checks the caller's role. Health and reflection need no key.
+//! Every RPC of an omo service authenticates first, then checks the caller's role (and channel
+//! and store scope where the request names them), then validates (reporting every bad field at
+//! once), then calls the engine. Health and reflection need no key.
 
 use std::sync::Arc;
 

@@ -9,12 +9,13 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{Violations, decimal, decimal_out, invalid_field},
     reply::execute,
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{Channel, Program, ProgramPatch},
     },
@@ -53,7 +54,7 @@ impl ProgramService for ProgramApi {
         &self,
         request: Request<proto::GetProgramRequest>,
     ) -> Result<Response<proto::GetProgramResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageProgram).await?;
         let program = self.engine.get_program(&caller).await?;
         Ok(Response::new(proto::GetProgramResponse {
             program: Some(program_out(program)),
@@ -65,7 +66,7 @@ impl ProgramService for ProgramApi {
         &self,
         request: Request<proto::UpdateProgramRequest>,
     ) -> Result<Response<proto::UpdateProgramResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageProgram).await?;
         let request = request.into_inner();
         let (patch, partial) = patch_in(request)?;
         let command = Command::UpdateProgram {

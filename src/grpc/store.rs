@@ -5,12 +5,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{Violations, check_id, check_text, invalid_field, path, required_id},
     reply::execute,
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{LatLng, Store},
     },
@@ -44,7 +45,7 @@ impl StoreService for StoreApi {
         &self,
         request: Request<proto::CreateStoreRequest>,
     ) -> Result<Response<proto::CreateStoreResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
         let store = store_in(request.into_inner().store)?;
         let store = execute(&self.engine, &caller, None, Command::CreateStore(store)).await?;
         Ok(Response::new(proto::CreateStoreResponse {
@@ -57,7 +58,7 @@ impl StoreService for StoreApi {
         &self,
         request: Request<proto::GetStoreRequest>,
     ) -> Result<Response<proto::GetStoreResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
         let store_id = request.into_inner().store_id;
         required_id("store_id", &store_id)?;
         let store = self.engine.get_store(&caller, &store_id).await?;
@@ -71,7 +72,7 @@ impl StoreService for StoreApi {
         &self,
         request: Request<proto::ListStoresRequest>,
     ) -> Result<Response<proto::ListStoresResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
         let stores = self.engine.list_stores(&caller).await?;
         Ok(Response::new(proto::ListStoresResponse {
             stores: stores.into_iter().map(store_out).collect(),

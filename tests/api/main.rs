@@ -12,5 +12,6 @@ mod coupons;
 mod idempotency;
 mod members;
 mod points;
+mod security;
 mod validation;
 mod verify;
