@@ -10,7 +10,7 @@ use super::{
     auth::caller_for,
     convert::{
         Violations, channel_out, channels, check_id, check_request_id, check_text, coupon_code,
-        decimal, decimal_out, invalid_field, member_ref, money_or_zero, optional_instant,
+        decimal, decimal_out, member_ref, money_or_zero, optional_instant, optional_request_id,
         optional_timestamp, parse_field, path, positive_money, required_id, timestamp,
     },
     reply::execute,
@@ -53,9 +53,12 @@ impl CouponService for CouponApi {
         request: Request<proto::CreateCampaignRequest>,
     ) -> Result<Response<proto::CreateCampaignResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
-        let campaign = campaign_in(request.into_inner().campaign)?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = optional_request_id(&mut v, &request.request_id);
+        let campaign = campaign_in(v, request.campaign)?;
         let command = Command::CreateCampaign(campaign);
-        let campaign = execute(&self.engine, &caller, None, command).await?;
+        let campaign = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateCampaignResponse {
             campaign: Some(campaign_out(campaign)),
         }))
@@ -142,9 +145,11 @@ impl CouponService for CouponApi {
 }
 
 /// A campaign to create. `created_at` is the engine's to set (it owns the clock).
-fn campaign_in(campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
-    let c = campaign.ok_or_else(|| invalid_field("campaign", "is required"))?;
-    let mut v = Violations::new();
+fn campaign_in(mut v: Violations, campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
+    let Some(c) = campaign else {
+        v.push("campaign", "is required");
+        return Err(v.into_status());
+    };
     check_id(&mut v, "campaign.campaign_id", &c.campaign_id);
     check_text(&mut v, "campaign.name", &c.name, 1, MAX_NAME_CHARS);
     let discount = discount_in(
@@ -455,7 +460,7 @@ mod tests {
 
     #[test]
     fn a_campaign_round_trips() {
-        let parsed = campaign_in(Some(campaign())).expect("valid");
+        let parsed = campaign_in(Violations::new(), Some(campaign())).expect("valid");
         assert_eq!(parsed.public_code.as_deref(), Some("SUMMER2026"));
         assert_eq!(parsed.created_at, DateTime::<Utc>::UNIX_EPOCH);
         let out = campaign_out(parsed);
@@ -491,7 +496,7 @@ mod tests {
         bad.variants[1].variant_id = "a".into();
         bad.variants[1].weight = 0;
         bad.variants[1].discount = None;
-        let status = campaign_in(Some(bad)).expect_err("invalid");
+        let status = campaign_in(Violations::new(), Some(bad)).expect_err("invalid");
         assert_eq!(
             violated_fields(&status),
             [

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller_for,
-    convert::{Violations, decimal, decimal_out, invalid_field},
+    convert::{Violations, decimal, decimal_out, optional_request_id},
     reply::execute,
 };
 use crate::{
@@ -68,12 +68,13 @@ impl ProgramService for ProgramApi {
     ) -> Result<Response<proto::UpdateProgramResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageProgram).await?;
         let request = request.into_inner();
+        let request_id = Some(request.request_id.clone()).filter(|id| !id.is_empty());
         let (patch, partial) = patch_in(request)?;
         let command = Command::UpdateProgram {
             patch,
             replace: !partial,
         };
-        let program = execute(&self.engine, &caller, None, command).await?;
+        let program = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::UpdateProgramResponse {
             program: Some(program_out(program)),
         }))
@@ -83,10 +84,12 @@ impl ProgramService for ProgramApi {
 /// Validates the fields the request updates. Returns the patch and whether it is partial (an
 /// `update_mask` was given), in which case it applies to the current settings.
 fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool), Status> {
-    let program = request
-        .program
-        .ok_or_else(|| invalid_field("program", "is required"))?;
     let mut v = Violations::new();
+    optional_request_id(&mut v, &request.request_id);
+    let Some(program) = request.program else {
+        v.push("program", "is required");
+        return Err(v.into_status());
+    };
     let paths = request
         .update_mask
         .map(|mask| mask.paths)
@@ -216,6 +219,7 @@ mod tests {
 
     fn request(program: proto::Program, paths: &[&str]) -> proto::UpdateProgramRequest {
         proto::UpdateProgramRequest {
+            request_id: String::new(),
             program: Some(program),
             update_mask: Some(prost_types::FieldMask {
                 paths: paths.iter().map(|p| p.to_string()).collect(),

@@ -6,7 +6,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller_for,
-    convert::{Violations, check_id, check_text, invalid_field, path, required_id},
+    convert::{Violations, check_id, check_text, optional_request_id, path, required_id},
     reply::execute,
 };
 use crate::{
@@ -46,8 +46,12 @@ impl StoreService for StoreApi {
         request: Request<proto::CreateStoreRequest>,
     ) -> Result<Response<proto::CreateStoreResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
-        let store = store_in(request.into_inner().store)?;
-        let store = execute(&self.engine, &caller, None, Command::CreateStore(store)).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = optional_request_id(&mut v, &request.request_id);
+        let store = store_in(v, request.store)?;
+        let command = Command::CreateStore(store);
+        let store = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateStoreResponse {
             store: Some(store_out(store)),
         }))
@@ -80,10 +84,13 @@ impl StoreService for StoreApi {
     }
 }
 
-/// A store to create, with defaults filled in (time zone, geofence radius).
-fn store_in(store: Option<proto::Store>) -> Result<Store, Status> {
-    let store = store.ok_or_else(|| invalid_field("store", "is required"))?;
-    let mut v = Violations::new();
+/// A store to create, with defaults filled in (time zone, geofence radius); `v` holds what the
+/// rest of the request already found wrong.
+fn store_in(mut v: Violations, store: Option<proto::Store>) -> Result<Store, Status> {
+    let Some(store) = store else {
+        v.push("store", "is required");
+        return Err(v.into_status());
+    };
     check_id(&mut v, "store.store_id", &store.store_id);
     check_text(&mut v, "store.name", &store.name, 1, 200);
     let location = match store.location {
@@ -224,7 +231,7 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_in() {
-        let parsed = store_in(Some(store())).expect("valid");
+        let parsed = store_in(Violations::new(), Some(store())).expect("valid");
         assert_eq!(parsed.time_zone, DEFAULT_TIME_ZONE);
         assert_eq!(parsed.geofence_radius_m, DEFAULT_GEOFENCE_RADIUS_M);
     }
@@ -238,7 +245,7 @@ mod tests {
         });
         bad.geofence_polygon = vec![proto::LatLng::default(), proto::LatLng::default()];
         bad.geofence_radius_m = -1.0;
-        let status = store_in(Some(bad)).expect_err("invalid");
+        let status = store_in(Violations::new(), Some(bad)).expect_err("invalid");
         let fields = violated_fields(&status);
         assert_eq!(
             fields,

@@ -41,6 +41,7 @@ async fn create_campaign(app: &TestApp, campaign: proto::Campaign) {
     app.admin
         .coupons()
         .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
             campaign: Some(campaign),
         })
         .await
