@@ -107,6 +107,7 @@ async fn story(app: &Application) -> Result<(), DemoError> {
         .list_coupons(proto::ListCouponsRequest {
             member: Some(member_ref(&member.member_id)),
             include_inactive: false,
+            ..Default::default()
         })
         .await?
         .into_inner()

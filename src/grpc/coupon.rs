@@ -13,6 +13,7 @@ use super::{
         decimal, decimal_out, member_ref, money_or_zero, optional_instant, optional_request_id,
         optional_timestamp, parse_field, path, positive_money, required_id, timestamp,
     },
+    paging::{next_page_token, page_size, page_token},
     reply::execute,
 };
 use crate::{
@@ -84,9 +85,18 @@ impl CouponService for CouponApi {
         request: Request<proto::ListCampaignsRequest>,
     ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
-        let campaigns = self.engine.list_campaigns(&caller).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListCampaigns", &request.page_token);
+        let (size, after) = v.build(|| Some((size?, after?)))?;
+        let page = self
+            .engine
+            .list_campaigns(&caller, after.as_ref(), size)
+            .await?;
         Ok(Response::new(proto::ListCampaignsResponse {
-            campaigns: campaigns.into_iter().map(campaign_out).collect(),
+            campaigns: page.items.into_iter().map(campaign_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 
@@ -120,13 +130,24 @@ impl CouponService for CouponApi {
     ) -> Result<Response<proto::ListCouponsResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ReadCoupons).await?;
         let request = request.into_inner();
-        let member = parse_field(|v| member_ref(v, "member", request.member))?;
-        let coupons = self
+        let mut v = Violations::new();
+        let member = member_ref(&mut v, "member", request.member);
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListCoupons", &request.page_token);
+        let (member, size, after) = v.build(|| Some((member?, size?, after?)))?;
+        let page = self
             .engine
-            .list_coupons(&caller, &member, request.include_inactive)
+            .list_coupons(
+                &caller,
+                &member,
+                request.include_inactive,
+                after.as_ref(),
+                size,
+            )
             .await?;
         Ok(Response::new(proto::ListCouponsResponse {
-            coupons: coupons.into_iter().map(coupon_out).collect(),
+            coupons: page.items.into_iter().map(coupon_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 

@@ -22,10 +22,6 @@ use crate::{
     proto::{self, ledger_service_server::LedgerService},
 };
 
-/// Page size when the request gives none.
-const DEFAULT_PAGE_SIZE: i64 = 50;
-/// Largest page size.
-const MAX_PAGE_SIZE: i32 = 500;
 /// Longest adjustment reason, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
@@ -117,19 +113,9 @@ fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Command, Statu
     })
 }
 
-/// 0 means the default (50); at most 500.
+/// 0 means the default (50); at most 500 (the same bounds as every List RPC).
 fn page_size(v: &mut Violations, page_size: i32) -> Option<i64> {
-    match page_size {
-        0 => Some(DEFAULT_PAGE_SIZE),
-        1..=MAX_PAGE_SIZE => Some(i64::from(page_size)),
-        _ => {
-            v.push(
-                "page_size",
-                format!("must be between 0 and {MAX_PAGE_SIZE}"),
-            );
-            None
-        }
-    }
+    super::paging::page_size(v, page_size).and_then(|size| i64::try_from(size).ok())
 }
 
 /// Empty for the first page, else the `next_page_token` we gave out (a transaction id).

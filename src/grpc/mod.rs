@@ -28,6 +28,7 @@ pub mod convert;
 pub mod coupon;
 pub mod ledger;
 pub mod member;
+pub mod paging;
 pub mod program;
 pub mod reply;
 pub mod status;

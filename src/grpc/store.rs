@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 use super::{
     auth::caller_for,
     convert::{Violations, check_id, check_text, optional_request_id, path, required_id},
+    paging::{next_page_token, page_size, page_token},
     reply::execute,
 };
 use crate::{
@@ -77,9 +78,18 @@ impl StoreService for StoreApi {
         request: Request<proto::ListStoresRequest>,
     ) -> Result<Response<proto::ListStoresResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
-        let stores = self.engine.list_stores(&caller).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListStores", &request.page_token);
+        let (size, after) = v.build(|| Some((size?, after?)))?;
+        let page = self
+            .engine
+            .list_stores(&caller, after.as_ref(), size)
+            .await?;
         Ok(Response::new(proto::ListStoresResponse {
-            stores: stores.into_iter().map(store_out).collect(),
+            stores: page.items.into_iter().map(store_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 }

@@ -93,7 +93,7 @@ async fn roles_are_refused_outside_their_reach(app: &TestApp) {
         denied(
             client
                 .stores()
-                .list_stores(proto::ListStoresRequest {})
+                .list_stores(proto::ListStoresRequest::default())
                 .await,
         );
         denied(

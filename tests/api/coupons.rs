@@ -83,6 +83,7 @@ async fn list_coupons(
         .list_coupons(proto::ListCouponsRequest {
             member: Some(member_ref(member_id)),
             include_inactive,
+            ..Default::default()
         })
         .await
         .unwrap()

@@ -12,6 +12,7 @@ mod concurrency;
 mod coupons;
 mod idempotency;
 mod members;
+mod paging;
 mod points;
 mod security;
 mod validation;
