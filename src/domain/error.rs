@@ -91,6 +91,10 @@ pub enum DomainError {
     CampaignExhausted,
     #[error("member limit of this campaign reached")]
     MemberLimit,
+    #[error("the order would earn {points} points; the program caps an order at {cap}")]
+    EarnCapExceeded { points: i64, cap: i64 },
+    #[error("the sale happened more than {max_days} days ago")]
+    TooOld { max_days: i64 },
     #[error("coupon {code}: {reason}")]
     Coupon { code: String, reason: CouponReason },
 }
@@ -160,6 +164,8 @@ impl DomainError {
             Self::CampaignClosed => "CAMPAIGN_CLOSED",
             Self::CampaignExhausted => "CAMPAIGN_EXHAUSTED",
             Self::MemberLimit => "MEMBER_LIMIT",
+            Self::EarnCapExceeded { .. } => "EARN_CAP_EXCEEDED",
+            Self::TooOld { .. } => "TOO_OLD",
             Self::Coupon { reason, .. } => reason.as_str(),
         }
     }
@@ -193,6 +199,8 @@ impl DomainError {
             | Self::OrderState { .. }
             | Self::RefundExceedsTotal { .. }
             | Self::CampaignClosed
+            | Self::EarnCapExceeded { .. }
+            | Self::TooOld { .. }
             | Self::Coupon { .. } => FailedPrecondition,
         }
     }

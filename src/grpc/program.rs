@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The fields of `Program`, as `update_mask` paths.
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 10] = [
     "currency_code",
     "point_value",
     "earn_rate",
@@ -33,7 +33,11 @@ const FIELDS: [&str; 8] = [
     "ec_pending_days",
     "hold_ttl_seconds",
     "max_receipts_per_day",
+    "max_points_per_order",
+    "max_offline_age_days",
 ];
+/// Largest per-order earn cap accepted (the most points of one adjustment).
+const MAX_EARN_CAP: i64 = 1_000_000_000_000;
 /// Largest point value and earn rate accepted.
 const MAX_RATE: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
 
@@ -156,6 +160,24 @@ fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool)
             1000,
         );
     }
+    if selected("max_offline_age_days") {
+        patch.max_offline_age_days = days(
+            "max_offline_age_days",
+            program.max_offline_age_days,
+            0,
+            3650,
+        );
+    }
+    if selected("max_points_per_order") {
+        if (0..=MAX_EARN_CAP).contains(&program.max_points_per_order) {
+            patch.max_points_per_order = Some(program.max_points_per_order);
+        } else {
+            v.push(
+                "program.max_points_per_order",
+                format!("must be between 0 and {MAX_EARN_CAP}"),
+            );
+        }
+    }
     v.finish()?;
     Ok((patch, partial))
 }
@@ -209,6 +231,8 @@ pub fn program_out(program: Program) -> proto::Program {
         ec_pending_days: program.ec_pending_days,
         hold_ttl_seconds: program.hold_ttl_seconds,
         max_receipts_per_day: program.max_receipts_per_day,
+        max_points_per_order: program.max_points_per_order,
+        max_offline_age_days: program.max_offline_age_days,
     }
 }
 

@@ -7,6 +7,7 @@ mod admin;
 mod auth;
 mod batching;
 mod bench;
+mod caps;
 mod checkout;
 mod concurrency;
 mod coupons;
