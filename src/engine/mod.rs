@@ -2,24 +2,22 @@
 //! request_id, retrying transient conflicts. Business rules live in the submodules, written once
 //! for every storage backend.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 use crate::domain::{
     Clock, DomainError,
-    auth::{Caller, Role},
+    auth::Caller,
     command::{Command, Reply},
     ids,
-    ports::{ApiKeyRecord, IdempotencyRecord, Store, StoreError, UnitOfWork},
+    ports::{IdempotencyRecord, Store, StoreError, UnitOfWork},
 };
 
 mod checkout;
 mod coupons;
+mod keys;
 mod members;
 mod points;
 mod queries;
@@ -28,6 +26,7 @@ mod sweeper;
 mod verify;
 mod writer;
 
+pub use keys::KeyInfo;
 pub use queries::TransactionPage;
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
@@ -71,9 +70,8 @@ type CommandResult<T> = Result<T, Failure>;
 pub struct Engine {
     core: Arc<Core>,
     writer: Writer,
-    /// Callers by key hash. Keys are never changed once created, so caching them is safe
-    /// across replicas; an unknown key is always looked up again.
-    callers: Mutex<HashMap<String, Caller>>,
+    /// API keys read recently (see `keys.rs`).
+    keys: keys::KeyCache,
 }
 
 impl Engine {
@@ -88,7 +86,7 @@ impl Engine {
         Self {
             writer: Writer::spawn(core.clone(), writers.max(1)),
             core,
-            callers: Mutex::new(HashMap::new()),
+            keys: keys::KeyCache::default(),
         }
     }
 
@@ -102,62 +100,6 @@ impl Engine {
 
     fn store(&self) -> &dyn Store {
         self.core.store.as_ref()
-    }
-
-    /// The caller an API key stands for; `None` for an unknown key.
-    pub async fn authenticate(&self, api_key: &str) -> Result<Option<Caller>, EngineError> {
-        let key_hash = ids::sha256_hex(api_key.as_bytes());
-        if let Some(caller) = self.cached_caller(&key_hash) {
-            return Ok(Some(caller));
-        }
-        let mut uow = self.store().begin_read().await?;
-        let Some(record) = uow.find_api_key(&key_hash).await? else {
-            return Ok(None);
-        };
-        let caller = Caller {
-            key_id: record.key_id,
-            role: record.role,
-            store_id: record.store_id,
-        };
-        self.callers
-            .lock()
-            .expect("caller cache poisoned")
-            .insert(key_hash, caller.clone());
-        Ok(Some(caller))
-    }
-
-    fn cached_caller(&self, key_hash: &str) -> Option<Caller> {
-        let callers = self.callers.lock().expect("caller cache poisoned");
-        callers.get(key_hash).cloned()
-    }
-
-    /// Creates an API key and returns it in clear: the only time it is ever seen.
-    pub async fn create_api_key(
-        &self,
-        role: Role,
-        store_id: Option<String>,
-        name: String,
-    ) -> Result<String, EngineError> {
-        if role == Role::Register && store_id.is_none() {
-            return Err(DomainError::invalid("store", "a register key is bound to a store").into());
-        }
-        let api_key = ids::new_api_key();
-        let key_hash = ids::sha256_hex(api_key.as_bytes());
-        let record = ApiKeyRecord {
-            key_id: ids::key_id_of(&key_hash),
-            key_hash,
-            role,
-            store_id,
-            name,
-            created_at: self.now(),
-        };
-        self.core
-            .write(move |uow, _now| {
-                let record = record.clone();
-                Box::pin(async move { Ok(uow.insert_api_key(&record).await?) })
-            })
-            .await?;
-        Ok(api_key)
     }
 
     /// Runs one mutating command. With a request_id, the first outcome (reply or refusal) is

@@ -12,6 +12,7 @@ mod checkout;
 mod concurrency;
 mod coupons;
 mod idempotency;
+mod keys;
 mod members;
 mod paging;
 mod points;
