@@ -10,18 +10,21 @@
 
 use std::{
     collections::HashMap,
-    sync::Mutex,
+    sync::{Mutex, OnceLock},
     time::{Duration as StdDuration, Instant},
 };
 
 use chrono::{DateTime, Duration, Utc};
 
 use super::{Engine, EngineError};
-use crate::domain::{
-    DomainError,
-    auth::{Caller, Role},
-    ids,
-    ports::ApiKeyRecord,
+use crate::{
+    config::Limits,
+    domain::{
+        DomainError,
+        auth::{Caller, Role},
+        ids,
+        ports::ApiKeyRecord,
+    },
 };
 
 /// How long a key read from the database is trusted without reading it again.
@@ -46,6 +49,32 @@ pub(super) struct KeyCache {
     unknown: Mutex<HashMap<String, Instant>>,
     /// When this server last wrote a key's last use, by key id.
     touched: Mutex<HashMap<String, Instant>>,
+    /// Calls per second per key, by role (set once at start; unset = no limit).
+    rates: OnceLock<Limits>,
+    /// Each limited key's token bucket.
+    buckets: Mutex<HashMap<String, Bucket>>,
+}
+
+/// A token bucket: `rate` calls a second, bursts of up to one second's worth.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+impl Bucket {
+    /// Takes one call's token, or says how long until there is one.
+    fn take(&mut self, rate: f64, now: Instant) -> Result<(), StdDuration> {
+        let refill = now.duration_since(self.at).as_secs_f64() * rate;
+        self.tokens = (self.tokens + refill).min(rate);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(StdDuration::from_secs_f64((1.0 - self.tokens) / rate))
+        }
+    }
 }
 
 enum Cached {
@@ -132,6 +161,36 @@ pub struct KeyInfo {
 }
 
 impl Engine {
+    /// Sets the per-key rate limits by role (once, at start; later calls change nothing).
+    pub fn set_rate_limits(&self, limits: &Limits) {
+        let _ = self.keys.rates.set(limits.clone());
+    }
+
+    /// Admits one call of `caller` under its role's rate limit, or says how long to wait.
+    pub fn admit(&self, caller: &Caller) -> Result<(), StdDuration> {
+        let rate = self
+            .keys
+            .rates
+            .get()
+            .map_or(0, |limits| limits.rate_limit(caller.role));
+        if rate == 0 {
+            return Ok(());
+        }
+        let rate = f64::from(rate);
+        let now = Instant::now();
+        let mut buckets = lock(&self.keys.buckets);
+        if !buckets.contains_key(&caller.key_id) {
+            bound(&mut buckets, |bucket| bucket.at);
+        }
+        buckets
+            .entry(caller.key_id.clone())
+            .or_insert(Bucket {
+                tokens: rate,
+                at: now,
+            })
+            .take(rate, now)
+    }
+
     /// The caller an API key stands for; `None` for an unknown, revoked or expired key.
     pub async fn authenticate(&self, api_key: &str) -> Result<Option<Caller>, EngineError> {
         let key_hash = ids::sha256_hex(api_key.as_bytes());
@@ -304,6 +363,26 @@ mod tests {
         cache.remember_known("h1".into(), known("k1", later));
         cache.forget_key("k1");
         assert!(matches!(cache.get("h1", later), Cached::Miss));
+    }
+
+    #[test]
+    fn a_bucket_allows_bursts_of_a_second_then_the_rate() {
+        let t0 = Instant::now();
+        let mut bucket = Bucket {
+            tokens: 5.0,
+            at: t0,
+        };
+        for _ in 0..5 {
+            assert!(bucket.take(5.0, t0).is_ok());
+        }
+        let wait = bucket.take(5.0, t0).expect_err("empty");
+        assert!(wait > StdDuration::ZERO && wait <= StdDuration::from_millis(200));
+        assert!(bucket.take(5.0, t0 + StdDuration::from_millis(200)).is_ok());
+        assert!(
+            bucket
+                .take(5.0, t0 + StdDuration::from_millis(200))
+                .is_err()
+        );
     }
 
     #[test]

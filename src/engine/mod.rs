@@ -40,6 +40,9 @@ pub enum EngineError {
     Domain(#[from] DomainError),
     #[error("internal: {0}")]
     Internal(#[from] StoreError),
+    /// The writers' queue is full: the command was not taken (nothing written); retry shortly.
+    #[error("overloaded: the write queue is full")]
+    Overloaded,
 }
 
 /// What one command did inside its unit of work.

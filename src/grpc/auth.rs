@@ -7,7 +7,7 @@
 
 use tonic::{Request, Status, metadata::MetadataMap};
 
-use super::status::{to_status, unauthenticated};
+use super::status::{rate_limited, to_status, unauthenticated};
 use crate::{
     domain::{
         DomainError,
@@ -28,6 +28,7 @@ pub async fn caller<T>(engine: &Engine, request: &Request<T>) -> Result<Caller, 
     match engine.authenticate(api_key).await {
         Ok(Some(caller)) => {
             tracing::Span::current().record("caller", caller.key_id.as_str());
+            engine.admit(&caller).map_err(rate_limited)?;
             Ok(caller)
         }
         Ok(None) => Err(unauthenticated("unknown API key")),

@@ -13,6 +13,7 @@ mod concurrency;
 mod coupons;
 mod idempotency;
 mod keys;
+mod limits;
 mod members;
 mod paging;
 mod points;
