@@ -18,5 +18,6 @@ mod members;
 mod paging;
 mod points;
 mod security;
+mod tls;
 mod validation;
 mod verify;
