@@ -44,8 +44,11 @@ pub enum DomainError {
         member_id: String,
         merged_into: String,
     },
-    #[error("identifier {kind}:{value} belongs to another member")]
-    IdentifierTaken { kind: String, value: String },
+    /// Names the kind only: an identifier's value (a card number, an email) is personal data,
+    /// kept out of messages, logs and the remembered outcome. Outcomes remembered before this
+    /// carried the value; it is ignored when they are read back.
+    #[error("the {kind} identifier belongs to another member")]
+    IdentifierTaken { kind: String },
     #[error("member has open (authorized) orders; capture or void them first")]
     MemberHasOpenOrders,
     #[error("request_id was already used for a different request")]
@@ -203,5 +206,28 @@ impl DomainError {
             | Self::TooOld { .. }
             | Self::Coupon { .. } => FailedPrecondition,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifier_taken_carries_no_value_and_reads_old_outcomes() {
+        let old: DomainError =
+            serde_json::from_str(r#"{"IdentifierTaken":{"kind":"card","value":"4900-1234"}}"#)
+                .expect("an outcome remembered before the value was dropped");
+        assert_eq!(
+            old,
+            DomainError::IdentifierTaken {
+                kind: "card".into()
+            }
+        );
+        assert!(!serde_json::to_string(&old).unwrap().contains("4900"));
+        assert_eq!(
+            old.to_string(),
+            "the card identifier belongs to another member"
+        );
     }
 }

@@ -17,6 +17,7 @@ mod limits;
 mod members;
 mod paging;
 mod points;
+mod privacy;
 mod security;
 mod tls;
 mod validation;
