@@ -132,6 +132,89 @@ pub struct LedgerSnapshot {
     pub coupon_positions: Vec<AccountTotal>,
 }
 
+/// What a batch of commands will touch, gathered from the commands before any is decided, so
+/// that a backend can read it all in a few bulk reads (see [`UnitOfWork::load`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Keys {
+    /// (api key id, request_id) of every command that has one.
+    pub idempotency: Vec<(String, String)>,
+    pub member_ids: Vec<String>,
+    pub identifiers: Vec<Identifier>,
+    /// Orders named by the commands: new ones (expected absent) and existing ones.
+    pub order_ids: Vec<String>,
+    /// Register receipts of new sales: (store_id, register_id, receipt_no).
+    pub receipts: Vec<(String, String, String)>,
+    pub coupon_codes: Vec<String>,
+}
+
+/// The rows a batch reads before deciding, locked where the batch may write them.
+///
+/// Completeness is what makes it useful: every key asked for in [`Keys`] that is not here is
+/// absent from the database, and for every member and order here, all of its live lots, its
+/// guarded balances, its order lots and its coupons (by `order_id`) are here too.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Loaded {
+    pub idempotency: Vec<IdempotencyRecord>,
+    pub identifiers: Vec<(Identifier, String)>,
+    /// The named members and the owners of the named orders, locked.
+    pub members: Vec<MemberRow>,
+    /// Live lots (`remaining_points > 0`) of `members`.
+    pub lots: Vec<Lot>,
+    /// Stored balances read (at least the points of `members` and of their pending accounts,
+    /// and of the holds of `orders`); a pair not here is read when it is needed.
+    pub balances: Vec<AccountTotal>,
+    /// Accounts whose every stored balance is in `balances`: a missing asset there is zero.
+    /// (The hold of an order that does not exist yet holds nothing.)
+    pub complete_accounts: Vec<String>,
+    /// The named orders that exist, locked.
+    pub orders: Vec<Order>,
+    /// Order lots of `orders`.
+    pub order_lots: Vec<OrderLot>,
+    /// The named coupons and the coupons of `orders`, locked.
+    pub coupons: Vec<Coupon>,
+    /// Receipts of `Keys::receipts` already recorded, with their order.
+    pub receipts: Vec<((String, String, String), String)>,
+}
+
+/// Identities a batch hands out before it writes: a batch decides in memory, so a new
+/// transaction or lot needs its id before the flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Sequence {
+    Transactions,
+    Lots,
+}
+
+/// Everything a batch changed, written by [`UnitOfWork::flush`] with one statement per table
+/// (and kind of change). Rows come in the order the batch first wrote them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ChangeSet {
+    pub new_members: Vec<MemberRow>,
+    pub changed_members: Vec<MemberRow>,
+    /// (identifier, member_id)
+    pub new_identifiers: Vec<(Identifier, String)>,
+    /// Journal entries with the ids reserved for them ([`Sequence::Transactions`]).
+    pub transactions: Vec<(i64, NewTransaction)>,
+    /// Net change of each guarded balance, sorted by (account, asset) (the lock order); never
+    /// zero. A debit of a balance with no row, or below zero, fails the flush.
+    pub balance_deltas: Vec<AccountTotal>,
+    /// New lots carry the ids reserved for them ([`Sequence::Lots`]).
+    pub new_lots: Vec<Lot>,
+    pub changed_lots: Vec<Lot>,
+    pub new_orders: Vec<Order>,
+    pub changed_orders: Vec<Order>,
+    pub new_order_lots: Vec<OrderLot>,
+    pub changed_order_lots: Vec<OrderLot>,
+    pub new_coupons: Vec<Coupon>,
+    pub changed_coupons: Vec<Coupon>,
+    pub outcomes: Vec<IdempotencyRecord>,
+}
+
+impl ChangeSet {
+    pub fn is_empty(&self) -> bool {
+        *self == ChangeSet::default()
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + std::fmt::Debug {
     /// Opens a read-write unit of work (SQLite: `BEGIN IMMEDIATE`).
@@ -322,7 +405,106 @@ pub trait UnitOfWork: Send {
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>>;
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
 
+    // Batches: load what a batch touches, decide in memory, flush once.
+    /// Reads everything `keys` names (see [`Loaded`]), locking members, orders and coupons in a
+    /// fixed order. This default asks row by row; a backend where a round trip is dear reads
+    /// in bulk.
+    async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
+        load_row_by_row(self, keys).await
+    }
+    /// `count` new ids of `sequence`, never handed out before (gaps are fine).
+    async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>>;
+    /// Writes a batch's changes.
+    async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()>;
+
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+}
+
+/// [`UnitOfWork::load`] row by row, through the row-level methods: right for an embedded
+/// database, where a lookup costs microseconds.
+pub async fn load_row_by_row<U: UnitOfWork + ?Sized>(
+    uow: &mut U,
+    keys: &Keys,
+) -> StoreResult<Loaded> {
+    let mut loaded = Loaded::default();
+    for (key_id, request_id) in &keys.idempotency {
+        if let Some(record) = uow.find_idempotency(key_id, request_id).await? {
+            loaded.idempotency.push(record);
+        }
+    }
+    let mut member_ids: std::collections::BTreeSet<String> =
+        keys.member_ids.iter().cloned().collect();
+    for identifier in &keys.identifiers {
+        if let Some(member_id) = uow.member_by_identifier(identifier).await? {
+            member_ids.insert(member_id.clone());
+            loaded.identifiers.push((identifier.clone(), member_id));
+        }
+    }
+    let order_ids: std::collections::BTreeSet<&String> = keys.order_ids.iter().collect();
+    for order_id in order_ids {
+        let hold = crate::domain::Account::Hold(order_id.clone()).to_string();
+        match uow.get_order(order_id, true).await? {
+            Some(order) => {
+                member_ids.insert(order.member_id.clone());
+                loaded.order_lots.extend(uow.order_lots(order_id).await?);
+                loaded.balances.push(points_balance(uow, hold).await?);
+                loaded.orders.push(order);
+            }
+            None => loaded.complete_accounts.push(hold),
+        }
+    }
+    for member_id in &member_ids {
+        let Some(member) = uow.get_member(member_id, true).await? else {
+            continue;
+        };
+        loaded.lots.extend(uow.member_lots(member_id).await?);
+        for account in [
+            crate::domain::Account::Member(member_id.clone()),
+            crate::domain::Account::MemberPending(member_id.clone()),
+        ] {
+            loaded
+                .balances
+                .push(points_balance(uow, account.to_string()).await?);
+        }
+        loaded.members.push(member);
+    }
+    let mut codes: std::collections::BTreeSet<String> = keys.coupon_codes.iter().cloned().collect();
+    for order in &loaded.orders {
+        codes.extend(
+            uow.order_coupons(&order.order_id)
+                .await?
+                .into_iter()
+                .map(|coupon| coupon.code),
+        );
+    }
+    for code in &codes {
+        if let Some(coupon) = uow.get_coupon(code, true).await? {
+            loaded.coupons.push(coupon);
+        }
+    }
+    for receipt in &keys.receipts {
+        let (store_id, register_id, receipt_no) = receipt;
+        if let Some(order_id) = uow
+            .order_by_receipt(store_id, register_id, receipt_no)
+            .await?
+        {
+            loaded.receipts.push((receipt.clone(), order_id));
+        }
+    }
+    Ok(loaded)
+}
+
+async fn points_balance<U: UnitOfWork + ?Sized>(
+    uow: &mut U,
+    account: String,
+) -> StoreResult<AccountTotal> {
+    let asset = crate::domain::Asset::Points.to_string();
+    let amount = uow.balance(&account, &asset).await?;
+    Ok(AccountTotal {
+        account,
+        asset,
+        amount,
+    })
 }

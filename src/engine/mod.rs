@@ -15,6 +15,7 @@ use crate::domain::{
     ports::{IdempotencyRecord, Store, StoreError, UnitOfWork},
 };
 
+mod batch;
 mod checkout;
 mod coupons;
 mod keys;

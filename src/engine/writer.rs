@@ -9,7 +9,7 @@ use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{EngineError, IdempotencyKey, Outcome, reference::Reference, run_remembered};
+use super::{EngineError, IdempotencyKey, Outcome, batch, reference::Reference, run_remembered};
 use crate::domain::{
     Clock,
     auth::Caller,
@@ -145,14 +145,34 @@ impl Core {
     }
 
     /// Runs `jobs` in one transaction if it can, each alone where it must; answers in order.
+    /// Commands that run in memory share one batch; the others (rare admin writes and merges)
+    /// share another, each in a savepoint of its own.
     pub async fn execute_batch(&self, jobs: &[Job]) -> Vec<Result<Outcome, EngineError>> {
-        let results = match self.try_batch(jobs).await {
-            Ok(results) => results,
-            Err(error) => {
-                tracing::warn!(%error, commands = jobs.len(), "batch failed; running its commands one by one");
-                jobs.iter().map(|_| None).collect()
+        let (in_memory, row_level): (Vec<usize>, Vec<usize>) =
+            (0..jobs.len()).partition(|&i| batch::runs_in_memory(&jobs[i].command));
+        let mut results: Vec<Option<Result<Outcome, EngineError>>> =
+            jobs.iter().map(|_| None).collect();
+        for (indices, in_memory) in [(in_memory, true), (row_level, false)] {
+            if indices.is_empty() {
+                continue;
             }
-        };
+            let part: Vec<&Job> = indices.iter().map(|&i| &jobs[i]).collect();
+            let outcome = if in_memory {
+                self.try_in_memory(&part).await
+            } else {
+                self.try_batch(&part).await
+            };
+            match outcome {
+                Ok(answers) => {
+                    for (i, answer) in indices.into_iter().zip(answers) {
+                        results[i] = answer;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, commands = part.len(), "batch failed; running its commands one by one");
+                }
+            }
+        }
         let mut answers = Vec::with_capacity(jobs.len());
         for (job, result) in jobs.iter().zip(results) {
             answers.push(match result {
@@ -163,10 +183,35 @@ impl Core {
         answers
     }
 
-    /// One transaction for the whole batch. `None` marks a command to run again on its own.
+    /// One transaction for the whole batch, decided in memory: load what the commands touch,
+    /// run each against the rows in memory (a refused one is undone there), flush the changes
+    /// with one statement per table, commit. `None` marks a command to run again on its own.
+    async fn try_in_memory(
+        &self,
+        jobs: &[&Job],
+    ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
+        let mut uow = self.store.begin().await?;
+        let keys = batch::keys_of(jobs.iter().copied());
+        let loaded = uow.load(&keys).await?;
+        let now = self.clock.now();
+        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
+        let mut results = Vec::with_capacity(jobs.len());
+        for job in jobs {
+            let result = run_remembered(&mut rows, &self.reference, now, job).await?;
+            let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
+            results.push((!transient).then_some(result));
+        }
+        let changes = rows.changes();
+        uow.flush(&changes).await?;
+        uow.commit().await?;
+        Ok(results)
+    }
+
+    /// One transaction for the whole batch, each command in a database savepoint of its own.
+    /// `None` marks a command to run again on its own.
     async fn try_batch(
         &self,
-        jobs: &[Job],
+        jobs: &[&Job],
     ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
         let mut uow = self.store.begin().await?;
         let now = self.clock.now();

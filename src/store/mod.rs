@@ -6,6 +6,8 @@ use serde::Serialize;
 
 use crate::domain::ports::{Store, StoreError, StoreResult};
 
+#[cfg(test)]
+mod conformance;
 pub mod postgres;
 pub mod sqlite;
 

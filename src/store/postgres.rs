@@ -26,8 +26,9 @@ use crate::domain::{
         OrderState, Posting, Program, Transaction,
     },
     ports::{
-        AccountTotal, ApiKeyRecord, DueWork, IdempotencyRecord, LedgerSnapshot, MemberLotTotals,
-        NewTransaction, OrderClash, Store, StoreError, StoreResult, UnitOfWork,
+        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerSnapshot,
+        Loaded, MemberLotTotals, NewTransaction, OrderClash, Sequence, Store, StoreError,
+        StoreResult, UnitOfWork,
     },
 };
 
@@ -436,26 +437,38 @@ macro_rules! select_and_lock {
     };
 }
 
+/// The columns of a member, for the member queries below.
+macro_rules! select_members {
+    () => {
+        r#"
+select member_id, display_name, state, merged_into, created_at,
+    lifetime_earned_points, lifetime_redeemed_points
+from members"#
+    };
+}
+
 select_and_lock!(
     GET_MEMBER,
     GET_MEMBER_LOCKED,
-    r#"
-select member_id, display_name, state, merged_into, created_at,
-    lifetime_earned_points, lifetime_redeemed_points
-from members
-where member_id = $1"#
+    concat!(select_members!(), "\nwhere member_id = $1")
 );
 
-select_and_lock!(
-    GET_ORDER,
-    GET_ORDER_LOCKED,
-    r#"
+/// The columns of an order, for the order queries below.
+macro_rules! select_orders {
+    () => {
+        r#"
 select order_id, member_id, state, channel, store_id, register_id, receipt_no,
     lines::text as lines, total, coupon_discount, points_redeemed, amount_due,
     points_earned, points_pending, coupon_codes::text as coupon_codes, hold_expires_at,
     refunded_amount, points_reversed, points_restored, occurred_at, created_at
-from orders
-where order_id = $1"#
+from orders"#
+    };
+}
+
+select_and_lock!(
+    GET_ORDER,
+    GET_ORDER_LOCKED,
+    concat!(select_orders!(), "\nwhere order_id = $1")
 );
 
 /// The columns of a campaign, for the campaign queries below.
@@ -713,6 +726,9 @@ fn order_query<'q>(sql: &'q str, order: &'q Order) -> StoreResult<PgQuery<'q>> {
         .bind(order.created_at)) // $21
 }
 
+// The batch path (load, reserve_ids, flush): after the column lists above, which it shares.
+mod batch;
+
 // ---------------------------------------------------------------------------------------------
 // The journal, in helpers that keep `append_transaction` short.
 
@@ -732,6 +748,26 @@ fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
     }
     deltas.retain(|_, delta| *delta != 0);
     deltas
+}
+
+/// Inserts idempotency records in one statement (at commit, or in a batch's flush).
+fn insert_outcomes(records: &[IdempotencyRecord]) -> PgQuery<'_> {
+    let column = |field: fn(&IdempotencyRecord) -> &str| -> Vec<&str> {
+        records.iter().map(field).collect()
+    };
+    let created_at: Vec<DateTime<Utc>> = records.iter().map(|r| r.created_at).collect();
+    sqlx::query(
+        r#"
+insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
+select key_id, request_id, request_hash, outcome::jsonb, created_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+    as r (key_id, request_id, request_hash, outcome, created_at)"#,
+    )
+    .bind(column(|r| &r.key_id)) // $1
+    .bind(column(|r| &r.request_id)) // $2
+    .bind(column(|r| &r.request_hash)) // $3
+    .bind(column(|r| &r.outcome)) // $4
+    .bind(created_at) // $5
 }
 
 /// A unit of work's connection: in a transaction, or (one read statement) in autocommit mode.
@@ -776,23 +812,7 @@ impl PgUnitOfWork {
             return Ok(());
         }
         let records = std::mem::take(&mut self.waiting_outcomes);
-        let column = |field: fn(&IdempotencyRecord) -> &str| -> Vec<&str> {
-            records.iter().map(field).collect()
-        };
-        let created_at: Vec<DateTime<Utc>> = records.iter().map(|r| r.created_at).collect();
-        let query = sqlx::query(
-            r#"
-insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-select key_id, request_id, request_hash, outcome::jsonb, created_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-    as r (key_id, request_id, request_hash, outcome, created_at)"#,
-        )
-        .bind(column(|r| &r.key_id)) // $1
-        .bind(column(|r| &r.request_id)) // $2
-        .bind(column(|r| &r.request_hash)) // $3
-        .bind(column(|r| &r.outcome)) // $4
-        .bind(created_at); // $5
-        self.run(query).await
+        self.run(insert_outcomes(&records)).await
     }
 
     async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
@@ -1827,6 +1847,18 @@ set member_id = $2
 where member_id = $1"#;
         self.move_member_rows(sql, from_member_id, to_member_id)
             .await
+    }
+
+    async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
+        self.load_batch(keys).await
+    }
+
+    async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>> {
+        self.reserve(sequence, count).await
+    }
+
+    async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        self.flush_changes(changes).await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

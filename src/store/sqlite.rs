@@ -48,10 +48,13 @@ use crate::domain::{
         OrderState, Posting, Program, Transaction,
     },
     ports::{
-        AccountTotal, ApiKeyRecord, DueWork, IdempotencyRecord, LedgerSnapshot, MemberLotTotals,
-        NewTransaction, Store, StoreError, StoreResult, UnitOfWork,
+        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerSnapshot,
+        Loaded, MemberLotTotals, NewTransaction, Sequence, Store, StoreError, StoreResult,
+        UnitOfWork, load_row_by_row,
     },
 };
+
+mod batch;
 
 /// The schema, the single source for both the file and the in-memory database.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -497,9 +500,10 @@ impl SqliteUnitOfWork {
         })
     }
 
-    /// One cached statement, executed once per posting (a few microseconds each).
+    /// One cached statement, executed once per posting (a few microseconds each). Postings
+    /// are numbered from 1 in order, as PostgreSQL numbers them.
     fn insert_postings(&self, transaction_id: i64, postings: &[Posting]) -> StoreResult<()> {
-        for (posting_no, posting) in postings.iter().enumerate() {
+        for (posting_no, posting) in (1_i64..).zip(postings) {
             let query = self
                 .query(
                     r"
@@ -510,7 +514,7 @@ impl SqliteUnitOfWork {
                     ",
                 )?
                 .bind(transaction_id) // ?1
-                .bind(i64::try_from(posting_no).unwrap_or(i64::MAX)) // ?2
+                .bind(posting_no) // ?2
                 .bind(&posting.from_account) // ?3
                 .bind(&posting.to_account) // ?4
                 .bind(&posting.asset) // ?5
@@ -785,19 +789,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-                values (?1, ?2, ?3, ?4, ?5)
-                ",
-            )?
-            .bind(&record.key_id) // ?1
-            .bind(&record.request_id) // ?2
-            .bind(&record.request_hash) // ?3
-            .bind(&record.outcome) // ?4
-            .bind(record.created_at.timestamp_micros()); // ?5
-        self.run(query)
+        self.insert_idempotency_row(record)
     }
 
     /// `BEGIN IMMEDIATE` already serialises writers: no row lock needed.
@@ -884,19 +876,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let query = self
-            .member_query(
-                r"
-                insert into members (
-                    member_id, display_name, state, merged_into,
-                    lifetime_earned_points, lifetime_redeemed_points, created_at
-                )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                ",
-                member,
-            )?
-            .bind(member.created_at.timestamp_micros()); // ?7
-        self.run(query)
+        self.insert_member_row(member)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -915,19 +895,8 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let query = self.member_query(
-            r"
-            update members
-            set display_name = ?2,
-                state = ?3,
-                merged_into = ?4,
-                lifetime_earned_points = ?5,
-                lifetime_redeemed_points = ?6
-            where member_id = ?1
-            ",
-            member,
-        )?;
-        self.run(query)
+        self.update_member_row(member)?;
+        Ok(())
     }
 
     async fn insert_identifier(
@@ -935,17 +904,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         member_id: &str,
         identifier: &Identifier,
     ) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into identifiers (kind, value, member_id)
-                values (?1, ?2, ?3)
-                ",
-            )?
-            .bind(&identifier.kind) // ?1
-            .bind(&identifier.value) // ?2
-            .bind(member_id); // ?3
-        self.run(query)
+        self.insert_identifier_row(member_id, identifier)
     }
 
     async fn member_by_identifier(
@@ -998,13 +957,8 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all, fields(kind = transaction.kind))]
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
-        let metadata: BTreeMap<&str, &str> = transaction
-            .metadata
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
         let transaction_id: i64 = self
-            .query(
+            .transaction_query(
                 r"
                 insert into transactions (
                     kind, member_id, occurred_at, recorded_at, channel, store_id, order_id, metadata
@@ -1012,15 +966,8 @@ impl UnitOfWork for SqliteUnitOfWork {
                 values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                 returning transaction_id
                 ",
+                transaction,
             )?
-            .bind(transaction.kind) // ?1
-            .bind(&transaction.member_id) // ?2
-            .bind(transaction.occurred_at.timestamp_micros()) // ?3
-            .bind(transaction.recorded_at.timestamp_micros()) // ?4
-            .bind(transaction.channel.map(Channel::as_str)) // ?5
-            .bind(&transaction.store_id) // ?6
-            .bind(&transaction.order_id) // ?7
-            .bind(to_json(&metadata)?) // ?8
             .fetch_one(|row| col(row, 0))?;
         self.insert_postings(transaction_id, &transaction.postings)?;
         let deltas = guarded_deltas(&transaction.postings)?;
@@ -1120,25 +1067,8 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
-        let query = self
-            .lot_query(
-                r"
-                update point_lots
-                set member_id = ?1,
-                    order_id = ?2,
-                    state = ?3,
-                    earned_at = ?4,
-                    matures_at = ?5,
-                    expires_at = ?6,
-                    original_points = ?7,
-                    remaining_points = ?8,
-                    held_points = ?9
-                where lot_id = ?10
-                ",
-                lot,
-            )?
-            .bind(lot.lot_id); // ?10
-        self.run(query)
+        self.update_lot_row(lot)?;
+        Ok(())
     }
 
     async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
@@ -1151,18 +1081,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into order_lots (order_id, lot_id, points, restored_points)
-                values (?1, ?2, ?3, ?4)
-                ",
-            )?
-            .bind(&order_lot.order_id) // ?1
-            .bind(order_lot.lot_id) // ?2
-            .bind(order_lot.points) // ?3
-            .bind(order_lot.restored_points); // ?4
-        self.run(query)
+        self.insert_order_lot_row(order_lot)
     }
 
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
@@ -1186,21 +1105,8 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                update order_lots
-                set points = ?3,
-                    restored_points = ?4
-                where order_id = ?1
-                  and lot_id = ?2
-                ",
-            )?
-            .bind(&order_lot.order_id) // ?1
-            .bind(order_lot.lot_id) // ?2
-            .bind(order_lot.points) // ?3
-            .bind(order_lot.restored_points); // ?4
-        self.run(query)
+        self.update_order_lot_row(order_lot)?;
+        Ok(())
     }
 
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
@@ -1216,22 +1122,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
-        let query = self.order_query(
-            r"
-            insert into orders (
-                order_id, member_id, state, channel, store_id, register_id, receipt_no,
-                lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-                points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                points_reversed, points_restored, occurred_at, created_at
-            )
-            values (
-                ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-                ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
-            )
-            ",
-            order,
-        )?;
-        self.run(query)
+        self.insert_order_row(order)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -1273,34 +1164,8 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
-        let query = self.order_query(
-            r"
-            update orders
-            set member_id = ?2,
-                state = ?3,
-                channel = ?4,
-                store_id = ?5,
-                register_id = ?6,
-                receipt_no = ?7,
-                lines = ?8,
-                total = ?9,
-                coupon_discount = ?10,
-                points_redeemed = ?11,
-                amount_due = ?12,
-                points_earned = ?13,
-                points_pending = ?14,
-                coupon_codes = ?15,
-                hold_expires_at = ?16,
-                refunded_amount = ?17,
-                points_reversed = ?18,
-                points_restored = ?19,
-                occurred_at = ?20,
-                created_at = ?21
-            where order_id = ?1
-            ",
-            order,
-        )?;
-        self.run(query)
+        self.update_order_row(order)?;
+        Ok(())
     }
 
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
@@ -1394,17 +1259,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        let query = self.coupon_query(
-            r"
-            insert into coupons (
-                code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                source, order_id, redeemed_at, issued_at
-            )
-            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-            ",
-            coupon,
-        )?;
-        self.run(query)
+        self.insert_coupon_row(coupon)
     }
 
     /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
@@ -1421,24 +1276,8 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        let query = self.coupon_query(
-            r"
-            update coupons
-            set campaign_id = ?2,
-                variant_id = ?3,
-                member_id = ?4,
-                state = ?5,
-                valid_from = ?6,
-                valid_until = ?7,
-                source = ?8,
-                order_id = ?9,
-                redeemed_at = ?10,
-                issued_at = ?11
-            where code = ?1
-            ",
-            coupon,
-        )?;
-        self.run(query)
+        self.update_coupon_row(coupon)?;
+        Ok(())
     }
 
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
@@ -1475,6 +1314,23 @@ impl UnitOfWork for SqliteUnitOfWork {
             where member_id = ?2
             ";
         self.move_member_rows(sql, from_member_id, to_member_id)
+    }
+
+    /// Row by row (a lookup here costs microseconds, not a round trip), with every balance of
+    /// the accounts it covers.
+    async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
+        let mut loaded = load_row_by_row(self, keys).await?;
+        self.complete_balances(keys, &mut loaded)?;
+        Ok(loaded)
+    }
+
+    async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>> {
+        self.reserve(sequence, count)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        self.write_changes(changes)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1665,6 +1521,30 @@ type AuthorizedOrder = (String, i64);
 // Binding: one function per table binds the columns its insert and its update share.
 
 impl SqliteUnitOfWork {
+    /// Every column of a transaction but `transaction_id` (AUTOINCREMENT picks it, or a batch
+    /// binds the one it reserved as ?9).
+    fn transaction_query<'c>(
+        &'c self,
+        sql: &str,
+        transaction: &NewTransaction,
+    ) -> StoreResult<Query<'c>> {
+        let metadata: BTreeMap<&str, &str> = transaction
+            .metadata
+            .iter()
+            .map(|(key, value)| (key.as_str(), value.as_str()))
+            .collect();
+        Ok(self
+            .query(sql)?
+            .bind(transaction.kind) // ?1
+            .bind(&transaction.member_id) // ?2
+            .bind(transaction.occurred_at.timestamp_micros()) // ?3
+            .bind(transaction.recorded_at.timestamp_micros()) // ?4
+            .bind(transaction.channel.map(Channel::as_str)) // ?5
+            .bind(&transaction.store_id) // ?6
+            .bind(&transaction.order_id) // ?7
+            .bind(to_json(&metadata)?)) // ?8
+    }
+
     /// `member_id` (?1) to `lifetime_redeemed_points` (?6); the insert adds `created_at` (?7).
     fn member_query<'c>(&'c self, sql: &str, member: &MemberRow) -> StoreResult<Query<'c>> {
         Ok(self

@@ -1,12 +1,13 @@
 //! Group commit: one failing command in a batch fails alone; the others commit; a request_id
-//! used twice in one batch has one effect.
+//! used twice in one batch has one effect; a later command sees an earlier one's effects before
+//! anything is committed.
 
 use omo::{
     domain::{
         Money,
         auth::Role,
-        command::{Command, OrderRequest},
-        model::{Channel, LineItem, MemberRef},
+        command::{Command, OrderRequest, RefundScope},
+        model::{Channel, Identifier, LineItem, MemberRef, Store},
     },
     engine::BatchItem,
 };
@@ -16,12 +17,22 @@ use crate::helpers::TestApp;
 crate::both_backends! {
     a_failing_command_does_not_sink_its_batch => a_failing_command_does_not_sink_its_batch,
     a_request_id_twice_in_one_batch_has_one_effect => a_request_id_twice_in_one_batch_has_one_effect,
+    a_batch_sees_its_own_effects => a_batch_sees_its_own_effects,
 }
 
 fn sale(member_id: &str, receipt_no: &str, points: i64) -> Command {
-    Command::RecordSale(OrderRequest {
+    Command::RecordSale(order(
+        MemberRef::Id(member_id.to_string()),
+        receipt_no,
+        points,
+    ))
+}
+
+/// A ¥1,000 register order at shibuya redeeming `points` (`receipt_no` also names the order).
+fn order(member: MemberRef, receipt_no: &str, points: i64) -> OrderRequest {
+    OrderRequest {
         order_id: format!("batch-{receipt_no}"),
-        member: MemberRef::Id(member_id.to_string()),
+        member,
         channel: Channel::Store,
         store_id: "shibuya".into(),
         register_id: "1".into(),
@@ -36,7 +47,7 @@ fn sale(member_id: &str, receipt_no: &str, points: i64) -> Command {
         coupon_codes: vec![],
         receipt_no: receipt_no.into(),
         occurred_at: None,
-    })
+    }
 }
 
 /// An admin caller, and a maker of batch items for it.
@@ -114,5 +125,105 @@ async fn a_request_id_twice_in_one_batch_has_one_effect(app: &TestApp) {
     assert!(reused.contains("request_id"), "{reused}");
     // 100 − 50 + floor(950 × 1 %)
     assert_eq!(app.available(&member_id).await, 59);
+    app.verify_ok().await;
+}
+
+async fn a_batch_sees_its_own_effects(app: &TestApp) {
+    // Arrange: a member created, credited, and then buying, all in one group commit, with a
+    // refused command in the middle and an admin write (which takes the row-level path) beside.
+    let engine = app.app().engine();
+    let item = admin_items(app).await;
+    let card = Identifier {
+        kind: "card".into(),
+        value: "mix-1".into(),
+    };
+    let by_card = || MemberRef::Identifier(card.clone());
+    let mut authorize = order(by_card(), "M1", 30);
+    authorize.receipt_no = String::new();
+    let store = Store {
+        store_id: "namba".into(),
+        name: "Namba".into(),
+        location: omo::domain::model::LatLng {
+            latitude: 34.66,
+            longitude: 135.50,
+        },
+        time_zone: "Asia/Tokyo".into(),
+        geofence_radius_m: 100.0,
+        geofence_polygon: vec![],
+    };
+
+    // Act
+    let results = engine
+        .execute_batch(vec![
+            item(
+                "m-create",
+                Command::CreateMember {
+                    identifiers: vec![card.clone()],
+                    display_name: "Mix".into(),
+                },
+            ),
+            item("m-store", Command::CreateStore(store)),
+            item(
+                "m-grant",
+                Command::AdjustPoints {
+                    member: by_card(),
+                    points: 100,
+                    reason: "welcome".into(),
+                },
+            ),
+            item("m-auth", Command::Authorize(authorize)),
+            item(
+                "m-capture",
+                Command::Capture {
+                    order_id: "batch-M1".into(),
+                },
+            ),
+            item(
+                "m-void",
+                Command::Void {
+                    order_id: "batch-M1".into(),
+                },
+            ),
+            item(
+                "m-refund",
+                Command::Refund {
+                    order_id: "batch-M1".into(),
+                    scope: RefundScope::Amount("1000".parse().unwrap()),
+                },
+            ),
+            item("m-sale", Command::RecordSale(order(by_card(), "M2", 100))),
+            item("m-over", Command::RecordSale(order(by_card(), "M3", 10))),
+        ])
+        .await;
+
+    // Assert: every command but the void (after the capture) and the last sale (9 points left,
+    // 10 asked) went through, each on what the ones before it did.
+    let outcome: Vec<Result<(), String>> = results
+        .iter()
+        .map(|r| r.as_ref().map(|_| ()).map_err(|e| e.to_string()))
+        .collect();
+    for (i, result) in outcome.iter().enumerate() {
+        match i {
+            5 => assert!(
+                result
+                    .as_ref()
+                    .is_err_and(|e| e.contains("void is not allowed")),
+                "{i}: {result:?}"
+            ),
+            8 => assert!(
+                result
+                    .as_ref()
+                    .is_err_and(|e| e.contains("not enough points")),
+                "{i}: {result:?}"
+            ),
+            _ => assert!(result.is_ok(), "{i}: {result:?}"),
+        }
+    }
+    // 100 granted; the order held and spent 30 and earned floor(970 × 1 %) = 9; its full
+    // refund gave the 30 back and took the 9; the sale spent all 100 and earned floor(900 × 1 %).
+    let Ok(omo::domain::command::Reply::Member(member)) = &results[0] else {
+        panic!("a member: {:?}", results[0]);
+    };
+    assert_eq!(app.available(&member.member_id).await, 9);
     app.verify_ok().await;
 }

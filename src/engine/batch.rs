@@ -1,0 +1,1077 @@
+//! A batch decided in memory. The writer gathers a batch of commands, reads everything they
+//! touch with one [`UnitOfWork::load`], runs each command against an [`InMemory`] view of those
+//! rows, and writes what the batch changed with one [`UnitOfWork::flush`] before it commits.
+//!
+//! [`InMemory`] speaks the same row-level port the commands are written against, so every
+//! business rule stays written once. Reads come from the loaded rows; a row the load did not
+//! foresee (a campaign issuing on capture, the lot a refund restores) is read from the
+//! database inside the same transaction and kept. Writes only change the rows in memory, each
+//! logged with the value it replaced: a refused command is undone by rolling that log back (no
+//! database savepoints), and a later command in the batch sees an earlier one's effects.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+
+use super::writer::Job;
+use crate::domain::{
+    Account,
+    command::Command,
+    coupon::{Campaign, Coupon},
+    model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store, Transaction},
+    ports::{
+        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerSnapshot,
+        Loaded, NewTransaction, Sequence, StoreError, StoreResult, UnitOfWork,
+    },
+};
+
+/// Ids reserved from the database at a time: one round trip serves a batch of 64 commands.
+const ID_BLOCK: usize = 64;
+
+/// Whether a command runs in an in-memory batch. The others (merges, admin writes) are rare and
+/// touch whole sets of rows (every lot and coupon of a member), so they keep the row-level path.
+pub(super) fn runs_in_memory(command: &Command) -> bool {
+    !matches!(
+        command,
+        Command::MergeMembers { .. }
+            | Command::CreateStore(_)
+            | Command::UpdateProgram { .. }
+            | Command::CreateCampaign(_)
+    )
+}
+
+/// What a batch of commands will touch.
+pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
+    let mut keys = Keys::default();
+    let member = |keys: &mut Keys, member: &MemberRef| match member {
+        MemberRef::Id(member_id) => keys.member_ids.push(member_id.clone()),
+        MemberRef::Identifier(identifier) => keys.identifiers.push(identifier.clone()),
+    };
+    for job in jobs {
+        if let Some(key) = &job.idempotency {
+            keys.idempotency
+                .push((key.key_id.clone(), key.request_id.clone()));
+        }
+        match &job.command {
+            Command::CreateMember { identifiers, .. } => {
+                keys.identifiers.extend(identifiers.iter().cloned());
+            }
+            Command::LinkIdentifier {
+                member: who,
+                identifier,
+            } => {
+                member(&mut keys, who);
+                keys.identifiers.push(identifier.clone());
+            }
+            Command::AdjustPoints { member: who, .. }
+            | Command::IssueCoupon { member: who, .. } => {
+                member(&mut keys, who);
+            }
+            Command::Authorize(request) | Command::RecordSale(request) => {
+                member(&mut keys, &request.member);
+                keys.order_ids.push(request.order_id.clone());
+                keys.coupon_codes
+                    .extend(request.coupon_codes.iter().cloned());
+                if !request.receipt_no.is_empty() {
+                    keys.receipts.push((
+                        request.store_id.clone(),
+                        request.register_id.clone(),
+                        request.receipt_no.clone(),
+                    ));
+                }
+            }
+            Command::Capture { order_id }
+            | Command::Void { order_id }
+            | Command::Refund { order_id, .. } => keys.order_ids.push(order_id.clone()),
+            Command::MergeMembers { .. }
+            | Command::CreateStore(_)
+            | Command::UpdateProgram { .. }
+            | Command::CreateCampaign(_) => {}
+        }
+    }
+    keys
+}
+
+/// Rows of one table as a batch sees them: `None` is a row known to be absent. Every write is
+/// logged with what it replaced, so the writes after a mark can be undone.
+#[derive(Debug)]
+struct Table<K, V> {
+    rows: HashMap<K, Option<V>>,
+    log: Vec<(K, Option<Option<V>>)>,
+}
+
+impl<K, V> Default for Table<K, V> {
+    fn default() -> Self {
+        Self {
+            rows: HashMap::new(),
+            log: Vec::new(),
+        }
+    }
+}
+
+impl<K: Eq + Hash + Clone, V: Clone + PartialEq> Table<K, V> {
+    /// `None`: not read yet; `Some(None)`: known absent.
+    fn cached(&self, key: &K) -> Option<Option<&V>> {
+        self.rows.get(key).map(Option::as_ref)
+    }
+
+    /// Keeps a row as read from the database; never replaces what the batch already has.
+    fn fill(&mut self, key: K, row: Option<V>) {
+        self.rows.entry(key).or_insert(row);
+    }
+
+    /// Replaces a row read again under a lock, unless the batch has written it already.
+    fn refill(&mut self, key: K, row: Option<V>) {
+        if !self.log.iter().any(|(logged, _)| *logged == key) {
+            self.rows.insert(key, row);
+        }
+    }
+
+    fn put(&mut self, key: K, row: V) {
+        let replaced = self.rows.insert(key.clone(), Some(row));
+        self.log.push((key, replaced));
+    }
+
+    fn mark(&self) -> usize {
+        self.log.len()
+    }
+
+    fn rollback(&mut self, mark: usize) {
+        for (key, replaced) in self.log.drain(mark..).rev() {
+            match replaced {
+                Some(row) => self.rows.insert(key, row),
+                None => self.rows.remove(&key),
+            };
+        }
+    }
+
+    fn present(&self) -> impl Iterator<Item = &V> {
+        self.rows.values().flatten()
+    }
+
+    /// Rows the batch changed, in the order it first wrote them: (key, as read, as now).
+    fn changes(&self) -> Vec<(&K, Option<&V>, &V)> {
+        let mut seen = HashSet::new();
+        self.log
+            .iter()
+            .filter(|(key, _)| seen.insert(key))
+            .filter_map(|(key, replaced)| {
+                let now = self.rows.get(key)?.as_ref()?;
+                let before = replaced.as_ref().and_then(Option::as_ref);
+                (before != Some(now)).then_some((key, before, now))
+            })
+            .collect()
+    }
+
+    /// (new rows, changed rows), cloned for a [`ChangeSet`].
+    fn split_changes(&self) -> (Vec<V>, Vec<V>) {
+        let mut new = Vec::new();
+        let mut changed = Vec::new();
+        for (_, before, now) in self.changes() {
+            match before {
+                None => new.push(now.clone()),
+                Some(_) => changed.push(now.clone()),
+            }
+        }
+        (new, changed)
+    }
+}
+
+/// Where every table's log stood when a command began.
+#[derive(Debug, Clone, Copy)]
+struct Marks {
+    outcomes: usize,
+    identifiers: usize,
+    member_identifiers: usize,
+    members: usize,
+    lots: usize,
+    balances: usize,
+    orders: usize,
+    receipts: usize,
+    order_lots: usize,
+    coupons: usize,
+    transactions: usize,
+}
+
+type Receipt = (String, String, String);
+
+/// The rows of a batch, as its commands have left them so far.
+#[derive(Debug, Default)]
+struct Rows {
+    outcomes: Table<(String, String), IdempotencyRecord>,
+    identifiers: Table<Identifier, String>,
+    /// Every identifier of a member (the member's reply lists them).
+    member_identifiers: Table<String, Vec<Identifier>>,
+    members: Table<String, MemberRow>,
+    /// Members and orders whose rows were read under a lock (a row read without one is read
+    /// again when a command wants it locked).
+    locked_members: HashSet<String>,
+    locked_orders: HashSet<String>,
+    locked_coupons: HashSet<String>,
+    locked_campaigns: HashSet<String>,
+    lots: Table<i64, Lot>,
+    /// Members all of whose live lots are in `lots`.
+    lots_of: HashSet<String>,
+    balances: Table<(String, String), i64>,
+    /// Accounts all of whose stored balances are in `balances` (a missing asset is zero).
+    complete_accounts: HashSet<String>,
+    orders: Table<String, Order>,
+    receipts: Table<Receipt, String>,
+    order_lots: Table<(String, i64), OrderLot>,
+    /// Orders all of whose order lots are in `order_lots`.
+    order_lots_of: HashSet<String>,
+    coupons: Table<String, Coupon>,
+    /// Orders all of whose coupons are in `coupons`.
+    coupons_of: HashSet<String>,
+    campaigns: HashMap<String, Option<Campaign>>,
+    public_codes: HashMap<String, Option<String>>,
+    /// Coupons the database counted per (campaign, member or all); the batch's own new coupons
+    /// are counted from `coupons`.
+    stored_coupon_counts: HashMap<(String, Option<String>), i64>,
+    transactions: Vec<(i64, NewTransaction)>,
+    free_ids: HashMap<Sequence, VecDeque<i64>>,
+}
+
+impl Rows {
+    fn from_loaded(keys: &Keys, loaded: Loaded) -> Rows {
+        let mut rows = Rows::default();
+        for record in loaded.idempotency {
+            let key = (record.key_id.clone(), record.request_id.clone());
+            rows.outcomes.fill(key, Some(record));
+        }
+        for key in &keys.idempotency {
+            rows.outcomes.fill(key.clone(), None);
+        }
+        for (identifier, member_id) in loaded.identifiers {
+            rows.identifiers.fill(identifier, Some(member_id));
+        }
+        for identifier in &keys.identifiers {
+            rows.identifiers.fill(identifier.clone(), None);
+        }
+        for member in loaded.members {
+            rows.lots_of.insert(member.member_id.clone());
+            rows.locked_members.insert(member.member_id.clone());
+            rows.members.fill(member.member_id.clone(), Some(member));
+        }
+        for member_id in &keys.member_ids {
+            rows.members.fill(member_id.clone(), None);
+        }
+        for lot in loaded.lots {
+            rows.lots.fill(lot.lot_id, Some(lot));
+        }
+        for balance in loaded.balances {
+            rows.balances
+                .fill((balance.account, balance.asset), Some(balance.amount));
+        }
+        rows.complete_accounts.extend(loaded.complete_accounts);
+        for order in loaded.orders {
+            rows.locked_orders.insert(order.order_id.clone());
+            rows.order_lots_of.insert(order.order_id.clone());
+            rows.coupons_of.insert(order.order_id.clone());
+            rows.orders.fill(order.order_id.clone(), Some(order));
+        }
+        for order_id in &keys.order_ids {
+            if rows.orders.cached(order_id).is_none() {
+                // No such order: nothing refers to it yet.
+                rows.order_lots_of.insert(order_id.clone());
+                rows.coupons_of.insert(order_id.clone());
+                rows.orders.fill(order_id.clone(), None);
+            }
+        }
+        for order_lot in loaded.order_lots {
+            let key = (order_lot.order_id.clone(), order_lot.lot_id);
+            rows.order_lots.fill(key, Some(order_lot));
+        }
+        for coupon in loaded.coupons {
+            rows.locked_coupons.insert(coupon.code.clone());
+            rows.coupons.fill(coupon.code.clone(), Some(coupon));
+        }
+        for code in &keys.coupon_codes {
+            rows.coupons.fill(code.clone(), None);
+        }
+        for (receipt, order_id) in loaded.receipts {
+            rows.receipts.fill(receipt, Some(order_id));
+        }
+        for receipt in &keys.receipts {
+            rows.receipts.fill(receipt.clone(), None);
+        }
+        rows
+    }
+
+    fn marks(&self) -> Marks {
+        Marks {
+            outcomes: self.outcomes.mark(),
+            identifiers: self.identifiers.mark(),
+            member_identifiers: self.member_identifiers.mark(),
+            members: self.members.mark(),
+            lots: self.lots.mark(),
+            balances: self.balances.mark(),
+            orders: self.orders.mark(),
+            receipts: self.receipts.mark(),
+            order_lots: self.order_lots.mark(),
+            coupons: self.coupons.mark(),
+            transactions: self.transactions.len(),
+        }
+    }
+
+    fn rollback(&mut self, marks: Marks) {
+        self.outcomes.rollback(marks.outcomes);
+        self.identifiers.rollback(marks.identifiers);
+        self.member_identifiers.rollback(marks.member_identifiers);
+        self.members.rollback(marks.members);
+        self.lots.rollback(marks.lots);
+        self.balances.rollback(marks.balances);
+        self.orders.rollback(marks.orders);
+        self.receipts.rollback(marks.receipts);
+        self.order_lots.rollback(marks.order_lots);
+        self.coupons.rollback(marks.coupons);
+        self.transactions.truncate(marks.transactions);
+    }
+
+    /// What the batch changed, for [`UnitOfWork::flush`].
+    fn changes(&self) -> ChangeSet {
+        debug_assert!(
+            self.balances.present().all(|amount| *amount >= 0),
+            "a guarded balance below zero reached the flush"
+        );
+        let (new_members, changed_members) = self.members.split_changes();
+        let (new_lots, changed_lots) = self.lots.split_changes();
+        let (new_orders, changed_orders) = self.orders.split_changes();
+        let (new_order_lots, changed_order_lots) = self.order_lots.split_changes();
+        let (new_coupons, changed_coupons) = self.coupons.split_changes();
+        let (outcomes, _) = self.outcomes.split_changes();
+        let new_identifiers = self
+            .identifiers
+            .changes()
+            .into_iter()
+            .filter(|(_, before, _)| before.is_none())
+            .map(|(identifier, _, member_id)| (identifier.clone(), member_id.clone()))
+            .collect();
+        let mut balance_deltas: Vec<AccountTotal> = self
+            .balances
+            .changes()
+            .into_iter()
+            .map(|((account, asset), before, now)| AccountTotal {
+                account: account.clone(),
+                asset: asset.clone(),
+                amount: now - before.copied().unwrap_or(0),
+            })
+            .filter(|delta| delta.amount != 0)
+            .collect();
+        balance_deltas.sort_by(|a, b| (&a.account, &a.asset).cmp(&(&b.account, &b.asset)));
+        ChangeSet {
+            new_members,
+            changed_members,
+            new_identifiers,
+            transactions: self.transactions.clone(),
+            balance_deltas,
+            new_lots,
+            changed_lots,
+            new_orders,
+            changed_orders,
+            new_order_lots,
+            changed_order_lots,
+            new_coupons,
+            changed_coupons,
+            outcomes,
+        }
+    }
+}
+
+/// The port as a batch's commands see it: rows in memory over the batch's database transaction.
+pub(super) struct InMemory<'db> {
+    db: &'db mut dyn UnitOfWork,
+    rows: Rows,
+    /// The open command's savepoint.
+    savepoint: Option<Marks>,
+}
+
+impl<'db> InMemory<'db> {
+    pub fn new(db: &'db mut dyn UnitOfWork, keys: &Keys, loaded: Loaded) -> Self {
+        Self {
+            db,
+            rows: Rows::from_loaded(keys, loaded),
+            savepoint: None,
+        }
+    }
+
+    /// What the batch's commands changed, to flush.
+    pub fn changes(&self) -> ChangeSet {
+        self.rows.changes()
+    }
+
+    async fn next_id(&mut self, sequence: Sequence) -> StoreResult<i64> {
+        let free = self.rows.free_ids.entry(sequence).or_default();
+        if free.is_empty() {
+            free.extend(self.db.reserve_ids(sequence, ID_BLOCK).await?);
+        }
+        free.pop_front()
+            .ok_or_else(|| StoreError::Database(format!("no {sequence:?} id was reserved").into()))
+    }
+
+    /// A stored balance as the batch has it.
+    async fn balance_of(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        let key = (account.to_string(), asset.to_string());
+        if let Some(amount) = self.rows.balances.cached(&key) {
+            return Ok(amount.copied().unwrap_or(0));
+        }
+        let amount = if self.rows.complete_accounts.contains(account) {
+            0
+        } else {
+            self.db.balance(account, asset).await?
+        };
+        self.rows.balances.fill(key, Some(amount));
+        Ok(amount)
+    }
+
+    /// Makes sure every live lot of a member is in memory.
+    async fn load_lots_of(&mut self, member_id: &str) -> StoreResult<()> {
+        if !self.rows.lots_of.contains(member_id) {
+            for lot in self.db.member_lots(member_id).await? {
+                self.rows.lots.fill(lot.lot_id, Some(lot));
+            }
+            self.rows.lots_of.insert(member_id.to_string());
+        }
+        Ok(())
+    }
+
+    async fn load_identifiers_of(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
+        let key = member_id.to_string();
+        if let Some(identifiers) = self.rows.member_identifiers.cached(&key) {
+            return Ok(identifiers.cloned().unwrap_or_default());
+        }
+        let identifiers = self.db.identifiers(member_id).await?;
+        self.rows
+            .member_identifiers
+            .fill(key, Some(identifiers.clone()));
+        Ok(identifiers)
+    }
+}
+
+/// An operation the in-memory batch does not offer: only the commands of [`runs_in_memory`]
+/// run in it, so reaching this is a bug. It fails the command (and so its batch), which then
+/// runs again on its own through the row-level path.
+fn not_in_batch(operation: &str) -> StoreError {
+    tracing::error!(
+        operation,
+        "an operation reached an in-memory batch that does not offer it"
+    );
+    StoreError::Database(format!("{operation} does not run in an in-memory batch").into())
+}
+
+/// Is the stored account `name` guarded (a member or hold account with a stored balance)?
+fn is_guarded(name: &str) -> bool {
+    Account::parse(name).is_some_and(|account| account.is_guarded())
+}
+
+#[async_trait]
+impl UnitOfWork for InMemory<'_> {
+    async fn commit(self: Box<Self>) -> StoreResult<()> {
+        Err(not_in_batch("commit"))
+    }
+
+    async fn savepoint(&mut self) -> StoreResult<()> {
+        self.savepoint = Some(self.rows.marks());
+        Ok(())
+    }
+
+    async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
+        let marks = self
+            .savepoint
+            .ok_or_else(|| StoreError::Database("no savepoint to roll back to".into()))?;
+        self.rows.rollback(marks);
+        Ok(())
+    }
+
+    async fn release_savepoint(&mut self) -> StoreResult<()> {
+        self.savepoint = None;
+        Ok(())
+    }
+
+    async fn insert_api_key(&mut self, _key: &ApiKeyRecord) -> StoreResult<()> {
+        Err(not_in_batch("insert_api_key"))
+    }
+
+    async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
+        self.db.find_api_key(key_hash).await
+    }
+
+    async fn find_idempotency(
+        &mut self,
+        key_id: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let key = (key_id.to_string(), request_id.to_string());
+        if let Some(record) = self.rows.outcomes.cached(&key) {
+            return Ok(record.cloned());
+        }
+        let record = self.db.find_idempotency(key_id, request_id).await?;
+        self.rows.outcomes.fill(key, record.clone());
+        Ok(record)
+    }
+
+    async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
+        let key = (record.key_id.clone(), record.request_id.clone());
+        self.rows.outcomes.put(key, record.clone());
+        Ok(())
+    }
+
+    async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
+        if lock {
+            return Err(not_in_batch("load_program(lock)"));
+        }
+        self.db.load_program(false).await
+    }
+
+    async fn save_program(&mut self, _program: &Program) -> StoreResult<()> {
+        Err(not_in_batch("save_program"))
+    }
+
+    async fn ensure_program(&mut self, _program: &Program) -> StoreResult<()> {
+        Err(not_in_batch("ensure_program"))
+    }
+
+    async fn insert_store(&mut self, _store: &Store) -> StoreResult<()> {
+        Err(not_in_batch("insert_store"))
+    }
+
+    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<Store>> {
+        self.db.get_store(store_id).await
+    }
+
+    async fn list_stores(&mut self) -> StoreResult<Vec<Store>> {
+        self.db.list_stores().await
+    }
+
+    async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
+        let member_id = member.member_id.clone();
+        // A new member has nothing stored yet.
+        self.rows.lots_of.insert(member_id.clone());
+        for account in [
+            Account::Member(member_id.clone()),
+            Account::MemberPending(member_id.clone()),
+        ] {
+            self.rows.complete_accounts.insert(account.to_string());
+        }
+        self.rows.locked_members.insert(member_id.clone());
+        self.rows
+            .member_identifiers
+            .put(member_id.clone(), Vec::new());
+        self.rows.members.put(member_id, member.clone());
+        Ok(())
+    }
+
+    async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
+        let key = member_id.to_string();
+        let cached = self.rows.members.cached(&key).map(|row| row.cloned());
+        match cached {
+            Some(row) if !lock || row.is_none() || self.rows.locked_members.contains(member_id) => {
+                Ok(row)
+            }
+            _ => {
+                let row = self.db.get_member(member_id, lock).await?;
+                if lock {
+                    self.rows.locked_members.insert(key.clone());
+                }
+                self.rows.members.refill(key.clone(), row);
+                Ok(self.rows.members.cached(&key).flatten().cloned())
+            }
+        }
+    }
+
+    async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
+        self.rows
+            .members
+            .put(member.member_id.clone(), member.clone());
+        Ok(())
+    }
+
+    async fn insert_identifier(
+        &mut self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()> {
+        let mut identifiers = self.load_identifiers_of(member_id).await?;
+        identifiers.push(identifier.clone());
+        identifiers.sort();
+        self.rows
+            .member_identifiers
+            .put(member_id.to_string(), identifiers);
+        self.rows
+            .identifiers
+            .put(identifier.clone(), member_id.to_string());
+        Ok(())
+    }
+
+    async fn member_by_identifier(
+        &mut self,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        if let Some(member_id) = self.rows.identifiers.cached(identifier) {
+            return Ok(member_id.cloned());
+        }
+        let member_id = self.db.member_by_identifier(identifier).await?;
+        self.rows
+            .identifiers
+            .fill(identifier.clone(), member_id.clone());
+        Ok(member_id)
+    }
+
+    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
+        self.load_identifiers_of(member_id).await
+    }
+
+    async fn move_identifiers(&mut self, _from: &str, _to: &str) -> StoreResult<()> {
+        Err(not_in_batch("move_identifiers"))
+    }
+
+    async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
+        // Each posting moves a positive amount between two accounts, so every transaction
+        // balances per asset by construction; a posting that does not is a bug upstream.
+        if let Some(posting) = transaction
+            .postings
+            .iter()
+            .find(|p| p.amount <= 0 || p.from_account == p.to_account)
+        {
+            return Err(StoreError::Database(
+                format!(
+                    "a {} transaction has a malformed posting: {posting:?}",
+                    transaction.kind
+                )
+                .into(),
+            ));
+        }
+        // Every guarded balance the postings change, as it will stand; none may go below zero.
+        let mut balances: Vec<((String, String), i64)> = Vec::new();
+        for posting in &transaction.postings {
+            for (account, sign) in [(&posting.from_account, -1), (&posting.to_account, 1)] {
+                if !is_guarded(account) {
+                    continue;
+                }
+                let key = (account.clone(), posting.asset.clone());
+                let at = match balances.iter().position(|(k, _)| *k == key) {
+                    Some(at) => at,
+                    None => {
+                        let stored = self.balance_of(account, &posting.asset).await?;
+                        balances.push((key, stored));
+                        balances.len() - 1
+                    }
+                };
+                balances[at].1 += sign * posting.amount;
+            }
+        }
+        if let Some(((account, asset), _)) = balances.iter().find(|(_, amount)| *amount < 0) {
+            return Err(StoreError::Database(
+                format!("the {asset} balance of {account} would go below zero").into(),
+            ));
+        }
+        let transaction_id = self.next_id(Sequence::Transactions).await?;
+        for (key, amount) in balances {
+            self.rows.balances.put(key, amount);
+        }
+        self.rows
+            .transactions
+            .push((transaction_id, transaction.clone()));
+        Ok(transaction_id)
+    }
+
+    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        self.balance_of(account, asset).await
+    }
+
+    async fn member_transactions(
+        &mut self,
+        _member_id: &str,
+        _before_transaction_id: Option<i64>,
+        _limit: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        Err(not_in_batch("member_transactions"))
+    }
+
+    async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
+        let lot_id = self.next_id(Sequence::Lots).await?;
+        let lot = Lot {
+            lot_id,
+            ..lot.clone()
+        };
+        self.rows.lots.put(lot_id, lot);
+        Ok(lot_id)
+    }
+
+    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
+        self.load_lots_of(member_id).await?;
+        let mut lots: Vec<Lot> = self
+            .rows
+            .lots
+            .present()
+            .filter(|lot| lot.member_id == member_id && lot.remaining_points > 0)
+            .cloned()
+            .collect();
+        // As the stores order them: soonest expiry first, never-expiring last.
+        lots.sort_by_key(|lot| (lot.expires_at.is_none(), lot.expires_at, lot.lot_id));
+        Ok(lots)
+    }
+
+    async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
+        self.rows.lots.put(lot.lot_id, lot.clone());
+        Ok(())
+    }
+
+    async fn move_lots(&mut self, _from: &str, _to: &str) -> StoreResult<()> {
+        Err(not_in_batch("move_lots"))
+    }
+
+    async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
+        let key = (order_lot.order_id.clone(), order_lot.lot_id);
+        self.rows.order_lots.put(key, order_lot.clone());
+        Ok(())
+    }
+
+    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
+        if !self.rows.order_lots_of.contains(order_id) {
+            for order_lot in self.db.order_lots(order_id).await? {
+                let key = (order_lot.order_id.clone(), order_lot.lot_id);
+                self.rows.order_lots.fill(key, Some(order_lot));
+            }
+            self.rows.order_lots_of.insert(order_id.to_string());
+        }
+        let mut order_lots: Vec<OrderLot> = self
+            .rows
+            .order_lots
+            .present()
+            .filter(|order_lot| order_lot.order_id == order_id)
+            .cloned()
+            .collect();
+        order_lots.sort_by_key(|order_lot| order_lot.lot_id);
+        Ok(order_lots)
+    }
+
+    async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
+        self.insert_order_lot(order_lot).await
+    }
+
+    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
+        if let Some(lot) = self.rows.lots.cached(&lot_id) {
+            return Ok(lot.cloned());
+        }
+        let lot = self.db.get_lot(lot_id).await?;
+        self.rows.lots.fill(lot_id, lot.clone());
+        Ok(lot)
+    }
+
+    async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
+        let order_id = order.order_id.clone();
+        if !order.receipt_no.is_empty() {
+            let receipt = (
+                order.store_id.clone(),
+                order.register_id.clone(),
+                order.receipt_no.clone(),
+            );
+            self.rows.receipts.put(receipt, order_id.clone());
+        }
+        // A new order has no lots, coupons or hold yet.
+        self.rows.order_lots_of.insert(order_id.clone());
+        self.rows.coupons_of.insert(order_id.clone());
+        self.rows
+            .complete_accounts
+            .insert(Account::Hold(order_id.clone()).to_string());
+        self.rows.locked_orders.insert(order_id.clone());
+        self.rows.orders.put(order_id, order.clone());
+        Ok(())
+    }
+
+    async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
+        let key = order_id.to_string();
+        let cached = self.rows.orders.cached(&key).map(|row| row.cloned());
+        match cached {
+            Some(row) if !lock || row.is_none() || self.rows.locked_orders.contains(order_id) => {
+                Ok(row)
+            }
+            _ => {
+                let row = self.db.get_order(order_id, lock).await?;
+                if lock {
+                    self.rows.locked_orders.insert(key.clone());
+                }
+                self.rows.orders.refill(key.clone(), row);
+                Ok(self.rows.orders.cached(&key).flatten().cloned())
+            }
+        }
+    }
+
+    async fn order_by_receipt(
+        &mut self,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<String>> {
+        let key = (
+            store_id.to_string(),
+            register_id.to_string(),
+            receipt_no.to_string(),
+        );
+        if let Some(order_id) = self.rows.receipts.cached(&key) {
+            return Ok(order_id.cloned());
+        }
+        let order_id = self
+            .db
+            .order_by_receipt(store_id, register_id, receipt_no)
+            .await?;
+        self.rows.receipts.fill(key, order_id.clone());
+        Ok(order_id)
+    }
+
+    async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
+        self.rows.orders.put(order.order_id.clone(), order.clone());
+        Ok(())
+    }
+
+    async fn member_has_open_orders(&mut self, _member_id: &str) -> StoreResult<bool> {
+        Err(not_in_batch("member_has_open_orders"))
+    }
+
+    async fn insert_campaign(&mut self, _campaign: &Campaign) -> StoreResult<()> {
+        Err(not_in_batch("insert_campaign"))
+    }
+
+    async fn get_campaign(
+        &mut self,
+        campaign_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<Campaign>> {
+        let locked = self.rows.locked_campaigns.contains(campaign_id);
+        if let Some(campaign) = self.rows.campaigns.get(campaign_id)
+            && (locked || !lock)
+        {
+            return Ok(campaign.clone());
+        }
+        let campaign = self.db.get_campaign(campaign_id, lock).await?;
+        if lock {
+            // Counts read before the lock may have changed since.
+            self.rows
+                .stored_coupon_counts
+                .retain(|(counted, _), _| counted != campaign_id);
+            self.rows.locked_campaigns.insert(campaign_id.to_string());
+        }
+        self.rows
+            .campaigns
+            .insert(campaign_id.to_string(), campaign.clone());
+        Ok(campaign)
+    }
+
+    async fn campaign_by_public_code(
+        &mut self,
+        public_code: &str,
+    ) -> StoreResult<Option<Campaign>> {
+        let campaign_id = match self.rows.public_codes.get(public_code) {
+            Some(campaign_id) => campaign_id.clone(),
+            None => {
+                let campaign = self.db.campaign_by_public_code(public_code).await?;
+                let campaign_id = campaign.as_ref().map(|c| c.campaign_id.clone());
+                if let Some(campaign) = campaign {
+                    self.rows
+                        .campaigns
+                        .entry(campaign.campaign_id.clone())
+                        .or_insert(Some(campaign));
+                }
+                self.rows
+                    .public_codes
+                    .insert(public_code.to_string(), campaign_id.clone());
+                campaign_id
+            }
+        };
+        match campaign_id {
+            Some(campaign_id) => self.get_campaign(&campaign_id, false).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
+        self.db.list_campaigns().await
+    }
+
+    async fn count_coupons(
+        &mut self,
+        campaign_id: &str,
+        member_id: Option<&str>,
+    ) -> StoreResult<i64> {
+        let key = (campaign_id.to_string(), member_id.map(str::to_string));
+        let stored = match self.rows.stored_coupon_counts.get(&key) {
+            Some(count) => *count,
+            None => {
+                let count = self.db.count_coupons(campaign_id, member_id).await?;
+                self.rows.stored_coupon_counts.insert(key, count);
+                count
+            }
+        };
+        let issued_here = self
+            .rows
+            .coupons
+            .changes()
+            .into_iter()
+            .filter(|(_, before, coupon)| {
+                before.is_none()
+                    && coupon.campaign_id == campaign_id
+                    && member_id.is_none_or(|member_id| coupon.member_id == member_id)
+            })
+            .count();
+        Ok(stored + i64::try_from(issued_here).unwrap_or(i64::MAX))
+    }
+
+    async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
+        self.rows.locked_coupons.insert(coupon.code.clone());
+        self.rows.coupons.put(coupon.code.clone(), coupon.clone());
+        Ok(())
+    }
+
+    async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
+        let key = code.to_string();
+        let cached = self.rows.coupons.cached(&key).map(|row| row.cloned());
+        match cached {
+            Some(row) if !lock || row.is_none() || self.rows.locked_coupons.contains(code) => {
+                Ok(row)
+            }
+            _ => {
+                let row = self.db.get_coupon(code, lock).await?;
+                if lock {
+                    self.rows.locked_coupons.insert(key.clone());
+                }
+                self.rows.coupons.refill(key.clone(), row);
+                Ok(self.rows.coupons.cached(&key).flatten().cloned())
+            }
+        }
+    }
+
+    async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
+        self.rows.coupons.put(coupon.code.clone(), coupon.clone());
+        Ok(())
+    }
+
+    async fn member_coupons(&mut self, _member_id: &str) -> StoreResult<Vec<Coupon>> {
+        Err(not_in_batch("member_coupons"))
+    }
+
+    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
+        if !self.rows.coupons_of.contains(order_id) {
+            for coupon in self.db.order_coupons(order_id).await? {
+                self.rows.coupons.fill(coupon.code.clone(), Some(coupon));
+            }
+            self.rows.coupons_of.insert(order_id.to_string());
+        }
+        let mut coupons: Vec<Coupon> = self
+            .rows
+            .coupons
+            .present()
+            .filter(|coupon| coupon.order_id == order_id)
+            .cloned()
+            .collect();
+        coupons.sort_by(|a, b| a.code.cmp(&b.code));
+        Ok(coupons)
+    }
+
+    async fn move_coupons(&mut self, _from: &str, _to: &str) -> StoreResult<()> {
+        Err(not_in_batch("move_coupons"))
+    }
+
+    async fn due_work(&mut self, _now: DateTime<Utc>, _limit: i64) -> StoreResult<DueWork> {
+        Err(not_in_batch("due_work"))
+    }
+
+    async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
+        Err(not_in_batch("ledger_snapshot"))
+    }
+
+    async fn reserve_ids(&mut self, _sequence: Sequence, _count: usize) -> StoreResult<Vec<i64>> {
+        Err(not_in_batch("reserve_ids"))
+    }
+
+    async fn flush(&mut self, _changes: &ChangeSet) -> StoreResult<()> {
+        Err(not_in_batch("flush"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_undoes_writes_after_a_mark() {
+        let mut table: Table<&str, i64> = Table::default();
+        table.fill("a", Some(1));
+        table.fill("b", None);
+        table.put("a", 2);
+        let mark = table.mark();
+        table.put("a", 3);
+        table.put("b", 10);
+        table.put("c", 20);
+        table.rollback(mark);
+        assert_eq!(table.cached(&"a"), Some(Some(&2)));
+        assert_eq!(table.cached(&"b"), Some(None));
+        assert_eq!(table.cached(&"c"), None);
+        // What was read stays read: a fill after the mark is no write to undo.
+        assert_eq!(table.changes(), vec![(&"a", Some(&1), &2)]);
+    }
+
+    #[test]
+    fn a_fill_never_hides_a_write() {
+        let mut table: Table<&str, i64> = Table::default();
+        table.put("a", 5);
+        table.fill("a", Some(1));
+        table.refill("a", Some(1));
+        assert_eq!(table.cached(&"a"), Some(Some(&5)));
+        assert_eq!(table.split_changes(), (vec![5], vec![]));
+    }
+
+    #[test]
+    fn a_row_written_back_to_what_was_read_is_no_change() {
+        let mut table: Table<&str, i64> = Table::default();
+        table.fill("a", Some(1));
+        table.put("a", 2);
+        table.put("a", 1);
+        assert!(table.changes().is_empty());
+    }
+
+    #[test]
+    fn balance_changes_flush_as_sorted_net_deltas() {
+        let mut rows = Rows::default();
+        let key = |account: &str| (account.to_string(), "PTS".to_string());
+        rows.balances.fill(key("member:b"), Some(100));
+        rows.balances.put(key("member:b"), 40);
+        rows.balances.put(key("hold:o"), 60);
+        rows.balances.put(key("member:a"), 7);
+        rows.balances.put(key("member:a"), 0);
+        let deltas: Vec<(String, i64)> = rows
+            .changes()
+            .balance_deltas
+            .into_iter()
+            .map(|delta| (delta.account, delta.amount))
+            .collect();
+        assert_eq!(deltas, [("hold:o".into(), 60), ("member:b".into(), -60)]);
+    }
+
+    #[test]
+    fn a_rolled_back_command_leaves_nothing_to_flush() {
+        let mut rows = Rows::default();
+        let before = rows.marks();
+        rows.balances.put(("member:a".into(), "PTS".into()), 5);
+        rows.orders.fill("o".into(), None);
+        rows.transactions.push((1, sample_transaction()));
+        rows.rollback(before);
+        assert!(rows.changes().is_empty());
+    }
+
+    fn sample_transaction() -> NewTransaction {
+        NewTransaction {
+            kind: "adjust",
+            member_id: "a".into(),
+            occurred_at: DateTime::<Utc>::MIN_UTC,
+            recorded_at: DateTime::<Utc>::MIN_UTC,
+            channel: None,
+            store_id: String::new(),
+            order_id: String::new(),
+            postings: Vec::new(),
+            metadata: Vec::new(),
+        }
+    }
+}

@@ -1,0 +1,1002 @@
+//! The store conformance suite: one set of test bodies, each given a `Store`, run against both
+//! backends (`store::conformance::sqlite::*` on a temporary file, `store::conformance::postgres::*`
+//! on a randomly named database that is dropped afterwards).
+//!
+//! PostgreSQL comes from `OMO_TEST_POSTGRES_URL` (default: the local server as `postgres`);
+//! when it is unreachable its half is skipped with a note, except under `CI=true`, where that is
+//! a failure.
+
+use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+
+use chrono::{DateTime, TimeZone, Utc};
+
+use super::{postgres::PostgresStore, sqlite::SqliteStore};
+use crate::domain::{
+    Money,
+    coupon::{Campaign, Coupon, CouponState, Discount},
+    model::{
+        Channel, Identifier, LineItem, Lot, LotState, MemberRow, MemberState, Order, OrderLine,
+        OrderLot, OrderState, Posting, Transaction,
+    },
+    ports::{
+        AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, NewTransaction, Sequence, Store,
+        StoreError, UnitOfWork,
+    },
+};
+
+/// Declares each body as a test on both backends.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_sqlite(super::$name).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::on_postgres(super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
+conformance!(
+    flush_then_load_round_trips_every_part,
+    loaded_is_complete_for_what_it_loads,
+    reserved_ids_are_never_handed_out_again,
+    a_failed_debit_fails_the_flush_and_leaves_no_trace,
+    a_duplicate_new_row_is_a_conflict,
+    an_update_that_finds_no_row_fails_the_flush,
+    a_second_load_of_a_locked_member_waits_for_the_commit,
+);
+
+// ---------------------------------------------------------------------------------------------
+// The backends.
+
+/// A directory in the temp directory, removed when dropped (also when the test panics).
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+async fn on_sqlite<F, Fut>(body: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let name = format!("omo_conformance_{:016x}", rand::random::<u64>());
+    let dir = TempDir(std::env::temp_dir().join(name));
+    std::fs::create_dir_all(&dir.0).expect("temp dir");
+    let url = format!("sqlite://{}", dir.0.join("omo.db").display());
+    let store = SqliteStore::connect(&url).await.expect("open SQLite");
+    body(Arc::new(store)).await;
+}
+
+async fn on_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let admin_url = std::env::var("OMO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = match sqlx::PgPool::connect(&admin_url).await {
+        Ok(admin) => admin,
+        Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
+            eprintln!(
+                "SKIPPED: PostgreSQL unreachable at {admin_url} ({error}); CI=true makes this a \
+                 failure"
+            );
+            return;
+        }
+        Err(error) => panic!("PostgreSQL unreachable at {admin_url} under CI=true: {error}"),
+    };
+    // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
+    let name = format!("omo_conformance_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create the test database");
+    let base = admin_url
+        .rsplit_once('/')
+        .map_or(admin_url.as_str(), |(base, _)| base);
+    let store = PostgresStore::connect(&format!("{base}/{name}"))
+        .await
+        .expect("connect to the test database");
+    // A task of its own, so that the database is dropped even when the body panics.
+    let outcome = tokio::spawn(body(Arc::new(store))).await;
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&admin)
+        .await
+        .expect("drop the test database");
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rows.
+
+fn day(n: i64) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 1, 1, 9, 30, 0).unwrap() + chrono::Duration::days(n)
+}
+
+fn money(amount: &str) -> Money {
+    amount.parse().expect("money")
+}
+
+fn member(member_id: &str) -> MemberRow {
+    MemberRow {
+        member_id: member_id.into(),
+        display_name: format!("Member {member_id}"),
+        state: MemberState::Active,
+        merged_into: None,
+        created_at: day(0),
+        lifetime_earned_points: 0,
+        lifetime_redeemed_points: 0,
+    }
+}
+
+fn email(address: &str) -> Identifier {
+    Identifier {
+        kind: "email".into(),
+        value: address.into(),
+    }
+}
+
+fn posting(from: &str, to: &str, asset: &str, amount: i64) -> Posting {
+    Posting {
+        from_account: from.into(),
+        to_account: to.into(),
+        asset: asset.into(),
+        amount,
+    }
+}
+
+fn entry(kind: &'static str, member_id: &str, postings: Vec<Posting>) -> NewTransaction {
+    NewTransaction {
+        kind,
+        member_id: member_id.into(),
+        occurred_at: day(1),
+        recorded_at: day(2),
+        channel: Some(Channel::Store),
+        store_id: "s1".into(),
+        order_id: "o1".into(),
+        postings,
+        metadata: vec![("reason".into(), "test".into())],
+    }
+}
+
+fn total(account: &str, asset: &str, amount: i64) -> AccountTotal {
+    AccountTotal {
+        account: account.into(),
+        asset: asset.into(),
+        amount,
+    }
+}
+
+fn lot(lot_id: i64, member_id: &str, remaining_points: i64) -> Lot {
+    Lot {
+        lot_id,
+        member_id: member_id.into(),
+        order_id: "o0".into(),
+        state: LotState::Available,
+        earned_at: day(0),
+        matures_at: None,
+        expires_at: Some(day(365)),
+        original_points: 100,
+        remaining_points,
+        held_points: 0,
+    }
+}
+
+fn order(order_id: &str, member_id: &str, receipt_no: &str) -> Order {
+    Order {
+        order_id: order_id.into(),
+        member_id: member_id.into(),
+        state: OrderState::Authorized,
+        channel: Channel::Store,
+        store_id: "s1".into(),
+        register_id: "r1".into(),
+        receipt_no: receipt_no.into(),
+        lines: vec![OrderLine {
+            item: LineItem {
+                line_id: "1".into(),
+                sku: "sku-1".into(),
+                category: "food".into(),
+                quantity: 2,
+                amount: money("1980.5"),
+            },
+            refunded_quantity: 0,
+        }],
+        total: money("1980.5"),
+        coupon_discount: money("100.25"),
+        points_redeemed: 30,
+        amount_due: money("1850.25"),
+        points_earned: 0,
+        points_pending: 0,
+        coupon_codes: vec!["C1".into()],
+        hold_expires_at: Some(day(1)),
+        refunded_amount: Money::ZERO,
+        points_reversed: 0,
+        points_restored: 0,
+        occurred_at: day(0),
+        created_at: day(0),
+    }
+}
+
+fn campaign() -> Campaign {
+    Campaign {
+        campaign_id: "camp".into(),
+        name: "Welcome".into(),
+        discount: Discount::AmountOff(money("100")),
+        min_spend: Money::ZERO,
+        channels: Vec::new(),
+        store_ids: Vec::new(),
+        starts_at: None,
+        ends_at: None,
+        validity_days: 0,
+        per_member_limit: 0,
+        issue_limit: 0,
+        stackable: true,
+        public_code: None,
+        issue_on_capture: None,
+        variants: Vec::new(),
+        created_at: day(0),
+    }
+}
+
+fn coupon(code: &str, member_id: &str, state: CouponState, order_id: &str) -> Coupon {
+    Coupon {
+        code: code.into(),
+        campaign_id: "camp".into(),
+        variant_id: String::new(),
+        member_id: member_id.into(),
+        state,
+        valid_from: day(0),
+        valid_until: Some(day(30)),
+        source: "admin".into(),
+        order_id: order_id.into(),
+        redeemed_at: None,
+        issued_at: day(0),
+    }
+}
+
+fn outcome(request_id: &str) -> IdempotencyRecord {
+    IdempotencyRecord {
+        key_id: "k1".into(),
+        request_id: request_id.into(),
+        request_hash: format!("hash of {request_id}"),
+        // As jsonb prints it, so that it reads back byte for byte from both backends.
+        outcome: r#"{"Ok": {"points": 1}}"#.into(),
+        created_at: day(2),
+    }
+}
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|value| value.to_string()).collect()
+}
+
+/// `loaded` with every list in key order (the port promises the rows, not their order).
+fn sorted(mut loaded: Loaded) -> Loaded {
+    loaded
+        .idempotency
+        .sort_by(|a, b| a.request_id.cmp(&b.request_id));
+    loaded.identifiers.sort();
+    loaded.members.sort_by(|a, b| a.member_id.cmp(&b.member_id));
+    loaded.lots.sort_by_key(|lot| lot.lot_id);
+    loaded
+        .balances
+        .sort_by(|a, b| (&a.account, &a.asset).cmp(&(&b.account, &b.asset)));
+    loaded.complete_accounts.sort();
+    loaded.orders.sort_by(|a, b| a.order_id.cmp(&b.order_id));
+    loaded
+        .order_lots
+        .sort_by(|a, b| (&a.order_id, a.lot_id).cmp(&(&b.order_id, b.lot_id)));
+    loaded.coupons.sort_by(|a, b| a.code.cmp(&b.code));
+    loaded.receipts.sort();
+    loaded
+}
+
+/// The transaction as the journal returns it.
+fn journaled(transaction_id: i64, entry: &NewTransaction) -> Transaction {
+    Transaction {
+        transaction_id,
+        kind: entry.kind.into(),
+        member_id: entry.member_id.clone(),
+        occurred_at: entry.occurred_at,
+        recorded_at: entry.recorded_at,
+        channel: entry.channel,
+        store_id: entry.store_id.clone(),
+        order_id: entry.order_id.clone(),
+        postings: entry.postings.clone(),
+        metadata: entry.metadata.iter().cloned().collect(),
+    }
+}
+
+/// Flushes `changes` in a unit of work of its own and commits.
+async fn flushed(store: &Arc<dyn Store>, changes: &ChangeSet) {
+    let mut uow = store.begin().await.expect("begin");
+    uow.flush(changes).await.expect("flush");
+    uow.commit().await.expect("commit");
+}
+
+async fn insert_campaign(store: &Arc<dyn Store>) {
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_campaign(&campaign()).await.expect("campaign");
+    uow.commit().await.expect("commit");
+}
+
+/// Every stored balance row, from the verifier's snapshot.
+async fn stored_balances(uow: &mut dyn UnitOfWork) -> Vec<AccountTotal> {
+    uow.ledger_snapshot()
+        .await
+        .expect("snapshot")
+        .stored_balances
+}
+
+/// What `loaded` says of balances is what is stored: each pair it read holds the stored amount
+/// (zero where no row is stored), and a complete account has no stored row it left out.
+async fn assert_balances_match_storage(uow: &mut dyn UnitOfWork, loaded: &Loaded) {
+    let stored = stored_balances(uow).await;
+    for read in &loaded.balances {
+        let row = stored
+            .iter()
+            .find(|row| row.account == read.account && row.asset == read.asset);
+        assert_eq!(
+            read.amount,
+            row.map_or(0, |row| row.amount),
+            "{read:?} as loaded"
+        );
+    }
+    for account in &loaded.complete_accounts {
+        for row in stored.iter().filter(|row| &row.account == account) {
+            assert!(
+                loaded.balances.contains(row),
+                "{account} is complete, yet {row:?} is not loaded"
+            );
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The tests.
+
+/// Every part of a ChangeSet, flushed, reads back the same through `load` and through the
+/// row-level reads; then every kind of update does too.
+async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
+    insert_campaign(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    let transaction_ids = uow.reserve_ids(Sequence::Transactions, 2).await.unwrap();
+    let lot_ids = uow.reserve_ids(Sequence::Lots, 2).await.unwrap();
+    let earn = entry(
+        "earn",
+        "m1",
+        vec![
+            posting("program:issued", "member:m1", "PTS", 100),
+            posting("program:issued", "member:m1:pending", "PTS", 5),
+            posting("campaign:camp", "member:m1", "CPN:camp", 1),
+        ],
+    );
+    let authorize = NewTransaction {
+        channel: None,
+        store_id: String::new(),
+        metadata: Vec::new(),
+        ..entry(
+            "authorize",
+            "m1",
+            vec![
+                posting("member:m1", "hold:o1", "PTS", 30),
+                posting("campaign:camp", "hold:o1", "CPN:camp", 1),
+            ],
+        )
+    };
+    let held = Lot {
+        held_points: 30,
+        ..lot(lot_ids[0], "m1", 100)
+    };
+    let pending = Lot {
+        state: LotState::Pending,
+        matures_at: Some(day(10)),
+        expires_at: None,
+        original_points: 5,
+        ..lot(lot_ids[1], "m1", 5)
+    };
+    let o1 = order("o1", "m1", "R-1");
+    let take = OrderLot {
+        order_id: "o1".into(),
+        lot_id: held.lot_id,
+        points: 30,
+        restored_points: 0,
+    };
+    let reserved = coupon("C1", "m1", CouponState::Reserved, "o1");
+    let active = coupon("C2", "m1", CouponState::Active, "");
+    let first = ChangeSet {
+        new_members: vec![member("m1"), member("m2")],
+        new_identifiers: vec![(email("a@example.com"), "m1".into())],
+        transactions: vec![
+            (transaction_ids[0], earn.clone()),
+            (transaction_ids[1], authorize.clone()),
+        ],
+        balance_deltas: vec![
+            total("hold:o1", "CPN:camp", 1),
+            total("hold:o1", "PTS", 30),
+            total("member:m1", "CPN:camp", 1),
+            total("member:m1", "PTS", 70),
+            total("member:m1:pending", "PTS", 5),
+        ],
+        new_lots: vec![held.clone(), pending.clone()],
+        new_orders: vec![o1.clone()],
+        new_order_lots: vec![take.clone()],
+        new_coupons: vec![reserved.clone(), active.clone()],
+        outcomes: vec![outcome("r1")],
+        ..ChangeSet::default()
+    };
+    uow.flush(&first).await.expect("flush the new rows");
+    uow.commit().await.expect("commit");
+
+    let keys = Keys {
+        idempotency: vec![("k1".into(), "r1".into()), ("k1".into(), "r-none".into())],
+        member_ids: strings(&["m2", "m-none"]),
+        identifiers: vec![email("a@example.com"), email("none@example.com")],
+        order_ids: strings(&["o1", "o-none"]),
+        receipts: vec![
+            ("s1".into(), "r1".into(), "R-1".into()),
+            ("s1".into(), "r1".into(), "R-none".into()),
+        ],
+        coupon_codes: strings(&["C2", "C-none"]),
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let loaded = sorted(uow.load(&keys).await.expect("load"));
+    assert_eq!(loaded.idempotency, [outcome("r1")]);
+    assert_eq!(
+        loaded.identifiers,
+        [(email("a@example.com"), "m1".to_string())]
+    );
+    assert_eq!(loaded.members, [member("m1"), member("m2")]);
+    assert_eq!(loaded.lots, [held.clone(), pending.clone()]);
+    assert_eq!(loaded.orders, std::slice::from_ref(&o1));
+    assert_eq!(loaded.order_lots, std::slice::from_ref(&take));
+    assert_eq!(loaded.coupons, [reserved.clone(), active.clone()]);
+    let receipt = ("s1".to_string(), "r1".to_string(), "R-1".to_string());
+    assert_eq!(loaded.receipts, [(receipt, "o1".to_string())]);
+    for expected in [
+        total("hold:o1", "PTS", 30),
+        total("member:m1", "PTS", 70),
+        total("member:m1:pending", "PTS", 5),
+    ] {
+        assert!(loaded.balances.contains(&expected), "{expected:?} loaded");
+    }
+    assert!(
+        loaded
+            .complete_accounts
+            .contains(&"hold:o-none".to_string())
+    );
+    assert_balances_match_storage(uow.as_mut(), &loaded).await;
+
+    // The same rows through the row-level reads.
+    assert_eq!(
+        uow.get_member("m1", false).await.unwrap(),
+        Some(member("m1"))
+    );
+    let linked = uow.member_by_identifier(&email("a@example.com")).await;
+    assert_eq!(linked.unwrap().as_deref(), Some("m1"));
+    let history = uow.member_transactions("m1", None, 10).await.unwrap();
+    assert_eq!(
+        history,
+        [
+            journaled(transaction_ids[1], &authorize),
+            journaled(transaction_ids[0], &earn),
+        ]
+    );
+    assert_eq!(uow.balance("member:m1", "PTS").await.unwrap(), 70);
+    assert_eq!(uow.balance("member:m1", "CPN:camp").await.unwrap(), 1);
+    assert_eq!(uow.balance("program:issued", "PTS").await.unwrap(), -105);
+    assert_eq!(uow.get_lot(held.lot_id).await.unwrap(), Some(held.clone()));
+    let live = [held.clone(), pending.clone()];
+    assert_eq!(uow.member_lots("m1").await.unwrap(), live);
+    assert_eq!(uow.get_order("o1", false).await.unwrap(), Some(o1.clone()));
+    assert_eq!(
+        uow.order_lots("o1").await.unwrap(),
+        std::slice::from_ref(&take)
+    );
+    assert_eq!(
+        uow.order_coupons("o1").await.unwrap(),
+        std::slice::from_ref(&reserved)
+    );
+    assert_eq!(uow.get_coupon("C2", false).await.unwrap(), Some(active));
+    let remembered = uow.find_idempotency("k1", "r1").await.unwrap();
+    assert_eq!(remembered, Some(outcome("r1")));
+
+    // Every kind of update, and new rows that reference rows of the same flush.
+    let capture_id = uow.reserve_ids(Sequence::Transactions, 1).await.unwrap()[0];
+    let capture = entry(
+        "capture",
+        "m1",
+        vec![
+            posting("hold:o1", "program:redeemed:store:s1", "PTS", 30),
+            posting("hold:o1", "campaign:camp:redeemed", "CPN:camp", 1),
+        ],
+    );
+    let m1 = MemberRow {
+        display_name: "Renamed".into(),
+        lifetime_redeemed_points: 30,
+        ..member("m1")
+    };
+    let m2 = MemberRow {
+        state: MemberState::Merged,
+        merged_into: Some("m3".into()),
+        ..member("m2")
+    };
+    let spent = Lot {
+        remaining_points: 70,
+        held_points: 0,
+        state: LotState::Expired,
+        ..held
+    };
+    let captured = Order {
+        state: OrderState::Captured,
+        hold_expires_at: None,
+        points_earned: 12,
+        refunded_amount: money("0.5"),
+        points_reversed: 1,
+        points_restored: 2,
+        ..o1
+    };
+    let restored = OrderLot {
+        restored_points: 10,
+        ..take
+    };
+    let redeemed = Coupon {
+        state: CouponState::Redeemed,
+        redeemed_at: Some(day(3)),
+        valid_until: None,
+        ..reserved
+    };
+    let second = ChangeSet {
+        new_members: vec![member("m3")],
+        changed_members: vec![m1.clone(), m2.clone()],
+        new_identifiers: vec![(email("c@example.com"), "m3".into())],
+        transactions: vec![(capture_id, capture.clone())],
+        balance_deltas: vec![
+            total("hold:o1", "CPN:camp", -1),
+            total("hold:o1", "PTS", -30),
+        ],
+        changed_lots: vec![spent.clone()],
+        changed_orders: vec![captured.clone()],
+        changed_order_lots: vec![restored.clone()],
+        changed_coupons: vec![redeemed.clone()],
+        outcomes: vec![outcome("r2")],
+        ..ChangeSet::default()
+    };
+    uow.flush(&second).await.expect("flush the changes");
+    uow.commit().await.expect("commit");
+
+    let keys = Keys {
+        idempotency: vec![("k1".into(), "r2".into())],
+        member_ids: strings(&["m1", "m2"]),
+        identifiers: vec![email("c@example.com")],
+        order_ids: strings(&["o1"]),
+        ..Keys::default()
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let loaded = sorted(uow.load(&keys).await.expect("load"));
+    assert_eq!(loaded.idempotency, [outcome("r2")]);
+    assert_eq!(loaded.members, [m1, m2, member("m3")]);
+    assert_eq!(
+        loaded.lots,
+        [spent.clone(), pending],
+        "an expired lot still holding points is live"
+    );
+    assert_eq!(loaded.orders, std::slice::from_ref(&captured));
+    assert_eq!(loaded.order_lots, std::slice::from_ref(&restored));
+    assert_eq!(loaded.coupons, std::slice::from_ref(&redeemed));
+    assert!(loaded.balances.contains(&total("hold:o1", "PTS", 0)));
+    assert_balances_match_storage(uow.as_mut(), &loaded).await;
+    assert_eq!(uow.get_lot(spent.lot_id).await.unwrap(), Some(spent));
+    assert_eq!(uow.get_coupon("C1", false).await.unwrap(), Some(redeemed));
+    let history = uow.member_transactions("m1", None, 1).await.unwrap();
+    assert_eq!(history, [journaled(capture_id, &capture)]);
+    assert_eq!(uow.balance("hold:o1", "CPN:camp").await.unwrap(), 0);
+}
+
+/// A load holds everything it promises: the named rows, the owners of named orders, and every
+/// live lot, order lot and order coupon of what it loaded; nothing of anyone else.
+async fn loaded_is_complete_for_what_it_loads(store: Arc<dyn Store>) {
+    insert_campaign(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    let lot_ids = uow.reserve_ids(Sequence::Lots, 6).await.unwrap();
+    drop(uow);
+    let o3 = order("o3", "m3", "");
+    let setup = ChangeSet {
+        new_members: ["m1", "m3", "m4", "m5"].map(member).to_vec(),
+        new_identifiers: vec![(email("five@example.com"), "m5".into())],
+        balance_deltas: vec![
+            total("hold:o3", "PTS", 7),
+            total("member:m1", "CPN:camp", 2),
+            total("member:m1", "PTS", 50),
+            total("member:m1:pending", "PTS", 4),
+            total("member:m3", "PTS", 9),
+            total("member:m4", "PTS", 11),
+            total("member:m5", "PTS", 12),
+        ],
+        new_lots: vec![
+            lot(lot_ids[0], "m1", 50),
+            lot(lot_ids[1], "m1", 0),
+            lot(lot_ids[2], "m3", 9),
+            lot(lot_ids[3], "m4", 11),
+            lot(lot_ids[4], "m5", 12),
+        ],
+        new_orders: vec![o3.clone(), order("o4", "m4", "")],
+        new_order_lots: vec![OrderLot {
+            order_id: "o3".into(),
+            lot_id: lot_ids[2],
+            points: 7,
+            restored_points: 0,
+        }],
+        new_coupons: vec![
+            coupon("C3", "m3", CouponState::Reserved, "o3"),
+            coupon("C4", "m4", CouponState::Reserved, "o4"),
+            coupon("C1", "m1", CouponState::Active, ""),
+        ],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &setup).await;
+
+    let keys = Keys {
+        member_ids: strings(&["m1"]),
+        identifiers: vec![email("five@example.com")],
+        order_ids: strings(&["o3", "o-none"]),
+        ..Keys::default()
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let loaded = sorted(uow.load(&keys).await.expect("load"));
+    let ids = |members: &[MemberRow]| -> Vec<String> {
+        members.iter().map(|m| m.member_id.clone()).collect()
+    };
+    assert_eq!(ids(&loaded.members), ["m1", "m3", "m5"]);
+    let lots: Vec<i64> = loaded.lots.iter().map(|lot| lot.lot_id).collect();
+    assert_eq!(lots, [lot_ids[0], lot_ids[2], lot_ids[4]], "live lots only");
+    assert_eq!(loaded.orders, [o3]);
+    assert_eq!(loaded.order_lots, setup.new_order_lots);
+    let codes: Vec<&str> = loaded.coupons.iter().map(|c| c.code.as_str()).collect();
+    assert_eq!(codes, ["C3"], "coupons of loaded orders; C1 was not named");
+    assert!(loaded.idempotency.is_empty() && loaded.receipts.is_empty());
+    assert!(
+        loaded
+            .complete_accounts
+            .contains(&"hold:o-none".to_string())
+    );
+    assert!(
+        !loaded.balances.iter().any(|b| b.account.contains("m4")),
+        "nothing of m4: {:?}",
+        loaded.balances
+    );
+    for expected in [
+        total("hold:o3", "PTS", 7),
+        total("member:m1", "PTS", 50),
+        total("member:m1:pending", "PTS", 4),
+        total("member:m3", "PTS", 9),
+        total("member:m5", "PTS", 12),
+    ] {
+        assert!(loaded.balances.contains(&expected), "{expected:?} loaded");
+    }
+    // Every asset of these accounts is read (member:m1 holds coupons too), and the load says so.
+    let complete = [
+        "hold:o-none",
+        "hold:o3",
+        "member:m1",
+        "member:m1:pending",
+        "member:m3",
+        "member:m3:pending",
+        "member:m5",
+        "member:m5:pending",
+    ];
+    assert_eq!(loaded.complete_accounts, strings(&complete));
+    assert!(loaded.balances.contains(&total("member:m1", "CPN:camp", 2)));
+    assert_balances_match_storage(uow.as_mut(), &loaded).await;
+}
+
+/// Reserved ids are distinct within a unit of work and across units of work, and neither they
+/// nor ids flushed explicitly come back from the database's own id generation.
+async fn reserved_ids_are_never_handed_out_again(store: Arc<dyn Store>) {
+    let mut seen: Vec<(Sequence, i64)> = Vec::new();
+    let mut fresh = |sequence: Sequence, ids: Vec<i64>, count: usize| {
+        assert_eq!(ids.len(), count, "{sequence:?}: {ids:?}");
+        for id in ids {
+            assert!(id > 0);
+            assert!(!seen.contains(&(sequence, id)), "{sequence:?} {id} twice");
+            seen.push((sequence, id));
+        }
+    };
+    // Before any row exists (SQLite has no sequence row yet), twice in one unit of work.
+    let mut uow = store.begin().await.expect("begin");
+    for sequence in [Sequence::Transactions, Sequence::Lots] {
+        fresh(sequence, uow.reserve_ids(sequence, 3).await.unwrap(), 3);
+        fresh(sequence, uow.reserve_ids(sequence, 2).await.unwrap(), 2);
+    }
+    assert!(uow.reserve_ids(Sequence::Lots, 0).await.unwrap().is_empty());
+    uow.commit().await.expect("commit");
+
+    // A later unit of work flushes rows under ids it reserved.
+    let mut uow = store.begin().await.expect("begin");
+    let transaction_id = uow.reserve_ids(Sequence::Transactions, 1).await.unwrap()[0];
+    let lot_id = uow.reserve_ids(Sequence::Lots, 1).await.unwrap()[0];
+    fresh(Sequence::Transactions, vec![transaction_id], 1);
+    fresh(Sequence::Lots, vec![lot_id], 1);
+    let earn = entry(
+        "earn",
+        "m1",
+        vec![posting("program:issued", "member:m1", "PTS", 5)],
+    );
+    let changes = ChangeSet {
+        transactions: vec![(transaction_id, earn.clone())],
+        balance_deltas: vec![total("member:m1", "PTS", 5)],
+        new_lots: vec![lot(lot_id, "m1", 5)],
+        ..ChangeSet::default()
+    };
+    uow.flush(&changes).await.expect("flush");
+    uow.commit().await.expect("commit");
+
+    // The database's own ids, and later reservations, never reuse any of them.
+    let mut uow = store.begin().await.expect("begin");
+    let appended = uow.append_transaction(&earn).await.expect("append");
+    fresh(Sequence::Transactions, vec![appended], 1);
+    let inserted = uow.insert_lot(&lot(0, "m1", 5)).await.expect("insert lot");
+    fresh(Sequence::Lots, vec![inserted], 1);
+    for sequence in [Sequence::Transactions, Sequence::Lots] {
+        fresh(sequence, uow.reserve_ids(sequence, 4).await.unwrap(), 4);
+    }
+    uow.commit().await.expect("commit");
+    let mut uow = store.begin().await.expect("begin");
+    for sequence in [Sequence::Transactions, Sequence::Lots] {
+        fresh(sequence, uow.reserve_ids(sequence, 2).await.unwrap(), 2);
+    }
+}
+
+/// A debit below zero, or of a balance with no row, fails the flush; once the unit of work is
+/// dropped (rolled back), nothing the flush wrote before the failure is visible.
+async fn a_failed_debit_fails_the_flush_and_leaves_no_trace(store: Arc<dyn Store>) {
+    let setup = ChangeSet {
+        new_members: vec![member("m1")],
+        balance_deltas: vec![total("member:m1", "PTS", 10)],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &setup).await;
+
+    let overdraws = [
+        total("member:m1", "PTS", -11),
+        total("member:m2", "PTS", -1),
+    ];
+    for overdraw in overdraws {
+        let mut uow = store.begin().await.expect("begin");
+        let transaction_id = uow.reserve_ids(Sequence::Transactions, 1).await.unwrap()[0];
+        let lot_id = uow.reserve_ids(Sequence::Lots, 1).await.unwrap()[0];
+        let account = overdraw.account.clone();
+        let spend = entry(
+            "redeem",
+            "m1",
+            vec![posting(&account, "hold:o9", "PTS", 11)],
+        );
+        let changes = ChangeSet {
+            new_members: vec![member("m9")],
+            changed_members: vec![MemberRow {
+                display_name: "never".into(),
+                ..member("m1")
+            }],
+            transactions: vec![(transaction_id, spend)],
+            // hold:o9 sorts first: its credit is written before the debit fails.
+            balance_deltas: vec![total("hold:o9", "PTS", 11), overdraw.clone()],
+            new_lots: vec![lot(lot_id, "m9", 5)],
+            outcomes: vec![outcome("r9")],
+            ..ChangeSet::default()
+        };
+        let error = uow.flush(&changes).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Database(_)),
+            "{overdraw:?}: {error:?}"
+        );
+        drop(uow);
+
+        let mut read = store.begin_read().await.expect("begin read");
+        assert_eq!(read.get_member("m9", false).await.unwrap(), None);
+        assert_eq!(
+            read.get_member("m1", false).await.unwrap(),
+            Some(member("m1"))
+        );
+        assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 10);
+        assert_eq!(read.balance("hold:o9", "PTS").await.unwrap(), 0);
+        assert!(
+            read.member_transactions("m1", None, 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(read.get_lot(lot_id).await.unwrap(), None);
+        assert_eq!(read.find_idempotency("k1", "r9").await.unwrap(), None);
+        let stored = stored_balances(read.as_mut()).await;
+        assert_eq!(stored, [total("member:m1", "PTS", 10)]);
+    }
+}
+
+/// A new row whose key is taken (an order id, an identifier, a member id, a register receipt)
+/// is a conflict: another writer got there first, and the batch runs again.
+async fn a_duplicate_new_row_is_a_conflict(store: Arc<dyn Store>) {
+    let setup = ChangeSet {
+        new_members: vec![member("m1")],
+        new_identifiers: vec![(email("a@example.com"), "m1".into())],
+        new_orders: vec![order("o1", "m1", "R-1")],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &setup).await;
+
+    let clashes = [
+        ChangeSet {
+            new_orders: vec![order("o1", "m1", "")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            new_orders: vec![order("o2", "m1", "R-1")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            new_identifiers: vec![(email("a@example.com"), "m1".into())],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            new_members: vec![member("m1")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            outcomes: vec![outcome("r1"), outcome("r1")],
+            ..ChangeSet::default()
+        },
+    ];
+    for clash in clashes {
+        let mut uow = store.begin().await.expect("begin");
+        let error = uow.flush(&clash).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Conflict(_)),
+            "{clash:?}: {error:?}"
+        );
+    }
+}
+
+/// A changed row the database does not have (a batch that lost track of what it loaded) fails
+/// the flush rather than vanish: every kind of update counts the rows it found.
+async fn an_update_that_finds_no_row_fails_the_flush(store: Arc<dyn Store>) {
+    insert_campaign(&store).await;
+    let missing = [
+        ChangeSet {
+            changed_members: vec![member("m-none")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_lots: vec![lot(999, "m1", 5)],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_orders: vec![order("o-none", "m1", "")],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_order_lots: vec![OrderLot {
+                order_id: "o-none".into(),
+                lot_id: 999,
+                points: 1,
+                restored_points: 0,
+            }],
+            ..ChangeSet::default()
+        },
+        ChangeSet {
+            changed_coupons: vec![coupon("C-none", "m1", CouponState::Active, "")],
+            ..ChangeSet::default()
+        },
+    ];
+    for changes in missing {
+        let mut uow = store.begin().await.expect("begin");
+        let error = uow.flush(&changes).await.unwrap_err();
+        assert!(
+            matches!(error, StoreError::Database(_)),
+            "{changes:?}: {error:?}"
+        );
+    }
+}
+
+/// A load locks what it loaded until the unit of work ends: a second load of the same member
+/// (named, or as the owner of a named order) or of the same order waits for the first to
+/// commit, then reads what the first wrote, down to the rows that hang off the locked ones
+/// (balances, order lots). (SQLite has one writer: there the second unit of work waits to
+/// begin.)
+async fn a_second_load_of_a_locked_member_waits_for_the_commit(store: Arc<dyn Store>) {
+    let mut uow = store.begin().await.expect("begin");
+    let lot_id = uow.reserve_ids(Sequence::Lots, 1).await.unwrap()[0];
+    drop(uow);
+    let setup = ChangeSet {
+        new_members: vec![member("m1")],
+        balance_deltas: vec![total("member:m1", "PTS", 100)],
+        new_lots: vec![lot(lot_id, "m1", 100)],
+        new_orders: vec![order("o1", "m1", "")],
+        new_order_lots: vec![OrderLot {
+            order_id: "o1".into(),
+            lot_id,
+            points: 30,
+            restored_points: 0,
+        }],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &setup).await;
+
+    let by_member = Keys {
+        member_ids: strings(&["m1"]),
+        ..Keys::default()
+    };
+    let by_order = Keys {
+        order_ids: strings(&["o1"]),
+        ..Keys::default()
+    };
+    let rounds = [
+        (&by_member, &by_member),
+        (&by_order, &by_member),
+        (&by_order, &by_order),
+    ];
+    for (round, (first_keys, second_keys)) in (1_i64..).zip(rounds) {
+        let mut first = store.begin().await.expect("begin");
+        let loaded = first.load(first_keys).await.expect("first load");
+        assert_eq!(loaded.members.len(), 1);
+        let renamed = MemberRow {
+            display_name: format!("renamed in round {round}"),
+            ..loaded.members[0].clone()
+        };
+        let changes = ChangeSet {
+            changed_members: vec![renamed.clone()],
+            balance_deltas: vec![total("member:m1", "PTS", 1)],
+            changed_order_lots: vec![OrderLot {
+                restored_points: round,
+                ..setup.new_order_lots[0].clone()
+            }],
+            ..ChangeSet::default()
+        };
+        first.flush(&changes).await.expect("flush");
+
+        // On PostgreSQL the second unit of work begins at once, and its load is what waits.
+        let begun = if store.runs_on_calling_thread() {
+            None
+        } else {
+            Some(store.begin().await.expect("begin the second"))
+        };
+        let (second_store, second_keys) = (store.clone(), second_keys.clone());
+        let mut waiter = tokio::spawn(async move {
+            let mut second = match begun {
+                Some(uow) => uow,
+                None => second_store.begin().await.expect("begin the second"),
+            };
+            let loaded = second.load(&second_keys).await.expect("second load");
+            second.commit().await.expect("commit the second");
+            loaded
+        });
+        let early = tokio::time::timeout(Duration::from_millis(300), &mut waiter).await;
+        assert!(early.is_err(), "round {round}: the second load must wait");
+
+        first.commit().await.expect("commit the first");
+        let seen = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the second load proceeds once the first commits")
+            .expect("the second load");
+        assert_eq!(seen.members, [renamed], "round {round}");
+        let balance = total("member:m1", "PTS", 100 + round);
+        assert!(seen.balances.contains(&balance), "round {round}: {seen:?}");
+        if !seen.orders.is_empty() {
+            assert_eq!(seen.order_lots[0].restored_points, round, "round {round}");
+        }
+    }
+}

@@ -1,0 +1,767 @@
+//! The batch path on PostgreSQL: a whole batch's reads in a few bulk statements, ids reserved
+//! from the identity sequences, and its writes in one set-based statement per table and kind.
+//!
+//! Every statement takes the batch's rows as arrays (`= any($1)`, `unnest(...)`), so its cost
+//! is one round trip, one (generic, cached) plan and one executor start-up whatever the number
+//! of commands in the batch.
+//!
+//! Locks are taken in one fixed order, the same in every replica, so that two batches never
+//! wait on each other in a cycle: orders, then members, then coupons, each sorted by key.
+//! Balance rows need no lock of their own: every account whose balance a batch changes belongs
+//! to a member or an order the batch has locked.
+//!
+//! Rows that depend on a locked row (a member's lots and balances, an order's order lots) are
+//! read by a statement of their own after the lock is granted. At READ COMMITTED each statement
+//! reads a fresh snapshot, so they show what the previous holder of the lock committed; joined
+//! into the locking statement they would come from the snapshot taken before the wait.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use sqlx::postgres::PgRow;
+
+use super::{
+    Cols, PgQuery, PgUnitOfWork, coupon_from_row, insert_outcomes, lot_from_row, map_err,
+    member_from_row, order_from_row, order_lot_from_row,
+};
+use crate::{
+    domain::{
+        Account,
+        coupon::Coupon,
+        model::{Channel, Identifier, Lot, Order, OrderLot, Posting},
+        ports::{
+            AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, Sequence, StoreError,
+            StoreResult,
+        },
+    },
+    store::{receipt_no_param, to_json},
+};
+
+/// One column of a batch's rows, as an array parameter.
+fn column<'a, T, U>(rows: &'a [T], field: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(field).collect()
+}
+
+/// A column of JSON documents, bound as `text[]` and cast to jsonb in the statement.
+fn json_column<'a, T, U: serde::Serialize + ?Sized + 'a>(
+    rows: &'a [T],
+    field: impl Fn(&'a T) -> &'a U,
+) -> StoreResult<Vec<String>> {
+    rows.iter().map(|row| to_json(field(row))).collect()
+}
+
+/// Keys without repeats, in order: a key named by several commands is read once.
+fn distinct<T: Ord + Clone>(keys: &[T]) -> Vec<T> {
+    keys.iter()
+        .cloned()
+        .collect::<BTreeSet<T>>()
+        .into_iter()
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Load.
+
+/// Unlocked keyed lookups, one row per key found (`found` says which kind): the outcomes
+/// already remembered, the members identifiers name, the orders register receipts name. They
+/// are read before any lock; a row another batch adds after this read makes this batch's own
+/// insert of it a unique violation, and the batch runs again and sees it.
+///
+/// The receipts are looked up one by one (`lateral ... limit 1`): joined plainly, the generic
+/// plan of a young database hashes every receipt in `orders_receipt`, a cost that grows with
+/// the table.
+const LOOKUPS: &str = r#"
+select 'identifier' as found,
+    i.kind as key_1, i.value as key_2, null::text as key_3,
+    i.member_id as value, null::text as request_hash, null::timestamptz as created_at
+from unnest($1::text[], $2::text[]) as k (kind, value)
+join identifiers i
+    on i.kind = k.kind
+    and i.value = k.value
+union all
+select 'receipt' as found,
+    r.store_id, r.register_id, r.receipt_no,
+    o.order_id, null, null
+from unnest($3::text[], $4::text[], $5::text[]) as r (store_id, register_id, receipt_no)
+cross join lateral (
+    select order_id
+    from orders
+    where store_id = r.store_id
+        and register_id = r.register_id
+        and receipt_no = r.receipt_no
+    limit 1
+) as o
+union all
+select 'idempotency' as found,
+    d.key_id, d.request_id, null,
+    d.outcome::text, d.request_hash, d.created_at
+from unnest($6::text[], $7::text[]) as k (key_id, request_id)
+join idempotency_keys d
+    on d.key_id = k.key_id
+    and d.request_id = k.request_id"#;
+
+/// The named orders, locked first.
+const LOCK_ORDERS: &str = concat!(
+    select_orders!(),
+    r#"
+where order_id = any($1)
+order by order_id
+for no key update"#
+);
+
+/// Then their members: named, found by identifier, or owning a locked order.
+const LOCK_MEMBERS: &str = concat!(
+    select_members!(),
+    r#"
+where member_id = any($1)
+order by member_id
+for no key update"#
+);
+
+/// The live lots of the locked members ($1) and every stored balance of the accounts they and
+/// the named orders own ($2), in one statement: `lot_id` is null on a balance row.
+const LOTS_AND_BALANCES: &str = concat!(
+    lot_columns!(),
+    r#",
+    null::text as account, null::text as asset, null::bigint as balance
+from point_lots
+where member_id = any($1)
+    and remaining_points > 0
+union all
+select null, null, null, null, null, null, null, null, null, null,
+    account, asset, balance
+from balances
+where account = any($2)"#
+);
+
+const ORDER_LOTS: &str = r#"
+select order_id, lot_id, points, restored_points
+from order_lots
+where order_id = any($1)
+order by order_id, lot_id"#;
+
+/// Last, the coupons: named, or reserved or redeemed by a locked order.
+const LOCK_COUPONS: &str = concat!(
+    select_coupons!(),
+    r#"
+where code = any($1)
+    or (order_id = any($2) and order_id <> '')
+order by code
+for no key update"#
+);
+
+/// A row of `LOOKUPS`, filed where it belongs.
+fn file_lookup(row: &PgRow, loaded: &mut Loaded) -> StoreResult<()> {
+    let c = Cols::new(row, "lookups", "key_2");
+    let found: String = c.get("found")?;
+    let (key_1, key_2): (String, String) = (c.get("key_1")?, c.get("key_2")?);
+    let value: String = c.get("value")?;
+    match found.as_str() {
+        "identifier" => {
+            let identifier = Identifier {
+                kind: key_1,
+                value: key_2,
+            };
+            loaded.identifiers.push((identifier, value));
+        }
+        "receipt" => {
+            let receipt_no: String = c.get("key_3")?;
+            loaded.receipts.push(((key_1, key_2, receipt_no), value));
+        }
+        "idempotency" => loaded.idempotency.push(IdempotencyRecord {
+            key_id: key_1,
+            request_id: key_2,
+            request_hash: c.get("request_hash")?,
+            outcome: value,
+            created_at: c.get("created_at")?,
+        }),
+        other => return Err(c.corrupt("found", format!("unknown lookup {other:?}"))),
+    }
+    Ok(())
+}
+
+/// The spending order `member_lots` returns, per member: soonest expiry first, never-expiring
+/// last, oldest lot first on ties.
+fn spending_order(lot: &Lot) -> (&str, bool, Option<DateTime<Utc>>, i64) {
+    (
+        lot.member_id.as_str(),
+        lot.expires_at.is_none(),
+        lot.expires_at,
+        lot.lot_id,
+    )
+}
+
+impl PgUnitOfWork {
+    /// Reads what `keys` names in at most six statements (lookups, orders, members, lots and
+    /// balances, order lots, coupons), skipping those with nothing to read.
+    pub(super) async fn load_batch(&mut self, keys: &Keys) -> StoreResult<Loaded> {
+        let mut loaded = Loaded::default();
+        self.lookups(keys, &mut loaded).await?;
+
+        let order_ids = distinct(&keys.order_ids);
+        if !order_ids.is_empty() {
+            let query = sqlx::query(LOCK_ORDERS).bind(&order_ids); // $1
+            loaded.orders = self.fetch_all(query, order_from_row).await?;
+        }
+
+        let mut member_ids: BTreeSet<&str> = keys.member_ids.iter().map(String::as_str).collect();
+        member_ids.extend(loaded.identifiers.iter().map(|(_, id)| id.as_str()));
+        member_ids.extend(loaded.orders.iter().map(|order| order.member_id.as_str()));
+        if !member_ids.is_empty() {
+            let ids: Vec<&str> = member_ids.into_iter().collect();
+            let query = sqlx::query(LOCK_MEMBERS).bind(ids); // $1
+            loaded.members = self.fetch_all(query, member_from_row).await?;
+        }
+
+        // Every stored balance of these accounts is read, so each is complete. The hold of an
+        // order that does not exist yet is among them: it has no rows.
+        let mut accounts = Vec::with_capacity(2 * loaded.members.len() + order_ids.len());
+        for member in &loaded.members {
+            accounts.push(Account::Member(member.member_id.clone()).to_string());
+            accounts.push(Account::MemberPending(member.member_id.clone()).to_string());
+        }
+        accounts.extend(
+            order_ids
+                .iter()
+                .map(|order_id| Account::Hold(order_id.clone()).to_string()),
+        );
+        if !accounts.is_empty() {
+            let member_ids: Vec<&str> = column(&loaded.members, |m| m.member_id.as_str());
+            let query = sqlx::query(LOTS_AND_BALANCES)
+                .bind(member_ids) // $1
+                .bind(&accounts); // $2
+            let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
+            for row in &rows {
+                let c = Cols::new(row, "balances", "account");
+                let lot_id: Option<i64> = c.get("lot_id")?;
+                if lot_id.is_some() {
+                    loaded.lots.push(lot_from_row(row)?);
+                } else {
+                    loaded.balances.push(AccountTotal {
+                        account: c.get("account")?,
+                        asset: c.get("asset")?,
+                        amount: c.get("balance")?,
+                    });
+                }
+            }
+            loaded
+                .lots
+                .sort_by(|a, b| spending_order(a).cmp(&spending_order(b)));
+            loaded
+                .balances
+                .sort_by(|a, b| (&a.account, &a.asset).cmp(&(&b.account, &b.asset)));
+        }
+        loaded.complete_accounts = accounts;
+
+        let locked_orders: Vec<&str> = column(&loaded.orders, |o| o.order_id.as_str());
+        if !locked_orders.is_empty() {
+            let query = sqlx::query(ORDER_LOTS).bind(&locked_orders); // $1
+            loaded.order_lots = self.fetch_all(query, order_lot_from_row).await?;
+        }
+
+        let codes = distinct(&keys.coupon_codes);
+        if !codes.is_empty() || !locked_orders.is_empty() {
+            let query = sqlx::query(LOCK_COUPONS)
+                .bind(codes) // $1
+                .bind(&locked_orders); // $2
+            loaded.coupons = self.fetch_all(query, coupon_from_row).await?;
+        }
+        Ok(loaded)
+    }
+
+    /// Identifiers, receipts and remembered outcomes, in one statement. Outcomes still waiting
+    /// for the commit (from the row-level path) are in memory, not yet in the table.
+    async fn lookups(&mut self, keys: &Keys, loaded: &mut Loaded) -> StoreResult<()> {
+        let identifiers = distinct(&keys.identifiers);
+        let receipts: Vec<(String, String, String)> = distinct(&keys.receipts)
+            .into_iter()
+            .filter(|(_, _, receipt_no)| !receipt_no.is_empty())
+            .collect();
+        let mut requests = distinct(&keys.idempotency);
+        requests.retain(|(key_id, request_id)| {
+            let waiting = self
+                .waiting_outcomes
+                .iter()
+                .find(|r| &r.key_id == key_id && &r.request_id == request_id);
+            if let Some(record) = waiting {
+                loaded.idempotency.push(record.clone());
+            }
+            waiting.is_none()
+        });
+        if identifiers.is_empty() && receipts.is_empty() && requests.is_empty() {
+            return Ok(());
+        }
+        let query = sqlx::query(LOOKUPS)
+            .bind(column(&identifiers, |i| i.kind.as_str())) // $1
+            .bind(column(&identifiers, |i| i.value.as_str())) // $2
+            .bind(column(&receipts, |r| r.0.as_str())) // $3
+            .bind(column(&receipts, |r| r.1.as_str())) // $4
+            .bind(column(&receipts, |r| r.2.as_str())) // $5
+            .bind(column(&requests, |r| r.0.as_str())) // $6
+            .bind(column(&requests, |r| r.1.as_str())); // $7
+        let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
+        for row in &rows {
+            file_lookup(row, loaded)?;
+        }
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reserved ids.
+
+/// `count` ($1) values of a table's identity sequence. Inserts that carry them say
+/// `overriding system value`; inserts without an id draw from the same sequence, so they never
+/// get one of these.
+fn reserve_sql(sequence: Sequence) -> &'static str {
+    match sequence {
+        Sequence::Transactions => {
+            r#"
+select nextval(pg_get_serial_sequence('transactions', 'transaction_id')) as id
+from generate_series(1, $1)"#
+        }
+        Sequence::Lots => {
+            r#"
+select nextval(pg_get_serial_sequence('point_lots', 'lot_id')) as id
+from generate_series(1, $1)"#
+        }
+    }
+}
+
+impl PgUnitOfWork {
+    pub(super) async fn reserve(
+        &mut self,
+        sequence: Sequence,
+        count: usize,
+    ) -> StoreResult<Vec<i64>> {
+        if count == 0 {
+            return Ok(Vec::new());
+        }
+        let count = i64::try_from(count)
+            .map_err(|_| StoreError::Database(format!("cannot reserve {count} ids").into()))?;
+        let query = sqlx::query(reserve_sql(sequence)).bind(count); // $1
+        let mut ids: Vec<i64> = self
+            .fetch_all(query, |row| Cols::new(row, "sequence", "id").get("id"))
+            .await?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Flush.
+
+const INSERT_MEMBERS: &str = r#"
+insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
+    lifetime_redeemed_points, created_at)
+select *
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+    $7::timestamptz[])"#;
+
+/// Every column but the key and `created_at`, which never change.
+const UPDATE_MEMBERS: &str = r#"
+update members m
+set display_name = c.display_name,
+    state = c.state,
+    merged_into = c.merged_into,
+    lifetime_earned_points = c.lifetime_earned_points,
+    lifetime_redeemed_points = c.lifetime_redeemed_points
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+    as c (member_id, display_name, state, merged_into, lifetime_earned_points,
+        lifetime_redeemed_points)
+where m.member_id = c.member_id"#;
+
+const INSERT_IDENTIFIERS: &str = r#"
+insert into identifiers (kind, value, member_id)
+select *
+from unnest($1::text[], $2::text[], $3::text[])"#;
+
+/// The journal in one statement: transactions with their reserved ids, their postings, and
+/// the net change of each guarded balance. Credits upsert; debits are a plain update (an
+/// upsert would have `balance >= 0` checked on the negative row it proposes to insert), so a
+/// debit below zero breaks the CHECK, and one with no row to update shows in the count.
+const INSERT_JOURNAL: &str = r#"
+with entries as (
+    insert into transactions (transaction_id, kind, member_id, occurred_at, recorded_at,
+        channel, store_id, order_id, metadata)
+    overriding system value
+    select transaction_id, kind, member_id, occurred_at, recorded_at,
+        channel, store_id, order_id, metadata::jsonb
+    from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+        $6::text[], $7::text[], $8::text[], $9::text[])
+        as t (transaction_id, kind, member_id, occurred_at, recorded_at,
+            channel, store_id, order_id, metadata)
+), lines as (
+    insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
+    select *
+    from unnest($10::bigint[], $11::integer[], $12::text[], $13::text[], $14::text[],
+        $15::bigint[])
+), credited as (
+    insert into balances (account, asset, balance)
+    select *
+    from unnest($16::text[], $17::text[], $18::bigint[])
+    on conflict (account, asset) do update
+    set balance = balances.balance + excluded.balance
+), debited as (
+    update balances b
+    set balance = b.balance - d.amount
+    from unnest($19::text[], $20::text[], $21::bigint[]) as d (account, asset, amount)
+    where b.account = d.account
+        and b.asset = d.asset
+    returning 1
+)
+select count(*) as debited
+from debited"#;
+
+const INSERT_LOTS: &str = r#"
+insert into point_lots (lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points)
+overriding system value
+select *
+from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[])"#;
+
+const UPDATE_LOTS: &str = r#"
+update point_lots l
+set member_id = c.member_id,
+    order_id = c.order_id,
+    state = c.state,
+    earned_at = c.earned_at,
+    matures_at = c.matures_at,
+    expires_at = c.expires_at,
+    original_points = c.original_points,
+    remaining_points = c.remaining_points,
+    held_points = c.held_points
+from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[])
+    as c (lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+        original_points, remaining_points, held_points)
+where l.lot_id = c.lot_id"#;
+
+const INSERT_ORDERS: &str = r#"
+insert into orders (order_id, member_id, state, channel, store_id, register_id, receipt_no,
+    lines, total, coupon_discount, points_redeemed, amount_due, points_earned, points_pending,
+    coupon_codes, hold_expires_at, refunded_amount, points_reversed, points_restored,
+    occurred_at, created_at)
+select order_id, member_id, state, channel, store_id, register_id, receipt_no,
+    lines::jsonb, total, coupon_discount, points_redeemed, amount_due, points_earned,
+    points_pending, coupon_codes::jsonb, hold_expires_at, refunded_amount, points_reversed,
+    points_restored, occurred_at, created_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::numeric[],
+    $13::bigint[], $14::bigint[], $15::text[], $16::timestamptz[], $17::numeric[],
+    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[])
+    as c (order_id, member_id, state, channel, store_id, register_id, receipt_no,
+        lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
+        points_pending, coupon_codes, hold_expires_at, refunded_amount, points_reversed,
+        points_restored, occurred_at, created_at)"#;
+
+const UPDATE_ORDERS: &str = r#"
+update orders o
+set member_id = c.member_id,
+    state = c.state,
+    channel = c.channel,
+    store_id = c.store_id,
+    register_id = c.register_id,
+    receipt_no = c.receipt_no,
+    lines = c.lines::jsonb,
+    total = c.total,
+    coupon_discount = c.coupon_discount,
+    points_redeemed = c.points_redeemed,
+    amount_due = c.amount_due,
+    points_earned = c.points_earned,
+    points_pending = c.points_pending,
+    coupon_codes = c.coupon_codes::jsonb,
+    hold_expires_at = c.hold_expires_at,
+    refunded_amount = c.refunded_amount,
+    points_reversed = c.points_reversed,
+    points_restored = c.points_restored,
+    occurred_at = c.occurred_at,
+    created_at = c.created_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::numeric[],
+    $13::bigint[], $14::bigint[], $15::text[], $16::timestamptz[], $17::numeric[],
+    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[])
+    as c (order_id, member_id, state, channel, store_id, register_id, receipt_no,
+        lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
+        points_pending, coupon_codes, hold_expires_at, refunded_amount, points_reversed,
+        points_restored, occurred_at, created_at)
+where o.order_id = c.order_id"#;
+
+const INSERT_ORDER_LOTS: &str = r#"
+insert into order_lots (order_id, lot_id, points, restored_points)
+select *
+from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])"#;
+
+const UPDATE_ORDER_LOTS: &str = r#"
+update order_lots l
+set points = c.points,
+    restored_points = c.restored_points
+from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
+    as c (order_id, lot_id, points, restored_points)
+where l.order_id = c.order_id
+    and l.lot_id = c.lot_id"#;
+
+const INSERT_COUPONS: &str = r#"
+insert into coupons (code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
+    source, order_id, redeemed_at, issued_at)
+select *
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])"#;
+
+const UPDATE_COUPONS: &str = r#"
+update coupons p
+set campaign_id = c.campaign_id,
+    variant_id = c.variant_id,
+    member_id = c.member_id,
+    state = c.state,
+    valid_from = c.valid_from,
+    valid_until = c.valid_until,
+    source = c.source,
+    order_id = c.order_id,
+    redeemed_at = c.redeemed_at,
+    issued_at = c.issued_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
+    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+    as c (code, campaign_id, variant_id, member_id, state, valid_from, valid_until, source,
+        order_id, redeemed_at, issued_at)
+where p.code = c.code"#;
+
+/// The columns of `INSERT_LOTS` and `UPDATE_LOTS`.
+fn bind_lots<'q>(sql: &'q str, lots: &'q [Lot]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(lots, |l| l.lot_id)) // $1
+        .bind(column(lots, |l| l.member_id.as_str())) // $2
+        .bind(column(lots, |l| l.order_id.as_str())) // $3
+        .bind(column(lots, |l| l.state.as_str())) // $4
+        .bind(column(lots, |l| l.earned_at)) // $5
+        .bind(column(lots, |l| l.matures_at)) // $6
+        .bind(column(lots, |l| l.expires_at)) // $7
+        .bind(column(lots, |l| l.original_points)) // $8
+        .bind(column(lots, |l| l.remaining_points)) // $9
+        .bind(column(lots, |l| l.held_points)) // $10
+}
+
+/// The columns of `INSERT_ORDERS` and `UPDATE_ORDERS`.
+fn bind_orders<'q>(sql: &'q str, orders: &'q [Order]) -> StoreResult<PgQuery<'q>> {
+    let money = |field: fn(&Order) -> Decimal| column(orders, field);
+    Ok(sqlx::query(sql)
+        .bind(column(orders, |o| o.order_id.as_str())) // $1
+        .bind(column(orders, |o| o.member_id.as_str())) // $2
+        .bind(column(orders, |o| o.state.as_str())) // $3
+        .bind(column(orders, |o| o.channel.as_str())) // $4
+        .bind(column(orders, |o| o.store_id.as_str())) // $5
+        .bind(column(orders, |o| o.register_id.as_str())) // $6
+        .bind(column(orders, |o| receipt_no_param(&o.receipt_no))) // $7
+        .bind(json_column(orders, |o| &o.lines)?) // $8
+        .bind(money(|o| o.total.amount())) // $9
+        .bind(money(|o| o.coupon_discount.amount())) // $10
+        .bind(column(orders, |o| o.points_redeemed)) // $11
+        .bind(money(|o| o.amount_due.amount())) // $12
+        .bind(column(orders, |o| o.points_earned)) // $13
+        .bind(column(orders, |o| o.points_pending)) // $14
+        .bind(json_column(orders, |o| &o.coupon_codes)?) // $15
+        .bind(column(orders, |o| o.hold_expires_at)) // $16
+        .bind(money(|o| o.refunded_amount.amount())) // $17
+        .bind(column(orders, |o| o.points_reversed)) // $18
+        .bind(column(orders, |o| o.points_restored)) // $19
+        .bind(column(orders, |o| o.occurred_at)) // $20
+        .bind(column(orders, |o| o.created_at))) // $21
+}
+
+/// The columns of `INSERT_ORDER_LOTS` and `UPDATE_ORDER_LOTS`.
+fn bind_order_lots<'q>(sql: &'q str, order_lots: &'q [OrderLot]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(order_lots, |l| l.order_id.as_str())) // $1
+        .bind(column(order_lots, |l| l.lot_id)) // $2
+        .bind(column(order_lots, |l| l.points)) // $3
+        .bind(column(order_lots, |l| l.restored_points)) // $4
+}
+
+/// The columns of `INSERT_COUPONS` and `UPDATE_COUPONS`.
+fn bind_coupons<'q>(sql: &'q str, coupons: &'q [Coupon]) -> PgQuery<'q> {
+    sqlx::query(sql)
+        .bind(column(coupons, |c| c.code.as_str())) // $1
+        .bind(column(coupons, |c| c.campaign_id.as_str())) // $2
+        .bind(column(coupons, |c| c.variant_id.as_str())) // $3
+        .bind(column(coupons, |c| c.member_id.as_str())) // $4
+        .bind(column(coupons, |c| c.state.as_str())) // $5
+        .bind(column(coupons, |c| c.valid_from)) // $6
+        .bind(column(coupons, |c| c.valid_until)) // $7
+        .bind(column(coupons, |c| c.source.as_str())) // $8
+        .bind(column(coupons, |c| c.order_id.as_str())) // $9
+        .bind(column(coupons, |c| c.redeemed_at)) // $10
+        .bind(column(coupons, |c| c.issued_at)) // $11
+}
+
+impl PgUnitOfWork {
+    /// Writes a batch's changes, one statement per table and kind, skipping empty parts;
+    /// parents before the rows that reference them. The first failure (a debit below zero, a
+    /// duplicate key, an update that finds no row) fails the flush, and the caller drops the
+    /// unit of work, which rolls all of it back.
+    pub(super) async fn flush_changes(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        let new_members = &changes.new_members;
+        if !new_members.is_empty() {
+            let query = sqlx::query(INSERT_MEMBERS)
+                .bind(column(new_members, |m| m.member_id.as_str())) // $1
+                .bind(column(new_members, |m| m.display_name.as_str())) // $2
+                .bind(column(new_members, |m| m.state.as_str())) // $3
+                .bind(column(new_members, |m| m.merged_into.as_deref())) // $4
+                .bind(column(new_members, |m| m.lifetime_earned_points)) // $5
+                .bind(column(new_members, |m| m.lifetime_redeemed_points)) // $6
+                .bind(column(new_members, |m| m.created_at)); // $7
+            self.run(query).await?;
+        }
+        let changed = &changes.changed_members;
+        if !changed.is_empty() {
+            let query = sqlx::query(UPDATE_MEMBERS)
+                .bind(column(changed, |m| m.member_id.as_str())) // $1
+                .bind(column(changed, |m| m.display_name.as_str())) // $2
+                .bind(column(changed, |m| m.state.as_str())) // $3
+                .bind(column(changed, |m| m.merged_into.as_deref())) // $4
+                .bind(column(changed, |m| m.lifetime_earned_points)) // $5
+                .bind(column(changed, |m| m.lifetime_redeemed_points)); // $6
+            self.update_all(query, changed.len(), "members").await?;
+        }
+        let identifiers = &changes.new_identifiers;
+        if !identifiers.is_empty() {
+            let query = sqlx::query(INSERT_IDENTIFIERS)
+                .bind(column(identifiers, |(i, _)| i.kind.as_str())) // $1
+                .bind(column(identifiers, |(i, _)| i.value.as_str())) // $2
+                .bind(column(identifiers, |(_, member_id)| member_id.as_str())); // $3
+            self.run(query).await?;
+        }
+        if !changes.transactions.is_empty() || !changes.balance_deltas.is_empty() {
+            self.flush_journal(changes).await?;
+        }
+        if !changes.new_lots.is_empty() {
+            self.run(bind_lots(INSERT_LOTS, &changes.new_lots)).await?;
+        }
+        if !changes.changed_lots.is_empty() {
+            let query = bind_lots(UPDATE_LOTS, &changes.changed_lots);
+            self.update_all(query, changes.changed_lots.len(), "lots")
+                .await?;
+        }
+        if !changes.new_orders.is_empty() {
+            self.run(bind_orders(INSERT_ORDERS, &changes.new_orders)?)
+                .await?;
+        }
+        if !changes.changed_orders.is_empty() {
+            let query = bind_orders(UPDATE_ORDERS, &changes.changed_orders)?;
+            self.update_all(query, changes.changed_orders.len(), "orders")
+                .await?;
+        }
+        if !changes.new_order_lots.is_empty() {
+            self.run(bind_order_lots(INSERT_ORDER_LOTS, &changes.new_order_lots))
+                .await?;
+        }
+        if !changes.changed_order_lots.is_empty() {
+            let query = bind_order_lots(UPDATE_ORDER_LOTS, &changes.changed_order_lots);
+            self.update_all(query, changes.changed_order_lots.len(), "order lots")
+                .await?;
+        }
+        if !changes.new_coupons.is_empty() {
+            self.run(bind_coupons(INSERT_COUPONS, &changes.new_coupons))
+                .await?;
+        }
+        if !changes.changed_coupons.is_empty() {
+            let query = bind_coupons(UPDATE_COUPONS, &changes.changed_coupons);
+            self.update_all(query, changes.changed_coupons.len(), "coupons")
+                .await?;
+        }
+        if !changes.outcomes.is_empty() {
+            self.run(insert_outcomes(&changes.outcomes)).await?;
+        }
+        Ok(())
+    }
+
+    /// Transactions, postings and balances: `INSERT_JOURNAL`.
+    async fn flush_journal(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        let transactions = &changes.transactions;
+        let mut metadata = Vec::with_capacity(transactions.len());
+        for (_, transaction) in transactions {
+            let pairs: BTreeMap<&str, &str> = transaction
+                .metadata
+                .iter()
+                .map(|(key, value)| (key.as_str(), value.as_str()))
+                .collect();
+            metadata.push(to_json(&pairs)?);
+        }
+        // One row per posting, numbered from 1 within its transaction.
+        let postings: Vec<(i64, i32, &Posting)> = transactions
+            .iter()
+            .flat_map(|(id, transaction)| {
+                (1..)
+                    .zip(&transaction.postings)
+                    .map(move |(posting_no, posting)| (*id, posting_no, posting))
+            })
+            .collect();
+        let (credits, debits): (Vec<&AccountTotal>, Vec<&AccountTotal>) = changes
+            .balance_deltas
+            .iter()
+            .filter(|delta| delta.amount != 0)
+            .partition(|delta| delta.amount > 0);
+        // Debits as the positive amounts they take away.
+        let debit_amounts = debits
+            .iter()
+            .map(|d| d.amount.checked_neg())
+            .collect::<Option<Vec<i64>>>()
+            .ok_or_else(|| StoreError::Database("a balance delta overflows".into()))?;
+        let query = sqlx::query(INSERT_JOURNAL)
+            .bind(column(transactions, |(id, _)| *id)) // $1
+            .bind(column(transactions, |(_, t)| t.kind)) // $2
+            .bind(column(transactions, |(_, t)| t.member_id.as_str())) // $3
+            .bind(column(transactions, |(_, t)| t.occurred_at)) // $4
+            .bind(column(transactions, |(_, t)| t.recorded_at)) // $5
+            .bind(column(transactions, |(_, t)| {
+                t.channel.map(Channel::as_str)
+            })) // $6
+            .bind(column(transactions, |(_, t)| t.store_id.as_str())) // $7
+            .bind(column(transactions, |(_, t)| t.order_id.as_str())) // $8
+            .bind(metadata) // $9
+            .bind(column(&postings, |(id, _, _)| *id)) // $10
+            .bind(column(&postings, |(_, no, _)| *no)) // $11
+            .bind(column(&postings, |(_, _, p)| p.from_account.as_str())) // $12
+            .bind(column(&postings, |(_, _, p)| p.to_account.as_str())) // $13
+            .bind(column(&postings, |(_, _, p)| p.asset.as_str())) // $14
+            .bind(column(&postings, |(_, _, p)| p.amount)) // $15
+            .bind(column(&credits, |d| d.account.as_str())) // $16
+            .bind(column(&credits, |d| d.asset.as_str())) // $17
+            .bind(column(&credits, |d| d.amount)) // $18
+            .bind(column(&debits, |d| d.account.as_str())) // $19
+            .bind(column(&debits, |d| d.asset.as_str())) // $20
+            .bind(debit_amounts); // $21
+        let debited: i64 = self.fetch_value(query, "balances", "debited").await?;
+        if usize::try_from(debited).ok() != Some(debits.len()) {
+            // A debit that found no row: nothing stored is zero, the debit would go below it.
+            let accounts: Vec<&str> = column(&debits, |d| d.account.as_str());
+            return Err(StoreError::Database(
+                format!(
+                    "a debit of {accounts:?} would go below zero ({debited} of {} balances \
+                     stored)",
+                    debits.len()
+                )
+                .into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs an update of `expected` rows the batch loaded; any other count is a bug (a row
+    /// that was never there, a key given twice), and the batch must not commit.
+    async fn update_all(
+        &mut self,
+        query: PgQuery<'_>,
+        expected: usize,
+        table: &str,
+    ) -> StoreResult<()> {
+        let updated = self.run_counted(query).await?;
+        if usize::try_from(updated).ok() != Some(expected) {
+            return Err(StoreError::Database(
+                format!("{table}: expected to update {expected} rows, updated {updated}").into(),
+            ));
+        }
+        Ok(())
+    }
+}
