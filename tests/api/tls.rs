@@ -1,10 +1,14 @@
 //! gRPC over TLS with certificates made in the test: TLS clients get through, plaintext does not;
 //! with a client CA (mutual TLS) a client without a certificate is refused.
 
-use std::{path::Path, sync::Arc};
+use std::{path::Path, process::Stdio, sync::Arc, time::Duration};
 
 use omo::{Application, Config, client::Client, domain::auth::Role, proto};
 use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::{
+    io::{AsyncBufReadExt, BufReader},
+    process::Command,
+};
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 
 use crate::helpers::TestApp;
@@ -12,6 +16,7 @@ use crate::helpers::TestApp;
 crate::both_backends! {
     tls_is_served_and_plaintext_refused => tls_is_served_and_plaintext_refused,
     mutual_tls_refuses_a_client_without_a_certificate => mutual_tls_refuses_a_client_without_a_certificate,
+    plaintext_off_loopback_is_warned_about => plaintext_off_loopback_is_warned_about,
 }
 
 /// A CA, a server certificate for localhost/127.0.0.1 and a client certificate, all PEM.
@@ -158,4 +163,65 @@ fn pki_stranger_endpoint(server: &Application, pki: &Pki) -> Endpoint {
                 .identity(Identity::from_pem(&other.client.0, &other.client.1)),
         )
         .expect("tls config")
+}
+
+/// What `omo serve` logs before it says where it listens.
+async fn startup_log(app: &TestApp, extra: &[&str]) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_omo"))
+        .args(["serve", "--database-url", &app.database_url])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("omo serve");
+    let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let mut log = String::new();
+    let read = async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            log.push_str(&line);
+            log.push('\n');
+            if line.starts_with("omo listening on ") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .expect("the server starts");
+    let _ = child.kill().await;
+    log
+}
+
+async fn plaintext_off_loopback_is_warned_about(app: &TestApp) {
+    let warning = "serving without TLS on a non-loopback address";
+    let open = startup_log(app, &["--listen", "0.0.0.0:0"]).await;
+    assert!(open.contains(warning), "{open}");
+    let local = startup_log(app, &["--listen", "127.0.0.1:0"]).await;
+    assert!(!local.contains(warning), "{local}");
+    let dir = temp_dir("warn");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let pki = new_pki();
+    let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+    std::fs::write(&cert, &pki.server.0).expect("cert");
+    std::fs::write(&key, &pki.server.1).expect("key");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let tls = startup_log(
+        app,
+        &[
+            "--listen",
+            "0.0.0.0:0",
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+        ],
+    )
+    .await;
+    assert!(
+        tls.contains("omo serving") && !tls.contains(warning),
+        "{tls}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }
