@@ -186,8 +186,16 @@ pub enum Sequence {
 
 /// Everything a batch changed, written by [`UnitOfWork::flush`] with one statement per table
 /// (and kind of change). Rows come in the order the batch first wrote them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChangeSet {
+    /// Reference data written by admins (rare: written row by row).
+    pub new_stores: Vec<RetailStore>,
+    pub program: Option<Program>,
+    pub new_campaigns: Vec<Campaign>,
+    /// Merged members (source, target): every lot, coupon and identifier of the source moves
+    /// to the target, also those the batch never read. Written before the rows below, which
+    /// already name their final member.
+    pub merges: Vec<(String, String)>,
     pub new_members: Vec<MemberRow>,
     pub changed_members: Vec<MemberRow>,
     /// (identifier, member_id)
@@ -420,6 +428,29 @@ pub trait UnitOfWork: Send {
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+}
+
+/// The rare parts of a [`ChangeSet`] (admin writes, merges), written through the row-level
+/// methods: each is one statement, and most batches have none. A flush writes them first.
+pub async fn write_rare_parts<U: UnitOfWork + ?Sized>(
+    uow: &mut U,
+    changes: &ChangeSet,
+) -> StoreResult<()> {
+    for store in &changes.new_stores {
+        uow.insert_store(store).await?;
+    }
+    if let Some(program) = &changes.program {
+        uow.save_program(program).await?;
+    }
+    for campaign in &changes.new_campaigns {
+        uow.insert_campaign(campaign).await?;
+    }
+    for (source, target) in &changes.merges {
+        uow.move_lots(source, target).await?;
+        uow.move_coupons(source, target).await?;
+        uow.move_identifiers(source, target).await?;
+    }
+    Ok(())
 }
 
 /// [`UnitOfWork::load`] row by row, through the row-level methods: right for an embedded

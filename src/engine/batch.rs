@@ -30,16 +30,11 @@ use crate::domain::{
 /// Ids reserved from the database at a time: one round trip serves a batch of 64 commands.
 const ID_BLOCK: usize = 64;
 
-/// Whether a command runs in an in-memory batch. The others (merges, admin writes) are rare and
-/// touch whole sets of rows (every lot and coupon of a member), so they keep the row-level path.
-pub(super) fn runs_in_memory(command: &Command) -> bool {
-    !matches!(
-        command,
-        Command::MergeMembers { .. }
-            | Command::CreateStore(_)
-            | Command::UpdateProgram { .. }
-            | Command::CreateCampaign(_)
-    )
+/// Whether a command runs in a batch of its own. A merge moves whole sets of rows (every lot,
+/// coupon and identifier of a member), some of which the batch never reads: alone, no other
+/// command of its batch can see those rows before they move.
+pub(super) fn runs_alone(command: &Command) -> bool {
+    matches!(command, Command::MergeMembers { .. })
 }
 
 /// What a batch of commands will touch.
@@ -85,8 +80,14 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             Command::Capture { order_id }
             | Command::Void { order_id }
             | Command::Refund { order_id, .. } => keys.order_ids.push(order_id.clone()),
-            Command::MergeMembers { .. }
-            | Command::CreateStore(_)
+            Command::MergeMembers {
+                source_member_id,
+                target_member_id,
+            } => {
+                keys.member_ids.push(source_member_id.clone());
+                keys.member_ids.push(target_member_id.clone());
+            }
+            Command::CreateStore(_)
             | Command::UpdateProgram { .. }
             | Command::CreateCampaign(_) => {}
         }
@@ -192,6 +193,11 @@ struct Marks {
     receipts: usize,
     order_lots: usize,
     coupons: usize,
+    stores: usize,
+    program: usize,
+    campaigns: usize,
+    public_codes: usize,
+    merges: usize,
     transactions: usize,
 }
 
@@ -225,8 +231,15 @@ struct Rows {
     coupons: Table<String, Coupon>,
     /// Orders all of whose coupons are in `coupons`.
     coupons_of: HashSet<String>,
-    campaigns: HashMap<String, Option<Campaign>>,
-    public_codes: HashMap<String, Option<String>>,
+    /// Members all of whose coupons are in `coupons`.
+    coupons_of_member: HashSet<String>,
+    stores: Table<String, Store>,
+    program: Table<(), Program>,
+    program_locked: bool,
+    campaigns: Table<String, Campaign>,
+    public_codes: Table<String, String>,
+    /// (source, target) of the members merged.
+    merges: Vec<(String, String)>,
     /// Coupons the database counted per (campaign, member or all); the batch's own new coupons
     /// are counted from `coupons`.
     stored_coupon_counts: HashMap<(String, Option<String>), i64>,
@@ -312,6 +325,11 @@ impl Rows {
             receipts: self.receipts.mark(),
             order_lots: self.order_lots.mark(),
             coupons: self.coupons.mark(),
+            stores: self.stores.mark(),
+            program: self.program.mark(),
+            campaigns: self.campaigns.mark(),
+            public_codes: self.public_codes.mark(),
+            merges: self.merges.len(),
             transactions: self.transactions.len(),
         }
     }
@@ -327,6 +345,11 @@ impl Rows {
         self.receipts.rollback(marks.receipts);
         self.order_lots.rollback(marks.order_lots);
         self.coupons.rollback(marks.coupons);
+        self.stores.rollback(marks.stores);
+        self.program.rollback(marks.program);
+        self.campaigns.rollback(marks.campaigns);
+        self.public_codes.rollback(marks.public_codes);
+        self.merges.truncate(marks.merges);
         self.transactions.truncate(marks.transactions);
     }
 
@@ -342,6 +365,14 @@ impl Rows {
         let (new_order_lots, changed_order_lots) = self.order_lots.split_changes();
         let (new_coupons, changed_coupons) = self.coupons.split_changes();
         let (outcomes, _) = self.outcomes.split_changes();
+        let (new_stores, _) = self.stores.split_changes();
+        let (new_campaigns, _) = self.campaigns.split_changes();
+        let program = self
+            .program
+            .changes()
+            .into_iter()
+            .map(|(_, _, program)| program.clone())
+            .next();
         let new_identifiers = self
             .identifiers
             .changes()
@@ -362,6 +393,10 @@ impl Rows {
             .collect();
         balance_deltas.sort_by(|a, b| (&a.account, &a.asset).cmp(&(&b.account, &b.asset)));
         ChangeSet {
+            new_stores,
+            program,
+            new_campaigns,
+            merges: self.merges.clone(),
             new_members,
             changed_members,
             new_identifiers,
@@ -435,6 +470,15 @@ impl<'db> InMemory<'db> {
             self.rows.lots_of.insert(member_id.to_string());
         }
         Ok(())
+    }
+
+    /// Records that `from` merges into `to` (once), for the flush to move what the batch
+    /// never read.
+    fn note_merge(&mut self, from: &str, to: &str) {
+        let merge = (from.to_string(), to.to_string());
+        if !self.rows.merges.contains(&merge) {
+            self.rows.merges.push(merge);
+        }
     }
 
     async fn load_identifiers_of(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
@@ -531,26 +575,49 @@ impl UnitOfWork for InMemory<'_> {
     }
 
     async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
-        if lock {
-            return Err(not_in_batch("load_program(lock)"));
+        let cached = self
+            .rows
+            .program
+            .cached(&())
+            .map(|program| program.cloned());
+        match cached {
+            Some(program) if !lock || self.rows.program_locked => Ok(program),
+            _ => {
+                let program = self.db.load_program(lock).await?;
+                self.rows.program_locked |= lock;
+                self.rows.program.refill((), program);
+                Ok(self.rows.program.cached(&()).flatten().cloned())
+            }
         }
-        self.db.load_program(false).await
     }
 
-    async fn save_program(&mut self, _program: &Program) -> StoreResult<()> {
-        Err(not_in_batch("save_program"))
+    async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
+        self.rows.program.put((), program.clone());
+        Ok(())
     }
 
-    async fn ensure_program(&mut self, _program: &Program) -> StoreResult<()> {
-        Err(not_in_batch("ensure_program"))
+    /// Written at once: a row of default settings is what no row means already, and it gives
+    /// concurrent first updates a row to lock, so that they compose.
+    async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
+        if self.rows.program.cached(&()).flatten().is_none() {
+            self.db.ensure_program(program).await?;
+        }
+        Ok(())
     }
 
-    async fn insert_store(&mut self, _store: &Store) -> StoreResult<()> {
-        Err(not_in_batch("insert_store"))
+    async fn insert_store(&mut self, store: &Store) -> StoreResult<()> {
+        self.rows.stores.put(store.store_id.clone(), store.clone());
+        Ok(())
     }
 
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<Store>> {
-        self.db.get_store(store_id).await
+        let key = store_id.to_string();
+        if let Some(store) = self.rows.stores.cached(&key) {
+            return Ok(store.cloned());
+        }
+        let store = self.db.get_store(store_id).await?;
+        self.rows.stores.fill(key, store.clone());
+        Ok(store)
     }
 
     async fn list_stores(&mut self) -> StoreResult<Vec<Store>> {
@@ -635,8 +702,23 @@ impl UnitOfWork for InMemory<'_> {
         self.load_identifiers_of(member_id).await
     }
 
-    async fn move_identifiers(&mut self, _from: &str, _to: &str) -> StoreResult<()> {
-        Err(not_in_batch("move_identifiers"))
+    async fn move_identifiers(&mut self, from: &str, to: &str) -> StoreResult<()> {
+        let moving = self.load_identifiers_of(from).await?;
+        let mut staying = self.load_identifiers_of(to).await?;
+        for identifier in &moving {
+            // Stored under `from`: a row to move, not a new one to insert.
+            let identifiers = &mut self.rows.identifiers;
+            identifiers.fill(identifier.clone(), Some(from.to_string()));
+            identifiers.put(identifier.clone(), to.to_string());
+        }
+        staying.extend(moving);
+        staying.sort();
+        self.rows.member_identifiers.put(to.to_string(), staying);
+        self.rows
+            .member_identifiers
+            .put(from.to_string(), Vec::new());
+        self.note_merge(from, to);
+        Ok(())
     }
 
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
@@ -731,8 +813,26 @@ impl UnitOfWork for InMemory<'_> {
         Ok(())
     }
 
-    async fn move_lots(&mut self, _from: &str, _to: &str) -> StoreResult<()> {
-        Err(not_in_batch("move_lots"))
+    async fn move_lots(&mut self, from: &str, to: &str) -> StoreResult<()> {
+        // The spent lots of `from` stay unread: the flush moves them too.
+        self.load_lots_of(from).await?;
+        let moving: Vec<Lot> = self
+            .rows
+            .lots
+            .present()
+            .filter(|lot| lot.member_id == from)
+            .cloned()
+            .collect();
+        for lot in moving {
+            let lot_id = lot.lot_id;
+            let lot = Lot {
+                member_id: to.to_string(),
+                ..lot
+            };
+            self.rows.lots.put(lot_id, lot);
+        }
+        self.note_merge(from, to);
+        Ok(())
     }
 
     async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
@@ -839,12 +939,26 @@ impl UnitOfWork for InMemory<'_> {
         Ok(())
     }
 
-    async fn member_has_open_orders(&mut self, _member_id: &str) -> StoreResult<bool> {
-        Err(not_in_batch("member_has_open_orders"))
+    /// Exact only when the batch changed none of the member's orders: a merge runs alone in
+    /// its batch ([`runs_alone`]).
+    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
+        let open_here = self.rows.orders.present().any(|order| {
+            order.member_id == member_id
+                && order.state == crate::domain::model::OrderState::Authorized
+        });
+        Ok(open_here || self.db.member_has_open_orders(member_id).await?)
     }
 
-    async fn insert_campaign(&mut self, _campaign: &Campaign) -> StoreResult<()> {
-        Err(not_in_batch("insert_campaign"))
+    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
+        if let Some(code) = &campaign.public_code {
+            self.rows
+                .public_codes
+                .put(code.clone(), campaign.campaign_id.clone());
+        }
+        self.rows
+            .campaigns
+            .put(campaign.campaign_id.clone(), campaign.clone());
+        Ok(())
     }
 
     async fn get_campaign(
@@ -852,44 +966,45 @@ impl UnitOfWork for InMemory<'_> {
         campaign_id: &str,
         lock: bool,
     ) -> StoreResult<Option<Campaign>> {
-        let locked = self.rows.locked_campaigns.contains(campaign_id);
-        if let Some(campaign) = self.rows.campaigns.get(campaign_id)
-            && (locked || !lock)
-        {
-            return Ok(campaign.clone());
+        let key = campaign_id.to_string();
+        let cached = self.rows.campaigns.cached(&key).map(|row| row.cloned());
+        match cached {
+            Some(row)
+                if !lock || row.is_none() || self.rows.locked_campaigns.contains(campaign_id) =>
+            {
+                Ok(row)
+            }
+            _ => {
+                let row = self.db.get_campaign(campaign_id, lock).await?;
+                if lock {
+                    // Counts read before the lock may have changed since.
+                    self.rows
+                        .stored_coupon_counts
+                        .retain(|(counted, _), _| counted != campaign_id);
+                    self.rows.locked_campaigns.insert(key.clone());
+                }
+                self.rows.campaigns.refill(key.clone(), row);
+                Ok(self.rows.campaigns.cached(&key).flatten().cloned())
+            }
         }
-        let campaign = self.db.get_campaign(campaign_id, lock).await?;
-        if lock {
-            // Counts read before the lock may have changed since.
-            self.rows
-                .stored_coupon_counts
-                .retain(|(counted, _), _| counted != campaign_id);
-            self.rows.locked_campaigns.insert(campaign_id.to_string());
-        }
-        self.rows
-            .campaigns
-            .insert(campaign_id.to_string(), campaign.clone());
-        Ok(campaign)
     }
 
     async fn campaign_by_public_code(
         &mut self,
         public_code: &str,
     ) -> StoreResult<Option<Campaign>> {
-        let campaign_id = match self.rows.public_codes.get(public_code) {
-            Some(campaign_id) => campaign_id.clone(),
+        let key = public_code.to_string();
+        let campaign_id = match self.rows.public_codes.cached(&key) {
+            Some(campaign_id) => campaign_id.cloned(),
             None => {
                 let campaign = self.db.campaign_by_public_code(public_code).await?;
                 let campaign_id = campaign.as_ref().map(|c| c.campaign_id.clone());
                 if let Some(campaign) = campaign {
                     self.rows
                         .campaigns
-                        .entry(campaign.campaign_id.clone())
-                        .or_insert(Some(campaign));
+                        .fill(campaign.campaign_id.clone(), Some(campaign));
                 }
-                self.rows
-                    .public_codes
-                    .insert(public_code.to_string(), campaign_id.clone());
+                self.rows.public_codes.fill(key, campaign_id.clone());
                 campaign_id
             }
         };
@@ -899,6 +1014,8 @@ impl UnitOfWork for InMemory<'_> {
         }
     }
 
+    /// Campaigns committed so far: read for the reference cache, which must never hold a
+    /// campaign whose batch may yet roll back.
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
         self.db.list_campaigns().await
     }
@@ -960,8 +1077,22 @@ impl UnitOfWork for InMemory<'_> {
         Ok(())
     }
 
-    async fn member_coupons(&mut self, _member_id: &str) -> StoreResult<Vec<Coupon>> {
-        Err(not_in_batch("member_coupons"))
+    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
+        if !self.rows.coupons_of_member.contains(member_id) {
+            for coupon in self.db.member_coupons(member_id).await? {
+                self.rows.coupons.fill(coupon.code.clone(), Some(coupon));
+            }
+            self.rows.coupons_of_member.insert(member_id.to_string());
+        }
+        let mut coupons: Vec<Coupon> = self
+            .rows
+            .coupons
+            .present()
+            .filter(|coupon| coupon.member_id == member_id)
+            .cloned()
+            .collect();
+        coupons.sort_by(|a, b| (a.issued_at, &a.code).cmp(&(b.issued_at, &b.code)));
+        Ok(coupons)
     }
 
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
@@ -982,8 +1113,17 @@ impl UnitOfWork for InMemory<'_> {
         Ok(coupons)
     }
 
-    async fn move_coupons(&mut self, _from: &str, _to: &str) -> StoreResult<()> {
-        Err(not_in_batch("move_coupons"))
+    async fn move_coupons(&mut self, from: &str, to: &str) -> StoreResult<()> {
+        for coupon in self.member_coupons(from).await? {
+            let code = coupon.code.clone();
+            let coupon = Coupon {
+                member_id: to.to_string(),
+                ..coupon
+            };
+            self.rows.coupons.put(code, coupon);
+        }
+        self.note_merge(from, to);
+        Ok(())
     }
 
     async fn due_work(&mut self, _now: DateTime<Utc>, _limit: i64) -> StoreResult<DueWork> {

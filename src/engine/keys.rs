@@ -288,12 +288,10 @@ impl Engine {
             revoked_at: None,
             last_used_at: None,
         };
-        self.core
-            .write(move |uow, _now| {
-                let record = record.clone();
-                Box::pin(async move { Ok(uow.insert_api_key(&record).await?) })
-            })
-            .await?;
+        // An API key is no ledger write: it needs neither the writer nor its batch.
+        let mut uow = self.store().begin().await?;
+        uow.insert_api_key(&record).await?;
+        uow.commit().await?;
         Ok(api_key)
     }
 

@@ -1,8 +1,9 @@
 //! The group-commit writer. Concurrent commands queue up; a writer takes what is waiting (up to
-//! `MAX_BATCH`), runs each in its own savepoint inside ONE database transaction, commits once
-//! (one fsync for the lot), and only then answers each caller. A command that fails is rolled
-//! back to its savepoint alone; the others commit. A command that hit a transient conflict, or a
-//! batch whose commit failed, is run again on its own.
+//! `MAX_BATCH`) and runs it as a state machine over the batch, inside ONE database transaction:
+//! load what the commands touch, decide each in memory in order (`batch.rs`), flush the changes
+//! with one statement per table, commit once (one fsync for the lot), and only then answer each
+//! caller. A refused command leaves no trace; the others commit. A command that hit a transient
+//! conflict, or a batch whose flush or commit failed, is run again on its own.
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
 
@@ -14,13 +15,11 @@ use crate::domain::{
     Clock,
     auth::Caller,
     command::{Command, Reply},
-    ports::{Store, StoreError, UnitOfWork},
+    ports::{Keys, Store, StoreError, UnitOfWork},
 };
 
-/// Most commands in one database transaction. Each command's savepoint is a subtransaction in
-/// PostgreSQL, and a transaction with more than 64 of them (PGPROC_MAX_CACHED_SUBXIDS) makes
-/// every other session's snapshots consult pg_subtrans; beyond 64 the fsync is amortised
-/// well enough anyway.
+/// Most commands in one database transaction: beyond 64 the fsync and the batch's statements
+/// are amortised well enough, and a larger batch only makes its first caller wait longer.
 const MAX_BATCH: usize = 64;
 /// Commands waiting for a writer before callers wait to enqueue (back-pressure).
 const QUEUE_DEPTH: usize = 4096;
@@ -145,24 +144,16 @@ impl Core {
     }
 
     /// Runs `jobs` in one transaction if it can, each alone where it must; answers in order.
-    /// Commands that run in memory share one batch; the others (rare admin writes and merges)
-    /// share another, each in a savepoint of its own.
+    /// A merge runs in a batch of its own ([`batch::runs_alone`]); the others share one.
     pub async fn execute_batch(&self, jobs: &[Job]) -> Vec<Result<Outcome, EngineError>> {
-        let (in_memory, row_level): (Vec<usize>, Vec<usize>) =
-            (0..jobs.len()).partition(|&i| batch::runs_in_memory(&jobs[i].command));
+        let (alone, together): (Vec<usize>, Vec<usize>) =
+            (0..jobs.len()).partition(|&i| batch::runs_alone(&jobs[i].command));
         let mut results: Vec<Option<Result<Outcome, EngineError>>> =
             jobs.iter().map(|_| None).collect();
-        for (indices, in_memory) in [(in_memory, true), (row_level, false)] {
-            if indices.is_empty() {
-                continue;
-            }
+        let parts = std::iter::once(together).chain(alone.into_iter().map(|i| vec![i]));
+        for indices in parts.filter(|indices| !indices.is_empty()) {
             let part: Vec<&Job> = indices.iter().map(|&i| &jobs[i]).collect();
-            let outcome = if in_memory {
-                self.try_in_memory(&part).await
-            } else {
-                self.try_batch(&part).await
-            };
-            match outcome {
+            match self.try_batch(&part).await {
                 Ok(answers) => {
                     for (i, answer) in indices.into_iter().zip(answers) {
                         results[i] = answer;
@@ -186,7 +177,7 @@ impl Core {
     /// One transaction for the whole batch, decided in memory: load what the commands touch,
     /// run each against the rows in memory (a refused one is undone there), flush the changes
     /// with one statement per table, commit. `None` marks a command to run again on its own.
-    async fn try_in_memory(
+    async fn try_batch(
         &self,
         jobs: &[&Job],
     ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
@@ -197,33 +188,14 @@ impl Core {
         let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
+            // A command that fails leaves no trace in memory (`run_remembered`); a broken unit
+            // of work fails the whole batch (`?`), and nothing of it is committed.
             let result = run_remembered(&mut rows, &self.reference, now, job).await?;
             let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
             results.push((!transient).then_some(result));
         }
         let changes = rows.changes();
         uow.flush(&changes).await?;
-        uow.commit().await?;
-        Ok(results)
-    }
-
-    /// One transaction for the whole batch, each command in a database savepoint of its own.
-    /// `None` marks a command to run again on its own.
-    async fn try_batch(
-        &self,
-        jobs: &[&Job],
-    ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
-        let mut uow = self.store.begin().await?;
-        let now = self.clock.now();
-        let mut results = Vec::with_capacity(jobs.len());
-        for job in jobs {
-            // Each command runs in its own savepoint (`run_remembered`): a failing one leaves
-            // no trace, the others commit. A broken unit of work fails the whole batch (`?`),
-            // and nothing of it is committed.
-            let result = run_remembered(uow.as_mut(), &self.reference, now, job).await?;
-            let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
-            results.push((!transient).then_some(result));
-        }
         uow.commit().await?;
         Ok(results)
     }
@@ -239,8 +211,8 @@ impl Core {
         .await
     }
 
-    /// Runs `work` in a read-write unit of work and commits it, again from the start on a
-    /// transient conflict (with a short, growing, jittered pause).
+    /// Runs `work` over rows in memory (see `batch.rs`), flushes what it changed and commits,
+    /// again from the start on a transient conflict (with a short, growing, jittered pause).
     pub async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
     where
         T: Send,
@@ -250,7 +222,12 @@ impl Core {
         loop {
             let result = async {
                 let mut uow = self.store.begin().await?;
-                let value = work(uow.as_mut(), self.clock.now()).await?;
+                let keys = Keys::default();
+                let loaded = uow.load(&keys).await?;
+                let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
+                let value = work(&mut rows, self.clock.now()).await?;
+                let changes = rows.changes();
+                uow.flush(&changes).await?;
                 uow.commit().await?;
                 Ok(value)
             }

@@ -1858,6 +1858,7 @@ where member_id = $1"#;
     }
 
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        crate::domain::ports::write_rare_parts(self, changes).await?;
         self.flush_changes(changes).await
     }
 

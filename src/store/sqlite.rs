@@ -1330,6 +1330,7 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        crate::domain::ports::write_rare_parts(self, changes).await?;
         self.write_changes(changes)
     }
 
