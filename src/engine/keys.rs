@@ -234,14 +234,15 @@ impl Engine {
 
     /// Writes a key's last use without making its request wait for it.
     fn touch_in_background(&self, key_id: String) {
-        let core = self.core.clone();
+        let (store, now) = (self.core.store.clone(), self.now());
         tokio::spawn(async move {
-            let written = core
-                .write(|uow, now| {
-                    let key_id = key_id.clone();
-                    Box::pin(async move { Ok(uow.touch_api_key(&key_id, now).await?) })
-                })
-                .await;
+            // Key bookkeeping is no ledger write: a unit of work of its own, not the writer's.
+            let written = async {
+                let mut uow = store.begin().await?;
+                uow.touch_api_key(&key_id, now).await?;
+                uow.commit().await
+            }
+            .await;
             if let Err(error) = written {
                 tracing::warn!(%key_id, %error, "could not record the key's last use");
             }
@@ -317,14 +318,9 @@ impl Engine {
     /// Revokes a key: this server refuses it at once, every other one within [`FRESH_FOR`].
     /// Returns false when there is no key `key_id`.
     pub async fn revoke_api_key(&self, key_id: &str) -> Result<bool, EngineError> {
-        let id = key_id.to_string();
-        let found = self
-            .core
-            .write(move |uow, now| {
-                let id = id.clone();
-                Box::pin(async move { Ok(uow.revoke_api_key(&id, now).await?) })
-            })
-            .await?;
+        let mut uow = self.store().begin().await?;
+        let found = uow.revoke_api_key(key_id, self.now()).await?;
+        uow.commit().await?;
         self.keys.forget_key(key_id);
         Ok(found)
     }
