@@ -22,6 +22,11 @@ pub enum AppError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// Whether clients reach `addr` only from this machine.
+fn is_loopback(addr: SocketAddr) -> bool {
+    addr.ip().is_loopback()
+}
+
 /// A running omo server.
 pub struct Application {
     engine: Arc<Engine>,
@@ -37,23 +42,49 @@ impl Application {
         let store = store::open(config.database.database_url.expose()).await?;
         let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
+        let limits = &config.limits;
+        engine.set_rate_limits(limits);
+        let tls = grpc::tls::server_config(&config.tls)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
+        if tls.is_none() && !is_loopback(local_addr) {
+            tracing::warn!(
+                %local_addr,
+                "serving without TLS on a non-loopback address: API keys and personal data \
+                 cross the network in clear text; use --tls-cert and --tls-key"
+            );
+        }
         let (stop, stopped) = oneshot::channel::<()>();
-        let routes = grpc::routes(engine.clone()).await;
-        let server = tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_routes(routes)
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                    let _ = stopped.await;
-                }),
-        );
+        let routes = grpc::routes(engine.clone(), limits.max_message_bytes).await;
+        let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let mut builder = tonic::transport::Server::builder()
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .http2_keepalive_interval(seconds(limits.keepalive_interval_s))
+            .http2_keepalive_timeout(seconds(limits.keepalive_timeout_s));
+        if limits.request_timeout_ms > 0 {
+            builder = builder.timeout(Duration::from_millis(limits.request_timeout_ms));
+        }
+        if let Some(tls) = tls {
+            builder = builder.tls_config(tls)?;
+        }
+        let server = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
+            TcpListenerStream::new(listener),
+            async {
+                let _ = stopped.await;
+            },
+        ));
         let sweeper = (config.sweep_interval_ms > 0).then(|| {
             let engine = engine.clone();
             let interval = Duration::from_millis(config.sweep_interval_ms);
             tokio::spawn(async move { engine.run_sweeper(interval).await })
         });
-        tracing::info!(%local_addr, backend = engine.backend_name(), "omo serving");
+        tracing::info!(
+            %local_addr,
+            backend = engine.backend_name(),
+            tls = config.tls.tls_cert.is_some(),
+            mutual_tls = config.tls.tls_client_ca.is_some(),
+            "omo serving"
+        );
         Ok(Application {
             engine,
             local_addr,

@@ -50,6 +50,15 @@ impl Client {
         .with_key(api_key))
     }
 
+    /// A client over a channel set up by the caller (TLS, timeouts), calling as `api_key`.
+    pub fn from_channel(channel: Channel, api_key: &str) -> Client {
+        Client {
+            channel,
+            auth: BearerAuth(None),
+        }
+        .with_key(api_key)
+    }
+
     /// The same connection, calling as another key (an empty key sends none).
     pub fn with_key(&self, api_key: &str) -> Client {
         let value = (!api_key.is_empty())

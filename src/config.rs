@@ -1,6 +1,8 @@
 //! Typed configuration: command-line flags, each also settable from the environment.
 
-use std::{fmt, net::SocketAddr, str::FromStr};
+use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+
+use crate::domain::auth::Role;
 
 /// A database URL; `Debug` hides its password.
 #[derive(Clone, PartialEq, Eq)]
@@ -69,6 +71,88 @@ pub struct Config {
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
     pub writers: Option<usize>,
+    #[command(flatten)]
+    pub limits: Limits,
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Limits of the gRPC server (README, "Security").
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct Limits {
+    /// Most calls in flight on one HTTP/2 connection; more wait for a free stream.
+    #[arg(long, env = "OMO_MAX_CONCURRENT_STREAMS", default_value_t = Limits::DEFAULT.max_concurrent_streams)]
+    pub max_concurrent_streams: u32,
+    /// A call not answered within this many milliseconds ends with CANCELLED; 0 = no limit.
+    #[arg(long, env = "OMO_REQUEST_TIMEOUT_MS", default_value_t = Limits::DEFAULT.request_timeout_ms)]
+    pub request_timeout_ms: u64,
+    /// HTTP/2 keepalive: a PING after this many idle seconds; 0 = none.
+    #[arg(long, env = "OMO_KEEPALIVE_INTERVAL_S", default_value_t = Limits::DEFAULT.keepalive_interval_s)]
+    pub keepalive_interval_s: u64,
+    /// HTTP/2 keepalive: the connection is closed when a PING is not answered in this many
+    /// seconds.
+    #[arg(long, env = "OMO_KEEPALIVE_TIMEOUT_S", default_value_t = Limits::DEFAULT.keepalive_timeout_s)]
+    pub keepalive_timeout_s: u64,
+    /// Largest request or response message, in bytes.
+    #[arg(long, env = "OMO_MAX_MESSAGE_BYTES", default_value_t = Limits::DEFAULT.max_message_bytes)]
+    pub max_message_bytes: usize,
+    /// Calls per second one admin key may make (bursts of one second's worth); 0 = no limit.
+    #[arg(long, env = "OMO_RATE_LIMIT_ADMIN", default_value_t = 0)]
+    pub rate_limit_admin: u32,
+    /// Calls per second one checkout key may make; 0 = no limit.
+    #[arg(long, env = "OMO_RATE_LIMIT_CHECKOUT", default_value_t = 0)]
+    pub rate_limit_checkout: u32,
+    /// Calls per second one register key may make; 0 = no limit.
+    #[arg(long, env = "OMO_RATE_LIMIT_REGISTER", default_value_t = 0)]
+    pub rate_limit_register: u32,
+    /// Calls per second one app key may make; 0 = no limit.
+    #[arg(long, env = "OMO_RATE_LIMIT_APP", default_value_t = 0)]
+    pub rate_limit_app: u32,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits {
+        max_concurrent_streams: 1024,
+        request_timeout_ms: 30_000,
+        keepalive_interval_s: 30,
+        keepalive_timeout_s: 20,
+        max_message_bytes: 1024 * 1024,
+        rate_limit_admin: 0,
+        rate_limit_checkout: 0,
+        rate_limit_register: 0,
+        rate_limit_app: 0,
+    };
+
+    /// Calls per second one key of `role` may make; 0 = no limit.
+    pub fn rate_limit(&self, role: Role) -> u32 {
+        match role {
+            Role::Admin => self.rate_limit_admin,
+            Role::Checkout => self.rate_limit_checkout,
+            Role::Register => self.rate_limit_register,
+            Role::App => self.rate_limit_app,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// gRPC over TLS (rustls): a PEM certificate chain and key, and optionally the CA that client
+/// certificates must chain to (mutual TLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct TlsArgs {
+    /// PEM certificate chain to serve TLS with (needs --tls-key).
+    #[arg(long, env = "OMO_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "OMO_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one (mutual TLS).
+    #[arg(long, env = "OMO_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Config {
@@ -81,6 +165,8 @@ impl Config {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             sweep_interval_ms: 0,
             writers: None,
+            limits: Limits::default(),
+            tls: TlsArgs::default(),
         }
     }
 }

@@ -107,6 +107,7 @@ async fn story(app: &Application) -> Result<(), DemoError> {
         .list_coupons(proto::ListCouponsRequest {
             member: Some(member_ref(&member.member_id)),
             include_inactive: false,
+            ..Default::default()
         })
         .await?
         .into_inner()
@@ -145,6 +146,7 @@ async fn setup(admin: &Client) -> Result<(), DemoError> {
     admin
         .stores()
         .create_store(proto::CreateStoreRequest {
+            request_id: String::new(),
             store: Some(proto::Store {
                 store_id: "shibuya".into(),
                 name: "Shibuya".into(),
@@ -161,6 +163,7 @@ async fn setup(admin: &Client) -> Result<(), DemoError> {
     admin
         .coupons()
         .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
             campaign: Some(proto::Campaign {
                 campaign_id: "ec-to-store-500".into(),
                 name: "Spend ¥5,000 online, get ¥500 off in store".into(),

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod domain;
 pub mod engine;
 pub mod grpc;
+pub mod keys;
 pub mod store;
 
 pub use app::Application;

@@ -52,6 +52,20 @@ enum KeysCommand {
         store_id: Option<String>,
         #[arg(long, default_value = "")]
         name: String,
+        /// How long the key is valid: 90d, 12h, 30m or 45s; without it the key does not expire.
+        #[arg(long, value_parser = omo::keys::parse_lifetime)]
+        expires_in: Option<chrono::Duration>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// List every key: id, role, store, name, created, expires, last used (never a secret).
+    List {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Revoke a key by its id (from `omo keys list`); every server refuses it within 2 s.
+    Revoke {
+        key_id: String,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -114,18 +128,35 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                     role,
                     store_id,
                     name,
+                    expires_in,
                     database,
                 },
         } => {
             let key = engine(&database)
                 .await?
-                .create_api_key(role, store_id, name)
+                .create_api_key_expiring(role, store_id, name, expires_in)
                 .await?;
             println!(
                 "created a {} key; store it now, it is not shown again:",
                 role.as_str()
             );
             println!("{key}");
+        }
+        Command::Keys {
+            command: KeysCommand::List { database },
+        } => {
+            let engine = engine(&database).await?;
+            let keys = engine.list_api_keys().await?;
+            print!("{}", omo::keys::format_list(&keys, engine.now()));
+        }
+        Command::Keys {
+            command: KeysCommand::Revoke { key_id, database },
+        } => {
+            if !engine(&database).await?.revoke_api_key(&key_id).await? {
+                eprintln!("omo: no key {key_id:?}");
+                return Ok(ExitCode::from(1));
+            }
+            println!("revoked {key_id}");
         }
         Command::Verify(database) => {
             let report = engine(&database).await?.verify().await?;

@@ -129,7 +129,10 @@ async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<()
     };
     let created = admin
         .stores()
-        .create_store(proto::CreateStoreRequest { store: Some(store) })
+        .create_store(proto::CreateStoreRequest {
+            store: Some(store),
+            request_id: String::new(),
+        })
         .await;
     allow_existing("CreateStore", created)?;
     let campaign = proto::Campaign {
@@ -143,6 +146,7 @@ async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<()
     let created = admin
         .coupons()
         .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
             campaign: Some(campaign),
         })
         .await;

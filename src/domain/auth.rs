@@ -81,6 +81,11 @@ impl Caller {
         }
     }
 
+    /// Whether an order of `channel` at `store_id` is within the caller's checkout scope.
+    pub fn may_see_order(&self, channel: Channel, store_id: &str) -> bool {
+        self.require_checkout(channel, store_id).is_ok()
+    }
+
     /// Checkout calls are scoped by channel: EC backend → EC, app → APP, a register → STORE at
     /// its own store only.
     pub fn require_checkout(&self, channel: Channel, store_id: &str) -> Result<(), DomainError> {

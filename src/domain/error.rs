@@ -44,8 +44,11 @@ pub enum DomainError {
         member_id: String,
         merged_into: String,
     },
-    #[error("identifier {kind}:{value} belongs to another member")]
-    IdentifierTaken { kind: String, value: String },
+    /// Names the kind only: an identifier's value (a card number, an email) is personal data,
+    /// kept out of messages, logs and the remembered outcome. Outcomes remembered before this
+    /// carried the value; it is ignored when they are read back.
+    #[error("the {kind} identifier belongs to another member")]
+    IdentifierTaken { kind: String },
     #[error("member has open (authorized) orders; capture or void them first")]
     MemberHasOpenOrders,
     #[error("request_id was already used for a different request")]
@@ -91,6 +94,10 @@ pub enum DomainError {
     CampaignExhausted,
     #[error("member limit of this campaign reached")]
     MemberLimit,
+    #[error("the order would earn {points} points; the program caps an order at {cap}")]
+    EarnCapExceeded { points: i64, cap: i64 },
+    #[error("the sale happened more than {max_days} days ago")]
+    TooOld { max_days: i64 },
     #[error("coupon {code}: {reason}")]
     Coupon { code: String, reason: CouponReason },
 }
@@ -160,6 +167,8 @@ impl DomainError {
             Self::CampaignClosed => "CAMPAIGN_CLOSED",
             Self::CampaignExhausted => "CAMPAIGN_EXHAUSTED",
             Self::MemberLimit => "MEMBER_LIMIT",
+            Self::EarnCapExceeded { .. } => "EARN_CAP_EXCEEDED",
+            Self::TooOld { .. } => "TOO_OLD",
             Self::Coupon { reason, .. } => reason.as_str(),
         }
     }
@@ -193,7 +202,32 @@ impl DomainError {
             | Self::OrderState { .. }
             | Self::RefundExceedsTotal { .. }
             | Self::CampaignClosed
+            | Self::EarnCapExceeded { .. }
+            | Self::TooOld { .. }
             | Self::Coupon { .. } => FailedPrecondition,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifier_taken_carries_no_value_and_reads_old_outcomes() {
+        let old: DomainError =
+            serde_json::from_str(r#"{"IdentifierTaken":{"kind":"card","value":"4900-1234"}}"#)
+                .expect("an outcome remembered before the value was dropped");
+        assert_eq!(
+            old,
+            DomainError::IdentifierTaken {
+                kind: "card".into()
+            }
+        );
+        assert!(!serde_json::to_string(&old).unwrap().contains("4900"));
+        assert_eq!(
+            old.to_string(),
+            "the card identifier belongs to another member"
+        );
     }
 }

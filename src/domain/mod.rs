@@ -13,6 +13,7 @@ pub mod ids;
 pub mod lots;
 pub mod model;
 pub mod money;
+pub mod page;
 pub mod ports;
 pub mod pricing;
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     account::{Account, Asset},
+    error::DomainError,
     money::Money,
 };
 
@@ -108,6 +109,22 @@ pub struct Program {
     pub ec_pending_days: i32,
     pub hold_ttl_seconds: i32,
     pub max_receipts_per_day: i32,
+    /// Most points one order may earn; 0 = no cap. An order that would earn more is refused
+    /// (a mistyped amount at a register must not mint a fortune). Programs stored before the
+    /// field existed read as uncapped.
+    #[serde(default)]
+    pub max_points_per_order: i64,
+    /// How many days old a register sale's `occurred_at` may be (offline replay); 0 = no bound.
+    /// Programs stored before the field existed read as the default.
+    #[serde(default = "default_max_offline_age_days")]
+    pub max_offline_age_days: i32,
+}
+
+/// Days an offline register sale may be replayed after it happened, unless the program says.
+pub const DEFAULT_MAX_OFFLINE_AGE_DAYS: i32 = 30;
+
+fn default_max_offline_age_days() -> i32 {
+    DEFAULT_MAX_OFFLINE_AGE_DAYS
 }
 
 impl Default for Program {
@@ -121,6 +138,8 @@ impl Default for Program {
             ec_pending_days: 0,
             hold_ttl_seconds: 900,
             max_receipts_per_day: 5,
+            max_points_per_order: 0,
+            max_offline_age_days: DEFAULT_MAX_OFFLINE_AGE_DAYS,
         }
     }
 }
@@ -135,6 +154,30 @@ impl Program {
 
     pub fn currency_exponent(&self) -> u32 {
         super::money::currency_exponent(&self.currency_code)
+    }
+
+    /// Refuses an order that would earn more points than `max_points_per_order` allows.
+    pub fn check_earn_cap(&self, points_earned: i64) -> Result<(), DomainError> {
+        if self.max_points_per_order > 0 && points_earned > self.max_points_per_order {
+            return Err(DomainError::EarnCapExceeded {
+                points: points_earned,
+                cap: self.max_points_per_order,
+            });
+        }
+        Ok(())
+    }
+
+    /// Refuses a register sale that happened longer ago than `max_offline_age_days`.
+    pub fn check_offline_age(
+        &self,
+        occurred_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), DomainError> {
+        let bound = i64::from(self.max_offline_age_days);
+        if bound > 0 && occurred_at < now - Duration::days(bound) {
+            return Err(DomainError::TooOld { max_days: bound });
+        }
+        Ok(())
     }
 
     /// When points earned at `at` expire (None: never).
@@ -160,6 +203,10 @@ pub struct ProgramPatch {
     pub ec_pending_days: Option<i32>,
     pub hold_ttl_seconds: Option<i32>,
     pub max_receipts_per_day: Option<i32>,
+    #[serde(default)]
+    pub max_points_per_order: Option<i64>,
+    #[serde(default)]
+    pub max_offline_age_days: Option<i32>,
 }
 
 impl ProgramPatch {
@@ -172,6 +219,8 @@ impl ProgramPatch {
         set(&mut program.ec_pending_days, self.ec_pending_days);
         set(&mut program.hold_ttl_seconds, self.hold_ttl_seconds);
         set(&mut program.max_receipts_per_day, self.max_receipts_per_day);
+        set(&mut program.max_points_per_order, self.max_points_per_order);
+        set(&mut program.max_offline_age_days, self.max_offline_age_days);
     }
 }
 
@@ -399,4 +448,45 @@ pub struct OrderLot {
     pub lot_id: i64,
     pub points: i64,
     pub restored_points: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_stored_before_the_caps_reads_with_their_defaults() {
+        let stored = r#"{"currency_code":"JPY","point_value":"1","earn_rate":"0.01",
+            "channel_earn_rates":{},"point_expiry_days":365,"ec_pending_days":0,
+            "hold_ttl_seconds":900,"max_receipts_per_day":5}"#;
+        let program: Program = serde_json::from_str(stored).expect("old program");
+        assert_eq!(program, Program::default());
+        assert!(program.check_earn_cap(i64::MAX).is_ok(), "uncapped");
+    }
+
+    #[test]
+    fn caps_refuse_past_their_bounds_only() {
+        let now = DateTime::from_timestamp(1_775_000_000, 0).expect("instant");
+        let program = Program {
+            max_points_per_order: 100,
+            max_offline_age_days: 7,
+            ..Program::default()
+        };
+        assert!(program.check_earn_cap(100).is_ok());
+        assert_eq!(
+            program.check_earn_cap(101).map_err(|e| e.reason()),
+            Err("EARN_CAP_EXCEEDED")
+        );
+        assert!(
+            program
+                .check_offline_age(now - Duration::days(7), now)
+                .is_ok()
+        );
+        assert_eq!(
+            program
+                .check_offline_age(now - Duration::days(7) - Duration::seconds(1), now)
+                .map_err(|e| e.reason()),
+            Err("TOO_OLD")
+        );
+    }
 }

@@ -40,6 +40,12 @@ pub struct ApiKeyRecord {
     pub store_id: Option<String>,
     pub name: String,
     pub created_at: DateTime<Utc>,
+    /// After this instant the key is refused; None: it does not expire.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// When the key was revoked; a revoked key is refused.
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// About when the key was last used (written at most once a minute per key and server).
+    pub last_used_at: Option<DateTime<Utc>>,
 }
 
 /// What a request did, remembered under (api key, request_id).
@@ -250,6 +256,13 @@ pub trait UnitOfWork: Send {
     // API keys and idempotency.
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Every key, oldest first.
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key at `at` (a revoked key keeps its first revocation time); false when there
+    /// is no key `key_id`.
+    async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records that a key was used at `at`.
+    async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
     async fn find_idempotency(
         &mut self,
         key_id: &str,

@@ -537,6 +537,18 @@ impl UnitOfWork for InMemory<'_> {
         self.db.find_api_key(key_hash).await
     }
 
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>> {
+        self.db.list_api_keys().await
+    }
+
+    async fn revoke_api_key(&mut self, _key_id: &str, _at: DateTime<Utc>) -> StoreResult<bool> {
+        Err(not_in_batch("revoke_api_key"))
+    }
+
+    async fn touch_api_key(&mut self, _key_id: &str, _at: DateTime<Utc>) -> StoreResult<()> {
+        Err(not_in_batch("touch_api_key"))
+    }
+
     async fn find_idempotency(
         &mut self,
         key_id: &str,

@@ -39,6 +39,7 @@ pub(super) async fn authorize(
     let program = reference.program(uow).await?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
+    program.check_earn_cap(priced.points_to_earn)?;
     let order_id = &request.order_id;
     points::take_points(uow, &lots, order_id, priced.points_redeemed, true, now).await?;
     let hold = Account::Hold(order_id.clone());
@@ -73,8 +74,10 @@ pub(super) async fn record_sale(
     let mut member = members::resolve(uow, &request.member, Access::Mutate).await?;
     ensure_new_order(uow, reference, request).await?;
     let program = reference.program(uow).await?;
+    program.check_offline_age(occurred_at, now)?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
+    program.check_earn_cap(priced.points_to_earn)?;
     let member_id = member.member_id.clone();
     points::take_points(
         uow,
@@ -589,7 +592,11 @@ async fn load_order(
         .get_order(order_id, true)
         .await?
         .ok_or(DomainError::OrderNotFound)?;
-    caller.require_checkout(order.channel, &order.store_id)?;
+    // An order outside the caller's reach (another store's, another channel's) is answered
+    // exactly like a missing one: its existence is not the caller's to learn.
+    if !caller.may_see_order(order.channel, &order.store_id) {
+        return Err(DomainError::OrderNotFound.into());
+    }
     Ok(order)
 }
 

@@ -132,7 +132,6 @@ async fn ensure_free(uow: &mut dyn UnitOfWork, identifier: &Identifier) -> Comma
     if uow.member_by_identifier(identifier).await?.is_some() {
         return Err(DomainError::IdentifierTaken {
             kind: identifier.kind.clone(),
-            value: identifier.value.clone(),
         }
         .into());
     }

@@ -2,25 +2,23 @@
 //! request_id, retrying transient conflicts. Business rules live in the submodules, written once
 //! for every storage backend.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-};
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use tracing::Instrument;
 
 use crate::domain::{
     Clock, DomainError,
-    auth::{Caller, Role},
+    auth::Caller,
     command::{Command, Reply},
     ids,
-    ports::{ApiKeyRecord, IdempotencyRecord, Store, StoreError, UnitOfWork},
+    ports::{IdempotencyRecord, Store, StoreError, UnitOfWork},
 };
 
 mod batch;
 mod checkout;
 mod coupons;
+mod keys;
 mod members;
 mod points;
 mod queries;
@@ -29,6 +27,7 @@ mod sweeper;
 mod verify;
 mod writer;
 
+pub use keys::KeyInfo;
 pub use queries::TransactionPage;
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
@@ -42,6 +41,9 @@ pub enum EngineError {
     Domain(#[from] DomainError),
     #[error("internal: {0}")]
     Internal(#[from] StoreError),
+    /// The writers' queue is full: the command was not taken (nothing written); retry shortly.
+    #[error("overloaded: the write queue is full")]
+    Overloaded,
 }
 
 /// What one command did inside its unit of work.
@@ -72,9 +74,8 @@ type CommandResult<T> = Result<T, Failure>;
 pub struct Engine {
     core: Arc<Core>,
     writer: Writer,
-    /// Callers by key hash. Keys are never changed once created, so caching them is safe
-    /// across replicas; an unknown key is always looked up again.
-    callers: Mutex<HashMap<String, Caller>>,
+    /// API keys read recently (see `keys.rs`).
+    keys: keys::KeyCache,
 }
 
 impl Engine {
@@ -89,7 +90,7 @@ impl Engine {
         Self {
             writer: Writer::spawn(core.clone(), writers.max(1)),
             core,
-            callers: Mutex::new(HashMap::new()),
+            keys: keys::KeyCache::default(),
         }
     }
 
@@ -103,60 +104,6 @@ impl Engine {
 
     fn store(&self) -> &dyn Store {
         self.core.store.as_ref()
-    }
-
-    /// The caller an API key stands for; `None` for an unknown key.
-    pub async fn authenticate(&self, api_key: &str) -> Result<Option<Caller>, EngineError> {
-        let key_hash = ids::sha256_hex(api_key.as_bytes());
-        if let Some(caller) = self.cached_caller(&key_hash) {
-            return Ok(Some(caller));
-        }
-        let mut uow = self.store().begin_read().await?;
-        let Some(record) = uow.find_api_key(&key_hash).await? else {
-            return Ok(None);
-        };
-        let caller = Caller {
-            key_id: record.key_id,
-            role: record.role,
-            store_id: record.store_id,
-        };
-        self.callers
-            .lock()
-            .expect("caller cache poisoned")
-            .insert(key_hash, caller.clone());
-        Ok(Some(caller))
-    }
-
-    fn cached_caller(&self, key_hash: &str) -> Option<Caller> {
-        let callers = self.callers.lock().expect("caller cache poisoned");
-        callers.get(key_hash).cloned()
-    }
-
-    /// Creates an API key and returns it in clear: the only time it is ever seen.
-    pub async fn create_api_key(
-        &self,
-        role: Role,
-        store_id: Option<String>,
-        name: String,
-    ) -> Result<String, EngineError> {
-        if role == Role::Register && store_id.is_none() {
-            return Err(DomainError::invalid("store", "a register key is bound to a store").into());
-        }
-        let api_key = ids::new_api_key();
-        let key_hash = ids::sha256_hex(api_key.as_bytes());
-        let record = ApiKeyRecord {
-            key_id: ids::key_id_of(&key_hash),
-            key_hash,
-            role,
-            store_id,
-            name,
-            created_at: self.now(),
-        };
-        // An API key is no ledger write: it needs neither the writer nor its batch.
-        let mut uow = self.store().begin().await?;
-        uow.insert_api_key(&record).await?;
-        uow.commit().await?;
-        Ok(api_key)
     }
 
     /// Runs one mutating command. With a request_id, the first outcome (reply or refusal) is

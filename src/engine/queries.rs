@@ -9,6 +9,7 @@ use crate::domain::{
     coupon::{Campaign, Coupon, CouponContext, CouponState},
     lots,
     model::{Balance, Member, MemberRef, Order, Program, Store, Transaction},
+    page::{Cursor, Page, page_after},
     pricing::{self, CouponApplication, Quote},
 };
 
@@ -158,7 +159,11 @@ impl Engine {
             .get_order(order_id, false)
             .await?
             .ok_or(DomainError::OrderNotFound)?;
-        caller.require_checkout(order.channel, &order.store_id)?;
+        // An order outside the caller's reach (another store's, another channel's) is answered
+        // exactly like a missing one: its existence is not the caller's to learn.
+        if !caller.may_see_order(order.channel, &order.store_id) {
+            return Err(DomainError::OrderNotFound.into());
+        }
         Ok(order)
     }
 
@@ -171,10 +176,22 @@ impl Engine {
             .ok_or(DomainError::StoreNotFound)?)
     }
 
-    pub async fn list_stores(&self, caller: &Caller) -> Result<Vec<Store>, EngineError> {
+    /// A page of stores in store_id order. Stores and campaigns are few (a retailer's shops and
+    /// promotions, not its customers), so the page is cut from the ordered list in memory.
+    pub async fn list_stores(
+        &self,
+        caller: &Caller,
+        after: Option<&Cursor>,
+        size: usize,
+    ) -> Result<Page<Store>, EngineError> {
         caller.require(Operation::ManageStores)?;
         let mut uow = self.store().begin_read().await?;
-        Ok(uow.list_stores().await?)
+        let stores = uow.list_stores().await?;
+        let key = |s: &Store| Cursor {
+            at: None,
+            id: s.store_id.clone(),
+        };
+        Ok(page_after(stores, key, after, size))
     }
 
     pub async fn get_program(&self, caller: &Caller) -> Result<Program, EngineError> {
@@ -196,19 +213,33 @@ impl Engine {
             .ok_or(DomainError::CampaignNotFound)?)
     }
 
-    pub async fn list_campaigns(&self, caller: &Caller) -> Result<Vec<Campaign>, EngineError> {
+    /// A page of campaigns, oldest first (the store's order: created_at, campaign_id).
+    pub async fn list_campaigns(
+        &self,
+        caller: &Caller,
+        after: Option<&Cursor>,
+        size: usize,
+    ) -> Result<Page<Campaign>, EngineError> {
         caller.require(Operation::ManageCampaigns)?;
         let mut uow = self.store().begin_read().await?;
-        Ok(uow.list_campaigns().await?)
+        let campaigns = uow.list_campaigns().await?;
+        let key = |c: &Campaign| Cursor {
+            at: Some(c.created_at),
+            id: c.campaign_id.clone(),
+        };
+        Ok(page_after(campaigns, key, after, size))
     }
 
-    /// A member's wallet: usable coupons (not expired as of now), or every coupon ever held.
+    /// A page of a member's wallet, oldest first (issued_at, code): usable coupons (not expired
+    /// as of now), or every coupon ever held. One member's coupons are a short list.
     pub async fn list_coupons(
         &self,
         caller: &Caller,
         member: &MemberRef,
         include_inactive: bool,
-    ) -> Result<Vec<Coupon>, EngineError> {
+        after: Option<&Cursor>,
+        size: usize,
+    ) -> Result<Page<Coupon>, EngineError> {
         caller.require(Operation::ReadCoupons)?;
         let now = self.now();
         let mut uow = self.store().begin_read().await?;
@@ -219,7 +250,11 @@ impl Engine {
         if !include_inactive {
             coupons.retain(|c| c.state == CouponState::Active && !c.is_expired(now));
         }
-        Ok(coupons)
+        let key = |c: &Coupon| Cursor {
+            at: Some(c.issued_at),
+            id: c.code.clone(),
+        };
+        Ok(page_after(coupons, key, after, size))
     }
 
     pub async fn get_coupon(&self, caller: &Caller, code: &str) -> Result<Coupon, EngineError> {

@@ -82,10 +82,15 @@ impl Writer {
 
     pub async fn submit(&self, job: Job) -> Result<Outcome, EngineError> {
         let (reply, answer) = oneshot::channel();
+        // A full queue sheds the command at once rather than making its caller wait unbounded.
         self.queue
-            .send((job, reply))
-            .await
-            .map_err(|_| StoreError::Database("the writer has stopped".into()))?;
+            .try_send((job, reply))
+            .map_err(|error| match error {
+                mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
+                mpsc::error::TrySendError::Closed(_) => {
+                    StoreError::Database("the writer has stopped".into()).into()
+                }
+            })?;
         answer
             .await
             .map_err(|_| StoreError::Database("the writer dropped a command".into()))?

@@ -1,12 +1,22 @@
-//! API-key authentication: `authorization: Bearer <api key>` on every omo RPC.
-//!
-//! Authentication only says who the caller is; what the caller may do is checked by the engine
-//! (`domain::auth`), so the role table lives in one place.
+//! API-key authentication and authorization at the edge: `authorization: Bearer <api key>` on
+//! every omo RPC, then the caller's role (and channel/store scope, where the request names them)
+//! before anything of the body is validated. A caller without the right learns nothing about the
+//! request's rules, and nothing of a forbidden call reaches the writer (so no idempotency record
+//! remembers it). The role table itself lives in one place, `domain::auth`; the engine checks it
+//! again for whatever only the stored data can tell (an order's channel and store).
 
 use tonic::{Request, Status, metadata::MetadataMap};
 
-use super::status::{to_status, unauthenticated};
-use crate::{domain::auth::Caller, engine::Engine};
+use super::status::{rate_limited, to_status, unauthenticated};
+use crate::{
+    domain::{
+        DomainError,
+        auth::{Caller, Operation},
+        model::Channel,
+    },
+    engine::Engine,
+    proto,
+};
 
 /// Longest API key looked up (ours are 36 characters); longer values are malformed.
 const MAX_KEY_LEN: usize = 256;
@@ -18,11 +28,45 @@ pub async fn caller<T>(engine: &Engine, request: &Request<T>) -> Result<Caller, 
     match engine.authenticate(api_key).await {
         Ok(Some(caller)) => {
             tracing::Span::current().record("caller", caller.key_id.as_str());
+            engine.admit(&caller).map_err(rate_limited)?;
             Ok(caller)
         }
         Ok(None) => Err(unauthenticated("unknown API key")),
         Err(error) => Err(to_status(error)),
     }
+}
+
+/// The authenticated caller of `request`, refused PERMISSION_DENIED unless its role may perform
+/// `operation`.
+pub async fn caller_for<T>(
+    engine: &Engine,
+    request: &Request<T>,
+    operation: Operation,
+) -> Result<Caller, Status> {
+    let caller = caller(engine, request).await?;
+    caller.require(operation).map_err(denied)?;
+    Ok(caller)
+}
+
+/// Checks a checkout call's channel and store scope from the raw request fields, before they are
+/// validated: a channel or store the caller may not use is PERMISSION_DENIED, whatever else is
+/// wrong with the request. Every role may call checkout on some channel, so a request that names
+/// no real channel is left to validation, which says the channel is required.
+pub fn permit_checkout(caller: &Caller, channel: i32, store_id: &str) -> Result<(), Status> {
+    let channel = match proto::Channel::try_from(channel) {
+        Ok(proto::Channel::Ec) => Some(Channel::Ec),
+        Ok(proto::Channel::Store) => Some(Channel::Store),
+        Ok(proto::Channel::App) => Some(Channel::App),
+        Ok(proto::Channel::Unspecified) | Err(_) => None,
+    };
+    match channel {
+        Some(channel) => caller.require_checkout(channel, store_id).map_err(denied),
+        None => Ok(()),
+    }
+}
+
+fn denied(refusal: DomainError) -> Status {
+    to_status(refusal.into())
 }
 
 /// The key of an `authorization: Bearer <key>` header.

@@ -8,7 +8,7 @@ use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::{caller, permit_checkout},
     convert::{
         MAX_BASKET_LINES, MAX_LINE_QUANTITY, Violations, basket, channel, channel_out, check_id,
         check_optional_id, check_points_to_redeem, check_request_id, coupon_codes, member_ref,
@@ -56,6 +56,7 @@ impl CheckoutApi {
     ) -> Result<proto::Order, Status> {
         let caller = caller(&self.engine, &request).await?;
         let input: OrderInput = request.into_inner().into();
+        permit_checkout(&caller, input.channel, &input.store_id)?;
         let request_id = input.request_id.clone();
         let order = order_in(kind, Some(&request_id), input)?;
         self.order(&caller, &request_id, command(order)).await
@@ -85,7 +86,9 @@ impl CheckoutService for CheckoutApi {
         request: Request<proto::QuoteRequest>,
     ) -> Result<Response<proto::QuoteResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
-        let order = order_in(OrderKind::Quote, None, request.into_inner().into())?;
+        let input: OrderInput = request.into_inner().into();
+        permit_checkout(&caller, input.channel, &input.store_id)?;
+        let order = order_in(OrderKind::Quote, None, input)?;
         let quote = self.engine.quote(&caller, &order).await?;
         Ok(Response::new(proto::QuoteResponse {
             quote: Some(quote_out(quote)),

@@ -145,6 +145,17 @@ pub fn check_text(v: &mut Violations, field: &str, value: &str, min: usize, max:
     false
 }
 
+/// The idempotency key of an admin create or update: empty (the write is not idempotent, as before
+/// request_id existed there) or 1-128 characters like every other request_id.
+pub fn optional_request_id(v: &mut Violations, value: &str) -> Option<String> {
+    if value.is_empty() {
+        None
+    } else {
+        check_request_id(v, value);
+        Some(value.to_string())
+    }
+}
+
 /// The idempotency key of a mutating request: 1-128 characters.
 pub fn check_request_id(v: &mut Violations, value: &str) -> bool {
     check_text(v, "request_id", value, 1, MAX_REQUEST_ID_CHARS)

@@ -7,16 +7,18 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{
         Violations, channel_out, channels, check_id, check_request_id, check_text, coupon_code,
-        decimal, decimal_out, invalid_field, member_ref, money_or_zero, optional_instant,
+        decimal, decimal_out, member_ref, money_or_zero, optional_instant, optional_request_id,
         optional_timestamp, parse_field, path, positive_money, required_id, timestamp,
     },
+    paging::{next_page_token, page_size, page_token},
     reply::execute,
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         coupon::{Campaign, Coupon, CouponState, Discount, IssueOnCapture, Variant},
         ids::normalize_code,
@@ -51,10 +53,13 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::CreateCampaignRequest>,
     ) -> Result<Response<proto::CreateCampaignResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let campaign = campaign_in(request.into_inner().campaign)?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = optional_request_id(&mut v, &request.request_id);
+        let campaign = campaign_in(v, request.campaign)?;
         let command = Command::CreateCampaign(campaign);
-        let campaign = execute(&self.engine, &caller, None, command).await?;
+        let campaign = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateCampaignResponse {
             campaign: Some(campaign_out(campaign)),
         }))
@@ -65,7 +70,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::GetCampaignRequest>,
     ) -> Result<Response<proto::GetCampaignResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
         let campaign_id = request.into_inner().campaign_id;
         required_id("campaign_id", &campaign_id)?;
         let campaign = self.engine.get_campaign(&caller, &campaign_id).await?;
@@ -79,10 +84,19 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::ListCampaignsRequest>,
     ) -> Result<Response<proto::ListCampaignsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let campaigns = self.engine.list_campaigns(&caller).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListCampaigns", &request.page_token);
+        let (size, after) = v.build(|| Some((size?, after?)))?;
+        let page = self
+            .engine
+            .list_campaigns(&caller, after.as_ref(), size)
+            .await?;
         Ok(Response::new(proto::ListCampaignsResponse {
-            campaigns: campaigns.into_iter().map(campaign_out).collect(),
+            campaigns: page.items.into_iter().map(campaign_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 
@@ -91,7 +105,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::IssueCouponRequest>,
     ) -> Result<Response<proto::IssueCouponResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::IssueCoupon).await?;
         let request = request.into_inner();
         let mut v = Violations::new();
         check_request_id(&mut v, &request.request_id);
@@ -114,15 +128,26 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::ListCouponsRequest>,
     ) -> Result<Response<proto::ListCouponsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ReadCoupons).await?;
         let request = request.into_inner();
-        let member = parse_field(|v| member_ref(v, "member", request.member))?;
-        let coupons = self
+        let mut v = Violations::new();
+        let member = member_ref(&mut v, "member", request.member);
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListCoupons", &request.page_token);
+        let (member, size, after) = v.build(|| Some((member?, size?, after?)))?;
+        let page = self
             .engine
-            .list_coupons(&caller, &member, request.include_inactive)
+            .list_coupons(
+                &caller,
+                &member,
+                request.include_inactive,
+                after.as_ref(),
+                size,
+            )
             .await?;
         Ok(Response::new(proto::ListCouponsResponse {
-            coupons: coupons.into_iter().map(coupon_out).collect(),
+            coupons: page.items.into_iter().map(coupon_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 
@@ -131,7 +156,7 @@ impl CouponService for CouponApi {
         &self,
         request: Request<proto::GetCouponRequest>,
     ) -> Result<Response<proto::GetCouponResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ReadCoupons).await?;
         let code = parse_field(|v| coupon_code(v, "code", &request.into_inner().code))?;
         let coupon = self.engine.get_coupon(&caller, &code).await?;
         Ok(Response::new(proto::GetCouponResponse {
@@ -141,9 +166,11 @@ impl CouponService for CouponApi {
 }
 
 /// A campaign to create. `created_at` is the engine's to set (it owns the clock).
-fn campaign_in(campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
-    let c = campaign.ok_or_else(|| invalid_field("campaign", "is required"))?;
-    let mut v = Violations::new();
+fn campaign_in(mut v: Violations, campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
+    let Some(c) = campaign else {
+        v.push("campaign", "is required");
+        return Err(v.into_status());
+    };
     check_id(&mut v, "campaign.campaign_id", &c.campaign_id);
     check_text(&mut v, "campaign.name", &c.name, 1, MAX_NAME_CHARS);
     let discount = discount_in(
@@ -454,7 +481,7 @@ mod tests {
 
     #[test]
     fn a_campaign_round_trips() {
-        let parsed = campaign_in(Some(campaign())).expect("valid");
+        let parsed = campaign_in(Violations::new(), Some(campaign())).expect("valid");
         assert_eq!(parsed.public_code.as_deref(), Some("SUMMER2026"));
         assert_eq!(parsed.created_at, DateTime::<Utc>::UNIX_EPOCH);
         let out = campaign_out(parsed);
@@ -490,7 +517,7 @@ mod tests {
         bad.variants[1].variant_id = "a".into();
         bad.variants[1].weight = 0;
         bad.variants[1].discount = None;
-        let status = campaign_in(Some(bad)).expect_err("invalid");
+        let status = campaign_in(Violations::new(), Some(bad)).expect_err("invalid");
         assert_eq!(
             violated_fields(&status),
             [

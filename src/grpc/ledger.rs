@@ -5,7 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{
         MAX_POINTS, Violations, check_request_id, check_text, member_ref, optional_channel_out,
         parse_field, timestamp,
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{Balance, Posting, Transaction},
     },
@@ -21,10 +22,6 @@ use crate::{
     proto::{self, ledger_service_server::LedgerService},
 };
 
-/// Page size when the request gives none.
-const DEFAULT_PAGE_SIZE: i64 = 50;
-/// Largest page size.
-const MAX_PAGE_SIZE: i32 = 500;
 /// Longest adjustment reason, in characters.
 const MAX_REASON_CHARS: usize = 500;
 
@@ -45,7 +42,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::GetBalanceRequest>,
     ) -> Result<Response<proto::GetBalanceResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::GetBalance).await?;
         let member = parse_field(|v| member_ref(v, "member", request.into_inner().member))?;
         let balance = self.engine.get_balance(&caller, &member).await?;
         Ok(Response::new(proto::GetBalanceResponse {
@@ -58,7 +55,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::ListTransactionsRequest>,
     ) -> Result<Response<proto::ListTransactionsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ListTransactions).await?;
         let request = request.into_inner();
         let mut v = Violations::new();
         let member = member_ref(&mut v, "member", request.member);
@@ -83,7 +80,7 @@ impl LedgerService for LedgerApi {
         &self,
         request: Request<proto::AdjustPointsRequest>,
     ) -> Result<Response<proto::AdjustPointsResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::AdjustPoints).await?;
         let request = request.into_inner();
         let command = adjust_command(&request)?;
         let transaction =
@@ -116,19 +113,9 @@ fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Command, Statu
     })
 }
 
-/// 0 means the default (50); at most 500.
+/// 0 means the default (50); at most 500 (the same bounds as every List RPC).
 fn page_size(v: &mut Violations, page_size: i32) -> Option<i64> {
-    match page_size {
-        0 => Some(DEFAULT_PAGE_SIZE),
-        1..=MAX_PAGE_SIZE => Some(i64::from(page_size)),
-        _ => {
-            v.push(
-                "page_size",
-                format!("must be between 0 and {MAX_PAGE_SIZE}"),
-            );
-            None
-        }
-    }
+    super::paging::page_size(v, page_size).and_then(|size| i64::try_from(size).ok())
 }
 
 /// Empty for the first page, else the `next_page_token` we gave out (a transaction id).

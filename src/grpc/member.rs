@@ -5,7 +5,7 @@ use std::{collections::HashSet, sync::Arc};
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
+    auth::caller_for,
     convert::{
         Violations, check_id, check_request_id, check_text, identifier, identifier_out, member_ref,
         parse_field, timestamp,
@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{Member, MemberState},
     },
@@ -43,7 +44,7 @@ impl MemberService for MemberApi {
         &self,
         request: Request<proto::CreateMemberRequest>,
     ) -> Result<Response<proto::CreateMemberResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::CreateMember).await?;
         let request = request.into_inner();
         let command = create_member_command(&request)?;
         let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
@@ -57,7 +58,7 @@ impl MemberService for MemberApi {
         &self,
         request: Request<proto::GetMemberRequest>,
     ) -> Result<Response<proto::GetMemberResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::GetMember).await?;
         let member = parse_field(|v| member_ref(v, "member", request.into_inner().member))?;
         let member = self.engine.get_member(&caller, &member).await?;
         Ok(Response::new(proto::GetMemberResponse {
@@ -70,7 +71,7 @@ impl MemberService for MemberApi {
         &self,
         request: Request<proto::LinkIdentifierRequest>,
     ) -> Result<Response<proto::LinkIdentifierResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::LinkIdentifier).await?;
         let request = request.into_inner();
         let mut v = Violations::new();
         check_request_id(&mut v, &request.request_id);
@@ -93,7 +94,7 @@ impl MemberService for MemberApi {
         &self,
         request: Request<proto::MergeMembersRequest>,
     ) -> Result<Response<proto::MergeMembersResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::MergeMembers).await?;
         let request = request.into_inner();
         let mut v = Violations::new();
         check_request_id(&mut v, &request.request_id);

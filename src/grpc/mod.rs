@@ -3,8 +3,9 @@
 //! `convert`, the error mapping in `status`, API-key authentication in `auth`, running a command
 //! for its reply in `reply`.
 //!
-//! Every RPC of an omo service authenticates first, then validates (reporting every bad field at
-//! once), then calls the engine, which checks the caller's role. Health and reflection need no key.
+//! Every RPC of an omo service authenticates first, then checks the caller's role (and channel
+//! and store scope where the request names them), then validates (reporting every bad field at
+//! once), then calls the engine. Health and reflection need no key.
 
 use std::sync::Arc;
 
@@ -27,10 +28,12 @@ pub mod convert;
 pub mod coupon;
 pub mod ledger;
 pub mod member;
+pub mod paging;
 pub mod program;
 pub mod reply;
 pub mod status;
 pub mod store;
+pub mod tls;
 
 pub use checkout::CheckoutApi;
 pub use coupon::CouponApi;
@@ -50,18 +53,38 @@ pub const SERVICE_NAMES: [&str; 6] = [
 ];
 
 /// Every service omo serves: the six omo.v1 services, `grpc.health.v1.Health` (overall and per
-/// service, all SERVING) and server reflection v1 and v1alpha.
-pub async fn routes(engine: Arc<Engine>) -> Routes {
+/// service, all SERVING) and server reflection v1 and v1alpha. No omo message may exceed
+/// `max_message_bytes` either way.
+pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> Routes {
     let (reporter, health) = tonic_health::server::health_reporter();
     report_serving(&reporter).await;
     let (reflection_v1, reflection_v1alpha) = reflection();
+    macro_rules! limited {
+        ($server:ident, $api:expr) => {
+            $server::new($api)
+                .max_decoding_message_size(max_message_bytes)
+                .max_encoding_message_size(max_message_bytes)
+        };
+    }
     Routes::default()
-        .add_service(MemberServiceServer::new(MemberApi::new(engine.clone())))
-        .add_service(StoreServiceServer::new(StoreApi::new(engine.clone())))
-        .add_service(ProgramServiceServer::new(ProgramApi::new(engine.clone())))
-        .add_service(LedgerServiceServer::new(LedgerApi::new(engine.clone())))
-        .add_service(CheckoutServiceServer::new(CheckoutApi::new(engine.clone())))
-        .add_service(CouponServiceServer::new(CouponApi::new(engine)))
+        .add_service(limited!(
+            MemberServiceServer,
+            MemberApi::new(engine.clone())
+        ))
+        .add_service(limited!(StoreServiceServer, StoreApi::new(engine.clone())))
+        .add_service(limited!(
+            ProgramServiceServer,
+            ProgramApi::new(engine.clone())
+        ))
+        .add_service(limited!(
+            LedgerServiceServer,
+            LedgerApi::new(engine.clone())
+        ))
+        .add_service(limited!(
+            CheckoutServiceServer,
+            CheckoutApi::new(engine.clone())
+        ))
+        .add_service(limited!(CouponServiceServer, CouponApi::new(engine)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -9,12 +9,13 @@ use rust_decimal::Decimal;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
-    convert::{Violations, decimal, decimal_out, invalid_field},
+    auth::caller_for,
+    convert::{Violations, decimal, decimal_out, optional_request_id},
     reply::execute,
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{Channel, Program, ProgramPatch},
     },
@@ -23,7 +24,7 @@ use crate::{
 };
 
 /// The fields of `Program`, as `update_mask` paths.
-const FIELDS: [&str; 8] = [
+const FIELDS: [&str; 10] = [
     "currency_code",
     "point_value",
     "earn_rate",
@@ -32,7 +33,11 @@ const FIELDS: [&str; 8] = [
     "ec_pending_days",
     "hold_ttl_seconds",
     "max_receipts_per_day",
+    "max_points_per_order",
+    "max_offline_age_days",
 ];
+/// Largest per-order earn cap accepted (the most points of one adjustment).
+const MAX_EARN_CAP: i64 = 1_000_000_000_000;
 /// Largest point value and earn rate accepted.
 const MAX_RATE: Decimal = Decimal::from_parts(1000, 0, 0, false, 0);
 
@@ -53,7 +58,7 @@ impl ProgramService for ProgramApi {
         &self,
         request: Request<proto::GetProgramRequest>,
     ) -> Result<Response<proto::GetProgramResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageProgram).await?;
         let program = self.engine.get_program(&caller).await?;
         Ok(Response::new(proto::GetProgramResponse {
             program: Some(program_out(program)),
@@ -65,14 +70,15 @@ impl ProgramService for ProgramApi {
         &self,
         request: Request<proto::UpdateProgramRequest>,
     ) -> Result<Response<proto::UpdateProgramResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageProgram).await?;
         let request = request.into_inner();
+        let request_id = Some(request.request_id.clone()).filter(|id| !id.is_empty());
         let (patch, partial) = patch_in(request)?;
         let command = Command::UpdateProgram {
             patch,
             replace: !partial,
         };
-        let program = execute(&self.engine, &caller, None, command).await?;
+        let program = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::UpdateProgramResponse {
             program: Some(program_out(program)),
         }))
@@ -82,10 +88,12 @@ impl ProgramService for ProgramApi {
 /// Validates the fields the request updates. Returns the patch and whether it is partial (an
 /// `update_mask` was given), in which case it applies to the current settings.
 fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool), Status> {
-    let program = request
-        .program
-        .ok_or_else(|| invalid_field("program", "is required"))?;
     let mut v = Violations::new();
+    optional_request_id(&mut v, &request.request_id);
+    let Some(program) = request.program else {
+        v.push("program", "is required");
+        return Err(v.into_status());
+    };
     let paths = request
         .update_mask
         .map(|mask| mask.paths)
@@ -152,6 +160,24 @@ fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool)
             1000,
         );
     }
+    if selected("max_offline_age_days") {
+        patch.max_offline_age_days = days(
+            "max_offline_age_days",
+            program.max_offline_age_days,
+            0,
+            3650,
+        );
+    }
+    if selected("max_points_per_order") {
+        if (0..=MAX_EARN_CAP).contains(&program.max_points_per_order) {
+            patch.max_points_per_order = Some(program.max_points_per_order);
+        } else {
+            v.push(
+                "program.max_points_per_order",
+                format!("must be between 0 and {MAX_EARN_CAP}"),
+            );
+        }
+    }
     v.finish()?;
     Ok((patch, partial))
 }
@@ -205,6 +231,8 @@ pub fn program_out(program: Program) -> proto::Program {
         ec_pending_days: program.ec_pending_days,
         hold_ttl_seconds: program.hold_ttl_seconds,
         max_receipts_per_day: program.max_receipts_per_day,
+        max_points_per_order: program.max_points_per_order,
+        max_offline_age_days: program.max_offline_age_days,
     }
 }
 
@@ -215,6 +243,7 @@ mod tests {
 
     fn request(program: proto::Program, paths: &[&str]) -> proto::UpdateProgramRequest {
         proto::UpdateProgramRequest {
+            request_id: String::new(),
             program: Some(program),
             update_mask: Some(prost_types::FieldMask {
                 paths: paths.iter().map(|p| p.to_string()).collect(),

@@ -4,7 +4,7 @@
 //! carry a `BadRequest` with one `FieldViolation` per bad field. Internal errors are logged with
 //! their whole cause chain and reach the client as a bare `INTERNAL` (never SQL or stack text).
 
-use std::{collections::HashMap, error::Error as _};
+use std::{collections::HashMap, error::Error as _, time::Duration};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -21,6 +21,12 @@ pub const ERROR_DOMAIN: &str = "omo.v1";
 pub fn to_status(error: EngineError) -> Status {
     match error {
         EngineError::Domain(refusal) => refusal_status(&refusal),
+        EngineError::Overloaded => retry_later(
+            Code::Unavailable,
+            "OVERLOADED",
+            "the server is overloaded; retry shortly",
+            OVERLOADED_RETRY,
+        ),
         EngineError::Internal(_) => {
             let mut causes = Vec::new();
             let mut source = error.source();
@@ -76,6 +82,26 @@ fn invalid_message(violations: &[FieldViolation]) -> String {
         .map(|v| format!("{}: {}", v.field, v.description))
         .collect();
     format!("invalid request: {}", fields.join("; "))
+}
+
+/// How long a client is told to wait when the write queue is full.
+const OVERLOADED_RETRY: Duration = Duration::from_millis(100);
+
+/// A refusal the client should retry after `delay`: ErrorInfo and RetryInfo.
+pub fn retry_later(code: Code, reason: &str, message: &str, delay: Duration) -> Status {
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(delay));
+    Status::with_error_details(code, message, details)
+}
+
+/// A key over its role's rate limit.
+pub fn rate_limited(delay: Duration) -> Status {
+    retry_later(
+        Code::ResourceExhausted,
+        "RATE_LIMITED",
+        "too many calls with this API key; retry after the delay in RetryInfo",
+        delay,
+    )
 }
 
 /// A missing, malformed or unknown API key.
@@ -159,6 +185,18 @@ mod tests {
             "MEMBER_NOT_FOUND"
         );
         assert!(details.bad_request().is_none());
+    }
+
+    #[test]
+    fn an_overloaded_writer_says_when_to_retry() {
+        let status = to_status(EngineError::Overloaded);
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(details.error_info().expect("info").reason, "OVERLOADED");
+        assert_eq!(
+            details.retry_info().and_then(|r| r.retry_delay),
+            Some(OVERLOADED_RETRY)
+        );
     }
 
     #[test]

@@ -5,12 +5,14 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::caller,
-    convert::{Violations, check_id, check_text, invalid_field, path, required_id},
+    auth::caller_for,
+    convert::{Violations, check_id, check_text, optional_request_id, path, required_id},
+    paging::{next_page_token, page_size, page_token},
     reply::execute,
 };
 use crate::{
     domain::{
+        auth::Operation,
         command::Command,
         model::{LatLng, Store},
     },
@@ -44,9 +46,13 @@ impl StoreService for StoreApi {
         &self,
         request: Request<proto::CreateStoreRequest>,
     ) -> Result<Response<proto::CreateStoreResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let store = store_in(request.into_inner().store)?;
-        let store = execute(&self.engine, &caller, None, Command::CreateStore(store)).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let request_id = optional_request_id(&mut v, &request.request_id);
+        let store = store_in(v, request.store)?;
+        let command = Command::CreateStore(store);
+        let store = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateStoreResponse {
             store: Some(store_out(store)),
         }))
@@ -57,7 +63,7 @@ impl StoreService for StoreApi {
         &self,
         request: Request<proto::GetStoreRequest>,
     ) -> Result<Response<proto::GetStoreResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
         let store_id = request.into_inner().store_id;
         required_id("store_id", &store_id)?;
         let store = self.engine.get_store(&caller, &store_id).await?;
@@ -71,18 +77,30 @@ impl StoreService for StoreApi {
         &self,
         request: Request<proto::ListStoresRequest>,
     ) -> Result<Response<proto::ListStoresResponse>, Status> {
-        let caller = caller(&self.engine, &request).await?;
-        let stores = self.engine.list_stores(&caller).await?;
+        let caller = caller_for(&self.engine, &request, Operation::ManageStores).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListStores", &request.page_token);
+        let (size, after) = v.build(|| Some((size?, after?)))?;
+        let page = self
+            .engine
+            .list_stores(&caller, after.as_ref(), size)
+            .await?;
         Ok(Response::new(proto::ListStoresResponse {
-            stores: stores.into_iter().map(store_out).collect(),
+            stores: page.items.into_iter().map(store_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 }
 
-/// A store to create, with defaults filled in (time zone, geofence radius).
-fn store_in(store: Option<proto::Store>) -> Result<Store, Status> {
-    let store = store.ok_or_else(|| invalid_field("store", "is required"))?;
-    let mut v = Violations::new();
+/// A store to create, with defaults filled in (time zone, geofence radius); `v` holds what the
+/// rest of the request already found wrong.
+fn store_in(mut v: Violations, store: Option<proto::Store>) -> Result<Store, Status> {
+    let Some(store) = store else {
+        v.push("store", "is required");
+        return Err(v.into_status());
+    };
     check_id(&mut v, "store.store_id", &store.store_id);
     check_text(&mut v, "store.name", &store.name, 1, 200);
     let location = match store.location {
@@ -223,7 +241,7 @@ mod tests {
 
     #[test]
     fn defaults_are_filled_in() {
-        let parsed = store_in(Some(store())).expect("valid");
+        let parsed = store_in(Violations::new(), Some(store())).expect("valid");
         assert_eq!(parsed.time_zone, DEFAULT_TIME_ZONE);
         assert_eq!(parsed.geofence_radius_m, DEFAULT_GEOFENCE_RADIUS_M);
     }
@@ -237,7 +255,7 @@ mod tests {
         });
         bad.geofence_polygon = vec![proto::LatLng::default(), proto::LatLng::default()];
         bad.geofence_radius_m = -1.0;
-        let status = store_in(Some(bad)).expect_err("invalid");
+        let status = store_in(Violations::new(), Some(bad)).expect_err("invalid");
         let fields = violated_fields(&status);
         assert_eq!(
             fields,

@@ -237,6 +237,9 @@ fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
         store_id: c.get("store_id")?,
         name: c.get("name")?,
         created_at: c.get("created_at")?,
+        expires_at: c.get("expires_at")?,
+        revoked_at: c.get("revoked_at")?,
+        last_used_at: c.get("last_used_at")?,
     })
 }
 
@@ -1120,27 +1123,66 @@ impl UnitOfWork for PgUnitOfWork {
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
         let query = sqlx::query(
             r#"
-insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
-values ($1, $2, $3, $4, $5, $6)"#,
+insert into api_keys (
+    key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at, last_used_at
+)
+values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
         )
         .bind(&key.key_id) // $1
         .bind(&key.key_hash) // $2
         .bind(key.role.as_str()) // $3
         .bind(&key.store_id) // $4
         .bind(&key.name) // $5
-        .bind(key.created_at); // $6
+        .bind(key.created_at) // $6
+        .bind(key.expires_at) // $7
+        .bind(key.revoked_at) // $8
+        .bind(key.last_used_at); // $9
         self.run(query).await
     }
 
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
         let query = sqlx::query(
             r#"
-select key_id, key_hash, role, store_id, name, created_at
+select key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at, last_used_at
 from api_keys
 where key_hash = $1"#,
         )
         .bind(key_hash); // $1
         self.fetch_optional(query, api_key_from_row).await
+    }
+
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let query = sqlx::query(
+            r#"
+select key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at, last_used_at
+from api_keys
+order by created_at, key_id"#,
+        );
+        self.fetch_all(query, api_key_from_row).await
+    }
+
+    async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let query = sqlx::query(
+            r#"
+update api_keys
+set revoked_at = coalesce(revoked_at, $2)
+where key_id = $1"#,
+        )
+        .bind(key_id) // $1
+        .bind(at); // $2
+        Ok(self.run_counted(query).await? == 1)
+    }
+
+    async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+update api_keys
+set last_used_at = greatest(last_used_at, $2)
+where key_id = $1"#,
+        )
+        .bind(key_id) // $1
+        .bind(at); // $2
+        self.run(query).await
     }
 
     async fn find_idempotency(

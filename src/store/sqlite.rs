@@ -696,8 +696,11 @@ impl UnitOfWork for SqliteUnitOfWork {
         let query = self
             .query(
                 r"
-                insert into api_keys (key_id, key_hash, role, store_id, name, created_at)
-                values (?1, ?2, ?3, ?4, ?5, ?6)
+                insert into api_keys (
+                    key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at,
+                    last_used_at
+                )
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                 ",
             )?
             .bind(&key.key_id) // ?1
@@ -705,7 +708,10 @@ impl UnitOfWork for SqliteUnitOfWork {
             .bind(key.role.as_str()) // ?3
             .bind(key.store_id.as_deref()) // ?4
             .bind(&key.name) // ?5
-            .bind(key.created_at.timestamp_micros()); // ?6
+            .bind(key.created_at.timestamp_micros()) // ?6
+            .bind(key.expires_at.map(|at| at.timestamp_micros())) // ?7
+            .bind(key.revoked_at.map(|at| at.timestamp_micros())) // ?8
+            .bind(key.last_used_at.map(|at| at.timestamp_micros())); // ?9
         self.run(query)
     }
 
@@ -713,13 +719,54 @@ impl UnitOfWork for SqliteUnitOfWork {
         let query = self
             .query(
                 r"
-                select key_id, key_hash, role, store_id, name, created_at
+                select key_id, key_hash, role, store_id, name, created_at, expires_at,
+                    revoked_at, last_used_at
                 from api_keys
                 where key_hash = ?1
                 ",
             )?
             .bind(key_hash); // ?1
         self.fetch_optional(query, api_key_from_row)
+    }
+
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>> {
+        let query = self.query(
+            r"
+            select key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at,
+                last_used_at
+            from api_keys
+            order by created_at, key_id
+            ",
+        )?;
+        self.fetch_all(query, api_key_from_row)
+    }
+
+    async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
+        let query = self
+            .query(
+                r"
+                update api_keys
+                set revoked_at = coalesce(revoked_at, ?2)
+                where key_id = ?1
+                ",
+            )?
+            .bind(key_id) // ?1
+            .bind(at.timestamp_micros()); // ?2
+        Ok(query.execute()? == 1)
+    }
+
+    async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                update api_keys
+                set last_used_at = max(coalesce(last_used_at, 0), ?2)
+                where key_id = ?1
+                ",
+            )?
+            .bind(key_id) // ?1
+            .bind(at.timestamp_micros()); // ?2
+        self.run(query)
     }
 
     async fn find_idempotency(
@@ -1641,6 +1688,9 @@ fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
         store_id: c.get("store_id")?,
         name: c.get("name")?,
         created_at: c.instant("created_at")?,
+        expires_at: c.opt_instant("expires_at")?,
+        revoked_at: c.opt_instant("revoked_at")?,
+        last_used_at: c.opt_instant("last_used_at")?,
     })
 }
 
@@ -2148,6 +2198,9 @@ mod tests {
             store_id: None,
             name: "admin".into(),
             created_at: at(0),
+            expires_at: Some(at(90)),
+            revoked_at: None,
+            last_used_at: None,
         };
         let mut uow = store.begin().await.expect("begin");
         uow.insert_api_key(&key).await.expect("insert");
@@ -2155,6 +2208,24 @@ mod tests {
         assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
         uow.commit().await.expect("commit");
         let mut read = store.begin_read().await.expect("begin read");
-        assert_eq!(read.find_api_key("h1").await.unwrap(), Some(key));
+        assert_eq!(read.find_api_key("h1").await.unwrap(), Some(key.clone()));
+        drop(read);
+        let mut uow = store.begin().await.expect("begin");
+        assert!(uow.revoke_api_key("k1", at(5)).await.unwrap());
+        assert!(uow.revoke_api_key("k1", at(6)).await.unwrap());
+        assert!(!uow.revoke_api_key("k2", at(5)).await.unwrap());
+        uow.touch_api_key("k1", at(7)).await.unwrap();
+        uow.touch_api_key("k1", at(3)).await.unwrap();
+        uow.commit().await.expect("commit");
+        let mut read = store.begin_read().await.expect("begin read");
+        let listed = read.list_api_keys().await.unwrap();
+        assert_eq!(
+            listed,
+            [ApiKeyRecord {
+                revoked_at: Some(at(5)),
+                last_used_at: Some(at(7)),
+                ..key
+            }]
+        );
     }
 }

@@ -41,6 +41,7 @@ async fn create_campaign(app: &TestApp, campaign: proto::Campaign) {
     app.admin
         .coupons()
         .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
             campaign: Some(campaign),
         })
         .await
@@ -82,6 +83,7 @@ async fn list_coupons(
         .list_coupons(proto::ListCouponsRequest {
             member: Some(member_ref(member_id)),
             include_inactive,
+            ..Default::default()
         })
         .await
         .unwrap()

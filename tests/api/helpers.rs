@@ -196,6 +196,7 @@ impl TestApp {
         self.admin
             .stores()
             .create_store(proto::CreateStoreRequest {
+                request_id: String::new(),
                 store: Some(proto::Store {
                     store_id: store_id.into(),
                     name: store_id.into(),
@@ -274,6 +275,7 @@ impl TestApp {
         self.admin
             .program()
             .update_program(proto::UpdateProgramRequest {
+                request_id: String::new(),
                 program: Some(program),
                 update_mask: None,
             })

@@ -3,14 +3,22 @@
 
 mod helpers;
 
+mod admin;
 mod auth;
 mod batching;
 mod bench;
+mod caps;
 mod checkout;
 mod concurrency;
 mod coupons;
 mod idempotency;
+mod keys;
+mod limits;
 mod members;
+mod paging;
 mod points;
+mod privacy;
+mod security;
+mod tls;
 mod validation;
 mod verify;

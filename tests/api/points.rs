@@ -181,6 +181,7 @@ async fn concurrent_partial_program_updates_compose(app: &TestApp) {
                 admin
                     .program()
                     .update_program(proto::UpdateProgramRequest {
+                        request_id: String::new(),
                         program: Some(program),
                         update_mask: Some(prost_types::FieldMask {
                             paths: vec![field.into()],
