@@ -141,12 +141,20 @@ from order_lots
 where order_id = any($1)
 order by order_id, lot_id"#;
 
-/// Last, the coupons: named, or reserved or redeemed by a locked order.
+/// Last, the coupons: named, or reserved or redeemed by a locked order. The codes are gathered
+/// first (an init plan) so that the locking scan is one primary-key lookup per code: an `or` of
+/// the two conditions, planned while the table was empty, scanned the whole primary key.
 const LOCK_COUPONS: &str = concat!(
     select_coupons!(),
     r#"
-where code = any($1)
-    or (order_id = any($2) and order_id <> '')
+where code = any(array(
+    select unnest($1::text[])
+    union all
+    select code
+    from coupons
+    where order_id = any($2)
+        and order_id <> ''
+))
 order by code
 for no key update"#
 );
