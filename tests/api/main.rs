@@ -11,6 +11,7 @@ mod concurrency;
 mod coupons;
 mod idempotency;
 mod members;
+mod model;
 mod points;
 mod validation;
 mod verify;
