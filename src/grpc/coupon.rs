@@ -93,16 +93,7 @@ impl CouponService for CouponApi {
     ) -> Result<Response<proto::IssueCouponResponse>, Status> {
         let caller = caller(&self.engine, &request).await?;
         let request = request.into_inner();
-        let mut v = Violations::new();
-        check_request_id(&mut v, &request.request_id);
-        check_id(&mut v, "campaign_id", &request.campaign_id);
-        let member = member_ref(&mut v, "member", request.member);
-        let command = v.build(|| {
-            Some(Command::IssueCoupon {
-                campaign_id: request.campaign_id,
-                member: member?,
-            })
-        })?;
+        let command = issue_command(&request)?;
         let coupon = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::IssueCouponResponse {
             coupon: Some(coupon_out(coupon)),
@@ -140,8 +131,21 @@ impl CouponService for CouponApi {
     }
 }
 
+pub(super) fn issue_command(request: &proto::IssueCouponRequest) -> Result<Command, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    check_id(&mut v, "campaign_id", &request.campaign_id);
+    let member = member_ref(&mut v, "member", request.member.clone());
+    v.build(|| {
+        Some(Command::IssueCoupon {
+            campaign_id: request.campaign_id.clone(),
+            member: member?,
+        })
+    })
+}
+
 /// A campaign to create. `created_at` is the engine's to set (it owns the clock).
-fn campaign_in(campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
+pub(super) fn campaign_in(campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
     let c = campaign.ok_or_else(|| invalid_field("campaign", "is required"))?;
     let mut v = Violations::new();
     check_id(&mut v, "campaign.campaign_id", &c.campaign_id);

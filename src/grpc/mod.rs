@@ -32,6 +32,9 @@ pub mod reply;
 pub mod status;
 pub mod store;
 
+#[cfg(test)]
+mod hostile;
+
 pub use checkout::CheckoutApi;
 pub use coupon::CouponApi;
 pub use ledger::LedgerApi;

@@ -81,7 +81,9 @@ impl ProgramService for ProgramApi {
 
 /// Validates the fields the request updates. Returns the patch and whether it is partial (an
 /// `update_mask` was given), in which case it applies to the current settings.
-fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool), Status> {
+pub(super) fn patch_in(
+    request: proto::UpdateProgramRequest,
+) -> Result<(ProgramPatch, bool), Status> {
     let program = request
         .program
         .ok_or_else(|| invalid_field("program", "is required"))?;

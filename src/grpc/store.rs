@@ -80,7 +80,7 @@ impl StoreService for StoreApi {
 }
 
 /// A store to create, with defaults filled in (time zone, geofence radius).
-fn store_in(store: Option<proto::Store>) -> Result<Store, Status> {
+pub(super) fn store_in(store: Option<proto::Store>) -> Result<Store, Status> {
     let store = store.ok_or_else(|| invalid_field("store", "is required"))?;
     let mut v = Violations::new();
     check_id(&mut v, "store.store_id", &store.store_id);
