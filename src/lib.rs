@@ -5,6 +5,7 @@
 //! (SQLite and PostgreSQL implementations of the port).
 
 pub mod app;
+pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod config;

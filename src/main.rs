@@ -34,6 +34,14 @@ enum Command {
     },
     /// Check every ledger invariant; exit 0 when all hold, 1 otherwise.
     Verify(DatabaseArgs),
+    /// Copy a SQLite database to a new file, online and consistent (PostgreSQL: pg_dump).
+    Backup {
+        /// The new file (never overwritten).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Run a scripted OMO story against a fresh in-process server and print the ledger.
     Demo,
     /// Load-test omo over gRPC next to two baselines; wipes its own database (see --help).
@@ -165,10 +173,32 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Backup { to, database } => return backup(database, to).await,
         Command::Demo => omo::demo::run().await?,
         Command::Bench(args) => print!("{}", omo::bench::run(args).await?),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn backup(database: DatabaseArgs, to: std::path::PathBuf) -> Result<ExitCode, AnyError> {
+    let url = database.database_url.expose().to_string();
+    match tokio::task::spawn_blocking(move || omo::backup::backup(&url, &to)).await? {
+        Ok(report) => {
+            println!(
+                "backed up {} to {} ({} pages, {} bytes)",
+                report.source.display(),
+                report.target.display(),
+                report.pages,
+                report.bytes
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(omo::backup::BackupError::Postgres) => {
+            eprintln!("omo: {}", omo::backup::POSTGRES_HINT);
+            Ok(ExitCode::from(2))
+        }
+        Err(error) => Err(error.into()),
+    }
 }
 
 async fn shutdown_signal() {

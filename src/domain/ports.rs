@@ -23,6 +23,10 @@ pub enum StoreError {
     /// work is rolled back and may be retried.
     #[error("transient conflict: {0}")]
     Conflict(String),
+    /// No database connection became free in time (the pool is exhausted or the server is
+    /// unreachable): nothing was done, and the client may retry later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value the domain cannot read back (an invariant broke outside omo).

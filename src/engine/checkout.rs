@@ -130,7 +130,14 @@ pub(super) async fn capture(
     now: DateTime<Utc>,
     order_id: &str,
 ) -> CommandResult<Order> {
-    let mut order = open_order(uow, caller, order_id, "capture").await?;
+    let mut order = load_order(uow, caller, order_id).await?;
+    match order.state {
+        OrderState::Authorized => {}
+        // The sweeper released this hold already: refused as if the capture had found it
+        // expired itself, so the answer does not depend on when the sweeper ran.
+        OrderState::Expired => return Err(DomainError::HoldExpired.into()),
+        _ => return Err(state_error(&order, "capture")),
+    }
     let mut member = members::current_owner(uow, &order.member_id).await?;
     if order.hold_expires_at.is_some_and(|at| at <= now) {
         expire_hold(uow, &mut order, &member.member_id, now).await?;

@@ -159,6 +159,13 @@ impl Core {
                         results[i] = answer;
                     }
                 }
+                // No connection came in time: running each command alone would wait as long
+                // again for each; answer them all now (UNAVAILABLE: the clients retry).
+                Err(EngineError::Internal(StoreError::Unavailable(why))) => {
+                    for i in indices {
+                        results[i] = Some(Err(StoreError::Unavailable(why.clone()).into()));
+                    }
+                }
                 Err(error) => {
                     tracing::warn!(%error, commands = part.len(), "batch failed; running its commands one by one");
                 }

@@ -173,7 +173,7 @@ impl CheckoutService for CheckoutApi {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum OrderKind {
+pub(super) enum OrderKind {
     /// order_id optional; no register sale fields.
     Quote,
     Authorize,
@@ -183,7 +183,7 @@ enum OrderKind {
 
 /// The order fields of QuoteRequest, AuthorizeRequest and RecordSaleRequest.
 #[derive(Debug, Default)]
-struct OrderInput {
+pub(super) struct OrderInput {
     /// Empty for a quote, which changes nothing.
     request_id: String,
     order_id: String,
@@ -272,7 +272,7 @@ impl From<proto::VoidRequest> for OrderOp {
 }
 
 /// Validates an order as a checkout or register presents it, reporting every bad field.
-fn order_in(
+pub(super) fn order_in(
     kind: OrderKind,
     request_id: Option<&str>,
     input: OrderInput,
@@ -321,7 +321,7 @@ fn order_in(
 }
 
 /// Capture and Void: a request_id and the order.
-fn order_op_in(request_id: &str, order_id: &str) -> Result<(), Status> {
+pub(super) fn order_op_in(request_id: &str, order_id: &str) -> Result<(), Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, request_id);
     check_id(&mut v, "order_id", order_id);
@@ -329,7 +329,7 @@ fn order_op_in(request_id: &str, order_id: &str) -> Result<(), Status> {
 }
 
 /// A refund: exactly one of `amount` (> 0) and `lines`.
-fn refund_in(request: &proto::RefundRequest) -> Result<Command, Status> {
+pub(super) fn refund_in(request: &proto::RefundRequest) -> Result<Command, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_id(&mut v, "order_id", &request.order_id);

@@ -107,16 +107,7 @@ impl CouponService for CouponApi {
     ) -> Result<Response<proto::IssueCouponResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::IssueCoupon).await?;
         let request = request.into_inner();
-        let mut v = Violations::new();
-        check_request_id(&mut v, &request.request_id);
-        check_id(&mut v, "campaign_id", &request.campaign_id);
-        let member = member_ref(&mut v, "member", request.member);
-        let command = v.build(|| {
-            Some(Command::IssueCoupon {
-                campaign_id: request.campaign_id,
-                member: member?,
-            })
-        })?;
+        let command = issue_command(&request)?;
         let coupon = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::IssueCouponResponse {
             coupon: Some(coupon_out(coupon)),
@@ -165,8 +156,24 @@ impl CouponService for CouponApi {
     }
 }
 
+pub(super) fn issue_command(request: &proto::IssueCouponRequest) -> Result<Command, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    check_id(&mut v, "campaign_id", &request.campaign_id);
+    let member = member_ref(&mut v, "member", request.member.clone());
+    v.build(|| {
+        Some(Command::IssueCoupon {
+            campaign_id: request.campaign_id.clone(),
+            member: member?,
+        })
+    })
+}
+
 /// A campaign to create. `created_at` is the engine's to set (it owns the clock).
-fn campaign_in(mut v: Violations, campaign: Option<proto::Campaign>) -> Result<Campaign, Status> {
+pub(super) fn campaign_in(
+    mut v: Violations,
+    campaign: Option<proto::Campaign>,
+) -> Result<Campaign, Status> {
     let Some(c) = campaign else {
         v.push("campaign", "is required");
         return Err(v.into_status());

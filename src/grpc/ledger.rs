@@ -91,7 +91,7 @@ impl LedgerService for LedgerApi {
     }
 }
 
-fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Command, Status> {
+pub(super) fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Command, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     let member = member_ref(&mut v, "member", request.member.clone());

@@ -73,16 +73,7 @@ impl MemberService for MemberApi {
     ) -> Result<Response<proto::LinkIdentifierResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::LinkIdentifier).await?;
         let request = request.into_inner();
-        let mut v = Violations::new();
-        check_request_id(&mut v, &request.request_id);
-        let member = member_ref(&mut v, "member", request.member);
-        let identifier = identifier(&mut v, "identifier", request.identifier);
-        let command = v.build(|| {
-            Some(Command::LinkIdentifier {
-                member: member?,
-                identifier: identifier?,
-            })
-        })?;
+        let command = link_command(&request)?;
         let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::LinkIdentifierResponse {
             member: Some(member_out(member)),
@@ -96,19 +87,7 @@ impl MemberService for MemberApi {
     ) -> Result<Response<proto::MergeMembersResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::MergeMembers).await?;
         let request = request.into_inner();
-        let mut v = Violations::new();
-        check_request_id(&mut v, &request.request_id);
-        check_id(&mut v, "source_member_id", &request.source_member_id);
-        if check_id(&mut v, "target_member_id", &request.target_member_id)
-            && request.target_member_id == request.source_member_id
-        {
-            v.push("target_member_id", "must differ from source_member_id");
-        }
-        v.finish()?;
-        let command = Command::MergeMembers {
-            source_member_id: request.source_member_id,
-            target_member_id: request.target_member_id,
-        };
+        let command = merge_command(&request)?;
         let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
         Ok(Response::new(proto::MergeMembersResponse {
             member: Some(member_out(member)),
@@ -116,7 +95,38 @@ impl MemberService for MemberApi {
     }
 }
 
-fn create_member_command(request: &proto::CreateMemberRequest) -> Result<Command, Status> {
+pub(super) fn link_command(request: &proto::LinkIdentifierRequest) -> Result<Command, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let member = member_ref(&mut v, "member", request.member.clone());
+    let identifier = identifier(&mut v, "identifier", request.identifier.clone());
+    v.build(|| {
+        Some(Command::LinkIdentifier {
+            member: member?,
+            identifier: identifier?,
+        })
+    })
+}
+
+pub(super) fn merge_command(request: &proto::MergeMembersRequest) -> Result<Command, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    check_id(&mut v, "source_member_id", &request.source_member_id);
+    if check_id(&mut v, "target_member_id", &request.target_member_id)
+        && request.target_member_id == request.source_member_id
+    {
+        v.push("target_member_id", "must differ from source_member_id");
+    }
+    v.finish()?;
+    Ok(Command::MergeMembers {
+        source_member_id: request.source_member_id.clone(),
+        target_member_id: request.target_member_id.clone(),
+    })
+}
+
+pub(super) fn create_member_command(
+    request: &proto::CreateMemberRequest,
+) -> Result<Command, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_text(

@@ -35,6 +35,9 @@ pub mod status;
 pub mod store;
 pub mod tls;
 
+#[cfg(test)]
+mod hostile;
+
 pub use checkout::CheckoutApi;
 pub use coupon::CouponApi;
 pub use ledger::LedgerApi;

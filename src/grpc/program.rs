@@ -87,7 +87,9 @@ impl ProgramService for ProgramApi {
 
 /// Validates the fields the request updates. Returns the patch and whether it is partial (an
 /// `update_mask` was given), in which case it applies to the current settings.
-fn patch_in(request: proto::UpdateProgramRequest) -> Result<(ProgramPatch, bool), Status> {
+pub(super) fn patch_in(
+    request: proto::UpdateProgramRequest,
+) -> Result<(ProgramPatch, bool), Status> {
     let mut v = Violations::new();
     optional_request_id(&mut v, &request.request_id);
     let Some(program) = request.program else {

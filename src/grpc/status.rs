@@ -10,7 +10,7 @@ use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
-    domain::{DomainError, FieldViolation, command::Reply, error::ErrorClass},
+    domain::{DomainError, FieldViolation, command::Reply, error::ErrorClass, ports::StoreError},
     engine::EngineError,
 };
 
@@ -27,6 +27,10 @@ pub fn to_status(error: EngineError) -> Status {
             "the server is overloaded; retry shortly",
             OVERLOADED_RETRY,
         ),
+        EngineError::Internal(StoreError::Unavailable(why)) => {
+            tracing::warn!(%why, "database unavailable");
+            unavailable()
+        }
         EngineError::Internal(_) => {
             let mut causes = Vec::new();
             let mut source = error.source();
@@ -132,6 +136,21 @@ pub fn bug(what: &str) -> Status {
     internal()
 }
 
+/// No database connection was free in time: nothing was done; the client may retry shortly.
+fn unavailable() -> Status {
+    let mut details =
+        ErrorDetails::with_error_info("DATABASE_UNAVAILABLE", ERROR_DOMAIN, HashMap::new());
+    details.set_retry_info(Some(UNAVAILABLE_RETRY_DELAY));
+    Status::with_error_details(
+        Code::Unavailable,
+        "the database is busy; retry shortly",
+        details,
+    )
+}
+
+/// How long a client should wait before retrying after UNAVAILABLE.
+const UNAVAILABLE_RETRY_DELAY: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn internal() -> Status {
     Status::internal("internal error")
 }
@@ -149,7 +168,6 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::ports::StoreError;
 
     #[test]
     fn invalid_argument_carries_bad_request_and_error_info() {
@@ -197,6 +215,22 @@ mod tests {
             details.retry_info().and_then(|r| r.retry_delay),
             Some(OVERLOADED_RETRY)
         );
+    }
+
+    #[test]
+    fn an_unavailable_database_is_unavailable_with_retry_info() {
+        let status = to_status(StoreError::Unavailable("pool timed out".into()).into());
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.retry_info().expect("retry info").retry_delay,
+            Some(UNAVAILABLE_RETRY_DELAY)
+        );
+        assert_eq!(
+            details.error_info().expect("info").reason,
+            "DATABASE_UNAVAILABLE"
+        );
+        assert!(!status.message().contains("pool"), "{}", status.message());
     }
 
     #[test]

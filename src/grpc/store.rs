@@ -96,7 +96,7 @@ impl StoreService for StoreApi {
 
 /// A store to create, with defaults filled in (time zone, geofence radius); `v` holds what the
 /// rest of the request already found wrong.
-fn store_in(mut v: Violations, store: Option<proto::Store>) -> Result<Store, Status> {
+pub(super) fn store_in(mut v: Violations, store: Option<proto::Store>) -> Result<Store, Status> {
     let Some(store) = store else {
         v.push("store", "is required");
         return Err(v.into_status());

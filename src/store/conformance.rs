@@ -87,18 +87,8 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let admin_url = std::env::var("OMO_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let admin = match sqlx::PgPool::connect(&admin_url).await {
-        Ok(admin) => admin,
-        Err(error) if std::env::var("CI").as_deref() != Ok("true") => {
-            eprintln!(
-                "SKIPPED: PostgreSQL unreachable at {admin_url} ({error}); CI=true makes this a \
-                 failure"
-            );
-            return;
-        }
-        Err(error) => panic!("PostgreSQL unreachable at {admin_url} under CI=true: {error}"),
+    let Some(admin) = super::test_postgres::admin_pool().await else {
+        return;
     };
     // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
     let name = format!("omo_conformance_{:016x}", rand::random::<u64>());
@@ -106,10 +96,7 @@ where
         .execute(&admin)
         .await
         .expect("create the test database");
-    let base = admin_url
-        .rsplit_once('/')
-        .map_or(admin_url.as_str(), |(base, _)| base);
-    let store = PostgresStore::connect(&format!("{base}/{name}"))
+    let store = PostgresStore::connect(&super::test_postgres::database_url(&name))
         .await
         .expect("connect to the test database");
     // A task of its own, so that the database is dropped even when the body panics.

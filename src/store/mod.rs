@@ -10,6 +10,8 @@ use crate::domain::ports::{Store, StoreError, StoreResult};
 mod conformance;
 pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+mod test_postgres;
 
 /// Opens (creating if needed) the database at `url` and runs its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {

@@ -12,8 +12,8 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use sqlx::{
-    Decode, Postgres, Row, Type,
-    postgres::{PgArguments, PgConnectOptions, PgPool, PgPoolOptions, PgRow},
+    Connection as _, Decode, Postgres, Row, Type,
+    postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow},
 };
 
 use super::{receipt_no_param, to_json};
@@ -50,6 +50,14 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 const SERIALIZATION_FAILURE: &str = "40001";
 const DEADLOCK_DETECTED: &str = "40P01";
 const LOCK_NOT_AVAILABLE: &str = "55P03";
+/// Settings of every omo session (see `PostgresStore::connect`). `omo verify` reads the whole
+/// ledger in one statement per check and lifts the statement timeout for its own transaction.
+const SESSION_SETTINGS: [(&str, &str); 4] = [
+    ("synchronous_commit", "on"),
+    ("lock_timeout", "5s"),
+    ("statement_timeout", "30s"),
+    ("idle_in_transaction_session_timeout", "60s"),
+];
 /// The engine checks for a row before inserting it, so a duplicate key means another replica
 /// inserted it in between: the retry sees the row and takes the "already exists" path.
 const UNIQUE_VIOLATION: &str = "23505";
@@ -62,6 +70,9 @@ const BEGIN_READ: &str = "begin isolation level repeatable read, read only";
 
 /// The one place a database error becomes a [`StoreError`]: by SQLSTATE, never by message.
 fn map_err(e: sqlx::Error) -> StoreError {
+    if matches!(e, sqlx::Error::PoolTimedOut) {
+        return StoreError::Unavailable(e.to_string());
+    }
     let code = e.as_database_error().and_then(|db| db.code());
     match code.as_deref() {
         Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | LOCK_NOT_AVAILABLE | UNIQUE_VIOLATION) => {
@@ -94,13 +105,18 @@ impl PostgresStore {
         // made while that table was empty (idempotency keys, orders, at a fresh start) would
         // otherwise hash or merge the whole table on every batch; a nested loop of index
         // lookups costs the batch's size, whatever the table's.
-        let options = PgConnectOptions::from_str(url).map_err(map_err)?.options([
+        let base = PgConnectOptions::from_str(url).map_err(map_err)?;
+        let options = base.clone().options([
             ("plan_cache_mode", "force_generic_plan"),
             ("enable_seqscan", "off"),
             ("enable_hashjoin", "off"),
             ("enable_mergejoin", "off"),
             ("jit", "off"),
         ]);
+        // Safe on any server, whatever its defaults: commits are durable, a lock waited on too
+        // long becomes a retryable conflict (55P03), no statement runs away, and a session that
+        // dies inside a transaction does not hold its locks for ever.
+        let options = options.options(SESSION_SETTINGS);
         let pool = |connections| {
             PgPoolOptions::new()
                 .max_connections(connections)
@@ -108,10 +124,14 @@ impl PostgresStore {
                 .connect_lazy_with(options.clone())
         };
         let (writes, reads) = (pool(WRITE_CONNECTIONS), pool(READ_CONNECTIONS));
+        // Migrations on a connection of their own, without those timeouts: a replica waits on
+        // sqlx's advisory lock while another migrates, and a migration may take long.
+        let mut migrator = PgConnection::connect_with(&base).await.map_err(map_err)?;
         sqlx::migrate!("migrations/postgres")
-            .run(&writes)
+            .run(&mut migrator)
             .await
             .map_err(|e| StoreError::Database(Box::new(e)))?;
+        migrator.close().await.map_err(map_err)?;
         Ok(Self { writes, reads })
     }
 }
@@ -1883,6 +1903,8 @@ where member_id = $1"#;
         self.execute("set local enable_seqscan = on").await?;
         self.execute("set local enable_hashjoin = on").await?;
         self.execute("set local enable_mergejoin = on").await?;
+        self.execute("set local statement_timeout = '30min'")
+            .await?;
         Ok(LedgerSnapshot {
             malformed_postings: self.malformed_postings().await?,
             posting_sums: self.fetch_totals(POSTING_SUMS).await?,
@@ -1904,22 +1926,23 @@ mod tests {
     use super::*;
     use crate::domain::coupon::Discount;
 
-    const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-    /// Runs `body` against a fresh database, dropped afterwards even when `body` panics.
+    /// Runs `body` against a fresh database, dropped afterwards even when `body` panics; skipped
+    /// (with a note) when PostgreSQL is unreachable outside CI.
     async fn with_store<F, Fut>(body: F)
     where
         F: FnOnce(PostgresStore) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let admin = PgPool::connect(ADMIN_URL).await.expect("admin connection");
+        let Some(admin) = crate::store::test_postgres::admin_pool().await else {
+            return;
+        };
         // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
         let name = format!("omo_unit_{:016x}", rand::random::<u64>());
         sqlx::query(&format!("create database {name}"))
             .execute(&admin)
             .await
             .expect("create database");
-        let url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let url = crate::store::test_postgres::database_url(&name);
         let store = PostgresStore::connect(&url).await.expect("connect");
         let pools = (store.writes.clone(), store.reads.clone());
         let outcome = tokio::spawn(body(store)).await;
@@ -2067,6 +2090,45 @@ mod tests {
             redeemed_at: None,
             issued_at: day(0),
         }
+    }
+
+    #[tokio::test]
+    async fn sessions_are_safe_on_any_server() {
+        with_store(|store| async move {
+            // Every pooled session, for writes and for reads, carries omo's settings.
+            for pool in [&store.writes, &store.reads] {
+                let mut shown = Vec::new();
+                for setting in [
+                    "synchronous_commit",
+                    "lock_timeout",
+                    "statement_timeout",
+                    "idle_in_transaction_session_timeout",
+                ] {
+                    let value: String = sqlx::query_scalar(&format!("show {setting}"))
+                        .fetch_one(pool)
+                        .await
+                        .unwrap();
+                    shown.push(value);
+                }
+                assert_eq!(shown, ["on", "5s", "30s", "1min"]);
+            }
+            // `omo verify`'s snapshot lifts the statement timeout for its own transaction only.
+            let mut read = store.begin_read().await.unwrap();
+            read.ledger_snapshot().await.unwrap();
+        })
+        .await;
+    }
+
+    #[test]
+    fn a_pool_timeout_is_unavailable_and_a_lock_timeout_a_conflict() {
+        assert!(matches!(
+            map_err(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_err(sqlx::Error::PoolClosed),
+            StoreError::Database(_)
+        ));
     }
 
     #[tokio::test]

@@ -10,6 +10,7 @@ crate::both_backends! {
     authorize_then_void_releases_the_hold => authorize_then_void_releases_the_hold,
     expired_hold_is_released_by_the_sweeper => expired_hold_is_released_by_the_sweeper,
     capture_after_hold_expiry_is_refused_and_releases => capture_after_hold_expiry_is_refused_and_releases,
+    capture_after_the_sweeper_expired_the_hold_is_hold_expired => capture_after_the_sweeper_expired_the_hold_is_hold_expired,
     partial_then_full_refund => partial_then_full_refund,
     refund_after_earned_points_were_spent => refund_after_earned_points_were_spent,
     refund_by_lines => refund_by_lines,
@@ -60,7 +61,7 @@ async fn expired_hold_is_released_by_the_sweeper(app: &TestApp) {
     assert_refused(
         &app.capture("c", "EC-E").await.unwrap_err(),
         Code::FailedPrecondition,
-        "ORDER_STATE",
+        "HOLD_EXPIRED",
     );
     app.verify_ok().await;
 }
@@ -79,6 +80,31 @@ async fn capture_after_hold_expiry_is_refused_and_releases(app: &TestApp) {
     // The refusal is remembered: the same capture again says the same.
     let again = app.capture("c", "EC-X").await.unwrap_err();
     assert_refused(&again, Code::FailedPrecondition, "HOLD_EXPIRED");
+    app.verify_ok().await;
+}
+
+async fn capture_after_the_sweeper_expired_the_hold_is_hold_expired(app: &TestApp) {
+    // Arrange: a hold past its expiry, released by the sweeper before anyone captures it.
+    let member_id = app.member_with_points("e3", 500).await;
+    app.authorize(ec_order("a", "EC-S", &member_id, "1000", 200))
+        .await
+        .expect("authorize");
+    app.advance(Duration::minutes(16)).await; // the sweeper runs
+    let order = app.get_order("EC-S").await.expect("order");
+    assert_eq!(order.state, proto::OrderState::Expired as i32);
+
+    // Act: capture, as a checkout that missed the expiry would.
+    let refused = app.capture("c", "EC-S").await.unwrap_err();
+
+    // Assert: the same refusal as before the sweep, and nothing more moved.
+    assert_refused(&refused, Code::FailedPrecondition, "HOLD_EXPIRED");
+    let balance = app.balance(&member_id).await;
+    assert_eq!((balance.available_points, balance.held_points), (500, 0));
+    assert_refused(
+        &app.void("v", "EC-S").await.unwrap_err(),
+        Code::FailedPrecondition,
+        "ORDER_STATE",
+    );
     app.verify_ok().await;
 }
 

@@ -5,6 +5,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod backup;
 mod batching;
 mod bench;
 mod caps;
@@ -15,6 +16,7 @@ mod idempotency;
 mod keys;
 mod limits;
 mod members;
+mod model;
 mod paging;
 mod points;
 mod privacy;
