@@ -10,7 +10,7 @@ use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
 
-use super::{postgres::PostgresStore, sqlite::SqliteStore};
+use super::sqlite::SqliteStore;
 use crate::domain::{
     Money,
     coupon::{Campaign, Coupon, CouponState, Discount},
@@ -87,27 +87,8 @@ where
     F: FnOnce(Arc<dyn Store>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(admin) = super::test_postgres::admin_pool().await else {
-        return;
-    };
-    // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
-    let name = format!("omo_conformance_{:016x}", rand::random::<u64>());
-    sqlx::query(&format!("create database {name}"))
-        .execute(&admin)
-        .await
-        .expect("create the test database");
-    let store = PostgresStore::connect(&super::test_postgres::database_url(&name))
-        .await
-        .expect("connect to the test database");
-    // A task of its own, so that the database is dropped even when the body panics.
-    let outcome = tokio::spawn(body(Arc::new(store))).await;
-    sqlx::query(&format!("drop database {name} with (force)"))
-        .execute(&admin)
-        .await
-        .expect("drop the test database");
-    if let Err(error) = outcome {
-        std::panic::resume_unwind(error.into_panic());
-    }
+    super::test_postgres::with_scratch_store("omo_conformance", |store| body(Arc::new(store)))
+        .await;
 }
 
 // ---------------------------------------------------------------------------------------------

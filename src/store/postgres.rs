@@ -89,6 +89,13 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
+    /// Closes both pools (tests: before their database is dropped).
+    #[cfg(test)]
+    pub async fn close(&self) {
+        self.writes.close().await;
+        self.reads.close().await;
+    }
+
     /// Connects and brings the schema up to date (sqlx takes an advisory lock, so replicas
     /// starting together migrate once). `synchronous_commit` stays on: an acknowledged write is
     /// on disk.
@@ -1933,28 +1940,7 @@ mod tests {
         F: FnOnce(PostgresStore) -> Fut,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some(admin) = crate::store::test_postgres::admin_pool().await else {
-            return;
-        };
-        // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
-        let name = format!("omo_unit_{:016x}", rand::random::<u64>());
-        sqlx::query(&format!("create database {name}"))
-            .execute(&admin)
-            .await
-            .expect("create database");
-        let url = crate::store::test_postgres::database_url(&name);
-        let store = PostgresStore::connect(&url).await.expect("connect");
-        let pools = (store.writes.clone(), store.reads.clone());
-        let outcome = tokio::spawn(body(store)).await;
-        pools.0.close().await;
-        pools.1.close().await;
-        sqlx::query(&format!("drop database {name} with (force)"))
-            .execute(&admin)
-            .await
-            .expect("drop database");
-        if let Err(error) = outcome {
-            std::panic::resume_unwind(error.into_panic());
-        }
+        crate::store::test_postgres::with_scratch_store("omo_unit", body).await;
     }
 
     fn day(n: i64) -> DateTime<Utc> {

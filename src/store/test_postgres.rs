@@ -39,3 +39,35 @@ pub fn database_url(name: &str) -> String {
         .map_or(admin_url.as_str(), |(base, _)| base);
     format!("{base}/{name}")
 }
+
+/// Runs `body` on a store over a fresh database named `{prefix}_<random>`, dropped afterwards
+/// even when `body` panics; skipped (with a note) when PostgreSQL is unreachable outside CI.
+pub async fn with_scratch_store<F, Fut>(prefix: &str, body: F)
+where
+    F: FnOnce(super::postgres::PostgresStore) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some(admin) = admin_pool().await else {
+        return;
+    };
+    // Database names cannot be bound as parameters; this one is ours, [a-z0-9_] only.
+    let name = format!("{prefix}_{:016x}", rand::random::<u64>());
+    sqlx::query(&format!("create database {name}"))
+        .execute(&admin)
+        .await
+        .expect("create the test database");
+    let store = super::postgres::PostgresStore::connect(&database_url(&name))
+        .await
+        .expect("connect to the test database");
+    let pools = store.clone();
+    // A task of its own, so that the database is dropped even when the body panics.
+    let outcome = tokio::spawn(body(store)).await;
+    pools.close().await;
+    sqlx::query(&format!("drop database {name} with (force)"))
+        .execute(&admin)
+        .await
+        .expect("drop the test database");
+    if let Err(error) = outcome {
+        std::panic::resume_unwind(error.into_panic());
+    }
+}
