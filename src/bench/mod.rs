@@ -22,6 +22,7 @@ mod setup;
 mod stats;
 
 pub use scenarios::Scenario;
+pub use server::ServerProcess;
 pub use stats::{Environment, Ratio, Report, RssReport, ScenarioResult};
 
 use scenarios::{GrpcWorker, Lane};

@@ -30,14 +30,26 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
-    /// Starts `omo serve` over `database_url` on a free port and waits until it is SERVING.
+    /// Starts `omo serve` (this executable) over `database_url` on a free port and waits until
+    /// it is SERVING.
     pub async fn spawn(database_url: &str) -> Result<ServerProcess, BenchError> {
+        Self::spawn_program(&std::env::current_exe()?, database_url, &[]).await
+    }
+
+    /// Starts `program serve` (an `omo` binary; tests pass theirs) over `database_url` on a
+    /// free port, with `env` added, and waits until it is SERVING.
+    pub async fn spawn_program(
+        program: &std::path::Path,
+        database_url: &str,
+        env: &[(&str, &str)],
+    ) -> Result<ServerProcess, BenchError> {
         let port = free_port()?;
-        let log_path = std::env::temp_dir().join(format!("omo-bench-server-{port}.log"));
-        let child = Command::new(std::env::current_exe()?)
+        let log_path = std::env::temp_dir().join(format!("omo-server-{port}.log"));
+        let child = Command::new(program)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(["--database-url", database_url])
             .env("OMO_SWEEP_INTERVAL_MS", "1000")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(File::create(&log_path)?)
@@ -114,6 +126,19 @@ impl ServerProcess {
                 self.log_path.display()
             );
         }
+        Ok(status)
+    }
+}
+
+impl ServerProcess {
+    /// SIGKILL: the process dies at once, mid-batch or mid-commit (crash tests).
+    pub fn kill(mut self) -> Result<ExitStatus, BenchError> {
+        let mut child = self.child.take().expect("stopped once");
+        // Already dead (kill fails) or killed now: either way it is reaped below.
+        let killed = child.kill();
+        let status = child.wait()?;
+        killed?;
+        let _ = std::fs::remove_file(&self.log_path);
         Ok(status)
     }
 }

@@ -388,6 +388,17 @@ fn refund_lines(v: &mut Violations, lines: &[proto::RefundLine]) -> Option<Vec<R
 }
 
 pub fn order_out(order: Order) -> proto::Order {
+    // The order keeps what it will earn from its authorization on, for the capture; the
+    // contract shows points as earned only once they are (0 until captured).
+    let never_captured = matches!(
+        order.state,
+        OrderState::Authorized | OrderState::Voided | OrderState::Expired
+    );
+    let points_earned = if never_captured {
+        0
+    } else {
+        order.points_earned
+    };
     proto::Order {
         order_id: order.order_id,
         member_id: order.member_id,
@@ -400,7 +411,7 @@ pub fn order_out(order: Order) -> proto::Order {
         coupon_discount: order.coupon_discount.to_string(),
         points_redeemed: order.points_redeemed,
         amount_due: order.amount_due.to_string(),
-        points_earned: order.points_earned,
+        points_earned,
         points_pending: order.points_pending,
         coupon_codes: order.coupon_codes,
         hold_expires_at: optional_timestamp(order.hold_expires_at),

@@ -60,7 +60,7 @@ pub struct TestApp {
     _database: TestDatabase,
 }
 
-enum TestDatabase {
+pub enum TestDatabase {
     SqliteFile(std::path::PathBuf),
     Postgres { admin_url: String, name: String },
 }
@@ -103,7 +103,7 @@ fn unique_name() -> String {
 }
 
 /// A fresh database of `backend`; None (with a note) when PostgreSQL is unreachable outside CI.
-async fn fresh_database(backend: Backend) -> Option<(String, TestDatabase)> {
+pub async fn fresh_database(backend: Backend) -> Option<(String, TestDatabase)> {
     match backend {
         Backend::Sqlite => {
             let dir = std::env::temp_dir().join(unique_name());
@@ -613,4 +613,52 @@ pub async fn successes<T>(
         }
     }
     succeeded
+}
+
+/// Runs the `omo` binary itself (the one cargo built for these tests) and returns its stdout;
+/// panics with its output when it fails.
+pub fn omo_cli(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_omo"))
+        .args(args)
+        .output()
+        .expect("omo runs");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "omo {args:?} failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+/// A new API key made with `omo keys create` (the key is alone on the last line).
+pub fn cli_key(database_url: &str, role: &str, store_id: Option<&str>) -> String {
+    let mut args = vec![
+        "keys",
+        "create",
+        "--role",
+        role,
+        "--database-url",
+        database_url,
+    ];
+    if let Some(store_id) = store_id {
+        args.extend(["--store", store_id]);
+    }
+    omo_cli(&args)
+        .lines()
+        .last()
+        .expect("a key line")
+        .trim()
+        .to_string()
+}
+
+/// `omo serve` as a child process over `database_url` (on a free port, SERVING when returned).
+pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> omo::bench::ServerProcess {
+    omo::bench::ServerProcess::spawn_program(
+        std::path::Path::new(env!("CARGO_BIN_EXE_omo")),
+        database_url,
+        env,
+    )
+    .await
+    .expect("omo serve starts")
 }

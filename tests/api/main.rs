@@ -12,6 +12,7 @@ mod caps;
 mod checkout;
 mod concurrency;
 mod coupons;
+mod crash;
 mod idempotency;
 mod keys;
 mod limits;
