@@ -137,7 +137,7 @@ async fn sigkill_during_load(backend: Backend) {
     let members = arrange(&url, &keys).await;
 
     let mut logs: Vec<Vec<Sent>> = members.iter().map(|_| Vec::new()).collect();
-    let mut steps = vec![0usize; WORKERS];
+    let mut steps = [0usize; WORKERS];
     for _ in 0..KILLS {
         let server = serve(&url, &[]).await;
         let clients = Clients::connect(server.endpoint(), &keys).await;
