@@ -11,14 +11,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use omo::{
-    client::Client,
-    proto::{self, campaign::Discount},
-};
+use omo::proto::{self, campaign::Discount};
 use tonic::{Code, Status};
 
 use crate::helpers::{
-    Backend, cli_key, ec_order, fresh_database, member_ref, omo_cli, serve, store_sale,
+    Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref, omo_cli,
+    serve, store_sale,
 };
 
 /// Concurrent clients, each with a member of its own.
@@ -59,60 +57,34 @@ struct Sent {
     answer: Option<Answer>,
 }
 
-#[derive(Clone)]
-struct Keys {
-    admin: String,
-    register: String,
-    checkout: String,
-}
-
-#[derive(Clone)]
-struct Clients {
-    admin: Client,
-    register: Client,
-    checkout: Client,
-}
-
-impl Clients {
-    async fn connect(endpoint: &str, keys: &Keys) -> Clients {
-        let admin = Client::connect(endpoint, &keys.admin)
+/// Sends a logged request with the key of the role that makes it.
+async fn send(clients: &RoleClients, request: &Request) -> Result<Answer, Status> {
+    let order = |order: Option<proto::Order>| Answer::Order(order.expect("an order"));
+    match request.clone() {
+        Request::Sale(r) => clients
+            .register
+            .checkout()
+            .record_sale(r)
             .await
-            .expect("connect");
-        Clients {
-            register: admin.with_key(&keys.register),
-            checkout: admin.with_key(&keys.checkout),
-            admin,
-        }
-    }
-
-    async fn send(&self, request: &Request) -> Result<Answer, Status> {
-        let order = |order: Option<proto::Order>| Answer::Order(order.expect("an order"));
-        match request.clone() {
-            Request::Sale(r) => self
-                .register
-                .checkout()
-                .record_sale(r)
-                .await
-                .map(|r| order(r.into_inner().order)),
-            Request::Authorize(r) => self
-                .checkout
-                .checkout()
-                .authorize(r)
-                .await
-                .map(|r| order(r.into_inner().order)),
-            Request::Capture(r) => self
-                .checkout
-                .checkout()
-                .capture(r)
-                .await
-                .map(|r| order(r.into_inner().order)),
-            Request::Issue(r) => self
-                .admin
-                .coupons()
-                .issue_coupon(r)
-                .await
-                .map(|r| Answer::Coupon(r.into_inner().coupon.expect("a coupon"))),
-        }
+            .map(|r| order(r.into_inner().order)),
+        Request::Authorize(r) => clients
+            .checkout
+            .checkout()
+            .authorize(r)
+            .await
+            .map(|r| order(r.into_inner().order)),
+        Request::Capture(r) => clients
+            .checkout
+            .checkout()
+            .capture(r)
+            .await
+            .map(|r| order(r.into_inner().order)),
+        Request::Issue(r) => clients
+            .admin
+            .coupons()
+            .issue_coupon(r)
+            .await
+            .map(|r| Answer::Coupon(r.into_inner().coupon.expect("a coupon"))),
     }
 }
 
@@ -129,18 +101,14 @@ async fn sigkill_during_load(backend: Backend) {
         return;
     };
     omo_cli(&["migrate", "--database-url", &url]);
-    let keys = Keys {
-        admin: cli_key(&url, "admin", None),
-        register: cli_key(&url, "register", Some("shibuya")),
-        checkout: cli_key(&url, "checkout", None),
-    };
+    let keys = CliKeys::create(&url);
     let members = arrange(&url, &keys).await;
 
     let mut logs: Vec<Vec<Sent>> = members.iter().map(|_| Vec::new()).collect();
     let mut steps = [0usize; WORKERS];
     for _ in 0..KILLS {
         let server = serve(&url, &[]).await;
-        let clients = Clients::connect(server.endpoint(), &keys).await;
+        let clients = RoleClients::connect(server.endpoint(), &keys).await;
         let workers: Vec<_> = (0..WORKERS)
             .map(|w| {
                 let (clients, member_id, step) = (clients.clone(), members[w].clone(), steps[w]);
@@ -161,7 +129,7 @@ async fn sigkill_during_load(backend: Backend) {
     eprintln!("{backend:?}: {acknowledged} acknowledged, {unanswered} unanswered at a kill");
 
     let server = serve(&url, &[]).await;
-    let clients = Clients::connect(server.endpoint(), &keys).await;
+    let clients = RoleClients::connect(server.endpoint(), &keys).await;
     let mut replays = Vec::new();
     for log in logs {
         let clients = clients.clone();
@@ -177,26 +145,11 @@ async fn sigkill_during_load(backend: Backend) {
 }
 
 /// A store, a coupon campaign, and one funded member per worker.
-async fn arrange(url: &str, keys: &Keys) -> Vec<String> {
+async fn arrange(url: &str, keys: &CliKeys) -> Vec<String> {
     let server = serve(url, &[]).await;
-    let clients = Clients::connect(server.endpoint(), keys).await;
+    let clients = RoleClients::connect(server.endpoint(), keys).await;
     let admin = &clients.admin;
-    admin
-        .stores()
-        .create_store(proto::CreateStoreRequest {
-            request_id: String::new(),
-            store: Some(proto::Store {
-                store_id: "shibuya".into(),
-                name: "Shibuya".into(),
-                location: Some(proto::LatLng {
-                    latitude: 35.66,
-                    longitude: 139.70,
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("store");
+    create_store_as(admin, "shibuya").await;
     admin
         .coupons()
         .create_campaign(proto::CreateCampaignRequest {
@@ -245,7 +198,7 @@ async fn arrange(url: &str, keys: &Keys) -> Vec<String> {
 /// next step. Each step is a register sale, an EC authorize + capture, or a coupon issued and
 /// used at the register, every request with an id of its own.
 async fn work_until_gone(
-    clients: &Clients,
+    clients: &RoleClients,
     w: usize,
     member_id: &str,
     mut step: usize,
@@ -299,12 +252,16 @@ async fn work_until_gone(
 }
 
 /// Logs `request` as sent, sends it, and logs its answer; None once the server is gone.
-async fn send_logged(clients: &Clients, log: &mut Vec<Sent>, request: Request) -> Option<Answer> {
+async fn send_logged(
+    clients: &RoleClients,
+    log: &mut Vec<Sent>,
+    request: Request,
+) -> Option<Answer> {
     log.push(Sent {
         request: request.clone(),
         answer: None,
     });
-    match clients.send(&request).await {
+    match send(clients, &request).await {
         Ok(answer) => {
             log.last_mut().expect("just pushed").answer = Some(answer.clone());
             Some(answer)
@@ -316,11 +273,10 @@ async fn send_logged(clients: &Clients, log: &mut Vec<Sent>, request: Request) -
 
 /// Sends every logged request again, in order; each must succeed, and an acknowledged one must
 /// answer as it did the first time. Returns the final answers.
-async fn replay(clients: &Clients, log: Vec<Sent>) -> Vec<Answer> {
+async fn replay(clients: &RoleClients, log: Vec<Sent>) -> Vec<Answer> {
     let mut answers = Vec::new();
     for sent in log {
-        let answer = clients
-            .send(&sent.request)
+        let answer = send(clients, &sent.request)
             .await
             .unwrap_or_else(|status| panic!("replay of {:?}: {status:?}", sent.request));
         if let Some(first) = &sent.answer {
@@ -332,7 +288,7 @@ async fn replay(clients: &Clients, log: Vec<Sent>) -> Vec<Answer> {
 }
 
 /// The ledger shows each of a member's answers exactly once.
-async fn assert_effects_once(clients: &Clients, member_id: &str, answers: &[Answer]) {
+async fn assert_effects_once(clients: &RoleClients, member_id: &str, answers: &[Answer]) {
     // The last answer about an order is its final state (a capture follows its authorize).
     let mut orders: BTreeMap<String, proto::Order> = BTreeMap::new();
     let mut issued = Vec::new();
@@ -402,7 +358,7 @@ async fn assert_effects_once(clients: &Clients, member_id: &str, answers: &[Answ
     }
 }
 
-async fn all_transactions(clients: &Clients, member_id: &str) -> Vec<proto::Transaction> {
+async fn all_transactions(clients: &RoleClients, member_id: &str) -> Vec<proto::Transaction> {
     let mut all = Vec::new();
     let mut page_token = String::new();
     loop {
@@ -425,7 +381,7 @@ async fn all_transactions(clients: &Clients, member_id: &str) -> Vec<proto::Tran
     }
 }
 
-async fn all_coupons(clients: &Clients, member_id: &str) -> HashMap<String, proto::Coupon> {
+async fn all_coupons(clients: &RoleClients, member_id: &str) -> HashMap<String, proto::Coupon> {
     let mut all = HashMap::new();
     let mut page_token = String::new();
     loop {

@@ -193,24 +193,7 @@ impl TestApp {
     }
 
     pub async fn create_store(&self, store_id: &str) {
-        self.admin
-            .stores()
-            .create_store(proto::CreateStoreRequest {
-                request_id: String::new(),
-                store: Some(proto::Store {
-                    store_id: store_id.into(),
-                    name: store_id.into(),
-                    location: Some(proto::LatLng {
-                        latitude: 35.66,
-                        longitude: 139.70,
-                    }),
-                    time_zone: "Asia/Tokyo".into(),
-                    geofence_radius_m: 100.0,
-                    geofence_polygon: vec![],
-                }),
-            })
-            .await
-            .expect("create store");
+        create_store_as(&self.admin, store_id).await;
     }
 
     pub async fn create_member(&self, card: &str) -> String {
@@ -661,4 +644,66 @@ pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> omo::bench::Serv
     )
     .await
     .expect("omo serve starts")
+}
+
+/// A store at Shibuya (radius 100 m), created by `admin`.
+pub async fn create_store_as(admin: &Client, store_id: &str) {
+    admin
+        .stores()
+        .create_store(proto::CreateStoreRequest {
+            request_id: String::new(),
+            store: Some(proto::Store {
+                store_id: store_id.into(),
+                name: store_id.into(),
+                location: Some(proto::LatLng {
+                    latitude: 35.66,
+                    longitude: 139.70,
+                }),
+                time_zone: "Asia/Tokyo".into(),
+                geofence_radius_m: 100.0,
+                geofence_polygon: vec![],
+            }),
+        })
+        .await
+        .expect("create store");
+}
+
+/// Keys made with `omo keys create`, for servers run as child processes.
+#[derive(Clone)]
+pub struct CliKeys {
+    pub admin: String,
+    /// Bound to store `shibuya`.
+    pub register: String,
+    pub checkout: String,
+}
+
+impl CliKeys {
+    pub fn create(database_url: &str) -> CliKeys {
+        CliKeys {
+            admin: cli_key(database_url, "admin", None),
+            register: cli_key(database_url, "register", Some("shibuya")),
+            checkout: cli_key(database_url, "checkout", None),
+        }
+    }
+}
+
+/// One client per role, connected to a child server.
+#[derive(Clone)]
+pub struct RoleClients {
+    pub admin: Client,
+    pub register: Client,
+    pub checkout: Client,
+}
+
+impl RoleClients {
+    pub async fn connect(endpoint: &str, keys: &CliKeys) -> RoleClients {
+        let admin = Client::connect(endpoint, &keys.admin)
+            .await
+            .expect("connect");
+        RoleClients {
+            register: admin.with_key(&keys.register),
+            checkout: admin.with_key(&keys.checkout),
+            admin,
+        }
+    }
 }

@@ -21,6 +21,7 @@ mod model;
 mod paging;
 mod points;
 mod privacy;
+mod replicas;
 mod security;
 mod tls;
 mod validation;
