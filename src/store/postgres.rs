@@ -1,7 +1,7 @@
 //! PostgreSQL backend of the storage port: the production store, shared by several service
 //! replicas. Nothing here relies on a lock inside one process. Writers run at READ COMMITTED
 //! and serialise on row locks: the rows the engine locks (members, orders, campaigns, coupons,
-//! in its fixed order) and the balance rows `append_transaction` updates (in sorted order).
+//! in its fixed order) and the balance rows a flush updates (in sorted order).
 //! Whatever PostgreSQL reports as a lost race comes back as [`StoreError::Conflict`], and the
 //! engine runs the whole unit of work again.
 
@@ -16,7 +16,7 @@ use sqlx::{
     postgres::{PgArguments, PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow},
 };
 
-use super::{receipt_no_param, to_json};
+use super::to_json;
 use crate::domain::{
     Account, Money,
     auth::Role,
@@ -26,9 +26,9 @@ use crate::domain::{
         OrderState, Posting, Program, Transaction,
     },
     ports::{
-        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerSnapshot,
-        Loaded, MemberLotTotals, NewTransaction, OrderClash, Sequence, Store, StoreError,
-        StoreResult, UnitOfWork,
+        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
+        LedgerSnapshot, Loaded, MemberLotTotals, Sequence, Store, StoreError, StoreResult,
+        UnitOfWork,
     },
 };
 
@@ -174,20 +174,8 @@ impl Store for PostgresStore {
 }
 
 /// One database transaction. Dropped without `commit`, it rolls back.
-///
-/// Two writes wait for a later round trip instead of taking one of their own (every round
-/// trip costs both processes CPU, and a group-commit batch makes many): releasing a command's
-/// savepoint rides along with the next command's `savepoint`, and remembered outcomes
-/// (idempotency records) are inserted together at commit. Reads of those records look at the
-/// waiting ones first.
 struct PgUnitOfWork {
     tx: Connection,
-    /// `release savepoint cmd` is owed (sent with the next `savepoint`; commit releases all).
-    release_owed: bool,
-    /// Idempotency records to insert at commit, in order.
-    waiting_outcomes: Vec<IdempotencyRecord>,
-    /// How many of `waiting_outcomes` were there when the open savepoint was taken.
-    outcomes_at_savepoint: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,15 +567,6 @@ const GET_LOT: &str = concat!(select_lots!(), "\nwhere lot_id = $1");
 /// Soonest expiry first, never-expiring last, oldest lot first on ties: the spending order.
 const MEMBER_LOTS: &str = concat!(select_lots!(), live_lots_of_member!());
 
-/// `MEMBER_LOTS` with the member's stored points balance ($2 = `member:<id>`) on every row.
-const MEMBER_LOTS_AND_BALANCE: &str = concat!(
-    lot_columns!(),
-    r#",
-    (select balance from balances where account = $2 and asset = 'PTS') as stored_balance
-from point_lots"#,
-    live_lots_of_member!()
-);
-
 const MEMBER_COUPONS: &str = concat!(
     select_coupons!(),
     r#"
@@ -602,184 +581,13 @@ where order_id = $1
 order by code"#
 );
 
-const INSERT_COUPON: &str = r#"
-insert into coupons (code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-    source, order_id, redeemed_at, issued_at)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#;
-
-const UPDATE_COUPON: &str = r#"
-update coupons
-set campaign_id = $2,
-    variant_id = $3,
-    member_id = $4,
-    state = $5,
-    valid_from = $6,
-    valid_until = $7,
-    source = $8,
-    order_id = $9,
-    redeemed_at = $10,
-    issued_at = $11
-where code = $1"#;
-
-/// `INSERT_COUPON` or `UPDATE_COUPON` with every column bound.
-fn coupon_query<'q>(sql: &'q str, coupon: &'q Coupon) -> PgQuery<'q> {
-    sqlx::query(sql)
-        .bind(&coupon.code) // $1
-        .bind(&coupon.campaign_id) // $2
-        .bind(&coupon.variant_id) // $3
-        .bind(&coupon.member_id) // $4
-        .bind(coupon.state.as_str()) // $5
-        .bind(coupon.valid_from) // $6
-        .bind(coupon.valid_until) // $7
-        .bind(&coupon.source) // $8
-        .bind(&coupon.order_id) // $9
-        .bind(coupon.redeemed_at) // $10
-        .bind(coupon.issued_at) // $11
-}
-
-const INSERT_ORDER: &str = r#"
-insert into orders (order_id, member_id, state, channel, store_id, register_id, receipt_no,
-    lines, total, coupon_discount, points_redeemed, amount_due, points_earned, points_pending,
-    coupon_codes, hold_expires_at, refunded_amount, points_reversed, points_restored,
-    occurred_at, created_at)
-values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb, $9, $10, $11, $12, $13, $14, $15::jsonb, $16,
-    $17, $18, $19, $20, $21)"#;
-
-const UPDATE_ORDER: &str = r#"
-update orders
-set member_id = $2,
-    state = $3,
-    channel = $4,
-    store_id = $5,
-    register_id = $6,
-    receipt_no = $7,
-    lines = $8::jsonb,
-    total = $9,
-    coupon_discount = $10,
-    points_redeemed = $11,
-    amount_due = $12,
-    points_earned = $13,
-    points_pending = $14,
-    coupon_codes = $15::jsonb,
-    hold_expires_at = $16,
-    refunded_amount = $17,
-    points_reversed = $18,
-    points_restored = $19,
-    occurred_at = $20,
-    created_at = $21
-where order_id = $1"#;
-
-const INSERT_MEMBER: &str = r#"
-insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
-    lifetime_redeemed_points, created_at)
-values ($1, $2, $3, $4, $5, $6, $7)"#;
-
-const UPDATE_MEMBER: &str = r#"
-update members
-set display_name = $2,
-    state = $3,
-    merged_into = $4,
-    lifetime_earned_points = $5,
-    lifetime_redeemed_points = $6
-where member_id = $1"#;
-
-/// `INSERT_MEMBER` or `UPDATE_MEMBER` with the columns they share bound; the insert adds
-/// `created_at` ($7).
-fn member_query<'q>(sql: &'q str, member: &'q MemberRow) -> PgQuery<'q> {
-    sqlx::query(sql)
-        .bind(&member.member_id) // $1
-        .bind(&member.display_name) // $2
-        .bind(member.state.as_str()) // $3
-        .bind(&member.merged_into) // $4
-        .bind(member.lifetime_earned_points) // $5
-        .bind(member.lifetime_redeemed_points) // $6
-}
-
-const INSERT_LOT: &str = r#"
-insert into point_lots (member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-returning lot_id"#;
-
-const UPDATE_LOT: &str = r#"
-update point_lots
-set member_id = $1,
-    order_id = $2,
-    state = $3,
-    earned_at = $4,
-    matures_at = $5,
-    expires_at = $6,
-    original_points = $7,
-    remaining_points = $8,
-    held_points = $9
-where lot_id = $10"#;
-
-/// `INSERT_LOT` or `UPDATE_LOT` with every column but `lot_id` bound (the insert returns it,
-/// the update binds it as $10).
-fn lot_query<'q>(sql: &'q str, lot: &'q Lot) -> PgQuery<'q> {
-    sqlx::query(sql)
-        .bind(&lot.member_id) // $1
-        .bind(&lot.order_id) // $2
-        .bind(lot.state.as_str()) // $3
-        .bind(lot.earned_at) // $4
-        .bind(lot.matures_at) // $5
-        .bind(lot.expires_at) // $6
-        .bind(lot.original_points) // $7
-        .bind(lot.remaining_points) // $8
-        .bind(lot.held_points) // $9
-}
-
-/// `INSERT_ORDER` or `UPDATE_ORDER` with every column bound.
-fn order_query<'q>(sql: &'q str, order: &'q Order) -> StoreResult<PgQuery<'q>> {
-    Ok(sqlx::query(sql)
-        .bind(&order.order_id) // $1
-        .bind(&order.member_id) // $2
-        .bind(order.state.as_str()) // $3
-        .bind(order.channel.as_str()) // $4
-        .bind(&order.store_id) // $5
-        .bind(&order.register_id) // $6
-        .bind(receipt_no_param(&order.receipt_no)) // $7
-        .bind(to_json(&order.lines)?) // $8
-        .bind(order.total.amount()) // $9
-        .bind(order.coupon_discount.amount()) // $10
-        .bind(order.points_redeemed) // $11
-        .bind(order.amount_due.amount()) // $12
-        .bind(order.points_earned) // $13
-        .bind(order.points_pending) // $14
-        .bind(to_json(&order.coupon_codes)?) // $15
-        .bind(order.hold_expires_at) // $16
-        .bind(order.refunded_amount.amount()) // $17
-        .bind(order.points_reversed) // $18
-        .bind(order.points_restored) // $19
-        .bind(order.occurred_at) // $20
-        .bind(order.created_at)) // $21
-}
-
 // The batch path (load, reserve_ids, flush): after the column lists above, which it shares.
 mod batch;
 
 // ---------------------------------------------------------------------------------------------
-// The journal, in helpers that keep `append_transaction` short.
+// Remembered outcomes.
 
-/// Net change per guarded (account, asset). The map's order is the order balance rows are
-/// locked in, the same in every replica, so two units of work never wait on each other in a
-/// cycle. System accounts are left out: they have no stored balance and are never locked.
-fn balance_deltas(postings: &[Posting]) -> BTreeMap<(&str, &str), i64> {
-    let mut deltas: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for posting in postings {
-        let asset = posting.asset.as_str();
-        if Account::is_guarded_name(&posting.from_account) {
-            *deltas.entry((&posting.from_account, asset)).or_default() -= posting.amount;
-        }
-        if Account::is_guarded_name(&posting.to_account) {
-            *deltas.entry((&posting.to_account, asset)).or_default() += posting.amount;
-        }
-    }
-    deltas.retain(|_, delta| *delta != 0);
-    deltas
-}
-
-/// Inserts idempotency records in one statement (at commit, or in a batch's flush).
+/// Inserts idempotency records in one statement (a batch's flush).
 fn insert_outcomes(records: &[IdempotencyRecord]) -> PgQuery<'_> {
     let column = |field: fn(&IdempotencyRecord) -> &str| -> Vec<&str> {
         records.iter().map(field).collect()
@@ -827,21 +635,7 @@ impl std::ops::DerefMut for Connection {
 
 impl PgUnitOfWork {
     fn new(tx: Connection) -> Self {
-        Self {
-            tx,
-            release_owed: false,
-            waiting_outcomes: Vec::new(),
-            outcomes_at_savepoint: 0,
-        }
-    }
-
-    /// Inserts the waiting idempotency records in one statement.
-    async fn insert_waiting_outcomes(&mut self) -> StoreResult<()> {
-        if self.waiting_outcomes.is_empty() {
-            return Ok(());
-        }
-        let records = std::mem::take(&mut self.waiting_outcomes);
-        self.run(insert_outcomes(&records)).await
+        Self { tx }
     }
 
     async fn execute(&mut self, sql: &'static str) -> StoreResult<()> {
@@ -858,16 +652,6 @@ impl PgUnitOfWork {
     async fn run(&mut self, query: PgQuery<'_>) -> StoreResult<()> {
         self.run_counted(query).await?;
         Ok(())
-    }
-
-    /// Runs an update that must hit exactly the one row the engine read before.
-    async fn update_one(&mut self, query: PgQuery<'_>, what: &str, key: &str) -> StoreResult<()> {
-        match self.run_counted(query).await? {
-            1 => Ok(()),
-            n => Err(StoreError::Database(
-                format!("{what} {key:?}: expected to update 1 row, updated {n}").into(),
-            )),
-        }
     }
 
     /// One column of the one row `query` returns; `table` names it in errors.
@@ -1107,44 +891,243 @@ impl PgUnitOfWork {
 // The port.
 
 #[async_trait]
+impl LedgerReads for PgUnitOfWork {
+    async fn find_idempotency(
+        &mut self,
+        key_id: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let query = sqlx::query(
+            r#"
+select key_id, request_id, request_hash, outcome::text as outcome, created_at
+from idempotency_keys
+where key_id = $1
+    and request_id = $2"#,
+        )
+        .bind(key_id) // $1
+        .bind(request_id); // $2
+        self.fetch_optional(query, idempotency_from_row).await
+    }
+
+    async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
+        let sql = if lock {
+            "select id, body::text as body from program where id = 1 for no key update"
+        } else {
+            "select id, body::text as body from program where id = 1"
+        };
+        let query = sqlx::query(sql);
+        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
+            .await
+    }
+
+    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
+        let query = sqlx::query(GET_STORE).bind(store_id); // $1
+        self.fetch_optional(query, store_from_row).await
+    }
+
+    async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
+        self.fetch_all(sqlx::query(LIST_STORES), store_from_row)
+            .await
+    }
+
+    async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
+        let sql = if lock { GET_MEMBER_LOCKED } else { GET_MEMBER };
+        let query = sqlx::query(sql).bind(member_id); // $1
+        self.fetch_optional(query, member_from_row).await
+    }
+
+    async fn member_by_identifier(
+        &mut self,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        let query = sqlx::query(
+            r#"
+select member_id
+from identifiers
+where kind = $1
+    and value = $2"#,
+        )
+        .bind(&identifier.kind) // $1
+        .bind(&identifier.value); // $2
+        self.fetch_optional(query, |row| {
+            string_from_row(row, "identifiers", "member_id")
+        })
+        .await
+    }
+
+    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
+        let query = sqlx::query(
+            r#"
+select kind, value
+from identifiers
+where member_id = $1
+order by kind, value"#,
+        )
+        .bind(member_id); // $1
+        self.fetch_all(query, identifier_from_row).await
+    }
+
+    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        if !Account::is_guarded_name(account) {
+            return self.summed_balance(account, asset).await;
+        }
+        let query = sqlx::query(
+            r#"
+select account, balance
+from balances
+where account = $1
+    and asset = $2"#,
+        )
+        .bind(account) // $1
+        .bind(asset); // $2
+        let balance = self
+            .fetch_optional(query, |row| {
+                Cols::new(row, "balances", "account").get("balance")
+            })
+            .await?;
+        Ok(balance.unwrap_or(0))
+    }
+
+    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
+        let query = sqlx::query(MEMBER_LOTS).bind(member_id); // $1
+        self.fetch_all(query, lot_from_row).await
+    }
+
+    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
+        let query = sqlx::query(
+            r#"
+select order_id, lot_id, points, restored_points
+from order_lots
+where order_id = $1
+order by lot_id"#,
+        )
+        .bind(order_id); // $1
+        self.fetch_all(query, order_lot_from_row).await
+    }
+
+    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
+        let query = sqlx::query(GET_LOT).bind(lot_id); // $1
+        self.fetch_optional(query, lot_from_row).await
+    }
+
+    async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
+        let sql = if lock { GET_ORDER_LOCKED } else { GET_ORDER };
+        let query = sqlx::query(sql).bind(order_id); // $1
+        self.fetch_optional(query, order_from_row).await
+    }
+
+    async fn order_by_receipt(
+        &mut self,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<String>> {
+        let query = sqlx::query(
+            r#"
+select order_id
+from orders
+where store_id = $1
+    and register_id = $2
+    and receipt_no = $3"#,
+        )
+        .bind(store_id) // $1
+        .bind(register_id) // $2
+        .bind(receipt_no); // $3
+        self.fetch_optional(query, |row| string_from_row(row, "orders", "order_id"))
+            .await
+    }
+
+    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
+        let query = sqlx::query(
+            r#"
+select exists (
+    select 1
+    from orders
+    where member_id = $1
+        and state = 'authorized'
+) as open"#,
+        )
+        .bind(member_id); // $1
+        self.fetch_value(query, "orders", "open").await
+    }
+
+    async fn get_campaign(
+        &mut self,
+        campaign_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<Campaign>> {
+        let sql = if lock {
+            GET_CAMPAIGN_LOCKED
+        } else {
+            GET_CAMPAIGN
+        };
+        let query = sqlx::query(sql).bind(campaign_id); // $1
+        self.fetch_optional(query, campaign_from_row).await
+    }
+
+    async fn campaign_by_public_code(
+        &mut self,
+        public_code: &str,
+    ) -> StoreResult<Option<Campaign>> {
+        let query = sqlx::query(CAMPAIGN_BY_PUBLIC_CODE).bind(public_code); // $1
+        self.fetch_optional(query, campaign_from_row).await
+    }
+
+    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
+        self.fetch_all(sqlx::query(LIST_CAMPAIGNS), campaign_from_row)
+            .await
+    }
+
+    async fn count_coupons(
+        &mut self,
+        campaign_id: &str,
+        member_id: Option<&str>,
+    ) -> StoreResult<i64> {
+        let query = match member_id {
+            None => sqlx::query(
+                r#"
+select count(*) as issued
+from coupons
+where campaign_id = $1"#,
+            )
+            .bind(campaign_id), // $1
+            Some(member_id) => sqlx::query(
+                r#"
+select count(*) as issued
+from coupons
+where campaign_id = $1
+    and member_id = $2"#,
+            )
+            .bind(campaign_id) // $1
+            .bind(member_id), // $2
+        };
+        self.fetch_value(query, "coupons", "issued").await
+    }
+
+    async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
+        let sql = if lock { GET_COUPON_LOCKED } else { GET_COUPON };
+        let query = sqlx::query(sql).bind(code); // $1
+        self.fetch_optional(query, coupon_from_row).await
+    }
+
+    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
+        let query = sqlx::query(MEMBER_COUPONS).bind(member_id); // $1
+        self.fetch_all(query, coupon_from_row).await
+    }
+
+    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
+        let query = sqlx::query(ORDER_COUPONS).bind(order_id); // $1
+        self.fetch_all(query, coupon_from_row).await
+    }
+}
+
+#[async_trait]
 impl UnitOfWork for PgUnitOfWork {
     async fn commit(mut self: Box<Self>) -> StoreResult<()> {
-        // An owed release needs no statement: commit releases every savepoint.
-        self.insert_waiting_outcomes().await?;
         match self.tx {
             Connection::Transaction(tx) => tx.commit().await.map_err(map_err),
             Connection::Autocommit(_) => Ok(()),
         }
-    }
-
-    async fn savepoint(&mut self) -> StoreResult<()> {
-        if std::mem::take(&mut self.release_owed) {
-            // Two statements, one round trip (the simple query protocol).
-            let connection: &mut sqlx::PgConnection = &mut self.tx;
-            sqlx::Executor::execute(connection, "release savepoint cmd; savepoint cmd")
-                .await
-                .map_err(map_err)?;
-        } else {
-            self.execute("savepoint cmd").await?;
-        }
-        self.outcomes_at_savepoint = self.waiting_outcomes.len();
-        Ok(())
-    }
-
-    async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
-        if self.release_owed {
-            return Err(StoreError::Database(
-                "rollback to a savepoint that was released".into(),
-            ));
-        }
-        self.execute("rollback to savepoint cmd").await?;
-        self.waiting_outcomes.truncate(self.outcomes_at_savepoint);
-        Ok(())
-    }
-
-    async fn release_savepoint(&mut self) -> StoreResult<()> {
-        self.release_owed = true;
-        Ok(())
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
@@ -1212,46 +1195,6 @@ where key_id = $1"#,
         self.run(query).await
     }
 
-    async fn find_idempotency(
-        &mut self,
-        key_id: &str,
-        request_id: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
-        let waiting = self
-            .waiting_outcomes
-            .iter()
-            .find(|r| r.key_id == key_id && r.request_id == request_id);
-        if let Some(record) = waiting {
-            return Ok(Some(record.clone()));
-        }
-        let query = sqlx::query(
-            r#"
-select key_id, request_id, request_hash, outcome::text as outcome, created_at
-from idempotency_keys
-where key_id = $1
-    and request_id = $2"#,
-        )
-        .bind(key_id) // $1
-        .bind(request_id); // $2
-        self.fetch_optional(query, idempotency_from_row).await
-    }
-
-    async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        self.waiting_outcomes.push(record.clone());
-        Ok(())
-    }
-
-    async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
-        let sql = if lock {
-            "select id, body::text as body from program where id = 1 for no key update"
-        } else {
-            "select id, body::text as body from program where id = 1"
-        };
-        let query = sqlx::query(sql);
-        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
-            .await
-    }
-
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         let query = sqlx::query(
             r#"
@@ -1261,241 +1204,6 @@ on conflict (id) do nothing"#,
         )
         .bind(to_json(program)?); // $1
         self.run(query).await
-    }
-
-    async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into program (id, body)
-values (1, $1::jsonb)
-on conflict (id) do update
-set body = excluded.body"#,
-        )
-        .bind(to_json(program)?); // $1
-        self.run(query).await
-    }
-
-    async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into stores (store_id, name, latitude, longitude, time_zone, geofence_radius_m,
-    geofence_polygon)
-values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
-        )
-        .bind(&store.store_id) // $1
-        .bind(&store.name) // $2
-        .bind(store.location.latitude) // $3
-        .bind(store.location.longitude) // $4
-        .bind(&store.time_zone) // $5
-        .bind(store.geofence_radius_m) // $6
-        .bind(to_json(&store.geofence_polygon)?); // $7
-        self.run(query).await
-    }
-
-    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let query = sqlx::query(GET_STORE).bind(store_id); // $1
-        self.fetch_optional(query, store_from_row).await
-    }
-
-    async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        self.fetch_all(sqlx::query(LIST_STORES), store_from_row)
-            .await
-    }
-
-    async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let query = member_query(INSERT_MEMBER, member).bind(member.created_at); // $7
-        self.run(query).await
-    }
-
-    async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
-        let sql = if lock { GET_MEMBER_LOCKED } else { GET_MEMBER };
-        let query = sqlx::query(sql).bind(member_id); // $1
-        self.fetch_optional(query, member_from_row).await
-    }
-
-    async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        let query = member_query(UPDATE_MEMBER, member);
-        self.update_one(query, "member", &member.member_id).await
-    }
-
-    async fn insert_identifier(
-        &mut self,
-        member_id: &str,
-        identifier: &Identifier,
-    ) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into identifiers (kind, value, member_id)
-values ($1, $2, $3)"#,
-        )
-        .bind(&identifier.kind) // $1
-        .bind(&identifier.value) // $2
-        .bind(member_id); // $3
-        self.run(query).await
-    }
-
-    async fn member_by_identifier(
-        &mut self,
-        identifier: &Identifier,
-    ) -> StoreResult<Option<String>> {
-        let query = sqlx::query(
-            r#"
-select member_id
-from identifiers
-where kind = $1
-    and value = $2"#,
-        )
-        .bind(&identifier.kind) // $1
-        .bind(&identifier.value); // $2
-        self.fetch_optional(query, |row| {
-            string_from_row(row, "identifiers", "member_id")
-        })
-        .await
-    }
-
-    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
-        let query = sqlx::query(
-            r#"
-select kind, value
-from identifiers
-where member_id = $1
-order by kind, value"#,
-        )
-        .bind(member_id); // $1
-        self.fetch_all(query, identifier_from_row).await
-    }
-
-    async fn move_identifiers(
-        &mut self,
-        from_member_id: &str,
-        to_member_id: &str,
-    ) -> StoreResult<()> {
-        let sql = r#"
-update identifiers
-set member_id = $2
-where member_id = $1"#;
-        self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
-    }
-
-    /// One statement: the transaction, its postings, and its guarded balances. Credits upsert;
-    /// debits are a plain update, not an upsert, because PostgreSQL checks `balance >= 0` on
-    /// the row an upsert proposes to insert before it looks for a conflict, so a negative
-    /// upsert would fail even when the stored balance covers it. A debit going below zero
-    /// breaks the CHECK (an existing row) or finds no row (nothing stored is zero); either way
-    /// the unit of work fails. The rows it
-    /// locks are the member's own accounts and holds, which the member's row lock, taken first
-    /// by every command, already serialises.
-    async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
-        let metadata: BTreeMap<&str, &str> = transaction
-            .metadata
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
-        let postings = &transaction.postings;
-        let posting_nos: Vec<i32> = (1..).take(postings.len()).collect();
-        let froms: Vec<&str> = postings.iter().map(|p| p.from_account.as_str()).collect();
-        let tos: Vec<&str> = postings.iter().map(|p| p.to_account.as_str()).collect();
-        let assets: Vec<&str> = postings.iter().map(|p| p.asset.as_str()).collect();
-        let amounts: Vec<i64> = postings.iter().map(|p| p.amount).collect();
-        let (credits, debits): (Vec<_>, Vec<_>) = balance_deltas(postings)
-            .into_iter()
-            .partition(|(_, delta)| *delta > 0);
-        // Columns of (account, asset, amount) for the unnests; debits as positive amounts.
-        fn split<'a>(
-            deltas: &[((&'a str, &'a str), i64)],
-        ) -> (Vec<&'a str>, Vec<&'a str>, Vec<i64>) {
-            let accounts = deltas.iter().map(|((account, _), _)| *account).collect();
-            let assets = deltas.iter().map(|((_, asset), _)| *asset).collect();
-            let amounts = deltas.iter().map(|(_, delta)| delta.abs()).collect();
-            (accounts, assets, amounts)
-        }
-        let (credit_accounts, credit_assets, credit_amounts) = split(&credits);
-        let (debit_accounts, debit_assets, debit_amounts) = split(&debits);
-        let query = sqlx::query(
-            r#"
-with entry as (
-    insert into transactions (kind, member_id, occurred_at, recorded_at, channel, store_id,
-        order_id, metadata)
-    values ($1, $2, $3, $4, $5, $6, $7, $8::jsonb)
-    returning transaction_id
-), lines as (
-    insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
-    select entry.transaction_id, p.posting_no, p.from_account, p.to_account, p.asset, p.amount
-    from entry, unnest($9::integer[], $10::text[], $11::text[], $12::text[], $13::bigint[])
-        as p (posting_no, from_account, to_account, asset, amount)
-), credited as (
-    insert into balances (account, asset, balance)
-    select account, asset, amount
-    from unnest($14::text[], $15::text[], $16::bigint[]) as c (account, asset, amount)
-    on conflict (account, asset) do update
-    set balance = balances.balance + excluded.balance
-), debited as (
-    update balances b
-    set balance = b.balance - d.amount
-    from unnest($17::text[], $18::text[], $19::bigint[]) as d (account, asset, amount)
-    where b.account = d.account
-        and b.asset = d.asset
-    returning 1
-)
-select (select transaction_id from entry) as transaction_id,
-    (select count(*) from debited) as debited"#,
-        )
-        .bind(transaction.kind) // $1
-        .bind(&transaction.member_id) // $2
-        .bind(transaction.occurred_at) // $3
-        .bind(transaction.recorded_at) // $4
-        .bind(transaction.channel.map(Channel::as_str)) // $5
-        .bind(&transaction.store_id) // $6
-        .bind(&transaction.order_id) // $7
-        .bind(to_json(&metadata)?) // $8
-        .bind(posting_nos) // $9
-        .bind(froms) // $10
-        .bind(tos) // $11
-        .bind(assets) // $12
-        .bind(amounts) // $13
-        .bind(credit_accounts) // $14
-        .bind(credit_assets) // $15
-        .bind(credit_amounts) // $16
-        .bind(&debit_accounts) // $17
-        .bind(debit_assets) // $18
-        .bind(debit_amounts); // $19
-        let row = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
-        let c = Cols::new(&row, "transactions", "transaction_id");
-        let transaction_id: i64 = c.get("transaction_id")?;
-        let debited: i64 = c.get("debited")?;
-        if usize::try_from(debited).ok() != Some(debit_accounts.len()) {
-            // A debit that found no row: nothing stored is zero, the debit would go below it.
-            return Err(StoreError::Database(
-                format!(
-                    "transaction {transaction_id}: a debit of {debit_accounts:?} would go below \
-                     zero (no stored balance)"
-                )
-                .into(),
-            ));
-        }
-        Ok(transaction_id)
-    }
-
-    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        if !Account::is_guarded_name(account) {
-            return self.summed_balance(account, asset).await;
-        }
-        let query = sqlx::query(
-            r#"
-select account, balance
-from balances
-where account = $1
-    and asset = $2"#,
-        )
-        .bind(account) // $1
-        .bind(asset); // $2
-        let balance = self
-            .fetch_optional(query, |row| {
-                Cols::new(row, "balances", "account").get("balance")
-            })
-            .await?;
-        Ok(balance.unwrap_or(0))
     }
 
     async fn member_transactions(
@@ -1524,16 +1232,6 @@ limit $3"#,
             self.attach_postings(&mut transactions).await?;
         }
         Ok(transactions)
-    }
-
-    async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
-        let query = lot_query(INSERT_LOT, lot);
-        self.fetch_value(query, "point_lots", "lot_id").await
-    }
-
-    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let query = sqlx::query(MEMBER_LOTS).bind(member_id); // $1
-        self.fetch_all(query, lot_from_row).await
     }
 
     async fn member_with_lots(
@@ -1571,313 +1269,6 @@ order by l.expires_at asc nulls last, l.lot_id"#,
         Ok(Some((member, lots)))
     }
 
-    async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {
-        let account = Account::Member(member_id.to_string()).to_string();
-        let query = sqlx::query(MEMBER_LOTS_AND_BALANCE)
-            .bind(member_id) // $1
-            .bind(&account); // $2
-        let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
-        let Some(first) = rows.first() else {
-            // No live lot: the stored balance is read on its own (it should be zero).
-            return Ok((Vec::new(), self.balance(&account, "PTS").await?));
-        };
-        let stored: Option<i64> = Cols::new(first, "balances", "lot_id").get("stored_balance")?;
-        let lots = rows.iter().map(lot_from_row).collect::<StoreResult<_>>()?;
-        Ok((lots, stored.unwrap_or(0)))
-    }
-
-    async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
-        let query = lot_query(UPDATE_LOT, lot).bind(lot.lot_id); // $10
-        self.update_one(query, "lot", &lot.lot_id.to_string()).await
-    }
-
-    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r#"
-update point_lots
-set member_id = $2
-where member_id = $1"#;
-        self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
-    }
-
-    async fn take_from_lots(&mut self, lots: &[Lot], takes: &[OrderLot]) -> StoreResult<()> {
-        let lot_ids: Vec<i64> = lots.iter().map(|lot| lot.lot_id).collect();
-        let remaining: Vec<i64> = lots.iter().map(|lot| lot.remaining_points).collect();
-        let held: Vec<i64> = lots.iter().map(|lot| lot.held_points).collect();
-        let order_ids: Vec<&str> = takes.iter().map(|take| take.order_id.as_str()).collect();
-        let take_lots: Vec<i64> = takes.iter().map(|take| take.lot_id).collect();
-        let points: Vec<i64> = takes.iter().map(|take| take.points).collect();
-        let restored: Vec<i64> = takes.iter().map(|take| take.restored_points).collect();
-        let query = sqlx::query(
-            r#"
-with taken as (
-    update point_lots l
-    set remaining_points = t.remaining_points,
-        held_points = t.held_points
-    from unnest($1::bigint[], $2::bigint[], $3::bigint[])
-        as t (lot_id, remaining_points, held_points)
-    where l.lot_id = t.lot_id
-    returning 1
-), recorded as (
-    insert into order_lots (order_id, lot_id, points, restored_points)
-    select order_id, lot_id, points, restored_points
-    from unnest($4::text[], $5::bigint[], $6::bigint[], $7::bigint[])
-        as o (order_id, lot_id, points, restored_points)
-)
-select count(*) as taken
-from taken"#,
-        )
-        .bind(&lot_ids) // $1
-        .bind(remaining) // $2
-        .bind(held) // $3
-        .bind(order_ids) // $4
-        .bind(take_lots) // $5
-        .bind(points) // $6
-        .bind(restored); // $7
-        let taken: i64 = self.fetch_value(query, "point_lots", "taken").await?;
-        if usize::try_from(taken).ok() != Some(lot_ids.len()) {
-            return Err(StoreError::Database(
-                format!(
-                    "lots {lot_ids:?}: expected to update {}, updated {taken}",
-                    lot_ids.len()
-                )
-                .into(),
-            ));
-        }
-        Ok(())
-    }
-
-    async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into order_lots (order_id, lot_id, points, restored_points)
-values ($1, $2, $3, $4)"#,
-        )
-        .bind(&order_lot.order_id) // $1
-        .bind(order_lot.lot_id) // $2
-        .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points); // $4
-        self.run(query).await
-    }
-
-    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
-        let query = sqlx::query(
-            r#"
-select order_id, lot_id, points, restored_points
-from order_lots
-where order_id = $1
-order by lot_id"#,
-        )
-        .bind(order_id); // $1
-        self.fetch_all(query, order_lot_from_row).await
-    }
-
-    async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-update order_lots
-set points = $3,
-    restored_points = $4
-where order_id = $1
-    and lot_id = $2"#,
-        )
-        .bind(&order_lot.order_id) // $1
-        .bind(order_lot.lot_id) // $2
-        .bind(order_lot.points) // $3
-        .bind(order_lot.restored_points); // $4
-        let key = format!("{}/{}", order_lot.order_id, order_lot.lot_id);
-        self.update_one(query, "order lot", &key).await
-    }
-
-    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let query = sqlx::query(GET_LOT).bind(lot_id); // $1
-        self.fetch_optional(query, lot_from_row).await
-    }
-
-    async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
-        self.run(order_query(INSERT_ORDER, order)?).await
-    }
-
-    async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
-        let sql = if lock { GET_ORDER_LOCKED } else { GET_ORDER };
-        let query = sqlx::query(sql).bind(order_id); // $1
-        self.fetch_optional(query, order_from_row).await
-    }
-
-    async fn order_by_receipt(
-        &mut self,
-        store_id: &str,
-        register_id: &str,
-        receipt_no: &str,
-    ) -> StoreResult<Option<String>> {
-        let query = sqlx::query(
-            r#"
-select order_id
-from orders
-where store_id = $1
-    and register_id = $2
-    and receipt_no = $3"#,
-        )
-        .bind(store_id) // $1
-        .bind(register_id) // $2
-        .bind(receipt_no); // $3
-        self.fetch_optional(query, |row| string_from_row(row, "orders", "order_id"))
-            .await
-    }
-
-    async fn order_clash(
-        &mut self,
-        order_id: &str,
-        store_id: &str,
-        register_id: &str,
-        receipt_no: &str,
-    ) -> StoreResult<Option<OrderClash>> {
-        let query = sqlx::query(
-            r#"
-select order_id, order_id = $1 as same_id
-from orders
-where order_id = $1
-    or (store_id = $2 and register_id = $3 and receipt_no = $4)
-order by same_id desc
-limit 1"#,
-        )
-        .bind(order_id) // $1
-        .bind(store_id) // $2
-        .bind(register_id) // $3
-        .bind(receipt_no_param(receipt_no)); // $4
-        let same_id = self
-            .fetch_optional(query, |row| {
-                Cols::new(row, "orders", "order_id").get::<bool>("same_id")
-            })
-            .await?;
-        Ok(same_id.map(|same_id| {
-            if same_id {
-                OrderClash::OrderId
-            } else {
-                OrderClash::Receipt
-            }
-        }))
-    }
-
-    async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
-        let query = order_query(UPDATE_ORDER, order)?;
-        self.update_one(query, "order", &order.order_id).await
-    }
-
-    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
-        let query = sqlx::query(
-            r#"
-select exists (
-    select 1
-    from orders
-    where member_id = $1
-        and state = 'authorized'
-) as open"#,
-        )
-        .bind(member_id); // $1
-        self.fetch_value(query, "orders", "open").await
-    }
-
-    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into campaigns (campaign_id, public_code, body, created_at)
-values ($1, $2, $3::jsonb, $4)"#,
-        )
-        .bind(&campaign.campaign_id) // $1
-        .bind(&campaign.public_code) // $2
-        .bind(to_json(campaign)?) // $3
-        .bind(campaign.created_at); // $4
-        self.run(query).await
-    }
-
-    async fn get_campaign(
-        &mut self,
-        campaign_id: &str,
-        lock: bool,
-    ) -> StoreResult<Option<Campaign>> {
-        let sql = if lock {
-            GET_CAMPAIGN_LOCKED
-        } else {
-            GET_CAMPAIGN
-        };
-        let query = sqlx::query(sql).bind(campaign_id); // $1
-        self.fetch_optional(query, campaign_from_row).await
-    }
-
-    async fn campaign_by_public_code(
-        &mut self,
-        public_code: &str,
-    ) -> StoreResult<Option<Campaign>> {
-        let query = sqlx::query(CAMPAIGN_BY_PUBLIC_CODE).bind(public_code); // $1
-        self.fetch_optional(query, campaign_from_row).await
-    }
-
-    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        self.fetch_all(sqlx::query(LIST_CAMPAIGNS), campaign_from_row)
-            .await
-    }
-
-    async fn count_coupons(
-        &mut self,
-        campaign_id: &str,
-        member_id: Option<&str>,
-    ) -> StoreResult<i64> {
-        let query = match member_id {
-            None => sqlx::query(
-                r#"
-select count(*) as issued
-from coupons
-where campaign_id = $1"#,
-            )
-            .bind(campaign_id), // $1
-            Some(member_id) => sqlx::query(
-                r#"
-select count(*) as issued
-from coupons
-where campaign_id = $1
-    and member_id = $2"#,
-            )
-            .bind(campaign_id) // $1
-            .bind(member_id), // $2
-        };
-        self.fetch_value(query, "coupons", "issued").await
-    }
-
-    async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        self.run(coupon_query(INSERT_COUPON, coupon)).await
-    }
-
-    async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
-        let sql = if lock { GET_COUPON_LOCKED } else { GET_COUPON };
-        let query = sqlx::query(sql).bind(code); // $1
-        self.fetch_optional(query, coupon_from_row).await
-    }
-
-    async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        let query = coupon_query(UPDATE_COUPON, coupon);
-        self.update_one(query, "coupon", &coupon.code).await
-    }
-
-    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = sqlx::query(MEMBER_COUPONS).bind(member_id); // $1
-        self.fetch_all(query, coupon_from_row).await
-    }
-
-    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = sqlx::query(ORDER_COUPONS).bind(order_id); // $1
-        self.fetch_all(query, coupon_from_row).await
-    }
-
-    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r#"
-update coupons
-set member_id = $2
-where member_id = $1"#;
-        self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
-    }
-
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
         self.load_batch(keys).await
     }
@@ -1887,7 +1278,7 @@ where member_id = $1"#;
     }
 
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
-        crate::domain::ports::write_rare_parts(self, changes).await?;
+        self.write_rare_parts(changes).await?;
         self.flush_changes(changes).await
     }
 
@@ -1924,6 +1315,103 @@ where member_id = $1"#;
     }
 }
 
+// Rare writes of a flush (admin writes, merges): one statement each, and most batches have
+// none.
+impl PgUnitOfWork {
+    /// The rare parts of a [`ChangeSet`], written first: the rows after them already name
+    /// their final member.
+    async fn write_rare_parts(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        for store in &changes.new_stores {
+            self.insert_store(store).await?;
+        }
+        if let Some(program) = &changes.program {
+            self.save_program(program).await?;
+        }
+        for campaign in &changes.new_campaigns {
+            self.insert_campaign(campaign).await?;
+        }
+        for (source, target) in &changes.merges {
+            self.move_lots(source, target).await?;
+            self.move_coupons(source, target).await?;
+            self.move_identifiers(source, target).await?;
+        }
+        Ok(())
+    }
+
+    async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+insert into program (id, body)
+values (1, $1::jsonb)
+on conflict (id) do update
+set body = excluded.body"#,
+        )
+        .bind(to_json(program)?); // $1
+        self.run(query).await
+    }
+
+    async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+insert into stores (store_id, name, latitude, longitude, time_zone, geofence_radius_m,
+    geofence_polygon)
+values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
+        )
+        .bind(&store.store_id) // $1
+        .bind(&store.name) // $2
+        .bind(store.location.latitude) // $3
+        .bind(store.location.longitude) // $4
+        .bind(&store.time_zone) // $5
+        .bind(store.geofence_radius_m) // $6
+        .bind(to_json(&store.geofence_polygon)?); // $7
+        self.run(query).await
+    }
+
+    async fn move_identifiers(
+        &mut self,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()> {
+        let sql = r#"
+update identifiers
+set member_id = $2
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
+    }
+
+    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        let sql = r#"
+update point_lots
+set member_id = $2
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
+    }
+
+    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+insert into campaigns (campaign_id, public_code, body, created_at)
+values ($1, $2, $3::jsonb, $4)"#,
+        )
+        .bind(&campaign.campaign_id) // $1
+        .bind(&campaign.public_code) // $2
+        .bind(to_json(campaign)?) // $3
+        .bind(campaign.created_at); // $4
+        self.run(query).await
+    }
+
+    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        let sql = r#"
+update coupons
+set member_id = $2
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::future::Future;
@@ -1931,7 +1419,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
-    use crate::domain::coupon::Discount;
+    use crate::domain::{coupon::Discount, ports::NewTransaction};
+    use crate::store::test_writes;
 
     /// Runs `body` against a fresh database, dropped afterwards even when `body` panics; skipped
     /// (with a note) when PostgreSQL is unreachable outside CI.
@@ -2126,9 +1615,13 @@ mod tests {
                 "m1",
                 vec![points("program:issued", "member:m1", 100)],
             );
-            let first = uow.append_transaction(&earn).await.unwrap();
+            let first = test_writes::append_transaction(uow.as_mut(), &earn)
+                .await
+                .unwrap();
             let hold = entry("authorize", "m1", vec![points("member:m1", "hold:o1", 30)]);
-            let second = uow.append_transaction(&hold).await.unwrap();
+            let second = test_writes::append_transaction(uow.as_mut(), &hold)
+                .await
+                .unwrap();
             uow.commit().await.unwrap();
 
             let mut read = store.begin_read().await.unwrap();
@@ -2179,7 +1672,9 @@ mod tests {
                 "m1",
                 vec![points("program:issued", "member:m1", 10)],
             );
-            uow.append_transaction(&earn).await.unwrap();
+            test_writes::append_transaction(uow.as_mut(), &earn)
+                .await
+                .unwrap();
             uow.commit().await.unwrap();
 
             let mut uow = store.begin().await.unwrap();
@@ -2188,7 +1683,9 @@ mod tests {
                 "m1",
                 vec![points("member:m1", "program:redeemed:ec", 11)],
             );
-            let error = uow.append_transaction(&spend).await.unwrap_err();
+            let error = test_writes::append_transaction(uow.as_mut(), &spend)
+                .await
+                .unwrap_err();
             assert!(matches!(error, StoreError::Database(_)), "{error:?}");
             drop(uow);
 
@@ -2198,7 +1695,9 @@ mod tests {
                 "m2",
                 vec![points("member:m2", "program:redeemed:ec", 1)],
             );
-            let error = uow.append_transaction(&never).await.unwrap_err();
+            let error = test_writes::append_transaction(uow.as_mut(), &never)
+                .await
+                .unwrap_err();
             assert!(matches!(error, StoreError::Database(_)), "{error:?}");
             drop(uow);
 
@@ -2215,38 +1714,17 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn rolling_back_to_the_savepoint_undoes_only_the_command() {
-        with_store(|store| async move {
-            let mut uow = store.begin().await.unwrap();
-            uow.insert_member(&member("kept")).await.unwrap();
-            uow.savepoint().await.unwrap();
-            uow.insert_member(&member("undone")).await.unwrap();
-            uow.rollback_to_savepoint().await.unwrap();
-            uow.release_savepoint().await.unwrap();
-            uow.savepoint().await.unwrap();
-            uow.insert_member(&member("released")).await.unwrap();
-            uow.release_savepoint().await.unwrap();
-            uow.commit().await.unwrap();
-
-            let mut read = store.begin_read().await.unwrap();
-            assert_eq!(
-                read.get_member("kept", false).await.unwrap(),
-                Some(member("kept"))
-            );
-            assert!(read.get_member("undone", false).await.unwrap().is_none());
-            assert!(read.get_member("released", false).await.unwrap().is_some());
-        })
-        .await;
-    }
-
-    #[tokio::test]
     async fn a_lost_insert_race_is_a_conflict() {
         with_store(|store| async move {
             let mut uow = store.begin().await.unwrap();
-            uow.insert_member(&member("m1")).await.unwrap();
+            test_writes::insert_member(uow.as_mut(), &member("m1"))
+                .await
+                .unwrap();
             uow.commit().await.unwrap();
             let mut uow = store.begin().await.unwrap();
-            let error = uow.insert_member(&member("m1")).await.unwrap_err();
+            let error = test_writes::insert_member(uow.as_mut(), &member("m1"))
+                .await
+                .unwrap_err();
             assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
         })
         .await;
@@ -2256,12 +1734,24 @@ mod tests {
     async fn member_lots_come_soonest_expiry_first_and_never_expiring_last() {
         with_store(|store| async move {
             let mut uow = store.begin().await.unwrap();
-            let never = uow.insert_lot(&lot("m1", None, 10)).await.unwrap();
-            let late = uow.insert_lot(&lot("m1", Some(day(10)), 10)).await.unwrap();
-            let soon_a = uow.insert_lot(&lot("m1", Some(day(5)), 10)).await.unwrap();
-            let soon_b = uow.insert_lot(&lot("m1", Some(day(5)), 10)).await.unwrap();
-            let _spent = uow.insert_lot(&lot("m1", Some(day(1)), 0)).await.unwrap();
-            let _other = uow.insert_lot(&lot("m2", Some(day(1)), 10)).await.unwrap();
+            let never = test_writes::insert_lot(uow.as_mut(), &lot("m1", None, 10))
+                .await
+                .unwrap();
+            let late = test_writes::insert_lot(uow.as_mut(), &lot("m1", Some(day(10)), 10))
+                .await
+                .unwrap();
+            let soon_a = test_writes::insert_lot(uow.as_mut(), &lot("m1", Some(day(5)), 10))
+                .await
+                .unwrap();
+            let soon_b = test_writes::insert_lot(uow.as_mut(), &lot("m1", Some(day(5)), 10))
+                .await
+                .unwrap();
+            let _spent = test_writes::insert_lot(uow.as_mut(), &lot("m1", Some(day(1)), 0))
+                .await
+                .unwrap();
+            let _other = test_writes::insert_lot(uow.as_mut(), &lot("m2", Some(day(1)), 10))
+                .await
+                .unwrap();
             uow.commit().await.unwrap();
 
             let mut read = store.begin_read().await.unwrap();
@@ -2284,16 +1774,23 @@ mod tests {
     async fn orders_coupons_and_due_work_round_trip() {
         with_store(|store| async move {
             let mut uow = store.begin().await.unwrap();
-            uow.insert_order(&order("o1", "m1")).await.unwrap();
-            uow.insert_campaign(&campaign("c1")).await.unwrap();
-            uow.insert_coupon(&coupon("C-1", "c1", "m1", day(2)))
+            test_writes::insert_order(uow.as_mut(), &order("o1", "m1"))
                 .await
                 .unwrap();
-            uow.insert_lot(&Lot {
-                state: LotState::Pending,
-                matures_at: Some(day(1)),
-                ..lot("m2", None, 5)
-            })
+            test_writes::insert_campaign(uow.as_mut(), &campaign("c1"))
+                .await
+                .unwrap();
+            test_writes::insert_coupon(uow.as_mut(), &coupon("C-1", "c1", "m1", day(2)))
+                .await
+                .unwrap();
+            test_writes::insert_lot(
+                uow.as_mut(),
+                &Lot {
+                    state: LotState::Pending,
+                    matures_at: Some(day(1)),
+                    ..lot("m2", None, 5)
+                },
+            )
             .await
             .unwrap();
             uow.commit().await.unwrap();
@@ -2327,13 +1824,17 @@ mod tests {
     async fn a_locked_member_makes_the_next_locker_wait_for_the_commit() {
         with_store(|store| async move {
             let mut setup = store.begin().await.unwrap();
-            setup.insert_member(&member("m1")).await.unwrap();
+            test_writes::insert_member(setup.as_mut(), &member("m1"))
+                .await
+                .unwrap();
             setup.commit().await.unwrap();
 
             let mut first = store.begin().await.unwrap();
             let mut row = first.get_member("m1", true).await.unwrap().unwrap();
             row.display_name = "renamed by the first".into();
-            first.update_member(&row).await.unwrap();
+            test_writes::update_member(first.as_mut(), &row)
+                .await
+                .unwrap();
 
             let mut second = store.begin().await.unwrap();
             let mut waiter = tokio::spawn(async move {

@@ -48,9 +48,9 @@ use crate::domain::{
         OrderState, Posting, Program, Transaction,
     },
     ports::{
-        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerSnapshot,
-        Loaded, MemberLotTotals, NewTransaction, Sequence, Store, StoreError, StoreResult,
-        UnitOfWork, load_row_by_row,
+        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
+        LedgerSnapshot, Loaded, MemberLotTotals, NewTransaction, Sequence, Store, StoreError,
+        StoreResult, UnitOfWork,
     },
 };
 
@@ -209,7 +209,7 @@ fn open_flags() -> OpenFlags {
 fn configure(conn: &Connection, reader: bool) -> StoreResult<()> {
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.busy_timeout(BUSY_TIMEOUT).map_err(map_err)?;
-    // Temporary files in memory: among them the statement journal of each command's savepoint.
+    // Temporary files in memory: among them the statement journals of multi-row statements.
     conn.execute_batch(
         "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON; PRAGMA temp_store = MEMORY",
     )
@@ -524,20 +524,6 @@ impl SqliteUnitOfWork {
         Ok(())
     }
 
-    /// Applies net deltas to stored balances in key order (a fixed lock order). A credit
-    /// upserts; a debit only updates, so the CHECK (balance >= 0) sees the resulting balance
-    /// (an upsert would check the negative delta itself as a row to insert and always fail).
-    fn apply_balance_deltas(&self, deltas: &BTreeMap<(String, String), i64>) -> StoreResult<()> {
-        for ((account, asset), &delta) in deltas {
-            if delta > 0 {
-                self.credit_balance(account, asset, delta)?;
-            } else if delta < 0 {
-                self.debit_balance(account, asset, delta)?;
-            }
-        }
-        Ok(())
-    }
-
     fn credit_balance(&self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
         let query = self
             .query(
@@ -605,32 +591,6 @@ impl SqliteUnitOfWork {
     }
 }
 
-/// Net change per guarded (account, asset); system accounts have no stored balance.
-fn guarded_deltas(postings: &[Posting]) -> StoreResult<BTreeMap<(String, String), i64>> {
-    let mut deltas: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for posting in postings {
-        let sides = [
-            (&posting.to_account, posting.amount),
-            (
-                &posting.from_account,
-                posting.amount.checked_neg().unwrap_or(i64::MIN),
-            ),
-        ];
-        for (account, amount) in sides {
-            if !Account::parse(account).is_some_and(|a| a.is_guarded()) {
-                continue;
-            }
-            let delta = deltas
-                .entry((account.clone(), posting.asset.clone()))
-                .or_default();
-            *delta = delta
-                .checked_add(amount)
-                .ok_or_else(|| StoreError::Database("posting amounts overflow".into()))?;
-        }
-    }
-    Ok(deltas)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Column lists that several queries of a table share.
 
@@ -674,22 +634,340 @@ macro_rules! select_coupons {
 }
 
 #[async_trait]
+impl LedgerReads for SqliteUnitOfWork {
+    async fn find_idempotency(
+        &mut self,
+        key_id: &str,
+        request_id: &str,
+    ) -> StoreResult<Option<IdempotencyRecord>> {
+        let query = self
+            .query(
+                r"
+                select key_id, request_id, request_hash, outcome, created_at
+                from idempotency_keys
+                where key_id = ?1
+                  and request_id = ?2
+                ",
+            )?
+            .bind(key_id) // ?1
+            .bind(request_id); // ?2
+        self.fetch_optional(query, idempotency_from_row)
+    }
+
+    /// `BEGIN IMMEDIATE` already serialises writers: no row lock needed.
+    async fn load_program(&mut self, _lock: bool) -> StoreResult<Option<Program>> {
+        let query = self.query(
+            r"
+            select id, body
+            from program
+            where id = 1
+            ",
+        )?;
+        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
+    }
+
+    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
+        let query = self
+            .query(concat!(
+                select_stores!(),
+                r"
+                where store_id = ?1
+                "
+            ))?
+            .bind(store_id); // ?1
+        self.fetch_optional(query, store_from_row)
+    }
+
+    async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
+        let query = self.query(concat!(
+            select_stores!(),
+            r"
+            order by store_id
+            "
+        ))?;
+        self.fetch_all(query, store_from_row)
+    }
+
+    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
+    async fn get_member(&mut self, member_id: &str, _lock: bool) -> StoreResult<Option<MemberRow>> {
+        let query = self
+            .query(
+                r"
+                select member_id, display_name, state, merged_into, created_at,
+                       lifetime_earned_points, lifetime_redeemed_points
+                from members
+                where member_id = ?1
+                ",
+            )?
+            .bind(member_id); // ?1
+        self.fetch_optional(query, member_from_row)
+    }
+
+    async fn member_by_identifier(
+        &mut self,
+        identifier: &Identifier,
+    ) -> StoreResult<Option<String>> {
+        self.query(
+            r"
+            select member_id
+            from identifiers
+            where kind = ?1
+              and value = ?2
+            ",
+        )?
+        .bind(&identifier.kind) // ?1
+        .bind(&identifier.value) // ?2
+        .fetch_optional(|row| col(row, 0))
+    }
+
+    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
+        self.query(
+            r"
+            select kind, value
+            from identifiers
+            where member_id = ?1
+            order by kind, value
+            ",
+        )?
+        .bind(member_id) // ?1
+        .fetch_all(|row| {
+            Ok(Identifier {
+                kind: col(row, 0)?,
+                value: col(row, 1)?,
+            })
+        })
+    }
+
+    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        let guarded = Account::parse(account).is_some_and(|a| a.is_guarded());
+        let sql = if guarded {
+            r"
+            select coalesce(sum(balance), 0)
+            from balances
+            where account = ?1
+              and asset = ?2
+            "
+        } else {
+            r"
+            select coalesce(sum(amount), 0)
+            from (
+                select amount from postings where to_account = ?1 and asset = ?2
+                union all
+                select -amount from postings where from_account = ?1 and asset = ?2
+            )
+            "
+        };
+        self.query(sql)?
+            .bind(account) // ?1
+            .bind(asset) // ?2
+            .fetch_one(|row| col(row, 0))
+    }
+
+    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
+        let query = self
+            .query(concat!(
+                select_lots!(),
+                r"
+                where member_id = ?1
+                  and remaining_points > 0
+                order by expires_at is null, expires_at, lot_id
+                "
+            ))?
+            .bind(member_id); // ?1
+        self.fetch_all(query, lot_from_row)
+    }
+
+    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
+        self.query(
+            r"
+            select order_id, lot_id, points, restored_points
+            from order_lots
+            where order_id = ?1
+            order by lot_id
+            ",
+        )?
+        .bind(order_id) // ?1
+        .fetch_all(|row| {
+            Ok(OrderLot {
+                order_id: col(row, 0)?,
+                lot_id: col(row, 1)?,
+                points: col(row, 2)?,
+                restored_points: col(row, 3)?,
+            })
+        })
+    }
+
+    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
+        let query = self
+            .query(concat!(
+                select_lots!(),
+                r"
+                where lot_id = ?1
+                "
+            ))?
+            .bind(lot_id); // ?1
+        self.fetch_optional(query, lot_from_row)
+    }
+
+    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
+    async fn get_order(&mut self, order_id: &str, _lock: bool) -> StoreResult<Option<Order>> {
+        let query = self
+            .query(
+                r"
+                select order_id, member_id, state, channel, store_id, register_id, receipt_no,
+                       lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
+                       points_pending, coupon_codes, hold_expires_at, refunded_amount,
+                       points_reversed, points_restored, occurred_at, created_at
+                from orders
+                where order_id = ?1
+                ",
+            )?
+            .bind(order_id); // ?1
+        self.fetch_optional(query, order_from_row)
+    }
+
+    async fn order_by_receipt(
+        &mut self,
+        store_id: &str,
+        register_id: &str,
+        receipt_no: &str,
+    ) -> StoreResult<Option<String>> {
+        self.query(
+            r"
+            select order_id
+            from orders
+            where store_id = ?1
+              and register_id = ?2
+              and receipt_no = ?3
+            ",
+        )?
+        .bind(store_id) // ?1
+        .bind(register_id) // ?2
+        .bind(receipt_no) // ?3
+        .fetch_optional(|row| col(row, 0))
+    }
+
+    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
+        self.query(
+            r"
+            select exists (
+                select 1
+                from orders
+                where member_id = ?1
+                  and state = 'authorized'
+            )
+            ",
+        )?
+        .bind(member_id) // ?1
+        .fetch_one(|row| col(row, 0))
+    }
+
+    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
+    async fn get_campaign(
+        &mut self,
+        campaign_id: &str,
+        _lock: bool,
+    ) -> StoreResult<Option<Campaign>> {
+        let query = self
+            .query(concat!(
+                select_campaigns!(),
+                r"
+                where campaign_id = ?1
+                "
+            ))?
+            .bind(campaign_id); // ?1
+        self.fetch_optional(query, campaign_from_row)
+    }
+
+    async fn campaign_by_public_code(
+        &mut self,
+        public_code: &str,
+    ) -> StoreResult<Option<Campaign>> {
+        let query = self
+            .query(concat!(
+                select_campaigns!(),
+                r"
+                where public_code = ?1
+                "
+            ))?
+            .bind(public_code); // ?1
+        self.fetch_optional(query, campaign_from_row)
+    }
+
+    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
+        let query = self.query(concat!(
+            select_campaigns!(),
+            r"
+            order by created_at, campaign_id
+            "
+        ))?;
+        self.fetch_all(query, campaign_from_row)
+    }
+
+    async fn count_coupons(
+        &mut self,
+        campaign_id: &str,
+        member_id: Option<&str>,
+    ) -> StoreResult<i64> {
+        self.query(
+            r"
+            select count(*)
+            from coupons
+            where campaign_id = ?1
+              and (?2 is null or member_id = ?2)
+            ",
+        )?
+        .bind(campaign_id) // ?1
+        .bind(member_id) // ?2
+        .fetch_one(|row| col(row, 0))
+    }
+
+    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
+    async fn get_coupon(&mut self, code: &str, _lock: bool) -> StoreResult<Option<Coupon>> {
+        let query = self
+            .query(concat!(
+                select_coupons!(),
+                r"
+                where code = ?1
+                "
+            ))?
+            .bind(code); // ?1
+        self.fetch_optional(query, coupon_from_row)
+    }
+
+    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
+        let query = self
+            .query(concat!(
+                select_coupons!(),
+                r"
+                where member_id = ?1
+                order by issued_at, code
+                "
+            ))?
+            .bind(member_id); // ?1
+        self.fetch_all(query, coupon_from_row)
+    }
+
+    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
+        let query = self
+            .query(concat!(
+                select_coupons!(),
+                r"
+                where order_id = ?1
+                  and order_id <> ''
+                order by code
+                "
+            ))?
+            .bind(order_id); // ?1
+        self.fetch_all(query, coupon_from_row)
+    }
+}
+
+#[async_trait]
 impl UnitOfWork for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn commit(self: Box<Self>) -> StoreResult<()> {
         self.execute("COMMIT")
-    }
-
-    async fn savepoint(&mut self) -> StoreResult<()> {
-        self.execute("savepoint cmd")
-    }
-
-    async fn rollback_to_savepoint(&mut self) -> StoreResult<()> {
-        self.execute("rollback to savepoint cmd")
-    }
-
-    async fn release_savepoint(&mut self) -> StoreResult<()> {
-        self.execute("release savepoint cmd")
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
@@ -769,41 +1047,6 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.run(query)
     }
 
-    async fn find_idempotency(
-        &mut self,
-        key_id: &str,
-        request_id: &str,
-    ) -> StoreResult<Option<IdempotencyRecord>> {
-        let query = self
-            .query(
-                r"
-                select key_id, request_id, request_hash, outcome, created_at
-                from idempotency_keys
-                where key_id = ?1
-                  and request_id = ?2
-                ",
-            )?
-            .bind(key_id) // ?1
-            .bind(request_id); // ?2
-        self.fetch_optional(query, idempotency_from_row)
-    }
-
-    async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()> {
-        self.insert_idempotency_row(record)
-    }
-
-    /// `BEGIN IMMEDIATE` already serialises writers: no row lock needed.
-    async fn load_program(&mut self, _lock: bool) -> StoreResult<Option<Program>> {
-        let query = self.query(
-            r"
-            select id, body
-            from program
-            where id = 1
-            ",
-        )?;
-        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
-    }
-
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         let query = self
             .query(
@@ -815,189 +1058,6 @@ impl UnitOfWork for SqliteUnitOfWork {
             )?
             .bind(to_json(program)?); // ?1
         self.run(query)
-    }
-
-    async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into program (id, body)
-                values (1, ?1)
-                on conflict (id) do update
-                set body = excluded.body
-                ",
-            )?
-            .bind(to_json(program)?); // ?1
-        self.run(query)
-    }
-
-    async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into stores (
-                    store_id, name, latitude, longitude, time_zone,
-                    geofence_radius_m, geofence_polygon, created_at
-                )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                ",
-            )?
-            .bind(&store.store_id) // ?1
-            .bind(&store.name) // ?2
-            .bind(store.location.latitude) // ?3
-            .bind(store.location.longitude) // ?4
-            .bind(&store.time_zone) // ?5
-            .bind(store.geofence_radius_m) // ?6
-            .bind(to_json(&store.geofence_polygon)?) // ?7
-            .bind(Utc::now().timestamp_micros()); // ?8: bookkeeping only; the port passes no instant
-        self.run(query)
-    }
-
-    async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let query = self
-            .query(concat!(
-                select_stores!(),
-                r"
-                where store_id = ?1
-                "
-            ))?
-            .bind(store_id); // ?1
-        self.fetch_optional(query, store_from_row)
-    }
-
-    async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        let query = self.query(concat!(
-            select_stores!(),
-            r"
-            order by store_id
-            "
-        ))?;
-        self.fetch_all(query, store_from_row)
-    }
-
-    async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        self.insert_member_row(member)
-    }
-
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_member(&mut self, member_id: &str, _lock: bool) -> StoreResult<Option<MemberRow>> {
-        let query = self
-            .query(
-                r"
-                select member_id, display_name, state, merged_into, created_at,
-                       lifetime_earned_points, lifetime_redeemed_points
-                from members
-                where member_id = ?1
-                ",
-            )?
-            .bind(member_id); // ?1
-        self.fetch_optional(query, member_from_row)
-    }
-
-    async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()> {
-        self.update_member_row(member)?;
-        Ok(())
-    }
-
-    async fn insert_identifier(
-        &mut self,
-        member_id: &str,
-        identifier: &Identifier,
-    ) -> StoreResult<()> {
-        self.insert_identifier_row(member_id, identifier)
-    }
-
-    async fn member_by_identifier(
-        &mut self,
-        identifier: &Identifier,
-    ) -> StoreResult<Option<String>> {
-        self.query(
-            r"
-            select member_id
-            from identifiers
-            where kind = ?1
-              and value = ?2
-            ",
-        )?
-        .bind(&identifier.kind) // ?1
-        .bind(&identifier.value) // ?2
-        .fetch_optional(|row| col(row, 0))
-    }
-
-    async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
-        self.query(
-            r"
-            select kind, value
-            from identifiers
-            where member_id = ?1
-            order by kind, value
-            ",
-        )?
-        .bind(member_id) // ?1
-        .fetch_all(|row| {
-            Ok(Identifier {
-                kind: col(row, 0)?,
-                value: col(row, 1)?,
-            })
-        })
-    }
-
-    async fn move_identifiers(
-        &mut self,
-        from_member_id: &str,
-        to_member_id: &str,
-    ) -> StoreResult<()> {
-        let sql = r"
-            update identifiers
-            set member_id = ?1
-            where member_id = ?2
-            ";
-        self.move_member_rows(sql, from_member_id, to_member_id)
-    }
-
-    #[tracing::instrument(level = "debug", skip_all, fields(kind = transaction.kind))]
-    async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
-        let transaction_id: i64 = self
-            .transaction_query(
-                r"
-                insert into transactions (
-                    kind, member_id, occurred_at, recorded_at, channel, store_id, order_id, metadata
-                )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                returning transaction_id
-                ",
-                transaction,
-            )?
-            .fetch_one(|row| col(row, 0))?;
-        self.insert_postings(transaction_id, &transaction.postings)?;
-        let deltas = guarded_deltas(&transaction.postings)?;
-        self.apply_balance_deltas(&deltas)?;
-        Ok(transaction_id)
-    }
-
-    async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        let guarded = Account::parse(account).is_some_and(|a| a.is_guarded());
-        let sql = if guarded {
-            r"
-            select coalesce(sum(balance), 0)
-            from balances
-            where account = ?1
-              and asset = ?2
-            "
-        } else {
-            r"
-            select coalesce(sum(amount), 0)
-            from (
-                select amount from postings where to_account = ?1 and asset = ?2
-                union all
-                select -amount from postings where from_account = ?1 and asset = ?2
-            )
-            "
-        };
-        self.query(sql)?
-            .bind(account) // ?1
-            .bind(asset) // ?2
-            .fetch_one(|row| col(row, 0))
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1037,289 +1097,10 @@ impl UnitOfWork for SqliteUnitOfWork {
         Ok(transactions)
     }
 
-    async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {
-        self.lot_query(
-            r"
-            insert into point_lots (
-                member_id, order_id, state, earned_at, matures_at, expires_at,
-                original_points, remaining_points, held_points
-            )
-            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-            returning lot_id
-            ",
-            lot,
-        )?
-        .fetch_one(|row| col(row, 0))
-    }
-
-    async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let query = self
-            .query(concat!(
-                select_lots!(),
-                r"
-                where member_id = ?1
-                  and remaining_points > 0
-                order by expires_at is null, expires_at, lot_id
-                "
-            ))?
-            .bind(member_id); // ?1
-        self.fetch_all(query, lot_from_row)
-    }
-
-    async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()> {
-        self.update_lot_row(lot)?;
-        Ok(())
-    }
-
-    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r"
-            update point_lots
-            set member_id = ?1
-            where member_id = ?2
-            ";
-        self.move_member_rows(sql, from_member_id, to_member_id)
-    }
-
-    async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        self.insert_order_lot_row(order_lot)
-    }
-
-    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
-        self.query(
-            r"
-            select order_id, lot_id, points, restored_points
-            from order_lots
-            where order_id = ?1
-            order by lot_id
-            ",
-        )?
-        .bind(order_id) // ?1
-        .fetch_all(|row| {
-            Ok(OrderLot {
-                order_id: col(row, 0)?,
-                lot_id: col(row, 1)?,
-                points: col(row, 2)?,
-                restored_points: col(row, 3)?,
-            })
-        })
-    }
-
-    async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()> {
-        self.update_order_lot_row(order_lot)?;
-        Ok(())
-    }
-
-    async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let query = self
-            .query(concat!(
-                select_lots!(),
-                r"
-                where lot_id = ?1
-                "
-            ))?
-            .bind(lot_id); // ?1
-        self.fetch_optional(query, lot_from_row)
-    }
-
-    async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
-        self.insert_order_row(order)
-    }
-
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_order(&mut self, order_id: &str, _lock: bool) -> StoreResult<Option<Order>> {
-        let query = self
-            .query(
-                r"
-                select order_id, member_id, state, channel, store_id, register_id, receipt_no,
-                       lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-                       points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                       points_reversed, points_restored, occurred_at, created_at
-                from orders
-                where order_id = ?1
-                ",
-            )?
-            .bind(order_id); // ?1
-        self.fetch_optional(query, order_from_row)
-    }
-
-    async fn order_by_receipt(
-        &mut self,
-        store_id: &str,
-        register_id: &str,
-        receipt_no: &str,
-    ) -> StoreResult<Option<String>> {
-        self.query(
-            r"
-            select order_id
-            from orders
-            where store_id = ?1
-              and register_id = ?2
-              and receipt_no = ?3
-            ",
-        )?
-        .bind(store_id) // ?1
-        .bind(register_id) // ?2
-        .bind(receipt_no) // ?3
-        .fetch_optional(|row| col(row, 0))
-    }
-
-    async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
-        self.update_order_row(order)?;
-        Ok(())
-    }
-
-    async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
-        self.query(
-            r"
-            select exists (
-                select 1
-                from orders
-                where member_id = ?1
-                  and state = 'authorized'
-            )
-            ",
-        )?
-        .bind(member_id) // ?1
-        .fetch_one(|row| col(row, 0))
-    }
-
-    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into campaigns (campaign_id, public_code, body, created_at)
-                values (?1, ?2, ?3, ?4)
-                ",
-            )?
-            .bind(&campaign.campaign_id) // ?1
-            .bind(campaign.public_code.as_deref()) // ?2
-            .bind(to_json(campaign)?) // ?3
-            .bind(campaign.created_at.timestamp_micros()); // ?4
-        self.run(query)
-    }
-
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_campaign(
-        &mut self,
-        campaign_id: &str,
-        _lock: bool,
-    ) -> StoreResult<Option<Campaign>> {
-        let query = self
-            .query(concat!(
-                select_campaigns!(),
-                r"
-                where campaign_id = ?1
-                "
-            ))?
-            .bind(campaign_id); // ?1
-        self.fetch_optional(query, campaign_from_row)
-    }
-
-    async fn campaign_by_public_code(
-        &mut self,
-        public_code: &str,
-    ) -> StoreResult<Option<Campaign>> {
-        let query = self
-            .query(concat!(
-                select_campaigns!(),
-                r"
-                where public_code = ?1
-                "
-            ))?
-            .bind(public_code); // ?1
-        self.fetch_optional(query, campaign_from_row)
-    }
-
-    async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        let query = self.query(concat!(
-            select_campaigns!(),
-            r"
-            order by created_at, campaign_id
-            "
-        ))?;
-        self.fetch_all(query, campaign_from_row)
-    }
-
-    async fn count_coupons(
-        &mut self,
-        campaign_id: &str,
-        member_id: Option<&str>,
-    ) -> StoreResult<i64> {
-        self.query(
-            r"
-            select count(*)
-            from coupons
-            where campaign_id = ?1
-              and (?2 is null or member_id = ?2)
-            ",
-        )?
-        .bind(campaign_id) // ?1
-        .bind(member_id) // ?2
-        .fetch_one(|row| col(row, 0))
-    }
-
-    async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        self.insert_coupon_row(coupon)
-    }
-
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_coupon(&mut self, code: &str, _lock: bool) -> StoreResult<Option<Coupon>> {
-        let query = self
-            .query(concat!(
-                select_coupons!(),
-                r"
-                where code = ?1
-                "
-            ))?
-            .bind(code); // ?1
-        self.fetch_optional(query, coupon_from_row)
-    }
-
-    async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()> {
-        self.update_coupon_row(coupon)?;
-        Ok(())
-    }
-
-    async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = self
-            .query(concat!(
-                select_coupons!(),
-                r"
-                where member_id = ?1
-                order by issued_at, code
-                "
-            ))?
-            .bind(member_id); // ?1
-        self.fetch_all(query, coupon_from_row)
-    }
-
-    async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = self
-            .query(concat!(
-                select_coupons!(),
-                r"
-                where order_id = ?1
-                  and order_id <> ''
-                order by code
-                "
-            ))?
-            .bind(order_id); // ?1
-        self.fetch_all(query, coupon_from_row)
-    }
-
-    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r"
-            update coupons
-            set member_id = ?1
-            where member_id = ?2
-            ";
-        self.move_member_rows(sql, from_member_id, to_member_id)
-    }
-
     /// Row by row (a lookup here costs microseconds, not a round trip), with every balance of
     /// the accounts it covers.
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
-        let mut loaded = load_row_by_row(self, keys).await?;
+        let mut loaded = batch::load_row_by_row(self, keys).await?;
         self.complete_balances(keys, &mut loaded)?;
         Ok(loaded)
     }
@@ -1330,7 +1111,7 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
-        crate::domain::ports::write_rare_parts(self, changes).await?;
+        self.write_rare_parts(changes)?;
         self.write_changes(changes)
     }
 
@@ -1446,6 +1227,108 @@ impl UnitOfWork for SqliteUnitOfWork {
             orders_resolved_twice,
             coupon_positions,
         })
+    }
+}
+
+// Rare writes of a flush (admin writes, merges): one statement each, and most batches have
+// none.
+impl SqliteUnitOfWork {
+    /// The rare parts of a [`ChangeSet`], written first: the rows after them already name
+    /// their final member.
+    fn write_rare_parts(&self, changes: &ChangeSet) -> StoreResult<()> {
+        for store in &changes.new_stores {
+            self.insert_store(store)?;
+        }
+        if let Some(program) = &changes.program {
+            self.save_program(program)?;
+        }
+        for campaign in &changes.new_campaigns {
+            self.insert_campaign(campaign)?;
+        }
+        for (source, target) in &changes.merges {
+            self.move_lots(source, target)?;
+            self.move_coupons(source, target)?;
+            self.move_identifiers(source, target)?;
+        }
+        Ok(())
+    }
+
+    fn save_program(&self, program: &Program) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                insert into program (id, body)
+                values (1, ?1)
+                on conflict (id) do update
+                set body = excluded.body
+                ",
+            )?
+            .bind(to_json(program)?); // ?1
+        self.run(query)
+    }
+
+    fn insert_store(&self, store: &model::Store) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                insert into stores (
+                    store_id, name, latitude, longitude, time_zone,
+                    geofence_radius_m, geofence_polygon, created_at
+                )
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                ",
+            )?
+            .bind(&store.store_id) // ?1
+            .bind(&store.name) // ?2
+            .bind(store.location.latitude) // ?3
+            .bind(store.location.longitude) // ?4
+            .bind(&store.time_zone) // ?5
+            .bind(store.geofence_radius_m) // ?6
+            .bind(to_json(&store.geofence_polygon)?) // ?7
+            .bind(Utc::now().timestamp_micros()); // ?8: bookkeeping only; the port passes no instant
+        self.run(query)
+    }
+
+    fn move_identifiers(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        let sql = r"
+            update identifiers
+            set member_id = ?1
+            where member_id = ?2
+            ";
+        self.move_member_rows(sql, from_member_id, to_member_id)
+    }
+
+    fn move_lots(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        let sql = r"
+            update point_lots
+            set member_id = ?1
+            where member_id = ?2
+            ";
+        self.move_member_rows(sql, from_member_id, to_member_id)
+    }
+
+    fn insert_campaign(&self, campaign: &Campaign) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                insert into campaigns (campaign_id, public_code, body, created_at)
+                values (?1, ?2, ?3, ?4)
+                ",
+            )?
+            .bind(&campaign.campaign_id) // ?1
+            .bind(campaign.public_code.as_deref()) // ?2
+            .bind(to_json(campaign)?) // ?3
+            .bind(campaign.created_at.timestamp_micros()); // ?4
+        self.run(query)
+    }
+
+    fn move_coupons(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+        let sql = r"
+            update coupons
+            set member_id = ?1
+            where member_id = ?2
+            ";
+        self.move_member_rows(sql, from_member_id, to_member_id)
     }
 }
 
@@ -1840,6 +1723,7 @@ mod tests {
     use chrono::Duration as Days;
 
     use super::*;
+    use crate::store::test_writes;
 
     /// A database file in the temp directory, removed (with its WAL files) when dropped.
     struct TempDb {
@@ -1937,8 +1821,12 @@ mod tests {
                 posting("member:m1", "hold:o1", 5),
             ],
         );
-        let first = uow.append_transaction(&earn).await.expect("earn");
-        let second = uow.append_transaction(&hold).await.expect("hold");
+        let first = test_writes::append_transaction(uow.as_mut(), &earn)
+            .await
+            .expect("earn");
+        let second = test_writes::append_transaction(uow.as_mut(), &hold)
+            .await
+            .expect("hold");
         assert!(second > first);
         uow.commit().await.expect("commit");
 
@@ -1973,48 +1861,30 @@ mod tests {
         let store = db.open().await;
         let mut uow = store.begin().await.expect("begin");
         let earn = entry("earn", vec![posting("program:issued", "member:m1", 50)]);
-        uow.append_transaction(&earn).await.expect("earn");
+        test_writes::append_transaction(uow.as_mut(), &earn)
+            .await
+            .expect("earn");
 
         // No row at all for member:m2.
         let from_nothing = entry("authorize", vec![posting("member:m2", "hold:o1", 1)]);
-        let error = uow.append_transaction(&from_nothing).await.unwrap_err();
+        let error = test_writes::append_transaction(uow.as_mut(), &from_nothing)
+            .await
+            .unwrap_err();
         assert!(matches!(error, StoreError::Database(_)), "{error:?}");
 
         // An existing row that would go below zero.
         let overdraw = entry("authorize", vec![posting("member:m1", "hold:o1", 51)]);
-        let error = uow.append_transaction(&overdraw).await.unwrap_err();
+        let error = test_writes::append_transaction(uow.as_mut(), &overdraw)
+            .await
+            .unwrap_err();
         assert!(matches!(error, StoreError::Database(_)), "{error:?}");
 
         // Exactly to zero is fine.
         let all = entry("authorize", vec![posting("member:m1", "hold:o1", 50)]);
-        uow.append_transaction(&all).await.expect("spend all");
+        test_writes::append_transaction(uow.as_mut(), &all)
+            .await
+            .expect("spend all");
         assert_eq!(uow.balance("member:m1", "PTS").await.unwrap(), 0);
-    }
-
-    #[tokio::test]
-    async fn savepoint_rollback_keeps_earlier_work() {
-        let db = TempDb::new();
-        let store = db.open().await;
-        let mut uow = store.begin().await.expect("begin");
-        let earn = entry("earn", vec![posting("program:issued", "member:m1", 10)]);
-        uow.append_transaction(&earn).await.expect("earn");
-        uow.savepoint().await.expect("savepoint");
-        uow.append_transaction(&earn).await.expect("earn again");
-        uow.insert_lot(&lot(None, 100)).await.expect("lot");
-        uow.rollback_to_savepoint().await.expect("rollback to");
-        uow.release_savepoint().await.expect("release");
-        uow.commit().await.expect("commit");
-
-        let mut read = store.begin_read().await.expect("begin read");
-        assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 10);
-        assert_eq!(
-            read.member_transactions("m1", None, 10)
-                .await
-                .unwrap()
-                .len(),
-            1
-        );
-        assert!(read.member_lots("m1").await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -2022,14 +1892,16 @@ mod tests {
         let db = TempDb::new();
         let store = db.open().await;
         let mut uow = store.begin().await.expect("begin");
-        let never = uow.insert_lot(&lot(None, 10)).await.unwrap();
-        let later = uow
-            .insert_lot(&lot(Some(at(0) + Days::days(2)), 10))
+        let never = test_writes::insert_lot(uow.as_mut(), &lot(None, 10))
             .await
             .unwrap();
-        let spent = uow.insert_lot(&lot(Some(at(0)), 0)).await.unwrap();
-        let sooner = uow
-            .insert_lot(&lot(Some(at(0) + Days::days(1)), 10))
+        let later = test_writes::insert_lot(uow.as_mut(), &lot(Some(at(0) + Days::days(2)), 10))
+            .await
+            .unwrap();
+        let spent = test_writes::insert_lot(uow.as_mut(), &lot(Some(at(0)), 0))
+            .await
+            .unwrap();
+        let sooner = test_writes::insert_lot(uow.as_mut(), &lot(Some(at(0) + Days::days(1)), 10))
             .await
             .unwrap();
         let lots = uow.member_lots("m1").await.unwrap();
@@ -2110,8 +1982,10 @@ mod tests {
         let store = db.open().await;
         let mut uow = store.begin().await.expect("begin");
         let online = order("o1", "");
-        uow.insert_order(&online).await.expect("order");
-        uow.insert_order(&order("o2", "R-9"))
+        test_writes::insert_order(uow.as_mut(), &online)
+            .await
+            .expect("order");
+        test_writes::insert_order(uow.as_mut(), &order("o2", "R-9"))
             .await
             .expect("register sale");
         assert_eq!(uow.get_order("o1", true).await.unwrap(), Some(online));
@@ -2119,13 +1993,15 @@ mod tests {
         assert_eq!(found.as_deref(), Some("o2"));
         assert!(uow.member_has_open_orders("m1").await.unwrap());
 
-        uow.insert_campaign(&campaign()).await.expect("campaign");
+        test_writes::insert_campaign(uow.as_mut(), &campaign())
+            .await
+            .expect("campaign");
         let by_code = uow.campaign_by_public_code("WELCOME").await.unwrap();
         assert_eq!(by_code, Some(campaign()));
-        uow.insert_coupon(&coupon("C1", CouponState::Reserved, "o1"))
+        test_writes::insert_coupon(uow.as_mut(), &coupon("C1", CouponState::Reserved, "o1"))
             .await
             .unwrap();
-        uow.insert_coupon(&coupon("C2", CouponState::Active, ""))
+        test_writes::insert_coupon(uow.as_mut(), &coupon("C2", CouponState::Active, ""))
             .await
             .unwrap();
         assert_eq!(uow.count_coupons("camp", None).await.unwrap(), 2);
@@ -2134,7 +2010,9 @@ mod tests {
         let mut pending = lot(Some(at(0) + Days::days(9)), 10);
         pending.state = LotState::Pending;
         pending.matures_at = Some(at(10));
-        uow.insert_lot(&pending).await.unwrap();
+        test_writes::insert_lot(uow.as_mut(), &pending)
+            .await
+            .unwrap();
 
         let due = uow.due_work(at(120), 10).await.unwrap();
         assert_eq!(due.expired_holds, vec!["o1".to_string(), "o2".to_string()]);
@@ -2143,7 +2021,9 @@ mod tests {
         assert_eq!(uow.due_work(at(5), 10).await.unwrap(), DueWork::default());
 
         let earn = entry("earn", vec![posting("program:issued", "member:m1", 10)]);
-        uow.append_transaction(&earn).await.unwrap();
+        test_writes::append_transaction(uow.as_mut(), &earn)
+            .await
+            .unwrap();
         let snapshot = uow.ledger_snapshot().await.unwrap();
         assert_eq!(snapshot.malformed_postings, 0);
         let issued = AccountTotal {
@@ -2171,7 +2051,9 @@ mod tests {
         let store = db.open().await;
         let earn = entry("earn", vec![posting("program:issued", "member:m1", 10)]);
         let mut uow = store.begin().await.expect("begin");
-        uow.append_transaction(&earn).await.expect("earn");
+        test_writes::append_transaction(uow.as_mut(), &earn)
+            .await
+            .expect("earn");
         drop(uow);
 
         // A reader left mid-snapshot goes back to the pool rolled back.
@@ -2180,7 +2062,9 @@ mod tests {
         drop(read);
 
         let mut uow = store.begin().await.expect("begin after a drop");
-        uow.append_transaction(&earn).await.expect("earn");
+        test_writes::append_transaction(uow.as_mut(), &earn)
+            .await
+            .expect("earn");
         uow.commit().await.expect("commit");
         let mut read = store.begin_read().await.expect("begin read");
         assert_eq!(read.balance("member:m1", "PTS").await.unwrap(), 10);

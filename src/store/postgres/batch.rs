@@ -278,25 +278,14 @@ impl PgUnitOfWork {
         Ok(loaded)
     }
 
-    /// Identifiers, receipts and remembered outcomes, in one statement. Outcomes still waiting
-    /// for the commit (from the row-level path) are in memory, not yet in the table.
+    /// Identifiers, receipts and remembered outcomes, in one statement.
     async fn lookups(&mut self, keys: &Keys, loaded: &mut Loaded) -> StoreResult<()> {
         let identifiers = distinct(&keys.identifiers);
         let receipts: Vec<(String, String, String)> = distinct(&keys.receipts)
             .into_iter()
             .filter(|(_, _, receipt_no)| !receipt_no.is_empty())
             .collect();
-        let mut requests = distinct(&keys.idempotency);
-        requests.retain(|(key_id, request_id)| {
-            let waiting = self
-                .waiting_outcomes
-                .iter()
-                .find(|r| &r.key_id == key_id && &r.request_id == request_id);
-            if let Some(record) = waiting {
-                loaded.idempotency.push(record.clone());
-            }
-            waiting.is_none()
-        });
+        let requests = distinct(&keys.idempotency);
         if identifiers.is_empty() && receipts.is_empty() && requests.is_empty() {
             return Ok(());
         }

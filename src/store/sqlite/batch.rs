@@ -2,18 +2,18 @@
 //!
 //! SQLite runs in-process, so "one statement per table" means one cached prepared statement
 //! per table and kind of change, executed once per row: a few microseconds each, no round
-//! trips to save. The row writes here are the same statements the row-level methods of the
-//! port run (they call these), so the two paths cannot drift apart in columns or encodings.
+//! trips to save. A load, likewise, reads row by row through the store's own row reads.
 
 use std::collections::BTreeSet;
 
 use super::{SqliteUnitOfWork, col};
 use crate::domain::{
-    Account,
+    Account, Asset,
     coupon::Coupon,
     model::{Identifier, Lot, MemberRow, Order, OrderLot},
     ports::{
-        AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, Sequence, StoreError, StoreResult,
+        AccountTotal, ChangeSet, IdempotencyRecord, Keys, LedgerReads, Loaded, Sequence,
+        StoreError, StoreResult,
     },
 };
 
@@ -41,6 +41,92 @@ fn sequence_table(sequence: Sequence) -> (&'static str, &'static str) {
             ",
         ),
     }
+}
+
+/// [`UnitOfWork::load`] row by row, through the row reads: right for an embedded database,
+/// where a lookup costs microseconds.
+pub(super) async fn load_row_by_row<U: LedgerReads + ?Sized>(
+    uow: &mut U,
+    keys: &Keys,
+) -> StoreResult<Loaded> {
+    let mut loaded = Loaded::default();
+    for (key_id, request_id) in &keys.idempotency {
+        if let Some(record) = uow.find_idempotency(key_id, request_id).await? {
+            loaded.idempotency.push(record);
+        }
+    }
+    let mut member_ids: BTreeSet<String> = keys.member_ids.iter().cloned().collect();
+    for identifier in &keys.identifiers {
+        if let Some(member_id) = uow.member_by_identifier(identifier).await? {
+            member_ids.insert(member_id.clone());
+            loaded.identifiers.push((identifier.clone(), member_id));
+        }
+    }
+    let order_ids: BTreeSet<&String> = keys.order_ids.iter().collect();
+    for order_id in order_ids {
+        let hold = Account::Hold(order_id.clone()).to_string();
+        match uow.get_order(order_id, true).await? {
+            Some(order) => {
+                member_ids.insert(order.member_id.clone());
+                loaded.order_lots.extend(uow.order_lots(order_id).await?);
+                loaded.balances.push(points_balance(uow, hold).await?);
+                loaded.orders.push(order);
+            }
+            None => loaded.complete_accounts.push(hold),
+        }
+    }
+    for member_id in &member_ids {
+        let Some(member) = uow.get_member(member_id, true).await? else {
+            continue;
+        };
+        loaded.lots.extend(uow.member_lots(member_id).await?);
+        for account in [
+            Account::Member(member_id.clone()),
+            Account::MemberPending(member_id.clone()),
+        ] {
+            loaded
+                .balances
+                .push(points_balance(uow, account.to_string()).await?);
+        }
+        loaded.members.push(member);
+    }
+    let mut codes: BTreeSet<String> = keys.coupon_codes.iter().cloned().collect();
+    for order in &loaded.orders {
+        codes.extend(
+            uow.order_coupons(&order.order_id)
+                .await?
+                .into_iter()
+                .map(|coupon| coupon.code),
+        );
+    }
+    for code in &codes {
+        if let Some(coupon) = uow.get_coupon(code, true).await? {
+            loaded.coupons.push(coupon);
+        }
+    }
+    for receipt in &keys.receipts {
+        let (store_id, register_id, receipt_no) = receipt;
+        if let Some(order_id) = uow
+            .order_by_receipt(store_id, register_id, receipt_no)
+            .await?
+        {
+            loaded.receipts.push((receipt.clone(), order_id));
+        }
+    }
+    Ok(loaded)
+}
+
+async fn points_balance<U: LedgerReads + ?Sized>(
+    uow: &mut U,
+    account: String,
+) -> StoreResult<AccountTotal> {
+    let asset = Asset::Points.to_string();
+    let amount = uow.balance(&account, &asset).await?;
+    Ok(AccountTotal {
+        account,
+        asset,
+        amount,
+    })
 }
 
 /// An update that must find the one row the batch loaded; any other count is a bug (the row
@@ -222,7 +308,7 @@ impl SqliteUnitOfWork {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Row writes: one statement per table and kind, shared by the flush and the row-level methods.
+// Row writes of the flush: one cached statement per table and kind.
 // Updates return how many rows they changed.
 
 impl SqliteUnitOfWork {
@@ -444,6 +530,7 @@ mod tests {
         model::LotState,
         ports::{Sequence, Store},
     };
+    use crate::store::test_writes;
 
     /// A database file in a directory of its own, removed when dropped.
     struct TempDir(PathBuf);
@@ -485,7 +572,9 @@ mod tests {
         let mut uow = store.begin().await.expect("begin");
         let reserved = uow.reserve_ids(Sequence::Lots, 3).await.expect("reserve");
         assert_eq!(reserved, [1, 2, 3]);
-        let inserted = uow.insert_lot(&lot()).await.expect("insert");
+        let inserted = test_writes::insert_lot(uow.as_mut(), &lot())
+            .await
+            .expect("insert");
         assert_eq!(inserted, 4, "the first insert comes after the reservation");
         assert_eq!(uow.reserve_ids(Sequence::Lots, 1).await.unwrap(), [5]);
         uow.commit().await.expect("commit");
