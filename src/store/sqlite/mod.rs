@@ -14,9 +14,16 @@
 //!
 //! Encoding: instants are INTEGER microseconds since the Unix epoch, money is canonical decimal
 //! TEXT, enums are their `as_str()` names, structured values are JSON text.
+//!
+//! Layout, the same as the PostgreSQL backend's so the two read side by side: this file holds
+//! the store, its connections, units of work and errors, and the port's implementation, whose
+//! every method runs its area's SQL: `members.rs` (members and identifiers), `journal.rs`
+//! (transactions, postings, balances), `lots.rs`, `orders.rs` (orders and order lots),
+//! `coupons.rs` (campaigns and coupons), `reference.rs` (program and stores), `keys.rs` (API
+//! keys and idempotency records), `verify.rs` (due work and the verifier's snapshot); `batch.rs`
+//! orchestrates a batch's load, id reservations and flush over the areas' row statements.
 
 use std::{
-    collections::BTreeMap,
     fmt::Display,
     path::PathBuf,
     str::FromStr,
@@ -38,23 +45,25 @@ use sqlx::{
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use super::{receipt_no_param, to_json};
 use crate::domain::{
-    Account, Money,
-    auth::Role,
-    coupon::{Campaign, Coupon, CouponState},
-    model::{
-        self, Channel, Identifier, LatLng, Lot, LotState, MemberRow, MemberState, Order, OrderLot,
-        OrderState, Posting, Program, Transaction,
-    },
+    Money,
+    coupon::{Campaign, Coupon},
+    model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
-        LedgerSnapshot, Loaded, MemberLotTotals, NewTransaction, Sequence, Store, StoreError,
-        StoreResult, UnitOfWork,
+        ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
+        Loaded, Sequence, Store, StoreError, StoreResult, UnitOfWork,
     },
 };
 
 mod batch;
+mod coupons;
+mod journal;
+mod keys;
+mod lots;
+mod members;
+mod orders;
+mod reference;
+mod verify;
 
 /// The schema, the single source for both the file and the in-memory database.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -482,156 +491,10 @@ impl SqliteUnitOfWork {
             .bind(from); // ?2
         self.run(query)
     }
-
-    fn strings(&self, sql: &'static str, now: i64, limit: i64) -> StoreResult<Vec<String>> {
-        self.query(sql)?
-            .bind(now) // ?1
-            .bind(limit) // ?2
-            .fetch_all(|row| col(row, 0))
-    }
-
-    fn account_totals(&self, sql: &'static str) -> StoreResult<Vec<AccountTotal>> {
-        self.query(sql)?.fetch_all(|row| {
-            Ok(AccountTotal {
-                account: col(row, 0)?,
-                asset: col(row, 1)?,
-                amount: col(row, 2)?,
-            })
-        })
-    }
-
-    /// One cached statement, executed once per posting (a few microseconds each). Postings
-    /// are numbered from 1 in order, as PostgreSQL numbers them.
-    fn insert_postings(&self, transaction_id: i64, postings: &[Posting]) -> StoreResult<()> {
-        for (posting_no, posting) in (1_i64..).zip(postings) {
-            let query = self
-                .query(
-                    r"
-                    insert into postings (
-                        transaction_id, posting_no, from_account, to_account, asset, amount
-                    )
-                    values (?1, ?2, ?3, ?4, ?5, ?6)
-                    ",
-                )?
-                .bind(transaction_id) // ?1
-                .bind(posting_no) // ?2
-                .bind(&posting.from_account) // ?3
-                .bind(&posting.to_account) // ?4
-                .bind(&posting.asset) // ?5
-                .bind(posting.amount); // ?6
-            self.run(query)?;
-        }
-        Ok(())
-    }
-
-    fn credit_balance(&self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into balances (account, asset, balance)
-                values (?1, ?2, ?3)
-                on conflict (account, asset) do update
-                set balance = balances.balance + excluded.balance
-                ",
-            )?
-            .bind(account) // ?1
-            .bind(asset) // ?2
-            .bind(delta); // ?3
-        self.run(query)
-    }
-
-    fn debit_balance(&self, account: &str, asset: &str, delta: i64) -> StoreResult<()> {
-        let updated = self
-            .query(
-                r"
-                update balances
-                set balance = balance + ?3
-                where account = ?1
-                  and asset = ?2
-                ",
-            )?
-            .bind(account) // ?1
-            .bind(asset) // ?2
-            .bind(delta) // ?3
-            .execute()?;
-        if updated == 0 {
-            // No row: the balance is zero, and a debit would take it below zero.
-            return Err(StoreError::Database(
-                format!("balance of {account} in {asset} would go below zero (by {delta})").into(),
-            ));
-        }
-        Ok(())
-    }
-
-    fn postings_between(
-        &self,
-        member_id: &str,
-        first_id: i64,
-        last_id: i64,
-    ) -> StoreResult<BTreeMap<i64, Vec<Posting>>> {
-        let query = self
-            .query(
-                r"
-                select p.transaction_id, p.from_account, p.to_account, p.asset, p.amount
-                from postings p
-                join transactions t on t.transaction_id = p.transaction_id
-                where t.member_id = ?1
-                  and p.transaction_id between ?2 and ?3
-                order by p.transaction_id, p.posting_no
-                ",
-            )?
-            .bind(member_id) // ?1
-            .bind(first_id) // ?2
-            .bind(last_id); // ?3
-        let mut postings: BTreeMap<i64, Vec<Posting>> = BTreeMap::new();
-        for (transaction_id, posting) in self.fetch_all(query, posting_from_row)? {
-            postings.entry(transaction_id).or_default().push(posting);
-        }
-        Ok(postings)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Column lists that several queries of a table share.
-
-/// The columns of a store, for the queries below.
-macro_rules! select_stores {
-    () => {
-        r"
-            select store_id, name, latitude, longitude, time_zone,
-                   geofence_radius_m, geofence_polygon
-            from stores"
-    };
-}
-
-/// The columns of a lot, for the queries below.
-macro_rules! select_lots {
-    () => {
-        r"
-            select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-                   original_points, remaining_points, held_points
-            from point_lots"
-    };
-}
-
-/// The columns of a campaign, for the queries below.
-macro_rules! select_campaigns {
-    () => {
-        r"
-            select campaign_id, body
-            from campaigns"
-    };
-}
-
-/// The columns of a coupon, for the queries below.
-macro_rules! select_coupons {
-    () => {
-        r"
-            select code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                   source, order_id, redeemed_at, issued_at
-            from coupons"
-    };
-}
+// The port: each method runs its area's SQL.
 
 #[async_trait]
 impl LedgerReads for SqliteUnitOfWork {
@@ -640,190 +503,54 @@ impl LedgerReads for SqliteUnitOfWork {
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
-        let query = self
-            .query(
-                r"
-                select key_id, request_id, request_hash, outcome, created_at
-                from idempotency_keys
-                where key_id = ?1
-                  and request_id = ?2
-                ",
-            )?
-            .bind(key_id) // ?1
-            .bind(request_id); // ?2
-        self.fetch_optional(query, idempotency_from_row)
+        keys::find_idempotency(self, key_id, request_id)
     }
 
-    /// `BEGIN IMMEDIATE` already serialises writers: no row lock needed.
-    async fn load_program(&mut self, _lock: bool) -> StoreResult<Option<Program>> {
-        let query = self.query(
-            r"
-            select id, body
-            from program
-            where id = 1
-            ",
-        )?;
-        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
+    async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
+        reference::load_program(self, lock)
     }
 
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let query = self
-            .query(concat!(
-                select_stores!(),
-                r"
-                where store_id = ?1
-                "
-            ))?
-            .bind(store_id); // ?1
-        self.fetch_optional(query, store_from_row)
+        reference::get_store(self, store_id)
     }
 
     async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        let query = self.query(concat!(
-            select_stores!(),
-            r"
-            order by store_id
-            "
-        ))?;
-        self.fetch_all(query, store_from_row)
+        reference::list_stores(self)
     }
 
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_member(&mut self, member_id: &str, _lock: bool) -> StoreResult<Option<MemberRow>> {
-        let query = self
-            .query(
-                r"
-                select member_id, display_name, state, merged_into, created_at,
-                       lifetime_earned_points, lifetime_redeemed_points
-                from members
-                where member_id = ?1
-                ",
-            )?
-            .bind(member_id); // ?1
-        self.fetch_optional(query, member_from_row)
+    async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
+        members::get_member(self, member_id, lock)
     }
 
     async fn member_by_identifier(
         &mut self,
         identifier: &Identifier,
     ) -> StoreResult<Option<String>> {
-        self.query(
-            r"
-            select member_id
-            from identifiers
-            where kind = ?1
-              and value = ?2
-            ",
-        )?
-        .bind(&identifier.kind) // ?1
-        .bind(&identifier.value) // ?2
-        .fetch_optional(|row| col(row, 0))
+        members::member_by_identifier(self, identifier)
     }
 
     async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
-        self.query(
-            r"
-            select kind, value
-            from identifiers
-            where member_id = ?1
-            order by kind, value
-            ",
-        )?
-        .bind(member_id) // ?1
-        .fetch_all(|row| {
-            Ok(Identifier {
-                kind: col(row, 0)?,
-                value: col(row, 1)?,
-            })
-        })
+        members::identifiers(self, member_id)
     }
 
     async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        let guarded = Account::parse(account).is_some_and(|a| a.is_guarded());
-        let sql = if guarded {
-            r"
-            select coalesce(sum(balance), 0)
-            from balances
-            where account = ?1
-              and asset = ?2
-            "
-        } else {
-            r"
-            select coalesce(sum(amount), 0)
-            from (
-                select amount from postings where to_account = ?1 and asset = ?2
-                union all
-                select -amount from postings where from_account = ?1 and asset = ?2
-            )
-            "
-        };
-        self.query(sql)?
-            .bind(account) // ?1
-            .bind(asset) // ?2
-            .fetch_one(|row| col(row, 0))
+        journal::balance(self, account, asset)
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let query = self
-            .query(concat!(
-                select_lots!(),
-                r"
-                where member_id = ?1
-                  and remaining_points > 0
-                order by expires_at is null, expires_at, lot_id
-                "
-            ))?
-            .bind(member_id); // ?1
-        self.fetch_all(query, lot_from_row)
+        lots::member_lots(self, member_id)
     }
 
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
-        self.query(
-            r"
-            select order_id, lot_id, points, restored_points
-            from order_lots
-            where order_id = ?1
-            order by lot_id
-            ",
-        )?
-        .bind(order_id) // ?1
-        .fetch_all(|row| {
-            Ok(OrderLot {
-                order_id: col(row, 0)?,
-                lot_id: col(row, 1)?,
-                points: col(row, 2)?,
-                restored_points: col(row, 3)?,
-            })
-        })
+        orders::order_lots(self, order_id)
     }
 
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let query = self
-            .query(concat!(
-                select_lots!(),
-                r"
-                where lot_id = ?1
-                "
-            ))?
-            .bind(lot_id); // ?1
-        self.fetch_optional(query, lot_from_row)
+        lots::get_lot(self, lot_id)
     }
 
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_order(&mut self, order_id: &str, _lock: bool) -> StoreResult<Option<Order>> {
-        let query = self
-            .query(
-                r"
-                select order_id, member_id, state, channel, store_id, register_id, receipt_no,
-                       lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-                       points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                       points_reversed, points_restored, occurred_at, created_at
-                from orders
-                where order_id = ?1
-                ",
-            )?
-            .bind(order_id); // ?1
-        self.fetch_optional(query, order_from_row)
+    async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
+        orders::get_order(self, order_id, lock)
     }
 
     async fn order_by_receipt(
@@ -832,76 +559,30 @@ impl LedgerReads for SqliteUnitOfWork {
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>> {
-        self.query(
-            r"
-            select order_id
-            from orders
-            where store_id = ?1
-              and register_id = ?2
-              and receipt_no = ?3
-            ",
-        )?
-        .bind(store_id) // ?1
-        .bind(register_id) // ?2
-        .bind(receipt_no) // ?3
-        .fetch_optional(|row| col(row, 0))
+        orders::order_by_receipt(self, store_id, register_id, receipt_no)
     }
 
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
-        self.query(
-            r"
-            select exists (
-                select 1
-                from orders
-                where member_id = ?1
-                  and state = 'authorized'
-            )
-            ",
-        )?
-        .bind(member_id) // ?1
-        .fetch_one(|row| col(row, 0))
+        orders::member_has_open_orders(self, member_id)
     }
 
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
     async fn get_campaign(
         &mut self,
         campaign_id: &str,
-        _lock: bool,
+        lock: bool,
     ) -> StoreResult<Option<Campaign>> {
-        let query = self
-            .query(concat!(
-                select_campaigns!(),
-                r"
-                where campaign_id = ?1
-                "
-            ))?
-            .bind(campaign_id); // ?1
-        self.fetch_optional(query, campaign_from_row)
+        coupons::get_campaign(self, campaign_id, lock)
     }
 
     async fn campaign_by_public_code(
         &mut self,
         public_code: &str,
     ) -> StoreResult<Option<Campaign>> {
-        let query = self
-            .query(concat!(
-                select_campaigns!(),
-                r"
-                where public_code = ?1
-                "
-            ))?
-            .bind(public_code); // ?1
-        self.fetch_optional(query, campaign_from_row)
+        coupons::campaign_by_public_code(self, public_code)
     }
 
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        let query = self.query(concat!(
-            select_campaigns!(),
-            r"
-            order by created_at, campaign_id
-            "
-        ))?;
-        self.fetch_all(query, campaign_from_row)
+        coupons::list_campaigns(self)
     }
 
     async fn count_coupons(
@@ -909,57 +590,19 @@ impl LedgerReads for SqliteUnitOfWork {
         campaign_id: &str,
         member_id: Option<&str>,
     ) -> StoreResult<i64> {
-        self.query(
-            r"
-            select count(*)
-            from coupons
-            where campaign_id = ?1
-              and (?2 is null or member_id = ?2)
-            ",
-        )?
-        .bind(campaign_id) // ?1
-        .bind(member_id) // ?2
-        .fetch_one(|row| col(row, 0))
+        coupons::count_coupons(self, campaign_id, member_id)
     }
 
-    /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
-    async fn get_coupon(&mut self, code: &str, _lock: bool) -> StoreResult<Option<Coupon>> {
-        let query = self
-            .query(concat!(
-                select_coupons!(),
-                r"
-                where code = ?1
-                "
-            ))?
-            .bind(code); // ?1
-        self.fetch_optional(query, coupon_from_row)
+    async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
+        coupons::get_coupon(self, code, lock)
     }
 
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = self
-            .query(concat!(
-                select_coupons!(),
-                r"
-                where member_id = ?1
-                order by issued_at, code
-                "
-            ))?
-            .bind(member_id); // ?1
-        self.fetch_all(query, coupon_from_row)
+        coupons::member_coupons(self, member_id)
     }
 
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = self
-            .query(concat!(
-                select_coupons!(),
-                r"
-                where order_id = ?1
-                  and order_id <> ''
-                order by code
-                "
-            ))?
-            .bind(order_id); // ?1
-        self.fetch_all(query, coupon_from_row)
+        coupons::order_coupons(self, order_id)
     }
 }
 
@@ -971,93 +614,27 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into api_keys (
-                    key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at,
-                    last_used_at
-                )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                ",
-            )?
-            .bind(&key.key_id) // ?1
-            .bind(&key.key_hash) // ?2
-            .bind(key.role.as_str()) // ?3
-            .bind(key.store_id.as_deref()) // ?4
-            .bind(&key.name) // ?5
-            .bind(key.created_at.timestamp_micros()) // ?6
-            .bind(key.expires_at.map(|at| at.timestamp_micros())) // ?7
-            .bind(key.revoked_at.map(|at| at.timestamp_micros())) // ?8
-            .bind(key.last_used_at.map(|at| at.timestamp_micros())); // ?9
-        self.run(query)
+        keys::insert_api_key(self, key)
     }
 
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let query = self
-            .query(
-                r"
-                select key_id, key_hash, role, store_id, name, created_at, expires_at,
-                    revoked_at, last_used_at
-                from api_keys
-                where key_hash = ?1
-                ",
-            )?
-            .bind(key_hash); // ?1
-        self.fetch_optional(query, api_key_from_row)
+        keys::find_api_key(self, key_hash)
     }
 
     async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let query = self.query(
-            r"
-            select key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at,
-                last_used_at
-            from api_keys
-            order by created_at, key_id
-            ",
-        )?;
-        self.fetch_all(query, api_key_from_row)
+        keys::list_api_keys(self)
     }
 
     async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
-        let query = self
-            .query(
-                r"
-                update api_keys
-                set revoked_at = coalesce(revoked_at, ?2)
-                where key_id = ?1
-                ",
-            )?
-            .bind(key_id) // ?1
-            .bind(at.timestamp_micros()); // ?2
-        Ok(query.execute()? == 1)
+        keys::revoke_api_key(self, key_id, at)
     }
 
     async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                update api_keys
-                set last_used_at = max(coalesce(last_used_at, 0), ?2)
-                where key_id = ?1
-                ",
-            )?
-            .bind(key_id) // ?1
-            .bind(at.timestamp_micros()); // ?2
-        self.run(query)
+        keys::touch_api_key(self, key_id, at)
     }
 
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into program (id, body)
-                values (1, ?1)
-                on conflict (id) do nothing
-                ",
-            )?
-            .bind(to_json(program)?); // ?1
-        self.run(query)
+        reference::ensure_program(self, program)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -1067,34 +644,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         before_transaction_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<Transaction>> {
-        let query = self
-            .query(
-                r"
-                select transaction_id, kind, member_id, occurred_at, recorded_at,
-                       channel, store_id, order_id, metadata
-                from transactions
-                where member_id = ?1
-                  and transaction_id < ?2
-                order by transaction_id desc
-                limit ?3
-                ",
-            )?
-            .bind(member_id) // ?1
-            .bind(before_transaction_id.unwrap_or(i64::MAX)) // ?2
-            .bind(limit.max(0)); // ?3
-        let mut transactions = self.fetch_all(query, transaction_from_row)?;
-        let (Some(newest), Some(oldest)) = (transactions.first(), transactions.last()) else {
-            return Ok(transactions);
-        };
-        // The page is every transaction of the member between its oldest and newest id.
-        let (first_id, last_id) = (oldest.transaction_id, newest.transaction_id);
-        let mut postings = self.postings_between(member_id, first_id, last_id)?;
-        for transaction in &mut transactions {
-            transaction.postings = postings
-                .remove(&transaction.transaction_id)
-                .unwrap_or_default();
-        }
-        Ok(transactions)
+        journal::member_transactions(self, member_id, before_transaction_id, limit)
     }
 
     /// Row by row (a lookup here costs microseconds, not a round trip), with every balance of
@@ -1117,387 +667,12 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
-        let now = now.timestamp_micros();
-        let limit = limit.max(0);
-        let expired_holds = self.strings(
-            r"
-                select order_id
-                from orders
-                where state = 'authorized'
-                  and hold_expires_at <= ?1
-                order by hold_expires_at, order_id
-                limit ?2
-                ",
-            now,
-            limit,
-        )?;
-        // Two arms, so each can use its partial index; `union` makes the ids distinct.
-        let members_with_due_lots = self.strings(
-            r"
-                select member_id
-                from point_lots
-                where state = 'pending'
-                  and matures_at <= ?1
-                union
-                select member_id
-                from point_lots
-                where remaining_points > held_points
-                  and expires_at <= ?1
-                  and state in ('pending', 'available')
-                order by member_id
-                limit ?2
-                ",
-            now,
-            limit,
-        )?;
-        let expired_coupons = self.strings(
-            r"
-                select code
-                from coupons
-                where state = 'active'
-                  and valid_until <= ?1
-                order by valid_until, code
-                limit ?2
-                ",
-            now,
-            limit,
-        )?;
-        Ok(DueWork {
-            expired_holds,
-            members_with_due_lots,
-            expired_coupons,
-        })
+        verify::due_work(self, now, limit)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
-        let malformed_postings: i64 = self
-            .query(
-                r"
-                select count(*)
-                from postings
-                where amount <= 0
-                   or from_account = to_account
-                ",
-            )?
-            .fetch_one(|row| col(row, 0))?;
-        let posting_sums = self.account_totals(
-            r"
-                select account, asset, sum(amount)
-                from (
-                    select to_account as account, asset, amount from postings
-                    union all
-                    select from_account as account, asset, -amount from postings
-                )
-                group by account, asset
-                order by account, asset
-                ",
-        )?;
-        let stored_balances = self.account_totals(
-            r"
-                select account, asset, balance
-                from balances
-                order by account, asset
-                ",
-        )?;
-        let coupon_positions = self.account_totals(
-            r"
-                select account, asset, count(*)
-                from (
-                    select 'member:' || member_id as account, 'CPN:' || campaign_id as asset
-                    from coupons
-                    where state = 'active'
-                    union all
-                    select 'hold:' || order_id as account, 'CPN:' || campaign_id as asset
-                    from coupons
-                    where state = 'reserved'
-                )
-                group by account, asset
-                order by account, asset
-                ",
-        )?;
-        let lot_totals = self.lot_totals()?;
-        let (authorized_orders, orders_resolved_twice) = self.order_checks()?;
-        Ok(LedgerSnapshot {
-            malformed_postings,
-            posting_sums,
-            stored_balances,
-            lot_totals,
-            authorized_orders,
-            orders_resolved_twice,
-            coupon_positions,
-        })
-    }
-}
-
-// Rare writes of a flush (admin writes, merges): one statement each, and most batches have
-// none.
-impl SqliteUnitOfWork {
-    /// The rare parts of a [`ChangeSet`], written first: the rows after them already name
-    /// their final member.
-    fn write_rare_parts(&self, changes: &ChangeSet) -> StoreResult<()> {
-        for store in &changes.new_stores {
-            self.insert_store(store)?;
-        }
-        if let Some(program) = &changes.program {
-            self.save_program(program)?;
-        }
-        for campaign in &changes.new_campaigns {
-            self.insert_campaign(campaign)?;
-        }
-        for (source, target) in &changes.merges {
-            self.move_lots(source, target)?;
-            self.move_coupons(source, target)?;
-            self.move_identifiers(source, target)?;
-        }
-        Ok(())
-    }
-
-    fn save_program(&self, program: &Program) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into program (id, body)
-                values (1, ?1)
-                on conflict (id) do update
-                set body = excluded.body
-                ",
-            )?
-            .bind(to_json(program)?); // ?1
-        self.run(query)
-    }
-
-    fn insert_store(&self, store: &model::Store) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into stores (
-                    store_id, name, latitude, longitude, time_zone,
-                    geofence_radius_m, geofence_polygon, created_at
-                )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                ",
-            )?
-            .bind(&store.store_id) // ?1
-            .bind(&store.name) // ?2
-            .bind(store.location.latitude) // ?3
-            .bind(store.location.longitude) // ?4
-            .bind(&store.time_zone) // ?5
-            .bind(store.geofence_radius_m) // ?6
-            .bind(to_json(&store.geofence_polygon)?) // ?7
-            .bind(Utc::now().timestamp_micros()); // ?8: bookkeeping only; the port passes no instant
-        self.run(query)
-    }
-
-    fn move_identifiers(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r"
-            update identifiers
-            set member_id = ?1
-            where member_id = ?2
-            ";
-        self.move_member_rows(sql, from_member_id, to_member_id)
-    }
-
-    fn move_lots(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r"
-            update point_lots
-            set member_id = ?1
-            where member_id = ?2
-            ";
-        self.move_member_rows(sql, from_member_id, to_member_id)
-    }
-
-    fn insert_campaign(&self, campaign: &Campaign) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into campaigns (campaign_id, public_code, body, created_at)
-                values (?1, ?2, ?3, ?4)
-                ",
-            )?
-            .bind(&campaign.campaign_id) // ?1
-            .bind(campaign.public_code.as_deref()) // ?2
-            .bind(to_json(campaign)?) // ?3
-            .bind(campaign.created_at.timestamp_micros()); // ?4
-        self.run(query)
-    }
-
-    fn move_coupons(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r"
-            update coupons
-            set member_id = ?1
-            where member_id = ?2
-            ";
-        self.move_member_rows(sql, from_member_id, to_member_id)
-    }
-}
-
-impl SqliteUnitOfWork {
-    fn lot_totals(&self) -> StoreResult<Vec<MemberLotTotals>> {
-        self.query(
-            r"
-            select member_id,
-                   coalesce(sum(case when state = 'pending' then remaining_points end), 0),
-                   coalesce(
-                       sum(case when state in ('available', 'expired') then remaining_points end),
-                       0
-                   ),
-                   coalesce(sum(held_points), 0),
-                   count(
-                       case
-                           when original_points < 0
-                             or remaining_points < 0
-                             or held_points < 0
-                             or remaining_points > original_points
-                             or held_points > remaining_points
-                           then 1
-                       end
-                   )
-            from point_lots
-            group by member_id
-            order by member_id
-            ",
-        )?
-        .fetch_all(|row| {
-            Ok(MemberLotTotals {
-                member_id: col(row, 0)?,
-                pending_remaining: col(row, 1)?,
-                spendable_remaining: col(row, 2)?,
-                held: col(row, 3)?,
-                malformed_lots: col(row, 4)?,
-            })
-        })
-    }
-
-    /// Authorized orders with their points redeemed, and orders resolved more than once.
-    fn order_checks(&self) -> StoreResult<(Vec<AuthorizedOrder>, Vec<String>)> {
-        let authorized_orders = self
-            .query(
-                r"
-                select order_id, points_redeemed
-                from orders
-                where state = 'authorized'
-                order by order_id
-                ",
-            )?
-            .fetch_all(|row| Ok((col(row, 0)?, col(row, 1)?)))?;
-        let resolved_twice = self
-            .query(
-                r"
-                select order_id
-                from transactions
-                where kind in ('capture', 'void', 'hold_expired')
-                  and order_id <> ''
-                group by order_id
-                having count(*) > 1
-                order by order_id
-                ",
-            )?
-            .fetch_all(|row| col(row, 0))?;
-        Ok((authorized_orders, resolved_twice))
-    }
-}
-
-/// An authorized order's id and the points it redeemed (held until capture or void).
-type AuthorizedOrder = (String, i64);
-
-// ---------------------------------------------------------------------------------------------
-// Binding: one function per table binds the columns its insert and its update share.
-
-impl SqliteUnitOfWork {
-    /// Every column of a transaction but `transaction_id` (AUTOINCREMENT picks it, or a batch
-    /// binds the one it reserved as ?9).
-    fn transaction_query<'c>(
-        &'c self,
-        sql: &str,
-        transaction: &NewTransaction,
-    ) -> StoreResult<Query<'c>> {
-        let metadata: BTreeMap<&str, &str> = transaction
-            .metadata
-            .iter()
-            .map(|(key, value)| (key.as_str(), value.as_str()))
-            .collect();
-        Ok(self
-            .query(sql)?
-            .bind(transaction.kind) // ?1
-            .bind(&transaction.member_id) // ?2
-            .bind(transaction.occurred_at.timestamp_micros()) // ?3
-            .bind(transaction.recorded_at.timestamp_micros()) // ?4
-            .bind(transaction.channel.map(Channel::as_str)) // ?5
-            .bind(&transaction.store_id) // ?6
-            .bind(&transaction.order_id) // ?7
-            .bind(to_json(&metadata)?)) // ?8
-    }
-
-    /// `member_id` (?1) to `lifetime_redeemed_points` (?6); the insert adds `created_at` (?7).
-    fn member_query<'c>(&'c self, sql: &str, member: &MemberRow) -> StoreResult<Query<'c>> {
-        Ok(self
-            .query(sql)?
-            .bind(&member.member_id) // ?1
-            .bind(&member.display_name) // ?2
-            .bind(member.state.as_str()) // ?3
-            .bind(member.merged_into.as_deref()) // ?4
-            .bind(member.lifetime_earned_points) // ?5
-            .bind(member.lifetime_redeemed_points)) // ?6
-    }
-
-    /// Every column but `lot_id`, which the insert returns and the update binds as ?10.
-    fn lot_query<'c>(&'c self, sql: &str, lot: &Lot) -> StoreResult<Query<'c>> {
-        Ok(self
-            .query(sql)?
-            .bind(&lot.member_id) // ?1
-            .bind(&lot.order_id) // ?2
-            .bind(lot.state.as_str()) // ?3
-            .bind(lot.earned_at.timestamp_micros()) // ?4
-            .bind(lot.matures_at.map(|at| at.timestamp_micros())) // ?5
-            .bind(lot.expires_at.map(|at| at.timestamp_micros())) // ?6
-            .bind(lot.original_points) // ?7
-            .bind(lot.remaining_points) // ?8
-            .bind(lot.held_points)) // ?9
-    }
-
-    /// Every column of an order, `order_id` first.
-    fn order_query<'c>(&'c self, sql: &str, order: &Order) -> StoreResult<Query<'c>> {
-        Ok(self
-            .query(sql)?
-            .bind(&order.order_id) // ?1
-            .bind(&order.member_id) // ?2
-            .bind(order.state.as_str()) // ?3
-            .bind(order.channel.as_str()) // ?4
-            .bind(&order.store_id) // ?5
-            .bind(&order.register_id) // ?6
-            .bind(receipt_no_param(&order.receipt_no)) // ?7
-            .bind(to_json(&order.lines)?) // ?8
-            .bind(order.total.to_string()) // ?9
-            .bind(order.coupon_discount.to_string()) // ?10
-            .bind(order.points_redeemed) // ?11
-            .bind(order.amount_due.to_string()) // ?12
-            .bind(order.points_earned) // ?13
-            .bind(order.points_pending) // ?14
-            .bind(to_json(&order.coupon_codes)?) // ?15
-            .bind(order.hold_expires_at.map(|at| at.timestamp_micros())) // ?16
-            .bind(order.refunded_amount.to_string()) // ?17
-            .bind(order.points_reversed) // ?18
-            .bind(order.points_restored) // ?19
-            .bind(order.occurred_at.timestamp_micros()) // ?20
-            .bind(order.created_at.timestamp_micros())) // ?21
-    }
-
-    /// Every column of a coupon, `code` first.
-    fn coupon_query<'c>(&'c self, sql: &str, coupon: &Coupon) -> StoreResult<Query<'c>> {
-        Ok(self
-            .query(sql)?
-            .bind(&coupon.code) // ?1
-            .bind(&coupon.campaign_id) // ?2
-            .bind(&coupon.variant_id) // ?3
-            .bind(&coupon.member_id) // ?4
-            .bind(coupon.state.as_str()) // ?5
-            .bind(coupon.valid_from.timestamp_micros()) // ?6
-            .bind(coupon.valid_until.map(|at| at.timestamp_micros())) // ?7
-            .bind(&coupon.source) // ?8
-            .bind(&coupon.order_id) // ?9
-            .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // ?10
-            .bind(coupon.issued_at.timestamp_micros())) // ?11
+        verify::ledger_snapshot(self)
     }
 }
 
@@ -1562,160 +737,6 @@ impl<'r, 's> Cols<'r, 's> {
     }
 }
 
-fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
-    let c = Cols::new(row, "api_keys", "key_id");
-    Ok(ApiKeyRecord {
-        key_id: c.get("key_id")?,
-        key_hash: c.get("key_hash")?,
-        role: c.named("role", Role::parse)?,
-        store_id: c.get("store_id")?,
-        name: c.get("name")?,
-        created_at: c.instant("created_at")?,
-        expires_at: c.opt_instant("expires_at")?,
-        revoked_at: c.opt_instant("revoked_at")?,
-        last_used_at: c.opt_instant("last_used_at")?,
-    })
-}
-
-fn idempotency_from_row(row: &Row<'_>) -> StoreResult<IdempotencyRecord> {
-    let c = Cols::new(row, "idempotency_keys", "request_id");
-    Ok(IdempotencyRecord {
-        key_id: c.get("key_id")?,
-        request_id: c.get("request_id")?,
-        request_hash: c.get("request_hash")?,
-        outcome: c.get("outcome")?,
-        created_at: c.instant("created_at")?,
-    })
-}
-
-fn store_from_row(row: &Row<'_>) -> StoreResult<model::Store> {
-    let c = Cols::new(row, "stores", "store_id");
-    Ok(model::Store {
-        store_id: c.get("store_id")?,
-        name: c.get("name")?,
-        location: LatLng {
-            latitude: c.get("latitude")?,
-            longitude: c.get("longitude")?,
-        },
-        time_zone: c.get("time_zone")?,
-        geofence_radius_m: c.get("geofence_radius_m")?,
-        geofence_polygon: c.json("geofence_polygon")?,
-    })
-}
-
-fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
-    let c = Cols::new(row, "members", "member_id");
-    Ok(MemberRow {
-        member_id: c.get("member_id")?,
-        display_name: c.get("display_name")?,
-        state: c.named("state", MemberState::parse)?,
-        merged_into: c.get("merged_into")?,
-        created_at: c.instant("created_at")?,
-        lifetime_earned_points: c.get("lifetime_earned_points")?,
-        lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
-    })
-}
-
-/// A transaction without its postings (read separately, one query per page).
-fn transaction_from_row(row: &Row<'_>) -> StoreResult<Transaction> {
-    let c = Cols::new(row, "transactions", "transaction_id");
-    let channel: Option<String> = c.get("channel")?;
-    let channel = channel
-        .map(|name| {
-            Channel::parse(&name)
-                .ok_or_else(|| c.corrupt("channel", format!("unknown value {name:?}")))
-        })
-        .transpose()?;
-    Ok(Transaction {
-        transaction_id: c.get("transaction_id")?,
-        kind: c.get("kind")?,
-        member_id: c.get("member_id")?,
-        occurred_at: c.instant("occurred_at")?,
-        recorded_at: c.instant("recorded_at")?,
-        channel,
-        store_id: c.get("store_id")?,
-        order_id: c.get("order_id")?,
-        postings: Vec::new(),
-        metadata: c.json("metadata")?,
-    })
-}
-
-fn posting_from_row(row: &Row<'_>) -> StoreResult<(i64, Posting)> {
-    let c = Cols::new(row, "postings", "transaction_id");
-    let posting = Posting {
-        from_account: c.get("from_account")?,
-        to_account: c.get("to_account")?,
-        asset: c.get("asset")?,
-        amount: c.get("amount")?,
-    };
-    Ok((c.get("transaction_id")?, posting))
-}
-
-fn lot_from_row(row: &Row<'_>) -> StoreResult<Lot> {
-    let c = Cols::new(row, "point_lots", "lot_id");
-    Ok(Lot {
-        lot_id: c.get("lot_id")?,
-        member_id: c.get("member_id")?,
-        order_id: c.get("order_id")?,
-        state: c.named("state", LotState::parse)?,
-        earned_at: c.instant("earned_at")?,
-        matures_at: c.opt_instant("matures_at")?,
-        expires_at: c.opt_instant("expires_at")?,
-        original_points: c.get("original_points")?,
-        remaining_points: c.get("remaining_points")?,
-        held_points: c.get("held_points")?,
-    })
-}
-
-fn order_from_row(row: &Row<'_>) -> StoreResult<Order> {
-    let c = Cols::new(row, "orders", "order_id");
-    let receipt_no: Option<String> = c.get("receipt_no")?;
-    Ok(Order {
-        order_id: c.get("order_id")?,
-        member_id: c.get("member_id")?,
-        state: c.named("state", OrderState::parse)?,
-        channel: c.named("channel", Channel::parse)?,
-        store_id: c.get("store_id")?,
-        register_id: c.get("register_id")?,
-        receipt_no: receipt_no.unwrap_or_default(),
-        lines: c.json("lines")?,
-        total: c.money("total")?,
-        coupon_discount: c.money("coupon_discount")?,
-        points_redeemed: c.get("points_redeemed")?,
-        amount_due: c.money("amount_due")?,
-        points_earned: c.get("points_earned")?,
-        points_pending: c.get("points_pending")?,
-        coupon_codes: c.json("coupon_codes")?,
-        hold_expires_at: c.opt_instant("hold_expires_at")?,
-        refunded_amount: c.money("refunded_amount")?,
-        points_reversed: c.get("points_reversed")?,
-        points_restored: c.get("points_restored")?,
-        occurred_at: c.instant("occurred_at")?,
-        created_at: c.instant("created_at")?,
-    })
-}
-
-fn campaign_from_row(row: &Row<'_>) -> StoreResult<Campaign> {
-    Cols::new(row, "campaigns", "campaign_id").json("body")
-}
-
-fn coupon_from_row(row: &Row<'_>) -> StoreResult<Coupon> {
-    let c = Cols::new(row, "coupons", "code");
-    Ok(Coupon {
-        code: c.get("code")?,
-        campaign_id: c.get("campaign_id")?,
-        variant_id: c.get("variant_id")?,
-        member_id: c.get("member_id")?,
-        state: c.named("state", CouponState::parse)?,
-        valid_from: c.instant("valid_from")?,
-        valid_until: c.opt_instant("valid_until")?,
-        source: c.get("source")?,
-        order_id: c.get("order_id")?,
-        redeemed_at: c.opt_instant("redeemed_at")?,
-        issued_at: c.instant("issued_at")?,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -1723,6 +744,12 @@ mod tests {
     use chrono::Duration as Days;
 
     use super::*;
+    use crate::domain::{
+        auth::Role,
+        coupon::CouponState,
+        model::{Channel, LotState, OrderState, Posting},
+        ports::{AccountTotal, NewTransaction},
+    };
     use crate::store::test_writes;
 
     /// A database file in the temp directory, removed (with its WAL files) when dropped.
