@@ -210,11 +210,11 @@ impl SqliteUnitOfWork {
     }
 }
 
-pub(super) fn campaign_from_row(row: &Row<'_>) -> StoreResult<Campaign> {
+fn campaign_from_row(row: &Row<'_>) -> StoreResult<Campaign> {
     Cols::new(row, "campaigns", "campaign_id").json("body")
 }
 
-pub(super) fn coupon_from_row(row: &Row<'_>) -> StoreResult<Coupon> {
+fn coupon_from_row(row: &Row<'_>) -> StoreResult<Coupon> {
     let c = Cols::new(row, "coupons", "code");
     Ok(Coupon {
         code: c.get("code")?,

@@ -135,7 +135,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-pub(super) fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
+fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
     let c = Cols::new(row, "api_keys", "key_id");
     Ok(ApiKeyRecord {
         key_id: c.get("key_id")?,
@@ -150,7 +150,7 @@ pub(super) fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
     })
 }
 
-pub(super) fn idempotency_from_row(row: &Row<'_>) -> StoreResult<IdempotencyRecord> {
+fn idempotency_from_row(row: &Row<'_>) -> StoreResult<IdempotencyRecord> {
     let c = Cols::new(row, "idempotency_keys", "request_id");
     Ok(IdempotencyRecord {
         key_id: c.get("key_id")?,

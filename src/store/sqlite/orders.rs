@@ -198,7 +198,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-pub(super) fn order_from_row(row: &Row<'_>) -> StoreResult<Order> {
+fn order_from_row(row: &Row<'_>) -> StoreResult<Order> {
     let c = Cols::new(row, "orders", "order_id");
     let receipt_no: Option<String> = c.get("receipt_no")?;
     Ok(Order {

@@ -110,7 +110,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-pub(super) fn store_from_row(row: &Row<'_>) -> StoreResult<model::Store> {
+fn store_from_row(row: &Row<'_>) -> StoreResult<model::Store> {
     let c = Cols::new(row, "stores", "store_id");
     Ok(model::Store {
         store_id: c.get("store_id")?,

@@ -210,4 +210,4 @@ impl SqliteUnitOfWork {
 }
 
 /// An authorized order's id and the points it redeemed (held until capture or void).
-pub(super) type AuthorizedOrder = (String, i64);
+type AuthorizedOrder = (String, i64);

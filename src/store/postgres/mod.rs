@@ -4,8 +4,17 @@
 //! in its fixed order) and the balance rows a flush updates (in sorted order).
 //! Whatever PostgreSQL reports as a lost race comes back as [`StoreError::Conflict`], and the
 //! engine runs the whole unit of work again.
+//!
+//! Layout, the same as the SQLite backend's so the two read side by side: this file holds the
+//! store, its pools, units of work and errors, the column lists several files share, and the
+//! port's implementation, whose every method runs its area's SQL: `members.rs` (members and
+//! identifiers), `journal.rs` (transactions, postings, balances), `lots.rs`, `orders.rs`
+//! (orders and order lots), `coupons.rs` (campaigns and coupons), `reference.rs` (program and
+//! stores), `keys.rs` (API keys and idempotency records), `verify.rs` (due work and the
+//! verifier's snapshot); `batch.rs` holds a batch's bulk load, id reservations and flush, which
+//! binds the areas' set-based statements.
 
-use std::{collections::BTreeMap, fmt::Display, str::FromStr, time::Duration};
+use std::{fmt::Display, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -18,17 +27,12 @@ use sqlx::{
 
 use super::to_json;
 use crate::domain::{
-    Account, Money,
-    auth::Role,
-    coupon::{Campaign, Coupon, CouponState},
-    model::{
-        self, Channel, Identifier, LatLng, Lot, LotState, MemberRow, MemberState, Order, OrderLot,
-        OrderState, Posting, Program, Transaction,
-    },
+    Money,
+    coupon::{Campaign, Coupon},
+    model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        AccountTotal, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
-        LedgerSnapshot, Loaded, MemberLotTotals, Sequence, Store, StoreError, StoreResult,
-        UnitOfWork,
+        ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
+        Loaded, Sequence, Store, StoreError, StoreResult, UnitOfWork,
     },
 };
 
@@ -243,204 +247,12 @@ impl<'r> Cols<'r> {
     }
 }
 
-fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
-    let c = Cols::new(row, "api_keys", "key_id");
-    Ok(ApiKeyRecord {
-        key_id: c.get("key_id")?,
-        key_hash: c.get("key_hash")?,
-        role: c.parse("role", Role::parse)?,
-        store_id: c.get("store_id")?,
-        name: c.get("name")?,
-        created_at: c.get("created_at")?,
-        expires_at: c.get("expires_at")?,
-        revoked_at: c.get("revoked_at")?,
-        last_used_at: c.get("last_used_at")?,
-    })
-}
-
-fn idempotency_from_row(row: &PgRow) -> StoreResult<IdempotencyRecord> {
-    let c = Cols::new(row, "idempotency_keys", "request_id");
-    Ok(IdempotencyRecord {
-        key_id: c.get("key_id")?,
-        request_id: c.get("request_id")?,
-        request_hash: c.get("request_hash")?,
-        outcome: c.get("outcome")?,
-        created_at: c.get("created_at")?,
-    })
-}
-
-fn store_from_row(row: &PgRow) -> StoreResult<model::Store> {
-    let c = Cols::new(row, "stores", "store_id");
-    Ok(model::Store {
-        store_id: c.get("store_id")?,
-        name: c.get("name")?,
-        location: LatLng {
-            latitude: c.get("latitude")?,
-            longitude: c.get("longitude")?,
-        },
-        time_zone: c.get("time_zone")?,
-        geofence_radius_m: c.get("geofence_radius_m")?,
-        geofence_polygon: c.json("geofence_polygon")?,
-    })
-}
-
-fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
-    let c = Cols::new(row, "members", "member_id");
-    Ok(MemberRow {
-        member_id: c.get("member_id")?,
-        display_name: c.get("display_name")?,
-        state: c.parse("state", MemberState::parse)?,
-        merged_into: c.get("merged_into")?,
-        created_at: c.get("created_at")?,
-        lifetime_earned_points: c.get("lifetime_earned_points")?,
-        lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
-    })
-}
-
-fn identifier_from_row(row: &PgRow) -> StoreResult<Identifier> {
-    let c = Cols::new(row, "identifiers", "value");
-    Ok(Identifier {
-        kind: c.get("kind")?,
-        value: c.get("value")?,
-    })
-}
-
-/// A transaction without its postings (they are read for a whole page at once).
-fn transaction_from_row(row: &PgRow) -> StoreResult<Transaction> {
-    let c = Cols::new(row, "transactions", "transaction_id");
-    Ok(Transaction {
-        transaction_id: c.get("transaction_id")?,
-        kind: c.get("kind")?,
-        member_id: c.get("member_id")?,
-        occurred_at: c.get("occurred_at")?,
-        recorded_at: c.get("recorded_at")?,
-        channel: c.channel_opt("channel")?,
-        store_id: c.get("store_id")?,
-        order_id: c.get("order_id")?,
-        postings: Vec::new(),
-        metadata: c.json("metadata")?,
-    })
-}
-
-/// A posting and the transaction it belongs to.
-fn posting_from_row(row: &PgRow) -> StoreResult<(i64, Posting)> {
-    let c = Cols::new(row, "postings", "transaction_id");
-    let posting = Posting {
-        from_account: c.get("from_account")?,
-        to_account: c.get("to_account")?,
-        asset: c.get("asset")?,
-        amount: c.get("amount")?,
-    };
-    Ok((c.get("transaction_id")?, posting))
-}
-
-fn lot_from_row(row: &PgRow) -> StoreResult<Lot> {
-    lot_from_columns(row, "state")
-}
-
-/// A lot from a row that names the lot's state `state_column` (a join with another table that
-/// has a `state` names it apart).
-fn lot_from_columns(row: &PgRow, state_column: &str) -> StoreResult<Lot> {
-    let c = Cols::new(row, "point_lots", "lot_id");
-    Ok(Lot {
-        lot_id: c.get("lot_id")?,
-        member_id: c.get("member_id")?,
-        order_id: c.get("order_id")?,
-        state: c.parse(state_column, LotState::parse)?,
-        earned_at: c.get("earned_at")?,
-        matures_at: c.get("matures_at")?,
-        expires_at: c.get("expires_at")?,
-        original_points: c.get("original_points")?,
-        remaining_points: c.get("remaining_points")?,
-        held_points: c.get("held_points")?,
-    })
-}
-
-fn order_lot_from_row(row: &PgRow) -> StoreResult<OrderLot> {
-    let c = Cols::new(row, "order_lots", "order_id");
-    Ok(OrderLot {
-        order_id: c.get("order_id")?,
-        lot_id: c.get("lot_id")?,
-        points: c.get("points")?,
-        restored_points: c.get("restored_points")?,
-    })
-}
-
-fn order_from_row(row: &PgRow) -> StoreResult<Order> {
-    let c = Cols::new(row, "orders", "order_id");
-    let receipt_no: Option<String> = c.get("receipt_no")?;
-    Ok(Order {
-        order_id: c.get("order_id")?,
-        member_id: c.get("member_id")?,
-        state: c.parse("state", OrderState::parse)?,
-        channel: c.parse("channel", Channel::parse)?,
-        store_id: c.get("store_id")?,
-        register_id: c.get("register_id")?,
-        receipt_no: receipt_no.unwrap_or_default(),
-        lines: c.json("lines")?,
-        total: c.money("total")?,
-        coupon_discount: c.money("coupon_discount")?,
-        points_redeemed: c.get("points_redeemed")?,
-        amount_due: c.money("amount_due")?,
-        points_earned: c.get("points_earned")?,
-        points_pending: c.get("points_pending")?,
-        coupon_codes: c.json("coupon_codes")?,
-        hold_expires_at: c.get("hold_expires_at")?,
-        refunded_amount: c.money("refunded_amount")?,
-        points_reversed: c.get("points_reversed")?,
-        points_restored: c.get("points_restored")?,
-        occurred_at: c.get("occurred_at")?,
-        created_at: c.get("created_at")?,
-    })
-}
-
-fn campaign_from_row(row: &PgRow) -> StoreResult<Campaign> {
-    Cols::new(row, "campaigns", "campaign_id").json("body")
-}
-
-fn coupon_from_row(row: &PgRow) -> StoreResult<Coupon> {
-    let c = Cols::new(row, "coupons", "code");
-    Ok(Coupon {
-        code: c.get("code")?,
-        campaign_id: c.get("campaign_id")?,
-        variant_id: c.get("variant_id")?,
-        member_id: c.get("member_id")?,
-        state: c.parse("state", CouponState::parse)?,
-        valid_from: c.get("valid_from")?,
-        valid_until: c.get("valid_until")?,
-        source: c.get("source")?,
-        order_id: c.get("order_id")?,
-        redeemed_at: c.get("redeemed_at")?,
-        issued_at: c.get("issued_at")?,
-    })
-}
-
-fn account_total_from_row(row: &PgRow) -> StoreResult<AccountTotal> {
-    let c = Cols::new(row, "ledger snapshot", "account");
-    Ok(AccountTotal {
-        account: c.get("account")?,
-        asset: c.get("asset")?,
-        amount: c.get("amount")?,
-    })
-}
-
-fn lot_totals_from_row(row: &PgRow) -> StoreResult<MemberLotTotals> {
-    let c = Cols::new(row, "ledger snapshot", "member_id");
-    Ok(MemberLotTotals {
-        member_id: c.get("member_id")?,
-        pending_remaining: c.get("pending_remaining")?,
-        spendable_remaining: c.get("spendable_remaining")?,
-        held: c.get("held")?,
-        malformed_lots: c.get("malformed_lots")?,
-    })
-}
-
 fn string_from_row(row: &PgRow, table: &'static str, column: &'static str) -> StoreResult<String> {
     Cols::new(row, table, column).get(column)
 }
 
 // ---------------------------------------------------------------------------------------------
-// SQL.
+// Column lists that the areas and the batch's bulk load share.
 
 /// Declares a select and its locking twin. `for no key update` is PostgreSQL's row lock for
 /// "I am about to update this row, not its key": it excludes every other locker and writer of
@@ -464,12 +276,6 @@ from members"#
     };
 }
 
-select_and_lock!(
-    GET_MEMBER,
-    GET_MEMBER_LOCKED,
-    concat!(select_members!(), "\nwhere member_id = $1")
-);
-
 /// The columns of an order, for the order queries below.
 macro_rules! select_orders {
     () => {
@@ -482,67 +288,12 @@ from orders"#
     };
 }
 
-select_and_lock!(
-    GET_ORDER,
-    GET_ORDER_LOCKED,
-    concat!(select_orders!(), "\nwhere order_id = $1")
-);
-
-/// The columns of a campaign, for the campaign queries below.
-macro_rules! select_campaigns {
-    () => {
-        r#"
-select campaign_id, body::text as body
-from campaigns"#
-    };
-}
-
-select_and_lock!(
-    GET_CAMPAIGN,
-    GET_CAMPAIGN_LOCKED,
-    concat!(select_campaigns!(), "\nwhere campaign_id = $1")
-);
-
-const CAMPAIGN_BY_PUBLIC_CODE: &str = concat!(select_campaigns!(), "\nwhere public_code = $1");
-
-const LIST_CAMPAIGNS: &str = concat!(select_campaigns!(), "\norder by created_at, campaign_id");
-
-/// The columns of a store, for the store queries below.
-macro_rules! select_stores {
-    () => {
-        r#"
-select store_id, name, latitude, longitude, time_zone, geofence_radius_m,
-    geofence_polygon::text as geofence_polygon
-from stores"#
-    };
-}
-
-const GET_STORE: &str = concat!(select_stores!(), "\nwhere store_id = $1");
-
-const LIST_STORES: &str = concat!(select_stores!(), "\norder by store_id");
-
 /// The columns of a lot, for the lot queries below.
 macro_rules! lot_columns {
     () => {
         r#"
 select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
     original_points, remaining_points, held_points"#
-    };
-}
-
-macro_rules! select_lots {
-    () => {
-        concat!(lot_columns!(), "\nfrom point_lots")
-    };
-}
-
-/// A member's lots that still hold points, soonest expiry first (never-expiring last).
-macro_rules! live_lots_of_member {
-    () => {
-        r#"
-where member_id = $1
-    and remaining_points > 0
-order by expires_at asc nulls last, lot_id"#
     };
 }
 
@@ -556,56 +307,36 @@ from coupons"#
     };
 }
 
-select_and_lock!(
-    GET_COUPON,
-    GET_COUPON_LOCKED,
-    concat!(select_coupons!(), "\nwhere code = $1")
-);
-
-const GET_LOT: &str = concat!(select_lots!(), "\nwhere lot_id = $1");
-
-/// Soonest expiry first, never-expiring last, oldest lot first on ties: the spending order.
-const MEMBER_LOTS: &str = concat!(select_lots!(), live_lots_of_member!());
-
-const MEMBER_COUPONS: &str = concat!(
-    select_coupons!(),
-    r#"
-where member_id = $1
-order by issued_at, code"#
-);
-
-const ORDER_COUPONS: &str = concat!(
-    select_coupons!(),
-    r#"
-where order_id = $1
-order by code"#
-);
-
-// The batch path (load, reserve_ids, flush): after the column lists above, which it shares.
+// The areas and the batch path (load, reserve_ids, flush): after the column lists above, which
+// they share.
 mod batch;
+mod coupons;
+mod journal;
+mod keys;
+mod lots;
+mod members;
+mod orders;
+mod reference;
+mod verify;
 
 // ---------------------------------------------------------------------------------------------
-// Remembered outcomes.
+// Binding a batch's rows.
 
-/// Inserts idempotency records in one statement (a batch's flush).
-fn insert_outcomes(records: &[IdempotencyRecord]) -> PgQuery<'_> {
-    let column = |field: fn(&IdempotencyRecord) -> &str| -> Vec<&str> {
-        records.iter().map(field).collect()
-    };
-    let created_at: Vec<DateTime<Utc>> = records.iter().map(|r| r.created_at).collect();
-    sqlx::query(
-        r#"
-insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-select key_id, request_id, request_hash, outcome::jsonb, created_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-    as r (key_id, request_id, request_hash, outcome, created_at)"#,
-    )
-    .bind(column(|r| &r.key_id)) // $1
-    .bind(column(|r| &r.request_id)) // $2
-    .bind(column(|r| &r.request_hash)) // $3
-    .bind(column(|r| &r.outcome)) // $4
-    .bind(created_at) // $5
+/// One column of a batch's rows, as an array parameter.
+fn column<'a, T, U>(rows: &'a [T], field: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(field).collect()
 }
+
+/// A column of JSON documents, bound as `text[]` and cast to jsonb in the statement.
+fn json_column<'a, T, U: serde::Serialize + ?Sized + 'a>(
+    rows: &'a [T],
+    field: impl Fn(&'a T) -> &'a U,
+) -> StoreResult<Vec<String>> {
+    rows.iter().map(|row| to_json(field(row))).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Units of work.
 
 /// A unit of work's connection: in a transaction, or (one read statement) in autocommit mode.
 enum Connection {
@@ -700,195 +431,10 @@ impl PgUnitOfWork {
             .bind(to_member_id); // $2
         self.run(query).await
     }
-
-    /// Σ(in) − Σ(out) of an account without a stored balance, from the journal.
-    async fn summed_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        let query = sqlx::query(
-            r#"
-select (coalesce(sum(amount) filter (where to_account = $1), 0)
-    - coalesce(sum(amount) filter (where from_account = $1), 0))::bigint as balance
-from postings
-where (to_account = $1 or from_account = $1)
-    and asset = $2"#,
-        )
-        .bind(account) // $1
-        .bind(asset); // $2
-        self.fetch_value(query, "postings", "balance").await
-    }
-
-    /// The postings of a page of transactions, in one query.
-    async fn attach_postings(&mut self, transactions: &mut [Transaction]) -> StoreResult<()> {
-        let ids: Vec<i64> = transactions.iter().map(|t| t.transaction_id).collect();
-        let query = sqlx::query(
-            r#"
-select transaction_id, from_account, to_account, asset, amount
-from postings
-where transaction_id = any($1)
-order by transaction_id, posting_no"#,
-        )
-        .bind(ids); // $1
-        let mut by_transaction: BTreeMap<i64, Vec<Posting>> = BTreeMap::new();
-        for (transaction_id, posting) in self.fetch_all(query, posting_from_row).await? {
-            by_transaction
-                .entry(transaction_id)
-                .or_default()
-                .push(posting);
-        }
-        for transaction in transactions {
-            transaction.postings = by_transaction
-                .remove(&transaction.transaction_id)
-                .unwrap_or_default();
-        }
-        Ok(())
-    }
-
-    async fn fetch_strings(
-        &mut self,
-        sql: &'static str,
-        table: &'static str,
-        column: &'static str,
-        now: DateTime<Utc>,
-        limit: i64,
-    ) -> StoreResult<Vec<String>> {
-        let query = sqlx::query(sql)
-            .bind(now) // $1
-            .bind(limit.max(0)); // $2
-        self.fetch_all(query, |row| string_from_row(row, table, column))
-            .await
-    }
-
-    async fn fetch_totals(&mut self, sql: &'static str) -> StoreResult<Vec<AccountTotal>> {
-        self.fetch_all(sqlx::query(sql), account_total_from_row)
-            .await
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Background work and verification.
-
-const EXPIRED_HOLDS: &str = r#"
-select order_id
-from orders
-where state = 'authorized'
-    and hold_expires_at <= $1
-order by hold_expires_at, order_id
-limit $2"#;
-
-/// Each branch matches a partial index (`point_lots_due_maturity`, `point_lots_due_expiry`).
-const MEMBERS_WITH_DUE_LOTS: &str = r#"
-select distinct member_id
-from point_lots
-where (state = 'pending' and matures_at <= $1)
-    or (state in ('pending', 'available')
-        and expires_at <= $1
-        and remaining_points > held_points)
-order by member_id
-limit $2"#;
-
-const EXPIRED_COUPONS: &str = r#"
-select code
-from coupons
-where state = 'active'
-    and valid_until <= $1
-order by valid_until, code
-limit $2"#;
-
-const MALFORMED_POSTINGS: &str = r#"
-select count(*) as malformed
-from postings
-where amount <= 0
-    or from_account = to_account"#;
-
-const POSTING_SUMS: &str = r#"
-select account, asset, sum(amount)::bigint as amount
-from (
-    select to_account as account, asset, amount
-    from postings
-    union all
-    select from_account as account, asset, -amount as amount
-    from postings
-) as sides
-group by account, asset
-order by account, asset"#;
-
-const STORED_BALANCES: &str = r#"
-select account, asset, balance as amount
-from balances
-order by account, asset"#;
-
-const LOT_TOTALS: &str = r#"
-select member_id,
-    coalesce(sum(remaining_points) filter (where state = 'pending'), 0)::bigint
-        as pending_remaining,
-    coalesce(sum(remaining_points) filter (where state in ('available', 'expired')), 0)::bigint
-        as spendable_remaining,
-    sum(held_points)::bigint as held,
-    count(*) filter (
-        where remaining_points > original_points
-            or held_points > remaining_points
-            or least(original_points, remaining_points, held_points) < 0
-    ) as malformed_lots
-from point_lots
-group by member_id
-order by member_id"#;
-
-const AUTHORIZED_ORDERS: &str = r#"
-select order_id, points_redeemed
-from orders
-where state = 'authorized'
-order by order_id"#;
-
-const ORDERS_RESOLVED_TWICE: &str = r#"
-select order_id
-from transactions
-where kind in ('capture', 'void', 'hold_expired')
-    and order_id <> ''
-group by order_id
-having count(*) > 1
-order by order_id"#;
-
-/// An active coupon is one unit on its member's account, a reserved one on its order's hold.
-const COUPON_POSITIONS: &str = r#"
-select case state
-        when 'active' then 'member:' || member_id
-        else 'hold:' || order_id
-    end as account,
-    'CPN:' || campaign_id as asset,
-    count(*) as amount
-from coupons
-where state in ('active', 'reserved')
-group by 1, 2
-order by 1, 2"#;
-
-impl PgUnitOfWork {
-    async fn lot_totals(&mut self) -> StoreResult<Vec<MemberLotTotals>> {
-        self.fetch_all(sqlx::query(LOT_TOTALS), lot_totals_from_row)
-            .await
-    }
-
-    async fn authorized_orders(&mut self) -> StoreResult<Vec<(String, i64)>> {
-        self.fetch_all(sqlx::query(AUTHORIZED_ORDERS), |row| {
-            let c = Cols::new(row, "orders", "order_id");
-            Ok((c.get("order_id")?, c.get("points_redeemed")?))
-        })
-        .await
-    }
-
-    async fn orders_resolved_twice(&mut self) -> StoreResult<Vec<String>> {
-        self.fetch_all(sqlx::query(ORDERS_RESOLVED_TWICE), |row| {
-            string_from_row(row, "transactions", "order_id")
-        })
-        .await
-    }
-
-    async fn malformed_postings(&mut self) -> StoreResult<i64> {
-        let query = sqlx::query(MALFORMED_POSTINGS);
-        self.fetch_value(query, "postings", "malformed").await
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The port.
+// The port: each method runs its area's SQL.
 
 #[async_trait]
 impl LedgerReads for PgUnitOfWork {
@@ -897,123 +443,54 @@ impl LedgerReads for PgUnitOfWork {
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>> {
-        let query = sqlx::query(
-            r#"
-select key_id, request_id, request_hash, outcome::text as outcome, created_at
-from idempotency_keys
-where key_id = $1
-    and request_id = $2"#,
-        )
-        .bind(key_id) // $1
-        .bind(request_id); // $2
-        self.fetch_optional(query, idempotency_from_row).await
+        keys::find_idempotency(self, key_id, request_id).await
     }
 
     async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>> {
-        let sql = if lock {
-            "select id, body::text as body from program where id = 1 for no key update"
-        } else {
-            "select id, body::text as body from program where id = 1"
-        };
-        let query = sqlx::query(sql);
-        self.fetch_optional(query, |row| Cols::new(row, "program", "id").json("body"))
-            .await
+        reference::load_program(self, lock).await
     }
 
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<model::Store>> {
-        let query = sqlx::query(GET_STORE).bind(store_id); // $1
-        self.fetch_optional(query, store_from_row).await
+        reference::get_store(self, store_id).await
     }
 
     async fn list_stores(&mut self) -> StoreResult<Vec<model::Store>> {
-        self.fetch_all(sqlx::query(LIST_STORES), store_from_row)
-            .await
+        reference::list_stores(self).await
     }
 
     async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>> {
-        let sql = if lock { GET_MEMBER_LOCKED } else { GET_MEMBER };
-        let query = sqlx::query(sql).bind(member_id); // $1
-        self.fetch_optional(query, member_from_row).await
+        members::get_member(self, member_id, lock).await
     }
 
     async fn member_by_identifier(
         &mut self,
         identifier: &Identifier,
     ) -> StoreResult<Option<String>> {
-        let query = sqlx::query(
-            r#"
-select member_id
-from identifiers
-where kind = $1
-    and value = $2"#,
-        )
-        .bind(&identifier.kind) // $1
-        .bind(&identifier.value); // $2
-        self.fetch_optional(query, |row| {
-            string_from_row(row, "identifiers", "member_id")
-        })
-        .await
+        members::member_by_identifier(self, identifier).await
     }
 
     async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>> {
-        let query = sqlx::query(
-            r#"
-select kind, value
-from identifiers
-where member_id = $1
-order by kind, value"#,
-        )
-        .bind(member_id); // $1
-        self.fetch_all(query, identifier_from_row).await
+        members::identifiers(self, member_id).await
     }
 
     async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        if !Account::is_guarded_name(account) {
-            return self.summed_balance(account, asset).await;
-        }
-        let query = sqlx::query(
-            r#"
-select account, balance
-from balances
-where account = $1
-    and asset = $2"#,
-        )
-        .bind(account) // $1
-        .bind(asset); // $2
-        let balance = self
-            .fetch_optional(query, |row| {
-                Cols::new(row, "balances", "account").get("balance")
-            })
-            .await?;
-        Ok(balance.unwrap_or(0))
+        journal::balance(self, account, asset).await
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
-        let query = sqlx::query(MEMBER_LOTS).bind(member_id); // $1
-        self.fetch_all(query, lot_from_row).await
+        lots::member_lots(self, member_id).await
     }
 
     async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>> {
-        let query = sqlx::query(
-            r#"
-select order_id, lot_id, points, restored_points
-from order_lots
-where order_id = $1
-order by lot_id"#,
-        )
-        .bind(order_id); // $1
-        self.fetch_all(query, order_lot_from_row).await
+        orders::order_lots(self, order_id).await
     }
 
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>> {
-        let query = sqlx::query(GET_LOT).bind(lot_id); // $1
-        self.fetch_optional(query, lot_from_row).await
+        lots::get_lot(self, lot_id).await
     }
 
     async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>> {
-        let sql = if lock { GET_ORDER_LOCKED } else { GET_ORDER };
-        let query = sqlx::query(sql).bind(order_id); // $1
-        self.fetch_optional(query, order_from_row).await
+        orders::get_order(self, order_id, lock).await
     }
 
     async fn order_by_receipt(
@@ -1022,33 +499,11 @@ order by lot_id"#,
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>> {
-        let query = sqlx::query(
-            r#"
-select order_id
-from orders
-where store_id = $1
-    and register_id = $2
-    and receipt_no = $3"#,
-        )
-        .bind(store_id) // $1
-        .bind(register_id) // $2
-        .bind(receipt_no); // $3
-        self.fetch_optional(query, |row| string_from_row(row, "orders", "order_id"))
-            .await
+        orders::order_by_receipt(self, store_id, register_id, receipt_no).await
     }
 
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool> {
-        let query = sqlx::query(
-            r#"
-select exists (
-    select 1
-    from orders
-    where member_id = $1
-        and state = 'authorized'
-) as open"#,
-        )
-        .bind(member_id); // $1
-        self.fetch_value(query, "orders", "open").await
+        orders::member_has_open_orders(self, member_id).await
     }
 
     async fn get_campaign(
@@ -1056,26 +511,18 @@ select exists (
         campaign_id: &str,
         lock: bool,
     ) -> StoreResult<Option<Campaign>> {
-        let sql = if lock {
-            GET_CAMPAIGN_LOCKED
-        } else {
-            GET_CAMPAIGN
-        };
-        let query = sqlx::query(sql).bind(campaign_id); // $1
-        self.fetch_optional(query, campaign_from_row).await
+        coupons::get_campaign(self, campaign_id, lock).await
     }
 
     async fn campaign_by_public_code(
         &mut self,
         public_code: &str,
     ) -> StoreResult<Option<Campaign>> {
-        let query = sqlx::query(CAMPAIGN_BY_PUBLIC_CODE).bind(public_code); // $1
-        self.fetch_optional(query, campaign_from_row).await
+        coupons::campaign_by_public_code(self, public_code).await
     }
 
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>> {
-        self.fetch_all(sqlx::query(LIST_CAMPAIGNS), campaign_from_row)
-            .await
+        coupons::list_campaigns(self).await
     }
 
     async fn count_coupons(
@@ -1083,41 +530,19 @@ select exists (
         campaign_id: &str,
         member_id: Option<&str>,
     ) -> StoreResult<i64> {
-        let query = match member_id {
-            None => sqlx::query(
-                r#"
-select count(*) as issued
-from coupons
-where campaign_id = $1"#,
-            )
-            .bind(campaign_id), // $1
-            Some(member_id) => sqlx::query(
-                r#"
-select count(*) as issued
-from coupons
-where campaign_id = $1
-    and member_id = $2"#,
-            )
-            .bind(campaign_id) // $1
-            .bind(member_id), // $2
-        };
-        self.fetch_value(query, "coupons", "issued").await
+        coupons::count_coupons(self, campaign_id, member_id).await
     }
 
     async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>> {
-        let sql = if lock { GET_COUPON_LOCKED } else { GET_COUPON };
-        let query = sqlx::query(sql).bind(code); // $1
-        self.fetch_optional(query, coupon_from_row).await
+        coupons::get_coupon(self, code, lock).await
     }
 
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = sqlx::query(MEMBER_COUPONS).bind(member_id); // $1
-        self.fetch_all(query, coupon_from_row).await
+        coupons::member_coupons(self, member_id).await
     }
 
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
-        let query = sqlx::query(ORDER_COUPONS).bind(order_id); // $1
-        self.fetch_all(query, coupon_from_row).await
+        coupons::order_coupons(self, order_id).await
     }
 }
 
@@ -1131,79 +556,27 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into api_keys (
-    key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at, last_used_at
-)
-values ($1, $2, $3, $4, $5, $6, $7, $8, $9)"#,
-        )
-        .bind(&key.key_id) // $1
-        .bind(&key.key_hash) // $2
-        .bind(key.role.as_str()) // $3
-        .bind(&key.store_id) // $4
-        .bind(&key.name) // $5
-        .bind(key.created_at) // $6
-        .bind(key.expires_at) // $7
-        .bind(key.revoked_at) // $8
-        .bind(key.last_used_at); // $9
-        self.run(query).await
+        keys::insert_api_key(self, key).await
     }
 
     async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>> {
-        let query = sqlx::query(
-            r#"
-select key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at, last_used_at
-from api_keys
-where key_hash = $1"#,
-        )
-        .bind(key_hash); // $1
-        self.fetch_optional(query, api_key_from_row).await
+        keys::find_api_key(self, key_hash).await
     }
 
     async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>> {
-        let query = sqlx::query(
-            r#"
-select key_id, key_hash, role, store_id, name, created_at, expires_at, revoked_at, last_used_at
-from api_keys
-order by created_at, key_id"#,
-        );
-        self.fetch_all(query, api_key_from_row).await
+        keys::list_api_keys(self).await
     }
 
     async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool> {
-        let query = sqlx::query(
-            r#"
-update api_keys
-set revoked_at = coalesce(revoked_at, $2)
-where key_id = $1"#,
-        )
-        .bind(key_id) // $1
-        .bind(at); // $2
-        Ok(self.run_counted(query).await? == 1)
+        keys::revoke_api_key(self, key_id, at).await
     }
 
     async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-update api_keys
-set last_used_at = greatest(last_used_at, $2)
-where key_id = $1"#,
-        )
-        .bind(key_id) // $1
-        .bind(at); // $2
-        self.run(query).await
+        keys::touch_api_key(self, key_id, at).await
     }
 
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into program (id, body)
-values (1, $1::jsonb)
-on conflict (id) do nothing"#,
-        )
-        .bind(to_json(program)?); // $1
-        self.run(query).await
+        reference::ensure_program(self, program).await
     }
 
     async fn member_transactions(
@@ -1212,61 +585,14 @@ on conflict (id) do nothing"#,
         before_transaction_id: Option<i64>,
         limit: i64,
     ) -> StoreResult<Vec<Transaction>> {
-        // No `$2 is null or ...`: a bound that is always there keeps the index range scan in
-        // the generic plan of this prepared statement.
-        let query = sqlx::query(
-            r#"
-select transaction_id, kind, member_id, occurred_at, recorded_at, channel, store_id,
-    order_id, metadata::text as metadata
-from transactions
-where member_id = $1
-    and transaction_id < $2
-order by transaction_id desc
-limit $3"#,
-        )
-        .bind(member_id) // $1
-        .bind(before_transaction_id.unwrap_or(i64::MAX)) // $2
-        .bind(limit.max(0)); // $3
-        let mut transactions = self.fetch_all(query, transaction_from_row).await?;
-        if !transactions.is_empty() {
-            self.attach_postings(&mut transactions).await?;
-        }
-        Ok(transactions)
+        journal::member_transactions(self, member_id, before_transaction_id, limit).await
     }
 
     async fn member_with_lots(
         &mut self,
         member_id: &str,
     ) -> StoreResult<Option<(MemberRow, Vec<Lot>)>> {
-        let query = sqlx::query(
-            r#"
-select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
-    m.lifetime_earned_points, m.lifetime_redeemed_points,
-    l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
-    l.original_points, l.remaining_points, l.held_points
-from members m
-left join point_lots l
-    on l.member_id = m.member_id
-    and l.remaining_points > 0
-where m.member_id = $1
-order by l.expires_at asc nulls last, l.lot_id"#,
-        )
-        .bind(member_id); // $1
-        let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
-        let Some(first) = rows.first() else {
-            return Ok(None);
-        };
-        let member = member_from_row(first)?;
-        // One row per live lot (its member_id is the member's); a member without one has a
-        // single row of NULL lot columns.
-        let mut lots = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let lot_id: Option<i64> = Cols::new(row, "point_lots", "lot_id").get("lot_id")?;
-            if lot_id.is_some() {
-                lots.push(lot_from_columns(row, "lot_state")?);
-            }
-        }
-        Ok(Some((member, lots)))
+        members::member_with_lots(self, member_id).await
     }
 
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
@@ -1283,132 +609,11 @@ order by l.expires_at asc nulls last, l.lot_id"#,
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
-        Ok(DueWork {
-            expired_holds: self
-                .fetch_strings(EXPIRED_HOLDS, "orders", "order_id", now, limit)
-                .await?,
-            members_with_due_lots: self
-                .fetch_strings(MEMBERS_WITH_DUE_LOTS, "point_lots", "member_id", now, limit)
-                .await?,
-            expired_coupons: self
-                .fetch_strings(EXPIRED_COUPONS, "coupons", "code", now, limit)
-                .await?,
-        })
+        verify::due_work(self, now, limit).await
     }
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
-        // Whole-table reads: scans and hash joins are what they want.
-        self.execute("set local enable_seqscan = on").await?;
-        self.execute("set local enable_hashjoin = on").await?;
-        self.execute("set local enable_mergejoin = on").await?;
-        self.execute("set local statement_timeout = '30min'")
-            .await?;
-        Ok(LedgerSnapshot {
-            malformed_postings: self.malformed_postings().await?,
-            posting_sums: self.fetch_totals(POSTING_SUMS).await?,
-            stored_balances: self.fetch_totals(STORED_BALANCES).await?,
-            lot_totals: self.lot_totals().await?,
-            authorized_orders: self.authorized_orders().await?,
-            orders_resolved_twice: self.orders_resolved_twice().await?,
-            coupon_positions: self.fetch_totals(COUPON_POSITIONS).await?,
-        })
-    }
-}
-
-// Rare writes of a flush (admin writes, merges): one statement each, and most batches have
-// none.
-impl PgUnitOfWork {
-    /// The rare parts of a [`ChangeSet`], written first: the rows after them already name
-    /// their final member.
-    async fn write_rare_parts(&mut self, changes: &ChangeSet) -> StoreResult<()> {
-        for store in &changes.new_stores {
-            self.insert_store(store).await?;
-        }
-        if let Some(program) = &changes.program {
-            self.save_program(program).await?;
-        }
-        for campaign in &changes.new_campaigns {
-            self.insert_campaign(campaign).await?;
-        }
-        for (source, target) in &changes.merges {
-            self.move_lots(source, target).await?;
-            self.move_coupons(source, target).await?;
-            self.move_identifiers(source, target).await?;
-        }
-        Ok(())
-    }
-
-    async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into program (id, body)
-values (1, $1::jsonb)
-on conflict (id) do update
-set body = excluded.body"#,
-        )
-        .bind(to_json(program)?); // $1
-        self.run(query).await
-    }
-
-    async fn insert_store(&mut self, store: &model::Store) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into stores (store_id, name, latitude, longitude, time_zone, geofence_radius_m,
-    geofence_polygon)
-values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
-        )
-        .bind(&store.store_id) // $1
-        .bind(&store.name) // $2
-        .bind(store.location.latitude) // $3
-        .bind(store.location.longitude) // $4
-        .bind(&store.time_zone) // $5
-        .bind(store.geofence_radius_m) // $6
-        .bind(to_json(&store.geofence_polygon)?); // $7
-        self.run(query).await
-    }
-
-    async fn move_identifiers(
-        &mut self,
-        from_member_id: &str,
-        to_member_id: &str,
-    ) -> StoreResult<()> {
-        let sql = r#"
-update identifiers
-set member_id = $2
-where member_id = $1"#;
-        self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
-    }
-
-    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r#"
-update point_lots
-set member_id = $2
-where member_id = $1"#;
-        self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
-    }
-
-    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
-        let query = sqlx::query(
-            r#"
-insert into campaigns (campaign_id, public_code, body, created_at)
-values ($1, $2, $3::jsonb, $4)"#,
-        )
-        .bind(&campaign.campaign_id) // $1
-        .bind(&campaign.public_code) // $2
-        .bind(to_json(campaign)?) // $3
-        .bind(campaign.created_at); // $4
-        self.run(query).await
-    }
-
-    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
-        let sql = r#"
-update coupons
-set member_id = $2
-where member_id = $1"#;
-        self.move_member_rows(sql, from_member_id, to_member_id)
-            .await
+        verify::ledger_snapshot(self).await
     }
 }
 
@@ -1419,6 +624,10 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use crate::domain::{
+        coupon::CouponState,
+        model::{LotState, MemberState, OrderState, Posting},
+    };
     use crate::domain::{coupon::Discount, ports::NewTransaction};
     use crate::store::test_writes;
 
