@@ -1,9 +1,12 @@
 //! The storage port: what the engine needs from a database, owned by the domain.
 //!
-//! A [`Store`] opens units of work; a [`UnitOfWork`] is one database transaction. The engine
-//! runs each business command inside one unit of work (inside a savepoint, so a refused command
-//! can still record its refusal for idempotency), and commits once. Backends implement only
-//! these primitives; every business rule lives in the engine and the domain, written once.
+//! A [`Store`] opens units of work; a [`UnitOfWork`] is one database transaction, and a coarse
+//! one. The engine's writer loads everything a batch of commands touches in one call
+//! ([`UnitOfWork::load`]), decides every command against those rows in memory (the engine's
+//! `LedgerRows`, where a refused command is undone in memory, with no database savepoint), and
+//! writes what the batch changed with one [`UnitOfWork::flush`] before it commits. Backends
+//! implement only these primitives and the row reads of [`LedgerReads`]; every business rule
+//! lives in the engine and the domain, written once.
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -250,117 +253,40 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// The row reads a unit of work answers from the database and a batch's rows answer from
+/// memory (reading through to the database for what the batch did not load). The engine's
+/// read-only helpers (resolving a member, pricing coupons) are written against these, so the
+/// read path and the write path share them.
 #[async_trait]
-pub trait UnitOfWork: Send {
-    async fn commit(self: Box<Self>) -> StoreResult<()>;
-    async fn savepoint(&mut self) -> StoreResult<()>;
-    async fn rollback_to_savepoint(&mut self) -> StoreResult<()>;
-    async fn release_savepoint(&mut self) -> StoreResult<()>;
-
-    // API keys and idempotency.
-    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;
-    async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
-    /// Every key, oldest first.
-    async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>>;
-    /// Revokes a key at `at` (a revoked key keeps its first revocation time); false when there
-    /// is no key `key_id`.
-    async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
-    /// Records that a key was used at `at`.
-    async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+pub trait LedgerReads: Send {
     async fn find_idempotency(
         &mut self,
         key_id: &str,
         request_id: &str,
     ) -> StoreResult<Option<IdempotencyRecord>>;
-    async fn insert_idempotency(&mut self, record: &IdempotencyRecord) -> StoreResult<()>;
 
     // Program and stores.
     /// `lock` locks the settings row (if there is one) until the end of the unit of work.
     async fn load_program(&mut self, lock: bool) -> StoreResult<Option<Program>>;
-    async fn save_program(&mut self, program: &Program) -> StoreResult<()>;
-    /// Stores `program` only if no settings are stored yet (so there is a row to lock).
-    async fn ensure_program(&mut self, program: &Program) -> StoreResult<()>;
-    async fn insert_store(&mut self, store: &RetailStore) -> StoreResult<()>;
     async fn get_store(&mut self, store_id: &str) -> StoreResult<Option<RetailStore>>;
     async fn list_stores(&mut self) -> StoreResult<Vec<RetailStore>>;
 
     // Members. `lock` takes a row lock (PostgreSQL `for update`) held to the end of the work.
-    async fn insert_member(&mut self, member: &MemberRow) -> StoreResult<()>;
     async fn get_member(&mut self, member_id: &str, lock: bool) -> StoreResult<Option<MemberRow>>;
-    async fn update_member(&mut self, member: &MemberRow) -> StoreResult<()>;
-    async fn insert_identifier(
-        &mut self,
-        member_id: &str,
-        identifier: &Identifier,
-    ) -> StoreResult<()>;
     async fn member_by_identifier(
         &mut self,
         identifier: &Identifier,
     ) -> StoreResult<Option<String>>;
     async fn identifiers(&mut self, member_id: &str) -> StoreResult<Vec<Identifier>>;
-    async fn move_identifiers(
-        &mut self,
-        from_member_id: &str,
-        to_member_id: &str,
-    ) -> StoreResult<()>;
 
-    // The journal. `append_transaction` also applies the postings to the stored balances of
-    // guarded accounts; a balance that would go below zero fails the whole unit of work.
-    async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64>;
+    // The journal and point lots.
     async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64>;
-    async fn member_transactions(
-        &mut self,
-        member_id: &str,
-        before_transaction_id: Option<i64>,
-        limit: i64,
-    ) -> StoreResult<Vec<Transaction>>;
-
-    // Point lots.
-    async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64>;
     /// A member's lots that still hold points, soonest expiry first (never-expiring last).
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>>;
-    /// A member and its live lots (as `member_lots`), read together (backends may answer in one
-    /// statement).
-    async fn member_with_lots(
-        &mut self,
-        member_id: &str,
-    ) -> StoreResult<Option<(MemberRow, Vec<Lot>)>> {
-        let Some(member) = self.get_member(member_id, false).await? else {
-            return Ok(None);
-        };
-        let lots = self.member_lots(member_id).await?;
-        Ok(Some((member, lots)))
-    }
-    /// `member_lots` and the stored balance of the member's account in points, read together
-    /// (backends may answer in one query).
-    async fn member_lots_and_balance(&mut self, member_id: &str) -> StoreResult<(Vec<Lot>, i64)> {
-        let lots = self.member_lots(member_id).await?;
-        let account = crate::domain::Account::Member(member_id.to_string()).to_string();
-        let balance = self
-            .balance(&account, &crate::domain::Asset::Points.to_string())
-            .await?;
-        Ok((lots, balance))
-    }
-    async fn update_lot(&mut self, lot: &Lot) -> StoreResult<()>;
-    /// Points taken from lots for orders: stores the lots' new remaining and held points and
-    /// records each take (backends may do both in one statement).
-    async fn take_from_lots(&mut self, lots: &[Lot], takes: &[OrderLot]) -> StoreResult<()> {
-        for lot in lots {
-            self.update_lot(lot).await?;
-        }
-        for take in takes {
-            self.insert_order_lot(take).await?;
-        }
-        Ok(())
-    }
-    async fn move_lots(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
-    async fn insert_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()>;
-    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>>;
-    async fn update_order_lot(&mut self, order_lot: &OrderLot) -> StoreResult<()>;
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>>;
+    async fn order_lots(&mut self, order_id: &str) -> StoreResult<Vec<OrderLot>>;
 
     // Orders.
-    async fn insert_order(&mut self, order: &Order) -> StoreResult<()>;
     async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>>;
     /// The register sale recorded under (store, register, receipt_no), if any.
     async fn order_by_receipt(
@@ -369,33 +295,9 @@ pub trait UnitOfWork: Send {
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>>;
-    /// What already uses a new order's id, or its register receipt (store, register,
-    /// receipt_no; an empty receipt_no names none). Backends may answer in one query.
-    async fn order_clash(
-        &mut self,
-        order_id: &str,
-        store_id: &str,
-        register_id: &str,
-        receipt_no: &str,
-    ) -> StoreResult<Option<OrderClash>> {
-        if self.get_order(order_id, false).await?.is_some() {
-            return Ok(Some(OrderClash::OrderId));
-        }
-        if !receipt_no.is_empty()
-            && self
-                .order_by_receipt(store_id, register_id, receipt_no)
-                .await?
-                .is_some()
-        {
-            return Ok(Some(OrderClash::Receipt));
-        }
-        Ok(None)
-    }
-    async fn update_order(&mut self, order: &Order) -> StoreResult<()>;
     async fn member_has_open_orders(&mut self, member_id: &str) -> StoreResult<bool>;
 
     // Campaigns and coupons.
-    async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
     async fn get_campaign(
         &mut self,
         campaign_id: &str,
@@ -410,136 +312,64 @@ pub trait UnitOfWork: Send {
         campaign_id: &str,
         member_id: Option<&str>,
     ) -> StoreResult<i64>;
-    async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>>;
-    async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>>;
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>>;
-    async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
+}
+
+/// One database transaction, as a backend offers it: coarse. A write batch loads what it
+/// touches ([`UnitOfWork::load`]), decides in memory, and writes everything it changed with one
+/// [`UnitOfWork::flush`]; the row reads ([`LedgerReads`]) serve the read path and what a batch
+/// did not foresee. The only writes outside a flush are API keys (the keys module writes them
+/// on their own) and [`UnitOfWork::ensure_program`].
+#[async_trait]
+pub trait UnitOfWork: LedgerReads {
+    async fn commit(self: Box<Self>) -> StoreResult<()>;
 
     // Batches: load what a batch touches, decide in memory, flush once.
     /// Reads everything `keys` names (see [`Loaded`]), locking members, orders and coupons in a
-    /// fixed order. This default asks row by row; a backend where a round trip is dear reads
-    /// in bulk.
-    async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
-        load_row_by_row(self, keys).await
-    }
+    /// fixed order.
+    async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded>;
     /// `count` new ids of `sequence`, never handed out before (gaps are fine).
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>>;
     /// Writes a batch's changes.
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()>;
+    /// Stores `program` only if no settings are stored yet, at once rather than at the flush:
+    /// it gives concurrent first updates a row to lock, so that they compose.
+    async fn ensure_program(&mut self, program: &Program) -> StoreResult<()>;
+
+    // Reads of the read path only.
+    async fn member_transactions(
+        &mut self,
+        member_id: &str,
+        before_transaction_id: Option<i64>,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>>;
+    /// A member and its live lots (as `member_lots`), read together (backends may answer in one
+    /// statement).
+    async fn member_with_lots(
+        &mut self,
+        member_id: &str,
+    ) -> StoreResult<Option<(MemberRow, Vec<Lot>)>> {
+        let Some(member) = self.get_member(member_id, false).await? else {
+            return Ok(None);
+        };
+        let lots = self.member_lots(member_id).await?;
+        Ok(Some((member, lots)))
+    }
+
+    // API keys, written outside batches.
+    async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;
+    async fn find_api_key(&mut self, key_hash: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    /// Every key, oldest first.
+    async fn list_api_keys(&mut self) -> StoreResult<Vec<ApiKeyRecord>>;
+    /// Revokes a key at `at` (a revoked key keeps its first revocation time); false when there
+    /// is no key `key_id`.
+    async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
+    /// Records that a key was used at `at`.
+    async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
 
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
-}
-
-/// The rare parts of a [`ChangeSet`] (admin writes, merges), written through the row-level
-/// methods: each is one statement, and most batches have none. A flush writes them first.
-pub async fn write_rare_parts<U: UnitOfWork + ?Sized>(
-    uow: &mut U,
-    changes: &ChangeSet,
-) -> StoreResult<()> {
-    for store in &changes.new_stores {
-        uow.insert_store(store).await?;
-    }
-    if let Some(program) = &changes.program {
-        uow.save_program(program).await?;
-    }
-    for campaign in &changes.new_campaigns {
-        uow.insert_campaign(campaign).await?;
-    }
-    for (source, target) in &changes.merges {
-        uow.move_lots(source, target).await?;
-        uow.move_coupons(source, target).await?;
-        uow.move_identifiers(source, target).await?;
-    }
-    Ok(())
-}
-
-/// [`UnitOfWork::load`] row by row, through the row-level methods: right for an embedded
-/// database, where a lookup costs microseconds.
-pub async fn load_row_by_row<U: UnitOfWork + ?Sized>(
-    uow: &mut U,
-    keys: &Keys,
-) -> StoreResult<Loaded> {
-    let mut loaded = Loaded::default();
-    for (key_id, request_id) in &keys.idempotency {
-        if let Some(record) = uow.find_idempotency(key_id, request_id).await? {
-            loaded.idempotency.push(record);
-        }
-    }
-    let mut member_ids: std::collections::BTreeSet<String> =
-        keys.member_ids.iter().cloned().collect();
-    for identifier in &keys.identifiers {
-        if let Some(member_id) = uow.member_by_identifier(identifier).await? {
-            member_ids.insert(member_id.clone());
-            loaded.identifiers.push((identifier.clone(), member_id));
-        }
-    }
-    let order_ids: std::collections::BTreeSet<&String> = keys.order_ids.iter().collect();
-    for order_id in order_ids {
-        let hold = crate::domain::Account::Hold(order_id.clone()).to_string();
-        match uow.get_order(order_id, true).await? {
-            Some(order) => {
-                member_ids.insert(order.member_id.clone());
-                loaded.order_lots.extend(uow.order_lots(order_id).await?);
-                loaded.balances.push(points_balance(uow, hold).await?);
-                loaded.orders.push(order);
-            }
-            None => loaded.complete_accounts.push(hold),
-        }
-    }
-    for member_id in &member_ids {
-        let Some(member) = uow.get_member(member_id, true).await? else {
-            continue;
-        };
-        loaded.lots.extend(uow.member_lots(member_id).await?);
-        for account in [
-            crate::domain::Account::Member(member_id.clone()),
-            crate::domain::Account::MemberPending(member_id.clone()),
-        ] {
-            loaded
-                .balances
-                .push(points_balance(uow, account.to_string()).await?);
-        }
-        loaded.members.push(member);
-    }
-    let mut codes: std::collections::BTreeSet<String> = keys.coupon_codes.iter().cloned().collect();
-    for order in &loaded.orders {
-        codes.extend(
-            uow.order_coupons(&order.order_id)
-                .await?
-                .into_iter()
-                .map(|coupon| coupon.code),
-        );
-    }
-    for code in &codes {
-        if let Some(coupon) = uow.get_coupon(code, true).await? {
-            loaded.coupons.push(coupon);
-        }
-    }
-    for receipt in &keys.receipts {
-        let (store_id, register_id, receipt_no) = receipt;
-        if let Some(order_id) = uow
-            .order_by_receipt(store_id, register_id, receipt_no)
-            .await?
-        {
-            loaded.receipts.push((receipt.clone(), order_id));
-        }
-    }
-    Ok(loaded)
-}
-
-async fn points_balance<U: UnitOfWork + ?Sized>(
-    uow: &mut U,
-    account: String,
-) -> StoreResult<AccountTotal> {
-    let asset = crate::domain::Asset::Points.to_string();
-    let amount = uow.balance(&account, &asset).await?;
-    Ok(AccountTotal {
-        account,
-        asset,
-        amount,
-    })
 }

@@ -1,6 +1,7 @@
 //! EC checkout and store registers: Authorize → Capture / Void (or hold expiry) → Refund, and
 //! RecordSale (a register sale captured in one step). Each is one balanced ledger transaction.
 
+use super::rows::LedgerRows;
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 
@@ -19,7 +20,7 @@ use crate::domain::{
     model::{
         LineItem, Lot, MemberRow, Order, OrderLine, OrderState, Posting, Program, RefundResult,
     },
-    ports::{NewTransaction, OrderClash, StoreError, UnitOfWork},
+    ports::{NewTransaction, OrderClash, StoreError},
     pricing::{self, Priced},
 };
 
@@ -27,7 +28,7 @@ use crate::domain::{
 const MAX_CLOCK_SKEW_SECONDS: i64 = 300;
 
 pub(super) async fn authorize(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
@@ -60,7 +61,7 @@ pub(super) async fn authorize(
 }
 
 pub(super) async fn record_sale(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
@@ -124,7 +125,7 @@ pub(super) async fn record_sale(
 }
 
 pub(super) async fn capture(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
@@ -177,7 +178,7 @@ pub(super) async fn capture(
 }
 
 pub(super) async fn void(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     caller: &Caller,
     now: DateTime<Utc>,
     order_id: &str,
@@ -194,7 +195,7 @@ pub(super) async fn void(
 /// The sweeper's side of a hold: releases an authorized order whose hold expired.
 /// Returns false when there was nothing to do (already resolved, or not yet expired).
 pub(super) async fn expire_hold_if_due(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order_id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
@@ -220,7 +221,7 @@ pub(super) async fn expire_hold_if_due(
 }
 
 async fn expire_hold(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order: &mut Order,
     member_id: &str,
     now: DateTime<Utc>,
@@ -235,7 +236,7 @@ async fn expire_hold(
 /// Gives an order's held points and coupons back (points of lots that expired meanwhile go
 /// to `program:expired`).
 async fn release_hold(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order: &Order,
     member_id: &str,
     now: DateTime<Utc>,
@@ -262,7 +263,7 @@ async fn release_hold(
 }
 
 pub(super) async fn refund(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &Reference,
     caller: &Caller,
     now: DateTime<Utc>,
@@ -392,7 +393,7 @@ struct Clawback {
 /// lot first, then available points (the order's own lot first, then soonest expiry). What the
 /// member already spent is booked to `program:shortfall`: the balance never goes below zero.
 async fn clawback(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     mut lots: Vec<Lot>,
     member_id: &str,
     order_id: &str,
@@ -467,7 +468,7 @@ async fn clawback(
 /// (latest expiry first), keeping each lot's expiry. Points of lots that have expired since are
 /// not given back. Returns the points given back and their posting.
 async fn restore_points(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order: &Order,
     member_id: &str,
     target: i64,
@@ -516,7 +517,7 @@ async fn restore_points(
 /// Prices an order for Authorize/RecordSale: every coupon must apply, and the points must be
 /// there.
 async fn price_strict(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     program: &Program,
     member: &MemberRow,
     request: &OrderRequest,
@@ -557,7 +558,7 @@ async fn price_strict(
 }
 
 async fn ensure_new_order(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &Reference,
     request: &OrderRequest,
 ) -> CommandResult<()> {
@@ -591,7 +592,7 @@ async fn ensure_new_order(
 
 /// Loads and locks an order the caller may act on.
 async fn load_order(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     caller: &Caller,
     order_id: &str,
 ) -> CommandResult<Order> {
@@ -609,7 +610,7 @@ async fn load_order(
 
 /// Loads and locks an authorized order (Capture, Void).
 async fn open_order(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     caller: &Caller,
     order_id: &str,
     action: &str,
@@ -708,7 +709,7 @@ fn entry(
 /// Appends an order's transaction. Hold resolutions are always journalled (even with no
 /// postings) so that `omo verify` can see every order's hold resolve exactly once.
 async fn append(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     kind: &'static str,
     order: &Order,
     member_id: &str,

@@ -2,6 +2,8 @@
 //! `CPN:<campaign_id>` (issue: campaign → member; reserve: member → hold; redeem: hold or member
 //! → campaign:redeemed; release and restore: back to the member; expiry: → campaign:expired).
 
+use super::rows::LedgerRows;
+use crate::domain::ports::LedgerReads;
 use chrono::{DateTime, Utc};
 
 use super::{
@@ -17,7 +19,7 @@ use crate::domain::{
     error::CouponReason,
     ids,
     model::{MemberRef, Order, Posting},
-    ports::{StoreError, UnitOfWork},
+    ports::StoreError,
 };
 
 /// A coupon that applies to an order, with what it takes off.
@@ -52,7 +54,7 @@ fn refusal(code: &str, reason: CouponReason) -> DomainError {
 /// Judges an order's codes in the order given; each discount applies to what earlier coupons
 /// left. `lock` locks the coupon (and public campaign) rows for a write.
 pub(super) async fn evaluate(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     ctx: &CouponContext<'_>,
     codes: &[String],
     exponent: u32,
@@ -96,7 +98,7 @@ pub(super) async fn evaluate(
 
 /// The coupon (or public campaign) behind a code, if the member may use it here.
 async fn find(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     ctx: &CouponContext<'_>,
     code: &str,
     lock: bool,
@@ -130,7 +132,7 @@ async fn find(
 }
 
 async fn campaign_of(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     campaign_id: &str,
     lock: bool,
 ) -> Result<Campaign, StoreError> {
@@ -143,7 +145,7 @@ async fn campaign_of(
 /// limit needs no campaign lock: the member's row is locked already. So a campaign without a
 /// budget is never a hot row, however many orders issue its coupons.
 async fn lock_if_limited(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     campaign: Campaign,
 ) -> Result<Campaign, StoreError> {
     if campaign.issue_limit > 0 {
@@ -155,7 +157,7 @@ async fn lock_if_limited(
 
 /// The campaign's total and per-member issue limits.
 async fn check_limits(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     campaign: &Campaign,
     member_id: &str,
 ) -> Result<Result<(), DomainError>, StoreError> {
@@ -177,7 +179,7 @@ async fn check_limits(
 
 /// Issues one coupon of a (locked) campaign to a member. Limits are checked by the caller.
 async fn issue(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     campaign: &Campaign,
     member_id: &str,
     source: String,
@@ -259,7 +261,7 @@ struct PendingCoupon {
 }
 
 impl PendingCoupon {
-    async fn save(&self, uow: &mut dyn UnitOfWork) -> Result<(), StoreError> {
+    async fn save(&self, uow: &mut dyn LedgerRows) -> Result<(), StoreError> {
         if self.stored {
             uow.update_coupon(&self.coupon).await
         } else {
@@ -270,7 +272,7 @@ impl PendingCoupon {
 
 /// Authorize: the coupons move to the order's hold.
 pub(super) async fn reserve(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     applied: &[Applied],
     member_id: &str,
     order_id: &str,
@@ -294,7 +296,7 @@ pub(super) async fn reserve(
 
 /// RecordSale: the coupons are redeemed at once.
 pub(super) async fn redeem_now(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     applied: &[Applied],
     member_id: &str,
     order_id: &str,
@@ -322,7 +324,7 @@ fn mark_redeemed(coupon: &mut Coupon, order_id: &str, now: DateTime<Utc>) {
 
 /// Capture: the order's reserved coupons are redeemed.
 pub(super) async fn redeem_reserved(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Posting>, StoreError> {
@@ -345,7 +347,7 @@ pub(super) async fn redeem_reserved(
 /// Void or hold expiry: reserved coupons go back to the member (or expire, if they ran out
 /// meanwhile).
 pub(super) async fn release(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order_id: &str,
     member_id: &str,
     now: DateTime<Utc>,
@@ -376,7 +378,7 @@ pub(super) async fn release(
 
 /// Full refund: redeemed coupons that are still valid come back to the member.
 pub(super) async fn restore(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order_id: &str,
     member_id: &str,
     now: DateTime<Utc>,
@@ -404,7 +406,7 @@ pub(super) async fn restore(
 /// Capture and RecordSale: campaigns that reward this order issue their coupon (source
 /// `order:<order_id>`). A campaign that is closed or out of budget simply issues nothing.
 pub(super) async fn issue_on_capture(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &super::reference::Reference,
     order: &Order,
     member_id: &str,
@@ -427,7 +429,7 @@ pub(super) async fn issue_on_capture(
 }
 
 pub(super) async fn create_campaign(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     now: DateTime<Utc>,
     campaign: &Campaign,
 ) -> CommandResult<Campaign> {
@@ -454,7 +456,7 @@ pub(super) async fn create_campaign(
 }
 
 pub(super) async fn issue_by_admin(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     now: DateTime<Utc>,
     campaign_id: &str,
     member: &MemberRef,
@@ -478,7 +480,7 @@ pub(super) async fn issue_by_admin(
 
 /// The sweeper's side: an active coupon past `valid_until` expires.
 pub(super) async fn expire_if_due(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     code: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {

@@ -1,12 +1,14 @@
 //! Members: creation, identifiers, and merging two members inside the ledger.
 
+use super::rows::LedgerRows;
+use crate::domain::ports::LedgerReads;
 use chrono::{DateTime, Utc};
 
 use super::{CommandResult, points};
 use crate::domain::{
     Account, Asset, DomainError, ids,
     model::{Identifier, Member, MemberRef, MemberRow, MemberState, Posting},
-    ports::{NewTransaction, StoreError, UnitOfWork},
+    ports::{NewTransaction, StoreError},
 };
 
 /// How a command uses the member it names.
@@ -20,7 +22,7 @@ pub(super) enum Access {
 
 /// Finds the member a reference names.
 pub(super) async fn resolve(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     member: &MemberRef,
     access: Access,
 ) -> CommandResult<MemberRow> {
@@ -44,7 +46,7 @@ pub(super) async fn resolve(
 /// The member an identifier names. A merge may move the identifier between the lookup and the
 /// lock; then the lookup is made again, so an identifier always reaches its current member.
 async fn by_identifier(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     identifier: &Identifier,
     access: Access,
 ) -> CommandResult<MemberRow> {
@@ -70,7 +72,7 @@ async fn by_identifier(
 
 /// The member that now owns what `member_id` owned (following merges), locked.
 pub(super) async fn current_owner(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     member_id: &str,
 ) -> CommandResult<MemberRow> {
     let mut member_id = member_id.to_string();
@@ -89,7 +91,7 @@ pub(super) async fn current_owner(
 }
 
 pub(super) async fn to_member(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerReads,
     row: MemberRow,
 ) -> Result<Member, StoreError> {
     let identifiers = uow.identifiers(&row.member_id).await?;
@@ -104,7 +106,7 @@ pub(super) async fn to_member(
 }
 
 pub(super) async fn create(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     now: DateTime<Utc>,
     identifiers: &[Identifier],
     display_name: &str,
@@ -128,7 +130,7 @@ pub(super) async fn create(
     Ok(to_member(uow, row).await?)
 }
 
-async fn ensure_free(uow: &mut dyn UnitOfWork, identifier: &Identifier) -> CommandResult<()> {
+async fn ensure_free(uow: &mut dyn LedgerRows, identifier: &Identifier) -> CommandResult<()> {
     if uow.member_by_identifier(identifier).await?.is_some() {
         return Err(DomainError::IdentifierTaken {
             kind: identifier.kind.clone(),
@@ -139,7 +141,7 @@ async fn ensure_free(uow: &mut dyn UnitOfWork, identifier: &Identifier) -> Comma
 }
 
 pub(super) async fn link(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     member: &MemberRef,
     identifier: &Identifier,
 ) -> CommandResult<Member> {
@@ -155,7 +157,7 @@ pub(super) async fn link(
 /// Moves everything of `source` to `target` through the ledger: points (each lot keeps its
 /// expiry), pending points, coupons, identifiers. The source stays as a MERGED tombstone.
 pub(super) async fn merge(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     now: DateTime<Utc>,
     source_member_id: &str,
     target_member_id: &str,
@@ -211,7 +213,7 @@ pub(super) async fn merge(
 /// One posting per asset the source holds: available and pending points, and each campaign's
 /// coupons.
 async fn merge_postings(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     source: &str,
     target: &str,
 ) -> Result<Vec<Posting>, StoreError> {

@@ -2,6 +2,7 @@
 //! request_id, retrying transient conflicts. Business rules live in the submodules, written once
 //! for every storage backend.
 
+use rows::LedgerRows;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -12,7 +13,7 @@ use crate::domain::{
     auth::Caller,
     command::{Command, Reply},
     ids,
-    ports::{IdempotencyRecord, Store, StoreError, UnitOfWork},
+    ports::{IdempotencyRecord, Store, StoreError},
 };
 
 mod batch;
@@ -23,6 +24,7 @@ mod members;
 mod points;
 mod queries;
 mod reference;
+mod rows;
 mod sweeper;
 mod verify;
 mod writer;
@@ -149,16 +151,16 @@ pub(crate) struct IdempotencyKey {
 /// The remembered outcome of a request: the reply, or the refusal.
 pub(crate) type Outcome = Result<Reply, DomainError>;
 
-/// Runs one command inside its own savepoint and remembers its outcome. Whatever happens, the
+/// Runs one command inside its own savepoint (a mark in the batch's rows in memory) and
+/// remembers its outcome. Whatever happens, the
 /// unit of work is left as it was before the command or with the command's whole effect: a
 /// refusal keeps only the remembered refusal, an internal error keeps nothing (so a batch can
 /// go on with its other commands).
 ///
 /// The outer error means the unit of work itself broke: a savepoint could not be taken,
-/// rolled back to or released (the database may have ended the transaction on its own, after
-/// an I/O error say). Nothing more may be written in it, nor committed.
+/// rolled back to or released. Nothing more may be written in it, nor committed.
 async fn run_remembered(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &reference::Reference,
     now: DateTime<Utc>,
     job: &Job,
@@ -173,7 +175,7 @@ async fn run_remembered(
 }
 
 async fn run_in_savepoint(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &reference::Reference,
     now: DateTime<Utc>,
     job: &Job,
@@ -222,7 +224,7 @@ fn replay(record: &IdempotencyRecord, key: &IdempotencyKey) -> Result<Outcome, E
 
 /// Dispatches a command to its rule.
 async fn run(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &reference::Reference,
     caller: &Caller,
     now: DateTime<Utc>,

@@ -1,6 +1,7 @@
 //! Points: lots, holds, earning, spending, expiry and maturation, always as balanced postings
 //! written together with the lots they change.
 
+use super::rows::LedgerRows;
 use chrono::{DateTime, Utc};
 
 use super::{CommandResult, members, reference::Reference};
@@ -8,7 +9,7 @@ use crate::domain::{
     Account, Asset, DomainError,
     lots::{self, is_expired},
     model::{Channel, Lot, LotState, MemberRef, OrderLot, Posting, Program, Transaction},
-    ports::{NewTransaction, StoreError, UnitOfWork},
+    ports::{NewTransaction, StoreError},
 };
 
 /// Matures the member's pending lots and expires lots past their expiry, as of `now`.
@@ -16,7 +17,7 @@ use crate::domain::{
 /// an expired lot even when the sweeper is behind.
 /// Returns the member's lots as they stand afterwards.
 pub(super) async fn settle_member(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     member_id: &str,
     now: DateTime<Utc>,
 ) -> Result<Vec<Lot>, StoreError> {
@@ -28,7 +29,7 @@ pub(super) async fn settle_member(
 /// Settles `lots`, the member's lots just read; returns them as they stand afterwards (those
 /// still holding points) and whether settling wrote anything.
 async fn settle(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     member_id: &str,
     mut lots: Vec<Lot>,
     now: DateTime<Utc>,
@@ -88,7 +89,7 @@ async fn settle(
 /// The sweeper's side: settles a member under the member's row lock, like every command, so
 /// two sweepers (two replicas) or a sweeper and a command never settle the same lots at once.
 pub(super) async fn settle_locked_member(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     member_id: &str,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
@@ -122,7 +123,7 @@ pub(super) fn system_entry(
 /// are kept by different code paths, and a difference means the ledger is broken — refuse to
 /// write on top of it.
 pub(super) async fn spendable(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     member_id: &str,
     now: DateTime<Utc>,
 ) -> CommandResult<(Vec<Lot>, i64)> {
@@ -148,7 +149,7 @@ pub(super) async fn spendable(
 /// held (the points stay in the lots until capture) or spent at once. Without an order (an
 /// admin debit) nothing records where the points came from, since nothing can give them back.
 pub(super) async fn take_points(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     lots: &[Lot],
     order_id: &str,
     points: i64,
@@ -193,7 +194,7 @@ pub(super) async fn take_points(
 /// the member, except from lots that expired meanwhile, which go to `program:expired`.
 /// Returns (points back to the member, points expired).
 pub(super) async fn resolve_hold(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     order_id: &str,
     spend: bool,
     now: DateTime<Utc>,
@@ -221,7 +222,7 @@ pub(super) async fn resolve_hold(
 /// Books earned points as a new lot: pending through the EC return window, or available.
 /// Returns the posting and whether the points are pending.
 pub(super) async fn earn(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     program: &Program,
     member_id: &str,
     order_id: &str,
@@ -262,7 +263,7 @@ pub(super) async fn earn(
 
 /// AdjustPoints: an admin credit (a new lot) or debit (from lots, soonest expiry first).
 pub(super) async fn adjust(
-    uow: &mut dyn UnitOfWork,
+    uow: &mut dyn LedgerRows,
     reference: &Reference,
     now: DateTime<Utc>,
     member: &MemberRef,

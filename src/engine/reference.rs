@@ -5,17 +5,15 @@
 //! are re-read after `TTL`: a change made through another replica applies here within that
 //! time (and at once when made through this one, which invalidates its copy).
 
+use super::rows::LedgerRows;
+use crate::domain::ports::LedgerReads;
 use std::{
     collections::HashSet,
     sync::Mutex,
     time::{Duration, Instant},
 };
 
-use crate::domain::{
-    coupon::Campaign,
-    model::Program,
-    ports::{StoreError, UnitOfWork},
-};
+use crate::domain::{coupon::Campaign, model::Program, ports::StoreError};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -39,7 +37,7 @@ fn keep<T>(slot: &Mutex<Option<(T, Instant)>>, value: T) {
 
 impl Reference {
     /// The program settings (defaults until an admin saves them).
-    pub async fn program(&self, uow: &mut dyn UnitOfWork) -> Result<Program, StoreError> {
+    pub async fn program(&self, uow: &mut dyn LedgerReads) -> Result<Program, StoreError> {
         if let Some(program) = fresh(&self.program) {
             return Ok(program);
         }
@@ -51,7 +49,7 @@ impl Reference {
     /// Campaigns with an `issue_on_capture` rule.
     pub async fn capture_campaigns(
         &self,
-        uow: &mut dyn UnitOfWork,
+        uow: &mut dyn LedgerRows,
     ) -> Result<Vec<Campaign>, StoreError> {
         if let Some(campaigns) = fresh(&self.capture_campaigns) {
             return Ok(campaigns);
@@ -64,7 +62,7 @@ impl Reference {
 
     pub async fn store_exists(
         &self,
-        uow: &mut dyn UnitOfWork,
+        uow: &mut dyn LedgerRows,
         store_id: &str,
     ) -> Result<bool, StoreError> {
         if self

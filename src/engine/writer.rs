@@ -5,6 +5,7 @@
 //! caller. A refused command leaves no trace; the others commit. A command that hit a transient
 //! conflict, or a batch whose flush or commit failed, is run again on its own.
 
+use super::rows::LedgerRows;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
 
 use chrono::{DateTime, Utc};
@@ -15,7 +16,7 @@ use crate::domain::{
     Clock,
     auth::Caller,
     command::{Command, Reply},
-    ports::{Keys, Store, StoreError, UnitOfWork},
+    ports::{Keys, Store, StoreError},
 };
 
 /// Most commands in one database transaction: beyond 64 the fsync and the batch's statements
@@ -223,7 +224,7 @@ impl Core {
     pub async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
     where
         T: Send,
-        F: for<'a> Fn(&'a mut dyn UnitOfWork, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
+        F: for<'a> Fn(&'a mut dyn LedgerRows, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
     {
         let mut attempt = 1;
         loop {

@@ -6,6 +6,7 @@
 //! when it is unreachable its half is skipped with a note, except under `CI=true`, where that is
 //! a failure.
 
+use super::test_writes;
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -300,7 +301,9 @@ async fn flushed(store: &Arc<dyn Store>, changes: &ChangeSet) {
 
 async fn insert_campaign(store: &Arc<dyn Store>) {
     let mut uow = store.begin().await.expect("begin");
-    uow.insert_campaign(&campaign()).await.expect("campaign");
+    test_writes::insert_campaign(uow.as_mut(), &campaign())
+        .await
+        .expect("campaign");
     uow.commit().await.expect("commit");
 }
 
@@ -715,11 +718,15 @@ async fn reserved_ids_are_never_handed_out_again(store: Arc<dyn Store>) {
     uow.flush(&changes).await.expect("flush");
     uow.commit().await.expect("commit");
 
-    // The database's own ids, and later reservations, never reuse any of them.
+    // Rows written under later reservations, and later reservations, never reuse any of them.
     let mut uow = store.begin().await.expect("begin");
-    let appended = uow.append_transaction(&earn).await.expect("append");
+    let appended = test_writes::append_transaction(uow.as_mut(), &earn)
+        .await
+        .expect("append");
     fresh(Sequence::Transactions, vec![appended], 1);
-    let inserted = uow.insert_lot(&lot(0, "m1", 5)).await.expect("insert lot");
+    let inserted = test_writes::insert_lot(uow.as_mut(), &lot(0, "m1", 5))
+        .await
+        .expect("insert lot");
     fresh(Sequence::Lots, vec![inserted], 1);
     for sequence in [Sequence::Transactions, Sequence::Lots] {
         fresh(sequence, uow.reserve_ids(sequence, 4).await.unwrap(), 4);

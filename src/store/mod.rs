@@ -12,6 +12,8 @@ pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod test_postgres;
+#[cfg(test)]
+mod test_writes;
 
 /// Opens (creating if needed) the database at `url` and runs its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {

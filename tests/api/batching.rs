@@ -130,7 +130,7 @@ async fn a_request_id_twice_in_one_batch_has_one_effect(app: &TestApp) {
 
 async fn a_batch_sees_its_own_effects(app: &TestApp) {
     // Arrange: a member created, credited, and then buying, all in one group commit, with a
-    // refused command in the middle and an admin write (which takes the row-level path) beside.
+    // refused command in the middle and an admin write (written row by row in the flush) beside.
     let engine = app.app().engine();
     let item = admin_items(app).await;
     let card = Identifier {

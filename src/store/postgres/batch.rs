@@ -18,38 +18,29 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 
-use super::{
-    Cols, PgQuery, PgUnitOfWork, coupon_from_row, insert_outcomes, lot_from_row, map_err,
-    member_from_row, order_from_row, order_lot_from_row,
+use super::coupons::{INSERT_COUPONS, UPDATE_COUPONS, bind_coupons, coupon_from_row};
+use super::journal::INSERT_JOURNAL;
+use super::keys::insert_outcomes;
+use super::lots::{INSERT_LOTS, UPDATE_LOTS, bind_lots, lot_from_row};
+use super::members::{INSERT_IDENTIFIERS, INSERT_MEMBERS, UPDATE_MEMBERS, member_from_row};
+use super::orders::{
+    INSERT_ORDER_LOTS, INSERT_ORDERS, UPDATE_ORDER_LOTS, UPDATE_ORDERS, bind_order_lots,
+    bind_orders, order_from_row, order_lot_from_row,
 };
+use super::{Cols, PgQuery, PgUnitOfWork, column, map_err};
 use crate::{
     domain::{
         Account,
-        coupon::Coupon,
-        model::{Channel, Identifier, Lot, Order, OrderLot, Posting},
+        model::{Channel, Identifier, Lot, Posting},
         ports::{
             AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, Sequence, StoreError,
             StoreResult,
         },
     },
-    store::{receipt_no_param, to_json},
+    store::to_json,
 };
-
-/// One column of a batch's rows, as an array parameter.
-fn column<'a, T, U>(rows: &'a [T], field: impl Fn(&'a T) -> U) -> Vec<U> {
-    rows.iter().map(field).collect()
-}
-
-/// A column of JSON documents, bound as `text[]` and cast to jsonb in the statement.
-fn json_column<'a, T, U: serde::Serialize + ?Sized + 'a>(
-    rows: &'a [T],
-    field: impl Fn(&'a T) -> &'a U,
-) -> StoreResult<Vec<String>> {
-    rows.iter().map(|row| to_json(field(row))).collect()
-}
 
 /// Keys without repeats, in order: a key named by several commands is read once.
 fn distinct<T: Ord + Clone>(keys: &[T]) -> Vec<T> {
@@ -278,25 +269,14 @@ impl PgUnitOfWork {
         Ok(loaded)
     }
 
-    /// Identifiers, receipts and remembered outcomes, in one statement. Outcomes still waiting
-    /// for the commit (from the row-level path) are in memory, not yet in the table.
+    /// Identifiers, receipts and remembered outcomes, in one statement.
     async fn lookups(&mut self, keys: &Keys, loaded: &mut Loaded) -> StoreResult<()> {
         let identifiers = distinct(&keys.identifiers);
         let receipts: Vec<(String, String, String)> = distinct(&keys.receipts)
             .into_iter()
             .filter(|(_, _, receipt_no)| !receipt_no.is_empty())
             .collect();
-        let mut requests = distinct(&keys.idempotency);
-        requests.retain(|(key_id, request_id)| {
-            let waiting = self
-                .waiting_outcomes
-                .iter()
-                .find(|r| &r.key_id == key_id && &r.request_id == request_id);
-            if let Some(record) = waiting {
-                loaded.idempotency.push(record.clone());
-            }
-            waiting.is_none()
-        });
+        let requests = distinct(&keys.idempotency);
         if identifiers.is_empty() && receipts.is_empty() && requests.is_empty() {
             return Ok(());
         }
@@ -357,253 +337,27 @@ impl PgUnitOfWork {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Flush.
-
-const INSERT_MEMBERS: &str = r#"
-insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
-    lifetime_redeemed_points, created_at)
-select *
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::timestamptz[])"#;
-
-/// Every column but the key and `created_at`, which never change.
-const UPDATE_MEMBERS: &str = r#"
-update members m
-set display_name = c.display_name,
-    state = c.state,
-    merged_into = c.merged_into,
-    lifetime_earned_points = c.lifetime_earned_points,
-    lifetime_redeemed_points = c.lifetime_redeemed_points
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
-    as c (member_id, display_name, state, merged_into, lifetime_earned_points,
-        lifetime_redeemed_points)
-where m.member_id = c.member_id"#;
-
-const INSERT_IDENTIFIERS: &str = r#"
-insert into identifiers (kind, value, member_id)
-select *
-from unnest($1::text[], $2::text[], $3::text[])"#;
-
-/// The journal in one statement: transactions with their reserved ids, their postings, and
-/// the net change of each guarded balance. Credits upsert; debits are a plain update (an
-/// upsert would have `balance >= 0` checked on the negative row it proposes to insert), so a
-/// debit below zero breaks the CHECK, and one with no row to update shows in the count.
-const INSERT_JOURNAL: &str = r#"
-with entries as (
-    insert into transactions (transaction_id, kind, member_id, occurred_at, recorded_at,
-        channel, store_id, order_id, metadata)
-    overriding system value
-    select transaction_id, kind, member_id, occurred_at, recorded_at,
-        channel, store_id, order_id, metadata::jsonb
-    from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-        $6::text[], $7::text[], $8::text[], $9::text[])
-        as t (transaction_id, kind, member_id, occurred_at, recorded_at,
-            channel, store_id, order_id, metadata)
-), lines as (
-    insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
-    select *
-    from unnest($10::bigint[], $11::integer[], $12::text[], $13::text[], $14::text[],
-        $15::bigint[])
-), credited as (
-    insert into balances (account, asset, balance)
-    select *
-    from unnest($16::text[], $17::text[], $18::bigint[])
-    on conflict (account, asset) do update
-    set balance = balances.balance + excluded.balance
-), debited as (
-    update balances b
-    set balance = b.balance - d.amount
-    from unnest($19::text[], $20::text[], $21::bigint[]) as d (account, asset, amount)
-    where b.account = d.account
-        and b.asset = d.asset
-    returning 1
-)
-select count(*) as debited
-from debited"#;
-
-const INSERT_LOTS: &str = r#"
-insert into point_lots (lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points)
-overriding system value
-select *
-from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[])"#;
-
-const UPDATE_LOTS: &str = r#"
-update point_lots l
-set member_id = c.member_id,
-    order_id = c.order_id,
-    state = c.state,
-    earned_at = c.earned_at,
-    matures_at = c.matures_at,
-    expires_at = c.expires_at,
-    original_points = c.original_points,
-    remaining_points = c.remaining_points,
-    held_points = c.held_points
-from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[])
-    as c (lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-        original_points, remaining_points, held_points)
-where l.lot_id = c.lot_id"#;
-
-const INSERT_ORDERS: &str = r#"
-insert into orders (order_id, member_id, state, channel, store_id, register_id, receipt_no,
-    lines, total, coupon_discount, points_redeemed, amount_due, points_earned, points_pending,
-    coupon_codes, hold_expires_at, refunded_amount, points_reversed, points_restored,
-    occurred_at, created_at)
-select order_id, member_id, state, channel, store_id, register_id, receipt_no,
-    lines::jsonb, total, coupon_discount, points_redeemed, amount_due, points_earned,
-    points_pending, coupon_codes::jsonb, hold_expires_at, refunded_amount, points_reversed,
-    points_restored, occurred_at, created_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::numeric[],
-    $13::bigint[], $14::bigint[], $15::text[], $16::timestamptz[], $17::numeric[],
-    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[])
-    as c (order_id, member_id, state, channel, store_id, register_id, receipt_no,
-        lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-        points_pending, coupon_codes, hold_expires_at, refunded_amount, points_reversed,
-        points_restored, occurred_at, created_at)"#;
-
-const UPDATE_ORDERS: &str = r#"
-update orders o
-set member_id = c.member_id,
-    state = c.state,
-    channel = c.channel,
-    store_id = c.store_id,
-    register_id = c.register_id,
-    receipt_no = c.receipt_no,
-    lines = c.lines::jsonb,
-    total = c.total,
-    coupon_discount = c.coupon_discount,
-    points_redeemed = c.points_redeemed,
-    amount_due = c.amount_due,
-    points_earned = c.points_earned,
-    points_pending = c.points_pending,
-    coupon_codes = c.coupon_codes::jsonb,
-    hold_expires_at = c.hold_expires_at,
-    refunded_amount = c.refunded_amount,
-    points_reversed = c.points_reversed,
-    points_restored = c.points_restored,
-    occurred_at = c.occurred_at,
-    created_at = c.created_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::numeric[],
-    $13::bigint[], $14::bigint[], $15::text[], $16::timestamptz[], $17::numeric[],
-    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[])
-    as c (order_id, member_id, state, channel, store_id, register_id, receipt_no,
-        lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-        points_pending, coupon_codes, hold_expires_at, refunded_amount, points_reversed,
-        points_restored, occurred_at, created_at)
-where o.order_id = c.order_id"#;
-
-const INSERT_ORDER_LOTS: &str = r#"
-insert into order_lots (order_id, lot_id, points, restored_points)
-select *
-from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])"#;
-
-const UPDATE_ORDER_LOTS: &str = r#"
-update order_lots l
-set points = c.points,
-    restored_points = c.restored_points
-from unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[])
-    as c (order_id, lot_id, points, restored_points)
-where l.order_id = c.order_id
-    and l.lot_id = c.lot_id"#;
-
-const INSERT_COUPONS: &str = r#"
-insert into coupons (code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-    source, order_id, redeemed_at, issued_at)
-select *
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])"#;
-
-const UPDATE_COUPONS: &str = r#"
-update coupons p
-set campaign_id = c.campaign_id,
-    variant_id = c.variant_id,
-    member_id = c.member_id,
-    state = c.state,
-    valid_from = c.valid_from,
-    valid_until = c.valid_until,
-    source = c.source,
-    order_id = c.order_id,
-    redeemed_at = c.redeemed_at,
-    issued_at = c.issued_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
-    as c (code, campaign_id, variant_id, member_id, state, valid_from, valid_until, source,
-        order_id, redeemed_at, issued_at)
-where p.code = c.code"#;
-
-/// The columns of `INSERT_LOTS` and `UPDATE_LOTS`.
-fn bind_lots<'q>(sql: &'q str, lots: &'q [Lot]) -> PgQuery<'q> {
-    sqlx::query(sql)
-        .bind(column(lots, |l| l.lot_id)) // $1
-        .bind(column(lots, |l| l.member_id.as_str())) // $2
-        .bind(column(lots, |l| l.order_id.as_str())) // $3
-        .bind(column(lots, |l| l.state.as_str())) // $4
-        .bind(column(lots, |l| l.earned_at)) // $5
-        .bind(column(lots, |l| l.matures_at)) // $6
-        .bind(column(lots, |l| l.expires_at)) // $7
-        .bind(column(lots, |l| l.original_points)) // $8
-        .bind(column(lots, |l| l.remaining_points)) // $9
-        .bind(column(lots, |l| l.held_points)) // $10
-}
-
-/// The columns of `INSERT_ORDERS` and `UPDATE_ORDERS`.
-fn bind_orders<'q>(sql: &'q str, orders: &'q [Order]) -> StoreResult<PgQuery<'q>> {
-    let money = |field: fn(&Order) -> Decimal| column(orders, field);
-    Ok(sqlx::query(sql)
-        .bind(column(orders, |o| o.order_id.as_str())) // $1
-        .bind(column(orders, |o| o.member_id.as_str())) // $2
-        .bind(column(orders, |o| o.state.as_str())) // $3
-        .bind(column(orders, |o| o.channel.as_str())) // $4
-        .bind(column(orders, |o| o.store_id.as_str())) // $5
-        .bind(column(orders, |o| o.register_id.as_str())) // $6
-        .bind(column(orders, |o| receipt_no_param(&o.receipt_no))) // $7
-        .bind(json_column(orders, |o| &o.lines)?) // $8
-        .bind(money(|o| o.total.amount())) // $9
-        .bind(money(|o| o.coupon_discount.amount())) // $10
-        .bind(column(orders, |o| o.points_redeemed)) // $11
-        .bind(money(|o| o.amount_due.amount())) // $12
-        .bind(column(orders, |o| o.points_earned)) // $13
-        .bind(column(orders, |o| o.points_pending)) // $14
-        .bind(json_column(orders, |o| &o.coupon_codes)?) // $15
-        .bind(column(orders, |o| o.hold_expires_at)) // $16
-        .bind(money(|o| o.refunded_amount.amount())) // $17
-        .bind(column(orders, |o| o.points_reversed)) // $18
-        .bind(column(orders, |o| o.points_restored)) // $19
-        .bind(column(orders, |o| o.occurred_at)) // $20
-        .bind(column(orders, |o| o.created_at))) // $21
-}
-
-/// The columns of `INSERT_ORDER_LOTS` and `UPDATE_ORDER_LOTS`.
-fn bind_order_lots<'q>(sql: &'q str, order_lots: &'q [OrderLot]) -> PgQuery<'q> {
-    sqlx::query(sql)
-        .bind(column(order_lots, |l| l.order_id.as_str())) // $1
-        .bind(column(order_lots, |l| l.lot_id)) // $2
-        .bind(column(order_lots, |l| l.points)) // $3
-        .bind(column(order_lots, |l| l.restored_points)) // $4
-}
-
-/// The columns of `INSERT_COUPONS` and `UPDATE_COUPONS`.
-fn bind_coupons<'q>(sql: &'q str, coupons: &'q [Coupon]) -> PgQuery<'q> {
-    sqlx::query(sql)
-        .bind(column(coupons, |c| c.code.as_str())) // $1
-        .bind(column(coupons, |c| c.campaign_id.as_str())) // $2
-        .bind(column(coupons, |c| c.variant_id.as_str())) // $3
-        .bind(column(coupons, |c| c.member_id.as_str())) // $4
-        .bind(column(coupons, |c| c.state.as_str())) // $5
-        .bind(column(coupons, |c| c.valid_from)) // $6
-        .bind(column(coupons, |c| c.valid_until)) // $7
-        .bind(column(coupons, |c| c.source.as_str())) // $8
-        .bind(column(coupons, |c| c.order_id.as_str())) // $9
-        .bind(column(coupons, |c| c.redeemed_at)) // $10
-        .bind(column(coupons, |c| c.issued_at)) // $11
-}
-
 impl PgUnitOfWork {
+    /// The rare parts of a [`ChangeSet`] (admin writes, merges), one statement each (most
+    /// batches have none), written first: the rows after them already name their final member.
+    pub(super) async fn write_rare_parts(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        for store in &changes.new_stores {
+            self.insert_store(store).await?;
+        }
+        if let Some(program) = &changes.program {
+            self.save_program(program).await?;
+        }
+        for campaign in &changes.new_campaigns {
+            self.insert_campaign(campaign).await?;
+        }
+        for (source, target) in &changes.merges {
+            self.move_lots(source, target).await?;
+            self.move_coupons(source, target).await?;
+            self.move_identifiers(source, target).await?;
+        }
+        Ok(())
+    }
+
     /// Writes a batch's changes, one statement per table and kind, skipping empty parts;
     /// parents before the rows that reference them. The first failure (a debit below zero, a
     /// duplicate key, an update that finds no row) fails the flush, and the caller drops the

@@ -2,18 +2,15 @@
 //!
 //! SQLite runs in-process, so "one statement per table" means one cached prepared statement
 //! per table and kind of change, executed once per row: a few microseconds each, no round
-//! trips to save. The row writes here are the same statements the row-level methods of the
-//! port run (they call these), so the two paths cannot drift apart in columns or encodings.
+//! trips to save. A load, likewise, reads row by row through the store's own row reads.
 
 use std::collections::BTreeSet;
 
 use super::{SqliteUnitOfWork, col};
 use crate::domain::{
-    Account,
-    coupon::Coupon,
-    model::{Identifier, Lot, MemberRow, Order, OrderLot},
+    Account, Asset,
     ports::{
-        AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, Sequence, StoreError, StoreResult,
+        AccountTotal, ChangeSet, Keys, LedgerReads, Loaded, Sequence, StoreError, StoreResult,
     },
 };
 
@@ -41,6 +38,92 @@ fn sequence_table(sequence: Sequence) -> (&'static str, &'static str) {
             ",
         ),
     }
+}
+
+/// [`UnitOfWork::load`] row by row, through the row reads: right for an embedded database,
+/// where a lookup costs microseconds.
+pub(super) async fn load_row_by_row<U: LedgerReads + ?Sized>(
+    uow: &mut U,
+    keys: &Keys,
+) -> StoreResult<Loaded> {
+    let mut loaded = Loaded::default();
+    for (key_id, request_id) in &keys.idempotency {
+        if let Some(record) = uow.find_idempotency(key_id, request_id).await? {
+            loaded.idempotency.push(record);
+        }
+    }
+    let mut member_ids: BTreeSet<String> = keys.member_ids.iter().cloned().collect();
+    for identifier in &keys.identifiers {
+        if let Some(member_id) = uow.member_by_identifier(identifier).await? {
+            member_ids.insert(member_id.clone());
+            loaded.identifiers.push((identifier.clone(), member_id));
+        }
+    }
+    let order_ids: BTreeSet<&String> = keys.order_ids.iter().collect();
+    for order_id in order_ids {
+        let hold = Account::Hold(order_id.clone()).to_string();
+        match uow.get_order(order_id, true).await? {
+            Some(order) => {
+                member_ids.insert(order.member_id.clone());
+                loaded.order_lots.extend(uow.order_lots(order_id).await?);
+                loaded.balances.push(points_balance(uow, hold).await?);
+                loaded.orders.push(order);
+            }
+            None => loaded.complete_accounts.push(hold),
+        }
+    }
+    for member_id in &member_ids {
+        let Some(member) = uow.get_member(member_id, true).await? else {
+            continue;
+        };
+        loaded.lots.extend(uow.member_lots(member_id).await?);
+        for account in [
+            Account::Member(member_id.clone()),
+            Account::MemberPending(member_id.clone()),
+        ] {
+            loaded
+                .balances
+                .push(points_balance(uow, account.to_string()).await?);
+        }
+        loaded.members.push(member);
+    }
+    let mut codes: BTreeSet<String> = keys.coupon_codes.iter().cloned().collect();
+    for order in &loaded.orders {
+        codes.extend(
+            uow.order_coupons(&order.order_id)
+                .await?
+                .into_iter()
+                .map(|coupon| coupon.code),
+        );
+    }
+    for code in &codes {
+        if let Some(coupon) = uow.get_coupon(code, true).await? {
+            loaded.coupons.push(coupon);
+        }
+    }
+    for receipt in &keys.receipts {
+        let (store_id, register_id, receipt_no) = receipt;
+        if let Some(order_id) = uow
+            .order_by_receipt(store_id, register_id, receipt_no)
+            .await?
+        {
+            loaded.receipts.push((receipt.clone(), order_id));
+        }
+    }
+    Ok(loaded)
+}
+
+async fn points_balance<U: LedgerReads + ?Sized>(
+    uow: &mut U,
+    account: String,
+) -> StoreResult<AccountTotal> {
+    let asset = Asset::Points.to_string();
+    let amount = uow.balance(&account, &asset).await?;
+    Ok(AccountTotal {
+        account,
+        asset,
+        amount,
+    })
 }
 
 /// An update that must find the one row the batch loaded; any other count is a bug (the row
@@ -73,24 +156,7 @@ impl SqliteUnitOfWork {
         );
         loaded.balances.clear();
         for account in &accounts {
-            let rows = self
-                .query(
-                    r"
-                    select account, asset, balance
-                    from balances
-                    where account = ?1
-                    order by asset
-                    ",
-                )?
-                .bind(account) // ?1
-                .fetch_all(|row| {
-                    Ok(AccountTotal {
-                        account: col(row, 0)?,
-                        asset: col(row, 1)?,
-                        amount: col(row, 2)?,
-                    })
-                })?;
-            loaded.balances.extend(rows);
+            loaded.balances.extend(self.stored_balances_of(account)?);
         }
         loaded.complete_accounts = accounts;
         Ok(())
@@ -137,6 +203,26 @@ impl SqliteUnitOfWork {
         Ok((last + 1..=reserved).collect())
     }
 
+    /// The rare parts of a [`ChangeSet`] (admin writes, merges), one statement each (most
+    /// batches have none), written first: the rows after them already name their final member.
+    pub(super) fn write_rare_parts(&self, changes: &ChangeSet) -> StoreResult<()> {
+        for store in &changes.new_stores {
+            self.insert_store(store)?;
+        }
+        if let Some(program) = &changes.program {
+            self.save_program(program)?;
+        }
+        for campaign in &changes.new_campaigns {
+            self.insert_campaign(campaign)?;
+        }
+        for (source, target) in &changes.merges {
+            self.move_lots(source, target)?;
+            self.move_coupons(source, target)?;
+            self.move_identifiers(source, target)?;
+        }
+        Ok(())
+    }
+
     /// Writes a batch's changes, parents before the rows that reference them (members before
     /// identifiers, lots before order lots). The first failure (a debit below zero, a
     /// duplicate key, an update that finds no row) fails the flush; the caller drops the unit
@@ -153,19 +239,7 @@ impl SqliteUnitOfWork {
             self.insert_identifier_row(member_id, identifier)?;
         }
         for (transaction_id, transaction) in &changes.transactions {
-            let query = self
-                .transaction_query(
-                    r"
-                    insert into transactions (
-                        kind, member_id, occurred_at, recorded_at, channel, store_id, order_id,
-                        metadata, transaction_id
-                    )
-                    values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                    ",
-                    transaction,
-                )?
-                .bind(*transaction_id); // ?9
-            self.run(query)?;
+            self.insert_transaction_row(*transaction_id, transaction)?;
         }
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_postings(*transaction_id, &transaction.postings)?;
@@ -178,19 +252,7 @@ impl SqliteUnitOfWork {
             }
         }
         for lot in &changes.new_lots {
-            let query = self
-                .lot_query(
-                    r"
-                    insert into point_lots (
-                        member_id, order_id, state, earned_at, matures_at, expires_at,
-                        original_points, remaining_points, held_points, lot_id
-                    )
-                    values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-                    ",
-                    lot,
-                )?
-                .bind(lot.lot_id); // ?10
-            self.run(query)?;
+            self.insert_lot_row(lot)?;
         }
         for lot in &changes.changed_lots {
             expect_one(self.update_lot_row(lot)?, "lot", lot.lot_id)?;
@@ -221,218 +283,6 @@ impl SqliteUnitOfWork {
     }
 }
 
-// ---------------------------------------------------------------------------------------------
-// Row writes: one statement per table and kind, shared by the flush and the row-level methods.
-// Updates return how many rows they changed.
-
-impl SqliteUnitOfWork {
-    pub(super) fn insert_member_row(&self, member: &MemberRow) -> StoreResult<()> {
-        let query = self
-            .member_query(
-                r"
-                insert into members (
-                    member_id, display_name, state, merged_into,
-                    lifetime_earned_points, lifetime_redeemed_points, created_at
-                )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                ",
-                member,
-            )?
-            .bind(member.created_at.timestamp_micros()); // ?7
-        self.run(query)
-    }
-
-    /// Every column but the key and `created_at`, which never change.
-    pub(super) fn update_member_row(&self, member: &MemberRow) -> StoreResult<usize> {
-        self.member_query(
-            r"
-            update members
-            set display_name = ?2,
-                state = ?3,
-                merged_into = ?4,
-                lifetime_earned_points = ?5,
-                lifetime_redeemed_points = ?6
-            where member_id = ?1
-            ",
-            member,
-        )?
-        .execute()
-    }
-
-    pub(super) fn insert_identifier_row(
-        &self,
-        member_id: &str,
-        identifier: &Identifier,
-    ) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into identifiers (kind, value, member_id)
-                values (?1, ?2, ?3)
-                ",
-            )?
-            .bind(&identifier.kind) // ?1
-            .bind(&identifier.value) // ?2
-            .bind(member_id); // ?3
-        self.run(query)
-    }
-
-    /// Every column but `lot_id`, which is the key.
-    pub(super) fn update_lot_row(&self, lot: &Lot) -> StoreResult<usize> {
-        self.lot_query(
-            r"
-            update point_lots
-            set member_id = ?1,
-                order_id = ?2,
-                state = ?3,
-                earned_at = ?4,
-                matures_at = ?5,
-                expires_at = ?6,
-                original_points = ?7,
-                remaining_points = ?8,
-                held_points = ?9
-            where lot_id = ?10
-            ",
-            lot,
-        )?
-        .bind(lot.lot_id) // ?10
-        .execute()
-    }
-
-    pub(super) fn insert_order_row(&self, order: &Order) -> StoreResult<()> {
-        let query = self.order_query(
-            r"
-            insert into orders (
-                order_id, member_id, state, channel, store_id, register_id, receipt_no,
-                lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
-                points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                points_reversed, points_restored, occurred_at, created_at
-            )
-            values (
-                ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-                ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
-            )
-            ",
-            order,
-        )?;
-        self.run(query)
-    }
-
-    pub(super) fn update_order_row(&self, order: &Order) -> StoreResult<usize> {
-        self.order_query(
-            r"
-            update orders
-            set member_id = ?2,
-                state = ?3,
-                channel = ?4,
-                store_id = ?5,
-                register_id = ?6,
-                receipt_no = ?7,
-                lines = ?8,
-                total = ?9,
-                coupon_discount = ?10,
-                points_redeemed = ?11,
-                amount_due = ?12,
-                points_earned = ?13,
-                points_pending = ?14,
-                coupon_codes = ?15,
-                hold_expires_at = ?16,
-                refunded_amount = ?17,
-                points_reversed = ?18,
-                points_restored = ?19,
-                occurred_at = ?20,
-                created_at = ?21
-            where order_id = ?1
-            ",
-            order,
-        )?
-        .execute()
-    }
-
-    pub(super) fn insert_order_lot_row(&self, order_lot: &OrderLot) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into order_lots (order_id, lot_id, points, restored_points)
-                values (?1, ?2, ?3, ?4)
-                ",
-            )?
-            .bind(&order_lot.order_id) // ?1
-            .bind(order_lot.lot_id) // ?2
-            .bind(order_lot.points) // ?3
-            .bind(order_lot.restored_points); // ?4
-        self.run(query)
-    }
-
-    pub(super) fn update_order_lot_row(&self, order_lot: &OrderLot) -> StoreResult<usize> {
-        self.query(
-            r"
-            update order_lots
-            set points = ?3,
-                restored_points = ?4
-            where order_id = ?1
-              and lot_id = ?2
-            ",
-        )?
-        .bind(&order_lot.order_id) // ?1
-        .bind(order_lot.lot_id) // ?2
-        .bind(order_lot.points) // ?3
-        .bind(order_lot.restored_points) // ?4
-        .execute()
-    }
-
-    pub(super) fn insert_coupon_row(&self, coupon: &Coupon) -> StoreResult<()> {
-        let query = self.coupon_query(
-            r"
-            insert into coupons (
-                code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                source, order_id, redeemed_at, issued_at
-            )
-            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-            ",
-            coupon,
-        )?;
-        self.run(query)
-    }
-
-    pub(super) fn update_coupon_row(&self, coupon: &Coupon) -> StoreResult<usize> {
-        self.coupon_query(
-            r"
-            update coupons
-            set campaign_id = ?2,
-                variant_id = ?3,
-                member_id = ?4,
-                state = ?5,
-                valid_from = ?6,
-                valid_until = ?7,
-                source = ?8,
-                order_id = ?9,
-                redeemed_at = ?10,
-                issued_at = ?11
-            where code = ?1
-            ",
-            coupon,
-        )?
-        .execute()
-    }
-
-    pub(super) fn insert_idempotency_row(&self, record: &IdempotencyRecord) -> StoreResult<()> {
-        let query = self
-            .query(
-                r"
-                insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-                values (?1, ?2, ?3, ?4, ?5)
-                ",
-            )?
-            .bind(&record.key_id) // ?1
-            .bind(&record.request_id) // ?2
-            .bind(&record.request_hash) // ?3
-            .bind(&record.outcome) // ?4
-            .bind(record.created_at.timestamp_micros()); // ?5
-        self.run(query)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -444,6 +294,7 @@ mod tests {
         model::LotState,
         ports::{Sequence, Store},
     };
+    use crate::store::test_writes;
 
     /// A database file in a directory of its own, removed when dropped.
     struct TempDir(PathBuf);
@@ -485,7 +336,9 @@ mod tests {
         let mut uow = store.begin().await.expect("begin");
         let reserved = uow.reserve_ids(Sequence::Lots, 3).await.expect("reserve");
         assert_eq!(reserved, [1, 2, 3]);
-        let inserted = uow.insert_lot(&lot()).await.expect("insert");
+        let inserted = test_writes::insert_lot(uow.as_mut(), &lot())
+            .await
+            .expect("insert");
         assert_eq!(inserted, 4, "the first insert comes after the reservation");
         assert_eq!(uow.reserve_ids(Sequence::Lots, 1).await.unwrap(), [5]);
         uow.commit().await.expect("commit");

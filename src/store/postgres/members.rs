@@ -1,0 +1,158 @@
+//! Members and their identifiers: the reads, and the statements a flush writes them with.
+
+use sqlx::postgres::PgRow;
+
+use super::lots::lot_from_columns;
+use super::{Cols, PgUnitOfWork, map_err, string_from_row};
+use crate::domain::{
+    model::{Identifier, Lot, MemberRow, MemberState},
+    ports::StoreResult,
+};
+
+select_and_lock!(
+    GET_MEMBER,
+    GET_MEMBER_LOCKED,
+    concat!(select_members!(), "\nwhere member_id = $1")
+);
+
+// Flush.
+
+pub(super) const INSERT_MEMBERS: &str = r#"
+insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
+    lifetime_redeemed_points, created_at)
+select *
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+    $7::timestamptz[])"#;
+
+/// Every column but the key and `created_at`, which never change.
+pub(super) const UPDATE_MEMBERS: &str = r#"
+update members m
+set display_name = c.display_name,
+    state = c.state,
+    merged_into = c.merged_into,
+    lifetime_earned_points = c.lifetime_earned_points,
+    lifetime_redeemed_points = c.lifetime_redeemed_points
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+    as c (member_id, display_name, state, merged_into, lifetime_earned_points,
+        lifetime_redeemed_points)
+where m.member_id = c.member_id"#;
+
+pub(super) const INSERT_IDENTIFIERS: &str = r#"
+insert into identifiers (kind, value, member_id)
+select *
+from unnest($1::text[], $2::text[], $3::text[])"#;
+
+pub(super) async fn get_member(
+    uow: &mut PgUnitOfWork,
+    member_id: &str,
+    lock: bool,
+) -> StoreResult<Option<MemberRow>> {
+    let sql = if lock { GET_MEMBER_LOCKED } else { GET_MEMBER };
+    let query = sqlx::query(sql).bind(member_id); // $1
+    uow.fetch_optional(query, member_from_row).await
+}
+
+pub(super) async fn member_by_identifier(
+    uow: &mut PgUnitOfWork,
+    identifier: &Identifier,
+) -> StoreResult<Option<String>> {
+    let query = sqlx::query(
+        r#"
+select member_id
+from identifiers
+where kind = $1
+    and value = $2"#,
+    )
+    .bind(&identifier.kind) // $1
+    .bind(&identifier.value); // $2
+    uow.fetch_optional(query, |row| {
+        string_from_row(row, "identifiers", "member_id")
+    })
+    .await
+}
+
+pub(super) async fn identifiers(
+    uow: &mut PgUnitOfWork,
+    member_id: &str,
+) -> StoreResult<Vec<Identifier>> {
+    let query = sqlx::query(
+        r#"
+select kind, value
+from identifiers
+where member_id = $1
+order by kind, value"#,
+    )
+    .bind(member_id); // $1
+    uow.fetch_all(query, identifier_from_row).await
+}
+
+pub(super) async fn member_with_lots(
+    uow: &mut PgUnitOfWork,
+    member_id: &str,
+) -> StoreResult<Option<(MemberRow, Vec<Lot>)>> {
+    let query = sqlx::query(
+        r#"
+select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
+    m.lifetime_earned_points, m.lifetime_redeemed_points,
+    l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
+    l.original_points, l.remaining_points, l.held_points
+from members m
+left join point_lots l
+    on l.member_id = m.member_id
+    and l.remaining_points > 0
+where m.member_id = $1
+order by l.expires_at asc nulls last, l.lot_id"#,
+    )
+    .bind(member_id); // $1
+    let rows = query.fetch_all(&mut *uow.tx).await.map_err(map_err)?;
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let member = member_from_row(first)?;
+    // One row per live lot (its member_id is the member's); a member without one has a
+    // single row of NULL lot columns.
+    let mut lots = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let lot_id: Option<i64> = Cols::new(row, "point_lots", "lot_id").get("lot_id")?;
+        if lot_id.is_some() {
+            lots.push(lot_from_columns(row, "lot_state")?);
+        }
+    }
+    Ok(Some((member, lots)))
+}
+
+impl PgUnitOfWork {
+    pub(super) async fn move_identifiers(
+        &mut self,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()> {
+        let sql = r#"
+update identifiers
+set member_id = $2
+where member_id = $1"#;
+        self.move_member_rows(sql, from_member_id, to_member_id)
+            .await
+    }
+}
+
+pub(super) fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
+    let c = Cols::new(row, "members", "member_id");
+    Ok(MemberRow {
+        member_id: c.get("member_id")?,
+        display_name: c.get("display_name")?,
+        state: c.parse("state", MemberState::parse)?,
+        merged_into: c.get("merged_into")?,
+        created_at: c.get("created_at")?,
+        lifetime_earned_points: c.get("lifetime_earned_points")?,
+        lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+    })
+}
+
+fn identifier_from_row(row: &PgRow) -> StoreResult<Identifier> {
+    let c = Cols::new(row, "identifiers", "value");
+    Ok(Identifier {
+        kind: c.get("kind")?,
+        value: c.get("value")?,
+    })
+}

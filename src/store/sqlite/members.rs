@@ -1,0 +1,158 @@
+//! Members and their identifiers: the reads, and the row writes of a flush.
+
+use rusqlite::Row;
+
+use super::{Cols, Query, SqliteUnitOfWork, col};
+use crate::domain::{
+    model::{Identifier, MemberRow, MemberState},
+    ports::StoreResult,
+};
+
+/// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
+pub(super) fn get_member(
+    uow: &SqliteUnitOfWork,
+    member_id: &str,
+    _lock: bool,
+) -> StoreResult<Option<MemberRow>> {
+    let query = uow
+        .query(
+            r"
+            select member_id, display_name, state, merged_into, created_at,
+                   lifetime_earned_points, lifetime_redeemed_points
+            from members
+            where member_id = ?1
+            ",
+        )?
+        .bind(member_id); // ?1
+    uow.fetch_optional(query, member_from_row)
+}
+
+pub(super) fn member_by_identifier(
+    uow: &SqliteUnitOfWork,
+    identifier: &Identifier,
+) -> StoreResult<Option<String>> {
+    uow.query(
+        r"
+        select member_id
+        from identifiers
+        where kind = ?1
+          and value = ?2
+        ",
+    )?
+    .bind(&identifier.kind) // ?1
+    .bind(&identifier.value) // ?2
+    .fetch_optional(|row| col(row, 0))
+}
+
+pub(super) fn identifiers(uow: &SqliteUnitOfWork, member_id: &str) -> StoreResult<Vec<Identifier>> {
+    uow.query(
+        r"
+        select kind, value
+        from identifiers
+        where member_id = ?1
+        order by kind, value
+        ",
+    )?
+    .bind(member_id) // ?1
+    .fetch_all(|row| {
+        Ok(Identifier {
+            kind: col(row, 0)?,
+            value: col(row, 1)?,
+        })
+    })
+}
+
+impl SqliteUnitOfWork {
+    pub(super) fn move_identifiers(
+        &self,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()> {
+        let sql = r"
+            update identifiers
+            set member_id = ?1
+            where member_id = ?2
+            ";
+        self.move_member_rows(sql, from_member_id, to_member_id)
+    }
+
+    /// `member_id` (?1) to `lifetime_redeemed_points` (?6); the insert adds `created_at` (?7).
+    pub(super) fn member_query<'c>(
+        &'c self,
+        sql: &str,
+        member: &MemberRow,
+    ) -> StoreResult<Query<'c>> {
+        Ok(self
+            .query(sql)?
+            .bind(&member.member_id) // ?1
+            .bind(&member.display_name) // ?2
+            .bind(member.state.as_str()) // ?3
+            .bind(member.merged_into.as_deref()) // ?4
+            .bind(member.lifetime_earned_points) // ?5
+            .bind(member.lifetime_redeemed_points)) // ?6
+    }
+
+    pub(super) fn insert_member_row(&self, member: &MemberRow) -> StoreResult<()> {
+        let query = self
+            .member_query(
+                r"
+                insert into members (
+                    member_id, display_name, state, merged_into,
+                    lifetime_earned_points, lifetime_redeemed_points, created_at
+                )
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                ",
+                member,
+            )?
+            .bind(member.created_at.timestamp_micros()); // ?7
+        self.run(query)
+    }
+
+    /// Every column but the key and `created_at`, which never change.
+    pub(super) fn update_member_row(&self, member: &MemberRow) -> StoreResult<usize> {
+        self.member_query(
+            r"
+            update members
+            set display_name = ?2,
+                state = ?3,
+                merged_into = ?4,
+                lifetime_earned_points = ?5,
+                lifetime_redeemed_points = ?6
+            where member_id = ?1
+            ",
+            member,
+        )?
+        .execute()
+    }
+
+    pub(super) fn insert_identifier_row(
+        &self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                insert into identifiers (kind, value, member_id)
+                values (?1, ?2, ?3)
+                ",
+            )?
+            .bind(&identifier.kind) // ?1
+            .bind(&identifier.value) // ?2
+            .bind(member_id); // ?3
+        self.run(query)
+    }
+}
+
+fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
+    let c = Cols::new(row, "members", "member_id");
+    Ok(MemberRow {
+        member_id: c.get("member_id")?,
+        display_name: c.get("display_name")?,
+        state: c.named("state", MemberState::parse)?,
+        merged_into: c.get("merged_into")?,
+        created_at: c.instant("created_at")?,
+        lifetime_earned_points: c.get("lifetime_earned_points")?,
+        lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+    })
+}
