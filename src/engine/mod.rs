@@ -23,6 +23,7 @@ mod members;
 mod points;
 mod queries;
 mod reference;
+pub mod spatial;
 mod sweeper;
 mod verify;
 mod writer;
