@@ -825,4 +825,31 @@ mod tests {
         assert_eq!(OfferHow::of_rule(&dwell).as_str(), "GEO_DWELL");
         assert_eq!(OfferHow::InStore.as_str(), "IN_STORE");
     }
+
+    proptest::proptest! {
+        #[test]
+        fn a_run_is_the_inside_reports_since_the_last_break(
+            steps in proptest::collection::vec((proptest::bool::weighted(0.8), 0i64..1_200), 1..40),
+        ) {
+            let mut run = None;
+            let mut now = at(10, 0, 0);
+            let mut started = None;
+            for (inside, gap_seconds) in steps {
+                let previous_inside = run.map(|r: VisitRun| r.last_inside_at);
+                now += Duration::seconds(gap_seconds);
+                let (next, dwell) = advance(run, inside, now);
+                // The model: a visit starts at an inside report after an outside one, after
+                // none, or after a gap over 15 minutes; an outside report ends it.
+                started = match (inside, started, previous_inside) {
+                    (false, _, _) => None,
+                    (true, Some(start), Some(last)) if now - last <= MAX_VISIT_GAP => Some(start),
+                    (true, _, _) => Some(now),
+                };
+                proptest::prop_assert_eq!(next.map(|r| r.started_at), started);
+                proptest::prop_assert_eq!(next.map(|r| r.last_inside_at), inside.then_some(now));
+                proptest::prop_assert_eq!(dwell, started.map_or(0, |s| (now - s).num_seconds()));
+                run = next;
+            }
+        }
+    }
 }

@@ -12,7 +12,10 @@ use rstar::{
     primitives::{GeomWithData, Rectangle},
 };
 
-use crate::domain::{geo::distance_m, model::LatLng};
+use crate::domain::{
+    geo::{Geofence, PolygonError, distance_m},
+    model::{LatLng, Store},
+};
 
 /// Fewest metres in a degree of latitude anywhere on WGS84 (110,574 m at the equator), rounded
 /// down.
@@ -33,6 +36,19 @@ pub struct StoreSite {
     /// The farthest any point of the store's fence is from its location
     /// (`Geofence::bounding_radius_m`).
     pub bounding_radius_m: f64,
+}
+
+impl StoreSite {
+    /// A store's entry: the bounding radius of its fence (polygon or radius) around its
+    /// location.
+    pub fn of_store(store: &Store) -> Result<Self, PolygonError> {
+        let fence = Geofence::of_store(store)?;
+        Ok(Self {
+            store_id: store.store_id.clone(),
+            location: store.location,
+            bounding_radius_m: fence.bounding_radius_m(store.location),
+        })
+    }
 }
 
 type Entry = GeomWithData<Rectangle<[f64; 2]>, usize>;
@@ -151,8 +167,9 @@ fn boxes(center: LatLng, radius_m: f64) -> Vec<AABB<[f64; 2]>> {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
-    use crate::domain::geo::Geofence;
 
     /// Whether a box of [`boxes`] holds `point`.
     fn covered(center: LatLng, radius_m: f64, point: LatLng) -> bool {
@@ -287,5 +304,64 @@ mod tests {
         let near = index.within(east, 200.0);
         assert_eq!(near.len(), 1);
         assert!((near[0].1 - 111.3).abs() < 0.1, "{near:?}");
+    }
+
+    #[test]
+    fn a_store_site_bounds_its_polygon() {
+        let store = Store {
+            store_id: "s".into(),
+            name: "S".into(),
+            location: ll(35.0, 139.0),
+            time_zone: "Asia/Tokyo".into(),
+            geofence_radius_m: 50.0,
+            geofence_polygon: vec![ll(35.0, 139.0), ll(35.0, 139.002), ll(35.001, 139.001)],
+        };
+        let site = StoreSite::of_store(&store).expect("valid");
+        // The farthest vertex is 0.002° of longitude east: 182.6 m at 35°N.
+        assert!((site.bounding_radius_m - 182.58).abs() < 0.05, "{site:?}");
+        let mut radius_only = store.clone();
+        radius_only.geofence_polygon.clear();
+        assert_eq!(
+            StoreSite::of_store(&radius_only).map(|s| s.bounding_radius_m),
+            Ok(50.0)
+        );
+    }
+
+    fn scattered_site() -> impl Strategy<Value = (f64, f64, f64)> {
+        // Around Tokyo, and across the antimeridian near Fiji.
+        let lon = prop_oneof![139.6f64..139.9, -180.0f64..-179.9, 179.9f64..=180.0];
+        let lat = prop_oneof![35.5f64..35.8, -17.0f64..-16.8];
+        (lat, lon, 0.0f64..3_000.0)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_index_answers_what_a_full_scan_answers(
+            stores in prop::collection::vec(scattered_site(), 0..150),
+            query in scattered_site(),
+        ) {
+            let sites: Vec<StoreSite> = stores.iter().enumerate()
+                .map(|(i, &(lat, lon, r))| site(&format!("s{i}"), ll(lat, lon), r))
+                .collect();
+            let index = SpatialIndex::new(sites.clone());
+            let (lat, lon, radius_m) = query;
+            let position = ll(lat, lon);
+
+            let mut expected: Vec<&str> = sites.iter()
+                .filter(|s| distance_m(s.location, position) <= s.bounding_radius_m)
+                .map(|s| s.store_id.as_str())
+                .collect();
+            expected.sort_unstable();
+            prop_assert_eq!(index.candidates(position), expected);
+
+            let mut expected: Vec<(&str, f64)> = sites.iter()
+                .map(|s| (s.store_id.as_str(), distance_m(s.location, position)))
+                .filter(|&(_, d)| d <= radius_m)
+                .collect();
+            expected.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(b.0)));
+            prop_assert_eq!(index.within(position, radius_m), expected);
+        }
     }
 }
