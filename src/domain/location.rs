@@ -36,6 +36,17 @@ pub struct LocationReport {
     pub device_id: String,
 }
 
+impl LocationReport {
+    /// The report as a fix for the verdict (and, once accepted, the next report's speed check).
+    pub fn fix(&self) -> Fix {
+        Fix {
+            position: self.position,
+            accuracy_m: self.accuracy_m,
+            observed_at: self.observed_at,
+        }
+    }
+}
+
 /// A ListNearbyOffers query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NearbyQuery {

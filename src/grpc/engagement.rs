@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::{
     convert::{
-        Violations, check_id, check_optional_id, check_request_id, check_text, member_ref,
+        Violations, check_id, check_optional_id, check_request_id, check_text, instant, member_ref,
         optional_instant, optional_request_id, optional_timestamp, path,
     },
     store::lat_lng,
@@ -20,7 +20,9 @@ use crate::{
             DEFAULT_MAX_ACCURACY_M, GeoRule, LocationReport, LocationVerdict, MAX_NEARBY_RADIUS_M,
             NearbyQuery, VisitRule, VisitRuleKind,
         },
-        schedule::{DaysOfWeek, HoursWindow, MAX_ACTIVE_HOURS, format_time_of_day},
+        schedule::{
+            DaysOfWeek, HoursWindow, MAX_ACTIVE_HOURS, format_time_of_day, parse_time_of_day,
+        },
     },
     proto,
 };
@@ -148,7 +150,6 @@ fn hours_window(
     field: &str,
     window: &proto::ActiveHours,
 ) -> Option<HoursWindow> {
-    use crate::domain::schedule::parse_time_of_day;
     let mut time = |name: &str, text: &str| {
         parse_time_of_day(text)
             .map_err(|error| v.push(path(field, name), error.to_string()))
@@ -207,7 +208,7 @@ pub fn report_location_in(
     let position = lat_lng(&mut v, "", position(request.latitude, request.longitude));
     let accuracy_m = accuracy(&mut v, request.accuracy_m);
     let observed_at = match request.observed_at {
-        Some(ts) => super::convert::instant(&mut v, "observed_at", &ts),
+        Some(ts) => instant(&mut v, "observed_at", &ts),
         None => {
             v.push("observed_at", "is required");
             None
