@@ -1,4 +1,5 @@
-//! Pure domain logic: ledger postings, point lots, pricing, money, refusals. No sqlx, no tonic.
+//! Pure domain logic: ledger postings, point lots, pricing, money, refusals, geofences, rule
+//! schedules and location signals. No sqlx, no tonic.
 //!
 //! The command engine (`crate::engine`) drives these types against a unit of work
 //! (`ports::UnitOfWork`) that a storage backend implements.
@@ -9,13 +10,16 @@ pub mod clock;
 pub mod command;
 pub mod coupon;
 pub mod error;
+pub mod geo;
 pub mod ids;
+pub mod location;
 pub mod lots;
 pub mod model;
 pub mod money;
 pub mod page;
 pub mod ports;
 pub mod pricing;
+pub mod schedule;
 
 pub use account::{Account, Asset};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -25,6 +25,7 @@ mod points;
 mod queries;
 mod reference;
 mod rows;
+pub mod spatial;
 mod sweeper;
 mod verify;
 mod writer;

@@ -18,7 +18,7 @@ use tonic_types::StatusExt;
 use super::{
     checkout::{self, OrderInput, OrderKind},
     convert::Violations,
-    coupon, ledger, member, program, store,
+    coupon, engagement, ledger, member, program, store,
 };
 use crate::proto;
 
@@ -601,5 +601,125 @@ fn issue_coupon() {
     });
     hostile("IssueCoupon", strategy, |request| {
         accepted(coupon::issue_command(&request))
+    });
+}
+
+fn hours_text() -> BoxedStrategy<String> {
+    prop_oneof![
+        4 => (0u32..26, 0u32..62).prop_map(|(h, m)| format!("{h:02}:{m:02}")),
+        1 => text(),
+    ]
+    .boxed()
+}
+
+prop_compose! {
+    fn geo_rule()(
+        ids in (text(), text(), prop::collection::vec(text(), 0..3)),
+        seconds in (int32(), int32(), int32()),
+        max_accuracy_m in float(),
+        active_hours in prop::collection::vec(
+            (hours_text(), hours_text()).prop_map(|(start, end)| proto::ActiveHours { start, end }),
+            0..4,
+        ),
+        days_of_week in prop::collection::vec(int32(), 0..9),
+        period in (timestamp(), timestamp()),
+    ) -> proto::GeoRule {
+        proto::GeoRule {
+            rule_id: ids.0,
+            campaign_id: ids.1,
+            store_ids: ids.2,
+            min_dwell_seconds: seconds.0,
+            max_accuracy_m,
+            active_hours,
+            days_of_week,
+            cooldown_seconds: seconds.1,
+            daily_cap_per_store: seconds.2,
+            starts_at: period.0,
+            ends_at: period.1,
+        }
+    }
+}
+
+#[test]
+fn create_geo_rule() {
+    let strategy = (text(), prop::option::of(geo_rule()))
+        .prop_map(|(request_id, rule)| proto::CreateGeoRuleRequest { request_id, rule });
+    hostile("CreateGeoRule", strategy, |request| {
+        accepted(engagement::create_geo_rule_in(request))
+    });
+}
+
+#[test]
+fn report_location() {
+    let strategy = (
+        text(),
+        member_ref(),
+        lat_lng(),
+        float(),
+        timestamp(),
+        text(),
+    )
+        .prop_map(
+            |(request_id, member, position, accuracy_m, observed_at, device_id)| {
+                proto::ReportLocationRequest {
+                    request_id,
+                    member,
+                    latitude: position.latitude,
+                    longitude: position.longitude,
+                    accuracy_m,
+                    observed_at,
+                    device_id,
+                }
+            },
+        );
+    hostile("ReportLocation", strategy, |request| {
+        accepted(engagement::report_location_in(request))
+    });
+}
+
+#[test]
+fn list_nearby_offers() {
+    let strategy = (member_ref(), lat_lng(), float(), int32()).prop_map(
+        |(member, position, radius_m, page_size)| proto::ListNearbyOffersRequest {
+            member,
+            latitude: position.latitude,
+            longitude: position.longitude,
+            radius_m: radius_m.abs() * 1_000.0,
+            page_size,
+        },
+    );
+    hostile("ListNearbyOffers", strategy, |request| {
+        accepted(engagement::nearby_offers_in(request))
+    });
+}
+
+#[test]
+fn create_visit_rule() {
+    let rule = (
+        text(),
+        text(),
+        -1i32..4,
+        int32(),
+        int32(),
+        int32(),
+        prop::collection::vec(text(), 0..3),
+    )
+        .prop_map(
+            |(rule_id, campaign_id, kind, visits, window_days, lapsed_days, store_ids)| {
+                proto::VisitRule {
+                    rule_id,
+                    campaign_id,
+                    kind,
+                    visits,
+                    window_days,
+                    lapsed_days,
+                    store_ids,
+                }
+            },
+        );
+    let strategy = (text(), prop::option::of(rule))
+        .prop_map(|(request_id, rule)| proto::CreateVisitRuleRequest { request_id, rule });
+    hostile("CreateVisitRule", strategy, |request| {
+        accepted(engagement::create_visit_rule_in(request))
     });
 }

@@ -26,6 +26,7 @@ pub mod auth;
 pub mod checkout;
 pub mod convert;
 pub mod coupon;
+pub mod engagement;
 pub mod ledger;
 pub mod member;
 pub mod paging;

@@ -14,7 +14,9 @@ use crate::{
     domain::{
         auth::Operation,
         command::Command,
+        geo::{MAX_POLYGON_VERTICES, PolygonError, check_polygon},
         model::{LatLng, Store},
+        schedule::parse_time_zone,
     },
     engine::Engine,
     proto::{self, store_service_server::StoreService},
@@ -26,8 +28,6 @@ pub const DEFAULT_TIME_ZONE: &str = "Asia/Tokyo";
 pub const DEFAULT_GEOFENCE_RADIUS_M: f64 = 100.0;
 /// Largest geofence radius, in metres.
 const MAX_GEOFENCE_RADIUS_M: f64 = 100_000.0;
-/// Most points of a geofence polygon.
-const MAX_POLYGON_POINTS: usize = 1_000;
 
 pub struct StoreApi {
     engine: Arc<Engine>,
@@ -146,23 +146,18 @@ pub fn lat_lng(v: &mut Violations, field: &str, point: proto::LatLng) -> Option<
     })
 }
 
-/// An IANA time zone name such as "Asia/Tokyo"; empty means the default.
+/// An IANA time zone name known to the tz database, such as "Asia/Tokyo"; empty means the
+/// default. Checked here so that every local-time rule of the store can rely on it.
 fn time_zone(v: &mut Violations, value: &str) -> Option<String> {
     if value.is_empty() {
         return Some(DEFAULT_TIME_ZONE.to_string());
     }
-    let plausible = value.len() <= 64
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+'));
-    if plausible {
-        Some(value.to_string())
-    } else {
-        v.push(
-            "store.time_zone",
-            "must be an IANA time zone name such as \"Asia/Tokyo\" (at most 64 characters)",
-        );
-        None
+    match parse_time_zone(value) {
+        Ok(_) => Some(value.to_string()),
+        Err(error) => {
+            v.push("store.time_zone", error.to_string());
+            None
+        }
     }
 }
 
@@ -181,24 +176,31 @@ fn radius(v: &mut Violations, value: f64) -> Option<f64> {
     }
 }
 
-/// A geofence polygon: empty, or a ring of at least 3 valid coordinates.
+/// A geofence polygon: empty, or a simple ring of 3 to 1,000 valid coordinates, open or closed
+/// (see [`check_polygon`]). Kept as given; geofence checks normalise it.
 fn polygon(v: &mut Violations, points: &[proto::LatLng]) -> Option<Vec<LatLng>> {
+    const FIELD: &str = "store.geofence_polygon";
     if points.is_empty() {
         return Some(Vec::new());
     }
-    if points.len() < 3 || points.len() > MAX_POLYGON_POINTS {
-        v.push(
-            "store.geofence_polygon",
-            format!("must be empty or have 3 to {MAX_POLYGON_POINTS} points"),
-        );
+    // Bounds the work before each vertex is parsed (a closed ring repeats its first vertex).
+    if points.len() > MAX_POLYGON_VERTICES + 1 {
+        v.push(FIELD, PolygonError::VertexCount(points.len()).to_string());
         return None;
     }
     let parsed: Vec<Option<LatLng>> = points
         .iter()
         .enumerate()
-        .map(|(i, point)| lat_lng(v, &format!("store.geofence_polygon[{i}]"), *point))
+        .map(|(i, point)| lat_lng(v, &format!("{FIELD}[{i}]"), *point))
         .collect();
-    parsed.into_iter().collect()
+    let ring: Vec<LatLng> = parsed.into_iter().collect::<Option<_>>()?;
+    match check_polygon(&ring) {
+        Ok(_) => Some(ring),
+        Err(error) => {
+            v.push(FIELD, error.to_string());
+            None
+        }
+    }
 }
 
 pub fn store_out(store: Store) -> proto::Store {
@@ -265,6 +267,97 @@ mod tests {
                 "store.geofence_radius_m",
                 "store.geofence_polygon"
             ]
+        );
+    }
+
+    fn ll(latitude: f64, longitude: f64) -> proto::LatLng {
+        proto::LatLng {
+            latitude,
+            longitude,
+        }
+    }
+
+    fn square() -> Vec<proto::LatLng> {
+        vec![
+            ll(35.657, 139.700),
+            ll(35.657, 139.702),
+            ll(35.659, 139.702),
+            ll(35.659, 139.700),
+        ]
+    }
+
+    fn polygon_problem(polygon: Vec<proto::LatLng>) -> Vec<String> {
+        let mut bad = store();
+        bad.geofence_polygon = polygon;
+        match store_in(Violations::new(), Some(bad)) {
+            Ok(_) => Vec::new(),
+            Err(status) => violated_fields(&status),
+        }
+    }
+
+    #[test]
+    fn time_zones_must_be_known_to_the_tz_database() {
+        for (name, ok) in [
+            ("Asia/Tokyo", true),
+            ("Europe/Paris", true),
+            ("UTC", true),
+            ("Asia/Tokio", false),
+            ("Mars/Olympus_Mons", false),
+            ("+09:00", false),
+        ] {
+            let mut candidate = store();
+            candidate.time_zone = name.into();
+            match store_in(Violations::new(), Some(candidate)) {
+                Ok(parsed) => assert!(ok && parsed.time_zone == name, "{name}"),
+                Err(status) => {
+                    assert!(!ok, "{name}");
+                    assert_eq!(violated_fields(&status), ["store.time_zone"]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn polygons_are_simple_rings_open_or_closed() {
+        assert!(polygon_problem(square()).is_empty());
+        let mut closed = square();
+        closed.push(closed[0]);
+        let mut candidate = store();
+        candidate.geofence_polygon = closed.clone();
+        let parsed = store_in(Violations::new(), Some(candidate)).expect("closed ring");
+        assert_eq!(parsed.geofence_polygon.len(), 5, "kept as given");
+
+        let bow_tie = vec![square()[0], square()[2], square()[1], square()[3]];
+        assert_eq!(polygon_problem(bow_tie), ["store.geofence_polygon"]);
+        let mut repeated = square();
+        repeated.insert(1, repeated[0]);
+        assert_eq!(polygon_problem(repeated), ["store.geofence_polygon"]);
+        let mut bad_vertex = square();
+        bad_vertex[1].longitude = f64::NAN;
+        assert_eq!(
+            polygon_problem(bad_vertex),
+            ["store.geofence_polygon[1].longitude"]
+        );
+    }
+
+    #[test]
+    fn polygons_have_at_most_a_thousand_vertices() {
+        let circle = |n: usize| -> Vec<proto::LatLng> {
+            (0..n)
+                .map(|i| {
+                    let angle = i as f64 * std::f64::consts::TAU / n as f64;
+                    ll(35.0 + 0.001 * angle.sin(), 139.0 + 0.001 * angle.cos())
+                })
+                .collect()
+        };
+        assert!(polygon_problem(circle(1_000)).is_empty());
+        let mut closed = circle(1_000);
+        closed.push(closed[0]);
+        assert!(polygon_problem(closed).is_empty());
+        assert_eq!(polygon_problem(circle(1_001)), ["store.geofence_polygon"]);
+        assert_eq!(
+            polygon_problem(vec![proto::LatLng::default(); 5_000]),
+            ["store.geofence_polygon"]
         );
     }
 }
