@@ -152,6 +152,10 @@ pub struct Keys {
     /// Register receipts of new sales: (store_id, register_id, receipt_no).
     pub receipts: Vec<(String, String, String)>,
     pub coupon_codes: Vec<String>,
+    /// About how many new ids of each sequence the commands will need: a backend may reserve
+    /// them with the load rather than in a round trip of their own (more are reserved on
+    /// demand; unused ones are gaps).
+    pub wanted_ids: Vec<(Sequence, usize)>,
 }
 
 /// The rows a batch reads before deciding, locked where the batch may write them.
@@ -181,6 +185,8 @@ pub struct Loaded {
     pub coupons: Vec<Coupon>,
     /// Receipts of `Keys::receipts` already recorded, with their order.
     pub receipts: Vec<((String, String, String), String)>,
+    /// Ids reserved for the batch ([`Keys::wanted_ids`]), never handed out before.
+    pub reserved_ids: Vec<(Sequence, Vec<i64>)>,
 }
 
 /// Identities a batch hands out before it writes: a batch decides in memory, so a new

@@ -425,9 +425,25 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
             ("s1".into(), "r1".into(), "R-none".into()),
         ],
         coupon_codes: strings(&["C2", "C-none"]),
+        wanted_ids: vec![(Sequence::Transactions, 3), (Sequence::Lots, 2)],
     };
     let mut uow = store.begin().await.expect("begin");
     let loaded = sorted(uow.load(&keys).await.expect("load"));
+    // The wanted ids come with the load, distinct and unused.
+    for (sequence, count) in [(Sequence::Transactions, 3), (Sequence::Lots, 2)] {
+        let ids: std::collections::BTreeSet<i64> = loaded
+            .reserved_ids
+            .iter()
+            .filter(|(s, _)| *s == sequence)
+            .flat_map(|(_, ids)| ids.iter().copied())
+            .collect();
+        assert_eq!(ids.len(), count, "{sequence:?}: {:?}", loaded.reserved_ids);
+        let more = uow.reserve_ids(sequence, 2).await.expect("reserve");
+        assert!(
+            more.iter().all(|id| !ids.contains(id)),
+            "{sequence:?} reissued"
+        );
+    }
     assert_eq!(loaded.idempotency, [outcome("r1")]);
     assert_eq!(
         loaded.identifiers,

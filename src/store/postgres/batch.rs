@@ -55,9 +55,12 @@ fn distinct<T: Ord + Clone>(keys: &[T]) -> Vec<T> {
 // Load.
 
 /// Unlocked keyed lookups, one row per key found (`found` says which kind): the outcomes
-/// already remembered, the members identifiers name, the orders register receipts name. They
-/// are read before any lock; a row another batch adds after this read makes this batch's own
-/// insert of it a unique violation, and the batch runs again and sees it.
+/// already remembered, the members identifiers name, the orders register receipts name, and
+/// which named orders exist (only those are then locked: a batch of new sales takes no order
+/// locks and skips that round trip). They are read before any lock; a row another batch adds
+/// after this read makes this batch's own insert of it a unique violation, and the batch runs
+/// again and sees it. The ids the batch will want ride along (`nextval` is not transactional,
+/// so they are never handed out twice, whatever becomes of this transaction).
 ///
 /// The receipts are looked up one by one (`lateral ... limit 1`): joined plainly, the generic
 /// plan of a young database hashes every receipt in `orders_receipt`, a cost that grows with
@@ -90,7 +93,23 @@ select 'idempotency' as found,
 from unnest($6::text[], $7::text[]) as k (key_id, request_id)
 join idempotency_keys d
     on d.key_id = k.key_id
-    and d.request_id = k.request_id"#;
+    and d.request_id = k.request_id
+union all
+select 'order' as found,
+    order_id, null, null,
+    order_id, null, null
+from orders
+where order_id = any($8)
+union all
+select 'transaction_id' as found,
+    null, null, null,
+    nextval(pg_get_serial_sequence('transactions', 'transaction_id'))::text, null, null
+from generate_series(1, $9)
+union all
+select 'lot_id' as found,
+    null, null, null,
+    nextval(pg_get_serial_sequence('point_lots', 'lot_id'))::text, null, null
+from generate_series(1, $10)"#;
 
 /// The named orders, locked first.
 const LOCK_ORDERS: &str = concat!(
@@ -150,12 +169,31 @@ order by code
 for no key update"#
 );
 
-/// A row of `LOOKUPS`, filed where it belongs.
-fn file_lookup(row: &PgRow, loaded: &mut Loaded) -> StoreResult<()> {
+/// A row of `LOOKUPS`, filed where it belongs (named orders that exist go to `existing`).
+fn file_lookup(row: &PgRow, loaded: &mut Loaded, existing: &mut Vec<String>) -> StoreResult<()> {
     let c = Cols::new(row, "lookups", "key_2");
     let found: String = c.get("found")?;
-    let (key_1, key_2): (String, String) = (c.get("key_1")?, c.get("key_2")?);
     let value: String = c.get("value")?;
+    let reserved = |sequence: Sequence, loaded: &mut Loaded| -> StoreResult<()> {
+        let id: i64 = value
+            .parse()
+            .map_err(|_| c.corrupt("value", format!("{value:?} is not an id")))?;
+        match loaded.reserved_ids.iter_mut().find(|(s, _)| *s == sequence) {
+            Some((_, ids)) => ids.push(id),
+            None => loaded.reserved_ids.push((sequence, vec![id])),
+        }
+        Ok(())
+    };
+    match found.as_str() {
+        "order" => {
+            existing.push(value);
+            return Ok(());
+        }
+        "transaction_id" => return reserved(Sequence::Transactions, loaded),
+        "lot_id" => return reserved(Sequence::Lots, loaded),
+        _ => {}
+    }
+    let (key_1, key_2): (String, String) = (c.get("key_1")?, c.get("key_2")?);
     match found.as_str() {
         "identifier" => {
             let identifier = Identifier {
@@ -196,11 +234,10 @@ impl PgUnitOfWork {
     /// balances, order lots, coupons), skipping those with nothing to read.
     pub(super) async fn load_batch(&mut self, keys: &Keys) -> StoreResult<Loaded> {
         let mut loaded = Loaded::default();
-        self.lookups(keys, &mut loaded).await?;
-
         let order_ids = distinct(&keys.order_ids);
-        if !order_ids.is_empty() {
-            let query = sqlx::query(LOCK_ORDERS).bind(&order_ids); // $1
+        let existing_orders = self.lookups(keys, &order_ids, &mut loaded).await?;
+        if !existing_orders.is_empty() {
+            let query = sqlx::query(LOCK_ORDERS).bind(&existing_orders); // $1
             loaded.orders = self.fetch_all(query, order_from_row).await?;
         }
 
@@ -269,16 +306,39 @@ impl PgUnitOfWork {
         Ok(loaded)
     }
 
-    /// Identifiers, receipts and remembered outcomes, in one statement.
-    async fn lookups(&mut self, keys: &Keys, loaded: &mut Loaded) -> StoreResult<()> {
+    /// Identifiers, receipts, remembered outcomes, which of `order_ids` exist (returned, in
+    /// order) and the wanted ids, in one statement.
+    async fn lookups(
+        &mut self,
+        keys: &Keys,
+        order_ids: &[String],
+        loaded: &mut Loaded,
+    ) -> StoreResult<Vec<String>> {
         let identifiers = distinct(&keys.identifiers);
         let receipts: Vec<(String, String, String)> = distinct(&keys.receipts)
             .into_iter()
             .filter(|(_, _, receipt_no)| !receipt_no.is_empty())
             .collect();
         let requests = distinct(&keys.idempotency);
-        if identifiers.is_empty() && receipts.is_empty() && requests.is_empty() {
-            return Ok(());
+        let wanted = |sequence: Sequence| -> StoreResult<i64> {
+            let count = keys
+                .wanted_ids
+                .iter()
+                .filter(|(s, _)| *s == sequence)
+                .map(|(_, count)| count)
+                .sum::<usize>();
+            i64::try_from(count)
+                .map_err(|_| StoreError::Database(format!("cannot reserve {count} ids").into()))
+        };
+        let (transaction_ids, lot_ids) = (wanted(Sequence::Transactions)?, wanted(Sequence::Lots)?);
+        if identifiers.is_empty()
+            && receipts.is_empty()
+            && requests.is_empty()
+            && order_ids.is_empty()
+            && transaction_ids == 0
+            && lot_ids == 0
+        {
+            return Ok(Vec::new());
         }
         let query = sqlx::query(LOOKUPS)
             .bind(column(&identifiers, |i| i.kind.as_str())) // $1
@@ -287,12 +347,20 @@ impl PgUnitOfWork {
             .bind(column(&receipts, |r| r.1.as_str())) // $4
             .bind(column(&receipts, |r| r.2.as_str())) // $5
             .bind(column(&requests, |r| r.0.as_str())) // $6
-            .bind(column(&requests, |r| r.1.as_str())); // $7
+            .bind(column(&requests, |r| r.1.as_str())) // $7
+            .bind(order_ids) // $8
+            .bind(transaction_ids) // $9
+            .bind(lot_ids); // $10
         let rows = query.fetch_all(&mut *self.tx).await.map_err(map_err)?;
+        let mut existing_orders = Vec::new();
         for row in &rows {
-            file_lookup(row, loaded)?;
+            file_lookup(row, loaded, &mut existing_orders)?;
         }
-        Ok(())
+        existing_orders.sort_unstable();
+        for (_, ids) in &mut loaded.reserved_ids {
+            ids.sort_unstable();
+        }
+        Ok(existing_orders)
     }
 }
 
