@@ -18,13 +18,16 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgRow;
+use sqlx::{Execute, postgres::PgRow};
 
 use super::coupons::{INSERT_COUPONS, UPDATE_COUPONS, bind_coupons, coupon_from_row};
-use super::journal::INSERT_JOURNAL;
-use super::keys::insert_outcomes;
+use super::journal::{CREDIT_BALANCES, DEBIT_BALANCES, INSERT_POSTINGS, INSERT_TRANSACTIONS};
+use super::keys::{INSERT_OUTCOMES, bind_outcomes};
 use super::lots::{INSERT_LOTS, UPDATE_LOTS, bind_lots, lot_from_row};
-use super::members::{INSERT_IDENTIFIERS, INSERT_MEMBERS, UPDATE_MEMBERS, member_from_row};
+use super::members::{
+    INSERT_IDENTIFIERS, INSERT_MEMBERS, UPDATE_MEMBERS, bind_changed_members, bind_identifiers,
+    bind_new_members, member_from_row,
+};
 use super::orders::{
     INSERT_ORDER_LOTS, INSERT_ORDERS, UPDATE_ORDER_LOTS, UPDATE_ORDERS, bind_order_lots,
     bind_orders, order_from_row, order_lot_from_row,
@@ -426,91 +429,107 @@ impl PgUnitOfWork {
         Ok(())
     }
 
-    /// Writes a batch's changes, one statement per table and kind, skipping empty parts;
-    /// parents before the rows that reference them. The first failure (a debit below zero, a
-    /// duplicate key, an update that finds no row) fails the flush, and the caller drops the
-    /// unit of work, which rolls all of it back.
+    /// Writes a batch's changes in ONE statement: each table's part (one set-based insert or
+    /// update) is a data-modifying CTE of it, so the flush costs one round trip, one plan and
+    /// one executor start-up whatever the batch holds. The parts run on one snapshot; foreign
+    /// keys are checked when the statement ends, when every part has written. The first
+    /// failure (a debit below zero, a duplicate key, an update that finds no row) fails the
+    /// flush, and the caller drops the unit of work, which rolls all of it back.
     pub(super) async fn flush_changes(&mut self, changes: &ChangeSet) -> StoreResult<()> {
-        let new_members = &changes.new_members;
-        if !new_members.is_empty() {
-            let query = sqlx::query(INSERT_MEMBERS)
-                .bind(column(new_members, |m| m.member_id.as_str())) // $1
-                .bind(column(new_members, |m| m.display_name.as_str())) // $2
-                .bind(column(new_members, |m| m.state.as_str())) // $3
-                .bind(column(new_members, |m| m.merged_into.as_deref())) // $4
-                .bind(column(new_members, |m| m.lifetime_earned_points)) // $5
-                .bind(column(new_members, |m| m.lifetime_redeemed_points)) // $6
-                .bind(column(new_members, |m| m.created_at)); // $7
-            self.run(query).await?;
+        let journal = JournalColumns::of(changes)?;
+        let parts = flush_parts(changes, &journal);
+        if parts.is_empty() {
+            return Ok(());
         }
-        let changed = &changes.changed_members;
-        if !changed.is_empty() {
-            let query = sqlx::query(UPDATE_MEMBERS)
-                .bind(column(changed, |m| m.member_id.as_str())) // $1
-                .bind(column(changed, |m| m.display_name.as_str())) // $2
-                .bind(column(changed, |m| m.state.as_str())) // $3
-                .bind(column(changed, |m| m.merged_into.as_deref())) // $4
-                .bind(column(changed, |m| m.lifetime_earned_points)) // $5
-                .bind(column(changed, |m| m.lifetime_redeemed_points)); // $6
-            self.update_all(query, changed.len(), "members").await?;
+        let sql = combined_sql(&parts);
+        // The parts bind into a query of their own, and its arguments move into the combined
+        // statement: arguments own their encoded values, so they outlive neither.
+        let mut binding = sqlx::query("");
+        let mut expected = Vec::new();
+        for part in parts {
+            binding = (part.bind)(binding)?;
+            if let Some(rows) = part.expected_rows {
+                expected.push((part.name, rows));
+            }
         }
-        let identifiers = &changes.new_identifiers;
-        if !identifiers.is_empty() {
-            let query = sqlx::query(INSERT_IDENTIFIERS)
-                .bind(column(identifiers, |(i, _)| i.kind.as_str())) // $1
-                .bind(column(identifiers, |(i, _)| i.value.as_str())) // $2
-                .bind(column(identifiers, |(_, member_id)| member_id.as_str())); // $3
-            self.run(query).await?;
-        }
-        if !changes.transactions.is_empty() || !changes.balance_deltas.is_empty() {
-            self.flush_journal(changes).await?;
-        }
-        if !changes.new_lots.is_empty() {
-            self.run(bind_lots(INSERT_LOTS, &changes.new_lots)).await?;
-        }
-        if !changes.changed_lots.is_empty() {
-            let query = bind_lots(UPDATE_LOTS, &changes.changed_lots);
-            self.update_all(query, changes.changed_lots.len(), "lots")
-                .await?;
-        }
-        if !changes.new_orders.is_empty() {
-            self.run(bind_orders(INSERT_ORDERS, &changes.new_orders)?)
-                .await?;
-        }
-        if !changes.changed_orders.is_empty() {
-            let query = bind_orders(UPDATE_ORDERS, &changes.changed_orders)?;
-            self.update_all(query, changes.changed_orders.len(), "orders")
-                .await?;
-        }
-        if !changes.new_order_lots.is_empty() {
-            self.run(bind_order_lots(INSERT_ORDER_LOTS, &changes.new_order_lots))
-                .await?;
-        }
-        if !changes.changed_order_lots.is_empty() {
-            let query = bind_order_lots(UPDATE_ORDER_LOTS, &changes.changed_order_lots);
-            self.update_all(query, changes.changed_order_lots.len(), "order lots")
-                .await?;
-        }
-        if !changes.new_coupons.is_empty() {
-            self.run(bind_coupons(INSERT_COUPONS, &changes.new_coupons))
-                .await?;
-        }
-        if !changes.changed_coupons.is_empty() {
-            let query = bind_coupons(UPDATE_COUPONS, &changes.changed_coupons);
-            self.update_all(query, changes.changed_coupons.len(), "coupons")
-                .await?;
-        }
-        if !changes.outcomes.is_empty() {
-            self.run(insert_outcomes(&changes.outcomes)).await?;
+        let arguments = binding
+            .take_arguments()
+            .map_err(StoreError::Database)?
+            .unwrap_or_default();
+        let query = sqlx::query_with(&sql, arguments);
+        let row = query.fetch_one(&mut *self.tx).await.map_err(map_err)?;
+        for (name, rows) in expected {
+            let changed: i64 = Cols::new(&row, "flush", name).get(name)?;
+            if usize::try_from(changed).ok() != Some(rows) {
+                return Err(StoreError::Database(
+                    unexpected_count(name, rows, changed).into(),
+                ));
+            }
         }
         Ok(())
     }
+}
 
-    /// Transactions, postings and balances: `INSERT_JOURNAL`.
-    async fn flush_journal(&mut self, changes: &ChangeSet) -> StoreResult<()> {
-        let transactions = &changes.transactions;
-        let mut metadata = Vec::with_capacity(transactions.len());
-        for (_, transaction) in transactions {
+/// Why a flush part changed another number of rows than it must: a debit that found no
+/// stored balance (nothing stored is zero, and the debit would go below it), or an update of a
+/// row that was never there (a bug: the batch must not commit).
+fn unexpected_count(name: &str, expected: usize, changed: i64) -> String {
+    if name == "debited" {
+        format!("a debit would go below zero ({changed} of {expected} balances stored)")
+    } else {
+        format!("{name}: expected to update {expected} rows, updated {changed}")
+    }
+}
+
+/// Binds one part's columns, in the order of its own `$1..$n`.
+type Binder<'q> = Box<dyn FnOnce(PgQuery<'q>) -> StoreResult<PgQuery<'q>> + Send + 'q>;
+
+/// One table's part of the flush statement: a statement over parameters `$1..$n` of its own
+/// (renumbered into the whole), and how to bind them.
+struct Part<'q> {
+    /// Its CTE's name; for counted parts, also the column of its count.
+    name: &'static str,
+    sql: &'static str,
+    /// Rows it must change (updates and debits); any other count fails the flush.
+    expected_rows: Option<usize>,
+    bind: Binder<'q>,
+}
+
+impl<'q> Part<'q> {
+    fn new(
+        name: &'static str,
+        sql: &'static str,
+        bind: impl FnOnce(PgQuery<'q>) -> StoreResult<PgQuery<'q>> + Send + 'q,
+    ) -> Self {
+        Part {
+            name,
+            sql,
+            expected_rows: None,
+            bind: Box::new(bind),
+        }
+    }
+
+    fn counted(mut self, rows: usize) -> Self {
+        self.expected_rows = Some(rows);
+        self
+    }
+}
+
+/// The journal's columns that are derived rather than read off the change set: metadata as
+/// JSON, postings numbered within their transaction, balance deltas split into credits and
+/// debits (debits as the positive amounts they take away).
+struct JournalColumns<'c> {
+    metadata: Vec<String>,
+    postings: Vec<(i64, i32, &'c Posting)>,
+    credits: Vec<&'c AccountTotal>,
+    debits: Vec<&'c AccountTotal>,
+    debit_amounts: Vec<i64>,
+}
+
+impl<'c> JournalColumns<'c> {
+    fn of(changes: &'c ChangeSet) -> StoreResult<Self> {
+        let mut metadata = Vec::with_capacity(changes.transactions.len());
+        for (_, transaction) in &changes.transactions {
             let pairs: BTreeMap<&str, &str> = transaction
                 .metadata
                 .iter()
@@ -518,8 +537,8 @@ impl PgUnitOfWork {
                 .collect();
             metadata.push(to_json(&pairs)?);
         }
-        // One row per posting, numbered from 1 within its transaction.
-        let postings: Vec<(i64, i32, &Posting)> = transactions
+        let postings = changes
+            .transactions
             .iter()
             .flat_map(|(id, transaction)| {
                 (1..)
@@ -532,66 +551,281 @@ impl PgUnitOfWork {
             .iter()
             .filter(|delta| delta.amount != 0)
             .partition(|delta| delta.amount > 0);
-        // Debits as the positive amounts they take away.
         let debit_amounts = debits
             .iter()
             .map(|d| d.amount.checked_neg())
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| StoreError::Database("a balance delta overflows".into()))?;
-        let query = sqlx::query(INSERT_JOURNAL)
-            .bind(column(transactions, |(id, _)| *id)) // $1
-            .bind(column(transactions, |(_, t)| t.kind)) // $2
-            .bind(column(transactions, |(_, t)| t.member_id.as_str())) // $3
-            .bind(column(transactions, |(_, t)| t.occurred_at)) // $4
-            .bind(column(transactions, |(_, t)| t.recorded_at)) // $5
-            .bind(column(transactions, |(_, t)| {
-                t.channel.map(Channel::as_str)
-            })) // $6
-            .bind(column(transactions, |(_, t)| t.store_id.as_str())) // $7
-            .bind(column(transactions, |(_, t)| t.order_id.as_str())) // $8
-            .bind(metadata) // $9
-            .bind(column(&postings, |(id, _, _)| *id)) // $10
-            .bind(column(&postings, |(_, no, _)| *no)) // $11
-            .bind(column(&postings, |(_, _, p)| p.from_account.as_str())) // $12
-            .bind(column(&postings, |(_, _, p)| p.to_account.as_str())) // $13
-            .bind(column(&postings, |(_, _, p)| p.asset.as_str())) // $14
-            .bind(column(&postings, |(_, _, p)| p.amount)) // $15
-            .bind(column(&credits, |d| d.account.as_str())) // $16
-            .bind(column(&credits, |d| d.asset.as_str())) // $17
-            .bind(column(&credits, |d| d.amount)) // $18
-            .bind(column(&debits, |d| d.account.as_str())) // $19
-            .bind(column(&debits, |d| d.asset.as_str())) // $20
-            .bind(debit_amounts); // $21
-        let debited: i64 = self.fetch_value(query, "balances", "debited").await?;
-        if usize::try_from(debited).ok() != Some(debits.len()) {
-            // A debit that found no row: nothing stored is zero, the debit would go below it.
-            let accounts: Vec<&str> = column(&debits, |d| d.account.as_str());
-            return Err(StoreError::Database(
-                format!(
-                    "a debit of {accounts:?} would go below zero ({debited} of {} balances \
-                     stored)",
-                    debits.len()
-                )
-                .into(),
-            ));
+        Ok(JournalColumns {
+            metadata,
+            postings,
+            credits,
+            debits,
+            debit_amounts,
+        })
+    }
+}
+
+/// The non-empty parts of a flush, parents before the rows that reference them.
+fn flush_parts<'q, 'c: 'q>(
+    changes: &'q ChangeSet,
+    journal: &'q JournalColumns<'c>,
+) -> Vec<Part<'q>> {
+    let mut parts = Vec::new();
+    if !changes.new_members.is_empty() {
+        let rows = &changes.new_members;
+        parts.push(Part::new("new_members", INSERT_MEMBERS, move |q| {
+            Ok(bind_new_members(q, rows))
+        }));
+    }
+    if !changes.changed_members.is_empty() {
+        let rows = &changes.changed_members;
+        parts.push(
+            Part::new("changed_members", UPDATE_MEMBERS, move |q| {
+                Ok(bind_changed_members(q, rows))
+            })
+            .counted(rows.len()),
+        );
+    }
+    if !changes.new_identifiers.is_empty() {
+        let rows = &changes.new_identifiers;
+        parts.push(Part::new("new_identifiers", INSERT_IDENTIFIERS, move |q| {
+            Ok(bind_identifiers(q, rows))
+        }));
+    }
+    journal_parts(changes, journal, &mut parts);
+    table_parts(changes, &mut parts);
+    parts
+}
+
+fn journal_parts<'q, 'c: 'q>(
+    changes: &'q ChangeSet,
+    journal: &'q JournalColumns<'c>,
+    parts: &mut Vec<Part<'q>>,
+) {
+    let transactions = &changes.transactions;
+    if !transactions.is_empty() {
+        parts.push(Part::new(
+            "new_transactions",
+            INSERT_TRANSACTIONS,
+            move |q| {
+                Ok(q.bind(column(transactions, |(id, _)| *id)) // $1
+                    .bind(column(transactions, |(_, t)| t.kind)) // $2
+                    .bind(column(transactions, |(_, t)| t.member_id.as_str())) // $3
+                    .bind(column(transactions, |(_, t)| t.occurred_at)) // $4
+                    .bind(column(transactions, |(_, t)| t.recorded_at)) // $5
+                    .bind(column(transactions, |(_, t)| {
+                        t.channel.map(Channel::as_str)
+                    })) // $6
+                    .bind(column(transactions, |(_, t)| t.store_id.as_str())) // $7
+                    .bind(column(transactions, |(_, t)| t.order_id.as_str())) // $8
+                    .bind(&journal.metadata)) // $9
+            },
+        ));
+    }
+    let postings = &journal.postings;
+    if !postings.is_empty() {
+        parts.push(Part::new("new_postings", INSERT_POSTINGS, move |q| {
+            Ok(q.bind(column(postings, |(id, _, _)| *id)) // $1
+                .bind(column(postings, |(_, no, _)| *no)) // $2
+                .bind(column(postings, |(_, _, p)| p.from_account.as_str())) // $3
+                .bind(column(postings, |(_, _, p)| p.to_account.as_str())) // $4
+                .bind(column(postings, |(_, _, p)| p.asset.as_str())) // $5
+                .bind(column(postings, |(_, _, p)| p.amount))) // $6
+        }));
+    }
+    if !journal.credits.is_empty() {
+        let credits = &journal.credits;
+        parts.push(Part::new("credited", CREDIT_BALANCES, move |q| {
+            Ok(q.bind(column(credits, |d| d.account.as_str())) // $1
+                .bind(column(credits, |d| d.asset.as_str())) // $2
+                .bind(column(credits, |d| d.amount))) // $3
+        }));
+    }
+    if !journal.debits.is_empty() {
+        let debits = &journal.debits;
+        parts.push(
+            Part::new("debited", DEBIT_BALANCES, move |q| {
+                Ok(q.bind(column(debits, |d| d.account.as_str())) // $1
+                    .bind(column(debits, |d| d.asset.as_str())) // $2
+                    .bind(&journal.debit_amounts)) // $3
+            })
+            .counted(debits.len()),
+        );
+    }
+}
+
+fn table_parts<'q>(changes: &'q ChangeSet, parts: &mut Vec<Part<'q>>) {
+    let (new, changed) = (&changes.new_lots, &changes.changed_lots);
+    if !new.is_empty() {
+        parts.push(Part::new("new_lots", INSERT_LOTS, move |q| {
+            Ok(bind_lots(q, new))
+        }));
+    }
+    if !changed.is_empty() {
+        parts.push(
+            Part::new("changed_lots", UPDATE_LOTS, move |q| {
+                Ok(bind_lots(q, changed))
+            })
+            .counted(changed.len()),
+        );
+    }
+    let (new, changed) = (&changes.new_orders, &changes.changed_orders);
+    if !new.is_empty() {
+        parts.push(Part::new("new_orders", INSERT_ORDERS, move |q| {
+            bind_orders(q, new)
+        }));
+    }
+    if !changed.is_empty() {
+        parts.push(
+            Part::new("changed_orders", UPDATE_ORDERS, move |q| {
+                bind_orders(q, changed)
+            })
+            .counted(changed.len()),
+        );
+    }
+    let (new, changed) = (&changes.new_order_lots, &changes.changed_order_lots);
+    if !new.is_empty() {
+        parts.push(Part::new("new_order_lots", INSERT_ORDER_LOTS, move |q| {
+            Ok(bind_order_lots(q, new))
+        }));
+    }
+    if !changed.is_empty() {
+        parts.push(
+            Part::new("changed_order_lots", UPDATE_ORDER_LOTS, move |q| {
+                Ok(bind_order_lots(q, changed))
+            })
+            .counted(changed.len()),
+        );
+    }
+    let (new, changed) = (&changes.new_coupons, &changes.changed_coupons);
+    if !new.is_empty() {
+        parts.push(Part::new("new_coupons", INSERT_COUPONS, move |q| {
+            Ok(bind_coupons(q, new))
+        }));
+    }
+    if !changed.is_empty() {
+        parts.push(
+            Part::new("changed_coupons", UPDATE_COUPONS, move |q| {
+                Ok(bind_coupons(q, changed))
+            })
+            .counted(changed.len()),
+        );
+    }
+    let outcomes = &changes.outcomes;
+    if !outcomes.is_empty() {
+        parts.push(Part::new("new_outcomes", INSERT_OUTCOMES, move |q| {
+            Ok(bind_outcomes(q, outcomes))
+        }));
+    }
+}
+
+/// `with <part> as (...), ... select <counts>`: each part's parameters renumbered after those
+/// of the parts before it; a counted part returns a row per row it changed.
+fn combined_sql(parts: &[Part<'_>]) -> String {
+    let mut sql = String::from("with ");
+    let mut offset = 0;
+    let mut counts = Vec::new();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(",\n");
         }
-        Ok(())
+        sql.push_str(part.name);
+        sql.push_str(" as (");
+        sql.push_str(&renumbered(part.sql, offset));
+        if part.expected_rows.is_some() {
+            sql.push_str("\nreturning 1");
+            counts.push(format!("(select count(*) from {0}) as {0}", part.name));
+        }
+        sql.push_str("\n)");
+        offset += parameter_count(part.sql);
+    }
+    sql.push_str("\nselect ");
+    if counts.is_empty() {
+        sql.push_str("1 as written");
+    } else {
+        sql.push_str(&counts.join(", "));
+    }
+    sql
+}
+
+/// The highest `$n` of a statement.
+fn parameter_count(sql: &str) -> usize {
+    parameters(sql).map(|(_, n)| n).max().unwrap_or(0)
+}
+
+/// `sql` with every `$n` made `$(n + offset)`.
+fn renumbered(sql: &str, offset: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = 0;
+    for (at, n) in parameters(sql) {
+        out.push_str(&sql[rest..at]);
+        out.push_str(&format!("${}", n + offset));
+        rest = at + 1 + n.to_string().len();
+    }
+    out.push_str(&sql[rest..]);
+    out
+}
+
+/// Each `$n` of a statement: its byte offset and its number.
+fn parameters(sql: &str) -> impl Iterator<Item = (usize, usize)> + '_ {
+    sql.match_indices('$').filter_map(|(at, _)| {
+        let digits: String = sql[at + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok().map(|n| (at, n))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_after_the_parts_before() {
+        let sql = "select $1::text[], $2, $10 from t where a = $2";
+        assert_eq!(parameter_count(sql), 10);
+        assert_eq!(
+            renumbered(sql, 7),
+            "select $8::text[], $9, $17 from t where a = $9"
+        );
+        assert_eq!(renumbered("select 1", 3), "select 1");
     }
 
-    /// Runs an update of `expected` rows the batch loaded; any other count is a bug (a row
-    /// that was never there, a key given twice), and the batch must not commit.
-    async fn update_all(
-        &mut self,
-        query: PgQuery<'_>,
-        expected: usize,
-        table: &str,
-    ) -> StoreResult<()> {
-        let updated = self.run_counted(query).await?;
-        if usize::try_from(updated).ok() != Some(expected) {
-            return Err(StoreError::Database(
-                format!("{table}: expected to update {expected} rows, updated {updated}").into(),
-            ));
-        }
-        Ok(())
+    #[test]
+    fn the_flush_statement_names_and_counts_its_parts() {
+        let changes = ChangeSet {
+            outcomes: vec![IdempotencyRecord {
+                key_id: "k".into(),
+                request_id: "r".into(),
+                request_hash: "h".into(),
+                outcome: "{}".into(),
+                created_at: chrono::DateTime::UNIX_EPOCH,
+            }],
+            balance_deltas: vec![AccountTotal {
+                account: "member:m".into(),
+                asset: "PTS".into(),
+                amount: -5,
+            }],
+            ..ChangeSet::default()
+        };
+        let journal = JournalColumns::of(&changes).expect("columns");
+        let parts = flush_parts(&changes, &journal);
+        let sql = combined_sql(&parts);
+        assert!(
+            sql.starts_with("with debited as (\nupdate balances"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("new_outcomes as (\ninsert into idempotency_keys"),
+            "{sql}"
+        );
+        // The outcomes' parameters follow the debits' three.
+        assert!(sql.contains("unnest($4::text[]"), "{sql}");
+        assert!(
+            sql.ends_with("select (select count(*) from debited) as debited"),
+            "{sql}"
+        );
     }
 }

@@ -202,8 +202,8 @@ pub(super) fn coupon_from_row(row: &PgRow) -> StoreResult<Coupon> {
 }
 
 /// The columns of `INSERT_COUPONS` and `UPDATE_COUPONS`.
-pub(super) fn bind_coupons<'q>(sql: &'q str, coupons: &'q [Coupon]) -> PgQuery<'q> {
-    sqlx::query(sql)
+pub(super) fn bind_coupons<'q>(query: PgQuery<'q>, coupons: &'q [Coupon]) -> PgQuery<'q> {
+    query
         .bind(column(coupons, |c| c.code.as_str())) // $1
         .bind(column(coupons, |c| c.campaign_id.as_str())) // $2
         .bind(column(coupons, |c| c.variant_id.as_str())) // $3

@@ -11,42 +11,40 @@ use crate::domain::{
     ports::{AccountTotal, StoreResult},
 };
 
-/// The journal in one statement: transactions with their reserved ids, their postings, and
-/// the net change of each guarded balance. Credits upsert; debits are a plain update (an
-/// upsert would have `balance >= 0` checked on the negative row it proposes to insert), so a
-/// debit below zero breaks the CHECK, and one with no row to update shows in the count.
-pub(super) const INSERT_JOURNAL: &str = r#"
-with entries as (
-    insert into transactions (transaction_id, kind, member_id, occurred_at, recorded_at,
-        channel, store_id, order_id, metadata)
-    overriding system value
-    select transaction_id, kind, member_id, occurred_at, recorded_at,
-        channel, store_id, order_id, metadata::jsonb
-    from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-        $6::text[], $7::text[], $8::text[], $9::text[])
-        as t (transaction_id, kind, member_id, occurred_at, recorded_at,
-            channel, store_id, order_id, metadata)
-), lines as (
-    insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
-    select *
-    from unnest($10::bigint[], $11::integer[], $12::text[], $13::text[], $14::text[],
-        $15::bigint[])
-), credited as (
-    insert into balances (account, asset, balance)
-    select *
-    from unnest($16::text[], $17::text[], $18::bigint[])
-    on conflict (account, asset) do update
-    set balance = balances.balance + excluded.balance
-), debited as (
-    update balances b
-    set balance = b.balance - d.amount
-    from unnest($19::text[], $20::text[], $21::bigint[]) as d (account, asset, amount)
-    where b.account = d.account
-        and b.asset = d.asset
-    returning 1
-)
-select count(*) as debited
-from debited"#;
+/// The journal's parts of a batch's flush: transactions with their reserved ids, their
+/// postings, and the net change of each guarded balance. Credits upsert; debits are a plain
+/// update (an upsert would have `balance >= 0` checked on the negative row it proposes to
+/// insert), so a debit below zero breaks the CHECK, and one with no row to update shows in the
+/// count of rows it changed.
+pub(super) const INSERT_TRANSACTIONS: &str = r#"
+insert into transactions (transaction_id, kind, member_id, occurred_at, recorded_at,
+    channel, store_id, order_id, metadata)
+overriding system value
+select transaction_id, kind, member_id, occurred_at, recorded_at,
+    channel, store_id, order_id, metadata::jsonb
+from unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+    $6::text[], $7::text[], $8::text[], $9::text[])
+    as t (transaction_id, kind, member_id, occurred_at, recorded_at,
+        channel, store_id, order_id, metadata)"#;
+
+pub(super) const INSERT_POSTINGS: &str = r#"
+insert into postings (transaction_id, posting_no, from_account, to_account, asset, amount)
+select *
+from unnest($1::bigint[], $2::integer[], $3::text[], $4::text[], $5::text[], $6::bigint[])"#;
+
+pub(super) const CREDIT_BALANCES: &str = r#"
+insert into balances (account, asset, balance)
+select *
+from unnest($1::text[], $2::text[], $3::bigint[])
+on conflict (account, asset) do update
+set balance = balances.balance + excluded.balance"#;
+
+pub(super) const DEBIT_BALANCES: &str = r#"
+update balances b
+set balance = b.balance - d.amount
+from unnest($1::text[], $2::text[], $3::bigint[]) as d (account, asset, amount)
+where b.account = d.account
+    and b.asset = d.asset"#;
 
 pub(super) async fn balance(
     uow: &mut PgUnitOfWork,

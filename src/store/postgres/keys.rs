@@ -131,22 +131,26 @@ fn idempotency_from_row(row: &PgRow) -> StoreResult<IdempotencyRecord> {
 
 // Remembered outcomes.
 
-/// Inserts idempotency records in one statement (a batch's flush).
-pub(super) fn insert_outcomes(records: &[IdempotencyRecord]) -> PgQuery<'_> {
+/// Inserts idempotency records (part of a batch's flush).
+pub(super) const INSERT_OUTCOMES: &str = r#"
+insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
+select key_id, request_id, request_hash, outcome::jsonb, created_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
+    as r (key_id, request_id, request_hash, outcome, created_at)"#;
+
+/// The columns of `INSERT_OUTCOMES`.
+pub(super) fn bind_outcomes<'q>(
+    query: PgQuery<'q>,
+    records: &'q [IdempotencyRecord],
+) -> PgQuery<'q> {
     let column = |field: fn(&IdempotencyRecord) -> &str| -> Vec<&str> {
         records.iter().map(field).collect()
     };
     let created_at: Vec<DateTime<Utc>> = records.iter().map(|r| r.created_at).collect();
-    sqlx::query(
-        r#"
-insert into idempotency_keys (key_id, request_id, request_hash, outcome, created_at)
-select key_id, request_id, request_hash, outcome::jsonb, created_at
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-    as r (key_id, request_id, request_hash, outcome, created_at)"#,
-    )
-    .bind(column(|r| &r.key_id)) // $1
-    .bind(column(|r| &r.request_id)) // $2
-    .bind(column(|r| &r.request_hash)) // $3
-    .bind(column(|r| &r.outcome)) // $4
-    .bind(created_at) // $5
+    query
+        .bind(column(|r| &r.key_id)) // $1
+        .bind(column(|r| &r.request_id)) // $2
+        .bind(column(|r| &r.request_hash)) // $3
+        .bind(column(|r| &r.outcome)) // $4
+        .bind(created_at) // $5
 }

@@ -102,8 +102,8 @@ pub(super) fn lot_from_columns(row: &PgRow, state_column: &str) -> StoreResult<L
 }
 
 /// The columns of `INSERT_LOTS` and `UPDATE_LOTS`.
-pub(super) fn bind_lots<'q>(sql: &'q str, lots: &'q [Lot]) -> PgQuery<'q> {
-    sqlx::query(sql)
+pub(super) fn bind_lots<'q>(query: PgQuery<'q>, lots: &'q [Lot]) -> PgQuery<'q> {
+    query
         .bind(column(lots, |l| l.lot_id)) // $1
         .bind(column(lots, |l| l.member_id.as_str())) // $2
         .bind(column(lots, |l| l.order_id.as_str())) // $3

@@ -3,7 +3,7 @@
 use sqlx::postgres::PgRow;
 
 use super::lots::lot_from_columns;
-use super::{Cols, PgUnitOfWork, map_err, string_from_row};
+use super::{Cols, PgQuery, PgUnitOfWork, column, map_err, string_from_row};
 use crate::domain::{
     model::{Identifier, Lot, MemberRow, MemberState},
     ports::StoreResult,
@@ -41,6 +41,43 @@ pub(super) const INSERT_IDENTIFIERS: &str = r#"
 insert into identifiers (kind, value, member_id)
 select *
 from unnest($1::text[], $2::text[], $3::text[])"#;
+
+/// The columns of `INSERT_MEMBERS`.
+pub(super) fn bind_new_members<'q>(query: PgQuery<'q>, members: &'q [MemberRow]) -> PgQuery<'q> {
+    query
+        .bind(column(members, |m| m.member_id.as_str())) // $1
+        .bind(column(members, |m| m.display_name.as_str())) // $2
+        .bind(column(members, |m| m.state.as_str())) // $3
+        .bind(column(members, |m| m.merged_into.as_deref())) // $4
+        .bind(column(members, |m| m.lifetime_earned_points)) // $5
+        .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
+        .bind(column(members, |m| m.created_at)) // $7
+}
+
+/// The columns of `UPDATE_MEMBERS`.
+pub(super) fn bind_changed_members<'q>(
+    query: PgQuery<'q>,
+    members: &'q [MemberRow],
+) -> PgQuery<'q> {
+    query
+        .bind(column(members, |m| m.member_id.as_str())) // $1
+        .bind(column(members, |m| m.display_name.as_str())) // $2
+        .bind(column(members, |m| m.state.as_str())) // $3
+        .bind(column(members, |m| m.merged_into.as_deref())) // $4
+        .bind(column(members, |m| m.lifetime_earned_points)) // $5
+        .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
+}
+
+/// The columns of `INSERT_IDENTIFIERS`: (identifier, member_id).
+pub(super) fn bind_identifiers<'q>(
+    query: PgQuery<'q>,
+    identifiers: &'q [(Identifier, String)],
+) -> PgQuery<'q> {
+    query
+        .bind(column(identifiers, |(i, _)| i.kind.as_str())) // $1
+        .bind(column(identifiers, |(i, _)| i.value.as_str())) // $2
+        .bind(column(identifiers, |(_, member_id)| member_id.as_str())) // $3
+}
 
 pub(super) async fn get_member(
     uow: &mut PgUnitOfWork,

@@ -183,9 +183,9 @@ pub(super) fn order_from_row(row: &PgRow) -> StoreResult<Order> {
 }
 
 /// The columns of `INSERT_ORDERS` and `UPDATE_ORDERS`.
-pub(super) fn bind_orders<'q>(sql: &'q str, orders: &'q [Order]) -> StoreResult<PgQuery<'q>> {
+pub(super) fn bind_orders<'q>(query: PgQuery<'q>, orders: &'q [Order]) -> StoreResult<PgQuery<'q>> {
     let money = |field: fn(&Order) -> Decimal| column(orders, field);
-    Ok(sqlx::query(sql)
+    Ok(query
         .bind(column(orders, |o| o.order_id.as_str())) // $1
         .bind(column(orders, |o| o.member_id.as_str())) // $2
         .bind(column(orders, |o| o.state.as_str())) // $3
@@ -210,8 +210,8 @@ pub(super) fn bind_orders<'q>(sql: &'q str, orders: &'q [Order]) -> StoreResult<
 }
 
 /// The columns of `INSERT_ORDER_LOTS` and `UPDATE_ORDER_LOTS`.
-pub(super) fn bind_order_lots<'q>(sql: &'q str, order_lots: &'q [OrderLot]) -> PgQuery<'q> {
-    sqlx::query(sql)
+pub(super) fn bind_order_lots<'q>(query: PgQuery<'q>, order_lots: &'q [OrderLot]) -> PgQuery<'q> {
+    query
         .bind(column(order_lots, |l| l.order_id.as_str())) // $1
         .bind(column(order_lots, |l| l.lot_id)) // $2
         .bind(column(order_lots, |l| l.points)) // $3
