@@ -17,7 +17,7 @@
 use std::{fmt::Display, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use sqlx::{
@@ -29,10 +29,11 @@ use super::to_json;
 use crate::domain::{
     Money,
     coupon::{Campaign, Coupon},
+    location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Sequence, Store, StoreError, StoreResult, UnitOfWork,
+        Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
 };
 
@@ -311,6 +312,7 @@ from coupons"#
 // they share.
 mod batch;
 mod coupons;
+mod engagement;
 mod journal;
 mod keys;
 mod lots;
@@ -544,6 +546,48 @@ impl LedgerReads for PgUnitOfWork {
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
         coupons::order_coupons(self, order_id).await
     }
+
+    async fn count_stores(&mut self) -> StoreResult<i64> {
+        PgUnitOfWork::count_stores(self).await
+    }
+
+    async fn list_geo_rules(&mut self) -> StoreResult<Vec<GeoRule>> {
+        PgUnitOfWork::list_geo_rules(self).await
+    }
+
+    async fn list_visit_rules(&mut self) -> StoreResult<Vec<VisitRule>> {
+        PgUnitOfWork::list_visit_rules(self).await
+    }
+
+    async fn presence(&mut self, member_id: &str) -> StoreResult<Option<Presence>> {
+        self.presence_of(member_id).await
+    }
+
+    async fn geo_issue_facts(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<IssueFacts> {
+        PgUnitOfWork::geo_issue_facts(self, rule_id, member_id, store_id, local_date).await
+    }
+
+    async fn member_visits(
+        &mut self,
+        member_id: &str,
+        since: Option<NaiveDate>,
+    ) -> StoreResult<Vec<Visit>> {
+        PgUnitOfWork::member_visits(self, member_id, since).await
+    }
+
+    async fn last_visit_issue(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<NaiveDate>> {
+        PgUnitOfWork::last_visit_issue(self, rule_id, member_id).await
+    }
 }
 
 #[async_trait]
@@ -596,7 +640,9 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
-        self.load_batch(keys).await
+        let mut loaded = self.load_batch(keys).await?;
+        self.load_engagement(keys, &mut loaded).await?;
+        Ok(loaded)
     }
 
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>> {
@@ -605,7 +651,8 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
         self.write_rare_parts(changes).await?;
-        self.flush_changes(changes).await
+        self.flush_changes(changes).await?;
+        self.flush_engagement(&changes.engagement).await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
@@ -614,6 +661,25 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
         verify::ledger_snapshot(self).await
+    }
+
+    async fn lapsed_candidates(
+        &mut self,
+        rule_id: &str,
+        store_ids: &[String],
+        last_visit_by: NaiveDate,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        PgUnitOfWork::lapsed_candidates(
+            self,
+            rule_id,
+            store_ids,
+            last_visit_by,
+            after_member_id,
+            limit,
+        )
+        .await
     }
 }
 
