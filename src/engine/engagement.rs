@@ -13,7 +13,7 @@ use chrono::{DateTime, Days, NaiveDate, Utc};
 use super::{
     CommandResult, Engine, EngineError, coupons,
     members::{self, Access},
-    reference::{Reference, Site},
+    reference::{Reference, Site, Sites},
     rows::LedgerRows,
 };
 use crate::domain::{
@@ -24,7 +24,7 @@ use crate::domain::{
     ids,
     location::{
         GeoRule, IssueFacts, LocationReport, LocationVerdict, MIN_VISIT_DWELL_SECONDS,
-        NearbyCampaign, NearbyOffer, NearbyQuery, OfferHow, VisitRule, VisitRuleKind,
+        NearbyCampaign, NearbyOffer, NearbyQuery, OfferHow, VisitRule, VisitRuleKind, VisitRun,
         accuracy_limit_m, advance, decide_geo, lapsed_due, nth_visit_due, verdict,
     },
     model::MemberState,
@@ -137,38 +137,14 @@ pub(super) async fn report_location(
         .collect();
     result.inside_store_ids = inside.iter().map(|s| s.store.store_id.clone()).collect();
     let before = presence.map(|presence| presence.runs).unwrap_or_default();
-    let mut runs = Vec::new();
-    let stores: BTreeSet<&str> = before
-        .iter()
-        .map(|run| run.store_id.as_str())
-        .chain(result.inside_store_ids.iter().map(String::as_str))
-        .collect();
-    for store_id in stores {
-        let was = before
-            .iter()
-            .find(|r| r.store_id == store_id)
-            .map(|r| r.run);
-        let is_inside = result.inside_store_ids.iter().any(|id| id == store_id);
-        let (run, _) = advance(was, is_inside, report.observed_at);
-        let Some(run) = run else { continue };
-        runs.push(StoreRun {
-            store_id: store_id.to_string(),
-            run,
-        });
-        // A late report leaves the run as it was: nothing new to decide.
-        let Some(site) = sites.get(store_id).filter(|_| Some(run) != was) else {
-            continue;
-        };
-        let issued = issue_geo(uow, &rules, site, &member_id, &run, now).await?;
-        result.coupons_issued.extend(issued);
-        let dwelled = |seconds: i64| seconds >= MIN_VISIT_DWELL_SECONDS;
-        if dwelled(run.dwell_seconds()) && !was.is_some_and(|was| dwelled(was.dwell_seconds())) {
-            let at = run.last_inside_at;
-            let visit = new_visit(&member_id, site, at, VisitSource::Geo);
-            let issued = record_visit(uow, reference, visit, now).await?;
-            result.coupons_issued.extend(issued);
-        }
-    }
+    let moved = Moved {
+        member_id: &member_id,
+        inside: &result.inside_store_ids,
+        observed_at: report.observed_at,
+        now,
+    };
+    let (runs, issued) = advance_runs(uow, reference, &sites, &rules, &moved, &before).await?;
+    result.coupons_issued = issued;
     let fix = match previous {
         Some(fix) if fix.observed_at > report.observed_at => fix,
         _ => report.fix(),
@@ -180,6 +156,59 @@ pub(super) async fn report_location(
     };
     uow.save_presence(&presence).await?;
     Ok(result)
+}
+
+/// An accepted report, as the member's runs see it.
+struct Moved<'a> {
+    member_id: &'a str,
+    /// The stores whose fence contains the position.
+    inside: &'a [String],
+    observed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+}
+
+/// Advances the member's run at every store they were or are inside; each changed run is
+/// decided by the store's geo rules, and a run that first dwells long enough is a visit.
+/// Returns the runs that go on and the coupons issued.
+async fn advance_runs(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    sites: &Sites,
+    rules: &[GeoRule],
+    moved: &Moved<'_>,
+    before: &[StoreRun],
+) -> Result<(Vec<StoreRun>, Vec<Coupon>), StoreError> {
+    let (mut runs, mut issued) = (Vec::new(), Vec::new());
+    let stores: BTreeSet<&str> = before
+        .iter()
+        .map(|run| run.store_id.as_str())
+        .chain(moved.inside.iter().map(String::as_str))
+        .collect();
+    for store_id in stores {
+        let was = before
+            .iter()
+            .find(|r| r.store_id == store_id)
+            .map(|r| r.run);
+        let is_inside = moved.inside.iter().any(|id| id == store_id);
+        let (run, _) = advance(was, is_inside, moved.observed_at);
+        let Some(run) = run else { continue };
+        runs.push(StoreRun {
+            store_id: store_id.to_string(),
+            run,
+        });
+        // A late report leaves the run as it was: nothing new to decide.
+        let Some(site) = sites.get(store_id).filter(|_| Some(run) != was) else {
+            continue;
+        };
+        let member_id = moved.member_id;
+        issued.extend(issue_geo(uow, rules, site, member_id, &run, moved.now).await?);
+        let dwelled = |seconds: i64| seconds >= MIN_VISIT_DWELL_SECONDS;
+        if dwelled(run.dwell_seconds()) && !was.is_some_and(|was| dwelled(was.dwell_seconds())) {
+            let visit = new_visit(member_id, site, run.last_inside_at, VisitSource::Geo);
+            issued.extend(record_visit(uow, reference, visit, moved.now).await?);
+        }
+    }
+    Ok((runs, issued))
 }
 
 fn record(
@@ -207,7 +236,7 @@ async fn issue_geo(
     rules: &[GeoRule],
     site: &Site,
     member_id: &str,
-    run: &crate::domain::location::VisitRun,
+    run: &VisitRun,
     now: DateTime<Utc>,
 ) -> Result<Vec<Coupon>, StoreError> {
     let store_id = site.store.store_id.as_str();
