@@ -36,6 +36,9 @@ pub(super) struct Reference {
     stores: Mutex<HashSet<String>>,
     /// The stores' spatial index and when the store count was last checked against it.
     sites: Mutex<Option<(Arc<Sites>, Instant)>>,
+    /// Held while the index is checked or rebuilt: concurrent commands wait for one rebuild
+    /// (seconds for 100,000 stores) instead of each making its own.
+    sites_refresh: tokio::sync::Mutex<()>,
     geo_rules: Mutex<Option<(Arc<Vec<GeoRule>>, Instant)>>,
     visit_rules: Mutex<Option<(Arc<Vec<VisitRule>>, Instant)>>,
     campaigns: Mutex<Option<(Arc<Vec<Campaign>>, Instant)>>,
@@ -176,6 +179,10 @@ impl Reference {
     /// statement) and rebuilds when the count changed: stores are never deleted, so a store
     /// created through another replica shows up here within about a second.
     pub async fn sites(&self, uow: &mut dyn LedgerReads) -> Result<Arc<Sites>, StoreError> {
+        if let Some(sites) = fresh(&self.sites) {
+            return Ok(sites);
+        }
+        let _refreshing = self.sites_refresh.lock().await;
         let cached = self.sites.lock().expect("reference cache poisoned").clone();
         if let Some((sites, checked_at)) = &cached
             && checked_at.elapsed() < TTL
