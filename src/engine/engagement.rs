@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use chrono::{DateTime, Days, NaiveDate, Utc};
+use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
 
 use super::{
     CommandResult, Engine, EngineError, coupons,
@@ -107,6 +107,12 @@ pub(super) async fn report_location(
     now: DateTime<Utc>,
     report: &LocationReport,
 ) -> CommandResult<LocationResult> {
+    // Instants are stored to the microsecond: a run started at a finer instant than the issue
+    // row that remembers it would not see that issue as "during this visit", and issue twice.
+    let report = &LocationReport {
+        observed_at: report.observed_at.trunc_subsecs(6),
+        ..report.clone()
+    };
     let member = members::resolve(uow, &report.member, Access::Mutate).await?;
     let member_id = member.member_id;
     let sites = reference.sites(uow).await?;

@@ -133,7 +133,7 @@ fn report_at(
         accuracy_m,
         observed_at: Some(prost_types::Timestamp {
             seconds: observed_at.timestamp(),
-            nanos: 0,
+            nanos: i32::try_from(observed_at.timestamp_subsec_nanos()).expect("nanos"),
         }),
         device_id: "phone-1".into(),
     }
@@ -189,12 +189,18 @@ async fn entry_issues_once_per_visit(app: &TestApp) {
     create_rule(app, rule("entry", "hello", "ginza")).await;
     let member_id = member(app, "G-1").await;
 
-    let first = report(app, "r1", &member_id, GINZA).await;
+    // Observed to the nanosecond (phones do); the databases keep microseconds.
+    let observed_at = now(app) + Duration::nanoseconds(123_456_789);
+    let first = send(app, report_at("r1", &member_id, GINZA, 10.0, observed_at))
+        .await
+        .expect("report");
     assert!(accepted(&first));
     assert_eq!(first.inside_store_ids, ["ginza"]);
     assert_eq!(sources(&first), ["geo:entry"]);
     // A retry gets the same answer; a later report of the same visit issues nothing.
-    let retried = report(app, "r1", &member_id, GINZA).await;
+    let retried = send(app, report_at("r1", &member_id, GINZA, 10.0, observed_at))
+        .await
+        .expect("retry");
     assert_eq!(retried, first);
     app.clock.advance(Duration::minutes(1));
     let again = report(app, "r2", &member_id, GINZA).await;
