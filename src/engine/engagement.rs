@@ -516,3 +516,74 @@ fn held_back(rule: &GeoRule, facts: &IssueFacts, now: DateTime<Utc>) -> bool {
         rule.daily_cap_per_store > 0 && facts.issued_today_at_store >= rule.daily_cap_per_store;
     cooling || capped
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::{location::DEFAULT_MAX_ACCURACY_M, schedule::DaysOfWeek};
+
+    fn nth(window_days: i64) -> VisitRule {
+        VisitRule {
+            rule_id: format!("nth-{window_days}"),
+            campaign_id: "c".into(),
+            kind: VisitRuleKind::NthVisit,
+            visits: 3,
+            window_days,
+            lapsed_days: 0,
+            store_ids: Vec::new(),
+        }
+    }
+
+    fn geo(cooldown_seconds: i64, daily_cap_per_store: i64) -> GeoRule {
+        GeoRule {
+            rule_id: "g".into(),
+            campaign_id: "c".into(),
+            store_ids: Vec::new(),
+            min_dwell_seconds: 0,
+            max_accuracy_m: DEFAULT_MAX_ACCURACY_M,
+            active_hours: Vec::new(),
+            days_of_week: DaysOfWeek::EVERY_DAY,
+            cooldown_seconds,
+            daily_cap_per_store,
+            starts_at: None,
+            ends_at: None,
+        }
+    }
+
+    #[test]
+    fn visits_are_read_from_the_start_of_the_widest_window() {
+        let today = NaiveDate::from_ymd_opt(2026, 4, 30).expect("date");
+        let (week, month) = (nth(7), nth(30));
+        assert_eq!(
+            window_start(&[&week, &month], today),
+            NaiveDate::from_ymd_opt(2026, 4, 1),
+            "30 days, today included"
+        );
+        assert_eq!(
+            window_start(&[&week], today),
+            NaiveDate::from_ymd_opt(2026, 4, 24)
+        );
+        let ever = nth(0);
+        assert_eq!(
+            window_start(&[&week, &ever], today),
+            None,
+            "no window: every visit"
+        );
+    }
+
+    #[test]
+    fn nearby_offers_hold_back_cooling_and_capped_rules() {
+        let now = Utc.with_ymd_and_hms(2026, 4, 1, 3, 0, 0).unwrap();
+        let issued = |seconds_ago: i64, today: i64| IssueFacts {
+            last_issued_at: Some(now - chrono::Duration::seconds(seconds_ago)),
+            issued_today_at_store: today,
+        };
+        assert!(!held_back(&geo(0, 0), &IssueFacts::default(), now));
+        assert!(held_back(&geo(3600, 0), &issued(3599, 1), now));
+        assert!(!held_back(&geo(3600, 0), &issued(3600, 1), now));
+        assert!(held_back(&geo(0, 2), &issued(10, 2), now));
+        assert!(!held_back(&geo(0, 2), &issued(10, 1), now));
+    }
+}
