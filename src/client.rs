@@ -10,8 +10,9 @@ use tonic::{
 
 use crate::proto::{
     checkout_service_client::CheckoutServiceClient, coupon_service_client::CouponServiceClient,
-    ledger_service_client::LedgerServiceClient, member_service_client::MemberServiceClient,
-    program_service_client::ProgramServiceClient, store_service_client::StoreServiceClient,
+    engagement_service_client::EngagementServiceClient, ledger_service_client::LedgerServiceClient,
+    member_service_client::MemberServiceClient, program_service_client::ProgramServiceClient,
+    store_service_client::StoreServiceClient,
 };
 
 /// Adds `authorization: Bearer <key>` to every call.
@@ -111,5 +112,9 @@ impl Client {
 
     pub fn coupons(&self) -> CouponServiceClient<Authed> {
         CouponServiceClient::new(self.authed())
+    }
+
+    pub fn engagement(&self) -> EngagementServiceClient<Authed> {
+        EngagementServiceClient::new(self.authed())
     }
 }

@@ -2,7 +2,9 @@
 //!
 //! Hanako earns points at the Shibuya store register, spends some of them at EC checkout (where
 //! the order also earns her a "¥500 off in store" coupon), returns part of the EC order, then
-//! uses the coupon at the register. Every call is real gRPC; the ledger is verified at the end.
+//! uses the coupon at the register. Later she walks past the store with the app: the location
+//! report puts a "¥300 off, walk-in" geo-coupon in her wallet, and she uses it at the register.
+//! Every call is real gRPC; the ledger is verified at the end.
 
 use std::sync::Arc;
 
@@ -34,6 +36,9 @@ async fn story(app: &Application) -> Result<(), DemoError> {
     let ec_key = engine
         .create_api_key(Role::Checkout, None, "EC backend".into())
         .await?;
+    let app_key = engine
+        .create_api_key(Role::App, None, "app backend".into())
+        .await?;
     let register_key = engine
         .create_api_key(
             Role::Register,
@@ -44,6 +49,7 @@ async fn story(app: &Application) -> Result<(), DemoError> {
     let admin = Client::connect(&app.endpoint(), &admin_key).await?;
     let ec = admin.with_key(&ec_key);
     let register = admin.with_key(&register_key);
+    let app_backend = admin.with_key(&app_key);
     println!(
         "omo demo — server on {} ({})\n",
         app.local_addr(),
@@ -131,6 +137,14 @@ async fn story(app: &Application) -> Result<(), DemoError> {
         sale.coupon_discount, sale.total, sale.amount_due, sale.points_earned
     );
     show_balance(&ec, &member.member_id).await?;
+
+    let code = walk_in(&admin, &app_backend, &member.member_id).await?;
+    let sale = record_sale(&register, "demo-sale-3", "R-0003", "2000", 0, vec![code]).await?;
+    println!(
+        "8. At the register the geo-coupon takes ¥{} off ¥{} → ¥{} due, +{} points",
+        sale.coupon_discount, sale.total, sale.amount_due, sale.points_earned
+    );
+    show_balance(&ec, &member.member_id).await?;
     show_ledger(&ec, &member.member_id).await?;
 
     let report = engine.verify().await?;
@@ -179,7 +193,63 @@ async fn setup(admin: &Client) -> Result<(), DemoError> {
             }),
         })
         .await?;
+    admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
+            campaign: Some(proto::Campaign {
+                campaign_id: "walk-in-300".into(),
+                name: "¥300 off when you walk in".into(),
+                discount: Some(proto::campaign::Discount::AmountOff("300".into())),
+                channels: vec![proto::Channel::Store as i32],
+                store_ids: vec!["shibuya".into()],
+                validity_days: 1,
+                ..Default::default()
+            }),
+        })
+        .await?;
     Ok(())
+}
+
+/// A geo rule at Shibuya, and Hanako's app reporting her at the door: the coupon it issues.
+async fn walk_in(admin: &Client, app: &Client, member_id: &str) -> Result<String, DemoError> {
+    admin
+        .engagement()
+        .create_geo_rule(proto::CreateGeoRuleRequest {
+            request_id: "demo-geo-rule".into(),
+            rule: Some(proto::GeoRule {
+                rule_id: "shibuya-walk-in".into(),
+                campaign_id: "walk-in-300".into(),
+                store_ids: vec!["shibuya".into()],
+                cooldown_seconds: 86_400,
+                ..Default::default()
+            }),
+        })
+        .await?;
+    let result = app
+        .engagement()
+        .report_location(proto::ReportLocationRequest {
+            request_id: "demo-location-1".into(),
+            member: Some(member_ref(member_id)),
+            latitude: 35.65955,
+            longitude: 139.70045,
+            accuracy_m: 15.0,
+            observed_at: Some(std::time::SystemTime::now().into()),
+            device_id: "hanako-phone".into(),
+        })
+        .await?
+        .into_inner()
+        .result
+        .ok_or("no location result")?;
+    let coupon = result
+        .coupons_issued
+        .first()
+        .ok_or("the location report issued no coupon")?;
+    println!(
+        "7. Hanako's app reports her at the door of {:?} (accuracy 15 m): coupon {} ({}), source {}",
+        result.inside_store_ids, coupon.code, coupon.campaign_id, coupon.source
+    );
+    Ok(coupon.code.clone())
 }
 
 async fn record_sale(

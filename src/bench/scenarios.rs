@@ -1,7 +1,7 @@
 //! The scenarios: which requests each one sends (a weighted mix table, so `mixed` is a table
 //! and a new operation joins by adding a row) and how each request is built.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::SystemTime};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
@@ -14,6 +14,7 @@ use crate::{
     client::{Authed, Client},
     proto::{
         self, checkout_service_client::CheckoutServiceClient,
+        engagement_service_client::EngagementServiceClient,
         ledger_service_client::LedgerServiceClient, member_ref::Ref,
     },
 };
@@ -27,6 +28,30 @@ pub const HOT_CODE: &str = "BENCHHOT";
 const BASKET_YEN: std::ops::RangeInclusive<u32> = 1_000..=20_000;
 const REDEEM_POINTS: std::ops::RangeInclusive<i64> = 1..=50;
 
+/// Stores seeded for `location`: `bench-geo-<n>`, n = 1..=GEO_STORES, on a grid of
+/// GEO_COLUMNS columns GEO_STEP_DEG apart (about 450-550 m around 35° N) from GEO_ORIGIN.
+pub const GEO_STORES: u64 = 100_000;
+pub const GEO_COLUMNS: u64 = 400;
+pub const GEO_STEP_DEG: f64 = 0.005;
+pub const GEO_ORIGIN: (f64, f64) = (35.0, 139.0);
+/// The campaign of the `location` scenario's geo rules (one on entry, one after a dwell).
+pub const GEO_CAMPAIGN_ID: &str = "bench-geo";
+/// Share of location reports inside the member's store, in percent; the others are 300 m
+/// away, which ends the visit, so that members keep entering again.
+const INSIDE_PERCENT: u32 = 70;
+/// Metres per degree of latitude, near enough for placing a report.
+const M_PER_DEG_LAT: f64 = 111_000.0;
+
+/// Where seeded store `n` (1-based) stands: (latitude, longitude).
+pub fn geo_store_location(n: u64) -> (f64, f64) {
+    let i = n.saturating_sub(1);
+    let (row, column) = ((i / GEO_COLUMNS) as f64, (i % GEO_COLUMNS) as f64);
+    (
+        GEO_ORIGIN.0 + row * GEO_STEP_DEG,
+        GEO_ORIGIN.1 + column * GEO_STEP_DEG,
+    )
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum Scenario {
     GrpcCeiling,
@@ -36,6 +61,7 @@ pub enum Scenario {
     Hot,
     Mixed,
     SqlFloor,
+    Location,
 }
 
 /// One request (or, for checkout, the Authorize + Capture pair) a worker can send.
@@ -46,13 +72,14 @@ pub enum Op {
     Checkout,
     Balance,
     Hot,
+    Location,
 }
 
 /// `mixed`: weights out of their sum.
 pub const MIXED: &[(Op, u32)] = &[(Op::Balance, 60), (Op::Sale, 25), (Op::Checkout, 15)];
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 8] = [
         Scenario::GrpcCeiling,
         Scenario::Sale,
         Scenario::Checkout,
@@ -60,6 +87,7 @@ impl Scenario {
         Scenario::Hot,
         Scenario::Mixed,
         Scenario::SqlFloor,
+        Scenario::Location,
     ];
 
     pub fn name(self) -> &'static str {
@@ -71,6 +99,7 @@ impl Scenario {
             Scenario::Hot => "hot",
             Scenario::Mixed => "mixed",
             Scenario::SqlFloor => "sql-floor",
+            Scenario::Location => "location",
         }
     }
 
@@ -95,6 +124,7 @@ impl Scenario {
             Scenario::Hot => &[(Op::Hot, 1)],
             Scenario::Mixed => MIXED,
             Scenario::SqlFloor => &[],
+            Scenario::Location => &[(Op::Location, 1)],
         }
     }
 }
@@ -144,6 +174,8 @@ pub struct Keys {
     pub register: String,
     /// A `checkout` key (EC channel).
     pub checkout: String,
+    /// An `app` key (location reports).
+    pub app: String,
 }
 
 /// One HTTP/2 connection, with a client per role over it.
@@ -153,6 +185,7 @@ pub struct Lane {
     ec: CheckoutServiceClient<Authed>,
     ledger: LedgerServiceClient<Authed>,
     health: HealthClient<Channel>,
+    app: EngagementServiceClient<Authed>,
 }
 
 impl Lane {
@@ -160,6 +193,7 @@ impl Lane {
         let register = Client::connect(endpoint, &keys.register).await?;
         let checkout = register.with_key(&keys.checkout);
         Ok(Lane {
+            app: register.with_key(&keys.app).engagement(),
             ec: checkout.checkout(),
             ledger: register.ledger(),
             health: HealthClient::new(register.channel()),
@@ -241,6 +275,7 @@ impl GrpcWorker {
             Op::Hot => self.sale(Some(HOT_CODE)).await,
             Op::Checkout => self.checkout().await,
             Op::Balance => self.balance().await,
+            Op::Location => self.location().await,
         }
     }
 
@@ -311,6 +346,32 @@ impl GrpcWorker {
             order_id,
         };
         self.lane.ec.capture(capture).await?;
+        Ok(())
+    }
+
+    /// A location report of a member near a seeded store of its own (so no report is too fast
+    /// from the previous one): inside it (an entry, or a dwell as the member reports again), or
+    /// 300 m away (the visit ends).
+    async fn location(&mut self) -> Result<(), Status> {
+        let index = self.rng.random_range(0..self.members.count());
+        let (latitude, longitude) = geo_store_location(index % GEO_STORES + 1);
+        let north_m = if self.rng.random_range(0..100) < INSIDE_PERCENT {
+            self.rng.random_range(0.0..30.0)
+        } else {
+            300.0
+        };
+        let request = proto::ReportLocationRequest {
+            request_id: format!("loc-{}", self.ids.next()),
+            member: Some(proto::MemberRef {
+                r#ref: Some(Ref::MemberId(self.members.id(index))),
+            }),
+            latitude: latitude + north_m / M_PER_DEG_LAT,
+            longitude,
+            accuracy_m: 10.0,
+            observed_at: Some(SystemTime::now().into()),
+            device_id: String::new(),
+        };
+        self.lane.app.report_location(request).await?;
         Ok(())
     }
 

@@ -6,6 +6,8 @@
 //! - members `m_bench_<n>` with the card `bench-<n>`, each with one available lot of
 //!   1,000,000 points, the stored balance of `member:m_bench_<n>`, and the journal entry that
 //!   explains it: one `adjust` transaction with one posting `program:adjustments` → member;
+//! - with the `location` scenario, 100,000 stores `bench-geo-<n>` on a grid (see
+//!   `scenarios::geo_store_location`), each with a 100 m fence;
 //! - `--prefill-postings`: history, as transactions of two postings each (member →
 //!   `program:redeemed:store:bench-store` and back, same amount), spread over the members;
 //!   they leave every balance and lot unchanged.
@@ -20,7 +22,10 @@ use sqlx::{
 };
 use tokio::time::Instant;
 
-use super::BenchError;
+use super::{
+    BenchError,
+    scenarios::{GEO_COLUMNS, GEO_ORIGIN, GEO_STEP_DEG},
+};
 
 /// Points in each member's seeded lot.
 pub const SEED_POINTS: i64 = 1_000_000;
@@ -57,6 +62,8 @@ pub struct SeedPlan {
     pub members: u64,
     /// Rounded down to an even number: postings come in pairs.
     pub prefill_postings: u64,
+    /// Stores `bench-geo-<n>` for the `location` scenario.
+    pub geo_stores: u64,
 }
 
 impl SeedPlan {
@@ -145,6 +152,17 @@ async fn seed_sqlite(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<()
         .await?;
     let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
     sqlite_members(&mut tx, plan, now).await?;
+    if plan.geo_stores > 0 {
+        sqlx::query(sqlite::GEO_STORES)
+            .bind(to_i64(plan.geo_stores)) // $1
+            .bind(GEO_ORIGIN.0) // $2
+            .bind(GEO_ORIGIN.1) // $3
+            .bind(to_i64(GEO_COLUMNS)) // $4
+            .bind(GEO_STEP_DEG) // $5
+            .bind(now.timestamp_micros()) // $6
+            .execute(&mut *tx)
+            .await?;
+    }
     if plan.prefill_transactions() > 0 {
         let before: i64 = sqlx::query_scalar(LAST_TRANSACTION_ID)
             .fetch_one(&mut *tx)
@@ -223,6 +241,16 @@ async fn seed_postgres(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<
         .await?;
     let mut tx = conn.begin().await?;
     postgres_members(&mut tx, plan, now).await?;
+    if plan.geo_stores > 0 {
+        sqlx::query(postgres::GEO_STORES)
+            .bind(to_i64(plan.geo_stores)) // $1
+            .bind(GEO_ORIGIN.0) // $2
+            .bind(GEO_ORIGIN.1) // $3
+            .bind(to_i64(GEO_COLUMNS)) // $4
+            .bind(GEO_STEP_DEG) // $5
+            .execute(&mut *tx)
+            .await?;
+    }
     if plan.prefill_transactions() > 0 {
         let before: i64 = sqlx::query_scalar(LAST_TRANSACTION_ID)
             .fetch_one(&mut *tx)
@@ -248,8 +276,10 @@ async fn seed_postgres(url: &str, plan: SeedPlan, now: DateTime<Utc>) -> Result<
     // request on. Only those tables: an empty table analyzed as empty gets plans made for zero
     // rows, which a server keeps (generic plans) until autovacuum analyzes it again, a minute or
     // more into the run; a live database never analyzes a table while it is empty.
-    conn.execute("analyze members, identifiers, point_lots, balances, transactions, postings")
-        .await?;
+    conn.execute(
+        "analyze members, identifiers, point_lots, balances, transactions, postings, stores",
+    )
+    .await?;
     conn.close().await?;
     Ok(())
 }
@@ -300,6 +330,19 @@ async fn postgres_members(
 
 /// The SQLite statements: `n(i)` counts 1..=$1 by a recursive CTE.
 mod sqlite {
+    /// Store n on row (n - 1) / $4 and column (n - 1) % $4 of the grid.
+    pub const GEO_STORES: &str = r"
+        with recursive n(i) as (select 1 union all select i + 1 from n where i < $1)
+        insert into stores (
+            store_id, name, latitude, longitude, time_zone, geofence_radius_m,
+            geofence_polygon, created_at
+        )
+        select 'bench-geo-' || i, 'bench geo store ' || i,
+            $2 + ((i - 1) / $4) * $5, $3 + ((i - 1) % $4) * $5,
+            'Asia/Tokyo', 100.0, '[]', $6
+        from n
+        ";
+
     pub const MEMBERS: &str = r"
         with recursive n(i) as (select 1 union all select i + 1 from n where i < $1)
         insert into members (
@@ -387,6 +430,17 @@ mod sqlite {
 
 /// The PostgreSQL statements: `generate_series(1, $1)` counts.
 mod postgres {
+    /// Store n on row (n - 1) / $4 and column (n - 1) % $4 of the grid.
+    pub const GEO_STORES: &str = r"
+        insert into stores (
+            store_id, name, latitude, longitude, time_zone, geofence_radius_m, geofence_polygon
+        )
+        select 'bench-geo-' || i, 'bench geo store ' || i,
+            $2 + ((i - 1) / $4) * $5, $3 + ((i - 1) % $4) * $5,
+            'Asia/Tokyo', 100, '[]'::jsonb
+        from generate_series(1, $1) as i
+        ";
+
     pub const MEMBERS: &str = r"
         insert into members (
             member_id, display_name, state, merged_into, created_at,

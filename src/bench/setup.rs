@@ -7,7 +7,9 @@ use tonic::Code;
 
 use super::{
     BenchArgs, BenchError,
-    scenarios::{HOT_CAMPAIGN_ID, HOT_CODE, Keys, Members, STORE_ID},
+    scenarios::{
+        GEO_CAMPAIGN_ID, GEO_STORES, HOT_CAMPAIGN_ID, HOT_CODE, Keys, Members, STORE_ID, Scenario,
+    },
     seed::{self, Backend, SEED_POINTS, SeedPlan},
     server::ServerProcess,
 };
@@ -37,9 +39,11 @@ pub async fn local(args: &BenchArgs) -> Result<Setup, BenchError> {
     let backend = Backend::of(url);
     seed::reset_database(url).await?;
     let store = crate::store::open(url).await?;
+    let locations = args.scenarios.contains(&Scenario::Location);
     let plan = SeedPlan {
         members: args.members,
         prefill_postings: args.prefill_postings,
+        geo_stores: if locations { GEO_STORES } else { 0 },
     };
     eprintln!(
         "omo bench: seeding {} members and {} historical postings by bulk SQL ({}) ...",
@@ -79,6 +83,7 @@ async fn create_keys(engine: Engine) -> Result<Keys, BenchError> {
         checkout: key(Role::Checkout, None, "bench checkout")
             .await
             .map_err(Box::new)?,
+        app: key(Role::App, None, "bench app").await.map_err(Box::new)?,
     })
 }
 
@@ -103,7 +108,8 @@ pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchErro
         keys: Keys {
             admin: api_key.clone(),
             register: api_key.clone(),
-            checkout: api_key,
+            checkout: api_key.clone(),
+            app: api_key,
         },
         members: Arc::new(Members::Listed(ids)),
         server: None,
@@ -150,7 +156,46 @@ async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<()
             campaign: Some(campaign),
         })
         .await;
-    allow_existing("CreateCampaign", created)
+    allow_existing("CreateCampaign", created)?;
+    create_geo_rules(&admin).await
+}
+
+/// The `location` scenario's campaign and its two geo rules over every store: one issues on
+/// entry, one after a 5-second dwell, each at most once an hour per member and store.
+async fn create_geo_rules(admin: &Client) -> Result<(), BenchError> {
+    let campaign = proto::Campaign {
+        campaign_id: GEO_CAMPAIGN_ID.into(),
+        name: "omo bench geo campaign".into(),
+        discount: Some(proto::campaign::Discount::AmountOff("100".into())),
+        stackable: true,
+        ..Default::default()
+    };
+    let created = admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
+            campaign: Some(campaign),
+        })
+        .await;
+    allow_existing("CreateCampaign", created)?;
+    for (rule_id, min_dwell_seconds) in [("bench-geo-entry", 0), ("bench-geo-dwell", 5)] {
+        let rule = proto::GeoRule {
+            rule_id: rule_id.into(),
+            campaign_id: GEO_CAMPAIGN_ID.into(),
+            min_dwell_seconds,
+            cooldown_seconds: 3600,
+            ..Default::default()
+        };
+        let created = admin
+            .engagement()
+            .create_geo_rule(proto::CreateGeoRuleRequest {
+                request_id: String::new(),
+                rule: Some(rule),
+            })
+            .await;
+        allow_existing("CreateGeoRule", created)?;
+    }
+    Ok(())
 }
 
 fn allow_existing<T>(

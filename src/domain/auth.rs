@@ -53,6 +53,10 @@ pub enum Operation {
     ManageCampaigns,
     IssueCoupon,
     ReadCoupons,
+    /// CreateGeoRule, CreateVisitRule.
+    ManageRules,
+    ReportLocation,
+    ListNearbyOffers,
 }
 
 impl Caller {
@@ -60,7 +64,7 @@ impl Caller {
         use Operation::*;
         let allowed = match self.role {
             Role::Admin => true,
-            Role::Checkout | Role::App => matches!(
+            Role::Checkout => matches!(
                 operation,
                 CreateMember
                     | GetMember
@@ -68,6 +72,18 @@ impl Caller {
                     | GetBalance
                     | ListTransactions
                     | ReadCoupons
+            ),
+            // The app backend acts for any member (API.md: app signals).
+            Role::App => matches!(
+                operation,
+                CreateMember
+                    | GetMember
+                    | LinkIdentifier
+                    | GetBalance
+                    | ListTransactions
+                    | ReadCoupons
+                    | ReportLocation
+                    | ListNearbyOffers
             ),
             Role::Register => matches!(operation, GetMember | GetBalance),
         };

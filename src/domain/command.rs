@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     coupon::{Campaign, Coupon},
+    location::{GeoRule, LocationReport, LocationVerdict, VisitRule},
     model::{
         Channel, Identifier, LineItem, Member, MemberRef, Order, Program, ProgramPatch,
         RefundResult, Store, Transaction,
@@ -58,6 +59,9 @@ pub enum Command {
         campaign_id: String,
         member: MemberRef,
     },
+    CreateGeoRule(GeoRule),
+    CreateVisitRule(VisitRule),
+    ReportLocation(LocationReport),
 }
 
 impl Command {
@@ -77,6 +81,9 @@ impl Command {
             Command::UpdateProgram { .. } => "update_program",
             Command::CreateCampaign(_) => "create_campaign",
             Command::IssueCoupon { .. } => "issue_coupon",
+            Command::CreateGeoRule(_) => "create_geo_rule",
+            Command::CreateVisitRule(_) => "create_visit_rule",
+            Command::ReportLocation(_) => "report_location",
         }
     }
 }
@@ -121,4 +128,16 @@ pub enum Reply {
     Program(Program),
     Campaign(Campaign),
     Coupon(Coupon),
+    GeoRule(GeoRule),
+    VisitRule(VisitRule),
+    Location(LocationResult),
+}
+
+/// What a location report did (API `LocationResult`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LocationResult {
+    pub verdict: LocationVerdict,
+    /// The stores whose fence contains the reported position (accepted reports only).
+    pub inside_store_ids: Vec<String>,
+    pub coupons_issued: Vec<Coupon>,
 }

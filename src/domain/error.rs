@@ -88,6 +88,8 @@ pub enum DomainError {
     CampaignExists(String),
     #[error("public code {0} is used by another campaign")]
     PublicCodeTaken(String),
+    #[error("rule {0} already exists")]
+    RuleExists(String),
     #[error("campaign is not running (before starts_at or after ends_at)")]
     CampaignClosed,
     #[error("campaign issue limit reached")]
@@ -164,6 +166,7 @@ impl DomainError {
             Self::CampaignNotFound => "CAMPAIGN_NOT_FOUND",
             Self::CampaignExists(_) => "CAMPAIGN_EXISTS",
             Self::PublicCodeTaken(_) => "PUBLIC_CODE_TAKEN",
+            Self::RuleExists(_) => "RULE_EXISTS",
             Self::CampaignClosed => "CAMPAIGN_CLOSED",
             Self::CampaignExhausted => "CAMPAIGN_EXHAUSTED",
             Self::MemberLimit => "MEMBER_LIMIT",
@@ -192,7 +195,8 @@ impl DomainError {
             | Self::ReceiptExists { .. }
             | Self::StoreExists(_)
             | Self::CampaignExists(_)
-            | Self::PublicCodeTaken(_) => AlreadyExists,
+            | Self::PublicCodeTaken(_)
+            | Self::RuleExists(_) => AlreadyExists,
             Self::CampaignExhausted | Self::MemberLimit => ResourceExhausted,
             Self::MemberMerged { .. }
             | Self::MemberHasOpenOrders

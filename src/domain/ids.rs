@@ -23,6 +23,14 @@ pub fn new_member_id() -> String {
     )
 }
 
+/// `<prefix>_` followed by 12 symbols (≈ 60 random bits): a rule id the admin did not choose.
+pub fn new_rule_id(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 12)
+    )
+}
+
 pub fn new_coupon_code() -> String {
     random_string(CODE_ALPHABET, COUPON_CODE_LEN)
 }

@@ -22,6 +22,9 @@ pub const MAX_REPORT_LEAD: Duration = Duration::minutes(5);
 pub const MAX_SPEED_KMH: f64 = 300.0;
 /// A visit ends when no inside report came for longer than this.
 pub const MAX_VISIT_GAP: Duration = Duration::minutes(15);
+/// Dwell that makes a run of inside reports a visit (one per member, store and local date):
+/// passing by is not visiting.
+pub const MIN_VISIT_DWELL_SECONDS: i64 = 300;
 /// Largest ListNearbyOffers radius, in metres.
 pub const MAX_NEARBY_RADIUS_M: f64 = 50_000.0;
 
@@ -54,6 +57,25 @@ pub struct NearbyQuery {
     pub position: LatLng,
     pub radius_m: f64,
     pub page_size: usize,
+}
+
+/// A store near the member with what the member could get or use there now (API
+/// `NearbyOffer`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyOffer {
+    pub store_id: String,
+    pub store_name: String,
+    pub distance_m: f64,
+    pub campaigns: Vec<NearbyCampaign>,
+}
+
+/// A campaign on offer at a nearby store: by a geo rule (`rule_id`) or scoped to the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NearbyCampaign {
+    pub campaign: super::coupon::Campaign,
+    /// Empty for an in-store campaign.
+    pub rule_id: String,
+    pub how: OfferHow,
 }
 
 /// Why a report was rejected; the text is the API's `reason`.

@@ -9,13 +9,15 @@
 //! lives in the engine and the domain, written once.
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
 
 use super::{
     auth::Role,
     coupon::{Campaign, Coupon},
+    location::{Fix, GeoRule, IssueFacts, RejectReason, VisitRule, VisitRun},
     model::{
-        Channel, Identifier, Lot, MemberRow, Order, OrderLot, Posting, Program,
+        Channel, Identifier, LatLng, Lot, MemberRow, Order, OrderLot, Posting, Program,
         Store as RetailStore, Transaction,
     },
 };
@@ -137,6 +139,8 @@ pub struct LedgerSnapshot {
     /// Coupon rows counted the way the ledger should show them: an active coupon is one unit of
     /// `CPN:<campaign>` on `member:<id>`, a reserved one on `hold:<order_id>`.
     pub coupon_positions: Vec<AccountTotal>,
+    /// Coupons issued by a rule (source `geo:<rule>` or `visit:<rule>`) that does not exist.
+    pub coupons_without_rule: Vec<String>,
 }
 
 /// What a batch of commands will touch, gathered from the commands before any is decided, so
@@ -156,6 +160,8 @@ pub struct Keys {
     /// them with the load rather than in a round trip of their own (more are reserved on
     /// demand; unused ones are gaps).
     pub wanted_ids: Vec<(Sequence, usize)>,
+    /// The batch reports locations: load the presence of its members too.
+    pub presence: bool,
 }
 
 /// The rows a batch reads before deciding, locked where the batch may write them.
@@ -163,7 +169,7 @@ pub struct Keys {
 /// Completeness is what makes it useful: every key asked for in [`Keys`] that is not here is
 /// absent from the database, and for every member and order here, all of its live lots, its
 /// guarded balances, its order lots and its coupons (by `order_id`) are here too.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Loaded {
     pub idempotency: Vec<IdempotencyRecord>,
     pub identifiers: Vec<(Identifier, String)>,
@@ -187,6 +193,8 @@ pub struct Loaded {
     pub receipts: Vec<((String, String, String), String)>,
     /// Ids reserved for the batch ([`Keys::wanted_ids`]), never handed out before.
     pub reserved_ids: Vec<(Sequence, Vec<i64>)>,
+    /// With `Keys::presence`: the presence rows of `members` (a member without one has none).
+    pub presence: Vec<Presence>,
 }
 
 /// Identities a batch hands out before it writes: a batch decides in memory, so a new
@@ -228,6 +236,107 @@ pub struct ChangeSet {
     pub new_coupons: Vec<Coupon>,
     pub changed_coupons: Vec<Coupon>,
     pub outcomes: Vec<IdempotencyRecord>,
+    /// Engagement rows, written after the coupons they name.
+    pub engagement: EngagementChanges,
+}
+
+/// What a batch changed of the engagement tables (rules, reports, presence, visits).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngagementChanges {
+    /// Admin writes (rare).
+    pub new_geo_rules: Vec<(GeoRule, DateTime<Utc>)>,
+    pub new_visit_rules: Vec<(VisitRule, DateTime<Utc>)>,
+    /// Appended, accepted or rejected.
+    pub location_reports: Vec<LocationRecord>,
+    /// Inserted or replaced, one per member.
+    pub presence: Vec<Presence>,
+    pub geo_issues: Vec<GeoIssue>,
+    /// Inserted unless the (member, store, date) is there already: a visit a batch did not need
+    /// to read may exist.
+    pub visits: Vec<Visit>,
+    pub visit_issues: Vec<VisitIssue>,
+}
+
+/// One location report as stored: `rejected` is the verdict's reason, None when accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocationRecord {
+    pub member_id: String,
+    pub observed_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+    pub position: LatLng,
+    pub accuracy_m: f64,
+    pub rejected: Option<RejectReason>,
+}
+
+/// Where a member was last seen: the last accepted fix and the member's current visit run at
+/// each store they are inside.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Presence {
+    pub member_id: String,
+    pub fix: Fix,
+    pub runs: Vec<StoreRun>,
+}
+
+/// A member's current visit run at one store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreRun {
+    pub store_id: String,
+    pub run: VisitRun,
+}
+
+/// A coupon a geo rule issued to a member at a store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GeoIssue {
+    pub rule_id: String,
+    pub member_id: String,
+    pub store_id: String,
+    pub issued_at: DateTime<Utc>,
+    /// The store's local date of `issued_at`.
+    pub local_date: NaiveDate,
+    /// The coupon's number among the rule's coupons at the store that day, for a capped rule.
+    pub slot: Option<i64>,
+    pub coupon_code: String,
+}
+
+/// What signalled a visit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VisitSource {
+    Sale,
+    Geo,
+}
+
+impl VisitSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VisitSource::Sale => "sale",
+            VisitSource::Geo => "geo",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        [VisitSource::Sale, VisitSource::Geo]
+            .into_iter()
+            .find(|source| source.as_str() == text)
+    }
+}
+
+/// One visit: a member at a store on a local date of the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Visit {
+    pub member_id: String,
+    pub store_id: String,
+    pub visit_date: NaiveDate,
+    pub first_at: DateTime<Utc>,
+    pub source: VisitSource,
+}
+
+/// A coupon a visit rule issued to a member on a local date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitIssue {
+    pub rule_id: String,
+    pub member_id: String,
+    pub issued_on: NaiveDate,
+    pub coupon_code: String,
 }
 
 impl ChangeSet {
@@ -321,6 +430,36 @@ pub trait LedgerReads: Send {
     async fn get_coupon(&mut self, code: &str, lock: bool) -> StoreResult<Option<Coupon>>;
     async fn member_coupons(&mut self, member_id: &str) -> StoreResult<Vec<Coupon>>;
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>>;
+
+    // Engagement.
+    /// How many stores there are (a cheap check of whether a cached store list is current).
+    async fn count_stores(&mut self) -> StoreResult<i64>;
+    /// Every geo rule, by rule id.
+    async fn list_geo_rules(&mut self) -> StoreResult<Vec<GeoRule>>;
+    /// Every visit rule, by rule id.
+    async fn list_visit_rules(&mut self) -> StoreResult<Vec<VisitRule>>;
+    async fn presence(&mut self, member_id: &str) -> StoreResult<Option<Presence>>;
+    /// When `rule_id` last issued to the member at the store, and how many coupons it issued
+    /// at the store on `local_date`.
+    async fn geo_issue_facts(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<IssueFacts>;
+    /// A member's visits on or after `since` (all of them without it), oldest first.
+    async fn member_visits(
+        &mut self,
+        member_id: &str,
+        since: Option<NaiveDate>,
+    ) -> StoreResult<Vec<Visit>>;
+    /// The last local date `rule_id` issued to the member.
+    async fn last_visit_issue(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<NaiveDate>>;
 }
 
 /// One database transaction, as a backend offers it: coarse. A write batch loads what it
@@ -377,5 +516,16 @@ pub trait UnitOfWork: LedgerReads {
 
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
+    /// Members (after `after_member_id`, by id, at most `limit`) whose last visit at
+    /// `store_ids` (empty = any store) was on or before `last_visit_by` and to whom `rule_id`
+    /// has issued nothing since that visit: the candidates of a LAPSED rule's daily check.
+    async fn lapsed_candidates(
+        &mut self,
+        rule_id: &str,
+        store_ids: &[String],
+        last_visit_by: NaiveDate,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
 }

@@ -14,16 +14,19 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 
 use async_trait::async_trait;
+use chrono::{DateTime, NaiveDate, Utc};
 
 use super::{rows::LedgerRows, writer::Job};
 use crate::domain::{
     Account,
     command::Command,
     coupon::{Campaign, Coupon},
+    location::{GeoRule, IssueFacts, VisitRule},
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
     ports::{
-        AccountTotal, ChangeSet, IdempotencyRecord, Keys, LedgerReads, Loaded, NewTransaction,
-        Sequence, StoreError, StoreResult, UnitOfWork,
+        AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, LedgerReads,
+        Loaded, LocationRecord, NewTransaction, Presence, Sequence, StoreError, StoreResult,
+        UnitOfWork, Visit, VisitIssue,
     },
 };
 
@@ -45,7 +48,11 @@ fn ids_wanted(command: &Command) -> (usize, usize) {
         | Command::LinkIdentifier { .. }
         | Command::CreateStore(_)
         | Command::UpdateProgram { .. }
-        | Command::CreateCampaign(_) => (0, 0),
+        | Command::CreateCampaign(_)
+        | Command::CreateGeoRule(_)
+        | Command::CreateVisitRule(_) => (0, 0),
+        // Most location reports issue nothing; one that issues reserves on demand.
+        Command::ReportLocation(_) => (0, 0),
     }
 }
 
@@ -86,6 +93,10 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             | Command::IssueCoupon { member: who, .. } => {
                 member(&mut keys, who);
             }
+            Command::ReportLocation(report) => {
+                member(&mut keys, &report.member);
+                keys.presence = true;
+            }
             Command::Authorize(request) | Command::RecordSale(request) => {
                 member(&mut keys, &request.member);
                 keys.order_ids.push(request.order_id.clone());
@@ -111,7 +122,9 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             }
             Command::CreateStore(_)
             | Command::UpdateProgram { .. }
-            | Command::CreateCampaign(_) => {}
+            | Command::CreateCampaign(_)
+            | Command::CreateGeoRule(_)
+            | Command::CreateVisitRule(_) => {}
         }
     }
     keys.wanted_ids = vec![
@@ -225,6 +238,7 @@ struct Marks {
     public_codes: usize,
     merges: usize,
     transactions: usize,
+    engagement: EngagementMarks,
 }
 
 type Receipt = (String, String, String);
@@ -271,6 +285,7 @@ struct Rows {
     stored_coupon_counts: HashMap<(String, Option<String>), i64>,
     transactions: Vec<(i64, NewTransaction)>,
     free_ids: HashMap<Sequence, VecDeque<i64>>,
+    engagement: EngagementRows,
 }
 
 impl Rows {
@@ -339,6 +354,15 @@ impl Rows {
         for receipt in &keys.receipts {
             rows.receipts.fill(receipt.clone(), None);
         }
+        if keys.presence {
+            for member_id in &rows.lots_of {
+                rows.engagement.presence.fill(member_id.clone(), None);
+            }
+            for presence in loaded.presence {
+                let member_id = presence.member_id.clone();
+                rows.engagement.presence.refill(member_id, Some(presence));
+            }
+        }
         rows
     }
 
@@ -360,6 +384,7 @@ impl Rows {
             public_codes: self.public_codes.mark(),
             merges: self.merges.len(),
             transactions: self.transactions.len(),
+            engagement: self.engagement.marks(),
         }
     }
 
@@ -380,6 +405,7 @@ impl Rows {
         self.public_codes.rollback(marks.public_codes);
         self.merges.truncate(marks.merges);
         self.transactions.truncate(marks.transactions);
+        self.engagement.rollback(marks.engagement);
     }
 
     /// What the batch changed, for [`UnitOfWork::flush`].
@@ -440,7 +466,102 @@ impl Rows {
             new_coupons,
             changed_coupons,
             outcomes,
+            engagement: self.engagement.changes(),
         }
+    }
+}
+
+/// The engagement rows of a batch: rules, reports and issues are only appended (a log
+/// truncated on rollback); presence and visits are rows like the others.
+#[derive(Debug, Default)]
+struct EngagementRows {
+    geo_rules: Vec<(GeoRule, DateTime<Utc>)>,
+    visit_rules: Vec<(VisitRule, DateTime<Utc>)>,
+    reports: Vec<LocationRecord>,
+    presence: Table<String, Presence>,
+    geo_issues: Vec<GeoIssue>,
+    visits: Table<(String, String, NaiveDate), Visit>,
+    visit_issues: Vec<VisitIssue>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct EngagementMarks {
+    geo_rules: usize,
+    visit_rules: usize,
+    reports: usize,
+    presence: usize,
+    geo_issues: usize,
+    visits: usize,
+    visit_issues: usize,
+}
+
+impl EngagementRows {
+    fn marks(&self) -> EngagementMarks {
+        EngagementMarks {
+            geo_rules: self.geo_rules.len(),
+            visit_rules: self.visit_rules.len(),
+            reports: self.reports.len(),
+            presence: self.presence.mark(),
+            geo_issues: self.geo_issues.len(),
+            visits: self.visits.mark(),
+            visit_issues: self.visit_issues.len(),
+        }
+    }
+
+    fn rollback(&mut self, marks: EngagementMarks) {
+        self.geo_rules.truncate(marks.geo_rules);
+        self.visit_rules.truncate(marks.visit_rules);
+        self.reports.truncate(marks.reports);
+        self.presence.rollback(marks.presence);
+        self.geo_issues.truncate(marks.geo_issues);
+        self.visits.rollback(marks.visits);
+        self.visit_issues.truncate(marks.visit_issues);
+    }
+
+    fn changes(&self) -> EngagementChanges {
+        let presence = self.presence.changes();
+        let visits = self.visits.changes();
+        EngagementChanges {
+            new_geo_rules: self.geo_rules.clone(),
+            new_visit_rules: self.visit_rules.clone(),
+            location_reports: self.reports.clone(),
+            presence: presence
+                .into_iter()
+                .map(|(_, _, row)| row.clone())
+                .collect(),
+            geo_issues: self.geo_issues.clone(),
+            // A visit is written once: a row read from the database is never new.
+            visits: visits
+                .into_iter()
+                .filter(|(_, before, _)| before.is_none())
+                .map(|(_, _, row)| row.clone())
+                .collect(),
+            visit_issues: self.visit_issues.clone(),
+        }
+    }
+
+    /// Facts of the database completed with the batch's own issues.
+    fn geo_facts(
+        &self,
+        stored: IssueFacts,
+        key: (&str, &str, &str),
+        date: NaiveDate,
+    ) -> IssueFacts {
+        let (rule_id, member_id, store_id) = key;
+        let mut facts = stored;
+        for issue in self
+            .geo_issues
+            .iter()
+            .filter(|issue| issue.rule_id == rule_id && issue.store_id == store_id)
+        {
+            if issue.local_date == date {
+                facts.issued_today_at_store += 1;
+            }
+            if issue.member_id == member_id {
+                facts.last_issued_at = facts.last_issued_at.max(Some(issue.issued_at));
+            }
+        }
+        facts
     }
 }
 
@@ -842,6 +963,85 @@ impl LedgerReads for InMemory<'_> {
         coupons.sort_by(|a, b| a.code.cmp(&b.code));
         Ok(coupons)
     }
+
+    async fn count_stores(&mut self) -> StoreResult<i64> {
+        self.db.count_stores().await
+    }
+
+    /// Rules committed so far: read for the reference cache, like `list_campaigns`.
+    async fn list_geo_rules(&mut self) -> StoreResult<Vec<GeoRule>> {
+        self.db.list_geo_rules().await
+    }
+
+    async fn list_visit_rules(&mut self) -> StoreResult<Vec<VisitRule>> {
+        self.db.list_visit_rules().await
+    }
+
+    async fn presence(&mut self, member_id: &str) -> StoreResult<Option<Presence>> {
+        let key = member_id.to_string();
+        if let Some(presence) = self.rows.engagement.presence.cached(&key) {
+            return Ok(presence.cloned());
+        }
+        let presence = self.db.presence(member_id).await?;
+        self.rows.engagement.presence.fill(key, presence.clone());
+        Ok(presence)
+    }
+
+    async fn geo_issue_facts(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<IssueFacts> {
+        let stored = self
+            .db
+            .geo_issue_facts(rule_id, member_id, store_id, local_date)
+            .await?;
+        let key = (rule_id, member_id, store_id);
+        Ok(self.rows.engagement.geo_facts(stored, key, local_date))
+    }
+
+    async fn member_visits(
+        &mut self,
+        member_id: &str,
+        since: Option<NaiveDate>,
+    ) -> StoreResult<Vec<Visit>> {
+        let visits = &mut self.rows.engagement.visits;
+        for visit in self.db.member_visits(member_id, since).await? {
+            let key = (
+                visit.member_id.clone(),
+                visit.store_id.clone(),
+                visit.visit_date,
+            );
+            visits.fill(key, Some(visit));
+        }
+        let mut found: Vec<Visit> = visits
+            .present()
+            .filter(|visit| visit.member_id == member_id)
+            .filter(|visit| since.is_none_or(|since| visit.visit_date >= since))
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.visit_date, &a.store_id).cmp(&(b.visit_date, &b.store_id)));
+        Ok(found)
+    }
+
+    async fn last_visit_issue(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<NaiveDate>> {
+        let stored = self.db.last_visit_issue(rule_id, member_id).await?;
+        let here = self
+            .rows
+            .engagement
+            .visit_issues
+            .iter()
+            .filter(|issue| issue.rule_id == rule_id && issue.member_id == member_id)
+            .map(|issue| issue.issued_on)
+            .max();
+        Ok(stored.max(here))
+    }
 }
 
 #[async_trait]
@@ -1106,6 +1306,49 @@ impl LedgerRows for InMemory<'_> {
             self.rows.coupons.put(code, coupon);
         }
         self.note_merge(from, to);
+        Ok(())
+    }
+
+    async fn insert_geo_rule(&mut self, rule: &GeoRule, at: DateTime<Utc>) -> StoreResult<()> {
+        self.rows.engagement.geo_rules.push((rule.clone(), at));
+        Ok(())
+    }
+
+    async fn insert_visit_rule(&mut self, rule: &VisitRule, at: DateTime<Utc>) -> StoreResult<()> {
+        self.rows.engagement.visit_rules.push((rule.clone(), at));
+        Ok(())
+    }
+
+    async fn insert_location_report(&mut self, report: &LocationRecord) -> StoreResult<()> {
+        self.rows.engagement.reports.push(report.clone());
+        Ok(())
+    }
+
+    async fn save_presence(&mut self, presence: &Presence) -> StoreResult<()> {
+        let key = presence.member_id.clone();
+        self.rows.engagement.presence.put(key, presence.clone());
+        Ok(())
+    }
+
+    async fn insert_geo_issue(&mut self, issue: &GeoIssue) -> StoreResult<()> {
+        self.rows.engagement.geo_issues.push(issue.clone());
+        Ok(())
+    }
+
+    async fn insert_visit(&mut self, visit: &Visit) -> StoreResult<()> {
+        let key = (
+            visit.member_id.clone(),
+            visit.store_id.clone(),
+            visit.visit_date,
+        );
+        if self.rows.engagement.visits.cached(&key).flatten().is_none() {
+            self.rows.engagement.visits.put(key, visit.clone());
+        }
+        Ok(())
+    }
+
+    async fn insert_visit_issue(&mut self, issue: &VisitIssue) -> StoreResult<()> {
+        self.rows.engagement.visit_issues.push(issue.clone());
         Ok(())
     }
 }

@@ -121,6 +121,19 @@ pub(super) async fn record_sale(
     member.lifetime_earned_points += order.points_earned;
     member.lifetime_redeemed_points += order.points_redeemed;
     uow.update_member(&member).await?;
+    // A register sale is a visit of its store (API.md: whatever the signal).
+    if order.channel == crate::domain::model::Channel::Store {
+        let store_id = &order.store_id;
+        super::engagement::record_sale_visit(
+            uow,
+            reference,
+            &member_id,
+            store_id,
+            occurred_at,
+            now,
+        )
+        .await?;
+    }
     Ok(order)
 }
 

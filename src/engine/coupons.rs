@@ -471,11 +471,44 @@ pub(super) async fn issue_by_admin(
         return Err(DomainError::CampaignClosed.into());
     }
     check_limits(uow, &campaign, &member.member_id).await??;
-    let (coupon, posting) = issue(uow, &campaign, &member.member_id, "admin".into(), now).await?;
-    let mut entry = system_entry("coupon_issue", &member.member_id, now, vec![posting]);
+    Ok(issue_entry(uow, &campaign, &member.member_id, "admin".into(), now).await?)
+}
+
+/// Issues a coupon of `campaign` in a transaction of its own (`coupon_issue`).
+async fn issue_entry(
+    uow: &mut dyn LedgerRows,
+    campaign: &Campaign,
+    member_id: &str,
+    source: String,
+    now: DateTime<Utc>,
+) -> Result<Coupon, StoreError> {
+    let (coupon, posting) = issue(uow, campaign, member_id, source, now).await?;
+    let mut entry = system_entry("coupon_issue", member_id, now, vec![posting]);
     entry.metadata.push(("code".into(), coupon.code.clone()));
     uow.append_transaction(&entry).await?;
     Ok(coupon)
+}
+
+/// A rule (geo, visit) issues a coupon to a member (whose row the caller has locked) as
+/// IssueCoupon would, with `source` naming the rule. A campaign that is gone, closed or out of
+/// budget, or a member at its limit, issues nothing (None): the signal is not refused.
+pub(super) async fn issue_for_rule(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    campaign_id: &str,
+    member_id: &str,
+    source: String,
+) -> Result<Option<Coupon>, StoreError> {
+    let Some(campaign) = uow.get_campaign(campaign_id, false).await? else {
+        return Ok(None);
+    };
+    let campaign = lock_if_limited(uow, campaign).await?;
+    if !campaign.is_open(now) || check_limits(uow, &campaign, member_id).await?.is_err() {
+        return Ok(None);
+    }
+    Ok(Some(
+        issue_entry(uow, &campaign, member_id, source, now).await?,
+    ))
 }
 
 /// The sweeper's side: an active coupon past `valid_until` expires.

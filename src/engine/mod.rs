@@ -19,6 +19,7 @@ use crate::domain::{
 mod batch;
 mod checkout;
 mod coupons;
+mod engagement;
 mod keys;
 mod members;
 mod points;
@@ -79,6 +80,8 @@ pub struct Engine {
     writer: Writer,
     /// API keys read recently (see `keys.rs`).
     keys: keys::KeyCache,
+    /// The hour (of the clock) whose LAPSED check ran last (see `sweeper.rs`).
+    lapsed_checked: std::sync::Mutex<Option<DateTime<Utc>>>,
 }
 
 impl Engine {
@@ -94,6 +97,7 @@ impl Engine {
             writer: Writer::spawn(core.clone(), writers.max(1)),
             core,
             keys: keys::KeyCache::default(),
+            lapsed_checked: std::sync::Mutex::new(None),
         }
     }
 
@@ -290,6 +294,7 @@ async fn run(
                 return Err(DomainError::StoreExists(store.store_id.clone()).into());
             }
             uow.insert_store(store).await?;
+            reference.stores_changed();
             Ok(Reply::Store(store.clone()))
         }
         Command::UpdateProgram { patch, replace } => {
@@ -320,6 +325,24 @@ async fn run(
             coupons::issue_by_admin(uow, now, campaign_id, member)
                 .await
                 .map(Reply::Coupon)
+        }
+        Command::CreateGeoRule(rule) => {
+            caller.require(Operation::ManageRules)?;
+            engagement::create_geo_rule(uow, reference, now, rule)
+                .await
+                .map(Reply::GeoRule)
+        }
+        Command::CreateVisitRule(rule) => {
+            caller.require(Operation::ManageRules)?;
+            engagement::create_visit_rule(uow, reference, now, rule)
+                .await
+                .map(Reply::VisitRule)
+        }
+        Command::ReportLocation(report) => {
+            caller.require(Operation::ReportLocation)?;
+            engagement::report_location(uow, reference, now, report)
+                .await
+                .map(Reply::Location)
         }
     }
 }

@@ -21,7 +21,7 @@ pub struct TransactionPage {
     pub next_before: Option<i64>,
 }
 
-fn from_failure(failure: Failure) -> EngineError {
+pub(super) fn from_failure(failure: Failure) -> EngineError {
     match failure {
         Failure::Refused(error) | Failure::RefusedAfterWrites(error) => error.into(),
         Failure::Internal(error) => error.into(),

@@ -1,5 +1,7 @@
 //! Reference data every order reads — program settings, which stores exist, campaigns that
-//! issue on capture — kept in memory for a moment instead of read by every command.
+//! issue on capture — kept in memory for a moment instead of read by every command. The
+//! engagement rules and the stores' spatial index (`Sites`) live here too: a location report
+//! must find the stores around a position without reading every store.
 //!
 //! Stores are never deleted, so a store seen once stays known. Program settings and campaigns
 //! are re-read after `TTL`: a change made through another replica applies here within that
@@ -8,12 +10,22 @@
 use super::rows::LedgerRows;
 use crate::domain::ports::LedgerReads;
 use std::{
-    collections::HashSet,
-    sync::Mutex,
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
-use crate::domain::{coupon::Campaign, model::Program, ports::StoreError};
+use chrono_tz::Tz;
+
+use super::spatial::{SpatialIndex, StoreSite};
+use crate::domain::{
+    coupon::Campaign,
+    geo::Geofence,
+    location::{GeoRule, VisitRule},
+    model::{LatLng, Program, Store},
+    ports::StoreError,
+    schedule::parse_time_zone,
+};
 
 const TTL: Duration = Duration::from_secs(1);
 
@@ -22,6 +34,88 @@ pub(super) struct Reference {
     program: Mutex<Option<(Program, Instant)>>,
     capture_campaigns: Mutex<Option<(Vec<Campaign>, Instant)>>,
     stores: Mutex<HashSet<String>>,
+    /// The stores' spatial index and when the store count was last checked against it.
+    sites: Mutex<Option<(Arc<Sites>, Instant)>>,
+    /// Held while the index is checked or rebuilt: concurrent commands wait for one rebuild
+    /// (seconds for 100,000 stores) instead of each making its own.
+    sites_refresh: tokio::sync::Mutex<()>,
+    geo_rules: Mutex<Option<(Arc<Vec<GeoRule>>, Instant)>>,
+    visit_rules: Mutex<Option<(Arc<Vec<VisitRule>>, Instant)>>,
+    campaigns: Mutex<Option<(Arc<Vec<Campaign>>, Instant)>>,
+}
+
+/// A store as location reports need it: its zone and its fence, parsed once.
+#[derive(Debug)]
+pub(super) struct Site {
+    pub store: Store,
+    pub tz: Tz,
+    pub fence: Geofence,
+}
+
+/// Every store, with a spatial index over their fences.
+pub(super) struct Sites {
+    index: SpatialIndex,
+    sites: HashMap<String, Site>,
+    /// Stores the database had when this was built (some may be unusable, see `build`).
+    count: i64,
+}
+
+impl std::fmt::Debug for Sites {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sites").field("count", &self.count).finish()
+    }
+}
+
+impl Sites {
+    /// Indexes `stores`. A store whose zone or polygon does not parse (validated at creation,
+    /// so only data written outside omo) is left out and logged rather than failing reports.
+    fn build(stores: Vec<Store>) -> Self {
+        let count = i64::try_from(stores.len()).unwrap_or(i64::MAX);
+        let mut sites = HashMap::with_capacity(stores.len());
+        let mut entries = Vec::with_capacity(stores.len());
+        for store in stores {
+            let parsed = parse_time_zone(&store.time_zone)
+                .map_err(|e| e.to_string())
+                .and_then(|tz| {
+                    let fence = Geofence::of_store(&store).map_err(|e| e.to_string())?;
+                    let entry = StoreSite::of_store(&store).map_err(|e| e.to_string())?;
+                    Ok((tz, fence, entry))
+                });
+            match parsed {
+                Ok((tz, fence, entry)) => {
+                    entries.push(entry);
+                    let site = Site { store, tz, fence };
+                    sites.insert(site.store.store_id.clone(), site);
+                }
+                Err(why) => {
+                    tracing::error!(store_id = %store.store_id, %why, "store left out of the spatial index")
+                }
+            }
+        }
+        Self {
+            index: SpatialIndex::new(entries),
+            sites,
+            count,
+        }
+    }
+
+    pub fn get(&self, store_id: &str) -> Option<&Site> {
+        self.sites.get(store_id)
+    }
+
+    /// Stores whose fence may contain `position` (the caller checks each fence exactly).
+    pub fn candidates(&self, position: LatLng) -> Vec<&Site> {
+        let ids = self.index.candidates(position);
+        ids.into_iter().filter_map(|id| self.get(id)).collect()
+    }
+
+    /// Stores within `radius_m` of `position`, nearest first, with their distance.
+    pub fn within(&self, position: LatLng, radius_m: f64) -> Vec<(&Site, f64)> {
+        let near = self.index.within(position, radius_m);
+        near.into_iter()
+            .filter_map(|(id, distance)| Some((self.get(id)?, distance)))
+            .collect()
+    }
 }
 
 fn fresh<T: Clone>(slot: &Mutex<Option<(T, Instant)>>) -> Option<T> {
@@ -81,6 +175,77 @@ impl Reference {
         Ok(exists)
     }
 
+    /// The stores' spatial index. At most once a second it counts the stores (one cheap
+    /// statement) and rebuilds when the count changed: stores are never deleted, so a store
+    /// created through another replica shows up here within about a second.
+    pub async fn sites(&self, uow: &mut dyn LedgerReads) -> Result<Arc<Sites>, StoreError> {
+        if let Some(sites) = fresh(&self.sites) {
+            return Ok(sites);
+        }
+        let _refreshing = self.sites_refresh.lock().await;
+        let cached = self.sites.lock().expect("reference cache poisoned").clone();
+        if let Some((sites, checked_at)) = &cached
+            && checked_at.elapsed() < TTL
+        {
+            return Ok(sites.clone());
+        }
+        let count = uow.count_stores().await?;
+        let sites = match cached {
+            Some((sites, _)) if sites.count == count => sites,
+            _ => Arc::new(Sites::build(uow.list_stores().await?)),
+        };
+        keep(&self.sites, sites.clone());
+        Ok(sites)
+    }
+
+    /// Every geo rule (committed), re-read after `TTL`.
+    pub async fn geo_rules(
+        &self,
+        uow: &mut dyn LedgerReads,
+    ) -> Result<Arc<Vec<GeoRule>>, StoreError> {
+        if let Some(rules) = fresh(&self.geo_rules) {
+            return Ok(rules);
+        }
+        let rules = Arc::new(uow.list_geo_rules().await?);
+        keep(&self.geo_rules, rules.clone());
+        Ok(rules)
+    }
+
+    /// Every visit rule (committed), re-read after `TTL`.
+    pub async fn visit_rules(
+        &self,
+        uow: &mut dyn LedgerReads,
+    ) -> Result<Arc<Vec<VisitRule>>, StoreError> {
+        if let Some(rules) = fresh(&self.visit_rules) {
+            return Ok(rules);
+        }
+        let rules = Arc::new(uow.list_visit_rules().await?);
+        keep(&self.visit_rules, rules.clone());
+        Ok(rules)
+    }
+
+    /// Every campaign (committed), re-read after `TTL`: nearby offers list those of a store.
+    pub async fn campaigns(
+        &self,
+        uow: &mut dyn LedgerReads,
+    ) -> Result<Arc<Vec<Campaign>>, StoreError> {
+        if let Some(campaigns) = fresh(&self.campaigns) {
+            return Ok(campaigns);
+        }
+        let campaigns = Arc::new(uow.list_campaigns().await?);
+        keep(&self.campaigns, campaigns.clone());
+        Ok(campaigns)
+    }
+
+    pub fn stores_changed(&self) {
+        *self.sites.lock().expect("reference cache poisoned") = None;
+    }
+
+    pub fn rules_changed(&self) {
+        *self.geo_rules.lock().expect("reference cache poisoned") = None;
+        *self.visit_rules.lock().expect("reference cache poisoned") = None;
+    }
+
     pub fn program_changed(&self) {
         *self.program.lock().expect("reference cache poisoned") = None;
     }
@@ -90,5 +255,6 @@ impl Reference {
             .capture_campaigns
             .lock()
             .expect("reference cache poisoned") = None;
+        *self.campaigns.lock().expect("reference cache poisoned") = None;
     }
 }

@@ -9,12 +9,17 @@
 //! [`UnitOfWork`]: crate::domain::ports::UnitOfWork
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Account, Asset,
     coupon::{Campaign, Coupon},
+    location::{GeoRule, VisitRule},
     model::{Identifier, Lot, MemberRow, Order, OrderLot, Program, Store as RetailStore},
-    ports::{IdempotencyRecord, LedgerReads, NewTransaction, OrderClash, StoreResult},
+    ports::{
+        GeoIssue, IdempotencyRecord, LedgerReads, LocationRecord, NewTransaction, OrderClash,
+        Presence, StoreResult, Visit, VisitIssue,
+    },
 };
 
 #[async_trait]
@@ -106,4 +111,14 @@ pub(crate) trait LedgerRows: LedgerReads {
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
+
+    // Engagement.
+    async fn insert_geo_rule(&mut self, rule: &GeoRule, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn insert_visit_rule(&mut self, rule: &VisitRule, at: DateTime<Utc>) -> StoreResult<()>;
+    async fn insert_location_report(&mut self, report: &LocationRecord) -> StoreResult<()>;
+    async fn save_presence(&mut self, presence: &Presence) -> StoreResult<()>;
+    async fn insert_geo_issue(&mut self, issue: &GeoIssue) -> StoreResult<()>;
+    /// Records a visit unless the member's visit of that store and date is recorded already.
+    async fn insert_visit(&mut self, visit: &Visit) -> StoreResult<()>;
+    async fn insert_visit_issue(&mut self, issue: &VisitIssue) -> StoreResult<()>;
 }

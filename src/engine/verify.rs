@@ -114,6 +114,14 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
             name: "coupon rows and coupon balances agree",
             violations: coupons(snapshot, &sums),
         },
+        Check {
+            name: "every coupon a rule issued names a rule that exists",
+            violations: snapshot
+                .coupons_without_rule
+                .iter()
+                .map(|code| format!("coupon {code}'s source names no geo or visit rule"))
+                .collect(),
+        },
     ]
 }
 

@@ -416,6 +416,14 @@ pub fn campaign_out(campaign: Campaign) -> proto::Campaign {
     }
 }
 
+/// A campaign's discount as a nearby offer shows it.
+pub(super) fn discount_oneof(discount: Discount) -> proto::nearby_campaign::Discount {
+    match discount_out(discount) {
+        DiscountOut::AmountOff(amount) => proto::nearby_campaign::Discount::AmountOff(amount),
+        DiscountOut::PercentOff(percent) => proto::nearby_campaign::Discount::PercentOff(percent),
+    }
+}
+
 enum DiscountOut {
     AmountOff(String),
     PercentOff(proto::PercentOff),

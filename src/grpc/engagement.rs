@@ -1,30 +1,36 @@
-//! `omo.v1.EngagementService` conversions: requests into domain values (every bad field a
-//! `FieldViolation` with its path) and domain values back into messages.
-//!
-//! The service itself is not served yet: it needs the engine's location and rule commands. Until
-//! then only the tests call these functions (they are `pub`, so no `dead_code` allow is needed).
+//! `omo.v1.EngagementService`: geo and visit rules (admin), location reports and nearby offers
+//! (the app backend, for any member). Requests become domain values (every bad field a
+//! `FieldViolation` with its path); domain values become messages.
+
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use tonic::Status;
+use tonic::{Request, Response, Status};
 
 use super::{
+    auth::caller_for,
     convert::{
         Violations, check_id, check_optional_id, check_request_id, check_text, instant, member_ref,
         optional_instant, optional_request_id, optional_timestamp, path,
     },
+    coupon::{coupon_out, discount_oneof},
+    reply::execute,
     store::lat_lng,
 };
 use crate::{
     domain::{
+        auth::Operation,
+        command::{Command, LocationResult},
         location::{
             DEFAULT_MAX_ACCURACY_M, GeoRule, LocationReport, LocationVerdict, MAX_NEARBY_RADIUS_M,
-            NearbyQuery, VisitRule, VisitRuleKind,
+            NearbyOffer, NearbyQuery, VisitRule, VisitRuleKind,
         },
         schedule::{
             DaysOfWeek, HoursWindow, MAX_ACTIVE_HOURS, format_time_of_day, parse_time_of_day,
         },
     },
-    proto,
+    engine::Engine,
+    proto::{self, engagement_service_server::EngagementService},
 };
 
 /// Most stores a rule may name.
@@ -46,6 +52,74 @@ const DEFAULT_NEARBY_RADIUS_M: f64 = 1_000.0;
 /// ListNearbyOffers page size when none is given, and the most.
 const DEFAULT_NEARBY_PAGE_SIZE: usize = 20;
 const MAX_NEARBY_PAGE_SIZE: i32 = 100;
+
+pub struct EngagementApi {
+    engine: Arc<Engine>,
+}
+
+impl EngagementApi {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+#[tonic::async_trait]
+impl EngagementService for EngagementApi {
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/CreateGeoRule", caller = tracing::field::Empty))]
+    async fn create_geo_rule(
+        &self,
+        request: Request<proto::CreateGeoRuleRequest>,
+    ) -> Result<Response<proto::CreateGeoRuleResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
+        let (request_id, rule) = create_geo_rule_in(request.into_inner())?;
+        let command = Command::CreateGeoRule(rule);
+        let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
+        Ok(Response::new(proto::CreateGeoRuleResponse {
+            rule: Some(geo_rule_out(rule)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ReportLocation", caller = tracing::field::Empty))]
+    async fn report_location(
+        &self,
+        request: Request<proto::ReportLocationRequest>,
+    ) -> Result<Response<proto::ReportLocationResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ReportLocation).await?;
+        let (request_id, report) = report_location_in(request.into_inner())?;
+        let command = Command::ReportLocation(report);
+        let result = execute(&self.engine, &caller, Some(&request_id), command).await?;
+        Ok(Response::new(proto::ReportLocationResponse {
+            result: Some(location_result_out(result)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ListNearbyOffers", caller = tracing::field::Empty))]
+    async fn list_nearby_offers(
+        &self,
+        request: Request<proto::ListNearbyOffersRequest>,
+    ) -> Result<Response<proto::ListNearbyOffersResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ListNearbyOffers).await?;
+        let query = nearby_offers_in(request.into_inner())?;
+        let offers = self.engine.nearby_offers(&caller, &query).await?;
+        Ok(Response::new(proto::ListNearbyOffersResponse {
+            offers: offers.into_iter().map(nearby_offer_out).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/CreateVisitRule", caller = tracing::field::Empty))]
+    async fn create_visit_rule(
+        &self,
+        request: Request<proto::CreateVisitRuleRequest>,
+    ) -> Result<Response<proto::CreateVisitRuleResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
+        let (request_id, rule) = create_visit_rule_in(request.into_inner())?;
+        let command = Command::CreateVisitRule(rule);
+        let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
+        Ok(Response::new(proto::CreateVisitRuleResponse {
+            rule: Some(visit_rule_out(rule)),
+        }))
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Requests
@@ -408,6 +482,35 @@ pub fn visit_rule_out(rule: VisitRule) -> proto::VisitRule {
         window_days: count(rule.window_days),
         lapsed_days: count(rule.lapsed_days),
         store_ids: rule.store_ids,
+    }
+}
+
+pub fn location_result_out(result: LocationResult) -> proto::LocationResult {
+    let (verdict, reason) = verdict_out(result.verdict);
+    proto::LocationResult {
+        verdict,
+        reason,
+        inside_store_ids: result.inside_store_ids,
+        coupons_issued: result.coupons_issued.into_iter().map(coupon_out).collect(),
+    }
+}
+
+pub fn nearby_offer_out(offer: NearbyOffer) -> proto::NearbyOffer {
+    proto::NearbyOffer {
+        store_id: offer.store_id,
+        store_name: offer.store_name,
+        distance_m: offer.distance_m,
+        campaigns: offer
+            .campaigns
+            .into_iter()
+            .map(|on_offer| proto::NearbyCampaign {
+                campaign_id: on_offer.campaign.campaign_id,
+                name: on_offer.campaign.name,
+                discount: Some(discount_oneof(on_offer.campaign.discount)),
+                rule_id: on_offer.rule_id,
+                how: on_offer.how.as_str().to_string(),
+            })
+            .collect(),
     }
 }
 

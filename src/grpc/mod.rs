@@ -16,9 +16,10 @@ use crate::{
     engine::Engine,
     proto::{
         self, checkout_service_server::CheckoutServiceServer,
-        coupon_service_server::CouponServiceServer, ledger_service_server::LedgerServiceServer,
-        member_service_server::MemberServiceServer, program_service_server::ProgramServiceServer,
-        store_service_server::StoreServiceServer,
+        coupon_service_server::CouponServiceServer,
+        engagement_service_server::EngagementServiceServer,
+        ledger_service_server::LedgerServiceServer, member_service_server::MemberServiceServer,
+        program_service_server::ProgramServiceServer, store_service_server::StoreServiceServer,
     },
 };
 
@@ -41,22 +42,24 @@ mod hostile;
 
 pub use checkout::CheckoutApi;
 pub use coupon::CouponApi;
+pub use engagement::EngagementApi;
 pub use ledger::LedgerApi;
 pub use member::MemberApi;
 pub use program::ProgramApi;
 pub use store::StoreApi;
 
 /// The names of the omo services, as health checks and reflection know them.
-pub const SERVICE_NAMES: [&str; 6] = [
+pub const SERVICE_NAMES: [&str; 7] = [
     <MemberServiceServer<MemberApi> as NamedService>::NAME,
     <StoreServiceServer<StoreApi> as NamedService>::NAME,
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
     <LedgerServiceServer<LedgerApi> as NamedService>::NAME,
     <CheckoutServiceServer<CheckoutApi> as NamedService>::NAME,
     <CouponServiceServer<CouponApi> as NamedService>::NAME,
+    <EngagementServiceServer<EngagementApi> as NamedService>::NAME,
 ];
 
-/// Every service omo serves: the six omo.v1 services, `grpc.health.v1.Health` (overall and per
+/// Every service omo serves: the seven omo.v1 services, `grpc.health.v1.Health` (overall and per
 /// service, all SERVING) and server reflection v1 and v1alpha. No omo message may exceed
 /// `max_message_bytes` either way.
 pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> Routes {
@@ -88,7 +91,14 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> Routes {
             CheckoutServiceServer,
             CheckoutApi::new(engine.clone())
         ))
-        .add_service(limited!(CouponServiceServer, CouponApi::new(engine)))
+        .add_service(limited!(
+            CouponServiceServer,
+            CouponApi::new(engine.clone())
+        ))
+        .add_service(limited!(
+            EngagementServiceServer,
+            EngagementApi::new(engine)
+        ))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,8 +7,9 @@ use super::status::unexpected_reply;
 use crate::{
     domain::{
         auth::Caller,
-        command::{Command, Reply},
+        command::{Command, LocationResult, Reply},
         coupon::{Campaign, Coupon},
+        location::{GeoRule, VisitRule},
         model::{Member, Order, Program, RefundResult, Store, Transaction},
     },
     engine::Engine,
@@ -43,6 +44,9 @@ from_reply! {
     Program(Program) => "program",
     Campaign(Campaign) => "campaign",
     Coupon(Coupon) => "coupon",
+    GeoRule(GeoRule) => "geo rule",
+    VisitRule(VisitRule) => "visit rule",
+    Location(LocationResult) => "location result",
 }
 
 /// Runs `command` (idempotent under `request_id` when given) and returns the value its reply

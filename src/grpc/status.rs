@@ -125,6 +125,9 @@ pub fn unexpected_reply(expected: &str, reply: &Reply) -> Status {
         Reply::Program(_) => "program",
         Reply::Campaign(_) => "campaign",
         Reply::Coupon(_) => "coupon",
+        Reply::GeoRule(_) => "geo rule",
+        Reply::VisitRule(_) => "visit rule",
+        Reply::Location(_) => "location result",
     };
     tracing::error!(expected, got, "engine returned an unexpected reply");
     internal()

@@ -9,20 +9,26 @@
 use super::test_writes;
 use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
 use super::sqlite::SqliteStore;
 use crate::domain::{
     Money,
     coupon::{Campaign, Coupon, CouponState, Discount},
+    location::{
+        DEFAULT_MAX_ACCURACY_M, Fix, GeoRule, IssueFacts, RejectReason, VisitRule, VisitRuleKind,
+        VisitRun,
+    },
     model::{
-        Channel, Identifier, LineItem, Lot, LotState, MemberRow, MemberState, Order, OrderLine,
-        OrderLot, OrderState, Posting, Transaction,
+        Channel, Identifier, LatLng, LineItem, Lot, LotState, MemberRow, MemberState, Order,
+        OrderLine, OrderLot, OrderState, Posting, Store as RetailStore, Transaction,
     },
     ports::{
-        AccountTotal, ChangeSet, IdempotencyRecord, Keys, Loaded, NewTransaction, Sequence, Store,
-        StoreError, UnitOfWork,
+        AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, Loaded,
+        LocationRecord, NewTransaction, Presence, Sequence, Store, StoreError, StoreRun,
+        UnitOfWork, Visit, VisitIssue, VisitSource,
     },
+    schedule::DaysOfWeek,
 };
 
 /// Declares each body as a test on both backends.
@@ -56,6 +62,7 @@ conformance!(
     a_duplicate_new_row_is_a_conflict,
     an_update_that_finds_no_row_fails_the_flush,
     a_second_load_of_a_locked_member_waits_for_the_commit,
+    engagement_rows_round_trip,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -426,6 +433,7 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
         ],
         coupon_codes: strings(&["C2", "C-none"]),
         wanted_ids: vec![(Sequence::Transactions, 3), (Sequence::Lots, 2)],
+        presence: false,
     };
     let mut uow = store.begin().await.expect("begin");
     let loaded = sorted(uow.load(&keys).await.expect("load"));
@@ -990,4 +998,227 @@ async fn a_second_load_of_a_locked_member_waits_for_the_commit(store: Arc<dyn St
             assert_eq!(seen.order_lots[0].restored_points, round, "round {round}");
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engagement.
+
+fn date(day_of_2026: u32) -> NaiveDate {
+    NaiveDate::from_yo_opt(2026, day_of_2026).expect("a date")
+}
+
+fn geo_rule() -> GeoRule {
+    GeoRule {
+        rule_id: "g1".into(),
+        campaign_id: "camp".into(),
+        store_ids: strings(&["s1"]),
+        min_dwell_seconds: 300,
+        max_accuracy_m: DEFAULT_MAX_ACCURACY_M,
+        active_hours: Vec::new(),
+        days_of_week: DaysOfWeek::EVERY_DAY,
+        cooldown_seconds: 3600,
+        daily_cap_per_store: 2,
+        starts_at: Some(day(0)),
+        ends_at: None,
+    }
+}
+
+fn visit_rule(rule_id: &str, kind: VisitRuleKind) -> VisitRule {
+    VisitRule {
+        rule_id: rule_id.into(),
+        campaign_id: "camp".into(),
+        kind,
+        visits: if kind == VisitRuleKind::NthVisit {
+            3
+        } else {
+            0
+        },
+        window_days: 0,
+        lapsed_days: if kind == VisitRuleKind::Lapsed { 30 } else { 0 },
+        store_ids: Vec::new(),
+    }
+}
+
+fn visit(member_id: &str, day_of_2026: u32, source: VisitSource) -> Visit {
+    Visit {
+        member_id: member_id.into(),
+        store_id: "s1".into(),
+        visit_date: date(day_of_2026),
+        first_at: day(i64::from(day_of_2026) - 1),
+        source,
+    }
+}
+
+/// Rules, reports, presence, issues and visits written by a flush read back through the
+/// load and the row reads; a visit flushed twice stays one; the verifier sees coupons whose
+/// rule is gone.
+async fn engagement_rows_round_trip(store: Arc<dyn Store>) {
+    insert_campaign(&store).await;
+    let shop = RetailStore {
+        store_id: "s1".into(),
+        name: "Shop".into(),
+        location: LatLng {
+            latitude: 35.66,
+            longitude: 139.70,
+        },
+        time_zone: "Asia/Tokyo".into(),
+        geofence_radius_m: 100.0,
+        geofence_polygon: Vec::new(),
+    };
+    let geo_coupon = Coupon {
+        source: "geo:g1".into(),
+        ..coupon("CG", "m1", CouponState::Active, "")
+    };
+    let visit_coupon = Coupon {
+        source: "visit:v1".into(),
+        ..coupon("CV", "m1", CouponState::Active, "")
+    };
+    let presence = Presence {
+        member_id: "m1".into(),
+        fix: Fix {
+            position: shop.location,
+            accuracy_m: 12.5,
+            observed_at: day(3),
+        },
+        runs: vec![StoreRun {
+            store_id: "s1".into(),
+            run: VisitRun {
+                started_at: day(2),
+                last_inside_at: day(3),
+            },
+        }],
+    };
+    let issue = GeoIssue {
+        rule_id: "g1".into(),
+        member_id: "m1".into(),
+        store_id: "s1".into(),
+        issued_at: day(3),
+        local_date: date(4),
+        slot: Some(1),
+        coupon_code: "CG".into(),
+    };
+    let report = |rejected| LocationRecord {
+        member_id: "m1".into(),
+        observed_at: day(3),
+        recorded_at: day(3),
+        position: shop.location,
+        accuracy_m: 12.5,
+        rejected,
+    };
+    let engagement = EngagementChanges {
+        new_geo_rules: vec![(geo_rule(), day(1))],
+        new_visit_rules: vec![
+            (visit_rule("v1", VisitRuleKind::NthVisit), day(1)),
+            (visit_rule("v2", VisitRuleKind::Lapsed), day(1)),
+        ],
+        location_reports: vec![report(None), report(Some(RejectReason::Speed))],
+        presence: vec![presence.clone()],
+        geo_issues: vec![issue.clone()],
+        visits: vec![
+            visit("m1", 2, VisitSource::Sale),
+            visit("m1", 4, VisitSource::Geo),
+        ],
+        visit_issues: vec![VisitIssue {
+            rule_id: "v1".into(),
+            member_id: "m1".into(),
+            issued_on: date(4),
+            coupon_code: "CV".into(),
+        }],
+    };
+    let changes = ChangeSet {
+        new_stores: vec![shop],
+        new_members: vec![member("m1"), member("m2")],
+        new_coupons: vec![geo_coupon, visit_coupon],
+        engagement,
+        ..ChangeSet::default()
+    };
+    flushed(&store, &changes).await;
+    // The same visit again, from another signal: still one visit, the first kept.
+    let again = ChangeSet {
+        engagement: EngagementChanges {
+            visits: vec![
+                visit("m1", 4, VisitSource::Sale),
+                visit("m2", 1, VisitSource::Sale),
+            ],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    flushed(&store, &again).await;
+
+    let mut uow = store.begin().await.expect("begin");
+    let keys = Keys {
+        member_ids: strings(&["m1", "m2"]),
+        presence: true,
+        ..Keys::default()
+    };
+    let loaded = uow.load(&keys).await.expect("load");
+    assert_eq!(loaded.presence, vec![presence.clone()]);
+    assert_eq!(uow.presence("m1").await.expect("presence"), Some(presence));
+    assert_eq!(uow.presence("m2").await.expect("presence"), None);
+    assert_eq!(uow.list_geo_rules().await.expect("rules"), vec![geo_rule()]);
+    let visit_rules = uow.list_visit_rules().await.expect("rules");
+    assert_eq!(
+        visit_rules,
+        vec![
+            visit_rule("v1", VisitRuleKind::NthVisit),
+            visit_rule("v2", VisitRuleKind::Lapsed)
+        ]
+    );
+    assert_eq!(uow.count_stores().await.expect("count"), 1);
+    let facts = uow
+        .geo_issue_facts("g1", "m1", "s1", date(4))
+        .await
+        .expect("facts");
+    let expected = IssueFacts {
+        last_issued_at: Some(day(3)),
+        issued_today_at_store: 1,
+    };
+    assert_eq!(facts, expected);
+    let other_day = uow.geo_issue_facts("g1", "m2", "s1", date(5)).await;
+    assert_eq!(other_day.expect("facts"), IssueFacts::default());
+    let visits = uow.member_visits("m1", None).await.expect("visits");
+    let expected = vec![
+        visit("m1", 2, VisitSource::Sale),
+        visit("m1", 4, VisitSource::Geo),
+    ];
+    assert_eq!(visits, expected);
+    let recent = uow
+        .member_visits("m1", Some(date(3)))
+        .await
+        .expect("visits");
+    assert_eq!(recent, vec![visit("m1", 4, VisitSource::Geo)]);
+    assert_eq!(
+        uow.last_visit_issue("v1", "m1").await.expect("issue"),
+        Some(date(4))
+    );
+    assert_eq!(uow.last_visit_issue("v2", "m1").await.expect("issue"), None);
+    // LAPSED: m2's last visit (day 1) is on or before day 2; m1's (day 4) is not.
+    let lapsed = uow.lapsed_candidates("v2", &[], date(2), "", 10).await;
+    assert_eq!(lapsed.expect("candidates"), strings(&["m2"]));
+    let lapsed = uow
+        .lapsed_candidates("v2", &strings(&["s1"]), date(4), "m1", 10)
+        .await;
+    assert_eq!(lapsed.expect("candidates"), strings(&["m2"]));
+    // v1 issued to m1 on day 4, the day of its last visit: not a candidate of v1.
+    let lapsed = uow.lapsed_candidates("v1", &[], date(4), "", 10).await;
+    assert_eq!(lapsed.expect("candidates"), strings(&["m2"]));
+    drop(uow);
+
+    let mut uow = store.begin_read().await.expect("begin");
+    let snapshot = uow.ledger_snapshot().await.expect("snapshot");
+    assert!(snapshot.coupons_without_rule.is_empty());
+    drop(uow);
+    let orphan = Coupon {
+        source: "geo:gone".into(),
+        ..coupon("CX", "m2", CouponState::Active, "")
+    };
+    let changes = ChangeSet {
+        new_coupons: vec![orphan],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &changes).await;
+    let mut uow = store.begin_read().await.expect("begin");
+    let snapshot = uow.ledger_snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.coupons_without_rule, strings(&["CX"]));
 }

@@ -13,6 +13,7 @@ mod checkout;
 mod concurrency;
 mod coupons;
 mod crash;
+mod geo;
 mod idempotency;
 mod keys;
 mod limits;

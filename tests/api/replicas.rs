@@ -1,6 +1,8 @@
 //! Three `omo serve` processes over one PostgreSQL database, clients spread over them: races on
-//! one balance and on one single-use coupon, and holds expiring while every replica's sweeper
-//! runs. No double spend, no double release, and `omo verify` holds.
+//! one balance and on one single-use coupon, holds expiring while every replica's sweeper
+//! runs, a store made through one replica found by another's spatial index, and two devices of
+//! one member reporting through two replicas at once. No double spend, no double release, one
+//! geo-coupon, and `omo verify` holds.
 
 use std::time::Duration;
 
@@ -35,6 +37,8 @@ async fn postgres() {
     one_balance_spent_once(&replicas).await;
     one_coupon_used_once(&replicas).await;
     holds_expire_once(&replicas).await;
+    a_store_made_elsewhere_is_found(&replicas).await;
+    two_devices_on_two_replicas_get_one_coupon(&replicas).await;
 
     drop(servers);
     let report = omo_cli(&["verify", "--database-url", &url]);
@@ -245,5 +249,122 @@ async fn holds_expire_once(replicas: &[RoleClients]) {
             .filter(|t| &t.order_id == order_id && t.kind != "authorize")
             .count();
         assert_eq!(releases, 1, "order {order_id} released {releases} times");
+    }
+}
+
+fn report_at(request_id: &str, member_id: &str, at: (f64, f64)) -> proto::ReportLocationRequest {
+    proto::ReportLocationRequest {
+        request_id: request_id.into(),
+        member: Some(member_ref(member_id)),
+        latitude: at.0,
+        longitude: at.1,
+        accuracy_m: 10.0,
+        observed_at: Some(std::time::SystemTime::now().into()),
+        device_id: String::new(),
+    }
+}
+
+const GINZA: (f64, f64) = (35.6717, 139.7650);
+
+/// Replica 1 has built its spatial index; a store, campaign and geo rule made through replica
+/// 0 reach it within about a second (its store count check), without a restart.
+async fn a_store_made_elsewhere_is_found(replicas: &[RoleClients]) {
+    let walker = member_with_points(replicas, "walker", 1).await;
+    let warm = report_at("warm", &walker, (35.66, 139.70));
+    let warmed = replicas[1].admin.engagement().report_location(warm).await;
+    assert!(warmed.expect("report").into_inner().result.is_some());
+
+    let admin = &replicas[0].admin;
+    let store = proto::Store {
+        store_id: "ginza".into(),
+        name: "Ginza".into(),
+        location: Some(proto::LatLng {
+            latitude: GINZA.0,
+            longitude: GINZA.1,
+        }),
+        time_zone: "Asia/Tokyo".into(),
+        geofence_radius_m: 100.0,
+        geofence_polygon: vec![],
+    };
+    let create = proto::CreateStoreRequest {
+        request_id: "store-ginza".into(),
+        store: Some(store),
+    };
+    admin.stores().create_store(create).await.expect("store");
+    let campaign = proto::Campaign {
+        campaign_id: "ginza-walk-in".into(),
+        name: "Ginza walk-in".into(),
+        discount: Some(Discount::AmountOff("100".into())),
+        ..Default::default()
+    };
+    let create = proto::CreateCampaignRequest {
+        request_id: "campaign-ginza".into(),
+        campaign: Some(campaign),
+    };
+    admin
+        .coupons()
+        .create_campaign(create)
+        .await
+        .expect("campaign");
+    let rule = proto::GeoRule {
+        rule_id: "ginza-entry".into(),
+        campaign_id: "ginza-walk-in".into(),
+        store_ids: vec!["ginza".into()],
+        ..Default::default()
+    };
+    let create = proto::CreateGeoRuleRequest {
+        request_id: "rule-ginza".into(),
+        rule: Some(rule),
+    };
+    admin
+        .engagement()
+        .create_geo_rule(create)
+        .await
+        .expect("rule");
+
+    // A new member per try: each try is a first visit (and no try is too fast after another).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    for attempt in 0.. {
+        let member_id = member_with_points(replicas, &format!("ginza-{attempt}"), 1).await;
+        let request = report_at(&format!("ginza-{attempt}"), &member_id, GINZA);
+        let result = replicas[1]
+            .admin
+            .engagement()
+            .report_location(request)
+            .await;
+        let result = result.expect("report").into_inner().result.expect("result");
+        if result.inside_store_ids == ["ginza"] && result.coupons_issued.len() == 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica 1 never saw the new store: {result:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One member's two devices report the same entry through two replicas at once: the member's
+/// row lock in each batch's load decides them one after the other, so one coupon.
+async fn two_devices_on_two_replicas_get_one_coupon(replicas: &[RoleClients]) {
+    for round in 0..5 {
+        let member_id = member_with_points(replicas, &format!("devices-{round}"), 1).await;
+        let (mut one, mut two) = (
+            replicas[1].admin.engagement(),
+            replicas[2].admin.engagement(),
+        );
+        let (a, b) = tokio::join!(
+            one.report_location(report_at(&format!("dev-a-{round}"), &member_id, GINZA)),
+            two.report_location(report_at(&format!("dev-b-{round}"), &member_id, GINZA)),
+        );
+        let issued = |r: Result<tonic::Response<proto::ReportLocationResponse>, tonic::Status>| {
+            r.expect("report")
+                .into_inner()
+                .result
+                .expect("result")
+                .coupons_issued
+                .len()
+        };
+        assert_eq!(issued(a) + issued(b), 1, "round {round}");
     }
 }

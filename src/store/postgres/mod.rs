@@ -17,7 +17,7 @@
 use std::{fmt::Display, str::FromStr, time::Duration};
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use sqlx::{
@@ -29,10 +29,11 @@ use super::to_json;
 use crate::domain::{
     Money,
     coupon::{Campaign, Coupon},
+    location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Sequence, Store, StoreError, StoreResult, UnitOfWork,
+        Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
 };
 
@@ -43,7 +44,9 @@ type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 /// retried commands; and readers, enough to keep PostgreSQL busy on a few cores (more would
 /// only add processes competing for them). A unit of work holds one for its whole life.
 const WRITE_CONNECTIONS: u32 = WRITERS as u32 + 4;
-const READ_CONNECTIONS: u32 = 16;
+/// Both pools together stay small enough that three replicas and their tools fit in
+/// PostgreSQL's default `max_connections` (100) with room to spare.
+const READ_CONNECTIONS: u32 = 8;
 /// Group-commit writers: PostgreSQL commits in parallel, and while one writer waits for a
 /// round trip another can work. Fewer writers make bigger batches, and a batch costs six round
 /// trips whatever its size: on 2 cores with 64 streams, 4 writers beat 8 on sale and checkout
@@ -313,6 +316,7 @@ from coupons"#
 // they share.
 mod batch;
 mod coupons;
+mod engagement;
 mod journal;
 mod keys;
 mod lots;
@@ -546,6 +550,48 @@ impl LedgerReads for PgUnitOfWork {
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
         coupons::order_coupons(self, order_id).await
     }
+
+    async fn count_stores(&mut self) -> StoreResult<i64> {
+        PgUnitOfWork::count_stores(self).await
+    }
+
+    async fn list_geo_rules(&mut self) -> StoreResult<Vec<GeoRule>> {
+        PgUnitOfWork::list_geo_rules(self).await
+    }
+
+    async fn list_visit_rules(&mut self) -> StoreResult<Vec<VisitRule>> {
+        PgUnitOfWork::list_visit_rules(self).await
+    }
+
+    async fn presence(&mut self, member_id: &str) -> StoreResult<Option<Presence>> {
+        self.presence_of(member_id).await
+    }
+
+    async fn geo_issue_facts(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<IssueFacts> {
+        PgUnitOfWork::geo_issue_facts(self, rule_id, member_id, store_id, local_date).await
+    }
+
+    async fn member_visits(
+        &mut self,
+        member_id: &str,
+        since: Option<NaiveDate>,
+    ) -> StoreResult<Vec<Visit>> {
+        PgUnitOfWork::member_visits(self, member_id, since).await
+    }
+
+    async fn last_visit_issue(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<NaiveDate>> {
+        PgUnitOfWork::last_visit_issue(self, rule_id, member_id).await
+    }
 }
 
 #[async_trait]
@@ -598,7 +644,9 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
-        self.load_batch(keys).await
+        let mut loaded = self.load_batch(keys).await?;
+        self.load_engagement(keys, &mut loaded).await?;
+        Ok(loaded)
     }
 
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>> {
@@ -607,7 +655,8 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
         self.write_rare_parts(changes).await?;
-        self.flush_changes(changes).await
+        self.flush_changes(changes).await?;
+        self.flush_engagement(&changes.engagement).await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
@@ -616,6 +665,25 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
         verify::ledger_snapshot(self).await
+    }
+
+    async fn lapsed_candidates(
+        &mut self,
+        rule_id: &str,
+        store_ids: &[String],
+        last_visit_by: NaiveDate,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        PgUnitOfWork::lapsed_candidates(
+            self,
+            rule_id,
+            store_ids,
+            last_visit_by,
+            after_member_id,
+            limit,
+        )
+        .await
     }
 }
 

@@ -135,6 +135,7 @@ pub(super) async fn ledger_snapshot(uow: &mut PgUnitOfWork) -> StoreResult<Ledge
         authorized_orders: uow.authorized_orders().await?,
         orders_resolved_twice: uow.orders_resolved_twice().await?,
         coupon_positions: uow.fetch_totals(COUPON_POSITIONS).await?,
+        coupons_without_rule: uow.coupons_without_rule().await?,
     })
 }
 

@@ -35,7 +35,7 @@ use std::{
 };
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::{CachedStatement, Connection, ErrorCode, OpenFlags, Row, ToSql, types::FromSql};
 use serde::de::DeserializeOwned;
 use sqlx::{
@@ -48,15 +48,17 @@ use tokio::sync::{Mutex, OwnedMutexGuard};
 use crate::domain::{
     Money,
     coupon::{Campaign, Coupon},
+    location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Sequence, Store, StoreError, StoreResult, UnitOfWork,
+        Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
 };
 
 mod batch;
 mod coupons;
+mod engagement;
 mod journal;
 mod keys;
 mod lots;
@@ -601,6 +603,48 @@ impl LedgerReads for SqliteUnitOfWork {
         coupons::member_coupons(self, member_id)
     }
 
+    async fn count_stores(&mut self) -> StoreResult<i64> {
+        SqliteUnitOfWork::count_stores(self)
+    }
+
+    async fn list_geo_rules(&mut self) -> StoreResult<Vec<GeoRule>> {
+        SqliteUnitOfWork::list_geo_rules(self)
+    }
+
+    async fn list_visit_rules(&mut self) -> StoreResult<Vec<VisitRule>> {
+        SqliteUnitOfWork::list_visit_rules(self)
+    }
+
+    async fn presence(&mut self, member_id: &str) -> StoreResult<Option<Presence>> {
+        self.presence_of(member_id)
+    }
+
+    async fn geo_issue_facts(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<IssueFacts> {
+        SqliteUnitOfWork::geo_issue_facts(self, rule_id, member_id, store_id, local_date)
+    }
+
+    async fn member_visits(
+        &mut self,
+        member_id: &str,
+        since: Option<NaiveDate>,
+    ) -> StoreResult<Vec<Visit>> {
+        SqliteUnitOfWork::member_visits(self, member_id, since)
+    }
+
+    async fn last_visit_issue(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<NaiveDate>> {
+        SqliteUnitOfWork::last_visit_issue(self, rule_id, member_id)
+    }
+
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
         coupons::order_coupons(self, order_id)
     }
@@ -657,6 +701,7 @@ impl UnitOfWork for SqliteUnitOfWork {
                 .reserved_ids
                 .push((sequence, self.reserve(sequence, count)?));
         }
+        self.load_engagement(keys, &mut loaded)?;
         Ok(loaded)
     }
 
@@ -667,12 +712,31 @@ impl UnitOfWork for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
         self.write_rare_parts(changes)?;
-        self.write_changes(changes)
+        self.write_changes(changes)?;
+        self.write_engagement(&changes.engagement)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
         verify::due_work(self, now, limit)
+    }
+
+    async fn lapsed_candidates(
+        &mut self,
+        rule_id: &str,
+        store_ids: &[String],
+        last_visit_by: NaiveDate,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        SqliteUnitOfWork::lapsed_candidates(
+            self,
+            rule_id,
+            store_ids,
+            last_visit_by,
+            after_member_id,
+            limit,
+        )
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -118,6 +118,7 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
         authorized_orders,
         orders_resolved_twice,
         coupon_positions,
+        coupons_without_rule: uow.coupons_without_rule()?,
     })
 }
 

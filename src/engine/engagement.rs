@@ -1,0 +1,589 @@
+//! App signals: location reports, geo and visit rules, nearby offers. The decisions are the pure
+//! functions of `domain::location`; this module loads their facts and writes their outcomes.
+//!
+//! A report that issues nothing writes no ledger row: its stored report and the member's
+//! presence (last fix, visit runs) go out with the batch's flush like everything else. The
+//! member's row is locked by the batch's load, so two devices of one member reporting at once
+//! are decided one after the other, on any number of replicas: one coupon per visit.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
+
+use super::{
+    CommandResult, Engine, EngineError, coupons,
+    members::{self, Access},
+    reference::{Reference, Site, Sites},
+    rows::LedgerRows,
+};
+use crate::domain::{
+    DomainError,
+    auth::{Caller, Operation},
+    command::LocationResult,
+    coupon::Coupon,
+    ids,
+    location::{
+        GeoRule, IssueFacts, LocationReport, LocationVerdict, MIN_VISIT_DWELL_SECONDS,
+        NearbyCampaign, NearbyOffer, NearbyQuery, OfferHow, VisitRule, VisitRuleKind, VisitRun,
+        accuracy_limit_m, advance, decide_geo, lapsed_due, nth_visit_due, verdict,
+    },
+    model::MemberState,
+    ports::{
+        GeoIssue, LocationRecord, Presence, StoreError, StoreRun, Visit, VisitIssue, VisitSource,
+    },
+    schedule::{is_active, local_date},
+};
+
+// ---------------------------------------------------------------------------------------------
+// Rules (admin)
+
+pub(super) async fn create_geo_rule(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    rule: &GeoRule,
+) -> CommandResult<GeoRule> {
+    let mut rule = rule.clone();
+    if rule.rule_id.is_empty() {
+        rule.rule_id = ids::new_rule_id("geo");
+    }
+    check_rule_refs(uow, &rule.campaign_id, &rule.store_ids).await?;
+    if uow
+        .list_geo_rules()
+        .await?
+        .iter()
+        .any(|r| r.rule_id == rule.rule_id)
+    {
+        return Err(DomainError::RuleExists(rule.rule_id).into());
+    }
+    uow.insert_geo_rule(&rule, now).await?;
+    reference.rules_changed();
+    Ok(rule)
+}
+
+pub(super) async fn create_visit_rule(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    rule: &VisitRule,
+) -> CommandResult<VisitRule> {
+    let mut rule = rule.clone();
+    if rule.rule_id.is_empty() {
+        rule.rule_id = ids::new_rule_id("visit");
+    }
+    check_rule_refs(uow, &rule.campaign_id, &rule.store_ids).await?;
+    let rules = uow.list_visit_rules().await?;
+    if rules.iter().any(|r| r.rule_id == rule.rule_id) {
+        return Err(DomainError::RuleExists(rule.rule_id).into());
+    }
+    uow.insert_visit_rule(&rule, now).await?;
+    reference.rules_changed();
+    Ok(rule)
+}
+
+/// A rule's campaign and stores must exist.
+async fn check_rule_refs(
+    uow: &mut dyn LedgerRows,
+    campaign_id: &str,
+    store_ids: &[String],
+) -> CommandResult<()> {
+    if uow.get_campaign(campaign_id, false).await?.is_none() {
+        return Err(DomainError::CampaignNotFound.into());
+    }
+    for store_id in store_ids {
+        if uow.get_store(store_id).await?.is_none() {
+            return Err(DomainError::StoreNotFound.into());
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Location reports
+
+pub(super) async fn report_location(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    report: &LocationReport,
+) -> CommandResult<LocationResult> {
+    // Instants are stored to the microsecond: a run started at a finer instant than the issue
+    // row that remembers it would not see that issue as "during this visit", and issue twice.
+    let report = &LocationReport {
+        observed_at: report.observed_at.trunc_subsecs(6),
+        ..report.clone()
+    };
+    let member = members::resolve(uow, &report.member, Access::Mutate).await?;
+    let member_id = member.member_id;
+    let sites = reference.sites(uow).await?;
+    let rules = reference.geo_rules(uow).await?;
+    let candidates = sites.candidates(report.position);
+    // The accuracy a report needs: enough for some rule of a store it may be in.
+    let limit = accuracy_limit_m(rules.iter().filter(|rule| {
+        candidates
+            .iter()
+            .any(|site| rule.applies_to_store(&site.store.store_id))
+    }));
+    let presence = uow.presence(&member_id).await?;
+    let previous = presence.as_ref().map(|presence| presence.fix);
+    let verdict = verdict(&report.fix(), limit, previous.as_ref(), now);
+    uow.insert_location_report(&record(&member_id, report, now, verdict))
+        .await?;
+    let mut result = LocationResult {
+        verdict,
+        inside_store_ids: Vec::new(),
+        coupons_issued: Vec::new(),
+    };
+    if verdict != LocationVerdict::Accepted {
+        return Ok(result);
+    }
+    let inside: Vec<&Site> = candidates
+        .into_iter()
+        .filter(|site| site.fence.contains(report.position))
+        .collect();
+    result.inside_store_ids = inside.iter().map(|s| s.store.store_id.clone()).collect();
+    let before = presence.map(|presence| presence.runs).unwrap_or_default();
+    let moved = Moved {
+        member_id: &member_id,
+        inside: &result.inside_store_ids,
+        observed_at: report.observed_at,
+        now,
+    };
+    let (runs, issued) = advance_runs(uow, reference, &sites, &rules, &moved, &before).await?;
+    result.coupons_issued = issued;
+    let fix = match previous {
+        Some(fix) if fix.observed_at > report.observed_at => fix,
+        _ => report.fix(),
+    };
+    let presence = Presence {
+        member_id,
+        fix,
+        runs,
+    };
+    uow.save_presence(&presence).await?;
+    Ok(result)
+}
+
+/// An accepted report, as the member's runs see it.
+struct Moved<'a> {
+    member_id: &'a str,
+    /// The stores whose fence contains the position.
+    inside: &'a [String],
+    observed_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+}
+
+/// Advances the member's run at every store they were or are inside; each changed run is
+/// decided by the store's geo rules, and a run that first dwells long enough is a visit.
+/// Returns the runs that go on and the coupons issued.
+async fn advance_runs(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    sites: &Sites,
+    rules: &[GeoRule],
+    moved: &Moved<'_>,
+    before: &[StoreRun],
+) -> Result<(Vec<StoreRun>, Vec<Coupon>), StoreError> {
+    let (mut runs, mut issued) = (Vec::new(), Vec::new());
+    let stores: BTreeSet<&str> = before
+        .iter()
+        .map(|run| run.store_id.as_str())
+        .chain(moved.inside.iter().map(String::as_str))
+        .collect();
+    for store_id in stores {
+        let was = before
+            .iter()
+            .find(|r| r.store_id == store_id)
+            .map(|r| r.run);
+        let is_inside = moved.inside.iter().any(|id| id == store_id);
+        let (run, _) = advance(was, is_inside, moved.observed_at);
+        let Some(run) = run else { continue };
+        runs.push(StoreRun {
+            store_id: store_id.to_string(),
+            run,
+        });
+        // A late report leaves the run as it was: nothing new to decide.
+        let Some(site) = sites.get(store_id).filter(|_| Some(run) != was) else {
+            continue;
+        };
+        let member_id = moved.member_id;
+        issued.extend(issue_geo(uow, rules, site, member_id, &run, moved.now).await?);
+        let dwelled = |seconds: i64| seconds >= MIN_VISIT_DWELL_SECONDS;
+        if dwelled(run.dwell_seconds()) && !was.is_some_and(|was| dwelled(was.dwell_seconds())) {
+            let visit = new_visit(member_id, site, run.last_inside_at, VisitSource::Geo);
+            issued.extend(record_visit(uow, reference, visit, moved.now).await?);
+        }
+    }
+    Ok((runs, issued))
+}
+
+fn record(
+    member_id: &str,
+    report: &LocationReport,
+    now: DateTime<Utc>,
+    verdict: LocationVerdict,
+) -> LocationRecord {
+    LocationRecord {
+        member_id: member_id.to_string(),
+        observed_at: report.observed_at,
+        recorded_at: now,
+        position: report.position,
+        accuracy_m: report.accuracy_m,
+        rejected: match verdict {
+            LocationVerdict::Accepted => None,
+            LocationVerdict::Rejected(reason) => Some(reason),
+        },
+    }
+}
+
+/// The coupons the geo rules of a store issue for the member's run there.
+async fn issue_geo(
+    uow: &mut dyn LedgerRows,
+    rules: &[GeoRule],
+    site: &Site,
+    member_id: &str,
+    run: &VisitRun,
+    now: DateTime<Utc>,
+) -> Result<Vec<Coupon>, StoreError> {
+    let store_id = site.store.store_id.as_str();
+    let mut issued = Vec::new();
+    for rule in rules.iter().filter(|rule| rule.applies_to_store(store_id)) {
+        // Dates, hours and dwell first: only a rule that would issue reads its issue facts.
+        if decide_geo(rule, store_id, site.tz, run, &IssueFacts::default()).is_err() {
+            continue;
+        }
+        let date = local_date(run.last_inside_at, site.tz);
+        let facts = uow
+            .geo_issue_facts(&rule.rule_id, member_id, store_id, date)
+            .await?;
+        if decide_geo(rule, store_id, site.tz, run, &facts).is_err() {
+            continue;
+        }
+        let source = format!("geo:{}", rule.rule_id);
+        let campaign_id = &rule.campaign_id;
+        let Some(coupon) =
+            coupons::issue_for_rule(uow, now, campaign_id, member_id, source).await?
+        else {
+            continue;
+        };
+        let issue = GeoIssue {
+            rule_id: rule.rule_id.clone(),
+            member_id: member_id.to_string(),
+            store_id: store_id.to_string(),
+            issued_at: run.last_inside_at,
+            local_date: date,
+            slot: (rule.daily_cap_per_store > 0).then_some(facts.issued_today_at_store + 1),
+            coupon_code: coupon.code.clone(),
+        };
+        uow.insert_geo_issue(&issue).await?;
+        issued.push(coupon);
+    }
+    Ok(issued)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Visits
+
+fn new_visit(member_id: &str, site: &Site, at: DateTime<Utc>, source: VisitSource) -> Visit {
+    Visit {
+        member_id: member_id.to_string(),
+        store_id: site.store.store_id.clone(),
+        visit_date: local_date(at, site.tz),
+        first_at: at,
+        source,
+    }
+}
+
+/// A register sale at a store is a visit: recorded in the sale's batch, with the coupons of
+/// the NTH_VISIT rules it completes. An unknown store records nothing.
+pub(super) async fn record_sale_visit(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    member_id: &str,
+    store_id: &str,
+    occurred_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Coupon>, StoreError> {
+    let sites = reference.sites(uow).await?;
+    let Some(site) = sites.get(store_id) else {
+        return Ok(Vec::new());
+    };
+    let visit = new_visit(member_id, site, occurred_at, VisitSource::Sale);
+    record_visit(uow, reference, visit, now).await
+}
+
+/// Records a visit (once per member, store and local date) and issues the coupons of the
+/// NTH_VISIT rules whose count it completes. Without such a rule nothing is read: the flush
+/// inserts the visit unless it is there already.
+async fn record_visit(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    visit: Visit,
+    now: DateTime<Utc>,
+) -> Result<Vec<Coupon>, StoreError> {
+    let all = reference.visit_rules(uow).await?;
+    let rules: Vec<&VisitRule> = all
+        .iter()
+        .filter(|r| r.kind == VisitRuleKind::NthVisit && r.applies_to_store(&visit.store_id))
+        .collect();
+    if rules.is_empty() {
+        uow.insert_visit(&visit).await?;
+        return Ok(Vec::new());
+    }
+    let since = window_start(&rules, visit.visit_date);
+    let known = uow.member_visits(&visit.member_id, since).await?;
+    let same = |v: &Visit| v.store_id == visit.store_id && v.visit_date == visit.visit_date;
+    if known.iter().any(same) {
+        return Ok(Vec::new());
+    }
+    uow.insert_visit(&visit).await?;
+    let mut issued = Vec::new();
+    for rule in rules {
+        let dates: Vec<NaiveDate> = known
+            .iter()
+            .filter(|v| rule.applies_to_store(&v.store_id))
+            .map(|v| v.visit_date)
+            .chain([visit.visit_date])
+            .collect();
+        let last = uow
+            .last_visit_issue(&rule.rule_id, &visit.member_id)
+            .await?;
+        if nth_visit_due(rule, &dates, visit.visit_date, last) {
+            let member_id = &visit.member_id;
+            let coupon = issue_visit_coupon(uow, now, rule, member_id, visit.visit_date).await?;
+            issued.extend(coupon);
+        }
+    }
+    Ok(issued)
+}
+
+/// The first date any of `rules` counts visits from (None: one counts them all).
+fn window_start(rules: &[&VisitRule], today: NaiveDate) -> Option<NaiveDate> {
+    if rules.iter().any(|rule| rule.window_days == 0) {
+        return None;
+    }
+    let widest = rules.iter().map(|rule| rule.window_days).max().unwrap_or(1);
+    today.checked_sub_days(Days::new(u64::try_from(widest - 1).unwrap_or(0)))
+}
+
+async fn issue_visit_coupon(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    rule: &VisitRule,
+    member_id: &str,
+    issued_on: NaiveDate,
+) -> Result<Option<Coupon>, StoreError> {
+    let source = format!("visit:{}", rule.rule_id);
+    let campaign_id = &rule.campaign_id;
+    let Some(coupon) = coupons::issue_for_rule(uow, now, campaign_id, member_id, source).await?
+    else {
+        return Ok(None);
+    };
+    let issue = VisitIssue {
+        rule_id: rule.rule_id.clone(),
+        member_id: member_id.to_string(),
+        issued_on,
+        coupon_code: coupon.code.clone(),
+    };
+    uow.insert_visit_issue(&issue).await?;
+    Ok(Some(coupon))
+}
+
+/// LAPSED, for one member: re-checked under the member's lock (another replica may have
+/// issued since the candidates were read), then issued once, dated the member's local today
+/// (the zone of the store of the last visit). A second replica's insert of the same
+/// (rule, member, date) would be a unique violation, never a second coupon.
+pub(super) async fn issue_lapsed_if_due(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    rule_id: &str,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let rules = reference.visit_rules(uow).await?;
+    let Some(rule) = rules.iter().find(|rule| rule.rule_id == rule_id) else {
+        return Ok(false);
+    };
+    let member = uow.get_member(member_id, true).await?;
+    if member.is_none_or(|member| member.state == MemberState::Merged) {
+        return Ok(false);
+    }
+    let visits = uow.member_visits(member_id, None).await?;
+    let Some(last) = visits
+        .iter()
+        .filter(|visit| rule.applies_to_store(&visit.store_id))
+        .max_by_key(|visit| visit.visit_date)
+    else {
+        return Ok(false);
+    };
+    let sites = reference.sites(uow).await?;
+    let Some(site) = sites.get(&last.store_id) else {
+        return Ok(false);
+    };
+    let today = local_date(now, site.tz);
+    let issued = uow.last_visit_issue(rule_id, member_id).await?;
+    if !lapsed_due(rule, Some(last.visit_date), today, issued) {
+        return Ok(false);
+    }
+    Ok(issue_visit_coupon(uow, now, rule, member_id, today)
+        .await?
+        .is_some())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Nearby offers (read path)
+
+impl Engine {
+    /// Stores within the radius, nearest first, each with the campaigns the member could get
+    /// or use there now: geo rules active at the store's local time, not in cooldown and under
+    /// their cap for the member, and campaigns scoped to the store. Stores with nothing on offer
+    /// are left out.
+    pub async fn nearby_offers(
+        &self,
+        caller: &Caller,
+        query: &NearbyQuery,
+    ) -> Result<Vec<NearbyOffer>, EngineError> {
+        caller.require(Operation::ListNearbyOffers)?;
+        let now = self.now();
+        let reference = &self.core.reference;
+        let mut uow = self.store().begin_read().await?;
+        let member = members::resolve(uow.as_mut(), &query.member, Access::Read)
+            .await
+            .map_err(super::queries::from_failure)?;
+        let sites = reference.sites(uow.as_mut()).await?;
+        let rules = reference.geo_rules(uow.as_mut()).await?;
+        let campaigns = reference.campaigns(uow.as_mut()).await?;
+        let mut offers = Vec::new();
+        for (site, distance_m) in sites.within(query.position, query.radius_m) {
+            if offers.len() >= query.page_size {
+                break;
+            }
+            let store_id = site.store.store_id.as_str();
+            let mut on_offer = Vec::new();
+            for rule in rules.iter().filter(|rule| rule_open(rule, site, now)) {
+                let date = local_date(now, site.tz);
+                let facts = uow
+                    .geo_issue_facts(&rule.rule_id, &member.member_id, store_id, date)
+                    .await?;
+                let campaign = campaigns.iter().find(|c| c.campaign_id == rule.campaign_id);
+                if let Some(campaign) = campaign.filter(|c| c.is_open(now))
+                    && !held_back(rule, &facts, now)
+                {
+                    on_offer.push(NearbyCampaign {
+                        campaign: campaign.clone(),
+                        rule_id: rule.rule_id.clone(),
+                        how: OfferHow::of_rule(rule),
+                    });
+                }
+            }
+            on_offer.extend(
+                campaigns
+                    .iter()
+                    .filter(|c| c.is_open(now) && c.store_ids.iter().any(|id| id == store_id))
+                    .map(|campaign| NearbyCampaign {
+                        campaign: campaign.clone(),
+                        rule_id: String::new(),
+                        how: OfferHow::InStore,
+                    }),
+            );
+            if !on_offer.is_empty() {
+                offers.push(NearbyOffer {
+                    store_id: store_id.to_string(),
+                    store_name: site.store.name.clone(),
+                    distance_m,
+                    campaigns: on_offer,
+                });
+            }
+        }
+        Ok(offers)
+    }
+}
+
+/// Whether a geo rule of `site` runs now (dates, local hours and days).
+fn rule_open(rule: &GeoRule, site: &Site, now: DateTime<Utc>) -> bool {
+    rule.applies_to_store(&site.store.store_id)
+        && rule.starts_at.is_none_or(|starts_at| now >= starts_at)
+        && rule.ends_at.is_none_or(|ends_at| now < ends_at)
+        && is_active(now, site.tz, &rule.active_hours, rule.days_of_week)
+}
+
+/// Whether the member's cooldown or the store's daily cap keeps the rule from issuing now.
+fn held_back(rule: &GeoRule, facts: &IssueFacts, now: DateTime<Utc>) -> bool {
+    let cooling = facts
+        .last_issued_at
+        .is_some_and(|last| (now - last).num_seconds() < rule.cooldown_seconds);
+    let capped =
+        rule.daily_cap_per_store > 0 && facts.issued_today_at_store >= rule.daily_cap_per_store;
+    cooling || capped
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+    use crate::domain::{location::DEFAULT_MAX_ACCURACY_M, schedule::DaysOfWeek};
+
+    fn nth(window_days: i64) -> VisitRule {
+        VisitRule {
+            rule_id: format!("nth-{window_days}"),
+            campaign_id: "c".into(),
+            kind: VisitRuleKind::NthVisit,
+            visits: 3,
+            window_days,
+            lapsed_days: 0,
+            store_ids: Vec::new(),
+        }
+    }
+
+    fn geo(cooldown_seconds: i64, daily_cap_per_store: i64) -> GeoRule {
+        GeoRule {
+            rule_id: "g".into(),
+            campaign_id: "c".into(),
+            store_ids: Vec::new(),
+            min_dwell_seconds: 0,
+            max_accuracy_m: DEFAULT_MAX_ACCURACY_M,
+            active_hours: Vec::new(),
+            days_of_week: DaysOfWeek::EVERY_DAY,
+            cooldown_seconds,
+            daily_cap_per_store,
+            starts_at: None,
+            ends_at: None,
+        }
+    }
+
+    #[test]
+    fn visits_are_read_from_the_start_of_the_widest_window() {
+        let today = NaiveDate::from_ymd_opt(2026, 4, 30).expect("date");
+        let (week, month) = (nth(7), nth(30));
+        assert_eq!(
+            window_start(&[&week, &month], today),
+            NaiveDate::from_ymd_opt(2026, 4, 1),
+            "30 days, today included"
+        );
+        assert_eq!(
+            window_start(&[&week], today),
+            NaiveDate::from_ymd_opt(2026, 4, 24)
+        );
+        let ever = nth(0);
+        assert_eq!(
+            window_start(&[&week, &ever], today),
+            None,
+            "no window: every visit"
+        );
+    }
+
+    #[test]
+    fn nearby_offers_hold_back_cooling_and_capped_rules() {
+        let now = Utc.with_ymd_and_hms(2026, 4, 1, 3, 0, 0).unwrap();
+        let issued = |seconds_ago: i64, today: i64| IssueFacts {
+            last_issued_at: Some(now - chrono::Duration::seconds(seconds_ago)),
+            issued_today_at_store: today,
+        };
+        assert!(!held_back(&geo(0, 0), &IssueFacts::default(), now));
+        assert!(held_back(&geo(3600, 0), &issued(3599, 1), now));
+        assert!(!held_back(&geo(3600, 0), &issued(3600, 1), now));
+        assert!(held_back(&geo(0, 2), &issued(10, 2), now));
+        assert!(!held_back(&geo(0, 2), &issued(10, 1), now));
+    }
+}
