@@ -374,6 +374,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
 /// read path and the write path share them.
 #[async_trait]
 pub trait LedgerReads: Send {
+    /// Whether this view shows program settings or stores written by a batch that has not
+    /// committed yet. Such values answer that batch's commands but must never fill a cache
+    /// shared with other batches: the batch may still roll back.
+    fn shows_uncommitted_reference(&self) -> bool {
+        false
+    }
     async fn find_idempotency(
         &mut self,
         key_id: &str,

@@ -571,6 +571,9 @@ pub(super) struct InMemory<'db> {
     rows: Rows,
     /// The open command's savepoint.
     savepoint: Option<Marks>,
+    /// A command wrote program settings or a store (kept even if that command is undone:
+    /// it only stops this batch from filling the reference cache).
+    wrote_reference: bool,
 }
 
 impl<'db> InMemory<'db> {
@@ -579,6 +582,7 @@ impl<'db> InMemory<'db> {
             db,
             rows: Rows::from_loaded(keys, loaded),
             savepoint: None,
+            wrote_reference: false,
         }
     }
 
@@ -646,6 +650,10 @@ impl<'db> InMemory<'db> {
 
 #[async_trait]
 impl LedgerReads for InMemory<'_> {
+    fn shows_uncommitted_reference(&self) -> bool {
+        self.wrote_reference
+    }
+
     async fn find_idempotency(
         &mut self,
         key_id: &str,
@@ -1072,6 +1080,7 @@ impl LedgerRows for InMemory<'_> {
 
     async fn save_program(&mut self, program: &Program) -> StoreResult<()> {
         self.rows.program.put((), program.clone());
+        self.wrote_reference = true;
         Ok(())
     }
 
@@ -1086,6 +1095,7 @@ impl LedgerRows for InMemory<'_> {
 
     async fn insert_store(&mut self, store: &Store) -> StoreResult<()> {
         self.rows.stores.put(store.store_id.clone(), store.clone());
+        self.wrote_reference = true;
         Ok(())
     }
 
@@ -1437,5 +1447,36 @@ mod tests {
             postings: Vec::new(),
             metadata: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod reference_tests {
+    use super::*;
+    use crate::domain::ports::Store as _;
+    use crate::{engine::reference::Reference, store::sqlite::SqliteStore};
+
+    /// Settings a batch saved answer that batch, and stay out of the shared cache until they
+    /// are committed (the batch may still roll back).
+    #[tokio::test]
+    async fn a_batch_never_caches_what_it_has_not_committed() {
+        let store = SqliteStore::connect("sqlite::memory:").await.expect("open");
+        let reference = Reference::default();
+        let changed = Program {
+            hold_ttl_seconds: 60,
+            ..Program::default()
+        };
+
+        let mut uow = store.begin().await.expect("begin");
+        let mut batch = InMemory::new(uow.as_mut(), &Keys::default(), Loaded::default());
+        batch.save_program(&changed).await.expect("save");
+        let seen = reference.program(&mut batch).await.expect("program");
+        assert_eq!(seen.hold_ttl_seconds, 60);
+        drop(batch);
+        drop(uow); // rolled back
+
+        let mut uow = store.begin().await.expect("begin");
+        let seen = reference.program(uow.as_mut()).await.expect("program");
+        assert_eq!(seen.hold_ttl_seconds, Program::default().hold_ttl_seconds);
     }
 }

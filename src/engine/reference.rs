@@ -6,6 +6,10 @@
 //! Stores are never deleted, so a store seen once stays known. Program settings and campaigns
 //! are re-read after `TTL`: a change made through another replica applies here within that
 //! time (and at once when made through this one, which invalidates its copy).
+//!
+//! Only committed data fills these caches: campaigns, rules and the stores' index are read
+//! from the database's committed rows, and settings or a store a batch wrote itself answer that
+//! batch alone (`LedgerReads::shows_uncommitted_reference`), since it may still roll back.
 
 use super::rows::LedgerRows;
 use crate::domain::ports::LedgerReads;
@@ -131,12 +135,16 @@ fn keep<T>(slot: &Mutex<Option<(T, Instant)>>, value: T) {
 
 impl Reference {
     /// The program settings (defaults until an admin saves them).
+    /// A batch that changed them sees its own settings, and they are not cached.
     pub async fn program(&self, uow: &mut dyn LedgerReads) -> Result<Program, StoreError> {
-        if let Some(program) = fresh(&self.program) {
+        let committed = !uow.shows_uncommitted_reference();
+        if committed && let Some(program) = fresh(&self.program) {
             return Ok(program);
         }
         let program = uow.load_program(false).await?.unwrap_or_default();
-        keep(&self.program, program.clone());
+        if committed {
+            keep(&self.program, program.clone());
+        }
         Ok(program)
     }
 
@@ -168,7 +176,8 @@ impl Reference {
             return Ok(true);
         }
         let exists = uow.get_store(store_id).await?.is_some();
-        if exists {
+        // A store this batch created is known once the batch commits, not before.
+        if exists && !uow.shows_uncommitted_reference() {
             let mut stores = self.stores.lock().expect("reference cache poisoned");
             stores.insert(store_id.to_string());
         }
