@@ -34,6 +34,7 @@ pub struct Application {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     sweeper: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
 }
 
 impl Application {
@@ -78,6 +79,11 @@ impl Application {
             let interval = Duration::from_millis(config.sweep_interval_ms);
             tokio::spawn(async move { engine.run_sweeper(interval).await })
         });
+        let sealer = (config.seal_interval_ms > 0).then(|| {
+            let engine = engine.clone();
+            let interval = Duration::from_millis(config.seal_interval_ms);
+            tokio::spawn(async move { engine.run_sealer(interval).await })
+        });
         tracing::info!(
             %local_addr,
             backend = engine.backend_name(),
@@ -91,6 +97,7 @@ impl Application {
             stop: Some(stop),
             server,
             sweeper,
+            sealer,
         })
     }
 
@@ -123,8 +130,11 @@ impl Application {
 
     /// Stops serving and waits for the server to finish.
     pub async fn stop(mut self) -> Result<(), AppError> {
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.abort();
+        for task in [self.sweeper.take(), self.sealer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -138,8 +148,11 @@ impl Application {
 
 impl Drop for Application {
     fn drop(&mut self) {
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.abort();
+        for task in [self.sweeper.take(), self.sealer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

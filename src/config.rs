@@ -67,6 +67,10 @@ pub struct Config {
     /// 0 turns it off (tests drive it by hand).
     #[arg(long, env = "OMO_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
+    /// How often the background sealer extends the journal's hash chain (README,
+    /// "Reliability"); 0 turns it off (tests drive it by hand).
+    #[arg(long, env = "OMO_SEAL_INTERVAL_MS", default_value_t = 1000)]
+    pub seal_interval_ms: u64,
     /// Group-commit writers (parallel write transactions); default 1 on SQLite (it has one
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
@@ -164,6 +168,7 @@ impl Config {
             },
             listen: "127.0.0.1:0".parse().expect("valid address"),
             sweep_interval_ms: 0,
+            seal_interval_ms: 0,
             writers: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),

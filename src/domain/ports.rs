@@ -18,6 +18,7 @@ use super::{
         Channel, Identifier, Lot, MemberRow, Order, OrderLot, Posting, Program,
         Store as RetailStore, Transaction,
     },
+    seal::Seal,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -372,4 +373,25 @@ pub trait UnitOfWork: LedgerReads {
     // Background work and verification.
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+
+    // The journal's hash chain (`domain::seal`), written by the background sealer.
+    /// The highest transaction id at which the journal is settled: every id at or below it is
+    /// committed or will never be written, so a seal up to it cannot miss a late commit. Asked
+    /// of a unit of work from [`Store::begin_read_statement`]; None when it could not be
+    /// established now (the sealer tries again later).
+    async fn settled_horizon(&mut self) -> StoreResult<Option<i64>>;
+    /// The newest seal, if any.
+    async fn last_seal(&mut self) -> StoreResult<Option<Seal>>;
+    /// At most `limit` seals after `after_seal_no`, oldest first.
+    async fn seals(&mut self, after_seal_no: i64, limit: i64) -> StoreResult<Vec<Seal>>;
+    /// At most `limit` transactions with `after < id <= up_to`, by id, with their postings.
+    async fn journal_range(
+        &mut self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>>;
+    /// Appends a seal; a seal with its number already stored (another replica's sealer won the
+    /// race) is a [`StoreError::Conflict`].
+    async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()>;
 }

@@ -25,6 +25,7 @@ mod points;
 mod queries;
 mod reference;
 mod rows;
+mod sealer;
 pub mod spatial;
 mod sweeper;
 mod verify;
@@ -32,6 +33,7 @@ mod writer;
 
 pub use keys::KeyInfo;
 pub use queries::TransactionPage;
+pub use sealer::{ChainCheck, SealReport};
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
 pub use writer::BatchItem;

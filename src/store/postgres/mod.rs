@@ -34,6 +34,7 @@ use crate::domain::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
         Loaded, Sequence, Store, StoreError, StoreResult, UnitOfWork,
     },
+    seal::Seal,
 };
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -317,6 +318,7 @@ mod lots;
 mod members;
 mod orders;
 mod reference;
+mod seals;
 mod verify;
 
 // ---------------------------------------------------------------------------------------------
@@ -614,6 +616,31 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
         verify::ledger_snapshot(self).await
+    }
+
+    async fn settled_horizon(&mut self) -> StoreResult<Option<i64>> {
+        seals::settled_horizon(self).await
+    }
+
+    async fn last_seal(&mut self) -> StoreResult<Option<Seal>> {
+        seals::last_seal(self).await
+    }
+
+    async fn seals(&mut self, after_seal_no: i64, limit: i64) -> StoreResult<Vec<Seal>> {
+        seals::seals(self, after_seal_no, limit).await
+    }
+
+    async fn journal_range(
+        &mut self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        seals::journal_range(self, after, up_to, limit).await
+    }
+
+    async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()> {
+        seals::insert_seal(self, seal).await
     }
 }
 
