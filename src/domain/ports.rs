@@ -252,6 +252,12 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn runs_on_calling_thread(&self) -> bool {
         false
     }
+    /// Whether [`UnitOfWork::due_work`] claims the rows it returns until its unit of work ends,
+    /// skipping rows another sweeper has claimed (so that sweepers on several replicas take
+    /// different rows). The sweeper then keeps that unit of work open while it works on them.
+    fn due_work_claims_rows(&self) -> bool {
+        false
+    }
 }
 
 /// The row reads a unit of work answers from the database and a batch's rows answer from
@@ -371,6 +377,7 @@ pub trait UnitOfWork: LedgerReads {
     async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
 
     // Background work and verification.
+    /// Up to `limit` items of each kind due at `now` (see [`Store::due_work_claims_rows`]).
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
 

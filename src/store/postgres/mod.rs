@@ -176,6 +176,11 @@ impl Store for PostgresStore {
     fn parallel_writers(&self) -> usize {
         WRITERS
     }
+
+    /// Transaction-level advisory locks (see `verify::due_work`).
+    fn due_work_claims_rows(&self) -> bool {
+        true
+    }
 }
 
 /// One database transaction. Dropped without `commit`, it rolls back.
