@@ -71,6 +71,10 @@ pub struct Config {
     /// "Reliability"); 0 turns it off (tests drive it by hand).
     #[arg(long, env = "OMO_SEAL_INTERVAL_MS", default_value_t = 1000)]
     pub seal_interval_ms: u64,
+    /// Days a remembered idempotency outcome is kept; the sweeper deletes older ones, and a
+    /// replay after that is treated as a new request. 0 keeps them for ever.
+    #[arg(long, env = "OMO_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 30)]
+    pub idempotency_retention_days: u32,
     /// Group-commit writers (parallel write transactions); default 1 on SQLite (it has one
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
@@ -169,6 +173,7 @@ impl Config {
             listen: "127.0.0.1:0".parse().expect("valid address"),
             sweep_interval_ms: 0,
             seal_interval_ms: 0,
+            idempotency_retention_days: 30,
             writers: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),

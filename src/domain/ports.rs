@@ -375,6 +375,14 @@ pub trait UnitOfWork: LedgerReads {
     async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Records that a key was used at `at`.
     async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Deletes at most `limit` idempotency records created before `created_before` (a replay
+    /// of one is then treated as a new request); how many it deleted. Safe to run on several
+    /// replicas at once.
+    async fn purge_idempotency(
+        &mut self,
+        created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
 
     // Background work and verification.
     /// Up to `limit` items of each kind due at `now` (see [`Store::due_work_claims_rows`]).

@@ -81,6 +81,8 @@ pub struct Engine {
     writer: Writer,
     /// API keys read recently (see `keys.rs`).
     keys: keys::KeyCache,
+    /// How long idempotency records are kept (see `sweeper.rs`); unset: the default.
+    idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
 }
 
 impl Engine {
@@ -96,6 +98,7 @@ impl Engine {
             writer: Writer::spawn(core.clone(), writers.max(1)),
             core,
             keys: keys::KeyCache::default(),
+            idempotency_retention: std::sync::OnceLock::new(),
         }
     }
 

@@ -10,8 +10,17 @@
 
 use std::{collections::HashSet, time::Duration as StdDuration};
 
+use chrono::Duration;
+
 use super::{Engine, EngineError, checkout, coupons, points};
 use crate::domain::ports::DueWork;
+
+/// Idempotency records kept when no retention is set (`--idempotency-retention-days`).
+const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Idempotency records deleted per unit of work, and most units of work per sweep: short
+/// transactions, and a bounded sweep (a large backlog takes a few sweeps).
+const PURGE_BATCH: i64 = 1000;
+const MAX_PURGE_BATCHES: usize = 100;
 
 /// Items read per pass; passes repeat until nothing new is due (at most `MAX_PASSES` per
 /// sweep, so one sweep always ends).
@@ -25,6 +34,8 @@ pub struct SweepReport {
     pub coupons_expired: usize,
     /// Items whose unit of work failed: logged with their id and skipped.
     pub failed: usize,
+    /// Idempotency records deleted because they outlived the retention window.
+    pub idempotency_purged: u64,
 }
 
 /// Items this sweep has handled (done or failed): a pass skips them, so neither a failing
@@ -74,7 +85,51 @@ impl Engine {
             // Ends the claim: other sweepers may take these rows now (they are done).
             drop(claim);
         }
+        self.purge_idempotency(&mut report).await;
         Ok(report)
+    }
+
+    /// Sets how many days idempotency records are kept (once, at start); 0 keeps them for ever.
+    pub fn set_idempotency_retention_days(&self, days: u32) {
+        let retention = (days > 0).then(|| Duration::days(i64::from(days)));
+        let _ = self.idempotency_retention.set(retention);
+    }
+
+    fn idempotency_retention(&self) -> Option<Duration> {
+        *self
+            .idempotency_retention
+            .get_or_init(|| Some(Duration::days(i64::from(DEFAULT_RETENTION_DAYS))))
+    }
+
+    /// Deletes the idempotency records older than the retention window, by the injected clock,
+    /// in short batches; a failure is logged and left to the next sweep.
+    async fn purge_idempotency(&self, report: &mut SweepReport) {
+        let Some(retention) = self.idempotency_retention() else {
+            return;
+        };
+        let created_before = self.now() - retention;
+        for _ in 0..MAX_PURGE_BATCHES {
+            let purged = async {
+                let mut uow = self.store().begin().await?;
+                let deleted = uow.purge_idempotency(created_before, PURGE_BATCH).await?;
+                uow.commit().await?;
+                Ok::<_, EngineError>(deleted)
+            }
+            .await;
+            match purged {
+                Ok(deleted) => {
+                    report.idempotency_purged += deleted;
+                    if deleted < PURGE_BATCH as u64 {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sweep: cannot purge old idempotency records; later");
+                    report.failed += 1;
+                    return;
+                }
+            }
+        }
     }
 
     async fn expire_holds(&self, order_ids: Vec<String>, report: &mut SweepReport) {

@@ -582,6 +582,14 @@ impl UnitOfWork for PgUnitOfWork {
         keys::touch_api_key(self, key_id, at).await
     }
 
+    async fn purge_idempotency(
+        &mut self,
+        created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        keys::purge_idempotency(self, created_before, limit).await
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program).await
     }

@@ -635,6 +635,14 @@ impl UnitOfWork for SqliteUnitOfWork {
         keys::touch_api_key(self, key_id, at)
     }
 
+    async fn purge_idempotency(
+        &mut self,
+        created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        keys::purge_idempotency(self, created_before, limit)
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program)
     }

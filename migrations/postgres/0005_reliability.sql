@@ -1,4 +1,5 @@
--- Tamper evidence for the journal (README, "Reliability").
+-- Reliability (README, "Reliability"): tamper evidence for the journal, and the index that
+-- idempotency retention purges by.
 --
 -- journal_seals is a hash chain over the journal, written by a background sealer in commit
 -- order (never by the write path). Seal n covers the transaction ids in
@@ -51,3 +52,10 @@ create trigger journal_seals_append_only
 create trigger journal_seals_no_truncate
     before truncate on journal_seals
     for each statement execute function refuse_journal_change();
+
+-- Idempotency retention (--idempotency-retention-days): the sweeper deletes records older
+-- than the window, oldest first, in batches. BRIN, not a b-tree: records arrive in created_at
+-- order, so a few bytes per range of pages find the old ones, and the hot path's insert of
+-- each record adds no index entry of its own.
+create index idempotency_keys_by_created_at on idempotency_keys using brin (created_at)
+    with (autosummarize = on);

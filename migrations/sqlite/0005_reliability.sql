@@ -1,4 +1,5 @@
--- Tamper evidence for the journal (README, "Reliability").
+-- Reliability (README, "Reliability"): tamper evidence for the journal, and the index that
+-- idempotency retention purges by.
 --
 -- journal_seals is a hash chain over the journal, written by a background sealer in commit
 -- order (never by the write path). Seal n covers the transaction ids in
@@ -47,3 +48,8 @@ create trigger journal_seals_no_delete before delete on journal_seals
 begin
     select raise(abort, 'the journal is append-only: delete on journal_seals is refused');
 end;
+
+-- Idempotency retention (--idempotency-retention-days): the sweeper deletes records older
+-- than the window, oldest first, in batches, found by this index (SQLite has no BRIN; one
+-- more index entry per record costs microseconds in-process).
+create index idempotency_keys_by_created_at on idempotency_keys (created_at);
