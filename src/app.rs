@@ -35,6 +35,10 @@ pub struct Application {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     sweeper: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    /// Turns the health service NOT_SERVING at shutdown.
+    health: tonic_health::server::HealthReporter,
+    /// How long calls in flight may take to finish at shutdown (`--shutdown-grace-s`).
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -57,7 +61,7 @@ impl Application {
             );
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let routes = grpc::routes(engine.clone(), limits.max_message_bytes).await;
+        let (routes, health) = grpc::routes(engine.clone(), limits.max_message_bytes).await;
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -99,6 +103,8 @@ impl Application {
             server,
             sweeper,
             sealer,
+            health,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_s),
         })
     }
 
@@ -129,8 +135,14 @@ impl Application {
         self.stop().await
     }
 
-    /// Stops serving and waits for the server to finish.
+    /// Stops gracefully, within the shutdown grace: health turns NOT_SERVING; the sweeper and
+    /// the sealer stop (an item cut short rolls back and the next sweep does it); the server
+    /// accepts no more connections and sends GOAWAY (new calls are refused) while the calls in
+    /// flight finish, and those still running when the grace ends are cut off. Then the
+    /// writers finish the open batch and whatever is queued, and the database connections
+    /// close.
     pub async fn stop(mut self) -> Result<(), AppError> {
+        grpc::report_not_serving(&self.health).await;
         for task in [self.sweeper.take(), self.sealer.take()]
             .into_iter()
             .flatten()
@@ -140,10 +152,31 @@ impl Application {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.server)
+        let grace = self.shutdown_grace;
+        let served = match tokio::time::timeout(grace, &mut self.server).await {
+            Ok(result) => result
+                .expect("server task panicked")
+                .map_err(AppError::from),
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "calls still in flight after the shutdown grace: cut off"
+                );
+                self.server.abort();
+                Ok(())
+            }
+        };
+        if tokio::time::timeout(grace, self.engine.shutdown())
             .await
-            .expect("server task panicked")
-            .map_err(AppError::from)
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "the writers did not finish within the shutdown grace"
+            );
+        }
+        tracing::info!("omo stopped");
+        served
     }
 }
 

@@ -75,6 +75,10 @@ pub struct Config {
     /// replay after that is treated as a new request. 0 keeps them for ever.
     #[arg(long, env = "OMO_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 30)]
     pub idempotency_retention_days: u32,
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish before they are cut off
+    /// (health turns NOT_SERVING and new calls are refused at once).
+    #[arg(long, env = "OMO_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
     /// Group-commit writers (parallel write transactions); default 1 on SQLite (it has one
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
@@ -174,6 +178,7 @@ impl Config {
             sweep_interval_ms: 0,
             seal_interval_ms: 0,
             idempotency_retention_days: 30,
+            shutdown_grace_s: 30,
             writers: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),

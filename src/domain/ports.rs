@@ -258,6 +258,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn due_work_claims_rows(&self) -> bool {
         false
     }
+    /// Closes the database's connections at shutdown, waiting for those in use to be given
+    /// back; units of work begun afterwards fail. By default nothing (dropping closes them).
+    async fn close(&self) {}
 }
 
 /// The row reads a unit of work answers from the database and a batch's rows answer from

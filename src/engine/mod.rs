@@ -102,6 +102,13 @@ impl Engine {
         }
     }
 
+    /// Graceful shutdown, once the server takes no more calls: refuses new commands, finishes
+    /// the open batch and every queued command, then closes the database's connections.
+    pub async fn shutdown(&self) {
+        self.writer.drain().await;
+        self.core.store.close().await;
+    }
+
     pub fn backend_name(&self) -> &'static str {
         self.core.store.backend_name()
     }

@@ -23,6 +23,7 @@ mod points;
 mod privacy;
 mod replicas;
 mod security;
+mod shutdown;
 mod sweeper;
 mod tls;
 mod validation;

@@ -94,13 +94,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Closes both pools (tests: before their database is dropped).
-    #[cfg(test)]
-    pub async fn close(&self) {
-        self.writes.close().await;
-        self.reads.close().await;
-    }
-
     /// Connects and brings the schema up to date (sqlx takes an advisory lock, so replicas
     /// starting together migrate once). `synchronous_commit` stays on: an acknowledged write is
     /// on disk.
@@ -180,6 +173,12 @@ impl Store for PostgresStore {
     /// Transaction-level advisory locks (see `verify::due_work`).
     fn due_work_claims_rows(&self) -> bool {
         true
+    }
+
+    /// Closes both pools: waits for connections in use, then ends each session cleanly.
+    async fn close(&self) {
+        self.writes.close().await;
+        self.reads.close().await;
     }
 }
 
