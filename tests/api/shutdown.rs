@@ -118,7 +118,14 @@ async fn acknowledged_writes_survive_sigterm(backend: Backend) {
     for grant in grants {
         match grant.await.unwrap() {
             Ok(()) => acknowledged += 1,
-            Err(status) => assert_ne!(status.code(), Code::Internal, "{status:?}"),
+            // Refused or cut off, never failed by omo. (A stream racing the connection's close
+            // can fail in the client's transport with INTERNAL, tonic's code for an h2 reset
+            // with NO_ERROR: such a status carries the transport error as its source; a status
+            // omo answers never does.)
+            Err(status) => assert!(
+                status.code() != Code::Internal || std::error::Error::source(&status).is_some(),
+                "omo answered {status:?}"
+            ),
         }
     }
 
