@@ -1,6 +1,7 @@
 //! Three `omo serve` processes over one PostgreSQL database, clients spread over them: races on
 //! one balance and on one single-use coupon, and holds expiring while every replica's sweeper
-//! runs. No double spend, no double release, and `omo verify` holds.
+//! runs, and the three sealers race to extend the journal's hash chain. No double spend, no
+//! double release, and `omo verify` holds (the chain included).
 
 use std::time::Duration;
 
@@ -21,10 +22,15 @@ async fn postgres() {
     };
     omo_cli(&["migrate", "--database-url", &url]);
     let keys = CliKeys::create(&url);
-    // Sweeps every 100 ms on each replica, so that all three race for each expired hold.
+    // Sweeps and seals every 100 ms on each replica, so that all three race for each expired
+    // hold and for each seal of the journal.
     let mut servers = Vec::new();
     for _ in 0..REPLICAS {
-        servers.push(serve(&url, &[("OMO_SWEEP_INTERVAL_MS", "100")]).await);
+        let env = [
+            ("OMO_SWEEP_INTERVAL_MS", "100"),
+            ("OMO_SEAL_INTERVAL_MS", "100"),
+        ];
+        servers.push(serve(&url, &env).await);
     }
     let mut replicas = Vec::new();
     for server in &servers {
@@ -39,6 +45,10 @@ async fn postgres() {
     drop(servers);
     let report = omo_cli(&["verify", "--database-url", &url]);
     assert!(!report.contains("VIOLATED"), "{report}");
+    assert!(
+        !report.contains("(none yet)"),
+        "the sealers sealed: {report}"
+    );
 }
 
 /// A funded member, made through replica 0.
