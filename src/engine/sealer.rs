@@ -57,6 +57,9 @@ impl Engine {
                 Ok(Some(sealed)) => {
                     report.seals += 1;
                     report.transactions_sealed += sealed;
+                    // Catching up on a long journal: let the runtime's other tasks run between
+                    // seals (on SQLite a seal's reads and hashing run on this thread).
+                    tokio::task::yield_now().await;
                 }
                 Ok(None) => break,
                 // Another replica's sealer appended this seal first.
