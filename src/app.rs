@@ -34,6 +34,11 @@ pub struct Application {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     sweeper: Option<JoinHandle<()>>,
+    sealer: Option<JoinHandle<()>>,
+    /// Turns the health service NOT_SERVING at shutdown.
+    health: tonic_health::server::HealthReporter,
+    /// How long calls in flight may take to finish at shutdown (`--shutdown-grace-s`).
+    shutdown_grace: Duration,
 }
 
 impl Application {
@@ -44,6 +49,7 @@ impl Application {
         let engine = Arc::new(Engine::new(store, clock, writers));
         let limits = &config.limits;
         engine.set_rate_limits(limits);
+        engine.set_idempotency_retention_days(config.idempotency_retention_days);
         let tls = grpc::tls::server_config(&config.tls)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -55,7 +61,7 @@ impl Application {
             );
         }
         let (stop, stopped) = oneshot::channel::<()>();
-        let routes = grpc::routes(engine.clone(), limits.max_message_bytes).await;
+        let (routes, health) = grpc::routes(engine.clone(), limits.max_message_bytes).await;
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
         let mut builder = tonic::transport::Server::builder()
             .max_concurrent_streams(limits.max_concurrent_streams)
@@ -78,6 +84,11 @@ impl Application {
             let interval = Duration::from_millis(config.sweep_interval_ms);
             tokio::spawn(async move { engine.run_sweeper(interval).await })
         });
+        let sealer = (config.seal_interval_ms > 0).then(|| {
+            let engine = engine.clone();
+            let interval = Duration::from_millis(config.seal_interval_ms);
+            tokio::spawn(async move { engine.run_sealer(interval).await })
+        });
         tracing::info!(
             %local_addr,
             backend = engine.backend_name(),
@@ -91,6 +102,9 @@ impl Application {
             stop: Some(stop),
             server,
             sweeper,
+            sealer,
+            health,
+            shutdown_grace: Duration::from_secs(config.shutdown_grace_s),
         })
     }
 
@@ -121,25 +135,58 @@ impl Application {
         self.stop().await
     }
 
-    /// Stops serving and waits for the server to finish.
+    /// Stops gracefully, within the shutdown grace: health turns NOT_SERVING; the sweeper and
+    /// the sealer stop (an item cut short rolls back and the next sweep does it); the server
+    /// accepts no more connections and sends GOAWAY (new calls are refused) while the calls in
+    /// flight finish, and those still running when the grace ends are cut off. Then the
+    /// writers finish the open batch and whatever is queued, and the database connections
+    /// close.
     pub async fn stop(mut self) -> Result<(), AppError> {
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.abort();
+        grpc::report_not_serving(&self.health).await;
+        for task in [self.sweeper.take(), self.sealer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.server)
+        let grace = self.shutdown_grace;
+        let served = match tokio::time::timeout(grace, &mut self.server).await {
+            Ok(result) => result
+                .expect("server task panicked")
+                .map_err(AppError::from),
+            Err(_) => {
+                tracing::warn!(
+                    ?grace,
+                    "calls still in flight after the shutdown grace: cut off"
+                );
+                self.server.abort();
+                Ok(())
+            }
+        };
+        if tokio::time::timeout(grace, self.engine.shutdown())
             .await
-            .expect("server task panicked")
-            .map_err(AppError::from)
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "the writers did not finish within the shutdown grace"
+            );
+        }
+        tracing::info!("omo stopped");
+        served
     }
 }
 
 impl Drop for Application {
     fn drop(&mut self) {
-        if let Some(sweeper) = self.sweeper.take() {
-            sweeper.abort();
+        for task in [self.sweeper.take(), self.sealer.take()]
+            .into_iter()
+            .flatten()
+        {
+            task.abort();
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

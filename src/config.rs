@@ -67,6 +67,18 @@ pub struct Config {
     /// 0 turns it off (tests drive it by hand).
     #[arg(long, env = "OMO_SWEEP_INTERVAL_MS", default_value_t = 1000)]
     pub sweep_interval_ms: u64,
+    /// How often the background sealer extends the journal's hash chain (README,
+    /// "Reliability"); 0 turns it off (tests drive it by hand).
+    #[arg(long, env = "OMO_SEAL_INTERVAL_MS", default_value_t = 1000)]
+    pub seal_interval_ms: u64,
+    /// Days a remembered idempotency outcome is kept; the sweeper deletes older ones, and a
+    /// replay after that is treated as a new request. 0 keeps them for ever.
+    #[arg(long, env = "OMO_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 30)]
+    pub idempotency_retention_days: u32,
+    /// On SIGTERM/SIGINT, how long calls in flight may take to finish before they are cut off
+    /// (health turns NOT_SERVING and new calls are refused at once).
+    #[arg(long, env = "OMO_SHUTDOWN_GRACE_S", default_value_t = 30)]
+    pub shutdown_grace_s: u64,
     /// Group-commit writers (parallel write transactions); default 1 on SQLite (it has one
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
@@ -164,6 +176,9 @@ impl Config {
             },
             listen: "127.0.0.1:0".parse().expect("valid address"),
             sweep_interval_ms: 0,
+            seal_interval_ms: 0,
+            idempotency_retention_days: 30,
+            shutdown_grace_s: 30,
             writers: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),

@@ -20,6 +20,7 @@ pub mod page;
 pub mod ports;
 pub mod pricing;
 pub mod schedule;
+pub mod seal;
 
 pub use account::{Account, Asset};
 pub use clock::{Clock, ManualClock, SystemClock};

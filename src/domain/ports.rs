@@ -20,6 +20,7 @@ use super::{
         Channel, Identifier, LatLng, Lot, MemberRow, Order, OrderLot, Posting, Program,
         Store as RetailStore, Transaction,
     },
+    seal::Seal,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -366,6 +367,15 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn runs_on_calling_thread(&self) -> bool {
         false
     }
+    /// Whether [`UnitOfWork::due_work`] claims the rows it returns until its unit of work ends,
+    /// skipping rows another sweeper has claimed (so that sweepers on several replicas take
+    /// different rows). The sweeper then keeps that unit of work open while it works on them.
+    fn due_work_claims_rows(&self) -> bool {
+        false
+    }
+    /// Closes the database's connections at shutdown, waiting for those in use to be given
+    /// back; units of work begun afterwards fail. By default nothing (dropping closes them).
+    async fn close(&self) {}
 }
 
 /// The row reads a unit of work answers from the database and a batch's rows answer from
@@ -519,8 +529,17 @@ pub trait UnitOfWork: LedgerReads {
     async fn revoke_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<bool>;
     /// Records that a key was used at `at`.
     async fn touch_api_key(&mut self, key_id: &str, at: DateTime<Utc>) -> StoreResult<()>;
+    /// Deletes at most `limit` idempotency records created before `created_before` (a replay
+    /// of one is then treated as a new request); how many it deleted. Safe to run on several
+    /// replicas at once.
+    async fn purge_idempotency(
+        &mut self,
+        created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
 
     // Background work and verification.
+    /// Up to `limit` items of each kind due at `now` (see [`Store::due_work_claims_rows`]).
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
     /// Members (after `after_member_id`, by id, at most `limit`) whose last visit at
     /// `store_ids` (empty = any store) was on or before `last_visit_by` and to whom `rule_id`
@@ -534,4 +553,25 @@ pub trait UnitOfWork: LedgerReads {
         limit: i64,
     ) -> StoreResult<Vec<String>>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+
+    // The journal's hash chain (`domain::seal`), written by the background sealer.
+    /// The highest transaction id at which the journal is settled: every id at or below it is
+    /// committed or will never be written, so a seal up to it cannot miss a late commit. Asked
+    /// of a unit of work from [`Store::begin_read_statement`]; None when it could not be
+    /// established now (the sealer tries again later).
+    async fn settled_horizon(&mut self) -> StoreResult<Option<i64>>;
+    /// The newest seal, if any.
+    async fn last_seal(&mut self) -> StoreResult<Option<Seal>>;
+    /// At most `limit` seals after `after_seal_no`, oldest first.
+    async fn seals(&mut self, after_seal_no: i64, limit: i64) -> StoreResult<Vec<Seal>>;
+    /// At most `limit` transactions with `after < id <= up_to`, by id, with their postings.
+    async fn journal_range(
+        &mut self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>>;
+    /// Appends a seal; a seal with its number already stored (another replica's sealer won the
+    /// race) is a [`StoreError::Conflict`].
+    async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()>;
 }

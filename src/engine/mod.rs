@@ -26,6 +26,7 @@ mod points;
 mod queries;
 mod reference;
 mod rows;
+mod sealer;
 pub mod spatial;
 mod sweeper;
 mod verify;
@@ -33,6 +34,7 @@ mod writer;
 
 pub use keys::KeyInfo;
 pub use queries::TransactionPage;
+pub use sealer::{ChainCheck, SealReport};
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
 pub use writer::BatchItem;
@@ -82,6 +84,8 @@ pub struct Engine {
     keys: keys::KeyCache,
     /// The hour (of the clock) whose LAPSED check ran last (see `sweeper.rs`).
     lapsed_checked: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// How long idempotency records are kept (see `sweeper.rs`); unset: the default.
+    idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
 }
 
 impl Engine {
@@ -98,7 +102,15 @@ impl Engine {
             core,
             keys: keys::KeyCache::default(),
             lapsed_checked: std::sync::Mutex::new(None),
+            idempotency_retention: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Graceful shutdown, once the server takes no more calls: refuses new commands, finishes
+    /// the open batch and every queued command, then closes the database's connections.
+    pub async fn shutdown(&self) {
+        self.writer.drain().await;
+        self.core.store.close().await;
     }
 
     pub fn backend_name(&self) -> &'static str {

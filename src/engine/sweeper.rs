@@ -1,16 +1,31 @@
 //! Background work that time makes due: expired holds are released, pending points mature,
-//! lots and coupons expire, members who stopped visiting get their LAPSED coupons. Each item is its own small unit of work, so the sweeper never holds
-//! locks for long and several replicas may sweep at once (each item re-checks under its lock).
+//! lots and coupons expire, members who stopped visiting get their LAPSED coupons. Each item
+//! is its own small unit of work, so the sweeper never holds locks for long and several
+//! replicas may sweep at once (each item re-checks under its lock; on PostgreSQL, `due_work`
+//! claims the rows it returns, so two sweepers take different rows).
+//!
+//! The sweeper never stops at a bad row: an item whose unit of work fails (an order whose
+//! member is gone, a lot that contradicts the ledger) is logged with its id, counted in the
+//! report and skipped, and every other item is still done. It stays due, so every sweep tries
+//! it again (and warns again) until someone repairs it.
 
-use std::time::Duration as StdDuration;
+use std::{collections::HashSet, time::Duration as StdDuration};
 
-use chrono::{DateTime, Days, DurationRound, Utc};
+use chrono::{DateTime, Days, Duration, DurationRound, Utc};
 
 use super::{Engine, EngineError, checkout, coupons, engagement, points};
 use crate::domain::location::{VisitRule, VisitRuleKind};
+use crate::domain::ports::DueWork;
 
-/// Items read per pass; passes repeat until nothing is due (at most `MAX_PASSES` per sweep,
-/// so one sweep always ends).
+/// Idempotency records kept when no retention is set (`--idempotency-retention-days`).
+const DEFAULT_RETENTION_DAYS: u32 = 30;
+/// Idempotency records deleted per unit of work, and most units of work per sweep: short
+/// transactions, and a bounded sweep (a large backlog takes a few sweeps).
+const PURGE_BATCH: i64 = 1000;
+const MAX_PURGE_BATCHES: usize = 100;
+
+/// Items read per pass; passes repeat until nothing new is due (at most `MAX_PASSES` per
+/// sweep, so one sweep always ends).
 const BATCH: i64 = 500;
 const MAX_PASSES: usize = 200;
 
@@ -21,10 +36,40 @@ pub struct SweepReport {
     pub coupons_expired: usize,
     /// Coupons of LAPSED visit rules.
     pub lapsed_coupons: usize,
+    /// Items whose unit of work failed: logged with their id and skipped.
+    pub failed: usize,
+    /// Idempotency records deleted because they outlived the retention window.
+    pub idempotency_purged: u64,
+}
+
+/// Items this sweep has handled (done or failed): a pass skips them, so neither a failing
+/// item nor one that turned out to need nothing is tried twice in one sweep.
+#[derive(Default)]
+struct Handled {
+    holds: HashSet<String>,
+    members: HashSet<String>,
+    coupons: HashSet<String>,
+}
+
+impl Handled {
+    /// The part of `due` not handled yet, now marked handled.
+    fn take_new(&mut self, due: DueWork) -> DueWork {
+        let new = |ids: Vec<String>, seen: &mut HashSet<String>| -> Vec<String> {
+            ids.into_iter()
+                .filter(|id| seen.insert(id.clone()))
+                .collect()
+        };
+        DueWork {
+            expired_holds: new(due.expired_holds, &mut self.holds),
+            members_with_due_lots: new(due.members_with_due_lots, &mut self.members),
+            expired_coupons: new(due.expired_coupons, &mut self.coupons),
+        }
+    }
 }
 
 impl Engine {
-    /// Does everything due as of the clock's now.
+    /// Does everything due as of the clock's now; fails only when the database cannot be read
+    /// at all (one item's failure is counted in the report instead).
     pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
         let mut report = self.sweep_due().await?;
         report.lapsed_coupons = self.sweep_lapsed().await?;
@@ -33,62 +78,129 @@ impl Engine {
 
     async fn sweep_due(&self) -> Result<SweepReport, EngineError> {
         let mut report = SweepReport::default();
+        let mut handled = Handled::default();
         for _ in 0..MAX_PASSES {
-            let now = self.now();
-            let due = self
-                .store()
-                .begin_read()
-                .await?
-                .due_work(now, BATCH)
-                .await?;
-            if due.expired_holds.is_empty()
-                && due.members_with_due_lots.is_empty()
-                && due.expired_coupons.is_empty()
-            {
-                return Ok(report);
+            let mut read = self.store().begin_read().await?;
+            let due = handled.take_new(read.due_work(self.now(), BATCH).await?);
+            // Where due_work claims its rows, the claim lasts while this pass works on them;
+            // elsewhere the read ends here (SQLite's in-memory reads share the writer).
+            let claim = self.store().due_work_claims_rows().then_some(read);
+            if due == DueWork::default() {
+                break;
             }
-            let mut progressed = false;
-            for order_id in due.expired_holds {
-                let done = self
-                    .core
-                    .write(move |uow, now| {
-                        let order_id = order_id.clone();
-                        Box::pin(async move {
-                            Ok(checkout::expire_hold_if_due(uow, &order_id, now).await?)
-                        })
-                    })
-                    .await?;
-                report.holds_expired += usize::from(done);
-                progressed |= done;
+            self.expire_holds(due.expired_holds, &mut report).await;
+            self.settle_members(due.members_with_due_lots, &mut report)
+                .await;
+            self.expire_coupons(due.expired_coupons, &mut report).await;
+            // Ends the claim: other sweepers may take these rows now (they are done).
+            drop(claim);
+        }
+        self.purge_idempotency(&mut report).await;
+        Ok(report)
+    }
+
+    /// Sets how many days idempotency records are kept (once, at start); 0 keeps them for ever.
+    pub fn set_idempotency_retention_days(&self, days: u32) {
+        let retention = (days > 0).then(|| Duration::days(i64::from(days)));
+        let _ = self.idempotency_retention.set(retention);
+    }
+
+    fn idempotency_retention(&self) -> Option<Duration> {
+        *self
+            .idempotency_retention
+            .get_or_init(|| Some(Duration::days(i64::from(DEFAULT_RETENTION_DAYS))))
+    }
+
+    /// Deletes the idempotency records older than the retention window, by the injected clock,
+    /// in short batches; a failure is logged and left to the next sweep.
+    async fn purge_idempotency(&self, report: &mut SweepReport) {
+        let Some(retention) = self.idempotency_retention() else {
+            return;
+        };
+        let created_before = self.now() - retention;
+        for _ in 0..MAX_PURGE_BATCHES {
+            let purged = async {
+                let mut uow = self.store().begin().await?;
+                let deleted = uow.purge_idempotency(created_before, PURGE_BATCH).await?;
+                uow.commit().await?;
+                Ok::<_, EngineError>(deleted)
             }
-            for member_id in due.members_with_due_lots {
-                self.core
-                    .write(move |uow, now| {
-                        let member_id = member_id.clone();
-                        Box::pin(async move {
-                            Ok(points::settle_locked_member(uow, &member_id, now).await?)
-                        })
-                    })
-                    .await?;
-                report.members_settled += 1;
-                progressed = true;
-            }
-            for code in due.expired_coupons {
-                let done = self
-                    .core
-                    .write(move |uow, now| {
-                        let code = code.clone();
-                        Box::pin(async move { Ok(coupons::expire_if_due(uow, &code, now).await?) })
-                    })
-                    .await?;
-                report.coupons_expired += usize::from(done);
-                progressed |= done;
-            }
-            if !progressed {
-                return Ok(report);
+            .await;
+            match purged {
+                Ok(deleted) => {
+                    report.idempotency_purged += deleted;
+                    if deleted < PURGE_BATCH as u64 {
+                        return;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "sweep: cannot purge old idempotency records; later");
+                    report.failed += 1;
+                    return;
+                }
             }
         }
-        Ok(report)
+    }
+
+    async fn expire_holds(&self, order_ids: Vec<String>, report: &mut SweepReport) {
+        for order_id in order_ids {
+            let result = self
+                .core
+                .write(|uow, now| {
+                    let order_id = order_id.clone();
+                    Box::pin(
+                        async move { Ok(checkout::expire_hold_if_due(uow, &order_id, now).await?) },
+                    )
+                })
+                .await;
+            match result {
+                Ok(done) => report.holds_expired += usize::from(done),
+                Err(error) => {
+                    tracing::warn!(%error, %order_id, "sweep: cannot expire this hold; skipped");
+                    report.failed += 1;
+                }
+            }
+        }
+    }
+
+    async fn settle_members(&self, member_ids: Vec<String>, report: &mut SweepReport) {
+        for member_id in member_ids {
+            let result = self
+                .core
+                .write(|uow, now| {
+                    let member_id = member_id.clone();
+                    Box::pin(async move {
+                        Ok(points::settle_locked_member(uow, &member_id, now).await?)
+                    })
+                })
+                .await;
+            match result {
+                Ok(()) => report.members_settled += 1,
+                Err(error) => {
+                    tracing::warn!(%error, %member_id, "sweep: cannot settle this member's lots; skipped");
+                    report.failed += 1;
+                }
+            }
+        }
+    }
+
+    async fn expire_coupons(&self, codes: Vec<String>, report: &mut SweepReport) {
+        for code in codes {
+            let result = self
+                .core
+                .write(|uow, now| {
+                    let code = code.clone();
+                    Box::pin(async move { Ok(coupons::expire_if_due(uow, &code, now).await?) })
+                })
+                .await;
+            match result {
+                Ok(done) => report.coupons_expired += usize::from(done),
+                Err(error) => {
+                    tracing::warn!(%error, %code, "sweep: cannot expire this coupon; skipped");
+                    report.failed += 1;
+                }
+            }
+        }
     }
 
     /// LAPSED rules, checked once an hour of the clock (so within the hour after each store's

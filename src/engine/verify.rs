@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Engine, EngineError};
+use super::{ChainCheck, Engine, EngineError, sealer};
 use crate::domain::{Account, Asset, ports::LedgerSnapshot};
 
 /// One invariant and what breaks it (empty = it holds).
@@ -17,6 +17,8 @@ pub struct VerifyReport {
     pub backend: &'static str,
     pub postings_checked: usize,
     pub checks: Vec<Check>,
+    /// The journal's hash chain: how much of it is sealed, and its newest hash.
+    pub chain: ChainCheck,
 }
 
 /// At most this many examples are listed per broken invariant.
@@ -33,6 +35,12 @@ impl VerifyReport {
             "omo verify ({}): {} account/asset positions checked\n",
             self.backend, self.postings_checked
         );
+        out.push_str(&format!(
+            "  journal: {} transactions under {} seals; newest seal hash {}\n",
+            self.chain.transactions_sealed,
+            self.chain.seals,
+            self.chain.last_hash.as_deref().unwrap_or("(none yet)")
+        ));
         for check in &self.checks {
             let verdict = if check.violations.is_empty() {
                 "ok"
@@ -61,11 +69,20 @@ impl VerifyReport {
 
 impl Engine {
     pub async fn verify(&self) -> Result<VerifyReport, EngineError> {
-        let snapshot = self.store().begin_read().await?.ledger_snapshot().await?;
+        // One snapshot for the invariants and the chain.
+        let mut uow = self.store().begin_read().await?;
+        let snapshot = uow.ledger_snapshot().await?;
+        let chain = sealer::check_chain(uow.as_mut()).await?;
+        let mut checks = check_all(&snapshot);
+        checks.push(Check {
+            name: "6. the journal matches its seals (hash chain)",
+            violations: chain.violations.clone(),
+        });
         Ok(VerifyReport {
             backend: self.backend_name(),
             postings_checked: snapshot.posting_sums.len(),
-            checks: check_all(&snapshot),
+            checks,
+            chain,
         })
     }
 }

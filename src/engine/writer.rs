@@ -9,7 +9,7 @@ use super::rows::LedgerRows;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
 
 use chrono::{DateTime, Utc};
-use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::{EngineError, IdempotencyKey, Outcome, batch, reference::Reference, run_remembered};
 use crate::domain::{
@@ -52,6 +52,10 @@ type Answer = oneshot::Sender<Result<Outcome, EngineError>>;
 #[derive(Debug)]
 pub(super) struct Writer {
     queue: mpsc::Sender<(Job, Answer)>,
+    /// Set once at shutdown: the writers close the queue, finish what it holds and stop.
+    stop: watch::Sender<bool>,
+    /// Every writer holds a sender until it stops: `recv` returns None once all have.
+    stopped: Mutex<mpsc::Receiver<()>>,
 }
 
 impl Writer {
@@ -60,9 +64,12 @@ impl Writer {
     pub fn spawn(core: Arc<Core>, writers: usize) -> Writer {
         let (queue, receiver) = mpsc::channel(QUEUE_DEPTH);
         let receiver = Arc::new(Mutex::new(receiver));
+        let (stop, stopping) = watch::channel(false);
+        let (alive, stopped) = mpsc::channel(1);
         let own_threads = core.store.runs_on_calling_thread();
         for number in 0..writers {
             let (core, receiver) = (core.clone(), receiver.clone());
+            let (stopping, alive) = (stopping.clone(), alive.clone());
             if own_threads {
                 std::thread::Builder::new()
                     .name(format!("omo-writer-{number}"))
@@ -71,14 +78,26 @@ impl Writer {
                             .enable_all()
                             .build()
                             .expect("a writer's runtime starts")
-                            .block_on(core.run_writer(receiver));
+                            .block_on(core.run_writer(receiver, stopping, alive));
                     })
                     .expect("a writer thread starts");
             } else {
-                tokio::spawn(async move { core.run_writer(receiver).await });
+                tokio::spawn(async move { core.run_writer(receiver, stopping, alive).await });
             }
         }
-        Writer { queue }
+        Writer {
+            queue,
+            stop,
+            stopped: Mutex::new(stopped),
+        }
+    }
+
+    /// Refuses new commands, lets the writers finish the batches they hold and every command
+    /// already queued (their callers get answers), and waits until every writer has stopped.
+    pub async fn drain(&self) {
+        let _ = self.stop.send(true);
+        let mut stopped = self.stopped.lock().await;
+        while stopped.recv().await.is_some() {}
     }
 
     pub async fn submit(&self, job: Job) -> Result<Outcome, EngineError> {
@@ -88,8 +107,9 @@ impl Writer {
             .try_send((job, reply))
             .map_err(|error| match error {
                 mpsc::error::TrySendError::Full(_) => EngineError::Overloaded,
+                // Shutting down: UNAVAILABLE, so that the client retries on another replica.
                 mpsc::error::TrySendError::Closed(_) => {
-                    StoreError::Database("the writer has stopped".into()).into()
+                    StoreError::Unavailable("the server is shutting down".into()).into()
                 }
             })?;
         answer
@@ -99,11 +119,30 @@ impl Writer {
 }
 
 impl Core {
-    async fn run_writer(self: Arc<Self>, receiver: Arc<Mutex<mpsc::Receiver<(Job, Answer)>>>) {
+    /// Runs batches until the queue is closed and empty: at shutdown (`stopping`) the first
+    /// writer to notice closes it, and the writers finish what it still holds. `_alive` is
+    /// dropped when this writer stops.
+    async fn run_writer(
+        self: Arc<Self>,
+        receiver: Arc<Mutex<mpsc::Receiver<(Job, Answer)>>>,
+        mut stopping: watch::Receiver<bool>,
+        _alive: mpsc::Sender<()>,
+    ) {
         loop {
             let batch = {
                 let mut receiver = receiver.lock().await;
-                let Some(first) = receiver.recv().await else {
+                let first = tokio::select! {
+                    first = receiver.recv() => Some(first),
+                    _ = stopping.wait_for(|stop| *stop) => None,
+                };
+                let first = match first {
+                    Some(first) => first,
+                    None => {
+                        receiver.close();
+                        receiver.recv().await
+                    }
+                };
+                let Some(first) = first else {
                     return;
                 };
                 let mut batch = vec![first];

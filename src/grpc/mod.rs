@@ -61,8 +61,9 @@ pub const SERVICE_NAMES: [&str; 7] = [
 
 /// Every service omo serves: the seven omo.v1 services, `grpc.health.v1.Health` (overall and per
 /// service, all SERVING) and server reflection v1 and v1alpha. No omo message may exceed
-/// `max_message_bytes` either way.
-pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> Routes {
+/// `max_message_bytes` either way. The health reporter turns them NOT_SERVING at shutdown
+/// ([`report_not_serving`]).
+pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> (Routes, HealthReporter) {
     let (reporter, health) = tonic_health::server::health_reporter();
     report_serving(&reporter).await;
     let (reflection_v1, reflection_v1alpha) = reflection();
@@ -73,7 +74,7 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> Routes {
                 .max_encoding_message_size(max_message_bytes)
         };
     }
-    Routes::default()
+    let routes = Routes::default()
         .add_service(limited!(
             MemberServiceServer,
             MemberApi::new(engine.clone())
@@ -101,7 +102,8 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> Routes {
         ))
         .add_service(health)
         .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection_v1alpha);
+    (routes, reporter)
 }
 
 /// Marks the server ("") and every omo service SERVING.
@@ -109,6 +111,16 @@ async fn report_serving(reporter: &HealthReporter) {
     for name in std::iter::once("").chain(SERVICE_NAMES) {
         reporter
             .set_service_status(name, ServingStatus::Serving)
+            .await;
+    }
+}
+
+/// Marks the server ("") and every omo service NOT_SERVING: a load balancer's health checks
+/// and watches see it at once and send no new calls here.
+pub async fn report_not_serving(reporter: &HealthReporter) {
+    for name in std::iter::once("").chain(SERVICE_NAMES) {
+        reporter
+            .set_service_status(name, ServingStatus::NotServing)
             .await;
     }
 }

@@ -29,6 +29,7 @@ use crate::domain::{
         UnitOfWork, Visit, VisitIssue, VisitSource,
     },
     schedule::DaysOfWeek,
+    seal::{Seal, check_seal},
 };
 
 /// Declares each body as a test on both backends.
@@ -63,6 +64,9 @@ conformance!(
     an_update_that_finds_no_row_fails_the_flush,
     a_second_load_of_a_locked_member_waits_for_the_commit,
     engagement_rows_round_trip,
+    the_journal_reads_back_by_range_for_its_seals,
+    a_second_seal_under_the_same_number_is_a_conflict,
+    idempotency_records_are_purged_oldest_first_in_batches,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1221,4 +1225,126 @@ async fn engagement_rows_round_trip(store: Arc<dyn Store>) {
     let mut uow = store.begin_read().await.expect("begin");
     let snapshot = uow.ledger_snapshot().await.expect("snapshot");
     assert_eq!(snapshot.coupons_without_rule, strings(&["CX"]));
+}
+
+/// Three journal entries, flushed; their ids.
+async fn journal_of_three(store: &Arc<dyn Store>) -> Vec<i64> {
+    let mut uow = store.begin().await.expect("begin");
+    let ids = uow.reserve_ids(Sequence::Transactions, 3).await.unwrap();
+    let entries = ids
+        .iter()
+        .map(|&id| {
+            let postings = vec![
+                posting("program:issued", "member:m1", "PTS", id),
+                posting("program:issued", "program:adjustments", "PTS", 1),
+            ];
+            (id, entry("earn", "m1", postings))
+        })
+        .collect();
+    let changes = ChangeSet {
+        new_members: vec![member("m1")],
+        transactions: entries,
+        balance_deltas: vec![total("member:m1", "PTS", ids.iter().sum())],
+        ..ChangeSet::default()
+    };
+    uow.flush(&changes).await.expect("flush");
+    uow.commit().await.expect("commit");
+    ids
+}
+
+/// The sealer's reads: the settled horizon covers what is committed, a range reads back every
+/// transaction with its postings in order, and a seal reads back as written (and checks clean).
+async fn the_journal_reads_back_by_range_for_its_seals(store: Arc<dyn Store>) {
+    let ids = journal_of_three(&store).await;
+    let horizon = store
+        .begin_read_statement()
+        .await
+        .unwrap()
+        .settled_horizon()
+        .await
+        .unwrap();
+    assert!(horizon >= Some(ids[2]), "{horizon:?} / {ids:?}");
+
+    let mut uow = store.begin().await.expect("begin");
+    let all = uow.journal_range(0, ids[2], 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|t| t.transaction_id).collect::<Vec<_>>(),
+        ids
+    );
+    assert_eq!(all[1].postings.len(), 2);
+    assert_eq!(
+        all[1].postings[0].amount, ids[1],
+        "postings in posting_no order"
+    );
+    let first_two = uow.journal_range(0, ids[2], 2).await.unwrap();
+    assert_eq!(first_two, all[..2]);
+    let last = uow.journal_range(ids[1], ids[2], 10).await.unwrap();
+    assert_eq!(last, all[2..]);
+
+    assert_eq!(uow.last_seal().await.unwrap(), None);
+    let seal = Seal::next(None, ids[2], &all, day(3));
+    uow.insert_seal(&seal).await.unwrap();
+    uow.commit().await.unwrap();
+
+    let mut read = store.begin_read().await.unwrap();
+    assert_eq!(read.last_seal().await.unwrap().as_ref(), Some(&seal));
+    assert_eq!(
+        read.seals(0, 10).await.unwrap(),
+        std::slice::from_ref(&seal)
+    );
+    assert!(read.seals(1, 10).await.unwrap().is_empty());
+    let now = read.journal_range(0, ids[2], 10).await.unwrap();
+    assert!(check_seal(&seal, crate::domain::seal::GENESIS_HASH, 0, &now).is_empty());
+}
+
+/// Two sealers racing for one seal number: the second insert is a conflict.
+async fn a_second_seal_under_the_same_number_is_a_conflict(store: Arc<dyn Store>) {
+    let ids = journal_of_three(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    let all = uow.journal_range(0, ids[2], 10).await.unwrap();
+    uow.insert_seal(&Seal::next(None, ids[2], &all, day(3)))
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+
+    let mut late = store.begin().await.expect("begin");
+    let error = late
+        .insert_seal(&Seal::next(None, ids[1], &all[..2], day(3)))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+}
+
+/// Records created before the cut are deleted, at most `limit` at a time; newer ones stay.
+async fn idempotency_records_are_purged_oldest_first_in_batches(store: Arc<dyn Store>) {
+    let aged = |request_id: &str, days: i64| IdempotencyRecord {
+        created_at: day(days),
+        ..outcome(request_id)
+    };
+    let records = vec![
+        aged("old-1", 1),
+        aged("old-2", 2),
+        aged("old-3", 3),
+        aged("new", 9),
+    ];
+    flushed(
+        &store,
+        &ChangeSet {
+            outcomes: records,
+            ..ChangeSet::default()
+        },
+    )
+    .await;
+
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(uow.purge_idempotency(day(5), 2).await.unwrap(), 2);
+    assert_eq!(uow.purge_idempotency(day(5), 2).await.unwrap(), 1);
+    assert_eq!(uow.purge_idempotency(day(5), 2).await.unwrap(), 0);
+    uow.commit().await.unwrap();
+
+    let mut read = store.begin_read().await.unwrap();
+    for gone in ["old-1", "old-2", "old-3"] {
+        assert_eq!(read.find_idempotency("k1", gone).await.unwrap(), None);
+    }
+    assert!(read.find_idempotency("k1", "new").await.unwrap().is_some());
 }

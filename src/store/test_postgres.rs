@@ -62,7 +62,7 @@ where
     let pools = store.clone();
     // A task of its own, so that the database is dropped even when the body panics.
     let outcome = tokio::spawn(body(store)).await;
-    pools.close().await;
+    crate::domain::ports::Store::close(&pools).await;
     sqlx::query(&format!("drop database {name} with (force)"))
         .execute(&admin)
         .await

@@ -11,6 +11,7 @@ crate::both_backends! {
     reused_id_with_another_request_is_refused => reused_id_with_another_request_is_refused,
     failures_are_remembered => failures_are_remembered,
     ids_are_scoped_per_key => ids_are_scoped_per_key,
+    a_replay_after_the_retention_window_is_a_new_request => a_replay_after_the_retention_window_is_a_new_request,
 }
 
 async fn replay_returns_the_original_response(app: &TestApp) {
@@ -101,4 +102,35 @@ mod after_restart {
     async fn postgres() {
         scenario(crate::helpers::Backend::Postgres).await;
     }
+}
+
+/// Idempotency records are kept for --idempotency-retention-days (30 by default), by the
+/// injected clock: within the window a replay gets the remembered answer; once the sweeper has
+/// purged the record, the same request_id is executed anew.
+async fn a_replay_after_the_retention_window_is_a_new_request(app: &TestApp) {
+    use chrono::Duration;
+    let member_id = app.member_with_points("ret1", 0).await;
+    let first = app
+        .adjust_points("grant-once", &member_id, 100, "goodwill")
+        .await
+        .expect("first");
+
+    app.advance(Duration::days(29)).await;
+    let replay = app
+        .adjust_points("grant-once", &member_id, 100, "goodwill")
+        .await
+        .expect("replay");
+    assert_eq!(replay, first, "within the window: the remembered answer");
+    assert_eq!(app.available(&member_id).await, 100);
+
+    app.clock.advance(Duration::days(2));
+    let report = app.app().engine().sweep().await.expect("sweep");
+    assert!(report.idempotency_purged >= 1, "{report:?}");
+    let anew = app
+        .adjust_points("grant-once", &member_id, 100, "goodwill")
+        .await
+        .expect("executed anew");
+    assert_ne!(anew.transaction_id, first.transaction_id);
+    assert_eq!(app.available(&member_id).await, 200, "a second effect");
+    app.verify_ok().await;
 }

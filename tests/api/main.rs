@@ -24,6 +24,8 @@ mod points;
 mod privacy;
 mod replicas;
 mod security;
+mod shutdown;
+mod sweeper;
 mod tls;
 mod validation;
 mod verify;

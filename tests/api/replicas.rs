@@ -1,8 +1,9 @@
 //! Three `omo serve` processes over one PostgreSQL database, clients spread over them: races on
 //! one balance and on one single-use coupon, holds expiring while every replica's sweeper
-//! runs, a store made through one replica found by another's spatial index, and two devices of
-//! one member reporting through two replicas at once. No double spend, no double release, one
-//! geo-coupon, and `omo verify` holds.
+//! runs, a store made through one replica found by another's spatial index, two devices of
+//! one member reporting through two replicas at once, and the three sealers racing to extend
+//! the journal's hash chain. No double spend, no double release, one geo-coupon, and
+//! `omo verify` holds (the chain included).
 
 use std::time::Duration;
 
@@ -23,10 +24,15 @@ async fn postgres() {
     };
     omo_cli(&["migrate", "--database-url", &url]);
     let keys = CliKeys::create(&url);
-    // Sweeps every 100 ms on each replica, so that all three race for each expired hold.
+    // Sweeps and seals every 100 ms on each replica, so that all three race for each expired
+    // hold and for each seal of the journal.
     let mut servers = Vec::new();
     for _ in 0..REPLICAS {
-        servers.push(serve(&url, &[("OMO_SWEEP_INTERVAL_MS", "100")]).await);
+        let env = [
+            ("OMO_SWEEP_INTERVAL_MS", "100"),
+            ("OMO_SEAL_INTERVAL_MS", "100"),
+        ];
+        servers.push(serve(&url, &env).await);
     }
     let mut replicas = Vec::new();
     for server in &servers {
@@ -43,6 +49,10 @@ async fn postgres() {
     drop(servers);
     let report = omo_cli(&["verify", "--database-url", &url]);
     assert!(!report.contains("VIOLATED"), "{report}");
+    assert!(
+        !report.contains("(none yet)"),
+        "the sealers sealed: {report}"
+    );
 }
 
 /// A funded member, made through replica 0.

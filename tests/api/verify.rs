@@ -7,6 +7,10 @@ use crate::helpers::{Backend, TestApp, card_ref, store_sale};
 crate::both_backends! {
     verify_detects_a_tampered_balance => verify_detects_a_tampered_balance,
     verify_detects_a_tampered_posting => verify_detects_a_tampered_posting,
+    verify_names_an_altered_sealed_posting => verify_names_an_altered_sealed_posting,
+    verify_names_a_deleted_sealed_transaction => verify_names_a_deleted_sealed_transaction,
+    the_journal_refuses_updates_and_deletes => the_journal_refuses_updates_and_deletes,
+    concurrent_sealers_build_one_chain => concurrent_sealers_build_one_chain,
 }
 
 fn omo_verify(database_url: &str) -> (i32, String) {
@@ -37,6 +41,20 @@ async fn tamper(app: &TestApp, sql: &str) {
             pool.execute(sql).await.expect("tamper");
         }
     }
+}
+
+/// Tampers with the journal the way someone with database access could: first out of the
+/// way with the append-only triggers (dropped on SQLite; on PostgreSQL, a superuser's session
+/// in replica mode fires no triggers), then plain SQL.
+async fn tamper_journal(app: &TestApp, sql: &str) {
+    let bypass = match app.backend {
+        Backend::Sqlite => {
+            "drop trigger transactions_no_update; drop trigger transactions_no_delete; \
+             drop trigger postings_no_update; drop trigger postings_no_delete;"
+        }
+        Backend::Postgres => "set session_replication_role = replica;",
+    };
+    tamper(app, &format!("{bypass} {sql}")).await;
 }
 
 async fn some_activity(app: &TestApp) -> String {
@@ -76,7 +94,134 @@ async fn verify_detects_a_tampered_posting(app: &TestApp) {
     let last = "(select max(transaction_id) from postings)";
     let first_posting =
         format!("(select min(posting_no) from postings where transaction_id = {last})");
-    tamper(app, &format!("update postings set amount = amount + 7 where transaction_id = {last} and posting_no = {first_posting}")).await;
+    tamper_journal(app, &format!("update postings set amount = amount + 7 where transaction_id = {last} and posting_no = {first_posting}")).await;
     let (code, summary) = omo_verify(&app.database_url);
     assert_eq!(code, 1, "{summary}");
+}
+
+/// Activity, sealed; returns the ids of the sealed transactions.
+async fn sealed_activity(app: &TestApp) -> Vec<i64> {
+    some_activity(app).await;
+    app.record_sale(store_sale("s2", "R2", card_ref("t1"), "2000", 0))
+        .await
+        .expect("sale");
+    let report = app.app().engine().seal().await.expect("seal");
+    assert!(
+        report.seals >= 1 && report.transactions_sealed >= 3,
+        "{report:?}"
+    );
+    let (code, summary) = omo_verify(&app.database_url);
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains("newest seal hash"), "{summary}");
+    let report = app.app().engine().verify().await.expect("verify");
+    assert!(report.chain.transactions_sealed >= 3);
+    journal_ids(app).await
+}
+
+async fn journal_ids(app: &TestApp) -> Vec<i64> {
+    let sql = "select transaction_id from transactions order by transaction_id";
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_all(&pool).await.unwrap()
+        }
+    }
+}
+
+async fn verify_names_an_altered_sealed_posting(app: &TestApp) {
+    let ids = sealed_activity(app).await;
+    // The second transaction of the journal, so that it is not simply the newest.
+    let altered = ids[1];
+    tamper_journal(
+        app,
+        &format!(
+            "update postings set to_account = 'member:mallory' \
+             where transaction_id = {altered} and posting_no = \
+             (select min(posting_no) from postings where transaction_id = {altered})"
+        ),
+    )
+    .await;
+
+    let (code, summary) = omo_verify(&app.database_url);
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "[VIOLATED] 6. the journal matches its seals (hash chain)\n      - transaction {altered} was altered"
+        )),
+        "{summary}"
+    );
+}
+
+async fn verify_names_a_deleted_sealed_transaction(app: &TestApp) {
+    let ids = sealed_activity(app).await;
+    let deleted = ids[ids.len() - 2];
+    tamper_journal(
+        app,
+        &format!(
+            "delete from postings where transaction_id = {deleted}; \
+             delete from transactions where transaction_id = {deleted};"
+        ),
+    )
+    .await;
+
+    let (code, summary) = omo_verify(&app.database_url);
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "[VIOLATED] 6. the journal matches its seals (hash chain)\n      - transaction {deleted} was deleted"
+        )),
+        "{summary}"
+    );
+}
+
+/// Without tampering on purpose, the database itself refuses to change the journal.
+async fn the_journal_refuses_updates_and_deletes(app: &TestApp) {
+    sealed_activity(app).await;
+    for sql in [
+        "update postings set amount = amount + 1",
+        "delete from postings",
+        "update transactions set member_id = 'mallory'",
+        "delete from journal_seals",
+    ] {
+        let refused = match app.backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.err()
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+                sqlx::query(sql).execute(&pool).await.err()
+            }
+        };
+        let error = refused.unwrap_or_else(|| panic!("{sql} was allowed"));
+        assert!(error.to_string().contains("append-only"), "{sql}: {error}");
+    }
+    app.verify_ok().await;
+}
+
+/// Sealers racing (as on several replicas) still leave one unbroken chain over everything.
+async fn concurrent_sealers_build_one_chain(app: &TestApp) {
+    some_activity(app).await;
+    let engine = app.app().engine().clone();
+    let sealers = (0..4).map(|_| {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.seal().await.expect("seal") })
+    });
+    let mut sealed = 0;
+    for sealer in sealers {
+        sealed += sealer.await.unwrap().transactions_sealed;
+    }
+    let journal = journal_ids(app).await;
+    assert_eq!(
+        sealed,
+        journal.len(),
+        "each transaction sealed exactly once"
+    );
+    let report = engine.verify().await.expect("verify");
+    assert!(report.ok(), "{}", report.summary());
+    assert_eq!(report.chain.transactions_sealed, journal.len());
 }

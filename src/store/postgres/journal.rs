@@ -146,7 +146,7 @@ order by transaction_id, posting_no"#,
 }
 
 /// A transaction without its postings (they are read for a whole page at once).
-fn transaction_from_row(row: &PgRow) -> StoreResult<Transaction> {
+pub(super) fn transaction_from_row(row: &PgRow) -> StoreResult<Transaction> {
     let c = Cols::new(row, "transactions", "transaction_id");
     Ok(Transaction {
         transaction_id: c.get("transaction_id")?,
@@ -163,7 +163,7 @@ fn transaction_from_row(row: &PgRow) -> StoreResult<Transaction> {
 }
 
 /// A posting and the transaction it belongs to.
-fn posting_from_row(row: &PgRow) -> StoreResult<(i64, Posting)> {
+pub(super) fn posting_from_row(row: &PgRow) -> StoreResult<(i64, Posting)> {
     let c = Cols::new(row, "postings", "transaction_id");
     let posting = Posting {
         from_account: c.get("from_account")?,

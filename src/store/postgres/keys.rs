@@ -103,6 +103,30 @@ where key_id = $1"#,
     uow.run(query).await
 }
 
+/// Deletes up to `limit` ($2) idempotency records created before $1; how many it deleted.
+/// `skip locked`: purges on several replicas delete different rows instead of waiting on each
+/// other (the BRIN index on created_at finds the old ones, migration 0005).
+pub(super) async fn purge_idempotency(
+    uow: &mut PgUnitOfWork,
+    created_before: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<u64> {
+    let query = sqlx::query(
+        r#"
+delete from idempotency_keys
+where (key_id, request_id) in (
+    select key_id, request_id
+    from idempotency_keys
+    where created_at < $1
+    limit $2
+    for update skip locked
+)"#,
+    )
+    .bind(created_before) // $1
+    .bind(limit.max(0)); // $2
+    uow.run_counted(query).await
+}
+
 fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
     let c = Cols::new(row, "api_keys", "key_id");
     Ok(ApiKeyRecord {

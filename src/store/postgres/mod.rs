@@ -35,6 +35,7 @@ use crate::domain::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
         Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
+    seal::Seal,
 };
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
@@ -98,13 +99,6 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Closes both pools (tests: before their database is dropped).
-    #[cfg(test)]
-    pub async fn close(&self) {
-        self.writes.close().await;
-        self.reads.close().await;
-    }
-
     /// Connects and brings the schema up to date (sqlx takes an advisory lock, so replicas
     /// starting together migrate once). `synchronous_commit` stays on: an acknowledged write is
     /// on disk.
@@ -179,6 +173,17 @@ impl Store for PostgresStore {
 
     fn parallel_writers(&self) -> usize {
         WRITERS
+    }
+
+    /// Transaction-level advisory locks (see `verify::due_work`).
+    fn due_work_claims_rows(&self) -> bool {
+        true
+    }
+
+    /// Closes both pools: waits for connections in use, then ends each session cleanly.
+    async fn close(&self) {
+        self.writes.close().await;
+        self.reads.close().await;
     }
 }
 
@@ -323,6 +328,7 @@ mod lots;
 mod members;
 mod orders;
 mod reference;
+mod seals;
 mod verify;
 
 // ---------------------------------------------------------------------------------------------
@@ -623,6 +629,14 @@ impl UnitOfWork for PgUnitOfWork {
         keys::touch_api_key(self, key_id, at).await
     }
 
+    async fn purge_idempotency(
+        &mut self,
+        created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        keys::purge_idempotency(self, created_before, limit).await
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program).await
     }
@@ -684,6 +698,31 @@ impl UnitOfWork for PgUnitOfWork {
             limit,
         )
         .await
+    }
+
+    async fn settled_horizon(&mut self) -> StoreResult<Option<i64>> {
+        seals::settled_horizon(self).await
+    }
+
+    async fn last_seal(&mut self) -> StoreResult<Option<Seal>> {
+        seals::last_seal(self).await
+    }
+
+    async fn seals(&mut self, after_seal_no: i64, limit: i64) -> StoreResult<Vec<Seal>> {
+        seals::seals(self, after_seal_no, limit).await
+    }
+
+    async fn journal_range(
+        &mut self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        seals::journal_range(self, after, up_to, limit).await
+    }
+
+    async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()> {
+        seals::insert_seal(self, seal).await
     }
 }
 

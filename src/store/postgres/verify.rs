@@ -8,32 +8,58 @@ use super::{Cols, PgUnitOfWork, string_from_row};
 use crate::domain::ports::{AccountTotal, DueWork, LedgerSnapshot, MemberLotTotals, StoreResult};
 
 // Background work and verification.
+//
+// Claims: each due row is returned only if this transaction can take a transaction-level
+// advisory lock on it (class 1 holds, 2 members, 3 coupons; key the id's hash), and the
+// sweeper keeps the transaction open while it works on them, so a sweeper on another replica
+// skips them and takes the next rows instead of queueing behind the same row locks. The lock
+// is only a claim: each item still re-checks under its row lock, so a hash collision or an
+// expired claim costs a skipped or repeated check, never a double effect. The inner query
+// picks a window of the soonest-due candidates (four times the limit, so that a second
+// sweeper finds unclaimed rows past the first one's); the outer one has no sort of its own,
+// so PostgreSQL pulls the window's rows in order through the lock filter and stops at the
+// limit: only the rows returned are claimed.
 
 const EXPIRED_HOLDS: &str = r#"
 select order_id
-from orders
-where state = 'authorized'
-    and hold_expires_at <= $1
-order by hold_expires_at, order_id
+from (
+    select order_id
+    from orders
+    where state = 'authorized'
+        and hold_expires_at <= $1
+    order by hold_expires_at, order_id
+    limit $2 * 4
+) as due
+where pg_try_advisory_xact_lock(1, hashtext(order_id))
 limit $2"#;
 
 /// Each branch matches a partial index (`point_lots_due_maturity`, `point_lots_due_expiry`).
 const MEMBERS_WITH_DUE_LOTS: &str = r#"
-select distinct member_id
-from point_lots
-where (state = 'pending' and matures_at <= $1)
-    or (state in ('pending', 'available')
-        and expires_at <= $1
-        and remaining_points > held_points)
-order by member_id
+select member_id
+from (
+    select distinct member_id
+    from point_lots
+    where (state = 'pending' and matures_at <= $1)
+        or (state in ('pending', 'available')
+            and expires_at <= $1
+            and remaining_points > held_points)
+    order by member_id
+    limit $2 * 4
+) as due
+where pg_try_advisory_xact_lock(2, hashtext(member_id))
 limit $2"#;
 
 const EXPIRED_COUPONS: &str = r#"
 select code
-from coupons
-where state = 'active'
-    and valid_until <= $1
-order by valid_until, code
+from (
+    select code
+    from coupons
+    where state = 'active'
+        and valid_until <= $1
+    order by valid_until, code
+    limit $2 * 4
+) as due
+where pg_try_advisory_xact_lock(3, hashtext(code))
 limit $2"#;
 
 const MALFORMED_POSTINGS: &str = r#"

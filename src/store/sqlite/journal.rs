@@ -235,7 +235,7 @@ impl SqliteUnitOfWork {
 }
 
 /// A transaction without its postings (read separately, one query per page).
-fn transaction_from_row(row: &Row<'_>) -> StoreResult<Transaction> {
+pub(super) fn transaction_from_row(row: &Row<'_>) -> StoreResult<Transaction> {
     let c = Cols::new(row, "transactions", "transaction_id");
     let channel: Option<String> = c.get("channel")?;
     let channel = channel
@@ -258,7 +258,7 @@ fn transaction_from_row(row: &Row<'_>) -> StoreResult<Transaction> {
     })
 }
 
-fn posting_from_row(row: &Row<'_>) -> StoreResult<(i64, Posting)> {
+pub(super) fn posting_from_row(row: &Row<'_>) -> StoreResult<(i64, Posting)> {
     let c = Cols::new(row, "postings", "transaction_id");
     let posting = Posting {
         from_account: c.get("from_account")?,

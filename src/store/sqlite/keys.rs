@@ -117,6 +117,31 @@ pub(super) fn touch_api_key(
     uow.run(query)
 }
 
+/// Deletes up to `limit` idempotency records created before `created_before` (by the
+/// `idempotency_keys_by_created_at` index, migration 0005); how many it deleted.
+pub(super) fn purge_idempotency(
+    uow: &SqliteUnitOfWork,
+    created_before: DateTime<Utc>,
+    limit: i64,
+) -> StoreResult<u64> {
+    let deleted = uow
+        .query(
+            r"
+            delete from idempotency_keys
+            where (key_id, request_id) in (
+                select key_id, request_id
+                from idempotency_keys
+                where created_at < ?1
+                limit ?2
+            )
+            ",
+        )?
+        .bind(created_before.timestamp_micros()) // ?1
+        .bind(limit.max(0)) // ?2
+        .execute()?;
+    Ok(deleted as u64)
+}
+
 impl SqliteUnitOfWork {
     pub(super) fn insert_idempotency_row(&self, record: &IdempotencyRecord) -> StoreResult<()> {
         let query = self

@@ -54,6 +54,7 @@ use crate::domain::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
         Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
+    seal::Seal,
 };
 
 mod batch;
@@ -65,6 +66,7 @@ mod lots;
 mod members;
 mod orders;
 mod reference;
+mod seals;
 mod verify;
 
 /// The schema, the single source for both the file and the in-memory database.
@@ -677,6 +679,14 @@ impl UnitOfWork for SqliteUnitOfWork {
         keys::touch_api_key(self, key_id, at)
     }
 
+    async fn purge_idempotency(
+        &mut self,
+        created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        keys::purge_idempotency(self, created_before, limit)
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program)
     }
@@ -742,6 +752,31 @@ impl UnitOfWork for SqliteUnitOfWork {
     #[tracing::instrument(level = "debug", skip_all)]
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
         verify::ledger_snapshot(self)
+    }
+
+    async fn settled_horizon(&mut self) -> StoreResult<Option<i64>> {
+        seals::settled_horizon(self)
+    }
+
+    async fn last_seal(&mut self) -> StoreResult<Option<Seal>> {
+        seals::last_seal(self)
+    }
+
+    async fn seals(&mut self, after_seal_no: i64, limit: i64) -> StoreResult<Vec<Seal>> {
+        seals::seals(self, after_seal_no, limit)
+    }
+
+    async fn journal_range(
+        &mut self,
+        after: i64,
+        up_to: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        seals::journal_range(self, after, up_to, limit)
+    }
+
+    async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()> {
+        seals::insert_seal(self, seal)
     }
 }
 

@@ -1,0 +1,145 @@
+//! The journal's sealer: a background task (on every replica) that covers the journal with a
+//! hash chain of seals (`domain::seal`), in commit order and off the write path, and the part
+//! of `omo verify` that recomputes the chain.
+//!
+//! Several replicas may seal at once: each reads the newest seal and appends the next one
+//! under the next seal number; the primary key lets one of them win and the others roll back
+//! (a conflict, not an error) and find the winner's seal next time.
+
+use std::time::Duration as StdDuration;
+
+use super::{Engine, EngineError};
+use crate::domain::{
+    ports::{StoreError, UnitOfWork},
+    seal::{GENESIS_HASH, Seal, check_seal},
+};
+
+/// Most transactions one seal covers: bounds the seal row and the sealer's unit of work.
+const SEAL_SIZE: i64 = 1000;
+/// Most seals one round writes, so that a round always ends (a large backlog takes rounds).
+const MAX_SEALS_PER_ROUND: usize = 100;
+/// Seals `omo verify` reads at a time.
+const VERIFY_PAGE: i64 = 100;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SealReport {
+    pub seals: usize,
+    pub transactions_sealed: usize,
+}
+
+/// What `omo verify` found in the chain.
+#[derive(Debug, Clone, Default)]
+pub struct ChainCheck {
+    pub seals: usize,
+    pub transactions_sealed: usize,
+    /// The newest seal's hash: a copy kept elsewhere proves the chain was not rewritten whole.
+    pub last_hash: Option<String>,
+    /// In journal order: the first names the first transaction that no longer matches.
+    pub violations: Vec<String>,
+}
+
+impl Engine {
+    /// Seals the settled journal (see `UnitOfWork::settled_horizon`) that no seal covers yet.
+    pub async fn seal(&self) -> Result<SealReport, EngineError> {
+        let mut report = SealReport::default();
+        let horizon = self
+            .store()
+            .begin_read_statement()
+            .await?
+            .settled_horizon()
+            .await?;
+        let Some(horizon) = horizon else {
+            tracing::debug!("journal not settled yet; sealing later");
+            return Ok(report);
+        };
+        for _ in 0..MAX_SEALS_PER_ROUND {
+            match self.seal_next(horizon).await {
+                Ok(Some(sealed)) => {
+                    report.seals += 1;
+                    report.transactions_sealed += sealed;
+                    // Catching up on a long journal: let the runtime's other tasks run between
+                    // seals (on SQLite a seal's reads and hashing run on this thread).
+                    tokio::task::yield_now().await;
+                }
+                Ok(None) => break,
+                // Another replica's sealer appended this seal first.
+                Err(EngineError::Internal(StoreError::Conflict(_))) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Appends one seal after the newest, up to `horizon`; how many transactions it covers, or
+    /// None when the journal is sealed up to `horizon` already.
+    async fn seal_next(&self, horizon: i64) -> Result<Option<usize>, EngineError> {
+        let mut uow = self.store().begin().await?;
+        let previous = uow.last_seal().await?;
+        let after = previous.as_ref().map_or(0, |seal| seal.last_transaction_id);
+        if after >= horizon {
+            return Ok(None);
+        }
+        let transactions = uow.journal_range(after, horizon, SEAL_SIZE).await?;
+        // A full seal ends at its last transaction; the last one of a round covers every gap
+        // up to the horizon, so that no transaction can appear there later unnoticed.
+        let last = match transactions.last() {
+            Some(t) if transactions.len() as i64 == SEAL_SIZE => t.transaction_id,
+            _ => horizon,
+        };
+        let seal = Seal::next(previous.as_ref(), last, &transactions, self.now());
+        uow.insert_seal(&seal).await?;
+        uow.commit().await?;
+        Ok(Some(transactions.len()))
+    }
+
+    /// Seals every `interval` until the task is dropped; errors are logged, never fatal.
+    pub async fn run_sealer(&self, interval: StdDuration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            match self.seal().await {
+                Ok(report) if report.seals > 0 => tracing::debug!(?report, "journal sealed"),
+                Ok(_) => {}
+                Err(error) => tracing::error!(%error, "sealing failed"),
+            }
+        }
+    }
+}
+
+/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal.
+pub(super) async fn check_chain(uow: &mut dyn UnitOfWork) -> Result<ChainCheck, EngineError> {
+    let mut check = ChainCheck::default();
+    let (mut prev_no, mut prev_hash, mut prev_last) = (0, GENESIS_HASH.to_string(), 0);
+    loop {
+        let page = uow.seals(prev_no, VERIFY_PAGE).await?;
+        if page.is_empty() {
+            break;
+        }
+        for seal in page {
+            if seal.seal_no != prev_no + 1 {
+                check.violations.push(format!(
+                    "seals {} to {} are missing",
+                    prev_no + 1,
+                    seal.seal_no - 1
+                ));
+            }
+            let transactions = uow
+                .journal_range(
+                    seal.after_transaction_id,
+                    seal.last_transaction_id,
+                    i64::MAX,
+                )
+                .await?;
+            check
+                .violations
+                .extend(check_seal(&seal, &prev_hash, prev_last, &transactions));
+            check.seals += 1;
+            check.transactions_sealed += seal.digests.len();
+            (prev_no, prev_last) = (seal.seal_no, seal.last_transaction_id);
+            prev_hash = seal.hash;
+        }
+    }
+    check.last_hash = (check.seals > 0).then_some(prev_hash);
+    Ok(check)
+}
