@@ -218,7 +218,7 @@ async fn holds_expire_once(replicas: &[RoleClients]) {
     loop {
         let balance = balance(replicas, &member_id).await;
         if balance.held_points == 0 {
-            assert_eq!(balance.available_points, 300);
+            assert_eq!(balance.available_points, 300, "{balance:?}");
             break;
         }
         assert!(
