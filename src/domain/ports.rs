@@ -8,6 +8,8 @@
 //! implement only these primitives and the row reads of [`LedgerReads`]; every business rule
 //! lives in the engine and the domain, written once.
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -160,7 +162,7 @@ pub struct Keys {
     /// About how many new ids of each sequence the commands will need: a backend may reserve
     /// them with the load rather than in a round trip of their own (more are reserved on
     /// demand; unused ones are gaps).
-    pub wanted_ids: Vec<(Sequence, usize)>,
+    pub wanted_ids: HashMap<Sequence, usize>,
     /// The batch reports locations: load the presence of its members too.
     pub presence: bool,
 }
@@ -193,7 +195,7 @@ pub struct Loaded {
     /// Receipts of `Keys::receipts` already recorded, with their order.
     pub receipts: Vec<((String, String, String), String)>,
     /// Ids reserved for the batch ([`Keys::wanted_ids`]), never handed out before.
-    pub reserved_ids: Vec<(Sequence, Vec<i64>)>,
+    pub reserved_ids: HashMap<Sequence, Vec<i64>>,
     /// With `Keys::presence`: the presence rows of `members` (a member without one has none).
     pub presence: Vec<Presence>,
 }

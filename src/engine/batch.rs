@@ -127,10 +127,10 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             | Command::CreateVisitRule(_) => {}
         }
     }
-    keys.wanted_ids = vec![
+    keys.wanted_ids = HashMap::from([
         (Sequence::Transactions, transactions),
         (Sequence::Lots, lots),
-    ];
+    ]);
     keys
 }
 

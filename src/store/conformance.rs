@@ -7,7 +7,7 @@
 //! a failure.
 
 use super::test_writes;
-use std::{future::Future, path::PathBuf, sync::Arc, time::Duration};
+use std::{collections::HashMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 
@@ -436,7 +436,7 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
             ("s1".into(), "r1".into(), "R-none".into()),
         ],
         coupon_codes: strings(&["C2", "C-none"]),
-        wanted_ids: vec![(Sequence::Transactions, 3), (Sequence::Lots, 2)],
+        wanted_ids: HashMap::from([(Sequence::Transactions, 3), (Sequence::Lots, 2)]),
         presence: false,
     };
     let mut uow = store.begin().await.expect("begin");
@@ -445,9 +445,10 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
     for (sequence, count) in [(Sequence::Transactions, 3), (Sequence::Lots, 2)] {
         let ids: std::collections::BTreeSet<i64> = loaded
             .reserved_ids
-            .iter()
-            .filter(|(s, _)| *s == sequence)
-            .flat_map(|(_, ids)| ids.iter().copied())
+            .get(&sequence)
+            .into_iter()
+            .flatten()
+            .copied()
             .collect();
         assert_eq!(ids.len(), count, "{sequence:?}: {:?}", loaded.reserved_ids);
         let more = uow.reserve_ids(sequence, 2).await.expect("reserve");

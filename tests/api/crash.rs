@@ -15,8 +15,8 @@ use omo::proto::{self, campaign::Discount};
 use tonic::{Code, Status};
 
 use crate::helpers::{
-    Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref, omo_cli,
-    serve, store_sale,
+    Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref,
+    member_with_points_as, omo_cli, serve, store_sale,
 };
 
 /// Concurrent clients, each with a member of its own.
@@ -166,29 +166,7 @@ async fn arrange(url: &str, keys: &CliKeys) -> Vec<String> {
         .expect("campaign");
     let mut members = Vec::new();
     for w in 0..WORKERS {
-        let member = admin
-            .members()
-            .create_member(proto::CreateMemberRequest {
-                request_id: format!("member-{w}"),
-                identifiers: vec![],
-                display_name: format!("worker {w}"),
-            })
-            .await
-            .expect("member")
-            .into_inner()
-            .member
-            .expect("member");
-        admin
-            .ledger()
-            .adjust_points(proto::AdjustPointsRequest {
-                request_id: format!("fund-{w}"),
-                member: Some(member_ref(&member.member_id)),
-                points: START_POINTS,
-                reason: "crash test".into(),
-            })
-            .await
-            .expect("fund");
-        members.push(member.member_id);
+        members.push(member_with_points_as(admin, &format!("worker-{w}"), START_POINTS).await);
     }
     server.stop().expect("stops");
     members

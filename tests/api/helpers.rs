@@ -197,30 +197,12 @@ impl TestApp {
     }
 
     pub async fn create_member(&self, card: &str) -> String {
-        self.admin
-            .members()
-            .create_member(proto::CreateMemberRequest {
-                request_id: format!("create-{card}"),
-                identifiers: vec![identifier("card", card)],
-                display_name: format!("member {card}"),
-            })
-            .await
-            .expect("create member")
-            .into_inner()
-            .member
-            .expect("member")
-            .member_id
+        create_member_as(&self.admin, card).await
     }
 
     /// A member with `points` available (credited by an admin adjustment).
     pub async fn member_with_points(&self, card: &str, points: i64) -> String {
-        let member_id = self.create_member(card).await;
-        if points > 0 {
-            self.adjust_points(&format!("grant-{card}"), &member_id, points, "test grant")
-                .await
-                .expect("adjust");
-        }
-        member_id
+        member_with_points_as(&self.admin, card, points).await
     }
 
     /// An admin adjustment of `points` (negative: a debit).
@@ -706,4 +688,39 @@ impl RoleClients {
             admin,
         }
     }
+}
+
+/// A member with card `card`, created by `admin`.
+pub async fn create_member_as(admin: &Client, card: &str) -> String {
+    admin
+        .members()
+        .create_member(proto::CreateMemberRequest {
+            request_id: format!("create-{card}"),
+            identifiers: vec![identifier("card", card)],
+            display_name: format!("member {card}"),
+        })
+        .await
+        .expect("create member")
+        .into_inner()
+        .member
+        .expect("member")
+        .member_id
+}
+
+/// A member with card `card` and `points` available (an adjustment by `admin`).
+pub async fn member_with_points_as(admin: &Client, card: &str, points: i64) -> String {
+    let member_id = create_member_as(admin, card).await;
+    if points > 0 {
+        admin
+            .ledger()
+            .adjust_points(proto::AdjustPointsRequest {
+                request_id: format!("grant-{card}"),
+                member: Some(member_ref(&member_id)),
+                points,
+                reason: "test grant".into(),
+            })
+            .await
+            .expect("adjust");
+    }
+    member_id
 }

@@ -11,8 +11,8 @@ use omo::proto::{self, campaign::Discount};
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref, omo_cli,
-    serve, store_sale, successes,
+    Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref,
+    member_with_points_as, omo_cli, serve, store_sale, successes,
 };
 
 const REPLICAS: usize = 3;
@@ -61,31 +61,7 @@ async fn postgres() {
 
 /// A funded member, made through replica 0.
 async fn member_with_points(replicas: &[RoleClients], name: &str, points: i64) -> String {
-    let admin = &replicas[0].admin;
-    let member_id = admin
-        .members()
-        .create_member(proto::CreateMemberRequest {
-            request_id: format!("member-{name}"),
-            identifiers: vec![],
-            display_name: name.into(),
-        })
-        .await
-        .expect("member")
-        .into_inner()
-        .member
-        .expect("member")
-        .member_id;
-    admin
-        .ledger()
-        .adjust_points(proto::AdjustPointsRequest {
-            request_id: format!("fund-{name}"),
-            member: Some(member_ref(&member_id)),
-            points,
-            reason: "replica test".into(),
-        })
-        .await
-        .expect("fund");
-    member_id
+    member_with_points_as(&replicas[0].admin, name, points).await
 }
 
 async fn balance(replicas: &[RoleClients], member_id: &str) -> proto::Balance {

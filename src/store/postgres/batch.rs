@@ -15,7 +15,8 @@
 //! reads a fresh snapshot, so they show what the previous holder of the lock committed; joined
 //! into the locking statement they would come from the snapshot taken before the wait.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 use chrono::{DateTime, Utc};
 use sqlx::{Execute, postgres::PgRow};
@@ -181,10 +182,7 @@ fn file_lookup(row: &PgRow, loaded: &mut Loaded, existing: &mut Vec<String>) -> 
         let id: i64 = value
             .parse()
             .map_err(|_| c.corrupt("value", format!("{value:?} is not an id")))?;
-        match loaded.reserved_ids.iter_mut().find(|(s, _)| *s == sequence) {
-            Some((_, ids)) => ids.push(id),
-            None => loaded.reserved_ids.push((sequence, vec![id])),
-        }
+        loaded.reserved_ids.entry(sequence).or_default().push(id);
         Ok(())
     };
     match found.as_str() {
@@ -324,12 +322,7 @@ impl PgUnitOfWork {
             .collect();
         let requests = distinct(&keys.idempotency);
         let wanted = |sequence: Sequence| -> StoreResult<i64> {
-            let count = keys
-                .wanted_ids
-                .iter()
-                .filter(|(s, _)| *s == sequence)
-                .map(|(_, count)| count)
-                .sum::<usize>();
+            let count = keys.wanted_ids.get(&sequence).copied().unwrap_or(0);
             i64::try_from(count)
                 .map_err(|_| StoreError::Database(format!("cannot reserve {count} ids").into()))
         };
@@ -360,7 +353,7 @@ impl PgUnitOfWork {
             file_lookup(row, loaded, &mut existing_orders)?;
         }
         existing_orders.sort_unstable();
-        for (_, ids) in &mut loaded.reserved_ids {
+        for ids in loaded.reserved_ids.values_mut() {
             ids.sort_unstable();
         }
         Ok(existing_orders)
@@ -441,7 +434,7 @@ impl PgUnitOfWork {
         if parts.is_empty() {
             return Ok(());
         }
-        let sql = combined_sql(&parts);
+        let sql = flush_sql(&parts);
         // The parts bind into a query of their own, and its arguments move into the combined
         // statement: arguments own their encoded values, so they outlive neither.
         let mut binding = sqlx::query("");
@@ -718,6 +711,20 @@ fn table_parts<'q>(changes: &'q ChangeSet, parts: &mut Vec<Part<'q>>) {
             Ok(bind_outcomes(q, outcomes))
         }));
     }
+}
+
+/// The flush statement for these parts, built once per shape (which parts a batch has) and
+/// kept: a batch of sales has the same shape every time, and the text is the key of sqlx's
+/// prepared-statement cache anyway.
+fn flush_sql(parts: &[Part<'_>]) -> Arc<str> {
+    static SHAPES: LazyLock<Mutex<HashMap<Vec<&'static str>, Arc<str>>>> =
+        LazyLock::new(Mutex::default);
+    let shape: Vec<&'static str> = parts.iter().map(|part| part.name).collect();
+    let mut shapes = SHAPES.lock().unwrap_or_else(PoisonError::into_inner);
+    shapes
+        .entry(shape)
+        .or_insert_with(|| combined_sql(parts).into())
+        .clone()
 }
 
 /// `with <part> as (...), ... select <counts>`: each part's parameters renumbered after those

@@ -706,10 +706,9 @@ impl UnitOfWork for SqliteUnitOfWork {
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded> {
         let mut loaded = batch::load_row_by_row(self, keys).await?;
         self.complete_balances(keys, &mut loaded)?;
-        for &(sequence, count) in &keys.wanted_ids {
-            loaded
-                .reserved_ids
-                .push((sequence, self.reserve(sequence, count)?));
+        for (&sequence, &count) in &keys.wanted_ids {
+            let ids = self.reserve(sequence, count)?;
+            loaded.reserved_ids.insert(sequence, ids);
         }
         self.load_engagement(keys, &mut loaded)?;
         Ok(loaded)
