@@ -315,6 +315,8 @@ pub struct Order {
     pub coupon_discount: Money,
     pub points_redeemed: i64,
     pub amount_due: Money,
+    /// From the authorization on, what the order earns when captured (the capture books it);
+    /// see [`Order::points_earned_so_far`] for what it has earned.
     pub points_earned: i64,
     /// Points of `points_earned` still pending (EC return window).
     pub points_pending: i64,
@@ -327,6 +329,19 @@ pub struct Order {
     pub points_restored: i64,
     pub occurred_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+}
+
+impl Order {
+    /// Points the order has earned: none until it is captured (an authorized, voided or
+    /// expired order only carries what it would earn).
+    pub fn points_earned_so_far(&self) -> i64 {
+        match self.state {
+            OrderState::Authorized | OrderState::Voided | OrderState::Expired => 0,
+            OrderState::Captured | OrderState::PartiallyRefunded | OrderState::Refunded => {
+                self.points_earned
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -388,17 +388,7 @@ fn refund_lines(v: &mut Violations, lines: &[proto::RefundLine]) -> Option<Vec<R
 }
 
 pub fn order_out(order: Order) -> proto::Order {
-    // The order keeps what it will earn from its authorization on, for the capture; the
-    // contract shows points as earned only once they are (0 until captured).
-    let never_captured = matches!(
-        order.state,
-        OrderState::Authorized | OrderState::Voided | OrderState::Expired
-    );
-    let points_earned = if never_captured {
-        0
-    } else {
-        order.points_earned
-    };
+    let points_earned = order.points_earned_so_far();
     proto::Order {
         order_id: order.order_id,
         member_id: order.member_id,
