@@ -4,6 +4,8 @@
 //! the order also earns her a "¥500 off in store" coupon), returns part of the EC order, then
 //! uses the coupon at the register. Later she walks past the store with the app: the location
 //! report puts a "¥300 off, walk-in" geo-coupon in her wallet, and she uses it at the register.
+//! Another day she forgets her card: the app sends a photograph of the receipt, which earns its
+//! points; a large one waits for an admin's review before its points become spendable.
 //! Every call is real gRPC; the ledger is verified at the end.
 
 use std::sync::Arc;
@@ -145,6 +147,9 @@ async fn story(app: &Application) -> Result<(), DemoError> {
         sale.coupon_discount, sale.total, sale.amount_due, sale.points_earned
     );
     show_balance(&ec, &member.member_id).await?;
+
+    scan_receipts(&admin, &app_backend, &member.member_id).await?;
+    show_balance(&ec, &member.member_id).await?;
     show_ledger(&ec, &member.member_id).await?;
 
     let report = engine.verify().await?;
@@ -250,6 +255,92 @@ async fn walk_in(admin: &Client, app: &Client, member_id: &str) -> Result<String
         result.inside_store_ids, coupon.code, coupon.campaign_id, coupon.source
     );
     Ok(coupon.code.clone())
+}
+
+/// A receipt rule, and two receipts Hanako photographs without her card: one earns at once
+/// (read from the text the app's OCR produced), a large one waits for review.
+async fn scan_receipts(admin: &Client, app: &Client, member_id: &str) -> Result<(), DemoError> {
+    admin
+        .engagement()
+        .create_receipt_rule(proto::CreateReceiptRuleRequest {
+            request_id: "demo-receipt-rule".into(),
+            rule: Some(proto::ReceiptRule {
+                rule_id: "scan-1pct".into(),
+                earn_rate: "0.01".into(),
+                review_threshold: "30000".into(),
+                ..Default::default()
+            }),
+        })
+        .await?;
+    // Printed an hour ago, on the store's (Tokyo) clock.
+    let printed = (chrono::Utc::now() - chrono::Duration::hours(1))
+        .with_timezone(&chrono_tz::Asia::Tokyo)
+        .format("%Y年%m月%d日 %H:%M");
+    let text = format!(
+        "渋谷店\n{printed}\nレジ2 No.0456\nコーヒー豆 ¥1,980\nマグカップ ¥2,420\n\
+         小計 ¥4,400\n(10%対象 ¥4,400)\n合計 ¥4,400\nお預り ¥5,000\nお釣り ¥600\n"
+    );
+    let receipt = |receipt_no: &str, image: char, total: &str, raw_text: String| proto::Receipt {
+        store_id: "shibuya".into(),
+        register_id: "2".into(),
+        receipt_no: receipt_no.into(),
+        image_sha256: image.to_string().repeat(64),
+        total: total.into(),
+        issued_at: (raw_text.is_empty()).then(|| std::time::SystemTime::now().into()),
+        raw_text,
+        ..Default::default()
+    };
+    let submit = |request_id: &'static str, receipt: proto::Receipt| {
+        let mut engagement = app.engagement();
+        let member = Some(member_ref(member_id));
+        async move {
+            engagement
+                .submit_receipt(proto::SubmitReceiptRequest {
+                    request_id: request_id.into(),
+                    member,
+                    receipt: Some(receipt),
+                })
+                .await?
+                .into_inner()
+                .result
+                .ok_or_else(|| DemoError::from("no receipt result"))
+        }
+    };
+    let small = submit("demo-receipt-1", receipt("0456", 'a', "", text)).await?;
+    println!(
+        "9. Without her card, Hanako's app sends a photo of a ¥4,400 receipt (read from its text): \
+         {}, +{} points",
+        status_name(small.status),
+        small.points_awarded
+    );
+    let large = submit("demo-receipt-2", receipt("0457", 'b', "38500", String::new())).await?;
+    println!(
+        "10. A ¥38,500 receipt waits for review ({}): {} points pending",
+        large.reason, large.points_awarded
+    );
+    show_balance(app, member_id).await?;
+    let reviewed = admin
+        .engagement()
+        .review_receipt(proto::ReviewReceiptRequest {
+            request_id: "demo-review-1".into(),
+            receipt_id: large.receipt_id.clone(),
+            approve: true,
+            note: "matches the store's journal".into(),
+        })
+        .await?
+        .into_inner()
+        .result
+        .ok_or("no review result")?;
+    println!(
+        "11. An admin approves it: {}, {} points now available",
+        status_name(reviewed.status),
+        reviewed.points_awarded
+    );
+    Ok(())
+}
+
+fn status_name(status: i32) -> &'static str {
+    proto::ReceiptStatus::try_from(status).map_or("?", |status| status.as_str_name())
 }
 
 async fn record_sale(
