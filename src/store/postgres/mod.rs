@@ -37,6 +37,7 @@ use crate::domain::{
     },
     seal::Seal,
 };
+use crate::metrics::FlushLap;
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
@@ -668,9 +669,15 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        // One statement writes every ledger table: its time is the `ledger` lap (see FlushLap).
+        let mut lap = FlushLap::start();
         self.write_rare_parts(changes).await?;
+        lap.reference_done(changes);
         self.flush_changes(changes).await?;
-        self.flush_engagement(&changes.engagement).await
+        lap.ledger_done(changes);
+        self.flush_engagement(&changes.engagement).await?;
+        lap.engagement_done(changes);
+        Ok(())
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

@@ -13,6 +13,7 @@ use crate::domain::{
         AccountTotal, ChangeSet, Keys, LedgerReads, Loaded, Sequence, StoreError, StoreResult,
     },
 };
+use crate::metrics::FlushLap;
 
 /// The `sqlite_sequence` row of a sequence's table and the statement that reads how far it
 /// has gone: the larger of the recorded sequence and the largest id in the table (the table
@@ -227,7 +228,8 @@ impl SqliteUnitOfWork {
     /// identifiers, lots before order lots). The first failure (a debit below zero, a
     /// duplicate key, an update that finds no row) fails the flush; the caller drops the unit
     /// of work, which rolls all of it back.
-    pub(super) fn write_changes(&self, changes: &ChangeSet) -> StoreResult<()> {
+    /// `lap` times each table's writes (`omo_flush_duration_seconds{table}`).
+    pub(super) fn write_changes(&self, changes: &ChangeSet, lap: &mut FlushLap) -> StoreResult<()> {
         for member in &changes.new_members {
             self.insert_member_row(member)?;
         }
@@ -235,15 +237,23 @@ impl SqliteUnitOfWork {
             let updated = self.update_member_row(member)?;
             expect_one(updated, "member", &member.member_id)?;
         }
+        lap.done(
+            "members",
+            changes.new_members.len() + changes.changed_members.len(),
+        );
         for (identifier, member_id) in &changes.new_identifiers {
             self.insert_identifier_row(member_id, identifier)?;
         }
+        lap.done("identifiers", changes.new_identifiers.len());
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_transaction_row(*transaction_id, transaction)?;
         }
+        lap.done("transactions", changes.transactions.len());
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_postings(*transaction_id, &transaction.postings)?;
         }
+        let postings = changes.transactions.iter().map(|(_, t)| t.postings.len());
+        lap.done("postings", postings.sum());
         for delta in &changes.balance_deltas {
             if delta.amount > 0 {
                 self.credit_balance(&delta.account, &delta.asset, delta.amount)?;
@@ -251,18 +261,27 @@ impl SqliteUnitOfWork {
                 self.debit_balance(&delta.account, &delta.asset, delta.amount)?;
             }
         }
+        lap.done("balances", changes.balance_deltas.len());
         for lot in &changes.new_lots {
             self.insert_lot_row(lot)?;
         }
         for lot in &changes.changed_lots {
             expect_one(self.update_lot_row(lot)?, "lot", lot.lot_id)?;
         }
+        lap.done(
+            "point_lots",
+            changes.new_lots.len() + changes.changed_lots.len(),
+        );
         for order in &changes.new_orders {
             self.insert_order_row(order)?;
         }
         for order in &changes.changed_orders {
             expect_one(self.update_order_row(order)?, "order", &order.order_id)?;
         }
+        lap.done(
+            "orders",
+            changes.new_orders.len() + changes.changed_orders.len(),
+        );
         for order_lot in &changes.new_order_lots {
             self.insert_order_lot_row(order_lot)?;
         }
@@ -270,15 +289,24 @@ impl SqliteUnitOfWork {
             let key = format!("{}/{}", order_lot.order_id, order_lot.lot_id);
             expect_one(self.update_order_lot_row(order_lot)?, "order lot", key)?;
         }
+        lap.done(
+            "order_lots",
+            changes.new_order_lots.len() + changes.changed_order_lots.len(),
+        );
         for coupon in &changes.new_coupons {
             self.insert_coupon_row(coupon)?;
         }
         for coupon in &changes.changed_coupons {
             expect_one(self.update_coupon_row(coupon)?, "coupon", &coupon.code)?;
         }
+        lap.done(
+            "coupons",
+            changes.new_coupons.len() + changes.changed_coupons.len(),
+        );
         for record in &changes.outcomes {
             self.insert_idempotency_row(record)?;
         }
+        lap.done("idempotency_keys", changes.outcomes.len());
         Ok(())
     }
 }

@@ -56,6 +56,7 @@ use crate::domain::{
     },
     seal::Seal,
 };
+use crate::metrics::FlushLap;
 
 mod batch;
 mod coupons;
@@ -720,9 +721,13 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        let mut lap = FlushLap::start();
         self.write_rare_parts(changes)?;
-        self.write_changes(changes)?;
-        self.write_engagement(&changes.engagement)
+        lap.reference_done(changes);
+        self.write_changes(changes, &mut lap)?;
+        self.write_engagement(&changes.engagement)?;
+        lap.engagement_done(changes);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
