@@ -17,8 +17,8 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, CliKeys, RoleClients, basket, card_ref, cli_key, create_member_as, create_store_as,
-    fresh_database, identifier, issue_coupon_as, member_ref, omo_cli, record_sale_as, serve,
-    store_sale,
+    ec_order, fresh_database, identifier, issue_coupon_as, member_ref, omo_cli, record_sale_as,
+    serve, store_sale,
 };
 
 mod metrics_count_calls_by_code {
@@ -142,6 +142,44 @@ fn location(request_id: &str, member_id: &str, accuracy_m: f64) -> proto::Report
     }
 }
 
+/// Holds expire one second after Authorize (the sweeper of `serve` runs every second).
+async fn hold_ttl_of_one_second(admin: &Client) {
+    let mut program = admin
+        .program()
+        .get_program(proto::GetProgramRequest {})
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program");
+    program.hold_ttl_seconds = 1;
+    admin
+        .program()
+        .update_program(proto::UpdateProgramRequest {
+            request_id: String::new(),
+            program: Some(program),
+            update_mask: None,
+        })
+        .await
+        .expect("update program");
+}
+
+/// Scrapes until `name` reaches `value` (background work is counted when it happens).
+async fn await_sample(port: u16, name: &str, value: f64) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let seen = sample(&parse(&scrape(port).await), name, &[]);
+        if seen == Some(value) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} is {seen:?}, not {value}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// A server over a fresh, migrated database with keys for every role.
 async fn start(
     backend: Backend,
@@ -175,6 +213,7 @@ async fn metrics_count_calls_by_code(backend: Backend) {
     };
     let member_id = create_member_as(&clients.admin, "4900-0001").await;
     create_campaign(&clients.admin, "metrics-100").await;
+    hold_ttl_of_one_second(&clients.admin).await;
 
     // Act: concurrent sales (the writer batches them), a refused sale, an unauthenticated
     // call, an admin coupon, an accepted and a rejected location report.
@@ -220,6 +259,14 @@ async fn metrics_count_calls_by_code(backend: Backend) {
             .await
             .expect("report");
     }
+    let held = ec_order("auth-1", "EC-1", &member_id, "1000", 0);
+    clients
+        .checkout
+        .checkout()
+        .authorize(held)
+        .await
+        .expect("authorize");
+    await_sample(port, "omo_holds_expired_total", 1.0).await;
     let samples = parse(&scrape(port).await);
 
     // Assert
