@@ -302,8 +302,23 @@ impl FlushLap {
         self.since = Some(now);
     }
 
+    /// After `table`'s rows of `changes` (SQLite writes them table by table).
+    pub fn table_done(&mut self, table: &'static str, changes: &ChangeSet) {
+        if self.since.is_none() {
+            return;
+        }
+        let rows = rows_by_table(changes)
+            .into_iter()
+            .find(|(name, _)| *name == table);
+        debug_assert!(rows.is_some(), "{table} is not a table of the change set");
+        self.done(table, rows.map_or(0, |(_, rows)| rows));
+    }
+
     /// After the rare admin writes and merges.
     pub fn reference_done(&mut self, changes: &ChangeSet) {
+        if self.since.is_none() {
+            return;
+        }
         let rows = changes.new_stores.len()
             + usize::from(changes.program.is_some())
             + changes.new_campaigns.len()
@@ -313,6 +328,9 @@ impl FlushLap {
 
     /// After PostgreSQL's one statement over every ledger table.
     pub fn ledger_done(&mut self, changes: &ChangeSet) {
+        if self.since.is_none() {
+            return;
+        }
         let rows = rows_by_table(changes)
             .into_iter()
             .filter(|(table, _)| LEDGER_TABLES.contains(table))
@@ -323,6 +341,9 @@ impl FlushLap {
 
     /// After the engagement tables.
     pub fn engagement_done(&mut self, changes: &ChangeSet) {
+        if self.since.is_none() {
+            return;
+        }
         let rows = rows_by_table(changes)
             .into_iter()
             .filter(|(table, _)| ENGAGEMENT_TABLES.contains(table))

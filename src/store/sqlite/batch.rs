@@ -237,23 +237,19 @@ impl SqliteUnitOfWork {
             let updated = self.update_member_row(member)?;
             expect_one(updated, "member", &member.member_id)?;
         }
-        lap.done(
-            "members",
-            changes.new_members.len() + changes.changed_members.len(),
-        );
+        lap.table_done("members", changes);
         for (identifier, member_id) in &changes.new_identifiers {
             self.insert_identifier_row(member_id, identifier)?;
         }
-        lap.done("identifiers", changes.new_identifiers.len());
+        lap.table_done("identifiers", changes);
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_transaction_row(*transaction_id, transaction)?;
         }
-        lap.done("transactions", changes.transactions.len());
+        lap.table_done("transactions", changes);
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_postings(*transaction_id, &transaction.postings)?;
         }
-        let postings = changes.transactions.iter().map(|(_, t)| t.postings.len());
-        lap.done("postings", postings.sum());
+        lap.table_done("postings", changes);
         for delta in &changes.balance_deltas {
             if delta.amount > 0 {
                 self.credit_balance(&delta.account, &delta.asset, delta.amount)?;
@@ -261,27 +257,21 @@ impl SqliteUnitOfWork {
                 self.debit_balance(&delta.account, &delta.asset, delta.amount)?;
             }
         }
-        lap.done("balances", changes.balance_deltas.len());
+        lap.table_done("balances", changes);
         for lot in &changes.new_lots {
             self.insert_lot_row(lot)?;
         }
         for lot in &changes.changed_lots {
             expect_one(self.update_lot_row(lot)?, "lot", lot.lot_id)?;
         }
-        lap.done(
-            "point_lots",
-            changes.new_lots.len() + changes.changed_lots.len(),
-        );
+        lap.table_done("point_lots", changes);
         for order in &changes.new_orders {
             self.insert_order_row(order)?;
         }
         for order in &changes.changed_orders {
             expect_one(self.update_order_row(order)?, "order", &order.order_id)?;
         }
-        lap.done(
-            "orders",
-            changes.new_orders.len() + changes.changed_orders.len(),
-        );
+        lap.table_done("orders", changes);
         for order_lot in &changes.new_order_lots {
             self.insert_order_lot_row(order_lot)?;
         }
@@ -289,24 +279,18 @@ impl SqliteUnitOfWork {
             let key = format!("{}/{}", order_lot.order_id, order_lot.lot_id);
             expect_one(self.update_order_lot_row(order_lot)?, "order lot", key)?;
         }
-        lap.done(
-            "order_lots",
-            changes.new_order_lots.len() + changes.changed_order_lots.len(),
-        );
+        lap.table_done("order_lots", changes);
         for coupon in &changes.new_coupons {
             self.insert_coupon_row(coupon)?;
         }
         for coupon in &changes.changed_coupons {
             expect_one(self.update_coupon_row(coupon)?, "coupon", &coupon.code)?;
         }
-        lap.done(
-            "coupons",
-            changes.new_coupons.len() + changes.changed_coupons.len(),
-        );
+        lap.table_done("coupons", changes);
         for record in &changes.outcomes {
             self.insert_idempotency_row(record)?;
         }
-        lap.done("idempotency_keys", changes.outcomes.len());
+        lap.table_done("idempotency_keys", changes);
         Ok(())
     }
 }
