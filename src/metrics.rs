@@ -269,9 +269,9 @@ fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 20] {
     ]
 }
 
-/// Times the parts of one flush, each from the end of the one before: `done(table, rows)` after
-/// a table's rows are written records the time since the last `done` (or since
-/// [`FlushLap::start`]) as that table's flush time; a table with no rows records nothing.
+/// Times the parts of one flush, each from the end of the one before: `table_done` (or
+/// `reference_done`, ...) after a part is written records the time since the last one (or
+/// since [`FlushLap::start`]) as that part's flush time; a part with no rows records nothing.
 ///
 /// SQLite writes a flush table by table (prepared statements, row by row), so its flush times
 /// are per table. PostgreSQL writes every ledger table in ONE statement of data-modifying CTEs
@@ -291,7 +291,7 @@ impl FlushLap {
         }
     }
 
-    pub fn done(&mut self, table: &'static str, rows: usize) {
+    fn done(&mut self, table: &'static str, rows: usize) {
         let Some(since) = self.since else {
             return;
         };
