@@ -9,7 +9,9 @@ use crate::{
     config::Config,
     domain::{Clock, ports::StoreError},
     engine::Engine,
-    grpc, store,
+    grpc,
+    metrics::{self, MetricsError, MetricsExporter},
+    store,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,8 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("metrics: {0}")]
+    Metrics(#[from] MetricsError),
 }
 
 /// Whether clients reach `addr` only from this machine.
@@ -35,6 +39,8 @@ pub struct Application {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     sweeper: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    /// The `/metrics` listener (`--metrics-listen`), stopped with the server.
+    metrics: Option<MetricsExporter>,
     /// Turns the health service NOT_SERVING at shutdown.
     health: tonic_health::server::HealthReporter,
     /// How long calls in flight may take to finish at shutdown (`--shutdown-grace-s`).
@@ -60,6 +66,8 @@ impl Application {
                  cross the network in clear text; use --tls-cert and --tls-key"
             );
         }
+        let metrics_listen = config.observability.metrics_listen;
+        let metrics = metrics_listen.map(metrics::serve).transpose()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let (routes, health) = grpc::routes(engine.clone(), limits.max_message_bytes).await;
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
@@ -73,6 +81,7 @@ impl Application {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
+        let mut builder = builder.layer(grpc::observe::ObserveLayer);
         let server = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
             TcpListenerStream::new(listener),
             async {
@@ -94,6 +103,7 @@ impl Application {
             backend = engine.backend_name(),
             tls = config.tls.tls_cert.is_some(),
             mutual_tls = config.tls.tls_client_ca.is_some(),
+            metrics = metrics_listen.map(tracing::field::display),
             "omo serving"
         );
         Ok(Application {
@@ -103,6 +113,7 @@ impl Application {
             server,
             sweeper,
             sealer,
+            metrics,
             health,
             shutdown_grace: Duration::from_secs(config.shutdown_grace_s),
         })
@@ -175,6 +186,8 @@ impl Application {
                 "the writers did not finish within the shutdown grace"
             );
         }
+        // Scraped until here: the last scrape sees the calls that finished during the grace.
+        self.metrics.take();
         tracing::info!("omo stopped");
         served
     }

@@ -87,6 +87,27 @@ pub struct Config {
     pub limits: Limits,
     #[command(flatten)]
     pub tls: TlsArgs,
+    #[command(flatten)]
+    pub observability: ObservabilityArgs,
+}
+
+/// Metrics and logs (README, "Metrics and logs").
+#[derive(Debug, Clone, Default, PartialEq, Eq, clap::Args)]
+pub struct ObservabilityArgs {
+    /// Serve Prometheus metrics (text format, `/metrics`) on this address; without it nothing
+    /// listens and recording costs nothing.
+    #[arg(long, env = "OMO_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Log lines (on stderr) as readable `text` or as one `json` object a line.
+    #[arg(long, env = "OMO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
 }
 
 /// Limits of the gRPC server (README, "Security").
@@ -182,6 +203,7 @@ impl Config {
             writers: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),
+            observability: ObservabilityArgs::default(),
         }
     }
 }

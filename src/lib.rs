@@ -14,6 +14,7 @@ pub mod domain;
 pub mod engine;
 pub mod grpc;
 pub mod keys;
+pub mod metrics;
 pub mod store;
 
 pub use app::Application;

@@ -5,7 +5,7 @@ use std::{process::ExitCode, sync::Arc};
 use clap::{Parser, Subcommand};
 use omo::{
     Application, Config,
-    config::DatabaseArgs,
+    config::{DatabaseArgs, LogFormat},
     domain::{SystemClock, auth::Role},
     engine::Engine,
 };
@@ -91,13 +91,22 @@ async fn main() -> ExitCode {
         Command::Demo | Command::Bench(_) => "warn",
         _ => "info,sqlx=warn",
     };
-    tracing_subscriber::fmt()
+    let log_format = match &cli.command {
+        Command::Serve(config) => config.observability.log_format,
+        _ => LogFormat::Text,
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| default_filter.into()),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match log_format {
+        LogFormat::Text => logs.init(),
+        // One object a line: the event's fields at the top level, its span's fields under
+        // "span" (the request span of a call: method, role, key_id, request_id, code, latency).
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     match run(cli).await {
         Ok(code) => code,
         Err(error) => {
@@ -123,8 +132,12 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
     match cli.command {
         Command::Serve(config) => {
             let app = Application::build(&config, Arc::new(SystemClock)).await?;
-            eprintln!("omo listening on {}", app.local_addr());
-            app.run_until(shutdown_signal()).await?;
+            let log_format = config.observability.log_format;
+            // A JSON log is JSON on every line: its "omo serving" event names the address.
+            if log_format == LogFormat::Text {
+                eprintln!("omo listening on {}", app.local_addr());
+            }
+            app.run_until(shutdown_signal(log_format)).await?;
         }
         Command::Migrate(database) => {
             engine(&database).await?;
@@ -201,7 +214,7 @@ async fn backup(database: DatabaseArgs, to: std::path::PathBuf) -> Result<ExitCo
     }
 }
 
-async fn shutdown_signal() {
+async fn shutdown_signal(log_format: LogFormat) {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
@@ -215,5 +228,8 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = interrupt.await;
-    eprintln!("omo: shutting down");
+    match log_format {
+        LogFormat::Text => eprintln!("omo: shutting down"),
+        LogFormat::Json => tracing::info!("shutting down"),
+    }
 }

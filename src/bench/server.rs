@@ -71,6 +71,11 @@ impl ServerProcess {
         self.child.as_ref().map_or(0, Child::id)
     }
 
+    /// What the child has written to stderr so far (its log).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     async fn wait_serving(&mut self) -> Result<(), BenchError> {
         let deadline = Instant::now() + START_TIMEOUT;
         while Instant::now() < deadline {

@@ -154,7 +154,10 @@ impl Engine {
                 })
                 .await;
             match result {
-                Ok(done) => report.holds_expired += usize::from(done),
+                Ok(done) => {
+                    report.holds_expired += usize::from(done);
+                    crate::metrics::holds_expired(usize::from(done));
+                }
                 Err(error) => {
                     tracing::warn!(%error, %order_id, "sweep: cannot expire this hold; skipped");
                     report.failed += 1;

@@ -12,11 +12,14 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{Mutex, mpsc, oneshot, watch};
 
 use super::{EngineError, IdempotencyKey, Outcome, batch, reference::Reference, run_remembered};
-use crate::domain::{
-    Clock,
-    auth::Caller,
-    command::{Command, Reply},
-    ports::{Keys, Store, StoreError},
+use crate::{
+    domain::{
+        Clock,
+        auth::Caller,
+        command::{Command, Reply},
+        ports::{Keys, Store, StoreError},
+    },
+    metrics,
 };
 
 /// Most commands in one database transaction: beyond 64 the fsync and the batch's statements
@@ -112,6 +115,7 @@ impl Writer {
                     StoreError::Unavailable("the server is shutting down".into()).into()
                 }
             })?;
+        metrics::writer_queue_depth(QUEUE_DEPTH - self.queue.capacity());
         answer
             .await
             .map_err(|_| StoreError::Database("the writer dropped a command".into()))?
@@ -152,6 +156,7 @@ impl Core {
                         Err(_) => break,
                     }
                 }
+                metrics::writer_queue_depth(receiver.len());
                 batch
             };
             let (jobs, replies): (Vec<Job>, Vec<Answer>) = batch.into_iter().unzip();
@@ -186,6 +191,7 @@ impl Core {
     /// Runs `jobs` in one transaction if it can, each alone where it must; answers in order.
     /// A merge runs in a batch of its own ([`batch::runs_alone`]); the others share one.
     pub async fn execute_batch(&self, jobs: &[Job]) -> Vec<Result<Outcome, EngineError>> {
+        metrics::batch_executed(jobs.len());
         let (alone, together): (Vec<usize>, Vec<usize>) =
             (0..jobs.len()).partition(|&i| batch::runs_alone(&jobs[i].command));
         let mut results: Vec<Option<Result<Outcome, EngineError>>> =
@@ -244,6 +250,7 @@ impl Core {
         let changes = rows.changes();
         uow.flush(&changes).await?;
         uow.commit().await?;
+        metrics::committed(&changes);
         Ok(results)
     }
 
@@ -276,6 +283,7 @@ impl Core {
                 let changes = rows.changes();
                 uow.flush(&changes).await?;
                 uow.commit().await?;
+                metrics::committed(&changes);
                 Ok(value)
             }
             .await;

@@ -30,6 +30,7 @@ pub mod coupon;
 pub mod engagement;
 pub mod ledger;
 pub mod member;
+pub mod observe;
 pub mod paging;
 pub mod program;
 pub mod receipts;

@@ -52,14 +52,17 @@ from_reply! {
     Receipt(ReceiptResult) => "receipt result",
 }
 
-/// Runs `command` (idempotent under `request_id` when given) and returns the value its reply
-/// carries.
+/// Runs `command` (idempotent under `request_id` when given, which the request span records)
+/// and returns the value its reply carries.
 pub async fn execute<T: FromReply>(
     engine: &Engine,
     caller: &Caller,
     request_id: Option<&str>,
     command: Command,
 ) -> Result<T, Status> {
+    if let Some(request_id) = request_id {
+        super::observe::record_request_id(request_id);
+    }
     let reply = engine.execute(caller, request_id, command).await?;
     T::from_reply(reply)
 }

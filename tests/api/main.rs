@@ -18,6 +18,7 @@ mod idempotency;
 mod keys;
 mod limits;
 mod members;
+mod metrics;
 mod model;
 mod paging;
 mod points;

@@ -39,6 +39,7 @@ use crate::domain::{
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
 };
+use crate::metrics::FlushLap;
 
 type PgQuery<'q> = sqlx::query::Query<'q, Postgres, PgArguments>;
 
@@ -699,10 +700,16 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        // One statement writes every ledger table: its time is the `ledger` lap (see FlushLap).
+        let mut lap = FlushLap::start();
         self.write_rare_parts(changes).await?;
+        lap.reference_done(changes);
         self.flush_changes(changes).await?;
+        lap.ledger_done(changes);
         self.flush_engagement(&changes.engagement).await?;
-        self.flush_receipts(&changes.engagement).await
+        self.flush_receipts(&changes.engagement).await?;
+        lap.engagement_done(changes);
+        Ok(())
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

@@ -13,6 +13,7 @@ use crate::domain::{
         AccountTotal, ChangeSet, Keys, LedgerReads, Loaded, Sequence, StoreError, StoreResult,
     },
 };
+use crate::metrics::FlushLap;
 
 /// The `sqlite_sequence` row of a sequence's table and the statement that reads how far it
 /// has gone: the larger of the recorded sequence and the largest id in the table (the table
@@ -227,7 +228,8 @@ impl SqliteUnitOfWork {
     /// identifiers, lots before order lots). The first failure (a debit below zero, a
     /// duplicate key, an update that finds no row) fails the flush; the caller drops the unit
     /// of work, which rolls all of it back.
-    pub(super) fn write_changes(&self, changes: &ChangeSet) -> StoreResult<()> {
+    /// `lap` times each table's writes (`omo_flush_duration_seconds{table}`).
+    pub(super) fn write_changes(&self, changes: &ChangeSet, lap: &mut FlushLap) -> StoreResult<()> {
         for member in &changes.new_members {
             self.insert_member_row(member)?;
         }
@@ -235,15 +237,19 @@ impl SqliteUnitOfWork {
             let updated = self.update_member_row(member)?;
             expect_one(updated, "member", &member.member_id)?;
         }
+        lap.table_done("members", changes);
         for (identifier, member_id) in &changes.new_identifiers {
             self.insert_identifier_row(member_id, identifier)?;
         }
+        lap.table_done("identifiers", changes);
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_transaction_row(*transaction_id, transaction)?;
         }
+        lap.table_done("transactions", changes);
         for (transaction_id, transaction) in &changes.transactions {
             self.insert_postings(*transaction_id, &transaction.postings)?;
         }
+        lap.table_done("postings", changes);
         for delta in &changes.balance_deltas {
             if delta.amount > 0 {
                 self.credit_balance(&delta.account, &delta.asset, delta.amount)?;
@@ -251,18 +257,21 @@ impl SqliteUnitOfWork {
                 self.debit_balance(&delta.account, &delta.asset, delta.amount)?;
             }
         }
+        lap.table_done("balances", changes);
         for lot in &changes.new_lots {
             self.insert_lot_row(lot)?;
         }
         for lot in &changes.changed_lots {
             expect_one(self.update_lot_row(lot)?, "lot", lot.lot_id)?;
         }
+        lap.table_done("point_lots", changes);
         for order in &changes.new_orders {
             self.insert_order_row(order)?;
         }
         for order in &changes.changed_orders {
             expect_one(self.update_order_row(order)?, "order", &order.order_id)?;
         }
+        lap.table_done("orders", changes);
         for order_lot in &changes.new_order_lots {
             self.insert_order_lot_row(order_lot)?;
         }
@@ -270,15 +279,18 @@ impl SqliteUnitOfWork {
             let key = format!("{}/{}", order_lot.order_id, order_lot.lot_id);
             expect_one(self.update_order_lot_row(order_lot)?, "order lot", key)?;
         }
+        lap.table_done("order_lots", changes);
         for coupon in &changes.new_coupons {
             self.insert_coupon_row(coupon)?;
         }
         for coupon in &changes.changed_coupons {
             expect_one(self.update_coupon_row(coupon)?, "coupon", &coupon.code)?;
         }
+        lap.table_done("coupons", changes);
         for record in &changes.outcomes {
             self.insert_idempotency_row(record)?;
         }
+        lap.table_done("idempotency_keys", changes);
         Ok(())
     }
 }

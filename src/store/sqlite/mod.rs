@@ -58,6 +58,7 @@ use crate::domain::{
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
 };
+use crate::metrics::FlushLap;
 
 mod batch;
 mod coupons;
@@ -751,10 +752,14 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
+        let mut lap = FlushLap::start();
         self.write_rare_parts(changes)?;
-        self.write_changes(changes)?;
+        lap.reference_done(changes);
+        self.write_changes(changes, &mut lap)?;
         self.write_engagement(&changes.engagement)?;
-        self.write_receipts(&changes.engagement)
+        self.write_receipts(&changes.engagement)?;
+        lap.engagement_done(changes);
+        Ok(())
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
