@@ -313,7 +313,11 @@ async fn scan_receipts(admin: &Client, app: &Client, member_id: &str) -> Result<
         status_name(small.status),
         small.points_awarded
     );
-    let large = submit("demo-receipt-2", receipt("0457", 'b', "38500", String::new())).await?;
+    let large = submit(
+        "demo-receipt-2",
+        receipt("0457", 'b', "38500", String::new()),
+    )
+    .await?;
     println!(
         "10. A ¥38,500 receipt waits for review ({}): {} points pending",
         large.reason, large.points_awarded

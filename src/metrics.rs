@@ -187,7 +187,11 @@ pub fn committed(changes: &ChangeSet) {
     // Submissions by the status they got, and reviews by the status they gave: a receipt
     // approved after review counts once as pending_review and once as accepted.
     let receipts = &changes.engagement;
-    for receipt in receipts.new_receipts.iter().chain(&receipts.changed_receipts) {
+    for receipt in receipts
+        .new_receipts
+        .iter()
+        .chain(&receipts.changed_receipts)
+    {
         counter!(RECEIPTS, "status" => receipt.status.as_str()).increment(1);
     }
 }
@@ -385,5 +389,4 @@ mod tests {
         assert_eq!(coupon_source_label("public:SPRING"), "public");
         assert_eq!(coupon_source_label("member-42:x"), "other");
     }
-
 }
