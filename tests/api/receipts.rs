@@ -51,7 +51,9 @@ fn ts(at: DateTime<Utc>) -> prost_types::Timestamp {
 
 fn instant(at: &prost_types::Timestamp) -> DateTime<Utc> {
     let nanos = u32::try_from(at.nanos).expect("nanos");
-    Utc.timestamp_opt(at.seconds, nanos).single().expect("instant")
+    Utc.timestamp_opt(at.seconds, nanos)
+        .single()
+        .expect("instant")
 }
 
 /// A photograph's SHA-256 (64 hex characters), distinct per `seed`.
@@ -156,13 +158,15 @@ fn submission(request_id: &str, member_id: &str, r: proto::Receipt) -> proto::Su
     }
 }
 
-/// SubmitReceipt with the app key.
+/// SubmitReceipt with the app key, a second after the previous one: the manual clock would
+/// otherwise give receipts one submission time, and lists order them by time.
 async fn submit(
     app: &TestApp,
     request_id: &str,
     member_id: &str,
     r: proto::Receipt,
 ) -> Result<proto::ReceiptResult, Status> {
+    app.clock.advance(Duration::seconds(1));
     submit_as(&app.app_client, submission(request_id, member_id, r)).await
 }
 
@@ -279,7 +283,10 @@ fn assert_rejected(result: &proto::ReceiptResult, reason: &str) {
     );
     assert_eq!(result.points_awarded, 0, "{result:?}");
     assert!(result.coupons_issued.is_empty(), "{result:?}");
-    assert!(!result.receipt_id.is_empty(), "a rejected receipt is stored");
+    assert!(
+        !result.receipt_id.is_empty(),
+        "a rejected receipt is stored"
+    );
 }
 
 fn assert_accepted(result: &proto::ReceiptResult, points: i64) {
@@ -392,21 +399,34 @@ async fn receipt_rules_select_and_add_up(app: &TestApp) {
     assert!(result.coupons_issued.is_empty());
 
     // At Umeda only "umeda-only" (the "points" rule is Shibuya's); no coffee lines.
-    let result = submitted(app, "rr-3", &member_id, receipt(app, "umeda", "A-3", "1000")).await;
+    let result = submitted(
+        app,
+        "rr-3",
+        &member_id,
+        receipt(app, "umeda", "A-3", "1000"),
+    )
+    .await;
     assert_accepted(&result, 100);
 
     let balance = app.balance(&member_id).await;
     assert_eq!(balance.available_points, 304);
     assert_eq!(balance.pending_points, 0);
     assert_eq!(balance.lifetime_earned_points, 304);
-    assert_eq!(sources(&coupons_of(app, &member_id).await), ["receipt:coffee"]);
+    assert_eq!(
+        sources(&coupons_of(app, &member_id).await),
+        ["receipt:coffee"]
+    );
 
     let records = history(app, &member_id).await;
     let seen: Vec<(&str, Vec<String>, i64)> = records
         .iter()
         .map(|r| {
             let receipt = r.receipt.as_ref().expect("receipt");
-            (receipt.receipt_no.as_str(), r.rule_ids.clone(), r.points_awarded)
+            (
+                receipt.receipt_no.as_str(),
+                r.rule_ids.clone(),
+                r.points_awarded,
+            )
         })
         .collect();
     let rules = |ids: &[&str]| ids.iter().map(|id| id.to_string()).collect::<Vec<_>>();
@@ -420,7 +440,11 @@ async fn receipt_rules_select_and_add_up(app: &TestApp) {
         "newest first; the rules each receipt matched"
     );
     assert_eq!(records[2].coupon_codes, [coupon.code.clone()]);
-    assert!(records.iter().all(|r| r.status == ACCEPTED && r.member_id == member_id));
+    assert!(
+        records
+            .iter()
+            .all(|r| r.status == ACCEPTED && r.member_id == member_id)
+    );
     verified(app).await;
 }
 
@@ -442,9 +466,7 @@ async fn every_rejection_reason(app: &TestApp) {
     let original = receipt(app, "shibuya", "1001", "1000");
     assert_accepted(&submitted(app, "rj-1", &first, original.clone()).await, 10);
 
-    // One receipt a second after the other, so the history has one order.
     let send = async |request_id: &str, member_id: &str, r: proto::Receipt, reason: &str| {
-        app.clock.advance(Duration::seconds(1));
         let result = submitted(app, request_id, member_id, r).await;
         assert_rejected(&result, reason);
     };
@@ -522,7 +544,10 @@ async fn every_rejection_reason(app: &TestApp) {
         .collect();
     assert_eq!(
         firsts,
-        [(REJECTED, "DUPLICATE".to_string()), (ACCEPTED, String::new())]
+        [
+            (REJECTED, "DUPLICATE".to_string()),
+            (ACCEPTED, String::new())
+        ]
     );
     assert_eq!(
         in_status(app, proto::ReceiptStatus::Rejected, 100, "")
@@ -544,7 +569,10 @@ async fn a_sale_recorded_at_the_register_is_already_earned(app: &TestApp) {
         .record_sale(store_sale("ae-sale", "R-77", card_ref("AE-1"), "3000", 0))
         .await
         .expect("sale");
-    assert_eq!(order.points_earned, 30, "the program's 0.01 at the register");
+    assert_eq!(
+        order.points_earned, 30,
+        "the program's 0.01 at the register"
+    );
     assert_eq!(points(app, &buyer).await, (30, 0));
 
     // store_sale records at register "1" of shibuya, like `receipt`.
@@ -559,7 +587,13 @@ async fn a_sale_recorded_at_the_register_is_already_earned(app: &TestApp) {
     assert_eq!(points(app, &friend).await, (0, 0));
 
     // Another receipt number of the same register was not sold to a member: it earns.
-    let result = submitted(app, "ae-3", &friend, receipt(app, "shibuya", "R-78", "3000")).await;
+    let result = submitted(
+        app,
+        "ae-3",
+        &friend,
+        receipt(app, "shibuya", "R-78", "3000"),
+    )
+    .await;
     assert_accepted(&result, 150);
     assert_eq!(points(app, &friend).await, (150, 0));
     verified(app).await;
@@ -582,13 +616,25 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
     let member_id = app.create_member("RV-1").await;
 
     // Just below the threshold: accepted at once with its coupon.
-    let below = submitted(app, "rv-0", &member_id, receipt(app, "shibuya", "B-0", "9999")).await;
+    let below = submitted(
+        app,
+        "rv-0",
+        &member_id,
+        receipt(app, "shibuya", "B-0", "9999"),
+    )
+    .await;
     assert_accepted(&below, 99);
     assert_eq!(sources(&below.coupons_issued), ["receipt:careful"]);
     assert_eq!(points(app, &member_id).await, (99, 0));
 
     // At the threshold and above: pending, no coupon yet.
-    let at = submitted(app, "rv-1", &member_id, receipt(app, "shibuya", "B-1", "12000")).await;
+    let at = submitted(
+        app,
+        "rv-1",
+        &member_id,
+        receipt(app, "shibuya", "B-1", "12000"),
+    )
+    .await;
     assert_eq!(
         (at.status, at.reason.as_str(), at.points_awarded),
         (PENDING, "REVIEW_THRESHOLD", 120)
@@ -599,21 +645,22 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
         (balance.available_points, balance.pending_points),
         (99, 120)
     );
-    assert_eq!(balance.lifetime_earned_points, 99, "not earned until approved");
+    assert_eq!(
+        balance.lifetime_earned_points, 99,
+        "not earned until approved"
+    );
     assert_eq!(coupons_of(app, &member_id).await.len(), 1);
 
     app.clock.advance(Duration::minutes(10));
     let approved = review(app, "rv-approve", &at.receipt_id, true, "looks fine")
         .await
         .expect("approve");
+    let approved_at = now(app);
     assert_eq!(approved.receipt_id, at.receipt_id);
     assert_accepted(&approved, 120);
     assert_eq!(sources(&approved.coupons_issued), ["receipt:careful"]);
     let balance = app.balance(&member_id).await;
-    assert_eq!(
-        (balance.available_points, balance.pending_points),
-        (219, 0)
-    );
+    assert_eq!((balance.available_points, balance.pending_points), (219, 0));
     assert_eq!(balance.lifetime_earned_points, 219);
     assert_eq!(coupons_of(app, &member_id).await.len(), 2);
 
@@ -624,7 +671,13 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
     assert_eq!(points(app, &member_id).await, (219, 0));
 
     // Rejected in review: the pending points go back to the program.
-    let big = submitted(app, "rv-2", &member_id, receipt(app, "shibuya", "B-2", "15000")).await;
+    let big = submitted(
+        app,
+        "rv-2",
+        &member_id,
+        receipt(app, "shibuya", "B-2", "15000"),
+    )
+    .await;
     assert_eq!((big.status, big.points_awarded), (PENDING, 150));
     assert_eq!(points(app, &member_id).await, (219, 150));
     let rejected = review(app, "rv-reject", &big.receipt_id, false, "blurry")
@@ -633,10 +686,7 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
     assert_eq!(rejected.receipt_id, big.receipt_id);
     assert_rejected(&rejected, "REVIEW_REJECTED");
     let balance = app.balance(&member_id).await;
-    assert_eq!(
-        (balance.available_points, balance.pending_points),
-        (219, 0)
-    );
+    assert_eq!((balance.available_points, balance.pending_points), (219, 0));
     assert_eq!(balance.lifetime_earned_points, 219);
     assert_eq!(coupons_of(app, &member_id).await.len(), 2, "no coupon");
     let status = review(app, "rv-reject-again", &big.receipt_id, true, "")
@@ -647,7 +697,13 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
 
     // A receipt rejected in review keeps its number: nobody can send it again.
     let someone = app.create_member("RV-2").await;
-    let again = submitted(app, "rv-3", &someone, receipt(app, "shibuya", "B-2", "15000")).await;
+    let again = submitted(
+        app,
+        "rv-3",
+        &someone,
+        receipt(app, "shibuya", "B-2", "15000"),
+    )
+    .await;
     assert_rejected(&again, "DUPLICATE");
 
     let status = review(app, "rv-unknown", "rcpt_does_not_exist", true, "")
@@ -680,7 +736,7 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
     );
     assert_eq!(
         instant(records[1].reviewed_at.as_ref().unwrap()),
-        now(app),
+        approved_at,
         "reviewed at the review's time"
     );
     assert_eq!(records[1].coupon_codes.len(), 1);
@@ -706,7 +762,13 @@ async fn past_the_daily_limit_receipts_go_to_review(app: &TestApp) {
         let r = receipt(app, "shibuya", &format!("D-{n}"), "1000");
         assert_accepted(&submitted(app, &format!("dl-{n}"), &member_id, r).await, 10);
     }
-    let third = submitted(app, "dl-3", &member_id, receipt(app, "shibuya", "D-3", "1000")).await;
+    let third = submitted(
+        app,
+        "dl-3",
+        &member_id,
+        receipt(app, "shibuya", "D-3", "1000"),
+    )
+    .await;
     assert_eq!(
         (third.status, third.reason.as_str(), third.points_awarded),
         (PENDING, "DAILY_LIMIT", 10)
@@ -718,13 +780,25 @@ async fn past_the_daily_limit_receipts_go_to_review(app: &TestApp) {
 
     // The next day in Tokyo: accepted again.
     app.advance(Duration::days(1)).await;
-    let next_day = submitted(app, "dl-5", &member_id, receipt(app, "shibuya", "D-5", "1000")).await;
+    let next_day = submitted(
+        app,
+        "dl-5",
+        &member_id,
+        receipt(app, "shibuya", "D-5", "1000"),
+    )
+    .await;
     assert_accepted(&next_day, 10);
     assert_eq!(points(app, &member_id).await, (30, 10));
 
-    let approved = review(app, "dl-approve", &third.receipt_id, true, "regular customer")
-        .await
-        .expect("approve");
+    let approved = review(
+        app,
+        "dl-approve",
+        &third.receipt_id,
+        true,
+        "regular customer",
+    )
+    .await
+    .expect("approve");
     assert_accepted(&approved, 10);
     assert_eq!(points(app, &member_id).await, (40, 0));
     verified(app).await;
@@ -933,15 +1007,25 @@ VISA             ¥2,700";
 おにぎり ¥150
 お預り ¥10,000
 お釣り ¥9,850";
-    let status = submit(app, "rt-3", &member_id, from_text("shibuya", "124", no_total))
-        .await
-        .expect_err("no total");
+    let status = submit(
+        app,
+        "rt-3",
+        &member_id,
+        from_text("shibuya", "124", no_total),
+    )
+    .await
+    .expect_err("no total");
     assert_eq!(violated_fields(&status), ["receipt.raw_text"]);
     // A total but no date, and no issued_at: the issue time is missing.
     let no_date = "パン ¥250\n合計 ¥250";
-    let status = submit(app, "rt-4", &member_id, from_text("shibuya", "125", no_date))
-        .await
-        .expect_err("no date");
+    let status = submit(
+        app,
+        "rt-4",
+        &member_id,
+        from_text("shibuya", "125", no_date),
+    )
+    .await
+    .expect_err("no date");
     assert_eq!(violated_fields(&status), ["receipt.issued_at"]);
     assert_eq!(history(app, &member_id).await.len(), 2);
     assert_eq!(points(app, &member_id).await, (109, 0));
@@ -959,7 +1043,13 @@ async fn accepted_receipts_count_as_visits(app: &TestApp) {
     let member_id = app.create_member("VI-1").await;
     let stranger = app.create_member("VI-2").await;
 
-    let first = submitted(app, "vi-1", &member_id, receipt(app, "umeda", "V-1", "1000")).await;
+    let first = submitted(
+        app,
+        "vi-1",
+        &member_id,
+        receipt(app, "umeda", "V-1", "1000"),
+    )
+    .await;
     assert_accepted(&first, 10);
     assert_eq!(sources(&first.coupons_issued), ["visit:first"]);
     // A rejected receipt is no visit.
@@ -972,16 +1062,34 @@ async fn accepted_receipts_count_as_visits(app: &TestApp) {
     assert!(coupons_of(app, &stranger).await.is_empty());
 
     // Day 1 at Shibuya: a register sale, then a receipt of the same day: one visit.
-    app.record_sale(store_sale("vi-sale", "S-1", member_ref(&member_id), "2000", 0))
-        .await
-        .expect("sale");
-    let same_day = submitted(app, "vi-3", &member_id, receipt(app, "shibuya", "V-3", "1000")).await;
+    app.record_sale(store_sale(
+        "vi-sale",
+        "S-1",
+        member_ref(&member_id),
+        "2000",
+        0,
+    ))
+    .await
+    .expect("sale");
+    let same_day = submitted(
+        app,
+        "vi-3",
+        &member_id,
+        receipt(app, "shibuya", "V-3", "1000"),
+    )
+    .await;
     assert_accepted(&same_day, 10);
     assert!(same_day.coupons_issued.is_empty(), "still the first visit");
 
     // Day 2: the receipt is the second visit.
     app.advance(Duration::days(1)).await;
-    let next_day = submitted(app, "vi-4", &member_id, receipt(app, "shibuya", "V-4", "1000")).await;
+    let next_day = submitted(
+        app,
+        "vi-4",
+        &member_id,
+        receipt(app, "shibuya", "V-4", "1000"),
+    )
+    .await;
     assert_accepted(&next_day, 10);
     assert_eq!(sources(&next_day.coupons_issued), ["visit:second"]);
     assert_eq!(
@@ -1055,7 +1163,9 @@ async fn the_review_queue_pages_oldest_first(app: &TestApp) {
             .receipts
             .iter()
             .chain(&second.receipts)
-            .all(|r| r.status == PENDING && r.reason == "REVIEW_THRESHOLD" && r.points_awarded == 200)
+            .all(|r| r.status == PENDING
+                && r.reason == "REVIEW_THRESHOLD"
+                && r.points_awarded == 200)
     );
 
     // The member's history is newest first, and may be filtered by status.
@@ -1137,9 +1247,14 @@ async fn input_limits_write_nothing(app: &TestApp) {
 
     let too_many_lines = header.clone() + &"ガム ¥100\n".repeat(199) + "合計 ¥19,900";
     assert_eq!(too_many_lines.lines().count(), 201);
-    let status = submit(app, "lim-1", &member_id, text_receipt("L-1", too_many_lines))
-        .await
-        .expect_err("201 lines");
+    let status = submit(
+        app,
+        "lim-1",
+        &member_id,
+        text_receipt("L-1", too_many_lines),
+    )
+    .await
+    .expect_err("201 lines");
     assert_eq!(violated_fields(&status), ["receipt.raw_text"]);
 
     let too_long = format!("{header}合計 ¥100\n{}", "#".repeat(16 * 1024));
@@ -1171,7 +1286,11 @@ async fn input_limits_write_nothing(app: &TestApp) {
         let status = submit(app, &format!("lim-4-{n}"), &member_id, r)
             .await
             .expect_err("bad image hash");
-        assert_eq!(violated_fields(&status), ["receipt.image_sha256"], "{bad:?}");
+        assert_eq!(
+            violated_fields(&status),
+            ["receipt.image_sha256"],
+            "{bad:?}"
+        );
     }
     assert!(history(app, &member_id).await.is_empty(), "nothing written");
     assert_eq!(points(app, &member_id).await, (0, 0));
@@ -1198,7 +1317,11 @@ async fn roles_and_rule_references(app: &TestApp) {
     campaign(app, "roles").await;
     let member_id = app.create_member("RO-1").await;
     let request = |request_id: &str| {
-        submission(request_id, &member_id, receipt(app, "shibuya", "RO-1", "1000"))
+        submission(
+            request_id,
+            &member_id,
+            receipt(app, "shibuya", "RO-1", "1000"),
+        )
     };
     for (name, client) in [("checkout", &app.checkout), ("register", &app.register)] {
         let status = submit_as(client, request(&format!("ro-{name}")))
@@ -1327,9 +1450,14 @@ async fn replayed_requests_have_one_effect(app: &TestApp) {
     assert_eq!(points(app, &member_id).await, (10, 0));
     assert_eq!(history(app, &member_id).await.len(), 1);
 
-    let status = submit(app, "id-1", &member_id, receipt(app, "shibuya", "I-2", "1000"))
-        .await
-        .expect_err("same id, another receipt");
+    let status = submit(
+        app,
+        "id-1",
+        &member_id,
+        receipt(app, "shibuya", "I-2", "1000"),
+    )
+    .await
+    .expect_err("same id, another receipt");
     assert_refused(&status, Code::AlreadyExists, "IDEMPOTENCY_KEY_REUSED");
 
     // A rejection is remembered as it was.
@@ -1340,7 +1468,13 @@ async fn replayed_requests_have_one_effect(app: &TestApp) {
     assert_eq!(history(app, &other).await.len(), 1);
 
     // A review replayed answers the same, not RECEIPT_NOT_PENDING, and pays once.
-    let big = submitted(app, "id-3", &member_id, receipt(app, "shibuya", "I-3", "10000")).await;
+    let big = submitted(
+        app,
+        "id-3",
+        &member_id,
+        receipt(app, "shibuya", "I-3", "10000"),
+    )
+    .await;
     assert_eq!((big.status, big.points_awarded), (PENDING, 100));
     let approved = review(app, "id-review", &big.receipt_id, true, "ok")
         .await
