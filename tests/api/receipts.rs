@@ -439,7 +439,7 @@ async fn receipt_rules_select_and_add_up(app: &TestApp) {
         ],
         "newest first; the rules each receipt matched"
     );
-    assert_eq!(records[2].coupon_codes, [coupon.code.clone()]);
+    assert_eq!(records[2].coupon_codes, [coupon.code.as_str()]);
     assert!(
         records
             .iter()
