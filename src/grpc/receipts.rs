@@ -194,7 +194,7 @@ pub fn submit_receipt_in(
     check_id(&mut v, "receipt.register_id", &r.register_id);
     check_id(&mut v, "receipt.receipt_no", &r.receipt_no);
     let image_sha256 = image_hash(&mut v, &r.image_sha256);
-    let parsed = read_raw_text(&mut v, &r);
+    let (parsed, text_refused) = read_raw_text(&mut v, &r);
     let lines = if !r.lines.is_empty() {
         receipt_lines(&mut v, r.lines)
     } else {
@@ -213,6 +213,8 @@ pub fn submit_receipt_in(
     let issued_at = match (&r.issued_at, parsed.as_ref().and_then(|p| p.issued_at)) {
         (Some(ts), _) => instant(&mut v, "receipt.issued_at", ts).map(IssuedAt::At),
         (None, Some(printed)) => Some(IssuedAt::Printed(printed)),
+        // The text the date was to be read from is refused already: that is the one error.
+        (None, None) if text_refused => None,
         (None, None) => {
             v.push(
                 "receipt.issued_at",
@@ -261,11 +263,13 @@ fn image_hash(v: &mut Violations, value: &str) -> Option<String> {
 }
 
 /// Reads `raw_text` when the receipt comes without lines: its total, issue time and lines. The
-/// text is bounded whether or not it is read.
+/// text is bounded whether or not it is read. Also says whether a text that was to be read was
+/// refused (a violation on `receipt.raw_text`), so that what it should have given is not
+/// reported missing as well.
 fn read_raw_text(
     v: &mut Violations,
     receipt: &proto::Receipt,
-) -> Option<receipt_text::ParsedReceipt> {
+) -> (Option<receipt_text::ParsedReceipt>, bool) {
     let text = &receipt.raw_text;
     if text.len() > receipt_text::MAX_BYTES || text.lines().count() > receipt_text::MAX_LINES {
         v.push(
@@ -276,19 +280,19 @@ fn read_raw_text(
                 receipt_text::MAX_LINES
             ),
         );
-        return None;
+        return (None, receipt.lines.is_empty());
     }
     if text.is_empty() || !receipt.lines.is_empty() {
-        return None;
+        return (None, false);
     }
     match receipt_text::parse(text) {
-        Ok(parsed) => Some(parsed),
+        Ok(parsed) => (Some(parsed), false),
         // The total matters only when the request does not give it: never a guessed total.
         Err(error) if receipt.total.is_empty() => {
             v.push("receipt.raw_text", error.to_string());
-            None
+            (None, true)
         }
-        Err(_) => None,
+        Err(_) => (None, false),
     }
 }
 
@@ -426,7 +430,9 @@ pub fn receipt_record_out(record: ReceiptRecord) -> proto::ReceiptRecord {
                 })
                 .collect(),
             image_sha256: receipt.image_sha256,
-            raw_text: receipt.raw_text,
+            // Left out (engagement.proto, ReceiptRecord.receipt): the OCR text may be 16 KiB
+            // per receipt and what omo read from it is in total, issued_at and lines.
+            raw_text: String::new(),
         }),
         status: status_out(record.status).into(),
         reason: record

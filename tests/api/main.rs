@@ -23,6 +23,7 @@ mod model;
 mod paging;
 mod points;
 mod privacy;
+mod receipts;
 mod replicas;
 mod security;
 mod shutdown;
