@@ -18,7 +18,7 @@ use tonic_types::StatusExt;
 use super::{
     checkout::{self, OrderInput, OrderKind},
     convert::Violations,
-    coupon, engagement, ledger, member, program, store,
+    coupon, engagement, ledger, member, program, receipts, store,
 };
 use crate::proto;
 
@@ -721,5 +721,154 @@ fn create_visit_rule() {
         .prop_map(|(request_id, rule)| proto::CreateVisitRuleRequest { request_id, rule });
     hostile("CreateVisitRule", strategy, |request| {
         accepted(engagement::create_visit_rule_in(request))
+    });
+}
+
+/// An id that is valid far more often than `text()`: a request with many ids then still gets
+/// through to the accepting side now and then.
+fn mostly_valid_id() -> BoxedStrategy<String> {
+    prop_oneof![8 => "[a-z0-9]{1,12}", 1 => text()].boxed()
+}
+
+fn receipt_text() -> BoxedStrategy<String> {
+    prop_oneof![
+        2 => Just(String::new()),
+        3 => (1u32..60_000, 1u32..28, 0u32..24).prop_map(|(total, day, hour)| format!(
+            "渋谷店\n2026年11月{day}日 {hour:02}:05\nコーヒー ¥{total}\n合計 ¥{total}\nお釣り ¥0"
+        )),
+        1 => text(),
+        1 => (199usize..=202).prop_map(|n| "x\n".repeat(n)),
+        1 => (16_380usize..=16_390).prop_map(|n| "合".repeat(n / 3)),
+    ]
+    .boxed()
+}
+
+fn image_hash() -> BoxedStrategy<String> {
+    prop_oneof![
+        4 => "[0-9a-fA-F]{64}",
+        1 => "[0-9a-f]{63,65}",
+        1 => text(),
+    ]
+    .boxed()
+}
+
+prop_compose! {
+    fn receipt()(
+        ids in (mostly_valid_id(), mostly_valid_id(), mostly_valid_id()),
+        issued_at in timestamp(),
+        total in prop_oneof![1 => Just(String::new()), 3 => money_text()],
+        lines in prop_oneof![
+            3 => Just(Vec::new()),
+            3 => prop::collection::vec(line(), 1..4),
+            1 => Just(vec![proto::LineItem::default(); 201]),
+        ],
+        image_sha256 in image_hash(),
+        raw_text in receipt_text(),
+    ) -> proto::Receipt {
+        proto::Receipt {
+            store_id: ids.0,
+            register_id: ids.1,
+            receipt_no: ids.2,
+            issued_at,
+            total,
+            lines,
+            image_sha256,
+            raw_text,
+        }
+    }
+}
+
+#[test]
+fn submit_receipt() {
+    let strategy = (
+        text(),
+        member_ref(),
+        prop::option::weighted(0.95, receipt()),
+    )
+        .prop_map(
+            |(request_id, member, receipt)| proto::SubmitReceiptRequest {
+                request_id,
+                member,
+                receipt,
+            },
+        );
+    hostile("SubmitReceipt", strategy, |request| {
+        accepted(receipts::submit_receipt_in(request))
+    });
+}
+
+#[test]
+fn create_receipt_rule() {
+    let condition =
+        (mostly_valid_id(), text(), 0i32..5).prop_map(|(sku, category, min_quantity)| {
+            proto::ReceiptCondition {
+                sku,
+                category,
+                min_quantity,
+            }
+        });
+    let rates = prop_oneof![3 => Just("0.01".to_string()), 1 => money_text()];
+    let rule = (
+        (
+            mostly_valid_id(),
+            prop::collection::vec(mostly_valid_id(), 0..3),
+            mostly_valid_id(),
+        ),
+        (rates, money_text(), money_text()),
+        prop::collection::vec(condition, 0..3),
+        prop_oneof![3 => 0i32..30, 1 => int32()],
+        (timestamp(), timestamp()),
+    )
+        .prop_map(
+            |((rule_id, store_ids, campaign_id), money, conditions, max_age_days, period)| {
+                proto::ReceiptRule {
+                    rule_id,
+                    store_ids,
+                    earn_rate: money.0,
+                    campaign_id,
+                    min_total: money.1,
+                    conditions,
+                    max_age_days,
+                    review_threshold: money.2,
+                    starts_at: period.0,
+                    ends_at: period.1,
+                }
+            },
+        );
+    let strategy = (text(), prop::option::of(rule))
+        .prop_map(|(request_id, rule)| proto::CreateReceiptRuleRequest { request_id, rule });
+    hostile("CreateReceiptRule", strategy, |request| {
+        accepted(receipts::create_receipt_rule_in(request))
+    });
+}
+
+#[test]
+fn review_receipt() {
+    let strategy = (text(), text(), any::<bool>(), text()).prop_map(
+        |(request_id, receipt_id, approve, note)| proto::ReviewReceiptRequest {
+            request_id,
+            receipt_id,
+            approve,
+            note,
+        },
+    );
+    hostile("ReviewReceipt", strategy, |request| {
+        accepted(receipts::review_receipt_in(request))
+    });
+}
+
+#[test]
+fn list_receipts() {
+    let token = prop_oneof![3 => Just(String::new()), 1 => text()];
+    let strategy = (member_ref(), -1i32..5, 0i32..600, token).prop_map(
+        |(member, status, page_size, page_token)| proto::ListReceiptsRequest {
+            member,
+            status,
+            page_size,
+            page_token,
+        },
+    );
+    hostile("ListReceipts", strategy, |request| {
+        accepted(receipts::list_receipts_in(request))
     });
 }
