@@ -724,3 +724,25 @@ pub async fn member_with_points_as(admin: &Client, card: &str, points: i64) -> S
     }
     member_id
 }
+
+/// Sets the program's hold TTL (the sweeper of `serve` expires holds every second).
+pub async fn set_hold_ttl(admin: &Client, seconds: i32) {
+    let mut program = admin
+        .program()
+        .get_program(proto::GetProgramRequest {})
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program");
+    program.hold_ttl_seconds = seconds;
+    admin
+        .program()
+        .update_program(proto::UpdateProgramRequest {
+            request_id: String::new(),
+            program: Some(program),
+            update_mask: None,
+        })
+        .await
+        .expect("update program");
+}

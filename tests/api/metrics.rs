@@ -18,7 +18,7 @@ use tonic::Code;
 use crate::helpers::{
     Backend, CliKeys, RoleClients, basket, card_ref, cli_key, create_member_as, create_store_as,
     ec_order, fresh_database, identifier, issue_coupon_as, member_ref, omo_cli, record_sale_as,
-    serve, store_sale,
+    serve, set_hold_ttl, store_sale,
 };
 
 mod metrics_count_calls_by_code {
@@ -142,28 +142,6 @@ fn location(request_id: &str, member_id: &str, accuracy_m: f64) -> proto::Report
     }
 }
 
-/// Holds expire one second after Authorize (the sweeper of `serve` runs every second).
-async fn hold_ttl_of_one_second(admin: &Client) {
-    let mut program = admin
-        .program()
-        .get_program(proto::GetProgramRequest {})
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program");
-    program.hold_ttl_seconds = 1;
-    admin
-        .program()
-        .update_program(proto::UpdateProgramRequest {
-            request_id: String::new(),
-            program: Some(program),
-            update_mask: None,
-        })
-        .await
-        .expect("update program");
-}
-
 /// Scrapes until `name` reaches `value` (background work is counted when it happens).
 async fn await_sample(port: u16, name: &str, value: f64) {
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
@@ -213,7 +191,7 @@ async fn metrics_count_calls_by_code(backend: Backend) {
     };
     let member_id = create_member_as(&clients.admin, "4900-0001").await;
     create_campaign(&clients.admin, "metrics-100").await;
-    hold_ttl_of_one_second(&clients.admin).await;
+    set_hold_ttl(&clients.admin, 1).await;
 
     // Act: concurrent sales (the writer batches them), a refused sale, an unauthenticated
     // call, an admin coupon, an accepted and a rejected location report.

@@ -12,7 +12,7 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref,
-    member_with_points_as, omo_cli, serve, store_sale, successes,
+    member_with_points_as, omo_cli, serve, set_hold_ttl, store_sale, successes,
 };
 
 const REPLICAS: usize = 3;
@@ -150,25 +150,7 @@ async fn one_coupon_used_once(replicas: &[RoleClients]) {
 }
 
 async fn hold_ttl_of_one_second(replicas: &[RoleClients]) {
-    let admin = &replicas[0].admin;
-    let mut program = admin
-        .program()
-        .get_program(proto::GetProgramRequest {})
-        .await
-        .expect("program")
-        .into_inner()
-        .program
-        .expect("program");
-    program.hold_ttl_seconds = 1;
-    admin
-        .program()
-        .update_program(proto::UpdateProgramRequest {
-            request_id: String::new(),
-            program: Some(program),
-            update_mask: None,
-        })
-        .await
-        .expect("update program");
+    set_hold_ttl(&replicas[0].admin, 1).await;
     // Other replicas re-read the program within a second.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
 }
