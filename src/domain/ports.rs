@@ -204,6 +204,9 @@ pub struct Loaded {
     pub coupons: Vec<Coupon>,
     /// Receipts of `Keys::receipts` already recorded, with their order.
     pub receipts: Vec<((String, String, String), String)>,
+    /// Receipts of `Keys::receipts` a member's scan claims (see `ReceiptStatus::claims`), with
+    /// the scanned receipt's id.
+    pub receipt_claims: Vec<((String, String, String), String)>,
     /// Ids reserved for the batch ([`Keys::wanted_ids`]), never handed out before.
     pub reserved_ids: HashMap<Sequence, Vec<i64>>,
     /// With `Keys::presence`: the presence rows of `members` (a member without one has none).

@@ -369,6 +369,19 @@ impl Rows {
         for receipt in &keys.receipts {
             rows.receipts.fill(receipt.clone(), None);
         }
+        let number = |(store_id, register_id, receipt_no): Receipt| ReceiptClaim::Number {
+            store_id,
+            register_id,
+            receipt_no,
+        };
+        for (receipt, receipt_id) in loaded.receipt_claims {
+            let claims = &mut rows.engagement.receipt_claims;
+            claims.fill(number(receipt), Some(receipt_id));
+        }
+        for receipt in &keys.receipts {
+            let claims = &mut rows.engagement.receipt_claims;
+            claims.fill(number(receipt.clone()), None);
+        }
         if keys.presence {
             for member_id in &rows.lots_of {
                 rows.engagement.presence.fill(member_id.clone(), None);

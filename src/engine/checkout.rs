@@ -22,6 +22,7 @@ use crate::domain::{
     },
     ports::{NewTransaction, OrderClash, StoreError},
     pricing::{self, Priced},
+    receipt::ReceiptClaim,
 };
 
 /// How far ahead of the server clock a register's `occurred_at` may be (clock skew).
@@ -101,6 +102,12 @@ pub(super) async fn record_sale(
     let mut order = new_order(request, &member, &priced, &applied, occurred_at);
     order.state = OrderState::Captured;
     order.created_at = now;
+    // A member already earned this sale by photographing its receipt (the register was
+    // offline and replays it now, say): the sale is recorded, its points are not earned twice.
+    let scanned = earned_by_scan(uow, request).await?;
+    if scanned.is_some() {
+        order.points_earned = 0;
+    }
     let earned = points::earn(
         uow,
         &program,
@@ -117,6 +124,9 @@ pub(super) async fn record_sale(
     let mut sale = entry("sale", &order, &member_id, now, postings);
     // A register sale replayed after an offline spell happened when the register says.
     sale.occurred_at = occurred_at;
+    if let Some(receipt_id) = scanned {
+        sale.metadata.push(("earned_by_receipt".into(), receipt_id));
+    }
     uow.append_transaction(&sale).await?;
     member.lifetime_earned_points += order.points_earned;
     member.lifetime_redeemed_points += order.points_redeemed;
@@ -562,6 +572,22 @@ async fn price_strict(
         true,
     )?;
     Ok((priced, applied))
+}
+
+/// The scanned receipt that claims a register sale's receipt number, if any.
+async fn earned_by_scan(
+    uow: &mut dyn LedgerRows,
+    request: &OrderRequest,
+) -> Result<Option<String>, StoreError> {
+    if request.receipt_no.is_empty() {
+        return Ok(None);
+    }
+    let claim = ReceiptClaim::Number {
+        store_id: request.store_id.clone(),
+        register_id: request.register_id.clone(),
+        receipt_no: request.receipt_no.clone(),
+    };
+    uow.receipt_claimed_by(&claim).await
 }
 
 async fn ensure_new_order(

@@ -286,6 +286,7 @@ fn sorted(mut loaded: Loaded) -> Loaded {
         .sort_by(|a, b| (&a.order_id, a.lot_id).cmp(&(&b.order_id, b.lot_id)));
     loaded.coupons.sort_by(|a, b| a.code.cmp(&b.code));
     loaded.receipts.sort();
+    loaded.receipt_claims.sort();
     loaded
 }
 
@@ -1444,6 +1445,17 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
     flushed(&store, &changes).await;
 
     let mut uow = store.begin().await.expect("begin");
+    // A batch's load says which register receipts a scan claims (a sale of one earns nothing).
+    let receipt_key = |receipt_no: &str| ("s1".to_string(), "r1".to_string(), receipt_no.into());
+    let keys = Keys {
+        receipts: vec![receipt_key("0001"), receipt_key("0009")],
+        ..Keys::default()
+    };
+    let loaded = uow.load(&keys).await.expect("load");
+    assert_eq!(
+        loaded.receipt_claims,
+        vec![(receipt_key("0001"), "rc_pending".to_string())]
+    );
     assert_eq!(uow.list_receipt_rules().await.expect("rules"), vec![rule]);
     assert_eq!(
         uow.get_receipt("rc_pending", true).await.expect("get"),

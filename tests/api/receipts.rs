@@ -596,6 +596,17 @@ async fn a_sale_recorded_at_the_register_is_already_earned(app: &TestApp) {
     .await;
     assert_accepted(&result, 150);
     assert_eq!(points(app, &friend).await, (150, 0));
+
+    // The other way round: a receipt scanned first (the register was offline), then the
+    // register replays the sale for the member: the sale is recorded and earns nothing again.
+    let result = submitted(app, "ae-4", &buyer, receipt(app, "shibuya", "R-79", "2000")).await;
+    assert_accepted(&result, 100);
+    let replayed = app
+        .record_sale(store_sale("ae-replay", "R-79", card_ref("AE-1"), "2000", 0))
+        .await
+        .expect("replayed sale");
+    assert_eq!(replayed.points_earned, 0, "the scan earned this sale");
+    assert_eq!(points(app, &buyer).await, (130, 0));
     verified(app).await;
 }
 

@@ -59,7 +59,8 @@ fn distinct<T: Ord + Clone>(keys: &[T]) -> Vec<T> {
 // Load.
 
 /// Unlocked keyed lookups, one row per key found (`found` says which kind): the outcomes
-/// already remembered, the members identifiers name, the orders register receipts name, and
+/// already remembered, the members identifiers name, the orders and scanned receipts register
+/// receipts name, and
 /// which named orders exist (only those are then locked: a batch of new sales takes no order
 /// locks and skips that round trip). They are read before any lock; a row another batch adds
 /// after this read makes this batch's own insert of it a unique violation, and the batch runs
@@ -90,6 +91,20 @@ cross join lateral (
         and receipt_no = r.receipt_no
     limit 1
 ) as o
+union all
+select 'receipt_claim' as found,
+    r.store_id, r.register_id, r.receipt_no,
+    c.receipt_id, null, null
+from unnest($3::text[], $4::text[], $5::text[]) as r (store_id, register_id, receipt_no)
+cross join lateral (
+    select receipt_id
+    from receipts
+    where store_id = r.store_id
+        and register_id = r.register_id
+        and receipt_no = r.receipt_no
+        and claims
+    limit 1
+) as c
 union all
 select 'idempotency' as found,
     d.key_id, d.request_id, null,
@@ -206,6 +221,12 @@ fn file_lookup(row: &PgRow, loaded: &mut Loaded, existing: &mut Vec<String>) -> 
         "receipt" => {
             let receipt_no: String = c.get("key_3")?;
             loaded.receipts.push(((key_1, key_2, receipt_no), value));
+        }
+        "receipt_claim" => {
+            let receipt_no: String = c.get("key_3")?;
+            loaded
+                .receipt_claims
+                .push(((key_1, key_2, receipt_no), value));
         }
         "idempotency" => loaded.idempotency.push(IdempotencyRecord {
             key_id: key_1,

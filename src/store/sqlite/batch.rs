@@ -12,6 +12,7 @@ use crate::domain::{
     ports::{
         AccountTotal, ChangeSet, Keys, LedgerReads, Loaded, Sequence, StoreError, StoreResult,
     },
+    receipt::ReceiptClaim,
 };
 use crate::metrics::FlushLap;
 
@@ -109,6 +110,14 @@ pub(super) async fn load_row_by_row<U: LedgerReads + ?Sized>(
             .await?
         {
             loaded.receipts.push((receipt.clone(), order_id));
+        }
+        let claim = ReceiptClaim::Number {
+            store_id: store_id.clone(),
+            register_id: register_id.clone(),
+            receipt_no: receipt_no.clone(),
+        };
+        if let Some(receipt_id) = uow.receipt_claimed_by(&claim).await? {
+            loaded.receipt_claims.push((receipt.clone(), receipt_id));
         }
     }
     Ok(loaded)
