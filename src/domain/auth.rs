@@ -57,6 +57,11 @@ pub enum Operation {
     ManageRules,
     ReportLocation,
     ListNearbyOffers,
+    SubmitReceipt,
+    /// ListReceipts of one member (the app shows a member's history).
+    ListMemberReceipts,
+    /// ReviewReceipt, and ListReceipts by status (the review queue).
+    ReviewReceipts,
 }
 
 impl Caller {
@@ -84,6 +89,8 @@ impl Caller {
                     | ReadCoupons
                     | ReportLocation
                     | ListNearbyOffers
+                    | SubmitReceipt
+                    | ListMemberReceipts
             ),
             Role::Register => matches!(operation, GetMember | GetBalance),
         };

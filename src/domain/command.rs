@@ -15,6 +15,7 @@ use super::{
         RefundResult, Store, Transaction,
     },
     money::Money,
+    receipt::{ReceiptReason, ReceiptRule, ReceiptStatus, ReceiptSubmission},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -62,6 +63,13 @@ pub enum Command {
     CreateGeoRule(GeoRule),
     CreateVisitRule(VisitRule),
     ReportLocation(LocationReport),
+    CreateReceiptRule(ReceiptRule),
+    SubmitReceipt(ReceiptSubmission),
+    ReviewReceipt {
+        receipt_id: String,
+        approve: bool,
+        note: String,
+    },
 }
 
 impl Command {
@@ -84,6 +92,9 @@ impl Command {
             Command::CreateGeoRule(_) => "create_geo_rule",
             Command::CreateVisitRule(_) => "create_visit_rule",
             Command::ReportLocation(_) => "report_location",
+            Command::CreateReceiptRule(_) => "create_receipt_rule",
+            Command::SubmitReceipt(_) => "submit_receipt",
+            Command::ReviewReceipt { .. } => "review_receipt",
         }
     }
 }
@@ -131,6 +142,19 @@ pub enum Reply {
     GeoRule(GeoRule),
     VisitRule(VisitRule),
     Location(LocationResult),
+    ReceiptRule(ReceiptRule),
+    Receipt(ReceiptResult),
+}
+
+/// What a receipt submission or review did (API `ReceiptResult`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptResult {
+    pub receipt_id: String,
+    pub status: ReceiptStatus,
+    pub reason: Option<ReceiptReason>,
+    /// Available when accepted, pending in review, 0 when rejected.
+    pub points_awarded: i64,
+    pub coupons_issued: Vec<Coupon>,
 }
 
 /// What a location report did (API `LocationResult`).

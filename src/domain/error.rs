@@ -102,6 +102,10 @@ pub enum DomainError {
     TooOld { max_days: i64 },
     #[error("coupon {code}: {reason}")]
     Coupon { code: String, reason: CouponReason },
+    #[error("receipt not found")]
+    ReceiptNotFound,
+    #[error("receipt is {status}, not waiting for review")]
+    ReceiptNotPending { status: String },
 }
 
 /// Why a coupon cannot be used; the names are the binding `ErrorInfo` reasons of API.md.
@@ -173,6 +177,8 @@ impl DomainError {
             Self::EarnCapExceeded { .. } => "EARN_CAP_EXCEEDED",
             Self::TooOld { .. } => "TOO_OLD",
             Self::Coupon { reason, .. } => reason.as_str(),
+            Self::ReceiptNotFound => "RECEIPT_NOT_FOUND",
+            Self::ReceiptNotPending { .. } => "RECEIPT_NOT_PENDING",
         }
     }
 
@@ -185,6 +191,7 @@ impl DomainError {
             | Self::OrderNotFound
             | Self::StoreNotFound
             | Self::CampaignNotFound
+            | Self::ReceiptNotFound
             | Self::Coupon {
                 reason: CouponReason::NotFound,
                 ..
@@ -208,6 +215,7 @@ impl DomainError {
             | Self::CampaignClosed
             | Self::EarnCapExceeded { .. }
             | Self::TooOld { .. }
+            | Self::ReceiptNotPending { .. }
             | Self::Coupon { .. } => FailedPrecondition,
         }
     }

@@ -31,6 +31,15 @@ pub fn new_rule_id(prefix: &str) -> String {
     )
 }
 
+/// `rc_` followed by 16 symbols (≈ 79 random bits): a receipt's id, unguessable, so that one
+/// member cannot page through another's receipts.
+pub fn new_receipt_id() -> String {
+    format!(
+        "rc_{}",
+        random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 16)
+    )
+}
+
 pub fn new_coupon_code() -> String {
     random_string(CODE_ALPHABET, COUPON_CODE_LEN)
 }

@@ -19,6 +19,7 @@ pub mod money;
 pub mod page;
 pub mod ports;
 pub mod pricing;
+pub mod receipt;
 pub mod receipt_text;
 pub mod report;
 pub mod schedule;

@@ -22,6 +22,7 @@ use super::{
         Channel, Identifier, LatLng, Lot, MemberRow, Order, OrderLot, Posting, Program,
         Store as RetailStore, Transaction,
     },
+    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
     seal::Seal,
 };
 
@@ -142,8 +143,16 @@ pub struct LedgerSnapshot {
     /// Coupon rows counted the way the ledger should show them: an active coupon is one unit of
     /// `CPN:<campaign>` on `member:<id>`, a reserved one on `hold:<order_id>`.
     pub coupon_positions: Vec<AccountTotal>,
-    /// Coupons issued by a rule (source `geo:<rule>` or `visit:<rule>`) that does not exist.
+    /// Coupons issued by a rule (source `geo:<rule>`, `visit:<rule>` or `receipt:<rule>`)
+    /// that does not exist.
     pub coupons_without_rule: Vec<String>,
+    /// Receipts whose points are not where their status puts them: one waiting for review
+    /// whose lot is not a pending lot of exactly its points, an accepted one whose lot did not
+    /// earn its points; and review lots (pending, with no maturity) no waiting receipt owns.
+    pub receipts_off_their_lot: Vec<String>,
+    /// Points of the receipts waiting for review, and the points their lots hold pending.
+    pub receipt_points_in_review: i64,
+    pub review_lot_points: i64,
 }
 
 /// What a batch of commands will touch, gathered from the commands before any is decided, so
@@ -156,7 +165,8 @@ pub struct Keys {
     pub identifiers: Vec<Identifier>,
     /// Orders named by the commands: new ones (expected absent) and existing ones.
     pub order_ids: Vec<String>,
-    /// Register receipts of new sales: (store_id, register_id, receipt_no).
+    /// Register receipts (store_id, register_id, receipt_no) of new sales, and of scanned
+    /// receipts (which must not earn again what a register sale earned).
     pub receipts: Vec<(String, String, String)>,
     pub coupon_codes: Vec<String>,
     /// About how many new ids of each sequence the commands will need: a backend may reserve
@@ -258,6 +268,23 @@ pub struct EngagementChanges {
     /// to read may exist.
     pub visits: Vec<Visit>,
     pub visit_issues: Vec<VisitIssue>,
+    pub new_receipt_rules: Vec<(ReceiptRule, DateTime<Utc>)>,
+    pub new_receipts: Vec<ReceiptRecord>,
+    /// Receipts reviewed.
+    pub changed_receipts: Vec<ReceiptRecord>,
+}
+
+/// A page of ListReceipts as a store reads it (see [`ReceiptQuery`]): a member's receipts
+/// newest first, or one status's receipts oldest first, after the cursor's (submitted_at,
+/// receipt_id).
+///
+/// [`ReceiptQuery`]: super::receipt::ReceiptQuery
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReceiptPageQuery {
+    pub member_id: Option<String>,
+    pub status: Option<ReceiptStatus>,
+    pub after: Option<(DateTime<Utc>, String)>,
+    pub limit: i64,
 }
 
 /// One location report as stored: `rejected` is the verdict's reason, None when accepted.
@@ -306,6 +333,7 @@ pub struct GeoIssue {
 pub enum VisitSource {
     Sale,
     Geo,
+    Receipt,
 }
 
 impl VisitSource {
@@ -313,11 +341,12 @@ impl VisitSource {
         match self {
             VisitSource::Sale => "sale",
             VisitSource::Geo => "geo",
+            VisitSource::Receipt => "receipt",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        [VisitSource::Sale, VisitSource::Geo]
+        [VisitSource::Sale, VisitSource::Geo, VisitSource::Receipt]
             .into_iter()
             .find(|source| source.as_str() == text)
     }
@@ -478,6 +507,24 @@ pub trait LedgerReads: Send {
         rule_id: &str,
         member_id: &str,
     ) -> StoreResult<Option<NaiveDate>>;
+
+    // Receipts.
+    /// Every receipt rule, by rule id.
+    async fn list_receipt_rules(&mut self) -> StoreResult<Vec<ReceiptRule>>;
+    /// `lock` takes a row lock held to the end of the work (a review).
+    async fn get_receipt(
+        &mut self,
+        receipt_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<ReceiptRecord>>;
+    /// The receipt that holds `claim`, if any (see [`ReceiptStatus::claims`]).
+    async fn receipt_claimed_by(&mut self, claim: &ReceiptClaim) -> StoreResult<Option<String>>;
+    /// How many receipts submitted by the member at or after `since` hold their claim.
+    async fn count_member_receipts(
+        &mut self,
+        member_id: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64>;
 }
 
 /// One database transaction, as a backend offers it: coarse. A write batch loads what it
@@ -520,6 +567,9 @@ pub trait UnitOfWork: LedgerReads {
         let lots = self.member_lots(member_id).await?;
         Ok(Some((member, lots)))
     }
+
+    /// One page of receipts (see [`ReceiptPageQuery`]).
+    async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>>;
 
     // API keys, written outside batches.
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;

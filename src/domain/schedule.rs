@@ -42,6 +42,26 @@ pub fn local_date_time(at: DateTime<Utc>, tz: Tz) -> NaiveDateTime {
     at.with_timezone(&tz).naive_local()
 }
 
+/// The instant a wall-clock reading in a zone names (a time printed on a receipt). A reading
+/// the clocks passed twice (autumn) is the first of the two; one they skipped (spring) is read
+/// as standard time, i.e. the instant an hour later on the new clock.
+pub fn instant_of_local(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
+    use chrono::{LocalResult, TimeZone};
+    match tz.from_local_datetime(&local) {
+        LocalResult::Single(at) | LocalResult::Ambiguous(at, _) => at.with_timezone(&Utc),
+        LocalResult::None => {
+            use chrono::Offset;
+            let offset = tz.offset_from_utc_datetime(&local).fix().local_minus_utc();
+            (local - chrono::Duration::seconds(offset.into())).and_utc()
+        }
+    }
+}
+
+/// The first instant of the local date of `at` in a zone.
+pub fn start_of_local_day(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    instant_of_local(local_date(at, tz).and_time(NaiveTime::MIN), tz)
+}
+
 /// A time of day written "HH:MM" (two digits each, 00:00 to 23:59). "24:00" is not accepted: a
 /// window that ends at midnight ends at "00:00".
 pub fn parse_time_of_day(text: &str) -> Result<NaiveTime, ScheduleError> {
@@ -155,6 +175,43 @@ mod tests {
 
     fn tokyo() -> Tz {
         parse_time_zone("Asia/Tokyo").expect("known zone")
+    }
+
+    #[test]
+    fn a_printed_local_time_is_an_instant_in_the_store_zone() {
+        let printed = NaiveDate::from_ymd_opt(2026, 11, 22)
+            .unwrap()
+            .and_hms_opt(14, 5, 0)
+            .unwrap();
+        assert_eq!(
+            instant_of_local(printed, tokyo()),
+            Utc.with_ymd_and_hms(2026, 11, 22, 5, 5, 0).unwrap()
+        );
+        let new_york = parse_time_zone("America/New_York").unwrap();
+        let skipped = NaiveDate::from_ymd_opt(2026, 3, 8)
+            .unwrap()
+            .and_hms_opt(2, 30, 0)
+            .unwrap();
+        assert_eq!(
+            instant_of_local(skipped, new_york),
+            Utc.with_ymd_and_hms(2026, 3, 8, 7, 30, 0).unwrap(),
+            "02:30 EST, which the clocks call 03:30 EDT"
+        );
+        let twice = NaiveDate::from_ymd_opt(2026, 11, 1)
+            .unwrap()
+            .and_hms_opt(1, 30, 0)
+            .unwrap();
+        assert_eq!(
+            instant_of_local(twice, new_york),
+            Utc.with_ymd_and_hms(2026, 11, 1, 5, 30, 0).unwrap(),
+            "the first 01:30 (EDT)"
+        );
+        let at = Utc.with_ymd_and_hms(2026, 11, 30, 16, 0, 0).unwrap();
+        assert_eq!(
+            start_of_local_day(at, tokyo()),
+            Utc.with_ymd_and_hms(2026, 11, 30, 15, 0, 0).unwrap(),
+            "01:00 on Dec 1 in Tokyo: the day began at 15:00 UTC"
+        );
     }
 
     /// A UTC instant from a local wall-clock time in `tz`.

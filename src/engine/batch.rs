@@ -28,6 +28,7 @@ use crate::domain::{
         Loaded, LocationRecord, NewTransaction, Presence, Sequence, StoreError, StoreResult,
         UnitOfWork, Visit, VisitIssue,
     },
+    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
 };
 
 /// Ids reserved at a time when the ones reserved with the load run out (a command needed more
@@ -50,9 +51,11 @@ fn ids_wanted(command: &Command) -> (usize, usize) {
         | Command::UpdateProgram { .. }
         | Command::CreateCampaign(_)
         | Command::CreateGeoRule(_)
-        | Command::CreateVisitRule(_) => (0, 0),
+        | Command::CreateVisitRule(_)
+        | Command::CreateReceiptRule(_) => (0, 0),
         // Most location reports issue nothing; one that issues reserves on demand.
         Command::ReportLocation(_) => (0, 0),
+        Command::SubmitReceipt(_) | Command::ReviewReceipt { .. } => (1, 1),
     }
 }
 
@@ -97,6 +100,15 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
                 member(&mut keys, &report.member);
                 keys.presence = true;
             }
+            Command::SubmitReceipt(submission) => {
+                member(&mut keys, &submission.member);
+                let receipt = &submission.receipt;
+                keys.receipts.push((
+                    receipt.store_id.clone(),
+                    receipt.register_id.clone(),
+                    receipt.receipt_no.clone(),
+                ));
+            }
             Command::Authorize(request) | Command::RecordSale(request) => {
                 member(&mut keys, &request.member);
                 keys.order_ids.push(request.order_id.clone());
@@ -124,7 +136,10 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             | Command::UpdateProgram { .. }
             | Command::CreateCampaign(_)
             | Command::CreateGeoRule(_)
-            | Command::CreateVisitRule(_) => {}
+            | Command::CreateVisitRule(_)
+            | Command::CreateReceiptRule(_)
+            // The receipt names its member: read (and locked) when the review reads it.
+            | Command::ReviewReceipt { .. } => {}
         }
     }
     keys.wanted_ids = HashMap::from([
@@ -482,6 +497,10 @@ struct EngagementRows {
     geo_issues: Vec<GeoIssue>,
     visits: Table<(String, String, NaiveDate), Visit>,
     visit_issues: Vec<VisitIssue>,
+    receipt_rules: Vec<(ReceiptRule, DateTime<Utc>)>,
+    receipts: Table<String, ReceiptRecord>,
+    /// Which receipt holds each claim (None: known unclaimed).
+    receipt_claims: Table<ReceiptClaim, String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -493,6 +512,9 @@ struct EngagementMarks {
     geo_issues: usize,
     visits: usize,
     visit_issues: usize,
+    receipt_rules: usize,
+    receipts: usize,
+    receipt_claims: usize,
 }
 
 impl EngagementRows {
@@ -505,6 +527,9 @@ impl EngagementRows {
             geo_issues: self.geo_issues.len(),
             visits: self.visits.mark(),
             visit_issues: self.visit_issues.len(),
+            receipt_rules: self.receipt_rules.len(),
+            receipts: self.receipts.mark(),
+            receipt_claims: self.receipt_claims.mark(),
         }
     }
 
@@ -516,11 +541,15 @@ impl EngagementRows {
         self.geo_issues.truncate(marks.geo_issues);
         self.visits.rollback(marks.visits);
         self.visit_issues.truncate(marks.visit_issues);
+        self.receipt_rules.truncate(marks.receipt_rules);
+        self.receipts.rollback(marks.receipts);
+        self.receipt_claims.rollback(marks.receipt_claims);
     }
 
     fn changes(&self) -> EngagementChanges {
         let presence = self.presence.changes();
         let visits = self.visits.changes();
+        let (new_receipts, changed_receipts) = self.receipts.split_changes();
         EngagementChanges {
             new_geo_rules: self.geo_rules.clone(),
             new_visit_rules: self.visit_rules.clone(),
@@ -537,7 +566,25 @@ impl EngagementRows {
                 .map(|(_, _, row)| row.clone())
                 .collect(),
             visit_issues: self.visit_issues.clone(),
+            new_receipt_rules: self.receipt_rules.clone(),
+            new_receipts,
+            changed_receipts,
         }
+    }
+
+    /// Receipts this batch added for `member_id` since `since` that hold their claim.
+    fn new_claiming_receipts(&self, member_id: &str, since: DateTime<Utc>) -> i64 {
+        let added = self
+            .receipts
+            .changes()
+            .into_iter()
+            .filter(|(_, before, receipt)| {
+                before.is_none()
+                    && receipt.member_id == member_id
+                    && receipt.submitted_at >= since
+                    && receipt.claims()
+            });
+        i64::try_from(added.count()).unwrap_or(i64::MAX)
     }
 
     /// Facts of the database completed with the batch's own issues.
@@ -1034,6 +1081,44 @@ impl LedgerReads for InMemory<'_> {
         Ok(found)
     }
 
+    async fn list_receipt_rules(&mut self) -> StoreResult<Vec<ReceiptRule>> {
+        self.db.list_receipt_rules().await
+    }
+
+    async fn get_receipt(
+        &mut self,
+        receipt_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<ReceiptRecord>> {
+        let key = receipt_id.to_string();
+        if let Some(receipt) = self.rows.engagement.receipts.cached(&key) {
+            return Ok(receipt.cloned());
+        }
+        let receipt = self.db.get_receipt(receipt_id, lock).await?;
+        self.rows.engagement.receipts.fill(key, receipt.clone());
+        Ok(receipt)
+    }
+
+    async fn receipt_claimed_by(&mut self, claim: &ReceiptClaim) -> StoreResult<Option<String>> {
+        if let Some(receipt_id) = self.rows.engagement.receipt_claims.cached(claim) {
+            return Ok(receipt_id.cloned());
+        }
+        let receipt_id = self.db.receipt_claimed_by(claim).await?;
+        let claims = &mut self.rows.engagement.receipt_claims;
+        claims.fill(claim.clone(), receipt_id.clone());
+        Ok(receipt_id)
+    }
+
+    async fn count_member_receipts(
+        &mut self,
+        member_id: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        let stored = self.db.count_member_receipts(member_id, since).await?;
+        let here = self.rows.engagement.new_claiming_receipts(member_id, since);
+        Ok(stored + here)
+    }
+
     async fn last_visit_issue(
         &mut self,
         rule_id: &str,
@@ -1354,6 +1439,32 @@ impl LedgerRows for InMemory<'_> {
         if self.rows.engagement.visits.cached(&key).flatten().is_none() {
             self.rows.engagement.visits.put(key, visit.clone());
         }
+        Ok(())
+    }
+
+    async fn insert_receipt_rule(
+        &mut self,
+        rule: &ReceiptRule,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        self.rows.engagement.receipt_rules.push((rule.clone(), at));
+        Ok(())
+    }
+
+    async fn insert_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()> {
+        self.update_receipt(receipt).await
+    }
+
+    async fn update_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()> {
+        let engagement = &mut self.rows.engagement;
+        if receipt.claims() {
+            for claim in ReceiptClaim::of(&receipt.receipt) {
+                let receipt_id = receipt.receipt_id.clone();
+                engagement.receipt_claims.put(claim, receipt_id);
+            }
+        }
+        let key = receipt.receipt_id.clone();
+        engagement.receipts.put(key, receipt.clone());
         Ok(())
     }
 

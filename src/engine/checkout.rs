@@ -123,16 +123,10 @@ pub(super) async fn record_sale(
     uow.update_member(&member).await?;
     // A register sale is a visit of its store (API.md: whatever the signal).
     if order.channel == crate::domain::model::Channel::Store {
-        let store_id = &order.store_id;
-        super::engagement::record_sale_visit(
-            uow,
-            reference,
-            &member_id,
-            store_id,
-            occurred_at,
-            now,
-        )
-        .await?;
+        let at_store = (order.store_id.as_str(), occurred_at);
+        let source = crate::domain::ports::VisitSource::Sale;
+        super::engagement::record_store_visit(uow, reference, &member_id, at_store, source, now)
+            .await?;
     }
     Ok(order)
 }

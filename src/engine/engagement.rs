@@ -294,21 +294,21 @@ fn new_visit(member_id: &str, site: &Site, at: DateTime<Utc>, source: VisitSourc
     }
 }
 
-/// A register sale at a store is a visit: recorded in the sale's batch, with the coupons of
-/// the NTH_VISIT rules it completes. An unknown store records nothing.
-pub(super) async fn record_sale_visit(
+/// A register sale or an accepted receipt at a store is a visit: recorded in its batch, with
+/// the coupons of the NTH_VISIT rules it completes. An unknown store records nothing.
+pub(super) async fn record_store_visit(
     uow: &mut dyn LedgerRows,
     reference: &Reference,
     member_id: &str,
-    store_id: &str,
-    occurred_at: DateTime<Utc>,
+    (store_id, at): (&str, DateTime<Utc>),
+    source: VisitSource,
     now: DateTime<Utc>,
 ) -> Result<Vec<Coupon>, StoreError> {
     let sites = reference.sites(uow).await?;
     let Some(site) = sites.get(store_id) else {
         return Ok(Vec::new());
     };
-    let visit = new_visit(member_id, site, occurred_at, VisitSource::Sale);
+    let visit = new_visit(member_id, site, at, source);
     record_visit(uow, reference, visit, now).await
 }
 

@@ -24,6 +24,7 @@ mod keys;
 mod members;
 mod points;
 mod queries;
+mod receipts;
 mod reference;
 mod rows;
 mod sealer;
@@ -355,6 +356,29 @@ async fn run(
             engagement::report_location(uow, reference, now, report)
                 .await
                 .map(Reply::Location)
+        }
+        Command::CreateReceiptRule(rule) => {
+            caller.require(Operation::ManageRules)?;
+            receipts::create_receipt_rule(uow, reference, now, rule)
+                .await
+                .map(Reply::ReceiptRule)
+        }
+        Command::SubmitReceipt(submission) => {
+            caller.require(Operation::SubmitReceipt)?;
+            receipts::submit_receipt(uow, reference, now, submission)
+                .await
+                .map(Reply::Receipt)
+        }
+        Command::ReviewReceipt {
+            receipt_id,
+            approve,
+            note,
+        } => {
+            caller.require(Operation::ReviewReceipts)?;
+            let review = (receipt_id.as_str(), *approve, note.as_str());
+            receipts::review_receipt(uow, reference, now, review)
+                .await
+                .map(Reply::Receipt)
         }
     }
 }

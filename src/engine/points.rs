@@ -219,6 +219,51 @@ pub(super) async fn resolve_hold(
     Ok((returned, expired))
 }
 
+/// A lot about to be written: points just earned, whole.
+pub(super) struct NewLot {
+    pub member_id: String,
+    /// The order that earned it; empty for points from elsewhere (an admin, a receipt).
+    pub order_id: String,
+    pub state: LotState,
+    pub earned_at: DateTime<Utc>,
+    pub matures_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub points: i64,
+}
+
+impl NewLot {
+    /// Available at once and never expiring, not from an order: the fields a caller changes
+    /// come after `..`.
+    pub fn earned(member_id: &str, points: i64, earned_at: DateTime<Utc>) -> Self {
+        Self {
+            member_id: member_id.to_string(),
+            order_id: String::new(),
+            state: LotState::Available,
+            earned_at,
+            matures_at: None,
+            expires_at: None,
+            points,
+        }
+    }
+
+    /// Inserts the lot; its id.
+    pub async fn insert(self, uow: &mut dyn LedgerRows) -> Result<i64, StoreError> {
+        let lot = Lot {
+            lot_id: 0,
+            member_id: self.member_id,
+            order_id: self.order_id,
+            state: self.state,
+            earned_at: self.earned_at,
+            matures_at: self.matures_at,
+            expires_at: self.expires_at,
+            original_points: self.points,
+            remaining_points: self.points,
+            held_points: 0,
+        };
+        uow.insert_lot(&lot).await
+    }
+}
+
 /// Books earned points as a new lot: pending through the EC return window, or available.
 /// Returns the posting and whether the points are pending.
 pub(super) async fn earn(
@@ -234,24 +279,20 @@ pub(super) async fn earn(
         return Ok(None);
     }
     let matures_at = program.pending_until(channel, earned_at);
-    let lot = Lot {
-        lot_id: 0,
-        member_id: member_id.to_string(),
+    NewLot {
         order_id: order_id.to_string(),
         state: if matures_at.is_some() {
             LotState::Pending
         } else {
             LotState::Available
         },
-        earned_at,
         matures_at,
         // Points expire a fixed time after they become spendable.
         expires_at: program.lot_expiry(matures_at.unwrap_or(earned_at)),
-        original_points: points,
-        remaining_points: points,
-        held_points: 0,
-    };
-    uow.insert_lot(&lot).await?;
+        ..NewLot::earned(member_id, points, earned_at)
+    }
+    .insert(uow)
+    .await?;
     let to = if matures_at.is_some() {
         Account::MemberPending(member_id.to_string())
     } else {
@@ -276,19 +317,12 @@ pub(super) async fn adjust(
     let posting = if points > 0 {
         let program = reference.program(uow).await?;
         settle_member(uow, &member_id, now).await?;
-        let lot = Lot {
-            lot_id: 0,
-            member_id: member_id.clone(),
-            order_id: String::new(),
-            state: LotState::Available,
-            earned_at: now,
-            matures_at: None,
+        NewLot {
             expires_at: program.lot_expiry(now),
-            original_points: points,
-            remaining_points: points,
-            held_points: 0,
-        };
-        uow.insert_lot(&lot).await?;
+            ..NewLot::earned(&member_id, points, now)
+        }
+        .insert(uow)
+        .await?;
         Posting::new(
             &Account::ProgramAdjustments,
             &account,

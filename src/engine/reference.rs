@@ -28,6 +28,7 @@ use crate::domain::{
     location::{GeoRule, VisitRule},
     model::{LatLng, Program, Store},
     ports::StoreError,
+    receipt::ReceiptRule,
     schedule::parse_time_zone,
 };
 
@@ -45,6 +46,7 @@ pub(super) struct Reference {
     sites_refresh: tokio::sync::Mutex<()>,
     geo_rules: Mutex<Option<(Arc<Vec<GeoRule>>, Instant)>>,
     visit_rules: Mutex<Option<(Arc<Vec<VisitRule>>, Instant)>>,
+    receipt_rules: Mutex<Option<(Arc<Vec<ReceiptRule>>, Instant)>>,
     campaigns: Mutex<Option<(Arc<Vec<Campaign>>, Instant)>>,
 }
 
@@ -233,6 +235,19 @@ impl Reference {
         Ok(rules)
     }
 
+    /// Every receipt rule (committed), re-read after `TTL`.
+    pub async fn receipt_rules(
+        &self,
+        uow: &mut dyn LedgerReads,
+    ) -> Result<Arc<Vec<ReceiptRule>>, StoreError> {
+        if let Some(rules) = fresh(&self.receipt_rules) {
+            return Ok(rules);
+        }
+        let rules = Arc::new(uow.list_receipt_rules().await?);
+        keep(&self.receipt_rules, rules.clone());
+        Ok(rules)
+    }
+
     /// Every campaign (committed), re-read after `TTL`: nearby offers list those of a store.
     pub async fn campaigns(
         &self,
@@ -253,6 +268,7 @@ impl Reference {
     pub fn rules_changed(&self) {
         *self.geo_rules.lock().expect("reference cache poisoned") = None;
         *self.visit_rules.lock().expect("reference cache poisoned") = None;
+        *self.receipt_rules.lock().expect("reference cache poisoned") = None;
     }
 
     pub fn program_changed(&self) {

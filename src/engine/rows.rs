@@ -20,6 +20,7 @@ use crate::domain::{
         GeoIssue, IdempotencyRecord, LedgerReads, LocationRecord, NewTransaction, OrderClash,
         Presence, StoreResult, Visit, VisitIssue,
     },
+    receipt::{ReceiptRecord, ReceiptRule},
 };
 
 #[async_trait]
@@ -121,4 +122,14 @@ pub(crate) trait LedgerRows: LedgerReads {
     /// Records a visit unless the member's visit of that store and date is recorded already.
     async fn insert_visit(&mut self, visit: &Visit) -> StoreResult<()>;
     async fn insert_visit_issue(&mut self, issue: &VisitIssue) -> StoreResult<()>;
+
+    // Receipts.
+    async fn insert_receipt_rule(
+        &mut self,
+        rule: &ReceiptRule,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    async fn insert_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()>;
+    /// A review's outcome (status, reason, points, coupons, review fields).
+    async fn update_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()>;
 }

@@ -136,10 +136,34 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
             violations: snapshot
                 .coupons_without_rule
                 .iter()
-                .map(|code| format!("coupon {code}'s source names no geo or visit rule"))
+                .map(|code| format!("coupon {code}'s source names no rule"))
                 .collect(),
         },
+        Check {
+            name: "points of receipts in review equal their pending lots",
+            violations: receipts(snapshot),
+        },
     ]
+}
+
+/// Every receipt waiting for review holds exactly its points in a pending lot of its own (so the
+/// pending accounts hold them, check 5), and every accepted receipt's lot earned its points.
+fn receipts(snapshot: &LedgerSnapshot) -> Vec<String> {
+    let mut violations: Vec<String> = snapshot
+        .receipts_off_their_lot
+        .iter()
+        .map(|what| format!("{what}: its points are not where its review status puts them"))
+        .collect();
+    let (in_review, in_lots) = (
+        snapshot.receipt_points_in_review,
+        snapshot.review_lot_points,
+    );
+    if in_review != in_lots {
+        violations.push(format!(
+            "receipts in review hold {in_review} points, their pending lots {in_lots}"
+        ));
+    }
+    violations
 }
 
 fn zero_sum(sums: &BTreeMap<Position, i64>) -> Vec<String> {

@@ -1,5 +1,6 @@
-//! `omo.v1.EngagementService`: geo and visit rules (admin), location reports and nearby offers
-//! (the app backend, for any member). Requests become domain values (every bad field a
+//! `omo.v1.EngagementService`: geo, visit and receipt rules (admin), location reports, nearby
+//! offers and receipts (the app backend, for any member; the review queue is the admin's).
+//! The receipt calls' conversions are in `receipts.rs`. Requests become domain values (every bad field a
 //! `FieldViolation` with its path); domain values become messages.
 
 use std::sync::Arc;
@@ -14,6 +15,11 @@ use super::{
         optional_instant, optional_request_id, optional_timestamp, path,
     },
     coupon::{coupon_out, discount_oneof},
+    paging::next_page_token,
+    receipts::{
+        create_receipt_rule_in, list_receipts_in, lists_member_receipts, receipt_record_out,
+        receipt_result_out, receipt_rule_out, review_receipt_in, submit_receipt_in,
+    },
     reply::execute,
     store::lat_lng,
 };
@@ -119,6 +125,68 @@ impl EngagementService for EngagementApi {
             rule: Some(visit_rule_out(rule)),
         }))
     }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/CreateReceiptRule", caller = tracing::field::Empty))]
+    async fn create_receipt_rule(
+        &self,
+        request: Request<proto::CreateReceiptRuleRequest>,
+    ) -> Result<Response<proto::CreateReceiptRuleResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
+        let (request_id, rule) = create_receipt_rule_in(request.into_inner())?;
+        let command = Command::CreateReceiptRule(rule);
+        let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
+        Ok(Response::new(proto::CreateReceiptRuleResponse {
+            rule: Some(receipt_rule_out(rule)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/SubmitReceipt", caller = tracing::field::Empty))]
+    async fn submit_receipt(
+        &self,
+        request: Request<proto::SubmitReceiptRequest>,
+    ) -> Result<Response<proto::SubmitReceiptResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::SubmitReceipt).await?;
+        let (request_id, command) = submit_receipt_in(request.into_inner())?;
+        let result = execute(&self.engine, &caller, Some(&request_id), command).await?;
+        Ok(Response::new(proto::SubmitReceiptResponse {
+            result: Some(receipt_result_out(result)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ReviewReceipt", caller = tracing::field::Empty))]
+    async fn review_receipt(
+        &self,
+        request: Request<proto::ReviewReceiptRequest>,
+    ) -> Result<Response<proto::ReviewReceiptResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ReviewReceipts).await?;
+        let (request_id, command) = review_receipt_in(request.into_inner())?;
+        let result = execute(&self.engine, &caller, Some(&request_id), command).await?;
+        Ok(Response::new(proto::ReviewReceiptResponse {
+            result: Some(receipt_result_out(result)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ListReceipts", caller = tracing::field::Empty))]
+    async fn list_receipts(
+        &self,
+        request: Request<proto::ListReceiptsRequest>,
+    ) -> Result<Response<proto::ListReceiptsResponse>, Status> {
+        let operation = if lists_member_receipts(request.get_ref()) {
+            Operation::ListMemberReceipts
+        } else {
+            Operation::ReviewReceipts
+        };
+        let caller = caller_for(&self.engine, &request, operation).await?;
+        let (query, after, size) = list_receipts_in(request.into_inner())?;
+        let page = self
+            .engine
+            .list_receipts(&caller, &query, after.as_ref(), size)
+            .await?;
+        Ok(Response::new(proto::ListReceiptsResponse {
+            receipts: page.items.into_iter().map(receipt_record_out).collect(),
+            next_page_token: next_page_token(page.next),
+        }))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -175,7 +243,7 @@ fn geo_rule_in(mut v: Violations, rule: Option<proto::GeoRule>) -> Result<GeoRul
 }
 
 /// A rule's stores: at most 1,000 ids; empty = every store.
-fn rule_store_ids(v: &mut Violations, store_ids: &[String]) {
+pub(super) fn rule_store_ids(v: &mut Violations, store_ids: &[String]) {
     if store_ids.len() > MAX_RULE_STORE_IDS {
         v.push(
             "rule.store_ids",
@@ -257,7 +325,7 @@ fn days_of_week(v: &mut Violations, days: &[i32]) -> Option<DaysOfWeek> {
 type Period = (Option<Option<DateTime<Utc>>>, Option<Option<DateTime<Utc>>>);
 
 /// A rule's optional start and end; the end must come after the start.
-fn period(
+pub(super) fn period(
     v: &mut Violations,
     starts_at: Option<&prost_types::Timestamp>,
     ends_at: Option<&prost_types::Timestamp>,

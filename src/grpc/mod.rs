@@ -32,6 +32,7 @@ pub mod ledger;
 pub mod member;
 pub mod paging;
 pub mod program;
+pub mod receipts;
 pub mod reply;
 pub mod status;
 pub mod store;

@@ -7,10 +7,11 @@ use super::status::unexpected_reply;
 use crate::{
     domain::{
         auth::Caller,
-        command::{Command, LocationResult, Reply},
+        command::{Command, LocationResult, ReceiptResult, Reply},
         coupon::{Campaign, Coupon},
         location::{GeoRule, VisitRule},
         model::{Member, Order, Program, RefundResult, Store, Transaction},
+        receipt::ReceiptRule,
     },
     engine::Engine,
 };
@@ -47,6 +48,8 @@ from_reply! {
     GeoRule(GeoRule) => "geo rule",
     VisitRule(VisitRule) => "visit rule",
     Location(LocationResult) => "location result",
+    ReceiptRule(ReceiptRule) => "receipt rule",
+    Receipt(ReceiptResult) => "receipt result",
 }
 
 /// Runs `command` (idempotent under `request_id` when given) and returns the value its reply

@@ -128,6 +128,8 @@ pub fn unexpected_reply(expected: &str, reply: &Reply) -> Status {
         Reply::GeoRule(_) => "geo rule",
         Reply::VisitRule(_) => "visit rule",
         Reply::Location(_) => "location result",
+        Reply::ReceiptRule(_) => "receipt rule",
+        Reply::Receipt(_) => "receipt result",
     };
     tracing::error!(expected, got, "engine returned an unexpected reply");
     internal()

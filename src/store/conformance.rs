@@ -25,9 +25,10 @@ use crate::domain::{
     },
     ports::{
         AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, Loaded,
-        LocationRecord, NewTransaction, Presence, Sequence, Store, StoreError, StoreRun,
-        UnitOfWork, Visit, VisitIssue, VisitSource,
+        LocationRecord, NewTransaction, Presence, ReceiptPageQuery, Sequence, Store, StoreError,
+        StoreRun, UnitOfWork, Visit, VisitIssue, VisitSource,
     },
+    receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
     schedule::DaysOfWeek,
     seal::{Seal, check_seal},
 };
@@ -67,6 +68,7 @@ conformance!(
     the_journal_reads_back_by_range_for_its_seals,
     a_second_seal_under_the_same_number_is_a_conflict,
     idempotency_records_are_purged_oldest_first_in_batches,
+    receipt_rows_round_trip,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1129,6 +1131,7 @@ async fn engagement_rows_round_trip(store: Arc<dyn Store>) {
             issued_on: date(4),
             coupon_code: "CV".into(),
         }],
+        ..EngagementChanges::default()
     };
     let changes = ChangeSet {
         new_stores: vec![shop],
@@ -1348,4 +1351,230 @@ async fn idempotency_records_are_purged_oldest_first_in_batches(store: Arc<dyn S
         assert_eq!(read.find_idempotency("k1", gone).await.unwrap(), None);
     }
     assert!(read.find_idempotency("k1", "new").await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Receipts
+
+fn receipt_record(receipt_id: &str, receipt_no: &str, image: char, at: i64) -> ReceiptRecord {
+    ReceiptRecord {
+        receipt_id: receipt_id.into(),
+        member_id: "m1".into(),
+        receipt: Receipt {
+            store_id: "s1".into(),
+            register_id: "r1".into(),
+            receipt_no: receipt_no.into(),
+            issued_at: day(at),
+            total: money("1980.5"),
+            lines: vec![LineItem {
+                line_id: "1".into(),
+                sku: "コーヒー豆".into(),
+                category: "coffee".into(),
+                quantity: 2,
+                amount: money("1980.5"),
+            }],
+            image_sha256: image.to_string().repeat(64),
+            raw_text: "合計 ¥1,980".into(),
+        },
+        status: ReceiptStatus::Accepted,
+        reason: None,
+        points: 0,
+        lot_id: None,
+        rule_ids: strings(&["rr1"]),
+        coupon_codes: Vec::new(),
+        submitted_at: day(at),
+        reviewed_at: None,
+        review_note: String::new(),
+    }
+}
+
+/// Receipts and their rules read back as written; only receipts that claim their number and
+/// image are found by them (and a second claim is a conflict); pages come in their orders; a
+/// review's update reads back; verify sees a review lot that does not match its receipt.
+async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
+    let rule = ReceiptRule {
+        rule_id: "rr1".into(),
+        store_ids: strings(&["s1"]),
+        earn_rate: Some(rust_decimal::Decimal::new(1, 2)),
+        campaign_id: String::new(),
+        min_total: money("500"),
+        conditions: Vec::new(),
+        max_age_days: 7,
+        review_threshold: Some(money("10000")),
+        starts_at: Some(day(0)),
+        ends_at: None,
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let lot_id = uow.reserve_ids(Sequence::Lots, 1).await.expect("ids")[0];
+    drop(uow);
+    let review_lot = Lot {
+        order_id: String::new(),
+        state: LotState::Pending,
+        expires_at: None,
+        original_points: 19,
+        remaining_points: 19,
+        ..lot(lot_id, "m1", 19)
+    };
+    let pending = ReceiptRecord {
+        status: ReceiptStatus::PendingReview,
+        reason: Some(ReceiptReason::ReviewThreshold),
+        points: 19,
+        lot_id: Some(lot_id),
+        ..receipt_record("rc_pending", "0001", 'a', 1)
+    };
+    // Refused at submission: it claims nothing, although it names the same receipt.
+    let duplicate = ReceiptRecord {
+        member_id: "m2".into(),
+        status: ReceiptStatus::Rejected,
+        reason: Some(ReceiptReason::Duplicate),
+        rule_ids: Vec::new(),
+        ..receipt_record("rc_dup", "0001", 'b', 2)
+    };
+    let accepted = receipt_record("rc_accepted", "0002", 'c', 3);
+    let changes = ChangeSet {
+        new_members: vec![member("m1"), member("m2")],
+        new_lots: vec![review_lot.clone()],
+        engagement: EngagementChanges {
+            new_receipt_rules: vec![(rule.clone(), day(0))],
+            new_receipts: vec![pending.clone(), duplicate.clone(), accepted.clone()],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    flushed(&store, &changes).await;
+
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(uow.list_receipt_rules().await.expect("rules"), vec![rule]);
+    assert_eq!(
+        uow.get_receipt("rc_pending", true).await.expect("get"),
+        Some(pending.clone())
+    );
+    assert_eq!(uow.get_receipt("rc_none", false).await.expect("get"), None);
+    let number = |receipt_no: &str| ReceiptClaim::Number {
+        store_id: "s1".into(),
+        register_id: "r1".into(),
+        receipt_no: receipt_no.into(),
+    };
+    let claimed = uow
+        .receipt_claimed_by(&number("0001"))
+        .await
+        .expect("claim");
+    assert_eq!(claimed.as_deref(), Some("rc_pending"));
+    let image = |c: char| ReceiptClaim::Image(c.to_string().repeat(64));
+    let unclaimed = uow.receipt_claimed_by(&image('b')).await.expect("claim");
+    assert_eq!(unclaimed, None, "a refused receipt claims nothing");
+    let claimed = uow.receipt_claimed_by(&image('c')).await.expect("claim");
+    assert_eq!(claimed.as_deref(), Some("rc_accepted"));
+    assert_eq!(uow.count_member_receipts("m1", day(0)).await.unwrap(), 2);
+    assert_eq!(uow.count_member_receipts("m1", day(2)).await.unwrap(), 1);
+    assert_eq!(uow.count_member_receipts("m2", day(0)).await.unwrap(), 0);
+    // A second claim of the number, whoever writes it, is a conflict.
+    let clash = ChangeSet {
+        engagement: EngagementChanges {
+            new_receipts: vec![receipt_record("rc_clash", "0001", 'd', 4)],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    let error = uow.flush(&clash).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    drop(uow);
+
+    let mut uow = store.begin_read().await.expect("begin");
+    let page = |member_id: Option<&str>, status, after, limit| ReceiptPageQuery {
+        member_id: member_id.map(str::to_string),
+        status,
+        after,
+        limit,
+    };
+    let ids = |receipts: Vec<ReceiptRecord>| -> Vec<String> {
+        receipts.into_iter().map(|r| r.receipt_id).collect()
+    };
+    let history = uow.list_receipts(&page(Some("m1"), None, None, 10)).await;
+    assert_eq!(
+        ids(history.unwrap()),
+        strings(&["rc_accepted", "rc_pending"])
+    );
+    let after = Some((day(3), "rc_accepted".to_string()));
+    let rest = uow.list_receipts(&page(Some("m1"), None, after, 10)).await;
+    assert_eq!(ids(rest.unwrap()), strings(&["rc_pending"]));
+    let queue = Some(ReceiptStatus::PendingReview);
+    let pending_only = uow.list_receipts(&page(None, queue, None, 10)).await;
+    assert_eq!(pending_only.unwrap(), vec![pending.clone()]);
+    let rejected = Some(ReceiptStatus::Rejected);
+    let refused = uow.list_receipts(&page(None, rejected, None, 1)).await;
+    assert_eq!(ids(refused.unwrap()), strings(&["rc_dup"]));
+    let snapshot = uow.ledger_snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.receipts_off_their_lot, Vec::<String>::new());
+    assert_eq!(
+        (
+            snapshot.receipt_points_in_review,
+            snapshot.review_lot_points
+        ),
+        (19, 19)
+    );
+    drop(uow);
+
+    // The review approves it; its lot becomes available.
+    let approved = ReceiptRecord {
+        status: ReceiptStatus::Accepted,
+        reason: None,
+        coupon_codes: strings(&["CR"]),
+        reviewed_at: Some(day(5)),
+        review_note: "looks right".into(),
+        ..pending.clone()
+    };
+    let review = ChangeSet {
+        changed_lots: vec![Lot {
+            state: LotState::Available,
+            ..review_lot.clone()
+        }],
+        new_coupons: vec![coupon("CR", "m1", CouponState::Active, "")],
+        engagement: EngagementChanges {
+            changed_receipts: vec![approved.clone()],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    insert_campaign(&store).await;
+    flushed(&store, &review).await;
+    let mut uow = store.begin_read().await.expect("begin");
+    assert_eq!(
+        uow.get_receipt("rc_pending", false).await.expect("get"),
+        Some(approved)
+    );
+    let snapshot = uow.ledger_snapshot().await.expect("snapshot");
+    assert_eq!(snapshot.receipts_off_their_lot, Vec::<String>::new());
+    drop(uow);
+
+    // A review lot nobody waits for, and a waiting receipt whose lot holds other points.
+    let stray = ReceiptRecord {
+        status: ReceiptStatus::PendingReview,
+        reason: Some(ReceiptReason::DailyLimit),
+        points: 7,
+        lot_id: Some(lot_id),
+        ..receipt_record("rc_stray", "0003", 'e', 6)
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let orphan_id = uow.reserve_ids(Sequence::Lots, 1).await.expect("ids")[0];
+    let orphan = Lot {
+        lot_id: orphan_id,
+        ..review_lot
+    };
+    let broken = ChangeSet {
+        new_lots: vec![orphan],
+        engagement: EngagementChanges {
+            new_receipts: vec![stray],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    uow.flush(&broken).await.expect("flush");
+    uow.commit().await.expect("commit");
+    let mut uow = store.begin_read().await.expect("begin");
+    let snapshot = uow.ledger_snapshot().await.expect("snapshot");
+    assert_eq!(
+        snapshot.receipts_off_their_lot,
+        vec![format!("lot {orphan_id}"), "receipt rc_stray".to_string()]
+    );
 }

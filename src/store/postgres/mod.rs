@@ -33,8 +33,10 @@ use crate::domain::{
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
+        Loaded, Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork,
+        Visit,
     },
+    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
 };
 
@@ -327,6 +329,7 @@ mod keys;
 mod lots;
 mod members;
 mod orders;
+mod receipts;
 mod reference;
 mod seals;
 mod verify;
@@ -598,6 +601,30 @@ impl LedgerReads for PgUnitOfWork {
     ) -> StoreResult<Option<NaiveDate>> {
         PgUnitOfWork::last_visit_issue(self, rule_id, member_id).await
     }
+
+    async fn list_receipt_rules(&mut self) -> StoreResult<Vec<ReceiptRule>> {
+        PgUnitOfWork::list_receipt_rules(self).await
+    }
+
+    async fn get_receipt(
+        &mut self,
+        receipt_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<ReceiptRecord>> {
+        PgUnitOfWork::get_receipt(self, receipt_id, lock).await
+    }
+
+    async fn receipt_claimed_by(&mut self, claim: &ReceiptClaim) -> StoreResult<Option<String>> {
+        PgUnitOfWork::receipt_claimed_by(self, claim).await
+    }
+
+    async fn count_member_receipts(
+        &mut self,
+        member_id: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        PgUnitOfWork::count_member_receipts(self, member_id, since).await
+    }
 }
 
 #[async_trait]
@@ -650,6 +677,10 @@ impl UnitOfWork for PgUnitOfWork {
         journal::member_transactions(self, member_id, before_transaction_id, limit).await
     }
 
+    async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>> {
+        PgUnitOfWork::list_receipts(self, query).await
+    }
+
     async fn member_with_lots(
         &mut self,
         member_id: &str,
@@ -670,7 +701,8 @@ impl UnitOfWork for PgUnitOfWork {
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
         self.write_rare_parts(changes).await?;
         self.flush_changes(changes).await?;
-        self.flush_engagement(&changes.engagement).await
+        self.flush_engagement(&changes.engagement).await?;
+        self.flush_receipts(&changes.engagement).await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

@@ -153,6 +153,8 @@ pub(super) async fn ledger_snapshot(uow: &mut PgUnitOfWork) -> StoreResult<Ledge
     uow.execute("set local enable_hashjoin = on").await?;
     uow.execute("set local enable_mergejoin = on").await?;
     uow.execute("set local statement_timeout = '30min'").await?;
+    let (receipts_off_their_lot, receipt_points_in_review, review_lot_points) =
+        uow.receipt_lot_check().await?;
     Ok(LedgerSnapshot {
         malformed_postings: uow.malformed_postings().await?,
         posting_sums: uow.fetch_totals(POSTING_SUMS).await?,
@@ -162,6 +164,9 @@ pub(super) async fn ledger_snapshot(uow: &mut PgUnitOfWork) -> StoreResult<Ledge
         orders_resolved_twice: uow.orders_resolved_twice().await?,
         coupon_positions: uow.fetch_totals(COUPON_POSITIONS).await?,
         coupons_without_rule: uow.coupons_without_rule().await?,
+        receipts_off_their_lot,
+        receipt_points_in_review,
+        review_lot_points,
     })
 }
 

@@ -376,7 +376,7 @@ impl SqliteUnitOfWork {
         self.run(query)
     }
 
-    /// Coupons whose source names a geo or visit rule that does not exist (`omo verify`).
+    /// Coupons whose source names a geo, visit or receipt rule that does not exist (`omo verify`).
     pub(super) fn coupons_without_rule(&self) -> StoreResult<Vec<String>> {
         let query = self.query(
             r"
@@ -388,6 +388,9 @@ impl SqliteUnitOfWork {
                 or (c.source like 'visit:%'
                     and not exists (
                         select 1 from visit_rules r where 'visit:' || r.rule_id = c.source))
+                or (c.source like 'receipt:%'
+                    and not exists (
+                        select 1 from receipt_rules r where 'receipt:' || r.rule_id = c.source))
             order by c.code
             ",
         )?;

@@ -52,8 +52,10 @@ use crate::domain::{
     model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Presence, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
+        Loaded, Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork,
+        Visit,
     },
+    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
 };
 
@@ -65,6 +67,7 @@ mod keys;
 mod lots;
 mod members;
 mod orders;
+mod receipts;
 mod reference;
 mod seals;
 mod verify;
@@ -647,6 +650,30 @@ impl LedgerReads for SqliteUnitOfWork {
         SqliteUnitOfWork::last_visit_issue(self, rule_id, member_id)
     }
 
+    async fn list_receipt_rules(&mut self) -> StoreResult<Vec<ReceiptRule>> {
+        SqliteUnitOfWork::list_receipt_rules(self)
+    }
+
+    async fn get_receipt(
+        &mut self,
+        receipt_id: &str,
+        _lock: bool,
+    ) -> StoreResult<Option<ReceiptRecord>> {
+        SqliteUnitOfWork::get_receipt(self, receipt_id)
+    }
+
+    async fn receipt_claimed_by(&mut self, claim: &ReceiptClaim) -> StoreResult<Option<String>> {
+        SqliteUnitOfWork::receipt_claimed_by(self, claim)
+    }
+
+    async fn count_member_receipts(
+        &mut self,
+        member_id: &str,
+        since: DateTime<Utc>,
+    ) -> StoreResult<i64> {
+        SqliteUnitOfWork::count_member_receipts(self, member_id, since)
+    }
+
     async fn order_coupons(&mut self, order_id: &str) -> StoreResult<Vec<Coupon>> {
         coupons::order_coupons(self, order_id)
     }
@@ -691,6 +718,10 @@ impl UnitOfWork for SqliteUnitOfWork {
         reference::ensure_program(self, program)
     }
 
+    async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>> {
+        SqliteUnitOfWork::list_receipts(self, query)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn member_transactions(
         &mut self,
@@ -722,7 +753,8 @@ impl UnitOfWork for SqliteUnitOfWork {
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
         self.write_rare_parts(changes)?;
         self.write_changes(changes)?;
-        self.write_engagement(&changes.engagement)
+        self.write_engagement(&changes.engagement)?;
+        self.write_receipts(&changes.engagement)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -110,6 +110,8 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
     )?;
     let lot_totals = uow.lot_totals()?;
     let (authorized_orders, orders_resolved_twice) = uow.order_checks()?;
+    let (receipts_off_their_lot, receipt_points_in_review, review_lot_points) =
+        uow.receipt_lot_check()?;
     Ok(LedgerSnapshot {
         malformed_postings,
         posting_sums,
@@ -119,6 +121,9 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
         orders_resolved_twice,
         coupon_positions,
         coupons_without_rule: uow.coupons_without_rule()?,
+        receipts_off_their_lot,
+        receipt_points_in_review,
+        review_lot_points,
     })
 }
 

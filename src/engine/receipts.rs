@@ -1,0 +1,502 @@
+//! Photographed receipts: receipt rules, submissions and their review. What a receipt earns is
+//! decided by `domain::receipt`; this module loads the facts and books the outcome in the
+//! ledger.
+//!
+//! Exactly once per receipt across all members: a receipt that earns (or may earn, in review)
+//! claims its (store, register, receipt_no) and its photograph. The claim is read before the
+//! receipt is judged, and the stores' partial unique indexes refuse a second claim that a
+//! concurrent batch (on any replica) wrote in between: that batch's flush fails, its commands
+//! run again one by one, and the retry sees the claim and answers DUPLICATE.
+//!
+//! Points of a receipt waiting for review are a pending lot with no maturity (the sweeper
+//! never matures it) on the member's pending account: the review makes the lot available, or
+//! empties it back to `program:issued`.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use chrono_tz::Tz;
+
+use super::{
+    CommandResult, coupons,
+    engagement::record_store_visit,
+    members::{self, Access},
+    points,
+    reference::Reference,
+    rows::LedgerRows,
+};
+use crate::domain::{
+    Account, Asset, DomainError,
+    command::ReceiptResult,
+    coupon::Coupon,
+    ids,
+    model::{LotState, MemberState, Posting},
+    ports::{StoreError, VisitSource},
+    receipt::{
+        IssuedAt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus,
+        ReceiptSubmission, RuleOutcome, apply_rules, is_future_dated,
+    },
+    schedule::{instant_of_local, parse_time_zone, start_of_local_day},
+};
+
+pub(super) async fn create_receipt_rule(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    rule: &ReceiptRule,
+) -> CommandResult<ReceiptRule> {
+    let mut rule = rule.clone();
+    if rule.rule_id.is_empty() {
+        rule.rule_id = ids::new_rule_id("receipt");
+    }
+    if !rule.campaign_id.is_empty() && uow.get_campaign(&rule.campaign_id, false).await?.is_none() {
+        return Err(DomainError::CampaignNotFound.into());
+    }
+    for store_id in &rule.store_ids {
+        if uow.get_store(store_id).await?.is_none() {
+            return Err(DomainError::StoreNotFound.into());
+        }
+    }
+    if uow
+        .list_receipt_rules()
+        .await?
+        .iter()
+        .any(|r| r.rule_id == rule.rule_id)
+    {
+        return Err(DomainError::RuleExists(rule.rule_id).into());
+    }
+    uow.insert_receipt_rule(&rule, now).await?;
+    reference.rules_changed();
+    Ok(rule)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Submission
+
+pub(super) async fn submit_receipt(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    submission: &ReceiptSubmission,
+) -> CommandResult<ReceiptResult> {
+    let member = members::resolve(uow, &submission.member, Access::Mutate).await?;
+    let zone = store_zone(uow, reference, &submission.receipt.store_id).await?;
+    let mut receipt = submission.receipt.clone();
+    // Stored to the microsecond, like every instant.
+    receipt.issued_at = match submission.issued_at {
+        IssuedAt::At(at) => at,
+        IssuedAt::Printed(local) => zone.map_or(local.and_utc(), |tz| instant_of_local(local, tz)),
+    }
+    .trunc_subsecs(6);
+    let mut record = ReceiptRecord {
+        receipt_id: ids::new_receipt_id(),
+        member_id: member.member_id,
+        receipt,
+        status: ReceiptStatus::Rejected,
+        reason: None,
+        points: 0,
+        lot_id: None,
+        rule_ids: Vec::new(),
+        coupon_codes: Vec::new(),
+        submitted_at: now,
+        reviewed_at: None,
+        review_note: String::new(),
+    };
+    let mut issued = Vec::new();
+    match judge(uow, reference, &record, zone, now).await? {
+        Err(reason) => record.reason = Some(reason),
+        Ok(outcome) => {
+            record.rule_ids.clone_from(&outcome.rule_ids);
+            record.points = outcome.points;
+            let review = if outcome.review {
+                Some(ReceiptReason::ReviewThreshold)
+            } else if over_daily_limit(uow, reference, &record, zone, now).await? {
+                Some(ReceiptReason::DailyLimit)
+            } else {
+                None
+            };
+            match review {
+                Some(reason) => {
+                    record.status = ReceiptStatus::PendingReview;
+                    record.reason = Some(reason);
+                    hold_for_review(uow, &mut record, now).await?;
+                }
+                None => {
+                    record.status = ReceiptStatus::Accepted;
+                    earn_now(uow, reference, &mut record, now).await?;
+                    issued = award(uow, reference, &mut record, &outcome, now).await?;
+                }
+            }
+        }
+    }
+    uow.insert_receipt(&record).await?;
+    Ok(result_of(&record, issued))
+}
+
+/// The store's time zone; None for a store omo does not know. The spatial index may not have
+/// a store another replica created a moment ago: the store table has the final word.
+async fn store_zone(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    store_id: &str,
+) -> Result<Option<Tz>, StoreError> {
+    if let Some(site) = reference.sites(uow).await?.get(store_id) {
+        return Ok(Some(site.tz));
+    }
+    Ok(uow
+        .get_store(store_id)
+        .await?
+        .and_then(|store| parse_time_zone(&store.time_zone).ok()))
+}
+
+/// The checks of the receipt itself, in the order a customer would want them explained, then
+/// the rules.
+async fn judge(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    record: &ReceiptRecord,
+    zone: Option<Tz>,
+    now: DateTime<Utc>,
+) -> Result<Result<RuleOutcome, ReceiptReason>, StoreError> {
+    let receipt = &record.receipt;
+    if zone.is_none() {
+        return Ok(Err(ReceiptReason::UnknownStore));
+    }
+    if is_future_dated(receipt.issued_at, now) {
+        return Ok(Err(ReceiptReason::FutureDated));
+    }
+    for claim in ReceiptClaim::of(receipt) {
+        if uow.receipt_claimed_by(&claim).await?.is_some() {
+            return Ok(Err(ReceiptReason::Duplicate));
+        }
+    }
+    let sale = uow
+        .order_by_receipt(&receipt.store_id, &receipt.register_id, &receipt.receipt_no)
+        .await?;
+    if sale.is_some() {
+        return Ok(Err(ReceiptReason::AlreadyEarned));
+    }
+    let rules = reference.receipt_rules(uow).await?;
+    Ok(apply_rules(&rules, receipt, now))
+}
+
+/// Whether the member already sent the program's `max_receipts_per_day` receipts that earned
+/// (or wait for review) today, the store's local day. The member's row is locked, so two
+/// submissions of one member are counted one after the other.
+async fn over_daily_limit(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    record: &ReceiptRecord,
+    zone: Option<Tz>,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let program = reference.program(uow).await?;
+    let (Some(tz), true) = (zone, program.max_receipts_per_day > 0) else {
+        return Ok(false);
+    };
+    let today = start_of_local_day(now, tz);
+    let sent = uow.count_member_receipts(&record.member_id, today).await?;
+    Ok(sent >= i64::from(program.max_receipts_per_day))
+}
+
+/// A receipt going to review: its points wait on the member's pending account, in a lot that
+/// only the review matures.
+async fn hold_for_review(
+    uow: &mut dyn LedgerRows,
+    record: &mut ReceiptRecord,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if record.points == 0 {
+        return Ok(());
+    }
+    let member_id = record.member_id.clone();
+    let lot = points::NewLot {
+        state: LotState::Pending,
+        expires_at: None,
+        ..points::NewLot::earned(&member_id, record.points, now)
+    };
+    record.lot_id = Some(lot.insert(uow).await?);
+    let posting = Posting::new(
+        &Account::ProgramIssued,
+        &Account::MemberPending(member_id.clone()),
+        &Asset::Points,
+        record.points,
+    );
+    book(uow, "receipt", record, posting, now).await
+}
+
+/// A receipt accepted at submission: its points are available at once.
+async fn earn_now(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    record: &mut ReceiptRecord,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if record.points == 0 {
+        return Ok(());
+    }
+    let program = reference.program(uow).await?;
+    let member_id = record.member_id.clone();
+    points::settle_member(uow, &member_id, now).await?;
+    let lot = points::NewLot {
+        expires_at: program.lot_expiry(now),
+        ..points::NewLot::earned(&member_id, record.points, now)
+    };
+    record.lot_id = Some(lot.insert(uow).await?);
+    let posting = Posting::new(
+        &Account::ProgramIssued,
+        &Account::Member(member_id.clone()),
+        &Asset::Points,
+        record.points,
+    );
+    book(uow, "receipt", record, posting, now).await?;
+    add_lifetime_points(uow, &member_id, record.points).await
+}
+
+/// The coupons of an accepted receipt's rules, and its visit (with the coupons of the visit
+/// rules it completes). Returns every coupon issued.
+async fn award(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    record: &mut ReceiptRecord,
+    outcome: &RuleOutcome,
+    now: DateTime<Utc>,
+) -> Result<Vec<Coupon>, StoreError> {
+    let member_id = record.member_id.clone();
+    let mut issued = Vec::new();
+    for (rule_id, campaign_id) in &outcome.campaigns {
+        let source = format!("receipt:{rule_id}");
+        let coupon = coupons::issue_for_rule(uow, now, campaign_id, &member_id, source).await?;
+        issued.extend(coupon);
+    }
+    let receipt = &record.receipt;
+    let at_store = (receipt.store_id.as_str(), receipt.issued_at);
+    let source = VisitSource::Receipt;
+    issued.extend(record_store_visit(uow, reference, &member_id, at_store, source, now).await?);
+    record.coupon_codes = issued.iter().map(|coupon| coupon.code.clone()).collect();
+    Ok(issued)
+}
+
+/// Appends a receipt's journal entry: at the receipt's store, when it was issued.
+async fn book(
+    uow: &mut dyn LedgerRows,
+    kind: &'static str,
+    record: &ReceiptRecord,
+    posting: Posting,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let member_id = posting_member(&posting);
+    let mut entry = points::system_entry(kind, &member_id, now, vec![posting]);
+    entry.occurred_at = record.receipt.issued_at;
+    entry.store_id.clone_from(&record.receipt.store_id);
+    entry
+        .metadata
+        .push(("receipt_id".into(), record.receipt_id.clone()));
+    uow.append_transaction(&entry).await?;
+    Ok(())
+}
+
+/// The member a receipt's posting credits or debits.
+fn posting_member(posting: &Posting) -> String {
+    [&posting.to_account, &posting.from_account]
+        .into_iter()
+        .find_map(|name| match Account::parse(name) {
+            Some(Account::Member(id) | Account::MemberPending(id)) => Some(id),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+async fn add_lifetime_points(
+    uow: &mut dyn LedgerRows,
+    member_id: &str,
+    points: i64,
+) -> Result<(), StoreError> {
+    let Some(mut member) = uow.get_member(member_id, true).await? else {
+        return Err(StoreError::Corrupt(format!("member {member_id} is gone")));
+    };
+    member.lifetime_earned_points += points;
+    uow.update_member(&member).await
+}
+
+fn result_of(record: &ReceiptRecord, coupons_issued: Vec<Coupon>) -> ReceiptResult {
+    ReceiptResult {
+        receipt_id: record.receipt_id.clone(),
+        status: record.status,
+        reason: record.reason,
+        points_awarded: record.points,
+        coupons_issued,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Review
+
+pub(super) async fn review_receipt(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    (receipt_id, approve, note): (&str, bool, &str),
+) -> CommandResult<ReceiptResult> {
+    let mut record = uow
+        .get_receipt(receipt_id, true)
+        .await?
+        .ok_or(DomainError::ReceiptNotFound)?;
+    if record.status != ReceiptStatus::PendingReview {
+        return Err(DomainError::ReceiptNotPending {
+            status: record.status.as_str().to_string(),
+        }
+        .into());
+    }
+    // A merge since the submission moved the points (and the member) to another member.
+    record.member_id = current_member(uow, &record.member_id).await?;
+    record.reviewed_at = Some(now);
+    record.review_note = note.to_string();
+    let mut issued = Vec::new();
+    if approve {
+        record.status = ReceiptStatus::Accepted;
+        record.reason = None;
+        release_review_lot(uow, reference, &record, true, now).await?;
+        let rules = reference.receipt_rules(uow).await?;
+        let outcome = RuleOutcome {
+            rule_ids: record.rule_ids.clone(),
+            points: record.points,
+            campaigns: rules
+                .iter()
+                .filter(|rule| record.rule_ids.contains(&rule.rule_id))
+                .filter(|rule| !rule.campaign_id.is_empty())
+                .map(|rule| (rule.rule_id.clone(), rule.campaign_id.clone()))
+                .collect(),
+            review: false,
+        };
+        issued = award(uow, reference, &mut record, &outcome, now).await?;
+    } else {
+        record.status = ReceiptStatus::Rejected;
+        record.reason = Some(ReceiptReason::ReviewRejected);
+        release_review_lot(uow, reference, &record, false, now).await?;
+        record.points = 0;
+    }
+    uow.update_receipt(&record).await?;
+    Ok(result_of(&record, issued))
+}
+
+/// The member a submitter's points belong to now: the submitter, or whom they were merged
+/// into. Locked, like every member whose points a command moves.
+async fn current_member(uow: &mut dyn LedgerRows, member_id: &str) -> CommandResult<String> {
+    let mut member_id = member_id.to_string();
+    // A chain of merges is short; the bound only guards against a cycle written outside omo.
+    for _ in 0..16 {
+        let member = uow
+            .get_member(&member_id, true)
+            .await?
+            .ok_or(DomainError::MemberNotFound)?;
+        match (member.state, member.merged_into) {
+            (MemberState::Merged, Some(into)) => member_id = into,
+            _ => return Ok(member_id),
+        }
+    }
+    Err(StoreError::Corrupt(format!("member {member_id}: merged in a cycle")).into())
+}
+
+/// A review's points: approved, the pending lot becomes available (its expiry counted from
+/// now, like any points that just became spendable); rejected, it is emptied and its points
+/// return to the program.
+async fn release_review_lot(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    record: &ReceiptRecord,
+    approve: bool,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let Some(lot_id) = record.lot_id else {
+        return Ok(());
+    };
+    let mut lot = uow
+        .get_lot(lot_id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("lot {lot_id} of a receipt is gone")))?;
+    if lot.state != LotState::Pending || lot.remaining_points != record.points {
+        return Err(StoreError::Corrupt(format!(
+            "receipt {}: lot {lot_id} is {:?} with {} points, expected {} pending",
+            record.receipt_id, lot.state, lot.remaining_points, record.points
+        )));
+    }
+    let pending = Account::MemberPending(lot.member_id.clone());
+    let (kind, posting) = if approve {
+        let program = reference.program(uow).await?;
+        lot.state = LotState::Available;
+        lot.expires_at = program.lot_expiry(now);
+        let to = Account::Member(lot.member_id.clone());
+        let posting = Posting::new(&pending, &to, &Asset::Points, lot.remaining_points);
+        ("receipt_approved", posting)
+    } else {
+        // Emptied and closed: nothing of it can be spent, matured or expired again.
+        let posting = Posting::new(
+            &pending,
+            &Account::ProgramIssued,
+            &Asset::Points,
+            lot.remaining_points,
+        );
+        lot.remaining_points = 0;
+        lot.state = LotState::Expired;
+        ("receipt_rejected", posting)
+    };
+    uow.update_lot(&lot).await?;
+    book(uow, kind, record, posting, now).await?;
+    if approve {
+        add_lifetime_points(uow, &lot.member_id, record.points).await?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// ListReceipts (read path)
+
+impl super::Engine {
+    /// A member's receipts, newest first (optionally in one status), or every receipt in one
+    /// status, oldest first (the review queue: admins only). Pages are keyset pages on
+    /// (submitted_at, receipt_id).
+    pub async fn list_receipts(
+        &self,
+        caller: &crate::domain::auth::Caller,
+        query: &crate::domain::receipt::ReceiptQuery,
+        after: Option<&crate::domain::page::Cursor>,
+        size: usize,
+    ) -> Result<crate::domain::page::Page<ReceiptRecord>, super::EngineError> {
+        use crate::domain::{
+            auth::Operation, page, ports::ReceiptPageQuery, receipt::ReceiptQuery,
+        };
+        let mut uow = self.store().begin_read().await?;
+        let (member_id, status) = match query {
+            ReceiptQuery::Member { member, status } => {
+                caller.require(Operation::ListMemberReceipts)?;
+                let row = members::resolve(uow.as_mut(), member, Access::Read)
+                    .await
+                    .map_err(super::queries::from_failure)?;
+                (Some(row.member_id), *status)
+            }
+            ReceiptQuery::Status(status) => {
+                caller.require(Operation::ReviewReceipts)?;
+                (None, Some(*status))
+            }
+        };
+        let limit = i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1);
+        let page_query = ReceiptPageQuery {
+            member_id,
+            status,
+            after: after.map(|cursor| (cursor.at.unwrap_or_default(), cursor.id.clone())),
+            limit,
+        };
+        // One more than asked tells whether another page follows.
+        let mut items = uow.list_receipts(&page_query).await?;
+        let more = items.len() > size;
+        items.truncate(size);
+        let next = more
+            .then(|| {
+                items.last().map(|last| page::Cursor {
+                    at: Some(last.submitted_at),
+                    id: last.receipt_id.clone(),
+                })
+            })
+            .flatten();
+        Ok(page::Page { items, next })
+    }
+}
