@@ -40,7 +40,13 @@ use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use statrs::distribution::{ContinuousCDF, Normal};
 
-use super::{model::Channel, money::MAX_SCALE, schedule::local_date};
+use super::{
+    coupon::{Campaign, CouponState},
+    model::Channel,
+    money::{MAX_SCALE, Money},
+    ports::{ActivityCells, ActivityWindow, CampaignCoupons, LiabilityGroup},
+    schedule::local_date,
+};
 
 // ---------------------------------------------------------------------------------------------
 // Liability.
@@ -379,6 +385,138 @@ pub fn local_day_start(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
 pub fn day_in_range(day: NaiveDate, tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
     let first = local_day_start(day, tz);
     start <= first && first < end
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reports from the store's groups of ledger rows.
+
+/// The liability at `as_of` from live lots grouped by the quarter hour they expire in: months
+/// in `tz` (every zone's months begin on a quarter hour, so the grouping loses nothing).
+pub fn liability(groups: &[LiabilityGroup], point_value: Decimal, tz: Tz) -> Liability {
+    let outstanding_points = groups.iter().map(|g| g.outstanding_points).sum();
+    let expiring = groups
+        .iter()
+        .filter_map(|g| Some((g.expires_quarter?, g.outstanding_points)));
+    Liability {
+        outstanding_points,
+        outstanding_value: points_value(outstanding_points, point_value),
+        pending_points: groups.iter().map(|g| g.pending_points).sum(),
+        held_points: groups.iter().map(|g| g.held_points).sum(),
+        by_expiry_month: buckets_by_month(expiring, tz),
+    }
+}
+
+/// A campaign's figures from its coupons. Active counts reserved coupons too (an authorized
+/// order may still release them); revoked ones are issued but in no other count.
+pub fn campaign_stats(campaign: &Campaign, coupons: CampaignCoupons) -> CampaignStats {
+    let mut stats = CampaignStats::default();
+    let mut variants: BTreeMap<&str, VariantStats> = BTreeMap::new();
+    for group in &coupons.groups {
+        let count = group.coupons;
+        stats.issued += count;
+        *stats
+            .issued_by_source
+            .entry(source_key(&group.source).to_string())
+            .or_default() += count;
+        let variant = variants
+            .entry(group.variant_id.as_str())
+            .or_insert_with(|| VariantStats {
+                variant_id: group.variant_id.clone(),
+                issued: 0,
+                redeemed: 0,
+                total_discount: Decimal::ZERO,
+            });
+        variant.issued += count;
+        match group.state {
+            CouponState::Active | CouponState::Reserved => stats.active += count,
+            CouponState::Expired => stats.expired += count,
+            CouponState::Revoked => {}
+            CouponState::Redeemed => {
+                let discount = group.discount.map_or(Decimal::ZERO, Money::amount);
+                let discount = discount * Decimal::from(count);
+                stats.redeemed += count;
+                stats.total_discount += discount;
+                variant.redeemed += count;
+                variant.total_discount += discount;
+            }
+        }
+    }
+    stats.redeemed_by_channel = coupons.redeemed_by_channel.into_iter().collect();
+    stats.variants = campaign
+        .variants
+        .iter()
+        .map(|v| {
+            variants
+                .remove(v.variant_id.as_str())
+                .unwrap_or_else(|| VariantStats {
+                    variant_id: v.variant_id.clone(),
+                    issued: 0,
+                    redeemed: 0,
+                    total_discount: Decimal::ZERO,
+                })
+        })
+        .collect();
+    stats.median_to_redemption = median_duration(coupons.times_to_redemption);
+    stats
+}
+
+/// The days of a range [start, end) that GetActivity reads, and the window of rows that can
+/// fall on them in any zone: a day is in the range when its first instant is, and no zone is
+/// more than 14 hours from UTC nor has a day longer than 25 hours.
+pub fn activity_window(start: DateTime<Utc>, end: DateTime<Utc>) -> ActivityWindow {
+    ActivityWindow {
+        from: start,
+        to: end + TimeDelta::hours(26),
+        first_day: start.date_naive() - TimeDelta::days(1),
+        last_day: end.date_naive() + TimeDelta::days(1),
+    }
+}
+
+/// Activity rows from the store's cells and visit counts: each cell on its local day in the
+/// zone of its store (`zone_of`; the program's for no store), the days outside [start, end)
+/// left out, then rolled up as the report shows them.
+pub fn activity(
+    cells: ActivityCells,
+    zone_of: impl Fn(&str) -> Tz,
+    (start, end): (DateTime<Utc>, DateTime<Utc>),
+    group_by_day: bool,
+) -> Vec<ActivityRow> {
+    let mut rows = Vec::new();
+    for cell in cells.cells {
+        let tz = zone_of(&cell.store_id);
+        let day = local_date(cell.quarter, tz);
+        if !day_in_range(day, tz, start, end) {
+            continue;
+        }
+        rows.push(ActivityRow {
+            points_earned: cell.points_earned,
+            points_redeemed: cell.points_redeemed,
+            points_expired: cell.points_expired,
+            orders: cell.orders,
+            sales: cell.sales,
+            receipts: cell.receipts,
+            ..ActivityRow::empty(ActivityKey {
+                channel: cell.channel,
+                store_id: cell.store_id,
+                day: Some(day),
+            })
+        });
+    }
+    for count in cells.visits {
+        let tz = zone_of(&count.store_id);
+        if !day_in_range(count.visit_date, tz, start, end) {
+            continue;
+        }
+        rows.push(ActivityRow {
+            visits: count.visits,
+            ..ActivityRow::empty(ActivityKey {
+                channel: Some(Channel::Store),
+                store_id: count.store_id,
+                day: Some(count.visit_date),
+            })
+        });
+    }
+    roll_up(rows, group_by_day)
 }
 
 #[cfg(test)]

@@ -250,6 +250,7 @@ fn coupon(code: &str, member_id: &str, state: CouponState, order_id: &str) -> Co
         order_id: order_id.into(),
         redeemed_at: None,
         issued_at: day(0),
+        discount: None,
     }
 }
 
@@ -561,6 +562,7 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
     let redeemed = Coupon {
         state: CouponState::Redeemed,
         redeemed_at: Some(day(3)),
+        discount: Some(money("150.25")),
         valid_until: None,
         ..reserved
     };
