@@ -516,7 +516,12 @@ pub fn activity(
             })
         });
     }
+    // A journal entry that moves points outside the reported accounts (an adjustment, a
+    // maturity) leaves a cell of zeros: no activity, so no row.
     roll_up(rows, group_by_day)
+        .into_iter()
+        .filter(|row| *row != ActivityRow::empty(row.key.clone()))
+        .collect()
 }
 
 #[cfg(test)]

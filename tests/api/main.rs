@@ -23,6 +23,7 @@ mod paging;
 mod points;
 mod privacy;
 mod replicas;
+mod reports;
 mod security;
 mod shutdown;
 mod sweeper;
