@@ -5,27 +5,17 @@
 //! # How the reports are derived from the ledger
 //!
 //! Every figure is a function of the ledger: the journal (transactions and postings), the point
-//! lots and the coupon rows. Reading them from there on each request would scan the journal, so
-//! the write path keeps three summaries (SQL sketch and verification in `docs/reports.md`):
+//! lots, the coupon rows, receipts and visits. Today each request sums them directly: the
+//! store groups the rows (`ports::LiabilityGroup`, `CouponGroup`, `ActivityCell`; instants by
+//! UTC quarter hour, on which every zone's days and months begin) and [`liability`],
+//! [`campaign_stats`] and [`activity`] turn the groups into the reports in the zones of the
+//! stores and the program. There is no second copy to drift.
 //!
-//! - `activity_daily (channel, store_id, local_day, shard)` → points earned, redeemed and
-//!   expired, orders, sales, visits, receipts;
-//! - `campaign_stats (campaign_id, variant_id, source, shard)` → coupons issued, redeemed,
-//!   expired, discount (redeemed by channel in `campaign_redemptions`);
-//! - `liability_by_expiry (expires_hour, shard)` → outstanding points, by the UTC hour their lots
-//!   expire, so that [`buckets_by_month`] can bucket them into the months of any zone with a
-//!   whole-hour offset when the report is read.
-//!
-//! They are written the way a batch writes everything else: the engine's in-memory batch adds
-//! up what its commands changed into one delta per summary row (as it nets balance changes into
-//! `ChangeSet::balance_deltas`), and the flush adds each delta with one upsert per summary row
-//! per batch, in the same database transaction as the ledger rows they summarise. A refused
-//! command leaves no delta (it is rolled back in memory like any other write). `shard` is the
-//! writer's number, so that parallel writers never wait on each other's summary rows (the
-//! DESIGN.md hazard of a hot row touched by every earn); a report sums the shards.
-//!
-//! `omo verify` recomputes each summary from the journal, lots and coupons, and reports every
-//! row that differs.
+//! Those sums scan the journal, which is too slow for a ledger of ten million postings. The
+//! plan (`docs/reports.md`) keeps summaries written by the batch flush, one upsert per summary
+//! row per batch, in the transaction of the rows they summarise, with the per-writer `shard`
+//! that keeps parallel writers off each other's rows; the direct sums then become the
+//! recomputation that a conformance test and `omo verify` compare the summaries with.
 //!
 //! # Statistics
 //!
