@@ -12,7 +12,7 @@ use crate::proto::{
     checkout_service_client::CheckoutServiceClient, coupon_service_client::CouponServiceClient,
     engagement_service_client::EngagementServiceClient, ledger_service_client::LedgerServiceClient,
     member_service_client::MemberServiceClient, program_service_client::ProgramServiceClient,
-    store_service_client::StoreServiceClient,
+    report_service_client::ReportServiceClient, store_service_client::StoreServiceClient,
 };
 
 /// Adds `authorization: Bearer <key>` to every call.
@@ -116,5 +116,9 @@ impl Client {
 
     pub fn engagement(&self) -> EngagementServiceClient<Authed> {
         EngagementServiceClient::new(self.authed())
+    }
+
+    pub fn reports(&self) -> ReportServiceClient<Authed> {
+        ReportServiceClient::new(self.authed())
     }
 }

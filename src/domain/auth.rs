@@ -62,6 +62,8 @@ pub enum Operation {
     ListMemberReceipts,
     /// ReviewReceipt, and ListReceipts by status (the review queue).
     ReviewReceipts,
+    /// ReportService: liability, campaign statistics, activity.
+    ReadReports,
 }
 
 impl Caller {

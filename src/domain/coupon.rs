@@ -172,6 +172,11 @@ pub struct Coupon {
     pub order_id: String,
     pub redeemed_at: Option<DateTime<Utc>>,
     pub issued_at: DateTime<Utc>,
+    /// The discount it gives its order while reserved or redeemed; None otherwise. Reports sum
+    /// it per campaign (an order keeps only the total of its coupons' discounts). Outcomes
+    /// remembered before the field existed read as None.
+    #[serde(default)]
+    pub discount: Option<Money>,
 }
 
 impl Coupon {

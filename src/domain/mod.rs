@@ -1,5 +1,5 @@
 //! Pure domain logic: ledger postings, point lots, pricing, money, refusals, geofences, rule
-//! schedules and location signals. No sqlx, no tonic.
+//! schedules, location signals and the reports' arithmetic. No sqlx, no tonic.
 //!
 //! The command engine (`crate::engine`) drives these types against a unit of work
 //! (`ports::UnitOfWork`) that a storage backend implements.
@@ -21,6 +21,7 @@ pub mod ports;
 pub mod pricing;
 pub mod receipt;
 pub mod receipt_text;
+pub mod report;
 pub mod schedule;
 pub mod seal;
 

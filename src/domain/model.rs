@@ -118,6 +118,18 @@ pub struct Program {
     /// Programs stored before the field existed read as the default.
     #[serde(default = "default_max_offline_age_days")]
     pub max_offline_age_days: i32,
+    /// IANA zone of what belongs to no store: reports bucket liability into its months and
+    /// activity without a store into its days. Programs stored before the field existed read
+    /// as the default, the stores' default too.
+    #[serde(default = "default_time_zone")]
+    pub time_zone: String,
+}
+
+/// The zone of a program or store that names none.
+pub const DEFAULT_TIME_ZONE: &str = "Asia/Tokyo";
+
+fn default_time_zone() -> String {
+    DEFAULT_TIME_ZONE.to_string()
 }
 
 /// Days an offline register sale may be replayed after it happened, unless the program says.
@@ -140,6 +152,7 @@ impl Default for Program {
             max_receipts_per_day: 5,
             max_points_per_order: 0,
             max_offline_age_days: DEFAULT_MAX_OFFLINE_AGE_DAYS,
+            time_zone: default_time_zone(),
         }
     }
 }
@@ -207,6 +220,8 @@ pub struct ProgramPatch {
     pub max_points_per_order: Option<i64>,
     #[serde(default)]
     pub max_offline_age_days: Option<i32>,
+    #[serde(default)]
+    pub time_zone: Option<String>,
 }
 
 impl ProgramPatch {
@@ -221,6 +236,7 @@ impl ProgramPatch {
         set(&mut program.max_receipts_per_day, self.max_receipts_per_day);
         set(&mut program.max_points_per_order, self.max_points_per_order);
         set(&mut program.max_offline_age_days, self.max_offline_age_days);
+        set(&mut program.time_zone, self.time_zone);
     }
 }
 

@@ -11,17 +11,19 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{
     auth::Role,
-    coupon::{Campaign, Coupon},
+    coupon::{Campaign, Coupon, CouponState},
     location::{Fix, GeoRule, IssueFacts, RejectReason, VisitRule, VisitRun},
     model::{
         Channel, Identifier, LatLng, Lot, MemberRow, Order, OrderLot, Posting, Program,
         Store as RetailStore, Transaction,
     },
+    money::Money,
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
     seal::Seal,
 };
@@ -153,6 +155,91 @@ pub struct LedgerSnapshot {
     /// Points of the receipts waiting for review, and the points their lots hold pending.
     pub receipt_points_in_review: i64,
     pub review_lot_points: i64,
+}
+
+/// Point lots summed for GetLiability: one group per quarter hour (UTC) in which lots expire.
+/// Every zone's months begin on a quarter hour (UTC offsets are whole quarter hours), so the
+/// engine can bucket the groups into the months of any zone exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiabilityGroup {
+    /// The quarter hour the group's lots expire in; None: they never expire.
+    pub expires_quarter: Option<DateTime<Utc>>,
+    /// Points still owed at `as_of`: the remainder of lots that expire after it, and the held
+    /// points of those that expired while held (they stay owed until the hold resolves).
+    pub outstanding_points: i64,
+    /// Of those, free points of pending lots that have not matured by `as_of`.
+    pub pending_points: i64,
+    pub held_points: i64,
+}
+
+/// Coupons of one campaign with one variant, source key, state and discount.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponGroup {
+    pub variant_id: String,
+    /// `domain::report::source_key` of the coupons' source.
+    pub source: String,
+    pub state: CouponState,
+    pub discount: Option<Money>,
+    pub coupons: i64,
+}
+
+/// The coupon rows GetCampaignStats is computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CampaignCoupons {
+    pub groups: Vec<CouponGroup>,
+    /// Redeemed coupons by the channel of the order that redeemed them.
+    pub redeemed_by_channel: Vec<(Channel, i64)>,
+    /// `redeemed_at - issued_at` of every redeemed coupon, in no order.
+    pub times_to_redemption: Vec<TimeDelta>,
+}
+
+/// What GetActivity reads: the journal entries, receipts and visits of a window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityWindow {
+    /// Journal entries and receipts with `occurred_at` (`issued_at`) in [from, to).
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    /// Visits with a `visit_date` in [first_day, last_day].
+    pub first_day: NaiveDate,
+    pub last_day: NaiveDate,
+}
+
+/// The activity of one channel at one store within one quarter hour (UTC): every zone's local
+/// days begin on a quarter hour, so the engine can give each cell its local day exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActivityCell {
+    pub channel: Option<Channel>,
+    pub store_id: String,
+    pub quarter: DateTime<Utc>,
+    /// Points out of `program:issued` less points back into it.
+    pub points_earned: i64,
+    /// Points into `program:redeemed:*` less points out of them.
+    pub points_redeemed: i64,
+    /// Points into `program:expired`.
+    pub points_expired: i64,
+    /// Sales and captures.
+    pub orders: i64,
+    /// Totals of the orders sold or captured, less the amounts refunded.
+    pub sales: Decimal,
+    /// Receipts accepted (the quarter hour and store of the receipt, on no channel, like their
+    /// journal entries).
+    pub receipts: i64,
+}
+
+/// Visits at one store on one local date.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VisitCount {
+    pub store_id: String,
+    pub visit_date: NaiveDate,
+    pub visits: i64,
+}
+
+/// The rows GetActivity is computed from. Cells of one key may come more than once (a backend
+/// may sum points and sales in separate reads); the engine adds them up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActivityCells {
+    pub cells: Vec<ActivityCell>,
+    pub visits: Vec<VisitCount>,
 }
 
 /// What a batch of commands will touch, gathered from the commands before any is decided, so
@@ -573,6 +660,14 @@ pub trait UnitOfWork: LedgerReads {
 
     /// One page of receipts (see [`ReceiptPageQuery`]).
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>>;
+
+    // The reports (ReportService), summed from the ledger's own rows.
+    /// Live lots (not expired, with points) summed by the quarter hour they expire in.
+    async fn liability(&mut self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>>;
+    /// The coupons of one campaign, grouped (see [`CampaignCoupons`]).
+    async fn campaign_coupons(&mut self, campaign_id: &str) -> StoreResult<CampaignCoupons>;
+    /// The journal entries, receipts and visits of a window, grouped (see [`ActivityCells`]).
+    async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells>;
 
     // API keys, written outside batches.
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;

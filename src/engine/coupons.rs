@@ -212,6 +212,7 @@ fn new_coupon(
         order_id: String::new(),
         redeemed_at: None,
         issued_at: now,
+        discount: None,
     };
     let posting = unit(
         Account::Campaign(campaign.campaign_id.clone()),
@@ -227,7 +228,7 @@ fn unit(from: Account, to: Account, campaign_id: &str) -> Posting {
 
 /// The member's coupon for each applied code: a stored one, or one issued now for a public
 /// code (its issue posting goes to `postings`; it is stored by `save`, once, in its final
-/// state).
+/// state). Each carries the discount it gives the order, which reports sum per campaign.
 fn coupons_for(
     applied: &[Applied],
     member_id: &str,
@@ -236,20 +237,24 @@ fn coupons_for(
 ) -> Vec<PendingCoupon> {
     applied
         .iter()
-        .map(|applied| match &applied.coupon {
-            Some(coupon) => PendingCoupon {
-                coupon: coupon.clone(),
-                stored: true,
-            },
-            None => {
-                let source = format!("public:{}", applied.code);
-                let (coupon, posting) = new_coupon(&applied.campaign, member_id, source, now);
-                postings.push(posting);
-                PendingCoupon {
-                    coupon,
-                    stored: false,
+        .map(|applied| {
+            let mut pending = match &applied.coupon {
+                Some(coupon) => PendingCoupon {
+                    coupon: coupon.clone(),
+                    stored: true,
+                },
+                None => {
+                    let source = format!("public:{}", applied.code);
+                    let (coupon, posting) = new_coupon(&applied.campaign, member_id, source, now);
+                    postings.push(posting);
+                    PendingCoupon {
+                        coupon,
+                        stored: false,
+                    }
                 }
-            }
+            };
+            pending.coupon.discount = Some(applied.discount);
+            pending
         })
         .collect()
 }
@@ -365,6 +370,8 @@ pub(super) async fn release(
             coupon.order_id.clear();
             Account::Member(member_id.to_string())
         };
+        // Released unused: it gave no discount.
+        coupon.discount = None;
         coupon.member_id = member_id.to_string();
         uow.update_coupon(&coupon).await?;
         postings.push(unit(
@@ -391,6 +398,8 @@ pub(super) async fn restore(
         coupon.state = CouponState::Active;
         coupon.order_id.clear();
         coupon.redeemed_at = None;
+        // The refund gave the discount back with the order.
+        coupon.discount = None;
         coupon.member_id = member_id.to_string();
         uow.update_coupon(&coupon).await?;
         postings.push(unit(

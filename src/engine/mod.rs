@@ -26,6 +26,7 @@ mod points;
 mod queries;
 mod receipts;
 mod reference;
+mod reports;
 mod rows;
 mod sealer;
 pub mod spatial;

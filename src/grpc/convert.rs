@@ -554,6 +554,21 @@ pub fn optional_timestamp(at: Option<DateTime<Utc>>) -> Option<Timestamp> {
     at.map(timestamp)
 }
 
+/// An IANA time zone name known to the tz database, such as "Asia/Tokyo"; empty means the
+/// default. Checked here so that every local-time rule can rely on it.
+pub fn time_zone(v: &mut Violations, field: &str, value: &str) -> Option<String> {
+    if value.is_empty() {
+        return Some(crate::domain::model::DEFAULT_TIME_ZONE.to_string());
+    }
+    match crate::domain::schedule::parse_time_zone(value) {
+        Ok(_) => Some(value.to_string()),
+        Err(error) => {
+            v.push(field, error.to_string());
+            None
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

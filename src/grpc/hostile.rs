@@ -376,6 +376,7 @@ prop_compose! {
                 max_receipts_per_day: days.3,
                 max_points_per_order: days.0.into(),
                 max_offline_age_days: days.1,
+                time_zone: String::new(),
             }),
             update_mask: mask.map(|paths| prost_types::FieldMask { paths }),
             request_id: String::new(),

@@ -19,7 +19,8 @@ use crate::{
         coupon_service_server::CouponServiceServer,
         engagement_service_server::EngagementServiceServer,
         ledger_service_server::LedgerServiceServer, member_service_server::MemberServiceServer,
-        program_service_server::ProgramServiceServer, store_service_server::StoreServiceServer,
+        program_service_server::ProgramServiceServer, report_service_server::ReportServiceServer,
+        store_service_server::StoreServiceServer,
     },
 };
 
@@ -35,6 +36,7 @@ pub mod paging;
 pub mod program;
 pub mod receipts;
 pub mod reply;
+pub mod report;
 pub mod status;
 pub mod store;
 pub mod tls;
@@ -48,10 +50,11 @@ pub use engagement::EngagementApi;
 pub use ledger::LedgerApi;
 pub use member::MemberApi;
 pub use program::ProgramApi;
+pub use report::ReportApi;
 pub use store::StoreApi;
 
 /// The names of the omo services, as health checks and reflection know them.
-pub const SERVICE_NAMES: [&str; 7] = [
+pub const SERVICE_NAMES: [&str; 8] = [
     <MemberServiceServer<MemberApi> as NamedService>::NAME,
     <StoreServiceServer<StoreApi> as NamedService>::NAME,
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
@@ -59,9 +62,10 @@ pub const SERVICE_NAMES: [&str; 7] = [
     <CheckoutServiceServer<CheckoutApi> as NamedService>::NAME,
     <CouponServiceServer<CouponApi> as NamedService>::NAME,
     <EngagementServiceServer<EngagementApi> as NamedService>::NAME,
+    <ReportServiceServer<ReportApi> as NamedService>::NAME,
 ];
 
-/// Every service omo serves: the seven omo.v1 services, `grpc.health.v1.Health` (overall and per
+/// Every service omo serves: the eight omo.v1 services, `grpc.health.v1.Health` (overall and per
 /// service, all SERVING) and server reflection v1 and v1alpha. No omo message may exceed
 /// `max_message_bytes` either way. The health reporter turns them NOT_SERVING at shutdown
 /// ([`report_not_serving`]).
@@ -100,8 +104,9 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> (Routes, H
         ))
         .add_service(limited!(
             EngagementServiceServer,
-            EngagementApi::new(engine)
+            EngagementApi::new(engine.clone())
         ))
+        .add_service(limited!(ReportServiceServer, ReportApi::new(engine)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller_for,
-    convert::{Violations, decimal, decimal_out, optional_request_id},
+    convert::{Violations, decimal, decimal_out, optional_request_id, time_zone},
     reply::execute,
 };
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The fields of `Program`, as `update_mask` paths.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 11] = [
     "currency_code",
     "point_value",
     "earn_rate",
@@ -35,6 +35,7 @@ const FIELDS: [&str; 10] = [
     "max_receipts_per_day",
     "max_points_per_order",
     "max_offline_age_days",
+    "time_zone",
 ];
 /// Largest per-order earn cap accepted (the most points of one adjustment).
 const MAX_EARN_CAP: i64 = 1_000_000_000_000;
@@ -180,6 +181,9 @@ pub(super) fn patch_in(
             );
         }
     }
+    if selected("time_zone") {
+        patch.time_zone = time_zone(&mut v, "program.time_zone", &program.time_zone);
+    }
     v.finish()?;
     Ok((patch, partial))
 }
@@ -235,6 +239,7 @@ pub fn program_out(program: Program) -> proto::Program {
         max_receipts_per_day: program.max_receipts_per_day,
         max_points_per_order: program.max_points_per_order,
         max_offline_age_days: program.max_offline_age_days,
+        time_zone: program.time_zone,
     }
 }
 

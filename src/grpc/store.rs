@@ -6,7 +6,9 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller_for,
-    convert::{Violations, check_id, check_text, optional_request_id, path, required_id},
+    convert::{
+        Violations, check_id, check_text, optional_request_id, path, required_id, time_zone,
+    },
     paging::{next_page_token, page_size, page_token},
     reply::execute,
 };
@@ -16,14 +18,13 @@ use crate::{
         command::Command,
         geo::{MAX_POLYGON_VERTICES, PolygonError, check_polygon},
         model::{LatLng, Store},
-        schedule::parse_time_zone,
     },
     engine::Engine,
     proto::{self, store_service_server::StoreService},
 };
 
 /// Time zone of a store created without one.
-pub const DEFAULT_TIME_ZONE: &str = "Asia/Tokyo";
+pub use crate::domain::model::DEFAULT_TIME_ZONE;
 /// Geofence radius of a store created without one, in metres.
 pub const DEFAULT_GEOFENCE_RADIUS_M: f64 = 100.0;
 /// Largest geofence radius, in metres.
@@ -110,7 +111,7 @@ pub(super) fn store_in(mut v: Violations, store: Option<proto::Store>) -> Result
             None
         }
     };
-    let time_zone = time_zone(&mut v, &store.time_zone);
+    let time_zone = time_zone(&mut v, "store.time_zone", &store.time_zone);
     let geofence_radius_m = radius(&mut v, store.geofence_radius_m);
     let geofence_polygon = polygon(&mut v, &store.geofence_polygon);
     v.build(|| {
@@ -144,21 +145,6 @@ pub fn lat_lng(v: &mut Violations, field: &str, point: proto::LatLng) -> Option<
         latitude: point.latitude,
         longitude: point.longitude,
     })
-}
-
-/// An IANA time zone name known to the tz database, such as "Asia/Tokyo"; empty means the
-/// default. Checked here so that every local-time rule of the store can rely on it.
-fn time_zone(v: &mut Violations, value: &str) -> Option<String> {
-    if value.is_empty() {
-        return Some(DEFAULT_TIME_ZONE.to_string());
-    }
-    match parse_time_zone(value) {
-        Ok(_) => Some(value.to_string()),
-        Err(error) => {
-            v.push("store.time_zone", error.to_string());
-            None
-        }
-    }
 }
 
 /// Geofence radius in metres: finite, 0..=100,000; 0 means the default.

@@ -24,9 +24,10 @@ use crate::domain::{
         OrderLine, OrderLot, OrderState, Posting, Store as RetailStore, Transaction,
     },
     ports::{
-        AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, Loaded,
-        LocationRecord, NewTransaction, Presence, ReceiptPageQuery, Sequence, Store, StoreError,
-        StoreRun, UnitOfWork, Visit, VisitIssue, VisitSource,
+        AccountTotal, ActivityCells, ActivityWindow, ChangeSet, CouponGroup, EngagementChanges,
+        GeoIssue, IdempotencyRecord, Keys, LiabilityGroup, Loaded, LocationRecord, NewTransaction,
+        Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit,
+        VisitCount, VisitIssue, VisitSource,
     },
     receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
     schedule::DaysOfWeek,
@@ -69,6 +70,7 @@ conformance!(
     a_second_seal_under_the_same_number_is_a_conflict,
     idempotency_records_are_purged_oldest_first_in_batches,
     receipt_rows_round_trip,
+    report_reads_group_the_ledger_rows,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -250,6 +252,7 @@ fn coupon(code: &str, member_id: &str, state: CouponState, order_id: &str) -> Co
         order_id: order_id.into(),
         redeemed_at: None,
         issued_at: day(0),
+        discount: None,
     }
 }
 
@@ -562,6 +565,7 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
     let redeemed = Coupon {
         state: CouponState::Redeemed,
         redeemed_at: Some(day(3)),
+        discount: Some(money("150.25")),
         valid_until: None,
         ..reserved
     };
@@ -1589,4 +1593,270 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
         snapshot.receipts_off_their_lot,
         vec![format!("lot {orphan_id}"), "receipt rc_stray".to_string()]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reports' reads.
+
+/// Activity cells merged by (channel, store, quarter): a backend may return one key's figures
+/// in several cells. Figures: earned, redeemed, expired, orders, sales, receipts.
+type MergedCells = std::collections::BTreeMap<
+    (Option<Channel>, String, DateTime<Utc>),
+    (i64, i64, i64, i64, rust_decimal::Decimal, i64),
+>;
+
+fn merged(cells: &ActivityCells) -> MergedCells {
+    let mut merged = MergedCells::new();
+    for cell in &cells.cells {
+        let figures = merged
+            .entry((cell.channel, cell.store_id.clone(), cell.quarter))
+            .or_default();
+        figures.0 += cell.points_earned;
+        figures.1 += cell.points_redeemed;
+        figures.2 += cell.points_expired;
+        figures.3 += cell.orders;
+        figures.4 += cell.sales;
+        figures.5 += cell.receipts;
+    }
+    merged
+}
+
+/// Lots, coupons, journal entries, receipts and visits come back grouped the same way from
+/// both backends: lots by the quarter hour they expire in (as of an instant), coupons by
+/// variant, source key, state and discount, the journal and receipts by channel, store and
+/// quarter hour, visits by store and date.
+async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
+    insert_campaign(&store).await;
+    let mut uow = store.begin().await.expect("begin");
+    let lot_ids = uow.reserve_ids(Sequence::Lots, 4).await.expect("lot ids");
+    let tx_ids = uow
+        .reserve_ids(Sequence::Transactions, 4)
+        .await
+        .expect("ids");
+    drop(uow);
+    let held = Lot {
+        held_points: 30,
+        ..lot(lot_ids[0], "m1", 100)
+    };
+    let pending = Lot {
+        state: LotState::Pending,
+        matures_at: Some(day(5)),
+        expires_at: Some(day(370) + chrono::Duration::minutes(7)),
+        ..lot(lot_ids[1], "m2", 40)
+    };
+    let forever = Lot {
+        expires_at: None,
+        ..lot(lot_ids[2], "m2", 25)
+    };
+    let lapsed_while_held = Lot {
+        expires_at: Some(day(3)),
+        held_points: 20,
+        ..lot(lot_ids[3], "m1", 50)
+    };
+    let ec_order = Order {
+        channel: Channel::Ec,
+        store_id: String::new(),
+        total: money("500"),
+        ..order("o2", "m2", "2")
+    };
+    let redeemed = |code: &str, variant: &str, source: &str, order_id: &str, at| Coupon {
+        variant_id: variant.into(),
+        source: source.into(),
+        redeemed_at: Some(at),
+        discount: Some(money("100.25")),
+        ..coupon(code, "m1", CouponState::Redeemed, order_id)
+    };
+    let other = |code: &str, source: &str, state| Coupon {
+        variant_id: "B".into(),
+        source: source.into(),
+        ..coupon(code, "m2", state, "")
+    };
+    let at = |kind, minutes, channel, store_id: &str, postings| NewTransaction {
+        occurred_at: day(1) + chrono::Duration::minutes(minutes),
+        channel,
+        store_id: store_id.into(),
+        ..entry(kind, "m1", postings)
+    };
+    let pts = |from: &str, to: &str, amount| posting(from, to, "PTS", amount);
+    let mut refund = at(
+        "refund",
+        20,
+        Some(Channel::Ec),
+        "",
+        vec![pts("member:m2", "program:issued", 2)],
+    );
+    refund.order_id = "o2".into();
+    refund.metadata = vec![("amount".into(), "100.5".into())];
+    let mut capture = at(
+        "capture",
+        20,
+        Some(Channel::Ec),
+        "",
+        vec![pts("program:issued", "member:m2", 5)],
+    );
+    capture.order_id = "o2".into();
+    let sale = at(
+        "sale",
+        0,
+        Some(Channel::Store),
+        "s1",
+        vec![
+            pts("program:issued", "member:m1", 19),
+            pts("member:m1", "program:redeemed:store:s1", 30),
+            posting("member:m1", "campaign:camp:redeemed", "CPN:camp", 1),
+        ],
+    );
+    let expire = at(
+        "expire",
+        0,
+        None,
+        "",
+        vec![pts("member:m1", "program:expired", 7)],
+    );
+    let shop = RetailStore {
+        store_id: "s1".into(),
+        name: "Shop".into(),
+        location: LatLng {
+            latitude: 35.66,
+            longitude: 139.70,
+        },
+        time_zone: "Asia/Tokyo".into(),
+        geofence_radius_m: 100.0,
+        geofence_polygon: Vec::new(),
+    };
+    let waiting = ReceiptRecord {
+        status: ReceiptStatus::PendingReview,
+        reason: Some(ReceiptReason::ReviewThreshold),
+        ..receipt_record("rc_waiting", "0002", 'b', 1)
+    };
+    let changes = ChangeSet {
+        new_stores: vec![shop],
+        new_members: vec![member("m1"), member("m2")],
+        transactions: tx_ids
+            .iter()
+            .copied()
+            .zip([sale, capture, refund, expire])
+            .collect(),
+        new_lots: vec![held, pending, forever, lapsed_while_held],
+        new_orders: vec![order("o1", "m1", "1"), ec_order],
+        new_coupons: vec![
+            redeemed("C1", "A", "admin", "o1", day(2)),
+            redeemed(
+                "C2",
+                "A",
+                "order:o9",
+                "o2",
+                day(1) + chrono::Duration::hours(1),
+            ),
+            other("C3", "order:o8", CouponState::Active),
+            other("C4", "admin", CouponState::Expired),
+        ],
+        engagement: EngagementChanges {
+            new_receipts: vec![receipt_record("rc_accepted", "0001", 'a', 1), waiting],
+            visits: vec![
+                visit("m1", 2, VisitSource::Sale),
+                visit("m2", 2, VisitSource::Geo),
+                visit("m1", 3, VisitSource::Receipt),
+            ],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    flushed(&store, &changes).await;
+
+    let mut uow = store.begin_read().await.expect("begin");
+    // day(n) is 09:30 UTC, a quarter hour; seven minutes later is still in it.
+    let group = |expires: Option<i64>, outstanding, pending, held| LiabilityGroup {
+        expires_quarter: expires.map(day),
+        outstanding_points: outstanding,
+        pending_points: pending,
+        held_points: held,
+    };
+    let by_expiry = |mut groups: Vec<LiabilityGroup>| {
+        groups.sort_by_key(|g| g.expires_quarter);
+        groups
+    };
+    assert_eq!(
+        by_expiry(uow.liability(day(4)).await.expect("liability")),
+        vec![
+            group(None, 25, 0, 0),
+            group(Some(3), 20, 0, 20),
+            group(Some(365), 100, 0, 30),
+            group(Some(370), 40, 40, 0),
+        ]
+    );
+    let matured = by_expiry(uow.liability(day(6)).await.expect("liability"));
+    assert_eq!(matured[3], group(Some(370), 40, 0, 0));
+
+    let mut coupons = uow.campaign_coupons("camp").await.expect("coupons");
+    let coupon_group = |variant: &str, source: &str, state, discount: Option<&str>| CouponGroup {
+        variant_id: variant.into(),
+        source: source.into(),
+        state,
+        discount: discount.map(money),
+        coupons: 1,
+    };
+    coupons
+        .groups
+        .sort_by(|a, b| (&a.variant_id, &a.source).cmp(&(&b.variant_id, &b.source)));
+    assert_eq!(
+        coupons.groups,
+        vec![
+            coupon_group("A", "admin", CouponState::Redeemed, Some("100.25")),
+            coupon_group("A", "order", CouponState::Redeemed, Some("100.25")),
+            coupon_group("B", "admin", CouponState::Expired, None),
+            coupon_group("B", "order", CouponState::Active, None),
+        ]
+    );
+    coupons.redeemed_by_channel.sort();
+    assert_eq!(
+        coupons.redeemed_by_channel,
+        vec![(Channel::Ec, 1), (Channel::Store, 1)]
+    );
+    coupons.times_to_redemption.sort();
+    assert_eq!(
+        coupons.times_to_redemption,
+        vec![chrono::Duration::hours(25), chrono::Duration::days(2)]
+    );
+
+    let window = ActivityWindow {
+        from: day(0),
+        to: day(3),
+        first_day: date(1),
+        last_day: date(10),
+    };
+    let mut activity = uow.activity(&window).await.expect("activity");
+    let decimal = |amount: &str| money(amount).amount();
+    let quarter_later = day(1) + chrono::Duration::minutes(15);
+    let expected: MergedCells = [
+        ((None, String::new(), day(1)), (0, 0, 7, 0, decimal("0"), 0)),
+        ((None, "s1".into(), day(1)), (0, 0, 0, 0, decimal("0"), 1)),
+        (
+            (Some(Channel::Ec), String::new(), quarter_later),
+            (3, 0, 0, 1, decimal("399.5"), 0),
+        ),
+        (
+            (Some(Channel::Store), "s1".into(), day(1)),
+            (19, 30, 0, 1, decimal("1980.5"), 0),
+        ),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(merged(&activity), expected);
+    activity.visits.sort_by_key(|count| count.visit_date);
+    let count = |day_of_2026, visits| VisitCount {
+        store_id: "s1".into(),
+        visit_date: date(day_of_2026),
+        visits,
+    };
+    assert_eq!(activity.visits, vec![count(2, 2), count(3, 1)]);
+    // Outside the window, nothing.
+    let later = ActivityWindow {
+        from: day(2),
+        to: day(3),
+        first_day: date(4),
+        last_day: date(10),
+    };
+    let nothing = uow.activity(&later).await.expect("activity");
+    assert_eq!(nothing, ActivityCells::default());
 }

@@ -25,6 +25,7 @@ mod points;
 mod privacy;
 mod receipts;
 mod replicas;
+mod reports;
 mod security;
 mod shutdown;
 mod sweeper;

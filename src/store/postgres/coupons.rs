@@ -5,6 +5,7 @@ use sqlx::postgres::PgRow;
 use super::{Cols, PgQuery, PgUnitOfWork, column};
 use crate::domain::{
     coupon::{Campaign, Coupon, CouponState},
+    money::Money,
     ports::StoreResult,
 };
 use crate::store::to_json;
@@ -50,10 +51,11 @@ order by code"#
 
 pub(super) const INSERT_COUPONS: &str = r#"
 insert into coupons (code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-    source, order_id, redeemed_at, issued_at)
+    source, order_id, redeemed_at, issued_at, discount)
 select *
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])"#;
+    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+    $12::numeric[])"#;
 
 pub(super) const UPDATE_COUPONS: &str = r#"
 update coupons p
@@ -66,11 +68,13 @@ set campaign_id = c.campaign_id,
     source = c.source,
     order_id = c.order_id,
     redeemed_at = c.redeemed_at,
-    issued_at = c.issued_at
+    issued_at = c.issued_at,
+    discount = c.discount
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::timestamptz[],
-    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[])
+    $7::timestamptz[], $8::text[], $9::text[], $10::timestamptz[], $11::timestamptz[],
+    $12::numeric[])
     as c (code, campaign_id, variant_id, member_id, state, valid_from, valid_until, source,
-        order_id, redeemed_at, issued_at)
+        order_id, redeemed_at, issued_at, discount)
 where p.code = c.code"#;
 
 pub(super) async fn get_campaign(
@@ -198,6 +202,7 @@ pub(super) fn coupon_from_row(row: &PgRow) -> StoreResult<Coupon> {
         order_id: c.get("order_id")?,
         redeemed_at: c.get("redeemed_at")?,
         issued_at: c.get("issued_at")?,
+        discount: c.opt_money("discount")?,
     })
 }
 
@@ -215,4 +220,5 @@ pub(super) fn bind_coupons<'q>(query: PgQuery<'q>, coupons: &'q [Coupon]) -> PgQ
         .bind(column(coupons, |c| c.order_id.as_str())) // $9
         .bind(column(coupons, |c| c.redeemed_at)) // $10
         .bind(column(coupons, |c| c.issued_at)) // $11
+        .bind(column(coupons, |c| c.discount.map(Money::amount))) // $12
 }

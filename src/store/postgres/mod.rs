@@ -9,7 +9,7 @@
 //! store, its pools, units of work and errors, the column lists several files share, and the
 //! port's implementation, whose every method runs its area's SQL: `members.rs` (members and
 //! identifiers), `journal.rs` (transactions, postings, balances), `lots.rs`, `orders.rs`
-//! (orders and order lots), `coupons.rs` (campaigns and coupons), `reference.rs` (program and
+//! (orders and order lots), `coupons.rs` (campaigns and coupons), `reports.rs` (the reports' sums), `reference.rs` (program and
 //! stores), `keys.rs` (API keys and idempotency records), `verify.rs` (due work and the
 //! verifier's snapshot); `batch.rs` holds a batch's bulk load, id reservations and flush, which
 //! binds the areas' set-based statements.
@@ -32,9 +32,9 @@ use crate::domain::{
     location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork,
-        Visit,
+        ActivityCells, ActivityWindow, ApiKeyRecord, CampaignCoupons, ChangeSet, DueWork,
+        IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot, LiabilityGroup, Loaded, Presence,
+        ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
@@ -253,6 +253,15 @@ impl<'r> Cols<'r> {
         Money::new(amount).map_err(|e| self.corrupt(column, format!("{amount}: {e}")))
     }
 
+    fn opt_money(&self, column: &str) -> StoreResult<Option<Money>> {
+        let amount: Option<Decimal> = self.get(column)?;
+        amount
+            .map(|amount| {
+                Money::new(amount).map_err(|e| self.corrupt(column, format!("{amount}: {e}")))
+            })
+            .transpose()
+    }
+
     /// A jsonb column, selected as `column::text as column`.
     fn json<T: DeserializeOwned>(&self, column: &str) -> StoreResult<T> {
         let text: &str = self.get(column)?;
@@ -315,7 +324,7 @@ macro_rules! select_coupons {
     () => {
         r#"
 select code, campaign_id, variant_id, member_id, state, valid_from, valid_until, source,
-    order_id, redeemed_at, issued_at
+    order_id, redeemed_at, issued_at, discount
 from coupons"#
     };
 }
@@ -332,6 +341,7 @@ mod members;
 mod orders;
 mod receipts;
 mod reference;
+mod reports;
 mod seals;
 mod verify;
 
@@ -682,6 +692,21 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::list_receipts(self, query).await
     }
 
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn liability(&mut self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>> {
+        PgUnitOfWork::liability(self, as_of).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn campaign_coupons(&mut self, campaign_id: &str) -> StoreResult<CampaignCoupons> {
+        PgUnitOfWork::campaign_coupons(self, campaign_id).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells> {
+        PgUnitOfWork::activity(self, window).await
+    }
+
     async fn member_with_lots(
         &mut self,
         member_id: &str,
@@ -921,6 +946,7 @@ mod tests {
             order_id: String::new(),
             redeemed_at: None,
             issued_at: day(0),
+            discount: None,
         }
     }
 

@@ -23,7 +23,7 @@ macro_rules! select_coupons {
     () => {
         r"
             select code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                   source, order_id, redeemed_at, issued_at
+                   source, order_id, redeemed_at, issued_at, discount
             from coupons"
     };
 }
@@ -171,7 +171,8 @@ impl SqliteUnitOfWork {
             .bind(&coupon.source) // ?8
             .bind(&coupon.order_id) // ?9
             .bind(coupon.redeemed_at.map(|at| at.timestamp_micros())) // ?10
-            .bind(coupon.issued_at.timestamp_micros())) // ?11
+            .bind(coupon.issued_at.timestamp_micros()) // ?11
+            .bind(coupon.discount.map(|discount| discount.to_string()))) // ?12
     }
 
     pub(super) fn insert_coupon_row(&self, coupon: &Coupon) -> StoreResult<()> {
@@ -179,9 +180,9 @@ impl SqliteUnitOfWork {
             r"
             insert into coupons (
                 code, campaign_id, variant_id, member_id, state, valid_from, valid_until,
-                source, order_id, redeemed_at, issued_at
+                source, order_id, redeemed_at, issued_at, discount
             )
-            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+            values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
             ",
             coupon,
         )?;
@@ -201,7 +202,8 @@ impl SqliteUnitOfWork {
                 source = ?8,
                 order_id = ?9,
                 redeemed_at = ?10,
-                issued_at = ?11
+                issued_at = ?11,
+                discount = ?12
             where code = ?1
             ",
             coupon,
@@ -228,5 +230,6 @@ fn coupon_from_row(row: &Row<'_>) -> StoreResult<Coupon> {
         order_id: c.get("order_id")?,
         redeemed_at: c.opt_instant("redeemed_at")?,
         issued_at: c.instant("issued_at")?,
+        discount: c.opt_money("discount")?,
     })
 }

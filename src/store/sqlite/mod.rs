@@ -19,7 +19,7 @@
 //! the store, its connections, units of work and errors, and the port's implementation, whose
 //! every method runs its area's SQL: `members.rs` (members and identifiers), `journal.rs`
 //! (transactions, postings, balances), `lots.rs`, `orders.rs` (orders and order lots),
-//! `coupons.rs` (campaigns and coupons), `reference.rs` (program and stores), `keys.rs` (API
+//! `coupons.rs` (campaigns and coupons), `reports.rs` (the reports' sums), `reference.rs` (program and stores), `keys.rs` (API
 //! keys and idempotency records), `verify.rs` (due work and the verifier's snapshot); `batch.rs`
 //! orchestrates a batch's load, id reservations and flush over the areas' row statements.
 
@@ -51,9 +51,9 @@ use crate::domain::{
     location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot,
-        Loaded, Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork,
-        Visit,
+        ActivityCells, ActivityWindow, ApiKeyRecord, CampaignCoupons, ChangeSet, DueWork,
+        IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot, LiabilityGroup, Loaded, Presence,
+        ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
@@ -70,6 +70,7 @@ mod members;
 mod orders;
 mod receipts;
 mod reference;
+mod reports;
 mod seals;
 mod verify;
 
@@ -724,6 +725,21 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn liability(&mut self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>> {
+        SqliteUnitOfWork::liability(self, as_of)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn campaign_coupons(&mut self, campaign_id: &str) -> StoreResult<CampaignCoupons> {
+        SqliteUnitOfWork::campaign_coupons(self, campaign_id)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells> {
+        SqliteUnitOfWork::activity(self, window)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
     async fn member_transactions(
         &mut self,
         member_id: &str,
@@ -863,6 +879,15 @@ impl<'r, 's> Cols<'r, 's> {
         let text: String = self.get(column)?;
         text.parse()
             .map_err(|e| self.corrupt(column, format!("amount {text:?}: {e}")))
+    }
+
+    fn opt_money(&self, column: &str) -> StoreResult<Option<Money>> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|text| {
+            text.parse()
+                .map_err(|e| self.corrupt(column, format!("amount {text:?}: {e}")))
+        })
+        .transpose()
     }
 
     fn json<T: DeserializeOwned>(&self, column: &str) -> StoreResult<T> {
@@ -1140,6 +1165,7 @@ mod tests {
             order_id: order_id.into(),
             redeemed_at: None,
             issued_at: at(0),
+            discount: None,
         }
     }
 
