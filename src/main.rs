@@ -101,6 +101,7 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr);
+    omo::grpc::observe::log_every_call(log_format == LogFormat::Json);
     match log_format {
         LogFormat::Text => logs.init(),
         // One object a line: the event's fields at the top level, its span's fields under

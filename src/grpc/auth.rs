@@ -22,13 +22,11 @@ use crate::{
 const MAX_KEY_LEN: usize = 256;
 
 /// The authenticated caller of `request`; UNAUTHENTICATED when the key is missing, malformed or
-/// unknown. Records the caller's key id in the RPC span's `caller` field, and the role and key
-/// id on the request span ([`super::observe`]).
+/// unknown. Records the role and key id on the request span ([`super::observe`]).
 pub async fn caller<T>(engine: &Engine, request: &Request<T>) -> Result<Caller, Status> {
     let api_key = bearer_key(request.metadata())?;
     match engine.authenticate(api_key).await {
         Ok(Some(caller)) => {
-            tracing::Span::current().record("caller", caller.key_id.as_str());
             super::observe::record_caller(&caller);
             engine.admit(&caller).map_err(rate_limited)?;
             Ok(caller)

@@ -80,7 +80,6 @@ impl CheckoutApi {
 
 #[tonic::async_trait]
 impl CheckoutService for CheckoutApi {
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/Quote", caller = tracing::field::Empty))]
     async fn quote(
         &self,
         request: Request<proto::QuoteRequest>,
@@ -95,7 +94,6 @@ impl CheckoutService for CheckoutApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/Authorize", caller = tracing::field::Empty))]
     async fn authorize(
         &self,
         request: Request<proto::AuthorizeRequest>,
@@ -108,7 +106,6 @@ impl CheckoutService for CheckoutApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/Capture", caller = tracing::field::Empty))]
     async fn capture(
         &self,
         request: Request<proto::CaptureRequest>,
@@ -119,7 +116,6 @@ impl CheckoutService for CheckoutApi {
         Ok(Response::new(proto::CaptureResponse { order: Some(order) }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/Void", caller = tracing::field::Empty))]
     async fn void(
         &self,
         request: Request<proto::VoidRequest>,
@@ -130,7 +126,6 @@ impl CheckoutService for CheckoutApi {
         Ok(Response::new(proto::VoidResponse { order: Some(order) }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/Refund", caller = tracing::field::Empty))]
     async fn refund(
         &self,
         request: Request<proto::RefundRequest>,
@@ -144,7 +139,6 @@ impl CheckoutService for CheckoutApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/RecordSale", caller = tracing::field::Empty))]
     async fn record_sale(
         &self,
         request: Request<proto::RecordSaleRequest>,
@@ -157,7 +151,6 @@ impl CheckoutService for CheckoutApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CheckoutService/GetOrder", caller = tracing::field::Empty))]
     async fn get_order(
         &self,
         request: Request<proto::GetOrderRequest>,

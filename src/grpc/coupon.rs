@@ -48,7 +48,6 @@ impl CouponApi {
 
 #[tonic::async_trait]
 impl CouponService for CouponApi {
-    #[tracing::instrument(skip_all, fields(rpc = "CouponService/CreateCampaign", caller = tracing::field::Empty))]
     async fn create_campaign(
         &self,
         request: Request<proto::CreateCampaignRequest>,
@@ -65,7 +64,6 @@ impl CouponService for CouponApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CouponService/GetCampaign", caller = tracing::field::Empty))]
     async fn get_campaign(
         &self,
         request: Request<proto::GetCampaignRequest>,
@@ -79,7 +77,6 @@ impl CouponService for CouponApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CouponService/ListCampaigns", caller = tracing::field::Empty))]
     async fn list_campaigns(
         &self,
         request: Request<proto::ListCampaignsRequest>,
@@ -100,7 +97,6 @@ impl CouponService for CouponApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CouponService/IssueCoupon", caller = tracing::field::Empty))]
     async fn issue_coupon(
         &self,
         request: Request<proto::IssueCouponRequest>,
@@ -114,7 +110,6 @@ impl CouponService for CouponApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CouponService/ListCoupons", caller = tracing::field::Empty))]
     async fn list_coupons(
         &self,
         request: Request<proto::ListCouponsRequest>,
@@ -142,7 +137,6 @@ impl CouponService for CouponApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "CouponService/GetCoupon", caller = tracing::field::Empty))]
     async fn get_coupon(
         &self,
         request: Request<proto::GetCouponRequest>,

@@ -71,7 +71,6 @@ impl EngagementApi {
 
 #[tonic::async_trait]
 impl EngagementService for EngagementApi {
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/CreateGeoRule", caller = tracing::field::Empty))]
     async fn create_geo_rule(
         &self,
         request: Request<proto::CreateGeoRuleRequest>,
@@ -85,7 +84,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ReportLocation", caller = tracing::field::Empty))]
     async fn report_location(
         &self,
         request: Request<proto::ReportLocationRequest>,
@@ -99,7 +97,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ListNearbyOffers", caller = tracing::field::Empty))]
     async fn list_nearby_offers(
         &self,
         request: Request<proto::ListNearbyOffersRequest>,
@@ -112,7 +109,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/CreateVisitRule", caller = tracing::field::Empty))]
     async fn create_visit_rule(
         &self,
         request: Request<proto::CreateVisitRuleRequest>,
@@ -126,7 +122,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/CreateReceiptRule", caller = tracing::field::Empty))]
     async fn create_receipt_rule(
         &self,
         request: Request<proto::CreateReceiptRuleRequest>,
@@ -140,7 +135,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/SubmitReceipt", caller = tracing::field::Empty))]
     async fn submit_receipt(
         &self,
         request: Request<proto::SubmitReceiptRequest>,
@@ -153,7 +147,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ReviewReceipt", caller = tracing::field::Empty))]
     async fn review_receipt(
         &self,
         request: Request<proto::ReviewReceiptRequest>,
@@ -166,7 +159,6 @@ impl EngagementService for EngagementApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "EngagementService/ListReceipts", caller = tracing::field::Empty))]
     async fn list_receipts(
         &self,
         request: Request<proto::ListReceiptsRequest>,

@@ -37,7 +37,6 @@ impl LedgerApi {
 
 #[tonic::async_trait]
 impl LedgerService for LedgerApi {
-    #[tracing::instrument(skip_all, fields(rpc = "LedgerService/GetBalance", caller = tracing::field::Empty))]
     async fn get_balance(
         &self,
         request: Request<proto::GetBalanceRequest>,
@@ -50,7 +49,6 @@ impl LedgerService for LedgerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "LedgerService/ListTransactions", caller = tracing::field::Empty))]
     async fn list_transactions(
         &self,
         request: Request<proto::ListTransactionsRequest>,
@@ -75,7 +73,6 @@ impl LedgerService for LedgerApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "LedgerService/AdjustPoints", caller = tracing::field::Empty))]
     async fn adjust_points(
         &self,
         request: Request<proto::AdjustPointsRequest>,

@@ -39,7 +39,6 @@ impl MemberApi {
 
 #[tonic::async_trait]
 impl MemberService for MemberApi {
-    #[tracing::instrument(skip_all, fields(rpc = "MemberService/CreateMember", caller = tracing::field::Empty))]
     async fn create_member(
         &self,
         request: Request<proto::CreateMemberRequest>,
@@ -53,7 +52,6 @@ impl MemberService for MemberApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "MemberService/GetMember", caller = tracing::field::Empty))]
     async fn get_member(
         &self,
         request: Request<proto::GetMemberRequest>,
@@ -66,7 +64,6 @@ impl MemberService for MemberApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "MemberService/LinkIdentifier", caller = tracing::field::Empty))]
     async fn link_identifier(
         &self,
         request: Request<proto::LinkIdentifierRequest>,
@@ -80,7 +77,6 @@ impl MemberService for MemberApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "MemberService/MergeMembers", caller = tracing::field::Empty))]
     async fn merge_members(
         &self,
         request: Request<proto::MergeMembersRequest>,

@@ -54,7 +54,6 @@ impl ProgramApi {
 
 #[tonic::async_trait]
 impl ProgramService for ProgramApi {
-    #[tracing::instrument(skip_all, fields(rpc = "ProgramService/GetProgram", caller = tracing::field::Empty))]
     async fn get_program(
         &self,
         request: Request<proto::GetProgramRequest>,
@@ -66,7 +65,6 @@ impl ProgramService for ProgramApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ProgramService/UpdateProgram", caller = tracing::field::Empty))]
     async fn update_program(
         &self,
         request: Request<proto::UpdateProgramRequest>,

@@ -36,7 +36,6 @@ impl ReportApi {
 
 #[tonic::async_trait]
 impl ReportService for ReportApi {
-    #[tracing::instrument(skip_all, fields(rpc = "ReportService/GetLiability", caller = tracing::field::Empty))]
     async fn get_liability(
         &self,
         request: Request<proto::GetLiabilityRequest>,
@@ -50,7 +49,6 @@ impl ReportService for ReportApi {
         Ok(Response::new(liability_out(liability)))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ReportService/GetCampaignStats", caller = tracing::field::Empty))]
     async fn get_campaign_stats(
         &self,
         request: Request<proto::GetCampaignStatsRequest>,
@@ -65,7 +63,6 @@ impl ReportService for ReportApi {
         Ok(Response::new(campaign_stats_out(stats)))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "ReportService/GetActivity", caller = tracing::field::Empty))]
     async fn get_activity(
         &self,
         request: Request<proto::GetActivityRequest>,

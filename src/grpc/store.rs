@@ -42,7 +42,6 @@ impl StoreApi {
 
 #[tonic::async_trait]
 impl StoreService for StoreApi {
-    #[tracing::instrument(skip_all, fields(rpc = "StoreService/CreateStore", caller = tracing::field::Empty))]
     async fn create_store(
         &self,
         request: Request<proto::CreateStoreRequest>,
@@ -59,7 +58,6 @@ impl StoreService for StoreApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "StoreService/GetStore", caller = tracing::field::Empty))]
     async fn get_store(
         &self,
         request: Request<proto::GetStoreRequest>,
@@ -73,7 +71,6 @@ impl StoreService for StoreApi {
         }))
     }
 
-    #[tracing::instrument(skip_all, fields(rpc = "StoreService/ListStores", caller = tracing::field::Empty))]
     async fn list_stores(
         &self,
         request: Request<proto::ListStoresRequest>,
