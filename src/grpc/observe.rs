@@ -99,15 +99,27 @@ where
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
         let method = method_label(request.uri().path());
-        let span = tracing::info_span!(
-            "request",
-            method,
-            role = Empty,
-            key_id = Empty,
-            request_id = Empty,
-            code = Empty,
-            latency_ms = Empty,
-        );
+        // The span is as loud as its closing line: at DEBUG (text mode) an INFO filter skips
+        // it altogether, and the call pays nothing for it.
+        macro_rules! request_span {
+            ($level:expr) => {
+                tracing::span!(
+                    $level,
+                    "request",
+                    method,
+                    role = Empty,
+                    key_id = Empty,
+                    request_id = Empty,
+                    code = Empty,
+                    latency_ms = Empty,
+                )
+            };
+        }
+        let span = if EVERY_CALL_AT_INFO.load(Ordering::Relaxed) {
+            request_span!(tracing::Level::INFO)
+        } else {
+            request_span!(tracing::Level::DEBUG)
+        };
         let finished = Finished {
             method,
             span: span.clone(),
