@@ -182,6 +182,29 @@ pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
 }
 
 impl TestApp {
+    /// A store in Times Square, on New York's clock (for local days and printed times that are
+    /// not Tokyo's).
+    pub async fn create_new_york_store(&self, store_id: &str) {
+        self.admin
+            .stores()
+            .create_store(proto::CreateStoreRequest {
+                request_id: String::new(),
+                store: Some(proto::Store {
+                    store_id: store_id.into(),
+                    name: "Times Square".into(),
+                    location: Some(proto::LatLng {
+                        latitude: 40.7580,
+                        longitude: -73.9855,
+                    }),
+                    time_zone: "America/New_York".into(),
+                    geofence_radius_m: 100.0,
+                    geofence_polygon: vec![],
+                }),
+            })
+            .await
+            .expect("create store");
+    }
+
     pub fn app(&self) -> &Application {
         self.app.as_ref().expect("running")
     }

@@ -907,24 +907,7 @@ async fn raw_text_is_read_in_the_store_zone(app: &TestApp) {
     // Noon on Monday 23 November 2026 in Tokyo: the receipts below are a day old.
     app.clock
         .set(Utc.with_ymd_and_hms(2026, 11, 23, 3, 0, 0).unwrap());
-    app.admin
-        .stores()
-        .create_store(proto::CreateStoreRequest {
-            request_id: String::new(),
-            store: Some(proto::Store {
-                store_id: "nyc".into(),
-                name: "Times Square".into(),
-                location: Some(proto::LatLng {
-                    latitude: 40.7580,
-                    longitude: -73.9855,
-                }),
-                time_zone: "America/New_York".into(),
-                geofence_radius_m: 100.0,
-                geofence_polygon: vec![],
-            }),
-        })
-        .await
-        .expect("create store");
+    app.create_new_york_store("nyc").await;
     create_rule(app, points_rule("base", "0.01")).await;
     create_rule(
         app,

@@ -460,24 +460,7 @@ async fn activity_is_booked_on_local_days(app: &TestApp) {
     // at 2026-04-01 03:00 UTC: 12:00 on April 1 in Tokyo, 23:00 on March 31 in New York.
     assert_eq!(start_time(), utc(2026, 4, 1, 3));
     app.set_program(|p| p.point_expiry_days = 1).await;
-    app.admin
-        .stores()
-        .create_store(proto::CreateStoreRequest {
-            request_id: String::new(),
-            store: Some(proto::Store {
-                store_id: "nyc".into(),
-                name: "New York".into(),
-                location: Some(proto::LatLng {
-                    latitude: 40.75,
-                    longitude: -73.99,
-                }),
-                time_zone: "America/New_York".into(),
-                geofence_radius_m: 100.0,
-                geofence_polygon: vec![],
-            }),
-        })
-        .await
-        .expect("store");
+    app.create_new_york_store("nyc").await;
     let rule = proto::ReceiptRule {
         earn_rate: "0.01".into(),
         ..Default::default()
