@@ -1015,6 +1015,21 @@ async fn a_second_load_of_a_locked_member_waits_for_the_commit(store: Arc<dyn St
 // ---------------------------------------------------------------------------------------------
 // Engagement.
 
+/// Store `s1`, in Tokyo.
+fn shop() -> RetailStore {
+    RetailStore {
+        store_id: "s1".into(),
+        name: "Shop".into(),
+        location: LatLng {
+            latitude: 35.66,
+            longitude: 139.70,
+        },
+        time_zone: "Asia/Tokyo".into(),
+        geofence_radius_m: 100.0,
+        geofence_polygon: Vec::new(),
+    }
+}
+
 fn date(day_of_2026: u32) -> NaiveDate {
     NaiveDate::from_yo_opt(2026, day_of_2026).expect("a date")
 }
@@ -1066,17 +1081,7 @@ fn visit(member_id: &str, day_of_2026: u32, source: VisitSource) -> Visit {
 /// rule is gone.
 async fn engagement_rows_round_trip(store: Arc<dyn Store>) {
     insert_campaign(&store).await;
-    let shop = RetailStore {
-        store_id: "s1".into(),
-        name: "Shop".into(),
-        location: LatLng {
-            latitude: 35.66,
-            longitude: 139.70,
-        },
-        time_zone: "Asia/Tokyo".into(),
-        geofence_radius_m: 100.0,
-        geofence_polygon: Vec::new(),
-    };
+    let shop = shop();
     let geo_coupon = Coupon {
         source: "geo:g1".into(),
         ..coupon("CG", "m1", CouponState::Active, "")
@@ -1713,17 +1718,7 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
         "",
         vec![pts("member:m1", "program:expired", 7)],
     );
-    let shop = RetailStore {
-        store_id: "s1".into(),
-        name: "Shop".into(),
-        location: LatLng {
-            latitude: 35.66,
-            longitude: 139.70,
-        },
-        time_zone: "Asia/Tokyo".into(),
-        geofence_radius_m: 100.0,
-        geofence_polygon: Vec::new(),
-    };
+    let shop = shop();
     let waiting = ReceiptRecord {
         status: ReceiptStatus::PendingReview,
         reason: Some(ReceiptReason::ReviewThreshold),
