@@ -262,7 +262,12 @@ fn activity_section(rows: &[ActivityRow]) -> Markup {
         let day = day.unwrap_or_default();
         *earned.entry(day.clone()).or_default() += row.points_earned;
         *redeemed.entry(day).or_default() += row.points_redeemed;
-        let channel = row.key.channel.map_or("none", |c| c.as_str()).to_string();
+        // Receipts are booked on the row of no channel at their store (report.proto).
+        let channel = row
+            .key
+            .channel
+            .map_or("receipts", |c| c.as_str())
+            .to_string();
         let place = by_place
             .entry((channel, row.key.store_id.clone()))
             .or_default();
@@ -389,8 +394,7 @@ fn bar_chart(bars: &[(String, i64)], class: &str) -> Markup {
     let slot = WIDTH / bars.len() as f64;
     let label_every = (bars.len() / 10).max(1);
     html! {
-        svg.chart class=(class) viewBox=(format!("0 0 {WIDTH} {}", HEIGHT + LABELS)) role="img"
-            preserveAspectRatio="none" {
+        svg class=(format!("chart {class}")) viewBox=(format!("0 0 {WIDTH} {}", HEIGHT + LABELS)) role="img" {
             @for (i, (label, value)) in bars.iter().enumerate() {
                 @let height = (*value).max(0) as f64 / max * (HEIGHT - 16.0);
                 @let x = i as f64 * slot;
