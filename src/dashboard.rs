@@ -71,6 +71,8 @@ enum Refusal {
     Login,
     /// A valid key that is not an admin's.
     Forbidden,
+    /// Over the key's `--rate-limit-admin`, as over gRPC.
+    RateLimited,
     Internal(EngineError),
 }
 
@@ -83,6 +85,14 @@ impl IntoResponse for Refusal {
                 page(
                     "Forbidden",
                     html! { p { "The dashboard is for admin keys." } (logout_form()) },
+                ),
+            )
+                .into_response(),
+            Refusal::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                page(
+                    "Too many requests",
+                    html! { p { "Try again in a moment." } },
                 ),
             )
                 .into_response(),
@@ -132,7 +142,10 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 async fn admin(engine: &Engine, key: Option<&str>) -> Result<Caller, Refusal> {
     let key = key.ok_or(Refusal::Login)?;
     match engine.authenticate(key).await {
-        Ok(Some(caller)) if caller.role == Role::Admin => Ok(caller),
+        Ok(Some(caller)) if caller.role == Role::Admin => {
+            engine.admit(&caller).map_err(|_| Refusal::RateLimited)?;
+            Ok(caller)
+        }
         Ok(Some(_)) => Err(Refusal::Forbidden),
         Ok(None) => Err(Refusal::Login),
         Err(error) => Err(Refusal::Internal(error)),
