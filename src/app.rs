@@ -7,6 +7,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::{
     config::Config,
+    dashboard,
     domain::{Clock, ports::StoreError},
     engine::Engine,
     grpc,
@@ -41,6 +42,8 @@ pub struct Application {
     sealer: Option<JoinHandle<()>>,
     /// The `/metrics` listener (`--metrics-listen`), stopped with the server.
     metrics: Option<MetricsExporter>,
+    /// The dashboard (`--http`): its address, and what stops it.
+    http: Option<(SocketAddr, oneshot::Sender<()>)>,
     /// Turns the health service NOT_SERVING at shutdown.
     health: tonic_health::server::HealthReporter,
     /// How long calls in flight may take to finish at shutdown (`--shutdown-grace-s`).
@@ -68,6 +71,10 @@ impl Application {
         }
         let metrics_listen = config.observability.metrics_listen;
         let metrics = metrics_listen.map(metrics::serve).transpose()?;
+        let http = match config.http {
+            Some(addr) => Some(dashboard::serve(engine.clone(), addr).await?),
+            None => None,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
         let (routes, health) = grpc::routes(engine.clone(), limits.max_message_bytes).await;
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
@@ -104,6 +111,7 @@ impl Application {
             tls = config.tls.tls_cert.is_some(),
             mutual_tls = config.tls.tls_client_ca.is_some(),
             metrics = metrics_listen.map(tracing::field::display),
+            http = http.as_ref().map(|(addr, _)| tracing::field::display(addr)),
             "omo serving"
         );
         Ok(Application {
@@ -114,6 +122,7 @@ impl Application {
             sweeper,
             sealer,
             metrics,
+            http,
             health,
             shutdown_grace: Duration::from_secs(config.shutdown_grace_s),
         })
@@ -126,6 +135,11 @@ impl Application {
     /// `http://127.0.0.1:PORT`, for clients.
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.local_addr)
+    }
+
+    /// Where the dashboard listens (`--http`), if it does.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(|(addr, _)| *addr)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -161,6 +175,9 @@ impl Application {
             task.abort();
         }
         if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some((_, stop)) = self.http.take() {
             let _ = stop.send(());
         }
         let grace = self.shutdown_grace;
@@ -202,6 +219,9 @@ impl Drop for Application {
             task.abort();
         }
         if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some((_, stop)) = self.http.take() {
             let _ = stop.send(());
         }
     }

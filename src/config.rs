@@ -83,6 +83,10 @@ pub struct Config {
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
     pub writers: Option<usize>,
+    /// Serve the read-only operator dashboard (admin keys only) over HTTP/1 on this address;
+    /// without it nothing listens.
+    #[arg(long, env = "OMO_HTTP")]
+    pub http: Option<SocketAddr>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
@@ -201,6 +205,7 @@ impl Config {
             idempotency_retention_days: 30,
             shutdown_grace_s: 30,
             writers: None,
+            http: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),
             observability: ObservabilityArgs::default(),

@@ -9,6 +9,7 @@ pub mod backup;
 pub mod bench;
 pub mod client;
 pub mod config;
+pub mod dashboard;
 pub mod demo;
 pub mod domain;
 pub mod engine;

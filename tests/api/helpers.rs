@@ -144,9 +144,19 @@ pub fn start_time() -> chrono::DateTime<Utc> {
 }
 
 pub async fn spawn_app(backend: Backend) -> Option<TestApp> {
+    spawn_app_with(backend, |_| {}).await
+}
+
+/// As [`spawn_app`], with the local config changed by `configure` first.
+pub async fn spawn_app_with(
+    backend: Backend,
+    configure: impl FnOnce(&mut Config),
+) -> Option<TestApp> {
     let (database_url, database) = fresh_database(backend).await?;
     let clock = ManualClock::new(start_time());
-    let app = Application::build(&Config::local(&database_url), Arc::new(clock.clone()))
+    let mut config = Config::local(&database_url);
+    configure(&mut config);
+    let app = Application::build(&config, Arc::new(clock.clone()))
         .await
         .expect("server starts");
     let engine = app.engine().clone();

@@ -13,6 +13,7 @@ mod checkout;
 mod concurrency;
 mod coupons;
 mod crash;
+mod dashboard;
 mod geo;
 mod idempotency;
 mod keys;
