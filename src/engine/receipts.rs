@@ -275,7 +275,8 @@ async fn award(
     Ok(issued)
 }
 
-/// Appends a receipt's journal entry: at the receipt's store, when it was issued.
+/// Appends a receipt's journal entry: the member's (after a review, the member the submitter
+/// may have been merged into), at the receipt's store, when it was issued.
 async fn book(
     uow: &mut dyn LedgerRows,
     kind: &'static str,
@@ -283,8 +284,7 @@ async fn book(
     posting: Posting,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let member_id = posting_member(&posting);
-    let mut entry = points::system_entry(kind, &member_id, now, vec![posting]);
+    let mut entry = points::system_entry(kind, &record.member_id, now, vec![posting]);
     entry.occurred_at = record.receipt.issued_at;
     entry.store_id.clone_from(&record.receipt.store_id);
     entry
@@ -292,17 +292,6 @@ async fn book(
         .push(("receipt_id".into(), record.receipt_id.clone()));
     uow.append_transaction(&entry).await?;
     Ok(())
-}
-
-/// The member a receipt's posting credits or debits.
-fn posting_member(posting: &Posting) -> String {
-    [&posting.to_account, &posting.from_account]
-        .into_iter()
-        .find_map(|name| match Account::parse(name) {
-            Some(Account::Member(id) | Account::MemberPending(id)) => Some(id),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 async fn add_lifetime_points(
