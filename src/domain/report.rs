@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveTime, TimeDelta, TimeZone, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -35,7 +35,7 @@ use super::{
     model::Channel,
     money::{MAX_SCALE, Money},
     ports::{ActivityCells, ActivityWindow, CampaignCoupons, LiabilityGroup},
-    schedule::local_date,
+    schedule::{local_date, local_day_start},
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -355,21 +355,6 @@ pub fn roll_up(
     totals.into_values().collect()
 }
 
-/// The first instant of a local day in `tz`: local midnight, or, where a daylight-saving jump
-/// skips midnight (America/Santiago, America/Havana), the instant of the jump. Of a midnight
-/// that happens twice (a fall-back at midnight), the first.
-pub fn local_day_start(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
-    let midnight = day.and_time(NaiveTime::MIN);
-    // In a gap the day begins at the first local time that exists; every transition of the tz
-    // database falls on a quarter hour, and none skips more than two hours.
-    (0..=8)
-        .map(|quarters| midnight + TimeDelta::minutes(15 * quarters))
-        .find_map(|local| tz.from_local_datetime(&local).earliest())
-        .map(|start| start.with_timezone(&Utc))
-        // Not reached with the tz database; midnight read as UTC is the nearest sane answer.
-        .unwrap_or_else(|| midnight.and_utc())
-}
-
 /// Whether a local day belongs to the range [start, end): its first instant is in the range.
 /// Whole days of one zone then select the same calendar days in every nearby zone.
 pub fn day_in_range(day: NaiveDate, tz: Tz, start: DateTime<Utc>, end: DateTime<Utc>) -> bool {
@@ -516,6 +501,8 @@ pub fn activity(
 
 #[cfg(test)]
 mod tests {
+    use chrono::TimeZone;
+
     use super::*;
 
     fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {

@@ -7,7 +7,9 @@
 
 use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, TimeDelta, TimeZone, Timelike, Utc,
+};
 use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
@@ -57,9 +59,24 @@ pub fn instant_of_local(local: NaiveDateTime, tz: Tz) -> DateTime<Utc> {
     }
 }
 
+/// The first instant of a local day in `tz`: local midnight, or, where a daylight-saving jump
+/// skips midnight (America/Santiago, America/Havana), the instant of the jump. Of a midnight
+/// that happens twice (a fall-back at midnight), the first.
+pub fn local_day_start(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
+    let midnight = day.and_time(NaiveTime::MIN);
+    // In a gap the day begins at the first local time that exists; every transition of the tz
+    // database falls on a quarter hour, and none skips more than two hours.
+    (0..=8)
+        .map(|quarters| midnight + TimeDelta::minutes(15 * quarters))
+        .find_map(|local| tz.from_local_datetime(&local).earliest())
+        .map(|start| start.with_timezone(&Utc))
+        // Not reached with the tz database; midnight read as UTC is the nearest sane answer.
+        .unwrap_or_else(|| midnight.and_utc())
+}
+
 /// The first instant of the local date of `at` in a zone.
 pub fn start_of_local_day(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
-    instant_of_local(local_date(at, tz).and_time(NaiveTime::MIN), tz)
+    local_day_start(local_date(at, tz), tz)
 }
 
 /// A time of day written "HH:MM" (two digits each, 00:00 to 23:59). "24:00" is not accepted: a
