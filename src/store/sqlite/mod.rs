@@ -876,9 +876,8 @@ impl<'r, 's> Cols<'r, 's> {
     }
 
     fn money(&self, column: &str) -> StoreResult<Money> {
-        let text: String = self.get(column)?;
-        text.parse()
-            .map_err(|e| self.corrupt(column, format!("amount {text:?}: {e}")))
+        self.opt_money(column)?
+            .ok_or_else(|| self.corrupt(column, "null amount"))
     }
 
     fn opt_money(&self, column: &str) -> StoreResult<Option<Money>> {
