@@ -23,7 +23,8 @@ use crate::{
         page::Cursor,
         receipt::{
             DEFAULT_MAX_AGE_DAYS, IssuedAt, LineCondition, MAX_LINES, MAX_NOTE_CHARS, Receipt,
-            ReceiptQuery, ReceiptRecord, ReceiptRule, ReceiptStatus, ReceiptSubmission,
+            ReceiptQuery, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus,
+            ReceiptSubmission,
         },
         receipt_text,
     },
@@ -328,13 +329,15 @@ pub fn receipt_result_out(result: ReceiptResult) -> proto::ReceiptResult {
     proto::ReceiptResult {
         receipt_id: result.receipt_id,
         status: status_out(result.status).into(),
-        reason: result
-            .reason
-            .map(|reason| reason.as_str().to_string())
-            .unwrap_or_default(),
+        reason: reason_out(result.reason),
         points_awarded: result.points_awarded,
         coupons_issued: result.coupons_issued.into_iter().map(coupon_out).collect(),
     }
+}
+
+/// A reason as the API names it; empty for none.
+fn reason_out(reason: Option<ReceiptReason>) -> String {
+    reason.map_or_else(String::new, |reason| reason.as_str().to_string())
 }
 
 fn status_out(status: ReceiptStatus) -> proto::ReceiptStatus {
@@ -435,10 +438,7 @@ pub fn receipt_record_out(record: ReceiptRecord) -> proto::ReceiptRecord {
             raw_text: String::new(),
         }),
         status: status_out(record.status).into(),
-        reason: record
-            .reason
-            .map(|reason| reason.as_str().to_string())
-            .unwrap_or_default(),
+        reason: reason_out(record.reason),
         points_awarded: record.points,
         rule_ids: record.rule_ids,
         coupon_codes: record.coupon_codes,

@@ -245,6 +245,9 @@ async fn the_dashboard_renders_the_engines_figures_in_chromium() {
 
     // Act: the browser run is bounded; the script has its own timeouts too.
     let script = root.join("tests/e2e/dashboard.mjs");
+    // A screenshot left by an earlier run must not pass for this run's.
+    let phone_png = root.join("target/e2e/dashboard-phone.png");
+    let _ = std::fs::remove_file(&phone_png);
     let run = tokio::time::timeout(
         std::time::Duration::from_secs(90),
         tokio::process::Command::new("node")
@@ -268,5 +271,8 @@ async fn the_dashboard_renders_the_engines_figures_in_chromium() {
         String::from_utf8_lossy(&run.stderr)
     );
     assert!(run.status.success(), "dashboard e2e failed:\n{output}");
-    assert!(root.join("target/e2e/dashboard-phone.png").exists());
+    assert!(
+        phone_png.exists(),
+        "the browser run saved no phone screenshot"
+    );
 }
