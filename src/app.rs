@@ -25,6 +25,8 @@ pub enum AppError {
     Transport(#[from] tonic::transport::Error),
     #[error("metrics: {0}")]
     Metrics(#[from] MetricsError),
+    #[error("rebuilding the report summaries: {0}")]
+    Rebuild(#[from] crate::engine::EngineError),
 }
 
 /// Whether clients reach `addr` only from this machine.
@@ -56,6 +58,7 @@ impl Application {
         let store = store::open(config.database.database_url.expose()).await?;
         let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
+        engine.rebuild_reports_if_wanted().await?;
         let limits = &config.limits;
         engine.set_rate_limits(limits);
         engine.set_idempotency_retention_days(config.idempotency_retention_days);

@@ -420,7 +420,7 @@ pub struct Balance {
     pub lifetime_redeemed_points: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum LotState {
     /// Earned, not yet spendable (EC return window).
     Pending,

@@ -11,21 +11,21 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use chrono::{DateTime, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use super::{
     auth::Role,
-    coupon::{Campaign, Coupon, CouponState},
+    coupon::{Campaign, Coupon},
     location::{Fix, GeoRule, IssueFacts, RejectReason, VisitRule, VisitRun},
     model::{
         Channel, Identifier, LatLng, Lot, MemberRow, Order, OrderLot, Posting, Program,
         Store as RetailStore, Transaction,
     },
-    money::Money,
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
     seal::Seal,
+    summary::{LotTally, ReportSums},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -172,31 +172,10 @@ pub struct LiabilityGroup {
     pub held_points: i64,
 }
 
-/// Coupons of one campaign with one variant, source key, state and discount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CouponGroup {
-    pub variant_id: String,
-    /// `domain::report::source_key` of the coupons' source.
-    pub source: String,
-    pub state: CouponState,
-    pub discount: Option<Money>,
-    pub coupons: i64,
-}
-
-/// The coupon rows GetCampaignStats is computed from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CampaignCoupons {
-    pub groups: Vec<CouponGroup>,
-    /// Redeemed coupons by the channel of the order that redeemed them.
-    pub redeemed_by_channel: Vec<(Channel, i64)>,
-    /// `redeemed_at - issued_at` of every redeemed coupon, in no order.
-    pub times_to_redemption: Vec<TimeDelta>,
-}
-
-/// What GetActivity reads: the journal entries, receipts and visits of a window.
+/// What GetActivity reads: the activity summary's periods in [from, to), and the visits of
+/// [first_day, last_day].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivityWindow {
-    /// Journal entries and receipts with `occurred_at` (`issued_at`) in [from, to).
     pub from: DateTime<Utc>,
     pub to: DateTime<Utc>,
     /// Visits with a `visit_date` in [first_day, last_day].
@@ -204,13 +183,30 @@ pub struct ActivityWindow {
     pub last_day: NaiveDate,
 }
 
-/// The activity of one channel at one store within one quarter hour (UTC): every zone's local
-/// days begin on a quarter hour, so the engine can give each cell its local day exactly.
+impl ActivityWindow {
+    /// Every period and date a ledger can hold (years 1 to 9999, which both backends store).
+    pub fn everything() -> Self {
+        let date = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap_or_default();
+        let first_day = date(1, 1, 1);
+        let last_day = date(9999, 12, 31);
+        Self {
+            from: first_day.and_time(chrono::NaiveTime::MIN).and_utc(),
+            to: last_day.and_time(chrono::NaiveTime::MIN).and_utc(),
+            first_day,
+            last_day,
+        }
+    }
+}
+
+/// The activity of one channel at one store within one period: a quarter hour (UTC) as the
+/// ledger is recomputed, or as summarised `domain::summary::activity_period` (a store's local
+/// day). Every zone's local days begin on a quarter hour, so the engine can give each cell its
+/// local day exactly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivityCell {
     pub channel: Option<Channel>,
     pub store_id: String,
-    pub quarter: DateTime<Utc>,
+    pub period: DateTime<Utc>,
     /// Points out of `program:issued` less points back into it.
     pub points_earned: i64,
     /// Points into `program:redeemed:*` less points out of them.
@@ -226,6 +222,37 @@ pub struct ActivityCell {
     pub receipts: i64,
 }
 
+impl ActivityCell {
+    /// A cell with nothing in it yet.
+    pub fn empty(channel: Option<Channel>, store_id: String, period: DateTime<Utc>) -> Self {
+        Self {
+            channel,
+            store_id,
+            period,
+            points_earned: 0,
+            points_redeemed: 0,
+            points_expired: 0,
+            orders: 0,
+            sales: Decimal::ZERO,
+            receipts: 0,
+        }
+    }
+
+    /// Adds the figures of `other` (whatever its key).
+    pub fn add(&mut self, other: &ActivityCell) {
+        self.points_earned += other.points_earned;
+        self.points_redeemed += other.points_redeemed;
+        self.points_expired += other.points_expired;
+        self.orders += other.orders;
+        self.sales += other.sales;
+        self.receipts += other.receipts;
+    }
+
+    pub fn is_zero(&self) -> bool {
+        *self == ActivityCell::empty(self.channel, self.store_id.clone(), self.period)
+    }
+}
+
 /// Visits at one store on one local date.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VisitCount {
@@ -234,12 +261,13 @@ pub struct VisitCount {
     pub visits: i64,
 }
 
-/// The rows GetActivity is computed from. Cells of one key may come more than once (a backend
-/// may sum points and sales in separate reads); the engine adds them up.
+/// What GetLiability reads (see `domain::summary::liability_groups`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ActivityCells {
-    pub cells: Vec<ActivityCell>,
-    pub visits: Vec<VisitCount>,
+pub struct LiabilityLots {
+    /// The lot summary, shards summed.
+    pub tallies: Vec<LotTally>,
+    /// Live lots with free points that expire or mature in [quarter of as_of, as_of].
+    pub boundary: Vec<Lot>,
 }
 
 /// What a batch of commands will touch, gathered from the commands before any is decided, so
@@ -341,6 +369,12 @@ pub struct ChangeSet {
     pub outcomes: Vec<IdempotencyRecord>,
     /// Engagement rows, written after the coupons they name.
     pub engagement: EngagementChanges,
+    /// The net change of the report summaries (visits are counted by the flush as it inserts
+    /// them: a batch does not know whether a visit row exists).
+    pub report: ReportSums,
+    /// The summary rows' shard: the flushing writer's number (0 outside the writers' batches),
+    /// so that parallel writers never wait on one summary row.
+    pub shard: i16,
 }
 
 /// What a batch changed of the engagement tables (rules, reports, presence, visits).
@@ -661,13 +695,31 @@ pub trait UnitOfWork: LedgerReads {
     /// One page of receipts (see [`ReceiptPageQuery`]).
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>>;
 
-    // The reports (ReportService), summed from the ledger's own rows.
-    /// Live lots (not expired, with points) summed by the quarter hour they expire in.
-    async fn liability(&mut self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>>;
-    /// The coupons of one campaign, grouped (see [`CampaignCoupons`]).
-    async fn campaign_coupons(&mut self, campaign_id: &str) -> StoreResult<CampaignCoupons>;
-    /// The journal entries, receipts and visits of a window, grouped (see [`ActivityCells`]).
-    async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells>;
+    // The reports (ReportService) read the summaries the flush keeps (`domain::summary`),
+    // shards summed.
+    /// The lot summary and the lots of `as_of`'s quarter hour (see [`LiabilityLots`]).
+    async fn liability_lots(&mut self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots>;
+    /// One campaign's coupons, redemptions by channel and times to redemption.
+    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<ReportSums>;
+    /// The activity and visits of a window.
+    async fn activity_sums(&mut self, window: &ActivityWindow) -> StoreResult<ReportSums>;
+    /// Every summary row, for `omo verify`.
+    async fn report_sums(&mut self) -> StoreResult<ReportSums>;
+    /// The same sums recomputed from the ledger's own rows (journal, lots, coupons, receipts,
+    /// visits), activity by quarter hour: what the summaries must equal.
+    async fn recompute_report_sums(&mut self) -> StoreResult<ReportSums>;
+    /// Replaces every summary row with `sums` (a recomputation, at shard 0) and clears the
+    /// rebuild requests; the caller has locked the summaries (see `lock_report_sums`).
+    async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()>;
+    /// Makes writers wait for this unit of work before they add to the summaries (taken before
+    /// a rebuild's recomputation, so that no batch commits between it and the replacement).
+    /// SQLite has one writer, whose transaction is this one: nothing to do there.
+    async fn lock_report_sums(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+    /// Whether a migration asked for a rebuild of the summaries (a ledger that existed before
+    /// them): the server rebuilds them when it starts.
+    async fn summary_rebuild_wanted(&mut self) -> StoreResult<bool>;
 
     // API keys, written outside batches.
     async fn insert_api_key(&mut self, key: &ApiKeyRecord) -> StoreResult<()>;

@@ -5,17 +5,12 @@
 //! # How the reports are derived from the ledger
 //!
 //! Every figure is a function of the ledger: the journal (transactions and postings), the point
-//! lots, the coupon rows, receipts and visits. Today each request sums them directly: the
-//! store groups the rows (`ports::LiabilityGroup`, `CouponGroup`, `ActivityCell`; instants by
-//! UTC quarter hour, on which every zone's days and months begin) and [`liability`],
-//! [`campaign_stats`] and [`activity`] turn the groups into the reports in the zones of the
-//! stores and the program. There is no second copy to drift.
-//!
-//! Those sums scan the journal, which is too slow for a ledger of ten million postings. The
-//! plan (`docs/reports.md`) keeps summaries written by the batch flush, one upsert per summary
-//! row per batch, in the transaction of the rows they summarise, with the per-writer `shard`
-//! that keeps parallel writers off each other's rows; the direct sums then become the
-//! recomputation that a conformance test and `omo verify` compare the summaries with.
+//! lots, the coupon rows, receipts and visits. Summing them per request would scan the journal,
+//! too slow for a ledger of ten million postings; so the batch flush keeps summaries of them
+//! (`domain::summary`, `docs/reports.md`), one upsert per summary row per batch, in the
+//! transaction of the rows they summarise, and `omo verify` compares the summaries with a
+//! recomputation from the ledger. [`liability`], [`campaign_stats`] and [`activity`] turn the
+//! summaries into the reports in the zones of the stores and the program.
 //!
 //! # Statistics
 //!
@@ -33,9 +28,10 @@ use statrs::distribution::{ContinuousCDF, Normal};
 use super::{
     coupon::{Campaign, CouponState},
     model::Channel,
-    money::{MAX_SCALE, Money},
-    ports::{ActivityCells, ActivityWindow, CampaignCoupons, LiabilityGroup},
+    money::MAX_SCALE,
+    ports::{ActivityWindow, LiabilityGroup},
     schedule::{local_date, local_day_start},
+    summary::ReportSums,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -195,18 +191,25 @@ pub fn source_key(source: &str) -> &str {
     }
 }
 
-/// The median of durations; for an even count, the mean of the two middle ones (the usual
-/// definition, and the one that does not depend on which of the two is picked). None for none.
-pub fn median_duration(mut durations: Vec<TimeDelta>) -> Option<TimeDelta> {
-    if durations.is_empty() {
+/// The median of durations given with how often each occurs; for an even count, the mean of the
+/// two middle ones (the usual definition, and the one that does not depend on which of the two
+/// is picked). None for none.
+pub fn median_duration(mut durations: Vec<(TimeDelta, i64)>) -> Option<TimeDelta> {
+    durations.retain(|(_, count)| *count > 0);
+    durations.sort_unstable();
+    let total: i64 = durations.iter().map(|(_, count)| count).sum();
+    if total == 0 {
         return None;
     }
-    durations.sort_unstable();
-    let upper = durations[durations.len() / 2];
-    if durations.len() % 2 == 1 {
-        return Some(upper);
-    }
-    let lower = durations[durations.len() / 2 - 1];
+    // The values at 0-based positions (total - 1) / 2 and total / 2 (one position when odd).
+    let at = |position: i64| {
+        let mut seen = 0;
+        durations.iter().find_map(|(duration, count)| {
+            seen += count;
+            (position < seen).then_some(*duration)
+        })
+    };
+    let (lower, upper) = (at((total - 1) / 2)?, at(total / 2)?);
     // lower + (upper - lower) / 2 rather than (lower + upper) / 2: the sum can overflow where
     // the mean cannot. The difference can too at the extremes of TimeDelta; halves then.
     Some(match upper.checked_sub(&lower) {
@@ -381,12 +384,13 @@ pub fn liability(groups: &[LiabilityGroup], point_value: Decimal, tz: Tz) -> Lia
     }
 }
 
-/// A campaign's figures from its coupons. Active counts reserved coupons too (an authorized
+/// A campaign's figures from its summaries. Active counts reserved coupons too (an authorized
 /// order may still release them); revoked ones are issued but in no other count.
-pub fn campaign_stats(campaign: &Campaign, coupons: CampaignCoupons) -> CampaignStats {
+pub fn campaign_stats(campaign: &Campaign, sums: ReportSums) -> CampaignStats {
     let mut stats = CampaignStats::default();
     let mut variants: BTreeMap<&str, VariantStats> = BTreeMap::new();
-    for group in &coupons.groups {
+    let campaign_id = campaign.campaign_id.as_str();
+    for group in sums.coupons.iter().filter(|t| t.campaign_id == campaign_id) {
         let count = group.coupons;
         stats.issued += count;
         *stats
@@ -407,8 +411,7 @@ pub fn campaign_stats(campaign: &Campaign, coupons: CampaignCoupons) -> Campaign
             CouponState::Expired => stats.expired += count,
             CouponState::Revoked => {}
             CouponState::Redeemed => {
-                let discount = group.discount.map_or(Decimal::ZERO, Money::amount);
-                let discount = discount * Decimal::from(count);
+                let discount = group.discount;
                 stats.redeemed += count;
                 stats.total_discount += discount;
                 variant.redeemed += count;
@@ -416,7 +419,13 @@ pub fn campaign_stats(campaign: &Campaign, coupons: CampaignCoupons) -> Campaign
             }
         }
     }
-    stats.redeemed_by_channel = coupons.redeemed_by_channel.into_iter().collect();
+    for t in sums
+        .redemptions
+        .iter()
+        .filter(|t| t.campaign_id == campaign_id)
+    {
+        *stats.redeemed_by_channel.entry(t.channel).or_default() += t.coupons;
+    }
     stats.variants = campaign
         .variants
         .iter()
@@ -431,7 +440,13 @@ pub fn campaign_stats(campaign: &Campaign, coupons: CampaignCoupons) -> Campaign
                 })
         })
         .collect();
-    stats.median_to_redemption = median_duration(coupons.times_to_redemption);
+    stats.median_to_redemption = median_duration(
+        sums.redemption_times
+            .iter()
+            .filter(|t| t.campaign_id == campaign_id)
+            .map(|t| (TimeDelta::seconds(t.seconds), t.coupons))
+            .collect(),
+    );
     stats
 }
 
@@ -447,19 +462,19 @@ pub fn activity_window(start: DateTime<Utc>, end: DateTime<Utc>) -> ActivityWind
     }
 }
 
-/// Activity rows from the store's cells and visit counts: each cell on its local day in the
+/// Activity rows from the summaries' cells and visit counts: each cell on its local day in the
 /// zone of its store (`zone_of`; the program's for no store), the days outside [start, end)
 /// left out, then rolled up as the report shows them.
 pub fn activity(
-    cells: ActivityCells,
+    sums: ReportSums,
     zone_of: impl Fn(&str) -> Tz,
     (start, end): (DateTime<Utc>, DateTime<Utc>),
     group_by_day: bool,
 ) -> Vec<ActivityRow> {
     let mut rows = Vec::new();
-    for cell in cells.cells {
+    for cell in sums.activity {
         let tz = zone_of(&cell.store_id);
-        let day = local_date(cell.quarter, tz);
+        let day = local_date(cell.period, tz);
         if !day_in_range(day, tz, start, end) {
             continue;
         }
@@ -477,7 +492,7 @@ pub fn activity(
             })
         });
     }
-    for count in cells.visits {
+    for count in sums.visits {
         let tz = zone_of(&count.store_id);
         if !day_in_range(count.visit_date, tz, start, end) {
             continue;
@@ -724,7 +739,7 @@ mod tests {
 
     #[test]
     fn the_median_of_an_even_count_is_the_mean_of_the_middle_two() {
-        let seconds = |list: &[i64]| list.iter().map(|s| TimeDelta::seconds(*s)).collect();
+        let seconds = |list: &[i64]| list.iter().map(|s| (TimeDelta::seconds(*s), 1)).collect();
         assert_eq!(median_duration(Vec::new()), None);
         assert_eq!(
             median_duration(seconds(&[42])),
@@ -745,7 +760,16 @@ mod tests {
             Some(TimeDelta::milliseconds(1500)),
             "the mean keeps its fraction"
         );
-        let extremes = vec![TimeDelta::MIN, TimeDelta::MAX];
+        assert_eq!(
+            median_duration(vec![(TimeDelta::seconds(5), 3), (TimeDelta::seconds(9), 1)]),
+            Some(TimeDelta::seconds(5)),
+            "counts weigh: 5, 5, 5, 9"
+        );
+        assert_eq!(
+            median_duration(vec![(TimeDelta::seconds(5), 2), (TimeDelta::seconds(9), 2)]),
+            Some(TimeDelta::seconds(7))
+        );
+        let extremes = vec![(TimeDelta::MIN, 1), (TimeDelta::MAX, 1)];
         let middle = median_duration(extremes).expect("two values");
         assert!(middle.abs() <= TimeDelta::milliseconds(1), "{middle:?}");
     }

@@ -15,6 +15,7 @@ use std::hash::Hash;
 
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
+use chrono_tz::Tz;
 
 use super::{rows::LedgerRows, writer::Job};
 use crate::domain::{
@@ -28,8 +29,13 @@ use crate::domain::{
         Loaded, LocationRecord, NewTransaction, Presence, Sequence, StoreError, StoreResult,
         UnitOfWork, Visit, VisitIssue,
     },
-    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
+    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    schedule::parse_time_zone,
+    summary::{ReportSums, Tallies, activity_period},
 };
+
+/// A store's zone as the writer knows it (None: no store, or one it does not know yet).
+pub type ZoneOf<'a> = &'a (dyn Fn(&str) -> Option<Tz> + Sync);
 
 /// Ids reserved at a time when the ones reserved with the load run out (a command needed more
 /// than `ids_wanted` foresaw): few, so that ids stay close to dense.
@@ -437,7 +443,7 @@ impl Rows {
     }
 
     /// What the batch changed, for [`UnitOfWork::flush`].
-    fn changes(&self) -> ChangeSet {
+    fn changes(&self, zone_of: ZoneOf<'_>) -> ChangeSet {
         debug_assert!(
             self.balances.present().all(|amount| *amount >= 0),
             "a guarded balance below zero reached the flush"
@@ -495,7 +501,63 @@ impl Rows {
             changed_coupons,
             outcomes,
             engagement: self.engagement.changes(),
+            report: self.report_changes(zone_of),
+            shard: 0,
         }
+    }
+
+    /// The net change of the report summaries (`domain::summary`): each new journal entry and
+    /// newly accepted receipt, and contribution(as now) − contribution(as read) of each coupon
+    /// and lot the batch changed.
+    fn report_changes(&self, zone_of: ZoneOf<'_>) -> ReportSums {
+        // A store this batch created or read is in `stores`; the others the writer knows.
+        let zone = |store_id: &str| -> Option<Tz> {
+            if store_id.is_empty() {
+                return None;
+            }
+            match self.stores.cached(&store_id.to_string()) {
+                Some(Some(store)) => parse_time_zone(&store.time_zone).ok(),
+                _ => zone_of(store_id),
+            }
+        };
+        let order = |order_id: &str| self.orders.cached(&order_id.to_string()).flatten();
+        let mut tallies = Tallies::new();
+        for (_, transaction) in &self.transactions {
+            let order_total = match transaction.kind {
+                "sale" | "capture" => {
+                    let total = order(&transaction.order_id).map(|o| o.total.amount());
+                    if total.is_none() {
+                        tracing::error!(order_id = %transaction.order_id, "a sale's order is not in its batch: its total is left out of the activity summary");
+                    }
+                    total
+                }
+                _ => None,
+            };
+            let period = activity_period(zone(&transaction.store_id), transaction.occurred_at);
+            tallies.transaction(transaction, order_total, period);
+        }
+        let channel = |coupon: &Coupon| order(&coupon.order_id).map(|o| o.channel);
+        for (_, before, now) in self.coupons.changes() {
+            if let Some(before) = before {
+                tallies.coupon(before, channel(before), -1);
+            }
+            tallies.coupon(now, channel(now), 1);
+        }
+        for (_, before, now) in self.lots.changes() {
+            if let Some(before) = before {
+                tallies.lot(before, -1);
+            }
+            tallies.lot(now, 1);
+        }
+        for (_, before, now) in self.engagement.receipts.changes() {
+            let was_accepted = before.is_some_and(|r| r.status == ReceiptStatus::Accepted);
+            if now.status == ReceiptStatus::Accepted && !was_accepted {
+                let store_id = &now.receipt.store_id;
+                tallies
+                    .accepted_receipt(now, activity_period(zone(store_id), now.receipt.issued_at));
+            }
+        }
+        tallies.finish()
     }
 }
 
@@ -646,9 +708,10 @@ impl<'db> InMemory<'db> {
         }
     }
 
-    /// What the batch's commands changed, to flush.
-    pub fn changes(&self) -> ChangeSet {
-        self.rows.changes()
+    /// What the batch's commands changed, to flush; `zone_of` gives the stores' zones for the
+    /// report summaries.
+    pub fn changes(&self, zone_of: ZoneOf<'_>) -> ChangeSet {
+        self.rows.changes(zone_of)
     }
 
     async fn next_id(&mut self, sequence: Sequence) -> StoreResult<i64> {
@@ -1540,7 +1603,7 @@ mod tests {
         rows.balances.put(key("member:a"), 7);
         rows.balances.put(key("member:a"), 0);
         let deltas: Vec<(String, i64)> = rows
-            .changes()
+            .changes(&|_| None)
             .balance_deltas
             .into_iter()
             .map(|delta| (delta.account, delta.amount))
@@ -1556,7 +1619,7 @@ mod tests {
         rows.orders.fill("o".into(), None);
         rows.transactions.push((1, sample_transaction()));
         rows.rollback(before);
-        assert!(rows.changes().is_empty());
+        assert!(rows.changes(&|_| None).is_empty());
     }
 
     fn sample_transaction() -> NewTransaction {

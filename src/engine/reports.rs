@@ -1,7 +1,7 @@
-//! The operator's reports (ReportService, issue #11), read-only. Every figure is summed from
-//! the ledger's own rows (point lots, coupons, the journal, receipts, visits) in one read
-//! snapshot; `domain::report` turns the store's groups into the reports, in the zones of the
-//! stores and the program.
+//! The operator's reports (ReportService, issue #11), read-only. They read the summaries the
+//! batch flush keeps (`domain::summary`) in one read snapshot; `domain::report` turns them into
+//! the reports, in the zones of the stores and the program. `rebuild_reports` replaces the
+//! summaries with a recomputation from the ledger.
 
 use std::collections::HashMap;
 
@@ -12,8 +12,10 @@ use super::{Engine, EngineError};
 use crate::domain::{
     DomainError,
     auth::{Caller, Operation},
+    ports::UnitOfWork,
     report::{self, ActivityRow, CampaignStats, Liability},
     schedule::parse_time_zone,
+    summary::{self, Tallies, activity_period},
 };
 
 impl Engine {
@@ -32,7 +34,8 @@ impl Engine {
         }
         let mut uow = self.store().begin_read().await?;
         let program = self.core.reference.program(uow.as_mut()).await?;
-        let groups = uow.liability(as_of).await?;
+        let lots = uow.liability_lots(as_of).await?;
+        let groups = summary::liability_groups(&lots.tallies, &lots.boundary, as_of);
         let tz = zone(&program.time_zone)?;
         Ok(report::liability(&groups, program.point_value, tz))
     }
@@ -49,8 +52,8 @@ impl Engine {
             .get_campaign(campaign_id, false)
             .await?
             .ok_or(DomainError::CampaignNotFound)?;
-        let coupons = uow.campaign_coupons(campaign_id).await?;
-        Ok(report::campaign_stats(&campaign, coupons))
+        let sums = uow.campaign_sums(campaign_id).await?;
+        Ok(report::campaign_stats(&campaign, sums))
     }
 
     /// Activity per channel and store (and local day) of the local days that begin in
@@ -65,16 +68,64 @@ impl Engine {
         let mut uow = self.store().begin_read().await?;
         let program = self.core.reference.program(uow.as_mut()).await?;
         let program_zone = zone(&program.time_zone)?;
-        let mut zones: HashMap<String, Tz> = HashMap::new();
-        for store in uow.list_stores().await? {
-            zones.insert(store.store_id.clone(), zone(&store.time_zone)?);
-        }
-        let cells = uow.activity(&report::activity_window(start, end)).await?;
+        let zones = store_zones(uow.as_mut()).await?;
+        let sums = uow
+            .activity_sums(&report::activity_window(start, end))
+            .await?;
         // Rows without a store (EC and app orders, the sweeper's expiries) are on the
         // program's days.
         let zone_of = |store_id: &str| zones.get(store_id).copied().unwrap_or(program_zone);
-        Ok(report::activity(cells, zone_of, (start, end), group_by_day))
+        Ok(report::activity(sums, zone_of, (start, end), group_by_day))
     }
+
+    /// Rebuilds the report summaries if a migration asked for it (see `rebuild_reports`).
+    pub async fn rebuild_reports_if_wanted(&self) -> Result<(), EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        if uow.summary_rebuild_wanted().await? {
+            drop(uow);
+            let started = std::time::Instant::now();
+            let rows = self.rebuild_reports().await?;
+            tracing::info!(
+                rows,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "report summaries rebuilt from the ledger"
+            );
+        }
+        Ok(())
+    }
+
+    /// Replaces the report summaries with a recomputation from the ledger (after SQL written
+    /// outside omo, such as the bench's seeding), in one transaction; how many rows it wrote.
+    pub async fn rebuild_reports(&self) -> Result<usize, EngineError> {
+        let mut uow = self.store().begin().await?;
+        uow.lock_report_sums().await?;
+        let zones = store_zones(uow.as_mut()).await?;
+        let recomputed = uow.recompute_report_sums().await?;
+        let mut tallies = Tallies::new();
+        tallies.add(recomputed, |cell| {
+            activity_period(zones.get(&cell.store_id).copied(), cell.period)
+        });
+        let sums = tallies.finish();
+        uow.replace_report_sums(&sums).await?;
+        uow.commit().await?;
+        Ok(sums.activity.len()
+            + sums.visits.len()
+            + sums.coupons.len()
+            + sums.redemptions.len()
+            + sums.redemption_times.len()
+            + sums.lots.len())
+    }
+}
+
+/// Every store's zone.
+pub(super) async fn store_zones(
+    uow: &mut dyn UnitOfWork,
+) -> Result<HashMap<String, Tz>, EngineError> {
+    let mut zones = HashMap::new();
+    for store in uow.list_stores().await? {
+        zones.insert(store.store_id.clone(), zone(&store.time_zone)?);
+    }
+    Ok(zones)
 }
 
 /// A zone stored with a program or store: checked when it was written, so one the tz database

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{ChainCheck, Engine, EngineError, sealer};
-use crate::domain::{Account, Asset, ports::LedgerSnapshot};
+use super::{ChainCheck, Engine, EngineError, reports::store_zones, sealer};
+use crate::domain::{Account, Asset, ports::LedgerSnapshot, summary};
 
 /// One invariant and what breaks it (empty = it holds).
 #[derive(Debug, Clone)]
@@ -77,6 +77,15 @@ impl Engine {
         checks.push(Check {
             name: "6. the journal matches its seals (hash chain)",
             violations: chain.violations.clone(),
+        });
+        let stored = uow.report_sums().await?;
+        let recomputed = uow.recompute_report_sums().await?;
+        let zones = store_zones(uow.as_mut()).await?;
+        checks.push(Check {
+            name: "7. the report summaries equal a recomputation from the ledger",
+            violations: summary::differences(stored, recomputed, |store_id| {
+                zones.get(store_id).copied()
+            }),
         });
         Ok(VerifyReport {
             backend: self.backend_name(),

@@ -34,6 +34,12 @@ const MAX_ATTEMPTS: u32 = 10;
 pub(super) type WorkFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
 
+/// The report summaries' shard of writer `number`: 1, 2, ...; 0 is for the writes outside the
+/// writers' batches (the sweeper's, admins'), so that those never wait on a writer's rows.
+fn shard_of(number: usize) -> i16 {
+    i16::try_from(number + 1).unwrap_or(i16::MAX)
+}
+
 /// What every writer shares: the database and the clock.
 #[derive(Debug)]
 pub(super) struct Core {
@@ -81,11 +87,14 @@ impl Writer {
                             .enable_all()
                             .build()
                             .expect("a writer's runtime starts")
-                            .block_on(core.run_writer(receiver, stopping, alive));
+                            .block_on(core.run_writer(shard_of(number), receiver, stopping, alive));
                     })
                     .expect("a writer thread starts");
             } else {
-                tokio::spawn(async move { core.run_writer(receiver, stopping, alive).await });
+                tokio::spawn(async move {
+                    core.run_writer(shard_of(number), receiver, stopping, alive)
+                        .await
+                });
             }
         }
         Writer {
@@ -128,6 +137,7 @@ impl Core {
     /// dropped when this writer stops.
     async fn run_writer(
         self: Arc<Self>,
+        shard: i16,
         receiver: Arc<Mutex<mpsc::Receiver<(Job, Answer)>>>,
         mut stopping: watch::Receiver<bool>,
         _alive: mpsc::Sender<()>,
@@ -160,7 +170,7 @@ impl Core {
                 batch
             };
             let (jobs, replies): (Vec<Job>, Vec<Answer>) = batch.into_iter().unzip();
-            let results = self.clone().execute_batch_guarded(jobs).await;
+            let results = self.clone().execute_batch_guarded(shard, jobs).await;
             for (reply, result) in replies.into_iter().zip(results) {
                 // A caller that went away (cancelled RPC) no longer needs its answer.
                 let _ = reply.send(result);
@@ -172,10 +182,11 @@ impl Core {
     /// INTERNAL — its transaction is rolled back as the task unwinds — and the writer lives on.
     async fn execute_batch_guarded(
         self: Arc<Self>,
+        shard: i16,
         jobs: Vec<Job>,
     ) -> Vec<Result<Outcome, EngineError>> {
         let count = jobs.len();
-        match tokio::spawn(async move { self.execute_batch(&jobs).await }).await {
+        match tokio::spawn(async move { self.execute_batch(shard, &jobs).await }).await {
             Ok(results) => results,
             Err(panic) => {
                 tracing::error!(%panic, commands = count, "a command panicked; its batch is rolled back");
@@ -190,7 +201,14 @@ impl Core {
 
     /// Runs `jobs` in one transaction if it can, each alone where it must; answers in order.
     /// A merge runs in a batch of its own ([`batch::runs_alone`]); the others share one.
-    pub async fn execute_batch(&self, jobs: &[Job]) -> Vec<Result<Outcome, EngineError>> {
+    /// `shard` is the report summaries' shard its flushes write (see [`ChangeSet::shard`]).
+    ///
+    /// [`ChangeSet::shard`]: crate::domain::ports::ChangeSet::shard
+    pub async fn execute_batch(
+        &self,
+        shard: i16,
+        jobs: &[Job],
+    ) -> Vec<Result<Outcome, EngineError>> {
         metrics::batch_executed(jobs.len());
         let (alone, together): (Vec<usize>, Vec<usize>) =
             (0..jobs.len()).partition(|&i| batch::runs_alone(&jobs[i].command));
@@ -199,7 +217,7 @@ impl Core {
         let parts = std::iter::once(together).chain(alone.into_iter().map(|i| vec![i]));
         for indices in parts.filter(|indices| !indices.is_empty()) {
             let part: Vec<&Job> = indices.iter().map(|&i| &jobs[i]).collect();
-            match self.try_batch(&part).await {
+            match self.try_batch(shard, &part).await {
                 Ok(answers) => {
                     for (i, answer) in indices.into_iter().zip(answers) {
                         results[i] = answer;
@@ -232,6 +250,7 @@ impl Core {
     /// with one statement per table, commit. `None` marks a command to run again on its own.
     async fn try_batch(
         &self,
+        shard: i16,
         jobs: &[&Job],
     ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
         let mut uow = self.store.begin().await?;
@@ -247,7 +266,9 @@ impl Core {
             let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
             results.push((!transient).then_some(result));
         }
-        let changes = rows.changes();
+        let sites = self.reference.sites(&mut rows).await?;
+        let mut changes = rows.changes(&|store_id| sites.get(store_id).map(|site| site.tz));
+        changes.shard = shard;
         uow.flush(&changes).await?;
         uow.commit().await?;
         metrics::committed(&changes);
@@ -280,7 +301,8 @@ impl Core {
                 let loaded = uow.load(&keys).await?;
                 let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
                 let value = work(&mut rows, self.clock.now()).await?;
-                let changes = rows.changes();
+                let sites = self.reference.sites(&mut rows).await?;
+                let changes = rows.changes(&|store_id| sites.get(store_id).map(|site| site.tz));
                 uow.flush(&changes).await?;
                 uow.commit().await?;
                 metrics::committed(&changes);
@@ -318,7 +340,7 @@ impl super::Engine {
             .map(|item| super::job(&item.caller, item.request_id.as_deref(), item.command))
             .collect();
         self.core
-            .execute_batch(&jobs)
+            .execute_batch(shard_of(0), &jobs)
             .await
             .into_iter()
             .map(|result| result.and_then(|outcome| outcome.map_err(EngineError::Domain)))

@@ -24,14 +24,15 @@ use crate::domain::{
         OrderLine, OrderLot, OrderState, Posting, Store as RetailStore, Transaction,
     },
     ports::{
-        AccountTotal, ActivityCells, ActivityWindow, ChangeSet, CouponGroup, EngagementChanges,
-        GeoIssue, IdempotencyRecord, Keys, LiabilityGroup, Loaded, LocationRecord, NewTransaction,
-        Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit,
-        VisitCount, VisitIssue, VisitSource,
+        AccountTotal, ActivityCell, ActivityWindow, ChangeSet, EngagementChanges, GeoIssue,
+        IdempotencyRecord, Keys, LiabilityGroup, Loaded, LocationRecord, NewTransaction, Presence,
+        ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit, VisitCount,
+        VisitIssue, VisitSource,
     },
     receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
     schedule::DaysOfWeek,
     seal::{Seal, check_seal},
+    summary::{CouponTally, ReportSums, Tallies, differences, liability_groups},
 };
 
 /// Declares each body as a test on both backends.
@@ -70,7 +71,7 @@ conformance!(
     a_second_seal_under_the_same_number_is_a_conflict,
     idempotency_records_are_purged_oldest_first_in_batches,
     receipt_rows_round_trip,
-    report_reads_group_the_ledger_rows,
+    report_sums_round_trip_and_recompute_the_ledger,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1603,18 +1604,18 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
 // ---------------------------------------------------------------------------------------------
 // The reports' reads.
 
-/// Activity cells merged by (channel, store, quarter): a backend may return one key's figures
-/// in several cells. Figures: earned, redeemed, expired, orders, sales, receipts.
+/// Activity cells by (channel, store, period). Figures: earned, redeemed, expired, orders,
+/// sales, receipts.
 type MergedCells = std::collections::BTreeMap<
     (Option<Channel>, String, DateTime<Utc>),
     (i64, i64, i64, i64, rust_decimal::Decimal, i64),
 >;
 
-fn merged(cells: &ActivityCells) -> MergedCells {
+fn merged(cells: &[ActivityCell]) -> MergedCells {
     let mut merged = MergedCells::new();
-    for cell in &cells.cells {
+    for cell in cells {
         let figures = merged
-            .entry((cell.channel, cell.store_id.clone(), cell.quarter))
+            .entry((cell.channel, cell.store_id.clone(), cell.period))
             .or_default();
         figures.0 += cell.points_earned;
         figures.1 += cell.points_redeemed;
@@ -1626,11 +1627,11 @@ fn merged(cells: &ActivityCells) -> MergedCells {
     merged
 }
 
-/// Lots, coupons, journal entries, receipts and visits come back grouped the same way from
-/// both backends: lots by the quarter hour they expire in (as of an instant), coupons by
-/// variant, source key, state and discount, the journal and receipts by channel, store and
-/// quarter hour, visits by store and date.
-async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
+/// Both backends recompute the report sums from the ledger's rows the same way (lots by the
+/// quarter hours they expire and mature in, coupons by variant, source key and state, the
+/// journal and receipts by channel, store and quarter hour, visits by store and date), keep
+/// summary rows as written (shards summed), and read them back for the reports.
+async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) {
     insert_campaign(&store).await;
     let mut uow = store.begin().await.expect("begin");
     let lot_ids = uow.reserve_ids(Sequence::Lots, 4).await.expect("lot ids");
@@ -1759,7 +1760,21 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
     };
     flushed(&store, &changes).await;
 
+    // The raw change set above carries no summary deltas: the summaries hold only the visits
+    // its flush counted as it inserted them, until a rebuild replaces them all.
+    let mut uow = store.begin().await.expect("begin");
+    let counted = uow.report_sums().await.expect("sums");
+    assert_eq!(counted.visits.len(), 2, "{counted:?}");
+    assert_eq!(counted.visits.iter().map(|v| v.visits).sum::<i64>(), 3);
+    assert!(counted.activity.is_empty() && counted.lots.is_empty());
+    let recomputed = uow.recompute_report_sums().await.expect("recompute");
+    uow.lock_report_sums().await.expect("lock");
+    uow.replace_report_sums(&recomputed).await.expect("replace");
+    uow.commit().await.expect("commit");
+
     let mut uow = store.begin_read().await.expect("begin");
+    assert_eq!(uow.report_sums().await.expect("sums"), recomputed);
+    assert!(!uow.summary_rebuild_wanted().await.expect("wanted"));
     // day(n) is 09:30 UTC, a quarter hour; seven minutes later is still in it.
     let group = |expires: Option<i64>, outstanding, pending, held| LiabilityGroup {
         expires_quarter: expires.map(day),
@@ -1767,12 +1782,12 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
         pending_points: pending,
         held_points: held,
     };
-    let by_expiry = |mut groups: Vec<LiabilityGroup>| {
-        groups.sort_by_key(|g| g.expires_quarter);
-        groups
+    let liability = async |uow: &mut Box<dyn UnitOfWork>, as_of| {
+        let lots = uow.liability_lots(as_of).await.expect("liability");
+        liability_groups(&lots.tallies, &lots.boundary, as_of)
     };
     assert_eq!(
-        by_expiry(uow.liability(day(4)).await.expect("liability")),
+        liability(&mut uow, day(4)).await,
         vec![
             group(None, 25, 0, 0),
             group(Some(3), 20, 0, 20),
@@ -1780,39 +1795,51 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
             group(Some(370), 40, 40, 0),
         ]
     );
-    let matured = by_expiry(uow.liability(day(6)).await.expect("liability"));
+    let matured = liability(&mut uow, day(6)).await;
     assert_eq!(matured[3], group(Some(370), 40, 0, 0));
+    // Within the quarter hour the pending lot matures in, the lot itself is read.
+    let just_matured = liability(&mut uow, day(5) + chrono::Duration::minutes(7)).await;
+    assert_eq!(just_matured[3], group(Some(370), 40, 0, 0));
+    let lots = uow
+        .liability_lots(day(5) + chrono::Duration::minutes(7))
+        .await
+        .expect("lots");
+    assert_eq!(lots.boundary.len(), 1, "{:?}", lots.boundary);
 
-    let mut coupons = uow.campaign_coupons("camp").await.expect("coupons");
-    let coupon_group = |variant: &str, source: &str, state, discount: Option<&str>| CouponGroup {
+    let sums = uow.campaign_sums("camp").await.expect("coupons");
+    let tally = |variant: &str, source: &str, state, discount: &str| CouponTally {
+        campaign_id: "camp".into(),
         variant_id: variant.into(),
         source: source.into(),
         state,
-        discount: discount.map(money),
         coupons: 1,
+        discount: money(discount).amount(),
     };
-    coupons
-        .groups
-        .sort_by(|a, b| (&a.variant_id, &a.source).cmp(&(&b.variant_id, &b.source)));
+    let mut coupons = sums.coupons.clone();
+    coupons.sort_by(|a, b| (&a.variant_id, &a.source).cmp(&(&b.variant_id, &b.source)));
     assert_eq!(
-        coupons.groups,
+        coupons,
         vec![
-            coupon_group("A", "admin", CouponState::Redeemed, Some("100.25")),
-            coupon_group("A", "order", CouponState::Redeemed, Some("100.25")),
-            coupon_group("B", "admin", CouponState::Expired, None),
-            coupon_group("B", "order", CouponState::Active, None),
+            tally("A", "admin", CouponState::Redeemed, "100.25"),
+            tally("A", "order", CouponState::Redeemed, "100.25"),
+            tally("B", "admin", CouponState::Expired, "0"),
+            tally("B", "order", CouponState::Active, "0"),
         ]
     );
-    coupons.redeemed_by_channel.sort();
-    assert_eq!(
-        coupons.redeemed_by_channel,
-        vec![(Channel::Ec, 1), (Channel::Store, 1)]
-    );
-    coupons.times_to_redemption.sort();
-    assert_eq!(
-        coupons.times_to_redemption,
-        vec![chrono::Duration::hours(25), chrono::Duration::days(2)]
-    );
+    let mut channels: Vec<_> = sums
+        .redemptions
+        .iter()
+        .map(|t| (t.channel, t.coupons))
+        .collect();
+    channels.sort();
+    assert_eq!(channels, vec![(Channel::Ec, 1), (Channel::Store, 1)]);
+    let mut times: Vec<_> = sums
+        .redemption_times
+        .iter()
+        .map(|t| (t.seconds, t.coupons))
+        .collect();
+    times.sort();
+    assert_eq!(times, vec![(25 * 3600, 1), (2 * 86_400, 1)]);
 
     let window = ActivityWindow {
         from: day(0),
@@ -1820,8 +1847,8 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
         first_day: date(1),
         last_day: date(10),
     };
-    let mut activity = uow.activity(&window).await.expect("activity");
-    let decimal = |amount: &str| money(amount).amount();
+    let mut activity = uow.activity_sums(&window).await.expect("activity");
+    let decimal = |amount: &str| amount.parse::<rust_decimal::Decimal>().expect("decimal");
     let quarter_later = day(1) + chrono::Duration::minutes(15);
     let expected: MergedCells = [
         ((None, String::new(), day(1)), (0, 0, 7, 0, decimal("0"), 0)),
@@ -1837,7 +1864,7 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
     ]
     .into_iter()
     .collect();
-    assert_eq!(merged(&activity), expected);
+    assert_eq!(merged(&activity.activity), expected);
     activity.visits.sort_by_key(|count| count.visit_date);
     let count = |day_of_2026, visits| VisitCount {
         store_id: "s1".into(),
@@ -1852,6 +1879,42 @@ async fn report_reads_group_the_ledger_rows(store: Arc<dyn Store>) {
         first_day: date(4),
         last_day: date(10),
     };
-    let nothing = uow.activity(&later).await.expect("activity");
-    assert_eq!(nothing, ActivityCells::default());
+    let nothing = uow.activity_sums(&later).await.expect("activity");
+    assert!(nothing.is_empty());
+    drop(uow);
+
+    // A flush adds its deltas at its shard; the reads sum the shards, and a row that comes
+    // back to zero reads as no row.
+    let mut delta = Tallies::new();
+    delta.add(
+        ReportSums {
+            activity: vec![ActivityCell {
+                orders: 2,
+                sales: decimal("10.5"),
+                ..ActivityCell::empty(Some(Channel::Store), "s1".into(), day(1))
+            }],
+            coupons: vec![CouponTally {
+                coupons: -1,
+                discount: -decimal("100.25"),
+                ..tally("A", "admin", CouponState::Redeemed, "0")
+            }],
+            ..ReportSums::default()
+        },
+        |cell| cell.period,
+    );
+    let changes = ChangeSet {
+        report: delta.finish(),
+        shard: 3,
+        ..ChangeSet::default()
+    };
+    flushed(&store, &changes).await;
+    let mut uow = store.begin_read().await.expect("begin");
+    let store_day = uow.activity_sums(&window).await.expect("activity");
+    let figures = merged(&store_day.activity)[&(Some(Channel::Store), "s1".into(), day(1))];
+    assert_eq!((figures.3, figures.4), (3, decimal("1991")));
+    let sums = uow.campaign_sums("camp").await.expect("coupons");
+    assert_eq!(sums.coupons.len(), 3, "{:?}", sums.coupons);
+    let summary = uow.report_sums().await.expect("sums");
+    let differences = differences(summary, recomputed, |_| None);
+    assert_eq!(differences.len(), 2, "{differences:?}");
 }

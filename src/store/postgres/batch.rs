@@ -33,7 +33,7 @@ use super::orders::{
     INSERT_ORDER_LOTS, INSERT_ORDERS, UPDATE_ORDER_LOTS, UPDATE_ORDERS, bind_order_lots,
     bind_orders, order_from_row, order_lot_from_row,
 };
-use super::{Cols, PgQuery, PgUnitOfWork, column, map_err};
+use super::{Cols, PgQuery, PgUnitOfWork, column, map_err, reports};
 use crate::{
     domain::{
         Account,
@@ -613,7 +613,58 @@ fn flush_parts<'q, 'c: 'q>(
     }
     journal_parts(changes, journal, &mut parts);
     table_parts(changes, &mut parts);
+    report_parts(changes, &mut parts);
     parts
+}
+
+/// The visits (whose insert the visit summary counts) and the report summaries' upserts, in
+/// the order of `reports::LOCK_SUMMARIES`. Not counted: an upsert always writes its row.
+fn report_parts<'q>(changes: &'q ChangeSet, parts: &mut Vec<Part<'q>>) {
+    let (sums, shard) = (&changes.report, changes.shard);
+    if !sums.activity.is_empty() {
+        parts.push(Part::new("activity", reports::ADD_ACTIVITY, move |q| {
+            Ok(reports::bind_activity(q, shard, &sums.activity))
+        }));
+    }
+    let visits = &changes.engagement.visits;
+    if !visits.is_empty() {
+        parts.push(Part::new("new_visits", reports::INSERT_VISITS, move |q| {
+            Ok(reports::bind_visits(q, visits))
+        }));
+        parts.push(Part::new("visit_counts", reports::COUNT_VISITS, move |q| {
+            Ok(q.bind(shard))
+        }));
+    }
+    if !sums.coupons.is_empty() {
+        parts.push(Part::new("coupon_sums", reports::ADD_COUPONS, move |q| {
+            Ok(reports::bind_coupons(q, shard, &sums.coupons))
+        }));
+    }
+    if !sums.redemptions.is_empty() {
+        parts.push(Part::new(
+            "redemptions",
+            reports::ADD_REDEMPTIONS,
+            move |q| Ok(reports::bind_redemptions(q, shard, &sums.redemptions)),
+        ));
+    }
+    if !sums.redemption_times.is_empty() {
+        parts.push(Part::new(
+            "redemption_times",
+            reports::ADD_REDEMPTION_TIMES,
+            move |q| {
+                Ok(reports::bind_redemption_times(
+                    q,
+                    shard,
+                    &sums.redemption_times,
+                ))
+            },
+        ));
+    }
+    if !sums.lots.is_empty() {
+        parts.push(Part::new("lot_sums", reports::ADD_LOTS, move |q| {
+            Ok(reports::bind_lots(q, shard, &sums.lots))
+        }));
+    }
 }
 
 fn journal_parts<'q, 'c: 'q>(

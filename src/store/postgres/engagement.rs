@@ -90,13 +90,6 @@ select *
 from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[], $5::date[], $6::int4[],
     $7::text[])"#;
 
-/// A visit already recorded (by a batch that did not need to read it) stays as it was.
-const INSERT_VISITS: &str = r#"
-insert into visits (member_id, store_id, visit_date, first_at, source)
-select *
-from unnest($1::text[], $2::text[], $3::date[], $4::timestamptz[], $5::text[])
-on conflict (member_id, store_id, visit_date) do nothing"#;
-
 const INSERT_VISIT_ISSUES: &str = r#"
 insert into visit_issues (rule_id, member_id, issued_on, coupon_code)
 select *
@@ -300,7 +293,7 @@ where rule_id = $1 and member_id = $2"#,
                 .bind(json_column(presence, |p| &p.runs)?); // $6
             self.run(query).await?;
         }
-        self.flush_issues_and_visits(changes).await
+        self.flush_issues(changes).await
     }
 
     async fn flush_rules(&mut self, changes: &EngagementChanges) -> StoreResult<()> {
@@ -326,7 +319,7 @@ where rule_id = $1 and member_id = $2"#,
         Ok(())
     }
 
-    async fn flush_issues_and_visits(&mut self, changes: &EngagementChanges) -> StoreResult<()> {
+    async fn flush_issues(&mut self, changes: &EngagementChanges) -> StoreResult<()> {
         let issues = &changes.geo_issues;
         if !issues.is_empty() {
             let slots: Vec<Option<i32>> = issues
@@ -343,16 +336,7 @@ where rule_id = $1 and member_id = $2"#,
                 .bind(column(issues, |i| i.coupon_code.as_str())); // $7
             self.run(query).await?;
         }
-        let visits = &changes.visits;
-        if !visits.is_empty() {
-            let query = sqlx::query(INSERT_VISITS)
-                .bind(column(visits, |v| v.member_id.as_str())) // $1
-                .bind(column(visits, |v| v.store_id.as_str())) // $2
-                .bind(column(visits, |v| v.visit_date)) // $3
-                .bind(column(visits, |v| v.first_at)) // $4
-                .bind(column(visits, |v| v.source.as_str())); // $5
-            self.run(query).await?;
-        }
+        // Visits are written by the flush statement, with their summary (`reports.rs`).
         let issues = &changes.visit_issues;
         if !issues.is_empty() {
             let query = sqlx::query(INSERT_VISIT_ISSUES)

@@ -32,12 +32,13 @@ use crate::domain::{
     location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        ActivityCells, ActivityWindow, ApiKeyRecord, CampaignCoupons, ChangeSet, DueWork,
-        IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot, LiabilityGroup, Loaded, Presence,
-        ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
+        ActivityWindow, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
+        LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence, Store,
+        StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
+    summary::ReportSums,
 };
 use crate::metrics::FlushLap;
 
@@ -693,18 +694,38 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn liability(&mut self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>> {
-        PgUnitOfWork::liability(self, as_of).await
+    async fn liability_lots(&mut self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots> {
+        PgUnitOfWork::liability_lots(self, as_of).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn campaign_coupons(&mut self, campaign_id: &str) -> StoreResult<CampaignCoupons> {
-        PgUnitOfWork::campaign_coupons(self, campaign_id).await
+    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<ReportSums> {
+        PgUnitOfWork::campaign_sums(self, Some(campaign_id)).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells> {
-        PgUnitOfWork::activity(self, window).await
+    async fn activity_sums(&mut self, window: &ActivityWindow) -> StoreResult<ReportSums> {
+        PgUnitOfWork::activity_sums(self, window).await
+    }
+
+    async fn report_sums(&mut self) -> StoreResult<ReportSums> {
+        PgUnitOfWork::report_sums(self).await
+    }
+
+    async fn recompute_report_sums(&mut self) -> StoreResult<ReportSums> {
+        PgUnitOfWork::recompute_report_sums(self).await
+    }
+
+    async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
+        PgUnitOfWork::replace_report_sums(self, sums).await
+    }
+
+    async fn lock_report_sums(&mut self) -> StoreResult<()> {
+        PgUnitOfWork::lock_report_sums(self).await
+    }
+
+    async fn summary_rebuild_wanted(&mut self) -> StoreResult<bool> {
+        PgUnitOfWork::summary_rebuild_wanted(self).await
     }
 
     async fn member_with_lots(

@@ -1,75 +1,250 @@
-//! The reports' reads (ReportService): sums over the ledger's own rows (point lots, coupons,
-//! the journal, receipts, visits), grouped as `domain::ports` describes. Instants are grouped
-//! by quarter hour (UTC) so that the engine can place them in any zone's months and days.
+//! The report summaries on PostgreSQL (`domain::summary`, migration 0008): the flush's parts
+//! (one upsert per summary table, joined into the one flush statement), the reports' reads
+//! (shards summed), and the recomputation from the ledger's own rows that `omo verify`
+//! compares them with. Instants are grouped by quarter hour (UTC) in the recomputation.
 
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use sqlx::postgres::PgRow;
 
-use super::{Cols, PgUnitOfWork};
+use super::{Cols, PgQuery, PgUnitOfWork, column};
 use crate::domain::{
     coupon::CouponState,
-    model::Channel,
-    ports::{
-        ActivityCell, ActivityCells, ActivityWindow, CampaignCoupons, CouponGroup, LiabilityGroup,
-        StoreResult, VisitCount,
+    model::{Channel, LotState},
+    ports::{ActivityCell, ActivityWindow, LiabilityLots, StoreResult, Visit, VisitCount},
+    summary::{
+        CouponTally, LotTally, RedemptionTally, RedemptionTime, ReportSums, Tallies,
+        redemption_bucket,
     },
 };
 
-/// Live lots by the quarter hour they expire in. A lot that expired at or before `as_of` but
-/// that the sweeper has not expired yet owes only its held points, as a member's balance shows
-/// it (`domain::lots::balance_at`).
-const LIABILITY: &str = r#"
-select date_bin('15 minutes', expires_at, timestamptz '2000-01-01 00:00:00+00') as expires_quarter,
-    sum(case
-        when expires_at is null or expires_at > $1 then remaining_points
-        else held_points
-    end)::bigint as outstanding_points,
-    sum(case
-        when state = 'pending'
-            and (matures_at is null or matures_at > $1)
-            and (expires_at is null or expires_at > $1)
-        then remaining_points - held_points
-        else 0
-    end)::bigint as pending_points,
-    sum(held_points)::bigint as held_points
-from point_lots
-where remaining_points > 0
-    and state <> 'expired'
-group by 1"#;
+// ---------------------------------------------------------------------------------------------
+// The flush's parts: `$1` is the shard, then one array per column. Every part upserts rows the
+// engine has netted to one per key, sorted by key (the lock order); the parts come in the
+// order of the tables in `LOCK_SUMMARIES`.
 
-/// A campaign's coupons by variant, source key, state and discount. Every coupon issued on the
-/// capture of an order counts under "order" (`domain::report::source_key`): grouping by the
-/// whole source would return a row per order.
-const COUPON_GROUPS: &str = r#"
-select variant_id,
-    case when source like 'order:%' then 'order' else source end as source,
+pub(super) const ADD_ACTIVITY: &str = r#"
+insert into activity_summary as s (period, channel, store_id, shard, points_earned,
+    points_redeemed, points_expired, orders, sales, receipts)
+select d.period, d.channel, d.store_id, $1, d.points_earned, d.points_redeemed,
+    d.points_expired, d.orders, d.sales, d.receipts
+from unnest($2::timestamptz[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+    $7::bigint[], $8::bigint[], $9::numeric[], $10::bigint[])
+    as d (period, channel, store_id, points_earned, points_redeemed, points_expired, orders,
+        sales, receipts)
+on conflict (period, channel, store_id, shard) do update
+set points_earned = s.points_earned + excluded.points_earned,
+    points_redeemed = s.points_redeemed + excluded.points_redeemed,
+    points_expired = s.points_expired + excluded.points_expired,
+    orders = s.orders + excluded.orders,
+    sales = s.sales + excluded.sales,
+    receipts = s.receipts + excluded.receipts"#;
+
+/// Visits are inserted here, in the flush statement, so that the visit summary counts exactly
+/// those that were new: a visit a batch did not need to read may exist (`do nothing`).
+pub(super) const INSERT_VISITS: &str = r#"
+insert into visits (member_id, store_id, visit_date, first_at, source)
+select *
+from unnest($1::text[], $2::text[], $3::date[], $4::timestamptz[], $5::text[])
+on conflict (member_id, store_id, visit_date) do nothing
+returning store_id, visit_date"#;
+
+/// Counts the visits `new_visits` (the part above) inserted.
+pub(super) const COUNT_VISITS: &str = r#"
+insert into visit_summary as s (visit_date, store_id, shard, visits)
+select visit_date, store_id, $1, count(*)
+from new_visits
+group by 1, 2
+order by 1, 2
+on conflict (visit_date, store_id, shard) do update
+set visits = s.visits + excluded.visits"#;
+
+pub(super) const ADD_COUPONS: &str = r#"
+insert into coupon_summary as s (campaign_id, variant_id, source, state, shard, coupons,
+    discount)
+select d.campaign_id, d.variant_id, d.source, d.state, $1, d.coupons, d.discount
+from unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::numeric[])
+    as d (campaign_id, variant_id, source, state, coupons, discount)
+on conflict (campaign_id, variant_id, source, state, shard) do update
+set coupons = s.coupons + excluded.coupons,
+    discount = s.discount + excluded.discount"#;
+
+pub(super) const ADD_REDEMPTIONS: &str = r#"
+insert into redemption_summary as s (campaign_id, channel, shard, coupons)
+select d.campaign_id, d.channel, $1, d.coupons
+from unnest($2::text[], $3::text[], $4::bigint[]) as d (campaign_id, channel, coupons)
+on conflict (campaign_id, channel, shard) do update
+set coupons = s.coupons + excluded.coupons"#;
+
+pub(super) const ADD_REDEMPTION_TIMES: &str = r#"
+insert into redemption_time_summary as s (campaign_id, seconds, shard, coupons)
+select d.campaign_id, d.seconds, $1, d.coupons
+from unnest($2::text[], $3::bigint[], $4::bigint[]) as d (campaign_id, seconds, coupons)
+on conflict (campaign_id, seconds, shard) do update
+set coupons = s.coupons + excluded.coupons"#;
+
+pub(super) const ADD_LOTS: &str = r#"
+insert into lot_summary as s (expires_quarter, matures_quarter, state, shard, remaining_points,
+    held_points)
+select coalesce(d.expires_quarter, 'infinity'), coalesce(d.matures_quarter, 'infinity'),
+    d.state, $1, d.remaining_points, d.held_points
+from unnest($2::timestamptz[], $3::timestamptz[], $4::text[], $5::bigint[], $6::bigint[])
+    as d (expires_quarter, matures_quarter, state, remaining_points, held_points)
+on conflict (expires_quarter, matures_quarter, state, shard) do update
+set remaining_points = s.remaining_points + excluded.remaining_points,
+    held_points = s.held_points + excluded.held_points"#;
+
+/// Taken by a rebuild before it recomputes: a flush then waits at its summary parts (with its
+/// ledger rows uncommitted) until the rebuild commits. The tables in the order of the parts.
+const LOCK_SUMMARIES: &str = r#"
+lock table activity_summary, visit_summary, coupon_summary, redemption_summary,
+    redemption_time_summary, lot_summary in exclusive mode"#;
+
+pub(super) fn bind_activity<'q>(
+    q: PgQuery<'q>,
+    shard: i16,
+    rows: &'q [ActivityCell],
+) -> PgQuery<'q> {
+    q.bind(shard) // $1
+        .bind(column(rows, |c| c.period)) // $2
+        .bind(column(rows, |c| c.channel.map_or("", Channel::as_str))) // $3
+        .bind(column(rows, |c| c.store_id.as_str())) // $4
+        .bind(column(rows, |c| c.points_earned)) // $5
+        .bind(column(rows, |c| c.points_redeemed)) // $6
+        .bind(column(rows, |c| c.points_expired)) // $7
+        .bind(column(rows, |c| c.orders)) // $8
+        .bind(column(rows, |c| c.sales)) // $9
+        .bind(column(rows, |c| c.receipts)) // $10
+}
+
+pub(super) fn bind_visits<'q>(q: PgQuery<'q>, visits: &'q [Visit]) -> PgQuery<'q> {
+    q.bind(column(visits, |v| v.member_id.as_str())) // $1
+        .bind(column(visits, |v| v.store_id.as_str())) // $2
+        .bind(column(visits, |v| v.visit_date)) // $3
+        .bind(column(visits, |v| v.first_at)) // $4
+        .bind(column(visits, |v| v.source.as_str())) // $5
+}
+
+pub(super) fn bind_coupons<'q>(q: PgQuery<'q>, shard: i16, rows: &'q [CouponTally]) -> PgQuery<'q> {
+    q.bind(shard) // $1
+        .bind(column(rows, |t| t.campaign_id.as_str())) // $2
+        .bind(column(rows, |t| t.variant_id.as_str())) // $3
+        .bind(column(rows, |t| t.source.as_str())) // $4
+        .bind(column(rows, |t| t.state.as_str())) // $5
+        .bind(column(rows, |t| t.coupons)) // $6
+        .bind(column(rows, |t| t.discount)) // $7
+}
+
+pub(super) fn bind_redemptions<'q>(
+    q: PgQuery<'q>,
+    shard: i16,
+    rows: &'q [RedemptionTally],
+) -> PgQuery<'q> {
+    q.bind(shard) // $1
+        .bind(column(rows, |t| t.campaign_id.as_str())) // $2
+        .bind(column(rows, |t| t.channel.as_str())) // $3
+        .bind(column(rows, |t| t.coupons)) // $4
+}
+
+pub(super) fn bind_redemption_times<'q>(
+    q: PgQuery<'q>,
+    shard: i16,
+    rows: &'q [RedemptionTime],
+) -> PgQuery<'q> {
+    q.bind(shard) // $1
+        .bind(column(rows, |t| t.campaign_id.as_str())) // $2
+        .bind(column(rows, |t| t.seconds)) // $3
+        .bind(column(rows, |t| t.coupons)) // $4
+}
+
+pub(super) fn bind_lots<'q>(q: PgQuery<'q>, shard: i16, rows: &'q [LotTally]) -> PgQuery<'q> {
+    q.bind(shard) // $1
+        .bind(column(rows, |t| t.expires_quarter)) // $2
+        .bind(column(rows, |t| t.matures_quarter)) // $3
+        .bind(column(rows, |t| t.state.as_str())) // $4
+        .bind(column(rows, |t| t.remaining_points)) // $5
+        .bind(column(rows, |t| t.held_points)) // $6
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reports' reads.
+
+const LOT_TALLIES: &str = r#"
+select nullif(expires_quarter, 'infinity') as expires_quarter,
+    nullif(matures_quarter, 'infinity') as matures_quarter,
     state,
-    discount,
-    count(*) as coupons
-from coupons
-where campaign_id = $1
-group by 1, 2, 3, 4"#;
+    sum(remaining_points)::bigint as remaining_points,
+    sum(held_points)::bigint as held_points
+from lot_summary
+group by 1, 2, 3"#;
 
-const REDEEMED_BY_CHANNEL: &str = r#"
-select o.channel, count(*) as coupons
-from coupons c
-join orders o on o.order_id = c.order_id
-where c.campaign_id = $1
-    and c.state = 'redeemed'
-group by 1"#;
+/// Live lots with free points that expire, or (pending) mature, in [$1, $2]: through the
+/// partial indexes `point_lots_due_expiry` and `point_lots_due_maturity`.
+const LOTS_DUE_BETWEEN: &str = r#"
+select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points
+from point_lots
+where remaining_points > held_points
+    and state <> 'expired'
+    and expires_at between $1 and $2
+union
+select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
+    original_points, remaining_points, held_points
+from point_lots
+where state = 'pending'
+    and remaining_points > held_points
+    and matures_at between $1 and $2"#;
 
-const TIMES_TO_REDEMPTION: &str = r#"
-select issued_at, redeemed_at
-from coupons
-where campaign_id = $1
-    and state = 'redeemed'"#;
+/// `$1`: one campaign, or null for all.
+const COUPON_TALLIES: &str = r#"
+select campaign_id, variant_id, source, state, sum(coupons)::bigint as coupons,
+    sum(discount) as discount
+from coupon_summary
+where $1::text is null or campaign_id = $1
+group by 1, 2, 3, 4
+having sum(coupons) <> 0"#;
+
+const REDEMPTIONS: &str = r#"
+select campaign_id, channel, sum(coupons)::bigint as coupons
+from redemption_summary
+where $1::text is null or campaign_id = $1
+group by 1, 2
+having sum(coupons) <> 0"#;
+
+const REDEMPTION_TIMES: &str = r#"
+select campaign_id, seconds, sum(coupons)::bigint as coupons
+from redemption_time_summary
+where $1::text is null or campaign_id = $1
+group by 1, 2
+having sum(coupons) <> 0"#;
+
+const ACTIVITY: &str = r#"
+select period, channel, store_id,
+    sum(points_earned)::bigint as points_earned,
+    sum(points_redeemed)::bigint as points_redeemed,
+    sum(points_expired)::bigint as points_expired,
+    sum(orders)::bigint as orders,
+    sum(sales) as sales,
+    sum(receipts)::bigint as receipts
+from activity_summary
+where period >= $1 and period < $2
+group by 1, 2, 3"#;
+
+const VISITS: &str = r#"
+select store_id, visit_date, sum(visits)::bigint as visits
+from visit_summary
+where visit_date between $1 and $2
+group by 1, 2"#;
+
+// ---------------------------------------------------------------------------------------------
+// The recomputation from the ledger.
 
 /// Points moved to and from the program's accounts, by the channel, store and quarter hour of
 /// their journal entry. Adjustments (`program:adjustments`) are not earnings.
-const ACTIVITY_POINTS: &str = r#"
+const RECOMPUTE_POINTS: &str = r#"
 select t.channel,
     t.store_id,
-    date_bin('15 minutes', t.occurred_at, timestamptz '2000-01-01 00:00:00+00') as quarter,
+    date_bin('15 minutes', t.occurred_at, timestamptz '2000-01-01 00:00:00+00') as period,
     coalesce(sum(case
         when p.from_account = 'program:issued' then p.amount
         when p.to_account = 'program:issued' then -p.amount
@@ -81,186 +256,344 @@ select t.channel,
     coalesce(sum(case
         when p.to_account = 'program:expired' then p.amount
         when p.from_account = 'program:expired' then -p.amount
-    end), 0)::bigint as points_expired
+    end), 0)::bigint as points_expired,
+    0::bigint as orders,
+    0::numeric as sales,
+    0::bigint as receipts
 from transactions t
 join postings p on p.transaction_id = t.transaction_id
-where t.occurred_at >= $1
-    and t.occurred_at < $2
-    and p.asset = 'PTS'
+where p.asset = 'PTS'
 group by 1, 2, 3"#;
 
 /// Orders sold or captured and their totals, less the amounts refunded (a refund's journal
 /// entry keeps its amount in its metadata).
-const ACTIVITY_ORDERS: &str = r#"
+const RECOMPUTE_ORDERS: &str = r#"
 select t.channel,
     t.store_id,
-    date_bin('15 minutes', t.occurred_at, timestamptz '2000-01-01 00:00:00+00') as quarter,
+    date_bin('15 minutes', t.occurred_at, timestamptz '2000-01-01 00:00:00+00') as period,
+    0::bigint as points_earned,
+    0::bigint as points_redeemed,
+    0::bigint as points_expired,
     count(*) filter (where t.kind <> 'refund') as orders,
     sum(case
         when t.kind = 'refund' then -(t.metadata ->> 'amount')::numeric
         else o.total
-    end) as sales
+    end) as sales,
+    0::bigint as receipts
 from transactions t
 left join orders o on o.order_id = t.order_id and t.kind <> 'refund'
 where t.kind in ('sale', 'capture', 'refund')
-    and t.occurred_at >= $1
-    and t.occurred_at < $2
 group by 1, 2, 3"#;
 
 /// Accepted receipts, where and when their journal entries are: at the receipt's store, on no
 /// channel, at the instant the receipt was issued.
-const ACTIVITY_RECEIPTS: &str = r#"
-select store_id,
-    date_bin('15 minutes', issued_at, timestamptz '2000-01-01 00:00:00+00') as quarter,
+const RECOMPUTE_RECEIPTS: &str = r#"
+select null::text as channel,
+    store_id,
+    date_bin('15 minutes', issued_at, timestamptz '2000-01-01 00:00:00+00') as period,
+    0::bigint as points_earned,
+    0::bigint as points_redeemed,
+    0::bigint as points_expired,
+    0::bigint as orders,
+    0::numeric as sales,
     count(*) as receipts
 from receipts
 where status = 'accepted'
-    and issued_at >= $1
-    and issued_at < $2
-group by 1, 2"#;
+group by 1, 2, 3"#;
 
-const ACTIVITY_VISITS: &str = r#"
+const RECOMPUTE_VISITS: &str = r#"
 select store_id, visit_date, count(*) as visits
 from visits
-where visit_date between $1 and $2
 group by 1, 2"#;
 
+const RECOMPUTE_COUPONS: &str = r#"
+select campaign_id, variant_id,
+    case when source like 'order:%' then 'order' else source end as source,
+    state,
+    count(*) as coupons,
+    coalesce(sum(discount), 0) as discount
+from coupons
+group by 1, 2, 3, 4"#;
+
+const RECOMPUTE_REDEMPTIONS: &str = r#"
+select c.campaign_id, o.channel, count(*) as coupons
+from coupons c
+join orders o on o.order_id = c.order_id
+where c.state = 'redeemed'
+group by 1, 2"#;
+
+/// Seconds to redemption, bucketed in Rust (`domain::summary::redemption_bucket`).
+const RECOMPUTE_REDEMPTION_TIMES: &str = r#"
+select campaign_id, issued_at, redeemed_at
+from coupons
+where state = 'redeemed'
+    and redeemed_at is not null"#;
+
+const RECOMPUTE_LOTS: &str = r#"
+select date_bin('15 minutes', expires_at, timestamptz '2000-01-01 00:00:00+00')
+        as expires_quarter,
+    case when state = 'pending'
+        then date_bin('15 minutes', matures_at, timestamptz '2000-01-01 00:00:00+00')
+    end as matures_quarter,
+    state,
+    sum(remaining_points)::bigint as remaining_points,
+    sum(held_points)::bigint as held_points
+from point_lots
+where state <> 'expired'
+    and remaining_points > 0
+group by 1, 2, 3"#;
+
 impl PgUnitOfWork {
-    pub(super) async fn liability(
+    pub(super) async fn liability_lots(
         &mut self,
-        as_of: chrono::DateTime<chrono::Utc>,
-    ) -> StoreResult<Vec<LiabilityGroup>> {
-        let query = sqlx::query(LIABILITY).bind(as_of); // $1
-        self.fetch_all(query, liability_from_row).await
+        as_of: DateTime<Utc>,
+    ) -> StoreResult<LiabilityLots> {
+        let tallies = self
+            .fetch_all(sqlx::query(LOT_TALLIES), lot_tally_from_row)
+            .await?;
+        let query = sqlx::query(LOTS_DUE_BETWEEN)
+            .bind(crate::domain::summary::quarter_of(as_of)) // $1
+            .bind(as_of); // $2
+        let boundary = self.fetch_all(query, super::lots::lot_from_row).await?;
+        Ok(LiabilityLots { tallies, boundary })
     }
 
-    pub(super) async fn campaign_coupons(
+    /// One campaign's coupon summaries (`None`: every campaign's).
+    pub(super) async fn campaign_sums(
         &mut self,
-        campaign_id: &str,
-    ) -> StoreResult<CampaignCoupons> {
-        let query = sqlx::query(COUPON_GROUPS).bind(campaign_id); // $1
-        let groups = self.fetch_all(query, coupon_group_from_row).await?;
-        let query = sqlx::query(REDEEMED_BY_CHANNEL).bind(campaign_id); // $1
-        let redeemed_by_channel = self.fetch_all(query, channel_count_from_row).await?;
-        let query = sqlx::query(TIMES_TO_REDEMPTION).bind(campaign_id); // $1
-        let times_to_redemption = self.fetch_all(query, time_to_redemption_from_row).await?;
-        Ok(CampaignCoupons {
-            groups,
-            redeemed_by_channel,
-            times_to_redemption,
+        campaign_id: Option<&str>,
+    ) -> StoreResult<ReportSums> {
+        let query = sqlx::query(COUPON_TALLIES).bind(campaign_id); // $1
+        let coupons = self.fetch_all(query, coupon_tally_from_row).await?;
+        let query = sqlx::query(REDEMPTIONS).bind(campaign_id); // $1
+        let redemptions = self.fetch_all(query, redemption_from_row).await?;
+        let query = sqlx::query(REDEMPTION_TIMES).bind(campaign_id); // $1
+        let redemption_times = self.fetch_all(query, redemption_time_from_row).await?;
+        Ok(ReportSums {
+            coupons,
+            redemptions,
+            redemption_times,
+            ..ReportSums::default()
         })
     }
 
-    pub(super) async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells> {
-        let mut cells = Vec::new();
-        for (sql, decode) in [
-            (ACTIVITY_POINTS, points_cell_from_row as fn(&PgRow) -> _),
-            (ACTIVITY_ORDERS, orders_cell_from_row),
-            (ACTIVITY_RECEIPTS, receipts_cell_from_row),
-        ] {
-            let query = sqlx::query(sql)
-                .bind(window.from) // $1
-                .bind(window.to); // $2
-            cells.extend(self.fetch_all(query, decode).await?);
-        }
-        let query = sqlx::query(ACTIVITY_VISITS)
+    pub(super) async fn activity_sums(
+        &mut self,
+        window: &ActivityWindow,
+    ) -> StoreResult<ReportSums> {
+        let query = sqlx::query(ACTIVITY)
+            .bind(window.from) // $1
+            .bind(window.to); // $2
+        let activity = self.fetch_all(query, activity_from_row).await?;
+        let query = sqlx::query(VISITS)
             .bind(window.first_day) // $1
             .bind(window.last_day); // $2
         let visits = self.fetch_all(query, visit_count_from_row).await?;
-        Ok(ActivityCells { cells, visits })
+        Ok(ReportSums {
+            activity,
+            visits,
+            ..ReportSums::default()
+        })
+    }
+
+    pub(super) async fn report_sums(&mut self) -> StoreResult<ReportSums> {
+        let activity = self.activity_sums(&ActivityWindow::everything()).await?;
+        let coupons = self.campaign_sums(None).await?;
+        let lots = self
+            .fetch_all(sqlx::query(LOT_TALLIES), lot_tally_from_row)
+            .await?;
+        let sums = ReportSums {
+            activity: activity.activity,
+            visits: activity.visits,
+            lots,
+            ..coupons
+        };
+        // In the order and form of a recomputation.
+        let mut tallies = Tallies::new();
+        tallies.add(sums, |cell| cell.period);
+        Ok(tallies.finish())
+    }
+
+    pub(super) async fn lock_report_sums(&mut self) -> StoreResult<()> {
+        self.run(sqlx::query(LOCK_SUMMARIES)).await
+    }
+
+    pub(super) async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
+        for table in [
+            "delete from activity_summary",
+            "delete from visit_summary",
+            "delete from coupon_summary",
+            "delete from redemption_summary",
+            "delete from redemption_time_summary",
+            "delete from lot_summary",
+            "delete from summary_rebuilds",
+        ] {
+            self.run(sqlx::query(table)).await?;
+        }
+        let shard = 0;
+        if !sums.activity.is_empty() {
+            self.run(bind_activity(
+                sqlx::query(ADD_ACTIVITY),
+                shard,
+                &sums.activity,
+            ))
+            .await?;
+        }
+        if !sums.visits.is_empty() {
+            let visits = &sums.visits;
+            let query = sqlx::query(
+                r#"
+                insert into visit_summary (visit_date, store_id, shard, visits)
+                select visit_date, store_id, 0, visits
+                from unnest($1::date[], $2::text[], $3::bigint[]) as d (visit_date, store_id, visits)"#,
+            )
+            .bind(column(visits, |v| v.visit_date)) // $1
+            .bind(column(visits, |v| v.store_id.as_str())) // $2
+            .bind(column(visits, |v| v.visits)); // $3
+            self.run(query).await?;
+        }
+        if !sums.coupons.is_empty() {
+            self.run(bind_coupons(sqlx::query(ADD_COUPONS), shard, &sums.coupons))
+                .await?;
+        }
+        if !sums.redemptions.is_empty() {
+            let query = bind_redemptions(sqlx::query(ADD_REDEMPTIONS), shard, &sums.redemptions);
+            self.run(query).await?;
+        }
+        if !sums.redemption_times.is_empty() {
+            let query = bind_redemption_times(
+                sqlx::query(ADD_REDEMPTION_TIMES),
+                shard,
+                &sums.redemption_times,
+            );
+            self.run(query).await?;
+        }
+        if !sums.lots.is_empty() {
+            self.run(bind_lots(sqlx::query(ADD_LOTS), shard, &sums.lots))
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn summary_rebuild_wanted(&mut self) -> StoreResult<bool> {
+        let query = sqlx::query("select exists (select 1 from summary_rebuilds) as wanted");
+        let wanted = self
+            .fetch_optional(query, |row| {
+                Cols::new(row, "summary_rebuilds", "wanted").get("wanted")
+            })
+            .await?;
+        Ok(wanted == Some(true))
+    }
+
+    /// The summaries recomputed from the ledger's own rows; activity by quarter hour.
+    pub(super) async fn recompute_report_sums(&mut self) -> StoreResult<ReportSums> {
+        let mut activity = Vec::new();
+        for sql in [RECOMPUTE_POINTS, RECOMPUTE_ORDERS, RECOMPUTE_RECEIPTS] {
+            activity.extend(self.fetch_all(sqlx::query(sql), activity_from_row).await?);
+        }
+        let visits = self
+            .fetch_all(sqlx::query(RECOMPUTE_VISITS), visit_count_from_row)
+            .await?;
+        let coupons = self
+            .fetch_all(sqlx::query(RECOMPUTE_COUPONS), coupon_tally_from_row)
+            .await?;
+        let redemptions = self
+            .fetch_all(sqlx::query(RECOMPUTE_REDEMPTIONS), redemption_from_row)
+            .await?;
+        let redemption_times = self
+            .fetch_all(sqlx::query(RECOMPUTE_REDEMPTION_TIMES), |row| {
+                let c = Cols::new(row, "coupons", "campaign_id");
+                let issued_at: DateTime<Utc> = c.get("issued_at")?;
+                let redeemed_at: DateTime<Utc> = c.get("redeemed_at")?;
+                Ok(RedemptionTime {
+                    campaign_id: c.get("campaign_id")?,
+                    seconds: redemption_bucket(redeemed_at - issued_at),
+                    coupons: 1,
+                })
+            })
+            .await?;
+        let lots = self
+            .fetch_all(sqlx::query(RECOMPUTE_LOTS), lot_tally_from_row)
+            .await?;
+        let mut tallies = Tallies::new();
+        tallies.add(
+            ReportSums {
+                activity,
+                visits,
+                coupons,
+                redemptions,
+                redemption_times,
+                lots,
+            },
+            |cell| cell.period,
+        );
+        Ok(tallies.finish())
     }
 }
 
-fn liability_from_row(row: &PgRow) -> StoreResult<LiabilityGroup> {
-    let c = Cols::new(row, "point_lots", "expires_quarter");
-    Ok(LiabilityGroup {
+fn lot_tally_from_row(row: &PgRow) -> StoreResult<LotTally> {
+    let c = Cols::new(row, "lot_summary", "state");
+    Ok(LotTally {
         expires_quarter: c.get("expires_quarter")?,
-        outstanding_points: c.get("outstanding_points")?,
-        pending_points: c.get("pending_points")?,
+        matures_quarter: c.get("matures_quarter")?,
+        state: c.parse("state", LotState::parse)?,
+        remaining_points: c.get("remaining_points")?,
         held_points: c.get("held_points")?,
     })
 }
 
-fn coupon_group_from_row(row: &PgRow) -> StoreResult<CouponGroup> {
-    let c = Cols::new(row, "coupons", "variant_id");
-    Ok(CouponGroup {
+fn coupon_tally_from_row(row: &PgRow) -> StoreResult<CouponTally> {
+    let c = Cols::new(row, "coupon_summary", "campaign_id");
+    let discount: Decimal = c.get("discount")?;
+    Ok(CouponTally {
+        campaign_id: c.get("campaign_id")?,
         variant_id: c.get("variant_id")?,
         source: c.get("source")?,
         state: c.parse("state", CouponState::parse)?,
-        discount: c.opt_money("discount")?,
+        coupons: c.get("coupons")?,
+        discount: discount.normalize(),
+    })
+}
+
+fn redemption_from_row(row: &PgRow) -> StoreResult<RedemptionTally> {
+    let c = Cols::new(row, "redemption_summary", "campaign_id");
+    Ok(RedemptionTally {
+        campaign_id: c.get("campaign_id")?,
+        channel: c.parse("channel", Channel::parse)?,
         coupons: c.get("coupons")?,
     })
 }
 
-fn channel_count_from_row(row: &PgRow) -> StoreResult<(Channel, i64)> {
-    let c = Cols::new(row, "orders", "channel");
-    Ok((c.parse("channel", Channel::parse)?, c.get("coupons")?))
+fn redemption_time_from_row(row: &PgRow) -> StoreResult<RedemptionTime> {
+    let c = Cols::new(row, "redemption_time_summary", "campaign_id");
+    Ok(RedemptionTime {
+        campaign_id: c.get("campaign_id")?,
+        seconds: c.get("seconds")?,
+        coupons: c.get("coupons")?,
+    })
 }
 
-fn time_to_redemption_from_row(row: &PgRow) -> StoreResult<chrono::TimeDelta> {
-    let c = Cols::new(row, "coupons", "redeemed_at");
-    let issued_at: chrono::DateTime<chrono::Utc> = c.get("issued_at")?;
-    let redeemed_at: chrono::DateTime<chrono::Utc> = c.get("redeemed_at")?;
-    Ok(redeemed_at - issued_at)
-}
-
-/// A cell with nothing in it yet, for the reads that fill some of its figures.
-fn empty_cell(
-    channel: Option<Channel>,
-    store_id: String,
-    quarter: chrono::DateTime<chrono::Utc>,
-) -> ActivityCell {
-    ActivityCell {
-        channel,
-        store_id,
-        quarter,
-        points_earned: 0,
-        points_redeemed: 0,
-        points_expired: 0,
-        orders: 0,
-        sales: Decimal::ZERO,
-        receipts: 0,
-    }
-}
-
-fn journal_cell(row: &PgRow) -> StoreResult<ActivityCell> {
-    let c = Cols::new(row, "transactions", "quarter");
-    Ok(empty_cell(
-        c.channel_opt("channel")?,
-        c.get("store_id")?,
-        c.get("quarter")?,
-    ))
-}
-
-fn points_cell_from_row(row: &PgRow) -> StoreResult<ActivityCell> {
-    let c = Cols::new(row, "postings", "quarter");
+/// A summary row (channel '' = none) or a recomputed cell (channel null = none).
+fn activity_from_row(row: &PgRow) -> StoreResult<ActivityCell> {
+    let c = Cols::new(row, "activity_summary", "store_id");
+    let channel: Option<&str> = c.get("channel")?;
+    let channel = match channel.filter(|name| !name.is_empty()) {
+        None => None,
+        Some(_) => c.channel_opt("channel")?,
+    };
     Ok(ActivityCell {
         points_earned: c.get("points_earned")?,
         points_redeemed: c.get("points_redeemed")?,
         points_expired: c.get("points_expired")?,
-        ..journal_cell(row)?
-    })
-}
-
-fn orders_cell_from_row(row: &PgRow) -> StoreResult<ActivityCell> {
-    let c = Cols::new(row, "orders", "quarter");
-    Ok(ActivityCell {
         orders: c.get("orders")?,
         sales: c.get("sales")?,
-        ..journal_cell(row)?
-    })
-}
-
-fn receipts_cell_from_row(row: &PgRow) -> StoreResult<ActivityCell> {
-    let c = Cols::new(row, "receipts", "quarter");
-    Ok(ActivityCell {
         receipts: c.get("receipts")?,
-        ..empty_cell(None, c.get("store_id")?, c.get("quarter")?)
+        ..ActivityCell::empty(channel, c.get("store_id")?, c.get("period")?)
     })
 }
 
 fn visit_count_from_row(row: &PgRow) -> StoreResult<VisitCount> {
-    let c = Cols::new(row, "visits", "visit_date");
+    let c = Cols::new(row, "visit_summary", "visit_date");
     Ok(VisitCount {
         store_id: c.get("store_id")?,
         visit_date: c.get("visit_date")?,

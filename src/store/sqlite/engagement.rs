@@ -233,7 +233,12 @@ impl SqliteUnitOfWork {
     }
 
     /// Writes a batch's engagement rows, one cached statement per table, run per row.
-    pub(super) fn write_engagement(&self, changes: &EngagementChanges) -> StoreResult<()> {
+    /// `shard`: the report summaries' shard of the flush (visits are counted as inserted).
+    pub(super) fn write_engagement(
+        &self,
+        changes: &EngagementChanges,
+        shard: i16,
+    ) -> StoreResult<()> {
         for (rule, at) in &changes.new_geo_rules {
             let query = self
                 .query(
@@ -273,7 +278,9 @@ impl SqliteUnitOfWork {
             self.insert_geo_issue(issue)?;
         }
         for visit in &changes.visits {
-            self.insert_visit(visit)?;
+            if self.insert_visit(visit)? {
+                self.add_visits(&visit.store_id, visit.visit_date, 1, shard)?;
+            }
         }
         for issue in &changes.visit_issues {
             self.insert_visit_issue(issue)?;
@@ -343,8 +350,9 @@ impl SqliteUnitOfWork {
         self.run(query)
     }
 
-    /// A visit already recorded (by a batch that did not need to read it) stays as it was.
-    fn insert_visit(&self, visit: &Visit) -> StoreResult<()> {
+    /// A visit already recorded (by a batch that did not need to read it) stays as it was;
+    /// whether it was new.
+    fn insert_visit(&self, visit: &Visit) -> StoreResult<bool> {
         let query = self
             .query(
                 r"
@@ -358,7 +366,7 @@ impl SqliteUnitOfWork {
             .bind(date_text(visit.visit_date)) // ?3
             .bind(visit.first_at.timestamp_micros()) // ?4
             .bind(visit.source.as_str()); // ?5
-        self.run(query)
+        Ok(query.execute()? == 1)
     }
 
     fn insert_visit_issue(&self, issue: &VisitIssue) -> StoreResult<()> {

@@ -124,3 +124,31 @@ fn lot_from_row(row: &Row<'_>) -> StoreResult<Lot> {
         held_points: c.get("held_points")?,
     })
 }
+
+/// Live lots with free points that expire, or (pending) mature, in [from, to]: through the
+/// partial indexes `point_lots_due_expiry` and `point_lots_due_maturity`.
+pub(super) fn lots_due_between(
+    uow: &SqliteUnitOfWork,
+    from: i64,
+    to: i64,
+) -> StoreResult<Vec<Lot>> {
+    let query = uow
+        .query(concat!(
+            select_lots!(),
+            r"
+            where remaining_points > held_points
+              and state <> 'expired'
+              and expires_at >= ?1 and expires_at <= ?2
+            union
+            ",
+            select_lots!(),
+            r"
+            where state = 'pending'
+              and remaining_points > held_points
+              and matures_at >= ?1 and matures_at <= ?2
+            "
+        ))?
+        .bind(from) // ?1
+        .bind(to); // ?2
+    uow.fetch_all(query, lot_from_row)
+}

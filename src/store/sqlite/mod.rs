@@ -51,12 +51,13 @@ use crate::domain::{
     location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        ActivityCells, ActivityWindow, ApiKeyRecord, CampaignCoupons, ChangeSet, DueWork,
-        IdempotencyRecord, Keys, LedgerReads, LedgerSnapshot, LiabilityGroup, Loaded, Presence,
-        ReceiptPageQuery, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
+        ActivityWindow, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
+        LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence, Store,
+        StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
+    summary::ReportSums,
 };
 use crate::metrics::FlushLap;
 
@@ -725,18 +726,34 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn liability(&mut self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>> {
-        SqliteUnitOfWork::liability(self, as_of)
+    async fn liability_lots(&mut self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots> {
+        SqliteUnitOfWork::liability_lots(self, as_of)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn campaign_coupons(&mut self, campaign_id: &str) -> StoreResult<CampaignCoupons> {
-        SqliteUnitOfWork::campaign_coupons(self, campaign_id)
+    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<ReportSums> {
+        SqliteUnitOfWork::campaign_sums(self, campaign_id)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn activity(&mut self, window: &ActivityWindow) -> StoreResult<ActivityCells> {
-        SqliteUnitOfWork::activity(self, window)
+    async fn activity_sums(&mut self, window: &ActivityWindow) -> StoreResult<ReportSums> {
+        SqliteUnitOfWork::activity_sums(self, window)
+    }
+
+    async fn report_sums(&mut self) -> StoreResult<ReportSums> {
+        SqliteUnitOfWork::report_sums(self)
+    }
+
+    async fn recompute_report_sums(&mut self) -> StoreResult<ReportSums> {
+        SqliteUnitOfWork::recompute_report_sums(self)
+    }
+
+    async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
+        SqliteUnitOfWork::replace_report_sums(self, sums)
+    }
+
+    async fn summary_rebuild_wanted(&mut self) -> StoreResult<bool> {
+        SqliteUnitOfWork::summary_rebuild_wanted(self)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
@@ -772,9 +789,10 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.write_rare_parts(changes)?;
         lap.reference_done(changes);
         self.write_changes(changes, &mut lap)?;
-        self.write_engagement(&changes.engagement)?;
+        self.write_engagement(&changes.engagement, changes.shard)?;
         self.write_receipts(&changes.engagement)?;
         lap.engagement_done(changes);
+        self.add_report_sums(&changes.report, changes.shard)?;
         Ok(())
     }
 

@@ -1,120 +1,276 @@
-//! The reports' reads (ReportService): sums over the ledger's own rows (point lots, coupons,
-//! the journal, receipts, visits), grouped as `domain::ports` describes. Instants (integer
-//! microseconds here) are grouped by quarter hour (UTC) so that the engine can place them in any
-//! zone's months and days. Amounts are decimal text, which SQL would add as floats: they are
-//! grouped by value here and added exactly in Rust.
+//! The report summaries on SQLite (`domain::summary`, migration 0008): the flush's upserts,
+//! the reports' reads (shards summed), and the recomputation from the ledger's own rows that
+//! `omo verify` compares them with. Instants are integer microseconds; money in the summaries
+//! is integer ten-thousandths, and decimal text of the ledger is grouped by value here and
+//! added exactly in Rust (SQL would add it as floats).
 
-use std::collections::BTreeMap;
-
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::Row;
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, prelude::ToPrimitive};
 
-use super::{Cols, SqliteUnitOfWork};
+use super::{Cols, SqliteUnitOfWork, lots};
 use crate::domain::{
-    Money,
     coupon::CouponState,
-    model::Channel,
-    ports::{
-        ActivityCell, ActivityCells, ActivityWindow, CampaignCoupons, CouponGroup, LiabilityGroup,
-        StoreResult, VisitCount,
+    model::{Channel, LotState},
+    ports::{ActivityCell, ActivityWindow, LiabilityLots, StoreError, StoreResult, VisitCount},
+    report::source_key,
+    summary::{
+        CouponTally, LotTally, RedemptionTally, RedemptionTime, ReportSums, Tallies, quarter_of,
     },
 };
 
 /// A quarter hour in microseconds.
 const QUARTER_MICROS: i64 = 15 * 60 * 1_000_000;
+/// `lot_summary`'s "never" (a lot that never expires; an available lot's maturity).
+const NEVER: i64 = i64::MAX;
+/// Money is kept in ten-thousandths.
+const E4: i64 = 10_000;
+
+fn to_e4(amount: Decimal) -> StoreResult<i64> {
+    (amount * Decimal::from(E4))
+        .round()
+        .to_i64()
+        .ok_or_else(|| StoreError::Corrupt(format!("amount {amount} is out of range")))
+}
+
+fn from_e4(e4: i64) -> Decimal {
+    Decimal::new(e4, 4).normalize()
+}
+
+fn channel_text(channel: Option<Channel>) -> &'static str {
+    channel.map_or("", Channel::as_str)
+}
+
+fn quarter_micros(quarter: Option<DateTime<Utc>>) -> i64 {
+    quarter.map_or(NEVER, |q| q.timestamp_micros())
+}
 
 impl SqliteUnitOfWork {
-    /// Live lots by the quarter hour they expire in. A lot that expired at or before `as_of`
-    /// but that the sweeper has not expired yet owes only its held points, as a member's
-    /// balance shows it (`domain::lots::balance_at`).
-    pub(super) fn liability(&self, as_of: DateTime<Utc>) -> StoreResult<Vec<LiabilityGroup>> {
-        let query = self
-            .query(
-                r"
-                select expires_at - expires_at % ?2 as expires_quarter,
-                    sum(case
-                        when expires_at is null or expires_at > ?1 then remaining_points
-                        else held_points
-                    end) as outstanding_points,
-                    sum(case
-                        when state = 'pending'
-                            and (matures_at is null or matures_at > ?1)
-                            and (expires_at is null or expires_at > ?1)
-                        then remaining_points - held_points
-                        else 0
-                    end) as pending_points,
-                    sum(held_points) as held_points
-                from point_lots
-                where remaining_points > 0
-                    and state <> 'expired'
-                group by 1
-                ",
-            )?
-            .bind(as_of.timestamp_micros()) // ?1
-            .bind(QUARTER_MICROS); // ?2
-        self.fetch_all(query, liability_from_row)
+    /// Adds a batch's net change of the summaries at `shard` (one upsert per row), and counts
+    /// a visit the flush inserted.
+    pub(super) fn add_report_sums(&self, sums: &ReportSums, shard: i16) -> StoreResult<()> {
+        for cell in &sums.activity {
+            let query = self
+                .query(
+                    r"
+                    insert into activity_summary (period, channel, store_id, shard,
+                        points_earned, points_redeemed, points_expired, orders, sales_e4, receipts)
+                    values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                    on conflict (period, channel, store_id, shard) do update
+                    set points_earned = points_earned + excluded.points_earned,
+                        points_redeemed = points_redeemed + excluded.points_redeemed,
+                        points_expired = points_expired + excluded.points_expired,
+                        orders = orders + excluded.orders,
+                        sales_e4 = sales_e4 + excluded.sales_e4,
+                        receipts = receipts + excluded.receipts
+                    ",
+                )?
+                .bind(cell.period.timestamp_micros()) // ?1
+                .bind(channel_text(cell.channel)) // ?2
+                .bind(&cell.store_id) // ?3
+                .bind(shard) // ?4
+                .bind(cell.points_earned) // ?5
+                .bind(cell.points_redeemed) // ?6
+                .bind(cell.points_expired) // ?7
+                .bind(cell.orders) // ?8
+                .bind(to_e4(cell.sales)?) // ?9
+                .bind(cell.receipts); // ?10
+            self.run(query)?;
+        }
+        for count in &sums.visits {
+            self.add_visits(&count.store_id, count.visit_date, count.visits, shard)?;
+        }
+        for t in &sums.coupons {
+            let query = self
+                .query(
+                    r"
+                    insert into coupon_summary (campaign_id, variant_id, source, state, shard,
+                        coupons, discount_e4)
+                    values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                    on conflict (campaign_id, variant_id, source, state, shard) do update
+                    set coupons = coupons + excluded.coupons,
+                        discount_e4 = discount_e4 + excluded.discount_e4
+                    ",
+                )?
+                .bind(&t.campaign_id) // ?1
+                .bind(&t.variant_id) // ?2
+                .bind(&t.source) // ?3
+                .bind(t.state.as_str()) // ?4
+                .bind(shard) // ?5
+                .bind(t.coupons) // ?6
+                .bind(to_e4(t.discount)?); // ?7
+            self.run(query)?;
+        }
+        for t in &sums.redemptions {
+            let query = self
+                .query(
+                    r"
+                    insert into redemption_summary (campaign_id, channel, shard, coupons)
+                    values (?1, ?2, ?3, ?4)
+                    on conflict (campaign_id, channel, shard) do update
+                    set coupons = coupons + excluded.coupons
+                    ",
+                )?
+                .bind(&t.campaign_id) // ?1
+                .bind(t.channel.as_str()) // ?2
+                .bind(shard) // ?3
+                .bind(t.coupons); // ?4
+            self.run(query)?;
+        }
+        for t in &sums.redemption_times {
+            let query = self
+                .query(
+                    r"
+                    insert into redemption_time_summary (campaign_id, seconds, shard, coupons)
+                    values (?1, ?2, ?3, ?4)
+                    on conflict (campaign_id, seconds, shard) do update
+                    set coupons = coupons + excluded.coupons
+                    ",
+                )?
+                .bind(&t.campaign_id) // ?1
+                .bind(t.seconds) // ?2
+                .bind(shard) // ?3
+                .bind(t.coupons); // ?4
+            self.run(query)?;
+        }
+        for t in &sums.lots {
+            let query = self
+                .query(
+                    r"
+                    insert into lot_summary (expires_quarter, matures_quarter, state, shard,
+                        remaining_points, held_points)
+                    values (?1, ?2, ?3, ?4, ?5, ?6)
+                    on conflict (expires_quarter, matures_quarter, state, shard) do update
+                    set remaining_points = remaining_points + excluded.remaining_points,
+                        held_points = held_points + excluded.held_points
+                    ",
+                )?
+                .bind(quarter_micros(t.expires_quarter)) // ?1
+                .bind(quarter_micros(t.matures_quarter)) // ?2
+                .bind(t.state.as_str()) // ?3
+                .bind(shard) // ?4
+                .bind(t.remaining_points) // ?5
+                .bind(t.held_points); // ?6
+            self.run(query)?;
+        }
+        Ok(())
     }
 
-    pub(super) fn campaign_coupons(&self, campaign_id: &str) -> StoreResult<CampaignCoupons> {
-        // Every coupon issued on the capture of an order counts under "order"
-        // (`domain::report::source_key`): grouping by the whole source would return a row per
-        // order.
+    pub(super) fn add_visits(
+        &self,
+        store_id: &str,
+        visit_date: NaiveDate,
+        visits: i64,
+        shard: i16,
+    ) -> StoreResult<()> {
         let query = self
             .query(
                 r"
-                select variant_id,
-                    case when source like 'order:%' then 'order' else source end as source,
-                    state,
-                    discount,
-                    count(*) as coupons
-                from coupons
+                insert into visit_summary (visit_date, store_id, shard, visits)
+                values (?1, ?2, ?3, ?4)
+                on conflict (visit_date, store_id, shard) do update
+                set visits = visits + excluded.visits
+                ",
+            )?
+            .bind(visit_date.to_string()) // ?1
+            .bind(store_id) // ?2
+            .bind(shard) // ?3
+            .bind(visits); // ?4
+        self.run(query)
+    }
+
+    pub(super) fn liability_lots(&self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots> {
+        let tallies = self.lot_tallies()?;
+        let boundary = lots::lots_due_between(
+            self,
+            quarter_of(as_of).timestamp_micros(),
+            as_of.timestamp_micros(),
+        )?;
+        Ok(LiabilityLots { tallies, boundary })
+    }
+
+    fn lot_tallies(&self) -> StoreResult<Vec<LotTally>> {
+        let query = self.query(
+            r"
+            select expires_quarter, matures_quarter, state,
+                sum(remaining_points) as remaining_points, sum(held_points) as held_points
+            from lot_summary
+            group by 1, 2, 3
+            ",
+        )?;
+        self.fetch_all(query, lot_tally_from_row)
+    }
+
+    pub(super) fn campaign_sums(&self, campaign_id: &str) -> StoreResult<ReportSums> {
+        let query = self
+            .query(
+                r"
+                select campaign_id, variant_id, source, state,
+                    sum(coupons) as coupons, sum(discount_e4) as discount_e4
+                from coupon_summary
                 where campaign_id = ?1
                 group by 1, 2, 3, 4
+                having sum(coupons) <> 0
                 ",
             )?
             .bind(campaign_id); // ?1
-        let groups = self.fetch_all(query, coupon_group_from_row)?;
+        let coupons = self.fetch_all(query, coupon_tally_from_row)?;
         let query = self
             .query(
                 r"
-                select o.channel, count(*) as coupons
-                from coupons c
-                join orders o on o.order_id = c.order_id
-                where c.campaign_id = ?1
-                    and c.state = 'redeemed'
-                group by 1
-                ",
-            )?
-            .bind(campaign_id); // ?1
-        let redeemed_by_channel = self.fetch_all(query, channel_count_from_row)?;
-        let query = self
-            .query(
-                r"
-                select issued_at, redeemed_at
-                from coupons
+                select campaign_id, channel, sum(coupons) as coupons
+                from redemption_summary
                 where campaign_id = ?1
-                    and state = 'redeemed'
+                group by 1, 2
+                having sum(coupons) <> 0
                 ",
             )?
             .bind(campaign_id); // ?1
-        let times_to_redemption = self.fetch_all(query, time_to_redemption_from_row)?;
-        Ok(CampaignCoupons {
-            groups,
-            redeemed_by_channel,
-            times_to_redemption,
+        let redemptions = self.fetch_all(query, redemption_from_row)?;
+        let query = self
+            .query(
+                r"
+                select campaign_id, seconds, sum(coupons) as coupons
+                from redemption_time_summary
+                where campaign_id = ?1
+                group by 1, 2
+                having sum(coupons) <> 0
+                ",
+            )?
+            .bind(campaign_id); // ?1
+        let redemption_times = self.fetch_all(query, redemption_time_from_row)?;
+        Ok(ReportSums {
+            coupons,
+            redemptions,
+            redemption_times,
+            ..ReportSums::default()
         })
     }
 
-    pub(super) fn activity(&self, window: &ActivityWindow) -> StoreResult<ActivityCells> {
-        let mut cells = self.activity_points(window)?;
-        cells.extend(self.activity_orders(window)?);
-        cells.extend(self.activity_receipts(window)?);
+    pub(super) fn activity_sums(&self, window: &ActivityWindow) -> StoreResult<ReportSums> {
         let query = self
             .query(
                 r"
-                select store_id, visit_date, count(*) as visits
-                from visits
+                select period, channel, store_id,
+                    sum(points_earned) as points_earned,
+                    sum(points_redeemed) as points_redeemed,
+                    sum(points_expired) as points_expired,
+                    sum(orders) as orders,
+                    sum(sales_e4) as sales_e4,
+                    sum(receipts) as receipts
+                from activity_summary
+                where period >= ?1 and period < ?2
+                group by 1, 2, 3
+                ",
+            )?
+            .bind(window.from.timestamp_micros()) // ?1
+            .bind(window.to.timestamp_micros()); // ?2
+        let activity = self.fetch_all(query, activity_from_row)?;
+        let query = self
+            .query(
+                r"
+                select store_id, visit_date, sum(visits) as visits
+                from visit_summary
                 where visit_date between ?1 and ?2
                 group by 1, 2
                 ",
@@ -122,18 +278,199 @@ impl SqliteUnitOfWork {
             .bind(window.first_day.to_string()) // ?1
             .bind(window.last_day.to_string()); // ?2
         let visits = self.fetch_all(query, visit_count_from_row)?;
-        Ok(ActivityCells { cells, visits })
+        Ok(ReportSums {
+            activity,
+            visits,
+            ..ReportSums::default()
+        })
+    }
+
+    /// Every summary row, shards summed.
+    pub(super) fn report_sums(&self) -> StoreResult<ReportSums> {
+        // (Dates compare as text here: the window's years have four digits.)
+        let activity = self.activity_sums(&ActivityWindow::everything())?;
+        let query = self.query(
+            r"
+            select campaign_id, variant_id, source, state,
+                sum(coupons) as coupons, sum(discount_e4) as discount_e4
+            from coupon_summary
+            group by 1, 2, 3, 4
+            having sum(coupons) <> 0
+            ",
+        )?;
+        let coupons = self.fetch_all(query, coupon_tally_from_row)?;
+        let query = self.query(
+            r"
+            select campaign_id, channel, sum(coupons) as coupons
+            from redemption_summary
+            group by 1, 2
+            having sum(coupons) <> 0
+            ",
+        )?;
+        let redemptions = self.fetch_all(query, redemption_from_row)?;
+        let query = self.query(
+            r"
+            select campaign_id, seconds, sum(coupons) as coupons
+            from redemption_time_summary
+            group by 1, 2
+            having sum(coupons) <> 0
+            ",
+        )?;
+        let redemption_times = self.fetch_all(query, redemption_time_from_row)?;
+        let sums = ReportSums {
+            coupons,
+            redemptions,
+            redemption_times,
+            lots: self.lot_tallies()?,
+            ..activity
+        };
+        // In the order and form of a recomputation.
+        let mut tallies = Tallies::new();
+        tallies.add(sums, |cell| cell.period);
+        Ok(tallies.finish())
+    }
+
+    /// Replaces every summary row with `sums` (at shard 0) and clears the rebuild requests.
+    pub(super) fn replace_report_sums(&self, sums: &ReportSums) -> StoreResult<()> {
+        for table in [
+            "delete from activity_summary",
+            "delete from visit_summary",
+            "delete from coupon_summary",
+            "delete from redemption_summary",
+            "delete from redemption_time_summary",
+            "delete from lot_summary",
+            "delete from summary_rebuilds",
+        ] {
+            self.execute(table)?;
+        }
+        self.add_report_sums(sums, 0)
+    }
+
+    pub(super) fn summary_rebuild_wanted(&self) -> StoreResult<bool> {
+        let query = self.query("select exists (select 1 from summary_rebuilds) as wanted")?;
+        let wanted = self.fetch_optional(query, |row| {
+            Cols::new(row, "summary_rebuilds", "wanted").get("wanted")
+        })?;
+        Ok(wanted == Some(true))
+    }
+
+    /// The summaries recomputed from the ledger's own rows; activity by quarter hour.
+    pub(super) fn recompute_report_sums(&self) -> StoreResult<ReportSums> {
+        let mut tallies = Tallies::new();
+        let by_quarter = |cell: &ActivityCell| cell.period;
+        let cells = [
+            self.recompute_points()?,
+            self.recompute_orders()?,
+            self.recompute_receipts()?,
+        ]
+        .concat();
+        let query = self.query(
+            r"
+            select store_id, visit_date, count(*) as visits
+            from visits
+            group by 1, 2
+            ",
+        )?;
+        let visits = self.fetch_all(query, visit_count_from_row)?;
+        tallies.add(
+            ReportSums {
+                activity: cells,
+                visits,
+                ..ReportSums::default()
+            },
+            by_quarter,
+        );
+        // Coupons grouped by discount value (text), added up exactly by `Tallies`.
+        let query = self.query(
+            r"
+            select campaign_id, variant_id,
+                case when source like 'order:%' then 'order' else source end as source,
+                state, count(*) as coupons, discount
+            from coupons
+            group by 1, 2, 3, 4, 6
+            ",
+        )?;
+        let coupons = self.fetch_all(query, |row| {
+            let c = Cols::new(row, "coupons", "campaign_id");
+            let coupons: i64 = c.get("coupons")?;
+            let discount = c
+                .opt_money("discount")?
+                .map_or(Decimal::ZERO, |d| d.amount());
+            Ok(CouponTally {
+                campaign_id: c.get("campaign_id")?,
+                variant_id: c.get("variant_id")?,
+                source: c.get("source")?,
+                state: c.named("state", CouponState::parse)?,
+                coupons,
+                discount: discount * Decimal::from(coupons),
+            })
+        })?;
+        let query = self.query(
+            r"
+            select c.campaign_id, o.channel, count(*) as coupons
+            from coupons c
+            join orders o on o.order_id = c.order_id
+            where c.state = 'redeemed'
+            group by 1, 2
+            ",
+        )?;
+        let redemptions = self.fetch_all(query, redemption_from_row)?;
+        let query = self.query(
+            r"
+            select campaign_id, issued_at, redeemed_at
+            from coupons
+            where state = 'redeemed'
+              and redeemed_at is not null
+            ",
+        )?;
+        let redemption_times = self.fetch_all(query, |row| {
+            let c = Cols::new(row, "coupons", "campaign_id");
+            let time = c.instant("redeemed_at")? - c.instant("issued_at")?;
+            Ok(RedemptionTime {
+                campaign_id: c.get("campaign_id")?,
+                seconds: crate::domain::summary::redemption_bucket(time),
+                coupons: 1,
+            })
+        })?;
+        let query = self
+            .query(
+                r"
+                select expires_at - expires_at % ?1 as expires_quarter,
+                    case when state = 'pending' then matures_at - matures_at % ?1 end
+                        as matures_quarter,
+                    state,
+                    sum(remaining_points) as remaining_points,
+                    sum(held_points) as held_points
+                from point_lots
+                where state <> 'expired'
+                  and remaining_points > 0
+                group by 1, 2, 3
+                ",
+            )?
+            .bind(QUARTER_MICROS); // ?1
+        let lots = self.fetch_all(query, lot_tally_from_row)?;
+        tallies.add(
+            ReportSums {
+                coupons,
+                redemptions,
+                redemption_times,
+                lots,
+                ..ReportSums::default()
+            },
+            by_quarter,
+        );
+        Ok(tallies.finish())
     }
 
     /// Points moved to and from the program's accounts, by the channel, store and quarter hour
     /// of their journal entry. Adjustments (`program:adjustments`) are not earnings.
-    fn activity_points(&self, window: &ActivityWindow) -> StoreResult<Vec<ActivityCell>> {
+    fn recompute_points(&self) -> StoreResult<Vec<ActivityCell>> {
         let query = self
             .query(
                 r"
                 select t.channel,
                     t.store_id,
-                    t.occurred_at - t.occurred_at % ?3 as quarter,
+                    t.occurred_at - t.occurred_at % ?1 as quarter,
                     coalesce(sum(case
                         when p.from_account = 'program:issued' then p.amount
                         when p.to_account = 'program:issued' then -p.amount
@@ -148,27 +485,31 @@ impl SqliteUnitOfWork {
                     end), 0) as points_expired
                 from transactions t
                 join postings p on p.transaction_id = t.transaction_id
-                where t.occurred_at >= ?1
-                    and t.occurred_at < ?2
-                    and p.asset = 'PTS'
+                where p.asset = 'PTS'
                 group by 1, 2, 3
                 ",
             )?
-            .bind(window.from.timestamp_micros()) // ?1
-            .bind(window.to.timestamp_micros()) // ?2
-            .bind(QUARTER_MICROS); // ?3
-        self.fetch_all(query, points_cell_from_row)
+            .bind(QUARTER_MICROS); // ?1
+        self.fetch_all(query, |row| {
+            let c = Cols::new(row, "postings", "store_id");
+            Ok(ActivityCell {
+                points_earned: c.get("points_earned")?,
+                points_redeemed: c.get("points_redeemed")?,
+                points_expired: c.get("points_expired")?,
+                ..ActivityCell::empty(channel_of(&c)?, c.get("store_id")?, c.instant("quarter")?)
+            })
+        })
     }
 
     /// Orders sold or captured and their totals, less the amounts refunded (a refund's journal
-    /// entry keeps its amount in its metadata), grouped by amount and added up here.
-    fn activity_orders(&self, window: &ActivityWindow) -> StoreResult<Vec<ActivityCell>> {
+    /// entry keeps its amount in its metadata), one cell per entry's amount and kind.
+    fn recompute_orders(&self) -> StoreResult<Vec<ActivityCell>> {
         let query = self
             .query(
                 r"
                 select t.channel,
                     t.store_id,
-                    t.occurred_at - t.occurred_at % ?3 as quarter,
+                    t.occurred_at - t.occurred_at % ?1 as quarter,
                     t.kind = 'refund' as refund,
                     case
                         when t.kind = 'refund' then json_extract(t.metadata, '$.amount')
@@ -178,147 +519,127 @@ impl SqliteUnitOfWork {
                 from transactions t
                 left join orders o on o.order_id = t.order_id and t.kind <> 'refund'
                 where t.kind in ('sale', 'capture', 'refund')
-                    and t.occurred_at >= ?1
-                    and t.occurred_at < ?2
                 group by 1, 2, 3, 4, 5
                 ",
             )?
-            .bind(window.from.timestamp_micros()) // ?1
-            .bind(window.to.timestamp_micros()) // ?2
-            .bind(QUARTER_MICROS); // ?3
-        let entries = self.fetch_all(query, order_entries_from_row)?;
-        let mut cells: BTreeMap<(Option<Channel>, String, DateTime<Utc>), ActivityCell> =
-            BTreeMap::new();
-        for entries in entries {
-            let cell = cells
-                .entry((entries.channel, entries.store_id.clone(), entries.quarter))
-                .or_insert_with(|| empty_cell(entries.channel, entries.store_id, entries.quarter));
-            let amount = entries.amount.amount() * Decimal::from(entries.count);
-            if entries.refund {
-                cell.sales -= amount;
+            .bind(QUARTER_MICROS); // ?1
+        self.fetch_all(query, |row| {
+            let c = Cols::new(row, "transactions", "store_id");
+            let entries: i64 = c.get("entries")?;
+            let amount = c.money("amount")?.amount() * Decimal::from(entries);
+            let refund: bool = c.get("refund")?;
+            let cell =
+                ActivityCell::empty(channel_of(&c)?, c.get("store_id")?, c.instant("quarter")?);
+            Ok(if refund {
+                ActivityCell {
+                    sales: -amount,
+                    ..cell
+                }
             } else {
-                cell.orders += entries.count;
-                cell.sales += amount;
-            }
-        }
-        Ok(cells.into_values().collect())
+                ActivityCell {
+                    orders: entries,
+                    sales: amount,
+                    ..cell
+                }
+            })
+        })
     }
 
     /// Accepted receipts, where and when their journal entries are: at the receipt's store, on
     /// no channel, at the instant the receipt was issued.
-    fn activity_receipts(&self, window: &ActivityWindow) -> StoreResult<Vec<ActivityCell>> {
+    fn recompute_receipts(&self) -> StoreResult<Vec<ActivityCell>> {
         let query = self
             .query(
                 r"
                 select store_id,
-                    issued_at - issued_at % ?3 as quarter,
+                    issued_at - issued_at % ?1 as quarter,
                     count(*) as receipts
                 from receipts
                 where status = 'accepted'
-                    and issued_at >= ?1
-                    and issued_at < ?2
                 group by 1, 2
                 ",
             )?
-            .bind(window.from.timestamp_micros()) // ?1
-            .bind(window.to.timestamp_micros()) // ?2
-            .bind(QUARTER_MICROS); // ?3
-        self.fetch_all(query, receipts_cell_from_row)
+            .bind(QUARTER_MICROS); // ?1
+        self.fetch_all(query, |row| {
+            let c = Cols::new(row, "receipts", "store_id");
+            Ok(ActivityCell {
+                receipts: c.get("receipts")?,
+                ..ActivityCell::empty(None, c.get("store_id")?, c.instant("quarter")?)
+            })
+        })
     }
 }
 
-/// Sales or refunds of one amount in one cell.
-struct OrderEntries {
-    channel: Option<Channel>,
-    store_id: String,
-    quarter: DateTime<Utc>,
-    refund: bool,
-    amount: Money,
-    count: i64,
+/// A journal entry's or summary row's channel (null or '': none).
+fn channel_of(c: &Cols<'_, '_>) -> StoreResult<Option<Channel>> {
+    let name: Option<String> = c.get("channel")?;
+    name.filter(|name| !name.is_empty())
+        .map(|name| {
+            Channel::parse(&name)
+                .ok_or_else(|| c.corrupt("channel", format!("unknown value {name:?}")))
+        })
+        .transpose()
 }
 
-fn liability_from_row(row: &Row<'_>) -> StoreResult<LiabilityGroup> {
-    let c = Cols::new(row, "point_lots", "expires_quarter");
-    Ok(LiabilityGroup {
-        expires_quarter: c.opt_instant("expires_quarter")?,
-        outstanding_points: c.get("outstanding_points")?,
-        pending_points: c.get("pending_points")?,
+fn never_is_none(c: &Cols<'_, '_>, column: &str) -> StoreResult<Option<DateTime<Utc>>> {
+    let micros: Option<i64> = c.get(column)?;
+    match micros {
+        None | Some(NEVER) => Ok(None),
+        Some(micros) => c.instant_of(column, micros).map(Some),
+    }
+}
+
+fn lot_tally_from_row(row: &Row<'_>) -> StoreResult<LotTally> {
+    let c = Cols::new(row, "lot_summary", "expires_quarter");
+    Ok(LotTally {
+        expires_quarter: never_is_none(&c, "expires_quarter")?,
+        matures_quarter: never_is_none(&c, "matures_quarter")?,
+        state: c.named("state", LotState::parse)?,
+        remaining_points: c.get("remaining_points")?,
         held_points: c.get("held_points")?,
     })
 }
 
-fn coupon_group_from_row(row: &Row<'_>) -> StoreResult<CouponGroup> {
-    let c = Cols::new(row, "coupons", "variant_id");
-    Ok(CouponGroup {
+fn coupon_tally_from_row(row: &Row<'_>) -> StoreResult<CouponTally> {
+    let c = Cols::new(row, "coupon_summary", "campaign_id");
+    Ok(CouponTally {
+        campaign_id: c.get("campaign_id")?,
         variant_id: c.get("variant_id")?,
-        source: c.get("source")?,
+        source: source_key(&c.get::<String>("source")?).to_string(),
         state: c.named("state", CouponState::parse)?,
-        discount: c.opt_money("discount")?,
+        coupons: c.get("coupons")?,
+        discount: from_e4(c.get("discount_e4")?),
+    })
+}
+
+fn redemption_from_row(row: &Row<'_>) -> StoreResult<RedemptionTally> {
+    let c = Cols::new(row, "redemption_summary", "campaign_id");
+    Ok(RedemptionTally {
+        campaign_id: c.get("campaign_id")?,
+        channel: c.named("channel", Channel::parse)?,
         coupons: c.get("coupons")?,
     })
 }
 
-fn channel_count_from_row(row: &Row<'_>) -> StoreResult<(Channel, i64)> {
-    let c = Cols::new(row, "orders", "channel");
-    Ok((c.named("channel", Channel::parse)?, c.get("coupons")?))
-}
-
-fn time_to_redemption_from_row(row: &Row<'_>) -> StoreResult<chrono::TimeDelta> {
-    let c = Cols::new(row, "coupons", "redeemed_at");
-    Ok(c.instant("redeemed_at")? - c.instant("issued_at")?)
-}
-
-/// A cell with nothing in it yet, for the reads that fill some of its figures.
-fn empty_cell(channel: Option<Channel>, store_id: String, quarter: DateTime<Utc>) -> ActivityCell {
-    ActivityCell {
-        channel,
-        store_id,
-        quarter,
-        points_earned: 0,
-        points_redeemed: 0,
-        points_expired: 0,
-        orders: 0,
-        sales: Decimal::ZERO,
-        receipts: 0,
-    }
-}
-
-/// The journal entry's channel (null: none).
-fn channel_of(c: &Cols<'_, '_>) -> StoreResult<Option<Channel>> {
-    let name: Option<String> = c.get("channel")?;
-    name.map(|name| {
-        Channel::parse(&name).ok_or_else(|| c.corrupt("channel", format!("unknown value {name:?}")))
+fn redemption_time_from_row(row: &Row<'_>) -> StoreResult<RedemptionTime> {
+    let c = Cols::new(row, "redemption_time_summary", "campaign_id");
+    Ok(RedemptionTime {
+        campaign_id: c.get("campaign_id")?,
+        seconds: c.get("seconds")?,
+        coupons: c.get("coupons")?,
     })
-    .transpose()
 }
 
-fn points_cell_from_row(row: &Row<'_>) -> StoreResult<ActivityCell> {
-    let c = Cols::new(row, "postings", "store_id");
+fn activity_from_row(row: &Row<'_>) -> StoreResult<ActivityCell> {
+    let c = Cols::new(row, "activity_summary", "store_id");
     Ok(ActivityCell {
         points_earned: c.get("points_earned")?,
         points_redeemed: c.get("points_redeemed")?,
         points_expired: c.get("points_expired")?,
-        ..empty_cell(channel_of(&c)?, c.get("store_id")?, c.instant("quarter")?)
-    })
-}
-
-fn order_entries_from_row(row: &Row<'_>) -> StoreResult<OrderEntries> {
-    let c = Cols::new(row, "transactions", "store_id");
-    Ok(OrderEntries {
-        channel: channel_of(&c)?,
-        store_id: c.get("store_id")?,
-        quarter: c.instant("quarter")?,
-        refund: c.get("refund")?,
-        amount: c.money("amount")?,
-        count: c.get("entries")?,
-    })
-}
-
-fn receipts_cell_from_row(row: &Row<'_>) -> StoreResult<ActivityCell> {
-    let c = Cols::new(row, "receipts", "store_id");
-    Ok(ActivityCell {
+        orders: c.get("orders")?,
+        sales: from_e4(c.get("sales_e4")?),
         receipts: c.get("receipts")?,
-        ..empty_cell(None, c.get("store_id")?, c.instant("quarter")?)
+        ..ActivityCell::empty(channel_of(&c)?, c.get("store_id")?, c.instant("period")?)
     })
 }
 
