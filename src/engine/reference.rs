@@ -189,7 +189,12 @@ impl Reference {
     /// The stores' spatial index. At most once a second it counts the stores (one cheap
     /// statement) and rebuilds when the count changed: stores are never deleted, so a store
     /// created through another replica shows up here within about a second.
+    /// A batch that wrote reference data gets an index it does not cache: what it reads from
+    /// the database is not committed yet, and the cache must not keep it.
     pub async fn sites(&self, uow: &mut dyn LedgerReads) -> Result<Arc<Sites>, StoreError> {
+        if uow.shows_uncommitted_reference() {
+            return Ok(Arc::new(Sites::build(uow.list_stores().await?)));
+        }
         if let Some(sites) = fresh(&self.sites) {
             return Ok(sites);
         }
