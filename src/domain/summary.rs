@@ -486,10 +486,14 @@ fn compare<T: std::fmt::Debug + PartialEq, K: Ord + std::fmt::Debug>(
     for row in recomputed {
         rows.entry(key(row)).or_default().1 = Some(row);
     }
+    let shown =
+        |row: Option<&T>| row.map_or_else(|| "no row".to_string(), |row| format!("{row:?}"));
     for (key, (stored, recomputed)) in rows {
         if stored != recomputed {
             out.push(format!(
-                "{table} {key:?}: summary {stored:?}, ledger {recomputed:?}"
+                "{table} {key:?}: summary {}, ledger {}",
+                shown(stored),
+                shown(recomputed)
             ));
         }
     }

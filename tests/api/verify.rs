@@ -225,3 +225,61 @@ async fn concurrent_sealers_build_one_chain(app: &TestApp) {
     assert!(report.ok(), "{}", report.summary());
     assert_eq!(report.chain.transactions_sealed, journal.len());
 }
+
+/// The report summaries are caches of sums over the ledger: a summary row that drifts from the
+/// ledger is named by `omo verify` (check 7, with both figures), and a rebuild asked for in
+/// `summary_rebuilds` (what migration 0008 leaves on a database that had a ledger) replaces the
+/// summaries with the recomputation when the server starts.
+mod summaries_drift_and_rebuild {
+    use super::*;
+    use crate::helpers::spawn_app;
+
+    async fn scenario(backend: Backend) {
+        let Some(mut app) = spawn_app(backend).await else {
+            return;
+        };
+        some_activity(&app).await;
+        let (code, summary) = omo_verify(&app.database_url);
+        assert_eq!(code, 0, "{summary}");
+        assert!(
+            summary.contains("[ok] 7. the report summaries equal a recomputation"),
+            "{summary}"
+        );
+
+        tamper(&app, "update activity_summary set orders = orders + 5").await;
+        let (code, summary) = omo_verify(&app.database_url);
+        assert_eq!(code, 1, "{summary}");
+        assert!(
+            summary.contains("[VIOLATED] 7. the report summaries"),
+            "{summary}"
+        );
+        let named = summary
+            .lines()
+            .find(|line| line.contains("activity (Some(Store), \"shibuya\""))
+            .unwrap_or_else(|| panic!("the store's day is named: {summary}"));
+        assert!(
+            named.contains("orders: 6") && named.contains("orders: 1"),
+            "{named}"
+        );
+
+        tamper(
+            &app,
+            "insert into summary_rebuilds (reason) values ('test: a ledger from before 0008')",
+        )
+        .await;
+        app.restart().await;
+        let (code, summary) = omo_verify(&app.database_url);
+        assert_eq!(code, 0, "{summary}");
+        app.verify_ok().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        scenario(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        scenario(Backend::Postgres).await;
+    }
+}
