@@ -6,7 +6,8 @@
 //! report puts a "¥300 off, walk-in" geo-coupon in her wallet, and she uses it at the register.
 //! Another day she forgets her card: the app sends a photograph of the receipt, which earns its
 //! points; a large one waits for an admin's review before its points become spendable.
-//! Every call is real gRPC; the ledger is verified at the end.
+//! The operator's reports then show what the day did. Every call is real gRPC; the ledger is
+//! verified at the end (its report summaries included).
 
 use std::sync::Arc;
 
@@ -151,6 +152,7 @@ async fn story(app: &Application) -> Result<(), DemoError> {
     scan_receipts(&admin, &app_backend, &member.member_id).await?;
     show_balance(&ec, &member.member_id).await?;
     show_ledger(&ec, &member.member_id).await?;
+    show_reports(&admin).await?;
 
     let report = engine.verify().await?;
     print!("\n{}", report.summary());
@@ -475,4 +477,64 @@ fn basket(amount: &str) -> proto::Basket {
             amount: amount.into(),
         }],
     }
+}
+
+/// What the operator sees: the points owed, the day's activity per channel and store (from the
+/// summaries the flush kept), and how the EC campaign's coupons did.
+async fn show_reports(admin: &Client) -> Result<(), DemoError> {
+    let mut reports = admin.reports();
+    let liability = reports
+        .get_liability(proto::GetLiabilityRequest::default())
+        .await?
+        .into_inner();
+    println!(
+        "12. The operator's reports: the program owes {} points (¥{}), {} of them pending",
+        liability.outstanding_points, liability.outstanding_value, liability.pending_points
+    );
+    let now = chrono::Utc::now();
+    let timestamp = |at: chrono::DateTime<chrono::Utc>| prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    };
+    let activity = reports
+        .get_activity(proto::GetActivityRequest {
+            start_time: Some(timestamp(now - chrono::Duration::days(2))),
+            end_time: Some(timestamp(now + chrono::Duration::days(1))),
+            group_by_day: false,
+        })
+        .await?
+        .into_inner();
+    for row in activity.rows {
+        let channel = proto::Channel::try_from(row.channel).unwrap_or_default();
+        let store = if row.store_id.is_empty() {
+            "(no store)"
+        } else {
+            &row.store_id
+        };
+        println!(
+            "    {:<20} {:<12} earned {:>5}  redeemed {:>5}  orders {}  sales ¥{}  visits {}  receipts {}",
+            channel.as_str_name(),
+            store,
+            row.points_earned,
+            row.points_redeemed,
+            row.orders,
+            row.sales,
+            row.visits,
+            row.receipts
+        );
+    }
+    let stats = reports
+        .get_campaign_stats(proto::GetCampaignStatsRequest {
+            campaign_id: "ec-to-store-500".into(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "    campaign ec-to-store-500: issued {}, redeemed {} (rate {:.0} %), discount ¥{}",
+        stats.issued,
+        stats.redeemed,
+        stats.redemption_rate * 100.0,
+        stats.total_discount
+    );
+    Ok(())
 }

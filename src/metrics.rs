@@ -216,7 +216,7 @@ fn rejected_label(reason: crate::domain::location::RejectReason) -> &'static str
 }
 
 /// Rows of each table a change set writes (inserted, updated or, for balances, adjusted).
-fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 22] {
+fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 23] {
     let engagement = &changes.engagement;
     [
         ("stores", changes.new_stores.len()),
@@ -266,7 +266,18 @@ fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 22] {
             "receipts",
             engagement.new_receipts.len() + engagement.changed_receipts.len(),
         ),
+        ("report_summaries", report_rows(changes)),
     ]
+}
+
+/// Summary rows a flush upserts (visit counts aside: they follow the visits inserted).
+fn report_rows(changes: &ChangeSet) -> usize {
+    let sums = &changes.report;
+    sums.activity.len()
+        + sums.coupons.len()
+        + sums.redemptions.len()
+        + sums.redemption_times.len()
+        + sums.lots.len()
 }
 
 /// Times the parts of one flush, each from the end of the one before: `table_done` (or
@@ -354,7 +365,7 @@ impl FlushLap {
 }
 
 /// The tables of PostgreSQL's one flush statement.
-const LEDGER_TABLES: [&str; 10] = [
+const LEDGER_TABLES: [&str; 11] = [
     "members",
     "identifiers",
     "transactions",
@@ -365,6 +376,7 @@ const LEDGER_TABLES: [&str; 10] = [
     "order_lots",
     "coupons",
     "idempotency_keys",
+    "report_summaries",
 ];
 const ENGAGEMENT_TABLES: [&str; 7] = [
     "geo_rules",

@@ -78,18 +78,18 @@ impl Engine {
         Ok(report::activity(sums, zone_of, (start, end), group_by_day))
     }
 
-    /// Rebuilds the report summaries if a migration asked for it (see `rebuild_reports`).
+    /// Rebuilds the report summaries if a migration asked for it (see `rebuild_reports`);
+    /// asked again under the lock, so that replicas starting together rebuild once.
     pub async fn rebuild_reports_if_wanted(&self) -> Result<(), EngineError> {
         let mut uow = self.store().begin_read().await?;
-        if uow.summary_rebuild_wanted().await? {
-            drop(uow);
+        let wanted = uow.summary_rebuild_wanted().await?;
+        drop(uow);
+        if wanted {
             let started = std::time::Instant::now();
-            let rows = self.rebuild_reports().await?;
-            tracing::info!(
-                rows,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "report summaries rebuilt from the ledger"
-            );
+            if let Some(rows) = self.rebuild(true).await? {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(rows, elapsed_ms, "report summaries rebuilt from the ledger");
+            }
         }
         Ok(())
     }
@@ -97,8 +97,16 @@ impl Engine {
     /// Replaces the report summaries with a recomputation from the ledger (after SQL written
     /// outside omo, such as the bench's seeding), in one transaction; how many rows it wrote.
     pub async fn rebuild_reports(&self) -> Result<usize, EngineError> {
+        Ok(self.rebuild(false).await?.unwrap_or(0))
+    }
+
+    /// None: `only_if_wanted` and no rebuild is wanted any more.
+    async fn rebuild(&self, only_if_wanted: bool) -> Result<Option<usize>, EngineError> {
         let mut uow = self.store().begin().await?;
         uow.lock_report_sums().await?;
+        if only_if_wanted && !uow.summary_rebuild_wanted().await? {
+            return Ok(None);
+        }
         let zones = store_zones(uow.as_mut()).await?;
         let recomputed = uow.recompute_report_sums().await?;
         let mut tallies = Tallies::new();
@@ -108,12 +116,14 @@ impl Engine {
         let sums = tallies.finish();
         uow.replace_report_sums(&sums).await?;
         uow.commit().await?;
-        Ok(sums.activity.len()
-            + sums.visits.len()
-            + sums.coupons.len()
-            + sums.redemptions.len()
-            + sums.redemption_times.len()
-            + sums.lots.len())
+        Ok(Some(
+            sums.activity.len()
+                + sums.visits.len()
+                + sums.coupons.len()
+                + sums.redemptions.len()
+                + sums.redemption_times.len()
+                + sums.lots.len(),
+        ))
     }
 }
 

@@ -793,6 +793,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.write_receipts(&changes.engagement)?;
         lap.engagement_done(changes);
         self.add_report_sums(&changes.report, changes.shard)?;
+        lap.table_done("report_summaries", changes);
         Ok(())
     }
 
