@@ -23,6 +23,7 @@ mod stats;
 
 pub use scenarios::Scenario;
 pub use server::ServerProcess;
+pub use setup::SetupTimings;
 pub use stats::{Environment, Ratio, Report, RssReport, ScenarioResult};
 
 use scenarios::{GrpcWorker, Lane};
@@ -49,8 +50,16 @@ as that key, and the SQL floor and server RSS are not measured.
 Scenarios: grpc-ceiling (health Check), sale (RecordSale earning and redeeming), checkout
 (Authorize + Capture, EC), balance (GetBalance), hot (sales at one store with one public
 coupon), mixed (60% balance, 25% sale, 15% checkout), sql-floor (BEGIN; insert a posting;
-update a balance; COMMIT, straight through sqlx). ops/s counts successful operations;
-latency percentiles are over successful operations; failures are counted by status code.")]
+update a balance; COMMIT, straight through sqlx), location (location reports near 100,000
+seeded stores; not in the default list).
+Report scenarios (ReportService as the admin key; not in the default list; a few loops are
+what an operator's reports see, e.g. --concurrency 4): report-liability (GetLiability now),
+report-campaign (GetCampaignStats of `bench-stats`, seeded with one coupon per member in every
+state; with --target, of `bench-hot`), report-activity-daily and report-activity (GetActivity
+over the last 365 days, per day and in total). With --prefill-postings they read a year of
+history; the summaries are rebuilt from the seeded ledger before the server starts.
+ops/s counts successful operations; latency percentiles are over successful operations;
+failures are counted by status code.")]
 pub struct BenchArgs {
     /// Database the bench creates, seeds and serves (see below: it is wiped first).
     #[arg(long, default_value = "sqlite://omo-bench.db")]
@@ -73,8 +82,10 @@ pub struct BenchArgs {
     /// Comma-separated scenarios to run, in order.
     #[arg(long, value_delimiter = ',', default_value = DEFAULT_SCENARIOS, value_parser = Scenario::parse)]
     pub scenarios: Vec<Scenario>,
-    /// Historical postings to add by bulk SQL before the run (pairs that leave balances
-    /// unchanged), so that costs can be compared as the journal grows.
+    /// Historical postings to add by bulk SQL before the run: pairs that earn and redeem the
+    /// same points (balances unchanged), one pair a minute over the past year, at 100 stores
+    /// and on EC, so that costs can be compared as the journal grows and the reports have a
+    /// year to sum.
     #[arg(long, default_value_t = 0)]
     pub prefill_postings: u64,
     /// HTTP/2 connections the tasks share (each multiplexes many concurrent calls; on 2
@@ -204,11 +215,16 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
                 }
                 result
             }
-            _ => grpc_scenario(args, &setup, &lanes, scenario).await?,
+            _ => {
+                if scenario.is_report() {
+                    describe_report(&setup, &lanes, scenario).await?;
+                }
+                grpc_scenario(args, &setup, &lanes, scenario).await?
+            }
         };
         results.push(result);
     }
-    let environment = Environment::new(args, setup.backend.clone(), setup.seed_s);
+    let environment = Environment::new(args, setup.backend.clone(), &setup.timings);
     let report = Report::new(environment, results, server_rss);
     if let Some(server) = setup.server {
         server.stop()?;
@@ -226,11 +242,36 @@ async fn grpc_scenario(
     let workers: Vec<GrpcWorker> = (0..args.concurrency)
         .map(|task| {
             let lane = lanes[task % lanes.len()].clone();
-            GrpcWorker::new(lane, scenario, Arc::clone(&setup.members), &nonce, task)
+            let members = Arc::clone(&setup.members);
+            GrpcWorker::new(lane, scenario, members, setup.reports.clone(), &nonce, task)
         })
         .collect();
     let (sample, elapsed) = load::drive(workers, args.duration).await?;
     Ok(ScenarioResult::new(scenario.name(), sample, elapsed))
+}
+
+/// Prints what a report scenario's answer holds before its latencies are measured.
+async fn describe_report(
+    setup: &Setup,
+    lanes: &[Lane],
+    scenario: Scenario,
+) -> Result<(), BenchError> {
+    let members = Arc::clone(&setup.members);
+    let mut worker = GrpcWorker::new(
+        lanes[0].clone(),
+        scenario,
+        members,
+        setup.reports.clone(),
+        "describe",
+        0,
+    );
+    let described = worker.describe_report(scenario).await;
+    if let Some(description) =
+        described.map_err(|status| BenchError::setup(scenario.name(), status))?
+    {
+        eprintln!("omo bench: {description}");
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,7 +1,10 @@
 //! The scenarios: which requests each one sends (a weighted mix table, so `mixed` is a table
 //! and a new operation joins by adding a row) and how each request is built.
 
-use std::{sync::Arc, time::SystemTime};
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Serialize;
@@ -16,6 +19,7 @@ use crate::{
         self, checkout_service_client::CheckoutServiceClient,
         engagement_service_client::EngagementServiceClient,
         ledger_service_client::LedgerServiceClient, member_ref::Ref,
+        report_service_client::ReportServiceClient,
     },
 };
 
@@ -24,6 +28,11 @@ pub const STORE_ID: &str = "bench-store";
 /// The campaign of the `hot` scenario: its public code on every sale, no limits.
 pub const HOT_CAMPAIGN_ID: &str = "bench-hot";
 pub const HOT_CODE: &str = "BENCHHOT";
+/// The campaign `report-campaign` asks about when the bench seeded it: one coupon per member in
+/// every state (see `seed.rs`). Against a --target server it asks about [`HOT_CAMPAIGN_ID`].
+pub const STATS_CAMPAIGN_ID: &str = "bench-stats";
+/// GetActivity's range: the year up to now (the API allows at most 366 days).
+const ACTIVITY_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Basket totals (whole yen) and points redeemed per order.
 const BASKET_YEN: std::ops::RangeInclusive<u32> = 1_000..=20_000;
 const REDEEM_POINTS: std::ops::RangeInclusive<i64> = 1..=50;
@@ -62,6 +71,10 @@ pub enum Scenario {
     Mixed,
     SqlFloor,
     Location,
+    ReportLiability,
+    ReportCampaign,
+    ReportActivityDaily,
+    ReportActivity,
 }
 
 /// One request (or, for checkout, the Authorize + Capture pair) a worker can send.
@@ -73,13 +86,19 @@ pub enum Op {
     Balance,
     Hot,
     Location,
+    Liability,
+    CampaignStats,
+    /// GetActivity over [`ACTIVITY_SPAN`], per day (true) or in total.
+    Activity {
+        group_by_day: bool,
+    },
 }
 
 /// `mixed`: weights out of their sum.
 pub const MIXED: &[(Op, u32)] = &[(Op::Balance, 60), (Op::Sale, 25), (Op::Checkout, 15)];
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::GrpcCeiling,
         Scenario::Sale,
         Scenario::Checkout,
@@ -88,6 +107,10 @@ impl Scenario {
         Scenario::Mixed,
         Scenario::SqlFloor,
         Scenario::Location,
+        Scenario::ReportLiability,
+        Scenario::ReportCampaign,
+        Scenario::ReportActivityDaily,
+        Scenario::ReportActivity,
     ];
 
     pub fn name(self) -> &'static str {
@@ -100,6 +123,10 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::SqlFloor => "sql-floor",
             Scenario::Location => "location",
+            Scenario::ReportLiability => "report-liability",
+            Scenario::ReportCampaign => "report-campaign",
+            Scenario::ReportActivityDaily => "report-activity-daily",
+            Scenario::ReportActivity => "report-activity",
         }
     }
 
@@ -125,7 +152,27 @@ impl Scenario {
             Scenario::Mixed => MIXED,
             Scenario::SqlFloor => &[],
             Scenario::Location => &[(Op::Location, 1)],
+            Scenario::ReportLiability => &[(Op::Liability, 1)],
+            Scenario::ReportCampaign => &[(Op::CampaignStats, 1)],
+            Scenario::ReportActivityDaily => &[(Op::Activity { group_by_day: true }, 1)],
+            Scenario::ReportActivity => &[(
+                Op::Activity {
+                    group_by_day: false,
+                },
+                1,
+            )],
         }
+    }
+
+    /// Whether this scenario calls ReportService.
+    pub fn is_report(self) -> bool {
+        matches!(
+            self,
+            Scenario::ReportLiability
+                | Scenario::ReportCampaign
+                | Scenario::ReportActivityDaily
+                | Scenario::ReportActivity
+        )
     }
 }
 
@@ -178,6 +225,13 @@ pub struct Keys {
     pub app: String,
 }
 
+/// The reports a report scenario asks for.
+#[derive(Debug, Clone)]
+pub struct ReportTargets {
+    /// The campaign of `report-campaign`.
+    pub campaign_id: &'static str,
+}
+
 /// One HTTP/2 connection, with a client per role over it.
 #[derive(Debug, Clone)]
 pub struct Lane {
@@ -186,6 +240,8 @@ pub struct Lane {
     ledger: LedgerServiceClient<Authed>,
     health: HealthClient<Channel>,
     app: EngagementServiceClient<Authed>,
+    /// As the admin key (reports need `ReadReports`).
+    reports: ReportServiceClient<Authed>,
 }
 
 impl Lane {
@@ -194,6 +250,7 @@ impl Lane {
         let checkout = register.with_key(&keys.checkout);
         Ok(Lane {
             app: register.with_key(&keys.app).engagement(),
+            reports: register.with_key(&keys.admin).reports(),
             ec: checkout.checkout(),
             ledger: register.ledger(),
             health: HealthClient::new(register.channel()),
@@ -236,6 +293,7 @@ pub struct GrpcWorker {
     lane: Lane,
     mix: &'static [(Op, u32)],
     members: Arc<Members>,
+    reports: ReportTargets,
     rng: StdRng,
     ids: Ids,
 }
@@ -252,6 +310,7 @@ impl GrpcWorker {
         lane: Lane,
         scenario: Scenario,
         members: Arc<Members>,
+        reports: ReportTargets,
         nonce: &str,
         task: usize,
     ) -> Self {
@@ -259,6 +318,7 @@ impl GrpcWorker {
             lane,
             mix: scenario.mix(),
             members,
+            reports,
             rng: StdRng::from_rng(&mut rand::rng()),
             ids: Ids {
                 nonce: nonce.to_string(),
@@ -276,7 +336,49 @@ impl GrpcWorker {
             Op::Checkout => self.checkout().await,
             Op::Balance => self.balance().await,
             Op::Location => self.location().await,
+            Op::Liability => self.liability().await.map(drop),
+            Op::CampaignStats => self.campaign_stats().await.map(drop),
+            Op::Activity { group_by_day } => self.activity(group_by_day).await.map(drop),
         }
+    }
+
+    /// What a report scenario's answer holds, to print once before it runs (so that a latency
+    /// is read next to the size of what was summed); None for other scenarios.
+    pub async fn describe_report(&mut self, scenario: Scenario) -> Result<Option<String>, Status> {
+        Ok(match scenario.mix() {
+            [(Op::Liability, _)] => {
+                let liability = self.liability().await?;
+                Some(format!(
+                    "GetLiability: {} points outstanding, {} expiry months",
+                    liability.outstanding_points,
+                    liability.by_expiry_month.len()
+                ))
+            }
+            [(Op::CampaignStats, _)] => {
+                let stats = self.campaign_stats().await?;
+                Some(format!(
+                    "GetCampaignStats {}: {} issued, {} redeemed, {} expired, {} active, \
+                     median {:?} s to redemption",
+                    self.reports.campaign_id,
+                    stats.issued,
+                    stats.redeemed,
+                    stats.expired,
+                    stats.active,
+                    stats.median_seconds_to_redemption
+                ))
+            }
+            [(Op::Activity { group_by_day }, _)] => {
+                let rows = self.activity(*group_by_day).await?.rows;
+                let earned: i64 = rows.iter().map(|row| row.points_earned).sum();
+                let visits: i64 = rows.iter().map(|row| row.visits).sum();
+                Some(format!(
+                    "GetActivity over 365 days (group_by_day={group_by_day}): {} rows, {earned} \
+                     points earned, {visits} visits",
+                    rows.len()
+                ))
+            }
+            _ => None,
+        })
     }
 
     fn member(&mut self) -> proto::MemberRef {
@@ -373,6 +475,35 @@ impl GrpcWorker {
         };
         self.lane.app.report_location(request).await?;
         Ok(())
+    }
+
+    /// The liability now (as_of unset).
+    async fn liability(&mut self) -> Result<proto::GetLiabilityResponse, Status> {
+        let request = proto::GetLiabilityRequest { as_of: None };
+        Ok(self.lane.reports.get_liability(request).await?.into_inner())
+    }
+
+    async fn campaign_stats(&mut self) -> Result<proto::GetCampaignStatsResponse, Status> {
+        let request = proto::GetCampaignStatsRequest {
+            campaign_id: self.reports.campaign_id.into(),
+        };
+        Ok(self
+            .lane
+            .reports
+            .get_campaign_stats(request)
+            .await?
+            .into_inner())
+    }
+
+    /// The year up to now, as an operator's yearly report asks for it.
+    async fn activity(&mut self, group_by_day: bool) -> Result<proto::GetActivityResponse, Status> {
+        let end = SystemTime::now();
+        let request = proto::GetActivityRequest {
+            start_time: Some((end - ACTIVITY_SPAN).into()),
+            end_time: Some(end.into()),
+            group_by_day,
+        };
+        Ok(self.lane.reports.get_activity(request).await?.into_inner())
     }
 
     async fn balance(&mut self) -> Result<(), Status> {

@@ -5,7 +5,7 @@ use std::{collections::BTreeMap, fmt, time::Duration};
 
 use serde::Serialize;
 
-use super::BenchArgs;
+use super::{BenchArgs, setup::SetupTimings};
 
 /// What a load run measured: the latency of every successful operation, failures by kind.
 #[derive(Debug, Default)]
@@ -116,10 +116,14 @@ pub struct Environment {
     pub cores: usize,
     /// Time the bulk seeding took (local runs).
     pub seed_s: Option<f64>,
+    /// Time rebuilding the report summaries from the seeded ledger took (local runs).
+    pub rebuild_s: Option<f64>,
+    /// Rows of each report summary table after that rebuild.
+    pub summary_rows: BTreeMap<String, i64>,
 }
 
 impl Environment {
-    pub fn new(args: &BenchArgs, backend: String, seed_s: Option<f64>) -> Self {
+    pub fn new(args: &BenchArgs, backend: String, timings: &SetupTimings) -> Self {
         Environment {
             backend,
             target: args.target.clone(),
@@ -130,7 +134,13 @@ impl Environment {
             channels: args.channels,
             duration_s: args.duration.as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
-            seed_s,
+            seed_s: timings.seed_s,
+            rebuild_s: timings.rebuild_s,
+            summary_rows: timings
+                .summary_rows
+                .iter()
+                .map(|(table, rows)| (table.to_string(), *rows))
+                .collect(),
         }
     }
 }
@@ -218,15 +228,22 @@ impl fmt::Display for Report {
 }
 
 fn write_table(f: &mut fmt::Formatter<'_>, scenarios: &[ScenarioResult]) -> fmt::Result {
+    // As wide as the longest name (the report scenarios' are long).
+    let width = scenarios
+        .iter()
+        .map(|s| s.name.len())
+        .chain([14])
+        .max()
+        .unwrap_or(14);
     writeln!(
         f,
-        "{:<14} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "{:<width$} {:>10} {:>9} {:>9} {:>9} {:>8}",
         "scenario", "ops/s", "p50 ms", "p95 ms", "p99 ms", "errors"
     )?;
     for s in scenarios {
         writeln!(
             f,
-            "{:<14} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>8}",
+            "{:<width$} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>8}",
             s.name, s.ops_per_s, s.p50_ms, s.p95_ms, s.p99_ms, s.errors_total
         )?;
     }
@@ -261,6 +278,18 @@ fn write_environment(f: &mut fmt::Formatter<'_>, env: &Environment) -> fmt::Resu
     )?;
     if let Some(seed_s) = env.seed_s {
         writeln!(f, "seeding by bulk SQL took {seed_s:.2} s")?;
+    }
+    if let Some(rebuild_s) = env.rebuild_s {
+        let listed: Vec<String> = env
+            .summary_rows
+            .iter()
+            .map(|(table, rows)| format!("{table} {rows}"))
+            .collect();
+        writeln!(
+            f,
+            "rebuilding the report summaries took {rebuild_s:.2} s; summary rows: {}",
+            listed.join(", ")
+        )?;
     }
     Ok(())
 }
