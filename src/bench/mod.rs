@@ -55,7 +55,7 @@ seeded stores; not in the default list).
 Report scenarios (ReportService as the admin key; not in the default list; a few loops are
 what an operator's reports see, e.g. --concurrency 4): report-liability (GetLiability now),
 report-campaign (GetCampaignStats of `bench-stats`, seeded with one coupon per member in every
-state; with --target, of `bench-hot`), report-activity-daily and report-activity (GetActivity
+state; with --target, of `bench-stats` if the server has it, else of `bench-hot`), report-activity-daily and report-activity (GetActivity
 over the last 365 days, per day and in total). With --prefill-postings they read a year of
 history; the summaries are rebuilt from the seeded ledger before the server starts.
 ops/s counts successful operations; latency percentiles are over successful operations;
@@ -217,7 +217,7 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
             }
             _ => {
                 if scenario.is_report() {
-                    describe_report(&setup, &lanes, scenario).await?;
+                    describe_report(&setup, &lanes, scenario).await;
                 }
                 grpc_scenario(args, &setup, &lanes, scenario).await?
             }
@@ -250,12 +250,9 @@ async fn grpc_scenario(
     Ok(ScenarioResult::new(scenario.name(), sample, elapsed))
 }
 
-/// Prints what a report scenario's answer holds before its latencies are measured.
-async fn describe_report(
-    setup: &Setup,
-    lanes: &[Lane],
-    scenario: Scenario,
-) -> Result<(), BenchError> {
+/// Prints what a report scenario's answer holds before its latencies are measured. A refused
+/// call is printed too, not fatal: the scenario then counts its failures by status like any.
+async fn describe_report(setup: &Setup, lanes: &[Lane], scenario: Scenario) {
     let members = Arc::clone(&setup.members);
     let mut worker = GrpcWorker::new(
         lanes[0].clone(),
@@ -265,13 +262,16 @@ async fn describe_report(
         "describe",
         0,
     );
-    let described = worker.describe_report(scenario).await;
-    if let Some(description) =
-        described.map_err(|status| BenchError::setup(scenario.name(), status))?
-    {
-        eprintln!("omo bench: {description}");
+    match worker.describe_report(scenario).await {
+        Ok(Some(description)) => eprintln!("omo bench: {description}"),
+        Ok(None) => {}
+        Err(status) => eprintln!(
+            "omo bench: {} refused its first call: {} {}",
+            scenario.name(),
+            scenarios::error_key(&status),
+            status.message()
+        ),
     }
-    Ok(())
 }
 
 #[cfg(test)]

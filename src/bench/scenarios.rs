@@ -29,7 +29,8 @@ pub const STORE_ID: &str = "bench-store";
 pub const HOT_CAMPAIGN_ID: &str = "bench-hot";
 pub const HOT_CODE: &str = "BENCHHOT";
 /// The campaign `report-campaign` asks about when the bench seeded it: one coupon per member in
-/// every state (see `seed.rs`). Against a --target server it asks about [`HOT_CAMPAIGN_ID`].
+/// every state (see `seed.rs`). A --target server without it is asked about
+/// [`HOT_CAMPAIGN_ID`].
 pub const STATS_CAMPAIGN_ID: &str = "bench-stats";
 /// GetActivity's range: the year up to now (the API allows at most 366 days).
 const ACTIVITY_SPAN: Duration = Duration::from_secs(365 * 24 * 3600);

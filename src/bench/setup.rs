@@ -140,6 +140,7 @@ pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchErro
     let started = std::time::Instant::now();
     let client = Client::connect(endpoint, &api_key).await?;
     let ids = members_over_rpc(&client, args.members, args.concurrency).await?;
+    let reports = remote_report_targets(&client).await?;
     eprintln!(
         "omo bench: members ready in {:.2} s",
         started.elapsed().as_secs_f64()
@@ -153,13 +154,25 @@ pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchErro
             app: api_key,
         },
         members: Arc::new(Members::Listed(ids)),
-        reports: ReportTargets {
-            campaign_id: HOT_CAMPAIGN_ID,
-        },
+        reports,
         server: None,
         backend: format!("remote {endpoint}"),
         timings: SetupTimings::default(),
     })
+}
+
+/// `report-campaign` asks a running server about `bench-stats` when it has it (a database an
+/// earlier local bench seeded, served again), else about the hot campaign.
+async fn remote_report_targets(client: &Client) -> Result<ReportTargets, BenchError> {
+    let request = proto::GetCampaignRequest {
+        campaign_id: STATS_CAMPAIGN_ID.into(),
+    };
+    let campaign_id = match client.coupons().get_campaign(request).await {
+        Ok(_) => STATS_CAMPAIGN_ID,
+        Err(status) if status.code() == Code::NotFound => HOT_CAMPAIGN_ID,
+        Err(status) => return Err(BenchError::setup("GetCampaign", status)),
+    };
+    Ok(ReportTargets { campaign_id })
 }
 
 /// The store `bench-store` and the campaign behind the public code of `hot` (¥100 off, no
