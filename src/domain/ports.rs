@@ -496,8 +496,13 @@ pub struct VisitIssue {
 }
 
 impl ChangeSet {
+    /// Nothing to write (whatever shard would write it).
     pub fn is_empty(&self) -> bool {
-        *self == ChangeSet::default()
+        *self
+            == ChangeSet {
+                shard: self.shard,
+                ..ChangeSet::default()
+            }
     }
 }
 

@@ -189,6 +189,12 @@ impl Reference {
     /// The stores' spatial index. At most once a second it counts the stores (one cheap
     /// statement) and rebuilds when the count changed: stores are never deleted, so a store
     /// created through another replica shows up here within about a second.
+    /// The index as last built, however old, without a read (None: never built).
+    pub fn cached_sites(&self) -> Option<Arc<Sites>> {
+        let slot = self.sites.lock().expect("reference cache poisoned");
+        slot.as_ref().map(|(sites, _)| sites.clone())
+    }
+
     /// A batch that wrote reference data gets an index it does not cache: what it reads from
     /// the database is not committed yet, and the cache must not keep it.
     pub async fn sites(&self, uow: &mut dyn LedgerReads) -> Result<Arc<Sites>, StoreError> {

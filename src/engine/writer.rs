@@ -6,6 +6,7 @@
 //! conflict, or a batch whose flush or commit failed, is run again on its own.
 
 use super::rows::LedgerRows;
+use crate::domain::ports::LedgerReads;
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration as StdDuration};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,7 @@ use crate::{
         Clock,
         auth::Caller,
         command::{Command, Reply},
-        ports::{Keys, Store, StoreError},
+        ports::{ChangeSet, Keys, Store, StoreError, UnitOfWork},
     },
     metrics,
 };
@@ -34,8 +35,9 @@ const MAX_ATTEMPTS: u32 = 10;
 pub(super) type WorkFuture<'a, T> =
     Pin<Box<dyn Future<Output = Result<T, EngineError>> + Send + 'a>>;
 
-/// The report summaries' shard of writer `number`: 1, 2, ...; 0 is for the writes outside the
-/// writers' batches (the sweeper's, admins'), so that those never wait on a writer's rows.
+/// The report summaries' shard of writer `number`: 1, 2, ... (its batches, and the commands of
+/// a failed batch run again alone); 0 is for the writes outside the writers' batches (the
+/// sweeper's, admins', explicit batches), so that those never wait on a writer's rows.
 fn shard_of(number: usize) -> i16 {
     i16::try_from(number + 1).unwrap_or(i16::MAX)
 }
@@ -239,7 +241,7 @@ impl Core {
         for (job, result) in jobs.iter().zip(results) {
             answers.push(match result {
                 Some(result) => result,
-                None => self.execute_one(job).await,
+                None => self.execute_one(shard, job).await,
             });
         }
         answers
@@ -266,19 +268,36 @@ impl Core {
             let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
             results.push((!transient).then_some(result));
         }
-        let sites = self.reference.sites(&mut rows).await?;
-        let mut changes = rows.changes(&|store_id| sites.get(store_id).map(|site| site.tz));
-        changes.shard = shard;
-        uow.flush(&changes).await?;
-        uow.commit().await?;
-        metrics::committed(&changes);
+        let changes = self.changes_of(&mut rows, shard).await?;
+        flush_and_commit(uow, &changes).await?;
         Ok(results)
     }
 
-    async fn execute_one(&self, job: &Job) -> Result<Outcome, EngineError> {
+    /// What a batch changed, with the stores' zones (for the report summaries) and its shard.
+    /// A batch that created a store takes the index as cached rather than have one rebuilt
+    /// for it (seconds at 100,000 stores): its own stores' zones are in its rows, and a store
+    /// whose zone is not known is summarised per quarter hour, which is right in any zone.
+    async fn changes_of(
+        &self,
+        rows: &mut batch::InMemory<'_>,
+        shard: i16,
+    ) -> Result<ChangeSet, EngineError> {
+        let sites = if rows.shows_uncommitted_reference() {
+            self.reference.cached_sites()
+        } else {
+            Some(self.reference.sites(rows).await?)
+        };
+        let zone_of = |store_id: &str| Some(sites.as_ref()?.get(store_id)?.tz);
+        let mut changes = rows.changes(&zone_of);
+        changes.shard = shard;
+        Ok(changes)
+    }
+
+    /// A command of a failed batch, alone, at its writer's shard.
+    async fn execute_one(&self, shard: i16, job: &Job) -> Result<Outcome, EngineError> {
         let job = job.clone();
         let reference = self.reference.clone();
-        self.write(move |uow, now| {
+        self.write_at(shard, move |uow, now| {
             let job = job.clone();
             let reference = reference.clone();
             Box::pin(async move { run_remembered(uow, &reference, now, &job).await? })
@@ -288,7 +307,17 @@ impl Core {
 
     /// Runs `work` over rows in memory (see `batch.rs`), flushes what it changed and commits,
     /// again from the start on a transient conflict (with a short, growing, jittered pause).
+    /// Its report summaries go to shard 0, that of the writes outside the writers' batches.
     pub async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
+    where
+        T: Send,
+        F: for<'a> Fn(&'a mut dyn LedgerRows, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
+    {
+        self.write_at(0, work).await
+    }
+
+    /// [`Core::write`] at a given report summaries' shard.
+    async fn write_at<T, F>(&self, shard: i16, work: F) -> Result<T, EngineError>
     where
         T: Send,
         F: for<'a> Fn(&'a mut dyn LedgerRows, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
@@ -301,11 +330,8 @@ impl Core {
                 let loaded = uow.load(&keys).await?;
                 let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
                 let value = work(&mut rows, self.clock.now()).await?;
-                let sites = self.reference.sites(&mut rows).await?;
-                let changes = rows.changes(&|store_id| sites.get(store_id).map(|site| site.tz));
-                uow.flush(&changes).await?;
-                uow.commit().await?;
-                metrics::committed(&changes);
+                let changes = self.changes_of(&mut rows, shard).await?;
+                flush_and_commit(uow, &changes).await?;
                 Ok(value)
             }
             .await;
@@ -323,6 +349,17 @@ impl Core {
     }
 }
 
+/// Writes a batch's changes and commits them; counts them once committed.
+async fn flush_and_commit(
+    mut uow: Box<dyn UnitOfWork>,
+    changes: &ChangeSet,
+) -> Result<(), EngineError> {
+    uow.flush(changes).await?;
+    uow.commit().await?;
+    metrics::committed(changes);
+    Ok(())
+}
+
 /// One command of an explicit batch (`Engine::execute_batch`).
 #[derive(Debug, Clone)]
 pub struct BatchItem {
@@ -333,14 +370,15 @@ pub struct BatchItem {
 
 impl super::Engine {
     /// Runs several commands as one group commit, as the writer does with concurrent calls;
-    /// answers in order. For callers that have a batch in hand (offline register replay).
+    /// answers in order. For callers that have a batch in hand (offline register replay). Not
+    /// a writer's batch: its summaries go to shard 0, beside the sweeper's.
     pub async fn execute_batch(&self, items: Vec<BatchItem>) -> Vec<Result<Reply, EngineError>> {
         let jobs: Vec<Job> = items
             .into_iter()
             .map(|item| super::job(&item.caller, item.request_id.as_deref(), item.command))
             .collect();
         self.core
-            .execute_batch(shard_of(0), &jobs)
+            .execute_batch(0, &jobs)
             .await
             .into_iter()
             .map(|result| result.and_then(|outcome| outcome.map_err(EngineError::Domain)))
