@@ -21,7 +21,7 @@ use super::{rows::LedgerRows, writer::Job};
 use crate::domain::{
     Account,
     command::Command,
-    coupon::{Campaign, Coupon},
+    coupon::{Campaign, Coupon, CouponState},
     location::{GeoRule, IssueFacts, VisitRule},
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
     ports::{
@@ -536,7 +536,13 @@ impl Rows {
             let period = activity_period(zone(&transaction.store_id), transaction.occurred_at);
             tallies.transaction(transaction, order_total, period);
         }
-        let channel = |coupon: &Coupon| order(&coupon.order_id).map(|o| o.channel);
+        let channel = |coupon: &Coupon| {
+            let channel = order(&coupon.order_id).map(|o| o.channel);
+            if channel.is_none() && coupon.state == CouponState::Redeemed {
+                tracing::error!(code = %coupon.code, order_id = %coupon.order_id, "a redeemed coupon's order is not in its batch: its channel is left out of the redemption summary");
+            }
+            channel
+        };
         for (_, before, now) in self.coupons.changes() {
             if let Some(before) = before {
                 tallies.coupon(before, channel(before), -1);
