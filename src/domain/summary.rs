@@ -28,7 +28,7 @@ use super::{
 
 /// Every zone's offset is a whole number of quarter hours, so local days and months begin on a
 /// quarter hour (UTC) and a quarter never straddles two of them in any zone.
-const QUARTER_MICROS: i64 = 15 * 60 * 1_000_000;
+pub const QUARTER_MICROS: i64 = 15 * 60 * 1_000_000;
 
 /// The quarter hour (UTC) an instant falls in.
 pub fn quarter_of(at: DateTime<Utc>) -> DateTime<Utc> {
@@ -501,16 +501,8 @@ fn compare<T: std::fmt::Debug + PartialEq, K: Ord + std::fmt::Debug>(
 
 #[cfg(test)]
 mod tests {
-    use chrono::TimeZone;
-
     use super::*;
-    use crate::domain::schedule::parse_time_zone;
-
-    fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
-            .single()
-            .expect("valid instant")
-    }
+    use crate::domain::{report::tests::utc, schedule::parse_time_zone};
 
     fn lot(state: LotState, expires_at: DateTime<Utc>, remaining: i64, held: i64) -> Lot {
         Lot {

@@ -54,6 +54,34 @@ from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
         original_points, remaining_points, held_points)
 where l.lot_id = c.lot_id"#;
 
+/// Live lots with free points that expire, or (pending) mature, in [$1, $2]: through the
+/// partial indexes `point_lots_due_expiry` and `point_lots_due_maturity`.
+const LOTS_DUE_BETWEEN: &str = concat!(
+    select_lots!(),
+    r#"
+where remaining_points > held_points
+    and state <> 'expired'
+    and expires_at between $1 and $2
+union
+"#,
+    select_lots!(),
+    r#"
+where state = 'pending'
+    and remaining_points > held_points
+    and matures_at between $1 and $2"#
+);
+
+pub(super) async fn lots_due_between(
+    uow: &mut PgUnitOfWork,
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+) -> StoreResult<Vec<Lot>> {
+    let query = sqlx::query(LOTS_DUE_BETWEEN)
+        .bind(from) // $1
+        .bind(to); // $2
+    uow.fetch_all(query, lot_from_row).await
+}
+
 pub(super) async fn member_lots(uow: &mut PgUnitOfWork, member_id: &str) -> StoreResult<Vec<Lot>> {
     let query = sqlx::query(MEMBER_LOTS).bind(member_id); // $1
     uow.fetch_all(query, lot_from_row).await

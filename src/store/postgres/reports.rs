@@ -17,6 +17,7 @@ use crate::domain::{
         redemption_bucket,
     },
 };
+use crate::store::SUMMARY_TABLES;
 
 // ---------------------------------------------------------------------------------------------
 // The flush's parts: `$1` is the shard, then one array per column. Every part upserts rows the
@@ -178,45 +179,25 @@ select nullif(expires_quarter, 'infinity') as expires_quarter,
 from lot_summary
 group by 1, 2, 3"#;
 
-/// Live lots with free points that expire, or (pending) mature, in [$1, $2]: through the
-/// partial indexes `point_lots_due_expiry` and `point_lots_due_maturity`.
-const LOTS_DUE_BETWEEN: &str = r#"
-select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points
-from point_lots
-where remaining_points > held_points
-    and state <> 'expired'
-    and expires_at between $1 and $2
-union
-select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points
-from point_lots
-where state = 'pending'
-    and remaining_points > held_points
-    and matures_at between $1 and $2"#;
-
-/// `$1`: one campaign, or null for all.
-const COUPON_TALLIES: &str = r#"
-select campaign_id, variant_id, source, state, sum(coupons)::bigint as coupons,
-    sum(discount) as discount
-from coupon_summary
-where $1::text is null or campaign_id = $1
-group by 1, 2, 3, 4
-having sum(coupons) <> 0"#;
-
-const REDEMPTIONS: &str = r#"
-select campaign_id, channel, sum(coupons)::bigint as coupons
-from redemption_summary
-where $1::text is null or campaign_id = $1
-group by 1, 2
-having sum(coupons) <> 0"#;
-
-const REDEMPTION_TIMES: &str = r#"
-select campaign_id, seconds, sum(coupons)::bigint as coupons
-from redemption_time_summary
-where $1::text is null or campaign_id = $1
-group by 1, 2
-having sum(coupons) <> 0"#;
+/// A read of a campaign summary table, shards summed, for `one` campaign (`$1`) or `all`:
+/// `$key` the columns after campaign_id, `$discount` what is summed as the discount (`0` for
+/// the tables without one). A row whose figures came to zero is left out, as no row. Two
+/// statements rather than `$1 is null or ...`, whose generic plan could not use the key.
+macro_rules! campaign_summary {
+    ($table:literal, $key:literal, $discount:literal, $group:literal, one) => {
+        campaign_summary!(@ $table, $key, $discount, "where campaign_id = $1", $group)
+    };
+    ($table:literal, $key:literal, $discount:literal, $group:literal, all) => {
+        campaign_summary!(@ $table, $key, $discount, "", $group)
+    };
+    (@ $table:literal, $key:literal, $discount:literal, $filter:literal, $group:literal) => {
+        concat!(
+            "select campaign_id, ", $key, ", sum(coupons)::bigint as coupons, sum(", $discount,
+            ")::numeric as discount from ", $table, " ", $filter, " ", $group,
+            " having sum(coupons) <> 0 or sum(", $discount, ") <> 0"
+        )
+    };
+}
 
 const ACTIVITY: &str = r#"
 select period, channel, store_id,
@@ -351,10 +332,9 @@ impl PgUnitOfWork {
         let tallies = self
             .fetch_all(sqlx::query(LOT_TALLIES), lot_tally_from_row)
             .await?;
-        let query = sqlx::query(LOTS_DUE_BETWEEN)
-            .bind(crate::domain::summary::quarter_of(as_of)) // $1
-            .bind(as_of); // $2
-        let boundary = self.fetch_all(query, super::lots::lot_from_row).await?;
+        let boundary =
+            super::lots::lots_due_between(self, crate::domain::summary::quarter_of(as_of), as_of)
+                .await?;
         Ok(LiabilityLots { tallies, boundary })
     }
 
@@ -363,11 +343,48 @@ impl PgUnitOfWork {
         &mut self,
         campaign_id: Option<&str>,
     ) -> StoreResult<ReportSums> {
-        let query = sqlx::query(COUPON_TALLIES).bind(campaign_id); // $1
+        let read = |one: &'static str, all: &'static str| match campaign_id {
+            Some(campaign_id) => sqlx::query(one).bind(campaign_id.to_string()), // $1
+            None => sqlx::query(all),
+        };
+        let query = read(
+            campaign_summary!(
+                "coupon_summary",
+                "variant_id, source, state",
+                "discount",
+                "group by 1, 2, 3, 4",
+                one
+            ),
+            campaign_summary!(
+                "coupon_summary",
+                "variant_id, source, state",
+                "discount",
+                "group by 1, 2, 3, 4",
+                all
+            ),
+        );
         let coupons = self.fetch_all(query, coupon_tally_from_row).await?;
-        let query = sqlx::query(REDEMPTIONS).bind(campaign_id); // $1
+        let query = read(
+            campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", one),
+            campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", all),
+        );
         let redemptions = self.fetch_all(query, redemption_from_row).await?;
-        let query = sqlx::query(REDEMPTION_TIMES).bind(campaign_id); // $1
+        let query = read(
+            campaign_summary!(
+                "redemption_time_summary",
+                "seconds",
+                "0",
+                "group by 1, 2",
+                one
+            ),
+            campaign_summary!(
+                "redemption_time_summary",
+                "seconds",
+                "0",
+                "group by 1, 2",
+                all
+            ),
+        );
         let redemption_times = self.fetch_all(query, redemption_time_from_row).await?;
         Ok(ReportSums {
             coupons,
@@ -419,16 +436,9 @@ impl PgUnitOfWork {
     }
 
     pub(super) async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
-        for table in [
-            "delete from activity_summary",
-            "delete from visit_summary",
-            "delete from coupon_summary",
-            "delete from redemption_summary",
-            "delete from redemption_time_summary",
-            "delete from lot_summary",
-            "delete from summary_rebuilds",
-        ] {
-            self.run(sqlx::query(table)).await?;
+        for table in SUMMARY_TABLES {
+            self.run(sqlx::query(&format!("delete from {table}")))
+                .await?;
         }
         let shard = 0;
         if !sums.activity.is_empty() {

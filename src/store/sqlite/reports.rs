@@ -8,19 +8,21 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::Row;
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 
-use super::{Cols, SqliteUnitOfWork, lots};
+use super::{Cols, Query, SqliteUnitOfWork, lots};
 use crate::domain::{
     coupon::CouponState,
     model::{Channel, LotState},
     ports::{ActivityCell, ActivityWindow, LiabilityLots, StoreError, StoreResult, VisitCount},
     report::source_key,
     summary::{
-        CouponTally, LotTally, RedemptionTally, RedemptionTime, ReportSums, Tallies, quarter_of,
+        CouponTally, LotTally, QUARTER_MICROS, RedemptionTally, RedemptionTime, ReportSums,
+        Tallies, quarter_of,
     },
 };
+use crate::store::SUMMARY_TABLES;
 
-/// A quarter hour in microseconds.
-const QUARTER_MICROS: i64 = 15 * 60 * 1_000_000;
+// Instants are floored to QUARTER_MICROS as `quarter_of` does, before 1970 too:
+// `x - ((x % q) + q) % q`, since SQL's `%` keeps the sign of `x`.
 /// `lot_summary`'s "never" (a lot that never expires; an available lot's maturity).
 const NEVER: i64 = i64::MAX;
 /// Money is kept in ten-thousandths.
@@ -43,6 +45,25 @@ fn channel_text(channel: Option<Channel>) -> &'static str {
 
 fn quarter_micros(quarter: Option<DateTime<Utc>>) -> i64 {
     quarter.map_or(NEVER, |q| q.timestamp_micros())
+}
+
+/// A read of a campaign summary table, shards summed, for `one` campaign (`?1`) or `all`:
+/// `$key` the columns after campaign_id, `$discount` what is summed as the discount (`0` for
+/// the tables without one). A row whose figures came to zero is left out, as no row.
+macro_rules! campaign_summary {
+    ($table:literal, $key:literal, $discount:literal, $group:literal, one) => {
+        campaign_summary!(@ $table, $key, $discount, "where campaign_id = ?1", $group)
+    };
+    ($table:literal, $key:literal, $discount:literal, $group:literal, all) => {
+        campaign_summary!(@ $table, $key, $discount, "", $group)
+    };
+    (@ $table:literal, $key:literal, $discount:literal, $filter:literal, $group:literal) => {
+        concat!(
+            "select campaign_id, ", $key, ", sum(coupons) as coupons, sum(", $discount,
+            ") as discount_e4 from ", $table, " ", $filter, " ", $group,
+            " having sum(coupons) <> 0 or sum(", $discount, ") <> 0"
+        )
+    };
 }
 
 impl SqliteUnitOfWork {
@@ -201,44 +222,53 @@ impl SqliteUnitOfWork {
         self.fetch_all(query, lot_tally_from_row)
     }
 
-    pub(super) fn campaign_sums(&self, campaign_id: &str) -> StoreResult<ReportSums> {
-        let query = self
-            .query(
-                r"
-                select campaign_id, variant_id, source, state,
-                    sum(coupons) as coupons, sum(discount_e4) as discount_e4
-                from coupon_summary
-                where campaign_id = ?1
-                group by 1, 2, 3, 4
-                having sum(coupons) <> 0
-                ",
-            )?
-            .bind(campaign_id); // ?1
-        let coupons = self.fetch_all(query, coupon_tally_from_row)?;
-        let query = self
-            .query(
-                r"
-                select campaign_id, channel, sum(coupons) as coupons
-                from redemption_summary
-                where campaign_id = ?1
-                group by 1, 2
-                having sum(coupons) <> 0
-                ",
-            )?
-            .bind(campaign_id); // ?1
-        let redemptions = self.fetch_all(query, redemption_from_row)?;
-        let query = self
-            .query(
-                r"
-                select campaign_id, seconds, sum(coupons) as coupons
-                from redemption_time_summary
-                where campaign_id = ?1
-                group by 1, 2
-                having sum(coupons) <> 0
-                ",
-            )?
-            .bind(campaign_id); // ?1
-        let redemption_times = self.fetch_all(query, redemption_time_from_row)?;
+    /// The coupon summaries of one campaign, or of every campaign (None).
+    pub(super) fn campaign_sums(&self, campaign_id: Option<&str>) -> StoreResult<ReportSums> {
+        let read = |one: &'static str, all: &'static str| -> StoreResult<Query<'_>> {
+            Ok(match campaign_id {
+                Some(campaign_id) => self.query(one)?.bind(campaign_id), // ?1
+                None => self.query(all)?,
+            })
+        };
+        let coupons = read(
+            campaign_summary!(
+                "coupon_summary",
+                "variant_id, source, state",
+                "discount_e4",
+                "group by 1, 2, 3, 4",
+                one
+            ),
+            campaign_summary!(
+                "coupon_summary",
+                "variant_id, source, state",
+                "discount_e4",
+                "group by 1, 2, 3, 4",
+                all
+            ),
+        )?
+        .fetch_all(coupon_tally_from_row)?;
+        let redemptions = read(
+            campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", one),
+            campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", all),
+        )?
+        .fetch_all(redemption_from_row)?;
+        let redemption_times = read(
+            campaign_summary!(
+                "redemption_time_summary",
+                "seconds",
+                "0",
+                "group by 1, 2",
+                one
+            ),
+            campaign_summary!(
+                "redemption_time_summary",
+                "seconds",
+                "0",
+                "group by 1, 2",
+                all
+            ),
+        )?
+        .fetch_all(redemption_time_from_row)?;
         Ok(ReportSums {
             coupons,
             redemptions,
@@ -289,40 +319,11 @@ impl SqliteUnitOfWork {
     pub(super) fn report_sums(&self) -> StoreResult<ReportSums> {
         // (Dates compare as text here: the window's years have four digits.)
         let activity = self.activity_sums(&ActivityWindow::everything())?;
-        let query = self.query(
-            r"
-            select campaign_id, variant_id, source, state,
-                sum(coupons) as coupons, sum(discount_e4) as discount_e4
-            from coupon_summary
-            group by 1, 2, 3, 4
-            having sum(coupons) <> 0
-            ",
-        )?;
-        let coupons = self.fetch_all(query, coupon_tally_from_row)?;
-        let query = self.query(
-            r"
-            select campaign_id, channel, sum(coupons) as coupons
-            from redemption_summary
-            group by 1, 2
-            having sum(coupons) <> 0
-            ",
-        )?;
-        let redemptions = self.fetch_all(query, redemption_from_row)?;
-        let query = self.query(
-            r"
-            select campaign_id, seconds, sum(coupons) as coupons
-            from redemption_time_summary
-            group by 1, 2
-            having sum(coupons) <> 0
-            ",
-        )?;
-        let redemption_times = self.fetch_all(query, redemption_time_from_row)?;
         let sums = ReportSums {
-            coupons,
-            redemptions,
-            redemption_times,
+            activity: activity.activity,
+            visits: activity.visits,
             lots: self.lot_tallies()?,
-            ..activity
+            ..self.campaign_sums(None)?
         };
         // In the order and form of a recomputation.
         let mut tallies = Tallies::new();
@@ -332,16 +333,8 @@ impl SqliteUnitOfWork {
 
     /// Replaces every summary row with `sums` (at shard 0) and clears the rebuild requests.
     pub(super) fn replace_report_sums(&self, sums: &ReportSums) -> StoreResult<()> {
-        for table in [
-            "delete from activity_summary",
-            "delete from visit_summary",
-            "delete from coupon_summary",
-            "delete from redemption_summary",
-            "delete from redemption_time_summary",
-            "delete from lot_summary",
-            "delete from summary_rebuilds",
-        ] {
-            self.execute(table)?;
+        for table in SUMMARY_TABLES {
+            self.run(self.query(&format!("delete from {table}"))?)?;
         }
         self.add_report_sums(sums, 0)
     }
@@ -435,8 +428,8 @@ impl SqliteUnitOfWork {
         let query = self
             .query(
                 r"
-                select expires_at - expires_at % ?1 as expires_quarter,
-                    case when state = 'pending' then matures_at - matures_at % ?1 end
+                select expires_at - ((expires_at % ?1) + ?1) % ?1 as expires_quarter,
+                    case when state = 'pending' then matures_at - ((matures_at % ?1) + ?1) % ?1 end
                         as matures_quarter,
                     state,
                     sum(remaining_points) as remaining_points,
@@ -470,7 +463,7 @@ impl SqliteUnitOfWork {
                 r"
                 select t.channel,
                     t.store_id,
-                    t.occurred_at - t.occurred_at % ?1 as quarter,
+                    t.occurred_at - ((t.occurred_at % ?1) + ?1) % ?1 as quarter,
                     coalesce(sum(case
                         when p.from_account = 'program:issued' then p.amount
                         when p.to_account = 'program:issued' then -p.amount
@@ -509,7 +502,7 @@ impl SqliteUnitOfWork {
                 r"
                 select t.channel,
                     t.store_id,
-                    t.occurred_at - t.occurred_at % ?1 as quarter,
+                    t.occurred_at - ((t.occurred_at % ?1) + ?1) % ?1 as quarter,
                     t.kind = 'refund' as refund,
                     case
                         when t.kind = 'refund' then json_extract(t.metadata, '$.amount')
@@ -552,7 +545,7 @@ impl SqliteUnitOfWork {
             .query(
                 r"
                 select store_id,
-                    issued_at - issued_at % ?1 as quarter,
+                    issued_at - ((issued_at % ?1) + ?1) % ?1 as quarter,
                     count(*) as receipts
                 from receipts
                 where status = 'accepted'
