@@ -48,8 +48,8 @@ pub fn activity_period(zone: Option<Tz>, at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// The time from issue to redemption is kept to the second up to an hour, and to the minute
-/// beyond: a campaign then has a few thousand rows of times however many coupons it redeems,
-/// and its median stays exact to the minute.
+/// beyond: a campaign has at most one row per minute of its coupons' lifetimes however many
+/// it redeems, and its median stays exact to the minute.
 pub fn redemption_bucket(time_to_redemption: TimeDelta) -> i64 {
     let seconds = time_to_redemption.num_seconds();
     if seconds < 3600 {
