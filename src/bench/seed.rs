@@ -41,6 +41,7 @@ use crate::domain::{
     Money,
     coupon::{Campaign, Discount},
 };
+use crate::store::SUMMARY_TABLES;
 
 /// Points in each member's seeded lot.
 pub const SEED_POINTS: i64 = 1_000_000;
@@ -541,16 +542,6 @@ async fn postgres_stats_coupons(
     }
     Ok(())
 }
-
-/// The report summary tables, in the order their row counts are printed.
-const SUMMARY_TABLES: [&str; 6] = [
-    "activity_summary",
-    "visit_summary",
-    "coupon_summary",
-    "redemption_summary",
-    "redemption_time_summary",
-    "lot_summary",
-];
 
 /// After the summaries were rebuilt: their row counts per table (what a report reads), and on
 /// PostgreSQL fresh statistics for them, for the reason the seeded tables get theirs.

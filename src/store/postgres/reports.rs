@@ -436,7 +436,8 @@ impl PgUnitOfWork {
     }
 
     pub(super) async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
-        for table in SUMMARY_TABLES {
+        // The summaries, and the rebuild requests this rebuild answers.
+        for table in SUMMARY_TABLES.into_iter().chain(["summary_rebuilds"]) {
             self.run(sqlx::query(&format!("delete from {table}")))
                 .await?;
         }

@@ -333,7 +333,8 @@ impl SqliteUnitOfWork {
 
     /// Replaces every summary row with `sums` (at shard 0) and clears the rebuild requests.
     pub(super) fn replace_report_sums(&self, sums: &ReportSums) -> StoreResult<()> {
-        for table in SUMMARY_TABLES {
+        // The summaries, and the rebuild requests this rebuild answers.
+        for table in SUMMARY_TABLES.into_iter().chain(["summary_rebuilds"]) {
             self.run(self.query(&format!("delete from {table}"))?)?;
         }
         self.add_report_sums(sums, 0)
