@@ -193,7 +193,7 @@ async fn read_reports(engine: &Engine, caller: &Caller) -> Result<Reports, Engin
     let now = engine.now();
     let liability = engine.get_liability(caller, None).await?;
     let range = (now - TimeDelta::days(ACTIVITY_DAYS), now);
-    let activity = engine.get_activity(caller, range, true).await?;
+    let activity = engine.get_activity(caller, range, None, true).await?;
     let mut campaigns = Vec::new();
     for campaign in engine
         .list_campaigns(caller, None, MAX_CAMPAIGNS)

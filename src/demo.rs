@@ -501,6 +501,7 @@ async fn show_reports(admin: &Client) -> Result<(), DemoError> {
             start_time: Some(timestamp(now - chrono::Duration::days(2))),
             end_time: Some(timestamp(now + chrono::Duration::days(1))),
             group_by_day: false,
+            store_id: String::new(),
         })
         .await?
         .into_inner();

@@ -55,8 +55,9 @@ seeded stores; not in the default list).
 Report scenarios (ReportService as the admin key; not in the default list; a few loops are
 what an operator's reports see, e.g. --concurrency 4): report-liability (GetLiability now),
 report-campaign (GetCampaignStats of `bench-stats`, seeded with one coupon per member in every
-state; with --target, of `bench-stats` if the server has it, else of `bench-hot`), report-activity-daily and report-activity (GetActivity
-over the last 365 days, per day and in total). With --prefill-postings they read a year of
+state; with --target, of `bench-stats` if the server has it, else of `bench-hot`), report-activity (GetActivity over the last 365 days in
+totals), report-activity-daily (the same by day at bench-store-1) and report-activity-month (the
+last 30 days by day at every store, as the dashboard shows them). With --prefill-postings they read a year of
 history; the summaries are rebuilt from the seeded ledger before the server starts.
 ops/s counts successful operations; latency percentiles are over successful operations;
 failures are counted by status code.")]

@@ -75,6 +75,7 @@ pub enum Scenario {
     ReportLiability,
     ReportCampaign,
     ReportActivityDaily,
+    ReportActivityMonth,
     ReportActivity,
 }
 
@@ -89,17 +90,28 @@ pub enum Op {
     Location,
     Liability,
     CampaignStats,
-    /// GetActivity over [`ACTIVITY_SPAN`], per day (true) or in total.
-    Activity {
-        group_by_day: bool,
-    },
+    Activity(ActivityAsk),
 }
+
+/// The GetActivity requests the bench sends, as an operator's reports ask.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivityAsk {
+    /// The year up to now ([`ACTIVITY_SPAN`]), in totals per channel and store.
+    Year,
+    /// The year by day at one store ([`DAILY_STORE`]).
+    StoreYearByDay,
+    /// The last 30 days by day at every store: the dashboard's chart.
+    MonthByDay,
+}
+
+/// The store whose days `report-activity-daily` reads: one of the seeded history's.
+const DAILY_STORE: &str = "bench-store-1";
 
 /// `mixed`: weights out of their sum.
 pub const MIXED: &[(Op, u32)] = &[(Op::Balance, 60), (Op::Sale, 25), (Op::Checkout, 15)];
 
 impl Scenario {
-    pub const ALL: [Scenario; 12] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::GrpcCeiling,
         Scenario::Sale,
         Scenario::Checkout,
@@ -111,6 +123,7 @@ impl Scenario {
         Scenario::ReportLiability,
         Scenario::ReportCampaign,
         Scenario::ReportActivityDaily,
+        Scenario::ReportActivityMonth,
         Scenario::ReportActivity,
     ];
 
@@ -127,6 +140,7 @@ impl Scenario {
             Scenario::ReportLiability => "report-liability",
             Scenario::ReportCampaign => "report-campaign",
             Scenario::ReportActivityDaily => "report-activity-daily",
+            Scenario::ReportActivityMonth => "report-activity-month",
             Scenario::ReportActivity => "report-activity",
         }
     }
@@ -155,13 +169,9 @@ impl Scenario {
             Scenario::Location => &[(Op::Location, 1)],
             Scenario::ReportLiability => &[(Op::Liability, 1)],
             Scenario::ReportCampaign => &[(Op::CampaignStats, 1)],
-            Scenario::ReportActivityDaily => &[(Op::Activity { group_by_day: true }, 1)],
-            Scenario::ReportActivity => &[(
-                Op::Activity {
-                    group_by_day: false,
-                },
-                1,
-            )],
+            Scenario::ReportActivityDaily => &[(Op::Activity(ActivityAsk::StoreYearByDay), 1)],
+            Scenario::ReportActivityMonth => &[(Op::Activity(ActivityAsk::MonthByDay), 1)],
+            Scenario::ReportActivity => &[(Op::Activity(ActivityAsk::Year), 1)],
         }
     }
 
@@ -172,6 +182,7 @@ impl Scenario {
             Scenario::ReportLiability
                 | Scenario::ReportCampaign
                 | Scenario::ReportActivityDaily
+                | Scenario::ReportActivityMonth
                 | Scenario::ReportActivity
         )
     }
@@ -339,7 +350,7 @@ impl GrpcWorker {
             Op::Location => self.location().await,
             Op::Liability => self.liability().await.map(drop),
             Op::CampaignStats => self.campaign_stats().await.map(drop),
-            Op::Activity { group_by_day } => self.activity(group_by_day).await.map(drop),
+            Op::Activity(ask) => self.activity(ask).await.map(drop),
         }
     }
 
@@ -368,13 +379,12 @@ impl GrpcWorker {
                     stats.median_seconds_to_redemption
                 ))
             }
-            [(Op::Activity { group_by_day }, _)] => {
-                let rows = self.activity(*group_by_day).await?.rows;
+            [(Op::Activity(ask), _)] => {
+                let rows = self.activity(*ask).await?.rows;
                 let earned: i64 = rows.iter().map(|row| row.points_earned).sum();
                 let visits: i64 = rows.iter().map(|row| row.visits).sum();
                 Some(format!(
-                    "GetActivity over 365 days (group_by_day={group_by_day}): {} rows, {earned} \
-                     points earned, {visits} visits",
+                    "GetActivity, {ask:?}: {} rows, {earned} points earned, {visits} visits",
                     rows.len()
                 ))
             }
@@ -496,13 +506,18 @@ impl GrpcWorker {
             .into_inner())
     }
 
-    /// The year up to now, as an operator's yearly report asks for it.
-    async fn activity(&mut self, group_by_day: bool) -> Result<proto::GetActivityResponse, Status> {
+    async fn activity(&mut self, ask: ActivityAsk) -> Result<proto::GetActivityResponse, Status> {
         let end = SystemTime::now();
+        let (span, store_id, group_by_day) = match ask {
+            ActivityAsk::Year => (ACTIVITY_SPAN, "", false),
+            ActivityAsk::StoreYearByDay => (ACTIVITY_SPAN, DAILY_STORE, true),
+            ActivityAsk::MonthByDay => (Duration::from_secs(30 * 24 * 3600), "", true),
+        };
         let request = proto::GetActivityRequest {
-            start_time: Some((end - ACTIVITY_SPAN).into()),
+            start_time: Some((end - span).into()),
             end_time: Some(end.into()),
             group_by_day,
+            store_id: store_id.into(),
         };
         Ok(self.lane.reports.get_activity(request).await?.into_inner())
     }

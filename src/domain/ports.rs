@@ -25,7 +25,7 @@ use super::{
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
     seal::Seal,
-    summary::{LotTally, ReportSums},
+    summary::{CouponTally, RedemptionTally, ReportSums},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -157,12 +157,15 @@ pub struct LedgerSnapshot {
     pub review_lot_points: i64,
 }
 
-/// Point lots summed for GetLiability: one group per quarter hour (UTC) in which lots expire.
-/// Every zone's months begin on a quarter hour (UTC offsets are whole quarter hours), so the
-/// engine can bucket the groups into the months of any zone exactly.
+/// Point lots summed for GetLiability, counted as of the start of `as_of`'s quarter hour (see
+/// `domain::summary::liability_groups`): one group per range of expiry instants the engine
+/// asked for (a month of the program's zone), or per quarter hour when the engine corrects
+/// the lots of `as_of`'s own quarter. Every zone's months begin on a quarter hour (UTC offsets
+/// are whole quarter hours), so the lot summary's quarters fall wholly in one month of any zone.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiabilityGroup {
-    /// The quarter hour the group's lots expire in; None: they never expire.
+    /// The first instant of the range (or the quarter hour) the group's lots expire in; None:
+    /// they never expire.
     pub expires_quarter: Option<DateTime<Utc>>,
     /// Points still owed at `as_of`: the remainder of lots that expire after it, and the held
     /// points of those that expired while held (they stay owed until the hold resolves).
@@ -172,8 +175,13 @@ pub struct LiabilityGroup {
     pub held_points: i64,
 }
 
-/// What GetActivity reads: the activity summary's periods in [from, to), and the visits of
-/// [first_day, last_day].
+/// What GetActivity reads: the activity summary's periods in [from, to) and the visits of
+/// [first_day, last_day], of one store or of all (`store_id` None).
+///
+/// With an `interior`, the rows inside it are read summed per channel and store, each sum as
+/// one row on the interior's first period (first day for visits); the rows outside it one by
+/// one. The engine picks an interior whose every row lies on a local day in the report's
+/// range in any zone, so that a report in totals reads a few hundred rows, not a year's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ActivityWindow {
     pub from: DateTime<Utc>,
@@ -181,6 +189,18 @@ pub struct ActivityWindow {
     /// Visits with a `visit_date` in [first_day, last_day].
     pub first_day: NaiveDate,
     pub last_day: NaiveDate,
+    pub interior: Option<ActivityInterior>,
+    pub store_id: Option<String>,
+}
+
+/// Periods [from, to) and visit dates [first_day, end_day) within an [`ActivityWindow`],
+/// read as sums.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivityInterior {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub first_day: NaiveDate,
+    pub end_day: NaiveDate,
 }
 
 impl ActivityWindow {
@@ -194,7 +214,20 @@ impl ActivityWindow {
             to: last_day.and_time(chrono::NaiveTime::MIN).and_utc(),
             first_day,
             last_day,
+            interior: None,
+            store_id: None,
         }
+    }
+
+    /// The interior's periods [from, to) and dates [first_day, end_day), or empty ranges at
+    /// the window's end without one: what a backend binds.
+    pub fn interior_or_empty(&self) -> ActivityInterior {
+        self.interior.unwrap_or(ActivityInterior {
+            from: self.to,
+            to: self.to,
+            first_day: self.last_day,
+            end_day: self.last_day,
+        })
     }
 }
 
@@ -264,10 +297,21 @@ pub struct VisitCount {
 /// What GetLiability reads (see `domain::summary::liability_groups`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LiabilityLots {
-    /// The lot summary, shards summed.
-    pub tallies: Vec<LotTally>,
+    /// The lot summary in the ranges asked for, shards summed, counted as of the start of
+    /// `as_of`'s quarter hour.
+    pub groups: Vec<LiabilityGroup>,
     /// Live lots with free points that expire or mature in [quarter of as_of, as_of].
     pub boundary: Vec<Lot>,
+}
+
+/// What GetCampaignStats reads of one campaign's summaries.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CampaignSums {
+    pub coupons: Vec<CouponTally>,
+    pub redemptions: Vec<RedemptionTally>,
+    /// The two middle times to redemption in seconds (`summary::redemption_bucket`), the same
+    /// one twice for an odd count; None when none is redeemed.
+    pub middle_times: Option<(i64, i64)>,
 }
 
 /// What a batch of commands will touch, gathered from the commands before any is decided, so
@@ -702,10 +746,19 @@ pub trait UnitOfWork: LedgerReads {
 
     // The reports (ReportService) read the summaries the flush keeps (`domain::summary`),
     // shards summed.
-    /// The lot summary and the lots of `as_of`'s quarter hour (see [`LiabilityLots`]).
-    async fn liability_lots(&mut self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots>;
-    /// One campaign's coupons, redemptions by channel and times to redemption.
-    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<ReportSums>;
+    /// The first and last quarter hour in which lots of the lot summary expire (lots that never
+    /// expire aside); None when there are none.
+    async fn lot_expiry_span(&mut self) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>>;
+    /// The lot summary in groups of expiry ([`LiabilityLots`]): one per range [bounds[i],
+    /// bounds[i + 1]) that has lots, and one of the lots that never expire. The bounds are
+    /// sorted and cover the lot expiry span; lots outside them are in no group.
+    async fn liability_lots(
+        &mut self,
+        as_of: DateTime<Utc>,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<LiabilityLots>;
+    /// One campaign's coupons, redemptions by channel and middle times to redemption.
+    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums>;
     /// The activity and visits of a window.
     async fn activity_sums(&mut self, window: &ActivityWindow) -> StoreResult<ReportSums>;
     /// Every summary row, for `omo verify`.

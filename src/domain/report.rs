@@ -20,7 +20,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, Months, NaiveDate, TimeDelta, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use statrs::distribution::{ContinuousCDF, Normal};
@@ -29,7 +29,7 @@ use super::{
     coupon::{Campaign, CouponState},
     model::Channel,
     money::MAX_SCALE,
-    ports::{ActivityWindow, LiabilityGroup},
+    ports::{ActivityInterior, ActivityWindow, CampaignSums, LiabilityGroup},
     schedule::{local_date, local_day_start},
     summary::ReportSums,
 };
@@ -209,13 +209,17 @@ pub fn median_duration(mut durations: Vec<(TimeDelta, i64)>) -> Option<TimeDelta
             (position < seen).then_some(*duration)
         })
     };
-    let (lower, upper) = (at((total - 1) / 2)?, at(total / 2)?);
+    Some(midpoint(at((total - 1) / 2)?, at(total / 2)?))
+}
+
+/// The duration halfway between two (the median of an even count: its two middle values).
+pub fn midpoint(lower: TimeDelta, upper: TimeDelta) -> TimeDelta {
     // lower + (upper - lower) / 2 rather than (lower + upper) / 2: the sum can overflow where
     // the mean cannot. The difference can too at the extremes of TimeDelta; halves then.
-    Some(match upper.checked_sub(&lower) {
+    match upper.checked_sub(&lower) {
         Some(spread) => lower + spread / 2,
         None => lower / 2 + upper / 2,
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -386,7 +390,7 @@ pub fn liability(groups: &[LiabilityGroup], point_value: Decimal, tz: Tz) -> Lia
 
 /// A campaign's figures from its summaries. Active counts reserved coupons too (an authorized
 /// order may still release them); revoked ones are issued but in no other count.
-pub fn campaign_stats(campaign: &Campaign, sums: ReportSums) -> CampaignStats {
+pub fn campaign_stats(campaign: &Campaign, sums: CampaignSums) -> CampaignStats {
     let mut stats = CampaignStats::default();
     let mut variants: BTreeMap<&str, VariantStats> = BTreeMap::new();
     let campaign_id = campaign.campaign_id.as_str();
@@ -440,25 +444,67 @@ pub fn campaign_stats(campaign: &Campaign, sums: ReportSums) -> CampaignStats {
                 })
         })
         .collect();
-    stats.median_to_redemption = median_duration(
-        sums.redemption_times
-            .iter()
-            .filter(|t| t.campaign_id == campaign_id)
-            .map(|t| (TimeDelta::seconds(t.seconds), t.coupons))
-            .collect(),
-    );
+    stats.median_to_redemption = sums
+        .middle_times
+        .map(|(lower, upper)| midpoint(TimeDelta::seconds(lower), TimeDelta::seconds(upper)));
     stats
+}
+
+/// The first instants of the months (in `tz`) from the month of `first` to the month after
+/// the month of `last`: the ranges GetLiability reads the lot summary in.
+pub fn month_bounds(first: DateTime<Utc>, last: DateTime<Utc>, tz: Tz) -> Vec<DateTime<Utc>> {
+    let first_of_month = |at| {
+        let date = local_date(at, tz);
+        date.with_day(1).unwrap_or(date)
+    };
+    let end = first_of_month(last)
+        .checked_add_months(Months::new(1))
+        .unwrap_or(NaiveDate::MAX);
+    std::iter::successors(Some(first_of_month(first)), |month| {
+        month.checked_add_months(Months::new(1))
+    })
+    .take_while(|month| *month <= end)
+    .map(|month| local_day_start(month, tz))
+    .collect()
 }
 
 /// The days of a range [start, end) that GetActivity reads, and the window of rows that can
 /// fall on them in any zone: a day is in the range when its first instant is, and no zone is
-/// more than 14 hours from UTC nor has a day longer than 25 hours.
-pub fn activity_window(start: DateTime<Utc>, end: DateTime<Utc>) -> ActivityWindow {
+/// more than 14 hours from UTC nor has a day longer than 26 hours. Only `store_id`'s rows when
+/// given.
+///
+/// In `totals` the window has an interior whose rows the store sums per channel and store: the
+/// periods at least two days inside the range and the dates two days inside it. A row there is
+/// on a day whose first instant is within 26 hours before it (or, for a date, within 14 hours
+/// of its UTC midnight), so in the range in every zone: what a report in totals reads is then
+/// a few days of rows at either end, not a year's.
+pub fn activity_window(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    store_id: Option<&str>,
+    totals: bool,
+) -> ActivityWindow {
+    let margin = TimeDelta::days(2);
+    let (first_inside, end_inside) = (
+        start.date_naive() + margin,
+        end.date_naive() - TimeDelta::days(1),
+    );
+    let interior =
+        (totals && start + margin < end - margin && first_inside < end_inside).then(|| {
+            ActivityInterior {
+                from: start + margin,
+                to: end - margin,
+                first_day: first_inside,
+                end_day: end_inside,
+            }
+        });
     ActivityWindow {
         from: start,
         to: end + TimeDelta::hours(26),
         first_day: start.date_naive() - TimeDelta::days(1),
         last_day: end.date_naive() + TimeDelta::days(1),
+        interior,
+        store_id: store_id.map(str::to_string),
     }
 }
 

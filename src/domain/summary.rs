@@ -348,41 +348,39 @@ impl Tallies {
     }
 }
 
-/// The liability at `as_of` by expiry quarter, from the lot summary and the few lots it cannot
-/// place by itself: a summary row knows its lots' quarters, not their instants, so it is
-/// counted as of the start of `as_of`'s quarter, and `boundary` (the live lots with free points
-/// that expire or mature in that quarter, at or before `as_of`) corrects what happened within
-/// it. A lot with no free points owes the same whether it expired or not (its held points).
-pub fn liability_groups(
+/// (outstanding, pending, held) points of live lots that are (`alive`) or are not yet expired
+/// and are (`immature`) or are not yet mature: what a lot owes. A lot with no free points owes
+/// the same whether it expired or not (its held points).
+fn owed(alive: bool, immature: bool, state: LotState, remaining: i64, held: i64) -> [i64; 3] {
+    let outstanding = if alive { remaining } else { held };
+    let pending = if state == LotState::Pending && alive && immature {
+        remaining - held
+    } else {
+        0
+    };
+    [outstanding, pending, held]
+}
+
+/// The lot summary counted as of `start` (a quarter hour), grouped by the range of `bounds`
+/// the expiry falls in, as a backend's `liability_lots` reads it (its SQL is this function;
+/// the store conformance tests hold them equal). A summary row knows its lots' quarters, not
+/// their instants: it is expired from its expiry quarter on, mature from its maturity quarter.
+pub fn counted_groups(
     tallies: &[LotTally],
-    boundary: &[Lot],
-    as_of: DateTime<Utc>,
+    start: DateTime<Utc>,
+    bounds: &[DateTime<Utc>],
 ) -> Vec<LiabilityGroup> {
-    let start = quarter_of(as_of);
-    let mut groups: BTreeMap<Option<DateTime<Utc>>, LiabilityGroup> = BTreeMap::new();
-    let mut add = |expires_quarter, (outstanding, pending, held): (i64, i64, i64)| {
-        let group = groups.entry(expires_quarter).or_insert(LiabilityGroup {
-            expires_quarter,
-            outstanding_points: 0,
-            pending_points: 0,
-            held_points: 0,
-        });
-        group.outstanding_points += outstanding;
-        group.pending_points += pending;
-        group.held_points += held;
-    };
-    // (outstanding, pending, held) of points that expire and mature as given.
-    let owed = |alive: bool, immature: bool, state, remaining: i64, held: i64| {
-        let outstanding = if alive { remaining } else { held };
-        let pending = if state == LotState::Pending && alive && immature {
-            remaining - held
-        } else {
-            0
-        };
-        (outstanding, pending, held)
-    };
     let after_start = |quarter: Option<DateTime<Utc>>| quarter.is_none_or(|q| q >= start);
+    let mut groups = Groups::default();
     for t in tallies {
+        let range = match t.expires_quarter {
+            None => None,
+            Some(at) => match bounds.partition_point(|bound| *bound <= at) {
+                0 => continue,
+                i if i == bounds.len() => continue,
+                i => Some(bounds[i - 1]),
+            },
+        };
         let figures = owed(
             after_start(t.expires_quarter),
             after_start(t.matures_quarter),
@@ -390,15 +388,39 @@ pub fn liability_groups(
             t.remaining_points,
             t.held_points,
         );
-        add(t.expires_quarter, figures);
+        groups.add(range, figures);
+    }
+    groups.finish()
+}
+
+/// The liability at `as_of` by range of expiry: `counted` (the lot summary as of the start of
+/// `as_of`'s quarter, see [`counted_groups`]) corrected by `boundary`, the live lots with free
+/// points that expire or mature in that quarter, at or before `as_of`; a correction is a group
+/// of the lot's expiry quarter.
+pub fn liability_groups(
+    counted: Vec<LiabilityGroup>,
+    boundary: &[Lot],
+    as_of: DateTime<Utc>,
+) -> Vec<LiabilityGroup> {
+    let start = quarter_of(as_of);
+    let after_start = |quarter: Option<DateTime<Utc>>| quarter.is_none_or(|q| q >= start);
+    let mut groups = Groups::default();
+    for group in counted {
+        groups.add(
+            group.expires_quarter,
+            [
+                group.outstanding_points,
+                group.pending_points,
+                group.held_points,
+            ],
+        );
     }
     for lot in boundary.iter().filter(|lot| lot.state != LotState::Expired) {
         let expires_quarter = lot.expires_at.map(quarter_of);
-        let matures_quarter = lot.matures_at.map(quarter_of);
         let (remaining, held) = (lot.remaining_points, lot.held_points);
         let counted = owed(
             after_start(expires_quarter),
-            after_start(matures_quarter),
+            after_start(lot.matures_at.map(quarter_of)),
             lot.state,
             remaining,
             held,
@@ -410,16 +432,39 @@ pub fn liability_groups(
             remaining,
             held,
         );
-        add(
+        groups.add(
             expires_quarter,
-            (
-                exact.0 - counted.0,
-                exact.1 - counted.1,
-                exact.2 - counted.2,
-            ),
+            [0, 1, 2].map(|figure| exact[figure] - counted[figure]),
         );
     }
-    groups.into_values().collect()
+    groups.finish()
+}
+
+/// Liability groups being summed by expiry.
+#[derive(Default)]
+struct Groups(BTreeMap<Option<DateTime<Utc>>, [i64; 3]>);
+
+impl Groups {
+    fn add(&mut self, expires_quarter: Option<DateTime<Utc>>, figures: [i64; 3]) {
+        let sums = self.0.entry(expires_quarter).or_default();
+        for (sum, figure) in sums.iter_mut().zip(figures) {
+            *sum += figure;
+        }
+    }
+
+    fn finish(self) -> Vec<LiabilityGroup> {
+        self.0
+            .into_iter()
+            .map(
+                |(expires_quarter, [outstanding, pending, held])| LiabilityGroup {
+                    expires_quarter,
+                    outstanding_points: outstanding,
+                    pending_points: pending,
+                    held_points: held,
+                },
+            )
+            .collect()
+    }
 }
 
 /// Where stored summaries and a recomputation from the ledger disagree, one line per key with
@@ -589,6 +634,49 @@ mod tests {
         assert!(tallies.finish().is_empty());
     }
 
+    /// The liability counted in one range over this century.
+    fn liability(
+        tallies: &[LotTally],
+        boundary: &[Lot],
+        as_of: DateTime<Utc>,
+    ) -> Vec<LiabilityGroup> {
+        let century = [utc(2000, 1, 1, 0, 0, 0), utc(2100, 1, 1, 0, 0, 0)];
+        let counted = counted_groups(tallies, quarter_of(as_of), &century);
+        liability_groups(counted, boundary, as_of)
+    }
+
+    #[test]
+    fn lots_are_counted_in_the_range_of_their_expiry() {
+        let start = utc(2026, 12, 1, 10, 0, 0);
+        let mut tallies = Tallies::new();
+        for (expires_at, points) in [
+            (utc(2026, 12, 1, 9, 0, 0), 1),
+            (utc(2026, 12, 31, 23, 45, 0), 2),
+            (utc(2027, 1, 1, 0, 0, 0), 4),
+            (utc(2027, 2, 1, 0, 0, 0), 8),
+        ] {
+            tallies.lot(&lot(LotState::Available, expires_at, points, 0), 1);
+        }
+        let mut forever = lot(LotState::Available, start, 16, 0);
+        forever.expires_at = None;
+        tallies.lot(&forever, 1);
+        let bounds = [
+            utc(2026, 12, 1, 0, 0, 0),
+            utc(2027, 1, 1, 0, 0, 0),
+            utc(2027, 2, 1, 0, 0, 0),
+        ];
+        let groups = counted_groups(&tallies.finish().lots, start, &bounds);
+        let figures: Vec<_> = groups
+            .iter()
+            .map(|g| (g.expires_quarter, g.outstanding_points))
+            .collect();
+        // The lot expired before `start` owes nothing; the one at the last bound is in no range.
+        assert_eq!(
+            figures,
+            vec![(None, 16), (Some(bounds[0]), 2), (Some(bounds[1]), 4)]
+        );
+    }
+
     #[test]
     fn liability_corrects_the_lots_of_the_current_quarter() {
         let as_of = utc(2026, 12, 1, 10, 7, 0);
@@ -601,7 +689,7 @@ mod tests {
             tallies.lot(lot, 1);
         }
         let sums = tallies.finish();
-        let groups = liability_groups(&sums.lots, &[expired_in_quarter], as_of);
+        let groups = liability(&sums.lots, &[expired_in_quarter], as_of);
         let outstanding: i64 = groups.iter().map(|g| g.outstanding_points).sum();
         // 30 held of the lot that just expired, 50, 70, and the 40 held of the old one.
         assert_eq!(outstanding, 30 + 50 + 70 + 40);
@@ -619,7 +707,7 @@ mod tests {
         tallies.lot(&matured, 1);
         tallies.lot(&waiting, 1);
         let sums = tallies.finish();
-        let groups = liability_groups(&sums.lots, &[matured], as_of);
+        let groups = liability(&sums.lots, &[matured], as_of);
         assert_eq!(groups.iter().map(|g| g.pending_points).sum::<i64>(), 100);
         assert_eq!(
             groups.iter().map(|g| g.outstanding_points).sum::<i64>(),

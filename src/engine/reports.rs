@@ -34,9 +34,14 @@ impl Engine {
         }
         let mut uow = self.store().begin_read().await?;
         let program = self.core.reference.program(uow.as_mut()).await?;
-        let lots = uow.liability_lots(as_of).await?;
-        let groups = summary::liability_groups(&lots.tallies, &lots.boundary, as_of);
         let tz = zone(&program.time_zone)?;
+        // The store sums the lot summary per month of the program's zone: a dozen rows or so.
+        let bounds = match uow.lot_expiry_span().await? {
+            Some((first, last)) => report::month_bounds(first, last, tz),
+            None => Vec::new(),
+        };
+        let lots = uow.liability_lots(as_of, &bounds).await?;
+        let groups = summary::liability_groups(lots.groups, &lots.boundary, as_of);
         Ok(report::liability(&groups, program.point_value, tz))
     }
 
@@ -57,11 +62,13 @@ impl Engine {
     }
 
     /// Activity per channel and store (and local day) of the local days that begin in
-    /// [start, end). The caller has checked the range (end after start, a bounded span).
+    /// [start, end), of one store or of all. The caller has checked the range (end after
+    /// start, a bounded span).
     pub async fn get_activity(
         &self,
         caller: &Caller,
         (start, end): (DateTime<Utc>, DateTime<Utc>),
+        store_id: Option<&str>,
         group_by_day: bool,
     ) -> Result<Vec<ActivityRow>, EngineError> {
         caller.require(Operation::ReadReports)?;
@@ -70,7 +77,12 @@ impl Engine {
         let program_zone = zone(&program.time_zone)?;
         let zones = store_zones(uow.as_mut()).await?;
         let sums = uow
-            .activity_sums(&report::activity_window(start, end))
+            .activity_sums(&report::activity_window(
+                start,
+                end,
+                store_id,
+                !group_by_day,
+            ))
             .await?;
         // Rows without a store (EC and app orders, the sweeper's expiries) are on the
         // program's days.

@@ -9,7 +9,8 @@ use tonic::{Request, Response, Status};
 use super::{
     auth::caller_for,
     convert::{
-        Violations, decimal_out, instant, optional_channel_out, optional_instant, required_id,
+        Violations, check_optional_id, decimal_out, instant, optional_channel_out,
+        optional_instant, required_id,
     },
 };
 use crate::{
@@ -69,10 +70,10 @@ impl ReportService for ReportApi {
     ) -> Result<Response<proto::GetActivityResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ReadReports).await?;
         let request = request.into_inner();
-        let range = activity_range(&request)?;
+        let (range, store_id) = activity_request(&request)?;
         let rows = self
             .engine
-            .get_activity(&caller, range, request.group_by_day)
+            .get_activity(&caller, range, store_id, request.group_by_day)
             .await?;
         Ok(Response::new(proto::GetActivityResponse {
             rows: rows.into_iter().map(activity_row_out).collect(),
@@ -80,10 +81,11 @@ impl ReportService for ReportApi {
     }
 }
 
-/// [start_time, end_time): both set, end after start, at most [`MAX_ACTIVITY_DAYS`] apart.
-fn activity_range(
+/// [start_time, end_time) (both set, end after start, at most [`MAX_ACTIVITY_DAYS`] apart) and
+/// the store asked for, if any.
+fn activity_request(
     request: &proto::GetActivityRequest,
-) -> Result<(DateTime<Utc>, DateTime<Utc>), Status> {
+) -> Result<(ActivityRange, Option<&str>), Status> {
     let mut v = Violations::new();
     let mut required = |field: &str, timestamp: Option<&prost_types::Timestamp>| match timestamp {
         Some(timestamp) => instant(&mut v, field, timestamp),
@@ -104,8 +106,12 @@ fn activity_range(
             );
         }
     }
-    v.build(|| Some((start?, end?)))
+    let store_id = request.store_id.as_str();
+    check_optional_id(&mut v, "store_id", store_id);
+    v.build(|| Some(((start?, end?), Some(store_id).filter(|id| !id.is_empty()))))
 }
+
+type ActivityRange = (DateTime<Utc>, DateTime<Utc>);
 
 fn liability_out(liability: Liability) -> proto::GetLiabilityResponse {
     proto::GetLiabilityResponse {

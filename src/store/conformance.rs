@@ -24,15 +24,17 @@ use crate::domain::{
         OrderLine, OrderLot, OrderState, Posting, Store as RetailStore, Transaction,
     },
     ports::{
-        AccountTotal, ActivityCell, ActivityWindow, ChangeSet, EngagementChanges, GeoIssue,
-        IdempotencyRecord, Keys, LiabilityGroup, Loaded, LocationRecord, NewTransaction, Presence,
-        ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit, VisitCount,
-        VisitIssue, VisitSource,
+        AccountTotal, ActivityCell, ActivityInterior, ActivityWindow, ChangeSet, EngagementChanges,
+        GeoIssue, IdempotencyRecord, Keys, LiabilityGroup, Loaded, LocationRecord, NewTransaction,
+        Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit,
+        VisitCount, VisitIssue, VisitSource,
     },
     receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
     schedule::DaysOfWeek,
     seal::{Seal, check_seal},
-    summary::{CouponTally, ReportSums, Tallies, differences, liability_groups},
+    summary::{
+        CouponTally, ReportSums, Tallies, counted_groups, differences, liability_groups, quarter_of,
+    },
 };
 
 /// Declares each body as a test on both backends.
@@ -1782,9 +1784,24 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
         pending_points: pending,
         held_points: held,
     };
+    // Ranges that keep the three expiry quarters apart, each its own range's first instant.
+    assert_eq!(
+        uow.lot_expiry_span().await.expect("span"),
+        Some((day(3), day(370)))
+    );
+    let bounds = [3, 4, 365, 366, 370, 371].map(day);
+    let tallies = uow.report_sums().await.expect("sums").lots;
     let liability = async |uow: &mut Box<dyn UnitOfWork>, as_of| {
-        let lots = uow.liability_lots(as_of).await.expect("liability");
-        liability_groups(&lots.tallies, &lots.boundary, as_of)
+        let lots = uow.liability_lots(as_of, &bounds).await.expect("liability");
+        // The backend's SQL counts as `counted_groups` does.
+        let mut groups = lots.groups.clone();
+        groups.sort_by_key(|g| g.expires_quarter);
+        assert_eq!(
+            groups,
+            counted_groups(&tallies, quarter_of(as_of), &bounds),
+            "at {as_of}"
+        );
+        liability_groups(lots.groups, &lots.boundary, as_of)
     };
     assert_eq!(
         liability(&mut uow, day(4)).await,
@@ -1801,10 +1818,22 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
     let just_matured = liability(&mut uow, day(5) + chrono::Duration::minutes(7)).await;
     assert_eq!(just_matured[3], group(Some(370), 40, 0, 0));
     let lots = uow
-        .liability_lots(day(5) + chrono::Duration::minutes(7))
+        .liability_lots(day(5) + chrono::Duration::minutes(7), &bounds)
         .await
         .expect("lots");
     assert_eq!(lots.boundary.len(), 1, "{:?}", lots.boundary);
+    // One range over all: one group, and the lots that never expire.
+    let all = uow
+        .liability_lots(day(4), &[day(0), day(400)])
+        .await
+        .expect("lots");
+    let mut outstanding: Vec<_> = all
+        .groups
+        .iter()
+        .map(|g| (g.expires_quarter, g.outstanding_points))
+        .collect();
+    outstanding.sort();
+    assert_eq!(outstanding, vec![(None, 25), (Some(day(0)), 160)]);
 
     let sums = uow.campaign_sums("camp").await.expect("coupons");
     let tally = |variant: &str, source: &str, state, discount: &str| CouponTally {
@@ -1833,19 +1862,16 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
         .collect();
     channels.sort();
     assert_eq!(channels, vec![(Channel::Ec, 1), (Channel::Store, 1)]);
-    let mut times: Vec<_> = sums
-        .redemption_times
-        .iter()
-        .map(|t| (t.seconds, t.coupons))
-        .collect();
-    times.sort();
-    assert_eq!(times, vec![(25 * 3600, 1), (2 * 86_400, 1)]);
+    // Two redemptions: the middle times are both of them.
+    assert_eq!(sums.middle_times, Some((25 * 3600, 2 * 86_400)));
 
     let window = ActivityWindow {
         from: day(0),
         to: day(3),
         first_day: date(1),
         last_day: date(10),
+        interior: None,
+        store_id: None,
     };
     let mut activity = uow.activity_sums(&window).await.expect("activity");
     let decimal = |amount: &str| amount.parse::<rust_decimal::Decimal>().expect("decimal");
@@ -1872,12 +1898,52 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
         visits,
     };
     assert_eq!(activity.visits, vec![count(2, 2), count(3, 1)]);
+    // The interior's rows summed per channel and store on its first period (or date); one
+    // store's rows only.
+    let summed = ActivityWindow {
+        interior: Some(ActivityInterior {
+            from: day(1) - chrono::Duration::hours(1),
+            to: day(1) + chrono::Duration::minutes(10),
+            first_day: date(1),
+            end_day: date(3),
+        }),
+        ..window.clone()
+    };
+    let activity = uow.activity_sums(&summed).await.expect("activity");
+    let inside = day(1) - chrono::Duration::hours(1);
+    let keys: Vec<_> = merged(&activity.activity).into_keys().collect();
+    assert_eq!(
+        keys,
+        vec![
+            (None, String::new(), inside),
+            (None, "s1".into(), inside),
+            (Some(Channel::Ec), String::new(), quarter_later),
+            (Some(Channel::Store), "s1".into(), inside),
+        ]
+    );
+    let mut visits: Vec<_> = activity
+        .visits
+        .iter()
+        .map(|v| (v.visit_date, v.visits))
+        .collect();
+    visits.sort();
+    assert_eq!(visits, vec![(date(1), 2), (date(3), 1)]);
+    let one_store = ActivityWindow {
+        store_id: Some("s1".into()),
+        ..summed
+    };
+    let activity = uow.activity_sums(&one_store).await.expect("activity");
+    assert!(activity.activity.iter().all(|cell| cell.store_id == "s1"));
+    assert_eq!(activity.activity.len(), 2);
+    assert_eq!(activity.visits.len(), 2);
     // Outside the window, nothing.
     let later = ActivityWindow {
         from: day(2),
         to: day(3),
         first_day: date(4),
         last_day: date(10),
+        interior: None,
+        store_id: None,
     };
     let nothing = uow.activity_sums(&later).await.expect("activity");
     assert!(nothing.is_empty());

@@ -420,6 +420,7 @@ async fn activity(
             start_time: Some(timestamp(start)),
             end_time: Some(timestamp(end)),
             group_by_day,
+            ..Default::default()
         })
         .await
         .expect("activity")
@@ -568,7 +569,7 @@ async fn activity_is_booked_on_local_days(app: &TestApp) {
     ];
     assert_eq!(
         sorted(activity(app, tokyo_days, false).await),
-        sorted(totals)
+        sorted(totals.clone())
     );
     // A range from New York's March 31 (04:00 UTC) holds that day and Tokyo's April 1.
     let new_york_day = (utc(2026, 3, 31, 4), utc(2026, 4, 1, 4));
@@ -578,6 +579,40 @@ async fn activity_is_booked_on_local_days(app: &TestApp) {
         sorted(activity(app, new_york_day, true).await),
         sorted(with_new_york)
     );
+    // Longer ranges, in totals: the server sums the days two or more inside the range in SQL
+    // and reads the days at its ends one by one. Eleven Tokyo days from March 26 hold every
+    // figure inside; six from March 28 hold them in the days at the end. Same totals.
+    let mut all_totals = totals.clone();
+    all_totals.push(row(Store, "nyc", "", (20, 0, 0), (1, 2000, 1, 0)));
+    for days in [
+        (utc(2026, 3, 25, 15), utc(2026, 4, 5, 15)),
+        (utc(2026, 3, 27, 15), utc(2026, 4, 2, 15)),
+    ] {
+        assert_eq!(
+            sorted(activity(app, days, false).await),
+            sorted(all_totals.clone()),
+            "{days:?}"
+        );
+    }
+    // One store's rows only.
+    let umeda = app
+        .admin
+        .reports()
+        .get_activity(proto::GetActivityRequest {
+            start_time: Some(timestamp(utc(2026, 3, 25, 15))),
+            end_time: Some(timestamp(utc(2026, 4, 5, 15))),
+            group_by_day: false,
+            store_id: "umeda".into(),
+        })
+        .await
+        .expect("activity")
+        .into_inner()
+        .rows;
+    let umeda_totals = vec![
+        row(Unspecified, "umeda", "", (30, 0, 0), (0, 0, 0, 1)),
+        row(Store, "umeda", "", (40, 0, 0), (1, 4000, 2, 0)),
+    ];
+    assert_eq!(sorted(umeda), sorted(umeda_totals));
     app.verify_ok().await;
 }
 
@@ -619,25 +654,30 @@ async fn reports_are_for_admins_and_check_their_arguments(app: &TestApp) {
     assert_refused(&unknown, Code::NotFound, "CAMPAIGN_NOT_FOUND");
 
     let reports = app.admin.reports();
-    let ask = |start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>| {
+    let ask = |start: Option<DateTime<Utc>>, end: Option<DateTime<Utc>>, store_id: &str| {
         let mut reports = reports.clone();
+        let store_id = store_id.to_string();
         async move {
             reports
                 .get_activity(proto::GetActivityRequest {
                     start_time: start.map(timestamp),
                     end_time: end.map(timestamp),
                     group_by_day: true,
+                    store_id,
                 })
                 .await
                 .expect_err("bad range")
         }
     };
     let t = app.clock.now();
-    let missing = ask(None, None).await;
-    assert_eq!(violated_fields(&missing), ["start_time", "end_time"]);
-    let backwards = ask(Some(t), Some(t)).await;
+    let missing = ask(None, None, "a:b").await;
+    assert_eq!(
+        violated_fields(&missing),
+        ["start_time", "end_time", "store_id"]
+    );
+    let backwards = ask(Some(t), Some(t), "").await;
     assert_eq!(violated_fields(&backwards), ["end_time"]);
-    let too_long = ask(Some(t), Some(t + Duration::days(367))).await;
+    let too_long = ask(Some(t), Some(t + Duration::days(367)), "").await;
     assert_eq!(violated_fields(&too_long), ["end_time"]);
     // An empty ledger has nothing to show, and owes nothing.
     assert!(

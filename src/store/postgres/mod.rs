@@ -32,9 +32,9 @@ use crate::domain::{
     location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        ActivityWindow, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
-        LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence, Store,
-        StoreError, StoreResult, UnitOfWork, Visit,
+        ActivityWindow, ApiKeyRecord, CampaignSums, ChangeSet, DueWork, IdempotencyRecord, Keys,
+        LedgerReads, LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence,
+        Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
@@ -694,13 +694,22 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn liability_lots(&mut self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots> {
-        PgUnitOfWork::liability_lots(self, as_of).await
+    async fn lot_expiry_span(&mut self) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+        PgUnitOfWork::lot_expiry_span(self).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<ReportSums> {
-        PgUnitOfWork::campaign_sums(self, Some(campaign_id)).await
+    async fn liability_lots(
+        &mut self,
+        as_of: DateTime<Utc>,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<LiabilityLots> {
+        PgUnitOfWork::liability_lots(self, as_of, bounds).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
+        PgUnitOfWork::campaign_report(self, campaign_id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -11,7 +11,10 @@ use super::{Cols, PgQuery, PgUnitOfWork, column};
 use crate::domain::{
     coupon::CouponState,
     model::{Channel, LotState},
-    ports::{ActivityCell, ActivityWindow, LiabilityLots, StoreResult, Visit, VisitCount},
+    ports::{
+        ActivityCell, ActivityWindow, CampaignSums, LiabilityGroup, LiabilityLots, StoreResult,
+        Visit, VisitCount,
+    },
     summary::{
         CouponTally, LotTally, RedemptionTally, RedemptionTime, ReportSums, Tallies,
         redemption_bucket,
@@ -199,6 +202,61 @@ macro_rules! campaign_summary {
     };
 }
 
+/// The first and last expiry quarter of the lot summary (two index lookups).
+const LOT_EXPIRY_SPAN: &str = r#"
+select nullif((select min(expires_quarter) from lot_summary), 'infinity') as first,
+    (select max(expires_quarter) from lot_summary where expires_quarter < 'infinity') as last"#;
+
+/// `summary::counted_groups` in SQL: `$1`/`$2` the ranges' bounds, `$3` the start of as_of's
+/// quarter; a range is an index range of the primary key's first column.
+const LIABILITY: &str = r#"
+select b.lo as expires_quarter,
+    sum(case
+        when s.expires_quarter >= $3 then s.remaining_points
+        else s.held_points
+    end)::bigint as outstanding_points,
+    sum(case
+        when s.state = 'pending' and s.expires_quarter >= $3 and s.matures_quarter >= $3
+        then s.remaining_points - s.held_points
+        else 0
+    end)::bigint as pending_points,
+    sum(s.held_points)::bigint as held_points
+from unnest($1::timestamptz[], $2::timestamptz[]) as b (lo, hi)
+join lot_summary s on s.expires_quarter >= b.lo and s.expires_quarter < b.hi
+group by b.lo
+union all
+select null::timestamptz,
+    sum(remaining_points)::bigint,
+    sum(case
+        when state = 'pending' and matures_quarter >= $3 then remaining_points - held_points
+        else 0
+    end)::bigint,
+    sum(held_points)::bigint
+from lot_summary
+where expires_quarter = 'infinity'
+having count(*) > 0"#;
+
+/// The two middle times to redemption of campaign `$1`, by a running sum (positions
+/// (total - 1) / 2 and total / 2, as `report::median_duration`).
+const MIDDLE_TIMES: &str = r#"
+with times as (
+    select seconds, sum(coupons)::bigint as coupons
+    from redemption_time_summary
+    where campaign_id = $1
+    group by seconds
+    having sum(coupons) > 0
+), running as (
+    select seconds,
+        (sum(coupons) over (order by seconds rows unbounded preceding))::bigint as seen,
+        (sum(coupons) over ())::bigint as total
+    from times
+)
+select min(seconds) filter (where seen > (total - 1) / 2) as lower,
+    min(seconds) filter (where seen > total / 2) as upper
+from running"#;
+
+/// The activity of a window (`ActivityWindow`): `$1`-`$2` the window, `$3`-`$4` its interior
+/// (summed per channel and store, on `$3`), `$5` the store ('' = all).
 const ACTIVITY: &str = r#"
 select period, channel, store_id,
     sum(points_earned)::bigint as points_earned,
@@ -208,14 +266,29 @@ select period, channel, store_id,
     sum(sales) as sales,
     sum(receipts)::bigint as receipts
 from activity_summary
-where period >= $1 and period < $2
-group by 1, 2, 3"#;
+where ((period >= $1 and period < $3) or (period >= $4 and period < $2))
+    and ($5 = '' or store_id = $5)
+group by 1, 2, 3
+union all
+select $3::timestamptz, channel, store_id,
+    sum(points_earned)::bigint, sum(points_redeemed)::bigint, sum(points_expired)::bigint,
+    sum(orders)::bigint, sum(sales), sum(receipts)::bigint
+from activity_summary
+where period >= $3 and period < $4 and ($5 = '' or store_id = $5)
+group by 2, 3"#;
 
+/// The visits of a window, as [`ACTIVITY`] with dates.
 const VISITS: &str = r#"
 select store_id, visit_date, sum(visits)::bigint as visits
 from visit_summary
-where visit_date between $1 and $2
-group by 1, 2"#;
+where ((visit_date >= $1 and visit_date < $3) or (visit_date >= $4 and visit_date <= $2))
+    and ($5 = '' or store_id = $5)
+group by 1, 2
+union all
+select store_id, $3::date, sum(visits)::bigint
+from visit_summary
+where visit_date >= $3 and visit_date < $4 and ($5 = '' or store_id = $5)
+group by 1"#;
 
 // ---------------------------------------------------------------------------------------------
 // The recomputation from the ledger.
@@ -325,23 +398,69 @@ where state <> 'expired'
 group by 1, 2, 3"#;
 
 impl PgUnitOfWork {
+    async fn lot_tallies(&mut self) -> StoreResult<Vec<LotTally>> {
+        self.fetch_all(sqlx::query(LOT_TALLIES), lot_tally_from_row)
+            .await
+    }
+
+    pub(super) async fn lot_expiry_span(
+        &mut self,
+    ) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+        let span = self
+            .fetch_optional(sqlx::query(LOT_EXPIRY_SPAN), |row| {
+                let c = Cols::new(row, "lot_summary", "expires_quarter");
+                let first: Option<DateTime<Utc>> = c.get("first")?;
+                let last: Option<DateTime<Utc>> = c.get("last")?;
+                Ok(first.zip(last))
+            })
+            .await?;
+        Ok(span.flatten())
+    }
+
     pub(super) async fn liability_lots(
         &mut self,
         as_of: DateTime<Utc>,
+        bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots> {
-        let tallies = self
-            .fetch_all(sqlx::query(LOT_TALLIES), lot_tally_from_row)
-            .await?;
-        let boundary =
-            super::lots::lots_due_between(self, crate::domain::summary::quarter_of(as_of), as_of)
-                .await?;
-        Ok(LiabilityLots { tallies, boundary })
+        let (lows, highs): (Vec<_>, Vec<_>) =
+            bounds.windows(2).map(|pair| (pair[0], pair[1])).unzip();
+        let start = crate::domain::summary::quarter_of(as_of);
+        let query = sqlx::query(LIABILITY)
+            .bind(lows) // $1
+            .bind(highs) // $2
+            .bind(start); // $3
+        let groups = self.fetch_all(query, liability_group_from_row).await?;
+        let boundary = super::lots::lots_due_between(self, start, as_of).await?;
+        Ok(LiabilityLots { groups, boundary })
     }
 
-    /// One campaign's coupon summaries (`None`: every campaign's).
-    pub(super) async fn campaign_sums(
+    /// What GetCampaignStats reads of one campaign: its coupon and redemption summaries and
+    /// the two middle times to redemption.
+    pub(super) async fn campaign_report(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
+        let sums = self.campaign_sums(Some(campaign_id), false).await?;
+        let query = sqlx::query(MIDDLE_TIMES).bind(campaign_id.to_string()); // $1
+        let middle_times = self
+            .fetch_optional(query, |row| {
+                let c = Cols::new(row, "redemption_time_summary", "seconds");
+                let lower: Option<i64> = c.get("lower")?;
+                let upper: Option<i64> = c.get("upper")?;
+                Ok(lower.zip(upper))
+            })
+            .await?
+            .flatten();
+        Ok(CampaignSums {
+            coupons: sums.coupons,
+            redemptions: sums.redemptions,
+            middle_times,
+        })
+    }
+
+    /// One campaign's coupon summaries (`None`: every campaign's), with or without the times
+    /// to redemption.
+    async fn campaign_sums(
         &mut self,
         campaign_id: Option<&str>,
+        times: bool,
     ) -> StoreResult<ReportSums> {
         let read = |one: &'static str, all: &'static str| match campaign_id {
             Some(campaign_id) => sqlx::query(one).bind(campaign_id.to_string()), // $1
@@ -369,6 +488,13 @@ impl PgUnitOfWork {
             campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", all),
         );
         let redemptions = self.fetch_all(query, redemption_from_row).await?;
+        if !times {
+            return Ok(ReportSums {
+                coupons,
+                redemptions,
+                ..ReportSums::default()
+            });
+        }
         let query = read(
             campaign_summary!(
                 "redemption_time_summary",
@@ -398,13 +524,21 @@ impl PgUnitOfWork {
         &mut self,
         window: &ActivityWindow,
     ) -> StoreResult<ReportSums> {
+        let interior = window.interior_or_empty();
+        let store_id = window.store_id.clone().unwrap_or_default();
         let query = sqlx::query(ACTIVITY)
             .bind(window.from) // $1
-            .bind(window.to); // $2
+            .bind(window.to) // $2
+            .bind(interior.from) // $3
+            .bind(interior.to) // $4
+            .bind(store_id.clone()); // $5
         let activity = self.fetch_all(query, activity_from_row).await?;
         let query = sqlx::query(VISITS)
             .bind(window.first_day) // $1
-            .bind(window.last_day); // $2
+            .bind(window.last_day) // $2
+            .bind(interior.first_day) // $3
+            .bind(interior.end_day) // $4
+            .bind(store_id); // $5
         let visits = self.fetch_all(query, visit_count_from_row).await?;
         Ok(ReportSums {
             activity,
@@ -415,10 +549,8 @@ impl PgUnitOfWork {
 
     pub(super) async fn report_sums(&mut self) -> StoreResult<ReportSums> {
         let activity = self.activity_sums(&ActivityWindow::everything()).await?;
-        let coupons = self.campaign_sums(None).await?;
-        let lots = self
-            .fetch_all(sqlx::query(LOT_TALLIES), lot_tally_from_row)
-            .await?;
+        let coupons = self.campaign_sums(None, true).await?;
+        let lots = self.lot_tallies().await?;
         let sums = ReportSums {
             activity: activity.activity,
             visits: activity.visits,
@@ -554,6 +686,16 @@ fn lot_tally_from_row(row: &PgRow) -> StoreResult<LotTally> {
         matures_quarter: c.get("matures_quarter")?,
         state: c.parse("state", LotState::parse)?,
         remaining_points: c.get("remaining_points")?,
+        held_points: c.get("held_points")?,
+    })
+}
+
+fn liability_group_from_row(row: &PgRow) -> StoreResult<LiabilityGroup> {
+    let c = Cols::new(row, "lot_summary", "expires_quarter");
+    Ok(LiabilityGroup {
+        expires_quarter: c.get("expires_quarter")?,
+        outstanding_points: c.get("outstanding_points")?,
+        pending_points: c.get("pending_points")?,
         held_points: c.get("held_points")?,
     })
 }

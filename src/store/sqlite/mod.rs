@@ -51,9 +51,9 @@ use crate::domain::{
     location::{GeoRule, IssueFacts, VisitRule},
     model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
-        ActivityWindow, ApiKeyRecord, ChangeSet, DueWork, IdempotencyRecord, Keys, LedgerReads,
-        LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence, Store,
-        StoreError, StoreResult, UnitOfWork, Visit,
+        ActivityWindow, ApiKeyRecord, CampaignSums, ChangeSet, DueWork, IdempotencyRecord, Keys,
+        LedgerReads, LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence,
+        Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     seal::Seal,
@@ -726,13 +726,22 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn liability_lots(&mut self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots> {
-        SqliteUnitOfWork::liability_lots(self, as_of)
+    async fn lot_expiry_span(&mut self) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+        SqliteUnitOfWork::lot_expiry_span(self)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
-    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<ReportSums> {
-        SqliteUnitOfWork::campaign_sums(self, Some(campaign_id))
+    async fn liability_lots(
+        &mut self,
+        as_of: DateTime<Utc>,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<LiabilityLots> {
+        SqliteUnitOfWork::liability_lots(self, as_of, bounds)
+    }
+
+    #[tracing::instrument(level = "debug", skip_all)]
+    async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
+        SqliteUnitOfWork::campaign_report(self, campaign_id)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -12,7 +12,10 @@ use super::{Cols, Query, SqliteUnitOfWork, lots};
 use crate::domain::{
     coupon::CouponState,
     model::{Channel, LotState},
-    ports::{ActivityCell, ActivityWindow, LiabilityLots, StoreError, StoreResult, VisitCount},
+    ports::{
+        ActivityCell, ActivityWindow, CampaignSums, LiabilityGroup, LiabilityLots, StoreError,
+        StoreResult, VisitCount,
+    },
     report::source_key,
     summary::{
         CouponTally, LotTally, QUARTER_MICROS, RedemptionTally, RedemptionTime, ReportSums,
@@ -200,14 +203,81 @@ impl SqliteUnitOfWork {
         self.run(query)
     }
 
-    pub(super) fn liability_lots(&self, as_of: DateTime<Utc>) -> StoreResult<LiabilityLots> {
-        let tallies = self.lot_tallies()?;
+    pub(super) fn lot_expiry_span(&self) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>> {
+        // Two index lookups (min() and max() alone in their selects).
+        let query = self
+            .query(
+                r"
+                select (select min(expires_quarter) from lot_summary) as first,
+                    (select max(expires_quarter) from lot_summary where expires_quarter < ?1)
+                        as last
+                ",
+            )?
+            .bind(NEVER); // ?1
+        let span = query.fetch_one(|row| {
+            let c = Cols::new(row, "lot_summary", "expires_quarter");
+            Ok((never_is_none(&c, "first")?, never_is_none(&c, "last")?))
+        })?;
+        Ok(match span {
+            (Some(first), Some(last)) => Some((first, last)),
+            _ => None,
+        })
+    }
+
+    /// `summary::counted_groups` in SQL: the months are ranges of the primary key's first
+    /// column, one index range each (the cross join keeps the ranges the outer loop).
+    pub(super) fn liability_lots(
+        &self,
+        as_of: DateTime<Utc>,
+        bounds: &[DateTime<Utc>],
+    ) -> StoreResult<LiabilityLots> {
+        let ranges: Vec<[i64; 2]> = bounds
+            .windows(2)
+            .map(|pair| [pair[0].timestamp_micros(), pair[1].timestamp_micros()])
+            .collect();
+        let ranges = serde_json::to_string(&ranges)
+            .map_err(|e| StoreError::Corrupt(format!("liability ranges: {e}")))?;
+        let query = self
+            .query(
+                r"
+                with ranges (lo, hi) as (select value ->> 0, value ->> 1 from json_each(?1))
+                select ranges.lo as expires_quarter, sum(case
+                        when s.expires_quarter >= ?2 then s.remaining_points
+                        else s.held_points
+                    end) as outstanding_points,
+                    sum(case
+                        when s.state = 'pending' and s.expires_quarter >= ?2
+                            and s.matures_quarter >= ?2
+                        then s.remaining_points - s.held_points
+                        else 0
+                    end) as pending_points,
+                    sum(s.held_points) as held_points
+                from ranges cross join lot_summary s
+                    on s.expires_quarter >= ranges.lo and s.expires_quarter < ranges.hi
+                group by ranges.lo
+                union all
+                select ?3, sum(remaining_points),
+                    sum(case
+                        when state = 'pending' and matures_quarter >= ?2
+                        then remaining_points - held_points
+                        else 0
+                    end),
+                    sum(held_points)
+                from lot_summary
+                where expires_quarter = ?3
+                having count(*) > 0
+                ",
+            )?
+            .bind(ranges) // ?1
+            .bind(quarter_of(as_of).timestamp_micros()) // ?2
+            .bind(NEVER); // ?3
+        let groups = self.fetch_all(query, liability_group_from_row)?;
         let boundary = lots::lots_due_between(
             self,
             quarter_of(as_of).timestamp_micros(),
             as_of.timestamp_micros(),
         )?;
-        Ok(LiabilityLots { tallies, boundary })
+        Ok(LiabilityLots { groups, boundary })
     }
 
     fn lot_tallies(&self) -> StoreResult<Vec<LotTally>> {
@@ -222,8 +292,48 @@ impl SqliteUnitOfWork {
         self.fetch_all(query, lot_tally_from_row)
     }
 
-    /// The coupon summaries of one campaign, or of every campaign (None).
-    pub(super) fn campaign_sums(&self, campaign_id: Option<&str>) -> StoreResult<ReportSums> {
+    /// What GetCampaignStats reads of one campaign: its coupon and redemption summaries and
+    /// the two middle times to redemption, found by a running sum in SQL (as
+    /// `report::median_duration` finds them).
+    pub(super) fn campaign_report(&self, campaign_id: &str) -> StoreResult<CampaignSums> {
+        let sums = self.campaign_sums(Some(campaign_id), false)?;
+        let query = self
+            .query(
+                r"
+                with times as (
+                    select seconds, sum(coupons) as coupons
+                    from redemption_time_summary
+                    where campaign_id = ?1
+                    group by seconds
+                    having sum(coupons) > 0
+                ), running as (
+                    select seconds,
+                        sum(coupons) over (order by seconds rows unbounded preceding) as seen,
+                        sum(coupons) over () as total
+                    from times
+                )
+                select min(case when seen > (total - 1) / 2 then seconds end) as lower,
+                    min(case when seen > total / 2 then seconds end) as upper
+                from running
+                ",
+            )?
+            .bind(campaign_id); // ?1
+        let middle_times = query.fetch_one(|row| {
+            let c = Cols::new(row, "redemption_time_summary", "seconds");
+            let lower: Option<i64> = c.get("lower")?;
+            let upper: Option<i64> = c.get("upper")?;
+            Ok(lower.zip(upper))
+        })?;
+        Ok(CampaignSums {
+            coupons: sums.coupons,
+            redemptions: sums.redemptions,
+            middle_times,
+        })
+    }
+
+    /// The coupon summaries of one campaign, or of every campaign (None); with or without the
+    /// times to redemption.
+    fn campaign_sums(&self, campaign_id: Option<&str>, times: bool) -> StoreResult<ReportSums> {
         let read = |one: &'static str, all: &'static str| -> StoreResult<Query<'_>> {
             Ok(match campaign_id {
                 Some(campaign_id) => self.query(one)?.bind(campaign_id), // ?1
@@ -252,6 +362,13 @@ impl SqliteUnitOfWork {
             campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", all),
         )?
         .fetch_all(redemption_from_row)?;
+        if !times {
+            return Ok(ReportSums {
+                coupons,
+                redemptions,
+                ..ReportSums::default()
+            });
+        }
         let redemption_times = read(
             campaign_summary!(
                 "redemption_time_summary",
@@ -277,7 +394,11 @@ impl SqliteUnitOfWork {
         })
     }
 
+    /// The activity and visits of a window (see [`ActivityWindow`]): the rows outside the
+    /// interior one by one, the interior's summed per channel and store.
     pub(super) fn activity_sums(&self, window: &ActivityWindow) -> StoreResult<ReportSums> {
+        let interior = window.interior_or_empty();
+        let store_id = window.store_id.as_deref().unwrap_or("");
         let query = self
             .query(
                 r"
@@ -289,24 +410,46 @@ impl SqliteUnitOfWork {
                     sum(sales_e4) as sales_e4,
                     sum(receipts) as receipts
                 from activity_summary
-                where period >= ?1 and period < ?2
+                where ((period >= ?1 and period < ?3) or (period >= ?4 and period < ?2))
+                    and (?5 = '' or store_id = ?5)
                 group by 1, 2, 3
+                union all
+                select ?3, channel, store_id,
+                    sum(points_earned), sum(points_redeemed), sum(points_expired), sum(orders),
+                    sum(sales_e4), sum(receipts)
+                from activity_summary
+                where period >= ?3 and period < ?4 and (?5 = '' or store_id = ?5)
+                group by 2, 3
                 ",
             )?
             .bind(window.from.timestamp_micros()) // ?1
-            .bind(window.to.timestamp_micros()); // ?2
+            .bind(window.to.timestamp_micros()) // ?2
+            .bind(interior.from.timestamp_micros()) // ?3
+            .bind(interior.to.timestamp_micros()) // ?4
+            .bind(store_id); // ?5
         let activity = self.fetch_all(query, activity_from_row)?;
+        // (Dates compare as text: the window's years have four digits.)
         let query = self
             .query(
                 r"
                 select store_id, visit_date, sum(visits) as visits
                 from visit_summary
-                where visit_date between ?1 and ?2
+                where ((visit_date >= ?1 and visit_date < ?3)
+                        or (visit_date >= ?4 and visit_date <= ?2))
+                    and (?5 = '' or store_id = ?5)
                 group by 1, 2
+                union all
+                select store_id, ?3, sum(visits)
+                from visit_summary
+                where visit_date >= ?3 and visit_date < ?4 and (?5 = '' or store_id = ?5)
+                group by 1
                 ",
             )?
             .bind(window.first_day.to_string()) // ?1
-            .bind(window.last_day.to_string()); // ?2
+            .bind(window.last_day.to_string()) // ?2
+            .bind(interior.first_day.to_string()) // ?3
+            .bind(interior.end_day.to_string()) // ?4
+            .bind(store_id); // ?5
         let visits = self.fetch_all(query, visit_count_from_row)?;
         Ok(ReportSums {
             activity,
@@ -317,13 +460,12 @@ impl SqliteUnitOfWork {
 
     /// Every summary row, shards summed.
     pub(super) fn report_sums(&self) -> StoreResult<ReportSums> {
-        // (Dates compare as text here: the window's years have four digits.)
         let activity = self.activity_sums(&ActivityWindow::everything())?;
         let sums = ReportSums {
             activity: activity.activity,
             visits: activity.visits,
             lots: self.lot_tallies()?,
-            ..self.campaign_sums(None)?
+            ..self.campaign_sums(None, true)?
         };
         // In the order and form of a recomputation.
         let mut tallies = Tallies::new();
@@ -590,6 +732,16 @@ fn lot_tally_from_row(row: &Row<'_>) -> StoreResult<LotTally> {
         matures_quarter: never_is_none(&c, "matures_quarter")?,
         state: c.named("state", LotState::parse)?,
         remaining_points: c.get("remaining_points")?,
+        held_points: c.get("held_points")?,
+    })
+}
+
+fn liability_group_from_row(row: &Row<'_>) -> StoreResult<LiabilityGroup> {
+    let c = Cols::new(row, "lot_summary", "expires_quarter");
+    Ok(LiabilityGroup {
+        expires_quarter: never_is_none(&c, "expires_quarter")?,
+        outstanding_points: c.get("outstanding_points")?,
+        pending_points: c.get("pending_points")?,
         held_points: c.get("held_points")?,
     })
 }
