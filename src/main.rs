@@ -124,9 +124,14 @@ async fn main() -> ExitCode {
 
 type AnyError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The database brought up to date: its migrations run, then the report summaries rebuilt if
+/// one of them asked for it (as `omo serve` does before it serves), so that `omo verify`
+/// after an upgrade compares summaries of the new shape.
 async fn engine(database: &DatabaseArgs) -> Result<Engine, AnyError> {
     let store = omo::store::open(database.database_url.expose()).await?;
-    Ok(Engine::new(store, Arc::new(SystemClock), 1))
+    let engine = Engine::new(store, Arc::new(SystemClock), 1);
+    engine.rebuild_reports_if_wanted().await?;
+    Ok(engine)
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AnyError> {

@@ -47,16 +47,18 @@ pub fn activity_period(zone: Option<Tz>, at: DateTime<Utc>) -> DateTime<Utc> {
     }
 }
 
-/// The time from issue to redemption is kept to the second up to an hour, and to the minute
-/// beyond: a campaign has at most one row per minute of its coupons' lifetimes however many
-/// it redeems, and its median stays exact to the minute.
+/// The time from issue to redemption is kept to the second up to an hour, to the minute up to
+/// a day and to the hour beyond: a campaign has at most 3,600 + 1,380 + one row per hour of its
+/// coupons' lifetimes however many it redeems (a few thousand: the median is found by a running
+/// sum over them per request), and its median is exact to that precision.
 pub fn redemption_bucket(time_to_redemption: TimeDelta) -> i64 {
     let seconds = time_to_redemption.num_seconds();
-    if seconds < 3600 {
-        seconds
-    } else {
-        seconds - seconds.rem_euclid(60)
-    }
+    let unit = match seconds {
+        ..3_600 => 1,
+        3_600..86_400 => 60,
+        _ => 3_600,
+    };
+    seconds - seconds.rem_euclid(unit)
 }
 
 /// Coupons of one campaign, variant, source key and state, with the sum of their discounts.
@@ -582,11 +584,18 @@ mod tests {
     }
 
     #[test]
-    fn times_to_redemption_are_seconds_up_to_an_hour_then_minutes() {
+    fn times_to_redemption_are_seconds_to_an_hour_minutes_to_a_day_then_hours() {
         assert_eq!(redemption_bucket(TimeDelta::seconds(59)), 59);
         assert_eq!(redemption_bucket(TimeDelta::seconds(3599)), 3599);
         assert_eq!(redemption_bucket(TimeDelta::seconds(3659)), 3600);
         assert_eq!(redemption_bucket(TimeDelta::seconds(7325)), 7320);
+        assert_eq!(redemption_bucket(TimeDelta::seconds(86_399)), 86_340);
+        assert_eq!(redemption_bucket(TimeDelta::seconds(86_400)), 86_400);
+        assert_eq!(redemption_bucket(TimeDelta::seconds(90_059)), 90_000);
+        assert_eq!(
+            redemption_bucket(TimeDelta::hours(49) + TimeDelta::minutes(59)),
+            49 * 3600
+        );
     }
 
     #[test]

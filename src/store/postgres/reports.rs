@@ -256,39 +256,45 @@ select min(seconds) filter (where seen > (total - 1) / 2) as lower,
 from running"#;
 
 /// The activity of a window (`ActivityWindow`): `$1`-`$2` the window, `$3`-`$4` its interior
-/// (summed per channel and store, on `$3`), `$5` the store ('' = all).
-const ACTIVITY: &str = r#"
-select period, channel, store_id,
-    sum(points_earned)::bigint as points_earned,
-    sum(points_redeemed)::bigint as points_redeemed,
-    sum(points_expired)::bigint as points_expired,
-    sum(orders)::bigint as orders,
-    sum(sales) as sales,
-    sum(receipts)::bigint as receipts
-from activity_summary
-where ((period >= $1 and period < $3) or (period >= $4 and period < $2))
-    and ($5 = '' or store_id = $5)
-group by 1, 2, 3
-union all
-select $3::timestamptz, channel, store_id,
-    sum(points_earned)::bigint, sum(points_redeemed)::bigint, sum(points_expired)::bigint,
-    sum(orders)::bigint, sum(sales), sum(receipts)::bigint
-from activity_summary
-where period >= $3 and period < $4 and ($5 = '' or store_id = $5)
-group by 2, 3"#;
+/// (summed per channel and store, on `$3`); of every store, or with `$store` = "and store_id =
+/// $5" of one, through `activity_summary_by_store` (a statement of its own: a generic plan of
+/// `$5 = '' or ...` would keep the index out).
+macro_rules! activity_read {
+    ($store:literal) => {
+        concat!(
+            "select period, channel, store_id, sum(points_earned)::bigint as points_earned, ",
+            "sum(points_redeemed)::bigint as points_redeemed, ",
+            "sum(points_expired)::bigint as points_expired, sum(orders)::bigint as orders, ",
+            "sum(sales) as sales, sum(receipts)::bigint as receipts from activity_summary ",
+            "where ((period >= $1 and period < $3) or (period >= $4 and period < $2)) ",
+            $store,
+            " group by 1, 2, 3 union all ",
+            "select $3::timestamptz, channel, store_id, sum(points_earned)::bigint, ",
+            "sum(points_redeemed)::bigint, sum(points_expired)::bigint, sum(orders)::bigint, ",
+            "sum(sales), sum(receipts)::bigint from activity_summary ",
+            "where period >= $3 and period < $4 ",
+            $store,
+            " group by 2, 3"
+        )
+    };
+}
 
-/// The visits of a window, as [`ACTIVITY`] with dates.
-const VISITS: &str = r#"
-select store_id, visit_date, sum(visits)::bigint as visits
-from visit_summary
-where ((visit_date >= $1 and visit_date < $3) or (visit_date >= $4 and visit_date <= $2))
-    and ($5 = '' or store_id = $5)
-group by 1, 2
-union all
-select store_id, $3::date, sum(visits)::bigint
-from visit_summary
-where visit_date >= $3 and visit_date < $4 and ($5 = '' or store_id = $5)
-group by 1"#;
+/// The visits of a window, as [`activity_read`] with dates.
+macro_rules! visits_read {
+    ($store:literal) => {
+        concat!(
+            "select store_id, visit_date, sum(visits)::bigint as visits from visit_summary ",
+            "where ((visit_date >= $1 and visit_date < $3) ",
+            "or (visit_date >= $4 and visit_date <= $2)) ",
+            $store,
+            " group by 1, 2 union all ",
+            "select store_id, $3::date, sum(visits)::bigint from visit_summary ",
+            "where visit_date >= $3 and visit_date < $4 ",
+            $store,
+            " group by 1"
+        )
+    };
+}
 
 // ---------------------------------------------------------------------------------------------
 // The recomputation from the ledger.
@@ -525,21 +531,29 @@ impl PgUnitOfWork {
         window: &ActivityWindow,
     ) -> StoreResult<ReportSums> {
         let interior = window.interior_or_empty();
-        let store_id = window.store_id.clone().unwrap_or_default();
-        let query = sqlx::query(ACTIVITY)
+        let (activity, visits) = match window.store_id {
+            None => (activity_read!(""), visits_read!("")),
+            Some(_) => (
+                activity_read!("and store_id = $5"),
+                visits_read!("and store_id = $5"),
+            ),
+        };
+        let store = |query: PgQuery<'static>| match &window.store_id {
+            Some(store_id) => query.bind(store_id.clone()), // $5
+            None => query,
+        };
+        let query = sqlx::query(activity)
             .bind(window.from) // $1
             .bind(window.to) // $2
             .bind(interior.from) // $3
-            .bind(interior.to) // $4
-            .bind(store_id.clone()); // $5
-        let activity = self.fetch_all(query, activity_from_row).await?;
-        let query = sqlx::query(VISITS)
+            .bind(interior.to); // $4
+        let activity = self.fetch_all(store(query), activity_from_row).await?;
+        let query = sqlx::query(visits)
             .bind(window.first_day) // $1
             .bind(window.last_day) // $2
             .bind(interior.first_day) // $3
-            .bind(interior.end_day) // $4
-            .bind(store_id); // $5
-        let visits = self.fetch_all(query, visit_count_from_row).await?;
+            .bind(interior.end_day); // $4
+        let visits = self.fetch_all(store(query), visit_count_from_row).await?;
         Ok(ReportSums {
             activity,
             visits,

@@ -69,6 +69,47 @@ macro_rules! campaign_summary {
     };
 }
 
+/// GetActivity's read of the activity summary (see `ActivityWindow`): `?1`-`?2` the window,
+/// `?3`-`?4` its interior (summed per channel and store, on `?3`); of every store, or with
+/// `$store` = "and store_id = ?5" of one, through `activity_summary_by_store` (a statement of
+/// its own: `?5 = '' or ...` would keep the index out).
+macro_rules! activity_read {
+    ($store:literal) => {
+        concat!(
+            "select period, channel, store_id, sum(points_earned) as points_earned, ",
+            "sum(points_redeemed) as points_redeemed, sum(points_expired) as points_expired, ",
+            "sum(orders) as orders, sum(sales_e4) as sales_e4, sum(receipts) as receipts ",
+            "from activity_summary ",
+            "where ((period >= ?1 and period < ?3) or (period >= ?4 and period < ?2)) ",
+            $store,
+            " group by 1, 2, 3 union all ",
+            "select ?3, channel, store_id, sum(points_earned), sum(points_redeemed), ",
+            "sum(points_expired), sum(orders), sum(sales_e4), sum(receipts) ",
+            "from activity_summary where period >= ?3 and period < ?4 ",
+            $store,
+            " group by 2, 3"
+        )
+    };
+}
+
+/// The visits of a window as [`activity_read`] reads activity, by local date (which compares
+/// as text: the window's years have four digits).
+macro_rules! visits_read {
+    ($store:literal) => {
+        concat!(
+            "select store_id, visit_date, sum(visits) as visits from visit_summary ",
+            "where ((visit_date >= ?1 and visit_date < ?3) ",
+            "or (visit_date >= ?4 and visit_date <= ?2)) ",
+            $store,
+            " group by 1, 2 union all ",
+            "select store_id, ?3, sum(visits) from visit_summary ",
+            "where visit_date >= ?3 and visit_date < ?4 ",
+            $store,
+            " group by 1"
+        )
+    };
+}
+
 impl SqliteUnitOfWork {
     /// Adds a batch's net change of the summaries at `shard` (one upsert per row), and counts
     /// a visit the flush inserted.
@@ -224,59 +265,47 @@ impl SqliteUnitOfWork {
         })
     }
 
-    /// `summary::counted_groups` in SQL: the months are ranges of the primary key's first
-    /// column, one index range each (the cross join keeps the ranges the outer loop).
+    /// `summary::counted_groups` in SQL, one range at a time: each is a sequential read of
+    /// the table (stored in its key's order) by one cached statement, in process; one
+    /// statement joining the ranges would sort the rows to group them.
     pub(super) fn liability_lots(
         &self,
         as_of: DateTime<Utc>,
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots> {
-        let ranges: Vec<[i64; 2]> = bounds
+        let start = quarter_of(as_of).timestamp_micros();
+        // [lo, hi] inclusive: micros are integers, and "never" is a range of its own.
+        let ranges = bounds
             .windows(2)
-            .map(|pair| [pair[0].timestamp_micros(), pair[1].timestamp_micros()])
-            .collect();
-        let ranges = serde_json::to_string(&ranges)
-            .map_err(|e| StoreError::Corrupt(format!("liability ranges: {e}")))?;
-        let query = self
-            .query(
-                r"
-                with ranges (lo, hi) as (select value ->> 0, value ->> 1 from json_each(?1))
-                select ranges.lo as expires_quarter, sum(case
-                        when s.expires_quarter >= ?2 then s.remaining_points
-                        else s.held_points
-                    end) as outstanding_points,
-                    sum(case
-                        when s.state = 'pending' and s.expires_quarter >= ?2
-                            and s.matures_quarter >= ?2
-                        then s.remaining_points - s.held_points
-                        else 0
-                    end) as pending_points,
-                    sum(s.held_points) as held_points
-                from ranges cross join lot_summary s
-                    on s.expires_quarter >= ranges.lo and s.expires_quarter < ranges.hi
-                group by ranges.lo
-                union all
-                select ?3, sum(remaining_points),
-                    sum(case
-                        when state = 'pending' and matures_quarter >= ?2
-                        then remaining_points - held_points
-                        else 0
-                    end),
-                    sum(held_points)
-                from lot_summary
-                where expires_quarter = ?3
-                having count(*) > 0
-                ",
-            )?
-            .bind(ranges) // ?1
-            .bind(quarter_of(as_of).timestamp_micros()) // ?2
-            .bind(NEVER); // ?3
-        let groups = self.fetch_all(query, liability_group_from_row)?;
-        let boundary = lots::lots_due_between(
-            self,
-            quarter_of(as_of).timestamp_micros(),
-            as_of.timestamp_micros(),
-        )?;
+            .map(|pair| (pair[0].timestamp_micros(), pair[1].timestamp_micros() - 1))
+            .chain([(NEVER, NEVER)]);
+        let mut groups = Vec::new();
+        for (lo, hi) in ranges {
+            let query = self
+                .query(
+                    r"
+                    select ?1 as expires_quarter, count(*) as rows,
+                        sum(case
+                            when expires_quarter >= ?3 then remaining_points
+                            else held_points
+                        end) as outstanding_points,
+                        sum(case
+                            when state = 'pending' and expires_quarter >= ?3
+                                and matures_quarter >= ?3
+                            then remaining_points - held_points
+                            else 0
+                        end) as pending_points,
+                        sum(held_points) as held_points
+                    from lot_summary
+                    where expires_quarter between ?1 and ?2
+                    ",
+                )?
+                .bind(lo) // ?1
+                .bind(hi) // ?2
+                .bind(start); // ?3
+            groups.extend(query.fetch_one(liability_group_from_row)?);
+        }
+        let boundary = lots::lots_due_between(self, start, as_of.timestamp_micros())?;
         Ok(LiabilityLots { groups, boundary })
     }
 
@@ -398,59 +427,34 @@ impl SqliteUnitOfWork {
     /// interior one by one, the interior's summed per channel and store.
     pub(super) fn activity_sums(&self, window: &ActivityWindow) -> StoreResult<ReportSums> {
         let interior = window.interior_or_empty();
-        let store_id = window.store_id.as_deref().unwrap_or("");
+        let (activity, visits) = match window.store_id {
+            None => (activity_read!(""), visits_read!("")),
+            Some(_) => (
+                activity_read!("and store_id = ?5"),
+                visits_read!("and store_id = ?5"),
+            ),
+        };
+        fn store<'c>(query: Query<'c>, store_id: Option<&str>) -> Query<'c> {
+            match store_id {
+                Some(store_id) => query.bind(store_id), // ?5
+                None => query,
+            }
+        }
+        let store_id = window.store_id.as_deref();
         let query = self
-            .query(
-                r"
-                select period, channel, store_id,
-                    sum(points_earned) as points_earned,
-                    sum(points_redeemed) as points_redeemed,
-                    sum(points_expired) as points_expired,
-                    sum(orders) as orders,
-                    sum(sales_e4) as sales_e4,
-                    sum(receipts) as receipts
-                from activity_summary
-                where ((period >= ?1 and period < ?3) or (period >= ?4 and period < ?2))
-                    and (?5 = '' or store_id = ?5)
-                group by 1, 2, 3
-                union all
-                select ?3, channel, store_id,
-                    sum(points_earned), sum(points_redeemed), sum(points_expired), sum(orders),
-                    sum(sales_e4), sum(receipts)
-                from activity_summary
-                where period >= ?3 and period < ?4 and (?5 = '' or store_id = ?5)
-                group by 2, 3
-                ",
-            )?
+            .query(activity)?
             .bind(window.from.timestamp_micros()) // ?1
             .bind(window.to.timestamp_micros()) // ?2
             .bind(interior.from.timestamp_micros()) // ?3
-            .bind(interior.to.timestamp_micros()) // ?4
-            .bind(store_id); // ?5
-        let activity = self.fetch_all(query, activity_from_row)?;
-        // (Dates compare as text: the window's years have four digits.)
+            .bind(interior.to.timestamp_micros()); // ?4
+        let activity = self.fetch_all(store(query, store_id), activity_from_row)?;
         let query = self
-            .query(
-                r"
-                select store_id, visit_date, sum(visits) as visits
-                from visit_summary
-                where ((visit_date >= ?1 and visit_date < ?3)
-                        or (visit_date >= ?4 and visit_date <= ?2))
-                    and (?5 = '' or store_id = ?5)
-                group by 1, 2
-                union all
-                select store_id, ?3, sum(visits)
-                from visit_summary
-                where visit_date >= ?3 and visit_date < ?4 and (?5 = '' or store_id = ?5)
-                group by 1
-                ",
-            )?
+            .query(visits)?
             .bind(window.first_day.to_string()) // ?1
             .bind(window.last_day.to_string()) // ?2
             .bind(interior.first_day.to_string()) // ?3
-            .bind(interior.end_day.to_string()) // ?4
-            .bind(store_id); // ?5
-        let visits = self.fetch_all(query, visit_count_from_row)?;
+            .bind(interior.end_day.to_string()); // ?4
+        let visits = self.fetch_all(store(query, store_id), visit_count_from_row)?;
         Ok(ReportSums {
             activity,
             visits,
@@ -736,14 +740,18 @@ fn lot_tally_from_row(row: &Row<'_>) -> StoreResult<LotTally> {
     })
 }
 
-fn liability_group_from_row(row: &Row<'_>) -> StoreResult<LiabilityGroup> {
+/// A range's sums; None for a range without rows.
+fn liability_group_from_row(row: &Row<'_>) -> StoreResult<Option<LiabilityGroup>> {
     let c = Cols::new(row, "lot_summary", "expires_quarter");
-    Ok(LiabilityGroup {
+    if c.get::<i64>("rows")? == 0 {
+        return Ok(None);
+    }
+    Ok(Some(LiabilityGroup {
         expires_quarter: never_is_none(&c, "expires_quarter")?,
         outstanding_points: c.get("outstanding_points")?,
         pending_points: c.get("pending_points")?,
         held_points: c.get("held_points")?,
-    })
+    }))
 }
 
 fn coupon_tally_from_row(row: &Row<'_>) -> StoreResult<CouponTally> {
