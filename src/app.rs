@@ -3,7 +3,7 @@
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::Config,
@@ -92,8 +92,13 @@ impl Application {
             builder = builder.tls_config(tls)?;
         }
         let mut builder = builder.layer(grpc::observe::ObserveLayer);
+        // TCP_NODELAY on every accepted connection (the builder's own option only applies to
+        // a listener tonic binds): without it a reply written in more than one piece waited
+        // for the client's delayed ACK, 40 ms on Linux (GetLiability took 48 ms, 5 of them
+        // working).
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
         let server = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
-            TcpListenerStream::new(listener),
+            incoming,
             async {
                 let _ = stopped.await;
             },
