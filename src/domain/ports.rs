@@ -220,7 +220,8 @@ impl ActivityWindow {
     }
 
     /// The interior's periods [from, to) and dates [first_day, end_day), or empty ranges at
-    /// the window's end without one: what a backend binds.
+    /// the window's end without one: what a backend binds. (Empty: [to, to) and [last_day,
+    /// last_day) hold nothing, and the rows outside them are then the whole window.)
     pub fn interior_or_empty(&self) -> ActivityInterior {
         self.interior.unwrap_or(ActivityInterior {
             from: self.to,

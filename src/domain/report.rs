@@ -977,4 +977,69 @@ pub(super) mod tests {
             assert!(!day_in_range(date(2026, 12, 1), zone, start, end));
         }
     }
+
+    #[test]
+    fn month_bounds_run_from_the_first_month_to_the_one_after_the_last() {
+        let tokyo = tz("Asia/Tokyo");
+        // 2026-12-31 16:00 UTC is January 1 in Tokyo.
+        let bounds = month_bounds(
+            utc(2026, 12, 31, 16, 0, 0),
+            utc(2026, 12, 31, 16, 0, 0),
+            tokyo,
+        );
+        assert_eq!(
+            bounds,
+            vec![utc(2026, 12, 31, 15, 0, 0), utc(2027, 1, 31, 15, 0, 0)]
+        );
+        // A zone with summer time: its months begin at 05:00 or 04:00 UTC.
+        let new_york = tz("America/New_York");
+        let bounds = month_bounds(
+            utc(2026, 2, 10, 0, 0, 0),
+            utc(2026, 4, 2, 0, 0, 0),
+            new_york,
+        );
+        assert_eq!(
+            bounds,
+            vec![
+                utc(2026, 2, 1, 5, 0, 0),
+                utc(2026, 3, 1, 5, 0, 0),
+                utc(2026, 4, 1, 4, 0, 0),
+                utc(2026, 5, 1, 4, 0, 0),
+            ]
+        );
+        // Ten years of months, each bound the first instant of a local month.
+        let bounds = month_bounds(utc(2026, 1, 15, 0, 0, 0), utc(2035, 12, 15, 0, 0, 0), tokyo);
+        assert_eq!(bounds.len(), 121);
+        assert!(bounds.iter().all(|b| local_date(*b, tokyo).day() == 1));
+    }
+
+    proptest::proptest! {
+        /// What GetActivity sums in SQL is on a day of the range in every zone: each period
+        /// and date of the interior, and the labels the sums are placed on.
+        #[test]
+        fn the_interior_of_an_activity_window_is_in_range_in_every_zone(
+            start_minutes in 0i64..(366 * 24 * 60),
+            span_minutes in 1i64..(12 * 24 * 60),
+            offset_minutes in 0i64..(12 * 24 * 60),
+            zone in 0usize..chrono_tz::TZ_VARIANTS.len(),
+        ) {
+            let start = utc(2026, 1, 1, 0, 0, 0) + TimeDelta::minutes(start_minutes);
+            let end = start + TimeDelta::minutes(span_minutes);
+            let window = activity_window(start, end, None, true);
+            if let Some(interior) = window.interior {
+                let tz = chrono_tz::TZ_VARIANTS[zone];
+                let span = (interior.to - interior.from).num_minutes().max(1);
+                let period = interior.from + TimeDelta::minutes(offset_minutes % span);
+                proptest::prop_assert!(window.from <= interior.from && interior.to <= window.to);
+                for at in [interior.from, period] {
+                    proptest::prop_assert!(day_in_range(local_date(at, tz), tz, start, end));
+                }
+                let days = (interior.end_day - interior.first_day).num_days().max(1);
+                let date = interior.first_day + TimeDelta::days(offset_minutes % days);
+                for day in [interior.first_day, date] {
+                    proptest::prop_assert!(day_in_range(day, tz, start, end), "{day} in {tz}");
+                }
+            }
+        }
+    }
 }

@@ -367,6 +367,10 @@ fn owed(alive: bool, immature: bool, state: LotState, remaining: i64, held: i64)
 /// the expiry falls in, as a backend's `liability_lots` reads it (its SQL is this function;
 /// the store conformance tests hold them equal). A summary row knows its lots' quarters, not
 /// their instants: it is expired from its expiry quarter on, mature from its maturity quarter.
+///
+/// The first range is open below and the last open above (short of never), so that no point
+/// is left out even if the bounds did not cover every expiry; with fewer than two bounds only
+/// the lots that never expire are counted. A group whose figures net to zero is no group.
 pub fn counted_groups(
     tallies: &[LotTally],
     start: DateTime<Utc>,
@@ -377,11 +381,12 @@ pub fn counted_groups(
     for t in tallies {
         let range = match t.expires_quarter {
             None => None,
-            Some(at) => match bounds.partition_point(|bound| *bound <= at) {
-                0 => continue,
-                i if i == bounds.len() => continue,
-                i => Some(bounds[i - 1]),
-            },
+            Some(_) if bounds.len() < 2 => continue,
+            Some(at) => {
+                let ranges = bounds.len() - 1;
+                let i = bounds.partition_point(|bound| *bound <= at);
+                Some(bounds[i.clamp(1, ranges) - 1])
+            }
         };
         let figures = owed(
             after_start(t.expires_quarter),
@@ -457,6 +462,7 @@ impl Groups {
     fn finish(self) -> Vec<LiabilityGroup> {
         self.0
             .into_iter()
+            .filter(|(_, figures)| *figures != [0; 3])
             .map(
                 |(expires_quarter, [outstanding, pending, held])| LiabilityGroup {
                     expires_quarter,
@@ -674,16 +680,27 @@ mod tests {
             utc(2027, 1, 1, 0, 0, 0),
             utc(2027, 2, 1, 0, 0, 0),
         ];
-        let groups = counted_groups(&tallies.finish().lots, start, &bounds);
+        let tallies = tallies.finish();
+        let groups = counted_groups(&tallies.lots, start, &bounds);
         let figures: Vec<_> = groups
             .iter()
             .map(|g| (g.expires_quarter, g.outstanding_points))
             .collect();
-        // The lot expired before `start` owes nothing; the one at the last bound is in no range.
+        // The lot expired before `start` owes nothing; the last range is open above.
         assert_eq!(
             figures,
-            vec![(None, 16), (Some(bounds[0]), 2), (Some(bounds[1]), 4)]
+            vec![(None, 16), (Some(bounds[0]), 2), (Some(bounds[1]), 4 + 8)]
         );
+        // The first range is open below; fewer than two bounds make no range.
+        let later = [utc(2027, 1, 1, 0, 0, 0), utc(2027, 3, 1, 0, 0, 0)];
+        let groups = counted_groups(&tallies.lots, start, &later);
+        let figures: Vec<_> = groups
+            .iter()
+            .map(|g| (g.expires_quarter, g.outstanding_points))
+            .collect();
+        assert_eq!(figures, vec![(None, 16), (Some(later[0]), 2 + 4 + 8)]);
+        let never_only = counted_groups(&tallies.lots, start, &later[..1]);
+        assert_eq!(never_only.len(), 1);
     }
 
     #[test]

@@ -33,7 +33,8 @@ use crate::domain::{
     schedule::DaysOfWeek,
     seal::{Seal, check_seal},
     summary::{
-        CouponTally, ReportSums, Tallies, counted_groups, differences, liability_groups, quarter_of,
+        CouponTally, LotTally, RedemptionTime, ReportSums, Tallies, counted_groups, differences,
+        liability_groups, quarter_of,
     },
 };
 
@@ -1983,4 +1984,62 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
     let summary = uow.report_sums().await.expect("sums");
     let differences = differences(summary, recomputed, |_| None);
     assert_eq!(differences.len(), 2, "{differences:?}");
+    drop(uow);
+
+    // Points a lot earned at one writer and spent at another: two rows of a quarter that net
+    // to zero. The month holds no group, as `counted_groups` (over the shards' sums) has none.
+    // Times to redemption of a campaign over two shards, one bucket netting to zero: net
+    // 10 s ×2, 30 s, 40 s; the middle two of four are 10 and 30.
+    let time = |seconds, coupons| RedemptionTime {
+        campaign_id: "med".into(),
+        seconds,
+        coupons,
+    };
+    let times = [
+        vec![time(10, 2), time(20, 1), time(30, 1)],
+        vec![time(20, -1), time(40, 1)],
+    ];
+    for ((shard, points), redemption_times) in [(5, 5), (6, -5)].into_iter().zip(times) {
+        let changes = ChangeSet {
+            report: ReportSums {
+                lots: vec![LotTally {
+                    expires_quarter: Some(day(200)),
+                    matures_quarter: None,
+                    state: LotState::Available,
+                    remaining_points: points,
+                    held_points: 0,
+                }],
+                redemption_times,
+                ..ReportSums::default()
+            },
+            shard,
+            ..ChangeSet::default()
+        };
+        flushed(&store, &changes).await;
+    }
+    let mut uow = store.begin_read().await.expect("begin");
+    let lots = uow.liability_lots(day(4), &bounds).await.expect("lots");
+    let mut groups = lots.groups.clone();
+    groups.sort_by_key(|g| g.expires_quarter);
+    let tallies = uow.report_sums().await.expect("sums").lots;
+    assert_eq!(
+        groups,
+        counted_groups(&tallies, quarter_of(day(4)), &bounds)
+    );
+    assert!(groups.iter().all(|g| g.expires_quarter != Some(day(4))));
+    let median = uow.campaign_sums("med").await.expect("sums");
+    assert_eq!(median.middle_times, Some((10, 30)));
+    let seconds = |s| chrono::TimeDelta::seconds(s);
+    let all = [(10, 2), (20, 0), (30, 1), (40, 1)].map(|(s, n)| (seconds(s), n));
+    assert_eq!(
+        crate::domain::report::median_duration(all.to_vec()),
+        Some(seconds(20))
+    );
+    assert!(
+        uow.campaign_sums("none")
+            .await
+            .expect("sums")
+            .middle_times
+            .is_none()
+    );
 }

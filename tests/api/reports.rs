@@ -554,7 +554,10 @@ async fn activity_is_booked_on_local_days(app: &TestApp) {
         row(Store, "umeda", "2026-04-02", (40, 0, 0), (1, 4000, 1, 0)),
     ];
     let both: Vec<_> = april_1.iter().chain(&april_2).cloned().collect();
-    assert_eq!(sorted(activity(app, tokyo_days, true).await), sorted(both));
+    assert_eq!(
+        sorted(activity(app, tokyo_days, true).await),
+        sorted(both.clone())
+    );
     // The New York sale's day (March 31 there) began before the range: it is not in it.
     // Only April 2:
     let one_day = (utc(2026, 4, 1, 15), utc(2026, 4, 2, 15));
@@ -594,25 +597,42 @@ async fn activity_is_booked_on_local_days(app: &TestApp) {
             "{days:?}"
         );
     }
-    // One store's rows only.
-    let umeda = app
-        .admin
-        .reports()
-        .get_activity(proto::GetActivityRequest {
-            start_time: Some(timestamp(utc(2026, 3, 25, 15))),
-            end_time: Some(timestamp(utc(2026, 4, 5, 15))),
-            group_by_day: false,
-            store_id: "umeda".into(),
-        })
-        .await
-        .expect("activity")
-        .into_inner()
-        .rows;
+    // One store's rows only, in totals and by day.
+    let at_umeda = |(start, end): (DateTime<Utc>, DateTime<Utc>), group_by_day| {
+        let mut reports = app.admin.reports();
+        async move {
+            reports
+                .get_activity(proto::GetActivityRequest {
+                    start_time: Some(timestamp(start)),
+                    end_time: Some(timestamp(end)),
+                    group_by_day,
+                    store_id: "umeda".into(),
+                })
+                .await
+                .expect("activity")
+                .into_inner()
+                .rows
+        }
+    };
+    let eleven_days = (utc(2026, 3, 25, 15), utc(2026, 4, 5, 15));
     let umeda_totals = vec![
         row(Unspecified, "umeda", "", (30, 0, 0), (0, 0, 0, 1)),
         row(Store, "umeda", "", (40, 0, 0), (1, 4000, 2, 0)),
     ];
-    assert_eq!(sorted(umeda), sorted(umeda_totals));
+    assert_eq!(
+        sorted(at_umeda(eleven_days, false).await),
+        sorted(umeda_totals)
+    );
+    let umeda_days: Vec<_> = both
+        .iter()
+        .filter(|row| row.store_id == "umeda")
+        .cloned()
+        .collect();
+    assert_eq!(umeda_days.len(), 3);
+    assert_eq!(
+        sorted(at_umeda(eleven_days, true).await),
+        sorted(umeda_days)
+    );
     app.verify_ok().await;
 }
 

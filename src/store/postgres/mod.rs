@@ -709,7 +709,7 @@ impl UnitOfWork for PgUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
-        PgUnitOfWork::campaign_report(self, campaign_id).await
+        PgUnitOfWork::campaign_sums(self, campaign_id).await
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

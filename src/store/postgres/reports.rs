@@ -207,34 +207,39 @@ const LOT_EXPIRY_SPAN: &str = r#"
 select nullif((select min(expires_quarter) from lot_summary), 'infinity') as first,
     (select max(expires_quarter) from lot_summary where expires_quarter < 'infinity') as last"#;
 
-/// `summary::counted_groups` in SQL: `$1`/`$2` the ranges' bounds, `$3` the start of as_of's
-/// quarter; a range is an index range of the primary key's first column.
+/// `summary::counted_groups` in SQL: `$1` the ranges' labels, `$2`/`$3` their bounds (null:
+/// open), `$4` the start of as_of's quarter; a range is an index range of the primary key's
+/// first column. Groups that net to zero are left out.
 const LIABILITY: &str = r#"
-select b.lo as expires_quarter,
-    sum(case
-        when s.expires_quarter >= $3 then s.remaining_points
-        else s.held_points
-    end)::bigint as outstanding_points,
-    sum(case
-        when s.state = 'pending' and s.expires_quarter >= $3 and s.matures_quarter >= $3
-        then s.remaining_points - s.held_points
-        else 0
-    end)::bigint as pending_points,
-    sum(s.held_points)::bigint as held_points
-from unnest($1::timestamptz[], $2::timestamptz[]) as b (lo, hi)
-join lot_summary s on s.expires_quarter >= b.lo and s.expires_quarter < b.hi
-group by b.lo
-union all
-select null::timestamptz,
-    sum(remaining_points)::bigint,
-    sum(case
-        when state = 'pending' and matures_quarter >= $3 then remaining_points - held_points
-        else 0
-    end)::bigint,
-    sum(held_points)::bigint
-from lot_summary
-where expires_quarter = 'infinity'
-having count(*) > 0"#;
+select * from (
+    select b.label as expires_quarter,
+        sum(case
+            when s.expires_quarter >= $4 then s.remaining_points
+            else s.held_points
+        end)::bigint as outstanding_points,
+        sum(case
+            when s.state = 'pending' and s.expires_quarter >= $4 and s.matures_quarter >= $4
+            then s.remaining_points - s.held_points
+            else 0
+        end)::bigint as pending_points,
+        sum(s.held_points)::bigint as held_points
+    from unnest($1::timestamptz[], $2::timestamptz[], $3::timestamptz[]) as b (label, lo, hi)
+    join lot_summary s
+        on s.expires_quarter >= coalesce(b.lo, '-infinity')
+        and s.expires_quarter < coalesce(b.hi, 'infinity')
+    group by b.label
+    union all
+    select null::timestamptz,
+        sum(remaining_points)::bigint,
+        sum(case
+            when state = 'pending' and matures_quarter >= $4 then remaining_points - held_points
+            else 0
+        end)::bigint,
+        sum(held_points)::bigint
+    from lot_summary
+    where expires_quarter = 'infinity'
+) as groups
+where outstanding_points <> 0 or pending_points <> 0 or held_points <> 0"#;
 
 /// The two middle times to redemption of campaign `$1`, by a running sum (positions
 /// (total - 1) / 2 and total / 2, as `report::median_duration`).
@@ -428,13 +433,20 @@ impl PgUnitOfWork {
         as_of: DateTime<Utc>,
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots> {
-        let (lows, highs): (Vec<_>, Vec<_>) =
-            bounds.windows(2).map(|pair| (pair[0], pair[1])).unzip();
+        // The first range open below, the last open above (short of 'infinity').
+        let ranges = bounds.len().saturating_sub(1);
+        let labels: Vec<DateTime<Utc>> = bounds.iter().take(ranges).copied().collect();
+        let lows: Vec<Option<DateTime<Utc>>> =
+            (0..ranges).map(|i| (i > 0).then_some(bounds[i])).collect();
+        let highs: Vec<Option<DateTime<Utc>>> = (0..ranges)
+            .map(|i| (i + 1 < ranges).then_some(bounds[i + 1]))
+            .collect();
         let start = crate::domain::summary::quarter_of(as_of);
         let query = sqlx::query(LIABILITY)
-            .bind(lows) // $1
-            .bind(highs) // $2
-            .bind(start); // $3
+            .bind(labels) // $1
+            .bind(lows) // $2
+            .bind(highs) // $3
+            .bind(start); // $4
         let groups = self.fetch_all(query, liability_group_from_row).await?;
         let boundary = super::lots::lots_due_between(self, start, as_of).await?;
         Ok(LiabilityLots { groups, boundary })
@@ -442,8 +454,8 @@ impl PgUnitOfWork {
 
     /// What GetCampaignStats reads of one campaign: its coupon and redemption summaries and
     /// the two middle times to redemption.
-    pub(super) async fn campaign_report(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
-        let sums = self.campaign_sums(Some(campaign_id), false).await?;
+    pub(super) async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
+        let sums = self.coupon_sums(Some(campaign_id), false).await?;
         let query = sqlx::query(MIDDLE_TIMES).bind(campaign_id.to_string()); // $1
         let middle_times = self
             .fetch_optional(query, |row| {
@@ -463,7 +475,7 @@ impl PgUnitOfWork {
 
     /// One campaign's coupon summaries (`None`: every campaign's), with or without the times
     /// to redemption.
-    async fn campaign_sums(
+    async fn coupon_sums(
         &mut self,
         campaign_id: Option<&str>,
         times: bool,
@@ -563,7 +575,7 @@ impl PgUnitOfWork {
 
     pub(super) async fn report_sums(&mut self) -> StoreResult<ReportSums> {
         let activity = self.activity_sums(&ActivityWindow::everything()).await?;
-        let coupons = self.campaign_sums(None, true).await?;
+        let coupons = self.coupon_sums(None, true).await?;
         let lots = self.lot_tallies().await?;
         let sums = ReportSums {
             activity: activity.activity,

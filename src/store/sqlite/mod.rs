@@ -741,7 +741,7 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     #[tracing::instrument(level = "debug", skip_all)]
     async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
-        SqliteUnitOfWork::campaign_report(self, campaign_id)
+        SqliteUnitOfWork::campaign_sums(self, campaign_id)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -274,17 +274,32 @@ impl SqliteUnitOfWork {
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots> {
         let start = quarter_of(as_of).timestamp_micros();
-        // [lo, hi] inclusive: micros are integers, and "never" is a range of its own.
+        // (label, lo, hi), [lo, hi] inclusive (micros are integers): the first range open
+        // below, the last open above short of never, which is a range of its own.
+        let last = bounds.len().saturating_sub(2);
         let ranges = bounds
             .windows(2)
-            .map(|pair| (pair[0].timestamp_micros(), pair[1].timestamp_micros() - 1))
-            .chain([(NEVER, NEVER)]);
+            .enumerate()
+            .map(|(i, pair)| {
+                let lo = if i == 0 {
+                    i64::MIN
+                } else {
+                    pair[0].timestamp_micros()
+                };
+                let hi = if i == last {
+                    NEVER - 1
+                } else {
+                    pair[1].timestamp_micros() - 1
+                };
+                (pair[0].timestamp_micros(), lo, hi)
+            })
+            .chain([(NEVER, NEVER, NEVER)]);
         let mut groups = Vec::new();
-        for (lo, hi) in ranges {
+        for (label, lo, hi) in ranges {
             let query = self
                 .query(
                     r"
-                    select ?1 as expires_quarter, count(*) as rows,
+                    select ?4 as expires_quarter, count(*) as rows,
                         sum(case
                             when expires_quarter >= ?3 then remaining_points
                             else held_points
@@ -302,7 +317,8 @@ impl SqliteUnitOfWork {
                 )?
                 .bind(lo) // ?1
                 .bind(hi) // ?2
-                .bind(start); // ?3
+                .bind(start) // ?3
+                .bind(label); // ?4
             groups.extend(query.fetch_one(liability_group_from_row)?);
         }
         let boundary = lots::lots_due_between(self, start, as_of.timestamp_micros())?;
@@ -324,8 +340,8 @@ impl SqliteUnitOfWork {
     /// What GetCampaignStats reads of one campaign: its coupon and redemption summaries and
     /// the two middle times to redemption, found by a running sum in SQL (as
     /// `report::median_duration` finds them).
-    pub(super) fn campaign_report(&self, campaign_id: &str) -> StoreResult<CampaignSums> {
-        let sums = self.campaign_sums(Some(campaign_id), false)?;
+    pub(super) fn campaign_sums(&self, campaign_id: &str) -> StoreResult<CampaignSums> {
+        let sums = self.coupon_sums(Some(campaign_id), false)?;
         let query = self
             .query(
                 r"
@@ -362,7 +378,7 @@ impl SqliteUnitOfWork {
 
     /// The coupon summaries of one campaign, or of every campaign (None); with or without the
     /// times to redemption.
-    fn campaign_sums(&self, campaign_id: Option<&str>, times: bool) -> StoreResult<ReportSums> {
+    fn coupon_sums(&self, campaign_id: Option<&str>, times: bool) -> StoreResult<ReportSums> {
         let read = |one: &'static str, all: &'static str| -> StoreResult<Query<'_>> {
             Ok(match campaign_id {
                 Some(campaign_id) => self.query(one)?.bind(campaign_id), // ?1
@@ -469,7 +485,7 @@ impl SqliteUnitOfWork {
             activity: activity.activity,
             visits: activity.visits,
             lots: self.lot_tallies()?,
-            ..self.campaign_sums(None, true)?
+            ..self.coupon_sums(None, true)?
         };
         // In the order and form of a recomputation.
         let mut tallies = Tallies::new();
@@ -740,18 +756,24 @@ fn lot_tally_from_row(row: &Row<'_>) -> StoreResult<LotTally> {
     })
 }
 
-/// A range's sums; None for a range without rows.
+/// A range's sums; None for a range without rows or whose figures net to zero.
 fn liability_group_from_row(row: &Row<'_>) -> StoreResult<Option<LiabilityGroup>> {
     let c = Cols::new(row, "lot_summary", "expires_quarter");
     if c.get::<i64>("rows")? == 0 {
         return Ok(None);
     }
-    Ok(Some(LiabilityGroup {
+    let group = LiabilityGroup {
         expires_quarter: never_is_none(&c, "expires_quarter")?,
         outstanding_points: c.get("outstanding_points")?,
         pending_points: c.get("pending_points")?,
         held_points: c.get("held_points")?,
-    }))
+    };
+    let zero = [
+        group.outstanding_points,
+        group.pending_points,
+        group.held_points,
+    ] == [0; 3];
+    Ok((!zero).then_some(group))
 }
 
 fn coupon_tally_from_row(row: &Row<'_>) -> StoreResult<CouponTally> {
