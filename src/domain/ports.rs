@@ -776,6 +776,16 @@ pub trait UnitOfWork: LedgerReads {
     async fn lock_report_sums(&mut self) -> StoreResult<()> {
         Ok(())
     }
+    /// Folds the summary rows whose instant is in [from, to) (visits: whose date is one of
+    /// those UTC dates), and every row of the campaigns writers added to, into one row per key
+    /// at shard 0, leaving out keys that net to zero: the shards' rows of settled days and of
+    /// spent lots would otherwise pile up. Every sum stays the same. How many rows it wrote;
+    /// the caller has locked the summaries (`lock_report_sums`).
+    async fn compact_report_sums(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<u64>;
     /// Whether a migration asked for a rebuild of the summaries (a ledger that existed before
     /// them): the server rebuilds them when it starts.
     async fn summary_rebuild_wanted(&mut self) -> StoreResult<bool>;

@@ -86,6 +86,8 @@ pub struct Engine {
     keys: keys::KeyCache,
     /// The hour (of the clock) whose LAPSED check ran last (see `sweeper.rs`).
     lapsed_checked: std::sync::Mutex<Option<DateTime<Utc>>>,
+    /// The hour (of the clock) whose compaction of the report summaries ran last.
+    summaries_compacted: std::sync::Mutex<Option<DateTime<Utc>>>,
     /// How long idempotency records are kept (see `sweeper.rs`); unset: the default.
     idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
 }
@@ -104,6 +106,7 @@ impl Engine {
             core,
             keys: keys::KeyCache::default(),
             lapsed_checked: std::sync::Mutex::new(None),
+            summaries_compacted: std::sync::Mutex::new(None),
             idempotency_retention: std::sync::OnceLock::new(),
         }
     }

@@ -40,6 +40,8 @@ pub struct SweepReport {
     pub failed: usize,
     /// Idempotency records deleted because they outlived the retention window.
     pub idempotency_purged: u64,
+    /// Report summary rows the hourly compaction wrote (folded from its window's rows).
+    pub summary_rows_folded: u64,
 }
 
 /// Items this sweep has handled (done or failed): a pass skips them, so neither a failing
@@ -96,7 +98,50 @@ impl Engine {
             drop(claim);
         }
         self.purge_idempotency(&mut report).await;
+        self.compact_summaries(&mut report).await;
         Ok(report)
+    }
+
+    /// Once an hour, folds the report summaries of the week before yesterday into one row per
+    /// key (`UnitOfWork::compact_report_sums`): every writer adds its own rows (its shard), and
+    /// the rows of spent lots net to zero, so settled days would otherwise keep them all and
+    /// the reports would read them all. Yesterday and today are left to the writers; a late
+    /// row (a register replaying an old sale) is folded the next hour. The summaries are
+    /// locked meanwhile (writers wait at their summary upserts, a few milliseconds).
+    async fn compact_summaries(&self, report: &mut SweepReport) {
+        let now = self.now();
+        let hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+        if *self
+            .summaries_compacted
+            .lock()
+            .expect("compaction gate poisoned")
+            == Some(hour)
+        {
+            return;
+        }
+        let folded = async {
+            let mut uow = self.store().begin().await?;
+            uow.lock_report_sums().await?;
+            let written = uow
+                .compact_report_sums(hour - Duration::days(8), hour - Duration::days(1))
+                .await?;
+            uow.commit().await?;
+            Ok::<_, EngineError>(written)
+        }
+        .await;
+        match folded {
+            Ok(written) => {
+                report.summary_rows_folded = written;
+                *self
+                    .summaries_compacted
+                    .lock()
+                    .expect("compaction gate poisoned") = Some(hour);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "sweep: cannot compact the report summaries; later");
+                report.failed += 1;
+            }
+        }
     }
 
     /// Sets how many days idempotency records are kept (once, at start); 0 keeps them for ever.

@@ -26,6 +26,67 @@ pub(crate) const SUMMARY_TABLES: [&str; 6] = [
     "lot_summary",
 ];
 
+/// How the compaction folds one summary table (`UnitOfWork::compact_report_sums`): its key
+/// and figure columns, and which of its rows it folds.
+pub(crate) struct Fold {
+    pub table: &'static str,
+    /// The key's columns, shard aside.
+    pub key: &'static str,
+    pub figures: &'static [&'static str],
+    pub rows: FoldedRows,
+}
+
+/// Which rows of a summary table a compaction folds.
+pub(crate) enum FoldedRows {
+    /// Those whose instant column is in the window (bound as the two first parameters).
+    Instants(&'static str),
+    /// Those whose date column is in the window's dates (bound likewise).
+    Dates(&'static str),
+    /// Every row of the campaigns some writer has added to since (a row with a shard).
+    TouchedCampaigns,
+}
+
+impl Fold {
+    /// The three statements that fold the rows: sum them per key at shard -1 (keys that net
+    /// to zero are left out), delete the rows summed, and give the sums shard 0. `p1` and `p2`
+    /// are the backend's first two placeholders.
+    pub fn statements(&self, p1: &str, p2: &str) -> [String; 3] {
+        let Fold {
+            table,
+            key,
+            figures,
+            ..
+        } = self;
+        let rows = match self.rows {
+            FoldedRows::Instants(column) | FoldedRows::Dates(column) => {
+                format!("{column} >= {p1} and {column} < {p2}")
+            }
+            FoldedRows::TouchedCampaigns => {
+                format!("campaign_id in (select campaign_id from {table} where shard <> 0)")
+            }
+        };
+        let columns = figures.join(", ");
+        let sums = figures
+            .iter()
+            .map(|f| format!("sum({f})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let nonzero = figures
+            .iter()
+            .map(|f| format!("sum({f}) <> 0"))
+            .collect::<Vec<_>>()
+            .join(" or ");
+        [
+            format!(
+                "insert into {table} ({key}, shard, {columns}) select {key}, -1, {sums} \
+                 from {table} where {rows} group by {key} having {nonzero}"
+            ),
+            format!("delete from {table} where ({rows}) and shard <> -1"),
+            format!("update {table} set shard = 0 where shard = -1"),
+        ]
+    }
+}
+
 /// Opens (creating if needed) the database at `url` and runs its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {

@@ -725,6 +725,14 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::recompute_report_sums(self).await
     }
 
+    async fn compact_report_sums(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        PgUnitOfWork::compact_report_sums(self, from, to).await
+    }
+
     async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
         PgUnitOfWork::replace_report_sums(self, sums).await
     }

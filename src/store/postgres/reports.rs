@@ -20,7 +20,7 @@ use crate::domain::{
         redemption_bucket,
     },
 };
-use crate::store::SUMMARY_TABLES;
+use crate::store::{Fold, FoldedRows, SUMMARY_TABLES};
 
 // ---------------------------------------------------------------------------------------------
 // The flush's parts: `$1` is the shard, then one array per column. Every part upserts rows the
@@ -169,6 +169,53 @@ pub(super) fn bind_lots<'q>(q: PgQuery<'q>, shard: i16, rows: &'q [LotTally]) ->
         .bind(column(rows, |t| t.remaining_points)) // $5
         .bind(column(rows, |t| t.held_points)) // $6
 }
+
+/// The summary tables as the compaction folds them (`crate::store::Fold`).
+const FOLDS: [Fold; 6] = [
+    Fold {
+        table: "activity_summary",
+        key: "period, channel, store_id",
+        figures: &[
+            "points_earned",
+            "points_redeemed",
+            "points_expired",
+            "orders",
+            "sales",
+            "receipts",
+        ],
+        rows: FoldedRows::Instants("period"),
+    },
+    Fold {
+        table: "visit_summary",
+        key: "visit_date, store_id",
+        figures: &["visits"],
+        rows: FoldedRows::Dates("visit_date"),
+    },
+    Fold {
+        table: "lot_summary",
+        key: "expires_quarter, matures_quarter, state",
+        figures: &["remaining_points", "held_points"],
+        rows: FoldedRows::Instants("expires_quarter"),
+    },
+    Fold {
+        table: "coupon_summary",
+        key: "campaign_id, variant_id, source, state",
+        figures: &["coupons", "discount"],
+        rows: FoldedRows::TouchedCampaigns,
+    },
+    Fold {
+        table: "redemption_summary",
+        key: "campaign_id, channel",
+        figures: &["coupons"],
+        rows: FoldedRows::TouchedCampaigns,
+    },
+    Fold {
+        table: "redemption_time_summary",
+        key: "campaign_id, seconds",
+        figures: &["coupons"],
+        rows: FoldedRows::TouchedCampaigns,
+    },
+];
 
 // ---------------------------------------------------------------------------------------------
 // The reports' reads.
@@ -587,6 +634,37 @@ impl PgUnitOfWork {
         let mut tallies = Tallies::new();
         tallies.add(sums, |cell| cell.period);
         Ok(tallies.finish())
+    }
+
+    /// Folds the summaries' rows of [from, to) into one row per key (see `Fold`); how many
+    /// rows it wrote.
+    pub(super) async fn compact_report_sums(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        fn window<'q>(
+            query: PgQuery<'q>,
+            rows: &FoldedRows,
+            [from, to]: [DateTime<Utc>; 2],
+        ) -> PgQuery<'q> {
+            match rows {
+                FoldedRows::Instants(_) => query.bind(from).bind(to), // $1, $2
+                FoldedRows::Dates(_) => query.bind(from.date_naive()).bind(to.date_naive()),
+                FoldedRows::TouchedCampaigns => query,
+            }
+        }
+        let mut written = 0;
+        for fold in &FOLDS {
+            let [sum, delete, settle] = fold.statements("$1", "$2");
+            written += self
+                .run_counted(window(sqlx::query(&sum), &fold.rows, [from, to]))
+                .await?;
+            self.run(window(sqlx::query(&delete), &fold.rows, [from, to]))
+                .await?;
+            self.run(sqlx::query(&settle)).await?;
+        }
+        Ok(written)
     }
 
     pub(super) async fn lock_report_sums(&mut self) -> StoreResult<()> {

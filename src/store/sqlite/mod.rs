@@ -757,6 +757,14 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::recompute_report_sums(self)
     }
 
+    async fn compact_report_sums(
+        &mut self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        SqliteUnitOfWork::compact_report_sums(self, from, to)
+    }
+
     async fn replace_report_sums(&mut self, sums: &ReportSums) -> StoreResult<()> {
         SqliteUnitOfWork::replace_report_sums(self, sums)
     }

@@ -22,7 +22,7 @@ use crate::domain::{
         Tallies, quarter_of,
     },
 };
-use crate::store::SUMMARY_TABLES;
+use crate::store::{Fold, FoldedRows, SUMMARY_TABLES};
 
 // Instants are floored to QUARTER_MICROS as `quarter_of` does, before 1970 too:
 // `x - ((x % q) + q) % q`, since SQL's `%` keeps the sign of `x`.
@@ -68,6 +68,53 @@ macro_rules! campaign_summary {
         )
     };
 }
+
+/// The summary tables as the compaction folds them (`crate::store::Fold`).
+const FOLDS: [Fold; 6] = [
+    Fold {
+        table: "activity_summary",
+        key: "period, channel, store_id",
+        figures: &[
+            "points_earned",
+            "points_redeemed",
+            "points_expired",
+            "orders",
+            "sales_e4",
+            "receipts",
+        ],
+        rows: FoldedRows::Instants("period"),
+    },
+    Fold {
+        table: "visit_summary",
+        key: "visit_date, store_id",
+        figures: &["visits"],
+        rows: FoldedRows::Dates("visit_date"),
+    },
+    Fold {
+        table: "lot_summary",
+        key: "expires_quarter, matures_quarter, state",
+        figures: &["remaining_points", "held_points"],
+        rows: FoldedRows::Instants("expires_quarter"),
+    },
+    Fold {
+        table: "coupon_summary",
+        key: "campaign_id, variant_id, source, state",
+        figures: &["coupons", "discount_e4"],
+        rows: FoldedRows::TouchedCampaigns,
+    },
+    Fold {
+        table: "redemption_summary",
+        key: "campaign_id, channel",
+        figures: &["coupons"],
+        rows: FoldedRows::TouchedCampaigns,
+    },
+    Fold {
+        table: "redemption_time_summary",
+        key: "campaign_id, seconds",
+        figures: &["coupons"],
+        rows: FoldedRows::TouchedCampaigns,
+    },
+];
 
 /// GetActivity's read of the activity summary (see `ActivityWindow`): `?1`-`?2` the window,
 /// `?3`-`?4` its interior (summed per channel and store, on `?3`); of every store, or with
@@ -491,6 +538,39 @@ impl SqliteUnitOfWork {
         let mut tallies = Tallies::new();
         tallies.add(sums, |cell| cell.period);
         Ok(tallies.finish())
+    }
+
+    /// Folds the summaries' rows of [from, to) into one row per key (see `Fold`); how many
+    /// rows it wrote.
+    pub(super) fn compact_report_sums(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        fn window<'c>(
+            query: Query<'c>,
+            rows: &FoldedRows,
+            window: [DateTime<Utc>; 2],
+        ) -> Query<'c> {
+            let [from, to] = window;
+            match rows {
+                FoldedRows::Instants(_) => query
+                    .bind(from.timestamp_micros()) // ?1
+                    .bind(to.timestamp_micros()), // ?2
+                FoldedRows::Dates(_) => query
+                    .bind(from.date_naive().to_string()) // ?1
+                    .bind(to.date_naive().to_string()), // ?2
+                FoldedRows::TouchedCampaigns => query,
+            }
+        }
+        let mut written = 0;
+        for fold in &FOLDS {
+            let [sum, delete, settle] = fold.statements("?1", "?2");
+            written += window(self.query(&sum)?, &fold.rows, [from, to]).execute()? as u64;
+            window(self.query(&delete)?, &fold.rows, [from, to]).execute()?;
+            self.query(&settle)?.execute()?;
+        }
+        Ok(written)
     }
 
     /// Replaces every summary row with `sums` (at shard 0) and clears the rebuild requests.
