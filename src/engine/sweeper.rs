@@ -119,6 +119,7 @@ impl Engine {
         {
             return;
         }
+        let started = std::time::Instant::now();
         let folded = async {
             let mut uow = self.store().begin().await?;
             uow.lock_report_sums().await?;
@@ -131,6 +132,8 @@ impl Engine {
         .await;
         match folded {
             Ok(written) => {
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                tracing::info!(rows = written, elapsed_ms, "report summaries compacted");
                 report.summary_rows_folded = written;
                 *self
                     .summaries_compacted
