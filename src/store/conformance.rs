@@ -2047,13 +2047,17 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
 
     // The compaction folds every shard's rows of its window into one row per key and drops
     // the keys that net to zero: every sum stays as it was.
-    let mut uow = store.begin().await.expect("begin");
-    uow.lock_report_sums().await.expect("lock");
-    let written = uow
-        .compact_report_sums(day(-10), day(400))
-        .await
-        .expect("compact");
-    uow.commit().await.expect("commit");
+    let compact = async || {
+        let mut uow = store.begin().await.expect("begin");
+        uow.lock_report_sums().await.expect("lock");
+        let written = uow
+            .compact_report_sums(day(-10), day(400))
+            .await
+            .expect("compact");
+        uow.commit().await.expect("commit");
+        written
+    };
+    let written = compact().await;
     let mut uow = store.begin_read().await.expect("begin");
     assert_eq!(uow.report_sums().await.expect("sums"), before);
     assert!(written > 0);
@@ -2066,13 +2070,7 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
     drop(uow);
     // Folded once, a window has one row per key: folding it again writes those rows again,
     // and no campaign is touched.
-    let mut uow = store.begin().await.expect("begin");
-    uow.lock_report_sums().await.expect("lock");
-    let again = uow
-        .compact_report_sums(day(-10), day(400))
-        .await
-        .expect("compact");
-    uow.commit().await.expect("commit");
+    let again = compact().await;
     assert!(again < written, "{again} rows, then {written}");
     let mut uow = store.begin_read().await.expect("begin");
     assert_eq!(uow.report_sums().await.expect("sums"), before);

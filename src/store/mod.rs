@@ -87,6 +87,59 @@ impl Fold {
     }
 }
 
+/// The summary tables as the compaction folds them, with the backend's names of the two money
+/// columns (SQLite keeps ten-thousandths: `sales_e4`, `discount_e4`).
+macro_rules! summary_folds {
+    ($sales:literal, $discount:literal) => {
+        [
+            $crate::store::Fold {
+                table: "activity_summary",
+                key: "period, channel, store_id",
+                figures: &[
+                    "points_earned",
+                    "points_redeemed",
+                    "points_expired",
+                    "orders",
+                    $sales,
+                    "receipts",
+                ],
+                rows: $crate::store::FoldedRows::Instants("period"),
+            },
+            $crate::store::Fold {
+                table: "visit_summary",
+                key: "visit_date, store_id",
+                figures: &["visits"],
+                rows: $crate::store::FoldedRows::Dates("visit_date"),
+            },
+            $crate::store::Fold {
+                table: "lot_summary",
+                key: "expires_quarter, matures_quarter, state",
+                figures: &["remaining_points", "held_points"],
+                rows: $crate::store::FoldedRows::Instants("expires_quarter"),
+            },
+            $crate::store::Fold {
+                table: "coupon_summary",
+                key: "campaign_id, variant_id, source, state",
+                figures: &["coupons", $discount],
+                rows: $crate::store::FoldedRows::TouchedCampaigns,
+            },
+            $crate::store::Fold {
+                table: "redemption_summary",
+                key: "campaign_id, channel",
+                figures: &["coupons"],
+                rows: $crate::store::FoldedRows::TouchedCampaigns,
+            },
+            $crate::store::Fold {
+                table: "redemption_time_summary",
+                key: "campaign_id, seconds",
+                figures: &["coupons"],
+                rows: $crate::store::FoldedRows::TouchedCampaigns,
+            },
+        ]
+    };
+}
+pub(crate) use summary_folds;
+
 /// Opens (creating if needed) the database at `url` and runs its migrations.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {

@@ -20,7 +20,7 @@ use crate::domain::{
         redemption_bucket,
     },
 };
-use crate::store::{Fold, FoldedRows, SUMMARY_TABLES};
+use crate::store::{Fold, FoldedRows, SUMMARY_TABLES, summary_folds};
 
 // ---------------------------------------------------------------------------------------------
 // The flush's parts: `$1` is the shard, then one array per column. Every part upserts rows the
@@ -171,51 +171,7 @@ pub(super) fn bind_lots<'q>(q: PgQuery<'q>, shard: i16, rows: &'q [LotTally]) ->
 }
 
 /// The summary tables as the compaction folds them (`crate::store::Fold`).
-const FOLDS: [Fold; 6] = [
-    Fold {
-        table: "activity_summary",
-        key: "period, channel, store_id",
-        figures: &[
-            "points_earned",
-            "points_redeemed",
-            "points_expired",
-            "orders",
-            "sales",
-            "receipts",
-        ],
-        rows: FoldedRows::Instants("period"),
-    },
-    Fold {
-        table: "visit_summary",
-        key: "visit_date, store_id",
-        figures: &["visits"],
-        rows: FoldedRows::Dates("visit_date"),
-    },
-    Fold {
-        table: "lot_summary",
-        key: "expires_quarter, matures_quarter, state",
-        figures: &["remaining_points", "held_points"],
-        rows: FoldedRows::Instants("expires_quarter"),
-    },
-    Fold {
-        table: "coupon_summary",
-        key: "campaign_id, variant_id, source, state",
-        figures: &["coupons", "discount"],
-        rows: FoldedRows::TouchedCampaigns,
-    },
-    Fold {
-        table: "redemption_summary",
-        key: "campaign_id, channel",
-        figures: &["coupons"],
-        rows: FoldedRows::TouchedCampaigns,
-    },
-    Fold {
-        table: "redemption_time_summary",
-        key: "campaign_id, seconds",
-        figures: &["coupons"],
-        rows: FoldedRows::TouchedCampaigns,
-    },
-];
+const FOLDS: [Fold; 6] = summary_folds!("sales", "discount");
 
 // ---------------------------------------------------------------------------------------------
 // The reports' reads.

@@ -22,7 +22,7 @@ use crate::domain::{
         Tallies, quarter_of,
     },
 };
-use crate::store::{Fold, FoldedRows, SUMMARY_TABLES};
+use crate::store::{Fold, FoldedRows, SUMMARY_TABLES, summary_folds};
 
 // Instants are floored to QUARTER_MICROS as `quarter_of` does, before 1970 too:
 // `x - ((x % q) + q) % q`, since SQL's `%` keeps the sign of `x`.
@@ -70,51 +70,7 @@ macro_rules! campaign_summary {
 }
 
 /// The summary tables as the compaction folds them (`crate::store::Fold`).
-const FOLDS: [Fold; 6] = [
-    Fold {
-        table: "activity_summary",
-        key: "period, channel, store_id",
-        figures: &[
-            "points_earned",
-            "points_redeemed",
-            "points_expired",
-            "orders",
-            "sales_e4",
-            "receipts",
-        ],
-        rows: FoldedRows::Instants("period"),
-    },
-    Fold {
-        table: "visit_summary",
-        key: "visit_date, store_id",
-        figures: &["visits"],
-        rows: FoldedRows::Dates("visit_date"),
-    },
-    Fold {
-        table: "lot_summary",
-        key: "expires_quarter, matures_quarter, state",
-        figures: &["remaining_points", "held_points"],
-        rows: FoldedRows::Instants("expires_quarter"),
-    },
-    Fold {
-        table: "coupon_summary",
-        key: "campaign_id, variant_id, source, state",
-        figures: &["coupons", "discount_e4"],
-        rows: FoldedRows::TouchedCampaigns,
-    },
-    Fold {
-        table: "redemption_summary",
-        key: "campaign_id, channel",
-        figures: &["coupons"],
-        rows: FoldedRows::TouchedCampaigns,
-    },
-    Fold {
-        table: "redemption_time_summary",
-        key: "campaign_id, seconds",
-        figures: &["coupons"],
-        rows: FoldedRows::TouchedCampaigns,
-    },
-];
+const FOLDS: [Fold; 6] = summary_folds!("sales_e4", "discount_e4");
 
 /// GetActivity's read of the activity summary (see `ActivityWindow`): `?1`-`?2` the window,
 /// `?3`-`?4` its interior (summed per channel and store, on `?3`); of every store, or with
