@@ -194,7 +194,7 @@ async fn metrics_count_calls_by_code(backend: Backend) {
     set_hold_ttl(&clients.admin, 1).await;
 
     // Act: concurrent sales (the writer batches them), a refused sale, an unauthenticated
-    // call, an admin coupon, an accepted and a rejected location report.
+    // call, an admin coupon, an accepted and a rejected location report, a scanned receipt.
     let sales: Vec<_> = (0..SALES)
         .map(|n| {
             let register = clients.register.clone();
@@ -237,6 +237,45 @@ async fn metrics_count_calls_by_code(backend: Backend) {
             .await
             .expect("report");
     }
+    clients
+        .admin
+        .engagement()
+        .create_receipt_rule(proto::CreateReceiptRuleRequest {
+            request_id: "rule".into(),
+            rule: Some(proto::ReceiptRule {
+                rule_id: "photo".into(),
+                earn_rate: "0.01".into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("receipt rule");
+    let receipt = proto::Receipt {
+        store_id: "shibuya".into(),
+        register_id: "9".into(),
+        receipt_no: "R-1".into(),
+        issued_at: Some(prost_types::Timestamp {
+            seconds: (Utc::now() - chrono::Duration::hours(1)).timestamp(),
+            nanos: 0,
+        }),
+        total: "1500".into(),
+        lines: basket(&["1500"]).lines,
+        image_sha256: "a".repeat(64),
+        raw_text: String::new(),
+    };
+    let scanned = engagement
+        .clone()
+        .submit_receipt(proto::SubmitReceiptRequest {
+            request_id: "receipt-1".into(),
+            member: Some(member_ref(&member_id)),
+            receipt: Some(receipt),
+        })
+        .await
+        .expect("receipt")
+        .into_inner()
+        .result
+        .expect("result");
+    assert_eq!(scanned.points_awarded, 15);
     let held = ec_order("auth-1", "EC-1", &member_id, "1000", 0);
     clients
         .checkout
@@ -312,6 +351,10 @@ async fn metrics_count_calls_by_code(backend: Backend) {
     assert_eq!(found(reports, &[("verdict", "accepted")]), Some(1.0));
     assert_eq!(
         found(reports, &[("verdict", "rejected_accuracy")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        found("omo_receipts_total", &[("status", "accepted")]),
         Some(1.0)
     );
     // Labels never carry ids: the member, the order and the coupon's source id are nowhere.
