@@ -363,30 +363,59 @@ fn owed(alive: bool, immature: bool, state: LotState, remaining: i64, held: i64)
     [outstanding, pending, held]
 }
 
-/// The lot summary counted as of `start` (a quarter hour), grouped by the range of `bounds`
-/// the expiry falls in, as a backend's `liability_lots` reads it (its SQL is this function;
-/// the store conformance tests hold them equal). A summary row knows its lots' quarters, not
-/// their instants: it is expired from its expiry quarter on, mature from its maturity quarter.
-///
-/// The first range is open below and the last open above (short of never), so that no point
-/// is left out even if the bounds did not cover every expiry; with fewer than two bounds only
-/// the lots that never expire are counted. A group whose figures net to zero is no group.
+/// A range of expiry instants the liability is counted in: [from, to), None for open, shown
+/// under `label`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExpiryRange {
+    pub label: DateTime<Utc>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl ExpiryRange {
+    pub fn contains(&self, at: DateTime<Utc>) -> bool {
+        self.from.is_none_or(|from| from <= at) && self.to.is_none_or(|to| at < to)
+    }
+}
+
+/// The ranges [bounds[i], bounds[i + 1]) under their first bound, the first open below and the
+/// last open above (short of never), so that no point is left out even if the bounds did not
+/// cover every expiry; fewer than two bounds make no range. Both backends read the lot summary
+/// in these ranges.
+pub fn expiry_ranges(bounds: &[DateTime<Utc>]) -> Vec<ExpiryRange> {
+    let last = bounds.len().saturating_sub(2);
+    bounds
+        .windows(2)
+        .enumerate()
+        .map(|(i, pair)| ExpiryRange {
+            label: pair[0],
+            from: (i > 0).then_some(pair[0]),
+            to: (i < last).then_some(pair[1]),
+        })
+        .collect()
+}
+
+/// The lot summary counted as of `start` (a quarter hour), grouped by the range of
+/// [`expiry_ranges`] of `bounds` the expiry falls in, as a backend's `liability_lots` reads it
+/// (its SQL is this function; the store conformance tests hold them equal), and the lots that
+/// never expire. A summary row knows its lots' quarters, not their instants: it is expired
+/// from its expiry quarter on, mature from its maturity quarter. A group whose figures net to
+/// zero is no group.
 pub fn counted_groups(
     tallies: &[LotTally],
     start: DateTime<Utc>,
     bounds: &[DateTime<Utc>],
 ) -> Vec<LiabilityGroup> {
+    let ranges = expiry_ranges(bounds);
     let after_start = |quarter: Option<DateTime<Utc>>| quarter.is_none_or(|q| q >= start);
     let mut groups = Groups::default();
     for t in tallies {
         let range = match t.expires_quarter {
             None => None,
-            Some(_) if bounds.len() < 2 => continue,
-            Some(at) => {
-                let ranges = bounds.len() - 1;
-                let i = bounds.partition_point(|bound| *bound <= at);
-                Some(bounds[i.clamp(1, ranges) - 1])
-            }
+            Some(at) => match ranges.iter().find(|range| range.contains(at)) {
+                Some(range) => Some(range.label),
+                None => continue,
+            },
         };
         let figures = owed(
             after_start(t.expires_quarter),

@@ -85,9 +85,9 @@ pub struct Engine {
     /// API keys read recently (see `keys.rs`).
     keys: keys::KeyCache,
     /// The hour (of the clock) whose LAPSED check ran last (see `sweeper.rs`).
-    lapsed_checked: std::sync::Mutex<Option<DateTime<Utc>>>,
+    lapsed_checked: sweeper::HourGate,
     /// The hour (of the clock) whose compaction of the report summaries ran last.
-    summaries_compacted: std::sync::Mutex<Option<DateTime<Utc>>>,
+    summaries_compacted: sweeper::HourGate,
     /// How long idempotency records are kept (see `sweeper.rs`); unset: the default.
     idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
 }
@@ -105,8 +105,8 @@ impl Engine {
             writer: Writer::spawn(core.clone(), writers.max(1)),
             core,
             keys: keys::KeyCache::default(),
-            lapsed_checked: std::sync::Mutex::new(None),
-            summaries_compacted: std::sync::Mutex::new(None),
+            lapsed_checked: sweeper::HourGate::default(),
+            summaries_compacted: sweeper::HourGate::default(),
             idempotency_retention: std::sync::OnceLock::new(),
         }
     }

@@ -44,6 +44,23 @@ pub struct SweepReport {
     pub summary_rows_folded: u64,
 }
 
+/// The clock hour a once-an-hour part of the sweep (the LAPSED check, the compaction) last
+/// ran in.
+#[derive(Debug, Default)]
+pub(super) struct HourGate(std::sync::Mutex<Option<DateTime<Utc>>>);
+
+impl HourGate {
+    /// The hour `now` is in, unless the job has run in it.
+    fn due(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
+        (*self.0.lock().expect("hour gate poisoned") != Some(hour)).then_some(hour)
+    }
+
+    fn ran(&self, hour: DateTime<Utc>) {
+        *self.0.lock().expect("hour gate poisoned") = Some(hour);
+    }
+}
+
 /// Items this sweep has handled (done or failed): a pass skips them, so neither a failing
 /// item nor one that turned out to need nothing is tried twice in one sweep.
 #[derive(Default)]
@@ -109,16 +126,9 @@ impl Engine {
     /// row (a register replaying an old sale) is folded the next hour. The summaries are
     /// locked meanwhile (writers wait at their summary upserts, a few milliseconds).
     async fn compact_summaries(&self, report: &mut SweepReport) {
-        let now = self.now();
-        let hour = now.duration_trunc(Duration::hours(1)).unwrap_or(now);
-        if *self
-            .summaries_compacted
-            .lock()
-            .expect("compaction gate poisoned")
-            == Some(hour)
-        {
+        let Some(hour) = self.summaries_compacted.due(self.now()) else {
             return;
-        }
+        };
         let started = std::time::Instant::now();
         let folded = async {
             let mut uow = self.store().begin().await?;
@@ -135,10 +145,7 @@ impl Engine {
                 let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 tracing::info!(rows = written, elapsed_ms, "report summaries compacted");
                 report.summary_rows_folded = written;
-                *self
-                    .summaries_compacted
-                    .lock()
-                    .expect("compaction gate poisoned") = Some(hour);
+                self.summaries_compacted.ran(hour);
             }
             Err(error) => {
                 tracing::warn!(%error, "sweep: cannot compact the report summaries; later");
@@ -259,13 +266,9 @@ impl Engine {
     /// once: each coupon is re-decided under the member's lock and unique per (rule, member,
     /// date). Returns how many coupons were issued.
     async fn sweep_lapsed(&self) -> Result<usize, EngineError> {
-        let hour = self
-            .now()
-            .duration_trunc(chrono::Duration::hours(1))
-            .unwrap_or_else(|_| self.now());
-        if *self.lapsed_checked.lock().expect("lapsed gate poisoned") == Some(hour) {
+        let Some(hour) = self.lapsed_checked.due(self.now()) else {
             return Ok(0);
-        }
+        };
         let rules = {
             let mut uow = self.store().begin_read().await?;
             self.core.reference.visit_rules(uow.as_mut()).await?
@@ -274,7 +277,7 @@ impl Engine {
         for rule in rules.iter().filter(|r| r.kind == VisitRuleKind::Lapsed) {
             issued += self.sweep_lapsed_rule(rule, hour).await?;
         }
-        *self.lapsed_checked.lock().expect("lapsed gate poisoned") = Some(hour);
+        self.lapsed_checked.ran(hour);
         Ok(issued)
     }
 

@@ -10,7 +10,9 @@ use omo::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::helpers::{Backend, TestApp, basket, member_ref, spawn_app_with, store_sale};
+use crate::helpers::{
+    Backend, TestApp, basket, create_receipt_rule_as, member_ref, spawn_app_with, store_sale,
+};
 
 async fn dashboard_app() -> TestApp {
     spawn_app_with(Backend::Sqlite, |config| {
@@ -142,18 +144,7 @@ async fn seed(app: &TestApp) {
     }
     app.set_program(|program| program.max_receipts_per_day = 1)
         .await;
-    app.admin
-        .engagement()
-        .create_receipt_rule(proto::CreateReceiptRuleRequest {
-            request_id: "rule".into(),
-            rule: Some(proto::ReceiptRule {
-                rule_id: "photo".into(),
-                earn_rate: "0.01".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("receipt rule");
+    create_receipt_rule_as(&app.admin, "photo", "0.01").await;
     let member_id = app.create_member("receipts").await;
     for n in 0..2 {
         let receipt = proto::Receipt {

@@ -661,6 +661,23 @@ pub async fn serve(database_url: &str, env: &[(&str, &str)]) -> omo::bench::Serv
     .expect("omo serve starts")
 }
 
+/// A receipt rule `rule_id` earning `earn_rate` points per yen of any store, created by
+/// `admin`.
+pub async fn create_receipt_rule_as(admin: &Client, rule_id: &str, earn_rate: &str) {
+    admin
+        .engagement()
+        .create_receipt_rule(proto::CreateReceiptRuleRequest {
+            request_id: format!("rule-{rule_id}"),
+            rule: Some(proto::ReceiptRule {
+                rule_id: rule_id.into(),
+                earn_rate: earn_rate.into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("receipt rule");
+}
+
 /// A store at Shibuya (radius 100 m), created by `admin`.
 pub async fn create_store_as(admin: &Client, store_id: &str) {
     admin

@@ -16,9 +16,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, CliKeys, RoleClients, basket, card_ref, cli_key, create_member_as, create_store_as,
-    ec_order, fresh_database, identifier, issue_coupon_as, member_ref, omo_cli, record_sale_as,
-    serve, set_hold_ttl, store_sale,
+    Backend, CliKeys, RoleClients, basket, card_ref, cli_key, create_member_as,
+    create_receipt_rule_as, create_store_as, ec_order, fresh_database, identifier, issue_coupon_as,
+    member_ref, omo_cli, record_sale_as, serve, set_hold_ttl, store_sale,
 };
 
 mod metrics_count_calls_by_code {
@@ -237,19 +237,7 @@ async fn metrics_count_calls_by_code(backend: Backend) {
             .await
             .expect("report");
     }
-    clients
-        .admin
-        .engagement()
-        .create_receipt_rule(proto::CreateReceiptRuleRequest {
-            request_id: "rule".into(),
-            rule: Some(proto::ReceiptRule {
-                rule_id: "photo".into(),
-                earn_rate: "0.01".into(),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("receipt rule");
+    create_receipt_rule_as(&clients.admin, "photo", "0.01").await;
     let receipt = proto::Receipt {
         store_id: "shibuya".into(),
         register_id: "9".into(),

@@ -16,7 +16,7 @@ use crate::domain::{
         Visit, VisitCount,
     },
     summary::{
-        CouponTally, LotTally, RedemptionTally, RedemptionTime, ReportSums, Tallies,
+        CouponTally, LotTally, RedemptionTally, RedemptionTime, ReportSums, Tallies, expiry_ranges,
         redemption_bucket,
     },
 };
@@ -436,14 +436,10 @@ impl PgUnitOfWork {
         as_of: DateTime<Utc>,
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots> {
-        // The first range open below, the last open above (short of 'infinity').
-        let ranges = bounds.len().saturating_sub(1);
-        let labels: Vec<DateTime<Utc>> = bounds.iter().take(ranges).copied().collect();
-        let lows: Vec<Option<DateTime<Utc>>> =
-            (0..ranges).map(|i| (i > 0).then_some(bounds[i])).collect();
-        let highs: Vec<Option<DateTime<Utc>>> = (0..ranges)
-            .map(|i| (i + 1 < ranges).then_some(bounds[i + 1]))
-            .collect();
+        let ranges = expiry_ranges(bounds);
+        let labels: Vec<DateTime<Utc>> = ranges.iter().map(|range| range.label).collect();
+        let lows: Vec<Option<DateTime<Utc>>> = ranges.iter().map(|range| range.from).collect();
+        let highs: Vec<Option<DateTime<Utc>>> = ranges.iter().map(|range| range.to).collect();
         let start = crate::domain::summary::quarter_of(as_of);
         let query = sqlx::query(LIABILITY)
             .bind(labels) // $1
@@ -458,7 +454,7 @@ impl PgUnitOfWork {
     /// What GetCampaignStats reads of one campaign: its coupon and redemption summaries and
     /// the two middle times to redemption.
     pub(super) async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums> {
-        let sums = self.coupon_sums(Some(campaign_id), false).await?;
+        let sums = self.coupon_sums(Some(campaign_id)).await?;
         let query = sqlx::query(MIDDLE_TIMES).bind(campaign_id.to_string()); // $1
         let middle_times = self
             .fetch_optional(query, |row| {
@@ -476,13 +472,8 @@ impl PgUnitOfWork {
         })
     }
 
-    /// One campaign's coupon summaries (`None`: every campaign's), with or without the times
-    /// to redemption.
-    async fn coupon_sums(
-        &mut self,
-        campaign_id: Option<&str>,
-        times: bool,
-    ) -> StoreResult<ReportSums> {
+    /// The coupon and redemption summaries of one campaign (`None`: of every campaign).
+    async fn coupon_sums(&mut self, campaign_id: Option<&str>) -> StoreResult<ReportSums> {
         let read = |one: &'static str, all: &'static str| match campaign_id {
             Some(campaign_id) => sqlx::query(one).bind(campaign_id.to_string()), // $1
             None => sqlx::query(all),
@@ -509,34 +500,9 @@ impl PgUnitOfWork {
             campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", all),
         );
         let redemptions = self.fetch_all(query, redemption_from_row).await?;
-        if !times {
-            return Ok(ReportSums {
-                coupons,
-                redemptions,
-                ..ReportSums::default()
-            });
-        }
-        let query = read(
-            campaign_summary!(
-                "redemption_time_summary",
-                "seconds",
-                "0",
-                "group by 1, 2",
-                one
-            ),
-            campaign_summary!(
-                "redemption_time_summary",
-                "seconds",
-                "0",
-                "group by 1, 2",
-                all
-            ),
-        );
-        let redemption_times = self.fetch_all(query, redemption_time_from_row).await?;
         Ok(ReportSums {
             coupons,
             redemptions,
-            redemption_times,
             ..ReportSums::default()
         })
     }
@@ -578,12 +544,21 @@ impl PgUnitOfWork {
 
     pub(super) async fn report_sums(&mut self) -> StoreResult<ReportSums> {
         let activity = self.activity_sums(&ActivityWindow::everything()).await?;
-        let coupons = self.coupon_sums(None, true).await?;
+        let coupons = self.coupon_sums(None).await?;
+        let query = sqlx::query(campaign_summary!(
+            "redemption_time_summary",
+            "seconds",
+            "0",
+            "group by 1, 2",
+            all
+        ));
+        let redemption_times = self.fetch_all(query, redemption_time_from_row).await?;
         let lots = self.lot_tallies().await?;
         let sums = ReportSums {
             activity: activity.activity,
             visits: activity.visits,
             lots,
+            redemption_times,
             ..coupons
         };
         // In the order and form of a recomputation.

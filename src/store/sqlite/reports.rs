@@ -19,7 +19,7 @@ use crate::domain::{
     report::source_key,
     summary::{
         CouponTally, LotTally, QUARTER_MICROS, RedemptionTally, RedemptionTime, ReportSums,
-        Tallies, quarter_of,
+        Tallies, expiry_ranges, quarter_of,
     },
 };
 use crate::store::{Fold, FoldedRows, SUMMARY_TABLES, summary_folds};
@@ -277,52 +277,48 @@ impl SqliteUnitOfWork {
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots> {
         let start = quarter_of(as_of).timestamp_micros();
-        // (label, lo, hi), [lo, hi] inclusive (micros are integers): the first range open
-        // below, the last open above short of never, which is a range of its own.
-        let last = bounds.len().saturating_sub(2);
-        let ranges = bounds
-            .windows(2)
-            .enumerate()
-            .map(|(i, pair)| {
-                let lo = if i == 0 {
-                    i64::MIN
-                } else {
-                    pair[0].timestamp_micros()
-                };
-                let hi = if i == last {
-                    NEVER - 1
-                } else {
-                    pair[1].timestamp_micros() - 1
-                };
-                (pair[0].timestamp_micros(), lo, hi)
+        // (label, lo, hi), [lo, hi] inclusive (micros are integers): an open range ends short
+        // of never, which is a range of its own.
+        let ranges = expiry_ranges(bounds)
+            .into_iter()
+            .map(|range| {
+                (
+                    range.label.timestamp_micros(),
+                    range.from.map_or(i64::MIN, |from| from.timestamp_micros()),
+                    range.to.map_or(NEVER, |to| to.timestamp_micros()) - 1,
+                )
             })
             .chain([(NEVER, NEVER, NEVER)]);
         let mut groups = Vec::new();
         for (label, lo, hi) in ranges {
+            // Groups that net to zero are left out, as an aggregate over no rows (nulls).
             let query = self
                 .query(
                     r"
-                    select ?4 as expires_quarter, count(*) as rows,
-                        sum(case
-                            when expires_quarter >= ?3 then remaining_points
-                            else held_points
-                        end) as outstanding_points,
-                        sum(case
-                            when state = 'pending' and expires_quarter >= ?3
-                                and matures_quarter >= ?3
-                            then remaining_points - held_points
-                            else 0
-                        end) as pending_points,
-                        sum(held_points) as held_points
-                    from lot_summary
-                    where expires_quarter between ?1 and ?2
+                    select * from (
+                        select ?4 as expires_quarter,
+                            sum(case
+                                when expires_quarter >= ?3 then remaining_points
+                                else held_points
+                            end) as outstanding_points,
+                            sum(case
+                                when state = 'pending' and expires_quarter >= ?3
+                                    and matures_quarter >= ?3
+                                then remaining_points - held_points
+                                else 0
+                            end) as pending_points,
+                            sum(held_points) as held_points
+                        from lot_summary
+                        where expires_quarter between ?1 and ?2
+                    )
+                    where outstanding_points <> 0 or pending_points <> 0 or held_points <> 0
                     ",
                 )?
                 .bind(lo) // ?1
                 .bind(hi) // ?2
                 .bind(start) // ?3
                 .bind(label); // ?4
-            groups.extend(query.fetch_one(liability_group_from_row)?);
+            groups.extend(query.fetch_optional(liability_group_from_row)?);
         }
         let boundary = lots::lots_due_between(self, start, as_of.timestamp_micros())?;
         Ok(LiabilityLots { groups, boundary })
@@ -344,7 +340,7 @@ impl SqliteUnitOfWork {
     /// the two middle times to redemption, found by a running sum in SQL (as
     /// `report::median_duration` finds them).
     pub(super) fn campaign_sums(&self, campaign_id: &str) -> StoreResult<CampaignSums> {
-        let sums = self.coupon_sums(Some(campaign_id), false)?;
+        let sums = self.coupon_sums(Some(campaign_id))?;
         let query = self
             .query(
                 r"
@@ -379,9 +375,8 @@ impl SqliteUnitOfWork {
         })
     }
 
-    /// The coupon summaries of one campaign, or of every campaign (None); with or without the
-    /// times to redemption.
-    fn coupon_sums(&self, campaign_id: Option<&str>, times: bool) -> StoreResult<ReportSums> {
+    /// The coupon and redemption summaries of one campaign, or of every campaign (None).
+    fn coupon_sums(&self, campaign_id: Option<&str>) -> StoreResult<ReportSums> {
         let read = |one: &'static str, all: &'static str| -> StoreResult<Query<'_>> {
             Ok(match campaign_id {
                 Some(campaign_id) => self.query(one)?.bind(campaign_id), // ?1
@@ -410,34 +405,9 @@ impl SqliteUnitOfWork {
             campaign_summary!("redemption_summary", "channel", "0", "group by 1, 2", all),
         )?
         .fetch_all(redemption_from_row)?;
-        if !times {
-            return Ok(ReportSums {
-                coupons,
-                redemptions,
-                ..ReportSums::default()
-            });
-        }
-        let redemption_times = read(
-            campaign_summary!(
-                "redemption_time_summary",
-                "seconds",
-                "0",
-                "group by 1, 2",
-                one
-            ),
-            campaign_summary!(
-                "redemption_time_summary",
-                "seconds",
-                "0",
-                "group by 1, 2",
-                all
-            ),
-        )?
-        .fetch_all(redemption_time_from_row)?;
         Ok(ReportSums {
             coupons,
             redemptions,
-            redemption_times,
             ..ReportSums::default()
         })
     }
@@ -488,7 +458,16 @@ impl SqliteUnitOfWork {
             activity: activity.activity,
             visits: activity.visits,
             lots: self.lot_tallies()?,
-            ..self.coupon_sums(None, true)?
+            redemption_times: self
+                .query(campaign_summary!(
+                    "redemption_time_summary",
+                    "seconds",
+                    "0",
+                    "group by 1, 2",
+                    all
+                ))?
+                .fetch_all(redemption_time_from_row)?,
+            ..self.coupon_sums(None)?
         };
         // In the order and form of a recomputation.
         let mut tallies = Tallies::new();
@@ -792,24 +771,14 @@ fn lot_tally_from_row(row: &Row<'_>) -> StoreResult<LotTally> {
     })
 }
 
-/// A range's sums; None for a range without rows or whose figures net to zero.
-fn liability_group_from_row(row: &Row<'_>) -> StoreResult<Option<LiabilityGroup>> {
+fn liability_group_from_row(row: &Row<'_>) -> StoreResult<LiabilityGroup> {
     let c = Cols::new(row, "lot_summary", "expires_quarter");
-    if c.get::<i64>("rows")? == 0 {
-        return Ok(None);
-    }
-    let group = LiabilityGroup {
+    Ok(LiabilityGroup {
         expires_quarter: never_is_none(&c, "expires_quarter")?,
         outstanding_points: c.get("outstanding_points")?,
         pending_points: c.get("pending_points")?,
         held_points: c.get("held_points")?,
-    };
-    let zero = [
-        group.outstanding_points,
-        group.pending_points,
-        group.held_points,
-    ] == [0; 3];
-    Ok((!zero).then_some(group))
+    })
 }
 
 fn coupon_tally_from_row(row: &Row<'_>) -> StoreResult<CouponTally> {
