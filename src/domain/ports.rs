@@ -750,9 +750,10 @@ pub trait UnitOfWork: LedgerReads {
     /// The first and last quarter hour in which lots of the lot summary expire (lots that never
     /// expire aside); None when there are none.
     async fn lot_expiry_span(&mut self) -> StoreResult<Option<(DateTime<Utc>, DateTime<Utc>)>>;
-    /// The lot summary in groups of expiry ([`LiabilityLots`]): one per range [bounds[i],
-    /// bounds[i + 1]) that has lots, and one of the lots that never expire. The bounds are
-    /// sorted and cover the lot expiry span; lots outside them are in no group.
+    /// The lot summary in groups of expiry ([`LiabilityLots`]): one per range of
+    /// `summary::expiry_ranges(bounds)` (sorted bounds; the first range open below, the last
+    /// open above) and one of the lots that never expire, each left out when it nets to zero,
+    /// as `summary::counted_groups` defines them.
     async fn liability_lots(
         &mut self,
         as_of: DateTime<Utc>,
