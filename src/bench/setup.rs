@@ -318,6 +318,7 @@ async fn member_over_rpc(client: &Client, n: u64) -> Result<String, BenchError> 
     let created = created.map_err(|status| BenchError::setup("CreateMember", status))?;
     let member_id = created.into_inner().member.unwrap_or_default().member_id;
     let grant = proto::AdjustPointsRequest {
+        expires_at: None,
         request_id: format!("bench-grant-{n}"),
         member: Some(proto::MemberRef {
             r#ref: Some(Ref::MemberId(member_id.clone())),

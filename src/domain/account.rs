@@ -55,6 +55,11 @@ pub enum Account {
     Campaign(String),
     CampaignRedeemed(String),
     CampaignExpired(String),
+    /// Where an unbudgeted rule's points come from (a system account, like `program:issued`).
+    Rule(String),
+    /// A budgeted rule's points: funded with the budget when the rule is made, guarded like
+    /// a member's balance, so the rule can never give more than its budget.
+    RuleBudget(String),
 }
 
 impl Account {
@@ -62,7 +67,7 @@ impl Account {
     pub fn is_guarded(&self) -> bool {
         matches!(
             self,
-            Account::Member(_) | Account::MemberPending(_) | Account::Hold(_)
+            Account::Member(_) | Account::MemberPending(_) | Account::Hold(_) | Account::RuleBudget(_)
         )
     }
 
@@ -100,6 +105,8 @@ impl Account {
             ["campaign", id] => Account::Campaign(id.to_string()),
             ["campaign", id, "redeemed"] => Account::CampaignRedeemed(id.to_string()),
             ["campaign", id, "expired"] => Account::CampaignExpired(id.to_string()),
+            ["rule", id] => Account::Rule(id.to_string()),
+            ["rule", id, "budget"] => Account::RuleBudget(id.to_string()),
             _ => return None,
         })
     }
@@ -126,6 +133,8 @@ impl fmt::Display for Account {
             Account::Campaign(id) => write!(f, "campaign:{id}"),
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),
+            Account::Rule(id) => write!(f, "rule:{id}"),
+            Account::RuleBudget(id) => write!(f, "rule:{id}:budget"),
         }
     }
 }
@@ -145,6 +154,8 @@ mod tests {
             Account::redeemed(Channel::Store, "shibuya"),
             Account::Campaign("c1".into()),
             Account::CampaignRedeemed("c1".into()),
+            Account::Rule("r1".into()),
+            Account::RuleBudget("r1".into()),
         ];
         for account in accounts {
             assert_eq!(Account::parse(&account.to_string()), Some(account));

@@ -16,6 +16,7 @@ use super::{
     },
     money::Money,
     receipt::{ReceiptReason, ReceiptRule, ReceiptStatus, ReceiptSubmission},
+    rules::{Rule, RulePatch},
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,10 @@ pub enum Command {
         member: MemberRef,
         points: i64,
         reason: String,
+        /// A credit with an expiry of its own: limited-time points. Left out of the
+        /// fingerprint when unset, so requests remembered before the field stay the same.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expires_at: Option<DateTime<Utc>>,
     },
     Authorize(OrderRequest),
     RecordSale(OrderRequest),
@@ -70,6 +75,8 @@ pub enum Command {
         approve: bool,
         note: String,
     },
+    CreateRule(Rule),
+    UpdateRule(RulePatch),
 }
 
 impl Command {
@@ -95,6 +102,8 @@ impl Command {
             Command::CreateReceiptRule(_) => "create_receipt_rule",
             Command::SubmitReceipt(_) => "submit_receipt",
             Command::ReviewReceipt { .. } => "review_receipt",
+            Command::CreateRule(_) => "create_rule",
+            Command::UpdateRule(_) => "update_rule",
         }
     }
 }
@@ -144,6 +153,7 @@ pub enum Reply {
     Location(LocationResult),
     ReceiptRule(ReceiptRule),
     Receipt(ReceiptResult),
+    Rule(Rule),
 }
 
 /// What a receipt submission or review did (API `ReceiptResult`).

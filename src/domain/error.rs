@@ -90,6 +90,8 @@ pub enum DomainError {
     PublicCodeTaken(String),
     #[error("rule {0} already exists")]
     RuleExists(String),
+    #[error("rule not found")]
+    RuleNotFound,
     #[error("campaign is not running (before starts_at or after ends_at)")]
     CampaignClosed,
     #[error("campaign issue limit reached")]
@@ -171,6 +173,7 @@ impl DomainError {
             Self::CampaignExists(_) => "CAMPAIGN_EXISTS",
             Self::PublicCodeTaken(_) => "PUBLIC_CODE_TAKEN",
             Self::RuleExists(_) => "RULE_EXISTS",
+            Self::RuleNotFound => "RULE_NOT_FOUND",
             Self::CampaignClosed => "CAMPAIGN_CLOSED",
             Self::CampaignExhausted => "CAMPAIGN_EXHAUSTED",
             Self::MemberLimit => "MEMBER_LIMIT",
@@ -192,6 +195,7 @@ impl DomainError {
             | Self::StoreNotFound
             | Self::CampaignNotFound
             | Self::ReceiptNotFound
+            | Self::RuleNotFound
             | Self::Coupon {
                 reason: CouponReason::NotFound,
                 ..

@@ -32,6 +32,7 @@ pub fn balance_at(member: &MemberRow, lots: &[Lot], now: DateTime<Utc>) -> Balan
         expiring: Vec::new(),
         lifetime_earned_points: member.lifetime_earned_points,
         lifetime_redeemed_points: member.lifetime_redeemed_points,
+        limited_points: 0,
     };
     let mut expiring: BTreeMap<DateTime<Utc>, i64> = BTreeMap::new();
     for lot in lots {
@@ -44,6 +45,9 @@ pub fn balance_at(member: &MemberRow, lots: &[Lot], now: DateTime<Utc>) -> Balan
             continue;
         }
         balance.available_points += lot.free_points();
+        if lot.limited {
+            balance.limited_points += lot.free_points();
+        }
         if let Some(at) = lot.expires_at.filter(|_| lot.free_points() > 0) {
             *expiring.entry(at).or_default() += lot.free_points();
         }

@@ -22,6 +22,7 @@ pub mod pricing;
 pub mod receipt;
 pub mod receipt_text;
 pub mod report;
+pub mod rules;
 pub mod schedule;
 pub mod seal;
 pub mod summary;

@@ -345,9 +345,51 @@ pub struct Order {
     pub points_restored: i64,
     pub occurred_at: DateTime<Utc>,
     pub created_at: DateTime<Utc>,
+    /// `points_earned` part by part: the program's base rate and each rule's award. Empty for
+    /// an order that earns nothing or was stored before rules: see [`Order::earn_parts`].
+    pub earn_breakdown: Vec<EarnPart>,
+}
+
+/// One part of what an order earns: the program's base rate (`rule_id` empty) or one rule's
+/// award, and how much of it refunds took back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EarnPart {
+    pub rule_id: String,
+    pub points: i64,
+    #[serde(default)]
+    pub reversed: i64,
+}
+
+impl EarnPart {
+    pub fn base(points: i64) -> Self {
+        Self {
+            rule_id: String::new(),
+            points,
+            reversed: 0,
+        }
+    }
 }
 
 impl Order {
+    /// Whether the order was captured (refunds included): it counts as a purchase.
+    pub fn is_captured(&self) -> bool {
+        matches!(
+            self.state,
+            OrderState::Captured | OrderState::PartiallyRefunded | OrderState::Refunded
+        )
+    }
+
+    /// The parts of `points_earned`; an order stored before rules earned the base alone.
+    pub fn earn_parts(&self) -> Vec<EarnPart> {
+        if self.earn_breakdown.is_empty() && self.points_earned > 0 {
+            return vec![EarnPart {
+                reversed: self.points_reversed,
+                ..EarnPart::base(self.points_earned)
+            }];
+        }
+        self.earn_breakdown.clone()
+    }
+
     /// Points the order has earned: none until it is captured (an authorized, voided or
     /// expired order only carries what it would earn).
     pub fn points_earned_so_far(&self) -> i64 {
@@ -367,6 +409,9 @@ pub struct RefundResult {
     pub points_reversed: i64,
     pub points_shortfall: i64,
     pub coupons_restored: Vec<String>,
+    /// What this refund took back, part by part (the order's `earn_breakdown` parts).
+    #[serde(default)]
+    pub reversed_breakdown: Vec<EarnPart>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -418,6 +463,8 @@ pub struct Balance {
     pub expiring: Vec<ExpiringPoints>,
     pub lifetime_earned_points: i64,
     pub lifetime_redeemed_points: i64,
+    /// Of `available_points`, those in limited-time lots.
+    pub limited_points: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -464,6 +511,8 @@ pub struct Lot {
     pub original_points: i64,
     pub remaining_points: i64,
     pub held_points: i64,
+    /// Limited-time points: a rule's (or an admin grant's) points with an expiry of their own.
+    pub limited: bool,
 }
 
 impl Lot {

@@ -24,6 +24,7 @@ use super::{
         Store as RetailStore, Transaction,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    rules::Rule,
     seal::Seal,
     summary::{CouponTally, RedemptionTally, ReportSums},
 };
@@ -414,12 +415,64 @@ pub struct ChangeSet {
     pub outcomes: Vec<IdempotencyRecord>,
     /// Engagement rows, written after the coupons they name.
     pub engagement: EngagementChanges,
+    /// Rules and their counters.
+    pub rules: RuleChanges,
     /// The net change of the report summaries (visits are counted by the flush as it inserts
     /// them: a batch does not know whether a visit row exists).
     pub report: ReportSums,
     /// The summary rows' shard: the flushing writer's number (0 outside the writers' batches),
     /// so that parallel writers never wait on one summary row.
     pub shard: i16,
+}
+
+/// What a batch changed of the rules tables: rules created or updated, and counters as they
+/// now stand (written whole: the batch read them under the lock that guards them).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RuleChanges {
+    pub new_rules: Vec<Rule>,
+    pub changed_rules: Vec<Rule>,
+    pub counters: Vec<RuleCounter>,
+    pub store_days: Vec<RuleStoreDay>,
+}
+
+impl RuleChanges {
+    pub fn is_empty(&self) -> bool {
+        self.new_rules.is_empty()
+            && self.changed_rules.is_empty()
+            && self.counters.is_empty()
+            && self.store_days.is_empty()
+    }
+}
+
+/// What one rule did for one member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleCounter {
+    pub rule_id: String,
+    pub member_id: String,
+    pub fired: i64,
+    /// Points given, net of what refunds took back.
+    pub points: i64,
+    pub coupons: i64,
+    pub last_fired_at: DateTime<Utc>,
+}
+
+/// How often one rule fired at one store on one local day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStoreDay {
+    pub rule_id: String,
+    pub store_id: String,
+    pub local_date: NaiveDate,
+    pub fired: i64,
+}
+
+/// A rule's counters summed over members (GetRuleStats, omo verify).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleTotals {
+    pub rule_id: String,
+    pub fired: i64,
+    pub members: i64,
+    pub points: i64,
+    pub coupons: i64,
 }
 
 /// What a batch changed of the engagement tables (rules, reports, presence, visits).
@@ -685,6 +738,28 @@ pub trait LedgerReads: Send {
     // Receipts.
     /// Every receipt rule, by rule id.
     async fn list_receipt_rules(&mut self) -> StoreResult<Vec<ReceiptRule>>;
+
+    // Rules.
+    /// Every rule of the rules table, by rule_id.
+    async fn list_rules(&mut self) -> StoreResult<Vec<Rule>>;
+    async fn get_rule(&mut self, rule_id: &str) -> StoreResult<Option<Rule>>;
+    /// Takes the rules' row locks (in rule_id order: `rule_ids` come sorted), so that what
+    /// their shared limits read (budget balances, a store's day) stays theirs until commit.
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()>;
+    async fn rule_counter(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<RuleCounter>>;
+    /// Firings of a rule at a store on a local day (0 when none).
+    async fn rule_store_day(
+        &mut self,
+        rule_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<i64>;
+    /// Whether the member has a captured order (refunded ones count: they were captured).
+    async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool>;
     /// `lock` takes a row lock held to the end of the work (a review).
     async fn get_receipt(
         &mut self,
@@ -759,6 +834,8 @@ pub trait UnitOfWork: LedgerReads {
         as_of: DateTime<Utc>,
         bounds: &[DateTime<Utc>],
     ) -> StoreResult<LiabilityLots>;
+    /// Each rule's counters summed (only rules that fired); one rule's with `rule_id`.
+    async fn rule_totals(&mut self, rule_id: Option<&str>) -> StoreResult<Vec<RuleTotals>>;
     /// One campaign's coupons, redemptions by channel and middle times to redemption.
     async fn campaign_sums(&mut self, campaign_id: &str) -> StoreResult<CampaignSums>;
     /// The activity and visits of a window.

@@ -43,6 +43,8 @@ pub struct CouponApplication {
 pub struct Quote {
     pub priced: Priced,
     pub coupons: Vec<CouponApplication>,
+    /// `priced.points_to_earn` part by part: the base and each rule that would fire.
+    pub earn_breakdown: Vec<super::model::EarnPart>,
 }
 
 /// Most points that can pay for `remaining` (points never pay more than the amount left).

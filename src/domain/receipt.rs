@@ -52,11 +52,16 @@ pub struct LineCondition {
 }
 
 impl LineCondition {
+    /// Whether `line` is of the sku and category (an empty one matches any).
+    pub fn matches(&self, line: &LineItem) -> bool {
+        (self.sku.is_empty() || line.sku == self.sku)
+            && (self.category.is_empty() || line.category == self.category)
+    }
+
     pub fn holds(&self, lines: &[LineItem]) -> bool {
         let units: i64 = lines
             .iter()
-            .filter(|line| self.sku.is_empty() || line.sku == self.sku)
-            .filter(|line| self.category.is_empty() || line.category == self.category)
+            .filter(|line| self.matches(line))
             .map(|line| i64::from(line.quantity))
             .sum();
         units >= i64::from(self.min_quantity.max(1))

@@ -26,10 +26,11 @@ use crate::domain::{
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
     ports::{
         AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, LedgerReads,
-        Loaded, LocationRecord, NewTransaction, Presence, Sequence, StoreError, StoreResult,
-        UnitOfWork, Visit, VisitIssue,
+        Loaded, LocationRecord, NewTransaction, Presence, RuleChanges, RuleCounter, RuleStoreDay,
+        Sequence, StoreError, StoreResult, UnitOfWork, Visit, VisitIssue,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    rules::Rule,
     schedule::parse_time_zone,
     summary::{ReportSums, Tallies, activity_period},
 };
@@ -58,7 +59,9 @@ fn ids_wanted(command: &Command) -> (usize, usize) {
         | Command::CreateCampaign(_)
         | Command::CreateGeoRule(_)
         | Command::CreateVisitRule(_)
-        | Command::CreateReceiptRule(_) => (0, 0),
+        | Command::CreateReceiptRule(_)
+        | Command::CreateRule(_)
+        | Command::UpdateRule(_) => (0, 0),
         // Most location reports issue nothing; one that issues reserves on demand.
         Command::ReportLocation(_) => (0, 0),
         Command::SubmitReceipt(_) | Command::ReviewReceipt { .. } => (1, 1),
@@ -144,6 +147,9 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             | Command::CreateGeoRule(_)
             | Command::CreateVisitRule(_)
             | Command::CreateReceiptRule(_)
+            // A rule's lock and counters are read when the command runs.
+            | Command::CreateRule(_)
+            | Command::UpdateRule(_)
             // The receipt names its member: read (and locked) when the review reads it.
             | Command::ReviewReceipt { .. } => {}
         }
@@ -260,6 +266,7 @@ struct Marks {
     merges: usize,
     transactions: usize,
     engagement: EngagementMarks,
+    rules: RuleMarks,
 }
 
 type Receipt = (String, String, String);
@@ -307,6 +314,7 @@ struct Rows {
     transactions: Vec<(i64, NewTransaction)>,
     free_ids: HashMap<Sequence, VecDeque<i64>>,
     engagement: EngagementRows,
+    rules: RuleRows,
 }
 
 impl Rows {
@@ -419,6 +427,7 @@ impl Rows {
             merges: self.merges.len(),
             transactions: self.transactions.len(),
             engagement: self.engagement.marks(),
+            rules: self.rules.marks(),
         }
     }
 
@@ -440,6 +449,7 @@ impl Rows {
         self.merges.truncate(marks.merges);
         self.transactions.truncate(marks.transactions);
         self.engagement.rollback(marks.engagement);
+        self.rules.rollback(marks.rules);
     }
 
     /// What the batch changed, for [`UnitOfWork::flush`].
@@ -501,6 +511,7 @@ impl Rows {
             changed_coupons,
             outcomes,
             engagement: self.engagement.changes(),
+            rules: self.rules.changes(),
             report: self.report_changes(zone_of),
             shard: 0,
         }
@@ -690,6 +701,59 @@ impl EngagementRows {
             }
         }
         facts
+    }
+}
+
+/// The rules of a batch and their counters (see `engine/rules.rs`).
+#[derive(Debug, Default)]
+struct RuleRows {
+    rules: Table<String, Rule>,
+    counters: Table<(String, String), RuleCounter>,
+    store_days: Table<(String, String, NaiveDate), RuleStoreDay>,
+    /// Rules whose row lock the batch holds (kept on rollback: the lock is the transaction's).
+    locked: HashSet<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct RuleMarks {
+    rules: usize,
+    counters: usize,
+    store_days: usize,
+}
+
+impl RuleRows {
+    fn marks(&self) -> RuleMarks {
+        RuleMarks {
+            rules: self.rules.mark(),
+            counters: self.counters.mark(),
+            store_days: self.store_days.mark(),
+        }
+    }
+
+    fn rollback(&mut self, marks: RuleMarks) {
+        self.rules.rollback(marks.rules);
+        self.counters.rollback(marks.counters);
+        self.store_days.rollback(marks.store_days);
+    }
+
+    fn changes(&self) -> RuleChanges {
+        let (new_rules, changed_rules) = self.rules.split_changes();
+        RuleChanges {
+            new_rules,
+            changed_rules,
+            counters: self
+                .counters
+                .changes()
+                .into_iter()
+                .map(|(_, _, row)| row.clone())
+                .collect(),
+            store_days: self
+                .store_days
+                .changes()
+                .into_iter()
+                .map(|(_, _, row)| row.clone())
+                .collect(),
+        }
     }
 }
 
@@ -1167,6 +1231,80 @@ impl LedgerReads for InMemory<'_> {
         self.db.list_receipt_rules().await
     }
 
+    /// The committed rules (the reference cache's source); the batch's own are not listed.
+    async fn list_rules(&mut self) -> StoreResult<Vec<Rule>> {
+        self.db.list_rules().await
+    }
+
+    async fn get_rule(&mut self, rule_id: &str) -> StoreResult<Option<Rule>> {
+        let key = rule_id.to_string();
+        if let Some(rule) = self.rows.rules.rules.cached(&key) {
+            return Ok(rule.cloned());
+        }
+        let rule = self.db.get_rule(rule_id).await?;
+        self.rows.rules.rules.fill(key, rule.clone());
+        Ok(rule)
+    }
+
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()> {
+        let wanted: Vec<String> = rule_ids
+            .iter()
+            .filter(|id| !self.rows.rules.locked.contains(*id))
+            .cloned()
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        self.db.lock_rules(&wanted).await?;
+        self.rows.rules.locked.extend(wanted);
+        Ok(())
+    }
+
+    async fn rule_counter(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<RuleCounter>> {
+        let key = (rule_id.to_string(), member_id.to_string());
+        if let Some(counter) = self.rows.rules.counters.cached(&key) {
+            return Ok(counter.cloned());
+        }
+        let counter = self.db.rule_counter(rule_id, member_id).await?;
+        self.rows.rules.counters.fill(key, counter.clone());
+        Ok(counter)
+    }
+
+    async fn rule_store_day(
+        &mut self,
+        rule_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<i64> {
+        let key = (rule_id.to_string(), store_id.to_string(), local_date);
+        if let Some(day) = self.rows.rules.store_days.cached(&key) {
+            return Ok(day.map_or(0, |day| day.fired));
+        }
+        let fired = self.db.rule_store_day(rule_id, store_id, local_date).await?;
+        let day = RuleStoreDay {
+            rule_id: rule_id.to_string(),
+            store_id: store_id.to_string(),
+            local_date,
+            fired,
+        };
+        self.rows.rules.store_days.fill(key, Some(day));
+        Ok(fired)
+    }
+
+    async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool> {
+        let captured_here = self.rows.orders.present().any(|order| {
+            order.member_id == member_id && order.is_captured()
+        });
+        if captured_here {
+            return Ok(true);
+        }
+        self.db.has_captured_order(member_id).await
+    }
+
     async fn get_receipt(
         &mut self,
         receipt_id: &str,
@@ -1447,6 +1585,23 @@ impl LedgerRows for InMemory<'_> {
 
     async fn update_order(&mut self, order: &Order) -> StoreResult<()> {
         self.rows.orders.put(order.order_id.clone(), order.clone());
+        Ok(())
+    }
+
+    async fn save_rule(&mut self, rule: &Rule) -> StoreResult<()> {
+        self.rows.rules.rules.put(rule.rule_id.clone(), rule.clone());
+        Ok(())
+    }
+
+    async fn save_rule_counter(&mut self, counter: &RuleCounter) -> StoreResult<()> {
+        let key = (counter.rule_id.clone(), counter.member_id.clone());
+        self.rows.rules.counters.put(key, counter.clone());
+        Ok(())
+    }
+
+    async fn save_rule_store_day(&mut self, day: &RuleStoreDay) -> StoreResult<()> {
+        let key = (day.rule_id.clone(), day.store_id.clone(), day.local_date);
+        self.rows.rules.store_days.put(key, day.clone());
         Ok(())
     }
 

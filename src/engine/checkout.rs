@@ -10,6 +10,7 @@ use super::{
     members::{self, Access},
     points,
     reference::Reference,
+    rules,
 };
 use crate::domain::{
     Account, Asset, DomainError, Money,
@@ -18,7 +19,8 @@ use crate::domain::{
     coupon::CouponContext,
     lots::is_expired,
     model::{
-        LineItem, Lot, MemberRow, Order, OrderLine, OrderState, Posting, Program, RefundResult,
+        EarnPart, LineItem, Lot, MemberRow, Order, OrderLine, OrderState, Posting, Program,
+        RefundResult,
     },
     ports::{NewTransaction, OrderClash, StoreError},
     pricing::{self, Priced},
@@ -41,7 +43,10 @@ pub(super) async fn authorize(
     let program = reference.program(uow).await?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
-    program.check_earn_cap(priced.points_to_earn)?;
+    let purchase = purchase_of(request, &member.member_id, &priced, now);
+    let preview = rules::decide_purchase(uow, reference, &program, &purchase, false).await?;
+    let breakdown = preview.breakdown(priced.points_to_earn);
+    program.check_earn_cap(breakdown.iter().map(|part| part.points).sum())?;
     let order_id = &request.order_id;
     points::take_points(uow, &lots, order_id, priced.points_redeemed, true, now).await?;
     let hold = Account::Hold(order_id.clone());
@@ -55,6 +60,9 @@ pub(super) async fn authorize(
     );
     postings.extend(coupons::reserve(uow, &applied, &member.member_id, order_id, now).await?);
     let mut order = new_order(request, &member, &priced, &applied, now);
+    // What the rules would give now; the capture decides them again.
+    order.points_earned = breakdown.iter().map(|part| part.points).sum();
+    order.earn_breakdown = breakdown;
     order.hold_expires_at = Some(now + Duration::seconds(program.hold_ttl_seconds.into()));
     uow.insert_order(&order).await?;
     append(uow, "authorize", &order, &member.member_id, now, postings).await?;
@@ -79,8 +87,23 @@ pub(super) async fn record_sale(
     program.check_offline_age(occurred_at, now)?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
-    program.check_earn_cap(priced.points_to_earn)?;
     let member_id = member.member_id.clone();
+    // A member already earned this sale by photographing its receipt (the register was
+    // offline and replays it now, say): the sale is recorded, its points are not earned twice.
+    let scanned = earned_by_scan(uow, request).await?;
+    let purchase = purchase_of(request, &member_id, &priced, occurred_at);
+    let decided = rules::decide_purchase(uow, reference, &program, &purchase, true).await?;
+    let decided = if scanned.is_some() {
+        rules::Decided {
+            verdicts: Vec::new(),
+            ..decided
+        }
+    } else {
+        decided
+    };
+    let base_points = if scanned.is_some() { 0 } else { priced.points_to_earn };
+    let would_earn = decided.breakdown(base_points).iter().map(|part| part.points).sum();
+    program.check_earn_cap(would_earn)?;
     points::take_points(
         uow,
         &lots,
@@ -102,23 +125,8 @@ pub(super) async fn record_sale(
     let mut order = new_order(request, &member, &priced, &applied, occurred_at);
     order.state = OrderState::Captured;
     order.created_at = now;
-    // A member already earned this sale by photographing its receipt (the register was
-    // offline and replays it now, say): the sale is recorded, its points are not earned twice.
-    let scanned = earned_by_scan(uow, request).await?;
-    if scanned.is_some() {
-        order.points_earned = 0;
-    }
-    let earned = points::earn(
-        uow,
-        &program,
-        &member_id,
-        &order.order_id,
-        order.channel,
-        order.points_earned,
-        occurred_at,
-    )
-    .await?;
-    book_earning(&mut order, &mut postings, earned);
+    let earned = (&purchase, &decided, base_points, occurred_at);
+    postings.extend(book_earning(uow, &program, &mut order, earned, now).await?);
     postings.extend(coupons::issue_on_capture(uow, reference, &order, &member_id, now).await?);
     uow.insert_order(&order).await?;
     let mut sale = entry("sale", &order, &member_id, now, postings);
@@ -172,17 +180,28 @@ pub(super) async fn capture(
         order.points_redeemed,
     );
     postings.extend(coupons::redeem_reserved(uow, order_id, now).await?);
-    let earned = points::earn(
-        uow,
-        &program,
-        &member.member_id,
-        order_id,
-        order.channel,
-        order.points_earned,
-        now,
-    )
-    .await?;
-    book_earning(&mut order, &mut postings, earned);
+    // The base the authorization priced; the rules are decided again now, under their locks.
+    let base_points = order
+        .earn_parts()
+        .iter()
+        .filter(|part| part.rule_id.is_empty())
+        .map(|part| part.points)
+        .sum();
+    let items: Vec<LineItem> = order.lines.iter().map(|line| line.item.clone()).collect();
+    let store_id = order.store_id.clone();
+    let purchase = rules::Purchase {
+        member_id: &member.member_id,
+        channel: order.channel,
+        store_id: &store_id,
+        lines: &items,
+        total: order.total,
+        paid: order.amount_due,
+        at: now,
+    };
+    let decided = rules::decide_purchase(uow, reference, &program, &purchase, true).await?;
+    let earned = (&purchase, &decided, base_points, now);
+    let earn_postings = book_earning(uow, &program, &mut order, earned, now).await?;
+    postings.extend(earn_postings);
     postings
         .extend(coupons::issue_on_capture(uow, reference, &order, &member.member_id, now).await?);
     order.state = OrderState::Captured;
@@ -308,9 +327,29 @@ pub(super) async fn refund(
     let lots = points::settle_member(uow, &member.member_id, now).await?;
     let refunded = order.refunded_amount + amount;
 
-    let reverse = pricing::share_of_points(order.points_earned, refunded, order.total)
-        - order.points_reversed;
-    let clawed = clawback(uow, lots, &member.member_id, &order.order_id, reverse, now).await?;
+    // Each part of what the order earned gives back its own share, to the account it came
+    // from (the base to `program:issued`, a rule's points to the rule's account).
+    let mut parts = order.earn_parts();
+    let mut returns = Vec::with_capacity(parts.len());
+    let mut reversed_breakdown = Vec::new();
+    for part in &mut parts {
+        let target = pricing::share_of_points(part.points, refunded, order.total);
+        let take = target - part.reversed;
+        part.reversed = target;
+        if take > 0 {
+            reversed_breakdown.push(EarnPart {
+                rule_id: part.rule_id.clone(),
+                points: take,
+                reversed: 0,
+            });
+        }
+        returns.push((rules::part_account(uow, part).await?, take));
+        if !part.rule_id.is_empty() {
+            rules::count_reversal(uow, &part.rule_id, &order.member_id, take).await?;
+        }
+    }
+    let reverse: i64 = returns.iter().map(|(_, take)| take).sum();
+    let clawed = clawback(uow, lots, &member.member_id, &order.order_id, &returns, now).await?;
     let restore = pricing::share_of_points(order.points_redeemed, refunded, order.total);
     let (restored, restore_posting) =
         restore_points(uow, &order, &member.member_id, restore, now).await?;
@@ -328,6 +367,9 @@ pub(super) async fn refund(
     };
     order.refunded_amount = refunded;
     order.points_reversed += reverse;
+    if !order.earn_breakdown.is_empty() {
+        order.earn_breakdown = parts;
+    }
     order.points_restored += restored;
     order.points_pending -= clawed.from_pending;
     order.state = if fully {
@@ -348,6 +390,7 @@ pub(super) async fn refund(
         points_reversed: reverse,
         points_shortfall: clawed.shortfall,
         coupons_restored,
+        reversed_breakdown,
     })
 }
 
@@ -406,17 +449,19 @@ struct Clawback {
     shortfall: i64,
 }
 
-/// Takes back `points` earned by an order from the member's settled `lots`: its own pending
-/// lot first, then available points (the order's own lot first, then soonest expiry). What the
-/// member already spent is booked to `program:shortfall`: the balance never goes below zero.
+/// Takes back what an order earned — `returns`, the points each account gets back — from the
+/// member's settled `lots`: its own pending lots first, then available points (the order's
+/// own lots first, then soonest expiry). What the member already spent is booked to
+/// `program:shortfall`: the balance never goes below zero.
 async fn clawback(
     uow: &mut dyn LedgerRows,
     mut lots: Vec<Lot>,
     member_id: &str,
     order_id: &str,
-    points: i64,
+    returns: &[(Account, i64)],
     now: DateTime<Utc>,
 ) -> Result<Clawback, StoreError> {
+    let points: i64 = returns.iter().map(|(_, take)| take).sum();
     lots.sort_by_key(|lot| {
         let own = lot.order_id == order_id;
         let pending_own = own && lot.state == crate::domain::model::LotState::Pending;
@@ -452,33 +497,39 @@ async fn clawback(
         }
         left -= take;
     }
-    let mut postings = Vec::new();
-    push(
-        &mut postings,
-        Account::MemberPending(member_id.into()),
-        Account::ProgramIssued,
-        Asset::Points,
-        from_pending,
-    );
-    push(
-        &mut postings,
-        Account::Member(member_id.into()),
-        Account::ProgramIssued,
-        Asset::Points,
-        from_available,
-    );
-    push(
-        &mut postings,
-        Account::ProgramShortfall,
-        Account::ProgramIssued,
-        Asset::Points,
-        left,
-    );
+    let sources = [
+        (Account::MemberPending(member_id.into()), from_pending),
+        (Account::Member(member_id.into()), from_available),
+        (Account::ProgramShortfall, left),
+    ];
     Ok(Clawback {
-        postings,
+        postings: allocate(&sources, returns),
         from_pending,
         shortfall: left,
     })
+}
+
+/// Postings that move what `sources` give to what `destinations` get (both add up to the
+/// same), each source drawn in order.
+fn allocate(sources: &[(Account, i64)], destinations: &[(Account, i64)]) -> Vec<Posting> {
+    let mut postings = Vec::new();
+    let mut sources = sources.iter().filter(|(_, amount)| *amount > 0);
+    let mut source = sources.next().cloned();
+    for (to, amount) in destinations {
+        let mut owed = *amount;
+        while owed > 0 {
+            let Some((from, left)) = source.as_mut() else {
+                break;
+            };
+            let take = owed.min(*left);
+            push(&mut postings, from.clone(), to.clone(), Asset::Points, take);
+            (owed, *left) = (owed - take, *left - take);
+            if *left == 0 {
+                source = sources.next().cloned();
+            }
+        }
+    }
+    postings
 }
 
 /// Gives back redeemed points up to a cumulative `target`, into the lots they came from
@@ -699,16 +750,52 @@ fn new_order(
         points_restored: 0,
         occurred_at: at,
         created_at: at,
+        earn_breakdown: Vec::new(),
     }
 }
 
-fn book_earning(order: &mut Order, postings: &mut Vec<Posting>, earned: Option<(Posting, bool)>) {
-    if let Some((posting, pending)) = earned {
-        if pending {
-            order.points_pending = posting.amount;
-        }
-        postings.push(posting);
+/// What a purchase is, for its rules.
+fn purchase_of<'a>(
+    request: &'a OrderRequest,
+    member_id: &'a str,
+    priced: &Priced,
+    at: DateTime<Utc>,
+) -> rules::Purchase<'a> {
+    rules::Purchase {
+        member_id,
+        channel: request.channel,
+        store_id: &request.store_id,
+        lines: &request.lines,
+        total: priced.total,
+        paid: priced.amount_due,
+        at,
     }
+}
+
+/// Books what a captured order earns — the base and each rule's award, decided — into lots
+/// and postings, and the order's `points_earned`, `points_pending` and breakdown.
+/// Returns the postings (points and the rules' coupons).
+async fn book_earning(
+    uow: &mut dyn LedgerRows,
+    program: &Program,
+    order: &mut Order,
+    (purchase, decided, base_points, earned_at): (
+        &rules::Purchase<'_>,
+        &rules::Decided,
+        i64,
+        DateTime<Utc>,
+    ),
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let booked = rules::book(uow, purchase, decided, base_points, now).await?;
+    let owner = (purchase.member_id, order.order_id.as_str(), order.channel);
+    let (mut postings, pending) =
+        points::earn_parts(uow, program, owner, &booked.earnings, earned_at).await?;
+    order.points_earned = booked.breakdown.iter().map(|part| part.points).sum();
+    order.points_pending = pending;
+    order.earn_breakdown = booked.breakdown;
+    postings.extend(booked.coupon_postings);
+    Ok(postings)
 }
 
 /// Adds a posting unless it moves nothing.

@@ -508,6 +508,36 @@ pub(super) async fn issue_for_rule(
     member_id: &str,
     source: String,
 ) -> Result<Option<Coupon>, StoreError> {
+    let Some(campaign) = issuable(uow, now, campaign_id, member_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(
+        issue_entry(uow, &campaign, member_id, source, now).await?,
+    ))
+}
+
+/// A rule's coupon booked in the caller's transaction (a sale's): the coupon and its posting,
+/// or None when the campaign is gone, closed or at a limit.
+pub(super) async fn issue_in_entry(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    campaign_id: &str,
+    member_id: &str,
+    source: String,
+) -> Result<Option<(Coupon, Posting)>, StoreError> {
+    let Some(campaign) = issuable(uow, now, campaign_id, member_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some(issue(uow, &campaign, member_id, source, now).await?))
+}
+
+/// The campaign, locked when limited, if it may issue the member a coupon now.
+async fn issuable(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    campaign_id: &str,
+    member_id: &str,
+) -> Result<Option<Campaign>, StoreError> {
     let Some(campaign) = uow.get_campaign(campaign_id, false).await? else {
         return Ok(None);
     };
@@ -515,9 +545,7 @@ pub(super) async fn issue_for_rule(
     if !campaign.is_open(now) || check_limits(uow, &campaign, member_id).await?.is_err() {
         return Ok(None);
     }
-    Ok(Some(
-        issue_entry(uow, &campaign, member_id, source, now).await?,
-    ))
+    Ok(Some(campaign))
 }
 
 /// The sweeper's side: an active coupon past `valid_until` expires.

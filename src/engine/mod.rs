@@ -28,6 +28,7 @@ mod receipts;
 mod reference;
 mod reports;
 mod rows;
+mod rules;
 mod sealer;
 pub mod spatial;
 mod sweeper;
@@ -36,6 +37,7 @@ mod writer;
 
 pub use keys::KeyInfo;
 pub use queries::TransactionPage;
+pub use rules::{RuleStats, SimulatedOutcome, Simulation};
 pub use sealer::{ChainCheck, SealReport};
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
@@ -282,11 +284,25 @@ async fn run(
             member,
             points,
             reason,
+            expires_at,
         } => {
             caller.require(Operation::AdjustPoints)?;
-            points::adjust(uow, reference, now, member, *points, reason)
+            let grant = (*points, *expires_at);
+            points::adjust(uow, reference, now, member, grant, reason)
                 .await
                 .map(Reply::Transaction)
+        }
+        Command::CreateRule(rule) => {
+            caller.require(Operation::ManageRules)?;
+            rules::create(uow, reference, now, rule)
+                .await
+                .map(Reply::Rule)
+        }
+        Command::UpdateRule(patch) => {
+            caller.require(Operation::ManageRules)?;
+            rules::update(uow, reference, now, patch)
+                .await
+                .map(Reply::Rule)
         }
         Command::Authorize(request) => checkout::authorize(uow, reference, caller, now, request)
             .await

@@ -229,6 +229,8 @@ pub(super) struct NewLot {
     pub matures_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub points: i64,
+    /// Limited-time points (an expiry of their own, not the program's).
+    pub limited: bool,
 }
 
 impl NewLot {
@@ -243,6 +245,7 @@ impl NewLot {
             matures_at: None,
             expires_at: None,
             points,
+            limited: false,
         }
     }
 
@@ -259,47 +262,76 @@ impl NewLot {
             original_points: self.points,
             remaining_points: self.points,
             held_points: 0,
+            limited: self.limited,
         };
         uow.insert_lot(&lot).await
     }
 }
 
-/// Books earned points as a new lot: pending through the EC return window, or available.
-/// Returns the posting and whether the points are pending.
-pub(super) async fn earn(
+/// One part of what an order earns: points from an account (`program:issued` for the base
+/// rate, a rule's account for its award), with an expiry of their own when `expire_days` > 0.
+#[derive(Debug, Clone)]
+pub(super) struct Earning {
+    pub from: Account,
+    pub points: i64,
+    pub expire_days: i64,
+}
+
+/// Books what an order earns: one lot for the points that expire as the program's do, and
+/// one of their own for each limited-time expiry; one posting per part from its account.
+/// Pending through the EC return window, or available. Returns the postings and the points
+/// pending.
+pub(super) async fn earn_parts(
     uow: &mut dyn LedgerRows,
     program: &Program,
-    member_id: &str,
-    order_id: &str,
-    channel: Channel,
-    points: i64,
+    (member_id, order_id, channel): (&str, &str, Channel),
+    parts: &[Earning],
     earned_at: DateTime<Utc>,
-) -> Result<Option<(Posting, bool)>, StoreError> {
-    if points <= 0 {
-        return Ok(None);
-    }
+) -> Result<(Vec<Posting>, i64), StoreError> {
     let matures_at = program.pending_until(channel, earned_at);
-    NewLot {
-        order_id: order_id.to_string(),
-        state: if matures_at.is_some() {
-            LotState::Pending
-        } else {
-            LotState::Available
-        },
-        matures_at,
-        // Points expire a fixed time after they become spendable.
-        expires_at: program.lot_expiry(matures_at.unwrap_or(earned_at)),
-        ..NewLot::earned(member_id, points, earned_at)
+    // Points expire a fixed time after they become spendable.
+    let spendable_at = matures_at.unwrap_or(earned_at);
+    let mut lots: std::collections::BTreeMap<i64, i64> = Default::default();
+    for part in parts.iter().filter(|part| part.points > 0) {
+        *lots.entry(part.expire_days).or_default() += part.points;
     }
-    .insert(uow)
-    .await?;
+    for (&expire_days, &points) in &lots {
+        let limited = expire_days > 0;
+        NewLot {
+            order_id: order_id.to_string(),
+            state: if matures_at.is_some() {
+                LotState::Pending
+            } else {
+                LotState::Available
+            },
+            matures_at,
+            expires_at: if limited {
+                Some(spendable_at + chrono::Duration::days(expire_days))
+            } else {
+                program.lot_expiry(spendable_at)
+            },
+            limited,
+            ..NewLot::earned(member_id, points, earned_at)
+        }
+        .insert(uow)
+        .await?;
+    }
     let to = if matures_at.is_some() {
         Account::MemberPending(member_id.to_string())
     } else {
         Account::Member(member_id.to_string())
     };
-    let posting = Posting::new(&Account::ProgramIssued, &to, &Asset::Points, points);
-    Ok(Some((posting, matures_at.is_some())))
+    let postings: Vec<Posting> = parts
+        .iter()
+        .filter(|part| part.points > 0)
+        .map(|part| Posting::new(&part.from, &to, &Asset::Points, part.points))
+        .collect();
+    let pending = if matures_at.is_some() {
+        postings.iter().map(|p| p.amount).sum()
+    } else {
+        0
+    };
+    Ok((postings, pending))
 }
 
 /// AdjustPoints: an admin credit (a new lot) or debit (from lots, soonest expiry first).
@@ -308,7 +340,7 @@ pub(super) async fn adjust(
     reference: &Reference,
     now: DateTime<Utc>,
     member: &MemberRef,
-    points: i64,
+    (points, expires_at): (i64, Option<DateTime<Utc>>),
     reason: &str,
 ) -> CommandResult<Transaction> {
     let member = members::resolve(uow, member, members::Access::Mutate).await?;
@@ -317,8 +349,10 @@ pub(super) async fn adjust(
     let posting = if points > 0 {
         let program = reference.program(uow).await?;
         settle_member(uow, &member_id, now).await?;
+        // A grant with its own expiry is limited-time points (spent first, as it expires first).
         NewLot {
-            expires_at: program.lot_expiry(now),
+            expires_at: expires_at.or(program.lot_expiry(now)),
+            limited: expires_at.is_some(),
             ..NewLot::earned(&member_id, points, now)
         }
         .insert(uow)

@@ -150,7 +150,29 @@ impl Engine {
             available,
             false,
         )?;
-        Ok(Quote { priced, coupons })
+        let purchase = super::rules::Purchase {
+            member_id: &member.member_id,
+            channel: request.channel,
+            store_id: &request.store_id,
+            lines: &request.lines,
+            total: priced.total,
+            paid: priced.amount_due,
+            at: now,
+        };
+        let reference = &self.core.reference;
+        let decided =
+            super::rules::decide_purchase(uow.as_mut(), reference, &program, &purchase, false)
+                .await?;
+        let earn_breakdown = decided.breakdown(priced.points_to_earn);
+        let priced = pricing::Priced {
+            points_to_earn: earn_breakdown.iter().map(|part| part.points).sum(),
+            ..priced
+        };
+        Ok(Quote {
+            priced,
+            coupons,
+            earn_breakdown,
+        })
     }
 
     pub async fn get_order(&self, caller: &Caller, order_id: &str) -> Result<Order, EngineError> {

@@ -29,6 +29,7 @@ use crate::domain::{
     model::{LatLng, Program, Store},
     ports::StoreError,
     receipt::ReceiptRule,
+    rules::Rule,
     schedule::parse_time_zone,
 };
 
@@ -48,6 +49,7 @@ pub(super) struct Reference {
     visit_rules: Mutex<Option<(Arc<Vec<VisitRule>>, Instant)>>,
     receipt_rules: Mutex<Option<(Arc<Vec<ReceiptRule>>, Instant)>>,
     campaigns: Mutex<Option<(Arc<Vec<Campaign>>, Instant)>>,
+    rules: Mutex<Option<(Arc<Vec<Rule>>, Instant)>>,
 }
 
 /// A store as location reports need it: its zone and its fence, parsed once.
@@ -259,6 +261,18 @@ impl Reference {
         Ok(rules)
     }
 
+    /// Every rule of the rules core (committed), re-read after `TTL`: a rule changed through
+    /// another replica applies here within that time (its limits hold at once: they are
+    /// read under locks, not from here).
+    pub async fn rules(&self, uow: &mut dyn LedgerReads) -> Result<Arc<Vec<Rule>>, StoreError> {
+        if let Some(rules) = fresh(&self.rules) {
+            return Ok(rules);
+        }
+        let rules = Arc::new(uow.list_rules().await?);
+        keep(&self.rules, rules.clone());
+        Ok(rules)
+    }
+
     /// Every campaign (committed), re-read after `TTL`: nearby offers list those of a store.
     pub async fn campaigns(
         &self,
@@ -280,6 +294,7 @@ impl Reference {
         *self.geo_rules.lock().expect("reference cache poisoned") = None;
         *self.visit_rules.lock().expect("reference cache poisoned") = None;
         *self.receipt_rules.lock().expect("reference cache poisoned") = None;
+        *self.rules.lock().expect("reference cache poisoned") = None;
     }
 
     pub fn program_changed(&self) {

@@ -18,9 +18,10 @@ use crate::domain::{
     model::{Identifier, Lot, MemberRow, Order, OrderLot, Program, Store as RetailStore},
     ports::{
         GeoIssue, IdempotencyRecord, LedgerReads, LocationRecord, NewTransaction, OrderClash,
-        Presence, StoreResult, Visit, VisitIssue,
+        Presence, RuleCounter, RuleStoreDay, StoreResult, Visit, VisitIssue,
     },
     receipt::{ReceiptRecord, ReceiptRule},
+    rules::Rule,
 };
 
 #[async_trait]
@@ -106,6 +107,11 @@ pub(crate) trait LedgerRows: LedgerReads {
         Ok(None)
     }
     async fn update_order(&mut self, order: &Order) -> StoreResult<()>;
+
+    // Rules and their counters.
+    async fn save_rule(&mut self, rule: &Rule) -> StoreResult<()>;
+    async fn save_rule_counter(&mut self, counter: &RuleCounter) -> StoreResult<()>;
+    async fn save_rule_store_day(&mut self, day: &RuleStoreDay) -> StoreResult<()>;
 
     // Campaigns and coupons.
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;

@@ -20,7 +20,7 @@ use crate::{
     domain::{
         auth::Caller,
         command::{Command, OrderRequest, RefundLine, RefundScope},
-        model::{Channel, Order, OrderState, RefundResult},
+        model::{Channel, EarnPart, Order, OrderState, RefundResult},
         pricing::Quote,
     },
     engine::Engine,
@@ -382,6 +382,7 @@ fn refund_lines(v: &mut Violations, lines: &[proto::RefundLine]) -> Option<Vec<R
 
 pub fn order_out(order: Order) -> proto::Order {
     let points_earned = order.points_earned_so_far();
+    let earn_breakdown = earn_parts_out(order.earn_parts());
     proto::Order {
         order_id: order.order_id,
         member_id: order.member_id,
@@ -401,7 +402,19 @@ pub fn order_out(order: Order) -> proto::Order {
         refunded_amount: order.refunded_amount.to_string(),
         created_at: Some(timestamp(order.created_at)),
         occurred_at: Some(timestamp(order.occurred_at)),
+        earn_breakdown,
     }
+}
+
+/// Parts of what an order earns, as the contract shows them.
+pub fn earn_parts_out(parts: Vec<EarnPart>) -> Vec<proto::EarnPart> {
+    parts
+        .into_iter()
+        .map(|part| proto::EarnPart {
+            rule_id: part.rule_id,
+            points: part.points,
+        })
+        .collect()
 }
 
 fn order_state_out(state: OrderState) -> proto::OrderState {
@@ -435,6 +448,7 @@ fn quote_out(quote: Quote) -> proto::Quote {
         points_to_earn: priced.points_to_earn,
         total: priced.total.to_string(),
         coupon_discount: priced.coupon_discount.to_string(),
+        earn_breakdown: earn_parts_out(quote.earn_breakdown),
     }
 }
 
@@ -445,6 +459,7 @@ fn refund_out(result: RefundResult) -> proto::RefundResult {
         points_reversed: result.points_reversed,
         points_shortfall: result.points_shortfall,
         coupons_restored: result.coupons_restored,
+        earn_breakdown: earn_parts_out(result.reversed_breakdown),
     }
 }
 

@@ -8,7 +8,7 @@ use super::{
     auth::caller_for,
     convert::{
         MAX_POINTS, Violations, check_request_id, check_text, member_ref, optional_channel_out,
-        parse_field, timestamp,
+        optional_instant, parse_field, timestamp,
     },
     reply::execute,
 };
@@ -101,11 +101,16 @@ pub(super) fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Com
         );
     }
     check_text(&mut v, "reason", &request.reason, 1, MAX_REASON_CHARS);
+    let expires_at = optional_instant(&mut v, "expires_at", request.expires_at.as_ref());
+    if request.points < 0 && request.expires_at.is_some() {
+        v.push("expires_at", "only a credit (points > 0) takes an expiry");
+    }
     v.build(|| {
         Some(Command::AdjustPoints {
             member: member?,
             points: request.points,
             reason: request.reason.clone(),
+            expires_at: expires_at?,
         })
     })
 }
@@ -151,6 +156,7 @@ pub fn balance_out(balance: Balance) -> proto::Balance {
             .collect(),
         lifetime_earned_points: balance.lifetime_earned_points,
         lifetime_redeemed_points: balance.lifetime_redeemed_points,
+        limited_points: balance.limited_points,
     }
 }
 

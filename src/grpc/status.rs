@@ -124,6 +124,7 @@ pub fn unexpected_reply(expected: &str, reply: &Reply) -> Status {
         Reply::Store(_) => "store",
         Reply::Program(_) => "program",
         Reply::Campaign(_) => "campaign",
+        Reply::Rule(_) => "rule",
         Reply::Coupon(_) => "coupon",
         Reply::GeoRule(_) => "geo rule",
         Reply::VisitRule(_) => "visit rule",

@@ -158,7 +158,7 @@ from point_lots
 where member_id = any($1)
     and remaining_points > 0
 union all
-select null, null, null, null, null, null, null, null, null, null,
+select null, null, null, null, null, null, null, null, null, null, null,
     account, asset, balance
 from balances
 where account = any($2)"#

@@ -31,11 +31,12 @@ const MEMBER_LOTS: &str = concat!(select_lots!(), live_lots_of_member!());
 
 pub(super) const INSERT_LOTS: &str = r#"
 insert into point_lots (lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points)
+    original_points, remaining_points, held_points, limited)
 overriding system value
 select *
 from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[])"#;
+    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[],
+    $11::boolean[])"#;
 
 pub(super) const UPDATE_LOTS: &str = r#"
 update point_lots l
@@ -47,11 +48,13 @@ set member_id = c.member_id,
     expires_at = c.expires_at,
     original_points = c.original_points,
     remaining_points = c.remaining_points,
-    held_points = c.held_points
+    held_points = c.held_points,
+    limited = c.limited
 from unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[])
+    $6::timestamptz[], $7::timestamptz[], $8::bigint[], $9::bigint[], $10::bigint[],
+    $11::boolean[])
     as c (lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-        original_points, remaining_points, held_points)
+        original_points, remaining_points, held_points, limited)
 where l.lot_id = c.lot_id"#;
 
 /// Live lots with free points that expire, or (pending) mature, in [$1, $2]: through the
@@ -126,6 +129,7 @@ pub(super) fn lot_from_columns(row: &PgRow, state_column: &str) -> StoreResult<L
         original_points: c.get("original_points")?,
         remaining_points: c.get("remaining_points")?,
         held_points: c.get("held_points")?,
+        limited: c.get("limited")?,
     })
 }
 
@@ -142,4 +146,5 @@ pub(super) fn bind_lots<'q>(query: PgQuery<'q>, lots: &'q [Lot]) -> PgQuery<'q> 
         .bind(column(lots, |l| l.original_points)) // $8
         .bind(column(lots, |l| l.remaining_points)) // $9
         .bind(column(lots, |l| l.held_points)) // $10
+        .bind(column(lots, |l| l.limited)) // $11
 }

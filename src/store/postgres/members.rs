@@ -132,7 +132,7 @@ pub(super) async fn member_with_lots(
 select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
     m.lifetime_earned_points, m.lifetime_redeemed_points,
     l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
-    l.original_points, l.remaining_points, l.held_points
+    l.original_points, l.remaining_points, l.held_points, l.limited
 from members m
 left join point_lots l
     on l.member_id = m.member_id

@@ -33,10 +33,11 @@ use crate::domain::{
     model::{self, Channel, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ActivityWindow, ApiKeyRecord, CampaignSums, ChangeSet, DueWork, IdempotencyRecord, Keys,
-        LedgerReads, LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence,
-        Store, StoreError, StoreResult, UnitOfWork, Visit,
+        LedgerReads, LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery,
+        RuleCounter, RuleTotals, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
+    rules::Rule,
     seal::Seal,
     summary::ReportSums,
 };
@@ -306,7 +307,8 @@ macro_rules! select_orders {
 select order_id, member_id, state, channel, store_id, register_id, receipt_no,
     lines::text as lines, total, coupon_discount, points_redeemed, amount_due,
     points_earned, points_pending, coupon_codes::text as coupon_codes, hold_expires_at,
-    refunded_amount, points_reversed, points_restored, occurred_at, created_at
+    refunded_amount, points_reversed, points_restored, occurred_at, created_at,
+    earn_breakdown::text as earn_breakdown
 from orders"#
     };
 }
@@ -316,7 +318,7 @@ macro_rules! lot_columns {
     () => {
         r#"
 select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-    original_points, remaining_points, held_points"#
+    original_points, remaining_points, held_points, limited"#
     };
 }
 
@@ -343,6 +345,7 @@ mod orders;
 mod receipts;
 mod reference;
 mod reports;
+mod rules;
 mod seals;
 mod verify;
 
@@ -618,6 +621,39 @@ impl LedgerReads for PgUnitOfWork {
         PgUnitOfWork::list_receipt_rules(self).await
     }
 
+    async fn list_rules(&mut self) -> StoreResult<Vec<Rule>> {
+        PgUnitOfWork::list_rules(self).await
+    }
+
+    async fn get_rule(&mut self, rule_id: &str) -> StoreResult<Option<Rule>> {
+        PgUnitOfWork::get_rule(self, rule_id).await
+    }
+
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()> {
+        PgUnitOfWork::lock_rules(self, rule_ids).await
+    }
+
+    async fn rule_counter(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<RuleCounter>> {
+        PgUnitOfWork::rule_counter(self, rule_id, member_id).await
+    }
+
+    async fn rule_store_day(
+        &mut self,
+        rule_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<i64> {
+        PgUnitOfWork::rule_store_day(self, rule_id, store_id, local_date).await
+    }
+
+    async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool> {
+        PgUnitOfWork::has_captured_order(self, member_id).await
+    }
+
     async fn get_receipt(
         &mut self,
         receipt_id: &str,
@@ -712,6 +748,10 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::campaign_sums(self, campaign_id).await
     }
 
+    async fn rule_totals(&mut self, rule_id: Option<&str>) -> StoreResult<Vec<RuleTotals>> {
+        PgUnitOfWork::rule_totals(self, rule_id).await
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn activity_sums(&mut self, window: &ActivityWindow) -> StoreResult<ReportSums> {
         PgUnitOfWork::activity_sums(self, window).await
@@ -771,6 +811,9 @@ impl UnitOfWork for PgUnitOfWork {
         lap.ledger_done(changes);
         self.flush_engagement(&changes.engagement).await?;
         self.flush_receipts(&changes.engagement).await?;
+        if !changes.rules.is_empty() {
+            self.write_rules(&changes.rules).await?;
+        }
         lap.engagement_done(changes);
         Ok(())
     }
@@ -903,6 +946,7 @@ mod tests {
             original_points: 100,
             remaining_points,
             held_points: 0,
+            limited: false,
         }
     }
 

@@ -21,19 +21,19 @@ pub(super) const INSERT_ORDERS: &str = r#"
 insert into orders (order_id, member_id, state, channel, store_id, register_id, receipt_no,
     lines, total, coupon_discount, points_redeemed, amount_due, points_earned, points_pending,
     coupon_codes, hold_expires_at, refunded_amount, points_reversed, points_restored,
-    occurred_at, created_at)
+    occurred_at, created_at, earn_breakdown)
 select order_id, member_id, state, channel, store_id, register_id, receipt_no,
     lines::jsonb, total, coupon_discount, points_redeemed, amount_due, points_earned,
     points_pending, coupon_codes::jsonb, hold_expires_at, refunded_amount, points_reversed,
-    points_restored, occurred_at, created_at
+    points_restored, occurred_at, created_at, earn_breakdown::jsonb
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::numeric[],
     $13::bigint[], $14::bigint[], $15::text[], $16::timestamptz[], $17::numeric[],
-    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[])
+    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[], $22::text[])
     as c (order_id, member_id, state, channel, store_id, register_id, receipt_no,
         lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
         points_pending, coupon_codes, hold_expires_at, refunded_amount, points_reversed,
-        points_restored, occurred_at, created_at)"#;
+        points_restored, occurred_at, created_at, earn_breakdown)"#;
 
 pub(super) const UPDATE_ORDERS: &str = r#"
 update orders o
@@ -56,15 +56,16 @@ set member_id = c.member_id,
     points_reversed = c.points_reversed,
     points_restored = c.points_restored,
     occurred_at = c.occurred_at,
-    created_at = c.created_at
+    created_at = c.created_at,
+    earn_breakdown = c.earn_breakdown::jsonb
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
     $7::text[], $8::text[], $9::numeric[], $10::numeric[], $11::bigint[], $12::numeric[],
     $13::bigint[], $14::bigint[], $15::text[], $16::timestamptz[], $17::numeric[],
-    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[])
+    $18::bigint[], $19::bigint[], $20::timestamptz[], $21::timestamptz[], $22::text[])
     as c (order_id, member_id, state, channel, store_id, register_id, receipt_no,
         lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
         points_pending, coupon_codes, hold_expires_at, refunded_amount, points_reversed,
-        points_restored, occurred_at, created_at)
+        points_restored, occurred_at, created_at, earn_breakdown)
 where o.order_id = c.order_id"#;
 
 pub(super) const INSERT_ORDER_LOTS: &str = r#"
@@ -179,6 +180,7 @@ pub(super) fn order_from_row(row: &PgRow) -> StoreResult<Order> {
         points_restored: c.get("points_restored")?,
         occurred_at: c.get("occurred_at")?,
         created_at: c.get("created_at")?,
+        earn_breakdown: c.json("earn_breakdown")?,
     })
 }
 
@@ -206,7 +208,8 @@ pub(super) fn bind_orders<'q>(query: PgQuery<'q>, orders: &'q [Order]) -> StoreR
         .bind(column(orders, |o| o.points_reversed)) // $18
         .bind(column(orders, |o| o.points_restored)) // $19
         .bind(column(orders, |o| o.occurred_at)) // $20
-        .bind(column(orders, |o| o.created_at))) // $21
+        .bind(column(orders, |o| o.created_at)) // $21
+        .bind(json_column(orders, |o| &o.earn_breakdown)?)) // $22
 }
 
 /// The columns of `INSERT_ORDER_LOTS` and `UPDATE_ORDER_LOTS`.

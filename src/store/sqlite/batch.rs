@@ -338,6 +338,7 @@ mod tests {
             original_points: 5,
             remaining_points: 5,
             held_points: 0,
+            limited: false,
         }
     }
 

@@ -15,12 +15,12 @@ use crate::domain::{
 };
 use crate::store::to_json;
 
-fn date_text(date: NaiveDate) -> String {
+pub(super) fn date_text(date: NaiveDate) -> String {
     date.format("%Y-%m-%d").to_string()
 }
 
 impl Cols<'_, '_> {
-    fn date(&self, column: &str) -> StoreResult<NaiveDate> {
+    pub(super) fn date(&self, column: &str) -> StoreResult<NaiveDate> {
         let text: String = self.get(column)?;
         NaiveDate::parse_from_str(&text, "%Y-%m-%d")
             .map_err(|e| self.corrupt(column, format!("date {text:?}: {e}")))

@@ -13,7 +13,7 @@ macro_rules! select_lots {
     () => {
         r"
             select lot_id, member_id, order_id, state, earned_at, matures_at, expires_at,
-                   original_points, remaining_points, held_points
+                   original_points, remaining_points, held_points, limited
             from point_lots"
     };
 }
@@ -52,13 +52,13 @@ impl SqliteUnitOfWork {
                 r"
                 insert into point_lots (
                     member_id, order_id, state, earned_at, matures_at, expires_at,
-                    original_points, remaining_points, held_points, lot_id
+                    original_points, remaining_points, held_points, limited, lot_id
                 )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
                 ",
                 lot,
             )?
-            .bind(lot.lot_id); // ?10
+            .bind(lot.lot_id); // ?11
         self.run(query)
     }
 
@@ -71,7 +71,7 @@ impl SqliteUnitOfWork {
         self.move_member_rows(sql, from_member_id, to_member_id)
     }
 
-    /// Every column but `lot_id`, which the insert returns and the update binds as ?10.
+    /// Every column but `lot_id`, which the insert and the update bind as ?11.
     pub(super) fn lot_query<'c>(&'c self, sql: &str, lot: &Lot) -> StoreResult<Query<'c>> {
         Ok(self
             .query(sql)?
@@ -83,7 +83,8 @@ impl SqliteUnitOfWork {
             .bind(lot.expires_at.map(|at| at.timestamp_micros())) // ?6
             .bind(lot.original_points) // ?7
             .bind(lot.remaining_points) // ?8
-            .bind(lot.held_points)) // ?9
+            .bind(lot.held_points) // ?9
+            .bind(lot.limited)) // ?10
     }
 
     /// Every column but `lot_id`, which is the key.
@@ -99,12 +100,13 @@ impl SqliteUnitOfWork {
                 expires_at = ?6,
                 original_points = ?7,
                 remaining_points = ?8,
-                held_points = ?9
-            where lot_id = ?10
+                held_points = ?9,
+                limited = ?10
+            where lot_id = ?11
             ",
             lot,
         )?
-        .bind(lot.lot_id) // ?10
+        .bind(lot.lot_id) // ?11
         .execute()
     }
 }
@@ -122,6 +124,7 @@ fn lot_from_row(row: &Row<'_>) -> StoreResult<Lot> {
         original_points: c.get("original_points")?,
         remaining_points: c.get("remaining_points")?,
         held_points: c.get("held_points")?,
+        limited: c.get("limited")?,
     })
 }
 

@@ -19,7 +19,8 @@
 //! the store, its connections, units of work and errors, and the port's implementation, whose
 //! every method runs its area's SQL: `members.rs` (members and identifiers), `journal.rs`
 //! (transactions, postings, balances), `lots.rs`, `orders.rs` (orders and order lots),
-//! `coupons.rs` (campaigns and coupons), `reports.rs` (the reports' sums), `reference.rs` (program and stores), `keys.rs` (API
+//! `coupons.rs` (campaigns and coupons), `reports.rs` (the reports' sums), `reference.rs` (program and stores), `rules.rs` (rules and
+//! their counters), `keys.rs` (API
 //! keys and idempotency records), `verify.rs` (due work and the verifier's snapshot); `batch.rs`
 //! orchestrates a batch's load, id reservations and flush over the areas' row statements.
 
@@ -52,10 +53,11 @@ use crate::domain::{
     model::{self, Identifier, Lot, MemberRow, Order, OrderLot, Program, Transaction},
     ports::{
         ActivityWindow, ApiKeyRecord, CampaignSums, ChangeSet, DueWork, IdempotencyRecord, Keys,
-        LedgerReads, LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery, Sequence,
-        Store, StoreError, StoreResult, UnitOfWork, Visit,
+        LedgerReads, LedgerSnapshot, LiabilityLots, Loaded, Presence, ReceiptPageQuery,
+        RuleCounter, RuleTotals, Sequence, Store, StoreError, StoreResult, UnitOfWork, Visit,
     },
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
+    rules::Rule,
     seal::Seal,
     summary::ReportSums,
 };
@@ -64,6 +66,7 @@ use crate::metrics::FlushLap;
 mod batch;
 mod coupons;
 mod engagement;
+mod rules;
 mod journal;
 mod keys;
 mod lots;
@@ -657,6 +660,39 @@ impl LedgerReads for SqliteUnitOfWork {
         SqliteUnitOfWork::list_receipt_rules(self)
     }
 
+    async fn list_rules(&mut self) -> StoreResult<Vec<Rule>> {
+        SqliteUnitOfWork::list_rules(self)
+    }
+
+    async fn get_rule(&mut self, rule_id: &str) -> StoreResult<Option<Rule>> {
+        SqliteUnitOfWork::get_rule(self, rule_id)
+    }
+
+    async fn lock_rules(&mut self, _rule_ids: &[String]) -> StoreResult<()> {
+        Ok(())
+    }
+
+    async fn rule_counter(
+        &mut self,
+        rule_id: &str,
+        member_id: &str,
+    ) -> StoreResult<Option<RuleCounter>> {
+        SqliteUnitOfWork::rule_counter(self, rule_id, member_id)
+    }
+
+    async fn rule_store_day(
+        &mut self,
+        rule_id: &str,
+        store_id: &str,
+        local_date: NaiveDate,
+    ) -> StoreResult<i64> {
+        SqliteUnitOfWork::rule_store_day(self, rule_id, store_id, local_date)
+    }
+
+    async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool> {
+        SqliteUnitOfWork::has_captured_order(self, member_id)
+    }
+
     async fn get_receipt(
         &mut self,
         receipt_id: &str,
@@ -744,6 +780,10 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::campaign_sums(self, campaign_id)
     }
 
+    async fn rule_totals(&mut self, rule_id: Option<&str>) -> StoreResult<Vec<RuleTotals>> {
+        SqliteUnitOfWork::rule_totals(self, rule_id)
+    }
+
     #[tracing::instrument(level = "debug", skip_all)]
     async fn activity_sums(&mut self, window: &ActivityWindow) -> StoreResult<ReportSums> {
         SqliteUnitOfWork::activity_sums(self, window)
@@ -808,6 +848,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.write_changes(changes, &mut lap)?;
         self.write_engagement(&changes.engagement, changes.shard)?;
         self.write_receipts(&changes.engagement)?;
+        self.write_rules(&changes.rules)?;
         lap.engagement_done(changes);
         self.add_report_sums(&changes.report, changes.shard)?;
         lap.table_done("report_summaries", changes);
@@ -1022,6 +1063,7 @@ mod tests {
             original_points: 100,
             remaining_points,
             held_points: 0,
+            limited: false,
         }
     }
 

@@ -42,7 +42,7 @@ pub(super) fn get_order(
             select order_id, member_id, state, channel, store_id, register_id, receipt_no,
                    lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
                    points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                   points_reversed, points_restored, occurred_at, created_at
+                   points_reversed, points_restored, occurred_at, created_at, earn_breakdown
             from orders
             where order_id = ?1
             ",
@@ -112,7 +112,8 @@ impl SqliteUnitOfWork {
             .bind(order.points_reversed) // ?18
             .bind(order.points_restored) // ?19
             .bind(order.occurred_at.timestamp_micros()) // ?20
-            .bind(order.created_at.timestamp_micros())) // ?21
+            .bind(order.created_at.timestamp_micros()) // ?21
+            .bind(to_json(&order.earn_breakdown)?)) // ?22
     }
 
     pub(super) fn insert_order_row(&self, order: &Order) -> StoreResult<()> {
@@ -122,11 +123,11 @@ impl SqliteUnitOfWork {
                 order_id, member_id, state, channel, store_id, register_id, receipt_no,
                 lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
                 points_pending, coupon_codes, hold_expires_at, refunded_amount,
-                points_reversed, points_restored, occurred_at, created_at
+                points_reversed, points_restored, occurred_at, created_at, earn_breakdown
             )
             values (
                 ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11,
-                ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21
+                ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22
             )
             ",
             order,
@@ -157,7 +158,8 @@ impl SqliteUnitOfWork {
                 points_reversed = ?18,
                 points_restored = ?19,
                 occurred_at = ?20,
-                created_at = ?21
+                created_at = ?21,
+                earn_breakdown = ?22
             where order_id = ?1
             ",
             order,
@@ -223,5 +225,6 @@ fn order_from_row(row: &Row<'_>) -> StoreResult<Order> {
         points_restored: c.get("points_restored")?,
         occurred_at: c.instant("occurred_at")?,
         created_at: c.instant("created_at")?,
+        earn_breakdown: c.json("earn_breakdown")?,
     })
 }

@@ -1,0 +1,577 @@
+//! The rules area: creating and changing rules (a budget is funded in the ledger), and the
+//! one decision path of a trigger's rules inside the batch: facts and counters gathered here,
+//! the decision made by `domain::rules::decide`, the award booked in the command's own ledger
+//! transaction (points as postings from the rule's account, counters flushed with the batch).
+//!
+//! Today PURCHASE is decided here (Capture and RecordSale book it; Quote and Authorize preview
+//! it), and SimulateRules decides PURCHASE, EVENT and TIER rules without writing. GEO, VISIT
+//! and RECEIPT rules are still decided by their own areas; `views` shows them as rules.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    CommandResult, coupons,
+    points::{self, Earning},
+    reference::Reference,
+    rows::LedgerRows,
+};
+use crate::domain::{
+    Account, Asset, DomainError, Money,
+    model::{Channel, EarnPart, LineItem, Posting, Program},
+    ports::{LedgerReads, RuleCounter, RuleStoreDay, StoreError},
+    rules::{self, Award, Counters, Facts, Rule, Skip, Trigger, views},
+    schedule::{local_date, parse_time_zone},
+};
+
+/// The source of a rule's points: its budget account, or its own system account.
+pub(super) fn points_account(rule: &Rule) -> Account {
+    if rule.has_budget() {
+        Account::RuleBudget(rule.rule_id.clone())
+    } else {
+        Account::Rule(rule.rule_id.clone())
+    }
+}
+
+/// CreateRule: the rule, and its budget funded from `program:issued` in the same transaction.
+pub(super) async fn create(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    rule: &Rule,
+) -> CommandResult<Rule> {
+    if uow.get_rule(&rule.rule_id).await?.is_some() || is_engagement_rule(uow, &rule.rule_id).await? {
+        return Err(DomainError::RuleExists(rule.rule_id.clone()).into());
+    }
+    check_campaign(uow, rule).await?;
+    let rule = Rule {
+        created_at: now,
+        updated_at: now,
+        ..rule.clone()
+    };
+    uow.save_rule(&rule).await?;
+    fund(uow, &rule, rule.limits.budget_points, now).await?;
+    reference.rules_changed();
+    Ok(rule)
+}
+
+/// UpdateRule: `patch` applied to the stored rule under its lock; a budget raised is funded,
+/// one lowered gives back what is left of the difference.
+pub(super) async fn update(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    now: DateTime<Utc>,
+    patch: &rules::RulePatch,
+) -> CommandResult<Rule> {
+    let rule_id = patch.rule.rule_id.clone();
+    uow.lock_rules(std::slice::from_ref(&rule_id)).await?;
+    let Some(stored) = uow.get_rule(&rule_id).await? else {
+        return Err(if is_engagement_rule(uow, &rule_id).await? {
+            DomainError::invalid(
+                "rule.rule_id",
+                "GEO, VISIT and RECEIPT rules are changed through their EngagementService calls",
+            )
+        } else {
+            DomainError::RuleNotFound
+        }
+        .into());
+    };
+    let updated = patch.apply(&stored, now)?;
+    check_campaign(uow, &updated).await?;
+    let budget_change = updated.limits.budget_points - stored.limits.budget_points;
+    if budget_change < 0 {
+        let account = points_account(&stored).to_string();
+        let left = uow.balance(&account, &Asset::Points.to_string()).await?;
+        if left < -budget_change {
+            return Err(DomainError::invalid(
+                "rule.limits.budget_points",
+                format!("only {left} points of the budget are left to take back"),
+            )
+            .into());
+        }
+    }
+    uow.save_rule(&updated).await?;
+    fund(uow, &updated, budget_change, now).await?;
+    reference.rules_changed();
+    Ok(updated)
+}
+
+/// Whether `rule_id` names a GEO, VISIT or RECEIPT rule of the EngagementService.
+async fn is_engagement_rule(uow: &mut dyn LedgerReads, rule_id: &str) -> Result<bool, StoreError> {
+    let rules = engagement_rules(uow).await?;
+    Ok(rules.iter().any(|rule| rule.rule_id == rule_id))
+}
+
+/// The GEO, VISIT and RECEIPT rules of the EngagementService, as rules.
+async fn engagement_rules(uow: &mut dyn LedgerReads) -> Result<Vec<Rule>, StoreError> {
+    let mut rules: Vec<Rule> = Vec::new();
+    rules.extend(uow.list_geo_rules().await?.into_iter().map(views::of_geo));
+    rules.extend(uow.list_visit_rules().await?.into_iter().map(views::of_visit));
+    rules.extend(uow.list_receipt_rules().await?.into_iter().map(views::of_receipt));
+    Ok(rules)
+}
+
+async fn check_campaign(uow: &mut dyn LedgerRows, rule: &Rule) -> CommandResult<()> {
+    if let Some(campaign_id) = &rule.effects.campaign_id
+        && uow.get_campaign(campaign_id, false).await?.is_none()
+    {
+        return Err(DomainError::CampaignNotFound.into());
+    }
+    Ok(())
+}
+
+/// Moves `points` into the rule's budget (out of it when negative).
+async fn fund(
+    uow: &mut dyn LedgerRows,
+    rule: &Rule,
+    points: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if points == 0 || !rule.has_budget() {
+        return Ok(());
+    }
+    let budget = Account::RuleBudget(rule.rule_id.clone());
+    let posting = if points > 0 {
+        Posting::new(&Account::ProgramIssued, &budget, &Asset::Points, points)
+    } else {
+        Posting::new(&budget, &Account::ProgramIssued, &Asset::Points, -points)
+    };
+    let mut entry = points::system_entry("rule_budget", "", now, vec![posting]);
+    entry.metadata.push(("rule_id".into(), rule.rule_id.clone()));
+    uow.append_transaction(&entry).await?;
+    Ok(())
+}
+
+/// What a purchase is, for its rules.
+#[derive(Debug, Clone)]
+pub(super) struct Purchase<'a> {
+    pub member_id: &'a str,
+    pub channel: Channel,
+    pub store_id: &'a str,
+    pub lines: &'a [LineItem],
+    pub total: Money,
+    pub paid: Money,
+    pub at: DateTime<Utc>,
+}
+
+/// The verdicts of a purchase's rules, and the zone its local days and hours are in.
+#[derive(Debug, Clone)]
+pub(super) struct Decided {
+    pub verdicts: Vec<Verdict>,
+    pub tz: chrono_tz::Tz,
+}
+
+impl Decided {
+    /// What the rules give on top of `base_points`, part by part (the base first).
+    pub fn breakdown(&self, base_points: i64) -> Vec<EarnPart> {
+        breakdown(base_points, &self.verdicts)
+    }
+}
+
+/// One rule's verdict.
+#[derive(Debug, Clone)]
+pub(super) struct Verdict {
+    pub rule: Rule,
+    pub outcome: Result<Award, Skip>,
+}
+
+/// Decides every PURCHASE rule for `purchase`, in rule_id order. With `lock`, the rules with
+/// a shared limit are locked first (all of them, in rule_id order, so batches never wait on
+/// each other in a cycle): a capture books what is decided. Without, it is a preview.
+pub(super) async fn decide_purchase(
+    uow: &mut dyn LedgerReads,
+    reference: &Reference,
+    program: &Program,
+    purchase: &Purchase<'_>,
+    lock: bool,
+) -> Result<Decided, StoreError> {
+    let rules = reference.rules(uow).await?;
+    let rules: Vec<&Rule> = rules
+        .iter()
+        .filter(|rule| rule.trigger == Trigger::Purchase && rule.enabled)
+        .collect();
+    if lock {
+        let shared: Vec<String> = rules
+            .iter()
+            .filter(|rule| rule.has_shared_limit())
+            .map(|rule| rule.rule_id.clone())
+            .collect();
+        uow.lock_rules(&shared).await?;
+    }
+    let tz = zone(uow, reference, program, purchase.store_id).await?;
+    let first_purchase = if rules.iter().any(|rule| rule.conditions.first_purchase) {
+        !uow.has_captured_order(purchase.member_id).await?
+    } else {
+        false
+    };
+    let attributes = BTreeMap::new();
+    let facts = Facts {
+        at: purchase.at,
+        tz,
+        channel: Some(purchase.channel),
+        store_id: purchase.store_id,
+        lines: purchase.lines,
+        total: purchase.total,
+        paid: purchase.paid,
+        base_rate: program.earn_rate_for(purchase.channel),
+        event_type: "",
+        attributes: &attributes,
+        first_purchase,
+        tier_id: None,
+    };
+    let verdicts = decide_all(uow, &rules, &facts, purchase.member_id).await?;
+    Ok(Decided { verdicts, tz })
+}
+
+/// Decides `rules` in order for one member's facts.
+async fn decide_all(
+    uow: &mut dyn LedgerReads,
+    rules: &[&Rule],
+    facts: &Facts<'_>,
+    member_id: &str,
+) -> Result<Vec<Verdict>, StoreError> {
+    let mut verdicts = Vec::with_capacity(rules.len());
+    for rule in rules {
+        let outcome = decide(uow, rule, facts, member_id).await?;
+        verdicts.push(Verdict {
+            rule: (*rule).clone(),
+            outcome,
+        });
+    }
+    Ok(verdicts)
+}
+
+/// What SimulateRules is asked about.
+#[derive(Debug, Clone)]
+pub struct Simulation {
+    pub trigger: Trigger,
+    pub member: crate::domain::model::MemberRef,
+    pub channel: Option<Channel>,
+    pub store_id: String,
+    pub lines: Vec<LineItem>,
+    pub event_type: String,
+    pub attributes: BTreeMap<String, String>,
+    pub tier_id: String,
+    pub at: Option<DateTime<Utc>>,
+}
+
+/// One rule's answer to a simulation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SimulatedOutcome {
+    pub rule_id: String,
+    pub outcome: Result<Award, Skip>,
+}
+
+/// A rule's counters summed, and what is left of its budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuleStats {
+    pub totals: crate::domain::ports::RuleTotals,
+    pub budget_points_left: i64,
+}
+
+impl super::Engine {
+    /// GetRule: a rule of the rules core, or a GEO, VISIT or RECEIPT rule as a rule.
+    pub async fn get_rule(&self, rule_id: &str) -> Result<Rule, super::EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        if let Some(rule) = uow.get_rule(rule_id).await? {
+            return Ok(rule);
+        }
+        let views = engagement_rules(uow.as_mut()).await?;
+        views
+            .into_iter()
+            .find(|rule| rule.rule_id == rule_id)
+            .ok_or(DomainError::RuleNotFound.into())
+    }
+
+    /// ListRules: every rule by rule_id, the EngagementService's among them.
+    pub async fn list_rules(&self) -> Result<Vec<Rule>, super::EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        let mut rules = uow.list_rules().await?;
+        rules.extend(engagement_rules(uow.as_mut()).await?);
+        rules.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+        Ok(rules)
+    }
+
+    /// SimulateRules: every rule of the trigger decided for the facts, nothing written.
+    pub async fn simulate_rules(
+        &self,
+        simulation: &Simulation,
+    ) -> Result<Vec<SimulatedOutcome>, super::EngineError> {
+        if !simulation.trigger.is_core() {
+            return Err(DomainError::invalid(
+                "trigger",
+                "PURCHASE, EVENT and TIER rules can be simulated",
+            )
+            .into());
+        }
+        let now = self.now();
+        let mut uow = self.store().begin_read().await?;
+        let member =
+            super::members::resolve(uow.as_mut(), &simulation.member, super::members::Access::Read)
+                .await
+                .map_err(super::queries::from_failure)?;
+        let reference = &self.core.reference;
+        let program = reference.program(uow.as_mut()).await?;
+        let rules = uow.list_rules().await?;
+        let rules: Vec<&Rule> = rules
+            .iter()
+            .filter(|rule| rule.trigger == simulation.trigger)
+            .collect();
+        let tz = zone(uow.as_mut(), reference, &program, &simulation.store_id).await?;
+        let total: Money = simulation.lines.iter().map(|line| line.amount).sum();
+        let first_purchase = !uow.has_captured_order(&member.member_id).await?;
+        let facts = Facts {
+            at: simulation.at.unwrap_or(now),
+            tz,
+            channel: simulation.channel,
+            store_id: &simulation.store_id,
+            lines: &simulation.lines,
+            total,
+            paid: total,
+            base_rate: simulation
+                .channel
+                .map_or(program.earn_rate, |channel| program.earn_rate_for(channel)),
+            event_type: &simulation.event_type,
+            attributes: &simulation.attributes,
+            first_purchase,
+            tier_id: (!simulation.tier_id.is_empty()).then_some(simulation.tier_id.as_str()),
+        };
+        let verdicts = decide_all(uow.as_mut(), &rules, &facts, &member.member_id).await?;
+        Ok(verdicts
+            .into_iter()
+            .map(|verdict| SimulatedOutcome {
+                rule_id: verdict.rule.rule_id,
+                outcome: verdict.outcome,
+            })
+            .collect())
+    }
+
+    /// GetRuleStats: the rule's counters summed, and its budget's balance.
+    pub async fn rule_stats(&self, rule_id: &str) -> Result<RuleStats, super::EngineError> {
+        let rule = self.get_rule(rule_id).await?;
+        let mut uow = self.store().begin_read().await?;
+        let totals = uow.rule_totals(Some(rule_id)).await?.pop().unwrap_or(
+            crate::domain::ports::RuleTotals {
+                rule_id: rule_id.to_string(),
+                ..Default::default()
+            },
+        );
+        let budget_points_left = if rule.has_budget() {
+            let account = points_account(&rule).to_string();
+            uow.balance(&account, &Asset::Points.to_string()).await?
+        } else {
+            0
+        };
+        Ok(RuleStats {
+            totals,
+            budget_points_left,
+        })
+    }
+}
+
+/// The zone of a purchase's local hours: its store's, or the program's.
+async fn zone(
+    uow: &mut dyn LedgerReads,
+    reference: &Reference,
+    program: &Program,
+    store_id: &str,
+) -> Result<chrono_tz::Tz, StoreError> {
+    if !store_id.is_empty()
+        && let Some(site) = reference.sites(uow).await?.get(store_id)
+    {
+        return Ok(site.tz);
+    }
+    Ok(parse_time_zone(&program.time_zone).unwrap_or(chrono_tz::Asia::Tokyo))
+}
+
+/// One rule's decision, reading only the counters its limits need.
+pub(super) async fn decide(
+    uow: &mut dyn LedgerReads,
+    rule: &Rule,
+    facts: &Facts<'_>,
+    member_id: &str,
+) -> Result<Result<Award, Skip>, StoreError> {
+    if let Err(skip) = rules::decide_without_counters(rule, facts) {
+        return Ok(Err(skip));
+    }
+    let counters = counters(uow, rule, facts, member_id).await?;
+    Ok(rules::decide(rule, facts, &counters))
+}
+
+async fn counters(
+    uow: &mut dyn LedgerReads,
+    rule: &Rule,
+    facts: &Facts<'_>,
+    member_id: &str,
+) -> Result<Counters, StoreError> {
+    let limits = &rule.limits;
+    let mut counters = Counters::default();
+    if limits.per_member_limit > 0 || limits.cooldown_seconds > 0 {
+        if let Some(counter) = uow.rule_counter(&rule.rule_id, member_id).await? {
+            counters.member_fired = counter.fired;
+            counters.member_last_fired_at = Some(counter.last_fired_at);
+        }
+    }
+    if limits.daily_cap_per_store > 0 && !facts.store_id.is_empty() {
+        let date = local_date(facts.at, facts.tz);
+        counters.store_day_fired = uow.rule_store_day(&rule.rule_id, facts.store_id, date).await?;
+    }
+    if rule.has_budget() {
+        let account = points_account(rule).to_string();
+        counters.budget_left_points = Some(uow.balance(&account, &Asset::Points.to_string()).await?);
+    }
+    Ok(counters)
+}
+
+/// The earn breakdown of a purchase: the base first, then each rule that fired with points.
+fn breakdown(base_points: i64, verdicts: &[Verdict]) -> Vec<EarnPart> {
+    let mut parts = vec![EarnPart::base(base_points)];
+    for verdict in verdicts {
+        if let Ok(award) = &verdict.outcome
+            && award.points > 0
+        {
+            parts.push(EarnPart {
+                rule_id: verdict.rule.rule_id.clone(),
+                points: award.points,
+                reversed: 0,
+            });
+        }
+    }
+    parts.retain(|part| part.points > 0);
+    parts
+}
+
+/// What a captured purchase's rules give, booked: their counters, their coupons (postings of
+/// the sale's transaction), and the earnings for `points::earn_parts` with the base first.
+pub(super) struct Booked {
+    pub earnings: Vec<Earning>,
+    pub breakdown: Vec<EarnPart>,
+    pub coupon_postings: Vec<Posting>,
+}
+
+/// Books the verdicts of a capture: counters and store days as they now stand, each rule's
+/// coupon, and the earnings (base from `program:issued`, each rule's from its account).
+pub(super) async fn book(
+    uow: &mut dyn LedgerRows,
+    purchase: &Purchase<'_>,
+    decided: &Decided,
+    base_points: i64,
+    now: DateTime<Utc>,
+) -> Result<Booked, StoreError> {
+    let (verdicts, tz) = (&decided.verdicts, decided.tz);
+    let mut earnings = vec![Earning {
+        from: Account::ProgramIssued,
+        points: base_points,
+        expire_days: 0,
+    }];
+    let mut coupon_postings = Vec::new();
+    for verdict in verdicts {
+        let Ok(award) = &verdict.outcome else {
+            continue;
+        };
+        let rule = &verdict.rule;
+        let mut coupons_issued = 0;
+        if let Some(campaign_id) = &award.campaign_id {
+            let source = format!("rule:{}", rule.rule_id);
+            if let Some((_, posting)) =
+                coupons::issue_in_entry(uow, now, campaign_id, purchase.member_id, source).await?
+            {
+                coupon_postings.push(posting);
+                coupons_issued = 1;
+            }
+        }
+        count(uow, rule, purchase, tz, award.points, coupons_issued, now).await?;
+        earnings.push(Earning {
+            from: points_account(rule),
+            points: award.points,
+            expire_days: rule.effects.points_expire_days,
+        });
+    }
+    Ok(Booked {
+        breakdown: decided.breakdown(base_points),
+        earnings,
+        coupon_postings,
+    })
+}
+
+/// One firing in the rule's counters (and its store's day, for a capped rule).
+async fn count(
+    uow: &mut dyn LedgerRows,
+    rule: &Rule,
+    purchase: &Purchase<'_>,
+    tz: chrono_tz::Tz,
+    points: i64,
+    coupons: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let counter = uow.rule_counter(&rule.rule_id, purchase.member_id).await?;
+    let counter = match counter {
+        Some(counter) => RuleCounter {
+            fired: counter.fired + 1,
+            points: counter.points + points,
+            coupons: counter.coupons + coupons,
+            last_fired_at: now,
+            ..counter
+        },
+        None => RuleCounter {
+            rule_id: rule.rule_id.clone(),
+            member_id: purchase.member_id.to_string(),
+            fired: 1,
+            points,
+            coupons,
+            last_fired_at: now,
+        },
+    };
+    uow.save_rule_counter(&counter).await?;
+    if rule.limits.daily_cap_per_store > 0 && !purchase.store_id.is_empty() {
+        let local_date = local_date(purchase.at, tz);
+        let fired = uow
+            .rule_store_day(&rule.rule_id, purchase.store_id, local_date)
+            .await?;
+        let day = RuleStoreDay {
+            rule_id: rule.rule_id.clone(),
+            store_id: purchase.store_id.to_string(),
+            local_date,
+            fired: fired + 1,
+        };
+        uow.save_rule_store_day(&day).await?;
+    }
+    Ok(())
+}
+
+/// A refund took `points` back from a rule's part of an order: its counter shows the net.
+pub(super) async fn count_reversal(
+    uow: &mut dyn LedgerRows,
+    rule_id: &str,
+    member_id: &str,
+    points: i64,
+) -> Result<(), StoreError> {
+    if points == 0 {
+        return Ok(());
+    }
+    let Some(counter) = uow.rule_counter(rule_id, member_id).await? else {
+        return Err(StoreError::Corrupt(format!(
+            "rule {rule_id} gave member {member_id} points but has no counter"
+        )));
+    };
+    let counter = RuleCounter {
+        points: counter.points - points,
+        ..counter
+    };
+    uow.save_rule_counter(&counter).await
+}
+
+/// The account a refund gives a part's points back to.
+pub(super) async fn part_account(
+    uow: &mut dyn LedgerReads,
+    part: &EarnPart,
+) -> Result<Account, StoreError> {
+    if part.rule_id.is_empty() {
+        return Ok(Account::ProgramIssued);
+    }
+    let rule = uow.get_rule(&part.rule_id).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!("an order earned points of rule {} that is gone", part.rule_id))
+    })?;
+    Ok(points_account(&rule))
+}
