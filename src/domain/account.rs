@@ -67,7 +67,10 @@ impl Account {
     pub fn is_guarded(&self) -> bool {
         matches!(
             self,
-            Account::Member(_) | Account::MemberPending(_) | Account::Hold(_) | Account::RuleBudget(_)
+            Account::Member(_)
+                | Account::MemberPending(_)
+                | Account::Hold(_)
+                | Account::RuleBudget(_)
         )
     }
 

@@ -111,6 +111,7 @@ mod tests {
             original_points: points,
             remaining_points: points,
             held_points: 0,
+            limited: false,
         }
     }
 

@@ -598,6 +598,7 @@ mod tests {
             original_points: remaining,
             remaining_points: remaining,
             held_points: held,
+            limited: false,
         }
     }
 

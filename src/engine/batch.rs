@@ -1284,7 +1284,10 @@ impl LedgerReads for InMemory<'_> {
         if let Some(day) = self.rows.rules.store_days.cached(&key) {
             return Ok(day.map_or(0, |day| day.fired));
         }
-        let fired = self.db.rule_store_day(rule_id, store_id, local_date).await?;
+        let fired = self
+            .db
+            .rule_store_day(rule_id, store_id, local_date)
+            .await?;
         let day = RuleStoreDay {
             rule_id: rule_id.to_string(),
             store_id: store_id.to_string(),
@@ -1296,9 +1299,11 @@ impl LedgerReads for InMemory<'_> {
     }
 
     async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool> {
-        let captured_here = self.rows.orders.present().any(|order| {
-            order.member_id == member_id && order.is_captured()
-        });
+        let captured_here = self
+            .rows
+            .orders
+            .present()
+            .any(|order| order.member_id == member_id && order.is_captured());
         if captured_here {
             return Ok(true);
         }
@@ -1589,7 +1594,10 @@ impl LedgerRows for InMemory<'_> {
     }
 
     async fn save_rule(&mut self, rule: &Rule) -> StoreResult<()> {
-        self.rows.rules.rules.put(rule.rule_id.clone(), rule.clone());
+        self.rows
+            .rules
+            .rules
+            .put(rule.rule_id.clone(), rule.clone());
         Ok(())
     }
 

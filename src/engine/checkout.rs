@@ -101,8 +101,16 @@ pub(super) async fn record_sale(
     } else {
         decided
     };
-    let base_points = if scanned.is_some() { 0 } else { priced.points_to_earn };
-    let would_earn = decided.breakdown(base_points).iter().map(|part| part.points).sum();
+    let base_points = if scanned.is_some() {
+        0
+    } else {
+        priced.points_to_earn
+    };
+    let would_earn = decided
+        .breakdown(base_points)
+        .iter()
+        .map(|part| part.points)
+        .sum();
     program.check_earn_cap(would_earn)?;
     points::take_points(
         uow,

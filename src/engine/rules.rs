@@ -41,15 +41,18 @@ pub(super) async fn create(
     now: DateTime<Utc>,
     rule: &Rule,
 ) -> CommandResult<Rule> {
-    if uow.get_rule(&rule.rule_id).await?.is_some() || is_engagement_rule(uow, &rule.rule_id).await? {
+    let mut rule = rule.clone();
+    if rule.rule_id.is_empty() {
+        rule.rule_id = crate::domain::ids::new_rule_id(rule.trigger.as_str());
+    }
+    let taken = uow.get_rule(&rule.rule_id).await?.is_some()
+        || is_engagement_rule(uow, &rule.rule_id).await?;
+    if taken {
         return Err(DomainError::RuleExists(rule.rule_id.clone()).into());
     }
-    check_campaign(uow, rule).await?;
-    let rule = Rule {
-        created_at: now,
-        updated_at: now,
-        ..rule.clone()
-    };
+    check_campaign(uow, &rule).await?;
+    rule.created_at = now;
+    rule.updated_at = now;
     uow.save_rule(&rule).await?;
     fund(uow, &rule, rule.limits.budget_points, now).await?;
     reference.rules_changed();
@@ -107,8 +110,18 @@ async fn is_engagement_rule(uow: &mut dyn LedgerReads, rule_id: &str) -> Result<
 async fn engagement_rules(uow: &mut dyn LedgerReads) -> Result<Vec<Rule>, StoreError> {
     let mut rules: Vec<Rule> = Vec::new();
     rules.extend(uow.list_geo_rules().await?.into_iter().map(views::of_geo));
-    rules.extend(uow.list_visit_rules().await?.into_iter().map(views::of_visit));
-    rules.extend(uow.list_receipt_rules().await?.into_iter().map(views::of_receipt));
+    rules.extend(
+        uow.list_visit_rules()
+            .await?
+            .into_iter()
+            .map(views::of_visit),
+    );
+    rules.extend(
+        uow.list_receipt_rules()
+            .await?
+            .into_iter()
+            .map(views::of_receipt),
+    );
     Ok(rules)
 }
 
@@ -138,7 +151,9 @@ async fn fund(
         Posting::new(&budget, &Account::ProgramIssued, &Asset::Points, -points)
     };
     let mut entry = points::system_entry("rule_budget", "", now, vec![posting]);
-    entry.metadata.push(("rule_id".into(), rule.rule_id.clone()));
+    entry
+        .metadata
+        .push(("rule_id".into(), rule.rule_id.clone()));
     uow.append_transaction(&entry).await?;
     Ok(())
 }
@@ -307,10 +322,13 @@ impl super::Engine {
         }
         let now = self.now();
         let mut uow = self.store().begin_read().await?;
-        let member =
-            super::members::resolve(uow.as_mut(), &simulation.member, super::members::Access::Read)
-                .await
-                .map_err(super::queries::from_failure)?;
+        let member = super::members::resolve(
+            uow.as_mut(),
+            &simulation.member,
+            super::members::Access::Read,
+        )
+        .await
+        .map_err(super::queries::from_failure)?;
         let reference = &self.core.reference;
         let program = reference.program(uow.as_mut()).await?;
         let rules = uow.list_rules().await?;
@@ -415,11 +433,14 @@ async fn counters(
     }
     if limits.daily_cap_per_store > 0 && !facts.store_id.is_empty() {
         let date = local_date(facts.at, facts.tz);
-        counters.store_day_fired = uow.rule_store_day(&rule.rule_id, facts.store_id, date).await?;
+        counters.store_day_fired = uow
+            .rule_store_day(&rule.rule_id, facts.store_id, date)
+            .await?;
     }
     if rule.has_budget() {
         let account = points_account(rule).to_string();
-        counters.budget_left_points = Some(uow.balance(&account, &Asset::Points.to_string()).await?);
+        counters.budget_left_points =
+            Some(uow.balance(&account, &Asset::Points.to_string()).await?);
     }
     Ok(counters)
 }
@@ -571,7 +592,10 @@ pub(super) async fn part_account(
         return Ok(Account::ProgramIssued);
     }
     let rule = uow.get_rule(&part.rule_id).await?.ok_or_else(|| {
-        StoreError::Corrupt(format!("an order earned points of rule {} that is gone", part.rule_id))
+        StoreError::Corrupt(format!(
+            "an order earned points of rule {} that is gone",
+            part.rule_id
+        ))
     })?;
     Ok(points_account(&rule))
 }

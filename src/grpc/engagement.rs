@@ -263,7 +263,10 @@ fn max_accuracy(v: &mut Violations, value: f64) -> Option<f64> {
     }
 }
 
-fn active_hours(v: &mut Violations, windows: &[proto::ActiveHours]) -> Option<Vec<HoursWindow>> {
+pub(super) fn active_hours(
+    v: &mut Violations,
+    windows: &[proto::ActiveHours],
+) -> Option<Vec<HoursWindow>> {
     if windows.len() > MAX_ACTIVE_HOURS {
         v.push(
             "rule.active_hours",
@@ -295,7 +298,7 @@ fn hours_window(
         .ok()
 }
 
-fn days_of_week(v: &mut Violations, days: &[i32]) -> Option<DaysOfWeek> {
+pub(super) fn days_of_week(v: &mut Violations, days: &[i32]) -> Option<DaysOfWeek> {
     if days.len() > 7 {
         v.push("rule.days_of_week", "at most 7 days");
         return None;

@@ -516,6 +516,7 @@ fn adjust_points() {
     let strategy =
         (text(), member_ref(), int64(), text()).prop_map(|(request_id, member, points, reason)| {
             proto::AdjustPointsRequest {
+                expires_at: None,
                 request_id,
                 member,
                 points,

@@ -204,6 +204,7 @@ mod tests {
     #[test]
     fn adjustments_are_bounded() {
         let request = proto::AdjustPointsRequest {
+            expires_at: None,
             request_id: String::new(),
             member: None,
             points: 0,

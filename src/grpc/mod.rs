@@ -20,7 +20,7 @@ use crate::{
         engagement_service_server::EngagementServiceServer,
         ledger_service_server::LedgerServiceServer, member_service_server::MemberServiceServer,
         program_service_server::ProgramServiceServer, report_service_server::ReportServiceServer,
-        store_service_server::StoreServiceServer,
+        rule_service_server::RuleServiceServer, store_service_server::StoreServiceServer,
     },
 };
 
@@ -37,6 +37,7 @@ pub mod program;
 pub mod receipts;
 pub mod reply;
 pub mod report;
+pub mod rule;
 pub mod status;
 pub mod store;
 pub mod tls;
@@ -51,10 +52,11 @@ pub use ledger::LedgerApi;
 pub use member::MemberApi;
 pub use program::ProgramApi;
 pub use report::ReportApi;
+pub use rule::RuleApi;
 pub use store::StoreApi;
 
 /// The names of the omo services, as health checks and reflection know them.
-pub const SERVICE_NAMES: [&str; 8] = [
+pub const SERVICE_NAMES: [&str; 9] = [
     <MemberServiceServer<MemberApi> as NamedService>::NAME,
     <StoreServiceServer<StoreApi> as NamedService>::NAME,
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
@@ -63,6 +65,7 @@ pub const SERVICE_NAMES: [&str; 8] = [
     <CouponServiceServer<CouponApi> as NamedService>::NAME,
     <EngagementServiceServer<EngagementApi> as NamedService>::NAME,
     <ReportServiceServer<ReportApi> as NamedService>::NAME,
+    <RuleServiceServer<RuleApi> as NamedService>::NAME,
 ];
 
 /// Every service omo serves: the eight omo.v1 services, `grpc.health.v1.Health` (overall and per
@@ -106,7 +109,11 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> (Routes, H
             EngagementServiceServer,
             EngagementApi::new(engine.clone())
         ))
-        .add_service(limited!(ReportServiceServer, ReportApi::new(engine)))
+        .add_service(limited!(
+            ReportServiceServer,
+            ReportApi::new(engine.clone())
+        ))
+        .add_service(limited!(RuleServiceServer, RuleApi::new(engine)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

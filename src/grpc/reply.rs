@@ -12,6 +12,7 @@ use crate::{
         location::{GeoRule, VisitRule},
         model::{Member, Order, Program, RefundResult, Store, Transaction},
         receipt::ReceiptRule,
+        rules::Rule,
     },
     engine::Engine,
 };
@@ -50,6 +51,7 @@ from_reply! {
     Location(LocationResult) => "location result",
     ReceiptRule(ReceiptRule) => "receipt rule",
     Receipt(ReceiptResult) => "receipt result",
+    Rule(Rule) => "rule",
 }
 
 /// Runs `command` (idempotent under `request_id` when given, which the request span records)

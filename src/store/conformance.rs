@@ -184,6 +184,7 @@ fn lot(lot_id: i64, member_id: &str, remaining_points: i64) -> Lot {
         original_points: 100,
         remaining_points,
         held_points: 0,
+        limited: false,
     }
 }
 
@@ -219,6 +220,7 @@ fn order(order_id: &str, member_id: &str, receipt_no: &str) -> Order {
         points_restored: 0,
         occurred_at: day(0),
         created_at: day(0),
+        earn_breakdown: Vec::new(),
     }
 }
 

@@ -83,6 +83,7 @@ async fn missing_or_unknown_keys_are_unauthenticated(app: &TestApp) {
 async fn roles_are_refused_outside_their_reach(app: &TestApp) {
     let member_id = app.member_with_points("a2", 1000).await;
     let adjust = proto::AdjustPointsRequest {
+        expires_at: None,
         request_id: "x".into(),
         member: Some(member_ref(&member_id)),
         points: 1,

@@ -166,6 +166,7 @@ async fn a_batch_sees_its_own_effects(app: &TestApp) {
             item(
                 "m-grant",
                 Command::AdjustPoints {
+                    expires_at: None,
                     member: by_card(),
                     points: 100,
                     reason: "welcome".into(),

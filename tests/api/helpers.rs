@@ -249,6 +249,7 @@ impl TestApp {
         self.admin
             .ledger()
             .adjust_points(proto::AdjustPointsRequest {
+                expires_at: None,
                 request_id: request_id.into(),
                 member: Some(member_ref(member_id)),
                 points,
@@ -764,6 +765,7 @@ pub async fn member_with_points_as(admin: &Client, card: &str, points: i64) -> S
         admin
             .ledger()
             .adjust_points(proto::AdjustPointsRequest {
+                expires_at: None,
                 request_id: format!("grant-{card}"),
                 member: Some(member_ref(&member_id)),
                 points,

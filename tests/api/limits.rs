@@ -187,6 +187,7 @@ async fn a_full_write_queue_sheds_commands(app: &TestApp) {
         let member = MemberRef::Id(member_id.clone());
         tokio::spawn(async move {
             let command = Command::AdjustPoints {
+                expires_at: None,
                 member,
                 points: 1,
                 reason: "blocked".into(),

@@ -402,6 +402,7 @@ async fn json_logs_carry_the_span_and_no_secrets(backend: Backend) {
         .admin
         .ledger()
         .adjust_points(proto::AdjustPointsRequest {
+            expires_at: None,
             request_id: "adjust-1".into(),
             member: Some(member_ref(&member.member_id)),
             points: 0,

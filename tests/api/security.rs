@@ -125,6 +125,7 @@ async fn a_forbidden_call_leaves_no_idempotency_record(app: &TestApp) {
         app.app_client
             .ledger()
             .adjust_points(proto::AdjustPointsRequest {
+                expires_at: None,
                 request_id: "same-id".into(),
                 member: Some(member_ref(&member_id)),
                 points: 10,

@@ -50,6 +50,7 @@ async fn grant(client: &Client, member_id: &str, n: usize) -> Result<(), tonic::
     client
         .ledger()
         .adjust_points(proto::AdjustPointsRequest {
+            expires_at: None,
             request_id: format!("grant-{n}"),
             member: Some(member_ref(member_id)),
             points: GRANT_POINTS,

@@ -35,7 +35,12 @@ fn line(sku: &str, category: &str, amount: &str) -> LineItem {
     }
 }
 
-fn decide_on(rule: &Rule, lines: &[LineItem], paid: &str, counters: &Counters) -> Result<Award, Skip> {
+fn decide_on(
+    rule: &Rule,
+    lines: &[LineItem],
+    paid: &str,
+    counters: &Counters,
+) -> Result<Award, Skip> {
     let attributes = BTreeMap::new();
     let total: Money = lines.iter().map(|l| l.amount).sum();
     let facts = Facts {
@@ -65,7 +70,10 @@ fn a_multiplier_on_one_category_gives_the_extra_of_its_lines_only() {
         category: "coffee".into(),
         min_quantity: 1,
     }];
-    let lines = [line("beans", "coffee", "2000"), line("mug", "goods", "3000")];
+    let lines = [
+        line("beans", "coffee", "2000"),
+        line("mug", "goods", "3000"),
+    ];
     // Coffee's base is 20 points; tripled, the rule's extra is 40.
     let award = decide_on(&rule, &lines, "5000", &Counters::default()).unwrap();
     assert_eq!(award.points, 40);
@@ -107,7 +115,10 @@ fn limits_and_budget_in_order() {
         budget_left_points: Some(1000),
         ..Counters::default()
     };
-    assert_eq!(decide_on(&rule, &lines, "1000", &fresh).unwrap().points, 100);
+    assert_eq!(
+        decide_on(&rule, &lines, "1000", &fresh).unwrap().points,
+        100
+    );
     let check = |counters: Counters| decide_on(&rule, &lines, "1000", &counters);
     assert_eq!(
         check(Counters {
@@ -152,14 +163,23 @@ fn disabled_period_and_hours_come_first() {
     rule.effects.bonus_points = 1;
     let lines = [line("a", "x", "100")];
     rule.enabled = false;
-    assert_eq!(decide_on(&rule, &lines, "100", &Counters::default()), Err(Skip::Disabled));
+    assert_eq!(
+        decide_on(&rule, &lines, "100", &Counters::default()),
+        Err(Skip::Disabled)
+    );
     rule.enabled = true;
     rule.ends_at = Some(Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap());
-    assert_eq!(decide_on(&rule, &lines, "100", &Counters::default()), Err(Skip::OutsidePeriod));
+    assert_eq!(
+        decide_on(&rule, &lines, "100", &Counters::default()),
+        Err(Skip::OutsidePeriod)
+    );
     rule.ends_at = None;
     // Sundays only; the facts are on a Wednesday.
     rule.conditions.days_of_week = crate::domain::schedule::DaysOfWeek::parse(&[7]).unwrap();
-    assert_eq!(decide_on(&rule, &lines, "100", &Counters::default()), Err(Skip::OutsideHours));
+    assert_eq!(
+        decide_on(&rule, &lines, "100", &Counters::default()),
+        Err(Skip::OutsideHours)
+    );
 }
 
 #[test]
@@ -169,13 +189,22 @@ fn channel_store_min_total_and_first_purchase_conditions() {
     let lines = [line("a", "x", "100")];
     let none = Counters::default();
     rule.conditions.channels = vec![Channel::Ec];
-    assert_eq!(decide_on(&rule, &lines, "100", &none), Err(Skip::ConditionNotMet));
+    assert_eq!(
+        decide_on(&rule, &lines, "100", &none),
+        Err(Skip::ConditionNotMet)
+    );
     rule.conditions.channels = vec![Channel::Store];
     rule.conditions.store_ids = vec!["umeda".into()];
     assert!(decide_on(&rule, &lines, "100", &none).is_ok());
     rule.conditions.min_total = Some("101".parse().unwrap());
-    assert_eq!(decide_on(&rule, &lines, "100", &none), Err(Skip::ConditionNotMet));
+    assert_eq!(
+        decide_on(&rule, &lines, "100", &none),
+        Err(Skip::ConditionNotMet)
+    );
     rule.conditions.min_total = None;
     rule.conditions.first_purchase = true;
-    assert_eq!(decide_on(&rule, &lines, "100", &none), Err(Skip::ConditionNotMet));
+    assert_eq!(
+        decide_on(&rule, &lines, "100", &none),
+        Err(Skip::ConditionNotMet)
+    );
 }

@@ -986,6 +986,7 @@ mod tests {
             points_restored: 0,
             occurred_at: day(0),
             created_at: day(0),
+            earn_breakdown: Vec::new(),
         }
     }
 

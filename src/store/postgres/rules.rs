@@ -160,7 +160,9 @@ select exists (
         )
         .bind(member_id); // $1
         let found = self
-            .fetch_optional(query, |row| Cols::new(row, "orders", "member_id").get("found"))
+            .fetch_optional(query, |row| {
+                Cols::new(row, "orders", "member_id").get("found")
+            })
             .await?;
         Ok(found.unwrap_or(false))
     }

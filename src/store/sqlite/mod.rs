@@ -66,7 +66,6 @@ use crate::metrics::FlushLap;
 mod batch;
 mod coupons;
 mod engagement;
-mod rules;
 mod journal;
 mod keys;
 mod lots;
@@ -75,6 +74,7 @@ mod orders;
 mod receipts;
 mod reference;
 mod reports;
+mod rules;
 mod seals;
 mod verify;
 
@@ -1205,6 +1205,7 @@ mod tests {
             points_restored: 0,
             occurred_at: at(0),
             created_at: at(1),
+            earn_breakdown: Vec::new(),
         }
     }
 
