@@ -137,6 +137,7 @@ fn stats_campaign(now: DateTime<Utc>) -> Campaign {
         public_code: None,
         issue_on_capture: None,
         variants: Vec::new(),
+        eligible: Default::default(),
         created_at: now - chrono::Duration::days(366),
     }
 }

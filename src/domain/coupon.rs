@@ -5,12 +5,17 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{error::CouponReason, model::Channel, money::Money};
+use super::{
+    error::CouponReason,
+    model::{Channel, LineItem},
+    money::Money,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Discount {
     AmountOff(Money),
-    /// `percent` of the amount left after earlier coupons, capped at `max_discount` (if set).
+    /// `percent` of the amount it applies to (see `Campaign::discount_on`), capped at
+    /// `max_discount` (if set).
     PercentOff {
         #[serde(with = "rust_decimal::serde::str")]
         percent: Decimal,
@@ -52,6 +57,37 @@ pub struct Variant {
     pub discount: Discount,
 }
 
+/// The basket lines a campaign's coupons count ("10 % off shoes"): a line is eligible when its
+/// sku is one of `skus` or its category one of `categories`. Both empty = the whole basket.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Eligibility {
+    pub skus: Vec<String>,
+    pub categories: Vec<String>,
+}
+
+impl Eligibility {
+    pub fn is_whole_basket(&self) -> bool {
+        self.skus.is_empty() && self.categories.is_empty()
+    }
+
+    pub fn covers(&self, line: &LineItem) -> bool {
+        self.is_whole_basket()
+            || self.skus.contains(&line.sku)
+            || self.categories.contains(&line.category)
+    }
+
+    /// The sum of the eligible lines' amounts, or None when no line is eligible (a scoped
+    /// coupon on a basket without its items; the whole basket is always eligible).
+    pub fn amount_of(&self, lines: &[LineItem]) -> Option<Money> {
+        if self.is_whole_basket() {
+            return Some(lines.iter().map(|line| line.amount).sum());
+        }
+        let mut eligible = lines.iter().filter(|line| self.covers(line)).peekable();
+        eligible.peek()?;
+        Some(eligible.map(|line| line.amount).sum())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Campaign {
     pub campaign_id: String,
@@ -75,6 +111,10 @@ pub struct Campaign {
     pub public_code: Option<String>,
     pub issue_on_capture: Option<IssueOnCapture>,
     pub variants: Vec<Variant>,
+    /// The lines its discount and `min_spend` count. Campaigns stored before the field existed
+    /// read as the whole basket.
+    #[serde(default)]
+    pub eligible: Eligibility,
     pub created_at: DateTime<Utc>,
 }
 
@@ -99,6 +139,22 @@ impl Campaign {
             .iter()
             .find(|v| v.variant_id == variant_id)
             .map_or(&self.discount, |v| &v.discount)
+    }
+
+    /// What a coupon of this campaign (its `variant_id` arm) takes off an order of `lines` of
+    /// which `remaining` is left after the earlier coupons. The discount counts only the
+    /// eligible lines, and the earlier coupons are taken off the other lines first: so it
+    /// applies to the lesser of the eligible amount and what is left.
+    pub fn discount_on(
+        &self,
+        variant_id: &str,
+        lines: &[LineItem],
+        remaining: Money,
+        exponent: u32,
+    ) -> Money {
+        let eligible = self.eligible.amount_of(lines).unwrap_or(Money::ZERO);
+        self.discount_of(variant_id)
+            .apply(eligible.min(remaining), exponent)
     }
 
     /// Validity window of a coupon issued at `now`.
@@ -191,8 +247,11 @@ pub struct CouponContext<'a> {
     pub member_id: &'a str,
     pub channel: Channel,
     pub store_id: &'a str,
+    /// The basket total: the sum of `lines`' amounts.
     pub total: Money,
     pub now: DateTime<Utc>,
+    /// The basket, for campaigns scoped to some of its items.
+    pub lines: &'a [LineItem],
 }
 
 /// Whether `coupon` of `campaign` may be used in `ctx` (stacking is judged by the caller, which
@@ -214,7 +273,8 @@ pub fn check_coupon(
     check_scope(campaign, ctx)
 }
 
-/// Channel, store and minimum-spend rules of a campaign.
+/// Channel, store, eligible-item and minimum-spend rules of a campaign (the minimum spend
+/// counts only the eligible lines).
 pub fn check_scope(campaign: &Campaign, ctx: &CouponContext<'_>) -> Result<(), CouponReason> {
     if !campaign.channels.is_empty() && !campaign.channels.contains(&ctx.channel) {
         return Err(CouponReason::Channel);
@@ -222,7 +282,11 @@ pub fn check_scope(campaign: &Campaign, ctx: &CouponContext<'_>) -> Result<(), C
     if !campaign.store_ids.is_empty() && !campaign.store_ids.iter().any(|s| s == ctx.store_id) {
         return Err(CouponReason::Store);
     }
-    if ctx.total < campaign.min_spend {
+    let eligible = campaign
+        .eligible
+        .amount_of(ctx.lines)
+        .ok_or(CouponReason::NotEligible)?;
+    if eligible < campaign.min_spend {
         return Err(CouponReason::MinSpend);
     }
     Ok(())
@@ -262,6 +326,146 @@ mod tests {
             Discount::AmountOff(money("800")).apply(money("500"), 0),
             money("500")
         );
+    }
+
+    fn line(sku: &str, category: &str, amount: &str) -> LineItem {
+        LineItem {
+            line_id: sku.into(),
+            sku: sku.into(),
+            category: category.into(),
+            quantity: 1,
+            amount: money(amount),
+        }
+    }
+
+    /// Shoes ¥10,000 and a bag ¥5,000.
+    fn shoes_and_bag() -> Vec<LineItem> {
+        vec![
+            line("SHOE-1", "shoes", "10000"),
+            line("BAG-7", "bags", "5000"),
+        ]
+    }
+
+    fn campaign(discount: Discount, min_spend: &str, eligible: Eligibility) -> Campaign {
+        Campaign {
+            campaign_id: "c".into(),
+            name: "c".into(),
+            discount,
+            min_spend: money(min_spend),
+            channels: Vec::new(),
+            store_ids: Vec::new(),
+            starts_at: None,
+            ends_at: None,
+            validity_days: 0,
+            per_member_limit: 0,
+            issue_limit: 0,
+            stackable: true,
+            public_code: None,
+            issue_on_capture: None,
+            variants: Vec::new(),
+            eligible,
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
+    fn shoes() -> Eligibility {
+        Eligibility {
+            skus: Vec::new(),
+            categories: vec!["shoes".into()],
+        }
+    }
+
+    fn ten_percent() -> Discount {
+        Discount::PercentOff {
+            percent: Decimal::TEN,
+            max_discount: None,
+        }
+    }
+
+    fn context(lines: &[LineItem]) -> CouponContext<'_> {
+        CouponContext {
+            member_id: "m",
+            channel: Channel::Store,
+            store_id: "shibuya",
+            total: lines.iter().map(|line| line.amount).sum(),
+            now: DateTime::<Utc>::UNIX_EPOCH,
+            lines,
+        }
+    }
+
+    #[test]
+    fn a_line_is_eligible_by_sku_or_by_category() {
+        let by_either = Eligibility {
+            skus: vec!["BAG-7".into()],
+            categories: vec!["shoes".into()],
+        };
+        let lines = [shoes_and_bag(), vec![line("HAT-2", "hats", "800")]].concat();
+        assert_eq!(by_either.amount_of(&lines), Some(money("15000")));
+        assert_eq!(shoes().amount_of(&lines), Some(money("10000")));
+        assert_eq!(
+            Eligibility::default().amount_of(&lines),
+            Some(money("15800")),
+            "empty = the whole basket"
+        );
+        assert_eq!(shoes().amount_of(&lines[1..]), None);
+    }
+
+    #[test]
+    fn the_discount_counts_only_the_eligible_lines() {
+        let lines = shoes_and_bag();
+        let percent = campaign(ten_percent(), "0", shoes());
+        assert_eq!(
+            percent.discount_on("", &lines, money("15000"), 0),
+            money("1000")
+        );
+        let amount = campaign(Discount::AmountOff(money("12000")), "0", shoes());
+        assert_eq!(
+            amount.discount_on("", &lines, money("15000"), 0),
+            money("10000")
+        );
+        let whole = campaign(ten_percent(), "0", Eligibility::default());
+        assert_eq!(
+            whole.discount_on("", &lines, money("15000"), 0),
+            money("1500")
+        );
+    }
+
+    #[test]
+    fn earlier_coupons_come_off_the_other_lines_first() {
+        let lines = shoes_and_bag();
+        let shoes_only = campaign(Discount::AmountOff(money("12000")), "0", shoes());
+        // ¥6,000 of the order taken by earlier coupons leaves ¥9,000, less than the shoes.
+        assert_eq!(
+            shoes_only.discount_on("", &lines, money("9000"), 0),
+            money("9000")
+        );
+        assert_eq!(
+            shoes_only.discount_on("", &lines, money("14000"), 0),
+            money("10000")
+        );
+    }
+
+    #[test]
+    fn min_spend_counts_only_the_eligible_lines_and_none_is_not_eligible() {
+        let lines = shoes_and_bag();
+        let scope = |min_spend: &str, lines: &[LineItem]| {
+            check_scope(
+                &campaign(ten_percent(), min_spend, shoes()),
+                &context(lines),
+            )
+        };
+        assert_eq!(scope("10000", &lines), Ok(()));
+        assert_eq!(scope("10001", &lines), Err(CouponReason::MinSpend));
+        assert_eq!(scope("0", &lines[1..]), Err(CouponReason::NotEligible));
+        assert_eq!(CouponReason::NotEligible.as_str(), "COUPON_NOT_ELIGIBLE");
+    }
+
+    #[test]
+    fn a_campaign_stored_before_eligibility_reads_as_the_whole_basket() {
+        let mut stored = serde_json::to_value(campaign(ten_percent(), "0", shoes())).unwrap();
+        stored.as_object_mut().unwrap().remove("eligible");
+        let read: Campaign = serde_json::from_value(stored).unwrap();
+        assert!(read.eligible.is_whole_basket());
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub enum CouponReason {
     Store,
     MinSpend,
     NotStackable,
+    /// No line of the basket is one the campaign is scoped to.
+    NotEligible,
 }
 
 impl CouponReason {
@@ -134,6 +136,7 @@ impl CouponReason {
             Self::Store => "COUPON_STORE",
             Self::MinSpend => "COUPON_MIN_SPEND",
             Self::NotStackable => "COUPON_NOT_STACKABLE",
+            Self::NotEligible => "COUPON_NOT_ELIGIBLE",
         }
     }
 }

@@ -607,6 +607,7 @@ async fn price_strict(
         store_id: &request.store_id,
         total,
         now,
+        lines: &request.lines,
     };
     let evaluated = coupons::evaluate(
         uow,

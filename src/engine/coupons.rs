@@ -20,6 +20,7 @@ use crate::domain::{
     ids,
     model::{MemberRef, Order, Posting},
     ports::StoreError,
+    pricing::basket_total,
 };
 
 /// A coupon that applies to an order, with what it takes off.
@@ -52,7 +53,8 @@ fn refusal(code: &str, reason: CouponReason) -> DomainError {
 }
 
 /// Judges an order's codes in the order given; each discount applies to what earlier coupons
-/// left. `lock` locks the coupon (and public campaign) rows for a write.
+/// left (of its eligible lines: `Campaign::discount_on`). `lock` locks the coupon (and public
+/// campaign) rows for a write.
 pub(super) async fn evaluate(
     uow: &mut dyn LedgerReads,
     ctx: &CouponContext<'_>,
@@ -60,6 +62,11 @@ pub(super) async fn evaluate(
     exponent: u32,
     lock: bool,
 ) -> Result<Vec<Evaluated>, StoreError> {
+    debug_assert_eq!(
+        ctx.total,
+        basket_total(ctx.lines),
+        "the total is the basket's"
+    );
     let mut remaining = ctx.total;
     let mut applied_stackable = Vec::new();
     let mut evaluated = Vec::new();
@@ -74,7 +81,8 @@ pub(super) async fn evaluate(
                             .variant_for(ctx.member_id)
                             .map_or_else(String::new, |v| v.variant_id.clone()),
                     };
-                    let discount = campaign.discount_of(&variant_id).apply(remaining, exponent);
+                    let discount =
+                        campaign.discount_on(&variant_id, ctx.lines, remaining, exponent);
                     Applied {
                         coupon,
                         code: code.clone(),

@@ -114,6 +114,7 @@ impl Engine {
             store_id: &request.store_id,
             total,
             now,
+            lines: &request.lines,
         };
         let evaluated = coupons::evaluate(
             uow.as_mut(),

@@ -37,7 +37,7 @@ pub const MAX_COUPON_CODES: usize = 10;
 /// Longest coupon code after normalising, in characters.
 pub const MAX_COUPON_CODE_CHARS: usize = 64;
 /// Longest free-text SKU or category of a basket line, in characters.
-const MAX_LINE_TEXT_CHARS: usize = 256;
+pub const MAX_LINE_TEXT_CHARS: usize = 256;
 /// Largest basket total (the same limit as any single amount).
 const MAX_TOTAL: Decimal = Decimal::from_parts(3_567_587_328, 232, 0, false, 0); // 1e12
 /// Earliest and latest instants a `google.protobuf.Timestamp` may carry (0001-01-01 to

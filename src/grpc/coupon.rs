@@ -9,9 +9,10 @@ use tonic::{Request, Response, Status};
 use super::{
     auth::caller_for,
     convert::{
-        Violations, channel_out, channels, check_id, check_request_id, check_text, coupon_code,
-        decimal, decimal_out, member_ref, money_or_zero, optional_instant, optional_request_id,
-        optional_timestamp, parse_field, path, positive_money, required_id, timestamp,
+        MAX_LINE_TEXT_CHARS, Violations, channel_out, channels, check_id, check_request_id,
+        check_text, coupon_code, decimal, decimal_out, member_ref, money_or_zero, optional_instant,
+        optional_request_id, optional_timestamp, parse_field, path, positive_money, required_id,
+        timestamp,
     },
     paging::{next_page_token, page_size, page_token},
     reply::execute,
@@ -20,7 +21,7 @@ use crate::{
     domain::{
         auth::Operation,
         command::Command,
-        coupon::{Campaign, Coupon, CouponState, Discount, IssueOnCapture, Variant},
+        coupon::{Campaign, Coupon, CouponState, Discount, Eligibility, IssueOnCapture, Variant},
         ids::normalize_code,
     },
     engine::Engine,
@@ -31,6 +32,8 @@ use crate::{
 const MAX_NAME_CHARS: usize = 200;
 /// Most stores a campaign may be limited to.
 const MAX_STORE_IDS: usize = 1_000;
+/// Most skus, and most categories, a campaign may be scoped to.
+const MAX_ELIGIBLE_ENTRIES: usize = 1_000;
 /// Most A/B variants of a campaign.
 const MAX_VARIANTS: usize = 100;
 /// Longest coupon validity, in days (ten years).
@@ -206,6 +209,7 @@ pub(super) fn campaign_in(
         .map(|rule| issue_on_capture_in(&mut v, &rule))
         .map_or(Some(None), |parsed| parsed.map(Some));
     let variants = variants_in(&mut v, &c.variants);
+    check_eligible(&mut v, c.eligible.as_ref());
     v.build(|| {
         Some(Campaign {
             campaign_id: c.campaign_id,
@@ -223,6 +227,12 @@ pub(super) fn campaign_in(
             public_code: public_code?,
             issue_on_capture: issue_on_capture?,
             variants: variants?,
+            eligible: c
+                .eligible
+                .map_or_else(Eligibility::default, |e| Eligibility {
+                    skus: e.skus,
+                    categories: e.categories,
+                }),
             created_at: DateTime::<Utc>::UNIX_EPOCH,
         })
     })
@@ -304,6 +314,27 @@ fn store_ids(v: &mut Violations, store_ids: &[String]) {
     }
     for (i, store_id) in store_ids.iter().enumerate() {
         check_id(v, &format!("campaign.store_ids[{i}]"), store_id);
+    }
+}
+
+/// The items a campaign is scoped to: each sku and category a non-empty string that a basket
+/// line could carry (empty = the whole basket, so an empty entry would only be a mistake).
+fn check_eligible(v: &mut Violations, eligible: Option<&proto::CampaignEligibility>) {
+    let Some(eligible) = eligible else {
+        return;
+    };
+    for (name, values) in [
+        ("skus", &eligible.skus),
+        ("categories", &eligible.categories),
+    ] {
+        let field = path("campaign.eligible", name);
+        if values.len() > MAX_ELIGIBLE_ENTRIES {
+            v.push(field, format!("at most {MAX_ELIGIBLE_ENTRIES} entries"));
+            continue;
+        }
+        for (i, value) in values.iter().enumerate() {
+            check_text(v, &format!("{field}[{i}]"), value, 1, MAX_LINE_TEXT_CHARS);
+        }
     }
 }
 
@@ -407,7 +438,19 @@ pub fn campaign_out(campaign: Campaign) -> proto::Campaign {
             })
             .collect(),
         created_at: Some(timestamp(campaign.created_at)),
+        eligible: eligible_out(campaign.eligible),
     }
+}
+
+/// A campaign's scope as the API shows it: unset for the whole basket.
+fn eligible_out(eligible: Eligibility) -> Option<proto::CampaignEligibility> {
+    if eligible.is_whole_basket() {
+        return None;
+    }
+    Some(proto::CampaignEligibility {
+        skus: eligible.skus,
+        categories: eligible.categories,
+    })
 }
 
 /// A campaign's discount as a nearby offer shows it.
@@ -493,8 +536,10 @@ mod tests {
         let parsed = campaign_in(Violations::new(), Some(campaign())).expect("valid");
         assert_eq!(parsed.public_code.as_deref(), Some("SUMMER2026"));
         assert_eq!(parsed.created_at, DateTime::<Utc>::UNIX_EPOCH);
+        assert!(parsed.eligible.is_whole_basket());
         let out = campaign_out(parsed);
         assert_eq!(out.min_spend, "0");
+        assert_eq!(out.eligible, None, "the whole basket is shown as unset");
         assert_eq!(out.variants.len(), 2);
         assert_eq!(
             out.discount,
@@ -526,6 +571,10 @@ mod tests {
         bad.variants[1].variant_id = "a".into();
         bad.variants[1].weight = 0;
         bad.variants[1].discount = None;
+        bad.eligible = Some(proto::CampaignEligibility {
+            skus: vec!["SHOE-1".into(), String::new()],
+            categories: vec!["x".repeat(MAX_LINE_TEXT_CHARS + 1)],
+        });
         let status = campaign_in(Violations::new(), Some(bad)).expect_err("invalid");
         assert_eq!(
             violated_fields(&status),
@@ -538,7 +587,37 @@ mod tests {
                 "campaign.variants[1].variant_id",
                 "campaign.variants[1].weight",
                 "campaign.variants[1].discount",
+                "campaign.eligible.skus[1]",
+                "campaign.eligible.categories[0]",
             ]
         );
+    }
+
+    #[test]
+    fn an_item_scoped_campaign_round_trips() {
+        let scoped = proto::Campaign {
+            eligible: Some(proto::CampaignEligibility {
+                skus: vec!["BAG-7".into()],
+                categories: vec!["shoes".into()],
+            }),
+            ..campaign()
+        };
+        let parsed = campaign_in(Violations::new(), Some(scoped.clone())).expect("valid");
+        assert_eq!(parsed.eligible.skus, ["BAG-7"]);
+        assert_eq!(parsed.eligible.categories, ["shoes"]);
+        assert_eq!(campaign_out(parsed).eligible, scoped.eligible);
+    }
+
+    #[test]
+    fn an_overlong_scope_is_refused() {
+        let scoped = proto::Campaign {
+            eligible: Some(proto::CampaignEligibility {
+                skus: vec!["S".into(); MAX_ELIGIBLE_ENTRIES + 1],
+                categories: Vec::new(),
+            }),
+            ..campaign()
+        };
+        let status = campaign_in(Violations::new(), Some(scoped)).expect_err("invalid");
+        assert_eq!(violated_fields(&status), ["campaign.eligible.skus"]);
     }
 }

@@ -427,6 +427,10 @@ prop_compose! {
         limits in (int32(), int32(), int32(), any::<bool>(), text()),
         issue_on_capture in prop::option::of((money_text(), prop::collection::vec(channel(), 0..3))),
         variants in prop::collection::vec(variant(), 0..3),
+        eligible in prop::option::of((
+            prop::collection::vec(text(), 0..3),
+            prop::collection::vec(text(), 0..3),
+        )),
         present in prop::bool::weighted(0.95),
     ) -> Option<proto::Campaign> {
         present.then(|| proto::Campaign {
@@ -449,6 +453,10 @@ prop_compose! {
             }),
             variants,
             created_at: None,
+            eligible: eligible.map(|(skus, categories)| proto::CampaignEligibility {
+                skus,
+                categories,
+            }),
         })
     }
 }

@@ -241,6 +241,7 @@ fn campaign() -> Campaign {
         public_code: None,
         issue_on_capture: None,
         variants: Vec::new(),
+        eligible: Default::default(),
         created_at: day(0),
     }
 }

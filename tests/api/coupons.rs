@@ -25,6 +25,9 @@ crate::both_backends! {
     single_use_coupon_race => single_use_coupon_race,
     issue_limit_race => issue_limit_race,
     per_member_limit_race => per_member_limit_race,
+    item_scoped_coupon_counts_only_its_lines => item_scoped_coupon_counts_only_its_lines,
+    basket_without_the_items_is_not_eligible => basket_without_the_items_is_not_eligible,
+    amount_off_is_capped_at_the_eligible_lines => amount_off_is_capped_at_the_eligible_lines,
 }
 
 fn campaign(campaign_id: &str, amount_off: &str) -> proto::Campaign {
@@ -494,5 +497,282 @@ async fn per_member_limit_race(app: &TestApp) {
         .collect();
     let issued = successes(tasks, Code::ResourceExhausted, "MEMBER_LIMIT").await;
     assert_eq!(issued, 2);
+    app.verify_ok().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Coupons scoped to items ("10 % off shoes")
+
+/// Shoes ¥`shoes` and a bag ¥`bag` (either left out when empty).
+fn shoes_and_bag(shoes: &str, bag: &str) -> proto::Basket {
+    let line = |line_id: &str, sku: &str, category: &str, amount: &str| proto::LineItem {
+        line_id: line_id.into(),
+        sku: sku.into(),
+        category: category.into(),
+        quantity: 1,
+        amount: amount.into(),
+    };
+    let lines = [
+        (!shoes.is_empty()).then(|| line("L1", "SHOE-1", "shoes", shoes)),
+        (!bag.is_empty()).then(|| line("L2", "BAG-7", "bags", bag)),
+    ];
+    proto::Basket {
+        lines: lines.into_iter().flatten().collect(),
+    }
+}
+
+fn scoped(campaign: proto::Campaign, skus: &[&str], categories: &[&str]) -> proto::Campaign {
+    proto::Campaign {
+        eligible: Some(proto::CampaignEligibility {
+            skus: skus.iter().map(|s| s.to_string()).collect(),
+            categories: categories.iter().map(|c| c.to_string()).collect(),
+        }),
+        ..campaign
+    }
+}
+
+/// "10 % off shoes" with a minimum spend of ¥8,000 on shoes.
+fn ten_percent_off_shoes(campaign_id: &str) -> proto::Campaign {
+    let percent = proto::campaign::Discount::PercentOff(proto::PercentOff {
+        percent: "10".into(),
+        max_discount: String::new(),
+    });
+    proto::Campaign {
+        discount: Some(percent),
+        min_spend: "8000".into(),
+        ..scoped(campaign(campaign_id, "1"), &[], &["shoes"])
+    }
+}
+
+/// A Store quote at `shibuya` of `basket` with `codes`.
+async fn basket_quote(
+    app: &TestApp,
+    member_id: &str,
+    basket: proto::Basket,
+    codes: &[&str],
+) -> proto::Quote {
+    app.admin
+        .checkout()
+        .quote(proto::QuoteRequest {
+            member: Some(member_ref(member_id)),
+            channel: proto::Channel::Store as i32,
+            store_id: "shibuya".into(),
+            basket: Some(basket),
+            points_to_redeem: 0,
+            coupon_codes: codes.iter().map(|c| c.to_string()).collect(),
+        })
+        .await
+        .expect("quote")
+        .into_inner()
+        .quote
+        .unwrap()
+}
+
+/// A register sale at `shibuya` by card `card` of `basket` with `codes`, redeeming `points`.
+fn basket_sale(
+    receipt_no: &str,
+    card: &str,
+    basket: proto::Basket,
+    codes: &[&str],
+    points: i64,
+) -> proto::RecordSaleRequest {
+    proto::RecordSaleRequest {
+        basket: Some(basket),
+        coupon_codes: codes.iter().map(|c| c.to_string()).collect(),
+        ..store_sale(receipt_no, receipt_no, card_ref(card), "1", points)
+    }
+}
+
+async fn item_scoped_coupon_counts_only_its_lines(app: &TestApp) {
+    let member_id = app.create_member("e1").await;
+    create_campaign(app, ten_percent_off_shoes("shoes-10")).await;
+    let code = issued_code(app, "i", "shoes-10", &member_id).await;
+
+    // 10 % of the shoes (¥10,000), not of the basket (¥15,000).
+    let quoted = basket_quote(app, &member_id, shoes_and_bag("10000", "5000"), &[&code]).await;
+    assert!(quoted.coupons[0].applicable, "{quoted:?}");
+    assert_eq!(
+        (
+            quoted.coupons[0].discount.as_str(),
+            quoted.amount_due.as_str()
+        ),
+        ("1000", "14000")
+    );
+    // The minimum spend counts the shoes alone: ¥11,000 in all, ¥6,000 of shoes.
+    let short = basket_quote(app, &member_id, shoes_and_bag("6000", "5000"), &[&code]).await;
+    assert_eq!(
+        (
+            short.coupons[0].applicable,
+            short.coupons[0].reason.as_str()
+        ),
+        (false, "COUPON_MIN_SPEND")
+    );
+    let refused = app
+        .record_sale(basket_sale(
+            "R1",
+            "e1",
+            shoes_and_bag("6000", "5000"),
+            &[&code],
+            0,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "COUPON_MIN_SPEND");
+
+    let sale = app
+        .record_sale(basket_sale(
+            "R2",
+            "e1",
+            shoes_and_bag("10000", "5000"),
+            &[&code],
+            0,
+        ))
+        .await
+        .expect("sale");
+    assert_eq!(
+        (
+            sale.total.as_str(),
+            sale.coupon_discount.as_str(),
+            sale.amount_due.as_str(),
+            sale.points_earned
+        ),
+        ("15000", "1000", "14000", 140)
+    );
+    let stored = app
+        .admin
+        .coupons()
+        .get_campaign(proto::GetCampaignRequest {
+            campaign_id: "shoes-10".into(),
+        })
+        .await
+        .expect("campaign")
+        .into_inner()
+        .campaign
+        .unwrap();
+    let listed = app
+        .admin
+        .coupons()
+        .list_campaigns(proto::ListCampaignsRequest::default())
+        .await
+        .expect("campaigns")
+        .into_inner()
+        .campaigns;
+    let shoes = Some(proto::CampaignEligibility {
+        skus: Vec::new(),
+        categories: vec!["shoes".into()],
+    });
+    assert_eq!(stored.eligible, shoes);
+    assert_eq!(listed[0].eligible, shoes);
+    app.verify_ok().await;
+}
+
+async fn basket_without_the_items_is_not_eligible(app: &TestApp) {
+    let member_id = app.member_with_points("e2", 500).await;
+    create_campaign(app, ten_percent_off_shoes("shoes-only")).await;
+    let code = issued_code(app, "i", "shoes-only", &member_id).await;
+
+    let quoted = basket_quote(app, &member_id, shoes_and_bag("", "9000"), &[&code]).await;
+    assert_eq!(
+        (
+            quoted.coupons[0].applicable,
+            quoted.coupons[0].reason.as_str(),
+            quoted.coupons[0].discount.as_str(),
+            quoted.amount_due.as_str()
+        ),
+        (false, "COUPON_NOT_ELIGIBLE", "0", "9000")
+    );
+    let refused = app
+        .record_sale(basket_sale(
+            "R1",
+            "e2",
+            shoes_and_bag("", "9000"),
+            &[&code],
+            300,
+        ))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "COUPON_NOT_ELIGIBLE");
+    let authorize = app
+        .authorize(proto::AuthorizeRequest {
+            basket: Some(shoes_and_bag("", "9000")),
+            coupon_codes: vec![code.clone()],
+            ..ec_order("a", "EC-E2", &member_id, "1", 300)
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&authorize, Code::FailedPrecondition, "COUPON_NOT_ELIGIBLE");
+
+    // Nothing was written: no order, the points and the coupon untouched.
+    for order_id in ["shibuya-1-R1", "EC-E2"] {
+        let missing = app
+            .admin
+            .checkout()
+            .get_order(proto::GetOrderRequest {
+                order_id: order_id.into(),
+            })
+            .await
+            .unwrap_err();
+        assert_refused(&missing, Code::NotFound, "ORDER_NOT_FOUND");
+    }
+    let balance = app.balance(&member_id).await;
+    assert_eq!(
+        (
+            balance.available_points,
+            balance.held_points,
+            balance.lifetime_redeemed_points
+        ),
+        (500, 0, 0)
+    );
+    assert_eq!(
+        coupon_state(app, &code).await,
+        proto::CouponState::Active as i32
+    );
+    app.verify_ok().await;
+}
+
+async fn amount_off_is_capped_at_the_eligible_lines(app: &TestApp) {
+    let member_id = app.create_member("e3").await;
+    create_campaign(app, scoped(campaign("shoe-3000", "3000"), &["SHOE-1"], &[])).await;
+    create_campaign(app, campaign("order-6000", "6000")).await;
+    let shoe = issued_code(app, "i1", "shoe-3000", &member_id).await;
+    let order = issued_code(app, "i2", "order-6000", &member_id).await;
+
+    // ¥3,000 off the shoe line, which is ¥2,000: ¥2,000 off.
+    let alone = basket_quote(app, &member_id, shoes_and_bag("2000", "5000"), &[&shoe]).await;
+    assert_eq!(
+        (
+            alone.coupons[0].discount.as_str(),
+            alone.amount_due.as_str()
+        ),
+        ("2000", "5000")
+    );
+    // After ¥6,000 off the order only ¥1,000 is left: the shoe coupon takes that.
+    let both = basket_quote(
+        app,
+        &member_id,
+        shoes_and_bag("2000", "5000"),
+        &[&order, &shoe],
+    )
+    .await;
+    let discounts: Vec<_> = both.coupons.iter().map(|c| c.discount.as_str()).collect();
+    assert_eq!(
+        (discounts, both.amount_due.as_str()),
+        (vec!["6000", "1000"], "0")
+    );
+
+    let sale = app
+        .record_sale(basket_sale(
+            "R1",
+            "e3",
+            shoes_and_bag("2000", "5000"),
+            &[&shoe],
+            0,
+        ))
+        .await
+        .expect("sale");
+    assert_eq!(
+        (sale.coupon_discount.as_str(), sale.amount_due.as_str()),
+        ("2000", "5000")
+    );
     app.verify_ok().await;
 }

@@ -1007,6 +1007,7 @@ mod tests {
             public_code: None,
             issue_on_capture: None,
             variants: Vec::new(),
+            eligible: Default::default(),
             created_at: day(0),
         }
     }

@@ -1226,6 +1226,7 @@ mod tests {
             public_code: Some("WELCOME".into()),
             issue_on_capture: None,
             variants: Vec::new(),
+            eligible: Default::default(),
             created_at: at(0),
         }
     }
