@@ -24,6 +24,7 @@ pub mod receipt_text;
 pub mod report;
 pub mod schedule;
 pub mod seal;
+pub mod session;
 pub mod summary;
 
 pub use account::{Account, Asset};
