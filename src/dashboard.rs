@@ -188,7 +188,7 @@ impl IntoResponse for Refusal {
             )
                 .into_response(),
             Refusal::Internal(error) => {
-                tracing::error!(%error, "dashboard read failed");
+                tracing::error!(%error, "dashboard request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     page("Error", html! { p { "The reports could not be read." } }),
