@@ -27,6 +27,14 @@ pub enum AppError {
     Metrics(#[from] MetricsError),
     #[error("rebuilding the report summaries: {0}")]
     Rebuild(#[from] crate::engine::EngineError),
+    /// `--http` off loopback without TLS: admin keys and session cookies would cross the
+    /// network in clear text.
+    #[error(
+        "--http {0}: the dashboard is served in clear text only on a loopback address \
+         (127.0.0.1, ::1); give --tls-cert and --tls-key to serve it on {0}, or put it \
+         behind a TLS proxy on this host"
+    )]
+    InsecureDashboard(SocketAddr),
 }
 
 /// Whether clients reach `addr` only from this machine.
@@ -55,6 +63,12 @@ pub struct Application {
 impl Application {
     /// Opens the database (running migrations), binds the listener and starts serving.
     pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        if let Some(addr) = config.http
+            && config.tls.tls_cert.is_none()
+            && !is_loopback(addr)
+        {
+            return Err(AppError::InsecureDashboard(addr));
+        }
         let store = store::open(config.database.database_url.expose()).await?;
         let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
@@ -75,7 +89,7 @@ impl Application {
         let metrics_listen = config.observability.metrics_listen;
         let metrics = metrics_listen.map(metrics::serve).transpose()?;
         let http = match config.http {
-            Some(addr) => Some(dashboard::serve(engine.clone(), addr).await?),
+            Some(addr) => Some(dashboard::serve(engine.clone(), addr, &config.tls).await?),
             None => None,
         };
         let (stop, stopped) = oneshot::channel::<()>();

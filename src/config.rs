@@ -84,7 +84,8 @@ pub struct Config {
     #[arg(long, env = "OMO_WRITERS")]
     pub writers: Option<usize>,
     /// Serve the read-only operator dashboard (admin keys only) over HTTP/1 on this address;
-    /// without it nothing listens.
+    /// without it nothing listens. With --tls-cert/--tls-key it is served over TLS; without
+    /// them only a loopback address is accepted (the server refuses to start otherwise).
     #[arg(long, env = "OMO_HTTP")]
     pub http: Option<SocketAddr>,
     #[command(flatten)]

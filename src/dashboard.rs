@@ -3,34 +3,60 @@
 //! charts. It calls the engine in process with the caller its admin key authenticates to, so
 //! the role check and the clock are the engine's own, exactly as over gRPC.
 //!
-//! The key comes as `authorization: Bearer <key>` or, after the login form, in an HttpOnly,
-//! SameSite=Strict cookie (no script can read it and no other site can send it). It is never
-//! written into a page or a log.
+//! Who gets in (issue #21; README, "Dashboard"):
+//! - Logging in with an admin key opens a server-side session (`engine::sessions`, stored
+//!   hashed in the database, so every replica knows it). The cookie carries only the random
+//!   session id: `HttpOnly` (no script reads it), `SameSite=Strict` (no other site sends it),
+//!   and over TLS `Secure` with the `__Host-` prefix (no plain-HTTP page or subdomain sets it).
+//!   Logout ends the session; so does an hour idle, twelve hours, or its key being revoked.
+//! - Every form carries a CSRF token (the session's; before login, the login cookie's, checked
+//!   as a double submit) and every POST without the right one gets 403 and does nothing.
+//! - Failed logins are logged (never with the key) and throttled per client (`throttle`).
+//! - Scripts may send `authorization: Bearer <admin key>` to read the page; that needs no
+//!   session and shows no forms.
+//!
+//! The key is never written into a page, a cookie or a log.
 
-use std::{collections::BTreeMap, net::SocketAddr, sync::Arc};
+mod throttle;
+mod tls;
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Form, Router,
-    extract::State,
-    http::{HeaderMap, StatusCode, header},
-    response::{IntoResponse, Redirect, Response},
-    routing::get,
+    extract::{ConnectInfo, State, connect_info::Connected},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware,
+    response::{AppendHeaders, IntoResponse, Redirect, Response},
+    routing::{get, post},
+    serve::{IncomingStream, Listener},
 };
 use chrono::TimeDelta;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use tokio::{net::TcpListener, sync::oneshot};
 
+use self::throttle::LoginThrottle;
 use crate::{
+    config::TlsArgs,
     domain::{
         auth::{Caller, Role},
         coupon::Campaign,
         receipt::{ReceiptQuery, ReceiptRecord, ReceiptStatus},
         report::{ActivityRow, CampaignStats, Liability},
+        session::{random_token, same_token, well_formed_token},
     },
     engine::{Engine, EngineError},
 };
 
-const COOKIE: &str = "omo_key";
+/// The session cookie: the session id, nothing else.
+const SESSION_COOKIE: &str = "omo_session";
+/// The login form's CSRF token, before there is a session.
+const LOGIN_COOKIE: &str = "omo_login";
 /// Longest key accepted (ours are 36 characters), as at the gRPC edge.
 const MAX_KEY_LEN: usize = 256;
 /// Days of activity charted.
@@ -39,21 +65,51 @@ const ACTIVITY_DAYS: i64 = 30;
 const MAX_CAMPAIGNS: usize = 50;
 const MAX_RECEIPTS: usize = 50;
 
-/// Binds `addr` and serves the dashboard until the returned sender is used or dropped.
+/// What every request handler shares.
+#[derive(Clone)]
+struct Dashboard {
+    engine: Arc<Engine>,
+    /// Served over TLS: cookies are `Secure` and carry the `__Host-` prefix.
+    tls: bool,
+    throttle: Arc<LoginThrottle>,
+}
+
+/// Binds `addr` and serves the dashboard, over TLS when `tls` names a certificate, until the
+/// returned sender is used or dropped.
 pub async fn serve(
     engine: Arc<Engine>,
     addr: SocketAddr,
+    tls: &TlsArgs,
 ) -> std::io::Result<(SocketAddr, oneshot::Sender<()>)> {
+    let acceptor = tls::acceptor(tls)?;
     let listener = TcpListener::bind(addr).await?;
     let local_addr = listener.local_addr()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let router = Router::new()
         .route("/", get(dashboard))
         .route("/login", get(login_page).post(login))
-        .route("/logout", axum::routing::post(logout))
-        .with_state(engine);
+        .route("/logout", post(logout))
+        .layer(middleware::map_response(harden))
+        .with_state(Dashboard {
+            engine,
+            tls: acceptor.is_some(),
+            throttle: Arc::default(),
+        });
+    match acceptor {
+        Some(acceptor) => spawn_server(tls::TlsListener::new(listener, acceptor)?, router, stopped),
+        None => spawn_server(listener, router, stopped),
+    }
+    Ok((local_addr, stop))
+}
+
+fn spawn_server<L>(listener: L, router: Router, stopped: oneshot::Receiver<()>)
+where
+    L: Listener<Addr = SocketAddr>,
+    Peer: for<'a> Connected<IncomingStream<'a, L>>,
+{
     tokio::spawn(async move {
-        let served = axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<Peer>();
+        let served = axum::serve(listener, service)
             .with_graceful_shutdown(async {
                 let _ = stopped.await;
             })
@@ -62,15 +118,41 @@ pub async fn serve(
             tracing::error!(%error, "dashboard server failed");
         }
     });
-    Ok((local_addr, stop))
+}
+
+/// The client's address (the TCP peer's), under which its failed logins are counted.
+#[derive(Debug, Clone, Copy)]
+struct Peer(IpAddr);
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer(stream.remote_addr().ip())
+    }
+}
+
+impl Connected<IncomingStream<'_, tls::TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, tls::TlsListener>) -> Self {
+        Peer(stream.remote_addr().ip())
+    }
+}
+
+/// Headers every response gets: pages with tokens and figures are not cached, nor framed by
+/// another site (which could trick a click on a form).
+async fn harden(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    response
 }
 
 /// Why a request gets no dashboard.
 enum Refusal {
-    /// No key, or one the engine does not know: log in.
+    /// No key or session, or one the engine does not know (any more): log in.
     Login,
     /// A valid key that is not an admin's.
     Forbidden,
+    /// A POST without its form's CSRF token.
+    Csrf,
     /// Over the key's `--rate-limit-admin`, as over gRPC.
     RateLimited,
     Internal(EngineError),
@@ -84,7 +166,16 @@ impl IntoResponse for Refusal {
                 StatusCode::FORBIDDEN,
                 page(
                     "Forbidden",
-                    html! { p { "The dashboard is for admin keys." } (logout_form()) },
+                    html! { p { "The dashboard is for admin keys." } },
+                ),
+            )
+                .into_response(),
+            Refusal::Csrf => (
+                StatusCode::FORBIDDEN,
+                page(
+                    "Forbidden",
+                    html! { p { "This form did not come from this dashboard session. "
+                    a href="/" { "Reload the dashboard" } " and try again." } },
                 ),
             )
                 .into_response(),
@@ -97,7 +188,7 @@ impl IntoResponse for Refusal {
             )
                 .into_response(),
             Refusal::Internal(error) => {
-                tracing::error!(%error, "dashboard read failed");
+                tracing::error!(%error, "dashboard request failed");
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     page("Error", html! { p { "The reports could not be read." } }),
@@ -109,7 +200,6 @@ impl IntoResponse for Refusal {
 }
 
 fn well_formed(key: &str) -> bool {
-    // Also keeps the key safe to put in a Set-Cookie header as is.
     !key.is_empty()
         && key.len() <= MAX_KEY_LEN
         && key
@@ -117,30 +207,32 @@ fn well_formed(key: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The key of the request: the bearer header first, else the login cookie.
-fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
+/// The key of an `authorization: Bearer` header.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.trim().split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, key)| key.trim());
-    let cookie = || {
-        headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(';'))
-            .filter_map(|pair| pair.trim().split_once('='))
-            .find(|(name, _)| *name == COOKIE)
-            .map(|(_, key)| key)
-    };
-    bearer.or_else(cookie).filter(|key| well_formed(key))
+        .map(|(_, key)| key.trim())
+        .filter(|key| well_formed(key))
+}
+
+/// The value of cookie `name` when it is one of our random tokens.
+fn token_cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(cookie, _)| *cookie == name)
+        .map(|(_, value)| value)
+        .filter(|value| well_formed_token(value))
 }
 
 /// The admin caller `key` authenticates to, through the engine's own key check.
-async fn admin(engine: &Engine, key: Option<&str>) -> Result<Caller, Refusal> {
-    let key = key.ok_or(Refusal::Login)?;
+async fn admin(engine: &Engine, key: &str) -> Result<Caller, Refusal> {
     match engine.authenticate(key).await {
         Ok(Some(caller)) if caller.role == Role::Admin => {
             engine.admit(&caller).map_err(|_| Refusal::RateLimited)?;
@@ -152,33 +244,177 @@ async fn admin(engine: &Engine, key: Option<&str>) -> Result<Caller, Refusal> {
     }
 }
 
+/// Who a request comes from, and the CSRF token its forms carry (none for a bearer key).
+struct Access {
+    caller: Caller,
+    csrf_token: Option<String>,
+}
+
+impl Dashboard {
+    /// A cookie's name: over TLS with the `__Host-` prefix, which browsers accept only from a
+    /// secure origin, for the whole host (no `Domain`), `Path=/`: a plain-HTTP page or a
+    /// sibling subdomain cannot plant one.
+    fn cookie_name(&self, name: &str) -> String {
+        if self.tls {
+            format!("__Host-{name}")
+        } else {
+            name.to_string()
+        }
+    }
+
+    /// A `Set-Cookie` value: the browser's session only (no `Max-Age`; the server decides
+    /// when a session ends), or removal when `value` is None.
+    fn cookie(&self, name: &str, value: Option<&str>) -> String {
+        let secure = if self.tls { "; Secure" } else { "" };
+        let removal = if value.is_none() { "; Max-Age=0" } else { "" };
+        format!(
+            "{}={}; HttpOnly; SameSite=Strict; Path=/{secure}{removal}",
+            self.cookie_name(name),
+            value.unwrap_or_default()
+        )
+    }
+
+    /// The request's caller: by a bearer key, else by its session cookie.
+    async fn access(&self, headers: &HeaderMap) -> Result<Access, Refusal> {
+        if let Some(key) = bearer(headers) {
+            let caller = admin(&self.engine, key).await?;
+            return Ok(Access {
+                caller,
+                csrf_token: None,
+            });
+        }
+        let session_id = token_cookie(headers, &self.cookie_name(SESSION_COOKIE));
+        let session = match session_id {
+            Some(session_id) => self.engine.session(session_id).await,
+            None => Ok(None),
+        };
+        let live = session.map_err(Refusal::Internal)?.ok_or(Refusal::Login)?;
+        self.engine
+            .admit(&live.caller)
+            .map_err(|_| Refusal::RateLimited)?;
+        Ok(Access {
+            caller: live.caller,
+            csrf_token: Some(live.csrf_token),
+        })
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct LoginForm {
+    #[serde(default)]
     key: String,
+    #[serde(default)]
+    csrf: String,
 }
 
-async fn login_page() -> Markup {
-    login_markup(false)
+/// A form whose only field is its CSRF token (logout).
+#[derive(serde::Deserialize)]
+struct TokenForm {
+    #[serde(default)]
+    csrf: String,
 }
 
-async fn login(State(engine): State<Arc<Engine>>, Form(form): Form<LoginForm>) -> Response {
+/// The login form, with the token of the login cookie (set here when the browser has none).
+async fn login_page(State(dash): State<Dashboard>, headers: HeaderMap) -> Response {
+    let cookie_name = dash.cookie_name(LOGIN_COOKIE);
+    let token = token_cookie(&headers, &cookie_name).map_or_else(random_token, str::to_string);
+    let cookie = dash.cookie(LOGIN_COOKIE, Some(&token));
+    (
+        AppendHeaders([(header::SET_COOKIE, cookie)]),
+        login_markup(&token, false),
+    )
+        .into_response()
+}
+
+/// Checks, in this order: the client is not blocked (429), the form's token is the login
+/// cookie's (403), the key is an admin's (401, counted as a failure); then opens a session.
+async fn login(
+    State(dash): State<Dashboard>,
+    ConnectInfo(Peer(client)): ConnectInfo<Peer>,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if let Some(wait) = dash.throttle.blocked(client, Instant::now()) {
+        return too_many_logins(wait);
+    }
+    let Some(token) = token_cookie(&headers, &dash.cookie_name(LOGIN_COOKIE))
+        .filter(|token| same_token(token, &form.csrf))
+    else {
+        return Refusal::Csrf.into_response();
+    };
     let key = form.key.trim();
-    if !well_formed(key) {
-        return (StatusCode::UNAUTHORIZED, login_markup(true)).into_response();
-    }
-    match admin(&engine, Some(key)).await {
-        Ok(_) => {
-            let cookie = format!("{COOKIE}={key}; HttpOnly; SameSite=Strict; Path=/");
-            ([(header::SET_COOKIE, cookie)], Redirect::to("/")).into_response()
+    let verdict = if well_formed(key) {
+        admin(&dash.engine, key).await
+    } else {
+        Err(Refusal::Login)
+    };
+    let caller = match verdict {
+        Ok(caller) => caller,
+        // A valid key of another role fails like an unknown one: the form tells a guesser
+        // nothing about which keys exist.
+        Err(Refusal::Login | Refusal::Forbidden) => {
+            let blocked = dash.throttle.failed(client, Instant::now());
+            tracing::warn!(%client, blocked, "dashboard login failed: not an admin key");
+            return (StatusCode::UNAUTHORIZED, login_markup(token, true)).into_response();
         }
-        Err(Refusal::Login) => (StatusCode::UNAUTHORIZED, login_markup(true)).into_response(),
-        Err(refusal) => refusal.into_response(),
-    }
+        Err(refusal) => return refusal.into_response(),
+    };
+    dash.throttle.succeeded(client);
+    let opened = match dash.engine.open_session(&caller).await {
+        Ok(opened) => opened,
+        Err(error) => return Refusal::Internal(error).into_response(),
+    };
+    tracing::info!(%client, key_id = %caller.key_id, "dashboard session opened");
+    let cookies = [
+        (
+            header::SET_COOKIE,
+            dash.cookie(SESSION_COOKIE, Some(&opened.session_id)),
+        ),
+        (header::SET_COOKIE, dash.cookie(LOGIN_COOKIE, None)),
+    ];
+    (AppendHeaders(cookies), Redirect::to("/")).into_response()
 }
 
-async fn logout() -> Response {
-    let expired = format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
-    ([(header::SET_COOKIE, expired)], Redirect::to("/login")).into_response()
+fn too_many_logins(wait: Duration) -> Response {
+    let retry_after = wait.as_secs().max(1).to_string();
+    (
+        StatusCode::TOO_MANY_REQUESTS,
+        [(header::RETRY_AFTER, retry_after)],
+        page(
+            "Too many failed logins",
+            html! { p { "Too many failed logins from this address; try again in a few minutes." } },
+        ),
+    )
+        .into_response()
+}
+
+/// Ends the session (its form must carry the session's token) and removes the cookie.
+async fn logout(
+    State(dash): State<Dashboard>,
+    headers: HeaderMap,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    if let Some(session_id) = token_cookie(&headers, &dash.cookie_name(SESSION_COOKIE)) {
+        let live = match dash.engine.session(session_id).await {
+            Ok(live) => live,
+            Err(error) => return Refusal::Internal(error).into_response(),
+        };
+        if let Some(live) = live {
+            if !same_token(&live.csrf_token, &form.csrf) {
+                return Refusal::Csrf.into_response();
+            }
+            if let Err(error) = dash.engine.end_session(session_id).await {
+                return Refusal::Internal(error).into_response();
+            }
+            tracing::info!(key_id = %live.caller.key_id, "dashboard session ended");
+        }
+    }
+    let removal = dash.cookie(SESSION_COOKIE, None);
+    (
+        AppendHeaders([(header::SET_COOKIE, removal)]),
+        Redirect::to("/login"),
+    )
+        .into_response()
 }
 
 /// Everything the page shows, read with the caller's rights.
@@ -218,12 +454,9 @@ async fn read_reports(engine: &Engine, caller: &Caller) -> Result<Reports, Engin
     })
 }
 
-async fn dashboard(
-    State(engine): State<Arc<Engine>>,
-    headers: HeaderMap,
-) -> Result<Markup, Refusal> {
-    let caller = admin(&engine, presented_key(&headers)).await?;
-    let reports = read_reports(&engine, &caller)
+async fn dashboard(State(dash): State<Dashboard>, headers: HeaderMap) -> Result<Markup, Refusal> {
+    let access = dash.access(&headers).await?;
+    let reports = read_reports(&dash.engine, &access.caller)
         .await
         .map_err(Refusal::Internal)?;
     Ok(page(
@@ -231,7 +464,7 @@ async fn dashboard(
         html! {
             nav { a href="#liability" { "Liability" } a href="#activity" { "Activity" }
                   a href="#campaigns" { "Campaigns" } a href="#receipts" { "Receipts" }
-                  (logout_form()) }
+                  @if let Some(token) = &access.csrf_token { (logout_form(token)) } }
             (liability_section(&reports.liability))
             (activity_section(&reports.activity))
             (campaigns_section(&reports.campaigns))
@@ -426,15 +659,21 @@ fn bar_chart(bars: &[(String, i64)], class: &str) -> Markup {
     }
 }
 
-fn logout_form() -> Markup {
-    html! { form.logout method="post" action="/logout" { button type="submit" { "Log out" } } }
+fn logout_form(csrf_token: &str) -> Markup {
+    html! {
+        form.logout method="post" action="/logout" {
+            input type="hidden" name="csrf" value=(csrf_token);
+            button type="submit" { "Log out" }
+        }
+    }
 }
 
-fn login_markup(failed: bool) -> Markup {
+fn login_markup(csrf_token: &str, failed: bool) -> Markup {
     page(
         "omo dashboard — log in",
         html! {
             form.login method="post" action="/login" {
+                input type="hidden" name="csrf" value=(csrf_token);
                 label for="key" { "Admin API key" }
                 input #key type="password" name="key" autocomplete="current-password" required;
                 @if failed { p.error { "That key is not an admin key." } }

@@ -25,6 +25,7 @@ pub mod report;
 pub mod rules;
 pub mod schedule;
 pub mod seal;
+pub mod session;
 pub mod summary;
 
 pub use account::{Account, Asset};

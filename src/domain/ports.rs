@@ -26,6 +26,7 @@ use super::{
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
     rules::Rule,
     seal::Seal,
+    session::DashboardSession,
     summary::{CouponTally, RedemptionTally, ReportSums},
 };
 
@@ -885,6 +886,29 @@ pub trait UnitOfWork: LedgerReads {
         &mut self,
         created_before: DateTime<Utc>,
         limit: i64,
+    ) -> StoreResult<u64>;
+
+    // Dashboard sessions (migration 0012), written outside batches.
+    async fn insert_dashboard_session(&mut self, session: &DashboardSession) -> StoreResult<()>;
+    /// The session stored under `session_hash`, with the API key it was opened with.
+    async fn find_dashboard_session(
+        &mut self,
+        session_hash: &str,
+    ) -> StoreResult<Option<(DashboardSession, ApiKeyRecord)>>;
+    /// Records that a session was used at `at`.
+    async fn touch_dashboard_session(
+        &mut self,
+        session_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()>;
+    /// Ends a session; false when there was none under `session_hash`.
+    async fn delete_dashboard_session(&mut self, session_hash: &str) -> StoreResult<bool>;
+    /// Deletes the sessions opened before `opened_before` or last used before `seen_before`
+    /// (ended ones); how many it deleted.
+    async fn purge_dashboard_sessions(
+        &mut self,
+        opened_before: DateTime<Utc>,
+        seen_before: DateTime<Utc>,
     ) -> StoreResult<u64>;
 
     // Background work and verification.

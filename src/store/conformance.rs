@@ -73,6 +73,7 @@ conformance!(
     the_journal_reads_back_by_range_for_its_seals,
     a_second_seal_under_the_same_number_is_a_conflict,
     idempotency_records_are_purged_oldest_first_in_batches,
+    dashboard_sessions_round_trip_with_their_key_and_end,
     receipt_rows_round_trip,
     report_sums_round_trip_and_recompute_the_ledger,
 );
@@ -1368,6 +1369,77 @@ async fn idempotency_records_are_purged_oldest_first_in_batches(store: Arc<dyn S
         assert_eq!(read.find_idempotency("k1", gone).await.unwrap(), None);
     }
     assert!(read.find_idempotency("k1", "new").await.unwrap().is_some());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Dashboard sessions
+
+async fn dashboard_sessions_round_trip_with_their_key_and_end(store: Arc<dyn Store>) {
+    use crate::domain::{auth::Role, ports::ApiKeyRecord, session::DashboardSession};
+    let key = ApiKeyRecord {
+        key_id: "k_dash".into(),
+        key_hash: "h_dash".into(),
+        role: Role::Admin,
+        store_id: None,
+        name: "dash".into(),
+        created_at: day(0),
+        expires_at: None,
+        revoked_at: Some(day(4)),
+        last_used_at: None,
+    };
+    let session = |hash: &str, opened: i64, seen: i64| DashboardSession {
+        session_hash: hash.into(),
+        key_id: "k_dash".into(),
+        csrf_token: format!("csrf-{hash}"),
+        created_at: day(opened),
+        last_seen_at: day(seen),
+    };
+    let mut uow = store.begin().await.expect("begin");
+    uow.insert_api_key(&key).await.expect("key");
+    for opened in [
+        session("old", 0, 3),
+        session("idle", 2, 2),
+        session("live", 3, 5),
+    ] {
+        uow.insert_dashboard_session(&opened)
+            .await
+            .expect("session");
+    }
+    uow.commit().await.expect("commit");
+
+    // A use moves the last use forward only; ended sessions are purged by either bound.
+    let mut uow = store.begin().await.expect("begin");
+    uow.touch_dashboard_session("live", day(6)).await.unwrap();
+    uow.touch_dashboard_session("live", day(4)).await.unwrap();
+    assert_eq!(
+        uow.purge_dashboard_sessions(day(1), day(3)).await.unwrap(),
+        2
+    );
+    uow.commit().await.expect("commit");
+    let mut read = store.begin_read().await.expect("begin");
+    for gone in ["old", "idle"] {
+        assert_eq!(read.find_dashboard_session(gone).await.unwrap(), None);
+    }
+    let found = read.find_dashboard_session("live").await.unwrap();
+    assert_eq!(
+        found,
+        Some((session("live", 3, 6), key)),
+        "with its key, revoked"
+    );
+    drop(read);
+
+    // Logout deletes it; a session needs a key that exists.
+    let mut uow = store.begin().await.expect("begin");
+    assert!(uow.delete_dashboard_session("live").await.unwrap());
+    assert!(!uow.delete_dashboard_session("live").await.unwrap());
+    assert_eq!(uow.find_dashboard_session("live").await.unwrap(), None);
+    uow.commit().await.expect("commit");
+    let orphan = DashboardSession {
+        key_id: "k_none".into(),
+        ..session("orphan", 5, 5)
+    };
+    let mut uow = store.begin().await.expect("begin");
+    assert!(uow.insert_dashboard_session(&orphan).await.is_err());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,102 +1,563 @@
-//! The dashboard (`--http`): who gets in, and, in headless Chromium, that the pages show the
-//! engine's figures and fit a phone (`tests/e2e/dashboard.mjs`).
+//! The dashboard (`--http`): who gets in, through server-side sessions with a CSRF token on
+//! every form, throttled failed logins and TLS off loopback; and, in headless Chromium, that
+//! the pages show the engine's figures, fit a phone and log out (`tests/e2e/dashboard.mjs`).
+//!
+//! Each scenario runs a dashboard server over the test's database (on both backends) with the
+//! test's clock, and talks to it in raw HTTP/1.1, as a browser would.
 
-use std::{path::Path, process::Command};
+use std::{net::SocketAddr, path::Path, process::Command, sync::Arc};
 
 use chrono::Duration;
 use omo::{
-    domain::Clock,
+    Application, Config,
+    app::AppError,
+    domain::{Clock, auth::Role},
     proto::{self, campaign::Discount, campaign_variant},
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio_rustls::{
+    TlsConnector,
+    rustls::{
+        ClientConfig, RootCertStore, crypto::ring, pki_types::CertificateDer,
+        pki_types::ServerName, pki_types::pem::PemObject as _,
+    },
+};
 
 use crate::helpers::{
     Backend, TestApp, basket, create_receipt_rule_as, member_ref, spawn_app_with, store_sale,
 };
 
-async fn dashboard_app() -> TestApp {
-    spawn_app_with(Backend::Sqlite, |config| {
-        config.http = Some("127.0.0.1:0".parse().expect("address"));
-    })
-    .await
-    .expect("SQLite is always there")
+crate::both_backends! {
+    login_opens_a_session_that_logout_ends => login_opens_a_session_that_logout_ends,
+    a_session_ends_idle_or_twelve_hours_on => a_session_ends_idle_or_twelve_hours_on,
+    a_post_without_its_csrf_token_is_refused => a_post_without_its_csrf_token_is_refused,
+    failed_logins_are_throttled => failed_logins_are_throttled,
+    a_revoked_or_expired_keys_session_is_refused => a_revoked_or_expired_keys_session_is_refused,
+    off_loopback_the_dashboard_needs_tls => off_loopback_the_dashboard_needs_tls,
 }
 
-/// One HTTP/1.1 exchange: the raw response (status line, headers, body).
-async fn exchange(app: &TestApp, request: &str) -> String {
-    let addr = app.app().http_addr().expect("dashboard listening");
-    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+/// A server over `app`'s database and clock serving the dashboard on `http`.
+async fn dashboard_on(
+    app: &TestApp,
+    http: &str,
+    tls: Option<&Tls>,
+) -> Result<Application, AppError> {
+    let mut config = Config::local(&app.database_url);
+    config.http = Some(http.parse().expect("address"));
+    if let Some(tls) = tls {
+        config.tls.tls_cert = Some(tls.cert.clone());
+        config.tls.tls_key = Some(tls.key.clone());
+    }
+    Application::build(&config, Arc::new(app.clock.clone())).await
+}
+
+/// A dashboard on loopback (plain HTTP) and an admin key named "dash".
+async fn dashboard(app: &TestApp) -> (Application, String) {
+    let server = dashboard_on(app, "127.0.0.1:0", None)
+        .await
+        .expect("dashboard starts");
+    let key = server
+        .engine()
+        .create_api_key(Role::Admin, None, "dash".into())
+        .await
+        .expect("key");
+    (server, key)
+}
+
+/// One HTTP response: status, header lines (lowercase names), body.
+#[derive(Debug)]
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Reply {
+    fn parse(raw: &str) -> Self {
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((raw, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|line| line.split(' ').nth(1))
+            .and_then(|code| code.parse().ok())
+            .expect("a status line");
+        let headers = lines
+            .filter_map(|line| line.split_once(':'))
+            .map(|(name, value)| (name.trim().to_lowercase(), value.trim().to_string()))
+            .collect();
+        Reply {
+            status,
+            headers,
+            body: body.to_string(),
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The `Set-Cookie` line of cookie `name`.
+    fn set_cookie(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "set-cookie")
+            .map(|(_, v)| v.as_str())
+            .find(|v| v.starts_with(&format!("{name}=")))
+    }
+
+    /// The value `Set-Cookie` gives cookie `name`.
+    fn cookie(&self, name: &str) -> Option<String> {
+        let line = self.set_cookie(name)?;
+        let value = line[name.len() + 1..].split(';').next().unwrap_or_default();
+        Some(value.to_string())
+    }
+
+    /// The value of the page's hidden `csrf` field.
+    fn csrf_field(&self) -> Option<String> {
+        let start = self.body.find("name=\"csrf\" value=\"")? + 19;
+        let len = self.body[start..].find('"')?;
+        Some(self.body[start..start + len].to_string())
+    }
+
+    fn redirects_to(&self, path: &str) -> bool {
+        self.status == 303 && self.header("location") == Some(path)
+    }
+}
+
+/// Sends one request (with `connection: close`) and reads the whole response.
+async fn exchange_on<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, request: &str) -> Reply {
     stream.write_all(request.as_bytes()).await.expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.expect("read");
-    response
+    let mut raw = Vec::new();
+    // A TLS peer that closes without close_notify still sent everything before.
+    let _ = stream.read_to_end(&mut raw).await;
+    Reply::parse(&String::from_utf8_lossy(&raw))
 }
 
-async fn get(app: &TestApp, headers: &str) -> String {
-    exchange(
-        app,
-        &format!("GET / HTTP/1.1\r\nhost: omo\r\nconnection: close\r\n{headers}\r\n"),
-    )
-    .await
+/// Where requests go: plain HTTP, or TLS trusting `ca`.
+enum Target<'a> {
+    Plain(SocketAddr),
+    Tls(SocketAddr, &'a Tls),
 }
 
-fn status(response: &str) -> &str {
-    response.split(' ').nth(1).unwrap_or_default()
-}
+impl Target<'_> {
+    async fn send(&self, request: &str) -> Reply {
+        match self {
+            Target::Plain(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                exchange_on(stream, request).await
+            }
+            Target::Tls(addr, tls) => {
+                let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+                let name = ServerName::try_from("localhost").expect("name");
+                let stream = tls.connector().connect(name, stream).await.expect("TLS");
+                exchange_on(stream, request).await
+            }
+        }
+    }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn only_admin_keys_see_the_dashboard() {
-    // Arrange
-    let app = dashboard_app().await;
-    let engine = app.app().engine().clone();
-    let admin_key = engine
-        .create_api_key(omo::domain::auth::Role::Admin, None, "dash".into())
-        .await
-        .expect("key");
-    let app_key = engine
-        .create_api_key(omo::domain::auth::Role::App, None, "app".into())
-        .await
-        .expect("key");
+    async fn get(&self, path: &str, headers: &str) -> Reply {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nhost: omo\r\nconnection: close\r\n{headers}\r\n");
+        self.send(&request).await
+    }
 
-    // Act / Assert: no key, an unknown key → the login page; a non-admin key → 403.
-    let anonymous = get(&app, "").await;
-    assert_eq!(status(&anonymous), "303", "{anonymous}");
-    assert!(anonymous.to_lowercase().contains("location: /login"));
-    let unknown = get(&app, "authorization: Bearer omo_nobody\r\n").await;
-    assert_eq!(status(&unknown), "303");
-    let forbidden = get(&app, &format!("authorization: Bearer {app_key}\r\n")).await;
-    assert_eq!(status(&forbidden), "403");
-    let by_header = get(&app, &format!("authorization: Bearer {admin_key}\r\n")).await;
-    assert_eq!(status(&by_header), "200");
-    assert!(by_header.contains("id=\"outstanding-points\""));
-
-    // The login form sets an HttpOnly, SameSite=Strict cookie; the key is in no page.
-    let body = format!("key={admin_key}");
-    let login = exchange(
-        &app,
-        &format!(
-            "POST /login HTTP/1.1\r\nhost: omo\r\nconnection: close\r\n\
+    async fn post(&self, path: &str, cookies: &str, body: &str) -> Reply {
+        let cookie_line = if cookies.is_empty() {
+            String::new()
+        } else {
+            format!("cookie: {cookies}\r\n")
+        };
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: omo\r\nconnection: close\r\n{cookie_line}\
              content-type: application/x-www-form-urlencoded\r\ncontent-length: {}\r\n\r\n{body}",
             body.len()
-        ),
-    )
-    .await;
-    assert_eq!(status(&login), "303", "{login}");
-    let cookie_line = login
-        .lines()
-        .find(|line| line.to_lowercase().starts_with("set-cookie:"))
-        .expect("a cookie");
-    assert!(cookie_line.contains("HttpOnly") && cookie_line.contains("SameSite=Strict"));
-    let by_cookie = get(&app, &format!("cookie: omo_key={admin_key}\r\n")).await;
-    assert_eq!(status(&by_cookie), "200");
-    assert!(!by_cookie.contains(&admin_key), "the key is never echoed");
-    let bad_login = exchange(
-        &app,
-        "POST /login HTTP/1.1\r\nhost: omo\r\nconnection: close\r\n\
-         content-type: application/x-www-form-urlencoded\r\ncontent-length: 11\r\n\r\nkey=omo_bad",
-    )
-    .await;
-    assert_eq!(status(&bad_login), "401");
+        );
+        self.send(&request).await
+    }
+
+    /// The login form's reply: its cookie (`name=value`) and token.
+    async fn login_form(&self, cookie_name: &str) -> (String, String) {
+        let form = self.get("/login", "").await;
+        assert_eq!(form.status, 200, "{form:?}");
+        let value = form.cookie(cookie_name).expect("a login cookie");
+        let token = form.csrf_field().expect("a token in the form");
+        assert_eq!(value, token, "the form's token is the cookie's");
+        (format!("{cookie_name}={value}"), token)
+    }
+
+    /// Logs in with `key` through the form, as a browser does.
+    async fn log_in(&self, key: &str) -> Reply {
+        let (cookie, token) = self.login_form("omo_login").await;
+        self.post("/login", &cookie, &format!("csrf={token}&key={key}"))
+            .await
+    }
+}
+
+/// A browser's session: its cookie (`name=value`) and the token its forms carry.
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+/// Logs in on `target` and reads the dashboard once for the session's token.
+async fn session(target: &Target<'_>, key: &str) -> Session {
+    let login = target.log_in(key).await;
+    assert!(login.redirects_to("/"), "{login:?}");
+    let id = login.cookie("omo_session").expect("a session cookie");
+    let cookie = format!("omo_session={id}");
+    let page = target.get("/", &format!("cookie: {cookie}\r\n")).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    let csrf = page.csrf_field().expect("the logout form's token");
+    Session { cookie, csrf }
+}
+
+async fn page_with(target: &Target<'_>, cookie: &str) -> Reply {
+    target.get("/", &format!("cookie: {cookie}\r\n")).await
+}
+
+async fn login_opens_a_session_that_logout_ends(app: &TestApp) {
+    // Arrange
+    let (server, key) = dashboard(app).await;
+    let target = Target::Plain(server.http_addr().expect("listening"));
+    let app_key = server
+        .engine()
+        .create_api_key(Role::App, None, "app".into())
+        .await
+        .expect("key");
+    // Another replica over the same database.
+    let (replica, _) = dashboard(app).await;
+    let on_replica = Target::Plain(replica.http_addr().expect("listening"));
+
+    // Act / Assert: no key → the login page; a bearer key: an admin's reads, another's does not.
+    assert!(target.get("/", "").await.redirects_to("/login"));
+    let forbidden = target
+        .get("/", &format!("authorization: Bearer {app_key}\r\n"))
+        .await;
+    assert_eq!(forbidden.status, 403);
+    let by_header = target
+        .get("/", &format!("authorization: Bearer {key}\r\n"))
+        .await;
+    assert_eq!(by_header.status, 200);
+    assert!(by_header.body.contains("id=\"outstanding-points\""));
+    assert!(
+        !by_header.body.contains("action=\"/logout\""),
+        "no session, no forms"
+    );
+
+    // Logging in sets a session cookie that is not the key.
+    let login = target.log_in(&key).await;
+    assert!(login.redirects_to("/"), "{login:?}");
+    let line = login.set_cookie("omo_session").expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(line.contains(attribute), "{attribute} in {line}");
+    }
+    assert!(!line.contains("Secure"), "plain HTTP on loopback: {line}");
+    let id = login.cookie("omo_session").expect("value");
+    assert_eq!(id.len(), 64, "256 random bits in hex");
+    assert!(
+        !format!("{:?}", login.headers).contains(&key),
+        "the key is in no header"
+    );
+    assert!(
+        login
+            .set_cookie("omo_login")
+            .is_some_and(|l| l.contains("Max-Age=0"))
+    );
+
+    // The session reads the dashboard, here and on the replica; the key is in no page.
+    let cookie = format!("omo_session={id}");
+    let page = page_with(&target, &cookie).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("id=\"outstanding-points\""));
+    assert!(!page.body.contains(&key), "the key is never echoed");
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    assert_eq!(page_with(&on_replica, &cookie).await.status, 200);
+    // The old cookie, the key itself, opens nothing.
+    assert!(
+        page_with(&target, &format!("omo_key={key}"))
+            .await
+            .redirects_to("/login")
+    );
+
+    // Logging out ends the session on every replica, whatever the browser keeps.
+    let csrf = page.csrf_field().expect("token");
+    let logout = target
+        .post("/logout", &cookie, &format!("csrf={csrf}"))
+        .await;
+    assert!(logout.redirects_to("/login"), "{logout:?}");
+    assert!(
+        logout
+            .set_cookie("omo_session")
+            .is_some_and(|l| l.contains("Max-Age=0"))
+    );
+    assert!(page_with(&target, &cookie).await.redirects_to("/login"));
+    assert!(page_with(&on_replica, &cookie).await.redirects_to("/login"));
+}
+
+async fn a_session_ends_idle_or_twelve_hours_on(app: &TestApp) {
+    // Arrange
+    let (server, key) = dashboard(app).await;
+    let target = Target::Plain(server.http_addr().expect("listening"));
+    let idle = session(&target, &key).await;
+    let busy = session(&target, &key).await;
+
+    // Act / Assert: used every 59 minutes, a session lives on; an hour unused, it ends.
+    app.clock.advance(Duration::minutes(59));
+    assert_eq!(page_with(&target, &busy.cookie).await.status, 200);
+    app.clock.advance(Duration::minutes(1));
+    assert!(
+        page_with(&target, &idle.cookie)
+            .await
+            .redirects_to("/login"),
+        "an hour idle"
+    );
+    // However busy, it ends twelve hours (720 minutes) after it opened; 60 have passed.
+    for _ in 0..11 {
+        app.clock.advance(Duration::minutes(58));
+        assert_eq!(page_with(&target, &busy.cookie).await.status, 200);
+    }
+    app.clock.advance(Duration::minutes(21));
+    assert_eq!(
+        page_with(&target, &busy.cookie).await.status,
+        200,
+        "719 minutes on"
+    );
+    app.clock.advance(Duration::minutes(1));
+    assert!(
+        page_with(&target, &busy.cookie)
+            .await
+            .redirects_to("/login"),
+        "twelve hours on"
+    );
+}
+
+async fn a_post_without_its_csrf_token_is_refused(app: &TestApp) {
+    // Arrange
+    let (server, key) = dashboard(app).await;
+    let target = Target::Plain(server.http_addr().expect("listening"));
+    let mine = session(&target, &key).await;
+    let other = session(&target, &key).await;
+    assert_ne!(mine.csrf, other.csrf, "a token per session");
+
+    // Act: logout without a token, with a made-up one, and with another session's.
+    let refusals = [
+        target.post("/logout", &mine.cookie, "").await,
+        target
+            .post("/logout", &mine.cookie, &format!("csrf={}", "0".repeat(64)))
+            .await,
+        target
+            .post("/logout", &mine.cookie, &format!("csrf={}", other.csrf))
+            .await,
+    ];
+
+    // Assert: 403 each time, and the session still stands.
+    for refusal in &refusals {
+        assert_eq!(refusal.status, 403, "{refusal:?}");
+        assert!(refusal.set_cookie("omo_session").is_none());
+    }
+    assert_eq!(page_with(&target, &mine.cookie).await.status, 200);
+
+    // A login without the login cookie's token opens nothing, even with the right key.
+    let (cookie, token) = target.login_form("omo_login").await;
+    let forged = [
+        target
+            .post("/login", "", &format!("csrf={token}&key={key}"))
+            .await,
+        target.post("/login", &cookie, &format!("key={key}")).await,
+        target
+            .post(
+                "/login",
+                &cookie,
+                &format!("csrf={}&key={key}", "f".repeat(64)),
+            )
+            .await,
+    ];
+    for refusal in &forged {
+        assert_eq!(refusal.status, 403, "{refusal:?}");
+        assert!(refusal.set_cookie("omo_session").is_none(), "no session");
+    }
+}
+
+async fn failed_logins_are_throttled(app: &TestApp) {
+    // Arrange
+    let (server, key) = dashboard(app).await;
+    let target = Target::Plain(server.http_addr().expect("listening"));
+    let app_key = server
+        .engine()
+        .create_api_key(Role::App, None, "app".into())
+        .await
+        .expect("key");
+
+    // Act: five failed logins within the minute (a non-admin key fails like a made-up one).
+    let mut failures = Vec::new();
+    for attempt in 0..5 {
+        let wrong = if attempt == 0 {
+            app_key.clone()
+        } else {
+            format!("omo_wrong{attempt}")
+        };
+        failures.push(target.log_in(&wrong).await.status);
+    }
+    let blocked = target.log_in(&key).await;
+
+    // Assert: each failure said 401; then even the right key gets 429 and no session.
+    assert_eq!(failures, [401; 5]);
+    assert_eq!(blocked.status, 429, "{blocked:?}");
+    let retry_after: u64 = blocked
+        .header("retry-after")
+        .and_then(|s| s.parse().ok())
+        .expect("Retry-After");
+    assert!((1..=300).contains(&retry_after), "{retry_after}");
+    assert!(blocked.set_cookie("omo_session").is_none());
+}
+
+async fn a_revoked_or_expired_keys_session_is_refused(app: &TestApp) {
+    // Arrange
+    let (server, key) = dashboard(app).await;
+    let target = Target::Plain(server.http_addr().expect("listening"));
+    let engine = server.engine();
+    let short_key = engine
+        .create_api_key_expiring(
+            Role::Admin,
+            None,
+            "short".into(),
+            Some(Duration::minutes(30)),
+        )
+        .await
+        .expect("key");
+    let revoked = session(&target, &key).await;
+    let expiring = session(&target, &short_key).await;
+    let key_id = engine
+        .list_api_keys()
+        .await
+        .expect("keys")
+        .into_iter()
+        .find(|k| k.name == "dash")
+        .expect("dash")
+        .key_id;
+
+    // Act
+    assert!(engine.revoke_api_key(&key_id).await.expect("revoke"));
+    app.clock.advance(Duration::minutes(31));
+
+    // Assert: the revoked key's session at once; the expired key's, though not idle an hour.
+    assert!(
+        page_with(&target, &revoked.cookie)
+            .await
+            .redirects_to("/login")
+    );
+    assert!(
+        page_with(&target, &expiring.cookie)
+            .await
+            .redirects_to("/login")
+    );
+}
+
+/// A CA and a certificate it signed for localhost, written as PEM files.
+struct Tls {
+    ca: String,
+    cert: std::path::PathBuf,
+    key: std::path::PathBuf,
+}
+
+impl Tls {
+    fn new() -> Self {
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let leaf_key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .signed_by(&leaf_key, &issuer)
+            .expect("signed");
+        let dir = std::env::temp_dir().join(format!("omo_dash_tls_{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let (cert, key) = (dir.join("server.pem"), dir.join("server.key"));
+        std::fs::write(&cert, leaf.pem()).expect("write");
+        std::fs::write(&key, leaf_key.serialize_pem()).expect("write");
+        Tls {
+            ca: ca.pem(),
+            cert,
+            key,
+        }
+    }
+
+    fn connector(&self) -> TlsConnector {
+        let mut roots = RootCertStore::empty();
+        let ca = CertificateDer::from_pem_slice(self.ca.as_bytes()).expect("CA PEM");
+        roots.add(ca).expect("root");
+        let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        TlsConnector::from(Arc::new(config))
+    }
+}
+
+async fn off_loopback_the_dashboard_needs_tls(app: &TestApp) {
+    // Arrange
+    let tls = Tls::new();
+
+    // Act: on every address without TLS; then with the certificate.
+    let plain = dashboard_on(app, "0.0.0.0:0", None).await;
+    let served = dashboard_on(app, "0.0.0.0:0", Some(&tls))
+        .await
+        .expect("TLS lets the dashboard off loopback");
+
+    // Assert: refused at start, naming the way out.
+    let error = plain.err().expect("refused without TLS");
+    assert!(matches!(error, AppError::InsecureDashboard(_)), "{error}");
+    assert!(error.to_string().contains("--tls-cert"), "{error}");
+    // Over TLS, cookies are Secure with the __Host- prefix, and a session works.
+    let port = served.http_addr().expect("listening").port();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let target = Target::Tls(addr, &tls);
+    let key = served
+        .engine()
+        .create_api_key(Role::Admin, None, "tls".into())
+        .await
+        .expect("key");
+    let (cookie, token) = target.login_form("__Host-omo_login").await;
+    let login = target
+        .post("/login", &cookie, &format!("csrf={token}&key={key}"))
+        .await;
+    assert!(login.redirects_to("/"), "{login:?}");
+    let line = login
+        .set_cookie("__Host-omo_session")
+        .expect("a session cookie");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/", "Secure"] {
+        assert!(line.contains(attribute), "{attribute} in {line}");
+    }
+    let id = login.cookie("__Host-omo_session").expect("value");
+    let page = page_with(&target, &format!("__Host-omo_session={id}")).await;
+    assert_eq!(page.status, 200, "{page:?}");
+    // The plain-HTTP cookie name opens nothing there.
+    assert!(
+        page_with(&target, &format!("omo_session={id}"))
+            .await
+            .redirects_to("/login")
+    );
+    // Plain HTTP to the TLS port gets no page.
+    let plaintext = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut plaintext = plaintext;
+    plaintext
+        .write_all(b"GET /login HTTP/1.1\r\nhost: omo\r\nconnection: close\r\n\r\n")
+        .await
+        .expect("send");
+    let mut raw = Vec::new();
+    let _ = plaintext.read_to_end(&mut raw).await;
+    assert!(
+        !String::from_utf8_lossy(&raw).contains("HTTP/1.1 200"),
+        "no clear text"
+    );
+    let _ = std::fs::remove_dir_all(tls.cert.parent().expect("dir"));
 }
 
 /// Sales at two stores over a few days, an A/B campaign with redemptions, and a receipt that
@@ -170,6 +631,15 @@ async fn seed(app: &TestApp) {
             .await
             .expect("receipt");
     }
+}
+
+/// A server on SQLite whose own config serves the dashboard on loopback.
+async fn dashboard_app() -> TestApp {
+    spawn_app_with(Backend::Sqlite, |config| {
+        config.http = Some("127.0.0.1:0".parse().expect("address"));
+    })
+    .await
+    .expect("SQLite is always there")
 }
 
 /// Runs `tests/e2e/dashboard.mjs` against a seeded server. Skipped with a note when node,

@@ -1,4 +1,5 @@
-// Dashboard end-to-end check in headless Chromium (run by tests/api/dashboard.rs).
+// Dashboard end-to-end check in headless Chromium (run by tests/api/dashboard.rs): log in
+// through a session, the figures, a phone's width, and log out.
 // Usage: node tests/e2e/dashboard.mjs URL ADMIN_KEY OUTSTANDING_POINTS PENDING_RECEIPTS
 // playwright-core comes from target/e2e/node_modules (`.ci/run` installs it there), so the
 // repository itself carries no node_modules.
@@ -39,10 +40,12 @@ try {
   await Promise.all([page.waitForURL(`${url}/`), page.click('button[type=submit]')]);
   check((await page.textContent('#outstanding-points')).trim() === outstanding,
     `outstanding points shown = GetLiability's ${outstanding}`);
-  const cookies = await context.cookies();
-  const session = cookies.find((c) => c.name === 'omo_key');
-  check(session && session.httpOnly && session.sameSite === 'Strict', 'HttpOnly, SameSite=Strict cookie');
+  const session = (await context.cookies()).find((c) => c.name === 'omo_session');
+  check(session && session.httpOnly && session.sameSite === 'Strict', 'HttpOnly, SameSite=Strict session cookie');
+  check(session.value !== key && /^[0-9a-f]{64}$/.test(session.value), 'the cookie is a session id, not the key');
   check(!(await page.content()).includes(key), 'the key is not in the page');
+  check(/^[0-9a-f]{64}$/.test(await page.inputValue('form.logout input[name=csrf]')),
+    'the logout form carries a CSRF token');
   check(await page.locator('svg.chart.expiry rect').count() > 0, 'expiry chart has bars');
   check(await page.locator('svg.chart.earned rect').count() > 0, 'earned-per-day chart has bars');
   check(await page.locator('#activity-table tbody tr').count() > 0, 'activity by channel and store');
@@ -59,6 +62,16 @@ try {
     document.documentElement.scrollWidth - document.documentElement.clientWidth);
   check(overflow <= 0, `no horizontal overflow at 390x844 (overflow ${overflow}px)`);
   await page.screenshot({ path: path.join(out, 'dashboard-phone.png'), fullPage: true });
+
+  // Logging out ends the session on the server: the dashboard sends us to the login form,
+  // even when the old session cookie is put back.
+  await Promise.all([page.waitForURL(`${url}/login`), page.click('form.logout button[type=submit]')]);
+  check(!(await context.cookies()).some((c) => c.name === 'omo_session'), 'logout removes the cookie');
+  await page.goto(url);
+  check(new URL(page.url()).pathname === '/login', 'after logout the dashboard redirects to /login');
+  await context.addCookies([{ name: session.name, value: session.value, url }]);
+  await page.goto(url);
+  check(new URL(page.url()).pathname === '/login', 'the ended session is refused by the server');
   await context.close();
 } finally {
   await browser.close();

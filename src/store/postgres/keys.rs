@@ -127,7 +127,7 @@ where (key_id, request_id) in (
     uow.run_counted(query).await
 }
 
-fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
+pub(super) fn api_key_from_row(row: &PgRow) -> StoreResult<ApiKeyRecord> {
     let c = Cols::new(row, "api_keys", "key_id");
     Ok(ApiKeyRecord {
         key_id: c.get("key_id")?,

@@ -39,6 +39,7 @@ use crate::domain::{
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     rules::Rule,
     seal::Seal,
+    session::DashboardSession,
     summary::ReportSums,
 };
 use crate::metrics::FlushLap;
@@ -347,6 +348,7 @@ mod reference;
 mod reports;
 mod rules;
 mod seals;
+mod sessions;
 mod verify;
 
 // ---------------------------------------------------------------------------------------------
@@ -710,6 +712,37 @@ impl UnitOfWork for PgUnitOfWork {
         limit: i64,
     ) -> StoreResult<u64> {
         keys::purge_idempotency(self, created_before, limit).await
+    }
+
+    async fn insert_dashboard_session(&mut self, session: &DashboardSession) -> StoreResult<()> {
+        sessions::insert_dashboard_session(self, session).await
+    }
+
+    async fn find_dashboard_session(
+        &mut self,
+        session_hash: &str,
+    ) -> StoreResult<Option<(DashboardSession, ApiKeyRecord)>> {
+        sessions::find_dashboard_session(self, session_hash).await
+    }
+
+    async fn touch_dashboard_session(
+        &mut self,
+        session_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sessions::touch_dashboard_session(self, session_hash, at).await
+    }
+
+    async fn delete_dashboard_session(&mut self, session_hash: &str) -> StoreResult<bool> {
+        sessions::delete_dashboard_session(self, session_hash).await
+    }
+
+    async fn purge_dashboard_sessions(
+        &mut self,
+        opened_before: DateTime<Utc>,
+        seen_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        sessions::purge_dashboard_sessions(self, opened_before, seen_before).await
     }
 
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {

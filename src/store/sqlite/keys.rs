@@ -160,7 +160,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
+pub(super) fn api_key_from_row(row: &Row<'_>) -> StoreResult<ApiKeyRecord> {
     let c = Cols::new(row, "api_keys", "key_id");
     Ok(ApiKeyRecord {
         key_id: c.get("key_id")?,

@@ -59,6 +59,7 @@ use crate::domain::{
     receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule},
     rules::Rule,
     seal::Seal,
+    session::DashboardSession,
     summary::ReportSums,
 };
 use crate::metrics::FlushLap;
@@ -76,6 +77,7 @@ mod reference;
 mod reports;
 mod rules;
 mod seals;
+mod sessions;
 mod verify;
 
 /// The schema, the single source for both the file and the in-memory database.
@@ -751,6 +753,37 @@ impl UnitOfWork for SqliteUnitOfWork {
         limit: i64,
     ) -> StoreResult<u64> {
         keys::purge_idempotency(self, created_before, limit)
+    }
+
+    async fn insert_dashboard_session(&mut self, session: &DashboardSession) -> StoreResult<()> {
+        sessions::insert_dashboard_session(self, session)
+    }
+
+    async fn find_dashboard_session(
+        &mut self,
+        session_hash: &str,
+    ) -> StoreResult<Option<(DashboardSession, ApiKeyRecord)>> {
+        sessions::find_dashboard_session(self, session_hash)
+    }
+
+    async fn touch_dashboard_session(
+        &mut self,
+        session_hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        sessions::touch_dashboard_session(self, session_hash, at)
+    }
+
+    async fn delete_dashboard_session(&mut self, session_hash: &str) -> StoreResult<bool> {
+        sessions::delete_dashboard_session(self, session_hash)
+    }
+
+    async fn purge_dashboard_sessions(
+        &mut self,
+        opened_before: DateTime<Utc>,
+        seen_before: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        sessions::purge_dashboard_sessions(self, opened_before, seen_before)
     }
 
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
