@@ -12,7 +12,8 @@ use crate::proto::{
     checkout_service_client::CheckoutServiceClient, coupon_service_client::CouponServiceClient,
     engagement_service_client::EngagementServiceClient, ledger_service_client::LedgerServiceClient,
     member_service_client::MemberServiceClient, program_service_client::ProgramServiceClient,
-    report_service_client::ReportServiceClient, store_service_client::StoreServiceClient,
+    report_service_client::ReportServiceClient, rule_service_client::RuleServiceClient,
+    store_service_client::StoreServiceClient,
 };
 
 /// Adds `authorization: Bearer <key>` to every call.
@@ -120,5 +121,9 @@ impl Client {
 
     pub fn reports(&self) -> ReportServiceClient<Authed> {
         ReportServiceClient::new(self.authed())
+    }
+
+    pub fn rules(&self) -> RuleServiceClient<Authed> {
+        RuleServiceClient::new(self.authed())
     }
 }

@@ -524,7 +524,23 @@ async fn update_rule_in(
     if rule.trigger != 0 && rule.trigger != i32::from(trigger_out(stored.trigger)) {
         v.push("rule.trigger", "is immutable");
     }
-    let rule = rule_in(v, Some(rule), Some(&stored))?;
+    // What is validated is the rule as it will be: the stored one with the masked fields of
+    // the request (a field left out of the mask is neither checked nor changed).
+    let mut merged = rule_out(stored.clone());
+    for path in &paths {
+        match path.as_str() {
+            "name" => merged.name.clone_from(&rule.name),
+            "event_type" => merged.event_type.clone_from(&rule.event_type),
+            "conditions" => merged.conditions.clone_from(&rule.conditions),
+            "effects" => merged.effects.clone_from(&rule.effects),
+            "limits" => merged.limits.clone_from(&rule.limits),
+            "starts_at" => merged.starts_at = rule.starts_at,
+            "ends_at" => merged.ends_at = rule.ends_at,
+            "enabled" => merged.enabled = Some(rule.enabled.unwrap_or(true)),
+            _ => {}
+        }
+    }
+    let rule = rule_in(v, Some(merged), Some(&stored))?;
     Ok((request_id, RulePatch { rule, paths }))
 }
 

@@ -27,6 +27,7 @@ mod privacy;
 mod receipts;
 mod replicas;
 mod reports;
+mod rules;
 mod security;
 mod shutdown;
 mod sweeper;
