@@ -3,7 +3,12 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{ChainCheck, Engine, EngineError, reports::store_zones, sealer};
-use crate::domain::{Account, Asset, ports::LedgerSnapshot, summary};
+use crate::domain::{
+    Account, Asset,
+    ports::{LedgerSnapshot, RuleTotals},
+    rules::Rule,
+    summary,
+};
 
 /// One invariant and what breaks it (empty = it holds).
 #[derive(Debug, Clone)]
@@ -87,6 +92,12 @@ impl Engine {
                 zones.get(store_id).copied()
             }),
         });
+        let rules = uow.list_rules().await?;
+        let totals = uow.rule_totals(None).await?;
+        checks.push(Check {
+            name: "8. each rule's points equal its postings and stay within its budget",
+            violations: rule_points(&rules, &totals, &positions(&snapshot.posting_sums)),
+        });
         Ok(VerifyReport {
             backend: self.backend_name(),
             postings_checked: snapshot.posting_sums.len(),
@@ -97,6 +108,50 @@ impl Engine {
 }
 
 type Position = (String, String);
+
+/// What each rule's counters say it gave equals what left its account: `budget_points` less
+/// its budget's balance, or what its own account paid out; a budget never goes below zero.
+/// Counters of a rule that does not exist are reported too.
+fn rule_points(
+    rules: &[Rule],
+    totals: &[RuleTotals],
+    sums: &BTreeMap<Position, i64>,
+) -> Vec<String> {
+    let points = Asset::Points.to_string();
+    let balance = |account: Account| {
+        sums.get(&(account.to_string(), points.clone()))
+            .copied()
+            .unwrap_or(0)
+    };
+    let mut violations = Vec::new();
+    for rule in rules {
+        let counted = totals
+            .iter()
+            .find(|t| t.rule_id == rule.rule_id)
+            .map_or(0, |t| t.points);
+        let posted = if rule.has_budget() {
+            let left = balance(Account::RuleBudget(rule.rule_id.clone()));
+            if left < 0 {
+                violations.push(format!("rule {}: its budget is {left}", rule.rule_id));
+            }
+            rule.limits.budget_points - left
+        } else {
+            -balance(Account::Rule(rule.rule_id.clone()))
+        };
+        if counted != posted {
+            violations.push(format!(
+                "rule {}: its counters gave {counted} points, its postings {posted}",
+                rule.rule_id
+            ));
+        }
+    }
+    for total in totals {
+        if !rules.iter().any(|rule| rule.rule_id == total.rule_id) {
+            violations.push(format!("counters of rule {} that does not exist", total.rule_id));
+        }
+    }
+    violations
+}
 
 fn positions(totals: &[crate::domain::ports::AccountTotal]) -> BTreeMap<Position, i64> {
     totals
