@@ -8,8 +8,9 @@
 -- names a receipt, so the second writer of a key hits the primary key, its batch runs again
 -- and sees the first. The holder is the sale (order_id), or a scan (receipt_id) until the
 -- register records the sale: the register is the truth, so its sale takes the row over (and
--- the scan's points are reversed in the journal). orders_receipt stays (a register's own
--- receipt numbers, as typed, are unique anyway); receipts_claim_image still holds photographs.
+-- the scan's points are reversed in the journal). The row replaces both indexes (nothing reads
+-- them any more), so a register sale writes a row here instead of an entry in orders_receipt;
+-- receipts_claim_image still holds photographs.
 create table receipt_claims (
     store_id     text not null,
     register_id  text not null,  -- trimmed, ASCII lower case, leading zeros stripped
@@ -57,3 +58,4 @@ from typed_claims
 order by store_id, register_id, receipt_no, rank, tie;
 
 drop index receipts_claim_number;
+drop index orders_receipt;

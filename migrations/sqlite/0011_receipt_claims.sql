@@ -56,3 +56,4 @@ order by rank, rowid;
 drop table typed_claims;
 
 drop index receipts_claim_number;
+drop index orders_receipt;

@@ -870,8 +870,13 @@ async fn a_duplicate_new_row_is_a_conflict(store: Arc<dyn Store>) {
             new_orders: vec![order("o1", "m1", "")],
             ..ChangeSet::default()
         },
+        // The same register receipt, typed another way.
         ChangeSet {
-            new_orders: vec![order("o2", "m1", "R-1")],
+            new_orders: vec![order("o2", "m1", "r-1")],
+            engagement: EngagementChanges {
+                receipt_claims: vec![sale_claim(&order("o2", "m1", "r-1"))],
+                ..EngagementChanges::default()
+            },
             ..ChangeSet::default()
         },
         // A scan's new claim of the receipt (typed another way) the sale holds.
