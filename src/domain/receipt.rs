@@ -36,7 +36,7 @@ pub struct ReceiptRule {
     /// All must hold.
     pub conditions: Vec<LineCondition>,
     pub max_age_days: i64,
-    /// Totals at or above go to review; None = never.
+    /// Totals at or above go to review; None = the program's `receipt_review_threshold`.
     pub review_threshold: Option<Money>,
     /// By the receipt's `issued_at`: inclusive start, exclusive end.
     pub starts_at: Option<DateTime<Utc>>,
