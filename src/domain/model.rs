@@ -123,6 +123,32 @@ pub struct Program {
     /// as the default, the stores' default too.
     #[serde(default = "default_time_zone")]
     pub time_zone: String,
+    /// Most points one receipt earns without review; 0 = no cap. A receipt that would earn
+    /// more waits for review (a rule generous by mistake, or a made-up total, must not mint a
+    /// fortune at once). Programs stored before the field existed read as the default.
+    #[serde(default = "default_max_points_per_receipt")]
+    pub max_points_per_receipt: i64,
+    /// Receipt totals at or above go to review, for the receipt rules that set no threshold of
+    /// their own; None = only the rules' thresholds. Programs stored before the field existed
+    /// read as the default.
+    #[serde(default = "default_receipt_review_threshold")]
+    pub receipt_review_threshold: Option<super::money::Money>,
+}
+
+/// Points one receipt may earn without review, unless the program says: ¥1,000,000 of
+/// receipts at the default earn rate.
+pub const DEFAULT_MAX_POINTS_PER_RECEIPT: i64 = 10_000;
+
+fn default_max_points_per_receipt() -> i64 {
+    DEFAULT_MAX_POINTS_PER_RECEIPT
+}
+
+/// The receipt total that goes to review when no rule says otherwise (in the program's
+/// currency): a large shop receipt is rare, and a made-up one is the costly kind.
+pub const DEFAULT_RECEIPT_REVIEW_THRESHOLD: i64 = 100_000;
+
+fn default_receipt_review_threshold() -> Option<super::money::Money> {
+    super::money::Money::new(Decimal::from(DEFAULT_RECEIPT_REVIEW_THRESHOLD)).ok()
 }
 
 /// The zone of a program or store that names none.
@@ -153,6 +179,8 @@ impl Default for Program {
             max_points_per_order: 0,
             max_offline_age_days: DEFAULT_MAX_OFFLINE_AGE_DAYS,
             time_zone: default_time_zone(),
+            max_points_per_receipt: DEFAULT_MAX_POINTS_PER_RECEIPT,
+            receipt_review_threshold: default_receipt_review_threshold(),
         }
     }
 }
@@ -222,6 +250,12 @@ pub struct ProgramPatch {
     pub max_offline_age_days: Option<i32>,
     #[serde(default)]
     pub time_zone: Option<String>,
+    #[serde(default)]
+    pub max_points_per_receipt: Option<i64>,
+    /// `Some(None)` clears the threshold (written `null`, and left out when untouched, so the
+    /// two requests hash apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt_review_threshold: Option<Option<super::money::Money>>,
 }
 
 impl ProgramPatch {
@@ -237,6 +271,14 @@ impl ProgramPatch {
         set(&mut program.max_points_per_order, self.max_points_per_order);
         set(&mut program.max_offline_age_days, self.max_offline_age_days);
         set(&mut program.time_zone, self.time_zone);
+        set(
+            &mut program.max_points_per_receipt,
+            self.max_points_per_receipt,
+        );
+        set(
+            &mut program.receipt_review_threshold,
+            self.receipt_review_threshold,
+        );
     }
 }
 

@@ -327,8 +327,8 @@ pub struct Keys {
     pub identifiers: Vec<Identifier>,
     /// Orders named by the commands: new ones (expected absent) and existing ones.
     pub order_ids: Vec<String>,
-    /// Register receipts (store_id, register_id, receipt_no) of new sales, and of scanned
-    /// receipts (which must not earn again what a register sale earned).
+    /// Register receipts of new sales and of scanned receipts, keyed as
+    /// `receipt::register_receipt_key` names them: one claim serves both.
     pub receipts: Vec<(String, String, String)>,
     pub coupon_codes: Vec<String>,
     /// About how many new ids of each sequence the commands will need: a backend may reserve
@@ -364,9 +364,9 @@ pub struct Loaded {
     pub order_lots: Vec<OrderLot>,
     /// The named coupons and the coupons of `orders`, locked.
     pub coupons: Vec<Coupon>,
-    /// Receipts of `Keys::receipts` already recorded, with their order.
+    /// Receipts of `Keys::receipts` a register sale holds, with its order.
     pub receipts: Vec<((String, String, String), String)>,
-    /// Receipts of `Keys::receipts` a member's scan claims (see `ReceiptStatus::claims`), with
+    /// Receipts of `Keys::receipts` a member's scan holds (see `ReceiptStatus::claims`), with
     /// the scanned receipt's id.
     pub receipt_claims: Vec<((String, String, String), String)>,
     /// Ids reserved for the batch ([`Keys::wanted_ids`]), never handed out before.
@@ -493,8 +493,10 @@ pub struct EngagementChanges {
     pub visit_issues: Vec<VisitIssue>,
     pub new_receipt_rules: Vec<(ReceiptRule, DateTime<Utc>)>,
     pub new_receipts: Vec<ReceiptRecord>,
-    /// Receipts reviewed.
+    /// Receipts reviewed, or reversed by a register sale.
     pub changed_receipts: Vec<ReceiptRecord>,
+    /// Register receipts claimed or taken over (one row per key, shared by sales and scans).
+    pub receipt_claims: Vec<super::receipt::ClaimWrite>,
 }
 
 /// A page of ListReceipts as a store reads it (see [`ReceiptQuery`]): a member's receipts
@@ -678,7 +680,10 @@ pub trait LedgerReads: Send {
 
     // Orders.
     async fn get_order(&mut self, order_id: &str, lock: bool) -> StoreResult<Option<Order>>;
-    /// The register sale recorded under (store, register, receipt_no), if any.
+    /// The register sale that holds the receipt (store, register, receipt_no), if any. The key
+    /// is [`register_receipt_key`]'s, as callers make it.
+    ///
+    /// [`register_receipt_key`]: super::receipt::register_receipt_key
     async fn order_by_receipt(
         &mut self,
         store_id: &str,

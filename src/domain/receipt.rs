@@ -4,6 +4,7 @@
 //! outcome; everything that can be decided from the receipt, the rules and the clock is here.
 
 use chrono::{DateTime, Duration, Utc};
+use chrono_tz::Tz;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
@@ -35,7 +36,7 @@ pub struct ReceiptRule {
     /// All must hold.
     pub conditions: Vec<LineCondition>,
     pub max_age_days: i64,
-    /// Totals at or above go to review; None = never.
+    /// Totals at or above go to review; None = the program's `receipt_review_threshold`.
     pub review_threshold: Option<Money>,
     /// By the receipt's `issued_at`: inclusive start, exclusive end.
     pub starts_at: Option<DateTime<Utc>>,
@@ -78,8 +79,11 @@ impl ReceiptRule {
         self.earn_rate.map_or(0, |rate| total.floor_points(rate))
     }
 
-    fn wants_review(&self, total: Money) -> bool {
+    /// Whether `total` goes to review: at or above the rule's threshold, or the program's
+    /// (`default_threshold`) for a rule that sets none.
+    fn wants_review(&self, total: Money, default_threshold: Option<Money>) -> bool {
         self.review_threshold
+            .or(default_threshold)
             .is_some_and(|threshold| total.amount() >= threshold.amount())
     }
 }
@@ -160,12 +164,15 @@ pub enum ReceiptReason {
     ReviewRejected,
     /// Pending: the total is at or above a matching rule's review threshold.
     ReviewThreshold,
-    /// Pending: the member sent more than the program's `max_receipts_per_day`.
+    /// Rejected: the member already sent the program's `max_receipts_per_day` today. Refused
+    /// rather than queued, so that nobody can flood the review queue.
     DailyLimit,
+    /// Pending: the receipt would earn more than the program's `max_points_per_receipt`.
+    PointsCap,
 }
 
 impl ReceiptReason {
-    pub const ALL: [ReceiptReason; 9] = [
+    pub const ALL: [ReceiptReason; 10] = [
         Self::Duplicate,
         Self::AlreadyEarned,
         Self::TooOld,
@@ -175,6 +182,7 @@ impl ReceiptReason {
         Self::ReviewRejected,
         Self::ReviewThreshold,
         Self::DailyLimit,
+        Self::PointsCap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -188,6 +196,8 @@ impl ReceiptReason {
             Self::ReviewRejected => "REVIEW_REJECTED",
             Self::ReviewThreshold => "REVIEW_THRESHOLD",
             Self::DailyLimit => "DAILY_LIMIT",
+            // The name the API gives an order over `max_points_per_order`.
+            Self::PointsCap => "EARN_CAP_EXCEEDED",
         }
     }
 
@@ -205,16 +215,55 @@ pub struct RuleOutcome {
     pub points: i64,
     /// The campaigns of their coupons, one per rule that names one (in rule order).
     pub campaigns: Vec<(String, String)>,
-    /// Some matching rule sends the total to review.
-    pub review: bool,
+    /// Why the receipt waits for review (`ReviewThreshold` or `PointsCap`); None: it earns at
+    /// once.
+    pub review: Option<ReceiptReason>,
 }
 
-/// The rules that take `receipt` submitted at `now`. None match: `TooOld` when some rule would
-/// have taken it but for its age, otherwise `NoMatchingRule`.
+/// The program's settings every receipt rule obeys (API.md `Program`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReceiptPolicy {
+    /// The review threshold of rules that set none (`receipt_review_threshold`).
+    pub review_threshold: Option<Money>,
+    /// Most points one receipt earns without review (`max_points_per_receipt`); 0 = no cap.
+    pub max_points: i64,
+}
+
+impl ReceiptPolicy {
+    pub fn of(program: &super::model::Program) -> Self {
+        Self {
+            review_threshold: program.receipt_review_threshold,
+            max_points: program.max_points_per_receipt,
+        }
+    }
+
+    /// Why a receipt the rules take must wait for review, if it must.
+    fn review(
+        &self,
+        matching: &[&ReceiptRule],
+        total: Money,
+        points: i64,
+    ) -> Option<ReceiptReason> {
+        if matching
+            .iter()
+            .any(|rule| rule.wants_review(total, self.review_threshold))
+        {
+            Some(ReceiptReason::ReviewThreshold)
+        } else if self.max_points > 0 && points > self.max_points {
+            Some(ReceiptReason::PointsCap)
+        } else {
+            None
+        }
+    }
+}
+
+/// The rules that take `receipt` submitted at `now`, under the program's `policy`. None match:
+/// `TooOld` when some rule would have taken it but for its age, otherwise `NoMatchingRule`.
 pub fn apply_rules(
     rules: &[ReceiptRule],
     receipt: &Receipt,
     now: DateTime<Utc>,
+    policy: &ReceiptPolicy,
 ) -> Result<RuleOutcome, ReceiptReason> {
     let mut too_old = false;
     let mut matching: Vec<&ReceiptRule> = Vec::new();
@@ -241,19 +290,43 @@ pub fn apply_rules(
         });
     }
     matching.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+    let points = matching
+        .iter()
+        .map(|rule| rule.points(receipt.total))
+        .fold(0, i64::saturating_add);
     Ok(RuleOutcome {
         rule_ids: matching.iter().map(|rule| rule.rule_id.clone()).collect(),
-        points: matching
-            .iter()
-            .map(|rule| rule.points(receipt.total))
-            .fold(0, i64::saturating_add),
+        points,
         campaigns: matching
             .iter()
             .filter(|rule| !rule.campaign_id.is_empty())
             .map(|rule| (rule.rule_id.clone(), rule.campaign_id.clone()))
             .collect(),
-        review: matching.iter().any(|rule| rule.wants_review(receipt.total)),
+        review: policy.review(&matching, receipt.total, points),
     })
+}
+
+/// What is wrong with a receipt's total, if anything. A total of nothing would claim the
+/// receipt's number (and keep its true buyer from scanning it) for nothing; lines that do not
+/// add up to the total mean one of them is made up, and the points follow the total.
+pub fn total_problem(total: Money, lines: &[LineItem]) -> Option<String> {
+    if total.amount() <= Decimal::ZERO {
+        return Some("must be more than 0".into());
+    }
+    let sum: Money = lines.iter().map(|line| line.amount).sum();
+    (!lines.is_empty() && sum.amount() != total.amount())
+        .then(|| format!("must equal the sum of the line amounts ({sum})"))
+}
+
+/// Whether an accepted receipt also records a visit of its store: only when it was issued on
+/// the local day (the store's zone) it was submitted. A visit is one (member, store, local
+/// date) and visit rules count them; a receipt from an earlier day would record a visit of
+/// that day long after it, so a drawer of old receipts (each within a rule's `max_age_days`)
+/// would farm N-th-visit coupons. A window of 24 hours would still let yesterday's receipt
+/// add yesterday's visit today; the same local day is the visit the receipt proves now, the
+/// one a register sale or a geofence dwell would have recorded.
+pub fn is_visit(issued_at: DateTime<Utc>, submitted_at: DateTime<Utc>, zone: Tz) -> bool {
+    issued_at.with_timezone(&zone).date_naive() == submitted_at.with_timezone(&zone).date_naive()
 }
 
 /// Whether a receipt issued at `issued_at` is from the future at `now`.
@@ -286,8 +359,41 @@ impl ReceiptRecord {
     }
 }
 
-/// What identifies a receipt across members: its number at the store's register, and the
-/// photograph. Either one already claimed makes a submission a duplicate.
+/// A register receipt's key, (store_id, register_id, receipt_no), as omo compares register
+/// receipts wherever they are named: by RecordSale and by SubmitReceipt alike, in the one claim
+/// both consult. The register id and the receipt number are each trimmed of white space, ASCII
+/// case-folded, and stripped of leading zeros (keeping one character), so that `" r9 "` and
+/// `"R9"` name one register, `"02"` and `"2"` another, `"0456"` and `"456"` one receipt:
+/// otherwise one paper receipt, typed another way, earns again. The store id is an id omo issued, compared
+/// as it is. Only ASCII letters are folded: the API admits nothing else in these ids (letters,
+/// digits, '.', '_', '-'; so no full-width digits either), and the migration that keyed the
+/// stored claims (0011) folds exactly these, identically on both backends. Trimming keeps the
+/// key right for a caller that does not check as the API does.
+pub fn register_receipt_key(
+    store_id: &str,
+    register_id: &str,
+    receipt_no: &str,
+) -> (String, String, String) {
+    (
+        store_id.to_string(),
+        receipt_key_part(register_id),
+        receipt_key_part(receipt_no),
+    )
+}
+
+fn receipt_key_part(raw: &str) -> String {
+    let folded = raw.trim().to_ascii_lowercase();
+    let significant = folded.trim_start_matches('0');
+    if significant.is_empty() && !folded.is_empty() {
+        "0".to_string()
+    } else {
+        significant.to_string()
+    }
+}
+
+/// What identifies a receipt across members: its number at the store's register (its key,
+/// [`register_receipt_key`]), and the photograph. Either one already claimed makes a
+/// submission a duplicate.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum ReceiptClaim {
     Number {
@@ -299,16 +405,44 @@ pub enum ReceiptClaim {
 }
 
 impl ReceiptClaim {
+    /// The claim of a register receipt, by its key.
+    pub fn number(store_id: &str, register_id: &str, receipt_no: &str) -> ReceiptClaim {
+        let (store_id, register_id, receipt_no) =
+            register_receipt_key(store_id, register_id, receipt_no);
+        ReceiptClaim::Number {
+            store_id,
+            register_id,
+            receipt_no,
+        }
+    }
+
     pub fn of(receipt: &Receipt) -> [ReceiptClaim; 2] {
         [
-            ReceiptClaim::Number {
-                store_id: receipt.store_id.clone(),
-                register_id: receipt.register_id.clone(),
-                receipt_no: receipt.receipt_no.clone(),
-            },
+            ReceiptClaim::number(&receipt.store_id, &receipt.register_id, &receipt.receipt_no),
             ReceiptClaim::Image(receipt.image_sha256.clone()),
         ]
     }
+}
+
+/// Who holds a register receipt's claim: the register's sale (an order id), which is the
+/// truth about who bought, or a member's scan (a receipt id), until the register records the
+/// sale.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClaimHolder {
+    Sale(String),
+    Scan(String),
+}
+
+/// A register receipt's claim as a batch writes it (one row per key, `receipt_claims`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimWrite {
+    /// [`register_receipt_key`].
+    pub key: (String, String, String),
+    pub holder: ClaimHolder,
+    /// The scan whose claim a register sale takes over; None for a new claim. A claim another
+    /// writer took meanwhile fails the write (a unique key, or a takeover that finds another
+    /// holder), and the batch runs again and sees it.
+    pub taken_from: Option<String>,
 }
 
 /// A ListReceipts query: a member's receipts (newest first), or every receipt in one status
@@ -379,12 +513,17 @@ mod tests {
         let mut coupon = rule("b-coupon");
         coupon.earn_rate = None;
         coupon.campaign_id = "c1".into();
-        let outcome =
-            apply_rules(&[coupon, rule("a-points")], &receipt("1234", vec![]), now()).unwrap();
+        let outcome = apply_rules(
+            &[coupon, rule("a-points")],
+            &receipt("1234", vec![]),
+            now(),
+            &ReceiptPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(outcome.rule_ids, vec!["a-points", "b-coupon"]);
         assert_eq!(outcome.points, 12, "floor(1234 × 0.01), once");
         assert_eq!(outcome.campaigns, vec![("b-coupon".into(), "c1".into())]);
-        assert!(!outcome.review);
+        assert_eq!(outcome.review, None);
     }
 
     #[test]
@@ -409,14 +548,14 @@ mod tests {
             vec![line("beans", "coffee", 1), line("tea", "tea", 3)],
         );
         assert_eq!(
-            apply_rules(&rules, &one_coffee, now()),
+            apply_rules(&rules, &one_coffee, now(), &ReceiptPolicy::default()),
             Err(ReceiptReason::NoMatchingRule)
         );
         let two_coffees = receipt(
             "1000",
             vec![line("beans", "coffee", 1), line("drip", "coffee", 1)],
         );
-        let outcome = apply_rules(&rules, &two_coffees, now()).unwrap();
+        let outcome = apply_rules(&rules, &two_coffees, now(), &ReceiptPolicy::default()).unwrap();
         assert_eq!(outcome.rule_ids, vec!["coffee"]);
     }
 
@@ -437,26 +576,42 @@ mod tests {
         let mut old = receipt("1000", vec![]);
         old.issued_at = now() - Duration::days(8);
         assert_eq!(
-            apply_rules(&[rule("week")], &old, now()),
+            apply_rules(&[rule("week")], &old, now(), &ReceiptPolicy::default()),
             Err(ReceiptReason::TooOld)
         );
         let mut month = rule("month");
         month.max_age_days = 30;
-        let outcome = apply_rules(&[rule("week"), month], &old, now()).unwrap();
+        let outcome = apply_rules(
+            &[rule("week"), month],
+            &old,
+            now(),
+            &ReceiptPolicy::default(),
+        )
+        .unwrap();
         assert_eq!(outcome.rule_ids, vec!["month"]);
         let mut exactly = receipt("1000", vec![]);
         exactly.issued_at = now() - Duration::days(7);
-        assert!(apply_rules(&[rule("week")], &exactly, now()).is_ok());
+        assert!(apply_rules(&[rule("week")], &exactly, now(), &ReceiptPolicy::default()).is_ok());
     }
 
     #[test]
     fn a_total_at_the_threshold_goes_to_review() {
         let mut careful = rule("careful");
         careful.review_threshold = Some(money("10000"));
-        let below = apply_rules(&[careful.clone()], &receipt("9999.99", vec![]), now());
-        assert!(!below.unwrap().review);
-        let at = apply_rules(&[careful], &receipt("10000", vec![]), now());
-        assert!(at.unwrap().review);
+        let below = apply_rules(
+            &[careful.clone()],
+            &receipt("9999.99", vec![]),
+            now(),
+            &ReceiptPolicy::default(),
+        );
+        assert_eq!(below.unwrap().review, None);
+        let at = apply_rules(
+            &[careful],
+            &receipt("10000", vec![]),
+            now(),
+            &ReceiptPolicy::default(),
+        );
+        assert_eq!(at.unwrap().review, Some(ReceiptReason::ReviewThreshold));
     }
 
     #[test]
@@ -474,11 +629,138 @@ mod tests {
         assert!(ReceiptStatus::Accepted.claims(None));
         assert!(ReceiptStatus::PendingReview.claims(Some(ReviewThreshold)));
         assert!(ReceiptStatus::Rejected.claims(Some(ReviewRejected)));
-        for reason in [Duplicate, AlreadyEarned, TooOld, FutureDated, UnknownStore] {
+        for reason in [
+            Duplicate,
+            AlreadyEarned,
+            TooOld,
+            FutureDated,
+            UnknownStore,
+            DailyLimit,
+        ] {
             assert!(!ReceiptStatus::Rejected.claims(Some(reason)));
         }
         for reason in ReceiptReason::ALL {
             assert_eq!(ReceiptReason::parse(reason.as_str()), Some(reason));
         }
+    }
+
+    #[test]
+    fn a_register_receipt_is_keyed_however_it_is_typed() {
+        let key = |register_id: &str, receipt_no: &str| {
+            let (_, register_id, receipt_no) = register_receipt_key("s1", register_id, receipt_no);
+            (register_id, receipt_no)
+        };
+        let printed = key("R9", "0456");
+        for (register_id, receipt_no) in [
+            ("r9", "456"),
+            (" R9 ", "  0456\t"),
+            ("R9", "000456"),
+            ("r9", "0456\u{3000}"),
+        ] {
+            assert_eq!(
+                key(register_id, receipt_no),
+                printed,
+                "{register_id:?} {receipt_no:?}"
+            );
+        }
+        assert_eq!(printed, ("r9".to_string(), "456".to_string()));
+        // At least one character stays; nothing stays nothing (no receipt named).
+        assert_eq!(key("0", "0000"), ("0".to_string(), "0".to_string()));
+        assert_eq!(key("", ""), (String::new(), String::new()));
+        assert_eq!(key("A-0", "0A01"), ("a-0".to_string(), "a01".to_string()));
+        assert_eq!(key("02", "7"), key("2", "07"), "register ids too");
+        // Other receipts stay apart: inner zeros, other letters, other stores.
+        assert_ne!(key("R9", "4056"), printed);
+        assert_ne!(key("R9", "4560"), printed);
+        assert_ne!(key("R8", "456"), printed);
+        assert_ne!(
+            register_receipt_key("s2", "R9", "456"),
+            register_receipt_key("s1", "R9", "456")
+        );
+        // Non-ASCII letters are compared as they are (see `register_receipt_key`).
+        assert_ne!(key("Ä", "1"), key("ä", "1"));
+        let claim = ReceiptClaim::number("s1", " R9 ", "00456");
+        assert_eq!(
+            claim,
+            ReceiptClaim::Number {
+                store_id: "s1".into(),
+                register_id: "r9".into(),
+                receipt_no: "456".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn a_total_is_above_zero_and_the_sum_of_its_lines() {
+        assert!(total_problem(money("0"), &[]).is_some());
+        assert!(total_problem(money("0"), &[line("a", "x", 1)]).is_some());
+        assert_eq!(total_problem(money("0.01"), &[]), None);
+        // `line` is 100 a line.
+        let lines = [line("a", "x", 1), line("b", "x", 3)];
+        assert_eq!(total_problem(money("200"), &lines), None);
+        assert_eq!(total_problem(money("200.00"), &lines), None);
+        let problem = total_problem(money("100000000000"), &lines).expect("made up");
+        assert!(problem.contains("(200)"), "{problem}");
+        assert!(total_problem(money("199.99"), &lines).is_some());
+    }
+
+    #[test]
+    fn the_program_sends_receipts_to_review_by_total_and_by_points() {
+        let policy = ReceiptPolicy {
+            review_threshold: Some(money("5000")),
+            max_points: 100,
+        };
+        let judged = |rules: &[ReceiptRule], total: &str| {
+            apply_rules(rules, &receipt(total, vec![]), now(), &policy)
+                .unwrap()
+                .review
+        };
+        // The rule sets no threshold: the program's applies.
+        assert_eq!(judged(&[rule("plain")], "4999"), None);
+        assert_eq!(
+            judged(&[rule("plain")], "5000"),
+            Some(ReceiptReason::ReviewThreshold)
+        );
+        // A rule's own threshold wins over the program's.
+        let mut own = rule("own");
+        own.review_threshold = Some(money("8000"));
+        own.earn_rate = Some(Decimal::new(1, 3));
+        assert_eq!(judged(std::slice::from_ref(&own), "7000"), None);
+        assert_eq!(
+            judged(std::slice::from_ref(&own), "8000"),
+            Some(ReceiptReason::ReviewThreshold)
+        );
+        // More points than the cap: 1% of 10100 is 101 > 100.
+        let mut generous = rule("generous");
+        generous.review_threshold = Some(money("1000000"));
+        assert_eq!(
+            judged(std::slice::from_ref(&generous), "10000"),
+            None,
+            "100 points: at the cap"
+        );
+        assert_eq!(judged(&[generous], "10100"), Some(ReceiptReason::PointsCap));
+        // No policy: neither.
+        let outcome = apply_rules(
+            &[rule("plain")],
+            &receipt("100000000000", vec![]),
+            now(),
+            &ReceiptPolicy::default(),
+        );
+        assert_eq!(outcome.unwrap().review, None);
+    }
+
+    #[test]
+    fn a_receipt_is_a_visit_on_the_local_day_it_was_issued() {
+        let tokyo: Tz = "Asia/Tokyo".parse().unwrap();
+        // 23:50 and 00:10 in Tokyo: two local days, twenty minutes apart.
+        let late = Utc.with_ymd_and_hms(2026, 11, 30, 14, 50, 0).unwrap();
+        let after_midnight = late + Duration::minutes(20);
+        assert!(is_visit(late, late + Duration::minutes(5), tokyo));
+        assert!(!is_visit(late, after_midnight, tokyo));
+        let morning = Utc.with_ymd_and_hms(2026, 11, 30, 0, 0, 0).unwrap();
+        assert!(is_visit(morning, late, tokyo), "09:00 and 23:50");
+        assert!(!is_visit(morning - Duration::days(3), late, tokyo));
+        // The day is the store's: 23:50 in Tokyo is 14:50 in UTC, the same UTC day as 15:10.
+        assert!(is_visit(late, after_midnight, chrono_tz::UTC));
     }
 }

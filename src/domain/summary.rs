@@ -231,8 +231,9 @@ impl Tallies {
     }
 
     /// An accepted receipt: on no channel, at its store, in `period`.
-    pub fn accepted_receipt(&mut self, receipt: &ReceiptRecord, period: DateTime<Utc>) {
-        self.cell(None, &receipt.receipt.store_id, period).receipts += 1;
+    /// `sign` −1 takes back one accepted before (a register sale took its receipt over).
+    pub fn accepted_receipt(&mut self, receipt: &ReceiptRecord, period: DateTime<Utc>, sign: i64) {
+        self.cell(None, &receipt.receipt.store_id, period).receipts += sign;
     }
 
     /// Adds `sign` × a coupon's contribution; `channel` is that of the order that redeemed it.

@@ -29,7 +29,10 @@ use crate::domain::{
         Loaded, LocationRecord, NewTransaction, Presence, RuleChanges, RuleCounter, RuleStoreDay,
         Sequence, StoreError, StoreResult, UnitOfWork, Visit, VisitIssue,
     },
-    receipt::{ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    receipt::{
+        ClaimHolder, ClaimWrite, ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus,
+        register_receipt_key,
+    },
     rules::Rule,
     schedule::parse_time_zone,
     summary::{ReportSums, Tallies, activity_period},
@@ -112,10 +115,10 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             Command::SubmitReceipt(submission) => {
                 member(&mut keys, &submission.member);
                 let receipt = &submission.receipt;
-                keys.receipts.push((
-                    receipt.store_id.clone(),
-                    receipt.register_id.clone(),
-                    receipt.receipt_no.clone(),
+                keys.receipts.push(register_receipt_key(
+                    &receipt.store_id,
+                    &receipt.register_id,
+                    &receipt.receipt_no,
                 ));
             }
             Command::Authorize(request) | Command::RecordSale(request) => {
@@ -124,10 +127,10 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
                 keys.coupon_codes
                     .extend(request.coupon_codes.iter().cloned());
                 if !request.receipt_no.is_empty() {
-                    keys.receipts.push((
-                        request.store_id.clone(),
-                        request.register_id.clone(),
-                        request.receipt_no.clone(),
+                    keys.receipts.push(register_receipt_key(
+                        &request.store_id,
+                        &request.register_id,
+                        &request.receipt_no,
                     ));
                 }
             }
@@ -292,7 +295,9 @@ struct Rows {
     /// Accounts all of whose stored balances are in `balances` (a missing asset is zero).
     complete_accounts: HashSet<String>,
     orders: Table<String, Order>,
-    receipts: Table<Receipt, String>,
+    /// Who holds each register receipt (by `register_receipt_key`): one claim for sales and
+    /// scans alike.
+    receipts: Table<Receipt, ClaimHolder>,
     order_lots: Table<(String, i64), OrderLot>,
     /// Orders all of whose order lots are in `order_lots`.
     order_lots_of: HashSet<String>,
@@ -378,23 +383,15 @@ impl Rows {
             rows.coupons.fill(code.clone(), None);
         }
         for (receipt, order_id) in loaded.receipts {
-            rows.receipts.fill(receipt, Some(order_id));
+            rows.receipts
+                .fill(receipt, Some(ClaimHolder::Sale(order_id)));
+        }
+        for (receipt, receipt_id) in loaded.receipt_claims {
+            rows.receipts
+                .fill(receipt, Some(ClaimHolder::Scan(receipt_id)));
         }
         for receipt in &keys.receipts {
             rows.receipts.fill(receipt.clone(), None);
-        }
-        let number = |(store_id, register_id, receipt_no): Receipt| ReceiptClaim::Number {
-            store_id,
-            register_id,
-            receipt_no,
-        };
-        for (receipt, receipt_id) in loaded.receipt_claims {
-            let claims = &mut rows.engagement.receipt_claims;
-            claims.fill(number(receipt), Some(receipt_id));
-        }
-        for receipt in &keys.receipts {
-            let claims = &mut rows.engagement.receipt_claims;
-            claims.fill(number(receipt.clone()), None);
         }
         if keys.presence {
             for member_id in &rows.lots_of {
@@ -510,16 +507,46 @@ impl Rows {
             new_coupons,
             changed_coupons,
             outcomes,
-            engagement: self.engagement.changes(),
+            engagement: EngagementChanges {
+                receipt_claims: self.claim_writes(),
+                ..self.engagement.changes()
+            },
             rules: self.rules.changes(),
             report: self.report_changes(zone_of),
             shard: 0,
         }
     }
 
+    /// The register receipts the batch claimed: new claims, and scans' claims its sales took
+    /// over (as read: a scan of this very batch was never stored, its sale's claim is new).
+    fn claim_writes(&self) -> Vec<ClaimWrite> {
+        self.receipts
+            .changes()
+            .into_iter()
+            .map(|(key, before, holder)| {
+                let taken_from = match (before, holder) {
+                    (Some(ClaimHolder::Scan(receipt_id)), ClaimHolder::Sale(_)) => {
+                        Some(receipt_id.clone())
+                    }
+                    (None, _) => None,
+                    (Some(before), _) => {
+                        debug_assert!(false, "claim {key:?} moved from {before:?} to {holder:?}");
+                        tracing::error!(?key, ?before, ?holder, "a claim changed hands wrongly");
+                        None
+                    }
+                };
+                ClaimWrite {
+                    key: key.clone(),
+                    holder: holder.clone(),
+                    taken_from,
+                }
+            })
+            .collect()
+    }
+
     /// The net change of the report summaries (`domain::summary`): each new journal entry and
-    /// newly accepted receipt, and contribution(as now) − contribution(as read) of each coupon
-    /// and lot the batch changed.
+    /// newly accepted receipt (less one a register sale took back), and contribution(as now) −
+    /// contribution(as read) of each coupon and lot the batch changed.
     fn report_changes(&self, zone_of: ZoneOf<'_>) -> ReportSums {
         // A store this batch created or read is in `stores`; the others the writer knows.
         let zone = |store_id: &str| -> Option<Tz> {
@@ -568,10 +595,11 @@ impl Rows {
         }
         for (_, before, now) in self.engagement.receipts.changes() {
             let was_accepted = before.is_some_and(|r| r.status == ReceiptStatus::Accepted);
-            if now.status == ReceiptStatus::Accepted && !was_accepted {
-                let store_id = &now.receipt.store_id;
-                tallies
-                    .accepted_receipt(now, activity_period(zone(store_id), now.receipt.issued_at));
+            let is_accepted = now.status == ReceiptStatus::Accepted;
+            if is_accepted != was_accepted {
+                let sign = if is_accepted { 1 } else { -1 };
+                let period = activity_period(zone(&now.receipt.store_id), now.receipt.issued_at);
+                tallies.accepted_receipt(now, period, sign);
             }
         }
         tallies.finish()
@@ -661,6 +689,8 @@ impl EngagementRows {
             new_receipt_rules: self.receipt_rules.clone(),
             new_receipts,
             changed_receipts,
+            // The register receipts' claims are `Rows::receipts`, shared with the orders.
+            receipt_claims: Vec::new(),
         }
     }
 
@@ -839,6 +869,32 @@ impl<'db> InMemory<'db> {
             .fill(key, Some(identifiers.clone()));
         Ok(identifiers)
     }
+
+    /// Who holds a register receipt (its `register_receipt_key`), read once a batch.
+    async fn receipt_holder(&mut self, key: &Receipt) -> StoreResult<Option<ClaimHolder>> {
+        if let Some(holder) = self.rows.receipts.cached(key) {
+            return Ok(holder.cloned());
+        }
+        let (store_id, register_id, receipt_no) = key;
+        let sale = self
+            .db
+            .order_by_receipt(store_id, register_id, receipt_no)
+            .await?;
+        let holder = match sale {
+            Some(order_id) => Some(ClaimHolder::Sale(order_id)),
+            None => {
+                let claim = ReceiptClaim::Number {
+                    store_id: store_id.clone(),
+                    register_id: register_id.clone(),
+                    receipt_no: receipt_no.clone(),
+                };
+                let scan = self.db.receipt_claimed_by(&claim).await?;
+                scan.map(ClaimHolder::Scan)
+            }
+        };
+        self.rows.receipts.fill(key.clone(), holder.clone());
+        Ok(holder)
+    }
 }
 
 #[async_trait]
@@ -998,20 +1054,11 @@ impl LedgerReads for InMemory<'_> {
         register_id: &str,
         receipt_no: &str,
     ) -> StoreResult<Option<String>> {
-        let key = (
-            store_id.to_string(),
-            register_id.to_string(),
-            receipt_no.to_string(),
-        );
-        if let Some(order_id) = self.rows.receipts.cached(&key) {
-            return Ok(order_id.cloned());
+        let key = register_receipt_key(store_id, register_id, receipt_no);
+        match self.receipt_holder(&key).await? {
+            Some(ClaimHolder::Sale(order_id)) => Ok(Some(order_id)),
+            _ => Ok(None),
         }
-        let order_id = self
-            .db
-            .order_by_receipt(store_id, register_id, receipt_no)
-            .await?;
-        self.rows.receipts.fill(key, order_id.clone());
-        Ok(order_id)
     }
 
     /// Exact only when the batch changed none of the member's orders: a merge runs alone in
@@ -1325,6 +1372,19 @@ impl LedgerReads for InMemory<'_> {
     }
 
     async fn receipt_claimed_by(&mut self, claim: &ReceiptClaim) -> StoreResult<Option<String>> {
+        if let ReceiptClaim::Number {
+            store_id,
+            register_id,
+            receipt_no,
+        } = claim
+        {
+            // Keyed again: a claim written out by hand is found all the same.
+            let key = register_receipt_key(store_id, register_id, receipt_no);
+            return match self.receipt_holder(&key).await? {
+                Some(ClaimHolder::Scan(receipt_id)) => Ok(Some(receipt_id)),
+                _ => Ok(None),
+            };
+        }
         if let Some(receipt_id) = self.rows.engagement.receipt_claims.cached(claim) {
             return Ok(receipt_id.cloned());
         }
@@ -1570,12 +1630,10 @@ impl LedgerRows for InMemory<'_> {
     async fn insert_order(&mut self, order: &Order) -> StoreResult<()> {
         let order_id = order.order_id.clone();
         if !order.receipt_no.is_empty() {
-            let receipt = (
-                order.store_id.clone(),
-                order.register_id.clone(),
-                order.receipt_no.clone(),
-            );
-            self.rows.receipts.put(receipt, order_id.clone());
+            let key = register_receipt_key(&order.store_id, &order.register_id, &order.receipt_no);
+            self.rows
+                .receipts
+                .put(key, ClaimHolder::Sale(order_id.clone()));
         }
         // A new order has no lots, coupons or hold yet.
         self.rows.order_lots_of.insert(order_id.clone());
@@ -1696,20 +1754,35 @@ impl LedgerRows for InMemory<'_> {
         Ok(())
     }
 
+    /// A new receipt claims its number and photograph if it earns or may earn. (Its later
+    /// updates claim nothing anew: a review keeps the claims, a register sale takes the number.)
     async fn insert_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()> {
+        if receipt.claims() {
+            let receipt_id = receipt.receipt_id.clone();
+            for claim in ReceiptClaim::of(&receipt.receipt) {
+                match claim {
+                    ReceiptClaim::Number {
+                        store_id,
+                        register_id,
+                        receipt_no,
+                    } => {
+                        let key = (store_id, register_id, receipt_no);
+                        let holder = ClaimHolder::Scan(receipt_id.clone());
+                        self.rows.receipts.put(key, holder);
+                    }
+                    image => {
+                        let claims = &mut self.rows.engagement.receipt_claims;
+                        claims.put(image, receipt_id.clone());
+                    }
+                }
+            }
+        }
         self.update_receipt(receipt).await
     }
 
     async fn update_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()> {
-        let engagement = &mut self.rows.engagement;
-        if receipt.claims() {
-            for claim in ReceiptClaim::of(&receipt.receipt) {
-                let receipt_id = receipt.receipt_id.clone();
-                engagement.receipt_claims.put(claim, receipt_id);
-            }
-        }
         let key = receipt.receipt_id.clone();
-        engagement.receipts.put(key, receipt.clone());
+        self.rows.engagement.receipts.put(key, receipt.clone());
         Ok(())
     }
 

@@ -24,7 +24,6 @@ use crate::domain::{
     },
     ports::{NewTransaction, OrderClash, StoreError},
     pricing::{self, Priced},
-    receipt::ReceiptClaim,
 };
 
 /// How far ahead of the server clock a register's `occurred_at` may be (clock skew).
@@ -88,24 +87,9 @@ pub(super) async fn record_sale(
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let member_id = member.member_id.clone();
-    // A member already earned this sale by photographing its receipt (the register was
-    // offline and replays it now, say): the sale is recorded, its points are not earned twice.
-    let scanned = earned_by_scan(uow, request).await?;
     let purchase = purchase_of(request, &member_id, &priced, occurred_at);
     let decided = rules::decide_purchase(uow, reference, &program, &purchase, true).await?;
-    let decided = if scanned.is_some() {
-        rules::Decided {
-            verdicts: Vec::new(),
-            ..decided
-        }
-    } else {
-        decided
-    };
-    let base_points = if scanned.is_some() {
-        0
-    } else {
-        priced.points_to_earn
-    };
+    let base_points = priced.points_to_earn;
     let would_earn = decided
         .breakdown(base_points)
         .iter()
@@ -133,6 +117,9 @@ pub(super) async fn record_sale(
     let mut order = new_order(request, &member, &priced, &applied, occurred_at);
     order.state = OrderState::Captured;
     order.created_at = now;
+    // A scan claimed this receipt first: the register is the truth, the sale earns for its
+    // buyer and the scan gives its points back (below).
+    let scanned = super::receipts::scan_of_sale(uow, request).await?;
     let earned = (&purchase, &decided, base_points, occurred_at);
     postings.extend(book_earning(uow, &program, &mut order, earned, now).await?);
     postings.extend(coupons::issue_on_capture(uow, reference, &order, &member_id, now).await?);
@@ -140,13 +127,19 @@ pub(super) async fn record_sale(
     let mut sale = entry("sale", &order, &member_id, now, postings);
     // A register sale replayed after an offline spell happened when the register says.
     sale.occurred_at = occurred_at;
-    if let Some(receipt_id) = scanned {
-        sale.metadata.push(("earned_by_receipt".into(), receipt_id));
+    if let Some(receipt_id) = &scanned {
+        sale.metadata
+            .push(("reversed_receipt".into(), receipt_id.clone()));
     }
     uow.append_transaction(&sale).await?;
     member.lifetime_earned_points += order.points_earned;
     member.lifetime_redeemed_points += order.points_redeemed;
     uow.update_member(&member).await?;
+    // After the buyer's row is written: the scanner may be the buyer.
+    if let Some(receipt_id) = &scanned {
+        let taken = (receipt_id.as_str(), order.order_id.as_str());
+        super::receipts::yield_to_sale(uow, taken, now).await?;
+    }
     // A register sale is a visit of its store (API.md: whatever the signal).
     if order.channel == crate::domain::model::Channel::Store {
         let at_store = (order.store_id.as_str(), occurred_at);
@@ -632,22 +625,6 @@ async fn price_strict(
         true,
     )?;
     Ok((priced, applied))
-}
-
-/// The scanned receipt that claims a register sale's receipt number, if any.
-async fn earned_by_scan(
-    uow: &mut dyn LedgerRows,
-    request: &OrderRequest,
-) -> Result<Option<String>, StoreError> {
-    if request.receipt_no.is_empty() {
-        return Ok(None);
-    }
-    let claim = ReceiptClaim::Number {
-        store_id: request.store_id.clone(),
-        register_id: request.register_id.clone(),
-        receipt_no: request.receipt_no.clone(),
-    };
-    uow.receipt_claimed_by(&claim).await
 }
 
 async fn ensure_new_order(

@@ -3,10 +3,16 @@
 //! ledger.
 //!
 //! Exactly once per receipt across all members: a receipt that earns (or may earn, in review)
-//! claims its (store, register, receipt_no) and its photograph. The claim is read before the
-//! receipt is judged, and the stores' partial unique indexes refuse a second claim that a
-//! concurrent batch (on any replica) wrote in between: that batch's flush fails, its commands
-//! run again one by one, and the retry sees the claim and answers DUPLICATE.
+//! claims its (store, register, receipt_no) and its photograph. The register receipt's claim
+//! is one row shared with register sales, keyed as `receipt::register_receipt_key` names a
+//! receipt however it was typed. The claim is read before the receipt is judged, and the
+//! stores' unique keys refuse a second claim that a concurrent batch (on any replica) wrote in
+//! between: that batch's flush fails, its commands run again one by one, and the retry sees
+//! the claim and answers DUPLICATE (or ALREADY_EARNED, or takes a scan's claim over).
+//!
+//! The register is the truth about who bought: a register sale of a receipt a scan holds
+//! takes the claim over, earns for its buyer, and the scan's points are reversed
+//! (`yield_to_sale`).
 //!
 //! Points of a receipt waiting for review are a pending lot with no maturity (the sweeper
 //! never matures it) on the member's pending account: the review makes the lot available, or
@@ -25,14 +31,14 @@ use super::{
 };
 use crate::domain::{
     Account, Asset, DomainError,
-    command::ReceiptResult,
+    command::{OrderRequest, ReceiptResult},
     coupon::Coupon,
     ids,
     model::{LotState, MemberState, Posting},
     ports::{StoreError, VisitSource},
     receipt::{
-        IssuedAt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus,
-        ReceiptSubmission, RuleOutcome, apply_rules, is_future_dated,
+        IssuedAt, ReceiptClaim, ReceiptPolicy, ReceiptReason, ReceiptRecord, ReceiptRule,
+        ReceiptStatus, ReceiptSubmission, RuleOutcome, apply_rules, is_future_dated, is_visit,
     },
     schedule::{instant_of_local, parse_time_zone, start_of_local_day},
 };
@@ -103,17 +109,14 @@ pub(super) async fn submit_receipt(
     let mut issued = Vec::new();
     match judge(uow, reference, &record, zone, now).await? {
         Err(reason) => record.reason = Some(reason),
+        // Refused, not queued: a queue anyone can fill is no review.
+        Ok(_) if over_daily_limit(uow, reference, &record, zone, now).await? => {
+            record.reason = Some(ReceiptReason::DailyLimit);
+        }
         Ok(outcome) => {
             record.rule_ids.clone_from(&outcome.rule_ids);
             record.points = outcome.points;
-            let review = if outcome.review {
-                Some(ReceiptReason::ReviewThreshold)
-            } else if over_daily_limit(uow, reference, &record, zone, now).await? {
-                Some(ReceiptReason::DailyLimit)
-            } else {
-                None
-            };
-            match review {
+            match outcome.review {
                 Some(reason) => {
                     record.status = ReceiptStatus::PendingReview;
                     record.reason = Some(reason);
@@ -175,7 +178,8 @@ async fn judge(
         return Ok(Err(ReceiptReason::AlreadyEarned));
     }
     let rules = reference.receipt_rules(uow).await?;
-    Ok(apply_rules(&rules, receipt, now))
+    let policy = ReceiptPolicy::of(&reference.program(uow).await?);
+    Ok(apply_rules(&rules, receipt, now, &policy))
 }
 
 /// Whether the member already sent the program's `max_receipts_per_day` receipts that earned
@@ -252,7 +256,8 @@ async fn earn_now(
 }
 
 /// The coupons of an accepted receipt's rules, and its visit (with the coupons of the visit
-/// rules it completes). Returns every coupon issued.
+/// rules it completes) when it earned something and was issued on the day it was submitted
+/// (`receipt::is_visit`). Returns every coupon issued.
 async fn award(
     uow: &mut dyn LedgerRows,
     reference: &Reference,
@@ -268,9 +273,15 @@ async fn award(
         issued.extend(coupon);
     }
     let receipt = &record.receipt;
-    let at_store = (receipt.store_id.as_str(), receipt.issued_at);
-    let source = VisitSource::Receipt;
-    issued.extend(record_store_visit(uow, reference, &member_id, at_store, source, now).await?);
+    let earned = record.points > 0 || !issued.is_empty();
+    let zone = store_zone(uow, reference, &receipt.store_id).await?;
+    if earned && zone.is_some_and(|tz| is_visit(receipt.issued_at, record.submitted_at, tz)) {
+        let at_store = (receipt.store_id.as_str(), receipt.issued_at);
+        let source = VisitSource::Receipt;
+        let visit_coupons =
+            record_store_visit(uow, reference, &member_id, at_store, source, now).await?;
+        issued.extend(visit_coupons);
+    }
     record.coupon_codes = issued.iter().map(|coupon| coupon.code.clone()).collect();
     Ok(issued)
 }
@@ -354,7 +365,7 @@ pub(super) async fn review_receipt(
                 .filter(|rule| !rule.campaign_id.is_empty())
                 .map(|rule| (rule.rule_id.clone(), rule.campaign_id.clone()))
                 .collect(),
-            review: false,
+            review: None,
         };
         issued = award(uow, reference, &mut record, &outcome, now).await?;
     } else {
@@ -434,6 +445,121 @@ async fn release_review_lot(
         add_lifetime_points(uow, &lot.member_id, record.points).await?;
     }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// A register sale of a scanned receipt
+
+/// The scan that holds the receipt a register sale names, if any (see [`yield_to_sale`]).
+pub(super) async fn scan_of_sale(
+    uow: &mut dyn LedgerRows,
+    request: &OrderRequest,
+) -> Result<Option<String>, StoreError> {
+    if request.receipt_no.is_empty() {
+        return Ok(None);
+    }
+    let claim = ReceiptClaim::number(&request.store_id, &request.register_id, &request.receipt_no);
+    uow.receipt_claimed_by(&claim).await
+}
+
+/// The register is the truth about who bought: the register sale `order_id` of a receipt
+/// that scan `receipt_id` claimed first (its buyer scanned it while the register was
+/// offline, or someone scanned a number the register had not printed yet) earns for its
+/// buyer, and the scan gives its points back: it becomes REJECTED, ALREADY_EARNED, like a scan
+/// made after the sale, and a `receipt_reversed` entry takes its points back (see
+/// [`take_back`]). The sale's insert moves the claim to the sale. Coupons the scan issued
+/// stay with their holder (omo has no revocation yet).
+pub(super) async fn yield_to_sale(
+    uow: &mut dyn LedgerRows,
+    (receipt_id, order_id): (&str, &str),
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
+    let mut record = uow.get_receipt(receipt_id, true).await?.ok_or_else(|| {
+        StoreError::Corrupt(format!("receipt {receipt_id} holds a claim but is gone"))
+    })?;
+    // Rejected in review, it holds the claim but earned nothing: the sale just takes it.
+    if !matches!(
+        record.status,
+        ReceiptStatus::Accepted | ReceiptStatus::PendingReview
+    ) {
+        return Ok(());
+    }
+    record.member_id = current_member(uow, &record.member_id).await?;
+    let postings = take_back(uow, &record, now).await?;
+    if record.status == ReceiptStatus::Accepted {
+        add_lifetime_points(uow, &record.member_id, -record.points).await?;
+    }
+    if !postings.is_empty() {
+        let mut entry = points::system_entry("receipt_reversed", &record.member_id, now, postings);
+        entry.store_id.clone_from(&record.receipt.store_id);
+        entry.metadata.extend([
+            ("receipt_id".into(), record.receipt_id.clone()),
+            ("order_id".into(), order_id.to_string()),
+            ("reason".into(), "register_sale".into()),
+        ]);
+        uow.append_transaction(&entry).await?;
+    }
+    record.status = ReceiptStatus::Rejected;
+    record.reason = Some(ReceiptReason::AlreadyEarned);
+    record.points = 0;
+    uow.update_receipt(&record).await?;
+    Ok(())
+}
+
+/// Takes a reversed scan's points back: from its own lot first (pending in review, or
+/// available), then from the member's other available points, soonest expiry first. What the
+/// member already spent is booked to `program:shortfall`, like a refund's clawback, so no
+/// balance goes below zero. Its own lot, if pending, is closed like a lot rejected in review.
+async fn take_back(
+    uow: &mut dyn LedgerRows,
+    record: &ReceiptRecord,
+    now: DateTime<Utc>,
+) -> Result<Vec<Posting>, StoreError> {
+    let member_id = &record.member_id;
+    let own = |lot: &crate::domain::model::Lot| Some(lot.lot_id) == record.lot_id;
+    let mut lots = points::settle_member(uow, member_id, now).await?;
+    lots.sort_by_key(|lot| {
+        (
+            !own(lot),
+            lot.expires_at.is_none(),
+            lot.expires_at,
+            lot.lot_id,
+        )
+    });
+    let (mut left, mut from_pending, mut from_available) = (record.points, 0, 0);
+    for mut lot in lots {
+        let pending = lot.state == LotState::Pending;
+        // Another pending lot is points the member cannot spend yet: not theirs to give.
+        if left == 0 || (pending && !own(&lot)) {
+            continue;
+        }
+        let take = left.min(lot.free_points());
+        if take <= 0 {
+            continue;
+        }
+        lot.remaining_points -= take;
+        if pending {
+            from_pending += take;
+            if lot.remaining_points == 0 {
+                lot.state = LotState::Expired;
+            }
+        } else {
+            from_available += take;
+        }
+        uow.update_lot(&lot).await?;
+        left -= take;
+    }
+    let issued = Account::ProgramIssued;
+    let postings = [
+        (Account::MemberPending(member_id.clone()), from_pending),
+        (Account::Member(member_id.clone()), from_available),
+        (Account::ProgramShortfall, left),
+    ];
+    Ok(postings
+        .into_iter()
+        .filter(|(_, points)| *points > 0)
+        .map(|(from, points)| Posting::new(&from, &issued, &Asset::Points, points))
+        .collect())
 }
 
 // ---------------------------------------------------------------------------------------------

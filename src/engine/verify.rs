@@ -147,7 +147,10 @@ fn rule_points(
     }
     for total in totals {
         if !rules.iter().any(|rule| rule.rule_id == total.rule_id) {
-            violations.push(format!("counters of rule {} that does not exist", total.rule_id));
+            violations.push(format!(
+                "counters of rule {} that does not exist",
+                total.rule_id
+            ));
         }
     }
     violations

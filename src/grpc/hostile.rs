@@ -357,7 +357,8 @@ prop_compose! {
                 prop::sample::select(vec![
                     "currency_code", "point_value", "earn_rate", "channel_earn_rates",
                     "point_expiry_days", "ec_pending_days", "hold_ttl_seconds",
-                    "max_receipts_per_day",
+                    "max_receipts_per_day", "max_points_per_receipt",
+                    "receipt_review_threshold",
                 ]).prop_map(str::to_string),
                 text(),
             ],
@@ -368,6 +369,7 @@ prop_compose! {
             program: program.map(|(currency_code, point_value, earn_rate, rates, days)| proto::Program {
                 currency_code,
                 point_value,
+                receipt_review_threshold: earn_rate.clone(),
                 earn_rate,
                 channel_earn_rates: rates.into_iter().collect(),
                 point_expiry_days: days.0,
@@ -377,6 +379,7 @@ prop_compose! {
                 max_points_per_order: days.0.into(),
                 max_offline_age_days: days.1,
                 time_zone: String::new(),
+                max_points_per_receipt: days.2.into(),
             }),
             update_mask: mask.map(|paths| prost_types::FieldMask { paths }),
             request_id: String::new(),

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller_for,
-    convert::{Violations, decimal, decimal_out, optional_request_id, time_zone},
+    convert::{Violations, decimal, decimal_out, optional_request_id, positive_money, time_zone},
     reply::execute,
 };
 use crate::{
@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The fields of `Program`, as `update_mask` paths.
-const FIELDS: [&str; 11] = [
+const FIELDS: [&str; 13] = [
     "currency_code",
     "point_value",
     "earn_rate",
@@ -36,6 +36,8 @@ const FIELDS: [&str; 11] = [
     "max_points_per_order",
     "max_offline_age_days",
     "time_zone",
+    "max_points_per_receipt",
+    "receipt_review_threshold",
 ];
 /// Largest per-order earn cap accepted (the most points of one adjustment).
 const MAX_EARN_CAP: i64 = 1_000_000_000_000;
@@ -182,6 +184,24 @@ pub(super) fn patch_in(
     if selected("time_zone") {
         patch.time_zone = time_zone(&mut v, "program.time_zone", &program.time_zone);
     }
+    if selected("max_points_per_receipt") {
+        if (0..=MAX_EARN_CAP).contains(&program.max_points_per_receipt) {
+            patch.max_points_per_receipt = Some(program.max_points_per_receipt);
+        } else {
+            v.push(
+                "program.max_points_per_receipt",
+                format!("must be between 0 and {MAX_EARN_CAP}"),
+            );
+        }
+    }
+    if selected("receipt_review_threshold") {
+        let threshold = &program.receipt_review_threshold;
+        patch.receipt_review_threshold = if threshold.is_empty() {
+            Some(None)
+        } else {
+            positive_money(&mut v, "program.receipt_review_threshold", threshold).map(Some)
+        };
+    }
     v.finish()?;
     Ok((patch, partial))
 }
@@ -238,6 +258,11 @@ pub fn program_out(program: Program) -> proto::Program {
         max_points_per_order: program.max_points_per_order,
         max_offline_age_days: program.max_offline_age_days,
         time_zone: program.time_zone,
+        max_points_per_receipt: program.max_points_per_receipt,
+        receipt_review_threshold: program
+            .receipt_review_threshold
+            .map(|threshold| threshold.to_string())
+            .unwrap_or_default(),
     }
 }
 
@@ -284,12 +309,46 @@ mod tests {
     }
 
     #[test]
+    fn the_receipt_caps_patch_and_an_empty_threshold_clears() {
+        let given = proto::Program {
+            max_points_per_receipt: 500,
+            receipt_review_threshold: "20000".into(),
+            ..proto::Program::default()
+        };
+        let paths = ["max_points_per_receipt", "receipt_review_threshold"];
+        let (patch, _) = patch_in(request(given, &paths)).expect("valid");
+        let mut program = Program::default();
+        patch.apply(&mut program);
+        assert_eq!(program.max_points_per_receipt, 500);
+        assert_eq!(
+            program.receipt_review_threshold.map(|t| t.to_string()),
+            Some("20000".to_string())
+        );
+        let cleared = proto::Program::default();
+        let (patch, _) = patch_in(request(cleared, &["receipt_review_threshold"])).expect("valid");
+        patch.apply(&mut program);
+        assert_eq!(program.receipt_review_threshold, None);
+        assert_eq!(program.max_points_per_receipt, 500, "not in the mask");
+        let zero = proto::Program {
+            receipt_review_threshold: "0".into(),
+            ..proto::Program::default()
+        };
+        let status = patch_in(request(zero, &["receipt_review_threshold"])).expect_err("zero");
+        assert_eq!(
+            violated_fields(&status),
+            ["program.receipt_review_threshold"]
+        );
+    }
+
+    #[test]
     fn bad_fields_and_unknown_paths_are_violations() {
         let mut given = proto::Program {
             currency_code: "jpy".into(),
             point_value: "0".into(),
             earn_rate: "-1".into(),
             hold_ttl_seconds: 0,
+            max_points_per_receipt: -1,
+            receipt_review_threshold: "-5".into(),
             ..proto::Program::default()
         };
         given.channel_earn_rates.insert("web".into(), "0.1".into());
@@ -302,7 +361,9 @@ mod tests {
                 "program.point_value",
                 "program.earn_rate",
                 "program.channel_earn_rates[\"web\"]",
-                "program.hold_ttl_seconds"
+                "program.hold_ttl_seconds",
+                "program.max_points_per_receipt",
+                "program.receipt_review_threshold"
             ]
         );
         let status =

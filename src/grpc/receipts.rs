@@ -24,7 +24,7 @@ use crate::{
         receipt::{
             DEFAULT_MAX_AGE_DAYS, IssuedAt, LineCondition, MAX_LINES, MAX_NOTE_CHARS, Receipt,
             ReceiptQuery, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus,
-            ReceiptSubmission,
+            ReceiptSubmission, total_problem,
         },
         receipt_text,
     },
@@ -196,7 +196,8 @@ pub fn submit_receipt_in(
     check_id(&mut v, "receipt.receipt_no", &r.receipt_no);
     let image_sha256 = image_hash(&mut v, &r.image_sha256);
     let (parsed, text_refused) = read_raw_text(&mut v, &r);
-    let lines = if !r.lines.is_empty() {
+    let lines_given = !r.lines.is_empty();
+    let lines = if lines_given {
         receipt_lines(&mut v, r.lines)
     } else {
         Some(parsed.as_ref().map(printed_lines).unwrap_or_default())
@@ -211,6 +212,17 @@ pub fn submit_receipt_in(
         }
         None
     };
+    if let Some(total) = total {
+        // Lines read from a text are the products the reader recognised: discounts and
+        // deposits between them make their sum no check of the printed total.
+        let checked = match &lines {
+            Some(lines) if lines_given => lines.as_slice(),
+            _ => &[],
+        };
+        if let Some(problem) = total_problem(total, checked) {
+            v.push("receipt.total", problem);
+        }
+    }
     let issued_at = match (&r.issued_at, parsed.as_ref().and_then(|p| p.issued_at)) {
         (Some(ts), _) => instant(&mut v, "receipt.issued_at", ts).map(IssuedAt::At),
         (None, Some(printed)) => Some(IssuedAt::Printed(printed)),

@@ -29,7 +29,10 @@ use crate::domain::{
         Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit,
         VisitCount, VisitIssue, VisitSource,
     },
-    receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    receipt::{
+        ClaimHolder, ClaimWrite, Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule,
+        ReceiptStatus, register_receipt_key,
+    },
     schedule::DaysOfWeek,
     seal::{Seal, check_seal},
     summary::{
@@ -435,6 +438,10 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
         new_order_lots: vec![take.clone()],
         new_coupons: vec![reserved.clone(), active.clone()],
         outcomes: vec![outcome("r1")],
+        engagement: EngagementChanges {
+            receipt_claims: vec![sale_claim(&o1)],
+            ..EngagementChanges::default()
+        },
         ..ChangeSet::default()
     };
     uow.flush(&first).await.expect("flush the new rows");
@@ -446,8 +453,8 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
         identifiers: vec![email("a@example.com"), email("none@example.com")],
         order_ids: strings(&["o1", "o-none"]),
         receipts: vec![
-            ("s1".into(), "r1".into(), "R-1".into()),
-            ("s1".into(), "r1".into(), "R-none".into()),
+            register_receipt_key("s1", "r1", "R-1"),
+            register_receipt_key("s1", "r1", "R-none"),
         ],
         coupon_codes: strings(&["C2", "C-none"]),
         wanted_ids: HashMap::from([(Sequence::Transactions, 3), (Sequence::Lots, 2)]),
@@ -481,7 +488,7 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
     assert_eq!(loaded.orders, std::slice::from_ref(&o1));
     assert_eq!(loaded.order_lots, std::slice::from_ref(&take));
     assert_eq!(loaded.coupons, [reserved.clone(), active.clone()]);
-    let receipt = ("s1".to_string(), "r1".to_string(), "R-1".to_string());
+    let receipt = register_receipt_key("s1", "r1", "R-1");
     assert_eq!(loaded.receipts, [(receipt, "o1".to_string())]);
     for expected in [
         total("hold:o1", "PTS", 30),
@@ -854,6 +861,10 @@ async fn a_duplicate_new_row_is_a_conflict(store: Arc<dyn Store>) {
         new_members: vec![member("m1")],
         new_identifiers: vec![(email("a@example.com"), "m1".into())],
         new_orders: vec![order("o1", "m1", "R-1")],
+        engagement: EngagementChanges {
+            receipt_claims: vec![sale_claim(&order("o1", "m1", "R-1"))],
+            ..EngagementChanges::default()
+        },
         ..ChangeSet::default()
     };
     flushed(&store, &setup).await;
@@ -863,8 +874,25 @@ async fn a_duplicate_new_row_is_a_conflict(store: Arc<dyn Store>) {
             new_orders: vec![order("o1", "m1", "")],
             ..ChangeSet::default()
         },
+        // The same register receipt, typed another way.
         ChangeSet {
-            new_orders: vec![order("o2", "m1", "R-1")],
+            new_orders: vec![order("o2", "m1", "r-1")],
+            engagement: EngagementChanges {
+                receipt_claims: vec![sale_claim(&order("o2", "m1", "r-1"))],
+                ..EngagementChanges::default()
+            },
+            ..ChangeSet::default()
+        },
+        // A scan's new claim of the receipt (typed another way) the sale holds.
+        ChangeSet {
+            engagement: EngagementChanges {
+                receipt_claims: vec![ClaimWrite {
+                    key: register_receipt_key("s1", "r1", " r-1"),
+                    holder: ClaimHolder::Scan("rc1".into()),
+                    taken_from: None,
+                }],
+                ..EngagementChanges::default()
+            },
             ..ChangeSet::default()
         },
         ChangeSet {
@@ -1445,6 +1473,25 @@ async fn dashboard_sessions_round_trip_with_their_key_and_end(store: Arc<dyn Sto
 // ---------------------------------------------------------------------------------------------
 // Receipts
 
+/// The claim a batch writes for a new register sale.
+fn sale_claim(order: &Order) -> ClaimWrite {
+    ClaimWrite {
+        key: register_receipt_key(&order.store_id, &order.register_id, &order.receipt_no),
+        holder: ClaimHolder::Sale(order.order_id.clone()),
+        taken_from: None,
+    }
+}
+
+/// The claim a batch writes for a new scanned receipt that claims its number.
+fn scan_claim(record: &ReceiptRecord) -> ClaimWrite {
+    let receipt = &record.receipt;
+    ClaimWrite {
+        key: register_receipt_key(&receipt.store_id, &receipt.register_id, &receipt.receipt_no),
+        holder: ClaimHolder::Scan(record.receipt_id.clone()),
+        taken_from: None,
+    }
+}
+
 fn receipt_record(receipt_id: &str, receipt_no: &str, image: char, at: i64) -> ReceiptRecord {
     ReceiptRecord {
         receipt_id: receipt_id.into(),
@@ -1526,6 +1573,7 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
         engagement: EngagementChanges {
             new_receipt_rules: vec![(rule.clone(), day(0))],
             new_receipts: vec![pending.clone(), duplicate.clone(), accepted.clone()],
+            receipt_claims: vec![scan_claim(&pending), scan_claim(&accepted)],
             ..EngagementChanges::default()
         },
         ..ChangeSet::default()
@@ -1533,8 +1581,8 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
     flushed(&store, &changes).await;
 
     let mut uow = store.begin().await.expect("begin");
-    // A batch's load says which register receipts a scan claims (a sale of one earns nothing).
-    let receipt_key = |receipt_no: &str| ("s1".to_string(), "r1".to_string(), receipt_no.into());
+    // A batch's load says which register receipts a scan claims (a sale of one takes it over).
+    let receipt_key = |receipt_no: &str| register_receipt_key("s1", "r1", receipt_no);
     let keys = Keys {
         receipts: vec![receipt_key("0001"), receipt_key("0009")],
         ..Keys::default()
@@ -1550,11 +1598,7 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
         Some(pending.clone())
     );
     assert_eq!(uow.get_receipt("rc_none", false).await.expect("get"), None);
-    let number = |receipt_no: &str| ReceiptClaim::Number {
-        store_id: "s1".into(),
-        register_id: "r1".into(),
-        receipt_no: receipt_no.into(),
-    };
+    let number = |receipt_no: &str| ReceiptClaim::number("s1", "r1", receipt_no);
     let claimed = uow
         .receipt_claimed_by(&number("0001"))
         .await
@@ -1572,6 +1616,7 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
     let clash = ChangeSet {
         engagement: EngagementChanges {
             new_receipts: vec![receipt_record("rc_clash", "0001", 'd', 4)],
+            receipt_claims: vec![scan_claim(&receipt_record("rc_clash", "1", 'd', 4))],
             ..EngagementChanges::default()
         },
         ..ChangeSet::default()
@@ -1647,10 +1692,53 @@ async fn receipt_rows_round_trip(store: Arc<dyn Store>) {
     assert_eq!(snapshot.receipts_off_their_lot, Vec::<String>::new());
     drop(uow);
 
+    // The register records the sale of the scanned receipt "0002": it takes the claim over
+    // from the scan that holds it, and from no other.
+    let take = |order_id: &str, from: &str| ClaimWrite {
+        taken_from: Some(from.into()),
+        ..sale_claim(&order(order_id, "m1", "0002"))
+    };
+    let stale = ChangeSet {
+        engagement: EngagementChanges {
+            receipt_claims: vec![take("o-stale", "rc_pending")],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    let mut uow = store.begin().await.expect("begin");
+    let error = uow.flush(&stale).await.unwrap_err();
+    assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");
+    drop(uow);
+    let sale = ChangeSet {
+        engagement: EngagementChanges {
+            receipt_claims: vec![take("o-sale", "rc_accepted")],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    flushed(&store, &sale).await;
+    let mut uow = store.begin().await.expect("begin");
+    let keys = Keys {
+        receipts: vec![receipt_key("2"), receipt_key("1")],
+        ..Keys::default()
+    };
+    let loaded = sorted(uow.load(&keys).await.expect("load"));
+    assert_eq!(loaded.receipts, [(receipt_key("2"), "o-sale".to_string())]);
+    assert_eq!(
+        loaded.receipt_claims,
+        [(receipt_key("1"), "rc_pending".to_string())]
+    );
+    let (store_id, register_id, receipt_no) = receipt_key("0002");
+    let by_sale = uow.order_by_receipt(&store_id, &register_id, &receipt_no);
+    assert_eq!(by_sale.await.expect("sale").as_deref(), Some("o-sale"));
+    let by_scan = uow.receipt_claimed_by(&number("2")).await.expect("claim");
+    assert_eq!(by_scan, None, "the sale holds it now");
+    drop(uow);
+
     // A review lot nobody waits for, and a waiting receipt whose lot holds other points.
     let stray = ReceiptRecord {
         status: ReceiptStatus::PendingReview,
-        reason: Some(ReceiptReason::DailyLimit),
+        reason: Some(ReceiptReason::ReviewThreshold),
         points: 7,
         lot_id: Some(lot_id),
         ..receipt_record("rc_stray", "0003", 'e', 6)

@@ -5,7 +5,11 @@ use crate::domain::{
     Account,
     coupon::{Campaign, Coupon},
     model::{Lot, MemberRow, Order},
-    ports::{AccountTotal, ChangeSet, NewTransaction, Sequence, StoreResult, UnitOfWork},
+    ports::{
+        AccountTotal, ChangeSet, EngagementChanges, NewTransaction, Sequence, StoreResult,
+        UnitOfWork,
+    },
+    receipt::{ClaimHolder, ClaimWrite, register_receipt_key},
 };
 
 /// Appends a journal entry under a reserved id, with the net change of each guarded balance
@@ -72,9 +76,22 @@ pub(super) async fn update_member(uow: &mut dyn UnitOfWork, member: &MemberRow) 
     uow.flush(&changes).await
 }
 
+/// Inserts an order, and for a register sale its receipt's claim, as a batch does.
 pub(super) async fn insert_order(uow: &mut dyn UnitOfWork, order: &Order) -> StoreResult<()> {
+    let receipt_claims = (!order.receipt_no.is_empty())
+        .then(|| ClaimWrite {
+            key: register_receipt_key(&order.store_id, &order.register_id, &order.receipt_no),
+            holder: ClaimHolder::Sale(order.order_id.clone()),
+            taken_from: None,
+        })
+        .into_iter()
+        .collect();
     let changes = ChangeSet {
         new_orders: vec![order.clone()],
+        engagement: EngagementChanges {
+            receipt_claims,
+            ..EngagementChanges::default()
+        },
         ..ChangeSet::default()
     };
     uow.flush(&changes).await

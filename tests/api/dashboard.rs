@@ -603,11 +603,12 @@ async fn seed(app: &TestApp) {
         app.record_sale(sale).await.expect("sale");
         app.advance(Duration::hours(20)).await;
     }
-    app.set_program(|program| program.max_receipts_per_day = 1)
+    // The second receipt is over the program's review threshold: it waits for review.
+    app.set_program(|program| program.receipt_review_threshold = "2000".into())
         .await;
     create_receipt_rule_as(&app.admin, "photo", "0.01").await;
     let member_id = app.create_member("receipts").await;
-    for n in 0..2 {
+    for (n, total) in ["1500", "2500"].into_iter().enumerate() {
         let receipt = proto::Receipt {
             store_id: "umeda".into(),
             register_id: "1".into(),
@@ -616,8 +617,8 @@ async fn seed(app: &TestApp) {
                 seconds: (app.clock.now() - Duration::hours(1)).timestamp(),
                 nanos: 0,
             }),
-            total: "1500".into(),
-            lines: basket(&["1500"]).lines,
+            total: total.into(),
+            lines: basket(&[total]).lines,
             image_sha256: format!("{n:064x}"),
             raw_text: String::new(),
         };

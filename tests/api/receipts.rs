@@ -13,7 +13,7 @@ use omo::{
 use tonic::{Code, Status};
 
 use crate::helpers::{
-    TestApp, assert_refused, card_ref, member_ref, omo_cli, store_sale, violated_fields,
+    TestApp, assert_refused, basket, card_ref, member_ref, omo_cli, store_sale, violated_fields,
 };
 
 crate::both_backends! {
@@ -21,7 +21,7 @@ crate::both_backends! {
     every_rejection_reason => every_rejection_reason,
     a_sale_recorded_at_the_register_is_already_earned => a_sale_recorded_at_the_register_is_already_earned,
     review_approves_and_rejects_pending_points => review_approves_and_rejects_pending_points,
-    past_the_daily_limit_receipts_go_to_review => past_the_daily_limit_receipts_go_to_review,
+    past_the_daily_limit_receipts_are_rejected => past_the_daily_limit_receipts_are_rejected,
     twenty_members_race_for_one_receipt => twenty_members_race_for_one_receipt,
     raw_text_is_read_in_the_store_zone => raw_text_is_read_in_the_store_zone,
     accepted_receipts_count_as_visits => accepted_receipts_count_as_visits,
@@ -29,6 +29,12 @@ crate::both_backends! {
     input_limits_write_nothing => input_limits_write_nothing,
     roles_and_rule_references => roles_and_rule_references,
     replayed_requests_have_one_effect => replayed_requests_have_one_effect,
+    a_receipt_typed_another_way_is_the_same_receipt => a_receipt_typed_another_way_is_the_same_receipt,
+    a_receipt_of_nothing_or_of_made_up_lines_is_invalid => a_receipt_of_nothing_or_of_made_up_lines_is_invalid,
+    a_made_up_fortune_waits_for_review => a_made_up_fortune_waits_for_review,
+    the_register_sale_takes_a_scanned_receipt_back => the_register_sale_takes_a_scanned_receipt_back,
+    a_scan_and_its_register_sale_at_once_earn_once => a_scan_and_its_register_sale_at_once_earn_once,
+    only_a_receipt_of_today_that_earns_is_a_visit => only_a_receipt_of_today_that_earns_is_a_visit,
 }
 
 const ACCEPTED: i32 = proto::ReceiptStatus::Accepted as i32;
@@ -598,15 +604,26 @@ async fn a_sale_recorded_at_the_register_is_already_earned(app: &TestApp) {
     assert_eq!(points(app, &friend).await, (150, 0));
 
     // The other way round: a receipt scanned first (the register was offline), then the
-    // register replays the sale for the member: the sale is recorded and earns nothing again.
+    // register replays the sale for the member: the register is the truth, the sale earns
+    // its own points and the scan's are taken back, so the receipt still earns once.
     let result = submitted(app, "ae-4", &buyer, receipt(app, "shibuya", "R-79", "2000")).await;
     assert_accepted(&result, 100);
+    assert_eq!(points(app, &buyer).await, (130, 0));
     let replayed = app
         .record_sale(store_sale("ae-replay", "R-79", card_ref("AE-1"), "2000", 0))
         .await
         .expect("replayed sale");
-    assert_eq!(replayed.points_earned, 0, "the scan earned this sale");
-    assert_eq!(points(app, &buyer).await, (130, 0));
+    assert_eq!(
+        replayed.points_earned, 20,
+        "the program's 0.01 at the register"
+    );
+    assert_eq!(points(app, &buyer).await, (30 + 20, 0));
+    assert_eq!(app.balance(&buyer).await.lifetime_earned_points, 50);
+    let scan = &history(app, &buyer).await[0];
+    assert_eq!(
+        (scan.status, scan.reason.as_str(), scan.points_awarded),
+        (REJECTED, "ALREADY_EARNED", 0)
+    );
     verified(app).await;
 }
 
@@ -760,9 +777,10 @@ async fn review_approves_and_rejects_pending_points(app: &TestApp) {
     verified(app).await;
 }
 
-/// Past the program's max_receipts_per_day (the store's local day) a member's receipts wait for
-/// review (DAILY_LIMIT); the next local day starts afresh.
-async fn past_the_daily_limit_receipts_go_to_review(app: &TestApp) {
+/// Past the program's max_receipts_per_day (the store's local day) a member's receipts are
+/// REJECTED with DAILY_LIMIT, not queued for review (a queue anyone can flood is no review);
+/// the number stays free for a later day; the next local day starts afresh.
+async fn past_the_daily_limit_receipts_are_rejected(app: &TestApp) {
     app.set_program(|program| program.max_receipts_per_day = 2)
         .await;
     create_rule(app, points_rule("all", "0.01")).await;
@@ -773,44 +791,32 @@ async fn past_the_daily_limit_receipts_go_to_review(app: &TestApp) {
         let r = receipt(app, "shibuya", &format!("D-{n}"), "1000");
         assert_accepted(&submitted(app, &format!("dl-{n}"), &member_id, r).await, 10);
     }
-    let third = submitted(
-        app,
-        "dl-3",
-        &member_id,
-        receipt(app, "shibuya", "D-3", "1000"),
-    )
-    .await;
-    assert_eq!(
-        (third.status, third.reason.as_str(), third.points_awarded),
-        (PENDING, "DAILY_LIMIT", 10)
-    );
-    assert_eq!(points(app, &member_id).await, (20, 10));
+    // Before issue #21 these went to review: PENDING, DAILY_LIMIT, 10 points pending each.
+    for n in 3..=5 {
+        let r = receipt(app, "shibuya", &format!("D-{n}"), "1000");
+        let result = submitted(app, &format!("dl-{n}"), &member_id, r).await;
+        assert_rejected(&result, "DAILY_LIMIT");
+    }
+    assert_eq!(points(app, &member_id).await, (20, 0));
+    let queue = in_status(app, proto::ReceiptStatus::PendingReview, 10, "").await;
+    assert!(queue.receipts.is_empty(), "{queue:?}");
     // Another member's count is their own.
-    let theirs = submitted(app, "dl-4", &other, receipt(app, "shibuya", "D-4", "1000")).await;
+    let theirs = submitted(app, "dl-6", &other, receipt(app, "shibuya", "D-6", "1000")).await;
     assert_accepted(&theirs, 10);
 
-    // The next day in Tokyo: accepted again.
+    // The next day in Tokyo: accepted again, the refused receipt too (it claimed nothing).
     app.advance(Duration::days(1)).await;
     let next_day = submitted(
         app,
-        "dl-5",
+        "dl-7",
         &member_id,
-        receipt(app, "shibuya", "D-5", "1000"),
+        receipt(app, "shibuya", "D-7", "1000"),
     )
     .await;
     assert_accepted(&next_day, 10);
-    assert_eq!(points(app, &member_id).await, (30, 10));
-
-    let approved = review(
-        app,
-        "dl-approve",
-        &third.receipt_id,
-        true,
-        "regular customer",
-    )
-    .await
-    .expect("approve");
-    assert_accepted(&approved, 10);
+    let mut refused = receipt(app, "shibuya", "D-3", "1000");
+    refused.issued_at = Some(ts(now(app) - Duration::hours(2)));
+    assert_accepted(&submitted(app, "dl-8", &member_id, refused).await, 10);
     assert_eq!(points(app, &member_id).await, (40, 0));
     verified(app).await;
 }
@@ -1478,5 +1484,449 @@ async fn replayed_requests_have_one_effect(app: &TestApp) {
         .expect("replayed approval");
     assert_eq!(replayed, approved);
     assert_eq!(points(app, &member_id).await, (110, 0));
+    verified(app).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fraud (issue #21): each scenario was tried as an attacker before the fix; the comments say
+// what it did then.
+
+/// A register receipt at `register_id`, issued an hour ago, with its own photograph.
+fn at_register(app: &TestApp, register_id: &str, receipt_no: &str, total: &str) -> proto::Receipt {
+    proto::Receipt {
+        register_id: register_id.into(),
+        image_sha256: image(&format!("{register_id}/{receipt_no}/{total}")),
+        ..receipt(app, "shibuya", receipt_no, total)
+    }
+}
+
+/// A register sale at `register_id` of shibuya, for `member`.
+fn sale_at(
+    order_id: &str,
+    register_id: &str,
+    receipt_no: &str,
+    member: proto::MemberRef,
+    total: &str,
+) -> proto::RecordSaleRequest {
+    proto::RecordSaleRequest {
+        order_id: order_id.into(),
+        register_id: register_id.into(),
+        ..store_sale(order_id, receipt_no, member, total, 0)
+    }
+}
+
+/// A member's journal, newest first.
+async fn journal(app: &TestApp, member_id: &str) -> Vec<proto::Transaction> {
+    app.admin
+        .ledger()
+        .list_transactions(proto::ListTransactionsRequest {
+            member: Some(member_ref(member_id)),
+            page_size: 100,
+            page_token: String::new(),
+        })
+        .await
+        .expect("list transactions")
+        .into_inner()
+        .transactions
+}
+
+/// One paper receipt, register "R9" number "0456", typed "456" or "r9" or "000456" by
+/// another member, or by the register: one receipt. (Before: ACCEPTED again, 10 more points
+/// each; and the register sale "00456" earned beside the scan.)
+async fn a_receipt_typed_another_way_is_the_same_receipt(app: &TestApp) {
+    create_rule(app, points_rule("all", "0.01")).await;
+    let first = app.create_member("TY-1").await;
+    let other = app.create_member("TY-2").await;
+    let buyer = app.create_member("TY-3").await;
+    let printed = at_register(app, "R9", "0456", "1000");
+    assert_accepted(&submitted(app, "ty-1", &first, printed).await, 10);
+
+    for (n, (register_id, receipt_no)) in [("R9", "456"), ("r9", "0456"), ("r9", "000456")]
+        .into_iter()
+        .enumerate()
+    {
+        let retyped = at_register(app, register_id, receipt_no, "1000");
+        let result = submitted(app, &format!("ty-again-{n}"), &other, retyped).await;
+        assert_rejected(&result, "DUPLICATE");
+    }
+    // Another number, or another register, is another receipt.
+    let next = at_register(app, "R9", "4560", "1000");
+    assert_accepted(&submitted(app, "ty-2", &other, next).await, 10);
+
+    // Sold at the register as "0457": a scan of "r9"/"457" is ALREADY_EARNED.
+    let sale = sale_at("ty-sale-1", "R9", "0457", member_ref(&buyer), "2000");
+    assert_eq!(app.record_sale(sale).await.expect("sale").points_earned, 20);
+    let scan = at_register(app, "r9", "457", "2000");
+    assert_rejected(
+        &submitted(app, "ty-3", &other, scan).await,
+        "ALREADY_EARNED",
+    );
+    // Recorded again typed another way: the register's receipt exists.
+    let again = sale_at("ty-sale-2", "r9", "457", member_ref(&buyer), "2000");
+    let status = app.record_sale(again).await.expect_err("same receipt");
+    assert_refused(&status, Code::AlreadyExists, "RECEIPT_EXISTS");
+
+    // The register records the first receipt as "00456" at "r9": it takes it from the scan.
+    let sale = sale_at("ty-sale-3", "r9", "00456", member_ref(&buyer), "1000");
+    assert_eq!(app.record_sale(sale).await.expect("sale").points_earned, 10);
+    assert_eq!(
+        points(app, &first).await,
+        (0, 0),
+        "the scan gave its 10 back"
+    );
+    assert_eq!(points(app, &other).await, (10, 0));
+    assert_eq!(points(app, &buyer).await, (30, 0));
+    verified(app).await;
+}
+
+/// A total of 0 (before: ACCEPTED, 0 points, and the number claimed against its true buyer)
+/// and a total its lines do not add up to (before: ACCEPTED on the total alone) are
+/// INVALID_ARGUMENT on receipt.total, and write nothing.
+async fn a_receipt_of_nothing_or_of_made_up_lines_is_invalid(app: &TestApp) {
+    create_rule(app, points_rule("all", "0.01")).await;
+    let squatter = app.create_member("NO-1").await;
+    let buyer = app.create_member("NO-2").await;
+
+    let nothing = receipt(app, "shibuya", "N-1", "0");
+    let status = submit(app, "no-1", &squatter, nothing)
+        .await
+        .expect_err("0");
+    assert_eq!(violated_fields(&status), ["receipt.total"]);
+    let no_lines = proto::Receipt {
+        lines: Vec::new(),
+        ..receipt(app, "shibuya", "N-1", "0.00")
+    };
+    let status = submit(app, "no-2", &squatter, no_lines)
+        .await
+        .expect_err("0");
+    assert_eq!(violated_fields(&status), ["receipt.total"]);
+    let made_up = proto::Receipt {
+        lines: basket(&["200", "300"]).lines,
+        ..receipt(app, "shibuya", "N-2", "1000")
+    };
+    let status = submit(app, "no-3", &squatter, made_up)
+        .await
+        .expect_err("sum");
+    assert_eq!(violated_fields(&status), ["receipt.total"]);
+    assert!(history(app, &squatter).await.is_empty(), "nothing stored");
+
+    // The numbers are still the true buyer's to scan; lines that add up are fine.
+    let real = receipt(app, "shibuya", "N-1", "1500");
+    assert_accepted(&submitted(app, "no-4", &buyer, real).await, 15);
+    let lines = proto::Receipt {
+        lines: basket(&["200", "300.50"]).lines,
+        ..receipt(app, "shibuya", "N-2", "500.5")
+    };
+    assert_accepted(&submitted(app, "no-5", &buyer, lines).await, 5);
+    assert_eq!(points(app, &squatter).await, (0, 0));
+    verified(app).await;
+}
+
+/// A receipt of ¥100,000,000,000 at 1 % (before: ACCEPTED at once, 1,000,000,000 points)
+/// waits for review under the program's default threshold; past the program's
+/// max_points_per_receipt a receipt waits too (EARN_CAP_EXCEEDED). Both settings read,
+/// update and refuse bad values through ProgramService.
+async fn a_made_up_fortune_waits_for_review(app: &TestApp) {
+    create_rule(app, points_rule("all", "0.01")).await;
+    let member_id = app.create_member("FO-1").await;
+    let program = app
+        .admin
+        .program()
+        .get_program(proto::GetProgramRequest {})
+        .await
+        .expect("program")
+        .into_inner()
+        .program
+        .expect("program");
+    assert_eq!(
+        (
+            program.max_points_per_receipt,
+            program.receipt_review_threshold.as_str()
+        ),
+        (10_000, "100000"),
+        "defaults"
+    );
+
+    let fortune = "100000000000";
+    let status = submit(
+        app,
+        "fo-0",
+        &member_id,
+        proto::Receipt {
+            lines: basket(&["200"]).lines,
+            ..receipt(app, "shibuya", "F-0", fortune)
+        },
+    )
+    .await
+    .expect_err("lines of 200");
+    assert_eq!(violated_fields(&status), ["receipt.total"]);
+    let result = submitted(
+        app,
+        "fo-1",
+        &member_id,
+        receipt(app, "shibuya", "F-1", fortune),
+    )
+    .await;
+    assert_eq!(
+        (result.status, result.reason.as_str(), result.points_awarded),
+        (PENDING, "REVIEW_THRESHOLD", 1_000_000_000)
+    );
+    assert_eq!(points(app, &member_id).await, (0, 1_000_000_000));
+    review(
+        app,
+        "fo-reject",
+        &result.receipt_id,
+        false,
+        "no such receipt",
+    )
+    .await
+    .expect("reject");
+    assert_eq!(points(app, &member_id).await, (0, 0));
+
+    // No default threshold, a cap of 500 points a receipt.
+    app.set_program(|program| {
+        program.receipt_review_threshold = String::new();
+        program.max_points_per_receipt = 500;
+    })
+    .await;
+    let at_cap = submitted(
+        app,
+        "fo-2",
+        &member_id,
+        receipt(app, "shibuya", "F-2", "50000"),
+    )
+    .await;
+    assert_accepted(&at_cap, 500);
+    let over = submitted(
+        app,
+        "fo-3",
+        &member_id,
+        receipt(app, "shibuya", "F-3", "150000"),
+    )
+    .await;
+    assert_eq!(
+        (over.status, over.reason.as_str(), over.points_awarded),
+        (PENDING, "EARN_CAP_EXCEEDED", 1500)
+    );
+    assert_eq!(points(app, &member_id).await, (500, 1500));
+
+    let bad = proto::UpdateProgramRequest {
+        request_id: String::new(),
+        program: Some(proto::Program {
+            max_points_per_receipt: -1,
+            receipt_review_threshold: "-1".into(),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec![
+                "max_points_per_receipt".into(),
+                "receipt_review_threshold".into(),
+            ],
+        }),
+    };
+    let status = app
+        .admin
+        .program()
+        .update_program(bad)
+        .await
+        .expect_err("negative");
+    assert_eq!(
+        violated_fields(&status),
+        [
+            "program.max_points_per_receipt",
+            "program.receipt_review_threshold"
+        ]
+    );
+    verified(app).await;
+}
+
+/// A member scans a receipt number the register has not printed yet, and spends most of its
+/// points; then the register records the real sale for its buyer. Before: the sale earned 0
+/// and the scanner kept the points. Now the sale earns for the buyer, and the scan's points
+/// are reversed in the ledger (what the scanner spent is booked as a shortfall: no balance
+/// goes below 0); the scan reads REJECTED, ALREADY_EARNED. A scan waiting for review gives
+/// back its pending points and leaves the queue.
+async fn the_register_sale_takes_a_scanned_receipt_back(app: &TestApp) {
+    create_rule(app, points_rule("all", "0.05")).await;
+    let scanner = app.create_member("TB-1").await;
+    let buyer = app.create_member("TB-2").await;
+
+    let guessed = submitted(
+        app,
+        "tb-1",
+        &scanner,
+        receipt(app, "shibuya", "R-900", "3000"),
+    )
+    .await;
+    assert_accepted(&guessed, 150);
+    // 100 of them spent at once: the sale earns floor(900 × 0.01) = 9.
+    let spend = store_sale("tb-spend", "R-800", member_ref(&scanner), "1000", 100);
+    app.record_sale(spend).await.expect("spend");
+    assert_eq!(points(app, &scanner).await, (59, 0));
+
+    let sale = store_sale("tb-sale", "R-900", member_ref(&buyer), "3000", 0);
+    let order = app.record_sale(sale).await.expect("the real sale");
+    assert_eq!(order.points_earned, 30, "before: 0");
+    assert_eq!(points(app, &buyer).await, (30, 0));
+    let balance = app.balance(&scanner).await;
+    assert_eq!(
+        (balance.available_points, balance.pending_points),
+        (0, 0),
+        "59 taken back, 91 short"
+    );
+    assert_eq!(balance.lifetime_earned_points, 9);
+    let record = &history(app, &scanner).await[0];
+    assert_eq!(record.receipt_id, guessed.receipt_id);
+    assert_eq!(
+        (record.status, record.reason.as_str(), record.points_awarded),
+        (REJECTED, "ALREADY_EARNED", 0)
+    );
+    let reversal = &journal(app, &scanner).await[0];
+    assert_eq!(reversal.kind, "receipt_reversed");
+    let mut postings: Vec<(&str, &str, i64)> = reversal
+        .postings
+        .iter()
+        .map(|p| (p.from_account.as_str(), p.to_account.as_str(), p.amount))
+        .collect();
+    postings.sort();
+    let member_account = format!("member:{scanner}");
+    assert_eq!(
+        postings,
+        [
+            (member_account.as_str(), "program:issued", 59),
+            ("program:shortfall", "program:issued", 91),
+        ]
+    );
+    assert_eq!(reversal.metadata["receipt_id"], guessed.receipt_id);
+    assert_eq!(reversal.metadata["order_id"], order.order_id);
+    assert_eq!(reversal.metadata["reason"], "register_sale");
+    // Scanned again by anyone: ALREADY_EARNED, as after any register sale.
+    let again = proto::Receipt {
+        image_sha256: image("another photograph of R-900"),
+        ..receipt(app, "shibuya", "R-900", "3000")
+    };
+    assert_rejected(
+        &submitted(app, "tb-2", &scanner, again).await,
+        "ALREADY_EARNED",
+    );
+
+    // Waiting for review: the pending points go back and the receipt leaves the queue.
+    app.set_program(|program| program.receipt_review_threshold = "10000".into())
+        .await;
+    let waiting = submitted(
+        app,
+        "tb-3",
+        &scanner,
+        receipt(app, "shibuya", "R-901", "20000"),
+    )
+    .await;
+    assert_eq!((waiting.status, waiting.points_awarded), (PENDING, 1000));
+    assert_eq!(points(app, &scanner).await, (0, 1000));
+    let sale = store_sale("tb-sale-2", "R-901", member_ref(&buyer), "20000", 0);
+    assert_eq!(
+        app.record_sale(sale).await.expect("sale").points_earned,
+        200
+    );
+    assert_eq!(points(app, &scanner).await, (0, 0));
+    assert_eq!(points(app, &buyer).await, (230, 0));
+    let queue = in_status(app, proto::ReceiptStatus::PendingReview, 10, "").await;
+    assert!(queue.receipts.is_empty(), "{queue:?}");
+    let status = review(app, "tb-review", &waiting.receipt_id, true, "")
+        .await
+        .expect_err("not pending");
+    assert_refused(&status, Code::FailedPrecondition, "RECEIPT_NOT_PENDING");
+    verified(app).await;
+}
+
+/// A scan and the register's sale of one receipt sent at the same instant, eight times over:
+/// whichever commits first, the sale earns and the scan ends REJECTED, ALREADY_EARNED with
+/// nothing (before: two batches that each checked the other's table could both earn).
+async fn a_scan_and_its_register_sale_at_once_earn_once(app: &TestApp) {
+    create_rule(app, points_rule("all", "0.05")).await;
+    let scanner = app.create_member("AT-1").await;
+    let buyer = app.create_member("AT-2").await;
+    let rounds = 8;
+    for n in 0..rounds {
+        let receipt_no = format!("AT-{n}");
+        let start = std::sync::Arc::new(tokio::sync::Barrier::new(2));
+        let scan = {
+            let (client, start) = (app.app_client.clone(), start.clone());
+            let request = submission(
+                &format!("at-scan-{n}"),
+                &scanner,
+                receipt(app, "shibuya", &receipt_no, "2000"),
+            );
+            tokio::spawn(async move {
+                start.wait().await;
+                submit_as(&client, request).await
+            })
+        };
+        let sale = {
+            let (client, start) = (app.register.clone(), start.clone());
+            let request = store_sale(
+                &format!("at-sale-{n}"),
+                &receipt_no,
+                member_ref(&buyer),
+                "2000",
+                0,
+            );
+            tokio::spawn(async move {
+                start.wait().await;
+                crate::helpers::record_sale_as(&client, request).await
+            })
+        };
+        let scanned = scan.await.expect("task").expect("scan");
+        let sold = sale.await.expect("task").expect("sale");
+        assert!(
+            scanned.status == ACCEPTED || scanned.reason == "ALREADY_EARNED",
+            "{scanned:?}"
+        );
+        assert_eq!(sold.points_earned, 20);
+    }
+    assert_eq!(points(app, &scanner).await, (0, 0));
+    assert_eq!(points(app, &buyer).await, (20 * rounds, 0));
+    for record in history(app, &scanner).await {
+        assert_eq!(
+            (record.status, record.reason.as_str(), record.points_awarded),
+            (REJECTED, "ALREADY_EARNED", 0)
+        );
+    }
+    verified(app).await;
+}
+
+/// A receipt records a visit only when it earns and was issued on the local day it is sent.
+/// Before: an accepted receipt three days old recorded a visit of that day (and its visit
+/// coupon), so a drawer of old receipts farmed visits; a receipt earning nothing did too.
+async fn only_a_receipt_of_today_that_earns_is_a_visit(app: &TestApp) {
+    campaign(app, "welcome").await;
+    visit_rule(app, "first", "welcome", 1, "umeda").await;
+    create_rule(app, points_rule("tenth", "0.001")).await;
+    let member_id = app.create_member("OV-1").await;
+
+    let mut old = receipt(app, "umeda", "OV-1", "5000");
+    old.issued_at = Some(ts(now(app) - Duration::days(3)));
+    let result = submitted(app, "ov-1", &member_id, old).await;
+    assert_accepted(&result, 5);
+    assert!(result.coupons_issued.is_empty(), "{result:?}");
+    let nothing = submitted(
+        app,
+        "ov-2",
+        &member_id,
+        receipt(app, "umeda", "OV-2", "500"),
+    )
+    .await;
+    assert_accepted(&nothing, 0);
+    assert!(nothing.coupons_issued.is_empty(), "{nothing:?}");
+    assert!(coupons_of(app, &member_id).await.is_empty());
+
+    let today = submitted(
+        app,
+        "ov-3",
+        &member_id,
+        receipt(app, "umeda", "OV-3", "5000"),
+    )
+    .await;
+    assert_accepted(&today, 5);
+    assert_eq!(sources(&today.coupons_issued), ["visit:first"]);
     verified(app).await;
 }

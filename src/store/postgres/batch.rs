@@ -59,17 +59,16 @@ fn distinct<T: Ord + Clone>(keys: &[T]) -> Vec<T> {
 // Load.
 
 /// Unlocked keyed lookups, one row per key found (`found` says which kind): the outcomes
-/// already remembered, the members identifiers name, the orders and scanned receipts register
-/// receipts name, and
+/// already remembered, the members identifiers name, who holds the register receipts named (a
+/// sale: `receipt`, a scan: `receipt_claim`), and
 /// which named orders exist (only those are then locked: a batch of new sales takes no order
 /// locks and skips that round trip). They are read before any lock; a row another batch adds
 /// after this read makes this batch's own insert of it a unique violation, and the batch runs
 /// again and sees it. The ids the batch will want ride along (`nextval` is not transactional,
 /// so they are never handed out twice, whatever becomes of this transaction).
 ///
-/// The receipts are looked up one by one (`lateral ... limit 1`): joined plainly, the generic
-/// plan of a young database hashes every receipt in `orders_receipt`, a cost that grows with
-/// the table.
+/// The receipts are looked up one by one (`lateral`): joined plainly, the generic plan of a
+/// young database may hash every claim, a cost that grows with the table.
 const LOOKUPS: &str = r#"
 select 'identifier' as found,
     i.kind as key_1, i.value as key_2, null::text as key_3,
@@ -79,31 +78,16 @@ join identifiers i
     on i.kind = k.kind
     and i.value = k.value
 union all
-select 'receipt' as found,
+select case when c.order_id is null then 'receipt_claim' else 'receipt' end as found,
     r.store_id, r.register_id, r.receipt_no,
-    o.order_id, null, null
+    coalesce(c.order_id, c.receipt_id), null, null
 from unnest($3::text[], $4::text[], $5::text[]) as r (store_id, register_id, receipt_no)
 cross join lateral (
-    select order_id
-    from orders
+    select order_id, receipt_id
+    from receipt_claims
     where store_id = r.store_id
         and register_id = r.register_id
         and receipt_no = r.receipt_no
-    limit 1
-) as o
-union all
-select 'receipt_claim' as found,
-    r.store_id, r.register_id, r.receipt_no,
-    c.receipt_id, null, null
-from unnest($3::text[], $4::text[], $5::text[]) as r (store_id, register_id, receipt_no)
-cross join lateral (
-    select receipt_id
-    from receipts
-    where store_id = r.store_id
-        and register_id = r.register_id
-        and receipt_no = r.receipt_no
-        and claims
-    limit 1
 ) as c
 union all
 select 'idempotency' as found,

@@ -107,6 +107,7 @@ pub(super) async fn get_order(
     uow.fetch_optional(query, order_from_row).await
 }
 
+/// The register sale that holds the receipt's claim; the key is `register_receipt_key`'s.
 pub(super) async fn order_by_receipt(
     uow: &mut PgUnitOfWork,
     store_id: &str,
@@ -116,10 +117,11 @@ pub(super) async fn order_by_receipt(
     let query = sqlx::query(
         r#"
 select order_id
-from orders
+from receipt_claims
 where store_id = $1
     and register_id = $2
-    and receipt_no = $3"#,
+    and receipt_no = $3
+    and order_id is not null"#,
     )
     .bind(store_id) // $1
     .bind(register_id) // $2

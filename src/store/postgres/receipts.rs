@@ -10,7 +10,10 @@ use sqlx::postgres::PgRow;
 use super::{Cols, PgUnitOfWork, column, json_column};
 use crate::domain::{
     ports::{EngagementChanges, ReceiptPageQuery, StoreError, StoreResult},
-    receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    receipt::{
+        ClaimHolder, ClaimWrite, Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule,
+        ReceiptStatus,
+    },
 };
 
 macro_rules! select_receipts {
@@ -63,6 +66,19 @@ from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text
         total, lines, raw_text, status, reason, points, lot_id, rule_ids, coupon_codes,
         submitted_at, reviewed_at, review_note, claims)"#;
 
+const INSERT_CLAIMS: &str = r#"
+insert into receipt_claims (store_id, register_id, receipt_no, order_id, receipt_id)
+select store_id, register_id, receipt_no, order_id, receipt_id
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+    as c (store_id, register_id, receipt_no, order_id, receipt_id)"#;
+
+/// A register sale takes over a scan's claim, if that scan still holds it.
+const TAKE_CLAIM: &str = r#"
+update receipt_claims
+set order_id = $4, receipt_id = $5
+where store_id = $1 and register_id = $2 and receipt_no = $3
+    and receipt_id = $6"#;
+
 const UPDATE_RECEIPT: &str = r#"
 update receipts
 set status = $2, reason = $3, points = $4, coupon_codes = $5::jsonb, reviewed_at = $6,
@@ -93,6 +109,14 @@ select
         as in_review,
     (select coalesce(sum(remaining_points), 0)::int8
      from point_lots where state = 'pending' and matures_at is null) as in_lots"#;
+
+/// A claim's (order_id, receipt_id) columns: one of them names the holder.
+fn holder(claim: &ClaimWrite) -> (Option<&str>, Option<&str>) {
+    match &claim.holder {
+        ClaimHolder::Sale(order_id) => (Some(order_id.as_str()), None),
+        ClaimHolder::Scan(receipt_id) => (None, Some(receipt_id.as_str())),
+    }
+}
 
 fn receipt_from_row(row: &PgRow) -> StoreResult<ReceiptRecord> {
     let c = Cols::new(row, "receipts", "receipt_id");
@@ -165,8 +189,8 @@ order by rule_id"#,
             } => sqlx::query(
                 r#"
 select receipt_id
-from receipts
-where store_id = $1 and register_id = $2 and receipt_no = $3 and claims"#,
+from receipt_claims
+where store_id = $1 and register_id = $2 and receipt_no = $3 and receipt_id is not null"#,
             )
             .bind(store_id) // $1
             .bind(register_id) // $2
@@ -180,7 +204,7 @@ where image_sha256 = $1 and claims"#,
             .bind(image_sha256), // $1
         };
         self.fetch_optional(query, |row| {
-            Cols::new(row, "receipts", "receipt_id").get("receipt_id")
+            Cols::new(row, "receipt_claims", "receipt_id").get("receipt_id")
         })
         .await
     }
@@ -276,6 +300,40 @@ values ($1, $2::jsonb, $3)"#,
                 return Err(StoreError::Corrupt(format!(
                     "receipts[{}]: a reviewed receipt is not stored",
                     record.receipt_id
+                )));
+            }
+        }
+        self.flush_claims(&changes.receipt_claims).await
+    }
+
+    /// The register receipts' claims: the new ones in one statement (a second writer of a key
+    /// is a unique violation), then the rare takeovers of a scan's claim by a register sale,
+    /// each of which must find the scan still holding it.
+    async fn flush_claims(&mut self, claims: &[ClaimWrite]) -> StoreResult<()> {
+        let (new, taken): (Vec<&ClaimWrite>, Vec<&ClaimWrite>) =
+            claims.iter().partition(|claim| claim.taken_from.is_none());
+        if !new.is_empty() {
+            let query = sqlx::query(INSERT_CLAIMS)
+                .bind(column(&new, |c| c.key.0.as_str())) // $1
+                .bind(column(&new, |c| c.key.1.as_str())) // $2
+                .bind(column(&new, |c| c.key.2.as_str())) // $3
+                .bind(column(&new, |c| holder(c).0)) // $4
+                .bind(column(&new, |c| holder(c).1)); // $5
+            self.run(query).await?;
+        }
+        for claim in taken {
+            let (order_id, receipt_id) = holder(claim);
+            let query = sqlx::query(TAKE_CLAIM)
+                .bind(&claim.key.0) // $1
+                .bind(&claim.key.1) // $2
+                .bind(&claim.key.2) // $3
+                .bind(order_id) // $4
+                .bind(receipt_id) // $5
+                .bind(claim.taken_from.as_deref()); // $6
+            if self.run_counted(query).await? != 1 {
+                return Err(StoreError::Conflict(format!(
+                    "receipt_claims[{:?}]: no longer held by scan {:?}",
+                    claim.key, claim.taken_from
                 )));
             }
         }

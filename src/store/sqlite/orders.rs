@@ -51,6 +51,7 @@ pub(super) fn get_order(
     uow.fetch_optional(query, order_from_row)
 }
 
+/// The register sale that holds the receipt's claim; the key is `register_receipt_key`'s.
 pub(super) fn order_by_receipt(
     uow: &SqliteUnitOfWork,
     store_id: &str,
@@ -60,10 +61,11 @@ pub(super) fn order_by_receipt(
     uow.query(
         r"
         select order_id
-        from orders
+        from receipt_claims
         where store_id = ?1
           and register_id = ?2
           and receipt_no = ?3
+          and order_id is not null
         ",
     )?
     .bind(store_id) // ?1

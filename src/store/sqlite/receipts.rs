@@ -7,7 +7,10 @@ use rusqlite::Row;
 use super::{Cols, SqliteUnitOfWork, col};
 use crate::domain::{
     ports::{EngagementChanges, ReceiptPageQuery, StoreError, StoreResult},
-    receipt::{Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule, ReceiptStatus},
+    receipt::{
+        ClaimHolder, ClaimWrite, Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule,
+        ReceiptStatus,
+    },
 };
 use crate::store::to_json;
 
@@ -77,8 +80,9 @@ impl SqliteUnitOfWork {
                 .query(
                     r"
                     select receipt_id
-                    from receipts
-                    where store_id = ?1 and register_id = ?2 and receipt_no = ?3 and claims
+                    from receipt_claims
+                    where store_id = ?1 and register_id = ?2 and receipt_no = ?3
+                        and receipt_id is not null
                     ",
                 )?
                 .bind(store_id) // ?1
@@ -174,6 +178,57 @@ impl SqliteUnitOfWork {
         }
         for receipt in &changes.changed_receipts {
             self.update_receipt(receipt)?;
+        }
+        for claim in &changes.receipt_claims {
+            self.write_claim(claim)?;
+        }
+        Ok(())
+    }
+
+    /// A register receipt's claim: a new one (a second writer of the key is a unique
+    /// violation), or a scan's taken over by the register's sale.
+    fn write_claim(&self, claim: &ClaimWrite) -> StoreResult<()> {
+        let (store_id, register_id, receipt_no) = &claim.key;
+        let (order_id, receipt_id) = match &claim.holder {
+            ClaimHolder::Sale(order_id) => (Some(order_id), None),
+            ClaimHolder::Scan(receipt_id) => (None, Some(receipt_id)),
+        };
+        let Some(taken_from) = &claim.taken_from else {
+            let query = self
+                .query(
+                    r"
+                    insert into receipt_claims (store_id, register_id, receipt_no, order_id,
+                        receipt_id)
+                    values (?1, ?2, ?3, ?4, ?5)
+                    ",
+                )?
+                .bind(store_id) // ?1
+                .bind(register_id) // ?2
+                .bind(receipt_no) // ?3
+                .bind(order_id) // ?4
+                .bind(receipt_id); // ?5
+            return self.run(query);
+        };
+        let query = self
+            .query(
+                r"
+                update receipt_claims
+                set order_id = ?4, receipt_id = ?5
+                where store_id = ?1 and register_id = ?2 and receipt_no = ?3
+                    and receipt_id = ?6
+                ",
+            )?
+            .bind(store_id) // ?1
+            .bind(register_id) // ?2
+            .bind(receipt_no) // ?3
+            .bind(order_id) // ?4
+            .bind(receipt_id) // ?5
+            .bind(taken_from); // ?6
+        if query.execute()? != 1 {
+            return Err(StoreError::Conflict(format!(
+                "receipt_claims[{store_id}, {register_id}, {receipt_no}]: no longer held by \
+                 scan {taken_from}"
+            )));
         }
         Ok(())
     }
