@@ -151,6 +151,8 @@ async fn story(app: &Application) -> Result<(), DemoError> {
 
     scan_receipts(&admin, &app_backend, &member.member_id).await?;
     show_balance(&ec, &member.member_id).await?;
+    bonus_campaign(&admin, &register).await?;
+    show_balance(&ec, &member.member_id).await?;
     show_ledger(&ec, &member.member_id).await?;
     show_reports(&admin).await?;
 
@@ -349,6 +351,65 @@ fn status_name(status: i32) -> &'static str {
     proto::ReceiptStatus::try_from(status).map_or("?", |status| status.as_str_name())
 }
 
+/// A rule: double points on every sale, as limited-time points (14 days), out of a budget of
+/// 10,000 points; the next sale earns its base and the rule's part, each its own posting.
+async fn bonus_campaign(admin: &Client, register: &Client) -> Result<(), DemoError> {
+    let rule = proto::Rule {
+        rule_id: "double-points".into(),
+        name: "Double points this week, spend within 14 days".into(),
+        trigger: proto::RuleTrigger::Purchase as i32,
+        effects: Some(proto::RuleEffects {
+            points_multiplier: "2".into(),
+            points_expire_days: 14,
+            ..Default::default()
+        }),
+        limits: Some(proto::RuleLimits {
+            budget_points: 10_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    admin
+        .rules()
+        .create_rule(proto::CreateRuleRequest {
+            request_id: "demo-rule".into(),
+            rule: Some(rule),
+        })
+        .await?;
+    println!(
+        "12. A bonus campaign: rule \"double-points\" doubles the points of every sale as \
+         limited-time points (they expire 14 days after they are earned), out of a 10,000-point budget"
+    );
+    let sale = record_sale(register, "demo-sale-4", "R-0004", "8000", 0, vec![]).await?;
+    let parts: Vec<String> = sale
+        .earn_breakdown
+        .iter()
+        .map(|part| {
+            let rule = if part.rule_id.is_empty() {
+                "base rate"
+            } else {
+                part.rule_id.as_str()
+            };
+            format!("{} from {rule}", part.points)
+        })
+        .collect();
+    let stats = admin
+        .rules()
+        .get_rule_stats(proto::GetRuleStatsRequest {
+            rule_id: "double-points".into(),
+        })
+        .await?
+        .into_inner();
+    println!(
+        "13. The register sells ¥{} → +{} points ({}); the budget has {} points left",
+        sale.total,
+        sale.points_earned,
+        parts.join(" + "),
+        stats.budget_points_left
+    );
+    Ok(())
+}
+
 async fn record_sale(
     register: &Client,
     request_id: &str,
@@ -417,8 +478,9 @@ async fn show_balance(client: &Client, member_id: &str) -> Result<(), DemoError>
         .balance
         .ok_or("no balance")?;
     println!(
-        "   balance: {} available, {} pending, {} held (lifetime earned {}, redeemed {})",
+        "   balance: {} available ({} limited-time), {} pending, {} held (lifetime earned {}, redeemed {})",
         balance.available_points,
+        balance.limited_points,
         balance.pending_points,
         balance.held_points,
         balance.lifetime_earned_points,
@@ -488,7 +550,7 @@ async fn show_reports(admin: &Client) -> Result<(), DemoError> {
         .await?
         .into_inner();
     println!(
-        "12. The operator's reports: the program owes {} points (¥{}), {} of them pending",
+        "14. The operator's reports: the program owes {} points (¥{}), {} of them pending",
         liability.outstanding_points, liability.outstanding_value, liability.pending_points
     );
     let now = chrono::Utc::now();

@@ -93,6 +93,11 @@ pub struct BenchArgs {
     /// cores 4 connections doubled the health-check ceiling of 1, and 8 did not beat 4).
     #[arg(long, default_value_t = 4)]
     pub channels: usize,
+    /// PURCHASE rules to make before the scenarios run: the first doubles the points of the
+    /// sales' lines (category "bench"), the others wait for lines no sale has. Every sale is
+    /// decided against all of them and one fires (what a program with a few campaigns costs).
+    #[arg(long, default_value_t = 0)]
+    pub rules: usize,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,

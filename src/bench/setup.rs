@@ -87,6 +87,7 @@ pub async fn local(args: &BenchArgs) -> Result<Setup, BenchError> {
     let server = ServerProcess::spawn(url).await?;
     let endpoint = server.endpoint().to_string();
     create_store_and_campaign(&endpoint, &keys.admin).await?;
+    create_purchase_rules(&endpoint, &keys.admin, args.rules).await?;
     Ok(Setup {
         endpoint,
         keys,
@@ -133,6 +134,7 @@ async fn create_keys(engine: &Engine) -> Result<Keys, BenchError> {
 pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchError> {
     let api_key = args.api_key.clone().unwrap_or_default();
     create_store_and_campaign(endpoint, &api_key).await?;
+    create_purchase_rules(endpoint, &api_key, args.rules).await?;
     eprintln!(
         "omo bench: making or finding {} members through the API ...",
         args.members
@@ -215,6 +217,52 @@ async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<()
         .await;
     allow_existing("CreateCampaign", created)?;
     create_geo_rules(&admin).await
+}
+
+/// `count` PURCHASE rules `bench-rule-<i>`: rule 0 doubles the points of category "bench"
+/// (every sale's line), the others name categories no sale has.
+async fn create_purchase_rules(
+    endpoint: &str,
+    admin_key: &str,
+    count: usize,
+) -> Result<(), BenchError> {
+    let admin = Client::connect(endpoint, admin_key).await?;
+    for i in 0..count {
+        let category = if i == 0 {
+            "bench".to_string()
+        } else {
+            format!("bench-other-{i}")
+        };
+        let rule = proto::Rule {
+            rule_id: format!("bench-rule-{i}"),
+            name: format!("omo bench: 2x points on {category}"),
+            trigger: proto::RuleTrigger::Purchase as i32,
+            conditions: Some(proto::RuleConditions {
+                lines: vec![proto::RuleLineCondition {
+                    category,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            effects: Some(proto::RuleEffects {
+                points_multiplier: "2".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = admin
+            .rules()
+            .create_rule(proto::CreateRuleRequest {
+                request_id: String::new(),
+                rule: Some(rule),
+            })
+            .await;
+        allow_existing("CreateRule", created)?;
+    }
+    if count > 0 {
+        eprintln!("omo bench: {count} PURCHASE rules active (one matches every sale)");
+    }
+    Ok(())
 }
 
 /// The `location` scenario's campaign and its two geo rules over every store: one issues on

@@ -112,6 +112,8 @@ pub struct Environment {
     pub prefill_postings: u64,
     pub concurrency: usize,
     pub channels: usize,
+    /// PURCHASE rules active during the run (`--rules`).
+    pub rules: usize,
     pub duration_s: f64,
     pub cores: usize,
     /// Time the bulk seeding took (local runs).
@@ -132,6 +134,7 @@ impl Environment {
             prefill_postings: args.prefill_postings / 2 * 2,
             concurrency: args.concurrency,
             channels: args.channels,
+            rules: args.rules,
             duration_s: args.duration.as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             seed_s: timings.seed_s,
@@ -267,12 +270,13 @@ fn write_environment(f: &mut fmt::Formatter<'_>, env: &Environment) -> fmt::Resu
     writeln!(
         f,
         "\nenvironment: backend {}, members {}, prefilled postings {}, concurrency {}, \
-         channels {}, duration {:.1} s per scenario, {} cores",
+         channels {}, PURCHASE rules {}, duration {:.1} s per scenario, {} cores",
         env.backend,
         env.members,
         env.prefill_postings,
         env.concurrency,
         env.channels,
+        env.rules,
         env.duration_s,
         env.cores
     )?;

@@ -425,11 +425,11 @@ async fn counters(
 ) -> Result<Counters, StoreError> {
     let limits = &rule.limits;
     let mut counters = Counters::default();
-    if limits.per_member_limit > 0 || limits.cooldown_seconds > 0 {
-        if let Some(counter) = uow.rule_counter(&rule.rule_id, member_id).await? {
-            counters.member_fired = counter.fired;
-            counters.member_last_fired_at = Some(counter.last_fired_at);
-        }
+    if (limits.per_member_limit > 0 || limits.cooldown_seconds > 0)
+        && let Some(counter) = uow.rule_counter(&rule.rule_id, member_id).await?
+    {
+        counters.member_fired = counter.fired;
+        counters.member_last_fired_at = Some(counter.last_fired_at);
     }
     if limits.daily_cap_per_store > 0 && !facts.store_id.is_empty() {
         let date = local_date(facts.at, facts.tz);
