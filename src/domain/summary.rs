@@ -124,6 +124,13 @@ type ActivityKey = (Option<Channel>, String, DateTime<Utc>);
 type CouponKey = (String, String, String, CouponState);
 type LotKey = (Option<DateTime<Utc>>, Option<DateTime<Utc>>, LotState);
 
+/// Where earned points come from: the program (`program:issued`) and the rules' accounts
+/// (`rule:<id>`, `rule:<id>:budget`). Points moving between them (a rule's budget funded) are
+/// not earned; points leaving them for a member are.
+pub fn is_issuing(account: &str) -> bool {
+    account == "program:issued" || account.starts_with("rule:")
+}
+
 /// Sums being added up, by key; [`Tallies::finish`] gives them as [`ReportSums`].
 #[derive(Debug, Default)]
 pub struct Tallies {
@@ -197,6 +204,8 @@ impl Tallies {
     /// A new journal entry at `period`: the points it moves to and from the program's accounts
     /// (adjustments are not earnings), and for a sale or capture the order and its total
     /// (`order_total`), for a refund less the amount refunded (kept in its metadata).
+    /// A journal entry's points: earned is what leaves the issuing accounts (see
+    /// [`is_issuing`]), redeemed and expired what reaches the program's accounts for them.
     pub fn transaction(
         &mut self,
         transaction: &NewTransaction,
@@ -209,7 +218,7 @@ impl Tallies {
             let signed = |account: fn(&str) -> bool| {
                 i64::from(account(to)) * amount - i64::from(account(from)) * amount
             };
-            cell.points_earned -= signed(|a| a == "program:issued");
+            cell.points_earned -= signed(is_issuing);
             cell.points_redeemed += signed(|a| a.starts_with("program:redeemed:"));
             cell.points_expired += signed(|a| a == "program:expired");
         }
@@ -586,6 +595,37 @@ fn compare<T: std::fmt::Debug + PartialEq, K: Ord + std::fmt::Debug>(
 mod tests {
     use super::*;
     use crate::domain::{report::tests::utc, schedule::parse_time_zone};
+
+    #[test]
+    fn a_rule_budget_funded_is_not_earned_and_its_award_is() {
+        use crate::domain::{Account, Asset, model::Posting};
+        let at = utc(2026, 1, 1, 0, 0, 0);
+        let budget = Account::RuleBudget("r".into());
+        let member = Account::Member("m".into());
+        let entry = |postings: Vec<Posting>| NewTransaction {
+            kind: "sale",
+            member_id: "m".into(),
+            occurred_at: at,
+            recorded_at: at,
+            channel: None,
+            store_id: String::new(),
+            order_id: String::new(),
+            postings,
+            metadata: Vec::new(),
+        };
+        let mut tallies = Tallies::new();
+        let funded = Posting::new(&Account::ProgramIssued, &budget, &Asset::Points, 1000);
+        tallies.transaction(&entry(vec![funded]), None, at);
+        let base = Posting::new(&Account::ProgramIssued, &member, &Asset::Points, 10);
+        let bonus = Posting::new(&budget, &member, &Asset::Points, 30);
+        tallies.transaction(&entry(vec![base, bonus]), None, at);
+        let back = Posting::new(&member, &budget, &Asset::Points, 5);
+        tallies.transaction(&entry(vec![back]), None, at);
+        let sums = tallies.finish();
+        let earned: i64 = sums.activity.iter().map(|cell| cell.points_earned).sum();
+        assert_eq!(earned, 10 + 30 - 5);
+        assert!(is_issuing("rule:r") && is_issuing("rule:r:budget") && !is_issuing("member:m"));
+    }
 
     fn lot(state: LotState, expires_at: DateTime<Utc>, remaining: i64, held: i64) -> Lot {
         Lot {

@@ -308,14 +308,20 @@ macro_rules! visits_read {
 // The recomputation from the ledger.
 
 /// Points moved to and from the program's accounts, by the channel, store and quarter hour of
-/// their journal entry. Adjustments (`program:adjustments`) are not earnings.
+/// their journal entry. Adjustments (`program:adjustments`) are not earnings; points leave the
+/// issuing accounts (`program:issued` and the rules' `rule:*`) as earnings, and move between
+/// them (a rule's budget funded) as nothing.
 const RECOMPUTE_POINTS: &str = r#"
 select t.channel,
     t.store_id,
     date_bin('15 minutes', t.occurred_at, timestamptz '2000-01-01 00:00:00+00') as period,
     coalesce(sum(case
-        when p.from_account = 'program:issued' then p.amount
-        when p.to_account = 'program:issued' then -p.amount
+        when (p.from_account = 'program:issued' or p.from_account like 'rule:%')
+            and not (p.to_account = 'program:issued' or p.to_account like 'rule:%')
+            then p.amount
+        when (p.to_account = 'program:issued' or p.to_account like 'rule:%')
+            and not (p.from_account = 'program:issued' or p.from_account like 'rule:%')
+            then -p.amount
     end), 0)::bigint as points_earned,
     coalesce(sum(case
         when p.to_account like 'program:redeemed:%' then p.amount

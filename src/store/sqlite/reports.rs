@@ -634,7 +634,9 @@ impl SqliteUnitOfWork {
     }
 
     /// Points moved to and from the program's accounts, by the channel, store and quarter hour
-    /// of their journal entry. Adjustments (`program:adjustments`) are not earnings.
+    /// of their journal entry. Adjustments (`program:adjustments`) are not earnings; points
+    /// leave the issuing accounts (`program:issued` and the rules' `rule:*`) as earnings, and
+    /// move between them (a rule's budget funded) as nothing.
     fn recompute_points(&self) -> StoreResult<Vec<ActivityCell>> {
         let query = self
             .query(
@@ -643,8 +645,13 @@ impl SqliteUnitOfWork {
                     t.store_id,
                     t.occurred_at - ((t.occurred_at % ?1) + ?1) % ?1 as quarter,
                     coalesce(sum(case
-                        when p.from_account = 'program:issued' then p.amount
-                        when p.to_account = 'program:issued' then -p.amount
+                        when (p.from_account = 'program:issued' or p.from_account like 'rule:%')
+                            and not (p.to_account = 'program:issued' or p.to_account like 'rule:%')
+                            then p.amount
+                        when (p.to_account = 'program:issued' or p.to_account like 'rule:%')
+                            and not (p.from_account = 'program:issued'
+                                or p.from_account like 'rule:%')
+                            then -p.amount
                     end), 0) as points_earned,
                     coalesce(sum(case
                         when p.to_account like 'program:redeemed:%' then p.amount
