@@ -49,6 +49,7 @@ async fn postgres() {
     }
     a_store_made_elsewhere_is_found(&replicas).await;
     two_devices_on_two_replicas_get_one_coupon(&replicas).await;
+    one_budget_given_once(&replicas).await;
 
     drop(servers);
     let report = omo_cli(&["verify", "--database-url", &url]);
@@ -98,6 +99,81 @@ async fn one_balance_spent_once(replicas: &[RoleClients]) {
     let succeeded = successes(tasks, Code::FailedPrecondition, "INSUFFICIENT_POINTS").await;
     assert_eq!(succeeded, 10);
     assert_eq!(balance(replicas, &member_id).await.available_points, 0);
+}
+
+/// A rule's budget of 1,050 points, raced by 30 sales of a 100-point bonus over the replicas:
+/// exactly 1,050 points are given (ten bonuses and the last 50), then the rule gives nothing.
+async fn one_budget_given_once(replicas: &[RoleClients]) {
+    let rule = proto::Rule {
+        rule_id: "replica-budget".into(),
+        trigger: proto::RuleTrigger::Purchase as i32,
+        effects: Some(proto::RuleEffects {
+            bonus_points: 100,
+            ..Default::default()
+        }),
+        limits: Some(proto::RuleLimits {
+            budget_points: 1_050,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    replicas[0]
+        .admin
+        .rules()
+        .create_rule(proto::CreateRuleRequest {
+            request_id: "replica-budget".into(),
+            rule: Some(rule),
+        })
+        .await
+        .expect("rule");
+    // Every replica's rules cache sees the new rule within its TTL (1 s).
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let mut members = Vec::new();
+    for i in 0..30 {
+        members.push(member_with_points(replicas, &format!("budget-{i}"), 1).await);
+    }
+    let tasks: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(i, member_id)| {
+            let register = replicas[i % REPLICAS].register.clone();
+            let sale = store_sale(
+                &format!("budget-{i}"),
+                &format!("budget-{i}"),
+                member_ref(member_id),
+                "1000",
+                0,
+            );
+            tokio::spawn(async move { register.checkout().record_sale(sale).await })
+        })
+        .collect();
+    let mut given = 0;
+    for task in tasks {
+        let order = task
+            .await
+            .expect("task")
+            .expect("sale")
+            .into_inner()
+            .order
+            .unwrap();
+        given += order
+            .earn_breakdown
+            .iter()
+            .filter(|part| part.rule_id == "replica-budget")
+            .map(|part| part.points)
+            .sum::<i64>();
+    }
+    assert_eq!(given, 1_050);
+    let stats = replicas[2]
+        .admin
+        .rules()
+        .get_rule_stats(proto::GetRuleStatsRequest {
+            rule_id: "replica-budget".into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!((stats.points_awarded, stats.budget_points_left), (1_050, 0));
 }
 
 /// One single-use coupon in 15 concurrent sales over the replicas: one takes it.
