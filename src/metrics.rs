@@ -29,6 +29,7 @@ pub const HOLDS_EXPIRED: &str = "omo_holds_expired_total";
 pub const COUPONS_ISSUED: &str = "omo_coupons_issued_total";
 pub const LOCATION_REPORTS: &str = "omo_location_reports_total";
 pub const RECEIPTS: &str = "omo_receipts_total";
+pub const CONNECTIONS_LOST: &str = "omo_db_connections_lost_total";
 
 /// Seconds, 0.1 ms to 1 s: a balance read from memory answers in well under a millisecond, a
 /// group commit waits for an fsync (a few ms), and anything near a second is an incident.
@@ -128,6 +129,10 @@ fn describe() {
         RECEIPTS,
         "Receipts submitted or reviewed, by the status they got."
     );
+    describe_counter!(
+        CONNECTIONS_LOST,
+        "Units of work whose database connection broke and that were tried again on a new one."
+    );
 }
 
 /// One finished RPC: `method` is `package.Service/Method` of a served method (or `unknown`),
@@ -151,6 +156,13 @@ pub fn batch_executed(commands: usize) {
 pub fn writer_queue_depth(commands: usize) {
     if enabled() {
         gauge!(WRITER_QUEUE_DEPTH).set(commands as f64);
+    }
+}
+
+/// A unit of work lost its database connection and is tried again on a new one.
+pub fn connection_lost() {
+    if enabled() {
+        counter!(CONNECTIONS_LOST).increment(1);
     }
 }
 

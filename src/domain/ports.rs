@@ -38,6 +38,11 @@ pub enum StoreError {
     /// unreachable): nothing was done, and the client may retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke under the unit of work (reset, session terminated, server shutting
+    /// down or restarting): it is lost and may be run again on a new connection. Broken during
+    /// COMMIT, it may have committed all the same.
+    #[error("database connection lost: {0}")]
+    ConnectionLost(String),
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value the domain cannot read back (an invariant broke outside omo).
