@@ -91,7 +91,7 @@ impl Engine {
     /// at all (one item's failure is counted in the report instead).
     pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
         let mut report = self.sweep_due().await?;
-        report.lapsed_coupons = self.sweep_lapsed().await?;
+        self.sweep_lapsed(&mut report).await?;
         Ok(report)
     }
 
@@ -264,35 +264,47 @@ impl Engine {
     /// LAPSED rules, checked once an hour of the clock (so within the hour after each store's
     /// local midnight: a rule counts days in its stores' zones). Several replicas may check at
     /// once: each coupon is re-decided under the member's lock and unique per (rule, member,
-    /// date). Returns how many coupons were issued.
-    async fn sweep_lapsed(&self) -> Result<usize, EngineError> {
+    /// date). A member whose coupon fails is logged, counted and skipped like any sweep item,
+    /// and tried again the next hour; a rule whose candidates cannot be read is left for the
+    /// next sweep.
+    async fn sweep_lapsed(&self, report: &mut SweepReport) -> Result<(), EngineError> {
         let Some(hour) = self.lapsed_checked.due(self.now()) else {
-            return Ok(0);
+            return Ok(());
         };
         let rules = {
             let mut uow = self.store().begin_read().await?;
             self.core.reference.visit_rules(uow.as_mut()).await?
         };
-        let mut issued = 0;
+        let mut all_read = true;
         for rule in rules.iter().filter(|r| r.kind == VisitRuleKind::Lapsed) {
-            issued += self.sweep_lapsed_rule(rule, hour).await?;
+            if let Err(error) = self.sweep_lapsed_rule(rule, hour, report).await {
+                let rule_id = &rule.rule_id;
+                tracing::warn!(%error, %rule_id, "sweep: cannot read this LAPSED rule's members; later");
+                report.failed += 1;
+                all_read = false;
+            }
         }
-        self.lapsed_checked.ran(hour);
-        Ok(issued)
+        if all_read {
+            self.lapsed_checked.ran(hour);
+        }
+        Ok(())
     }
 
+    /// Issues rule's coupons to the members due one; fails only when its candidates cannot be
+    /// read.
     async fn sweep_lapsed_rule(
         &self,
         rule: &VisitRule,
         now: DateTime<Utc>,
-    ) -> Result<usize, EngineError> {
+        report: &mut SweepReport,
+    ) -> Result<(), EngineError> {
         // Loose by a day: no zone's date is more than a day ahead of UTC's; each candidate is
         // then checked exactly in its store's zone.
         let days = u64::try_from(rule.lapsed_days - 1).unwrap_or(0);
         let Some(last_visit_by) = now.date_naive().checked_sub_days(Days::new(days)) else {
-            return Ok(0);
+            return Ok(());
         };
-        let (mut after, mut issued) = (String::new(), 0);
+        let mut after = String::new();
         loop {
             let members = self
                 .store()
@@ -301,28 +313,37 @@ impl Engine {
                 .lapsed_candidates(&rule.rule_id, &rule.store_ids, last_visit_by, &after, BATCH)
                 .await?;
             let Some(last) = members.last() else {
-                return Ok(issued);
+                return Ok(());
             };
             after = last.clone();
             for member_id in members {
-                let rule_id = rule.rule_id.clone();
-                let reference = self.core.reference.clone();
-                let done = self
-                    .core
-                    .write(move |uow, now| {
-                        let (rule_id, member_id) = (rule_id.clone(), member_id.clone());
-                        let reference = reference.clone();
-                        Box::pin(async move {
-                            Ok(engagement::issue_lapsed_if_due(
-                                uow, &reference, &rule_id, &member_id, now,
-                            )
-                            .await?)
-                        })
-                    })
-                    .await?;
-                issued += usize::from(done);
+                match self.issue_lapsed(&rule.rule_id, &member_id).await {
+                    Ok(done) => report.lapsed_coupons += usize::from(done),
+                    Err(error) => {
+                        let rule_id = &rule.rule_id;
+                        tracing::warn!(%error, %rule_id, %member_id, "sweep: cannot issue this LAPSED coupon; skipped");
+                        report.failed += 1;
+                    }
+                }
             }
         }
+    }
+
+    /// One member's LAPSED coupon of a rule, if due: its own unit of work.
+    async fn issue_lapsed(&self, rule_id: &str, member_id: &str) -> Result<bool, EngineError> {
+        let reference = self.core.reference.clone();
+        self.core
+            .write(move |uow, now| {
+                let (rule_id, member_id) = (rule_id.to_string(), member_id.to_string());
+                let reference = reference.clone();
+                Box::pin(async move {
+                    Ok(
+                        engagement::issue_lapsed_if_due(uow, &reference, &rule_id, &member_id, now)
+                            .await?,
+                    )
+                })
+            })
+            .await
     }
 
     /// Sweeps every `interval` until the task is dropped; errors are logged, never fatal.
