@@ -814,6 +814,20 @@ pub trait UnitOfWork: LedgerReads {
         created_before: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64>;
+    /// Deletes at most `limit` location reports recorded before `recorded_before` (retention);
+    /// how many it deleted. Safe to run on several replicas at once.
+    async fn purge_location_reports(
+        &mut self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
+    /// Empties the raw text of at most `limit` receipts submitted before `submitted_before`
+    /// that still have one (retention: the receipt and its effects stay); how many it emptied.
+    async fn clear_receipt_texts(
+        &mut self,
+        submitted_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
 
     // Background work and verification.
     /// Up to `limit` items of each kind due at `now` (see [`Store::due_work_claims_rows`]).

@@ -9,18 +9,23 @@
 //! report and skipped, and every other item is still done. It stays due, so every sweep tries
 //! it again (and warns again) until someone repairs it.
 
-use std::{collections::HashSet, time::Duration as StdDuration};
+use std::{collections::HashSet, future::Future, pin::Pin, time::Duration as StdDuration};
 
 use chrono::{DateTime, Days, Duration, DurationRound, Utc};
 
 use super::{Engine, EngineError, checkout, coupons, engagement, points};
 use crate::domain::location::{VisitRule, VisitRuleKind};
-use crate::domain::ports::DueWork;
+use crate::domain::ports::{DueWork, StoreResult, UnitOfWork};
+
+/// One batch of a purge: the unit of work's method that deletes (or empties) old rows.
+type Purge<'a> = Pin<Box<dyn Future<Output = StoreResult<u64>> + Send + 'a>>;
 
 /// Idempotency records kept when no retention is set (`--idempotency-retention-days`).
 const DEFAULT_RETENTION_DAYS: u32 = 30;
-/// Idempotency records deleted per unit of work, and most units of work per sweep: short
-/// transactions, and a bounded sweep (a large backlog takes a few sweeps).
+/// Days location reports and receipts' raw text are kept when none is set (`--retention-days`).
+const DEFAULT_PERSONAL_RETENTION_DAYS: u32 = 90;
+/// Rows deleted (or emptied) per unit of work, and most units of work per sweep and kind:
+/// short transactions, and a bounded sweep (a large backlog takes a few sweeps).
 const PURGE_BATCH: i64 = 1000;
 const MAX_PURGE_BATCHES: usize = 100;
 
@@ -40,6 +45,10 @@ pub struct SweepReport {
     pub failed: usize,
     /// Idempotency records deleted because they outlived the retention window.
     pub idempotency_purged: u64,
+    /// Location reports deleted because they outlived `--retention-days`.
+    pub location_reports_purged: u64,
+    /// Receipts whose raw text was emptied because they outlived `--retention-days`.
+    pub receipt_texts_cleared: u64,
     /// Report summary rows the hourly compaction wrote (folded from its window's rows).
     pub summary_rows_folded: u64,
 }
@@ -115,6 +124,7 @@ impl Engine {
             drop(claim);
         }
         self.purge_idempotency(&mut report).await;
+        self.purge_personal_data(&mut report).await;
         self.compact_summaries(&mut report).await;
         Ok(report)
     }
@@ -173,28 +183,75 @@ impl Engine {
             return;
         };
         let created_before = self.now() - retention;
+        report.idempotency_purged += self
+            .purge_in_batches("idempotency records", report, |uow| {
+                uow.purge_idempotency(created_before, PURGE_BATCH)
+            })
+            .await;
+    }
+
+    /// Sets how many days location reports and receipts' raw text are kept (once, at start);
+    /// 0 keeps them for ever.
+    pub fn set_retention_days(&self, days: u32) {
+        let retention = (days > 0).then(|| Duration::days(i64::from(days)));
+        let _ = self.retention.set(retention);
+    }
+
+    /// Deletes the location reports and empties the raw text of the receipts older than the
+    /// retention window, by the injected clock: where a member was and what their receipts
+    /// said is personal data no feature reads after the fact (a location report's verdict is
+    /// in its visits and coupons, a receipt's points in the ledger).
+    async fn purge_personal_data(&self, report: &mut SweepReport) {
+        let retention = *self
+            .retention
+            .get_or_init(|| Some(Duration::days(i64::from(DEFAULT_PERSONAL_RETENTION_DAYS))));
+        let Some(retention) = retention else {
+            return;
+        };
+        let before = self.now() - retention;
+        report.location_reports_purged += self
+            .purge_in_batches("location reports", report, |uow| {
+                uow.purge_location_reports(before, PURGE_BATCH)
+            })
+            .await;
+        report.receipt_texts_cleared += self
+            .purge_in_batches("receipt texts", report, |uow| {
+                uow.clear_receipt_texts(before, PURGE_BATCH)
+            })
+            .await;
+    }
+
+    /// Runs `purge` (at most `PURGE_BATCH` rows) in units of work of its own until it finds
+    /// fewer, at most `MAX_PURGE_BATCHES` times; how many rows it did. A failure is logged,
+    /// counted and left to the next sweep.
+    async fn purge_in_batches<F>(&self, what: &str, report: &mut SweepReport, purge: F) -> u64
+    where
+        F: for<'a> Fn(&'a mut dyn UnitOfWork) -> Purge<'a>,
+    {
+        let mut done = 0;
         for _ in 0..MAX_PURGE_BATCHES {
             let purged = async {
                 let mut uow = self.store().begin().await?;
-                let deleted = uow.purge_idempotency(created_before, PURGE_BATCH).await?;
+                let rows = purge(uow.as_mut()).await?;
                 uow.commit().await?;
-                Ok::<_, EngineError>(deleted)
+                Ok::<_, EngineError>(rows)
             }
             .await;
             match purged {
-                Ok(deleted) => {
-                    report.idempotency_purged += deleted;
-                    if deleted < PURGE_BATCH as u64 {
-                        return;
+                Ok(rows) => {
+                    done += rows;
+                    if rows < PURGE_BATCH as u64 {
+                        break;
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "sweep: cannot purge old idempotency records; later");
+                    tracing::warn!(%error, what, "sweep: cannot purge old rows; later");
                     report.failed += 1;
-                    return;
+                    break;
                 }
             }
         }
+        done
     }
 
     async fn expire_holds(&self, order_ids: Vec<String>, report: &mut SweepReport) {

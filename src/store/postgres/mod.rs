@@ -698,6 +698,22 @@ impl UnitOfWork for PgUnitOfWork {
         keys::purge_idempotency(self, created_before, limit).await
     }
 
+    async fn purge_location_reports(
+        &mut self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        PgUnitOfWork::purge_location_reports(self, recorded_before, limit).await
+    }
+
+    async fn clear_receipt_texts(
+        &mut self,
+        submitted_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        PgUnitOfWork::clear_receipt_texts(self, submitted_before, limit).await
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program).await
     }
