@@ -283,3 +283,75 @@ mod summaries_drift_and_rebuild {
         scenario(Backend::Postgres).await;
     }
 }
+
+/// The sealer waits only for transactions that could still commit a journal id below its
+/// horizon: an open transaction of a role that cannot write the journal (an analyst, a
+/// monitoring agent) does not hold sealing up, and one of a role that can still does.
+mod other_roles_sessions {
+    use super::*;
+    use crate::helpers::spawn_app;
+    use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let Some(app) = spawn_app(Backend::Postgres).await else {
+            return;
+        };
+        let admin = PgPool::connect(&app.database_url).await.unwrap();
+        let role = format!("omo_test_reader_{:08x}", rand::random::<u32>());
+        admin
+            .execute(format!("create role {role} login").as_str())
+            .await
+            .unwrap();
+        let outcome = sealing_beside(&app, &admin, &role).await;
+        // The role is the server's, not the test database's: it must go whatever happened.
+        admin
+            .execute(format!("revoke all on transactions from {role}").as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!("drop role {role}").as_str())
+            .await
+            .unwrap();
+        let (while_reading, while_writing) = outcome;
+        assert!(
+            while_reading >= 1,
+            "a reader's open transaction held sealing up"
+        );
+        assert_eq!(
+            while_writing, 0,
+            "a writer's open transaction was not waited for"
+        );
+    }
+
+    /// Seals while `role` holds a transaction open: first as a reader, then as a role that
+    /// may insert into the journal. Returns how many seals each round wrote.
+    async fn sealing_beside(app: &TestApp, admin: &PgPool, role: &str) -> (usize, usize) {
+        let engine = app.app().engine();
+        let url = app
+            .database_url
+            .replacen("postgres@", &format!("{role}@"), 1);
+        let mut session = PgConnection::connect(&url)
+            .await
+            .expect("the role connects");
+        session.execute("begin").await.unwrap();
+        session.execute("select 1").await.unwrap();
+        some_activity(app).await;
+        let while_reading = engine.seal().await.expect("seal").seals;
+
+        admin
+            .execute(format!("grant insert on transactions to {role}").as_str())
+            .await
+            .unwrap();
+        session.execute("commit").await.unwrap();
+        session.execute("begin").await.unwrap();
+        session.execute("select 1").await.unwrap();
+        app.record_sale(store_sale("s2", "R2", card_ref("t1"), "2000", 0))
+            .await
+            .expect("sale");
+        let while_writing = engine.seal().await.expect("seal").seals;
+        session.execute("rollback").await.unwrap();
+        session.close().await.unwrap();
+        (while_reading, while_writing)
+    }
+}
