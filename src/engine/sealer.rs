@@ -36,6 +36,9 @@ pub struct ChainCheck {
     pub last_hash: Option<String>,
     /// In journal order: the first names the first transaction that no longer matches.
     pub violations: Vec<String>,
+    /// The number of the seal whose hash is the head `omo verify --expect-head` was given, if
+    /// one is.
+    pub expected_head_seal: Option<i64>,
 }
 
 impl Engine {
@@ -107,8 +110,12 @@ impl Engine {
     }
 }
 
-/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal.
-pub(super) async fn check_chain(uow: &mut dyn UnitOfWork) -> Result<ChainCheck, EngineError> {
+/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal, and finds the seal whose
+/// hash is `expected_head`.
+pub(super) async fn check_chain(
+    uow: &mut dyn UnitOfWork,
+    expected_head: Option<&str>,
+) -> Result<ChainCheck, EngineError> {
     let mut check = ChainCheck::default();
     let (mut prev_no, mut prev_hash, mut prev_last) = (0, GENESIS_HASH.to_string(), 0);
     loop {
@@ -136,6 +143,9 @@ pub(super) async fn check_chain(uow: &mut dyn UnitOfWork) -> Result<ChainCheck, 
                 .extend(check_seal(&seal, &prev_hash, prev_last, &transactions));
             check.seals += 1;
             check.transactions_sealed += seal.digests.len();
+            if expected_head.is_some_and(|head| head.eq_ignore_ascii_case(&seal.hash)) {
+                check.expected_head_seal = Some(seal.seal_no);
+            }
             (prev_no, prev_last) = (seal.seal_no, seal.last_transaction_id);
             prev_hash = seal.hash;
         }

@@ -11,11 +11,17 @@ crate::both_backends! {
     verify_names_a_deleted_sealed_transaction => verify_names_a_deleted_sealed_transaction,
     the_journal_refuses_updates_and_deletes => the_journal_refuses_updates_and_deletes,
     concurrent_sealers_build_one_chain => concurrent_sealers_build_one_chain,
+    an_expected_head_catches_a_rewritten_chain => an_expected_head_catches_a_rewritten_chain,
 }
 
 fn omo_verify(database_url: &str) -> (i32, String) {
+    omo_verify_with(database_url, &[])
+}
+
+fn omo_verify_with(database_url: &str, args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_omo"))
         .args(["verify", "--database-url", database_url])
+        .args(args)
         .env_remove("OMO_DATABASE_URL")
         .output()
         .expect("omo verify runs");
@@ -173,6 +179,61 @@ async fn verify_names_a_deleted_sealed_transaction(app: &TestApp) {
     assert!(
         summary.contains(&format!(
             "[VIOLATED] 6. the journal matches its seals (hash chain)\n      - transaction {deleted} was deleted"
+        )),
+        "{summary}"
+    );
+}
+
+/// The newest seal hash a verify printed.
+fn newest_seal_hash(summary: &str) -> String {
+    let (_, hash) = summary
+        .split_once("newest seal hash ")
+        .unwrap_or_else(|| panic!("no hash in {summary}"));
+    hash.lines().next().expect("a line").to_string()
+}
+
+/// An insider who alters the journal and then seals it all again gets a chain that verifies
+/// by itself; the head kept outside the database (`--expect-head`) is no longer in it.
+async fn an_expected_head_catches_a_rewritten_chain(app: &TestApp) {
+    let ids = sealed_activity(app).await;
+    let (_, summary) = omo_verify(&app.database_url);
+    let head = newest_seal_hash(&summary);
+    app.record_sale(store_sale("s3", "R3", card_ref("t1"), "1000", 0))
+        .await
+        .expect("sale");
+    app.app().engine().seal().await.expect("seal");
+    let (later, summary) = omo_verify_with(&app.database_url, &["--expect-head", &head]);
+    assert_eq!(later, 0, "a newer chain descends from the head: {summary}");
+
+    let (bypass, shift) = match app.backend {
+        Backend::Sqlite => ("drop trigger journal_seals_no_delete;", "occurred_at + 1"),
+        Backend::Postgres => ("", "occurred_at + interval '1 microsecond'"),
+    };
+    let altered = ids[1];
+    tamper_journal(
+        app,
+        &format!(
+            "{bypass} update transactions set occurred_at = {shift} \
+             where transaction_id = {altered}; delete from journal_seals;"
+        ),
+    )
+    .await;
+    app.app()
+        .engine()
+        .seal()
+        .await
+        .expect("the chain sealed anew");
+    let (_, alone) = omo_verify(&app.database_url);
+    let (code, summary) = omo_verify_with(&app.database_url, &["--expect-head", &head]);
+
+    assert!(
+        alone.contains("[ok] 6. the journal matches its seals"),
+        "{alone}"
+    );
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "[VIOLATED] 6. the chain holds the expected head (--expect-head)\n      - no seal has hash {head}"
         )),
         "{summary}"
     );
