@@ -116,6 +116,7 @@ async fn sealed_activity(app: &TestApp) -> Vec<i64> {
         report.seals >= 1 && report.transactions_sealed >= 3,
         "{report:?}"
     );
+    assert_eq!(report.lag_seconds, 0, "sealed to the end");
     let (code, summary) = omo_verify(&app.database_url);
     assert_eq!(code, 0, "{summary}");
     assert!(summary.contains("newest seal hash"), "{summary}");
@@ -351,6 +352,7 @@ mod summaries_drift_and_rebuild {
 mod other_roles_sessions {
     use super::*;
     use crate::helpers::spawn_app;
+    use omo::engine::SealReport;
     use sqlx::{Connection, Executor, PgConnection, PgPool};
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -374,20 +376,27 @@ mod other_roles_sessions {
             .execute(format!("drop role {role}").as_str())
             .await
             .unwrap();
-        let (while_reading, while_writing) = outcome;
+        let (while_reading, while_writing, after) = outcome;
         assert!(
-            while_reading >= 1,
+            while_reading.seals >= 1,
             "a reader's open transaction held sealing up"
         );
         assert_eq!(
-            while_writing, 0,
+            while_writing.seals, 0,
             "a writer's open transaction was not waited for"
         );
+        // The sale waited 30 s (of the clock) unsealed, then was sealed.
+        assert_eq!(while_writing.lag_seconds, 30);
+        assert!(after.seals >= 1 && after.lag_seconds == 0, "{after:?}");
     }
 
     /// Seals while `role` holds a transaction open: first as a reader, then as a role that
-    /// may insert into the journal. Returns how many seals each round wrote.
-    async fn sealing_beside(app: &TestApp, admin: &PgPool, role: &str) -> (usize, usize) {
+    /// may insert into the journal (30 s of the clock after a sale), then once it is gone.
+    async fn sealing_beside(
+        app: &TestApp,
+        admin: &PgPool,
+        role: &str,
+    ) -> (SealReport, SealReport, SealReport) {
         let engine = app.app().engine();
         let url = app
             .database_url
@@ -398,7 +407,7 @@ mod other_roles_sessions {
         session.execute("begin").await.unwrap();
         session.execute("select 1").await.unwrap();
         some_activity(app).await;
-        let while_reading = engine.seal().await.expect("seal").seals;
+        let while_reading = engine.seal().await.expect("seal");
 
         admin
             .execute(format!("grant insert on transactions to {role}").as_str())
@@ -410,9 +419,11 @@ mod other_roles_sessions {
         app.record_sale(store_sale("s2", "R2", card_ref("t1"), "2000", 0))
             .await
             .expect("sale");
-        let while_writing = engine.seal().await.expect("seal").seals;
+        app.clock.advance(chrono::Duration::seconds(30));
+        let while_writing = engine.seal().await.expect("seal");
         session.execute("rollback").await.unwrap();
         session.close().await.unwrap();
-        (while_reading, while_writing)
+        let after = engine.seal().await.expect("seal");
+        (while_reading, while_writing, after)
     }
 }
