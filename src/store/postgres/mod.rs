@@ -163,13 +163,41 @@ impl PostgresStore {
         // Migrations on a connection of their own, without those timeouts: a replica waits on
         // sqlx's advisory lock while another migrates, and a migration may take long.
         let mut migrator = PgConnection::connect_with(&base).await.map_err(map_err)?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&mut migrator)
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        migrate_if_pending(&mut migrator).await?;
         migrator.close().await.map_err(map_err)?;
         Ok(Self { writes, reads })
     }
+}
+
+/// Runs the migrations the database lacks (or whose files changed, which sqlx then reports).
+/// A database already up to date is not touched, so that once `omo migrate` has run as the
+/// schema's owner, servers may run as a role without DDL rights (README, Security).
+async fn migrate_if_pending(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("migrations/postgres");
+    let has_table: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(map_err)?;
+    let applied: std::collections::HashMap<i64, Vec<u8>> = if has_table {
+        sqlx::query_as("select version, checksum from _sqlx_migrations where success")
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
+    };
+    let up_to_date = migrator
+        .iter()
+        .all(|m| applied.get(&m.version).map(Vec::as_slice) == Some(&*m.checksum));
+    if up_to_date {
+        return Ok(());
+    }
+    migrator
+        .run(connection)
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))
 }
 
 #[async_trait]
