@@ -76,6 +76,7 @@ impl Application {
         let limits = &config.limits;
         engine.set_rate_limits(limits);
         engine.set_idempotency_retention_days(config.idempotency_retention_days);
+        engine.set_retention_days(config.retention_days);
         let tls = grpc::tls::server_config(&config.tls)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;

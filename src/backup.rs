@@ -5,7 +5,8 @@
 //! writer, so the copy is the database as of one commit, whatever the server does meanwhile.
 //! The copy is written beside the target and renamed into place only once it is complete and
 //! has passed SQLite's own check, so a failed or interrupted backup never leaves a half file
-//! under the target name.
+//! under the target name. The copy holds every member's data, so it is readable by its owner
+//! only (mode 0600), from the moment it is created.
 //!
 //! PostgreSQL has its own tool for this (`pg_dump -Fc`, restored with `pg_restore`): omo does
 //! not reimplement it.
@@ -99,9 +100,20 @@ fn partial_path(to: &Path) -> PathBuf {
     to.with_file_name(name)
 }
 
+/// Creates `path` empty, readable and writable by its owner only; SQLite then writes the copy
+/// into it (an empty file is an empty database) and gives its journal the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
 /// All pages in one step (one read snapshot), then SQLite's quick check of the copy.
 fn copy(source: &Path, partial: &Path) -> Result<i32, BackupError> {
     let _ = std::fs::remove_file(partial);
+    create_private(partial)?;
     let from = Connection::open_with_flags(
         source,
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,

@@ -75,6 +75,11 @@ pub struct Config {
     /// replay after that is treated as a new request. 0 keeps them for ever.
     #[arg(long, env = "OMO_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 30)]
     pub idempotency_retention_days: u32,
+    /// Days personal data is kept whole: the sweeper deletes older location reports and
+    /// empties the raw text of older receipts (the receipt and its points stay). 0 keeps them
+    /// for ever.
+    #[arg(long, env = "OMO_RETENTION_DAYS", default_value_t = 90)]
+    pub retention_days: u32,
     /// On SIGTERM/SIGINT, how long calls in flight may take to finish before they are cut off
     /// (health turns NOT_SERVING and new calls are refused at once).
     #[arg(long, env = "OMO_SHUTDOWN_GRACE_S", default_value_t = 30)]
@@ -204,6 +209,7 @@ impl Config {
             sweep_interval_ms: 0,
             seal_interval_ms: 0,
             idempotency_retention_days: 30,
+            retention_days: 90,
             shutdown_grace_s: 30,
             writers: None,
             http: None,

@@ -33,7 +33,14 @@ enum Command {
         command: KeysCommand,
     },
     /// Check every ledger invariant; exit 0 when all hold, 1 otherwise.
-    Verify(DatabaseArgs),
+    Verify {
+        /// A seal hash kept outside the database (printed by an earlier verify as the newest
+        /// seal hash): fail unless the chain still holds that seal.
+        #[arg(long, value_name = "HASH")]
+        expect_head: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Copy a SQLite database to a new file, online and consistent (PostgreSQL: pg_dump).
     Backup {
         /// The new file (never overwritten).
@@ -191,8 +198,14 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             }
             println!("revoked {key_id}");
         }
-        Command::Verify(database) => {
-            let report = engine_up_to_date(&database).await?.verify().await?;
+        Command::Verify {
+            expect_head,
+            database,
+        } => {
+            let report = engine_up_to_date(&database)
+                .await?
+                .verify_expecting(expect_head.as_deref())
+                .await?;
             print!("{}", report.summary());
             if !report.ok() {
                 return Ok(ExitCode::from(1));

@@ -29,6 +29,8 @@ pub const HOLDS_EXPIRED: &str = "omo_holds_expired_total";
 pub const COUPONS_ISSUED: &str = "omo_coupons_issued_total";
 pub const LOCATION_REPORTS: &str = "omo_location_reports_total";
 pub const RECEIPTS: &str = "omo_receipts_total";
+pub const CONNECTIONS_LOST: &str = "omo_db_connections_lost_total";
+pub const SEAL_LAG: &str = "omo_seal_lag_seconds";
 
 /// Seconds, 0.1 ms to 1 s: a balance read from memory answers in well under a millisecond, a
 /// group commit waits for an fsync (a few ms), and anything near a second is an incident.
@@ -128,6 +130,15 @@ fn describe() {
         RECEIPTS,
         "Receipts submitted or reviewed, by the status they got."
     );
+    describe_counter!(
+        CONNECTIONS_LOST,
+        "Units of work whose database connection broke and that were tried again on a new one."
+    );
+    describe_gauge!(
+        SEAL_LAG,
+        ::metrics::Unit::Seconds,
+        "How long the oldest journal entry no seal covers has waited (0: all sealed)."
+    );
 }
 
 /// One finished RPC: `method` is `package.Service/Method` of a served method (or `unknown`),
@@ -151,6 +162,20 @@ pub fn batch_executed(commands: usize) {
 pub fn writer_queue_depth(commands: usize) {
     if enabled() {
         gauge!(WRITER_QUEUE_DEPTH).set(commands as f64);
+    }
+}
+
+/// A unit of work lost its database connection and is tried again on a new one.
+pub fn connection_lost() {
+    if enabled() {
+        counter!(CONNECTIONS_LOST).increment(1);
+    }
+}
+
+/// After a sealing round: how long the oldest unsealed journal entry has waited.
+pub fn seal_lag(seconds: i64) {
+    if enabled() {
+        gauge!(SEAL_LAG).set(seconds as f64);
     }
 }
 

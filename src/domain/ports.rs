@@ -40,6 +40,11 @@ pub enum StoreError {
     /// unreachable): nothing was done, and the client may retry later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
+    /// The connection broke under the unit of work (reset, session terminated, server shutting
+    /// down or restarting): it is lost and may be run again on a new connection. Broken during
+    /// COMMIT, it may have committed all the same.
+    #[error("database connection lost: {0}")]
+    ConnectionLost(String),
     #[error("database error: {0}")]
     Database(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// A stored value the domain cannot read back (an invariant broke outside omo).
@@ -890,6 +895,20 @@ pub trait UnitOfWork: LedgerReads {
     async fn purge_idempotency(
         &mut self,
         created_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
+    /// Deletes at most `limit` location reports recorded before `recorded_before` (retention);
+    /// how many it deleted. Safe to run on several replicas at once.
+    async fn purge_location_reports(
+        &mut self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
+    /// Empties the raw text of at most `limit` receipts submitted before `submitted_before`
+    /// that still have one (retention: the receipt and its effects stay); how many it emptied.
+    async fn clear_receipt_texts(
+        &mut self,
+        submitted_before: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64>;
 

@@ -94,6 +94,8 @@ pub struct Engine {
     summaries_compacted: sweeper::HourGate,
     /// How long idempotency records are kept (see `sweeper.rs`); unset: the default.
     idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
+    /// How long location reports and receipts' raw text are kept (see `sweeper.rs`).
+    retention: std::sync::OnceLock<Option<chrono::Duration>>,
 }
 
 impl Engine {
@@ -112,6 +114,7 @@ impl Engine {
             lapsed_checked: sweeper::HourGate::default(),
             summaries_compacted: sweeper::HourGate::default(),
             idempotency_retention: std::sync::OnceLock::new(),
+            retention: std::sync::OnceLock::new(),
         }
     }
 

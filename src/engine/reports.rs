@@ -18,9 +18,13 @@ use crate::domain::{
     summary::{self, Tallies, activity_period},
 };
 
+/// How far before the server's now a client's `as_of` may be and still mean now: a client's
+/// clock a little behind, or a request in flight, must not be refused.
+const AS_OF_SKEW: chrono::Duration = chrono::Duration::seconds(60);
+
 impl Engine {
-    /// What the program owes at `as_of` (unset: now). An `as_of` before now is refused: lots
-    /// keep their present, not their history.
+    /// What the program owes at `as_of` (unset: now). An `as_of` up to 60 s before now means
+    /// now; earlier is refused: lots keep their present, not their history.
     pub async fn get_liability(
         &self,
         caller: &Caller,
@@ -29,9 +33,12 @@ impl Engine {
         caller.require(Operation::ReadReports)?;
         let now = self.now();
         let as_of = as_of.unwrap_or(now);
-        if as_of < now {
-            return Err(DomainError::invalid("as_of", "must not be before now").into());
+        if as_of < now - AS_OF_SKEW {
+            return Err(
+                DomainError::invalid("as_of", "must not be more than 60 s before now").into(),
+            );
         }
+        let as_of = as_of.max(now);
         let mut uow = self.store().begin_read().await?;
         let program = self.core.reference.program(uow.as_mut()).await?;
         let tz = zone(&program.time_zone)?;

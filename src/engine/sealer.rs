@@ -25,6 +25,9 @@ const VERIFY_PAGE: i64 = 100;
 pub struct SealReport {
     pub seals: usize,
     pub transactions_sealed: usize,
+    /// After the round: seconds the oldest journal entry no seal covers has waited, by the
+    /// clock (0 when the journal is sealed to its end); `omo_seal_lag_seconds`.
+    pub lag_seconds: i64,
 }
 
 /// What `omo verify` found in the chain.
@@ -36,11 +39,37 @@ pub struct ChainCheck {
     pub last_hash: Option<String>,
     /// In journal order: the first names the first transaction that no longer matches.
     pub violations: Vec<String>,
+    /// The number of the seal whose hash is the head `omo verify --expect-head` was given, if
+    /// one is.
+    pub expected_head_seal: Option<i64>,
 }
 
 impl Engine {
-    /// Seals the settled journal (see `UnitOfWork::settled_horizon`) that no seal covers yet.
+    /// Seals the settled journal (see `UnitOfWork::settled_horizon`) that no seal covers yet,
+    /// then measures how far sealing is behind.
     pub async fn seal(&self) -> Result<SealReport, EngineError> {
+        let mut report = self.seal_settled().await?;
+        report.lag_seconds = self.seal_lag().await?;
+        crate::metrics::seal_lag(report.lag_seconds);
+        Ok(report)
+    }
+
+    /// Seconds the oldest journal entry no seal covers has waited (0: none is unsealed). It
+    /// grows while sealing stalls (a long transaction of a role that may write the journal,
+    /// a failing sealer), and tamper evidence covers only what is sealed.
+    async fn seal_lag(&self) -> Result<i64, EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        let sealed_to = uow
+            .last_seal()
+            .await?
+            .map_or(0, |seal| seal.last_transaction_id);
+        let oldest = uow.journal_range(sealed_to, i64::MAX, 1).await?;
+        Ok(oldest.first().map_or(0, |transaction| {
+            (self.now() - transaction.recorded_at).num_seconds().max(0)
+        }))
+    }
+
+    async fn seal_settled(&self) -> Result<SealReport, EngineError> {
         let mut report = SealReport::default();
         let horizon = self
             .store()
@@ -107,8 +136,12 @@ impl Engine {
     }
 }
 
-/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal.
-pub(super) async fn check_chain(uow: &mut dyn UnitOfWork) -> Result<ChainCheck, EngineError> {
+/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal, and finds the seal whose
+/// hash is `expected_head`.
+pub(super) async fn check_chain(
+    uow: &mut dyn UnitOfWork,
+    expected_head: Option<&str>,
+) -> Result<ChainCheck, EngineError> {
     let mut check = ChainCheck::default();
     let (mut prev_no, mut prev_hash, mut prev_last) = (0, GENESIS_HASH.to_string(), 0);
     loop {
@@ -136,6 +169,9 @@ pub(super) async fn check_chain(uow: &mut dyn UnitOfWork) -> Result<ChainCheck, 
                 .extend(check_seal(&seal, &prev_hash, prev_last, &transactions));
             check.seals += 1;
             check.transactions_sealed += seal.digests.len();
+            if expected_head.is_some_and(|head| head.eq_ignore_ascii_case(&seal.hash)) {
+                check.expected_head_seal = Some(seal.seal_no);
+            }
             (prev_no, prev_last) = (seal.seal_no, seal.last_transaction_id);
             prev_hash = seal.hash;
         }

@@ -9,18 +9,23 @@
 //! report and skipped, and every other item is still done. It stays due, so every sweep tries
 //! it again (and warns again) until someone repairs it.
 
-use std::{collections::HashSet, time::Duration as StdDuration};
+use std::{collections::HashSet, future::Future, pin::Pin, time::Duration as StdDuration};
 
 use chrono::{DateTime, Days, Duration, DurationRound, Utc};
 
 use super::{Engine, EngineError, checkout, coupons, engagement, points};
 use crate::domain::location::{VisitRule, VisitRuleKind};
-use crate::domain::ports::DueWork;
+use crate::domain::ports::{DueWork, StoreResult, UnitOfWork};
+
+/// One batch of a purge: the unit of work's method that deletes (or empties) old rows.
+type Purge<'a> = Pin<Box<dyn Future<Output = StoreResult<u64>> + Send + 'a>>;
 
 /// Idempotency records kept when no retention is set (`--idempotency-retention-days`).
 const DEFAULT_RETENTION_DAYS: u32 = 30;
-/// Idempotency records deleted per unit of work, and most units of work per sweep: short
-/// transactions, and a bounded sweep (a large backlog takes a few sweeps).
+/// Days location reports and receipts' raw text are kept when none is set (`--retention-days`).
+const DEFAULT_PERSONAL_RETENTION_DAYS: u32 = 90;
+/// Rows deleted (or emptied) per unit of work, and most units of work per sweep and kind:
+/// short transactions, and a bounded sweep (a large backlog takes a few sweeps).
 const PURGE_BATCH: i64 = 1000;
 const MAX_PURGE_BATCHES: usize = 100;
 
@@ -40,6 +45,10 @@ pub struct SweepReport {
     pub failed: usize,
     /// Idempotency records deleted because they outlived the retention window.
     pub idempotency_purged: u64,
+    /// Location reports deleted because they outlived `--retention-days`.
+    pub location_reports_purged: u64,
+    /// Receipts whose raw text was emptied because they outlived `--retention-days`.
+    pub receipt_texts_cleared: u64,
     /// Report summary rows the hourly compaction wrote (folded from its window's rows).
     pub summary_rows_folded: u64,
 }
@@ -91,7 +100,7 @@ impl Engine {
     /// at all (one item's failure is counted in the report instead).
     pub async fn sweep(&self) -> Result<SweepReport, EngineError> {
         let mut report = self.sweep_due().await?;
-        report.lapsed_coupons = self.sweep_lapsed().await?;
+        self.sweep_lapsed(&mut report).await?;
         Ok(report)
     }
 
@@ -115,6 +124,7 @@ impl Engine {
             drop(claim);
         }
         self.purge_idempotency(&mut report).await;
+        self.purge_personal_data(&mut report).await;
         self.compact_summaries(&mut report).await;
         Ok(report)
     }
@@ -173,28 +183,75 @@ impl Engine {
             return;
         };
         let created_before = self.now() - retention;
+        report.idempotency_purged += self
+            .purge_in_batches("idempotency records", report, |uow| {
+                uow.purge_idempotency(created_before, PURGE_BATCH)
+            })
+            .await;
+    }
+
+    /// Sets how many days location reports and receipts' raw text are kept (once, at start);
+    /// 0 keeps them for ever.
+    pub fn set_retention_days(&self, days: u32) {
+        let retention = (days > 0).then(|| Duration::days(i64::from(days)));
+        let _ = self.retention.set(retention);
+    }
+
+    /// Deletes the location reports and empties the raw text of the receipts older than the
+    /// retention window, by the injected clock: where a member was and what their receipts
+    /// said is personal data no feature reads after the fact (a location report's verdict is
+    /// in its visits and coupons, a receipt's points in the ledger).
+    async fn purge_personal_data(&self, report: &mut SweepReport) {
+        let retention = *self
+            .retention
+            .get_or_init(|| Some(Duration::days(i64::from(DEFAULT_PERSONAL_RETENTION_DAYS))));
+        let Some(retention) = retention else {
+            return;
+        };
+        let before = self.now() - retention;
+        report.location_reports_purged += self
+            .purge_in_batches("location reports", report, |uow| {
+                uow.purge_location_reports(before, PURGE_BATCH)
+            })
+            .await;
+        report.receipt_texts_cleared += self
+            .purge_in_batches("receipt texts", report, |uow| {
+                uow.clear_receipt_texts(before, PURGE_BATCH)
+            })
+            .await;
+    }
+
+    /// Runs `purge` (at most `PURGE_BATCH` rows) in units of work of its own until it finds
+    /// fewer, at most `MAX_PURGE_BATCHES` times; how many rows it did. A failure is logged,
+    /// counted and left to the next sweep.
+    async fn purge_in_batches<F>(&self, what: &str, report: &mut SweepReport, purge: F) -> u64
+    where
+        F: for<'a> Fn(&'a mut dyn UnitOfWork) -> Purge<'a>,
+    {
+        let mut done = 0;
         for _ in 0..MAX_PURGE_BATCHES {
             let purged = async {
                 let mut uow = self.store().begin().await?;
-                let deleted = uow.purge_idempotency(created_before, PURGE_BATCH).await?;
+                let rows = purge(uow.as_mut()).await?;
                 uow.commit().await?;
-                Ok::<_, EngineError>(deleted)
+                Ok::<_, EngineError>(rows)
             }
             .await;
             match purged {
-                Ok(deleted) => {
-                    report.idempotency_purged += deleted;
-                    if deleted < PURGE_BATCH as u64 {
-                        return;
+                Ok(rows) => {
+                    done += rows;
+                    if rows < PURGE_BATCH as u64 {
+                        break;
                     }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "sweep: cannot purge old idempotency records; later");
+                    tracing::warn!(%error, what, "sweep: cannot purge old rows; later");
                     report.failed += 1;
-                    return;
+                    break;
                 }
             }
         }
+        done
     }
 
     async fn expire_holds(&self, order_ids: Vec<String>, report: &mut SweepReport) {
@@ -264,35 +321,47 @@ impl Engine {
     /// LAPSED rules, checked once an hour of the clock (so within the hour after each store's
     /// local midnight: a rule counts days in its stores' zones). Several replicas may check at
     /// once: each coupon is re-decided under the member's lock and unique per (rule, member,
-    /// date). Returns how many coupons were issued.
-    async fn sweep_lapsed(&self) -> Result<usize, EngineError> {
+    /// date). A member whose coupon fails is logged, counted and skipped like any sweep item,
+    /// and tried again the next hour; a rule whose candidates cannot be read is left for the
+    /// next sweep.
+    async fn sweep_lapsed(&self, report: &mut SweepReport) -> Result<(), EngineError> {
         let Some(hour) = self.lapsed_checked.due(self.now()) else {
-            return Ok(0);
+            return Ok(());
         };
         let rules = {
             let mut uow = self.store().begin_read().await?;
             self.core.reference.visit_rules(uow.as_mut()).await?
         };
-        let mut issued = 0;
+        let mut all_read = true;
         for rule in rules.iter().filter(|r| r.kind == VisitRuleKind::Lapsed) {
-            issued += self.sweep_lapsed_rule(rule, hour).await?;
+            if let Err(error) = self.sweep_lapsed_rule(rule, hour, report).await {
+                let rule_id = &rule.rule_id;
+                tracing::warn!(%error, %rule_id, "sweep: cannot read this LAPSED rule's members; later");
+                report.failed += 1;
+                all_read = false;
+            }
         }
-        self.lapsed_checked.ran(hour);
-        Ok(issued)
+        if all_read {
+            self.lapsed_checked.ran(hour);
+        }
+        Ok(())
     }
 
+    /// Issues rule's coupons to the members due one; fails only when its candidates cannot be
+    /// read.
     async fn sweep_lapsed_rule(
         &self,
         rule: &VisitRule,
         now: DateTime<Utc>,
-    ) -> Result<usize, EngineError> {
+        report: &mut SweepReport,
+    ) -> Result<(), EngineError> {
         // Loose by a day: no zone's date is more than a day ahead of UTC's; each candidate is
         // then checked exactly in its store's zone.
         let days = u64::try_from(rule.lapsed_days - 1).unwrap_or(0);
         let Some(last_visit_by) = now.date_naive().checked_sub_days(Days::new(days)) else {
-            return Ok(0);
+            return Ok(());
         };
-        let (mut after, mut issued) = (String::new(), 0);
+        let mut after = String::new();
         loop {
             let members = self
                 .store()
@@ -301,28 +370,37 @@ impl Engine {
                 .lapsed_candidates(&rule.rule_id, &rule.store_ids, last_visit_by, &after, BATCH)
                 .await?;
             let Some(last) = members.last() else {
-                return Ok(issued);
+                return Ok(());
             };
             after = last.clone();
             for member_id in members {
-                let rule_id = rule.rule_id.clone();
-                let reference = self.core.reference.clone();
-                let done = self
-                    .core
-                    .write(move |uow, now| {
-                        let (rule_id, member_id) = (rule_id.clone(), member_id.clone());
-                        let reference = reference.clone();
-                        Box::pin(async move {
-                            Ok(engagement::issue_lapsed_if_due(
-                                uow, &reference, &rule_id, &member_id, now,
-                            )
-                            .await?)
-                        })
-                    })
-                    .await?;
-                issued += usize::from(done);
+                match self.issue_lapsed(&rule.rule_id, &member_id).await {
+                    Ok(done) => report.lapsed_coupons += usize::from(done),
+                    Err(error) => {
+                        let rule_id = &rule.rule_id;
+                        tracing::warn!(%error, %rule_id, %member_id, "sweep: cannot issue this LAPSED coupon; skipped");
+                        report.failed += 1;
+                    }
+                }
             }
         }
+    }
+
+    /// One member's LAPSED coupon of a rule, if due: its own unit of work.
+    async fn issue_lapsed(&self, rule_id: &str, member_id: &str) -> Result<bool, EngineError> {
+        let reference = self.core.reference.clone();
+        self.core
+            .write(move |uow, now| {
+                let (rule_id, member_id) = (rule_id.to_string(), member_id.to_string());
+                let reference = reference.clone();
+                Box::pin(async move {
+                    Ok(
+                        engagement::issue_lapsed_if_due(uow, &reference, &rule_id, &member_id, now)
+                            .await?,
+                    )
+                })
+            })
+            .await
     }
 
     /// Sweeps every `interval` until the task is dropped; errors are logged, never fatal.

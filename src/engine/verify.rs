@@ -74,15 +74,42 @@ impl VerifyReport {
 
 impl Engine {
     pub async fn verify(&self) -> Result<VerifyReport, EngineError> {
+        self.verify_expecting(None).await
+    }
+
+    /// [`Engine::verify`], and with `expected_head` (a seal hash kept outside the database,
+    /// printed by an earlier verify) also that the chain still holds that seal: the newest
+    /// seal is it or, the chain being unbroken, descends from it. A chain rewritten whole by
+    /// someone with write access to the database does not.
+    pub async fn verify_expecting(
+        &self,
+        expected_head: Option<&str>,
+    ) -> Result<VerifyReport, EngineError> {
         // One snapshot for the invariants and the chain.
         let mut uow = self.store().begin_read().await?;
         let snapshot = uow.ledger_snapshot().await?;
-        let chain = sealer::check_chain(uow.as_mut()).await?;
+        let chain = sealer::check_chain(uow.as_mut(), expected_head).await?;
         let mut checks = check_all(&snapshot);
         checks.push(Check {
             name: "6. the journal matches its seals (hash chain)",
             violations: chain.violations.clone(),
         });
+        if let Some(head) = expected_head {
+            checks.push(Check {
+                name: "6. the chain holds the expected head (--expect-head)",
+                violations: chain
+                    .expected_head_seal
+                    .is_none()
+                    .then(|| {
+                        format!(
+                            "no seal has hash {head}: the chain was rewritten, or the hash is \
+                             not of this database"
+                        )
+                    })
+                    .into_iter()
+                    .collect(),
+            });
+        }
         let stored = uow.report_sums().await?;
         let recomputed = uow.recompute_report_sums().await?;
         let zones = store_zones(uow.as_mut()).await?;

@@ -3,7 +3,9 @@
 //! load what the commands touch, decide each in memory in order (`batch.rs`), flush the changes
 //! with one statement per table, commit once (one fsync for the lot), and only then answer each
 //! caller. A refused command leaves no trace; the others commit. A command that hit a transient
-//! conflict, or a batch whose flush or commit failed, is run again on its own.
+//! conflict, or a batch whose flush or commit failed, is run again on its own. A batch whose
+//! database connection broke (a restart, a terminated session) is run again on a new one,
+//! for a few seconds, before its callers hear UNAVAILABLE (see [`Reconnect`]).
 
 use super::rows::LedgerRows;
 use crate::domain::ports::LedgerReads;
@@ -30,6 +32,13 @@ const MAX_BATCH: usize = 64;
 const QUEUE_DEPTH: usize = 4096;
 /// How often one command is tried when the database reports a transient conflict.
 const MAX_ATTEMPTS: u32 = 10;
+/// How long a unit of work whose connection broke is tried again on new connections before
+/// its callers hear UNAVAILABLE: a restarting PostgreSQL is back within a few seconds, and
+/// a client's deadline is longer than that.
+const RECONNECT_PATIENCE: StdDuration = StdDuration::from_secs(5);
+/// The first pause before such a try; it doubles up to `RECONNECT_MAX_PAUSE`.
+const RECONNECT_FIRST_PAUSE: StdDuration = StdDuration::from_millis(50);
+const RECONNECT_MAX_PAUSE: StdDuration = StdDuration::from_secs(1);
 
 /// A boxed unit of work body; `Fn` so that a conflict can run it again from the start.
 pub(super) type WorkFuture<'a, T> =
@@ -40,6 +49,72 @@ pub(super) type WorkFuture<'a, T> =
 /// sweeper's, admins', explicit batches), so that those never wait on a writer's rows.
 fn shard_of(number: usize) -> i16 {
     i16::try_from(number + 1).unwrap_or(i16::MAX)
+}
+
+/// A unit of work that failed; `at_commit` when COMMIT itself did, so that a connection lost
+/// then leaves it unknown whether the unit of work committed.
+#[derive(Debug)]
+struct Failed {
+    error: EngineError,
+    at_commit: bool,
+}
+
+impl Failed {
+    /// Why the connection broke, if it did.
+    fn connection_lost(&self) -> Option<&str> {
+        match &self.error {
+            EngineError::Internal(StoreError::ConnectionLost(why)) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+impl From<EngineError> for Failed {
+    fn from(error: EngineError) -> Self {
+        Failed {
+            error,
+            at_commit: false,
+        }
+    }
+}
+
+impl From<StoreError> for Failed {
+    fn from(error: StoreError) -> Self {
+        EngineError::from(error).into()
+    }
+}
+
+/// The pauses between tries of a unit of work whose connection broke: growing, for at most
+/// `RECONNECT_PATIENCE` in all. The pool gives each try a live connection (it pings one
+/// before lending it, and drops a broken one).
+struct Reconnect {
+    deadline: tokio::time::Instant,
+    pause: StdDuration,
+}
+
+impl Reconnect {
+    fn new() -> Self {
+        Reconnect {
+            deadline: tokio::time::Instant::now() + RECONNECT_PATIENCE,
+            pause: RECONNECT_FIRST_PAUSE,
+        }
+    }
+
+    /// Waits before the next try; false (at once) when the patience is spent.
+    async fn pause(&mut self, why: &str) -> bool {
+        let left = self
+            .deadline
+            .saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            tracing::warn!(%why, "database connection lost; giving up");
+            return false;
+        }
+        tracing::warn!(%why, "database connection lost; trying again on a new one");
+        metrics::connection_lost();
+        tokio::time::sleep(self.pause.min(left)).await;
+        self.pause = (self.pause * 2).min(RECONNECT_MAX_PAUSE);
+        true
+    }
 }
 
 /// What every writer shares: the database and the clock.
@@ -218,24 +293,7 @@ impl Core {
             jobs.iter().map(|_| None).collect();
         let parts = std::iter::once(together).chain(alone.into_iter().map(|i| vec![i]));
         for indices in parts.filter(|indices| !indices.is_empty()) {
-            let part: Vec<&Job> = indices.iter().map(|&i| &jobs[i]).collect();
-            match self.try_batch(shard, &part).await {
-                Ok(answers) => {
-                    for (i, answer) in indices.into_iter().zip(answers) {
-                        results[i] = answer;
-                    }
-                }
-                // No connection came in time: running each command alone would wait as long
-                // again for each; answer them all now (UNAVAILABLE: the clients retry).
-                Err(EngineError::Internal(StoreError::Unavailable(why))) => {
-                    for i in indices {
-                        results[i] = Some(Err(StoreError::Unavailable(why.clone()).into()));
-                    }
-                }
-                Err(error) => {
-                    tracing::warn!(%error, commands = part.len(), "batch failed; running its commands one by one");
-                }
-            }
+            self.run_part(shard, jobs, indices, &mut results).await;
         }
         let mut answers = Vec::with_capacity(jobs.len());
         for (job, result) in jobs.iter().zip(results) {
@@ -247,6 +305,64 @@ impl Core {
         answers
     }
 
+    /// Runs the jobs at `indices` as one transaction and puts their answers in `results`;
+    /// leaves None where a job is to run again on its own. While the connection breaks, runs
+    /// them again on a new one (see [`Reconnect`]); a job without a request_id whose COMMIT
+    /// broke may have committed, so it is answered rather than run twice.
+    async fn run_part(
+        &self,
+        shard: i16,
+        jobs: &[Job],
+        mut indices: Vec<usize>,
+        results: &mut [Option<Result<Outcome, EngineError>>],
+    ) {
+        let mut reconnect = Reconnect::new();
+        loop {
+            let part: Vec<&Job> = indices.iter().map(|&i| &jobs[i]).collect();
+            let failed = match self.try_batch(shard, &part).await {
+                Ok(answers) => {
+                    for (i, answer) in indices.into_iter().zip(answers) {
+                        results[i] = answer;
+                    }
+                    return;
+                }
+                Err(failed) => failed,
+            };
+            let lost = |why: &str| Some(Err(StoreError::ConnectionLost(why.into()).into()));
+            if let Some(why) = failed.connection_lost() {
+                if failed.at_commit {
+                    indices.retain(|&i| {
+                        let replayable = jobs[i].idempotency.is_some();
+                        if !replayable {
+                            results[i] = lost(why);
+                        }
+                        replayable
+                    });
+                }
+                if !indices.is_empty() && reconnect.pause(why).await {
+                    continue;
+                }
+                for i in indices {
+                    results[i] = lost(why);
+                }
+                return;
+            }
+            match failed.error {
+                // No connection came in time: running each command alone would wait as long
+                // again for each; answer them all now (UNAVAILABLE: the clients retry).
+                EngineError::Internal(StoreError::Unavailable(why)) => {
+                    for i in indices {
+                        results[i] = Some(Err(StoreError::Unavailable(why.clone()).into()));
+                    }
+                }
+                error => {
+                    tracing::warn!(%error, commands = part.len(), "batch failed; running its commands one by one");
+                }
+            }
+            return;
+        }
+    }
+
     /// One transaction for the whole batch, decided in memory: load what the commands touch,
     /// run each against the rows in memory (a refused one is undone there), flush the changes
     /// with one statement per table, commit. `None` marks a command to run again on its own.
@@ -254,7 +370,7 @@ impl Core {
         &self,
         shard: i16,
         jobs: &[&Job],
-    ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, EngineError> {
+    ) -> Result<Vec<Option<Result<Outcome, EngineError>>>, Failed> {
         let mut uow = self.store.begin().await?;
         let keys = batch::keys_of(jobs.iter().copied());
         let loaded = uow.load(&keys).await?;
@@ -293,11 +409,13 @@ impl Core {
         Ok(changes)
     }
 
-    /// A command of a failed batch, alone, at its writer's shard.
+    /// A command of a failed batch, alone, at its writer's shard. Only with a request_id is it
+    /// run again after a COMMIT that broke: its idempotency record then answers the retry.
     async fn execute_one(&self, shard: i16, job: &Job) -> Result<Outcome, EngineError> {
+        let replayable = job.idempotency.is_some();
         let job = job.clone();
         let reference = self.reference.clone();
-        self.write_at(shard, move |uow, now| {
+        self.write_at(shard, replayable, move |uow, now| {
             let job = job.clone();
             let reference = reference.clone();
             Box::pin(async move { run_remembered(uow, &reference, now, &job).await? })
@@ -306,56 +424,75 @@ impl Core {
     }
 
     /// Runs `work` over rows in memory (see `batch.rs`), flushes what it changed and commits,
-    /// again from the start on a transient conflict (with a short, growing, jittered pause).
-    /// Its report summaries go to shard 0, that of the writes outside the writers' batches.
+    /// again from the start on a transient conflict (with a short, growing, jittered pause) or
+    /// a broken connection (see [`Reconnect`]), also when COMMIT broke: `work` must find what
+    /// is due anew, as the sweeper's does, so that running it again after a commit never
+    /// does it twice. Its report summaries go to shard 0, that of the writes outside the
+    /// writers' batches.
     pub async fn write<T, F>(&self, work: F) -> Result<T, EngineError>
     where
         T: Send,
         F: for<'a> Fn(&'a mut dyn LedgerRows, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
     {
-        self.write_at(0, work).await
+        self.write_at(0, true, work).await
     }
 
-    /// [`Core::write`] at a given report summaries' shard.
-    async fn write_at<T, F>(&self, shard: i16, work: F) -> Result<T, EngineError>
+    /// [`Core::write`] at a given report summaries' shard; `replayable`: whether `work` may
+    /// run again after a COMMIT that broke (and so may have committed).
+    async fn write_at<T, F>(&self, shard: i16, replayable: bool, work: F) -> Result<T, EngineError>
     where
         T: Send,
         F: for<'a> Fn(&'a mut dyn LedgerRows, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
     {
-        let mut attempt = 1;
+        let (mut attempt, mut reconnect) = (1, Reconnect::new());
         loop {
-            let result = async {
-                let mut uow = self.store.begin().await?;
-                let keys = Keys::default();
-                let loaded = uow.load(&keys).await?;
-                let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
-                let value = work(&mut rows, self.clock.now()).await?;
-                let changes = self.changes_of(&mut rows, shard).await?;
-                flush_and_commit(uow, &changes).await?;
-                Ok(value)
+            let failed = match self.write_once(shard, &work).await {
+                Ok(value) => return Ok(value),
+                Err(failed) => failed,
+            };
+            if let Some(why) = failed.connection_lost() {
+                if (replayable || !failed.at_commit) && reconnect.pause(why).await {
+                    continue;
+                }
+                return Err(failed.error);
             }
-            .await;
-            match result {
-                Err(EngineError::Internal(StoreError::Conflict(why))) if attempt < MAX_ATTEMPTS => {
+            match failed.error {
+                EngineError::Internal(StoreError::Conflict(why)) if attempt < MAX_ATTEMPTS => {
                     tracing::debug!(attempt, %why, "transient conflict; retrying");
                     let jitter = rand::random_range(0..=attempt * 5);
                     tokio::time::sleep(StdDuration::from_millis(u64::from(attempt * 2 + jitter)))
                         .await;
                     attempt += 1;
                 }
-                other => return other,
+                error => return Err(error),
             }
         }
+    }
+
+    /// One try of [`Core::write_at`]'s unit of work.
+    async fn write_once<T, F>(&self, shard: i16, work: &F) -> Result<T, Failed>
+    where
+        T: Send,
+        F: for<'a> Fn(&'a mut dyn LedgerRows, DateTime<Utc>) -> WorkFuture<'a, T> + Send + Sync,
+    {
+        let mut uow = self.store.begin().await?;
+        let keys = Keys::default();
+        let loaded = uow.load(&keys).await?;
+        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
+        let value = work(&mut rows, self.clock.now()).await?;
+        let changes = self.changes_of(&mut rows, shard).await?;
+        flush_and_commit(uow, &changes).await?;
+        Ok(value)
     }
 }
 
 /// Writes a batch's changes and commits them; counts them once committed.
-async fn flush_and_commit(
-    mut uow: Box<dyn UnitOfWork>,
-    changes: &ChangeSet,
-) -> Result<(), EngineError> {
+async fn flush_and_commit(mut uow: Box<dyn UnitOfWork>, changes: &ChangeSet) -> Result<(), Failed> {
     uow.flush(changes).await?;
-    uow.commit().await?;
+    uow.commit().await.map_err(|error| Failed {
+        error: error.into(),
+        at_commit: true,
+    })?;
     metrics::committed(changes);
     Ok(())
 }

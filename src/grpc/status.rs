@@ -29,7 +29,16 @@ pub fn to_status(error: EngineError) -> Status {
         ),
         EngineError::Internal(StoreError::Unavailable(why)) => {
             tracing::warn!(%why, "database unavailable");
-            unavailable()
+            unavailable("the database is busy; retry shortly")
+        }
+        // The writers have already tried again on new connections for a while (see
+        // `engine/writer.rs`); a read is not tried again, the client may.
+        EngineError::Internal(StoreError::ConnectionLost(why)) => {
+            tracing::warn!(%why, "database connection lost");
+            unavailable(
+                "the database cannot be reached; retry shortly (with the same request_id a \
+                 retry never applies a request twice)",
+            )
         }
         EngineError::Internal(_) => {
             let mut causes = Vec::new();
@@ -142,16 +151,13 @@ pub fn bug(what: &str) -> Status {
     internal()
 }
 
-/// No database connection was free in time: nothing was done; the client may retry shortly.
-fn unavailable() -> Status {
+/// The database could not be used (no connection free in time, or it stayed unreachable): the
+/// client may retry shortly.
+fn unavailable(message: &str) -> Status {
     let mut details =
         ErrorDetails::with_error_info("DATABASE_UNAVAILABLE", ERROR_DOMAIN, HashMap::new());
     details.set_retry_info(Some(UNAVAILABLE_RETRY_DELAY));
-    Status::with_error_details(
-        Code::Unavailable,
-        "the database is busy; retry shortly",
-        details,
-    )
+    Status::with_error_details(Code::Unavailable, message, details)
 }
 
 /// How long a client should wait before retrying after UNAVAILABLE.
@@ -237,6 +243,20 @@ mod tests {
             "DATABASE_UNAVAILABLE"
         );
         assert!(!status.message().contains("pool"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_lost_connection_is_unavailable_without_its_cause() {
+        let status =
+            to_status(StoreError::ConnectionLost("connection reset by peer".into()).into());
+        assert_eq!(status.code(), Code::Unavailable);
+        let details = status.get_error_details();
+        assert_eq!(
+            details.error_info().expect("info").reason,
+            "DATABASE_UNAVAILABLE"
+        );
+        assert!(details.retry_info().is_some());
+        assert!(!status.message().contains("reset"), "{}", status.message());
     }
 
     #[test]

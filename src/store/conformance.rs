@@ -77,6 +77,7 @@ conformance!(
     a_second_seal_under_the_same_number_is_a_conflict,
     idempotency_records_are_purged_oldest_first_in_batches,
     dashboard_sessions_round_trip_with_their_key_and_end,
+    retention_deletes_old_location_reports_and_empties_old_receipt_texts,
     receipt_rows_round_trip,
     report_sums_round_trip_and_recompute_the_ledger,
 );
@@ -1397,6 +1398,69 @@ async fn idempotency_records_are_purged_oldest_first_in_batches(store: Arc<dyn S
         assert_eq!(read.find_idempotency("k1", gone).await.unwrap(), None);
     }
     assert!(read.find_idempotency("k1", "new").await.unwrap().is_some());
+}
+
+/// Location reports recorded before the cut are deleted, at most `limit` at a time; receipts
+/// submitted before it lose their raw text and keep everything else; newer ones keep theirs.
+async fn retention_deletes_old_location_reports_and_empties_old_receipt_texts(
+    store: Arc<dyn Store>,
+) {
+    let report = |days: i64| LocationRecord {
+        member_id: "m1".into(),
+        observed_at: day(days),
+        recorded_at: day(days),
+        position: LatLng {
+            latitude: 35.66,
+            longitude: 139.7,
+        },
+        accuracy_m: 10.0,
+        rejected: None,
+    };
+    let old = receipt_record("rc_old", "0001", 'a', 1);
+    let textless = ReceiptRecord {
+        receipt: Receipt {
+            raw_text: String::new(),
+            ..receipt_record("x", "0002", 'b', 2).receipt
+        },
+        ..receipt_record("rc_textless", "0002", 'b', 2)
+    };
+    let new = receipt_record("rc_new", "0003", 'c', 9);
+    let changes = ChangeSet {
+        new_members: vec![member("m1")],
+        engagement: EngagementChanges {
+            location_reports: vec![report(1), report(2), report(9)],
+            new_receipts: vec![old.clone(), textless.clone(), new.clone()],
+            ..EngagementChanges::default()
+        },
+        ..ChangeSet::default()
+    };
+    flushed(&store, &changes).await;
+
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(uow.purge_location_reports(day(5), 1).await.unwrap(), 1);
+    assert_eq!(uow.purge_location_reports(day(5), 10).await.unwrap(), 1);
+    assert_eq!(uow.purge_location_reports(day(5), 10).await.unwrap(), 0);
+    assert_eq!(uow.clear_receipt_texts(day(5), 10).await.unwrap(), 1);
+    assert_eq!(uow.clear_receipt_texts(day(5), 10).await.unwrap(), 0);
+    uow.commit().await.unwrap();
+
+    let mut uow = store.begin().await.expect("begin");
+    let cleared = uow.get_receipt("rc_old", false).await.unwrap();
+    let expected = ReceiptRecord {
+        receipt: Receipt {
+            raw_text: String::new(),
+            ..old.receipt.clone()
+        },
+        ..old
+    };
+    assert_eq!(cleared, Some(expected));
+    assert_eq!(
+        uow.get_receipt("rc_textless", false).await.unwrap(),
+        Some(textless)
+    );
+    assert_eq!(uow.get_receipt("rc_new", false).await.unwrap(), Some(new));
+    // The newer report was kept: a later cut finds it.
+    assert_eq!(uow.purge_location_reports(day(10), 10).await.unwrap(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

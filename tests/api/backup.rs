@@ -54,6 +54,12 @@ async fn sqlite_backup_while_serving_verifies_and_keeps_balances() {
     // Assert: the copy, opened as a server of its own, verifies and has the settled balance;
     // the busy member has some prefix of its sales (10 points each).
     assert!(report.pages > 0 && report.bytes > 0, "{report:?}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the backup's mode is {mode:o}");
+    }
     let copy = open_copy(&app, &target).await;
     let report = copy.engine().verify().await.expect("verify runs");
     assert!(report.ok(), "{}", report.summary());

@@ -14,6 +14,7 @@ mod concurrency;
 mod coupons;
 mod crash;
 mod dashboard;
+mod faults;
 mod geo;
 mod idempotency;
 mod keys;

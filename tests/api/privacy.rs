@@ -1,10 +1,15 @@
 //! No personal data in logs or error messages: a scenario runs against `omo serve` as a child
 //! process logging at debug level, and neither its log nor the errors it returned contain an
-//! identifier value, a display name or an API key.
+//! identifier value, a display name or an API key. Location reports and receipts' raw text
+//! are kept for the retention window (`--retention-days`, 90 by default), no longer.
 
 use std::{process::Stdio, sync::Arc, time::Duration as StdDuration};
 
-use omo::{client::Client, domain::auth::Role, proto};
+use omo::{
+    client::Client,
+    domain::{Clock, auth::Role},
+    proto,
+};
 use tokio::{
     io::{AsyncBufReadExt, BufReader},
     process::Command,
@@ -12,10 +17,14 @@ use tokio::{
 };
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestApp, card_ref, identifier, record_sale_as, store_sale};
+use crate::helpers::{
+    Backend, TestApp, card_ref, create_receipt_rule_as, identifier, member_ref, record_sale_as,
+    store_sale,
+};
 
 crate::both_backends! {
     logs_and_errors_carry_no_personal_data => logs_and_errors_carry_no_personal_data,
+    personal_data_is_dropped_after_the_retention => personal_data_is_dropped_after_the_retention,
 }
 
 const CARD: &str = "4900-7777-1234";
@@ -194,4 +203,102 @@ async fn logs_and_errors_carry_no_personal_data(app: &TestApp) {
             assert!(!said.contains(secret), "{secret:?} is in an error: {said}");
         }
     }
+}
+
+/// How many rows of the test's database `sql` counts (plain SQL, as an auditor would ask).
+async fn count(app: &TestApp, sql: &str) -> i64 {
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap()
+        }
+    }
+}
+
+fn timestamp(at: chrono::DateTime<chrono::Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: 0,
+    }
+}
+
+async fn personal_data_is_dropped_after_the_retention(app: &TestApp) {
+    // Arrange: a location report at Shibuya and a receipt with its printed text.
+    create_receipt_rule_as(&app.admin, "everything", "0.01").await;
+    let member_id = app.create_member("retained").await;
+    app.app_client
+        .engagement()
+        .report_location(proto::ReportLocationRequest {
+            request_id: "here".into(),
+            member: Some(member_ref(&member_id)),
+            latitude: 35.66,
+            longitude: 139.70,
+            accuracy_m: 10.0,
+            observed_at: Some(timestamp(app.clock.now())),
+            device_id: "phone-1".into(),
+        })
+        .await
+        .expect("location report");
+    let receipt = app
+        .app_client
+        .engagement()
+        .submit_receipt(proto::SubmitReceiptRequest {
+            request_id: "receipt".into(),
+            member: Some(member_ref(&member_id)),
+            receipt: Some(proto::Receipt {
+                store_id: "shibuya".into(),
+                register_id: "1".into(),
+                receipt_no: "0001".into(),
+                issued_at: Some(timestamp(app.clock.now() - chrono::Duration::hours(1))),
+                total: "2000".into(),
+                lines: vec![proto::LineItem {
+                    line_id: "1".into(),
+                    sku: "BEANS".into(),
+                    category: "coffee".into(),
+                    quantity: 1,
+                    amount: "2000".into(),
+                }],
+                image_sha256: "ab".repeat(32),
+                raw_text: "BEAN & CUP\nCOFFEE BEANS ¥2,000\nTOTAL ¥2,000".into(),
+            }),
+        })
+        .await
+        .expect("receipt")
+        .into_inner()
+        .result
+        .expect("result");
+    assert_eq!(receipt.points_awarded, 20);
+    let earned = app.balance(&member_id).await.lifetime_earned_points;
+    let texts = "select count(*) from receipts where raw_text <> ''";
+
+    // Act: a sweep a day before the 90 days are up, and one a day after.
+    app.clock.advance(chrono::Duration::days(89));
+    let before = app.app().engine().sweep().await.expect("sweep");
+    let kept = (
+        count(app, "select count(*) from location_reports").await,
+        count(app, texts).await,
+    );
+    app.clock.advance(chrono::Duration::days(2));
+    let after = app.app().engine().sweep().await.expect("sweep");
+
+    // Assert
+    assert_eq!(kept, (1, 1), "{before:?}");
+    assert_eq!(
+        (before.location_reports_purged, before.receipt_texts_cleared),
+        (0, 0)
+    );
+    assert_eq!(
+        (after.location_reports_purged, after.receipt_texts_cleared),
+        (1, 1)
+    );
+    assert_eq!(count(app, "select count(*) from location_reports").await, 0);
+    assert_eq!(count(app, texts).await, 0);
+    // The receipt and what it earned stay.
+    assert_eq!(count(app, "select count(*) from receipts").await, 1);
+    assert_eq!(app.balance(&member_id).await.lifetime_earned_points, earned);
+    app.verify_ok().await;
 }

@@ -656,10 +656,10 @@ async fn reports_are_for_admins_and_check_their_arguments(app: &TestApp) {
         .admin
         .reports()
         .get_liability(proto::GetLiabilityRequest {
-            as_of: Some(timestamp(app.clock.now() - Duration::seconds(1))),
+            as_of: Some(timestamp(app.clock.now() - Duration::seconds(61))),
         })
         .await
-        .expect_err("as_of before now");
+        .expect_err("as_of over a minute before now");
     assert_eq!(past.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&past), ["as_of"]);
 
@@ -706,4 +706,13 @@ async fn reports_are_for_admins_and_check_their_arguments(app: &TestApp) {
             .is_empty()
     );
     assert_eq!(liability(app, None).await.outstanding_points, 0);
+
+    // A client's clock up to a minute behind means now (more is refused, above).
+    app.member_with_points("as-of", 500).await;
+    let now = liability(app, None).await;
+    assert_eq!(now.outstanding_points, 500);
+    for behind in [1, 60] {
+        let skewed = liability(app, Some(app.clock.now() - Duration::seconds(behind))).await;
+        assert_eq!(skewed, now, "{behind} s behind");
+    }
 }

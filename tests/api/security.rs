@@ -225,3 +225,100 @@ async fn another_stores_order_looks_missing(app: &TestApp) {
         .expect("order");
     assert_eq!(order.state, proto::OrderState::Captured as i32);
 }
+
+/// The operator's setup of README "Security": the schema migrated by its owner, the server run
+/// as a role that may read and write rows but change no schema. It serves, seals (beside an
+/// open session of the owner) and verifies; its role cannot drop or create a table.
+mod runtime_role_without_ddl {
+    use sqlx::{Connection, Executor, PgConnection};
+
+    use crate::helpers::{
+        CliKeys, RoleClients, create_store_as, member_with_points_as, omo_cli, record_sale_as,
+        serve, store_sale,
+    };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let admin_url = std::env::var("OMO_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let Ok(mut admin) = PgConnection::connect(&admin_url).await else {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "PostgreSQL unreachable"
+            );
+            eprintln!("SKIPPED: PostgreSQL unreachable at {admin_url}");
+            return;
+        };
+        let tag = format!("{:08x}", rand::random::<u32>());
+        let (owner, app, database) = (
+            format!("omo_test_owner_{tag}"),
+            format!("omo_test_app_{tag}"),
+            format!("omo_test_roles_{tag}"),
+        );
+        for sql in [
+            format!("create role {owner} login"),
+            format!("create role {app} login"),
+            format!("create database {database} owner {owner}"),
+            // So that the sealer sees whether the owner's sessions are in a transaction.
+            format!("grant pg_read_all_stats to {app}"),
+        ] {
+            admin.execute(sql.as_str()).await.unwrap();
+        }
+        let base = admin_url.rsplit_once('/').expect("a URL with a database").0;
+        let as_role = |role: &str| base.replacen("postgres@", &format!("{role}@"), 1);
+        let owner_url = format!("{}/{database}", as_role(&owner));
+        let app_url = format!("{}/{database}", as_role(&app));
+
+        let outcome = tokio::spawn(scenario(owner_url, app_url, app.clone())).await;
+
+        admin
+            .execute(format!("drop database {database} with (force)").as_str())
+            .await
+            .unwrap();
+        for role in [&app, &owner] {
+            admin
+                .execute(format!("drop role {role}").as_str())
+                .await
+                .unwrap();
+        }
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic.into_panic());
+        }
+    }
+
+    async fn scenario(owner_url: String, app_url: String, app: String) {
+        // Arrange: migrations as the owner; the runtime role gets rows, not schema.
+        omo_cli(&["migrate", "--database-url", &owner_url]);
+        let mut owner = PgConnection::connect(&owner_url).await.unwrap();
+        for sql in [
+            "revoke create on schema public from public".to_string(),
+            format!("grant usage on schema public to {app}"),
+            format!("grant select, insert, update, delete on all tables in schema public to {app}"),
+            format!("grant usage, select, update on all sequences in schema public to {app}"),
+        ] {
+            owner.execute(sql.as_str()).await.unwrap();
+        }
+
+        // Act: keys, a server, a sale, sealing and verify, all as the runtime role.
+        let keys = CliKeys::create(&app_url);
+        let server = serve(&app_url, &[("OMO_SEAL_INTERVAL_MS", "100")]).await;
+        let clients = RoleClients::connect(server.endpoint(), &keys).await;
+        create_store_as(&clients.admin, "shibuya").await;
+        let member = member_with_points_as(&clients.admin, "role-1", 100).await;
+        let sale = store_sale("s1", "s1", crate::helpers::member_ref(&member), "1000", 0);
+        record_sale_as(&clients.register, sale).await.expect("sale");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        drop(server);
+        let report = omo_cli(&["verify", "--database-url", &app_url]);
+        let mut runtime = PgConnection::connect(&app_url).await.unwrap();
+        let drop_table = runtime.execute("drop table transactions").await;
+        let create_table = runtime.execute("create table mine (id int)").await;
+
+        // Assert
+        assert!(report.contains("all invariants hold"), "{report}");
+        assert!(!report.contains("newest seal hash (none yet)"), "{report}");
+        assert!(drop_table.is_err(), "the runtime role dropped a table");
+        assert!(create_table.is_err(), "the runtime role created a table");
+    }
+}

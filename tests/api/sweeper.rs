@@ -3,11 +3,14 @@
 use chrono::{Duration, Utc};
 use omo::domain::ports::DueWork;
 
-use crate::helpers::{Backend, TestApp, ec_order, start_time};
+use omo::proto::{self, campaign::Discount};
+
+use crate::helpers::{Backend, TestApp, ec_order, member_ref, start_time, store_sale};
 
 crate::both_backends! {
     a_bad_row_is_skipped_and_everything_else_is_swept => a_bad_row_is_skipped_and_everything_else_is_swept,
     two_sweepers_claim_different_rows => two_sweepers_claim_different_rows,
+    a_failing_lapsed_member_is_skipped => a_failing_lapsed_member_is_skipped,
 }
 
 /// Plain SQL with binds on the test's database, as an operator (or a bug) could write it.
@@ -158,5 +161,122 @@ async fn two_sweepers_claim_different_rows(app: &TestApp) {
     assert_eq!(expired, 6);
     let due = store.begin_read().await.unwrap().due_work(now, 10).await;
     assert_eq!(due.unwrap(), DueWork::default());
+    app.verify_ok().await;
+}
+
+/// Plain SQL without binds on the test's database (as an operator could run it).
+async fn execute(app: &TestApp, sql: &str) {
+    use sqlx::Executor;
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            pool.execute(sql).await.expect("execute");
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            pool.execute(sql).await.expect("execute");
+        }
+    }
+}
+
+/// A trigger that refuses every LAPSED coupon of `member_id` (a fault planted in one row).
+fn refuse_visit_issues_of(backend: Backend, member_id: &str) -> Vec<String> {
+    match backend {
+        Backend::Sqlite => vec![format!(
+            "create trigger planted_fault before insert on visit_issues
+            when new.member_id = '{member_id}'
+            begin select raise(abort, 'planted fault'); end"
+        )],
+        Backend::Postgres => vec![
+            format!(
+                "create function planted_fault() returns trigger language plpgsql as $$
+                begin
+                    if new.member_id = '{member_id}' then
+                        raise exception 'planted fault';
+                    end if;
+                    return new;
+                end $$"
+            ),
+            "create trigger planted_fault before insert on visit_issues
+            for each row execute function planted_fault()"
+                .into(),
+        ],
+    }
+}
+
+async fn a_failing_lapsed_member_is_skipped(app: &TestApp) {
+    app.admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: "come-back".into(),
+            campaign: Some(proto::Campaign {
+                campaign_id: "come-back".into(),
+                name: "come back".into(),
+                discount: Some(Discount::AmountOff("300".into())),
+                stackable: true,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("campaign");
+    app.admin
+        .engagement()
+        .create_visit_rule(proto::CreateVisitRuleRequest {
+            request_id: "lapsed".into(),
+            rule: Some(proto::VisitRule {
+                rule_id: "lapsed".into(),
+                campaign_id: "come-back".into(),
+                kind: proto::VisitRuleKind::Lapsed as i32,
+                lapsed_days: 7,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("visit rule");
+    let mut members = Vec::new();
+    for i in 0..3 {
+        let member_id = app.create_member(&format!("lapsing-{i}")).await;
+        let sale = store_sale(
+            &format!("s{i}"),
+            &format!("s{i}"),
+            member_ref(&member_id),
+            "1000",
+            0,
+        );
+        app.record_sale(sale).await.expect("a visit");
+        members.push(member_id);
+    }
+    // The sweep takes candidates in member_id order: the first one fails.
+    members.sort();
+    for sql in refuse_visit_issues_of(app.backend, &members[0]) {
+        execute(app, &sql).await;
+    }
+
+    app.clock.advance(Duration::days(7));
+    let report = app
+        .app()
+        .engine()
+        .sweep()
+        .await
+        .expect("the sweep ends well");
+
+    assert_eq!(report.failed, 1, "{report:?}");
+    assert_eq!(report.lapsed_coupons, 2, "{report:?}");
+    for (member_id, expected) in members.iter().zip([0, 1, 1]) {
+        let coupons = app
+            .admin
+            .coupons()
+            .list_coupons(proto::ListCouponsRequest {
+                member: Some(member_ref(member_id)),
+                include_inactive: true,
+                page_size: 10,
+                page_token: String::new(),
+            })
+            .await
+            .expect("coupons")
+            .into_inner()
+            .coupons;
+        assert_eq!(coupons.len(), expected, "{member_id}");
+    }
     app.verify_ok().await;
 }

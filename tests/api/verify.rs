@@ -11,11 +11,17 @@ crate::both_backends! {
     verify_names_a_deleted_sealed_transaction => verify_names_a_deleted_sealed_transaction,
     the_journal_refuses_updates_and_deletes => the_journal_refuses_updates_and_deletes,
     concurrent_sealers_build_one_chain => concurrent_sealers_build_one_chain,
+    an_expected_head_catches_a_rewritten_chain => an_expected_head_catches_a_rewritten_chain,
 }
 
 fn omo_verify(database_url: &str) -> (i32, String) {
+    omo_verify_with(database_url, &[])
+}
+
+fn omo_verify_with(database_url: &str, args: &[&str]) -> (i32, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_omo"))
         .args(["verify", "--database-url", database_url])
+        .args(args)
         .env_remove("OMO_DATABASE_URL")
         .output()
         .expect("omo verify runs");
@@ -110,6 +116,7 @@ async fn sealed_activity(app: &TestApp) -> Vec<i64> {
         report.seals >= 1 && report.transactions_sealed >= 3,
         "{report:?}"
     );
+    assert_eq!(report.lag_seconds, 0, "sealed to the end");
     let (code, summary) = omo_verify(&app.database_url);
     assert_eq!(code, 0, "{summary}");
     assert!(summary.contains("newest seal hash"), "{summary}");
@@ -173,6 +180,61 @@ async fn verify_names_a_deleted_sealed_transaction(app: &TestApp) {
     assert!(
         summary.contains(&format!(
             "[VIOLATED] 6. the journal matches its seals (hash chain)\n      - transaction {deleted} was deleted"
+        )),
+        "{summary}"
+    );
+}
+
+/// The newest seal hash a verify printed.
+fn newest_seal_hash(summary: &str) -> String {
+    let (_, hash) = summary
+        .split_once("newest seal hash ")
+        .unwrap_or_else(|| panic!("no hash in {summary}"));
+    hash.lines().next().expect("a line").to_string()
+}
+
+/// An insider who alters the journal and then seals it all again gets a chain that verifies
+/// by itself; the head kept outside the database (`--expect-head`) is no longer in it.
+async fn an_expected_head_catches_a_rewritten_chain(app: &TestApp) {
+    let ids = sealed_activity(app).await;
+    let (_, summary) = omo_verify(&app.database_url);
+    let head = newest_seal_hash(&summary);
+    app.record_sale(store_sale("s3", "R3", card_ref("t1"), "1000", 0))
+        .await
+        .expect("sale");
+    app.app().engine().seal().await.expect("seal");
+    let (later, summary) = omo_verify_with(&app.database_url, &["--expect-head", &head]);
+    assert_eq!(later, 0, "a newer chain descends from the head: {summary}");
+
+    let (bypass, shift) = match app.backend {
+        Backend::Sqlite => ("drop trigger journal_seals_no_delete;", "occurred_at + 1"),
+        Backend::Postgres => ("", "occurred_at + interval '1 microsecond'"),
+    };
+    let altered = ids[1];
+    tamper_journal(
+        app,
+        &format!(
+            "{bypass} update transactions set occurred_at = {shift} \
+             where transaction_id = {altered}; delete from journal_seals;"
+        ),
+    )
+    .await;
+    app.app()
+        .engine()
+        .seal()
+        .await
+        .expect("the chain sealed anew");
+    let (_, alone) = omo_verify(&app.database_url);
+    let (code, summary) = omo_verify_with(&app.database_url, &["--expect-head", &head]);
+
+    assert!(
+        alone.contains("[ok] 6. the journal matches its seals"),
+        "{alone}"
+    );
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary.contains(&format!(
+            "[VIOLATED] 6. the chain holds the expected head (--expect-head)\n      - no seal has hash {head}"
         )),
         "{summary}"
     );
@@ -281,5 +343,87 @@ mod summaries_drift_and_rebuild {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres() {
         scenario(Backend::Postgres).await;
+    }
+}
+
+/// The sealer waits only for transactions that could still commit a journal id below its
+/// horizon: an open transaction of a role that cannot write the journal (an analyst, a
+/// monitoring agent) does not hold sealing up, and one of a role that can still does.
+mod other_roles_sessions {
+    use super::*;
+    use crate::helpers::spawn_app;
+    use omo::engine::SealReport;
+    use sqlx::{Connection, Executor, PgConnection, PgPool};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        let Some(app) = spawn_app(Backend::Postgres).await else {
+            return;
+        };
+        let admin = PgPool::connect(&app.database_url).await.unwrap();
+        let role = format!("omo_test_reader_{:08x}", rand::random::<u32>());
+        admin
+            .execute(format!("create role {role} login").as_str())
+            .await
+            .unwrap();
+        let outcome = sealing_beside(&app, &admin, &role).await;
+        // The role is the server's, not the test database's: it must go whatever happened.
+        admin
+            .execute(format!("revoke all on transactions from {role}").as_str())
+            .await
+            .unwrap();
+        admin
+            .execute(format!("drop role {role}").as_str())
+            .await
+            .unwrap();
+        let (while_reading, while_writing, after) = outcome;
+        assert!(
+            while_reading.seals >= 1,
+            "a reader's open transaction held sealing up"
+        );
+        assert_eq!(
+            while_writing.seals, 0,
+            "a writer's open transaction was not waited for"
+        );
+        // The sale waited 30 s (of the clock) unsealed, then was sealed.
+        assert_eq!(while_writing.lag_seconds, 30);
+        assert!(after.seals >= 1 && after.lag_seconds == 0, "{after:?}");
+    }
+
+    /// Seals while `role` holds a transaction open: first as a reader, then as a role that
+    /// may insert into the journal (30 s of the clock after a sale), then once it is gone.
+    async fn sealing_beside(
+        app: &TestApp,
+        admin: &PgPool,
+        role: &str,
+    ) -> (SealReport, SealReport, SealReport) {
+        let engine = app.app().engine();
+        let url = app
+            .database_url
+            .replacen("postgres@", &format!("{role}@"), 1);
+        let mut session = PgConnection::connect(&url)
+            .await
+            .expect("the role connects");
+        session.execute("begin").await.unwrap();
+        session.execute("select 1").await.unwrap();
+        some_activity(app).await;
+        let while_reading = engine.seal().await.expect("seal");
+
+        admin
+            .execute(format!("grant insert on transactions to {role}").as_str())
+            .await
+            .unwrap();
+        session.execute("commit").await.unwrap();
+        session.execute("begin").await.unwrap();
+        session.execute("select 1").await.unwrap();
+        app.record_sale(store_sale("s2", "R2", card_ref("t1"), "2000", 0))
+            .await
+            .expect("sale");
+        app.clock.advance(chrono::Duration::seconds(30));
+        let while_writing = engine.seal().await.expect("seal");
+        session.execute("rollback").await.unwrap();
+        session.close().await.unwrap();
+        let after = engine.seal().await.expect("seal");
+        (while_reading, while_writing, after)
     }
 }

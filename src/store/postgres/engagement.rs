@@ -2,7 +2,7 @@
 //! A batch reads its members' presence in one statement and writes each table with one
 //! set-based statement (`unnest`), like every other table of the flush.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgRow;
 
 use super::{Cols, PgUnitOfWork, column, json_column};
@@ -142,6 +142,29 @@ fn kind_name(kind: VisitRuleKind) -> &'static str {
 }
 
 impl PgUnitOfWork {
+    /// Deletes up to `limit` ($2) location reports recorded before $1 (by the BRIN index of
+    /// migration 0013); `skip locked`: sweepers on several replicas delete different rows.
+    pub(super) async fn purge_location_reports(
+        &mut self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let query = sqlx::query(
+            r#"
+delete from location_reports
+where report_id in (
+    select report_id
+    from location_reports
+    where recorded_at < $1
+    limit $2
+    for update skip locked
+)"#,
+        )
+        .bind(recorded_before) // $1
+        .bind(limit.max(0)); // $2
+        self.run_counted(query).await
+    }
+
     pub(super) async fn count_stores(&mut self) -> StoreResult<i64> {
         let query = sqlx::query("select count(*) as stores from stores");
         self.fetch_value(query, "stores", "stores").await

@@ -84,15 +84,37 @@ const BEGIN_WRITE: &str = "begin isolation level read committed";
 /// Read-only units of work see one consistent snapshot (`omo verify`, queries, the sweeper).
 const BEGIN_READ: &str = "begin isolation level repeatable read, read only";
 
-/// The one place a database error becomes a [`StoreError`]: by SQLSTATE, never by message.
+/// SQLSTATEs of a session the server ended: terminated by an administrator
+/// (`pg_terminate_backend`) or a fast shutdown, a crashed sibling, a server starting or
+/// stopping. Class 08 (connection exception) is matched by its prefix.
+const ADMIN_SHUTDOWN: &str = "57P01";
+const CRASH_SHUTDOWN: &str = "57P02";
+const CANNOT_CONNECT_NOW: &str = "57P03";
+const CONNECTION_EXCEPTION_CLASS: &str = "08";
+
+/// The one place a database error becomes a [`StoreError`]: by SQLSTATE or sqlx's error
+/// kind, never by message.
 fn map_err(e: sqlx::Error) -> StoreError {
-    if matches!(e, sqlx::Error::PoolTimedOut) {
-        return StoreError::Unavailable(e.to_string());
+    match e {
+        // The pool waited its whole acquire timeout (retrying refused connections meanwhile),
+        // or it is closed (the server is shutting down): nothing was done.
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed => {
+            return StoreError::Unavailable(e.to_string());
+        }
+        // The socket broke (reset by peer, broken pipe, end of stream).
+        sqlx::Error::Io(_) => return StoreError::ConnectionLost(e.to_string()),
+        _ => {}
     }
     let code = e.as_database_error().and_then(|db| db.code());
     match code.as_deref() {
         Some(SERIALIZATION_FAILURE | DEADLOCK_DETECTED | LOCK_NOT_AVAILABLE | UNIQUE_VIOLATION) => {
             StoreError::Conflict(e.to_string())
+        }
+        Some(ADMIN_SHUTDOWN | CRASH_SHUTDOWN | CANNOT_CONNECT_NOW) => {
+            StoreError::ConnectionLost(e.to_string())
+        }
+        Some(code) if code.starts_with(CONNECTION_EXCEPTION_CLASS) => {
+            StoreError::ConnectionLost(e.to_string())
         }
         _ => StoreError::Database(Box::new(e)),
     }
@@ -143,13 +165,41 @@ impl PostgresStore {
         // Migrations on a connection of their own, without those timeouts: a replica waits on
         // sqlx's advisory lock while another migrates, and a migration may take long.
         let mut migrator = PgConnection::connect_with(&base).await.map_err(map_err)?;
-        sqlx::migrate!("migrations/postgres")
-            .run(&mut migrator)
-            .await
-            .map_err(|e| StoreError::Database(Box::new(e)))?;
+        migrate_if_pending(&mut migrator).await?;
         migrator.close().await.map_err(map_err)?;
         Ok(Self { writes, reads })
     }
+}
+
+/// Runs the migrations the database lacks (or whose files changed, which sqlx then reports).
+/// A database already up to date is not touched, so that once `omo migrate` has run as the
+/// schema's owner, servers may run as a role without DDL rights (README, Security).
+async fn migrate_if_pending(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("migrations/postgres");
+    let has_table: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
+        .fetch_one(&mut *connection)
+        .await
+        .map_err(map_err)?;
+    let applied: std::collections::HashMap<i64, Vec<u8>> = if has_table {
+        sqlx::query_as("select version, checksum from _sqlx_migrations where success")
+            .fetch_all(&mut *connection)
+            .await
+            .map_err(map_err)?
+            .into_iter()
+            .collect()
+    } else {
+        Default::default()
+    };
+    let up_to_date = migrator
+        .iter()
+        .all(|m| applied.get(&m.version).map(Vec::as_slice) == Some(&*m.checksum));
+    if up_to_date {
+        return Ok(());
+    }
+    migrator
+        .run(connection)
+        .await
+        .map_err(|e| StoreError::Database(Box::new(e)))
 }
 
 #[async_trait]
@@ -745,6 +795,22 @@ impl UnitOfWork for PgUnitOfWork {
         sessions::purge_dashboard_sessions(self, opened_before, seen_before).await
     }
 
+    async fn purge_location_reports(
+        &mut self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        PgUnitOfWork::purge_location_reports(self, recorded_before, limit).await
+    }
+
+    async fn clear_receipt_texts(
+        &mut self,
+        submitted_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        PgUnitOfWork::clear_receipt_texts(self, submitted_before, limit).await
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program).await
     }
@@ -1095,15 +1161,50 @@ mod tests {
     }
 
     #[test]
-    fn a_pool_timeout_is_unavailable_and_a_lock_timeout_a_conflict() {
+    fn a_pool_timeout_or_a_closed_pool_is_unavailable_and_a_broken_socket_a_lost_connection() {
         assert!(matches!(
             map_err(sqlx::Error::PoolTimedOut),
             StoreError::Unavailable(_)
         ));
         assert!(matches!(
             map_err(sqlx::Error::PoolClosed),
+            StoreError::Unavailable(_)
+        ));
+        for kind in [
+            std::io::ErrorKind::ConnectionReset,
+            std::io::ErrorKind::BrokenPipe,
+            std::io::ErrorKind::UnexpectedEof,
+        ] {
+            let error = map_err(sqlx::Error::Io(kind.into()));
+            assert!(matches!(error, StoreError::ConnectionLost(_)), "{error:?}");
+        }
+        assert!(matches!(
+            map_err(sqlx::Error::RowNotFound),
             StoreError::Database(_)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_session_terminated_under_a_unit_of_work_is_a_lost_connection() {
+        with_store(|store| async move {
+            let mut uow = store.begin().await.unwrap();
+            // What `pg_terminate_backend` or a fast shutdown does to a writer between two
+            // statements (waiting up to 5 s for the sessions to end).
+            sqlx::query(
+                "select pg_terminate_backend(pid, 5000) from pg_stat_activity
+                where datname = current_database() and pid <> pg_backend_pid()",
+            )
+            .execute(&store.reads)
+            .await
+            .unwrap();
+            let error = uow.find_api_key("no such key").await.unwrap_err();
+            assert!(matches!(error, StoreError::ConnectionLost(_)), "{error:?}");
+            drop(uow);
+            // The pool drops the broken connection: the next unit of work gets a live one.
+            let mut uow = store.begin().await.unwrap();
+            assert_eq!(uow.find_api_key("no such key").await.unwrap(), None);
+        })
+        .await;
     }
 
     #[tokio::test]

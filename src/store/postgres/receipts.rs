@@ -150,6 +150,31 @@ fn receipt_from_row(row: &PgRow) -> StoreResult<ReceiptRecord> {
 }
 
 impl PgUnitOfWork {
+    /// Empties the raw text of up to `limit` ($2) receipts submitted before $1 that still have
+    /// one (by the partial index of migration 0013); `skip locked` as for the reports.
+    pub(super) async fn clear_receipt_texts(
+        &mut self,
+        submitted_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let query = sqlx::query(
+            r#"
+update receipts
+set raw_text = ''
+where receipt_id in (
+    select receipt_id
+    from receipts
+    where submitted_at < $1
+        and raw_text <> ''
+    limit $2
+    for update skip locked
+)"#,
+        )
+        .bind(submitted_before) // $1
+        .bind(limit.max(0)); // $2
+        self.run_counted(query).await
+    }
+
     pub(super) async fn list_receipt_rules(&mut self) -> StoreResult<Vec<ReceiptRule>> {
         let query = sqlx::query(
             r#"

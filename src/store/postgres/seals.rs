@@ -27,16 +27,29 @@ select coalesce(
 
 const NOW: &str = "select clock_timestamp() as now";
 
-/// Sessions of this database in a transaction that began at or before $1. A session of
-/// another role hides its `xact_start` and `state` (both null) unless omo's role may read all
-/// statistics: it counts as still running, so that sealing waits rather than guesses.
+/// Sessions of this database in a transaction that began at or before $1, of roles that may
+/// take a transaction id: those that may insert into the journal or use its id sequence
+/// (superusers may). Others cannot hold an id below the horizon, so an analyst's open
+/// transaction, a read-only role's `pg_dump` or a monitoring agent never holds sealing up. A
+/// session of another role hides its `xact_start`, `state` and `backend_type` (all null)
+/// unless omo's role may read all statistics (`pg_read_all_stats`): if its role may take an
+/// id, it counts as still running, so that sealing waits rather than guesses. Background
+/// processes (no role) take no id.
 const TRANSACTIONS_STARTED_BY: &str = r#"
 select count(*) as running
 from pg_stat_activity
 where datname = current_database()
-    and backend_type = 'client backend'
+    and (backend_type = 'client backend' or backend_type is null)
     and pid <> pg_backend_pid()
-    and (xact_start <= $1 or state is null)"#;
+    and (xact_start <= $1 or state is null)
+    and (
+        has_table_privilege(usesysid, 'transactions', 'insert')
+        or has_sequence_privilege(
+            usesysid,
+            pg_get_serial_sequence('transactions', 'transaction_id'),
+            'usage, update'
+        )
+    )"#;
 
 /// Why the horizon is safe. Ids are reserved with `nextval` inside a batch's transaction and
 /// committed in any order, so a gap below the newest committed id may still be filled. Read

@@ -1,7 +1,7 @@
 //! Engagement: geo and visit rules, location reports, presence, visits and the rules' issues.
 //! Dates are TEXT `YYYY-MM-DD` (they sort as dates), JSON is TEXT.
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::Row;
 
 use super::{Cols, SqliteUnitOfWork, col};
@@ -62,6 +62,31 @@ fn kind_name(kind: VisitRuleKind) -> &'static str {
 }
 
 impl SqliteUnitOfWork {
+    /// Deletes up to `limit` location reports recorded before `recorded_before` (by the index
+    /// of migration 0013); how many it deleted.
+    pub(super) fn purge_location_reports(
+        &self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let deleted = self
+            .query(
+                r"
+                delete from location_reports
+                where report_id in (
+                    select report_id
+                    from location_reports
+                    where recorded_at < ?1
+                    limit ?2
+                )
+                ",
+            )?
+            .bind(recorded_before.timestamp_micros()) // ?1
+            .bind(limit.max(0)) // ?2
+            .execute()?;
+        Ok(deleted as u64)
+    }
+
     pub(super) fn count_stores(&self) -> StoreResult<i64> {
         self.query("select count(*) from stores")?
             .fetch_one(|row| col(row, 0))

@@ -786,6 +786,22 @@ impl UnitOfWork for SqliteUnitOfWork {
         sessions::purge_dashboard_sessions(self, opened_before, seen_before)
     }
 
+    async fn purge_location_reports(
+        &mut self,
+        recorded_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        SqliteUnitOfWork::purge_location_reports(self, recorded_before, limit)
+    }
+
+    async fn clear_receipt_texts(
+        &mut self,
+        submitted_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        SqliteUnitOfWork::clear_receipt_texts(self, submitted_before, limit)
+    }
+
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()> {
         reference::ensure_program(self, program)
     }

@@ -50,6 +50,33 @@ fn receipt_from_row(row: &Row<'_>) -> StoreResult<ReceiptRecord> {
 }
 
 impl SqliteUnitOfWork {
+    /// Empties the raw text of up to `limit` receipts submitted before `submitted_before` that
+    /// still have one (by the partial index of migration 0013); how many it emptied.
+    pub(super) fn clear_receipt_texts(
+        &self,
+        submitted_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let cleared = self
+            .query(
+                r"
+                update receipts
+                set raw_text = ''
+                where receipt_id in (
+                    select receipt_id
+                    from receipts
+                    where submitted_at < ?1
+                        and raw_text <> ''
+                    limit ?2
+                )
+                ",
+            )?
+            .bind(submitted_before.timestamp_micros()) // ?1
+            .bind(limit.max(0)) // ?2
+            .execute()?;
+        Ok(cleared as u64)
+    }
+
     pub(super) fn list_receipt_rules(&self) -> StoreResult<Vec<ReceiptRule>> {
         let query = self.query(
             r"
