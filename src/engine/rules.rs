@@ -206,6 +206,14 @@ pub(super) async fn decide_purchase(
         .iter()
         .filter(|rule| rule.trigger == Trigger::Purchase && rule.enabled)
         .collect();
+    if rules.is_empty() {
+        // The common case on the hot path: nothing to decide, no zone to look up.
+        let tz = parse_time_zone(&program.time_zone).unwrap_or(chrono_tz::Asia::Tokyo);
+        return Ok(Decided {
+            verdicts: Vec::new(),
+            tz,
+        });
+    }
     if lock {
         let shared: Vec<String> = rules
             .iter()
