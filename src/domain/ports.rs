@@ -431,8 +431,8 @@ pub struct ChangeSet {
     pub shard: i16,
 }
 
-/// What a batch changed of the rules tables: rules created or updated, and counters as they
-/// now stand (written whole: the batch read them under the lock that guards them).
+/// What a batch changed of the rules tables: rules created or updated, and what it added to
+/// counters (the flush adds them to the stored rows, so counting needs no read).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RuleChanges {
     pub new_rules: Vec<Rule>,
@@ -450,7 +450,7 @@ impl RuleChanges {
     }
 }
 
-/// What one rule did for one member.
+/// What one rule did for one member (or, in a [`RuleChanges`], what a batch adds to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleCounter {
     pub rule_id: String,
@@ -460,6 +460,20 @@ pub struct RuleCounter {
     pub points: i64,
     pub coupons: i64,
     pub last_fired_at: DateTime<Utc>,
+}
+
+impl RuleCounter {
+    /// This counter with `more` added: firings, points and coupons summed, the later firing.
+    pub fn plus(&self, more: &RuleCounter) -> RuleCounter {
+        RuleCounter {
+            rule_id: self.rule_id.clone(),
+            member_id: self.member_id.clone(),
+            fired: self.fired + more.fired,
+            points: self.points + more.points,
+            coupons: self.coupons + more.coupons,
+            last_fired_at: self.last_fired_at.max(more.last_fired_at),
+        }
+    }
 }
 
 /// How often one rule fired at one store on one local day.

@@ -734,12 +734,17 @@ impl EngagementRows {
     }
 }
 
-/// The rules of a batch and their counters (see `engine/rules.rs`).
+/// The rules of a batch and their counters (see `engine/rules.rs`). Counters are kept as read
+/// (`counters`, `store_days`: only what a decision needed) and as the batch's additions
+/// (`counted`, `counted_days`), which the flush adds to the stored rows: counting a firing
+/// reads nothing.
 #[derive(Debug, Default)]
 struct RuleRows {
     rules: Table<String, Rule>,
     counters: Table<(String, String), RuleCounter>,
-    store_days: Table<(String, String, NaiveDate), RuleStoreDay>,
+    store_days: Table<(String, String, NaiveDate), i64>,
+    counted: Table<(String, String), RuleCounter>,
+    counted_days: Table<(String, String, NaiveDate), RuleStoreDay>,
     /// Rules whose row lock the batch holds (kept on rollback: the lock is the transaction's).
     locked: HashSet<String>,
 }
@@ -747,23 +752,23 @@ struct RuleRows {
 #[derive(Debug, Clone, Copy)]
 struct RuleMarks {
     rules: usize,
-    counters: usize,
-    store_days: usize,
+    counted: usize,
+    counted_days: usize,
 }
 
 impl RuleRows {
     fn marks(&self) -> RuleMarks {
         RuleMarks {
             rules: self.rules.mark(),
-            counters: self.counters.mark(),
-            store_days: self.store_days.mark(),
+            counted: self.counted.mark(),
+            counted_days: self.counted_days.mark(),
         }
     }
 
     fn rollback(&mut self, marks: RuleMarks) {
         self.rules.rollback(marks.rules);
-        self.counters.rollback(marks.counters);
-        self.store_days.rollback(marks.store_days);
+        self.counted.rollback(marks.counted);
+        self.counted_days.rollback(marks.counted_days);
     }
 
     fn changes(&self) -> RuleChanges {
@@ -771,18 +776,8 @@ impl RuleRows {
         RuleChanges {
             new_rules,
             changed_rules,
-            counters: self
-                .counters
-                .changes()
-                .into_iter()
-                .map(|(_, _, row)| row.clone())
-                .collect(),
-            store_days: self
-                .store_days
-                .changes()
-                .into_iter()
-                .map(|(_, _, row)| row.clone())
-                .collect(),
+            counters: self.counted.present().cloned().collect(),
+            store_days: self.counted_days.present().cloned().collect(),
         }
     }
 }
@@ -1313,12 +1308,19 @@ impl LedgerReads for InMemory<'_> {
         member_id: &str,
     ) -> StoreResult<Option<RuleCounter>> {
         let key = (rule_id.to_string(), member_id.to_string());
-        if let Some(counter) = self.rows.rules.counters.cached(&key) {
-            return Ok(counter.cloned());
-        }
-        let counter = self.db.rule_counter(rule_id, member_id).await?;
-        self.rows.rules.counters.fill(key, counter.clone());
-        Ok(counter)
+        let stored = match self.rows.rules.counters.cached(&key) {
+            Some(counter) => counter.cloned(),
+            None => {
+                let counter = self.db.rule_counter(rule_id, member_id).await?;
+                self.rows.rules.counters.fill(key.clone(), counter.clone());
+                counter
+            }
+        };
+        let counted = self.rows.rules.counted.cached(&key).flatten();
+        Ok(match (stored, counted) {
+            (Some(stored), Some(counted)) => Some(stored.plus(counted)),
+            (stored, counted) => stored.or_else(|| counted.cloned()),
+        })
     }
 
     async fn rule_store_day(
@@ -1328,21 +1330,19 @@ impl LedgerReads for InMemory<'_> {
         local_date: NaiveDate,
     ) -> StoreResult<i64> {
         let key = (rule_id.to_string(), store_id.to_string(), local_date);
-        if let Some(day) = self.rows.rules.store_days.cached(&key) {
-            return Ok(day.map_or(0, |day| day.fired));
-        }
-        let fired = self
-            .db
-            .rule_store_day(rule_id, store_id, local_date)
-            .await?;
-        let day = RuleStoreDay {
-            rule_id: rule_id.to_string(),
-            store_id: store_id.to_string(),
-            local_date,
-            fired,
+        let stored = match self.rows.rules.store_days.cached(&key) {
+            Some(fired) => fired.copied().unwrap_or(0),
+            None => {
+                let fired = self
+                    .db
+                    .rule_store_day(rule_id, store_id, local_date)
+                    .await?;
+                self.rows.rules.store_days.fill(key.clone(), Some(fired));
+                fired
+            }
         };
-        self.rows.rules.store_days.fill(key, Some(day));
-        Ok(fired)
+        let counted = self.rows.rules.counted_days.cached(&key).flatten();
+        Ok(stored + counted.map_or(0, |day| day.fired))
     }
 
     async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool> {
@@ -1659,15 +1659,28 @@ impl LedgerRows for InMemory<'_> {
         Ok(())
     }
 
-    async fn save_rule_counter(&mut self, counter: &RuleCounter) -> StoreResult<()> {
-        let key = (counter.rule_id.clone(), counter.member_id.clone());
-        self.rows.rules.counters.put(key, counter.clone());
+    async fn count_rule(&mut self, delta: &RuleCounter) -> StoreResult<()> {
+        let key = (delta.rule_id.clone(), delta.member_id.clone());
+        let counted = match self.rows.rules.counted.cached(&key).flatten() {
+            Some(counted) => counted.plus(delta),
+            None => delta.clone(),
+        };
+        self.rows.rules.counted.put(key, counted);
         Ok(())
     }
 
-    async fn save_rule_store_day(&mut self, day: &RuleStoreDay) -> StoreResult<()> {
-        let key = (day.rule_id.clone(), day.store_id.clone(), day.local_date);
-        self.rows.rules.store_days.put(key, day.clone());
+    async fn count_rule_day(&mut self, delta: &RuleStoreDay) -> StoreResult<()> {
+        let key = (
+            delta.rule_id.clone(),
+            delta.store_id.clone(),
+            delta.local_date,
+        );
+        let fired = self.rows.rules.counted_days.cached(&key).flatten();
+        let counted = RuleStoreDay {
+            fired: fired.map_or(0, |day| day.fired) + delta.fired,
+            ..delta.clone()
+        };
+        self.rows.rules.counted_days.put(key, counted);
         Ok(())
     }
 

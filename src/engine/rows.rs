@@ -110,8 +110,10 @@ pub(crate) trait LedgerRows: LedgerReads {
 
     // Rules and their counters.
     async fn save_rule(&mut self, rule: &Rule) -> StoreResult<()>;
-    async fn save_rule_counter(&mut self, counter: &RuleCounter) -> StoreResult<()>;
-    async fn save_rule_store_day(&mut self, day: &RuleStoreDay) -> StoreResult<()>;
+    /// Adds `delta` (firings, points, coupons; the later last firing) to a rule's counter.
+    async fn count_rule(&mut self, delta: &RuleCounter) -> StoreResult<()>;
+    /// Adds `delta.fired` firings to a rule's day at a store.
+    async fn count_rule_day(&mut self, delta: &RuleStoreDay) -> StoreResult<()>;
 
     // Campaigns and coupons.
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;

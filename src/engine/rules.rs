@@ -534,37 +534,23 @@ async fn count(
     coupons: i64,
     now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let counter = uow.rule_counter(&rule.rule_id, purchase.member_id).await?;
-    let counter = match counter {
-        Some(counter) => RuleCounter {
-            fired: counter.fired + 1,
-            points: counter.points + points,
-            coupons: counter.coupons + coupons,
-            last_fired_at: now,
-            ..counter
-        },
-        None => RuleCounter {
-            rule_id: rule.rule_id.clone(),
-            member_id: purchase.member_id.to_string(),
-            fired: 1,
-            points,
-            coupons,
-            last_fired_at: now,
-        },
+    let firing = RuleCounter {
+        rule_id: rule.rule_id.clone(),
+        member_id: purchase.member_id.to_string(),
+        fired: 1,
+        points,
+        coupons,
+        last_fired_at: now,
     };
-    uow.save_rule_counter(&counter).await?;
+    uow.count_rule(&firing).await?;
     if rule.limits.daily_cap_per_store > 0 && !purchase.store_id.is_empty() {
-        let local_date = local_date(purchase.at, tz);
-        let fired = uow
-            .rule_store_day(&rule.rule_id, purchase.store_id, local_date)
-            .await?;
         let day = RuleStoreDay {
             rule_id: rule.rule_id.clone(),
             store_id: purchase.store_id.to_string(),
-            local_date,
-            fired: fired + 1,
+            local_date: local_date(purchase.at, tz),
+            fired: 1,
         };
-        uow.save_rule_store_day(&day).await?;
+        uow.count_rule_day(&day).await?;
     }
     Ok(())
 }
@@ -579,16 +565,16 @@ pub(super) async fn count_reversal(
     if points == 0 {
         return Ok(());
     }
-    let Some(counter) = uow.rule_counter(rule_id, member_id).await? else {
-        return Err(StoreError::Corrupt(format!(
-            "rule {rule_id} gave member {member_id} points but has no counter"
-        )));
+    let reversal = RuleCounter {
+        rule_id: rule_id.to_string(),
+        member_id: member_id.to_string(),
+        fired: 0,
+        points: -points,
+        coupons: 0,
+        // Before any firing: the counter's last firing stays.
+        last_fired_at: DateTime::UNIX_EPOCH,
     };
-    let counter = RuleCounter {
-        points: counter.points - points,
-        ..counter
-    };
-    uow.save_rule_counter(&counter).await
+    uow.count_rule(&reversal).await
 }
 
 /// The account a refund gives a part's points back to.

@@ -33,6 +33,7 @@ use super::orders::{
     INSERT_ORDER_LOTS, INSERT_ORDERS, UPDATE_ORDER_LOTS, UPDATE_ORDERS, bind_order_lots,
     bind_orders, order_from_row, order_lot_from_row,
 };
+use super::rules;
 use super::{Cols, PgQuery, PgUnitOfWork, column, map_err, reports};
 use crate::{
     domain::{
@@ -419,6 +420,7 @@ impl PgUnitOfWork {
         for campaign in &changes.new_campaigns {
             self.insert_campaign(campaign).await?;
         }
+        self.write_rules(&changes.rules).await?;
         for (source, target) in &changes.merges {
             self.move_lots(source, target).await?;
             self.move_coupons(source, target).await?;
@@ -597,8 +599,26 @@ fn flush_parts<'q, 'c: 'q>(
     }
     journal_parts(changes, journal, &mut parts);
     table_parts(changes, &mut parts);
+    rule_parts(changes, &mut parts);
     report_parts(changes, &mut parts);
     parts
+}
+
+/// What the batch adds to the rules' counters (rows of members it locked) and to their
+/// stores' days (under the rules' locks). Not counted: an upsert always writes its row.
+fn rule_parts<'q>(changes: &'q ChangeSet, parts: &mut Vec<Part<'q>>) {
+    let counters = &changes.rules.counters;
+    if !counters.is_empty() {
+        parts.push(Part::new("rule_counts", rules::UPSERT_COUNTERS, move |q| {
+            Ok(rules::bind_counters(q, counters))
+        }));
+    }
+    let days = &changes.rules.store_days;
+    if !days.is_empty() {
+        parts.push(Part::new("rule_days", rules::UPSERT_STORE_DAYS, move |q| {
+            Ok(rules::bind_store_days(q, days))
+        }));
+    }
 }
 
 /// The visits (whose insert the visit summary counts) and the report summaries' upserts, in

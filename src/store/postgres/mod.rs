@@ -910,9 +910,7 @@ impl UnitOfWork for PgUnitOfWork {
         lap.ledger_done(changes);
         self.flush_engagement(&changes.engagement).await?;
         self.flush_receipts(&changes.engagement).await?;
-        if !changes.rules.is_empty() {
-            self.write_rules(&changes.rules).await?;
-        }
+
         lap.engagement_done(changes);
         Ok(())
     }

@@ -1,12 +1,12 @@
-//! Rules and their counters (domain::rules): the reads, the rule locks, and the writes of a
-//! flush (one statement per table, only in batches that changed rules or counters).
+//! Rules and their counters (domain::rules): the reads, the rule locks, the rules' writes, and
+//! the counters' parts of the flush statement (`batch.rs`).
 
 use chrono::NaiveDate;
 use sqlx::postgres::PgRow;
 
-use super::{Cols, PgUnitOfWork, column, json_column};
+use super::{Cols, PgQuery, PgUnitOfWork, column, json_column};
 use crate::domain::{
-    ports::{RuleChanges, RuleCounter, RuleTotals, StoreResult},
+    ports::{RuleChanges, RuleCounter, RuleStoreDay, RuleTotals, StoreResult},
     rules::Rule,
 };
 
@@ -48,23 +48,23 @@ set enabled = excluded.enabled,
     body = excluded.body,
     updated_at = excluded.updated_at"#;
 
-const UPSERT_COUNTERS: &str = r#"
+pub(super) const UPSERT_COUNTERS: &str = r#"
 insert into rule_counters (rule_id, member_id, fired, points, coupons, last_fired_at)
 select *
 from unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[],
     $6::timestamptz[])
 on conflict (rule_id, member_id) do update
-set fired = excluded.fired,
-    points = excluded.points,
-    coupons = excluded.coupons,
-    last_fired_at = excluded.last_fired_at"#;
+set fired = rule_counters.fired + excluded.fired,
+    points = rule_counters.points + excluded.points,
+    coupons = rule_counters.coupons + excluded.coupons,
+    last_fired_at = greatest(rule_counters.last_fired_at, excluded.last_fired_at)"#;
 
-const UPSERT_STORE_DAYS: &str = r#"
+pub(super) const UPSERT_STORE_DAYS: &str = r#"
 insert into rule_store_days (rule_id, store_id, local_date, fired)
 select *
 from unnest($1::text[], $2::text[], $3::date[], $4::bigint[])
 on conflict (rule_id, store_id, local_date) do update
-set fired = excluded.fired"#;
+set fired = rule_store_days.fired + excluded.fired"#;
 
 impl PgUnitOfWork {
     pub(super) async fn list_rules(&mut self) -> StoreResult<Vec<Rule>> {
@@ -185,44 +185,43 @@ order by rule_id"#,
         self.fetch_all(query, totals_from_row).await
     }
 
-    /// Writes the rules a batch created or changed, and its counters as they now stand.
+    /// Writes the rules a batch created or changed (rare: admin writes, one statement).
     pub(super) async fn write_rules(&mut self, changes: &RuleChanges) -> StoreResult<()> {
-        let rules: Vec<Rule> = changes
+        let rules: Vec<&Rule> = changes
             .new_rules
             .iter()
             .chain(&changes.changed_rules)
-            .cloned()
             .collect();
-        if !rules.is_empty() {
-            let query = sqlx::query(UPSERT_RULES)
-                .bind(column(&rules, |r| r.rule_id.as_str())) // $1
-                .bind(column(&rules, |r| r.trigger.as_str())) // $2
-                .bind(column(&rules, |r| r.enabled)) // $3
-                .bind(json_column(&rules, |r| r)?) // $4
-                .bind(column(&rules, |r| r.created_at)) // $5
-                .bind(column(&rules, |r| r.updated_at)); // $6
-            self.run(query).await?;
+        if rules.is_empty() {
+            return Ok(());
         }
-        let counters = &changes.counters;
-        if !counters.is_empty() {
-            let query = sqlx::query(UPSERT_COUNTERS)
-                .bind(column(counters, |c| c.rule_id.as_str())) // $1
-                .bind(column(counters, |c| c.member_id.as_str())) // $2
-                .bind(column(counters, |c| c.fired)) // $3
-                .bind(column(counters, |c| c.points)) // $4
-                .bind(column(counters, |c| c.coupons)) // $5
-                .bind(column(counters, |c| c.last_fired_at)); // $6
-            self.run(query).await?;
-        }
-        let days = &changes.store_days;
-        if !days.is_empty() {
-            let query = sqlx::query(UPSERT_STORE_DAYS)
-                .bind(column(days, |d| d.rule_id.as_str())) // $1
-                .bind(column(days, |d| d.store_id.as_str())) // $2
-                .bind(column(days, |d| d.local_date)) // $3
-                .bind(column(days, |d| d.fired)); // $4
-            self.run(query).await?;
-        }
-        Ok(())
+        let query = sqlx::query(UPSERT_RULES)
+            .bind(column(&rules, |r| r.rule_id.as_str())) // $1
+            .bind(column(&rules, |r| r.trigger.as_str())) // $2
+            .bind(column(&rules, |r| r.enabled)) // $3
+            .bind(json_column(&rules, |r| *r)?) // $4
+            .bind(column(&rules, |r| r.created_at)) // $5
+            .bind(column(&rules, |r| r.updated_at)); // $6
+        self.run(query).await
     }
+}
+
+/// The columns of `UPSERT_COUNTERS`: what a batch adds to each counter.
+pub(super) fn bind_counters<'q>(query: PgQuery<'q>, counters: &'q [RuleCounter]) -> PgQuery<'q> {
+    query
+        .bind(column(counters, |c| c.rule_id.as_str())) // $1
+        .bind(column(counters, |c| c.member_id.as_str())) // $2
+        .bind(column(counters, |c| c.fired)) // $3
+        .bind(column(counters, |c| c.points)) // $4
+        .bind(column(counters, |c| c.coupons)) // $5
+        .bind(column(counters, |c| c.last_fired_at)) // $6
+}
+
+/// The columns of `UPSERT_STORE_DAYS`: what a batch adds to each store's day.
+pub(super) fn bind_store_days<'q>(query: PgQuery<'q>, days: &'q [RuleStoreDay]) -> PgQuery<'q> {
+    query
+        .bind(column(days, |d| d.rule_id.as_str())) // $1
+        .bind(column(days, |d| d.store_id.as_str())) // $2
+        .bind(column(days, |d| d.local_date)) // $3
+        .bind(column(days, |d| d.fired)) // $4
 }

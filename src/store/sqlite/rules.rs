@@ -136,7 +136,7 @@ impl SqliteUnitOfWork {
         query.fetch_all(totals_from_row)
     }
 
-    /// Writes the rules a batch created or changed, and its counters as they now stand.
+    /// Writes the rules a batch created or changed, and adds what it counted to the counters.
     pub(super) fn write_rules(&self, changes: &RuleChanges) -> StoreResult<()> {
         for rule in changes.new_rules.iter().chain(&changes.changed_rules) {
             let query = self
@@ -166,10 +166,10 @@ impl SqliteUnitOfWork {
                         last_fired_at)
                     values (?1, ?2, ?3, ?4, ?5, ?6)
                     on conflict (rule_id, member_id) do update
-                    set fired = excluded.fired,
-                        points = excluded.points,
-                        coupons = excluded.coupons,
-                        last_fired_at = excluded.last_fired_at
+                    set fired = fired + excluded.fired,
+                        points = points + excluded.points,
+                        coupons = coupons + excluded.coupons,
+                        last_fired_at = max(last_fired_at, excluded.last_fired_at)
                     ",
                 )?
                 .bind(&counter.rule_id) // ?1
@@ -187,7 +187,7 @@ impl SqliteUnitOfWork {
                     insert into rule_store_days (rule_id, store_id, local_date, fired)
                     values (?1, ?2, ?3, ?4)
                     on conflict (rule_id, store_id, local_date) do update
-                    set fired = excluded.fired
+                    set fired = fired + excluded.fired
                     ",
                 )?
                 .bind(&day.rule_id) // ?1
