@@ -152,8 +152,8 @@ pub struct LedgerSnapshot {
     /// Coupon rows counted the way the ledger should show them: an active coupon is one unit of
     /// `CPN:<campaign>` on `member:<id>`, a reserved one on `hold:<order_id>`.
     pub coupon_positions: Vec<AccountTotal>,
-    /// Coupons issued by a rule (source `geo:<rule>`, `visit:<rule>` or `receipt:<rule>`)
-    /// that does not exist.
+    /// Coupons issued by a rule (source `geo:<rule>`, `visit:<rule>`, `receipt:<rule>` or
+    /// `rule:<rule>`) that does not exist.
     pub coupons_without_rule: Vec<String>,
     /// Receipts whose points are not where their status puts them: one waiting for review
     /// whose lot is not a pending lot of exactly its points, an accepted one whose lot did not

@@ -23,6 +23,7 @@ both_backends! {
     engagement_rules_are_listed_as_rules => engagement_rules_are_listed_as_rules,
     a_refund_takes_back_each_part_of_the_points => a_refund_takes_back_each_part_of_the_points,
     a_capture_decides_its_rules_again => a_capture_decides_its_rules_again,
+    a_rule_issues_coupons_within_its_daily_cap_and_cooldown => a_rule_issues_coupons_within_its_daily_cap_and_cooldown,
     bad_rules_are_refused_field_by_field_and_write_nothing => bad_rules_are_refused_field_by_field_and_write_nothing,
 }
 
@@ -781,5 +782,109 @@ async fn bad_rules_are_refused_field_by_field_and_write_nothing(app: &TestApp) {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
+    app.verify_ok().await;
+}
+
+async fn a_rule_issues_coupons_within_its_daily_cap_and_cooldown(app: &TestApp) {
+    app.admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
+            campaign: Some(proto::Campaign {
+                campaign_id: "web-500".into(),
+                name: "¥500 off online".into(),
+                discount: Some(Discount::AmountOff("500".into())),
+                channels: vec![proto::Channel::Ec as i32],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("campaign");
+    // A store purchase of a bag gives a web coupon: at most two a day at a store, and one per
+    // member a day.
+    let mut rule = purchase_rule(
+        "bag-to-web",
+        proto::RuleEffects {
+            campaign_id: "web-500".into(),
+            ..Default::default()
+        },
+    );
+    rule.conditions = Some(proto::RuleConditions {
+        channels: vec![proto::Channel::Store as i32],
+        lines: vec![proto::RuleLineCondition {
+            sku: "BAG".into(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    });
+    rule.limits = Some(proto::RuleLimits {
+        daily_cap_per_store: 2,
+        cooldown_seconds: 86_400,
+        ..Default::default()
+    });
+    create_rule(app, rule).await;
+    let bag_sale = |request: &str, receipt: &str, member_id: &str| {
+        let mut sale = store_sale(request, receipt, member_ref(member_id), "0", 0);
+        sale.basket = Some(proto::Basket {
+            lines: vec![proto::LineItem {
+                line_id: "1".into(),
+                sku: "BAG".into(),
+                category: "goods".into(),
+                quantity: 1,
+                amount: "5000".into(),
+            }],
+        });
+        sale
+    };
+    let first = app.create_member("card-1").await;
+    let second = app.create_member("card-2").await;
+    let third = app.create_member("card-3").await;
+    for (i, member_id) in [&first, &first, &second, &third].into_iter().enumerate() {
+        app.record_sale(bag_sale(&format!("s{i}"), &format!("{i:04}"), member_id))
+            .await
+            .expect("sale");
+    }
+    let wallet = |member_id: String| {
+        let admin = app.admin.clone();
+        async move {
+            admin
+                .coupons()
+                .list_coupons(proto::ListCouponsRequest {
+                    member: Some(member_ref(&member_id)),
+                    ..Default::default()
+                })
+                .await
+                .expect("coupons")
+                .into_inner()
+                .coupons
+        }
+    };
+    // The first member's second sale is in the cooldown; the third member's is over the cap.
+    let coupons = wallet(first.clone()).await;
+    assert_eq!(coupons.len(), 1);
+    assert_eq!(coupons[0].source, "rule:bag-to-web");
+    assert_eq!(wallet(second.clone()).await.len(), 1);
+    assert!(wallet(third.clone()).await.is_empty());
+    let stats = stats(app, "bag-to-web").await;
+    assert_eq!(
+        (stats.fired, stats.members, stats.coupons_issued),
+        (2, 2, 2)
+    );
+    let simulated = |member: &str| proto::SimulateRulesRequest {
+        trigger: proto::RuleTrigger::Purchase as i32,
+        member: Some(member_ref(member)),
+        channel: proto::Channel::Store as i32,
+        store_id: "shibuya".into(),
+        basket: bag_sale("x", "x", member).basket,
+        ..Default::default()
+    };
+    assert_eq!(simulate(app, simulated(&third)).await[0].2, "DAILY_CAP");
+    assert_eq!(simulate(app, simulated(&first)).await[0].2, "COOLDOWN");
+    // The next day the cap starts again.
+    app.advance(Duration::days(1)).await;
+    app.record_sale(bag_sale("s9", "0009", &third))
+        .await
+        .unwrap();
+    assert_eq!(wallet(third).await.len(), 1);
     app.verify_ok().await;
 }

@@ -105,6 +105,8 @@ where (c.source like 'geo:%'
         and not exists (select 1 from visit_rules r where 'visit:' || r.rule_id = c.source))
     or (c.source like 'receipt:%'
         and not exists (select 1 from receipt_rules r where 'receipt:' || r.rule_id = c.source))
+    or (c.source like 'rule:%'
+        and not exists (select 1 from rules r where 'rule:' || r.rule_id = c.source))
 order by c.code"#;
 
 fn presence_from_row(row: &PgRow) -> StoreResult<Presence> {

@@ -424,6 +424,9 @@ impl SqliteUnitOfWork {
                 or (c.source like 'receipt:%'
                     and not exists (
                         select 1 from receipt_rules r where 'receipt:' || r.rule_id = c.source))
+                or (c.source like 'rule:%'
+                    and not exists (
+                        select 1 from rules r where 'rule:' || r.rule_id = c.source))
             order by c.code
             ",
         )?;
