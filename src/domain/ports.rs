@@ -769,8 +769,9 @@ pub trait LedgerReads: Send {
     async fn list_rules(&mut self) -> StoreResult<Vec<Rule>>;
     async fn get_rule(&mut self, rule_id: &str) -> StoreResult<Option<Rule>>;
     /// Takes the rules' row locks (in rule_id order: `rule_ids` come sorted), so that what
-    /// their shared limits read (budget balances, a store's day) stays theirs until commit.
-    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()>;
+    /// their shared limits read (budget balances, a store's day) stays theirs until commit;
+    /// returns the rules as they stand under the lock.
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<Vec<Rule>>;
     async fn rule_counter(
         &mut self,
         rule_id: &str,

@@ -75,7 +75,12 @@ fn ids_wanted(command: &Command) -> (usize, usize) {
 /// coupon and identifier of a member), some of which the batch never reads: alone, no other
 /// command of its batch can see those rows before they move.
 pub(super) fn runs_alone(command: &Command) -> bool {
-    matches!(command, Command::MergeMembers { .. })
+    // A rule's change locks its row before the sales of its batch would lock the rules in
+    // rule_id order: alone, it never holds one rule while waiting for another.
+    matches!(
+        command,
+        Command::MergeMembers { .. } | Command::CreateRule(_) | Command::UpdateRule(_)
+    )
 }
 
 /// What a batch of commands will touch.
@@ -190,6 +195,14 @@ impl<K: Eq + Hash + Clone, V: Clone + PartialEq> Table<K, V> {
     /// Keeps a row as read from the database; never replaces what the batch already has.
     fn fill(&mut self, key: K, row: Option<V>) {
         self.rows.entry(key).or_insert(row);
+    }
+
+    /// Forgets a row the batch only read, so that the next read goes to the database; a row
+    /// the batch wrote stays.
+    fn forget(&mut self, key: &K) {
+        if !self.log.iter().any(|(logged, _)| logged == key) {
+            self.rows.remove(key);
+        }
     }
 
     /// Replaces a row read again under a lock, unless the batch has written it already.
@@ -747,6 +760,8 @@ struct RuleRows {
     counted_days: Table<(String, String, NaiveDate), RuleStoreDay>,
     /// Rules whose row lock the batch holds (kept on rollback: the lock is the transaction's).
     locked: HashSet<String>,
+    /// The committed rules, as the batch first listed them (read once per batch).
+    listed: Option<Vec<Rule>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1273,9 +1288,15 @@ impl LedgerReads for InMemory<'_> {
         self.db.list_receipt_rules().await
     }
 
-    /// The committed rules (the reference cache's source); the batch's own are not listed.
+    /// The committed rules (the reference cache's source), read once per batch; the batch's
+    /// own are not listed.
     async fn list_rules(&mut self) -> StoreResult<Vec<Rule>> {
-        self.db.list_rules().await
+        if let Some(listed) = &self.rows.rules.listed {
+            return Ok(listed.clone());
+        }
+        let listed = self.db.list_rules().await?;
+        self.rows.rules.listed = Some(listed.clone());
+        Ok(listed)
     }
 
     async fn get_rule(&mut self, rule_id: &str) -> StoreResult<Option<Rule>> {
@@ -1288,18 +1309,38 @@ impl LedgerReads for InMemory<'_> {
         Ok(rule)
     }
 
-    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()> {
+    /// Locks the rules not locked yet, and forgets what the batch read of them before the
+    /// lock (their bodies, their stores' days, their budgets' balances unless the batch wrote
+    /// them): a preview earlier in the batch may have read them unlocked.
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<Vec<Rule>> {
         let wanted: Vec<String> = rule_ids
             .iter()
             .filter(|id| !self.rows.rules.locked.contains(*id))
             .cloned()
             .collect();
-        if wanted.is_empty() {
-            return Ok(());
+        if !wanted.is_empty() {
+            let locked = self.db.lock_rules(&wanted).await?;
+            let rules = &mut self.rows.rules;
+            rules
+                .store_days
+                .rows
+                .retain(|(rule_id, _, _), _| !wanted.contains(rule_id));
+            for rule_id in &wanted {
+                let budget = (
+                    Account::RuleBudget(rule_id.clone()).to_string(),
+                    "PTS".to_string(),
+                );
+                self.rows.balances.forget(&budget);
+                let body = locked.iter().find(|rule| &rule.rule_id == rule_id).cloned();
+                rules.rules.refill(rule_id.clone(), body);
+            }
+            rules.locked.extend(wanted);
         }
-        self.db.lock_rules(&wanted).await?;
-        self.rows.rules.locked.extend(wanted);
-        Ok(())
+        let mut bodies = Vec::with_capacity(rule_ids.len());
+        for rule_id in rule_ids {
+            bodies.extend(self.rows.rules.rules.cached(rule_id).flatten().cloned());
+        }
+        Ok(bodies)
     }
 
     async fn rule_counter(

@@ -44,8 +44,12 @@ pub(super) async fn authorize(
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let purchase = purchase_of(request, &member.member_id, &priced, now);
     let preview = rules::decide_purchase(uow, reference, &program, &purchase, false).await?;
-    let breakdown = preview.breakdown(priced.points_to_earn);
-    program.check_earn_cap(breakdown.iter().map(|part| part.points).sum())?;
+    // The base alone may not pass the program's cap; the rules give what room it leaves.
+    program.check_earn_cap(priced.points_to_earn)?;
+    let cap = program.max_points_per_order;
+    let breakdown = preview
+        .within_cap(priced.points_to_earn, cap)
+        .breakdown(priced.points_to_earn);
     let order_id = &request.order_id;
     points::take_points(uow, &lots, order_id, priced.points_redeemed, true, now).await?;
     let hold = Account::Hold(order_id.clone());
@@ -88,14 +92,12 @@ pub(super) async fn record_sale(
     let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
     let member_id = member.member_id.clone();
     let purchase = purchase_of(request, &member_id, &priced, occurred_at);
-    let decided = rules::decide_purchase(uow, reference, &program, &purchase, true).await?;
+    // The base alone may not pass the program's cap; the rules give what room it leaves.
     let base_points = priced.points_to_earn;
-    let would_earn = decided
-        .breakdown(base_points)
-        .iter()
-        .map(|part| part.points)
-        .sum();
-    program.check_earn_cap(would_earn)?;
+    program.check_earn_cap(base_points)?;
+    let decided = rules::decide_purchase(uow, reference, &program, &purchase, true)
+        .await?
+        .within_cap(base_points, program.max_points_per_order);
     points::take_points(
         uow,
         &lots,
@@ -199,7 +201,9 @@ pub(super) async fn capture(
         paid: order.amount_due,
         at: now,
     };
-    let decided = rules::decide_purchase(uow, reference, &program, &purchase, true).await?;
+    let decided = rules::decide_purchase(uow, reference, &program, &purchase, true)
+        .await?
+        .within_cap(base_points, program.max_points_per_order);
     let earned = (&purchase, &decided, base_points, now);
     let earn_postings = book_earning(uow, &program, &mut order, earned, now).await?;
     postings.extend(earn_postings);
@@ -329,8 +333,11 @@ pub(super) async fn refund(
     let refunded = order.refunded_amount + amount;
 
     // Each part of what the order earned gives back its own share, to the account it came
-    // from (the base to `program:issued`, a rule's points to the rule's account).
+    // from (the base to `program:issued`, a rule's points to the rule's account). The rules'
+    // parts come first: what the member can still give back goes to them, so that a budget
+    // is refilled only with points that really came back.
     let mut parts = order.earn_parts();
+    parts.sort_by_key(|part| part.rule_id.is_empty());
     let mut returns = Vec::with_capacity(parts.len());
     let mut reversed_breakdown = Vec::new();
     for part in &mut parts {
@@ -345,12 +352,16 @@ pub(super) async fn refund(
             });
         }
         returns.push((rules::part_account(uow, part).await?, take));
-        if !part.rule_id.is_empty() {
-            rules::count_reversal(uow, &part.rule_id, &order.member_id, take).await?;
-        }
     }
+    reversed_breakdown.sort_by_key(|part| !part.rule_id.is_empty());
     let reverse: i64 = returns.iter().map(|(_, take)| take).sum();
     let clawed = clawback(uow, lots, &member.member_id, &order.order_id, &returns, now).await?;
+    for (part, recovered) in parts.iter().zip(&clawed.recovered) {
+        if !part.rule_id.is_empty() {
+            rules::count_reversal(uow, &part.rule_id, &member.member_id, *recovered).await?;
+        }
+    }
+    parts.sort_by_key(|part| !part.rule_id.is_empty());
     let restore = pricing::share_of_points(order.points_redeemed, refunded, order.total);
     let (restored, restore_posting) =
         restore_points(uow, &order, &member.member_id, restore, now).await?;
@@ -448,6 +459,8 @@ struct Clawback {
     postings: Vec<Posting>,
     from_pending: i64,
     shortfall: i64,
+    /// What each of the `returns` got back from the member (the rest is shortfall).
+    recovered: Vec<i64>,
 }
 
 /// Takes back what an order earned — `returns`, the points each account gets back — from the
@@ -501,19 +514,33 @@ async fn clawback(
     let sources = [
         (Account::MemberPending(member_id.into()), from_pending),
         (Account::Member(member_id.into()), from_available),
-        (Account::ProgramShortfall, left),
     ];
+    let (mut postings, recovered) = allocate(&sources, returns);
+    // What the member already spent is the program's loss, not a rule's budget back.
+    push(
+        &mut postings,
+        Account::ProgramShortfall,
+        Account::ProgramIssued,
+        Asset::Points,
+        left,
+    );
     Ok(Clawback {
-        postings: allocate(&sources, returns),
+        postings,
         from_pending,
         shortfall: left,
+        recovered,
     })
 }
 
-/// Postings that move what `sources` give to what `destinations` get (both add up to the
-/// same), each source drawn in order.
-fn allocate(sources: &[(Account, i64)], destinations: &[(Account, i64)]) -> Vec<Posting> {
+/// Postings that move what `sources` give to what `destinations` are owed, destinations
+/// served in order and each source drawn in order; and what each destination got (less than
+/// it is owed when the sources run out).
+fn allocate(
+    sources: &[(Account, i64)],
+    destinations: &[(Account, i64)],
+) -> (Vec<Posting>, Vec<i64>) {
     let mut postings = Vec::new();
+    let mut got = Vec::with_capacity(destinations.len());
     let mut sources = sources.iter().filter(|(_, amount)| *amount > 0);
     let mut source = sources.next().cloned();
     for (to, amount) in destinations {
@@ -529,8 +556,9 @@ fn allocate(sources: &[(Account, i64)], destinations: &[(Account, i64)]) -> Vec<
                 source = sources.next().cloned();
             }
         }
+        got.push(amount - owed);
     }
-    postings
+    (postings, got)
 }
 
 /// Gives back redeemed points up to a cumulative `target`, into the lots they came from

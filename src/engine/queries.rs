@@ -164,7 +164,9 @@ impl Engine {
         let decided =
             super::rules::decide_purchase(uow.as_mut(), reference, &program, &purchase, false)
                 .await?;
-        let earn_breakdown = decided.breakdown(priced.points_to_earn);
+        let earn_breakdown = decided
+            .within_cap(priced.points_to_earn, program.max_points_per_order)
+            .breakdown(priced.points_to_earn);
         let priced = pricing::Priced {
             points_to_earn: earn_breakdown.iter().map(|part| part.points).sum(),
             ..priced

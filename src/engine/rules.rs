@@ -182,6 +182,23 @@ impl Decided {
     pub fn breakdown(&self, base_points: i64) -> Vec<EarnPart> {
         breakdown(base_points, &self.verdicts)
     }
+
+    /// The rules' points cut, in rule order, to the room the program's points cap
+    /// (`max_points_per_order`, 0 = none) leaves above the base: a campaign never makes a
+    /// sale fail, it gives less.
+    pub fn within_cap(mut self, base_points: i64, cap: i64) -> Self {
+        if cap <= 0 {
+            return self;
+        }
+        let mut room = (cap - base_points).max(0);
+        for verdict in &mut self.verdicts {
+            if let Ok(award) = &mut verdict.outcome {
+                award.points = award.points.min(room);
+                room -= award.points;
+            }
+        }
+        self
+    }
 }
 
 /// One rule's verdict.
@@ -191,9 +208,11 @@ pub(super) struct Verdict {
     pub outcome: Result<Award, Skip>,
 }
 
-/// Decides every PURCHASE rule for `purchase`, in rule_id order. With `lock`, the rules with
-/// a shared limit are locked first (all of them, in rule_id order, so batches never wait on
-/// each other in a cycle): a capture books what is decided. Without, it is a preview.
+/// Decides every PURCHASE rule for `purchase`, in rule_id order. Without `lock` it is a
+/// preview, from the rules' cache (up to a second old). With `lock` (a capture books what is
+/// decided) the rules are read as committed, and those with a shared limit are locked (all
+/// of them at once, in rule_id order) and decided as they stand under the lock: a rule
+/// disabled or a limit changed anywhere holds for every capture that follows.
 pub(super) async fn decide_purchase(
     uow: &mut dyn LedgerReads,
     reference: &Reference,
@@ -201,27 +220,43 @@ pub(super) async fn decide_purchase(
     purchase: &Purchase<'_>,
     lock: bool,
 ) -> Result<Decided, StoreError> {
-    let rules = reference.rules(uow).await?;
-    let rules: Vec<&Rule> = rules
-        .iter()
-        .filter(|rule| rule.trigger == Trigger::Purchase && rule.enabled)
-        .collect();
-    if rules.is_empty() {
-        // The common case on the hot path: nothing to decide, no zone to look up.
+    let cached = reference.rules(uow).await?;
+    let is_purchase = |rule: &Rule| rule.trigger == Trigger::Purchase;
+    if !cached.iter().any(is_purchase) {
+        // The common case on the hot path: nothing to decide, no zone to look up. (A rule
+        // created through another replica fires here within the cache's second.)
         let tz = parse_time_zone(&program.time_zone).unwrap_or(chrono_tz::Asia::Tokyo);
         return Ok(Decided {
             verdicts: Vec::new(),
             tz,
         });
     }
+    let mut rules: Vec<Rule> = if lock {
+        uow.list_rules()
+            .await?
+            .into_iter()
+            .filter(is_purchase)
+            .collect()
+    } else {
+        cached
+            .iter()
+            .filter(|rule| is_purchase(rule))
+            .cloned()
+            .collect()
+    };
     if lock {
         let shared: Vec<String> = rules
             .iter()
-            .filter(|rule| rule.has_shared_limit())
+            .filter(|rule| rule.enabled && rule.has_shared_limit())
             .map(|rule| rule.rule_id.clone())
             .collect();
-        uow.lock_rules(&shared).await?;
+        for locked in uow.lock_rules(&shared).await? {
+            if let Some(rule) = rules.iter_mut().find(|r| r.rule_id == locked.rule_id) {
+                *rule = locked;
+            }
+        }
     }
+    let rules: Vec<&Rule> = rules.iter().filter(|rule| rule.enabled).collect();
     let tz = zone(uow, reference, program, purchase.store_id).await?;
     let first_purchase = if rules.iter().any(|rule| rule.conditions.first_purchase) {
         !uow.has_captured_order(purchase.member_id).await?
@@ -510,7 +545,11 @@ pub(super) async fn book(
                 coupons_issued = 1;
             }
         }
-        count(uow, rule, purchase, tz, award.points, coupons_issued, now).await?;
+        if award.points == 0 && coupons_issued == 0 {
+            // Nothing given (its campaign closed or at its limit): not a firing.
+            continue;
+        }
+        count(uow, rule, purchase, tz, award.points, coupons_issued).await?;
         earnings.push(Earning {
             from: points_account(rule),
             points: award.points,
@@ -532,15 +571,16 @@ async fn count(
     tz: chrono_tz::Tz,
     points: i64,
     coupons: i64,
-    now: DateTime<Utc>,
 ) -> Result<(), StoreError> {
+    // When the purchase happened (a register replaying offline sales says when), the clock
+    // its cooldown is judged on.
     let firing = RuleCounter {
         rule_id: rule.rule_id.clone(),
         member_id: purchase.member_id.to_string(),
         fired: 1,
         points,
         coupons,
-        last_fired_at: now,
+        last_fired_at: purchase.at,
     };
     uow.count_rule(&firing).await?;
     if rule.limits.daily_cap_per_store > 0 && !purchase.store_id.is_empty() {

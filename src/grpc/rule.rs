@@ -255,7 +255,14 @@ fn rule_in(
             v.push(field, "only the rules of its trigger take these parameters");
         }
     }
-    let conditions = conditions_in(&mut v, r.conditions.unwrap_or_default());
+    let conditions = r.conditions.unwrap_or_default();
+    if !conditions.attributes.is_empty() && trigger.is_some_and(|t| t != Trigger::Event) {
+        v.push(
+            "rule.conditions.attributes",
+            "only EVENT rules have attributes to match",
+        );
+    }
+    let conditions = conditions_in(&mut v, conditions);
     let effects = effects_in(&mut v, r.effects.unwrap_or_default());
     let limits = limits_in(&mut v, r.limits.unwrap_or_default());
     let (starts_at, ends_at) = period(&mut v, r.starts_at.as_ref(), r.ends_at.as_ref());
@@ -541,7 +548,7 @@ async fn update_rule_in(
         }
     }
     let rule = rule_in(v, Some(merged), Some(&stored))?;
-    Ok((request_id, RulePatch { rule, paths }))
+    Ok((request_id, RulePatch::new(rule, paths)))
 }
 
 fn simulation_in(request: proto::SimulateRulesRequest) -> Result<Simulation, Status> {

@@ -24,6 +24,8 @@ both_backends! {
     a_refund_takes_back_each_part_of_the_points => a_refund_takes_back_each_part_of_the_points,
     a_capture_decides_its_rules_again => a_capture_decides_its_rules_again,
     a_rule_issues_coupons_within_its_daily_cap_and_cooldown => a_rule_issues_coupons_within_its_daily_cap_and_cooldown,
+    an_update_retried_after_another_edit_replays => an_update_retried_after_another_edit_replays,
+    rules_give_what_room_the_points_cap_leaves => rules_give_what_room_the_points_cap_leaves,
     bad_rules_are_refused_field_by_field_and_write_nothing => bad_rules_are_refused_field_by_field_and_write_nothing,
 }
 
@@ -657,10 +659,12 @@ async fn a_refund_takes_back_each_part_of_the_points(app: &TestApp) {
         "the member had spent 250 of the 268 points"
     );
     assert_eq!(app.available(&member_id).await, 0);
+    // Only the 18 points that came back refill the budget; the 250 the member spent were
+    // given by the rule and stay given (the shortfall is the program's).
     let stats_after = stats(app, "budgeted").await;
     assert_eq!(
         (stats_after.points_awarded, stats_after.budget_points_left),
-        (0, 1_000)
+        (183, 817)
     );
     app.verify_ok().await;
 }
@@ -886,5 +890,63 @@ async fn a_rule_issues_coupons_within_its_daily_cap_and_cooldown(app: &TestApp) 
         .await
         .unwrap();
     assert_eq!(wallet(third).await.len(), 1);
+    app.verify_ok().await;
+}
+
+async fn an_update_retried_after_another_edit_replays(app: &TestApp) {
+    create_rule(app, purchase_rule("bonus", bonus(100))).await;
+    let off = proto::Rule {
+        rule_id: "bonus".into(),
+        enabled: Some(false),
+        ..Default::default()
+    };
+    let first = update(app, "off-1", off.clone(), &["enabled"])
+        .await
+        .unwrap();
+    let renamed = proto::Rule {
+        rule_id: "bonus".into(),
+        name: "renamed".into(),
+        ..Default::default()
+    };
+    update(app, "rename", renamed, &["name"]).await.unwrap();
+    // The same request again: the original answer, not IDEMPOTENCY_KEY_REUSED.
+    let again = update(app, "off-1", off, &["enabled"]).await.unwrap();
+    assert_eq!(again, first);
+    let stored = app
+        .admin
+        .rules()
+        .get_rule(proto::GetRuleRequest {
+            rule_id: "bonus".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rule
+        .unwrap();
+    assert_eq!(
+        (stored.name.as_str(), stored.enabled),
+        ("renamed", Some(false))
+    );
+}
+
+async fn rules_give_what_room_the_points_cap_leaves(app: &TestApp) {
+    app.set_program(|program| program.max_points_per_order = 150)
+        .await;
+    create_rule(app, purchase_rule("a-bonus", bonus(100))).await;
+    create_rule(app, purchase_rule("b-bonus", bonus(100))).await;
+    let member_id = app.create_member("card-1").await;
+    // Base 100 (¥10,000): the rules share the 50 points of room, in rule order.
+    let order = app
+        .record_sale(store_sale("s1", "0001", member_ref(&member_id), "10000", 0))
+        .await
+        .expect("a campaign never makes a sale fail");
+    assert_eq!(parts(&order.earn_breakdown), [("", 100), ("a-bonus", 50)]);
+    assert_eq!(order.points_earned, 150);
+    // The base alone over the cap is refused, as before rules.
+    let refused = app
+        .record_sale(store_sale("s2", "0002", member_ref(&member_id), "20000", 0))
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "EARN_CAP_EXCEEDED");
     app.verify_ok().await;
 }

@@ -273,6 +273,44 @@ pub const UPDATABLE_PATHS: [&str; 8] = [
 ];
 
 impl RulePatch {
+    /// The patch of `rule`'s fields named by `paths`; the others are left at their defaults,
+    /// so that a retried request is the same command whatever else changed in between.
+    pub fn new(rule: Rule, paths: Vec<String>) -> Self {
+        let has = |path: &str| paths.iter().any(|p| p == path);
+        let rule = Rule {
+            name: if has("name") {
+                rule.name
+            } else {
+                String::new()
+            },
+            event_type: if has("event_type") {
+                rule.event_type
+            } else {
+                String::new()
+            },
+            conditions: if has("conditions") {
+                rule.conditions
+            } else {
+                Conditions::default()
+            },
+            effects: if has("effects") {
+                rule.effects
+            } else {
+                Effects::default()
+            },
+            limits: if has("limits") {
+                rule.limits
+            } else {
+                Limits::default()
+            },
+            starts_at: rule.starts_at.filter(|_| has("starts_at")),
+            ends_at: rule.ends_at.filter(|_| has("ends_at")),
+            enabled: !has("enabled") || rule.enabled,
+            ..rule
+        };
+        Self { rule, paths }
+    }
+
     pub fn apply(
         &self,
         stored: &Rule,

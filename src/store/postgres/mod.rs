@@ -681,7 +681,7 @@ impl LedgerReads for PgUnitOfWork {
         PgUnitOfWork::get_rule(self, rule_id).await
     }
 
-    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()> {
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<Vec<Rule>> {
         PgUnitOfWork::lock_rules(self, rule_ids).await
     }
 

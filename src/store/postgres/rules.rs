@@ -37,16 +37,25 @@ fn totals_from_row(row: &PgRow) -> StoreResult<RuleTotals> {
     })
 }
 
-const UPSERT_RULES: &str = r#"
+/// New rules: a plain insert, so that two replicas creating one rule id at once cannot both
+/// succeed (the second's unique violation is a conflict; run again, it finds RULE_EXISTS and
+/// funds no second budget).
+const INSERT_RULES: &str = r#"
 insert into rules (rule_id, trigger, enabled, body, created_at, updated_at)
 select rule_id, trigger, enabled, body::jsonb, created_at, updated_at
 from unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::timestamptz[],
     $6::timestamptz[])
+    as c (rule_id, trigger, enabled, body, created_at, updated_at)"#;
+
+const UPDATE_RULES: &str = r#"
+update rules r
+set enabled = c.enabled,
+    body = c.body::jsonb,
+    updated_at = c.updated_at
+from unnest($1::text[], $2::text[], $3::boolean[], $4::text[], $5::timestamptz[],
+    $6::timestamptz[])
     as c (rule_id, trigger, enabled, body, created_at, updated_at)
-on conflict (rule_id) do update
-set enabled = excluded.enabled,
-    body = excluded.body,
-    updated_at = excluded.updated_at"#;
+where r.rule_id = c.rule_id"#;
 
 pub(super) const UPSERT_COUNTERS: &str = r#"
 insert into rule_counters (rule_id, member_id, fired, points, coupons, last_fired_at)
@@ -89,21 +98,20 @@ where rule_id = $1"#,
     }
 
     /// Row locks in rule_id order: two batches that want the same rules never wait in a cycle.
-    pub(super) async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<()> {
+    pub(super) async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<Vec<Rule>> {
         if rule_ids.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let query = sqlx::query(
             r#"
-select rule_id
+select rule_id, body::text as body
 from rules
 where rule_id = any($1)
 order by rule_id
 for update"#,
         )
         .bind(rule_ids); // $1
-        self.fetch_all(query, |_| Ok(())).await?;
-        Ok(())
+        self.fetch_all(query, rule_from_row).await
     }
 
     pub(super) async fn rule_counter(
@@ -187,22 +195,23 @@ order by rule_id"#,
 
     /// Writes the rules a batch created or changed (rare: admin writes, one statement).
     pub(super) async fn write_rules(&mut self, changes: &RuleChanges) -> StoreResult<()> {
-        let rules: Vec<&Rule> = changes
-            .new_rules
-            .iter()
-            .chain(&changes.changed_rules)
-            .collect();
-        if rules.is_empty() {
-            return Ok(());
+        for (sql, rules) in [
+            (INSERT_RULES, &changes.new_rules),
+            (UPDATE_RULES, &changes.changed_rules),
+        ] {
+            if rules.is_empty() {
+                continue;
+            }
+            let query = sqlx::query(sql)
+                .bind(column(rules, |r| r.rule_id.as_str())) // $1
+                .bind(column(rules, |r| r.trigger.as_str())) // $2
+                .bind(column(rules, |r| r.enabled)) // $3
+                .bind(json_column(rules, |r| r)?) // $4
+                .bind(column(rules, |r| r.created_at)) // $5
+                .bind(column(rules, |r| r.updated_at)); // $6
+            self.run(query).await?;
         }
-        let query = sqlx::query(UPSERT_RULES)
-            .bind(column(&rules, |r| r.rule_id.as_str())) // $1
-            .bind(column(&rules, |r| r.trigger.as_str())) // $2
-            .bind(column(&rules, |r| r.enabled)) // $3
-            .bind(json_column(&rules, |r| *r)?) // $4
-            .bind(column(&rules, |r| r.created_at)) // $5
-            .bind(column(&rules, |r| r.updated_at)); // $6
-        self.run(query).await
+        Ok(())
     }
 }
 

@@ -670,8 +670,13 @@ impl LedgerReads for SqliteUnitOfWork {
         SqliteUnitOfWork::get_rule(self, rule_id)
     }
 
-    async fn lock_rules(&mut self, _rule_ids: &[String]) -> StoreResult<()> {
-        Ok(())
+    /// `BEGIN IMMEDIATE` already holds the database's write lock: the rules as they are.
+    async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<Vec<Rule>> {
+        let mut rules = Vec::with_capacity(rule_ids.len());
+        for rule_id in rule_ids {
+            rules.extend(SqliteUnitOfWork::get_rule(self, rule_id)?);
+        }
+        Ok(rules)
     }
 
     async fn rule_counter(

@@ -138,25 +138,40 @@ impl SqliteUnitOfWork {
 
     /// Writes the rules a batch created or changed, and adds what it counted to the counters.
     pub(super) fn write_rules(&self, changes: &RuleChanges) -> StoreResult<()> {
-        for rule in changes.new_rules.iter().chain(&changes.changed_rules) {
-            let query = self
-                .query(
-                    r"
-                    insert into rules (rule_id, trigger, enabled, body, created_at, updated_at)
-                    values (?1, ?2, ?3, ?4, ?5, ?6)
-                    on conflict (rule_id) do update
-                    set enabled = excluded.enabled,
-                        body = excluded.body,
-                        updated_at = excluded.updated_at
-                    ",
-                )?
-                .bind(&rule.rule_id) // ?1
-                .bind(rule.trigger.as_str()) // ?2
-                .bind(rule.enabled) // ?3
-                .bind(to_json(rule)?) // ?4
-                .bind(rule.created_at.timestamp_micros()) // ?5
-                .bind(rule.updated_at.timestamp_micros()); // ?6
-            self.run(query)?;
+        // A new rule is a plain insert: a taken id fails it rather than being replaced.
+        let statements = [
+            (
+                r"
+                insert into rules (enabled, body, updated_at, rule_id, trigger, created_at)
+                values (?1, ?2, ?3, ?4, ?5, ?6)
+                ",
+                &changes.new_rules,
+            ),
+            (
+                r"
+                update rules
+                set enabled = ?1,
+                    body = ?2,
+                    updated_at = ?3
+                where rule_id = ?4
+                  and trigger = ?5
+                  and created_at = ?6
+                ",
+                &changes.changed_rules,
+            ),
+        ];
+        for (sql, rules) in statements {
+            for rule in rules {
+                let query = self
+                    .query(sql)?
+                    .bind(rule.enabled) // ?1
+                    .bind(to_json(rule)?) // ?2
+                    .bind(rule.updated_at.timestamp_micros()) // ?3
+                    .bind(&rule.rule_id) // ?4
+                    .bind(rule.trigger.as_str()) // ?5
+                    .bind(rule.created_at.timestamp_micros()); // ?6
+                self.run(query)?;
+            }
         }
         for counter in &changes.counters {
             let query = self
