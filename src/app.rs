@@ -27,6 +27,8 @@ pub enum AppError {
     Metrics(#[from] MetricsError),
     #[error("rebuilding the report summaries: {0}")]
     Rebuild(#[from] crate::engine::EngineError),
+    #[error(transparent)]
+    SealKey(#[from] crate::config::SealKeyError),
     /// `--http` off loopback without TLS: admin keys and session cookies would cross the
     /// network in clear text.
     #[error(
@@ -69,6 +71,12 @@ impl Application {
         {
             return Err(AppError::InsecureDashboard(addr));
         }
+        // Read before anything else, so that a missing or exposed key stops the server at once.
+        let seal_key = config
+            .seal_key_file
+            .as_deref()
+            .map(crate::config::read_seal_key)
+            .transpose()?;
         let store = store::open(config.database.database_url.expose()).await?;
         let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
@@ -77,6 +85,9 @@ impl Application {
         engine.set_rate_limits(limits);
         engine.set_idempotency_retention_days(config.idempotency_retention_days);
         engine.set_retention_days(config.retention_days);
+        if let Some(key) = seal_key {
+            engine.set_seal_key(key);
+        }
         let tls = grpc::tls::server_config(&config.tls)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
@@ -135,6 +146,7 @@ impl Application {
             mutual_tls = config.tls.tls_client_ca.is_some(),
             metrics = metrics_listen.map(tracing::field::display),
             http = http.as_ref().map(|(addr, _)| tracing::field::display(addr)),
+            keyed_seals = config.seal_key_file.is_some(),
             "omo serving"
         );
         Ok(Application {

@@ -1,8 +1,17 @@
 //! Typed configuration: command-line flags, each also settable from the environment.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, str::FromStr};
+use std::{
+    fmt,
+    io::Read,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
-use crate::domain::auth::Role;
+use crate::domain::{
+    auth::Role,
+    seal::{MIN_KEY_BYTES, SealKey},
+};
 
 /// A database URL; `Debug` hides its password.
 #[derive(Clone, PartialEq, Eq)]
@@ -93,6 +102,11 @@ pub struct Config {
     /// them only a loopback address is accepted (the server refuses to start otherwise).
     #[arg(long, env = "OMO_HTTP")]
     pub http: Option<SocketAddr>,
+    /// The HMAC-SHA256 key of the journal's seals (at least 32 bytes, readable by its owner
+    /// only), kept outside the database: whoever can write the database but has not this file
+    /// cannot re-make the chain (README, "Reliability").
+    #[arg(long, env = "OMO_SEAL_KEY_FILE", value_name = "FILE")]
+    pub seal_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
@@ -213,11 +227,62 @@ impl Config {
             shutdown_grace_s: 30,
             writers: None,
             http: None,
+            seal_key_file: None,
             limits: Limits::default(),
             tls: TlsArgs::default(),
             observability: ObservabilityArgs::default(),
         }
     }
+}
+
+/// Why a seal key file was refused; never shows a byte of the key.
+#[derive(Debug, thiserror::Error)]
+pub enum SealKeyError {
+    #[error("seal key file {}: {source}", .path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// As ssh refuses a private key others may read: the key is only worth what its secrecy is.
+    #[error(
+        "seal key file {}: permissions {mode:04o} are too open: it must be readable by its \
+         owner only (chmod 600 {})", .path.display(), .path.display()
+    )]
+    TooOpen { path: PathBuf, mode: u32 },
+    #[error(
+        "seal key file {}: {len} bytes; a seal key has at least {} (head -c 32 /dev/urandom \
+         > FILE)", .path.display(), MIN_KEY_BYTES
+    )]
+    TooShort { path: PathBuf, len: usize },
+}
+
+/// Reads the seal key in `path`: its bytes as they are, refused when the file is open to its
+/// group or others, or shorter than [`MIN_KEY_BYTES`].
+pub fn read_seal_key(path: &Path) -> Result<SealKey, SealKeyError> {
+    let read_error = |source| SealKeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(read_error)?;
+    // The permissions of the file opened, not of whatever the path names a moment later.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = file.metadata().map_err(read_error)?.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            return Err(SealKeyError::TooOpen {
+                path: path.to_path_buf(),
+                mode,
+            });
+        }
+    }
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes).map_err(read_error)?;
+    let len = bytes.len();
+    SealKey::new(bytes).ok_or_else(|| SealKeyError::TooShort {
+        path: path.to_path_buf(),
+        len,
+    })
 }
 
 #[cfg(test)]
@@ -229,5 +294,39 @@ mod tests {
         let url: DatabaseUrl = "postgres://omo:hunter2@db:5432/omo".parse().unwrap();
         assert_eq!(format!("{url:?}"), "postgres://omo:***@db:5432/omo");
         assert!("mysql://x".parse::<DatabaseUrl>().is_err());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_seal_key_file_is_private_and_long_enough() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("omo_seal_key_{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |name: &str, bytes: &[u8], mode: u32| {
+            let path = dir.join(name);
+            std::fs::write(&path, bytes).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let good = write("good", &[0x5a; 32], 0o600);
+        let open = write("open", &[0x5a; 32], 0o644);
+        let short = write("short", &[0x5a; 31], 0o400);
+
+        let key = read_seal_key(&good).expect("a private 32-byte key");
+        let too_open = read_seal_key(&open).unwrap_err().to_string();
+        let too_short = read_seal_key(&short).unwrap_err().to_string();
+        let missing = read_seal_key(&dir.join("missing")).unwrap_err();
+        std::fs::remove_dir_all(&dir).unwrap();
+
+        assert_eq!(format!("{key:?}"), "SealKey(<redacted>)");
+        assert!(
+            too_open.contains("permissions 0644 are too open") && too_open.contains("chmod 600"),
+            "{too_open}"
+        );
+        assert!(
+            too_short.contains("31 bytes; a seal key has at least 32"),
+            "{too_short}"
+        );
+        assert!(matches!(missing, SealKeyError::Read { .. }), "{missing}");
     }
 }

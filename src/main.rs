@@ -38,6 +38,10 @@ enum Command {
         /// seal hash): fail unless the chain still holds that seal.
         #[arg(long, value_name = "HASH")]
         expect_head: Option<String>,
+        /// The key the seals were made with (`omo serve --seal-key-file`): without it keyed
+        /// seals' hashes cannot be checked (their links and digests still are).
+        #[arg(long, env = "OMO_SEAL_KEY_FILE", value_name = "FILE")]
+        seal_key_file: Option<std::path::PathBuf>,
         #[command(flatten)]
         database: DatabaseArgs,
     },
@@ -200,12 +204,18 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
         }
         Command::Verify {
             expect_head,
+            seal_key_file,
             database,
         } => {
-            let report = engine_up_to_date(&database)
-                .await?
-                .verify_expecting(expect_head.as_deref())
-                .await?;
+            let seal_key = seal_key_file
+                .as_deref()
+                .map(omo::config::read_seal_key)
+                .transpose()?;
+            let engine = engine_up_to_date(&database).await?;
+            if let Some(key) = seal_key {
+                engine.set_seal_key(key);
+            }
+            let report = engine.verify_expecting(expect_head.as_deref()).await?;
             print!("{}", report.summary());
             if !report.ok() {
                 return Ok(ExitCode::from(1));

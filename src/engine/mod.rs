@@ -56,6 +56,10 @@ pub enum EngineError {
     /// The writers' queue is full: the command was not taken (nothing written); retry shortly.
     #[error("overloaded: the write queue is full")]
     Overloaded,
+    /// The sealer may not extend the chain with the seal key it has (or has not): see
+    /// `Seal::may_follow_with`.
+    #[error("sealing refused: {0}")]
+    Sealing(String),
 }
 
 /// What one command did inside its unit of work.
@@ -96,6 +100,8 @@ pub struct Engine {
     idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
     /// How long location reports and receipts' raw text are kept (see `sweeper.rs`).
     retention: std::sync::OnceLock<Option<chrono::Duration>>,
+    /// The key of the journal's seals (`--seal-key-file`); unset: plain seals.
+    seal_key: std::sync::OnceLock<crate::domain::seal::SealKey>,
 }
 
 impl Engine {
@@ -115,6 +121,7 @@ impl Engine {
             summaries_compacted: sweeper::HourGate::default(),
             idempotency_retention: std::sync::OnceLock::new(),
             retention: std::sync::OnceLock::new(),
+            seal_key: std::sync::OnceLock::new(),
         }
     }
 

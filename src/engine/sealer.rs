@@ -1,6 +1,6 @@
 //! The journal's sealer: a background task (on every replica) that covers the journal with a
-//! hash chain of seals (`domain::seal`), in commit order and off the write path, and the part
-//! of `omo verify` that recomputes the chain.
+//! hash chain of seals (`domain::seal`; keyed when the engine has a seal key), in commit order
+//! and off the write path, and the part of `omo verify` that recomputes the chain.
 //!
 //! Several replicas may seal at once: each reads the newest seal and appends the next one
 //! under the next seal number; the primary key lets one of them win and the others roll back
@@ -11,7 +11,7 @@ use std::time::Duration as StdDuration;
 use super::{Engine, EngineError};
 use crate::domain::{
     ports::{StoreError, UnitOfWork},
-    seal::{GENESIS_HASH, Seal, check_seal},
+    seal::{GENESIS_HASH, Seal, SealKey, check_head, check_seal},
 };
 
 /// Most transactions one seal covers: bounds the seal row and the sealer's unit of work.
@@ -42,9 +42,24 @@ pub struct ChainCheck {
     /// The number of the seal whose hash is the head `omo verify --expect-head` was given, if
     /// one is.
     pub expected_head_seal: Option<i64>,
+    /// Seals keyed with a seal key (`--seal-key-file`).
+    pub keyed_seals: usize,
+    /// Whether the keyed seals' hashes were checked: only with the key (their links and
+    /// digests are checked either way).
+    pub key_given: bool,
 }
 
 impl Engine {
+    /// Keys the seals this engine makes, and checks keyed seals in `verify` (set once, at
+    /// start; a second key is ignored).
+    pub fn set_seal_key(&self, key: SealKey) {
+        let _ = self.seal_key.set(key);
+    }
+
+    pub(super) fn seal_key(&self) -> Option<&SealKey> {
+        self.seal_key.get()
+    }
+
     /// Seals the settled journal (see `UnitOfWork::settled_horizon`) that no seal covers yet,
     /// then measures how far sealing is behind.
     pub async fn seal(&self) -> Result<SealReport, EngineError> {
@@ -108,6 +123,11 @@ impl Engine {
         if after >= horizon {
             return Ok(None);
         }
+        if let Some(previous) = &previous {
+            previous
+                .may_follow_with(self.seal_key())
+                .map_err(EngineError::Sealing)?;
+        }
         let transactions = uow.journal_range(after, horizon, SEAL_SIZE).await?;
         // A full seal ends at its last transaction; the last one of a round covers every gap
         // up to the horizon, so that no transaction can appear there later unnoticed.
@@ -115,7 +135,13 @@ impl Engine {
             Some(t) if transactions.len() as i64 == SEAL_SIZE => t.transaction_id,
             _ => horizon,
         };
-        let seal = Seal::next(previous.as_ref(), last, &transactions, self.now());
+        let seal = Seal::next(
+            previous.as_ref(),
+            last,
+            &transactions,
+            self.now(),
+            self.seal_key(),
+        );
         uow.insert_seal(&seal).await?;
         uow.commit().await?;
         Ok(Some(transactions.len()))
@@ -136,13 +162,18 @@ impl Engine {
     }
 }
 
-/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal, and finds the seal whose
-/// hash is `expected_head`.
+/// Recomputes the whole chain inside `uow`'s snapshot, seal by seal (keyed seals' hashes with
+/// `key`), and finds the seal whose hash is `expected_head`.
 pub(super) async fn check_chain(
     uow: &mut dyn UnitOfWork,
     expected_head: Option<&str>,
+    key: Option<&SealKey>,
 ) -> Result<ChainCheck, EngineError> {
-    let mut check = ChainCheck::default();
+    let mut check = ChainCheck {
+        key_given: key.is_some(),
+        ..ChainCheck::default()
+    };
+    let mut newest = None;
     let (mut prev_no, mut prev_hash, mut prev_last) = (0, GENESIS_HASH.to_string(), 0);
     loop {
         let page = uow.seals(prev_no, VERIFY_PAGE).await?;
@@ -166,16 +197,19 @@ pub(super) async fn check_chain(
                 .await?;
             check
                 .violations
-                .extend(check_seal(&seal, &prev_hash, prev_last, &transactions));
+                .extend(check_seal(&seal, &prev_hash, prev_last, key, &transactions));
             check.seals += 1;
+            check.keyed_seals += usize::from(seal.is_keyed());
             check.transactions_sealed += seal.digests.len();
             if expected_head.is_some_and(|head| head.eq_ignore_ascii_case(&seal.hash)) {
                 check.expected_head_seal = Some(seal.seal_no);
             }
             (prev_no, prev_last) = (seal.seal_no, seal.last_transaction_id);
-            prev_hash = seal.hash;
+            prev_hash = seal.hash.clone();
+            newest = Some(seal);
         }
     }
+    check.violations.extend(check_head(newest.as_ref(), key));
     check.last_hash = (check.seals > 0).then_some(prev_hash);
     Ok(check)
 }

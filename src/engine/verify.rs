@@ -41,9 +41,10 @@ impl VerifyReport {
             self.backend, self.postings_checked
         );
         out.push_str(&format!(
-            "  journal: {} transactions under {} seals; newest seal hash {}\n",
+            "  journal: {} transactions under {} seals{}; newest seal hash {}\n",
             self.chain.transactions_sealed,
             self.chain.seals,
+            self.keyed_note(),
             self.chain.last_hash.as_deref().unwrap_or("(none yet)")
         ));
         for check in &self.checks {
@@ -70,6 +71,18 @@ impl VerifyReport {
         });
         out
     }
+
+    /// How far the keyed seals were checked: without the key, their hashes cannot be.
+    fn keyed_note(&self) -> String {
+        match (self.chain.keyed_seals, self.chain.key_given) {
+            (0, _) => String::new(),
+            (keyed, true) => format!(" ({keyed} keyed, checked with the seal key)"),
+            (keyed, false) => format!(
+                " ({keyed} keyed: their hashes NOT CHECKED without --seal-key-file, only their \
+                 links and digests)"
+            ),
+        }
+    }
 }
 
 impl Engine {
@@ -77,10 +90,11 @@ impl Engine {
         self.verify_expecting(None).await
     }
 
-    /// [`Engine::verify`], and with `expected_head` (a seal hash kept outside the database,
-    /// printed by an earlier verify) also that the chain still holds that seal: the newest
-    /// seal is it or, the chain being unbroken, descends from it. A chain rewritten whole by
-    /// someone with write access to the database does not.
+    /// [`Engine::verify`] (keyed seals checked with the engine's seal key, if it has one), and
+    /// with `expected_head` (a seal hash kept outside the database, printed by an earlier
+    /// verify) also that the chain still holds that seal: the newest seal is it or, the chain
+    /// being unbroken, descends from it. A chain rewritten whole by someone with write access
+    /// to the database does not.
     pub async fn verify_expecting(
         &self,
         expected_head: Option<&str>,
@@ -88,7 +102,7 @@ impl Engine {
         // One snapshot for the invariants and the chain.
         let mut uow = self.store().begin_read().await?;
         let snapshot = uow.ledger_snapshot().await?;
-        let chain = sealer::check_chain(uow.as_mut(), expected_head).await?;
+        let chain = sealer::check_chain(uow.as_mut(), expected_head, self.seal_key()).await?;
         let mut checks = check_all(&snapshot);
         checks.push(Check {
             name: "6. the journal matches its seals (hash chain)",

@@ -40,7 +40,7 @@ pub fn to_status(error: EngineError) -> Status {
                  retry never applies a request twice)",
             )
         }
-        EngineError::Internal(_) => {
+        EngineError::Internal(_) | EngineError::Sealing(_) => {
             let mut causes = Vec::new();
             let mut source = error.source();
             while let Some(cause) = source {

@@ -1333,7 +1333,7 @@ async fn the_journal_reads_back_by_range_for_its_seals(store: Arc<dyn Store>) {
     assert_eq!(last, all[2..]);
 
     assert_eq!(uow.last_seal().await.unwrap(), None);
-    let seal = Seal::next(None, ids[2], &all, day(3));
+    let seal = Seal::next(None, ids[2], &all, day(3), None);
     uow.insert_seal(&seal).await.unwrap();
     uow.commit().await.unwrap();
 
@@ -1345,7 +1345,7 @@ async fn the_journal_reads_back_by_range_for_its_seals(store: Arc<dyn Store>) {
     );
     assert!(read.seals(1, 10).await.unwrap().is_empty());
     let now = read.journal_range(0, ids[2], 10).await.unwrap();
-    assert!(check_seal(&seal, crate::domain::seal::GENESIS_HASH, 0, &now).is_empty());
+    assert!(check_seal(&seal, crate::domain::seal::GENESIS_HASH, 0, None, &now).is_empty());
 }
 
 /// Two sealers racing for one seal number: the second insert is a conflict.
@@ -1353,14 +1353,14 @@ async fn a_second_seal_under_the_same_number_is_a_conflict(store: Arc<dyn Store>
     let ids = journal_of_three(&store).await;
     let mut uow = store.begin().await.expect("begin");
     let all = uow.journal_range(0, ids[2], 10).await.unwrap();
-    uow.insert_seal(&Seal::next(None, ids[2], &all, day(3)))
+    uow.insert_seal(&Seal::next(None, ids[2], &all, day(3), None))
         .await
         .unwrap();
     uow.commit().await.unwrap();
 
     let mut late = store.begin().await.expect("begin");
     let error = late
-        .insert_seal(&Seal::next(None, ids[1], &all[..2], day(3)))
+        .insert_seal(&Seal::next(None, ids[1], &all[..2], day(3), None))
         .await
         .unwrap_err();
     assert!(matches!(error, StoreError::Conflict(_)), "{error:?}");

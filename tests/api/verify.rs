@@ -12,6 +12,8 @@ crate::both_backends! {
     the_journal_refuses_updates_and_deletes => the_journal_refuses_updates_and_deletes,
     concurrent_sealers_build_one_chain => concurrent_sealers_build_one_chain,
     an_expected_head_catches_a_rewritten_chain => an_expected_head_catches_a_rewritten_chain,
+    keyed_seals_verify_only_with_their_key => keyed_seals_verify_only_with_their_key,
+    plain_seals_after_keyed_ones_are_caught => plain_seals_after_keyed_ones_are_caught,
 }
 
 fn omo_verify(database_url: &str) -> (i32, String) {
@@ -426,4 +428,192 @@ mod other_roles_sessions {
         let after = engine.seal().await.expect("seal");
         (while_reading, while_writing, after)
     }
+}
+
+/// Seal key files in a directory of their own, removed with it.
+struct KeyFiles(std::path::PathBuf);
+
+impl KeyFiles {
+    fn new() -> KeyFiles {
+        let dir = std::env::temp_dir().join(format!("omo_keys_{:016x}", rand::random::<u64>()));
+        std::fs::create_dir_all(&dir).expect("key dir");
+        KeyFiles(dir)
+    }
+
+    /// A file of 32 random bytes, with permissions `mode`.
+    fn key(&self, name: &str, mode: u32) -> String {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.0.join(name);
+        std::fs::write(&path, rand::random::<[u8; 32]>()).expect("key file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        path.display().to_string()
+    }
+}
+
+impl Drop for KeyFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Another server over `app`'s database (as a replica would be), serving with
+/// `--seal-key-file key_file`; its sealer is driven by hand.
+async fn keyed_replica(app: &TestApp, key_file: &str) -> omo::Application {
+    let mut config = omo::Config::local(&app.database_url);
+    config.seal_key_file = Some(key_file.into());
+    omo::Application::build(&config, std::sync::Arc::new(app.clock.clone()))
+        .await
+        .expect("the keyed server starts")
+}
+
+/// A database sealed plain (as before keys), then by a server with a seal key: the chain turns
+/// keyed; only the key checks the keyed seal's hash, a wrong key fails on it, and a server
+/// without the key no longer extends the chain.
+async fn keyed_seals_verify_only_with_their_key(app: &TestApp) {
+    sealed_activity(app).await;
+    let keys = KeyFiles::new();
+    let (key, wrong) = (keys.key("seal.key", 0o600), keys.key("wrong.key", 0o600));
+    let replica = keyed_replica(app, &key).await;
+    app.record_sale(store_sale("s3", "R3", card_ref("t1"), "1000", 0))
+        .await
+        .expect("sale");
+    let sealed = replica.engine().seal().await.expect("keyed seal");
+    assert_eq!(sealed.seals, 1, "{sealed:?}");
+    let report = replica.engine().verify().await.expect("verify");
+    let keyed_no = report.chain.seals;
+    assert!(report.ok() && keyed_no >= 2, "{}", report.summary());
+
+    let (with_key, checked) = omo_verify_with(&app.database_url, &["--seal-key-file", &key]);
+    let (without_key, unchecked) = omo_verify(&app.database_url);
+    let (with_wrong, refused) = omo_verify_with(&app.database_url, &["--seal-key-file", &wrong]);
+
+    assert_eq!(with_key, 0, "{checked}");
+    assert!(
+        checked
+            .contains(" seals (1 keyed, checked with the seal key); newest seal hash hmac-sha256:"),
+        "{checked}"
+    );
+    assert_eq!(without_key, 0, "links and digests hold: {unchecked}");
+    assert!(
+        unchecked.contains(" seals (1 keyed: their hashes NOT CHECKED without --seal-key-file"),
+        "{unchecked}"
+    );
+    assert_eq!(with_wrong, 1, "{refused}");
+    assert!(
+        refused.contains(&format!(
+            "[VIOLATED] 6. the journal matches its seals (hash chain)\n      - seal {keyed_no} does not match the seal key"
+        )),
+        "{refused}"
+    );
+    // A server without the key (or with another) would append plain seals: it refuses to.
+    app.record_sale(store_sale("s4", "R4", card_ref("t1"), "1000", 0))
+        .await
+        .expect("sale");
+    let keyless = app
+        .app()
+        .engine()
+        .seal()
+        .await
+        .expect_err("no key, no seal");
+    assert!(
+        keyless
+            .to_string()
+            .contains(&format!("seal {keyed_no} is keyed")),
+        "{keyless}"
+    );
+    let other = keyed_replica(app, &wrong).await;
+    let mismatch = other
+        .engine()
+        .seal()
+        .await
+        .expect_err("another key, no seal");
+    assert!(
+        mismatch.to_string().contains("the seal key does not match"),
+        "{mismatch}"
+    );
+}
+
+/// What an insider without the key can do: seal the journal after the newest seal with omo's
+/// own code, plain.
+async fn forge_plain_seal(app: &TestApp) {
+    let store = omo::store::open(&app.database_url).await.expect("store");
+    let mut uow = store.begin().await.expect("begin");
+    let previous = uow.last_seal().await.expect("last seal");
+    let after = previous.as_ref().map_or(0, |seal| seal.last_transaction_id);
+    let transactions = uow
+        .journal_range(after, i64::MAX, i64::MAX)
+        .await
+        .expect("journal");
+    let last = transactions
+        .last()
+        .expect("a journal to seal")
+        .transaction_id;
+    let sealed_at = chrono::Utc::now();
+    let seal =
+        omo::domain::seal::Seal::next(previous.as_ref(), last, &transactions, sealed_at, None);
+    uow.insert_seal(&seal).await.expect("insert seal");
+    uow.commit().await.expect("commit");
+    store.close().await;
+}
+
+/// A sealed transaction altered, its keyed seal removed and the rest sealed again without the
+/// key: the plain seal after a keyed one is named, with the key or without. Re-made plain from
+/// the start, the chain holds by itself; the key shows its newest seal should be keyed.
+async fn plain_seals_after_keyed_ones_are_caught(app: &TestApp) {
+    let keys = KeyFiles::new();
+    let key = keys.key("seal.key", 0o600);
+    let replica = keyed_replica(app, &key).await;
+    some_activity(app).await;
+    replica.engine().seal().await.expect("keyed seal 1");
+    app.record_sale(store_sale("s2", "R2", card_ref("t1"), "2000", 0))
+        .await
+        .expect("sale");
+    let sealed = replica.engine().seal().await.expect("keyed seal 2");
+    assert_eq!(sealed.seals, 1, "{sealed:?}");
+    let (code, summary) = omo_verify_with(&app.database_url, &["--seal-key-file", &key]);
+    assert_eq!(code, 0, "{summary}");
+    assert!(summary.contains("(2 keyed, checked"), "{summary}");
+
+    let altered = *journal_ids(app).await.last().expect("a journal");
+    let (bypass, shift) = match app.backend {
+        Backend::Sqlite => ("drop trigger journal_seals_no_delete;", "occurred_at + 1"),
+        Backend::Postgres => ("", "occurred_at + interval '1 microsecond'"),
+    };
+    tamper_journal(
+        app,
+        &format!(
+            "{bypass} update transactions set occurred_at = {shift} \
+             where transaction_id = {altered}; delete from journal_seals where seal_no = 2;"
+        ),
+    )
+    .await;
+    forge_plain_seal(app).await;
+    let plain_after_keyed = "[VIOLATED] 6. the journal matches its seals (hash chain)\n      \
+                             - seal 2 is plain after a keyed seal";
+    for args in [&["--seal-key-file", key.as_str()][..], &[]] {
+        let (code, summary) = omo_verify_with(&app.database_url, args);
+        assert_eq!(code, 1, "{args:?}: {summary}");
+        assert!(summary.contains(plain_after_keyed), "{args:?}: {summary}");
+    }
+
+    // The triggers are out of the way on SQLite already.
+    let bypass = match app.backend {
+        Backend::Sqlite => "",
+        Backend::Postgres => "set session_replication_role = replica;",
+    };
+    tamper(app, &format!("{bypass} delete from journal_seals;")).await;
+    forge_plain_seal(app).await;
+    let (alone, by_itself) = omo_verify(&app.database_url);
+    let (code, summary) = omo_verify_with(&app.database_url, &["--seal-key-file", &key]);
+    assert_eq!(
+        alone, 0,
+        "without the key a whole plain chain holds: {by_itself}"
+    );
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary.contains(
+            "journal matches its seals (hash chain)\n      - the newest seal, 1, is plain"
+        ),
+        "{summary}"
+    );
 }
