@@ -15,8 +15,8 @@ use omo::proto::{self, campaign::Discount};
 use tonic::{Code, Status};
 
 use crate::helpers::{
-    Backend, CliKeys, RoleClients, create_store_as, ec_order, fresh_database, member_ref,
-    member_with_points_as, omo_cli, serve, store_sale,
+    Backend, CliKeys, RoleClients, all_transactions_as, create_store_as, ec_order, fresh_database,
+    member_ref, member_with_points_as, omo_cli, serve, store_sale,
 };
 
 /// Concurrent clients, each with a member of its own.
@@ -279,7 +279,7 @@ async fn assert_effects_once(clients: &RoleClients, member_id: &str, answers: &[
         }
     }
 
-    let transactions = all_transactions(clients, member_id).await;
+    let transactions = all_transactions_as(&clients.admin, member_id).await;
     let mut per_order_kind: HashMap<(String, String), usize> = HashMap::new();
     for transaction in &transactions {
         if !transaction.order_id.is_empty() {
@@ -333,29 +333,6 @@ async fn assert_effects_once(clients: &RoleClients, member_id: &str, answers: &[
             .get(code)
             .unwrap_or_else(|| panic!("coupon {code} is missing"));
         assert_eq!(coupon.state, redeemed, "{coupon:?}");
-    }
-}
-
-async fn all_transactions(clients: &RoleClients, member_id: &str) -> Vec<proto::Transaction> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = clients
-            .admin
-            .ledger()
-            .list_transactions(proto::ListTransactionsRequest {
-                member: Some(member_ref(member_id)),
-                page_size: 500,
-                page_token,
-            })
-            .await
-            .expect("transactions")
-            .into_inner();
-        all.extend(page.transactions);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
     }
 }
 

@@ -15,7 +15,8 @@ use sqlx::{Executor, PgPool};
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, TestApp, assert_refused, member_ref, record_sale_as, spawn_app, store_sale,
+    Backend, TestApp, all_transactions_as, assert_refused, member_ref, record_sale_as, spawn_app,
+    store_sale,
 };
 
 /// Concurrent registers, each selling to a member of its own.
@@ -268,7 +269,7 @@ async fn terminate_sessions(admin_pool: &PgPool) -> usize {
 /// answers earned, no more.
 async fn assert_each_sale_once(app: &TestApp, member_id: &str, answers: &[proto::Order]) {
     let mut per_order: HashMap<String, usize> = HashMap::new();
-    for transaction in all_transactions(app, member_id).await {
+    for transaction in all_transactions_as(&app.admin, member_id).await {
         *per_order.entry(transaction.order_id).or_default() += 1;
     }
     for order in answers {
@@ -283,27 +284,4 @@ async fn assert_each_sale_once(app: &TestApp, member_id: &str, answers: &[proto:
     let earned: i64 = answers.iter().map(|order| order.points_earned).sum();
     assert!(earned > 0, "the sales earned nothing");
     assert_eq!(app.available(member_id).await, earned);
-}
-
-async fn all_transactions(app: &TestApp, member_id: &str) -> Vec<proto::Transaction> {
-    let mut all = Vec::new();
-    let mut page_token = String::new();
-    loop {
-        let page = app
-            .admin
-            .ledger()
-            .list_transactions(proto::ListTransactionsRequest {
-                member: Some(member_ref(member_id)),
-                page_size: 500,
-                page_token,
-            })
-            .await
-            .expect("transactions")
-            .into_inner();
-        all.extend(page.transactions);
-        if page.next_page_token.is_empty() {
-            return all;
-        }
-        page_token = page.next_page_token;
-    }
 }

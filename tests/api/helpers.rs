@@ -798,3 +798,26 @@ pub async fn set_hold_ttl(admin: &Client, seconds: i32) {
         .await
         .expect("update program");
 }
+
+/// Every journal entry of a member, newest first, read page by page by `admin`.
+pub async fn all_transactions_as(admin: &Client, member_id: &str) -> Vec<proto::Transaction> {
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .ledger()
+            .list_transactions(proto::ListTransactionsRequest {
+                member: Some(member_ref(member_id)),
+                page_size: 500,
+                page_token,
+            })
+            .await
+            .expect("transactions")
+            .into_inner();
+        all.extend(page.transactions);
+        if page.next_page_token.is_empty() {
+            return all;
+        }
+        page_token = page.next_page_token;
+    }
+}
