@@ -20,7 +20,7 @@ use chrono_tz::Tz;
 use super::{rows::LedgerRows, writer::Job};
 use crate::domain::{
     Account,
-    command::Command,
+    command::{Command, MemberCommand},
     coupon::{Campaign, Coupon, CouponState},
     location::{GeoRule, IssueFacts, VisitRule},
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
@@ -42,129 +42,79 @@ use crate::domain::{
 pub type ZoneOf<'a> = &'a (dyn Fn(&str) -> Option<Tz> + Sync);
 
 /// Ids reserved at a time when the ones reserved with the load run out (a command needed more
-/// than `ids_wanted` foresaw): few, so that ids stay close to dense.
+/// than its area's plan foresaw, see [`Plan::wants`]): few, so that ids stay close to dense.
 const ID_BLOCK: usize = 4;
 
-/// The new transactions and lots a command usually writes (`Keys::wanted_ids`): reserving them
-/// with the load saves the batch a round trip per sequence. A refusal leaves its ids unused.
-fn ids_wanted(command: &Command) -> (usize, usize) {
-    match command {
-        Command::RecordSale(_) | Command::Capture { .. } | Command::AdjustPoints { .. } => (1, 1),
-        Command::Authorize(_)
-        | Command::Void { .. }
-        | Command::Refund { .. }
-        | Command::IssueCoupon { .. }
-        | Command::MergeMembers { .. } => (1, 0),
-        Command::CreateMember { .. }
-        | Command::LinkIdentifier { .. }
-        | Command::CreateStore(_)
-        | Command::UpdateProgram { .. }
-        | Command::CreateCampaign(_)
-        | Command::CreateGeoRule(_)
-        | Command::CreateVisitRule(_)
-        | Command::CreateReceiptRule(_)
-        | Command::CreateRule(_)
-        | Command::UpdateRule(_) => (0, 0),
-        // Most location reports issue nothing; one that issues reserves on demand.
-        Command::ReportLocation(_) => (0, 0),
-        Command::SubmitReceipt(_) | Command::ReviewReceipt { .. } => (1, 1),
+/// What a batch of commands will touch, as each command's area plans it: the keys to read
+/// (and lock), and about how many new transactions and lots it writes (`Keys::wanted_ids`:
+/// reserving them with the load saves the batch a round trip per sequence; a refusal leaves
+/// its ids unused).
+pub(super) struct Plan {
+    keys: Keys,
+    transactions: usize,
+    lots: usize,
+}
+
+impl Plan {
+    /// The command names this member, by id or identifier.
+    pub fn member(&mut self, member: &MemberRef) {
+        match member {
+            MemberRef::Id(member_id) => self.keys.member_ids.push(member_id.clone()),
+            MemberRef::Identifier(identifier) => self.keys.identifiers.push(identifier.clone()),
+        }
+    }
+
+    /// The command usually writes this many new transactions and lots.
+    pub fn wants(&mut self, transactions: usize, lots: usize) {
+        self.transactions += transactions;
+        self.lots += lots;
+    }
+
+    pub fn keys(&mut self) -> &mut Keys {
+        &mut self.keys
     }
 }
 
 /// Whether a command runs in a batch of its own. A merge moves whole sets of rows (every lot,
 /// coupon and identifier of a member), some of which the batch never reads: alone, no other
-/// command of its batch can see those rows before they move.
+/// command of its batch can see those rows before they move. A rule's change locks its row
+/// before the sales of its batch would lock the rules in rule_id order: alone, it never holds
+/// one rule while waiting for another.
 pub(super) fn runs_alone(command: &Command) -> bool {
-    // A rule's change locks its row before the sales of its batch would lock the rules in
-    // rule_id order: alone, it never holds one rule while waiting for another.
     matches!(
         command,
-        Command::MergeMembers { .. } | Command::CreateRule(_) | Command::UpdateRule(_)
+        Command::Members(MemberCommand::MergeMembers { .. }) | Command::Rules(_)
     )
 }
 
 /// What a batch of commands will touch.
 pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
-    let mut keys = Keys::default();
-    let (mut transactions, mut lots) = (0, 0);
-    let member = |keys: &mut Keys, member: &MemberRef| match member {
-        MemberRef::Id(member_id) => keys.member_ids.push(member_id.clone()),
-        MemberRef::Identifier(identifier) => keys.identifiers.push(identifier.clone()),
+    let mut plan = Plan {
+        keys: Keys::default(),
+        transactions: 0,
+        lots: 0,
     };
     for job in jobs {
         if let Some(key) = &job.idempotency {
-            keys.idempotency
-                .push((key.key_id.clone(), key.request_id.clone()));
+            let key = (key.key_id.clone(), key.request_id.clone());
+            plan.keys.idempotency.push(key);
         }
-        let (t, l) = ids_wanted(&job.command);
-        (transactions, lots) = (transactions + t, lots + l);
         match &job.command {
-            Command::CreateMember { identifiers, .. } => {
-                keys.identifiers.extend(identifiers.iter().cloned());
-            }
-            Command::LinkIdentifier {
-                member: who,
-                identifier,
-            } => {
-                member(&mut keys, who);
-                keys.identifiers.push(identifier.clone());
-            }
-            Command::AdjustPoints { member: who, .. }
-            | Command::IssueCoupon { member: who, .. } => {
-                member(&mut keys, who);
-            }
-            Command::ReportLocation(report) => {
-                member(&mut keys, &report.member);
-                keys.presence = true;
-            }
-            Command::SubmitReceipt(submission) => {
-                member(&mut keys, &submission.member);
-                let receipt = &submission.receipt;
-                keys.receipts.push(register_receipt_key(
-                    &receipt.store_id,
-                    &receipt.register_id,
-                    &receipt.receipt_no,
-                ));
-            }
-            Command::Authorize(request) | Command::RecordSale(request) => {
-                member(&mut keys, &request.member);
-                keys.order_ids.push(request.order_id.clone());
-                keys.coupon_codes
-                    .extend(request.coupon_codes.iter().cloned());
-                if !request.receipt_no.is_empty() {
-                    keys.receipts.push(register_receipt_key(
-                        &request.store_id,
-                        &request.register_id,
-                        &request.receipt_no,
-                    ));
-                }
-            }
-            Command::Capture { order_id }
-            | Command::Void { order_id }
-            | Command::Refund { order_id, .. } => keys.order_ids.push(order_id.clone()),
-            Command::MergeMembers {
-                source_member_id,
-                target_member_id,
-            } => {
-                keys.member_ids.push(source_member_id.clone());
-                keys.member_ids.push(target_member_id.clone());
-            }
-            Command::CreateStore(_)
-            | Command::UpdateProgram { .. }
-            | Command::CreateCampaign(_)
-            | Command::CreateGeoRule(_)
-            | Command::CreateVisitRule(_)
-            | Command::CreateReceiptRule(_)
+            Command::Members(command) => command.plan(&mut plan),
+            Command::Points(command) => command.plan(&mut plan),
+            Command::Checkout(command) => command.plan(&mut plan),
+            Command::Settings(_) => {}
+            Command::Coupons(command) => command.plan(&mut plan),
+            Command::Engagement(command) => command.plan(&mut plan),
+            Command::Receipts(command) => command.plan(&mut plan),
             // A rule's lock and counters are read when the command runs.
-            | Command::CreateRule(_)
-            | Command::UpdateRule(_)
-            // The receipt names its member: read (and locked) when the review reads it.
-            | Command::ReviewReceipt { .. } => {}
+            Command::Rules(_) => {}
         }
     }
+    let mut keys = plan.keys;
     keys.wanted_ids = HashMap::from([
-        (Sequence::Transactions, transactions),
-        (Sequence::Lots, lots),
+        (Sequence::Transactions, plan.transactions),
+        (Sequence::Lots, plan.lots),
     ]);
     keys
 }

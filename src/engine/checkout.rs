@@ -854,3 +854,56 @@ async fn append(
         .await?;
     Ok(())
 }
+
+impl crate::domain::command::CheckoutCommand {
+    pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
+        use crate::domain::{command::CheckoutCommand::*, receipt::register_receipt_key};
+        match self {
+            Authorize(request) | RecordSale(request) => {
+                plan.member(&request.member);
+                let keys = plan.keys();
+                keys.order_ids.push(request.order_id.clone());
+                keys.coupon_codes
+                    .extend(request.coupon_codes.iter().cloned());
+                if !request.receipt_no.is_empty() {
+                    keys.receipts.push(register_receipt_key(
+                        &request.store_id,
+                        &request.register_id,
+                        &request.receipt_no,
+                    ));
+                }
+                // A sale earns at once (a lot); an authorization only holds.
+                plan.wants(1, usize::from(matches!(self, RecordSale(_))));
+            }
+            Capture { order_id } | Void { order_id } | Refund { order_id, .. } => {
+                plan.keys().order_ids.push(order_id.clone());
+                plan.wants(1, usize::from(matches!(self, Capture { .. })));
+            }
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        reference: &Reference,
+        caller: &Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::command::{CheckoutCommand::*, Reply};
+        match self {
+            Authorize(request) => authorize(uow, reference, caller, now, request)
+                .await
+                .map(Reply::Order),
+            RecordSale(request) => record_sale(uow, reference, caller, now, request)
+                .await
+                .map(Reply::Order),
+            Capture { order_id } => capture(uow, reference, caller, now, order_id)
+                .await
+                .map(Reply::Order),
+            Void { order_id } => void(uow, caller, now, order_id).await.map(Reply::Order),
+            Refund { order_id, scope } => refund(uow, reference, caller, now, order_id, scope)
+                .await
+                .map(Reply::Refund),
+        }
+    }
+}

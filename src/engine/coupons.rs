@@ -587,3 +587,39 @@ pub(super) async fn expire_if_due(
     uow.append_transaction(&entry).await?;
     Ok(true)
 }
+
+impl crate::domain::command::CouponCommand {
+    pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
+        if let crate::domain::command::CouponCommand::IssueCoupon { member, .. } = self {
+            plan.member(member);
+            plan.wants(1, 0);
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        reference: &super::reference::Reference,
+        caller: &crate::domain::auth::Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::{auth::Operation, command::CouponCommand::*, command::Reply};
+        match self {
+            CreateCampaign(campaign) => {
+                caller.require(Operation::ManageCampaigns)?;
+                let created = create_campaign(uow, now, campaign).await?;
+                reference.campaigns_changed();
+                Ok(Reply::Campaign(created))
+            }
+            IssueCoupon {
+                campaign_id,
+                member,
+            } => {
+                caller.require(Operation::IssueCoupon)?;
+                issue_by_admin(uow, now, campaign_id, member)
+                    .await
+                    .map(Reply::Coupon)
+            }
+        }
+    }
+}

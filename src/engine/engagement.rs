@@ -517,6 +517,46 @@ fn held_back(rule: &GeoRule, facts: &IssueFacts, now: DateTime<Utc>) -> bool {
     cooling || capped
 }
 
+impl crate::domain::command::EngagementCommand {
+    pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
+        // Most location reports issue nothing; one that issues reserves ids on demand.
+        if let crate::domain::command::EngagementCommand::ReportLocation(report) = self {
+            plan.member(&report.member);
+            plan.keys().presence = true;
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        reference: &super::reference::Reference,
+        caller: &crate::domain::auth::Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::{auth::Operation, command::EngagementCommand::*, command::Reply};
+        match self {
+            CreateGeoRule(rule) => {
+                caller.require(Operation::ManageRules)?;
+                create_geo_rule(uow, reference, now, rule)
+                    .await
+                    .map(Reply::GeoRule)
+            }
+            CreateVisitRule(rule) => {
+                caller.require(Operation::ManageRules)?;
+                create_visit_rule(uow, reference, now, rule)
+                    .await
+                    .map(Reply::VisitRule)
+            }
+            ReportLocation(report) => {
+                caller.require(Operation::ReportLocation)?;
+                report_location(uow, reference, now, report)
+                    .await
+                    .map(Reply::Location)
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;

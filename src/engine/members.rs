@@ -250,3 +250,60 @@ async fn merge_postings(
     }
     Ok(postings)
 }
+
+impl crate::domain::command::MemberCommand {
+    pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
+        use crate::domain::command::MemberCommand::*;
+        match self {
+            CreateMember { identifiers, .. } => {
+                plan.keys().identifiers.extend(identifiers.iter().cloned());
+            }
+            LinkIdentifier { member, identifier } => {
+                plan.member(member);
+                plan.keys().identifiers.push(identifier.clone());
+            }
+            MergeMembers {
+                source_member_id,
+                target_member_id,
+            } => {
+                let keys = plan.keys();
+                keys.member_ids.push(source_member_id.clone());
+                keys.member_ids.push(target_member_id.clone());
+                plan.wants(1, 0);
+            }
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        caller: &crate::domain::auth::Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::{auth::Operation, command::MemberCommand::*, command::Reply};
+        match self {
+            CreateMember {
+                identifiers,
+                display_name,
+            } => {
+                caller.require(Operation::CreateMember)?;
+                create(uow, now, identifiers, display_name)
+                    .await
+                    .map(Reply::Member)
+            }
+            LinkIdentifier { member, identifier } => {
+                caller.require(Operation::LinkIdentifier)?;
+                link(uow, member, identifier).await.map(Reply::Member)
+            }
+            MergeMembers {
+                source_member_id,
+                target_member_id,
+            } => {
+                caller.require(Operation::MergeMembers)?;
+                merge(uow, now, source_member_id, target_member_id)
+                    .await
+                    .map(Reply::Member)
+            }
+        }
+    }
+}

@@ -1,6 +1,8 @@
 //! The command engine: runs each business command in one unit of work, exactly once per
 //! request_id, retrying transient conflicts. Business rules live in the submodules, written once
-//! for every storage backend.
+//! for every storage backend. Each area owns its commands (`domain::command::<Area>Command`):
+//! `plan` (the keys its batch loads, the ids it reserves, in `batch.rs`'s [`batch::Plan`]) and
+//! `run`, both in the area's file; adding a command is a variant and those two arms.
 
 use rows::LedgerRows;
 use std::sync::Arc;
@@ -31,6 +33,7 @@ mod rows;
 mod rules;
 mod sealer;
 mod sessions;
+mod settings;
 pub mod spatial;
 mod sweeper;
 mod verify;
@@ -150,8 +153,9 @@ impl Engine {
         &self,
         caller: &Caller,
         request_id: Option<&str>,
-        command: Command,
+        command: impl Into<Command>,
     ) -> Result<Reply, EngineError> {
+        let command = command.into();
         let span = tracing::info_span!("execute", command = command.name());
         let job = job(caller, request_id, command);
         let outcome = self.writer.submit(job).instrument(span).await?;
@@ -258,7 +262,7 @@ fn replay(record: &IdempotencyRecord, key: &IdempotencyKey) -> Result<Outcome, E
     })
 }
 
-/// Dispatches a command to its rule.
+/// Runs a command in the engine area that owns it.
 async fn run(
     uow: &mut dyn LedgerRows,
     reference: &reference::Reference,
@@ -266,151 +270,14 @@ async fn run(
     now: DateTime<Utc>,
     command: &Command,
 ) -> CommandResult<Reply> {
-    use crate::domain::auth::Operation;
     match command {
-        Command::CreateMember {
-            identifiers,
-            display_name,
-        } => {
-            caller.require(Operation::CreateMember)?;
-            members::create(uow, now, identifiers, display_name)
-                .await
-                .map(Reply::Member)
-        }
-        Command::LinkIdentifier { member, identifier } => {
-            caller.require(Operation::LinkIdentifier)?;
-            members::link(uow, member, identifier)
-                .await
-                .map(Reply::Member)
-        }
-        Command::MergeMembers {
-            source_member_id,
-            target_member_id,
-        } => {
-            caller.require(Operation::MergeMembers)?;
-            members::merge(uow, now, source_member_id, target_member_id)
-                .await
-                .map(Reply::Member)
-        }
-        Command::AdjustPoints {
-            member,
-            points,
-            reason,
-            expires_at,
-        } => {
-            caller.require(Operation::AdjustPoints)?;
-            let grant = (*points, *expires_at);
-            points::adjust(uow, reference, now, member, grant, reason)
-                .await
-                .map(Reply::Transaction)
-        }
-        Command::CreateRule(rule) => {
-            caller.require(Operation::ManageRules)?;
-            rules::create(uow, reference, now, rule)
-                .await
-                .map(Reply::Rule)
-        }
-        Command::UpdateRule(patch) => {
-            caller.require(Operation::ManageRules)?;
-            rules::update(uow, reference, now, patch)
-                .await
-                .map(Reply::Rule)
-        }
-        Command::Authorize(request) => checkout::authorize(uow, reference, caller, now, request)
-            .await
-            .map(Reply::Order),
-        Command::RecordSale(request) => checkout::record_sale(uow, reference, caller, now, request)
-            .await
-            .map(Reply::Order),
-        Command::Capture { order_id } => checkout::capture(uow, reference, caller, now, order_id)
-            .await
-            .map(Reply::Order),
-        Command::Void { order_id } => checkout::void(uow, caller, now, order_id)
-            .await
-            .map(Reply::Order),
-        Command::Refund { order_id, scope } => {
-            checkout::refund(uow, reference, caller, now, order_id, scope)
-                .await
-                .map(Reply::Refund)
-        }
-        Command::CreateStore(store) => {
-            caller.require(Operation::ManageStores)?;
-            if uow.get_store(&store.store_id).await?.is_some() {
-                return Err(DomainError::StoreExists(store.store_id.clone()).into());
-            }
-            uow.insert_store(store).await?;
-            reference.stores_changed();
-            Ok(Reply::Store(store.clone()))
-        }
-        Command::UpdateProgram { patch, replace } => {
-            caller.require(Operation::ManageProgram)?;
-            // Read, patch and write under the row lock: concurrent partial updates compose.
-            let mut program = if *replace {
-                Default::default()
-            } else {
-                uow.ensure_program(&Default::default()).await?;
-                uow.load_program(true).await?.unwrap_or_default()
-            };
-            patch.clone().apply(&mut program);
-            uow.save_program(&program).await?;
-            reference.program_changed();
-            Ok(Reply::Program(program))
-        }
-        Command::CreateCampaign(campaign) => {
-            caller.require(Operation::ManageCampaigns)?;
-            let created = coupons::create_campaign(uow, now, campaign).await?;
-            reference.campaigns_changed();
-            Ok(Reply::Campaign(created))
-        }
-        Command::IssueCoupon {
-            campaign_id,
-            member,
-        } => {
-            caller.require(Operation::IssueCoupon)?;
-            coupons::issue_by_admin(uow, now, campaign_id, member)
-                .await
-                .map(Reply::Coupon)
-        }
-        Command::CreateGeoRule(rule) => {
-            caller.require(Operation::ManageRules)?;
-            engagement::create_geo_rule(uow, reference, now, rule)
-                .await
-                .map(Reply::GeoRule)
-        }
-        Command::CreateVisitRule(rule) => {
-            caller.require(Operation::ManageRules)?;
-            engagement::create_visit_rule(uow, reference, now, rule)
-                .await
-                .map(Reply::VisitRule)
-        }
-        Command::ReportLocation(report) => {
-            caller.require(Operation::ReportLocation)?;
-            engagement::report_location(uow, reference, now, report)
-                .await
-                .map(Reply::Location)
-        }
-        Command::CreateReceiptRule(rule) => {
-            caller.require(Operation::ManageRules)?;
-            receipts::create_receipt_rule(uow, reference, now, rule)
-                .await
-                .map(Reply::ReceiptRule)
-        }
-        Command::SubmitReceipt(submission) => {
-            caller.require(Operation::SubmitReceipt)?;
-            receipts::submit_receipt(uow, reference, now, submission)
-                .await
-                .map(Reply::Receipt)
-        }
-        Command::ReviewReceipt {
-            receipt_id,
-            approve,
-            note,
-        } => {
-            caller.require(Operation::ReviewReceipts)?;
-            let review = (receipt_id.as_str(), *approve, note.as_str());
-            receipts::review_receipt(uow, reference, now, review)
-                .await
-                .map(Reply::Receipt)
-        }
+        Command::Members(command) => command.run(uow, caller, now).await,
+        Command::Points(command) => command.run(uow, reference, caller, now).await,
+        Command::Checkout(command) => command.run(uow, reference, caller, now).await,
+        Command::Settings(command) => command.run(uow, reference, caller, now).await,
+        Command::Coupons(command) => command.run(uow, reference, caller, now).await,
+        Command::Engagement(command) => command.run(uow, reference, caller, now).await,
+        Command::Receipts(command) => command.run(uow, reference, caller, now).await,
+        Command::Rules(command) => command.run(uow, reference, caller, now).await,
     }
 }

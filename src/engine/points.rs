@@ -393,3 +393,32 @@ pub(super) fn to_transaction(transaction_id: i64, entry: NewTransaction) -> Tran
         metadata: entry.metadata.into_iter().collect(),
     }
 }
+
+impl crate::domain::command::PointsCommand {
+    pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
+        let crate::domain::command::PointsCommand::AdjustPoints { member, .. } = self;
+        plan.member(member);
+        plan.wants(1, 1);
+    }
+
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        reference: &Reference,
+        caller: &crate::domain::auth::Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::{auth::Operation, command::Reply};
+        let crate::domain::command::PointsCommand::AdjustPoints {
+            member,
+            points,
+            reason,
+            expires_at,
+        } = self;
+        caller.require(Operation::AdjustPoints)?;
+        let grant = (*points, *expires_at);
+        adjust(uow, reference, now, member, grant, reason)
+            .await
+            .map(Reply::Transaction)
+    }
+}

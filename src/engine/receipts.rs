@@ -615,3 +615,59 @@ impl super::Engine {
         Ok(page::Page { items, next })
     }
 }
+
+impl crate::domain::command::ReceiptCommand {
+    pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
+        use crate::domain::{command::ReceiptCommand::*, receipt::register_receipt_key};
+        match self {
+            CreateReceiptRule(_) => {}
+            SubmitReceipt(submission) => {
+                plan.member(&submission.member);
+                let receipt = &submission.receipt;
+                plan.keys().receipts.push(register_receipt_key(
+                    &receipt.store_id,
+                    &receipt.register_id,
+                    &receipt.receipt_no,
+                ));
+                plan.wants(1, 1);
+            }
+            // The receipt names its member: read (and locked) when the review reads it.
+            ReviewReceipt { .. } => plan.wants(1, 1),
+        }
+    }
+
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        reference: &super::reference::Reference,
+        caller: &crate::domain::auth::Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::{auth::Operation, command::ReceiptCommand::*, command::Reply};
+        match self {
+            CreateReceiptRule(rule) => {
+                caller.require(Operation::ManageRules)?;
+                create_receipt_rule(uow, reference, now, rule)
+                    .await
+                    .map(Reply::ReceiptRule)
+            }
+            SubmitReceipt(submission) => {
+                caller.require(Operation::SubmitReceipt)?;
+                submit_receipt(uow, reference, now, submission)
+                    .await
+                    .map(Reply::Receipt)
+            }
+            ReviewReceipt {
+                receipt_id,
+                approve,
+                note,
+            } => {
+                caller.require(Operation::ReviewReceipts)?;
+                let review = (receipt_id.as_str(), *approve, note.as_str());
+                review_receipt(uow, reference, now, review)
+                    .await
+                    .map(Reply::Receipt)
+            }
+        }
+    }
+}

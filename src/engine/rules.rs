@@ -633,3 +633,20 @@ pub(super) async fn part_account(
     })?;
     Ok(points_account(&rule))
 }
+
+impl crate::domain::command::RuleCommand {
+    pub(super) async fn run(
+        &self,
+        uow: &mut dyn LedgerRows,
+        reference: &Reference,
+        caller: &crate::domain::auth::Caller,
+        now: DateTime<Utc>,
+    ) -> CommandResult<crate::domain::command::Reply> {
+        use crate::domain::{auth::Operation, command::Reply, command::RuleCommand::*};
+        caller.require(Operation::ManageRules)?;
+        match self {
+            CreateRule(rule) => create(uow, reference, now, rule).await.map(Reply::Rule),
+            UpdateRule(patch) => update(uow, reference, now, patch).await.map(Reply::Rule),
+        }
+    }
+}

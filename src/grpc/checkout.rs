@@ -19,7 +19,7 @@ use super::{
 use crate::{
     domain::{
         auth::Caller,
-        command::{Command, OrderRequest, RefundLine, RefundScope},
+        command::{CheckoutCommand, OrderRequest, RefundLine, RefundScope},
         model::{Channel, EarnPart, Order, OrderState, RefundResult},
         pricing::Quote,
     },
@@ -41,7 +41,7 @@ impl CheckoutApi {
         &self,
         caller: &Caller,
         request_id: &str,
-        command: Command,
+        command: CheckoutCommand,
     ) -> Result<proto::Order, Status> {
         let order = execute(&self.engine, caller, Some(request_id), command).await?;
         Ok(order_out(order))
@@ -52,7 +52,7 @@ impl CheckoutApi {
         &self,
         request: Request<R>,
         kind: OrderKind,
-        command: fn(OrderRequest) -> Command,
+        command: fn(OrderRequest) -> CheckoutCommand,
     ) -> Result<proto::Order, Status> {
         let caller = caller(&self.engine, &request).await?;
         let input: OrderInput = request.into_inner().into();
@@ -66,7 +66,7 @@ impl CheckoutApi {
     async fn resolve_order<R: Into<OrderOp> + Send>(
         &self,
         request: Request<R>,
-        command: fn(String) -> Command,
+        command: fn(String) -> CheckoutCommand,
     ) -> Result<proto::Order, Status> {
         let caller = caller(&self.engine, &request).await?;
         let OrderOp {
@@ -99,7 +99,7 @@ impl CheckoutService for CheckoutApi {
         request: Request<proto::AuthorizeRequest>,
     ) -> Result<Response<proto::AuthorizeResponse>, Status> {
         let order = self
-            .place_order(request, OrderKind::Authorize, Command::Authorize)
+            .place_order(request, OrderKind::Authorize, CheckoutCommand::Authorize)
             .await?;
         Ok(Response::new(proto::AuthorizeResponse {
             order: Some(order),
@@ -111,7 +111,7 @@ impl CheckoutService for CheckoutApi {
         request: Request<proto::CaptureRequest>,
     ) -> Result<Response<proto::CaptureResponse>, Status> {
         let order = self
-            .resolve_order(request, |order_id| Command::Capture { order_id })
+            .resolve_order(request, |order_id| CheckoutCommand::Capture { order_id })
             .await?;
         Ok(Response::new(proto::CaptureResponse { order: Some(order) }))
     }
@@ -121,7 +121,7 @@ impl CheckoutService for CheckoutApi {
         request: Request<proto::VoidRequest>,
     ) -> Result<Response<proto::VoidResponse>, Status> {
         let order = self
-            .resolve_order(request, |order_id| Command::Void { order_id })
+            .resolve_order(request, |order_id| CheckoutCommand::Void { order_id })
             .await?;
         Ok(Response::new(proto::VoidResponse { order: Some(order) }))
     }
@@ -144,7 +144,7 @@ impl CheckoutService for CheckoutApi {
         request: Request<proto::RecordSaleRequest>,
     ) -> Result<Response<proto::RecordSaleResponse>, Status> {
         let order = self
-            .place_order(request, OrderKind::RecordSale, Command::RecordSale)
+            .place_order(request, OrderKind::RecordSale, CheckoutCommand::RecordSale)
             .await?;
         Ok(Response::new(proto::RecordSaleResponse {
             order: Some(order),
@@ -322,7 +322,7 @@ pub(super) fn order_op_in(request_id: &str, order_id: &str) -> Result<(), Status
 }
 
 /// A refund: exactly one of `amount` (> 0) and `lines`.
-pub(super) fn refund_in(request: &proto::RefundRequest) -> Result<Command, Status> {
+pub(super) fn refund_in(request: &proto::RefundRequest) -> Result<CheckoutCommand, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_id(&mut v, "order_id", &request.order_id);
@@ -339,7 +339,7 @@ pub(super) fn refund_in(request: &proto::RefundRequest) -> Result<Command, Statu
         (true, false) => refund_lines(&mut v, &request.lines).map(RefundScope::Lines),
     };
     v.build(|| {
-        Some(Command::Refund {
+        Some(CheckoutCommand::Refund {
             order_id: request.order_id.clone(),
             scope: scope?,
         })
@@ -555,7 +555,7 @@ mod tests {
         };
         assert!(matches!(
             refund_in(&by_amount),
-            Ok(Command::Refund {
+            Ok(CheckoutCommand::Refund {
                 scope: RefundScope::Amount(_),
                 ..
             })

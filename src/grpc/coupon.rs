@@ -20,7 +20,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::Command,
+        command::CouponCommand,
         coupon::{Campaign, Coupon, CouponState, Discount, Eligibility, IssueOnCapture, Variant},
         ids::normalize_code,
     },
@@ -60,7 +60,7 @@ impl CouponService for CouponApi {
         let mut v = Violations::new();
         let request_id = optional_request_id(&mut v, &request.request_id);
         let campaign = campaign_in(v, request.campaign)?;
-        let command = Command::CreateCampaign(campaign);
+        let command = CouponCommand::CreateCampaign(campaign);
         let campaign = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateCampaignResponse {
             campaign: Some(campaign_out(campaign)),
@@ -153,13 +153,13 @@ impl CouponService for CouponApi {
     }
 }
 
-pub(super) fn issue_command(request: &proto::IssueCouponRequest) -> Result<Command, Status> {
+pub(super) fn issue_command(request: &proto::IssueCouponRequest) -> Result<CouponCommand, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_id(&mut v, "campaign_id", &request.campaign_id);
     let member = member_ref(&mut v, "member", request.member.clone());
     v.build(|| {
-        Some(Command::IssueCoupon {
+        Some(CouponCommand::IssueCoupon {
             campaign_id: request.campaign_id.clone(),
             member: member?,
         })

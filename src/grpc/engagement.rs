@@ -26,7 +26,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::{Command, LocationResult},
+        command::{EngagementCommand, LocationResult, ReceiptCommand},
         location::{
             DEFAULT_MAX_ACCURACY_M, GeoRule, LocationReport, LocationVerdict, MAX_NEARBY_RADIUS_M,
             NearbyOffer, NearbyQuery, VisitRule, VisitRuleKind,
@@ -77,7 +77,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<proto::CreateGeoRuleResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
         let (request_id, rule) = create_geo_rule_in(request.into_inner())?;
-        let command = Command::CreateGeoRule(rule);
+        let command = EngagementCommand::CreateGeoRule(rule);
         let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateGeoRuleResponse {
             rule: Some(geo_rule_out(rule)),
@@ -90,7 +90,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<proto::ReportLocationResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ReportLocation).await?;
         let (request_id, report) = report_location_in(request.into_inner())?;
-        let command = Command::ReportLocation(report);
+        let command = EngagementCommand::ReportLocation(report);
         let result = execute(&self.engine, &caller, Some(&request_id), command).await?;
         Ok(Response::new(proto::ReportLocationResponse {
             result: Some(location_result_out(result)),
@@ -115,7 +115,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<proto::CreateVisitRuleResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
         let (request_id, rule) = create_visit_rule_in(request.into_inner())?;
-        let command = Command::CreateVisitRule(rule);
+        let command = EngagementCommand::CreateVisitRule(rule);
         let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateVisitRuleResponse {
             rule: Some(visit_rule_out(rule)),
@@ -128,7 +128,7 @@ impl EngagementService for EngagementApi {
     ) -> Result<Response<proto::CreateReceiptRuleResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
         let (request_id, rule) = create_receipt_rule_in(request.into_inner())?;
-        let command = Command::CreateReceiptRule(rule);
+        let command = ReceiptCommand::CreateReceiptRule(rule);
         let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateReceiptRuleResponse {
             rule: Some(receipt_rule_out(rule)),

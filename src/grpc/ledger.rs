@@ -15,7 +15,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::Command,
+        command::PointsCommand,
         model::{Balance, Posting, Transaction},
     },
     engine::Engine,
@@ -88,7 +88,9 @@ impl LedgerService for LedgerApi {
     }
 }
 
-pub(super) fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Command, Status> {
+pub(super) fn adjust_command(
+    request: &proto::AdjustPointsRequest,
+) -> Result<PointsCommand, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     let member = member_ref(&mut v, "member", request.member.clone());
@@ -106,7 +108,7 @@ pub(super) fn adjust_command(request: &proto::AdjustPointsRequest) -> Result<Com
         v.push("expires_at", "only a credit (points > 0) takes an expiry");
     }
     v.build(|| {
-        Some(Command::AdjustPoints {
+        Some(PointsCommand::AdjustPoints {
             member: member?,
             points: request.points,
             reason: request.reason.clone(),

@@ -15,7 +15,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::Command,
+        command::MemberCommand,
         model::{Member, MemberState},
     },
     engine::Engine,
@@ -91,20 +91,22 @@ impl MemberService for MemberApi {
     }
 }
 
-pub(super) fn link_command(request: &proto::LinkIdentifierRequest) -> Result<Command, Status> {
+pub(super) fn link_command(
+    request: &proto::LinkIdentifierRequest,
+) -> Result<MemberCommand, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     let member = member_ref(&mut v, "member", request.member.clone());
     let identifier = identifier(&mut v, "identifier", request.identifier.clone());
     v.build(|| {
-        Some(Command::LinkIdentifier {
+        Some(MemberCommand::LinkIdentifier {
             member: member?,
             identifier: identifier?,
         })
     })
 }
 
-pub(super) fn merge_command(request: &proto::MergeMembersRequest) -> Result<Command, Status> {
+pub(super) fn merge_command(request: &proto::MergeMembersRequest) -> Result<MemberCommand, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_id(&mut v, "source_member_id", &request.source_member_id);
@@ -114,7 +116,7 @@ pub(super) fn merge_command(request: &proto::MergeMembersRequest) -> Result<Comm
         v.push("target_member_id", "must differ from source_member_id");
     }
     v.finish()?;
-    Ok(Command::MergeMembers {
+    Ok(MemberCommand::MergeMembers {
         source_member_id: request.source_member_id.clone(),
         target_member_id: request.target_member_id.clone(),
     })
@@ -122,7 +124,7 @@ pub(super) fn merge_command(request: &proto::MergeMembersRequest) -> Result<Comm
 
 pub(super) fn create_member_command(
     request: &proto::CreateMemberRequest,
-) -> Result<Command, Status> {
+) -> Result<MemberCommand, Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_text(
@@ -156,7 +158,7 @@ pub(super) fn create_member_command(
         }
     }
     v.build(|| {
-        Some(Command::CreateMember {
+        Some(MemberCommand::CreateMember {
             identifiers: identifiers?,
             display_name: request.display_name.clone(),
         })

@@ -16,7 +16,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::Command,
+        command::SettingsCommand,
         model::{Channel, Program, ProgramPatch},
     },
     engine::Engine,
@@ -75,7 +75,7 @@ impl ProgramService for ProgramApi {
         let request = request.into_inner();
         let request_id = Some(request.request_id.clone()).filter(|id| !id.is_empty());
         let (patch, partial) = patch_in(request)?;
-        let command = Command::UpdateProgram {
+        let command = SettingsCommand::UpdateProgram {
             patch,
             replace: !partial,
         };

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{
     domain::{
-        command::{Command, ReceiptResult},
+        command::{ReceiptCommand, ReceiptResult},
         model::LineItem,
         page::Cursor,
         receipt::{
@@ -183,7 +183,7 @@ pub fn receipt_rule_out(rule: ReceiptRule) -> proto::ReceiptRule {
 
 pub fn submit_receipt_in(
     request: proto::SubmitReceiptRequest,
-) -> Result<(String, Command), Status> {
+) -> Result<(String, ReceiptCommand), Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     let member = member_ref(&mut v, "member", request.member);
@@ -258,7 +258,7 @@ pub fn submit_receipt_in(
             issued_at,
             receipt,
         };
-        Some((request_id, Command::SubmitReceipt(submission)))
+        Some((request_id, ReceiptCommand::SubmitReceipt(submission)))
     })
 }
 
@@ -365,13 +365,13 @@ fn status_out(status: ReceiptStatus) -> proto::ReceiptStatus {
 
 pub fn review_receipt_in(
     request: proto::ReviewReceiptRequest,
-) -> Result<(String, Command), Status> {
+) -> Result<(String, ReceiptCommand), Status> {
     let mut v = Violations::new();
     check_request_id(&mut v, &request.request_id);
     check_id(&mut v, "receipt_id", &request.receipt_id);
     check_text(&mut v, "note", &request.note, 0, MAX_NOTE_CHARS);
     v.finish()?;
-    let command = Command::ReviewReceipt {
+    let command = ReceiptCommand::ReviewReceipt {
         receipt_id: request.receipt_id,
         approve: request.approve,
         note: request.note,

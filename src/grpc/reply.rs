@@ -60,7 +60,7 @@ pub async fn execute<T: FromReply>(
     engine: &Engine,
     caller: &Caller,
     request_id: Option<&str>,
-    command: Command,
+    command: impl Into<Command>,
 ) -> Result<T, Status> {
     if let Some(request_id) = request_id {
         super::observe::record_request_id(request_id);

@@ -20,7 +20,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::Command,
+        command::RuleCommand,
         location::VisitRuleKind,
         page::{Cursor, page_after},
         receipt::LineCondition,
@@ -69,7 +69,7 @@ impl RuleService for RuleApi {
         let mut v = Violations::new();
         let request_id = optional_request_id(&mut v, &request.request_id);
         let rule = rule_in(v, request.rule, None)?;
-        let command = Command::CreateRule(rule);
+        let command = RuleCommand::CreateRule(rule);
         let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateRuleResponse {
             rule: Some(rule_out(rule)),
@@ -129,7 +129,7 @@ impl RuleService for RuleApi {
     ) -> Result<Response<proto::UpdateRuleResponse>, Status> {
         let caller = caller_for(&self.engine, &request, Operation::ManageRules).await?;
         let (request_id, patch) = update_rule_in(&self.engine, request.into_inner()).await?;
-        let command = Command::UpdateRule(patch);
+        let command = RuleCommand::UpdateRule(patch);
         let rule = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::UpdateRuleResponse {
             rule: Some(rule_out(rule)),

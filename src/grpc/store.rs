@@ -15,7 +15,7 @@ use super::{
 use crate::{
     domain::{
         auth::Operation,
-        command::Command,
+        command::SettingsCommand,
         geo::{MAX_POLYGON_VERTICES, PolygonError, check_polygon},
         model::{LatLng, Store},
     },
@@ -51,7 +51,7 @@ impl StoreService for StoreApi {
         let mut v = Violations::new();
         let request_id = optional_request_id(&mut v, &request.request_id);
         let store = store_in(v, request.store)?;
-        let command = Command::CreateStore(store);
+        let command = SettingsCommand::CreateStore(store);
         let store = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
         Ok(Response::new(proto::CreateStoreResponse {
             store: Some(store_out(store)),

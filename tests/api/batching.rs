@@ -6,7 +6,10 @@ use omo::{
     domain::{
         Money,
         auth::Role,
-        command::{Command, OrderRequest, RefundScope},
+        command::{
+            CheckoutCommand, Command, MemberCommand, OrderRequest, PointsCommand, RefundScope,
+            SettingsCommand,
+        },
         model::{Channel, Identifier, LineItem, MemberRef, Store},
     },
     engine::BatchItem,
@@ -21,11 +24,12 @@ crate::both_backends! {
 }
 
 fn sale(member_id: &str, receipt_no: &str, points: i64) -> Command {
-    Command::RecordSale(order(
+    CheckoutCommand::RecordSale(order(
         MemberRef::Id(member_id.to_string()),
         receipt_no,
         points,
     ))
+    .into()
 }
 
 /// A ¥1,000 register order at shibuya redeeming `points` (`receipt_no` also names the order).
@@ -157,43 +161,54 @@ async fn a_batch_sees_its_own_effects(app: &TestApp) {
         .execute_batch(vec![
             item(
                 "m-create",
-                Command::CreateMember {
+                MemberCommand::CreateMember {
                     identifiers: vec![card.clone()],
                     display_name: "Mix".into(),
-                },
+                }
+                .into(),
             ),
-            item("m-store", Command::CreateStore(store)),
+            item("m-store", SettingsCommand::CreateStore(store).into()),
             item(
                 "m-grant",
-                Command::AdjustPoints {
+                PointsCommand::AdjustPoints {
                     expires_at: None,
                     member: by_card(),
                     points: 100,
                     reason: "welcome".into(),
-                },
+                }
+                .into(),
             ),
-            item("m-auth", Command::Authorize(authorize)),
+            item("m-auth", CheckoutCommand::Authorize(authorize).into()),
             item(
                 "m-capture",
-                Command::Capture {
+                CheckoutCommand::Capture {
                     order_id: "batch-M1".into(),
-                },
+                }
+                .into(),
             ),
             item(
                 "m-void",
-                Command::Void {
+                CheckoutCommand::Void {
                     order_id: "batch-M1".into(),
-                },
+                }
+                .into(),
             ),
             item(
                 "m-refund",
-                Command::Refund {
+                CheckoutCommand::Refund {
                     order_id: "batch-M1".into(),
                     scope: RefundScope::Amount("1000".parse().unwrap()),
-                },
+                }
+                .into(),
             ),
-            item("m-sale", Command::RecordSale(order(by_card(), "M2", 100))),
-            item("m-over", Command::RecordSale(order(by_card(), "M3", 10))),
+            item(
+                "m-sale",
+                CheckoutCommand::RecordSale(order(by_card(), "M2", 100)).into(),
+            ),
+            item(
+                "m-over",
+                CheckoutCommand::RecordSale(order(by_card(), "M3", 10)).into(),
+            ),
         ])
         .await;
 

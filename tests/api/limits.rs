@@ -7,7 +7,11 @@ use std::{sync::Arc, time::Duration as StdDuration};
 use omo::{
     Application, Config,
     client::Client,
-    domain::{auth::Role, command::Command, model::MemberRef},
+    domain::{
+        auth::Role,
+        command::{CheckoutCommand, PointsCommand},
+        model::MemberRef,
+    },
     engine::EngineError,
     proto,
 };
@@ -186,7 +190,7 @@ async fn a_full_write_queue_sheds_commands(app: &TestApp) {
         let (engine, caller) = (engine.clone(), caller.clone());
         let member = MemberRef::Id(member_id.clone());
         tokio::spawn(async move {
-            let command = Command::AdjustPoints {
+            let command = PointsCommand::AdjustPoints {
                 expires_at: None,
                 member,
                 points: 1,
@@ -202,7 +206,7 @@ async fn a_full_write_queue_sheds_commands(app: &TestApp) {
     for i in 0..COMMANDS {
         let (engine, caller) = (engine.clone(), caller.clone());
         calls.spawn(async move {
-            let command = Command::Capture {
+            let command = CheckoutCommand::Capture {
                 order_id: format!("missing-{i}"),
             };
             engine.execute(&caller, None, command).await

@@ -15,7 +15,7 @@ use omo::{
     domain::{
         Money,
         auth::{Caller, Role},
-        command::{Command, OrderRequest, RefundLine, RefundScope},
+        command::{CheckoutCommand, Command, CouponCommand, OrderRequest, RefundLine, RefundScope},
         model::{Channel, LineItem, MemberRef},
     },
     engine::{BatchItem, EngineError},
@@ -1120,18 +1120,21 @@ impl<'a> Case<'a> {
                     occurred_at: None,
                 };
                 if hold {
-                    Command::Authorize(order)
+                    CheckoutCommand::Authorize(order).into()
                 } else {
-                    Command::RecordSale(order)
+                    CheckoutCommand::RecordSale(order).into()
                 }
             }
-            Request::Capture(order_id) => Command::Capture { order_id },
-            Request::Void(order_id) => Command::Void { order_id },
-            Request::Refund { order_id, scope } => Command::Refund { order_id, scope },
-            Request::Issue(member_id) => Command::IssueCoupon {
+            Request::Capture(order_id) => CheckoutCommand::Capture { order_id }.into(),
+            Request::Void(order_id) => CheckoutCommand::Void { order_id }.into(),
+            Request::Refund { order_id, scope } => {
+                CheckoutCommand::Refund { order_id, scope }.into()
+            }
+            Request::Issue(member_id) => CouponCommand::IssueCoupon {
                 campaign_id: CAMPAIGN.into(),
                 member: MemberRef::Id(member_id),
-            },
+            }
+            .into(),
         }
     }
 
