@@ -435,11 +435,10 @@ impl Order {
     /// Points the order has earned: none until it is captured (an authorized, voided or
     /// expired order only carries what it would earn).
     pub fn points_earned_so_far(&self) -> i64 {
-        match self.state {
-            OrderState::Authorized | OrderState::Voided | OrderState::Expired => 0,
-            OrderState::Captured | OrderState::PartiallyRefunded | OrderState::Refunded => {
-                self.points_earned
-            }
+        if self.is_captured() {
+            self.points_earned
+        } else {
+            0
         }
     }
 }

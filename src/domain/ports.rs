@@ -441,15 +441,6 @@ pub struct RuleChanges {
     pub store_days: Vec<RuleStoreDay>,
 }
 
-impl RuleChanges {
-    pub fn is_empty(&self) -> bool {
-        self.new_rules.is_empty()
-            && self.changed_rules.is_empty()
-            && self.counters.is_empty()
-            && self.store_days.is_empty()
-    }
-}
-
 /// What one rule did for one member (or, in a [`RuleChanges`], what a batch adds to it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleCounter {

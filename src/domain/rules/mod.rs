@@ -44,15 +44,6 @@ pub enum Trigger {
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 6] = [
-        Trigger::Purchase,
-        Trigger::Geo,
-        Trigger::Visit,
-        Trigger::Receipt,
-        Trigger::Event,
-        Trigger::Tier,
-    ];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Trigger::Purchase => "purchase",
@@ -62,10 +53,6 @@ impl Trigger {
             Trigger::Event => "event",
             Trigger::Tier => "tier",
         }
-    }
-
-    pub fn parse(text: &str) -> Option<Trigger> {
-        Trigger::ALL.into_iter().find(|t| t.as_str() == text)
     }
 
     /// Triggers whose rules are made by CreateRule and decided by the rules core today; the
