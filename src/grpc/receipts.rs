@@ -207,8 +207,13 @@ pub fn submit_receipt_in(
     } else if let Some(parsed) = &parsed {
         Some(parsed.total)
     } else {
-        if r.raw_text.is_empty() {
-            v.push("receipt.total", "is required (or raw_text that prints it)");
+        // A refused text has its violation already; otherwise the total is missing (a text
+        // is read only without lines, so lines and a text still need the total given).
+        if !text_refused {
+            v.push(
+                "receipt.total",
+                "is required (or raw_text that prints it, with no lines)",
+            );
         }
         None
     };
@@ -457,5 +462,44 @@ pub fn receipt_record_out(record: ReceiptRecord) -> proto::ReceiptRecord {
         submitted_at: Some(timestamp(record.submitted_at)),
         reviewed_at: optional_timestamp(record.reviewed_at),
         review_note: record.review_note,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grpc::status::violated_fields;
+
+    /// Lines and a text without a total: the text is not read (lines are given), so the total
+    /// is missing — a field violation, not an internal error (found by the hostile input test).
+    #[test]
+    fn lines_and_a_text_without_a_total_need_the_total() {
+        let request = proto::SubmitReceiptRequest {
+            request_id: "a".into(),
+            member: Some(proto::MemberRef {
+                r#ref: Some(proto::member_ref::Ref::MemberId("m1".into())),
+            }),
+            receipt: Some(proto::Receipt {
+                store_id: "a".into(),
+                register_id: "a".into(),
+                receipt_no: "a".into(),
+                issued_at: Some(prost_types::Timestamp {
+                    seconds: 0,
+                    nanos: 1,
+                }),
+                lines: vec![proto::LineItem {
+                    line_id: "A".into(),
+                    quantity: 1,
+                    amount: "0".into(),
+                    ..Default::default()
+                }],
+                image_sha256: "a".repeat(64),
+                raw_text: "合計 ¥1".into(),
+                ..Default::default()
+            }),
+        };
+        let refused = submit_receipt_in(request).unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert_eq!(violated_fields(&refused), ["receipt.total"]);
     }
 }
