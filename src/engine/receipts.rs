@@ -40,6 +40,7 @@ use crate::domain::{
         IssuedAt, ReceiptClaim, ReceiptPolicy, ReceiptReason, ReceiptRecord, ReceiptRule,
         ReceiptStatus, ReceiptSubmission, RuleOutcome, apply_rules, is_future_dated, is_visit,
     },
+    rules::views,
     schedule::{instant_of_local, parse_time_zone, start_of_local_day},
 };
 
@@ -49,10 +50,6 @@ pub(super) async fn create_receipt_rule(
     now: DateTime<Utc>,
     rule: &ReceiptRule,
 ) -> CommandResult<ReceiptRule> {
-    let mut rule = rule.clone();
-    if rule.rule_id.is_empty() {
-        rule.rule_id = ids::new_rule_id("receipt");
-    }
     if !rule.campaign_id.is_empty() && uow.get_campaign(&rule.campaign_id, false).await?.is_none() {
         return Err(DomainError::CampaignNotFound.into());
     }
@@ -61,17 +58,12 @@ pub(super) async fn create_receipt_rule(
             return Err(DomainError::StoreNotFound.into());
         }
     }
-    if uow
-        .list_receipt_rules()
-        .await?
-        .iter()
-        .any(|r| r.rule_id == rule.rule_id)
-    {
-        return Err(DomainError::RuleExists(rule.rule_id).into());
-    }
-    uow.insert_receipt_rule(&rule, now).await?;
-    reference.rules_changed();
-    Ok(rule)
+    let created =
+        super::rules::create(uow, reference, now, &views::of_receipt(rule.clone())).await?;
+    Ok(ReceiptRule {
+        rule_id: created.rule_id,
+        ..rule.clone()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
