@@ -40,7 +40,7 @@ use crate::domain::{
         IssuedAt, ReceiptClaim, ReceiptPolicy, ReceiptReason, ReceiptRecord, ReceiptRule,
         ReceiptStatus, ReceiptSubmission, RuleOutcome, apply_rules, is_future_dated, is_visit,
     },
-    rules::views,
+    rules::{Trigger, views},
     schedule::{instant_of_local, parse_time_zone, start_of_local_day},
 };
 
@@ -169,9 +169,10 @@ async fn judge(
     if sale.is_some() {
         return Ok(Err(ReceiptReason::AlreadyEarned));
     }
-    let rules = reference.receipt_rules(uow).await?;
+    let rules = reference.enabled_rules(uow, Trigger::Receipt).await?;
     let policy = ReceiptPolicy::of(&reference.program(uow).await?);
-    Ok(apply_rules(&rules, receipt, now, &policy))
+    let tz = zone.unwrap_or(chrono_tz::Asia::Tokyo);
+    Ok(apply_rules(&rules, receipt, tz, now, &policy))
 }
 
 /// Whether the member already sent the program's `max_receipts_per_day` receipts that earned
@@ -347,15 +348,17 @@ pub(super) async fn review_receipt(
         record.status = ReceiptStatus::Accepted;
         record.reason = None;
         release_review_lot(uow, reference, &record, true, now).await?;
-        let rules = reference.receipt_rules(uow).await?;
+        let rules = reference.enabled_rules(uow, Trigger::Receipt).await?;
         let outcome = RuleOutcome {
             rule_ids: record.rule_ids.clone(),
             points: record.points,
             campaigns: rules
                 .iter()
                 .filter(|rule| record.rule_ids.contains(&rule.rule_id))
-                .filter(|rule| !rule.campaign_id.is_empty())
-                .map(|rule| (rule.rule_id.clone(), rule.campaign_id.clone()))
+                .filter_map(|rule| {
+                    let campaign_id = rule.effects.campaign_id.clone()?;
+                    Some((rule.rule_id.clone(), campaign_id))
+                })
                 .collect(),
             review: None,
         };

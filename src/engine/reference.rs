@@ -27,8 +27,7 @@ use crate::domain::{
     geo::Geofence,
     model::{LatLng, Program, Store},
     ports::StoreError,
-    receipt::ReceiptRule,
-    rules::{Rule, Trigger, views},
+    rules::{Rule, Trigger},
     schedule::parse_time_zone,
 };
 
@@ -230,15 +229,6 @@ impl Reference {
             .filter(|rule| rule.trigger == trigger && rule.enabled)
             .cloned()
             .collect())
-    }
-
-    /// The enabled RECEIPT rules, as the receipt area decides them.
-    pub async fn receipt_rules(
-        &self,
-        uow: &mut dyn LedgerReads,
-    ) -> Result<Vec<ReceiptRule>, StoreError> {
-        let rules = self.enabled_rules(uow, Trigger::Receipt).await?;
-        Ok(rules.iter().filter_map(views::to_receipt).collect())
     }
 
     /// Every rule (committed), re-read after `TTL`: a rule changed through

@@ -247,7 +247,9 @@ fn rule_in(
         );
     }
     let conditions = conditions_in(&mut v, conditions);
-    let effects = effects_in(&mut v, r.effects.unwrap_or_default());
+    // A RECEIPT rule may give only the points of its receipt.earn_rate.
+    let earns_by_receipt = r.receipt.as_ref().is_some_and(|p| !p.earn_rate.is_empty());
+    let effects = effects_in(&mut v, r.effects.unwrap_or_default(), earns_by_receipt);
     let limits = limits_in(&mut v, r.limits.unwrap_or_default());
     let (starts_at, ends_at) = period(&mut v, r.starts_at.as_ref(), r.ends_at.as_ref());
     let now = chrono::DateTime::UNIX_EPOCH;
@@ -389,7 +391,11 @@ fn attributes_in(
     ok.then(|| attributes.into_iter().collect())
 }
 
-fn effects_in(v: &mut Violations, e: proto::RuleEffects) -> Option<Effects> {
+fn effects_in(
+    v: &mut Violations,
+    e: proto::RuleEffects,
+    earns_by_receipt: bool,
+) -> Option<Effects> {
     let mut ok = true;
     if !(0..=MAX_POINTS).contains(&e.bonus_points) {
         v.push(
@@ -421,7 +427,8 @@ fn effects_in(v: &mut Violations, e: proto::RuleEffects) -> Option<Effects> {
         );
         ok = false;
     }
-    let gives = e.bonus_points > 0
+    let gives = earns_by_receipt
+        || e.bonus_points > 0
         || !e.points_multiplier.is_empty()
         || !e.earn_rate.is_empty()
         || !e.campaign_id.is_empty();

@@ -810,3 +810,88 @@ async fn geo_rules_are_rules_of_the_one_engine(app: &TestApp) {
     assert_eq!(reasons, ["RULE_DISABLED"]);
     app.verify_ok().await;
 }
+
+/// A geo rule an older omo kept in its table of its own (before every rule was a row of
+/// `rules`) is adopted when the server starts: GetRule shows it and it issues as before.
+mod legacy_rules_are_adopted_at_start {
+    use omo::domain::{
+        location::GeoRule,
+        ports::{ChangeSet, EngagementChanges},
+        schedule::DaysOfWeek,
+    };
+
+    use super::*;
+    use crate::helpers::spawn_app;
+
+    async fn scenario(backend: crate::helpers::Backend) {
+        let Some(mut app) = spawn_app(backend).await else {
+            return;
+        };
+        store(&app, "ginza", GINZA, "Asia/Tokyo").await;
+        campaign(&app, "hello", &[]).await;
+        let legacy = GeoRule {
+            rule_id: "old-entry".into(),
+            campaign_id: "hello".into(),
+            store_ids: vec!["ginza".into()],
+            min_dwell_seconds: 0,
+            max_accuracy_m: 100.0,
+            active_hours: Vec::new(),
+            days_of_week: DaysOfWeek::EVERY_DAY,
+            cooldown_seconds: 0,
+            daily_cap_per_store: 0,
+            starts_at: None,
+            ends_at: None,
+        };
+        let store = omo::store::open(&app.database_url).await.expect("open");
+        let mut uow = store.begin().await.expect("begin");
+        let changes = ChangeSet {
+            engagement: EngagementChanges {
+                new_geo_rules: vec![(legacy, now(&app))],
+                ..EngagementChanges::default()
+            },
+            ..ChangeSet::default()
+        };
+        uow.flush(&changes).await.expect("legacy row");
+        uow.commit().await.expect("commit");
+        drop(store);
+
+        app.restart().await;
+        let adopted = app
+            .admin
+            .rules()
+            .get_rule(proto::GetRuleRequest {
+                rule_id: "old-entry".into(),
+            })
+            .await
+            .expect("adopted")
+            .into_inner()
+            .rule
+            .expect("rule");
+        assert_eq!(adopted.trigger, proto::RuleTrigger::Geo as i32);
+        let member_id = member(&app, "G-50").await;
+        let entered = report(&app, "l1", &member_id, GINZA).await;
+        assert_eq!(sources(&entered), ["geo:old-entry"]);
+        // A second start adopts nothing twice.
+        app.restart().await;
+        let listed = app
+            .admin
+            .rules()
+            .list_rules(proto::ListRulesRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .rules;
+        assert_eq!(listed.len(), 1);
+        app.verify_ok().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        scenario(crate::helpers::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        scenario(crate::helpers::Backend::Postgres).await;
+    }
+}

@@ -1,6 +1,6 @@
 //! The GEO, VISIT and RECEIPT rules of the EngagementService's calls as rules (`of_*`: what
 //! CreateGeoRule, CreateVisitRule and CreateReceiptRule store), and back (`to_*`: the
-//! parameters the location, visit and receipt code reads to gather a signal's facts).
+//! parameters the location and visit code reads to gather a signal's facts).
 
 use chrono::DateTime;
 
@@ -112,24 +112,5 @@ pub fn to_visit(rule: &Rule) -> Option<VisitRule> {
         window_days: params.window_days,
         lapsed_days: params.lapsed_days,
         store_ids: rule.conditions.store_ids.clone(),
-    })
-}
-
-/// A RECEIPT rule's fields as the receipt area decides them; None for another trigger.
-pub fn to_receipt(rule: &Rule) -> Option<ReceiptRule> {
-    let TriggerParams::Receipt(params) = &rule.params else {
-        return None;
-    };
-    Some(ReceiptRule {
-        rule_id: rule.rule_id.clone(),
-        store_ids: rule.conditions.store_ids.clone(),
-        earn_rate: params.earn_rate,
-        campaign_id: rule.effects.campaign_id.clone().unwrap_or_default(),
-        min_total: rule.conditions.min_total.unwrap_or_default(),
-        conditions: rule.conditions.lines.clone(),
-        max_age_days: params.max_age_days,
-        review_threshold: params.review_threshold,
-        starts_at: rule.starts_at,
-        ends_at: rule.ends_at,
     })
 }
