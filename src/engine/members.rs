@@ -187,6 +187,7 @@ pub(super) async fn merge(
         .await?;
     uow.move_identifiers(&source.member_id, &target.member_id)
         .await?;
+    super::rules::move_counters(uow, &source.member_id, &target.member_id).await?;
     if !postings.is_empty() {
         uow.append_transaction(&NewTransaction {
             kind: "merge",

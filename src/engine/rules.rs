@@ -716,6 +716,26 @@ pub(super) async fn decide_geo(
     Ok((verdict, issued))
 }
 
+/// A merge carries the source's rule counters over to the target, so per-member limits and
+/// cooldowns hold for the person rather than the card. The source's stay as they were (its
+/// history); totals leave merged members out (`rule_totals`), so nothing counts twice.
+pub(super) async fn move_counters(
+    uow: &mut dyn LedgerRows,
+    source: &str,
+    target: &str,
+) -> Result<(), StoreError> {
+    for rule in uow.list_rules().await? {
+        if let Some(counter) = uow.rule_counter(&rule.rule_id, source).await? {
+            let moved = RuleCounter {
+                member_id: target.to_string(),
+                ..counter
+            };
+            uow.count_rule(&moved).await?;
+        }
+    }
+    Ok(())
+}
+
 /// A refund took `points` back from a rule's part of an order: its counter shows the net.
 pub(super) async fn count_reversal(
     uow: &mut dyn LedgerRows,
