@@ -241,7 +241,7 @@ fn rejected_label(reason: crate::domain::location::RejectReason) -> &'static str
 }
 
 /// Rows of each table a change set writes (inserted, updated or, for balances, adjusted).
-fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 23] {
+fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 24] {
     let engagement = &changes.engagement;
     [
         ("stores", changes.new_stores.len()),
@@ -279,6 +279,7 @@ fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 23] {
             changes.new_coupons.len() + changes.changed_coupons.len(),
         ),
         ("idempotency_keys", changes.outcomes.len()),
+        ("events", changes.events.len()),
         ("geo_rules", engagement.new_geo_rules.len()),
         ("visit_rules", engagement.new_visit_rules.len()),
         ("location_reports", engagement.location_reports.len()),

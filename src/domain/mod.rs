@@ -10,6 +10,7 @@ pub mod clock;
 pub mod command;
 pub mod coupon;
 pub mod error;
+pub mod event;
 pub mod geo;
 pub mod ids;
 pub mod location;

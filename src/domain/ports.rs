@@ -426,6 +426,9 @@ pub struct ChangeSet {
     /// The net change of the report summaries (visits are counted by the flush as it inserts
     /// them: a batch does not know whether a visit row exists).
     pub report: ReportSums,
+    /// The outbox: the events the batch's writes report (`domain::event::events_of`), written
+    /// by the same flush, so they commit with the ledger change or not at all.
+    pub events: Vec<crate::domain::event::NewEvent>,
     /// The summary rows' shard: the flushing writer's number (0 outside the writers' batches),
     /// so that parallel writers never wait on one summary row.
     pub shard: i16,
@@ -810,6 +813,18 @@ pub trait UnitOfWork: LedgerReads {
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>>;
     /// Writes a batch's changes.
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()>;
+
+    // The event feed (issue #22, `engine::events`).
+    /// Gives committed outbox rows without a public seq the next seqs, in the order they were
+    /// written, at most `limit`; returns the highest seq given so far (0: none). Only one
+    /// numbering runs at a time across replicas; a call that finds another running numbers
+    /// nothing and returns what is numbered.
+    async fn number_events(&mut self, limit: i64) -> StoreResult<i64>;
+    /// Numbered events matching `filter`, by seq.
+    async fn list_events(
+        &mut self,
+        filter: &crate::domain::event::EventFilter,
+    ) -> StoreResult<Vec<crate::domain::event::Event>>;
     /// Stores `program` only if no settings are stored yet, at once rather than at the flush:
     /// it gives concurrent first updates a row to lock, so that they compose.
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()>;

@@ -388,6 +388,7 @@ from coupons"#
 mod batch;
 mod coupons;
 mod engagement;
+mod events;
 mod journal;
 mod keys;
 mod lots;
@@ -913,6 +914,17 @@ impl UnitOfWork for PgUnitOfWork {
 
         lap.engagement_done(changes);
         Ok(())
+    }
+
+    async fn number_events(&mut self, limit: i64) -> StoreResult<i64> {
+        PgUnitOfWork::number_events(self, limit).await
+    }
+
+    async fn list_events(
+        &mut self,
+        filter: &crate::domain::event::EventFilter,
+    ) -> StoreResult<Vec<crate::domain::event::Event>> {
+        PgUnitOfWork::list_events(self, filter).await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

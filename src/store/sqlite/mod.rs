@@ -67,6 +67,7 @@ use crate::metrics::FlushLap;
 mod batch;
 mod coupons;
 mod engagement;
+mod events;
 mod journal;
 mod keys;
 mod lots;
@@ -906,7 +907,20 @@ impl UnitOfWork for SqliteUnitOfWork {
         lap.engagement_done(changes);
         self.add_report_sums(&changes.report, changes.shard)?;
         lap.table_done("report_summaries", changes);
+        self.insert_event_rows(&changes.events)?;
+        lap.table_done("events", changes);
         Ok(())
+    }
+
+    async fn number_events(&mut self, _limit: i64) -> StoreResult<i64> {
+        self.last_event_seq()
+    }
+
+    async fn list_events(
+        &mut self,
+        filter: &crate::domain::event::EventFilter,
+    ) -> StoreResult<Vec<crate::domain::event::Event>> {
+        SqliteUnitOfWork::list_events(self, filter)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

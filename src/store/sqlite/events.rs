@@ -1,0 +1,76 @@
+//! The event feed on SQLite (issue #22, migration 0014): the outbox rows of a flush, and the
+//! feed's reads. One writer at a time holds the database's write lock until it commits, so a
+//! row given the next seq as it is inserted is numbered in commit order: no relay needed.
+
+use rusqlite::Row;
+
+use super::{Cols, SqliteUnitOfWork};
+use crate::domain::{
+    event::{Event, EventFilter, NewEvent},
+    ports::StoreResult,
+};
+use crate::store::to_json;
+
+fn event_from_row(row: &Row<'_>) -> StoreResult<Event> {
+    let c = Cols::new(row, "events", "event_id");
+    Ok(Event {
+        seq: c.get("seq")?,
+        event_id: c.get("event_id")?,
+        event_type: c.get("type")?,
+        occurred_at: c.instant("occurred_at")?,
+        member_id: c.get("member_id")?,
+        data: c.json("data")?,
+    })
+}
+
+impl SqliteUnitOfWork {
+    pub(super) fn insert_event_rows(&self, events: &[NewEvent]) -> StoreResult<()> {
+        for event in events {
+            let query = self
+                .query(
+                    r"
+                    insert into events (seq, event_id, type, occurred_at, member_id, data)
+                    values ((select coalesce(max(seq), 0) + 1 from events), ?1, ?2, ?3, ?4, ?5)
+                    ",
+                )?
+                .bind(&event.event_id) // ?1
+                .bind(event.event_type.as_str()) // ?2
+                .bind(event.occurred_at.timestamp_micros()) // ?3
+                .bind(&event.member_id) // ?4
+                .bind(to_json(&event.data)?); // ?5
+            self.run(query)?;
+        }
+        Ok(())
+    }
+
+    /// Every row is numbered as it is inserted: the highest seq is all there is to say.
+    pub(super) fn last_event_seq(&self) -> StoreResult<i64> {
+        let query = self.query(
+            r"
+            select coalesce(max(seq), 0) as seq
+            from events
+            ",
+        )?;
+        query.fetch_one(|row| Cols::new(row, "events", "seq").get("seq"))
+    }
+
+    pub(super) fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
+        let query = self
+            .query(
+                r"
+                select seq, event_id, type, occurred_at, member_id, data
+                from events
+                where seq > ?1
+                  and (?2 = '' or member_id = ?2)
+                  and (?3 = '[]' or type in (select value from json_each(?3)))
+                order by seq
+                limit ?4
+                ",
+            )?
+            .bind(filter.after_seq) // ?1
+            .bind(&filter.member_id) // ?2
+            .bind(to_json(&filter.types)?) // ?3
+            .bind(filter.limit); // ?4
+        query.fetch_all(event_from_row)
+    }
+}
