@@ -647,6 +647,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn due_work_claims_rows(&self) -> bool {
         false
     }
+    /// Whether the flush gives outbox rows their seq as it inserts them (a database with one
+    /// writer at a time, where insert order is commit order), so the event relay only reads.
+    fn numbers_events_at_insert(&self) -> bool {
+        false
+    }
     /// Closes the database's connections at shutdown, waiting for those in use to be given
     /// back; units of work begun afterwards fail. By default nothing (dropping closes them).
     async fn close(&self) {}

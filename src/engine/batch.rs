@@ -108,6 +108,7 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             Command::Coupons(command) => command.plan(&mut plan),
             Command::Engagement(command) => command.plan(&mut plan),
             Command::Receipts(command) => command.plan(&mut plan),
+            Command::Events(command) => command.plan(&mut plan),
             // A rule's lock and counters are read when the command runs.
             Command::Rules(_) => {}
         }

@@ -341,6 +341,11 @@ impl Store for SqliteStore {
         1
     }
 
+    /// One writer at a time: see `events.rs`.
+    fn numbers_events_at_insert(&self) -> bool {
+        true
+    }
+
     fn runs_on_calling_thread(&self) -> bool {
         true
     }
