@@ -39,6 +39,10 @@ pub enum AppError {
     InsecureDashboard(SocketAddr),
 }
 
+/// How often the event relay looks for events another replica committed (this replica's
+/// commits wake it at once).
+const EVENT_RELAY_TICK: Duration = Duration::from_millis(100);
+
 /// Whether clients reach `addr` only from this machine.
 fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
@@ -52,6 +56,8 @@ pub struct Application {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     sweeper: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    /// Numbers committed events and wakes the watchers (`engine::events`).
+    relay: Option<JoinHandle<()>>,
     /// The `/metrics` listener (`--metrics-listen`), stopped with the server.
     metrics: Option<MetricsExporter>,
     /// The dashboard (`--http`): its address, and what stops it.
@@ -139,6 +145,10 @@ impl Application {
             let interval = Duration::from_millis(config.seal_interval_ms);
             tokio::spawn(async move { engine.run_sealer(interval).await })
         });
+        let relay = Some({
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_event_relay(EVENT_RELAY_TICK).await })
+        });
         tracing::info!(
             %local_addr,
             backend = engine.backend_name(),
@@ -156,6 +166,7 @@ impl Application {
             server,
             sweeper,
             sealer,
+            relay,
             metrics,
             http,
             health,
@@ -203,7 +214,7 @@ impl Application {
     /// close.
     pub async fn stop(mut self) -> Result<(), AppError> {
         grpc::report_not_serving(&self.health).await;
-        for task in [self.sweeper.take(), self.sealer.take()]
+        for task in [self.sweeper.take(), self.sealer.take(), self.relay.take()]
             .into_iter()
             .flatten()
         {
@@ -247,7 +258,7 @@ impl Application {
 
 impl Drop for Application {
     fn drop(&mut self) {
-        for task in [self.sweeper.take(), self.sealer.take()]
+        for task in [self.sweeper.take(), self.sealer.take(), self.relay.take()]
             .into_iter()
             .flatten()
         {
