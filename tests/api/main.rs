@@ -14,6 +14,7 @@ mod concurrency;
 mod coupons;
 mod crash;
 mod dashboard;
+mod events;
 mod faults;
 mod geo;
 mod idempotency;
