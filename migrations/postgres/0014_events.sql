@@ -23,3 +23,40 @@ create table events (
 create index events_unnumbered on events (event_no) where seq is null;
 -- ListEvents/WatchEvents of one member.
 create index events_by_member on events (member_id, seq);
+
+-- Webhooks (domain::webhook). The secret is kept in clear, unlike API keys: the worker signs
+-- every delivery with it (an HMAC needs the key itself, a hash would not do). `cursor_seq`: the
+-- last seq whose delivery to this webhook has been planned (under the row's lock, so replicas
+-- plan each delivery once). request_id/request_hash: the CreateWebhook request, so a retry
+-- gets the same answer.
+create table webhooks (
+    webhook_id    text primary key,
+    url           text not null,
+    types         jsonb not null,
+    enabled       boolean not null,
+    secret        text not null,
+    request_id    text not null,
+    request_hash  text not null,
+    cursor_seq    bigint not null,
+    created_at    timestamptz not null,
+    updated_at    timestamptz not null
+);
+
+-- One event's delivery to one webhook, with its attempts (PENDING until a 2xx, FAILED after
+-- 24 hours of retries). A worker claims due attempts with `for update skip locked` and moves
+-- next_attempt_at a lease ahead: replicas never make the same attempt, and a worker that dies
+-- mid-attempt leaves it due again once the lease ends (at least once).
+create table webhook_deliveries (
+    webhook_id        text not null references webhooks (webhook_id),
+    seq               bigint not null,
+    event_id          text not null,
+    state             text not null,
+    attempts          integer not null,
+    last_status_code  integer not null,
+    next_attempt_at   timestamptz not null,
+    created_at        timestamptz not null,
+    primary key (webhook_id, seq)
+);
+
+create index webhook_deliveries_due on webhook_deliveries (next_attempt_at)
+    where state = 'PENDING';

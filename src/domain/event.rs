@@ -141,11 +141,14 @@ pub struct EventFilter {
     pub types: Vec<String>,
     pub member_id: String,
     pub limit: i64,
+    /// Only events up to this seq; 0: no bound.
+    pub until_seq: i64,
 }
 
 impl EventFilter {
     pub fn matches(&self, event: &Event) -> bool {
         event.seq > self.after_seq
+            && (self.until_seq == 0 || event.seq <= self.until_seq)
             && (self.types.is_empty() || self.types.contains(&event.event_type))
             && (self.member_id.is_empty() || self.member_id == event.member_id)
     }

@@ -49,6 +49,14 @@ pub fn new_event_id() -> String {
     )
 }
 
+/// `whsec_` followed by 32 symbols (≈ 160 random bits): a webhook's signing secret.
+pub fn new_webhook_secret() -> String {
+    format!(
+        "whsec_{}",
+        random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 32)
+    )
+}
+
 pub fn new_coupon_code() -> String {
     random_string(CODE_ALPHABET, COUPON_CODE_LEN)
 }

@@ -28,6 +28,7 @@ use super::{
     seal::Seal,
     session::DashboardSession,
     summary::{CouponTally, RedemptionTally, ReportSums},
+    webhook::{Delivery, DeliveryState, WebhookRecord},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -830,6 +831,40 @@ pub trait UnitOfWork: LedgerReads {
         &mut self,
         filter: &crate::domain::event::EventFilter,
     ) -> StoreResult<Vec<crate::domain::event::Event>>;
+
+    // Webhooks (`domain::webhook`, `engine::webhooks`).
+    /// Stores a new webhook; false when its webhook_id is taken (nothing written).
+    async fn insert_webhook(&mut self, record: &WebhookRecord) -> StoreResult<bool>;
+    /// A webhook, its row locked until the unit of work ends with `lock`.
+    async fn get_webhook(
+        &mut self,
+        webhook_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<WebhookRecord>>;
+    /// Every webhook, by webhook_id.
+    async fn list_webhooks(&mut self) -> StoreResult<Vec<WebhookRecord>>;
+    /// Saves url, types, enabled, cursor_seq and updated_at.
+    async fn update_webhook(&mut self, record: &WebhookRecord) -> StoreResult<()>;
+    /// New deliveries; one already planned (same webhook and seq) is left as it is.
+    async fn insert_deliveries(&mut self, deliveries: &[Delivery]) -> StoreResult<()>;
+    /// Up to `limit` PENDING deliveries due at `now`, claimed: their next attempt moved to
+    /// `lease_until`, rows another worker holds skipped.
+    async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// Saves a delivery's state, attempts, last status and next attempt.
+    async fn save_delivery(&mut self, delivery: &Delivery) -> StoreResult<()>;
+    /// A webhook's deliveries after seq `after_seq`, by seq, optionally of one state.
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        state: Option<DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
     /// Stores `program` only if no settings are stored yet, at once rather than at the flush:
     /// it gives concurrent first updates a row to lock, so that they compose.
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()>;

@@ -180,6 +180,7 @@ fn filter_in(
         types,
         member_id,
         limit: MAX_PAGE,
+        until_seq: 0,
     }
 }
 

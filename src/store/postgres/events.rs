@@ -91,13 +91,15 @@ from events
 where seq > $1
     and ($2 = '' or member_id = $2)
     and (cardinality($3::text[]) = 0 or type = any($3))
+    and ($5 = 0 or seq <= $5)
 order by seq
 limit $4"#,
         )
         .bind(filter.after_seq) // $1
         .bind(&filter.member_id) // $2
         .bind(&filter.types) // $3
-        .bind(filter.limit); // $4
+        .bind(filter.limit) // $4
+        .bind(filter.until_seq); // $5
         self.fetch_all(query, event_from_row).await
     }
 }

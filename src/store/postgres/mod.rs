@@ -401,6 +401,7 @@ mod rules;
 mod seals;
 mod sessions;
 mod verify;
+mod webhooks;
 
 // ---------------------------------------------------------------------------------------------
 // Binding a batch's rows.
@@ -914,6 +915,65 @@ impl UnitOfWork for PgUnitOfWork {
 
         lap.engagement_done(changes);
         Ok(())
+    }
+
+    async fn insert_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<bool> {
+        PgUnitOfWork::insert_webhook(self, record).await
+    }
+
+    async fn get_webhook(
+        &mut self,
+        webhook_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<crate::domain::webhook::WebhookRecord>> {
+        PgUnitOfWork::get_webhook(self, webhook_id, lock).await
+    }
+
+    async fn list_webhooks(&mut self) -> StoreResult<Vec<crate::domain::webhook::WebhookRecord>> {
+        PgUnitOfWork::list_webhooks(self).await
+    }
+
+    async fn update_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<()> {
+        PgUnitOfWork::update_webhook(self, record).await
+    }
+
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[crate::domain::webhook::Delivery],
+    ) -> StoreResult<()> {
+        PgUnitOfWork::insert_deliveries(self, deliveries).await
+    }
+
+    async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        PgUnitOfWork::claim_deliveries(self, now, lease_until, limit).await
+    }
+
+    async fn save_delivery(
+        &mut self,
+        delivery: &crate::domain::webhook::Delivery,
+    ) -> StoreResult<()> {
+        PgUnitOfWork::save_delivery(self, delivery).await
+    }
+
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        state: Option<crate::domain::webhook::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        PgUnitOfWork::list_deliveries(self, webhook_id, state, after_seq, limit).await
     }
 
     async fn number_events(&mut self, limit: i64) -> StoreResult<i64> {

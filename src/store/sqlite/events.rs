@@ -63,6 +63,7 @@ impl SqliteUnitOfWork {
                 where seq > ?1
                   and (?2 = '' or member_id = ?2)
                   and (?3 = '[]' or type in (select value from json_each(?3)))
+                  and (?5 = 0 or seq <= ?5)
                 order by seq
                 limit ?4
                 ",
@@ -70,7 +71,8 @@ impl SqliteUnitOfWork {
             .bind(filter.after_seq) // ?1
             .bind(&filter.member_id) // ?2
             .bind(to_json(&filter.types)?) // ?3
-            .bind(filter.limit); // ?4
+            .bind(filter.limit) // ?4
+            .bind(filter.until_seq); // ?5
         query.fetch_all(event_from_row)
     }
 }

@@ -80,6 +80,7 @@ mod rules;
 mod seals;
 mod sessions;
 mod verify;
+mod webhooks;
 
 /// The schema, the single source for both the file and the in-memory database.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -915,6 +916,65 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.insert_event_rows(&changes.events)?;
         lap.table_done("events", changes);
         Ok(())
+    }
+
+    async fn insert_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<bool> {
+        SqliteUnitOfWork::insert_webhook(self, record)
+    }
+
+    async fn get_webhook(
+        &mut self,
+        webhook_id: &str,
+        _lock: bool,
+    ) -> StoreResult<Option<crate::domain::webhook::WebhookRecord>> {
+        SqliteUnitOfWork::get_webhook(self, webhook_id)
+    }
+
+    async fn list_webhooks(&mut self) -> StoreResult<Vec<crate::domain::webhook::WebhookRecord>> {
+        SqliteUnitOfWork::list_webhooks(self)
+    }
+
+    async fn update_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<()> {
+        SqliteUnitOfWork::update_webhook(self, record)
+    }
+
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[crate::domain::webhook::Delivery],
+    ) -> StoreResult<()> {
+        SqliteUnitOfWork::insert_deliveries(self, deliveries)
+    }
+
+    async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        SqliteUnitOfWork::claim_deliveries(self, now, lease_until, limit)
+    }
+
+    async fn save_delivery(
+        &mut self,
+        delivery: &crate::domain::webhook::Delivery,
+    ) -> StoreResult<()> {
+        SqliteUnitOfWork::save_delivery(self, delivery)
+    }
+
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        state: Option<crate::domain::webhook::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        SqliteUnitOfWork::list_deliveries(self, webhook_id, state, after_seq, limit)
     }
 
     async fn number_events(&mut self, _limit: i64) -> StoreResult<i64> {
