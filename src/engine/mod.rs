@@ -38,6 +38,7 @@ mod settings;
 pub mod spatial;
 mod sweeper;
 mod verify;
+mod webhooks;
 mod writer;
 
 pub use keys::KeyInfo;
@@ -47,6 +48,7 @@ pub use sealer::{ChainCheck, SealReport};
 pub use sessions::LiveSession;
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
+pub use webhooks::{NewWebhook, WebhookPatch};
 pub use writer::BatchItem;
 
 use writer::{Core, Job, Writer};
@@ -108,6 +110,8 @@ pub struct Engine {
     seal_key: std::sync::OnceLock<crate::domain::seal::SealKey>,
     /// The highest event seq numbered, as the relay last saw it (see `events.rs`).
     events_seq: tokio::sync::watch::Sender<i64>,
+    /// The webhook worker's HTTP client (see `webhooks.rs`).
+    webhook_sender: webhooks::Sender,
 }
 
 impl Engine {
@@ -130,6 +134,7 @@ impl Engine {
             retention: std::sync::OnceLock::new(),
             seal_key: std::sync::OnceLock::new(),
             events_seq: tokio::sync::watch::Sender::new(0),
+            webhook_sender: webhooks::Sender::default(),
         }
     }
 
