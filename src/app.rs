@@ -42,6 +42,8 @@ pub enum AppError {
 /// How often the event relay looks for events another replica committed (this replica's
 /// commits wake it at once).
 const EVENT_RELAY_TICK: Duration = Duration::from_millis(100);
+/// How often the webhook worker looks for retries that fell due (new events wake it at once).
+const WEBHOOK_TICK: Duration = Duration::from_millis(200);
 
 /// Whether clients reach `addr` only from this machine.
 fn is_loopback(addr: SocketAddr) -> bool {
@@ -58,6 +60,8 @@ pub struct Application {
     sealer: Option<JoinHandle<()>>,
     /// Numbers committed events and wakes the watchers (`engine::events`).
     relay: Option<JoinHandle<()>>,
+    /// Delivers the event feed to the webhooks (`engine::webhooks`).
+    webhooks: Option<JoinHandle<()>>,
     /// The `/metrics` listener (`--metrics-listen`), stopped with the server.
     metrics: Option<MetricsExporter>,
     /// The dashboard (`--http`): its address, and what stops it.
@@ -149,6 +153,10 @@ impl Application {
             let engine = engine.clone();
             tokio::spawn(async move { engine.run_event_relay(EVENT_RELAY_TICK).await })
         });
+        let webhooks = Some({
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_webhook_worker(WEBHOOK_TICK).await })
+        });
         tracing::info!(
             %local_addr,
             backend = engine.backend_name(),
@@ -167,6 +175,7 @@ impl Application {
             sweeper,
             sealer,
             relay,
+            webhooks,
             metrics,
             http,
             health,
@@ -214,7 +223,12 @@ impl Application {
     /// close.
     pub async fn stop(mut self) -> Result<(), AppError> {
         grpc::report_not_serving(&self.health).await;
-        for task in [self.sweeper.take(), self.sealer.take(), self.relay.take()]
+        for task in [
+            self.sweeper.take(),
+            self.sealer.take(),
+            self.relay.take(),
+            self.webhooks.take(),
+        ]
             .into_iter()
             .flatten()
         {
@@ -258,7 +272,12 @@ impl Application {
 
 impl Drop for Application {
     fn drop(&mut self) {
-        for task in [self.sweeper.take(), self.sealer.take(), self.relay.take()]
+        for task in [
+            self.sweeper.take(),
+            self.sealer.take(),
+            self.relay.take(),
+            self.webhooks.take(),
+        ]
             .into_iter()
             .flatten()
         {
