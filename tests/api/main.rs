@@ -36,3 +36,4 @@ mod sweeper;
 mod tls;
 mod validation;
 mod verify;
+mod webhooks;
