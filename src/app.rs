@@ -229,8 +229,8 @@ impl Application {
             self.relay.take(),
             self.webhooks.take(),
         ]
-            .into_iter()
-            .flatten()
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -278,8 +278,8 @@ impl Drop for Application {
             self.relay.take(),
             self.webhooks.take(),
         ]
-            .into_iter()
-            .flatten()
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

@@ -211,17 +211,6 @@ fn events_of_transaction(transaction_id: i64, t: &NewTransaction) -> Vec<NewEven
                 .with("channel", t.channel.map(|c| c.as_str()).unwrap_or_default()),
         ),
         "refund" => events.push(NewEvent::new(EventType::OrderRefunded, member, at)),
-        "merge" => {
-            let source = t
-                .metadata
-                .iter()
-                .find(|(key, _)| key == "source_member_id")
-                .map(|(_, value)| value.clone())
-                .unwrap_or_default();
-            events.push(
-                NewEvent::new(EventType::MemberMerged, member, at).with("source_member_id", source),
-            );
-        }
         "receipt_approved" | "receipt_rejected" => events.push(
             NewEvent::new(EventType::ReceiptReviewed, member, at)
                 .with("approved", t.kind == "receipt_approved")
@@ -230,9 +219,8 @@ fn events_of_transaction(transaction_id: i64, t: &NewTransaction) -> Vec<NewEven
         _ => {}
     }
     if moved.earned > 0 && t.kind != "receipt_approved" {
-        events.push(
-            NewEvent::new(EventType::PointsEarned, member, at).with("points", moved.earned),
-        );
+        events
+            .push(NewEvent::new(EventType::PointsEarned, member, at).with("points", moved.earned));
     }
     if moved.redeemed > 0 {
         events.push(
@@ -346,6 +334,12 @@ pub fn tier_changed(
     NewEvent::new(EventType::TierChanged, member_id, at)
         .with("from_tier_id", from_tier_id)
         .with("tier_id", to_tier_id)
+}
+
+/// `member.merged`: `source_member_id` was merged into `member_id` (MergeMembers pushes it:
+/// a merge without points writes no journal entry to report it).
+pub fn member_merged(member_id: &str, source_member_id: &str, at: DateTime<Utc>) -> NewEvent {
+    NewEvent::new(EventType::MemberMerged, member_id, at).with("source_member_id", source_member_id)
 }
 
 /// `offer.nearby`: an accepted location near a store with a coupon on offer there.
@@ -478,10 +472,7 @@ mod tests {
         let events = events_of_transaction(1, &debit);
         assert_eq!(types(&events), ["points.adjusted"]);
         assert_eq!(events[0].data["points"], -8);
-        let expire = entry(
-            "expire",
-            vec![points(member, Account::ProgramExpired, 3)],
-        );
+        let expire = entry("expire", vec![points(member, Account::ProgramExpired, 3)]);
         assert_eq!(
             types(&events_of_transaction(2, &expire)),
             ["points.expired"]

@@ -53,7 +53,9 @@ impl EventCommand {
     ) -> CommandResult<Reply> {
         caller.require(Operation::TrackEvent)?;
         let EventCommand::TrackEvent(tracked) = self;
-        track(uow, reference, now, tracked).await.map(Reply::Tracked)
+        track(uow, reference, now, tracked)
+            .await
+            .map(Reply::Tracked)
     }
 }
 
@@ -100,8 +102,7 @@ async fn track(
         })
         .collect();
     let owner = (member.member_id.as_str(), "", Channel::App);
-    let (mut postings, _) =
-        points::earn_parts(uow, &program, owner, &booked.earnings, now).await?;
+    let (mut postings, _) = points::earn_parts(uow, &program, owner, &booked.earnings, now).await?;
     postings.extend(booked.coupon_postings);
     if !postings.is_empty() {
         let mut entry = points::system_entry("event", &member.member_id, now, postings);

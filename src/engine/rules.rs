@@ -268,7 +268,10 @@ pub(super) async fn decide_purchase(
 
 /// The rules of `trigger` as committed, those with a shared limit locked (all at once, in
 /// rule_id order) and as they stand under the lock: what a command that books decides on.
-async fn locked_rules(uow: &mut dyn LedgerReads, trigger: Trigger) -> Result<Vec<Rule>, StoreError> {
+async fn locked_rules(
+    uow: &mut dyn LedgerReads,
+    trigger: Trigger,
+) -> Result<Vec<Rule>, StoreError> {
     let mut rules: Vec<Rule> = uow
         .list_rules()
         .await?

@@ -74,10 +74,7 @@ impl Engine {
     /// request gets the same answer; another body under its request_id is
     /// IDEMPOTENCY_KEY_REUSED, another request for its webhook_id WEBHOOK_EXISTS. It delivers
     /// the events committed after it.
-    pub async fn create_webhook(
-        &self,
-        new: NewWebhook,
-    ) -> Result<(Webhook, String), EngineError> {
+    pub async fn create_webhook(&self, new: NewWebhook) -> Result<(Webhook, String), EngineError> {
         let now = self.now();
         let mut uow = self.store().begin().await?;
         let cursor_seq = uow.number_events(0).await.unwrap_or(0);
@@ -247,9 +244,7 @@ impl Engine {
     async fn attempt(&self, record: WebhookRecord, delivery: Delivery) -> Result<(), EngineError> {
         let event = self.event_at(delivery.seq).await?;
         let status = match event {
-            Some(event) if record.webhook.enabled => {
-                self.post(&record, &event, self.now()).await
-            }
+            Some(event) if record.webhook.enabled => self.post(&record, &event, self.now()).await,
             // Disabled since it was claimed (or the event is gone): tried again later.
             _ => 0,
         };

@@ -12,8 +12,8 @@ use tonic::{Request, Response, Status};
 use super::{
     auth::caller_for,
     convert::{
-        Violations, channel, check_id, check_optional_id, check_request_id, check_text,
-        member_ref, optional_instant, optional_request_id, timestamp,
+        Violations, channel, check_id, check_optional_id, check_request_id, check_text, member_ref,
+        optional_instant, optional_request_id, timestamp,
     },
     paging::{next_page_token, page_size, page_token},
     reply::execute,
@@ -63,7 +63,8 @@ impl EventService for EventApi {
         let request_id = request.request_id.clone();
         let tracked = tracked_in(request)?;
         let command = EventCommand::TrackEvent(tracked);
-        let result: TrackResult = execute(&self.engine, &caller, Some(&request_id), command).await?;
+        let result: TrackResult =
+            execute(&self.engine, &caller, Some(&request_id), command).await?;
         Ok(Response::new(proto::TrackEventResponse {
             event_id: result.event_id,
             rules_fired: result
@@ -184,7 +185,11 @@ impl EventService for EventApi {
         let patch = WebhookPatch {
             url: wants("url").then(|| webhook.url.clone()),
             types: wants("types").then(|| webhook.types.clone()),
-            enabled: if wants("enabled") { webhook.enabled } else { None },
+            enabled: if wants("enabled") {
+                webhook.enabled
+            } else {
+                None
+            },
             webhook_id: webhook.webhook_id,
         };
         let webhook = self.engine.update_webhook(patch).await?;
@@ -208,7 +213,12 @@ impl EventService for EventApi {
             at: None,
             id: w.webhook_id.clone(),
         };
-        let page = page_after(webhooks, by_id, after.flatten().as_ref(), size.unwrap_or(50));
+        let page = page_after(
+            webhooks,
+            by_id,
+            after.flatten().as_ref(),
+            size.unwrap_or(50),
+        );
         Ok(Response::new(proto::ListWebhooksResponse {
             webhooks: page.items.into_iter().map(webhook_out).collect(),
             next_page_token: next_page_token(page.next),
@@ -324,7 +334,9 @@ async fn watch(
 /// A webhook's URL: an absolute http URL with a host, at most 2,048 characters.
 fn check_url(v: &mut Violations, field: &str, url: &str) {
     let parsed = url.parse::<http::Uri>().ok();
-    let scheme = parsed.as_ref().and_then(|u| u.scheme_str().map(str::to_string));
+    let scheme = parsed
+        .as_ref()
+        .and_then(|u| u.scheme_str().map(str::to_string));
     let has_host = parsed.as_ref().is_some_and(|u| u.host().is_some());
     if url.len() > 2_048 || !has_host || !matches!(scheme.as_deref(), Some("http" | "https")) {
         v.push(field, "must be an absolute http:// or https:// URL");

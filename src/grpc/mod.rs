@@ -18,10 +18,10 @@ use crate::{
         self, checkout_service_server::CheckoutServiceServer,
         coupon_service_server::CouponServiceServer,
         engagement_service_server::EngagementServiceServer,
-        event_service_server::EventServiceServer,
-        ledger_service_server::LedgerServiceServer, member_service_server::MemberServiceServer,
-        program_service_server::ProgramServiceServer, report_service_server::ReportServiceServer,
-        rule_service_server::RuleServiceServer, store_service_server::StoreServiceServer,
+        event_service_server::EventServiceServer, ledger_service_server::LedgerServiceServer,
+        member_service_server::MemberServiceServer, program_service_server::ProgramServiceServer,
+        report_service_server::ReportServiceServer, rule_service_server::RuleServiceServer,
+        store_service_server::StoreServiceServer,
     },
 };
 
@@ -117,10 +117,7 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> (Routes, H
             ReportServiceServer,
             ReportApi::new(engine.clone())
         ))
-        .add_service(limited!(
-            RuleServiceServer,
-            RuleApi::new(engine.clone())
-        ))
+        .add_service(limited!(RuleServiceServer, RuleApi::new(engine.clone())))
         .add_service(limited!(EventServiceServer, EventApi::new(engine)))
         .add_service(health)
         .add_service(reflection_v1)

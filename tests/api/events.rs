@@ -113,7 +113,12 @@ fn text<'e>(event: &'e proto::Event, key: &str) -> &'e str {
 
 fn assert_increasing(events: &[proto::Event]) {
     for pair in events.windows(2) {
-        assert!(pair[0].seq < pair[1].seq, "{} then {}", pair[0].seq, pair[1].seq);
+        assert!(
+            pair[0].seq < pair[1].seq,
+            "{} then {}",
+            pair[0].seq,
+            pair[1].seq
+        );
     }
 }
 
@@ -201,12 +206,20 @@ async fn a_refused_command_reports_nothing(app: &TestApp) {
         .expect("marker");
 
     let after = events_of(&app.admin, &member_id, last, 1).await;
-    assert_eq!(types(&after), ["points.adjusted"], "only the marker's event");
+    assert_eq!(
+        types(&after),
+        ["points.adjusted"],
+        "only the marker's event"
+    );
     assert_eq!(number(&after[0], "points"), 1.0);
 }
 
 /// `WRITERS` × `SALES_PER_WRITER` sales at once, each of its own member; returns the order ids.
-async fn concurrent_sales(registers: &[Client], prefix: &str, members: &[String]) -> HashSet<String> {
+async fn concurrent_sales(
+    registers: &[Client],
+    prefix: &str,
+    members: &[String],
+) -> HashSet<String> {
     let tasks: Vec<_> = (0..WRITERS)
         .map(|writer| {
             let register = registers[writer % registers.len()].clone();
@@ -279,7 +292,10 @@ async fn watched_exactly_once(
     members: &[String],
 ) {
     let total = WRITERS * SALES_PER_WRITER;
-    let start = list_all(admin, "", 0, &[]).await.last().map_or(0, |e| e.seq);
+    let start = list_all(admin, "", 0, &[])
+        .await
+        .last()
+        .map_or(0, |e| e.seq);
     let live = watch(admin, start, &["points.earned"], total).await;
     let order_ids = concurrent_sales(registers, prefix, members).await;
     assert_eq!(order_ids.len(), total);
@@ -290,7 +306,10 @@ async fn watched_exactly_once(
         .iter()
         .map(|e| text(e, "order_id").to_string())
         .collect();
-    assert_eq!(seen_orders, order_ids, "each sale's event once, none missed");
+    assert_eq!(
+        seen_orders, order_ids,
+        "each sale's event once, none missed"
+    );
 
     // A resume from the middle gets exactly the second half, and nothing after it yet.
     let middle = seen[total / 2 - 1].seq;
@@ -309,7 +328,13 @@ async fn concurrent_writers_are_watched_without_gap_or_repeat(app: &TestApp) {
     for writer in 0..WRITERS {
         members.push(app.create_member(&format!("writer-{writer}")).await);
     }
-    watched_exactly_once(&app.admin, &[app.register.clone()], "w", &members).await;
+    watched_exactly_once(
+        &app.admin,
+        std::slice::from_ref(&app.register),
+        "w",
+        &members,
+    )
+    .await;
     app.verify_ok().await;
 }
 
@@ -396,7 +421,10 @@ async fn a_tracked_event_fires_its_rule_once_per_cooldown(app: &TestApp) {
         .expect("track");
     assert_eq!(first.rules_fired.len(), 1);
     let fired = &first.rules_fired[0];
-    assert_eq!((fired.rule_id.as_str(), fired.points_awarded), ("review-bonus", 5));
+    assert_eq!(
+        (fired.rule_id.as_str(), fired.points_awarded),
+        ("review-bonus", 5)
+    );
     assert_eq!(fired.coupons_issued.len(), 1);
     // ... a retry is the same answer, nothing more ...
     let again = track(&app.app_client, "t1", &member_id, "review_posted")
@@ -404,7 +432,9 @@ async fn a_tracked_event_fires_its_rule_once_per_cooldown(app: &TestApp) {
         .expect("replay");
     assert_eq!(again, first);
     // ... another type fires nothing, a second review within the hour neither ...
-    let other = track(&app.checkout, "t2", &member_id, "page_view").await.unwrap();
+    let other = track(&app.checkout, "t2", &member_id, "page_view")
+        .await
+        .unwrap();
     assert!(other.rules_fired.is_empty());
     let cooling = track(&app.app_client, "t3", &member_id, "review_posted")
         .await
@@ -424,7 +454,12 @@ async fn a_tracked_event_fires_its_rule_once_per_cooldown(app: &TestApp) {
     kinds.sort_unstable();
     assert_eq!(
         kinds,
-        ["coupon.issued", "coupon.issued", "points.earned", "points.earned"]
+        [
+            "coupon.issued",
+            "coupon.issued",
+            "points.earned",
+            "points.earned"
+        ]
     );
     // Only the admin reads the feed.
     let denied = app
@@ -439,7 +474,9 @@ async fn a_tracked_event_fires_its_rule_once_per_cooldown(app: &TestApp) {
 
 async fn bad_tracked_events_are_refused_and_write_nothing(app: &TestApp) {
     let member_id = app.create_member("bad-input").await;
-    let attributes = (0..33).map(|i| (format!("k{i}"), "v".to_string())).collect();
+    let attributes = (0..33)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
     let refused = app
         .app_client
         .events()

@@ -31,7 +31,11 @@ struct Receiver {
     seen: Arc<Mutex<Vec<(String, String)>>>,
 }
 
-async fn receive(State(receiver): State<Receiver>, headers: HeaderMap, body: String) -> axum::http::StatusCode {
+async fn receive(
+    State(receiver): State<Receiver>,
+    headers: HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
     let signature = headers
         .get("omo-signature")
         .and_then(|v| v.to_str().ok())
@@ -121,9 +125,13 @@ async fn a_signed_delivery_survives_an_outage(app: &TestApp) {
     // Arrange: a receiver that is down (503), subscribed to points.earned.
     let (receiver, addr) = start_receiver(503).await;
     let url = format!("http://{addr}/hook");
-    let created = create_webhook(app, "w1", "crm", &url).await.expect("webhook");
+    let created = create_webhook(app, "w1", "crm", &url)
+        .await
+        .expect("webhook");
     assert!(created.secret.starts_with("whsec_"));
-    let replay = create_webhook(app, "w1", "crm", &url).await.expect("replay");
+    let replay = create_webhook(app, "w1", "crm", &url)
+        .await
+        .expect("replay");
     assert_eq!(replay, created, "a retry gets the same answer");
     let member_id = app.create_member("hooked").await;
 
@@ -138,7 +146,11 @@ async fn a_signed_delivery_survives_an_outage(app: &TestApp) {
     assert_eq!(pending[0].state, proto::DeliveryState::Pending as i32);
     assert_eq!(pending[0].last_status_code, 503);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(receiver.seen.lock().unwrap().len(), 1, "no retry before the backoff");
+    assert_eq!(
+        receiver.seen.lock().unwrap().len(),
+        1,
+        "no retry before the backoff"
+    );
 
     // ... delivered once the receiver is back and the backoff has passed.
     receiver.status.store(200, Ordering::SeqCst);
@@ -147,12 +159,18 @@ async fn a_signed_delivery_survives_an_outage(app: &TestApp) {
         d[0].state == proto::DeliveryState::Delivered as i32
     })
     .await;
-    assert_eq!((delivered[0].attempts, delivered[0].last_status_code), (2, 200));
+    assert_eq!(
+        (delivered[0].attempts, delivered[0].last_status_code),
+        (2, 200)
+    );
 
     let seen = receiver.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 2);
     for (signature, body) in &seen {
-        assert!(signed(&created.secret, signature, body), "{signature} {body}");
+        assert!(
+            signed(&created.secret, signature, body),
+            "{signature} {body}"
+        );
         assert!(!signed("whsec_wrong", signature, body));
     }
     assert_eq!(seen[0].1, seen[1].1, "the same event, the same body");

@@ -33,8 +33,8 @@ use super::orders::{
     INSERT_ORDER_LOTS, INSERT_ORDERS, UPDATE_ORDER_LOTS, UPDATE_ORDERS, bind_order_lots,
     bind_orders, order_from_row, order_lot_from_row,
 };
-use super::{events, rules};
 use super::{Cols, PgQuery, PgUnitOfWork, column, map_err, reports};
+use super::{events, rules};
 use crate::{
     domain::{
         Account,

@@ -140,8 +140,18 @@ on conflict (webhook_id, seq) do nothing"#,
         .bind(column(|d| d.event_id.clone())) // $3
         .bind(column(|d| d.state.as_str().to_string())) // $4
         .bind(deliveries.iter().map(|d| d.attempts).collect::<Vec<_>>()) // $5
-        .bind(deliveries.iter().map(|d| d.last_status_code).collect::<Vec<_>>()) // $6
-        .bind(deliveries.iter().map(|d| d.next_attempt_at).collect::<Vec<_>>()) // $7
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.last_status_code)
+                .collect::<Vec<_>>(),
+        ) // $6
+        .bind(
+            deliveries
+                .iter()
+                .map(|d| d.next_attempt_at)
+                .collect::<Vec<_>>(),
+        ) // $7
         .bind(deliveries.iter().map(|d| d.created_at).collect::<Vec<_>>()); // $8
         self.run(query).await
     }
