@@ -154,6 +154,38 @@ impl EventFilter {
     }
 }
 
+/// What `omo verify` reads of the feed: how the numbered seqs stand, and the captures of the
+/// journal against their `order.captured` events (from the first capture an event reports:
+/// entries from before the outbox existed have none).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EventAudit {
+    pub numbered: i64,
+    pub min_seq: i64,
+    pub max_seq: i64,
+    pub captures_journalled: i64,
+    pub captures_reported: i64,
+}
+
+impl EventAudit {
+    /// The broken invariants: seqs not dense, a capture without its event (or two).
+    pub fn violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.numbered > 0 && self.max_seq - self.min_seq + 1 != self.numbered {
+            out.push(format!(
+                "seqs {}..{} hold {} events: the feed has a gap",
+                self.min_seq, self.max_seq, self.numbered
+            ));
+        }
+        if self.captures_journalled != self.captures_reported {
+            out.push(format!(
+                "{} captures journalled, {} order.captured events",
+                self.captures_journalled, self.captures_reported
+            ));
+        }
+        out
+    }
+}
+
 /// A member's points moved by one journal entry (asset PTS): what reached the member's
 /// accounts from outside them, what left them for a redemption, an expiry, an adjustment.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -490,6 +522,29 @@ mod tests {
             )],
         );
         assert!(events_of_transaction(1, &mature).is_empty());
+    }
+
+    #[test]
+    fn the_audit_finds_a_gap_and_a_capture_without_its_event() {
+        let sound = EventAudit {
+            numbered: 3,
+            min_seq: 1,
+            max_seq: 3,
+            captures_journalled: 2,
+            captures_reported: 2,
+        };
+        assert!(sound.violations().is_empty());
+        let gap = EventAudit {
+            max_seq: 4,
+            ..sound
+        };
+        assert_eq!(gap.violations().len(), 1);
+        let unreported = EventAudit {
+            captures_reported: 1,
+            ..sound
+        };
+        assert_eq!(unreported.violations().len(), 1);
+        assert!(EventAudit::default().violations().is_empty());
     }
 
     #[test]

@@ -832,6 +832,9 @@ pub trait UnitOfWork: LedgerReads {
         filter: &crate::domain::event::EventFilter,
     ) -> StoreResult<Vec<crate::domain::event::Event>>;
 
+    /// The feed as `omo verify` checks it (see [`crate::domain::event::EventAudit`]).
+    async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit>;
+
     // Webhooks (`domain::webhook`, `engine::webhooks`).
     /// Stores a new webhook; false when its webhook_id is taken (nothing written).
     async fn insert_webhook(&mut self, record: &WebhookRecord) -> StoreResult<bool>;

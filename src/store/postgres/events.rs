@@ -13,7 +13,7 @@ use sqlx::postgres::PgRow;
 
 use super::{Cols, PgQuery, PgUnitOfWork, column};
 use crate::domain::{
-    event::{Event, EventFilter, NewEvent},
+    event::{Event, EventAudit, EventFilter, NewEvent},
     ports::StoreResult,
 };
 
@@ -81,6 +81,33 @@ select coalesce(max(seq), 0) as seq
 from events"#,
         );
         self.fetch_value(query, "events", "seq").await
+    }
+
+    pub(super) async fn event_audit(&mut self) -> StoreResult<EventAudit> {
+        let query = sqlx::query(
+            r#"
+with first as (
+    select min((data ->> 'transaction_id')::bigint) as id
+    from events
+    where type = 'order.captured'
+)
+select
+    (select count(seq) from events) as numbered,
+    (select coalesce(min(seq), 0) from events) as min_seq,
+    (select coalesce(max(seq), 0) from events) as max_seq,
+    (select count(*) from transactions, first
+     where kind in ('sale', 'capture') and transaction_id >= first.id) as captures_journalled,
+    (select count(*) from events where type = 'order.captured') as captures_reported"#,
+        );
+        let row = query.fetch_one(&mut *self.tx).await.map_err(super::map_err)?;
+        let c = Cols::new(&row, "events", "numbered");
+        Ok(EventAudit {
+            numbered: c.get("numbered")?,
+            min_seq: c.get("min_seq")?,
+            max_seq: c.get("max_seq")?,
+            captures_journalled: c.get("captures_journalled")?,
+            captures_reported: c.get("captures_reported")?,
+        })
     }
 
     pub(super) async fn list_events(&mut self, filter: &EventFilter) -> StoreResult<Vec<Event>> {

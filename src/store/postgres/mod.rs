@@ -976,6 +976,10 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::list_deliveries(self, webhook_id, state, after_seq, limit).await
     }
 
+    async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit> {
+        PgUnitOfWork::event_audit(self).await
+    }
+
     async fn number_events(&mut self, limit: i64) -> StoreResult<i64> {
         PgUnitOfWork::number_events(self, limit).await
     }

@@ -6,7 +6,7 @@ use rusqlite::Row;
 
 use super::{Cols, SqliteUnitOfWork};
 use crate::domain::{
-    event::{Event, EventFilter, NewEvent},
+    event::{Event, EventAudit, EventFilter, NewEvent},
     ports::StoreResult,
 };
 use crate::store::to_json;
@@ -52,6 +52,37 @@ impl SqliteUnitOfWork {
             ",
         )?;
         query.fetch_one(|row| Cols::new(row, "events", "seq").get("seq"))
+    }
+
+    pub(super) fn event_audit(&self) -> StoreResult<EventAudit> {
+        let query = self.query(
+            r"
+            with first as (
+                select min(cast(json_extract(data, '$.transaction_id') as integer)) as id
+                from events
+                where type = 'order.captured'
+            )
+            select
+                (select count(seq) from events) as numbered,
+                (select coalesce(min(seq), 0) from events) as min_seq,
+                (select coalesce(max(seq), 0) from events) as max_seq,
+                (select count(*) from transactions, first
+                 where kind in ('sale', 'capture') and transaction_id >= first.id)
+                    as captures_journalled,
+                (select count(*) from events where type = 'order.captured')
+                    as captures_reported
+            ",
+        )?;
+        query.fetch_one(|row| {
+            let c = Cols::new(row, "events", "numbered");
+            Ok(EventAudit {
+                numbered: c.get("numbered")?,
+                min_seq: c.get("min_seq")?,
+                max_seq: c.get("max_seq")?,
+                captures_journalled: c.get("captures_journalled")?,
+                captures_reported: c.get("captures_reported")?,
+            })
+        })
     }
 
     pub(super) fn list_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {

@@ -977,6 +977,10 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::list_deliveries(self, webhook_id, state, after_seq, limit)
     }
 
+    async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit> {
+        SqliteUnitOfWork::event_audit(self)
+    }
+
     async fn number_events(&mut self, _limit: i64) -> StoreResult<i64> {
         self.last_event_seq()
     }
