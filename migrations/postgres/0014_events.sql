@@ -15,6 +15,9 @@ create table events (
     type         text not null,
     occurred_at  timestamptz not null,
     member_id    text not null,
+    -- Events announced once (a lot's expiry reminder, a nearby offer per member, store and
+    -- day) carry a key: a second insert with it writes nothing. Null for the others.
+    dedupe_key   text unique,
     -- The event's figures: a JSON object.
     data         jsonb not null
 );

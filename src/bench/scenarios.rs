@@ -18,9 +18,8 @@ use crate::{
     proto::{
         self, checkout_service_client::CheckoutServiceClient,
         engagement_service_client::EngagementServiceClient,
-        event_service_client::EventServiceClient,
-        ledger_service_client::LedgerServiceClient, member_ref::Ref,
-        report_service_client::ReportServiceClient,
+        event_service_client::EventServiceClient, ledger_service_client::LedgerServiceClient,
+        member_ref::Ref, report_service_client::ReportServiceClient,
     },
 };
 

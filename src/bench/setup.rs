@@ -9,8 +9,7 @@ use super::{
     BenchArgs, BenchError,
     scenarios::{
         BENCH_EVENT_TYPE, GEO_CAMPAIGN_ID, GEO_STORES, HOT_CAMPAIGN_ID, HOT_CODE, Keys, Members,
-        ReportTargets,
-        STATS_CAMPAIGN_ID, STORE_ID, Scenario,
+        ReportTargets, STATS_CAMPAIGN_ID, STORE_ID, Scenario,
     },
     seed::{self, Backend, SEED_POINTS, SeedPlan},
     server::ServerProcess,

@@ -280,7 +280,11 @@ fn write_environment(f: &mut fmt::Formatter<'_>, env: &Environment) -> fmt::Resu
         env.concurrency,
         env.channels,
         env.rules,
-        if env.webhook { "on points.earned" } else { "none" },
+        if env.webhook {
+            "on points.earned"
+        } else {
+            "none"
+        },
         env.duration_s,
         env.cores
     )?;

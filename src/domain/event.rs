@@ -98,6 +98,8 @@ pub struct NewEvent {
     pub occurred_at: DateTime<Utc>,
     pub member_id: String,
     pub data: BTreeMap<String, Value>,
+    /// Set on events announced once (see `once`): the outbox keeps one row per key.
+    pub dedupe_key: Option<String>,
 }
 
 impl NewEvent {
@@ -108,7 +110,14 @@ impl NewEvent {
             occurred_at,
             member_id: member_id.to_string(),
             data: BTreeMap::new(),
+            dedupe_key: None,
         }
+    }
+
+    /// An event written at most once per `key`: a second one is dropped by the outbox.
+    pub fn once(mut self, key: String) -> Self {
+        self.dedupe_key = Some(key);
+        self
     }
 
     fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
@@ -400,6 +409,26 @@ pub fn points_expiring(
         .with("lot_id", lot_id.to_string())
         .with("points", points)
         .with("expires_at", expires_at.to_rfc3339())
+        .once(points_expiring_key(lot_id))
+}
+
+/// The dedupe key of `offer.nearby`: once per member, store and the store's local day.
+pub fn offer_nearby_key(member_id: &str, store_id: &str, local_day: chrono::NaiveDate) -> String {
+    format!("offer.nearby:{member_id}:{store_id}:{local_day}")
+}
+
+/// The dedupe key of a lot's expiry reminder: the sweeper looks for lots without one.
+pub fn points_expiring_key(lot_id: i64) -> String {
+    format!("points.expiring:{lot_id}")
+}
+
+/// A live lot whose expiry is near and not yet announced (the sweeper's reminders).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringLot {
+    pub lot_id: i64,
+    pub member_id: String,
+    pub points: i64,
+    pub expires_at: DateTime<Utc>,
 }
 
 /// `coupon.expiring`: an active coupon's validity ends at `expires_at`.

@@ -832,6 +832,14 @@ pub trait UnitOfWork: LedgerReads {
         filter: &crate::domain::event::EventFilter,
     ) -> StoreResult<Vec<crate::domain::event::Event>>;
 
+    /// Up to `limit` live lots expiring in (from, until] whose `points.expiring` reminder is
+    /// not in the outbox yet, soonest first.
+    async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>>;
     /// The feed as `omo verify` checks it (see [`crate::domain::event::EventAudit`]).
     async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit>;
 

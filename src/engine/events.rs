@@ -18,7 +18,7 @@ use super::{
     CommandResult, Engine, EngineError,
     members::{self, Access},
     points,
-    reference::Reference,
+    reference::{Reference, Sites},
     rows::LedgerRows,
     rules::{self, TrackedFacts},
 };
@@ -26,10 +26,12 @@ use crate::domain::{
     DomainError, Money,
     auth::{Caller, Operation},
     command::{EventCommand, Reply},
-    event::{Event, EventFilter, RuleFired, TrackResult, TrackedEvent},
+    event::{self, Event, EventFilter, RuleFired, TrackResult, TrackedEvent},
     ids,
-    model::Channel,
-    ports::NewTransaction,
+    location::GeoRule,
+    model::{Channel, LatLng},
+    ports::{NewTransaction, StoreError},
+    schedule::local_date,
 };
 
 /// How far in the future a tracked event's `occurred_at` may be (clock skew of the app).
@@ -124,6 +126,42 @@ async fn track(
         event_id,
         rules_fired,
     })
+}
+
+/// `offer.nearby` for an accepted location: each store within `Program.nearby_offer_radius_m`
+/// with a coupon on offer there (an enabled GEO rule covering it, open now, whose campaign is
+/// open), at most once per member, store and the store's local day (the outbox keeps one
+/// event per such key, whatever the number of reports or replicas).
+pub(super) async fn offer_nearby(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    (sites, rules): (&Sites, &[GeoRule]),
+    (member_id, position): (&str, LatLng),
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let program = reference.program(uow).await?;
+    if program.nearby_offer_radius_m <= 0 || rules.is_empty() {
+        return Ok(());
+    }
+    let campaigns = reference.campaigns(uow).await?;
+    let radius_m = f64::from(program.nearby_offer_radius_m);
+    for (site, distance_m) in sites.within(position, radius_m) {
+        let on_offer = rules.iter().find(|rule| {
+            super::engagement::rule_open(rule, site, now)
+                && campaigns
+                    .iter()
+                    .any(|c| c.campaign_id == rule.campaign_id && c.is_open(now))
+        });
+        if let Some(rule) = on_offer {
+            let day = local_date(now, site.tz);
+            let store_id = &site.store.store_id;
+            let event =
+                event::offer_nearby(member_id, store_id, &rule.campaign_id, distance_m, now)
+                    .once(event::offer_nearby_key(member_id, store_id, day));
+            uow.push_event(event);
+        }
+    }
+    Ok(())
 }
 
 async fn append(uow: &mut dyn LedgerRows, entry: &NewTransaction) -> CommandResult<()> {

@@ -51,6 +51,8 @@ pub struct SweepReport {
     pub receipt_texts_cleared: u64,
     /// Report summary rows the hourly compaction wrote (folded from its window's rows).
     pub summary_rows_folded: u64,
+    /// `points.expiring` reminders written (one per lot, `Program.expiry_reminder_days` ahead).
+    pub expiry_reminders: usize,
 }
 
 /// The clock hour a once-an-hour part of the sweep (the LAPSED check, the compaction) last
@@ -123,6 +125,7 @@ impl Engine {
             // Ends the claim: other sweepers may take these rows now (they are done).
             drop(claim);
         }
+        self.remind_expiring(&mut report).await;
         self.purge_idempotency(&mut report).await;
         self.purge_personal_data(&mut report).await;
         self.compact_summaries(&mut report).await;
@@ -295,6 +298,52 @@ impl Engine {
                     tracing::warn!(%error, %member_id, "sweep: cannot settle this member's lots; skipped");
                     report.failed += 1;
                 }
+            }
+        }
+    }
+
+    /// `points.expiring`: one event per live lot expiring within the program's reminder days,
+    /// written into the outbox by a unit of work of their own. The outbox keeps one per lot
+    /// (its dedupe key), so sweepers of several replicas, or a sweep that runs again after a
+    /// broken commit, never announce a lot twice.
+    async fn remind_expiring(&self, report: &mut SweepReport) {
+        let result = async {
+            let mut read = self.store().begin_read().await?;
+            let program = self.core.reference.program(read.as_mut()).await?;
+            if program.expiry_reminder_days <= 0 {
+                return Ok::<usize, EngineError>(0);
+            }
+            let now = self.now();
+            let until = now + Duration::days(program.expiry_reminder_days.into());
+            let lots = read.expiring_lots(now, until, BATCH).await?;
+            drop(read);
+            if lots.is_empty() {
+                return Ok(0);
+            }
+            let count = lots.len();
+            self.core
+                .write(move |uow, now| {
+                    for lot in &lots {
+                        let event = crate::domain::event::points_expiring(
+                            &lot.member_id,
+                            lot.lot_id,
+                            lot.points,
+                            lot.expires_at,
+                            now,
+                        );
+                        uow.push_event(event);
+                    }
+                    Box::pin(async { Ok(()) })
+                })
+                .await?;
+            Ok(count)
+        }
+        .await;
+        match result {
+            Ok(count) => report.expiry_reminders += count,
+            Err(error) => {
+                tracing::warn!(%error, "sweep: expiry reminders failed; tried again next sweep");
+                report.failed += 1;
             }
         }
     }

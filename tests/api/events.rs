@@ -7,6 +7,7 @@ use std::{collections::HashSet, time::Duration};
 
 use omo::{
     client::Client,
+    domain::Clock,
     proto::{self, campaign::Discount},
 };
 use prost_types::value::Kind;
@@ -27,6 +28,8 @@ crate::both_backends! {
         a_tracked_event_fires_its_rule_once_per_cooldown,
     bad_tracked_events_are_refused_and_write_nothing =>
         bad_tracked_events_are_refused_and_write_nothing,
+    an_expiring_lot_is_announced_once => an_expiring_lot_is_announced_once,
+    a_nearby_offer_is_announced_once_a_day => a_nearby_offer_is_announced_once_a_day,
 }
 
 const WRITERS: usize = 8;
@@ -53,6 +56,26 @@ async fn events_of(
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The events of one type of `member_id`, once at least `at_least` are numbered (20 s at
+/// most); then a moment more, so that one too many would show.
+async fn of_type(
+    admin: &Client,
+    member_id: &str,
+    event_type: &str,
+    at_least: usize,
+) -> Vec<proto::Event> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while list_all(admin, member_id, 0, &[event_type]).await.len() < at_least {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no {event_type} within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    list_all(admin, member_id, 0, &[event_type]).await
 }
 
 /// Every event of the filter after `after_seq`, page by page.
@@ -514,4 +537,102 @@ async fn bad_tracked_events_are_refused_and_write_nothing(app: &TestApp) {
     let tracked = track(&app.app_client, "bad", &member_id, "cart_add").await;
     assert!(tracked.is_ok(), "{tracked:?}");
     assert!(list_all(&app.admin, &member_id, 0, &[]).await.is_empty());
+}
+
+/// `points.expiring`: a lot is announced once, `Program.expiry_reminder_days` (7) ahead.
+async fn an_expiring_lot_is_announced_once(app: &TestApp) {
+    let member_id = app.create_member("expiring").await;
+    let expires_at = app.clock.now() + chrono::Duration::days(10);
+    app.admin
+        .ledger()
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "limited".into(),
+            member: Some(member_ref(&member_id)),
+            points: 40,
+            reason: "limited-time gift".into(),
+            expires_at: Some(omo::grpc::convert::timestamp(expires_at)),
+        })
+        .await
+        .expect("grant");
+    let reminders = |app: &TestApp, at_least: usize| {
+        let admin = app.admin.clone();
+        let member_id = member_id.clone();
+        async move { of_type(&admin, &member_id, "points.expiring", at_least).await }
+    };
+
+    app.advance(chrono::Duration::days(2)).await;
+    assert!(reminders(app, 0).await.is_empty(), "8 days ahead: not yet");
+    app.advance(chrono::Duration::days(2)).await;
+    let sent = reminders(app, 1).await;
+    assert_eq!(sent.len(), 1, "6 days ahead: announced");
+    assert_eq!(number(&sent[0], "points"), 40.0);
+    assert_eq!(
+        text(&sent[0], "expires_at"),
+        expires_at.to_rfc3339().as_str()
+    );
+    app.advance(chrono::Duration::days(1)).await;
+    app.advance(chrono::Duration::hours(1)).await;
+    assert_eq!(reminders(app, 1).await.len(), 1, "once per lot");
+    app.verify_ok().await;
+}
+
+/// `offer.nearby`: an accepted location 150 m from shibuya (outside its fence, inside the
+/// program's 200 m), where a GEO rule offers a coupon: once per member, store and local day.
+async fn a_nearby_offer_is_announced_once_a_day(app: &TestApp) {
+    create_campaign(app, "near").await;
+    app.admin
+        .engagement()
+        .create_geo_rule(proto::CreateGeoRuleRequest {
+            request_id: "geo-near".into(),
+            rule: Some(proto::GeoRule {
+                rule_id: "near-shibuya".into(),
+                campaign_id: "near".into(),
+                store_ids: vec!["shibuya".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("geo rule");
+    let member_id = app.create_member("walker").await;
+    let report = |request_id: &str| proto::ReportLocationRequest {
+        request_id: request_id.into(),
+        member: Some(member_ref(&member_id)),
+        latitude: 35.66 + 150.0 / 111_320.0,
+        longitude: 139.70,
+        accuracy_m: 10.0,
+        observed_at: Some(omo::grpc::convert::timestamp(app.clock.now())),
+        device_id: String::new(),
+    };
+    let offers = |app: &TestApp, at_least: usize| {
+        let admin = app.admin.clone();
+        let member_id = member_id.clone();
+        async move { of_type(&admin, &member_id, "offer.nearby", at_least).await }
+    };
+    for (i, advance_minutes) in [0, 10, 10].into_iter().enumerate() {
+        app.clock
+            .advance(chrono::Duration::minutes(advance_minutes));
+        let result = app
+            .app_client
+            .engagement()
+            .report_location(report(&format!("near-{i}")))
+            .await
+            .expect("report")
+            .into_inner()
+            .result
+            .expect("result");
+        assert_eq!(result.verdict, proto::LocationVerdict::Accepted as i32);
+    }
+    let sent = offers(app, 1).await;
+    assert_eq!(sent.len(), 1, "once a day: {sent:?}");
+    assert_eq!(text(&sent[0], "store_id"), "shibuya");
+    assert_eq!(text(&sent[0], "campaign_id"), "near");
+    assert!((140.0..160.0).contains(&number(&sent[0], "distance_m")));
+
+    app.clock.advance(chrono::Duration::days(1));
+    app.app_client
+        .engagement()
+        .report_location(report("near-next-day"))
+        .await
+        .expect("report");
+    assert_eq!(offers(app, 2).await.len(), 2, "again the next day");
 }

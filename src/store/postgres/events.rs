@@ -9,11 +9,12 @@
 //! highest seq given. Each numbering commits as a whole before the next can start, so seqs
 //! appear in the order they are given: a reader never sees seq N+1 before seq N.
 
+use chrono::{DateTime, Utc};
 use sqlx::postgres::PgRow;
 
 use super::{Cols, PgQuery, PgUnitOfWork, column};
 use crate::domain::{
-    event::{Event, EventAudit, EventFilter, NewEvent},
+    event::{Event, EventAudit, EventFilter, ExpiringLot, NewEvent},
     ports::StoreResult,
 };
 
@@ -21,10 +22,11 @@ use crate::domain::{
 const RELAY_LOCK: i64 = 0x6f6d_6f20_6576;
 
 pub(super) const INSERT_EVENTS: &str = r#"
-insert into events (event_id, type, occurred_at, member_id, data)
-select event_id, type, occurred_at, member_id, data::jsonb
-from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[])
-    as e (event_id, type, occurred_at, member_id, data)"#;
+insert into events (event_id, type, occurred_at, member_id, data, dedupe_key)
+select event_id, type, occurred_at, member_id, data::jsonb, dedupe_key
+from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
+    as e (event_id, type, occurred_at, member_id, data, dedupe_key)
+on conflict (dedupe_key) do nothing"#;
 
 /// The columns of `INSERT_EVENTS`.
 pub(super) fn bind_events<'q>(query: PgQuery<'q>, events: &'q [NewEvent]) -> PgQuery<'q> {
@@ -34,6 +36,7 @@ pub(super) fn bind_events<'q>(query: PgQuery<'q>, events: &'q [NewEvent]) -> PgQ
         .bind(column(events, |e| e.occurred_at)) // $3
         .bind(column(events, |e| e.member_id.as_str())) // $4
         .bind(column(events, NewEvent::data_json)) // $5
+        .bind(column(events, |e| e.dedupe_key.as_deref())) // $6
 }
 
 fn event_from_row(row: &PgRow) -> StoreResult<Event> {
@@ -99,7 +102,10 @@ select
      where kind in ('sale', 'capture') and transaction_id >= first.id) as captures_journalled,
     (select count(*) from events where type = 'order.captured') as captures_reported"#,
         );
-        let row = query.fetch_one(&mut *self.tx).await.map_err(super::map_err)?;
+        let row = query
+            .fetch_one(&mut *self.tx)
+            .await
+            .map_err(super::map_err)?;
         let c = Cols::new(&row, "events", "numbered");
         Ok(EventAudit {
             numbered: c.get("numbered")?,
@@ -108,6 +114,44 @@ select
             captures_journalled: c.get("captures_journalled")?,
             captures_reported: c.get("captures_reported")?,
         })
+    }
+
+    /// Live lots expiring in (from, until] whose reminder is not in the outbox yet.
+    pub(super) async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ExpiringLot>> {
+        let query = sqlx::query(
+            r#"
+select lot_id, member_id, remaining_points, expires_at
+from point_lots l
+where l.remaining_points > l.held_points
+    and l.state = 'available'
+    and l.expires_at > $1
+    and l.expires_at <= $2
+    and not exists (
+        select 1
+        from events e
+        where e.dedupe_key = 'points.expiring:' || l.lot_id
+    )
+order by l.expires_at, l.lot_id
+limit $3"#,
+        )
+        .bind(from) // $1
+        .bind(until) // $2
+        .bind(limit); // $3
+        self.fetch_all(query, |row| {
+            let c = Cols::new(row, "point_lots", "lot_id");
+            Ok(ExpiringLot {
+                lot_id: c.get("lot_id")?,
+                member_id: c.get("member_id")?,
+                points: c.get("remaining_points")?,
+                expires_at: c.get("expires_at")?,
+            })
+        })
+        .await
     }
 
     pub(super) async fn list_events(&mut self, filter: &EventFilter) -> StoreResult<Vec<Event>> {

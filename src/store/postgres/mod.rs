@@ -980,6 +980,15 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::event_audit(self).await
     }
 
+    async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>> {
+        PgUnitOfWork::expiring_lots(self, from, until, limit).await
+    }
+
     async fn number_events(&mut self, limit: i64) -> StoreResult<i64> {
         PgUnitOfWork::number_events(self, limit).await
     }

@@ -6,7 +6,7 @@ use rusqlite::Row;
 
 use super::{Cols, SqliteUnitOfWork};
 use crate::domain::{
-    event::{Event, EventAudit, EventFilter, NewEvent},
+    event::{Event, EventAudit, EventFilter, ExpiringLot, NewEvent},
     ports::StoreResult,
 };
 use crate::store::to_json;
@@ -29,15 +29,19 @@ impl SqliteUnitOfWork {
             let query = self
                 .query(
                     r"
-                    insert into events (seq, event_id, type, occurred_at, member_id, data)
-                    values ((select coalesce(max(seq), 0) + 1 from events), ?1, ?2, ?3, ?4, ?5)
+                    insert into events (seq, event_id, type, occurred_at, member_id, data,
+                        dedupe_key)
+                    values ((select coalesce(max(seq), 0) + 1 from events), ?1, ?2, ?3, ?4, ?5,
+                        ?6)
+                    on conflict (dedupe_key) do nothing
                     ",
                 )?
                 .bind(&event.event_id) // ?1
                 .bind(event.event_type.as_str()) // ?2
                 .bind(event.occurred_at.timestamp_micros()) // ?3
                 .bind(&event.member_id) // ?4
-                .bind(to_json(&event.data)?); // ?5
+                .bind(to_json(&event.data)?) // ?5
+                .bind(event.dedupe_key.as_deref()); // ?6
             self.run(query)?;
         }
         Ok(())
@@ -81,6 +85,45 @@ impl SqliteUnitOfWork {
                 max_seq: c.get("max_seq")?,
                 captures_journalled: c.get("captures_journalled")?,
                 captures_reported: c.get("captures_reported")?,
+            })
+        })
+    }
+
+    /// Live lots expiring in (from, until] whose reminder is not in the outbox yet.
+    pub(super) fn expiring_lots(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ExpiringLot>> {
+        let query = self
+            .query(
+                r"
+                select lot_id, member_id, remaining_points, expires_at
+                from point_lots l
+                where l.remaining_points > l.held_points
+                  and l.state = 'available'
+                  and l.expires_at > ?1
+                  and l.expires_at <= ?2
+                  and not exists (
+                      select 1
+                      from events e
+                      where e.dedupe_key = 'points.expiring:' || l.lot_id
+                  )
+                order by l.expires_at, l.lot_id
+                limit ?3
+                ",
+            )?
+            .bind(from.timestamp_micros()) // ?1
+            .bind(until.timestamp_micros()) // ?2
+            .bind(limit); // ?3
+        query.fetch_all(|row| {
+            let c = Cols::new(row, "point_lots", "lot_id");
+            Ok(ExpiringLot {
+                lot_id: c.get("lot_id")?,
+                member_id: c.get("member_id")?,
+                points: c.get("remaining_points")?,
+                expires_at: c.instant("expires_at")?,
             })
         })
     }

@@ -981,6 +981,15 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::event_audit(self)
     }
 
+    async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>> {
+        SqliteUnitOfWork::expiring_lots(self, from, until, limit)
+    }
+
     async fn number_events(&mut self, _limit: i64) -> StoreResult<i64> {
         self.last_event_seq()
     }
