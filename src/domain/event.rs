@@ -431,12 +431,30 @@ pub struct ExpiringLot {
     pub expires_at: DateTime<Utc>,
 }
 
-/// `coupon.expiring`: an active coupon's validity ends at `expires_at`.
-pub fn coupon_expiring(coupon: &Coupon, expires_at: DateTime<Utc>, at: DateTime<Utc>) -> NewEvent {
+/// An active coupon whose validity ends soon and is not yet announced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpiringCoupon {
+    pub code: String,
+    pub campaign_id: String,
+    pub member_id: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The dedupe key of a coupon's expiry reminder.
+pub fn coupon_expiring_key(code: &str) -> String {
+    format!("coupon.expiring:{code}")
+}
+
+/// How long ahead of its end a coupon's `coupon.expiring` goes out (API.md: a day).
+pub const COUPON_REMINDER_HOURS: i64 = 24;
+
+/// `coupon.expiring`: an active coupon's validity ends at `expires_at` (once per coupon).
+pub fn coupon_expiring(coupon: &ExpiringCoupon, at: DateTime<Utc>) -> NewEvent {
     NewEvent::new(EventType::CouponExpiring, &coupon.member_id, at)
         .with("code", coupon.code.clone())
         .with("campaign_id", coupon.campaign_id.clone())
-        .with("expires_at", expires_at.to_rfc3339())
+        .with("expires_at", coupon.expires_at.to_rfc3339())
+        .once(coupon_expiring_key(&coupon.code))
 }
 
 /// A behaviour event an app tracked (TrackEvent), as the EVENT rules see it.

@@ -840,6 +840,14 @@ pub trait UnitOfWork: LedgerReads {
         until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>>;
+    /// Up to `limit` active coupons whose validity ends in (from, until] and whose
+    /// `coupon.expiring` is not in the outbox yet, soonest first.
+    async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringCoupon>>;
     /// The feed as `omo verify` checks it (see [`crate::domain::event::EventAudit`]).
     async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit>;
 

@@ -51,7 +51,8 @@ pub struct SweepReport {
     pub receipt_texts_cleared: u64,
     /// Report summary rows the hourly compaction wrote (folded from its window's rows).
     pub summary_rows_folded: u64,
-    /// `points.expiring` reminders written (one per lot, `Program.expiry_reminder_days` ahead).
+    /// `points.expiring` (one per lot, `Program.expiry_reminder_days` ahead) and
+    /// `coupon.expiring` (one per coupon, a day ahead) reminders written.
     pub expiry_reminders: usize,
 }
 
@@ -302,36 +303,40 @@ impl Engine {
         }
     }
 
-    /// `points.expiring`: one event per live lot expiring within the program's reminder days,
-    /// written into the outbox by a unit of work of their own. The outbox keeps one per lot
-    /// (its dedupe key), so sweepers of several replicas, or a sweep that runs again after a
-    /// broken commit, never announce a lot twice.
+    /// `points.expiring` (each live lot expiring within the program's reminder days) and
+    /// `coupon.expiring` (each active coupon ending within a day), written into the outbox by
+    /// a unit of work of their own. The outbox keeps one per lot and coupon (their dedupe
+    /// keys), so sweepers of several replicas, or a sweep that runs again after a broken
+    /// commit, never announce one twice.
     async fn remind_expiring(&self, report: &mut SweepReport) {
+        use crate::domain::event::{COUPON_REMINDER_HOURS, coupon_expiring, points_expiring};
         let result = async {
             let mut read = self.store().begin_read().await?;
             let program = self.core.reference.program(read.as_mut()).await?;
-            if program.expiry_reminder_days <= 0 {
+            let now = self.now();
+            let lots = if program.expiry_reminder_days > 0 {
+                let until = now + Duration::days(program.expiry_reminder_days.into());
+                read.expiring_lots(now, until, BATCH).await?
+            } else {
+                Vec::new()
+            };
+            let until = now + Duration::hours(COUPON_REMINDER_HOURS);
+            let coupons = read.expiring_coupons(now, until, BATCH).await?;
+            drop(read);
+            let count = lots.len() + coupons.len();
+            if count == 0 {
                 return Ok::<usize, EngineError>(0);
             }
-            let now = self.now();
-            let until = now + Duration::days(program.expiry_reminder_days.into());
-            let lots = read.expiring_lots(now, until, BATCH).await?;
-            drop(read);
-            if lots.is_empty() {
-                return Ok(0);
-            }
-            let count = lots.len();
             self.core
                 .write(move |uow, now| {
                     for lot in &lots {
-                        let event = crate::domain::event::points_expiring(
-                            &lot.member_id,
-                            lot.lot_id,
-                            lot.points,
-                            lot.expires_at,
-                            now,
-                        );
+                        let (member_id, points) = (&lot.member_id, lot.points);
+                        let event =
+                            points_expiring(member_id, lot.lot_id, points, lot.expires_at, now);
                         uow.push_event(event);
+                    }
+                    for coupon in &coupons {
+                        uow.push_event(coupon_expiring(coupon, now));
                     }
                     Box::pin(async { Ok(()) })
                 })

@@ -29,9 +29,9 @@ use crate::domain::{
 
 /// How long one attempt may take before it counts as no answer.
 const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
-/// A claimed attempt's lease: longer than an attempt, so that only a dead worker's claim
-/// lapses.
-const LEASE_SECONDS: i64 = 60;
+/// A claimed attempt's lease: longer than an attempt (10 s), so that only a dead worker's
+/// claim lapses; short, so that its delivery is tried again soon after.
+const LEASE_SECONDS: i64 = 15;
 /// Events planned per webhook, and attempts claimed, per round.
 const PLAN_PAGE: i64 = 500;
 const CLAIM_PAGE: i64 = 50;

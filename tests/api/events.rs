@@ -30,6 +30,7 @@ crate::both_backends! {
         bad_tracked_events_are_refused_and_write_nothing,
     an_expiring_lot_is_announced_once => an_expiring_lot_is_announced_once,
     a_nearby_offer_is_announced_once_a_day => a_nearby_offer_is_announced_once_a_day,
+    an_expiring_coupon_is_announced_once => an_expiring_coupon_is_announced_once,
 }
 
 const WRITERS: usize = 8;
@@ -635,4 +636,41 @@ async fn a_nearby_offer_is_announced_once_a_day(app: &TestApp) {
         .await
         .expect("report");
     assert_eq!(offers(app, 2).await.len(), 2, "again the next day");
+}
+
+/// `coupon.expiring`: an active coupon is announced once, a day before its validity ends.
+async fn an_expiring_coupon_is_announced_once(app: &TestApp) {
+    app.admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
+            campaign: Some(proto::Campaign {
+                campaign_id: "two-days".into(),
+                name: "valid two days".into(),
+                discount: Some(Discount::AmountOff("100".into())),
+                validity_days: 2,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("campaign");
+    let member_id = app.create_member("coupon-holder").await;
+    let coupon = app
+        .issue_coupon("c-exp", "two-days", &member_id)
+        .await
+        .expect("coupon");
+    let announced = |app: &TestApp, at_least: usize| {
+        let admin = app.admin.clone();
+        let member_id = member_id.clone();
+        async move { of_type(&admin, &member_id, "coupon.expiring", at_least).await }
+    };
+
+    app.advance(chrono::Duration::hours(12)).await;
+    assert!(announced(app, 0).await.is_empty(), "36 hours left: not yet");
+    app.advance(chrono::Duration::hours(13)).await;
+    let sent = announced(app, 1).await;
+    assert_eq!(sent.len(), 1, "23 hours left: announced");
+    assert_eq!(text(&sent[0], "code"), coupon.code);
+    app.advance(chrono::Duration::hours(1)).await;
+    assert_eq!(announced(app, 1).await.len(), 1, "once per coupon");
 }

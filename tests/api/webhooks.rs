@@ -17,7 +17,10 @@ use omo::proto;
 use sha2::Sha256;
 use tonic::Code;
 
-use crate::helpers::{TestApp, assert_refused, member_ref, store_sale, violated_fields};
+use crate::helpers::{
+    Backend, CliKeys, RoleClients, TestApp, assert_refused, create_member_as, create_store_as,
+    fresh_database, member_ref, omo_cli, serve, store_sale, violated_fields,
+};
 
 crate::both_backends! {
     a_signed_delivery_survives_an_outage => a_signed_delivery_survives_an_outage,
@@ -29,6 +32,8 @@ crate::both_backends! {
 struct Receiver {
     status: Arc<AtomicU16>,
     seen: Arc<Mutex<Vec<(String, String)>>>,
+    /// Holds the next request unanswered (a minute) when set.
+    hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
 async fn receive(
@@ -42,6 +47,9 @@ async fn receive(
         .unwrap_or_default()
         .to_string();
     receiver.seen.lock().unwrap().push((signature, body));
+    if receiver.hang.swap(false, Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
     axum::http::StatusCode::from_u16(receiver.status.load(Ordering::SeqCst)).unwrap()
 }
 
@@ -241,4 +249,94 @@ async fn bad_webhooks_are_refused_and_write_nothing(app: &TestApp) {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
+}
+
+/// At least once across a crash: `omo serve` is SIGKILLed while its POST is in flight (the
+/// receiver holds it unanswered); the server started again over the same database delivers
+/// the event once the dead worker's claim lapses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_mid_delivery_loses_nothing_sqlite() {
+    sigkill_mid_delivery(Backend::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sigkill_mid_delivery_loses_nothing_postgres() {
+    sigkill_mid_delivery(Backend::Postgres).await;
+}
+
+async fn sigkill_mid_delivery(backend: Backend) {
+    let Some((url, _database)) = fresh_database(backend).await else {
+        return;
+    };
+    omo_cli(&["migrate", "--database-url", &url]);
+    let keys = CliKeys::create(&url);
+    let (receiver, addr) = start_receiver(200).await;
+    receiver.hang.store(true, Ordering::SeqCst);
+    let server = serve(&url, &[]).await;
+    let clients = RoleClients::connect(server.endpoint(), &keys).await;
+    create_store_as(&clients.admin, "shibuya").await;
+    clients
+        .admin
+        .events()
+        .create_webhook(proto::CreateWebhookRequest {
+            request_id: "w".into(),
+            webhook: Some(proto::Webhook {
+                webhook_id: "crm".into(),
+                url: format!("http://{addr}/hook"),
+                types: vec!["points.earned".into()],
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("webhook");
+    let member_id = create_member_as(&clients.admin, "killed").await;
+    clients
+        .register
+        .checkout()
+        .record_sale(store_sale("k1", "0001", member_ref(&member_id), "1000", 0))
+        .await
+        .expect("sale");
+
+    // The POST is in flight (held by the receiver): kill the server.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while receiver.seen.lock().unwrap().is_empty() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no delivery attempt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    server.kill().expect("SIGKILL");
+
+    // Started again, it delivers once the dead worker's claim lapses.
+    let server = serve(&url, &[]).await;
+    let admin = RoleClients::connect(server.endpoint(), &keys).await.admin;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let delivered = loop {
+        let deliveries = admin
+            .events()
+            .list_webhook_deliveries(proto::ListWebhookDeliveriesRequest {
+                webhook_id: "crm".into(),
+                ..Default::default()
+            })
+            .await
+            .expect("deliveries")
+            .into_inner()
+            .deliveries;
+        if deliveries
+            .first()
+            .is_some_and(|d| d.state == proto::DeliveryState::Delivered as i32)
+        {
+            break deliveries;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{deliveries:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(delivered.len(), 1);
+    let seen = receiver.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2, "the attempt cut off, then the one delivered");
+    assert_eq!(seen[0].1, seen[1].1, "the same event");
+    let event: serde_json::Value = serde_json::from_str(&seen[1].1).unwrap();
+    assert_eq!(event["eventId"], delivered[0].event_id.as_str());
+    drop(server);
 }

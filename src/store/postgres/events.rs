@@ -14,7 +14,7 @@ use sqlx::postgres::PgRow;
 
 use super::{Cols, PgQuery, PgUnitOfWork, column};
 use crate::domain::{
-    event::{Event, EventAudit, EventFilter, ExpiringLot, NewEvent},
+    event::{Event, EventAudit, EventFilter, ExpiringCoupon, ExpiringLot, NewEvent},
     ports::StoreResult,
 };
 
@@ -149,6 +149,43 @@ limit $3"#,
                 member_id: c.get("member_id")?,
                 points: c.get("remaining_points")?,
                 expires_at: c.get("expires_at")?,
+            })
+        })
+        .await
+    }
+
+    /// Active coupons ending in (from, until] whose reminder is not in the outbox yet.
+    pub(super) async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ExpiringCoupon>> {
+        let query = sqlx::query(
+            r#"
+select code, campaign_id, member_id, valid_until
+from coupons c
+where c.state = 'active'
+    and c.valid_until > $1
+    and c.valid_until <= $2
+    and not exists (
+        select 1
+        from events e
+        where e.dedupe_key = 'coupon.expiring:' || c.code
+    )
+order by c.valid_until, c.code
+limit $3"#,
+        )
+        .bind(from) // $1
+        .bind(until) // $2
+        .bind(limit); // $3
+        self.fetch_all(query, |row| {
+            let c = Cols::new(row, "coupons", "code");
+            Ok(ExpiringCoupon {
+                code: c.get("code")?,
+                campaign_id: c.get("campaign_id")?,
+                member_id: c.get("member_id")?,
+                expires_at: c.get("valid_until")?,
             })
         })
         .await

@@ -989,6 +989,15 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::expiring_lots(self, from, until, limit).await
     }
 
+    async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringCoupon>> {
+        PgUnitOfWork::expiring_coupons(self, from, until, limit).await
+    }
+
     async fn number_events(&mut self, limit: i64) -> StoreResult<i64> {
         PgUnitOfWork::number_events(self, limit).await
     }

@@ -6,7 +6,7 @@ use rusqlite::Row;
 
 use super::{Cols, SqliteUnitOfWork};
 use crate::domain::{
-    event::{Event, EventAudit, EventFilter, ExpiringLot, NewEvent},
+    event::{Event, EventAudit, EventFilter, ExpiringCoupon, ExpiringLot, NewEvent},
     ports::StoreResult,
 };
 use crate::store::to_json;
@@ -124,6 +124,44 @@ impl SqliteUnitOfWork {
                 member_id: c.get("member_id")?,
                 points: c.get("remaining_points")?,
                 expires_at: c.instant("expires_at")?,
+            })
+        })
+    }
+
+    /// Active coupons ending in (from, until] whose reminder is not in the outbox yet.
+    pub(super) fn expiring_coupons(
+        &self,
+        from: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<ExpiringCoupon>> {
+        let query = self
+            .query(
+                r"
+                select code, campaign_id, member_id, valid_until
+                from coupons c
+                where c.state = 'active'
+                  and c.valid_until > ?1
+                  and c.valid_until <= ?2
+                  and not exists (
+                      select 1
+                      from events e
+                      where e.dedupe_key = 'coupon.expiring:' || c.code
+                  )
+                order by c.valid_until, c.code
+                limit ?3
+                ",
+            )?
+            .bind(from.timestamp_micros()) // ?1
+            .bind(until.timestamp_micros()) // ?2
+            .bind(limit); // ?3
+        query.fetch_all(|row| {
+            let c = Cols::new(row, "coupons", "code");
+            Ok(ExpiringCoupon {
+                code: c.get("code")?,
+                campaign_id: c.get("campaign_id")?,
+                member_id: c.get("member_id")?,
+                expires_at: c.instant("valid_until")?,
             })
         })
     }

@@ -990,6 +990,15 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::expiring_lots(self, from, until, limit)
     }
 
+    async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringCoupon>> {
+        SqliteUnitOfWork::expiring_coupons(self, from, until, limit)
+    }
+
     async fn number_events(&mut self, _limit: i64) -> StoreResult<i64> {
         self.last_event_seq()
     }
