@@ -203,6 +203,10 @@ struct PointsMoved {
     redeemed: i64,
     expired: i64,
     adjusted: i64,
+    /// Redeemed points given back (a refund).
+    restored: i64,
+    /// Earned points taken back (a refund, a rejected receipt).
+    reversed: i64,
 }
 
 fn points_moved(transaction: &NewTransaction) -> PointsMoved {
@@ -224,7 +228,11 @@ fn points_moved(transaction: &NewTransaction) -> PointsMoved {
                 moved.redeemed += posting.amount;
             }
             (f, Some(Account::ProgramExpired)) if is_members(f) => moved.expired += posting.amount,
+            (Some(Account::ProgramRedeemed { .. }), t) if is_members(t) => {
+                moved.restored += posting.amount;
+            }
             (f, t) if !is_members(f) && is_members(t) => moved.earned += posting.amount,
+            (f, t) if is_members(f) && !is_members(t) => moved.reversed += posting.amount,
             _ => {}
         }
     }
@@ -251,7 +259,11 @@ fn events_of_transaction(transaction_id: i64, t: &NewTransaction) -> Vec<NewEven
                 .with("store_id", t.store_id.clone())
                 .with("channel", t.channel.map(|c| c.as_str()).unwrap_or_default()),
         ),
-        "refund" => events.push(NewEvent::new(EventType::OrderRefunded, member, at)),
+        "refund" => events.push(
+            NewEvent::new(EventType::OrderRefunded, member, at)
+                .with("points_reversed", moved.reversed)
+                .with("points_restored", moved.restored),
+        ),
         "receipt_approved" | "receipt_rejected" => events.push(
             NewEvent::new(EventType::ReceiptReviewed, member, at)
                 .with("approved", t.kind == "receipt_approved")
@@ -259,7 +271,7 @@ fn events_of_transaction(transaction_id: i64, t: &NewTransaction) -> Vec<NewEven
         ),
         _ => {}
     }
-    if moved.earned > 0 && t.kind != "receipt_approved" {
+    if moved.earned > 0 && t.kind != "refund" {
         events
             .push(NewEvent::new(EventType::PointsEarned, member, at).with("points", moved.earned));
     }
@@ -556,6 +568,22 @@ mod tests {
             types(&events_of_transaction(2, &expire)),
             ["points.expired"]
         );
+    }
+
+    #[test]
+    fn a_refund_reports_what_it_took_back_and_gave_back_not_an_earning() {
+        let member = Account::Member("m1".into());
+        let refund = entry(
+            "refund",
+            vec![
+                points(member.clone(), Account::ProgramIssued, 6),
+                points(Account::redeemed(Channel::Store, "s1"), member, 50),
+            ],
+        );
+        let events = events_of_transaction(3, &refund);
+        assert_eq!(types(&events), ["order.refunded"]);
+        assert_eq!(events[0].data["points_reversed"], 6);
+        assert_eq!(events[0].data["points_restored"], 50);
     }
 
     #[test]

@@ -874,6 +874,8 @@ pub trait UnitOfWork: LedgerReads {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<Vec<Delivery>>;
+    /// When the oldest PENDING delivery was planned (None: none pending).
+    async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>>;
     /// Saves a delivery's state, attempts, last status and next attempt.
     async fn save_delivery(&mut self, delivery: &Delivery) -> StoreResult<()>;
     /// A webhook's deliveries after seq `after_seq`, by seq, optionally of one state.

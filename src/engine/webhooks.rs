@@ -193,6 +193,7 @@ impl Engine {
                 claimed
             };
             if claimed.is_empty() {
+                self.measure_pending().await?;
                 return Ok(attempts);
             }
             let sends = claimed.into_iter().filter_map(|delivery| {
@@ -204,6 +205,15 @@ impl Engine {
                 attempts += 1;
             }
         }
+    }
+
+    /// `omo_webhook_oldest_pending_seconds`: how long the oldest pending delivery has waited.
+    async fn measure_pending(&self) -> Result<(), EngineError> {
+        let mut uow = self.store().begin_read_statement().await?;
+        let oldest = uow.oldest_pending_delivery().await?;
+        let waited = oldest.map_or(0, |at| (self.now() - at).num_seconds().max(0));
+        crate::metrics::webhook_oldest_pending(waited);
+        Ok(())
     }
 
     /// Plans one webhook's deliveries of the events numbered since its cursor.

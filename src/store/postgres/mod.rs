@@ -959,6 +959,10 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::claim_deliveries(self, now, lease_until, limit).await
     }
 
+    async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>> {
+        PgUnitOfWork::oldest_pending_delivery(self).await
+    }
+
     async fn save_delivery(
         &mut self,
         delivery: &crate::domain::webhook::Delivery,

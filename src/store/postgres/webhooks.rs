@@ -187,6 +187,17 @@ returning d.webhook_id, d.seq, d.event_id, d.state, d.attempts, d.last_status_co
         self.fetch_all(query, delivery_from_row).await
     }
 
+    pub(super) async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>> {
+        let query = sqlx::query(
+            r#"
+select min(created_at) as oldest
+from webhook_deliveries
+where state = 'PENDING'"#,
+        );
+        self.fetch_value(query, "webhook_deliveries", "oldest")
+            .await
+    }
+
     pub(super) async fn save_delivery(&mut self, d: &Delivery) -> StoreResult<()> {
         let query = sqlx::query(
             r#"

@@ -960,6 +960,10 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::claim_deliveries(self, now, lease_until, limit)
     }
 
+    async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>> {
+        SqliteUnitOfWork::oldest_pending_delivery(self)
+    }
+
     async fn save_delivery(
         &mut self,
         delivery: &crate::domain::webhook::Delivery,

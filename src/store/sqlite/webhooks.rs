@@ -153,6 +153,19 @@ impl SqliteUnitOfWork {
         query.fetch_all(delivery_from_row)
     }
 
+    pub(super) fn oldest_pending_delivery(
+        &self,
+    ) -> StoreResult<Option<chrono::DateTime<chrono::Utc>>> {
+        let query = self.query(
+            r"
+            select min(created_at) as oldest
+            from webhook_deliveries
+            where state = 'PENDING'
+            ",
+        )?;
+        query.fetch_one(|row| Cols::new(row, "webhook_deliveries", "oldest").opt_instant("oldest"))
+    }
+
     pub(super) fn save_delivery(&self, d: &Delivery) -> StoreResult<()> {
         let query = self
             .query(
