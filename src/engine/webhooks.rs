@@ -6,8 +6,8 @@
 //!    webhook's cursor, and the cursor moved, in one transaction (replicas plan each once);
 //! 2. claim: due PENDING deliveries, their next attempt moved a lease ahead in the same
 //!    statement (PostgreSQL skips rows another replica holds), committed before sending;
-//! 3. send (10 s at most), then record the attempt: DELIVERED on a 2xx, else the next try
-//!    after the backoff (`Delivery::attempted`). A crash between 2 and 3 leaves the delivery
+//! 3. send (10 s at most, a round's attempts at once), then record them in one transaction:
+//!    DELIVERED on a 2xx, else the next try after the backoff (`Delivery::attempted`). A crash between 2 and 3 leaves the delivery
 //!    due again when the lease ends: it is sent again (the receiver drops it by event_id).
 //!
 //! Times come from the injected clock (the tests move it through an outage's backoff).
@@ -172,9 +172,13 @@ impl Engine {
     /// Returns the attempts made.
     pub async fn deliver_webhooks(&self) -> Result<usize, EngineError> {
         let webhooks = {
-            let mut uow = self.store().begin_read().await?;
+            let mut uow = self.store().begin_read_statement().await?;
             uow.list_webhooks().await?
         };
+        if webhooks.is_empty() {
+            // No write transaction at all (on SQLite it would queue behind the writers).
+            return Ok(0);
+        }
         let mut secrets = std::collections::HashMap::new();
         for record in webhooks {
             if record.webhook.enabled {
@@ -200,10 +204,17 @@ impl Engine {
                 let record = secrets.get(&delivery.webhook_id)?.clone();
                 Some(self.attempt(record, delivery))
             });
-            for outcome in futures_util::future::join_all(sends).await {
-                outcome?;
-                attempts += 1;
+            let outcomes: Vec<Delivery> = futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            // The round's attempts recorded in one transaction (one commit, not one each).
+            let mut uow = self.store().begin().await?;
+            for delivery in &outcomes {
+                uow.save_delivery(delivery).await?;
             }
+            uow.commit().await?;
+            attempts += outcomes.len();
         }
     }
 
@@ -250,8 +261,12 @@ impl Engine {
         Ok(())
     }
 
-    /// One attempt of one delivery, recorded.
-    async fn attempt(&self, record: WebhookRecord, delivery: Delivery) -> Result<(), EngineError> {
+    /// One attempt of one delivery: the delivery as it now stands, to record.
+    async fn attempt(
+        &self,
+        record: WebhookRecord,
+        delivery: Delivery,
+    ) -> Result<Delivery, EngineError> {
         let event = self.event_at(delivery.seq).await?;
         let status = match event {
             Some(event) if record.webhook.enabled => self.post(&record, &event, self.now()).await,
@@ -259,13 +274,10 @@ impl Engine {
             _ => 0,
         };
         let delivery = delivery.attempted(status, self.now());
-        let mut uow = self.store().begin().await?;
-        uow.save_delivery(&delivery).await?;
-        uow.commit().await?;
         if delivery.state == DeliveryState::Failed {
             tracing::warn!(webhook_id = %delivery.webhook_id, seq = delivery.seq, "webhook delivery FAILED after 24 hours of retries");
         }
-        Ok(())
+        Ok(delivery)
     }
 
     async fn event_at(&self, seq: i64) -> Result<Option<Event>, EngineError> {
