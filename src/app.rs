@@ -39,6 +39,12 @@ pub enum AppError {
     InsecureDashboard(SocketAddr),
 }
 
+/// How often the event relay looks for events another replica committed (this replica's
+/// commits wake it at once).
+const EVENT_RELAY_TICK: Duration = Duration::from_millis(100);
+/// How often the webhook worker looks for retries that fell due (new events wake it at once).
+const WEBHOOK_TICK: Duration = Duration::from_millis(200);
+
 /// Whether clients reach `addr` only from this machine.
 fn is_loopback(addr: SocketAddr) -> bool {
     addr.ip().is_loopback()
@@ -52,6 +58,10 @@ pub struct Application {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     sweeper: Option<JoinHandle<()>>,
     sealer: Option<JoinHandle<()>>,
+    /// Numbers committed events and wakes the watchers (`engine::events`).
+    relay: Option<JoinHandle<()>>,
+    /// Delivers the event feed to the webhooks (`engine::webhooks`).
+    webhooks: Option<JoinHandle<()>>,
     /// The `/metrics` listener (`--metrics-listen`), stopped with the server.
     metrics: Option<MetricsExporter>,
     /// The dashboard (`--http`): its address, and what stops it.
@@ -140,6 +150,14 @@ impl Application {
             let interval = Duration::from_millis(config.seal_interval_ms);
             tokio::spawn(async move { engine.run_sealer(interval).await })
         });
+        let relay = Some({
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_event_relay(EVENT_RELAY_TICK).await })
+        });
+        let webhooks = Some({
+            let engine = engine.clone();
+            tokio::spawn(async move { engine.run_webhook_worker(WEBHOOK_TICK).await })
+        });
         tracing::info!(
             %local_addr,
             backend = engine.backend_name(),
@@ -157,6 +175,8 @@ impl Application {
             server,
             sweeper,
             sealer,
+            relay,
+            webhooks,
             metrics,
             http,
             health,
@@ -204,9 +224,14 @@ impl Application {
     /// close.
     pub async fn stop(mut self) -> Result<(), AppError> {
         grpc::report_not_serving(&self.health).await;
-        for task in [self.sweeper.take(), self.sealer.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.sweeper.take(),
+            self.sealer.take(),
+            self.relay.take(),
+            self.webhooks.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }
@@ -248,9 +273,14 @@ impl Application {
 
 impl Drop for Application {
     fn drop(&mut self) {
-        for task in [self.sweeper.take(), self.sealer.take()]
-            .into_iter()
-            .flatten()
+        for task in [
+            self.sweeper.take(),
+            self.sealer.take(),
+            self.relay.take(),
+            self.webhooks.take(),
+        ]
+        .into_iter()
+        .flatten()
         {
             task.abort();
         }

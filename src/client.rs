@@ -10,10 +10,10 @@ use tonic::{
 
 use crate::proto::{
     checkout_service_client::CheckoutServiceClient, coupon_service_client::CouponServiceClient,
-    engagement_service_client::EngagementServiceClient, ledger_service_client::LedgerServiceClient,
-    member_service_client::MemberServiceClient, program_service_client::ProgramServiceClient,
-    report_service_client::ReportServiceClient, rule_service_client::RuleServiceClient,
-    store_service_client::StoreServiceClient,
+    engagement_service_client::EngagementServiceClient, event_service_client::EventServiceClient,
+    ledger_service_client::LedgerServiceClient, member_service_client::MemberServiceClient,
+    program_service_client::ProgramServiceClient, report_service_client::ReportServiceClient,
+    rule_service_client::RuleServiceClient, store_service_client::StoreServiceClient,
 };
 
 /// Adds `authorization: Bearer <key>` to every call.
@@ -125,5 +125,9 @@ impl Client {
 
     pub fn rules(&self) -> RuleServiceClient<Authed> {
         RuleServiceClient::new(self.authed())
+    }
+
+    pub fn events(&self) -> EventServiceClient<Authed> {
+        EventServiceClient::new(self.authed())
     }
 }

@@ -154,6 +154,7 @@ async fn story(app: &Application) -> Result<(), DemoError> {
     bonus_campaign(&admin, &register).await?;
     show_balance(&ec, &member.member_id).await?;
     show_ledger(&ec, &member.member_id).await?;
+    show_events(&admin, &member.member_id).await?;
     show_reports(&admin).await?;
 
     let report = engine.verify().await?;
@@ -537,6 +538,50 @@ async fn show_ledger(client: &Client, member_id: &str) -> Result<(), DemoError> 
                 p.amount, p.asset, p.from_account, p.to_account
             );
         }
+    }
+    Ok(())
+}
+
+/// The story as the event feed told it (what WatchEvents streams and webhooks receive), in
+/// commit order.
+async fn show_events(admin: &Client, member_id: &str) -> Result<(), DemoError> {
+    let events = admin
+        .events()
+        .list_events(proto::ListEventsRequest {
+            member_id: member_id.into(),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .events;
+    println!(
+        "\nHanako's events, in commit order (EventService.WatchEvents streams them, webhooks get them signed):"
+    );
+    for event in events {
+        let mut fields: Vec<String> = event
+            .data
+            .map(|data| data.fields.into_iter().collect::<Vec<_>>())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(key, _)| key != "transaction_id")
+            .filter_map(|(key, value)| {
+                use prost_types::value::Kind;
+                match value.kind? {
+                    Kind::NumberValue(n) => Some(format!("{key}={n}")),
+                    Kind::StringValue(s) if !s.is_empty() => Some(format!("{key}={s}")),
+                    Kind::BoolValue(b) => Some(format!("{key}={b}")),
+                    _ => None,
+                }
+            })
+            .collect();
+        fields.sort();
+        println!(
+            "  #{:<3} {:<16} {}",
+            event.seq,
+            event.r#type,
+            fields.join(" ")
+        );
     }
     Ok(())
 }

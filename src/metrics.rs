@@ -31,6 +31,7 @@ pub const LOCATION_REPORTS: &str = "omo_location_reports_total";
 pub const RECEIPTS: &str = "omo_receipts_total";
 pub const CONNECTIONS_LOST: &str = "omo_db_connections_lost_total";
 pub const SEAL_LAG: &str = "omo_seal_lag_seconds";
+pub const WEBHOOK_OLDEST_PENDING: &str = "omo_webhook_oldest_pending_seconds";
 
 /// Seconds, 0.1 ms to 1 s: a balance read from memory answers in well under a millisecond, a
 /// group commit waits for an fsync (a few ms), and anything near a second is an incident.
@@ -139,6 +140,11 @@ fn describe() {
         ::metrics::Unit::Seconds,
         "How long the oldest journal entry no seal covers has waited (0: all sealed)."
     );
+    describe_gauge!(
+        WEBHOOK_OLDEST_PENDING,
+        ::metrics::Unit::Seconds,
+        "How long the oldest undelivered webhook delivery has waited (0: none pending)."
+    );
 }
 
 /// One finished RPC: `method` is `package.Service/Method` of a served method (or `unknown`),
@@ -176,6 +182,13 @@ pub fn connection_lost() {
 pub fn seal_lag(seconds: i64) {
     if enabled() {
         gauge!(SEAL_LAG).set(seconds as f64);
+    }
+}
+
+/// After a webhook round: how long the oldest pending delivery has waited.
+pub fn webhook_oldest_pending(seconds: i64) {
+    if enabled() {
+        gauge!(WEBHOOK_OLDEST_PENDING).set(seconds as f64);
     }
 }
 
@@ -241,7 +254,7 @@ fn rejected_label(reason: crate::domain::location::RejectReason) -> &'static str
 }
 
 /// Rows of each table a change set writes (inserted, updated or, for balances, adjusted).
-fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 23] {
+fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 24] {
     let engagement = &changes.engagement;
     [
         ("stores", changes.new_stores.len()),
@@ -279,6 +292,7 @@ fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 23] {
             changes.new_coupons.len() + changes.changed_coupons.len(),
         ),
         ("idempotency_keys", changes.outcomes.len()),
+        ("events", changes.events.len()),
         ("geo_rules", engagement.new_geo_rules.len()),
         ("visit_rules", engagement.new_visit_rules.len()),
         ("location_reports", engagement.location_reports.len()),

@@ -98,6 +98,10 @@ pub struct BenchArgs {
     /// decided against all of them and one fires (what a program with a few campaigns costs).
     #[arg(long, default_value_t = 0)]
     pub rules: usize,
+    /// Subscribe one webhook to `points.earned` (a receiver inside the bench answering 204):
+    /// compare `sale` with and without it.
+    #[arg(long)]
+    pub webhook: bool,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -232,6 +236,10 @@ async fn bench(args: &BenchArgs) -> Result<Report, BenchError> {
     }
     let environment = Environment::new(args, setup.backend.clone(), &setup.timings);
     let report = Report::new(environment, results, server_rss);
+    if let Some(receiver) = &setup.webhook_receiver {
+        let received = receiver.received.load(std::sync::atomic::Ordering::Relaxed);
+        eprintln!("omo bench: the webhook receiver got {received} deliveries");
+    }
     if let Some(server) = setup.server {
         server.stop()?;
     }

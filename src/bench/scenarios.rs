@@ -18,8 +18,8 @@ use crate::{
     proto::{
         self, checkout_service_client::CheckoutServiceClient,
         engagement_service_client::EngagementServiceClient,
-        ledger_service_client::LedgerServiceClient, member_ref::Ref,
-        report_service_client::ReportServiceClient,
+        event_service_client::EventServiceClient, ledger_service_client::LedgerServiceClient,
+        member_ref::Ref, report_service_client::ReportServiceClient,
     },
 };
 
@@ -77,6 +77,7 @@ pub enum Scenario {
     ReportActivityDaily,
     ReportActivityMonth,
     ReportActivity,
+    TrackEvent,
 }
 
 /// One request (or, for checkout, the Authorize + Capture pair) a worker can send.
@@ -91,6 +92,7 @@ pub enum Op {
     Liability,
     CampaignStats,
     Activity(ActivityAsk),
+    TrackEvent,
 }
 
 /// The GetActivity requests the bench sends, as an operator's reports ask.
@@ -104,6 +106,9 @@ pub enum ActivityAsk {
     MonthByDay,
 }
 
+/// The event type `track-event` sends, and its EVENT rule's.
+pub const BENCH_EVENT_TYPE: &str = "page_view";
+
 /// The store whose days `report-activity-daily` reads: one of the seeded history's.
 const DAILY_STORE: &str = "bench-store-1";
 
@@ -111,7 +116,7 @@ const DAILY_STORE: &str = "bench-store-1";
 pub const MIXED: &[(Op, u32)] = &[(Op::Balance, 60), (Op::Sale, 25), (Op::Checkout, 15)];
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::GrpcCeiling,
         Scenario::Sale,
         Scenario::Checkout,
@@ -125,6 +130,7 @@ impl Scenario {
         Scenario::ReportActivityDaily,
         Scenario::ReportActivityMonth,
         Scenario::ReportActivity,
+        Scenario::TrackEvent,
     ];
 
     pub fn name(self) -> &'static str {
@@ -142,6 +148,7 @@ impl Scenario {
             Scenario::ReportActivityDaily => "report-activity-daily",
             Scenario::ReportActivityMonth => "report-activity-month",
             Scenario::ReportActivity => "report-activity",
+            Scenario::TrackEvent => "track-event",
         }
     }
 
@@ -172,6 +179,7 @@ impl Scenario {
             Scenario::ReportActivityDaily => &[(Op::Activity(ActivityAsk::StoreYearByDay), 1)],
             Scenario::ReportActivityMonth => &[(Op::Activity(ActivityAsk::MonthByDay), 1)],
             Scenario::ReportActivity => &[(Op::Activity(ActivityAsk::Year), 1)],
+            Scenario::TrackEvent => &[(Op::TrackEvent, 1)],
         }
     }
 
@@ -254,6 +262,8 @@ pub struct Lane {
     app: EngagementServiceClient<Authed>,
     /// As the admin key (reports need `ReadReports`).
     reports: ReportServiceClient<Authed>,
+    /// TrackEvent, as the app key.
+    events: EventServiceClient<Authed>,
 }
 
 impl Lane {
@@ -262,6 +272,7 @@ impl Lane {
         let checkout = register.with_key(&keys.checkout);
         Ok(Lane {
             app: register.with_key(&keys.app).engagement(),
+            events: register.with_key(&keys.app).events(),
             reports: register.with_key(&keys.admin).reports(),
             ec: checkout.checkout(),
             ledger: register.ledger(),
@@ -351,6 +362,7 @@ impl GrpcWorker {
             Op::Liability => self.liability().await.map(drop),
             Op::CampaignStats => self.campaign_stats().await.map(drop),
             Op::Activity(ask) => self.activity(ask).await.map(drop),
+            Op::TrackEvent => self.track_event().await,
         }
     }
 
@@ -485,6 +497,19 @@ impl GrpcWorker {
             device_id: String::new(),
         };
         self.lane.app.report_location(request).await?;
+        Ok(())
+    }
+
+    /// A member's `page_view` (the setup's EVENT rule gives a point for it).
+    async fn track_event(&mut self) -> Result<(), Status> {
+        let request = proto::TrackEventRequest {
+            request_id: format!("ev-{}", self.ids.next()),
+            member: Some(self.member()),
+            event_type: BENCH_EVENT_TYPE.into(),
+            attributes: [("page".to_string(), "home".to_string())].into(),
+            ..Default::default()
+        };
+        self.lane.events.track_event(request).await?;
         Ok(())
     }
 

@@ -8,8 +8,8 @@ use tonic::Code;
 use super::{
     BenchArgs, BenchError,
     scenarios::{
-        GEO_CAMPAIGN_ID, GEO_STORES, HOT_CAMPAIGN_ID, HOT_CODE, Keys, Members, ReportTargets,
-        STATS_CAMPAIGN_ID, STORE_ID, Scenario,
+        BENCH_EVENT_TYPE, GEO_CAMPAIGN_ID, GEO_STORES, HOT_CAMPAIGN_ID, HOT_CODE, Keys, Members,
+        ReportTargets, STATS_CAMPAIGN_ID, STORE_ID, Scenario,
     },
     seed::{self, Backend, SEED_POINTS, SeedPlan},
     server::ServerProcess,
@@ -30,6 +30,9 @@ pub struct Setup {
     pub reports: ReportTargets,
     /// The child process (local runs); dropping it stops the server.
     pub server: Option<ServerProcess>,
+    /// `--webhook`: the local receiver the server delivers `points.earned` to (stopped when
+    /// dropped).
+    pub webhook_receiver: Option<WebhookReceiver>,
     pub backend: String,
     pub timings: SetupTimings,
 }
@@ -88,6 +91,7 @@ pub async fn local(args: &BenchArgs) -> Result<Setup, BenchError> {
     let endpoint = server.endpoint().to_string();
     create_store_and_campaign(&endpoint, &keys.admin).await?;
     create_purchase_rules(&endpoint, &keys.admin, args.rules).await?;
+    let webhook_receiver = subscribe_webhook(&endpoint, &keys.admin, args.webhook).await?;
     Ok(Setup {
         endpoint,
         keys,
@@ -102,6 +106,7 @@ pub async fn local(args: &BenchArgs) -> Result<Setup, BenchError> {
             },
         },
         server: Some(server),
+        webhook_receiver,
         backend: backend.name().to_string(),
         timings: SetupTimings {
             seed_s: Some(seed_time.as_secs_f64()),
@@ -135,6 +140,7 @@ pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchErro
     let api_key = args.api_key.clone().unwrap_or_default();
     create_store_and_campaign(endpoint, &api_key).await?;
     create_purchase_rules(endpoint, &api_key, args.rules).await?;
+    let webhook_receiver = subscribe_webhook(endpoint, &api_key, args.webhook).await?;
     eprintln!(
         "omo bench: making or finding {} members through the API ...",
         args.members
@@ -158,6 +164,7 @@ pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchErro
         members: Arc::new(Members::Listed(ids)),
         reports,
         server: None,
+        webhook_receiver,
         backend: format!("remote {endpoint}"),
         timings: SetupTimings::default(),
     })
@@ -216,7 +223,89 @@ async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<()
         })
         .await;
     allow_existing("CreateCampaign", created)?;
+    create_event_rule(&admin).await?;
     create_geo_rules(&admin).await
+}
+
+/// The `track-event` scenario's EVENT rule: a point for each `page_view`.
+async fn create_event_rule(admin: &Client) -> Result<(), BenchError> {
+    let rule = proto::Rule {
+        rule_id: "bench-event".into(),
+        name: "omo bench: a point per page view".into(),
+        trigger: proto::RuleTrigger::Event as i32,
+        event_type: BENCH_EVENT_TYPE.into(),
+        effects: Some(proto::RuleEffects {
+            bonus_points: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let created = admin
+        .rules()
+        .create_rule(proto::CreateRuleRequest {
+            request_id: String::new(),
+            rule: Some(rule),
+        })
+        .await;
+    allow_existing("CreateRule", created)
+}
+
+/// A local HTTP receiver answering 204 to every POST, counting them.
+#[derive(Debug)]
+pub struct WebhookReceiver {
+    pub received: Arc<std::sync::atomic::AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for WebhookReceiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// `--webhook`: starts a receiver on 127.0.0.1 and subscribes it to `points.earned` (what
+/// every sale reports), so that the sale scenarios run with one webhook delivering.
+async fn subscribe_webhook(
+    endpoint: &str,
+    admin_key: &str,
+    wanted: bool,
+) -> Result<Option<WebhookReceiver>, BenchError> {
+    if !wanted {
+        return Ok(None);
+    }
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counter = received.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move || {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, router).await;
+    });
+    let admin = Client::connect(endpoint, admin_key).await?;
+    let created = admin
+        .events()
+        .create_webhook(proto::CreateWebhookRequest {
+            request_id: String::new(),
+            webhook: Some(proto::Webhook {
+                webhook_id: format!("bench-{}", addr.port()),
+                url: format!("http://{addr}/hook"),
+                types: vec!["points.earned".into()],
+                ..Default::default()
+            }),
+        })
+        .await;
+    allow_existing("CreateWebhook", created)?;
+    eprintln!("omo bench: a webhook on points.earned delivers to http://{addr}/hook");
+    Ok(Some(WebhookReceiver { received, task }))
 }
 
 /// `count` PURCHASE rules `bench-rule-<i>`: rule 0 doubles the points of category "bench"

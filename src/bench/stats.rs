@@ -114,6 +114,8 @@ pub struct Environment {
     pub channels: usize,
     /// PURCHASE rules active during the run (`--rules`).
     pub rules: usize,
+    /// Whether one webhook was subscribed to `points.earned` (`--webhook`).
+    pub webhook: bool,
     pub duration_s: f64,
     pub cores: usize,
     /// Time the bulk seeding took (local runs).
@@ -135,6 +137,7 @@ impl Environment {
             concurrency: args.concurrency,
             channels: args.channels,
             rules: args.rules,
+            webhook: args.webhook,
             duration_s: args.duration.as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             seed_s: timings.seed_s,
@@ -270,13 +273,18 @@ fn write_environment(f: &mut fmt::Formatter<'_>, env: &Environment) -> fmt::Resu
     writeln!(
         f,
         "\nenvironment: backend {}, members {}, prefilled postings {}, concurrency {}, \
-         channels {}, PURCHASE rules {}, duration {:.1} s per scenario, {} cores",
+         channels {}, PURCHASE rules {}, webhook {}, duration {:.1} s per scenario, {} cores",
         env.backend,
         env.members,
         env.prefill_postings,
         env.concurrency,
         env.channels,
         env.rules,
+        if env.webhook {
+            "on points.earned"
+        } else {
+            "none"
+        },
         env.duration_s,
         env.cores
     )?;

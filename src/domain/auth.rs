@@ -64,6 +64,10 @@ pub enum Operation {
     ReviewReceipts,
     /// ReportService: liability, campaign statistics, activity.
     ReadReports,
+    /// EventService.TrackEvent: behaviour events of members (app and checkout backends).
+    TrackEvent,
+    /// The rest of EventService: the event feed and webhooks (admin).
+    ReadEvents,
 }
 
 impl Caller {
@@ -79,6 +83,7 @@ impl Caller {
                     | GetBalance
                     | ListTransactions
                     | ReadCoupons
+                    | TrackEvent
             ),
             // The app backend acts for any member (API.md: app signals).
             Role::App => matches!(
@@ -93,6 +98,7 @@ impl Caller {
                     | ListNearbyOffers
                     | SubmitReceipt
                     | ListMemberReceipts
+                    | TrackEvent
             ),
             Role::Register => matches!(operation, GetMember | GetBalance),
         };

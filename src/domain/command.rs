@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     coupon::{Campaign, Coupon},
+    event::{TrackResult, TrackedEvent},
     location::{GeoRule, LocationReport, LocationVerdict, VisitRule},
     model::{
         Channel, Identifier, LineItem, Member, MemberRef, Order, Program, ProgramPatch,
@@ -33,6 +34,7 @@ pub enum Command {
     Engagement(EngagementCommand),
     Receipts(ReceiptCommand),
     Rules(RuleCommand),
+    Events(EventCommand),
 }
 
 /// Members and their identifiers (`engine::members`).
@@ -133,6 +135,12 @@ pub enum RuleCommand {
     UpdateRule(RulePatch),
 }
 
+/// Behaviour events in (`engine::events`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum EventCommand {
+    TrackEvent(TrackedEvent),
+}
+
 macro_rules! area_commands {
     ($($area:ident($command:ident) { $($variant:ident => $name:literal),+ $(,)? })+) => {
         impl Command {
@@ -197,6 +205,7 @@ area_commands! {
         CreateRule => "create_rule",
         UpdateRule => "update_rule",
     }
+    Events(EventCommand) { TrackEvent => "track_event" }
 }
 
 /// An order as a checkout or a register presents it (Authorize, RecordSale, Quote).
@@ -245,6 +254,7 @@ pub enum Reply {
     ReceiptRule(ReceiptRule),
     Receipt(ReceiptResult),
     Rule(Rule),
+    Tracked(TrackResult),
 }
 
 /// What a receipt submission or review did (API `ReceiptResult`).

@@ -92,6 +92,10 @@ pub enum DomainError {
     RuleExists(String),
     #[error("rule not found")]
     RuleNotFound,
+    #[error("webhook {0} already exists")]
+    WebhookExists(String),
+    #[error("webhook not found")]
+    WebhookNotFound,
     #[error("campaign is not running (before starts_at or after ends_at)")]
     CampaignClosed,
     #[error("campaign issue limit reached")]
@@ -177,6 +181,8 @@ impl DomainError {
             Self::PublicCodeTaken(_) => "PUBLIC_CODE_TAKEN",
             Self::RuleExists(_) => "RULE_EXISTS",
             Self::RuleNotFound => "RULE_NOT_FOUND",
+            Self::WebhookExists(_) => "WEBHOOK_EXISTS",
+            Self::WebhookNotFound => "WEBHOOK_NOT_FOUND",
             Self::CampaignClosed => "CAMPAIGN_CLOSED",
             Self::CampaignExhausted => "CAMPAIGN_EXHAUSTED",
             Self::MemberLimit => "MEMBER_LIMIT",
@@ -199,6 +205,7 @@ impl DomainError {
             | Self::CampaignNotFound
             | Self::ReceiptNotFound
             | Self::RuleNotFound
+            | Self::WebhookNotFound
             | Self::Coupon {
                 reason: CouponReason::NotFound,
                 ..
@@ -210,7 +217,8 @@ impl DomainError {
             | Self::StoreExists(_)
             | Self::CampaignExists(_)
             | Self::PublicCodeTaken(_)
-            | Self::RuleExists(_) => AlreadyExists,
+            | Self::RuleExists(_)
+            | Self::WebhookExists(_) => AlreadyExists,
             Self::CampaignExhausted | Self::MemberLimit => ResourceExhausted,
             Self::MemberMerged { .. }
             | Self::MemberHasOpenOrders

@@ -40,6 +40,23 @@ pub fn new_receipt_id() -> String {
     )
 }
 
+/// `ev_` followed by 20 symbols (≈ 99 random bits): an event's id, which lets a webhook
+/// receiver drop a delivery it has seen.
+pub fn new_event_id() -> String {
+    format!(
+        "ev_{}",
+        random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 20)
+    )
+}
+
+/// `whsec_` followed by 32 symbols (≈ 160 random bits): a webhook's signing secret.
+pub fn new_webhook_secret() -> String {
+    format!(
+        "whsec_{}",
+        random_string(b"0123456789abcdefghjkmnpqrstvwxyz", 32)
+    )
+}
+
 pub fn new_coupon_code() -> String {
     random_string(CODE_ALPHABET, COUPON_CODE_LEN)
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod command;
 pub mod coupon;
 pub mod error;
+pub mod event;
 pub mod geo;
 pub mod ids;
 pub mod location;
@@ -27,6 +28,7 @@ pub mod schedule;
 pub mod seal;
 pub mod session;
 pub mod summary;
+pub mod webhook;
 
 pub use account::{Account, Asset};
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -133,6 +133,28 @@ pub struct Program {
     /// read as the default.
     #[serde(default = "default_receipt_review_threshold")]
     pub receipt_review_threshold: Option<super::money::Money>,
+    /// Days ahead of a lot's expiry that its `points.expiring` event is written; 0 = none.
+    /// Programs stored before the field existed read as the default.
+    #[serde(default = "default_expiry_reminder_days")]
+    pub expiry_reminder_days: i32,
+    /// How near (meters) an accepted location must be to a store with a coupon on offer for
+    /// an `offer.nearby` event; 0 = none. Programs stored before the field read the default.
+    #[serde(default = "default_nearby_offer_radius_m")]
+    pub nearby_offer_radius_m: i32,
+}
+
+/// The `offer.nearby` radius unless the program says: a couple of minutes' walk.
+pub const DEFAULT_NEARBY_OFFER_RADIUS_M: i32 = 200;
+
+fn default_nearby_offer_radius_m() -> i32 {
+    DEFAULT_NEARBY_OFFER_RADIUS_M
+}
+
+/// Days ahead of an expiry that the reminder goes out, unless the program says (API.md).
+pub const DEFAULT_EXPIRY_REMINDER_DAYS: i32 = 7;
+
+fn default_expiry_reminder_days() -> i32 {
+    DEFAULT_EXPIRY_REMINDER_DAYS
 }
 
 /// Points one receipt may earn without review, unless the program says: ¥1,000,000 of
@@ -180,6 +202,8 @@ impl Default for Program {
             max_offline_age_days: DEFAULT_MAX_OFFLINE_AGE_DAYS,
             time_zone: default_time_zone(),
             max_points_per_receipt: DEFAULT_MAX_POINTS_PER_RECEIPT,
+            expiry_reminder_days: DEFAULT_EXPIRY_REMINDER_DAYS,
+            nearby_offer_radius_m: DEFAULT_NEARBY_OFFER_RADIUS_M,
             receipt_review_threshold: default_receipt_review_threshold(),
         }
     }
@@ -256,6 +280,11 @@ pub struct ProgramPatch {
     /// two requests hash apart).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_review_threshold: Option<Option<super::money::Money>>,
+    /// Left out when untouched, so that requests remembered before the field hash the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiry_reminder_days: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nearby_offer_radius_m: Option<i32>,
 }
 
 impl ProgramPatch {
@@ -278,6 +307,11 @@ impl ProgramPatch {
         set(
             &mut program.receipt_review_threshold,
             self.receipt_review_threshold,
+        );
+        set(&mut program.expiry_reminder_days, self.expiry_reminder_days);
+        set(
+            &mut program.nearby_offer_radius_m,
+            self.nearby_offer_radius_m,
         );
     }
 }

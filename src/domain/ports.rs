@@ -28,6 +28,7 @@ use super::{
     seal::Seal,
     session::DashboardSession,
     summary::{CouponTally, RedemptionTally, ReportSums},
+    webhook::{Delivery, DeliveryState, WebhookRecord},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -426,6 +427,9 @@ pub struct ChangeSet {
     /// The net change of the report summaries (visits are counted by the flush as it inserts
     /// them: a batch does not know whether a visit row exists).
     pub report: ReportSums,
+    /// The outbox: the events the batch's writes report (`domain::event::events_of`), written
+    /// by the same flush, so they commit with the ledger change or not at all.
+    pub events: Vec<crate::domain::event::NewEvent>,
     /// The summary rows' shard: the flushing writer's number (0 outside the writers' batches),
     /// so that parallel writers never wait on one summary row.
     pub shard: i16,
@@ -644,6 +648,11 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn due_work_claims_rows(&self) -> bool {
         false
     }
+    /// Whether the flush gives outbox rows their seq as it inserts them (a database with one
+    /// writer at a time, where insert order is commit order), so the event relay only reads.
+    fn numbers_events_at_insert(&self) -> bool {
+        false
+    }
     /// Closes the database's connections at shutdown, waiting for those in use to be given
     /// back; units of work begun afterwards fail. By default nothing (dropping closes them).
     async fn close(&self) {}
@@ -810,6 +819,73 @@ pub trait UnitOfWork: LedgerReads {
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>>;
     /// Writes a batch's changes.
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()>;
+
+    // The event feed (issue #22, `engine::events`).
+    /// Gives committed outbox rows without a public seq the next seqs, in the order they were
+    /// written, at most `limit`; returns the highest seq given so far (0: none). Only one
+    /// numbering runs at a time across replicas; a call that finds another running numbers
+    /// nothing and returns what is numbered.
+    async fn number_events(&mut self, limit: i64) -> StoreResult<i64>;
+    /// Numbered events matching `filter`, by seq.
+    async fn list_events(
+        &mut self,
+        filter: &crate::domain::event::EventFilter,
+    ) -> StoreResult<Vec<crate::domain::event::Event>>;
+
+    /// Up to `limit` live lots expiring in (from, until] whose `points.expiring` reminder is
+    /// not in the outbox yet, soonest first.
+    async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>>;
+    /// Up to `limit` active coupons whose validity ends in (from, until] and whose
+    /// `coupon.expiring` is not in the outbox yet, soonest first.
+    async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringCoupon>>;
+    /// The feed as `omo verify` checks it (see [`crate::domain::event::EventAudit`]).
+    async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit>;
+
+    // Webhooks (`domain::webhook`, `engine::webhooks`).
+    /// Stores a new webhook; false when its webhook_id is taken (nothing written).
+    async fn insert_webhook(&mut self, record: &WebhookRecord) -> StoreResult<bool>;
+    /// A webhook, its row locked until the unit of work ends with `lock`.
+    async fn get_webhook(
+        &mut self,
+        webhook_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<WebhookRecord>>;
+    /// Every webhook, by webhook_id.
+    async fn list_webhooks(&mut self) -> StoreResult<Vec<WebhookRecord>>;
+    /// Saves url, types, enabled, cursor_seq and updated_at.
+    async fn update_webhook(&mut self, record: &WebhookRecord) -> StoreResult<()>;
+    /// New deliveries; one already planned (same webhook and seq) is left as it is.
+    async fn insert_deliveries(&mut self, deliveries: &[Delivery]) -> StoreResult<()>;
+    /// Up to `limit` PENDING deliveries due at `now`, claimed: their next attempt moved to
+    /// `lease_until`, rows another worker holds skipped.
+    async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
+    /// When the oldest PENDING delivery was planned (None: none pending).
+    async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>>;
+    /// Saves a delivery's state, attempts, last status and next attempt.
+    async fn save_delivery(&mut self, delivery: &Delivery) -> StoreResult<()>;
+    /// A webhook's deliveries after seq `after_seq`, by seq, optionally of one state.
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        state: Option<DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
     /// Stores `program` only if no settings are stored yet, at once rather than at the flush:
     /// it gives concurrent first updates a row to lock, so that they compose.
     async fn ensure_program(&mut self, program: &Program) -> StoreResult<()>;

@@ -22,6 +22,7 @@ use crate::domain::{
     Account,
     command::{Command, MemberCommand},
     coupon::{Campaign, Coupon, CouponState},
+    event::{self, BatchWrites, NewEvent},
     location::{GeoRule, IssueFacts, VisitRule},
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
     ports::{
@@ -107,6 +108,7 @@ pub(super) fn keys_of<'j>(jobs: impl IntoIterator<Item = &'j Job>) -> Keys {
             Command::Coupons(command) => command.plan(&mut plan),
             Command::Engagement(command) => command.plan(&mut plan),
             Command::Receipts(command) => command.plan(&mut plan),
+            Command::Events(command) => command.plan(&mut plan),
             // A rule's lock and counters are read when the command runs.
             Command::Rules(_) => {}
         }
@@ -231,6 +233,7 @@ struct Marks {
     public_codes: usize,
     merges: usize,
     transactions: usize,
+    events: usize,
     engagement: EngagementMarks,
     rules: RuleMarks,
 }
@@ -280,6 +283,8 @@ struct Rows {
     /// are counted from `coupons`.
     stored_coupon_counts: HashMap<(String, Option<String>), i64>,
     transactions: Vec<(i64, NewTransaction)>,
+    /// Events commands pushed themselves (those no written row reports, `domain::event`).
+    events: Vec<NewEvent>,
     free_ids: HashMap<Sequence, VecDeque<i64>>,
     engagement: EngagementRows,
     rules: RuleRows,
@@ -386,6 +391,7 @@ impl Rows {
             public_codes: self.public_codes.mark(),
             merges: self.merges.len(),
             transactions: self.transactions.len(),
+            events: self.events.len(),
             engagement: self.engagement.marks(),
             rules: self.rules.marks(),
         }
@@ -408,6 +414,7 @@ impl Rows {
         self.public_codes.rollback(marks.public_codes);
         self.merges.truncate(marks.merges);
         self.transactions.truncate(marks.transactions);
+        self.events.truncate(marks.events);
         self.engagement.rollback(marks.engagement);
         self.rules.rollback(marks.rules);
     }
@@ -476,8 +483,23 @@ impl Rows {
             },
             rules: self.rules.changes(),
             report: self.report_changes(zone_of),
+            events: self.events_out(),
             shard: 0,
         }
+    }
+
+    /// The outbox rows of the batch: what its journal entries, coupons and receipts report,
+    /// and what its commands pushed (`domain::event::events_of`, the one place events are
+    /// made). A refused command's rows were rolled back, so it reports nothing.
+    fn events_out(&self) -> Vec<NewEvent> {
+        let coupons = self.coupons.changes();
+        let receipts = self.engagement.receipts.changes();
+        event::events_of(&BatchWrites {
+            transactions: &self.transactions,
+            coupons: coupons.into_iter().map(|(_, b, n)| (b, n)).collect(),
+            receipts: receipts.into_iter().map(|(_, b, n)| (b, n)).collect(),
+            pushed: &self.events,
+        })
     }
 
     /// The register receipts the batch claimed: new claims, and scans' claims its sales took
@@ -1559,6 +1581,10 @@ impl LedgerRows for InMemory<'_> {
             .transactions
             .push((transaction_id, transaction.clone()));
         Ok(transaction_id)
+    }
+
+    fn push_event(&mut self, event: NewEvent) {
+        self.rows.events.push(event);
     }
 
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64> {

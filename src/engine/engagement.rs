@@ -132,6 +132,9 @@ pub(super) async fn report_location(
         .filter(|site| site.fence.contains(report.position))
         .collect();
     result.inside_store_ids = inside.iter().map(|s| s.store.store_id.clone()).collect();
+    // issue #22: `offer.nearby` events (engine::events owns them).
+    let near = (member_id.as_str(), report.position);
+    super::events::offer_nearby(uow, reference, (&sites, &geo), near, now).await?;
     let before = presence.map(|presence| presence.runs).unwrap_or_default();
     let moved = Moved {
         member_id: &member_id,
@@ -588,7 +591,7 @@ impl Engine {
 }
 
 /// Whether a geo rule of `site` runs now (dates, local hours and days).
-fn rule_open(rule: &GeoRule, site: &Site, now: DateTime<Utc>) -> bool {
+pub(super) fn rule_open(rule: &GeoRule, site: &Site, now: DateTime<Utc>) -> bool {
     rule.applies_to_store(&site.store.store_id)
         && rule.starts_at.is_none_or(|starts_at| now >= starts_at)
         && rule.ends_at.is_none_or(|ends_at| now < ends_at)

@@ -188,6 +188,9 @@ pub(super) async fn merge(
     uow.move_identifiers(&source.member_id, &target.member_id)
         .await?;
     super::rules::move_counters(uow, &source.member_id, &target.member_id).await?;
+    // A merge reports itself whether or not points moved (no journal entry says it otherwise).
+    let merged = crate::domain::event::member_merged(&target.member_id, &source.member_id, now);
+    uow.push_event(merged);
     if !postings.is_empty() {
         uow.append_transaction(&NewTransaction {
             kind: "merge",

@@ -22,6 +22,7 @@ mod batch;
 mod checkout;
 mod coupons;
 mod engagement;
+mod events;
 mod keys;
 mod members;
 mod points;
@@ -37,6 +38,7 @@ mod settings;
 pub mod spatial;
 mod sweeper;
 mod verify;
+mod webhooks;
 mod writer;
 
 pub use keys::KeyInfo;
@@ -46,6 +48,7 @@ pub use sealer::{ChainCheck, SealReport};
 pub use sessions::LiveSession;
 pub use sweeper::SweepReport;
 pub use verify::{Check, VerifyReport};
+pub use webhooks::{NewWebhook, WebhookPatch};
 pub use writer::BatchItem;
 
 use writer::{Core, Job, Writer};
@@ -105,6 +108,10 @@ pub struct Engine {
     retention: std::sync::OnceLock<Option<chrono::Duration>>,
     /// The key of the journal's seals (`--seal-key-file`); unset: plain seals.
     seal_key: std::sync::OnceLock<crate::domain::seal::SealKey>,
+    /// The highest event seq numbered, as the relay last saw it (see `events.rs`).
+    events_seq: tokio::sync::watch::Sender<i64>,
+    /// The webhook worker's HTTP client (see `webhooks.rs`).
+    webhook_sender: webhooks::Sender,
 }
 
 impl Engine {
@@ -115,6 +122,7 @@ impl Engine {
             store,
             clock,
             reference: Arc::default(),
+            events_written: tokio::sync::Notify::new(),
         });
         Self {
             writer: Writer::spawn(core.clone(), writers.max(1)),
@@ -125,6 +133,8 @@ impl Engine {
             idempotency_retention: std::sync::OnceLock::new(),
             retention: std::sync::OnceLock::new(),
             seal_key: std::sync::OnceLock::new(),
+            events_seq: tokio::sync::watch::Sender::new(0),
+            webhook_sender: webhooks::Sender::default(),
         }
     }
 
@@ -279,5 +289,6 @@ async fn run(
         Command::Engagement(command) => command.run(uow, reference, caller, now).await,
         Command::Receipts(command) => command.run(uow, reference, caller, now).await,
         Command::Rules(command) => command.run(uow, reference, caller, now).await,
+        Command::Events(command) => command.run(uow, reference, caller, now).await,
     }
 }

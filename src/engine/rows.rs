@@ -55,6 +55,10 @@ pub(crate) trait LedgerRows: LedgerReads {
     // guarded accounts; a balance that would go below zero fails it.
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64>;
 
+    /// An event no written row reports (`domain::event`: tier changes, nearby offers, expiry
+    /// reminders), into the batch's outbox; undone with the command like any write.
+    fn push_event(&mut self, event: crate::domain::event::NewEvent);
+
     // Point lots.
     async fn insert_lot(&mut self, lot: &Lot) -> StoreResult<i64>;
     /// `member_lots` and the stored balance of the member's account in points, read together.

@@ -217,12 +217,8 @@ pub(super) async fn decide_purchase(
             tz,
         });
     }
-    let mut rules: Vec<Rule> = if lock {
-        uow.list_rules()
-            .await?
-            .into_iter()
-            .filter(is_purchase)
-            .collect()
+    let rules = if lock {
+        locked_rules(uow, Trigger::Purchase).await?
     } else {
         cached
             .iter()
@@ -230,18 +226,6 @@ pub(super) async fn decide_purchase(
             .cloned()
             .collect()
     };
-    if lock {
-        let shared: Vec<String> = rules
-            .iter()
-            .filter(|rule| rule.enabled && rule.has_shared_limit())
-            .map(|rule| rule.rule_id.clone())
-            .collect();
-        for locked in uow.lock_rules(&shared).await? {
-            if let Some(rule) = rules.iter_mut().find(|r| r.rule_id == locked.rule_id) {
-                *rule = locked;
-            }
-        }
-    }
     let rules: Vec<&Rule> = rules.iter().filter(|rule| rule.enabled).collect();
     let tz = zone(uow, reference, program, purchase.store_id).await?;
     let first_purchase = if rules.iter().any(|rule| rule.conditions.first_purchase) {
@@ -262,6 +246,77 @@ pub(super) async fn decide_purchase(
         event_type: "",
         attributes: &attributes,
         first_purchase,
+        tier_id: None,
+        signal: Signal::None,
+    };
+    let verdicts = decide_all(uow, &rules, &facts, purchase.member_id).await?;
+    Ok(Decided { verdicts, tz })
+}
+
+/// The rules of `trigger` as committed, those with a shared limit locked (all at once, in
+/// rule_id order) and as they stand under the lock: what a command that books decides on.
+async fn locked_rules(
+    uow: &mut dyn LedgerReads,
+    trigger: Trigger,
+) -> Result<Vec<Rule>, StoreError> {
+    let mut rules: Vec<Rule> = uow
+        .list_rules()
+        .await?
+        .into_iter()
+        .filter(|rule| rule.trigger == trigger)
+        .collect();
+    let shared: Vec<String> = rules
+        .iter()
+        .filter(|rule| rule.enabled && rule.has_shared_limit())
+        .map(|rule| rule.rule_id.clone())
+        .collect();
+    for locked in uow.lock_rules(&shared).await? {
+        if let Some(rule) = rules.iter_mut().find(|r| r.rule_id == locked.rule_id) {
+            *rule = locked;
+        }
+    }
+    Ok(rules)
+}
+
+/// A tracked behaviour event (TrackEvent), for its EVENT rules.
+pub(super) struct TrackedFacts<'a> {
+    pub event_type: &'a str,
+    pub attributes: &'a BTreeMap<String, String>,
+    pub channel: Option<Channel>,
+}
+
+/// Decides every EVENT rule for a tracked event, as a capture decides its PURCHASE rules:
+/// read as committed, shared limits under their rows' locks (`locked_rules`), then booked
+/// with [`book`] (the purchase names the member, store and instant; it has no basket).
+pub(super) async fn decide_event(
+    uow: &mut dyn LedgerReads,
+    reference: &Reference,
+    program: &Program,
+    purchase: &Purchase<'_>,
+    tracked: &TrackedFacts<'_>,
+) -> Result<Decided, StoreError> {
+    let cached = reference.rules(uow).await?;
+    let tz = zone(uow, reference, program, purchase.store_id).await?;
+    if !cached.iter().any(|rule| rule.trigger == Trigger::Event) {
+        return Ok(Decided {
+            verdicts: Vec::new(),
+            tz,
+        });
+    }
+    let rules = locked_rules(uow, Trigger::Event).await?;
+    let rules: Vec<&Rule> = rules.iter().filter(|rule| rule.enabled).collect();
+    let facts = Facts {
+        at: purchase.at,
+        tz,
+        channel: tracked.channel,
+        store_id: purchase.store_id,
+        lines: purchase.lines,
+        total: purchase.total,
+        paid: purchase.paid,
+        base_rate: program.earn_rate,
+        event_type: tracked.event_type,
+        attributes: tracked.attributes,
+        first_purchase: false,
         tier_id: None,
         signal: Signal::None,
     };
@@ -518,6 +573,8 @@ pub(super) struct Booked {
     pub earnings: Vec<Earning>,
     pub breakdown: Vec<EarnPart>,
     pub coupon_postings: Vec<Posting>,
+    /// The rules that fired, with the points and coupon codes each gave.
+    pub fired: Vec<(String, i64, Vec<String>)>,
 }
 
 /// Books the verdicts of a capture: counters and store days as they now stand, each rule's
@@ -536,19 +593,22 @@ pub(super) async fn book(
         expire_days: 0,
     }];
     let mut coupon_postings = Vec::new();
+    let mut fired = Vec::new();
     for verdict in verdicts {
         let Ok(award) = &verdict.outcome else {
             continue;
         };
         let rule = &verdict.rule;
         let mut coupons_issued = 0;
+        let mut codes = Vec::new();
         if let Some(campaign_id) = &award.campaign_id {
             let source = format!("rule:{}", rule.rule_id);
-            if let Some((_, posting)) =
+            if let Some((coupon, posting)) =
                 coupons::issue_in_entry(uow, now, campaign_id, purchase.member_id, source).await?
             {
                 coupon_postings.push(posting);
                 coupons_issued = 1;
+                codes.push(coupon.code);
             }
         }
         if award.points == 0 && coupons_issued == 0 {
@@ -564,6 +624,7 @@ pub(super) async fn book(
             coupons: coupons_issued,
         };
         count(uow, rule, &firing).await?;
+        fired.push((rule.rule_id.clone(), award.points, codes));
         earnings.push(Earning {
             from: points_account(rule),
             points: award.points,
@@ -574,6 +635,7 @@ pub(super) async fn book(
         breakdown: decided.breakdown(base_points),
         earnings,
         coupon_postings,
+        fired,
     })
 }
 

@@ -52,6 +52,9 @@ pub struct SweepReport {
     pub receipt_texts_cleared: u64,
     /// Report summary rows the hourly compaction wrote (folded from its window's rows).
     pub summary_rows_folded: u64,
+    /// `points.expiring` (one per lot, `Program.expiry_reminder_days` ahead) and
+    /// `coupon.expiring` (one per coupon, a day ahead) reminders written.
+    pub expiry_reminders: usize,
 }
 
 /// The clock hour a once-an-hour part of the sweep (the LAPSED check, the compaction) last
@@ -124,6 +127,7 @@ impl Engine {
             // Ends the claim: other sweepers may take these rows now (they are done).
             drop(claim);
         }
+        self.remind_expiring(&mut report).await;
         self.purge_idempotency(&mut report).await;
         self.purge_personal_data(&mut report).await;
         self.compact_summaries(&mut report).await;
@@ -296,6 +300,56 @@ impl Engine {
                     tracing::warn!(%error, %member_id, "sweep: cannot settle this member's lots; skipped");
                     report.failed += 1;
                 }
+            }
+        }
+    }
+
+    /// `points.expiring` (each live lot expiring within the program's reminder days) and
+    /// `coupon.expiring` (each active coupon ending within a day), written into the outbox by
+    /// a unit of work of their own. The outbox keeps one per lot and coupon (their dedupe
+    /// keys), so sweepers of several replicas, or a sweep that runs again after a broken
+    /// commit, never announce one twice.
+    async fn remind_expiring(&self, report: &mut SweepReport) {
+        use crate::domain::event::{COUPON_REMINDER_HOURS, coupon_expiring, points_expiring};
+        let result = async {
+            let mut read = self.store().begin_read().await?;
+            let program = self.core.reference.program(read.as_mut()).await?;
+            let now = self.now();
+            let lots = if program.expiry_reminder_days > 0 {
+                let until = now + Duration::days(program.expiry_reminder_days.into());
+                read.expiring_lots(now, until, BATCH).await?
+            } else {
+                Vec::new()
+            };
+            let until = now + Duration::hours(COUPON_REMINDER_HOURS);
+            let coupons = read.expiring_coupons(now, until, BATCH).await?;
+            drop(read);
+            let count = lots.len() + coupons.len();
+            if count == 0 {
+                return Ok::<usize, EngineError>(0);
+            }
+            self.core
+                .write(move |uow, now| {
+                    for lot in &lots {
+                        let (member_id, points) = (&lot.member_id, lot.points);
+                        let event =
+                            points_expiring(member_id, lot.lot_id, points, lot.expires_at, now);
+                        uow.push_event(event);
+                    }
+                    for coupon in &coupons {
+                        uow.push_event(coupon_expiring(coupon, now));
+                    }
+                    Box::pin(async { Ok(()) })
+                })
+                .await?;
+            Ok(count)
+        }
+        .await;
+        match result {
+            Ok(count) => report.expiry_reminders += count,
+            Err(error) => {
+                tracing::warn!(%error, "sweep: expiry reminders failed; tried again next sweep");
+                report.failed += 1;
             }
         }
     }

@@ -139,6 +139,10 @@ impl Engine {
             name: "8. each rule's points equal its postings and stay within its budget",
             violations: rule_points(&rules, &totals, &positions(&snapshot.posting_sums)),
         });
+        checks.push(Check {
+            name: "9. the event feed's seqs are dense, and each capture has its event",
+            violations: uow.event_audit().await?.violations(),
+        });
         Ok(VerifyReport {
             backend: self.backend_name(),
             postings_checked: snapshot.posting_sums.len(),

@@ -123,6 +123,8 @@ pub(super) struct Core {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub reference: Arc<Reference>,
+    /// Wakes the event relay after a commit that wrote events (`events.rs`).
+    pub events_written: tokio::sync::Notify,
 }
 
 /// One command on its way to a writer.
@@ -385,7 +387,7 @@ impl Core {
             results.push((!transient).then_some(result));
         }
         let changes = self.changes_of(&mut rows, shard).await?;
-        flush_and_commit(uow, &changes).await?;
+        flush_and_commit(uow, &changes, &self.events_written).await?;
         Ok(results)
     }
 
@@ -481,19 +483,26 @@ impl Core {
         let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
         let value = work(&mut rows, self.clock.now()).await?;
         let changes = self.changes_of(&mut rows, shard).await?;
-        flush_and_commit(uow, &changes).await?;
+        flush_and_commit(uow, &changes, &self.events_written).await?;
         Ok(value)
     }
 }
 
 /// Writes a batch's changes and commits them; counts them once committed.
-async fn flush_and_commit(mut uow: Box<dyn UnitOfWork>, changes: &ChangeSet) -> Result<(), Failed> {
+async fn flush_and_commit(
+    mut uow: Box<dyn UnitOfWork>,
+    changes: &ChangeSet,
+    events_written: &tokio::sync::Notify,
+) -> Result<(), Failed> {
     uow.flush(changes).await?;
     uow.commit().await.map_err(|error| Failed {
         error: error.into(),
         at_commit: true,
     })?;
     metrics::committed(changes);
+    if !changes.events.is_empty() {
+        events_written.notify_one();
+    }
     Ok(())
 }
 

@@ -380,6 +380,8 @@ prop_compose! {
                 max_offline_age_days: days.1,
                 time_zone: String::new(),
                 max_points_per_receipt: days.2.into(),
+                expiry_reminder_days: days.3,
+                nearby_offer_radius_m: days.0,
             }),
             update_mask: mask.map(|paths| prost_types::FieldMask { paths }),
             request_id: String::new(),

@@ -18,9 +18,10 @@ use crate::{
         self, checkout_service_server::CheckoutServiceServer,
         coupon_service_server::CouponServiceServer,
         engagement_service_server::EngagementServiceServer,
-        ledger_service_server::LedgerServiceServer, member_service_server::MemberServiceServer,
-        program_service_server::ProgramServiceServer, report_service_server::ReportServiceServer,
-        rule_service_server::RuleServiceServer, store_service_server::StoreServiceServer,
+        event_service_server::EventServiceServer, ledger_service_server::LedgerServiceServer,
+        member_service_server::MemberServiceServer, program_service_server::ProgramServiceServer,
+        report_service_server::ReportServiceServer, rule_service_server::RuleServiceServer,
+        store_service_server::StoreServiceServer,
     },
 };
 
@@ -29,6 +30,7 @@ pub mod checkout;
 pub mod convert;
 pub mod coupon;
 pub mod engagement;
+pub mod event;
 pub mod ledger;
 pub mod member;
 pub mod observe;
@@ -48,6 +50,7 @@ mod hostile;
 pub use checkout::CheckoutApi;
 pub use coupon::CouponApi;
 pub use engagement::EngagementApi;
+pub use event::EventApi;
 pub use ledger::LedgerApi;
 pub use member::MemberApi;
 pub use program::ProgramApi;
@@ -56,7 +59,7 @@ pub use rule::RuleApi;
 pub use store::StoreApi;
 
 /// The names of the omo services, as health checks and reflection know them.
-pub const SERVICE_NAMES: [&str; 9] = [
+pub const SERVICE_NAMES: [&str; 10] = [
     <MemberServiceServer<MemberApi> as NamedService>::NAME,
     <StoreServiceServer<StoreApi> as NamedService>::NAME,
     <ProgramServiceServer<ProgramApi> as NamedService>::NAME,
@@ -66,6 +69,7 @@ pub const SERVICE_NAMES: [&str; 9] = [
     <EngagementServiceServer<EngagementApi> as NamedService>::NAME,
     <ReportServiceServer<ReportApi> as NamedService>::NAME,
     <RuleServiceServer<RuleApi> as NamedService>::NAME,
+    <EventServiceServer<EventApi> as NamedService>::NAME,
 ];
 
 /// Every service omo serves: the eight omo.v1 services, `grpc.health.v1.Health` (overall and per
@@ -113,7 +117,8 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> (Routes, H
             ReportServiceServer,
             ReportApi::new(engine.clone())
         ))
-        .add_service(limited!(RuleServiceServer, RuleApi::new(engine)))
+        .add_service(limited!(RuleServiceServer, RuleApi::new(engine.clone())))
+        .add_service(limited!(EventServiceServer, EventApi::new(engine)))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);

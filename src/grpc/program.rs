@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The fields of `Program`, as `update_mask` paths.
-const FIELDS: [&str; 13] = [
+const FIELDS: [&str; 15] = [
     "currency_code",
     "point_value",
     "earn_rate",
@@ -38,6 +38,8 @@ const FIELDS: [&str; 13] = [
     "time_zone",
     "max_points_per_receipt",
     "receipt_review_threshold",
+    "expiry_reminder_days",
+    "nearby_offer_radius_m",
 ];
 /// Largest per-order earn cap accepted (the most points of one adjustment).
 const MAX_EARN_CAP: i64 = 1_000_000_000_000;
@@ -163,6 +165,18 @@ pub(super) fn patch_in(
             1000,
         );
     }
+    if selected("expiry_reminder_days") {
+        patch.expiry_reminder_days =
+            days("expiry_reminder_days", program.expiry_reminder_days, 0, 365);
+    }
+    if selected("nearby_offer_radius_m") {
+        patch.nearby_offer_radius_m = days(
+            "nearby_offer_radius_m",
+            program.nearby_offer_radius_m,
+            0,
+            10_000,
+        );
+    }
     if selected("max_offline_age_days") {
         patch.max_offline_age_days = days(
             "max_offline_age_days",
@@ -259,6 +273,8 @@ pub fn program_out(program: Program) -> proto::Program {
         max_offline_age_days: program.max_offline_age_days,
         time_zone: program.time_zone,
         max_points_per_receipt: program.max_points_per_receipt,
+        expiry_reminder_days: program.expiry_reminder_days,
+        nearby_offer_radius_m: program.nearby_offer_radius_m,
         receipt_review_threshold: program
             .receipt_review_threshold
             .map(|threshold| threshold.to_string())

@@ -9,6 +9,7 @@ use crate::{
         auth::Caller,
         command::{Command, LocationResult, ReceiptResult, Reply},
         coupon::{Campaign, Coupon},
+        event::TrackResult,
         location::{GeoRule, VisitRule},
         model::{Member, Order, Program, RefundResult, Store, Transaction},
         receipt::ReceiptRule,
@@ -52,6 +53,7 @@ from_reply! {
     ReceiptRule(ReceiptRule) => "receipt rule",
     Receipt(ReceiptResult) => "receipt result",
     Rule(Rule) => "rule",
+    Tracked(TrackResult) => "track result",
 }
 
 /// Runs `command` (idempotent under `request_id` when given, which the request span records)

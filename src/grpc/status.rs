@@ -140,6 +140,7 @@ pub fn unexpected_reply(expected: &str, reply: &Reply) -> Status {
         Reply::Location(_) => "location result",
         Reply::ReceiptRule(_) => "receipt rule",
         Reply::Receipt(_) => "receipt result",
+        Reply::Tracked(_) => "track result",
     };
     tracing::error!(expected, got, "engine returned an unexpected reply");
     internal()

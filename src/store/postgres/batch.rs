@@ -33,8 +33,8 @@ use super::orders::{
     INSERT_ORDER_LOTS, INSERT_ORDERS, UPDATE_ORDER_LOTS, UPDATE_ORDERS, bind_order_lots,
     bind_orders, order_from_row, order_lot_from_row,
 };
-use super::rules;
 use super::{Cols, PgQuery, PgUnitOfWork, column, map_err, reports};
+use super::{events, rules};
 use crate::{
     domain::{
         Account,
@@ -601,6 +601,13 @@ fn flush_parts<'q, 'c: 'q>(
     table_parts(changes, &mut parts);
     rule_parts(changes, &mut parts);
     report_parts(changes, &mut parts);
+    let events = &changes.events;
+    if !events.is_empty() {
+        // The outbox: its rows commit with the ledger change they report, or not at all.
+        parts.push(Part::new("new_events", events::INSERT_EVENTS, move |q| {
+            Ok(events::bind_events(q, events))
+        }));
+    }
     parts
 }
 

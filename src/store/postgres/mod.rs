@@ -388,6 +388,7 @@ from coupons"#
 mod batch;
 mod coupons;
 mod engagement;
+mod events;
 mod journal;
 mod keys;
 mod lots;
@@ -400,6 +401,7 @@ mod rules;
 mod seals;
 mod sessions;
 mod verify;
+mod webhooks;
 
 // ---------------------------------------------------------------------------------------------
 // Binding a batch's rows.
@@ -913,6 +915,102 @@ impl UnitOfWork for PgUnitOfWork {
 
         lap.engagement_done(changes);
         Ok(())
+    }
+
+    async fn insert_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<bool> {
+        PgUnitOfWork::insert_webhook(self, record).await
+    }
+
+    async fn get_webhook(
+        &mut self,
+        webhook_id: &str,
+        lock: bool,
+    ) -> StoreResult<Option<crate::domain::webhook::WebhookRecord>> {
+        PgUnitOfWork::get_webhook(self, webhook_id, lock).await
+    }
+
+    async fn list_webhooks(&mut self) -> StoreResult<Vec<crate::domain::webhook::WebhookRecord>> {
+        PgUnitOfWork::list_webhooks(self).await
+    }
+
+    async fn update_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<()> {
+        PgUnitOfWork::update_webhook(self, record).await
+    }
+
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[crate::domain::webhook::Delivery],
+    ) -> StoreResult<()> {
+        PgUnitOfWork::insert_deliveries(self, deliveries).await
+    }
+
+    async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        PgUnitOfWork::claim_deliveries(self, now, lease_until, limit).await
+    }
+
+    async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>> {
+        PgUnitOfWork::oldest_pending_delivery(self).await
+    }
+
+    async fn save_delivery(
+        &mut self,
+        delivery: &crate::domain::webhook::Delivery,
+    ) -> StoreResult<()> {
+        PgUnitOfWork::save_delivery(self, delivery).await
+    }
+
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        state: Option<crate::domain::webhook::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        PgUnitOfWork::list_deliveries(self, webhook_id, state, after_seq, limit).await
+    }
+
+    async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit> {
+        PgUnitOfWork::event_audit(self).await
+    }
+
+    async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>> {
+        PgUnitOfWork::expiring_lots(self, from, until, limit).await
+    }
+
+    async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringCoupon>> {
+        PgUnitOfWork::expiring_coupons(self, from, until, limit).await
+    }
+
+    async fn number_events(&mut self, limit: i64) -> StoreResult<i64> {
+        PgUnitOfWork::number_events(self, limit).await
+    }
+
+    async fn list_events(
+        &mut self,
+        filter: &crate::domain::event::EventFilter,
+    ) -> StoreResult<Vec<crate::domain::event::Event>> {
+        PgUnitOfWork::list_events(self, filter).await
     }
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {

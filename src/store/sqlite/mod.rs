@@ -67,6 +67,7 @@ use crate::metrics::FlushLap;
 mod batch;
 mod coupons;
 mod engagement;
+mod events;
 mod journal;
 mod keys;
 mod lots;
@@ -79,6 +80,7 @@ mod rules;
 mod seals;
 mod sessions;
 mod verify;
+mod webhooks;
 
 /// The schema, the single source for both the file and the in-memory database.
 static MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -338,6 +340,11 @@ impl Store for SqliteStore {
 
     fn parallel_writers(&self) -> usize {
         1
+    }
+
+    /// One writer at a time: see `events.rs`.
+    fn numbers_events_at_insert(&self) -> bool {
+        true
     }
 
     fn runs_on_calling_thread(&self) -> bool {
@@ -906,7 +913,105 @@ impl UnitOfWork for SqliteUnitOfWork {
         lap.engagement_done(changes);
         self.add_report_sums(&changes.report, changes.shard)?;
         lap.table_done("report_summaries", changes);
+        self.insert_event_rows(&changes.events)?;
+        lap.table_done("events", changes);
         Ok(())
+    }
+
+    async fn insert_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<bool> {
+        SqliteUnitOfWork::insert_webhook(self, record)
+    }
+
+    async fn get_webhook(
+        &mut self,
+        webhook_id: &str,
+        _lock: bool,
+    ) -> StoreResult<Option<crate::domain::webhook::WebhookRecord>> {
+        SqliteUnitOfWork::get_webhook(self, webhook_id)
+    }
+
+    async fn list_webhooks(&mut self) -> StoreResult<Vec<crate::domain::webhook::WebhookRecord>> {
+        SqliteUnitOfWork::list_webhooks(self)
+    }
+
+    async fn update_webhook(
+        &mut self,
+        record: &crate::domain::webhook::WebhookRecord,
+    ) -> StoreResult<()> {
+        SqliteUnitOfWork::update_webhook(self, record)
+    }
+
+    async fn insert_deliveries(
+        &mut self,
+        deliveries: &[crate::domain::webhook::Delivery],
+    ) -> StoreResult<()> {
+        SqliteUnitOfWork::insert_deliveries(self, deliveries)
+    }
+
+    async fn claim_deliveries(
+        &mut self,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        SqliteUnitOfWork::claim_deliveries(self, now, lease_until, limit)
+    }
+
+    async fn oldest_pending_delivery(&mut self) -> StoreResult<Option<DateTime<Utc>>> {
+        SqliteUnitOfWork::oldest_pending_delivery(self)
+    }
+
+    async fn save_delivery(
+        &mut self,
+        delivery: &crate::domain::webhook::Delivery,
+    ) -> StoreResult<()> {
+        SqliteUnitOfWork::save_delivery(self, delivery)
+    }
+
+    async fn list_deliveries(
+        &mut self,
+        webhook_id: &str,
+        state: Option<crate::domain::webhook::DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::webhook::Delivery>> {
+        SqliteUnitOfWork::list_deliveries(self, webhook_id, state, after_seq, limit)
+    }
+
+    async fn event_audit(&mut self) -> StoreResult<crate::domain::event::EventAudit> {
+        SqliteUnitOfWork::event_audit(self)
+    }
+
+    async fn expiring_lots(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringLot>> {
+        SqliteUnitOfWork::expiring_lots(self, from, until, limit)
+    }
+
+    async fn expiring_coupons(
+        &mut self,
+        from: DateTime<Utc>,
+        until: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<Vec<crate::domain::event::ExpiringCoupon>> {
+        SqliteUnitOfWork::expiring_coupons(self, from, until, limit)
+    }
+
+    async fn number_events(&mut self, _limit: i64) -> StoreResult<i64> {
+        self.last_event_seq()
+    }
+
+    async fn list_events(
+        &mut self,
+        filter: &crate::domain::event::EventFilter,
+    ) -> StoreResult<Vec<crate::domain::event::Event>> {
+        SqliteUnitOfWork::list_events(self, filter)
     }
 
     #[tracing::instrument(level = "debug", skip_all)]

@@ -1,0 +1,314 @@
+//! Webhooks (issue #22): the admin's subscriptions, and the worker that delivers the event
+//! feed to them. Delivery reads the same numbered stream as WatchEvents, so a webhook gets
+//! every committed event of its types, at least once:
+//!
+//! 1. plan: under the webhook row's lock, a delivery row per matching event after the
+//!    webhook's cursor, and the cursor moved, in one transaction (replicas plan each once);
+//! 2. claim: due PENDING deliveries, their next attempt moved a lease ahead in the same
+//!    statement (PostgreSQL skips rows another replica holds), committed before sending;
+//! 3. send (10 s at most, a round's attempts at once), then record them in one transaction:
+//!    DELIVERED on a 2xx, else the next try after the backoff (`Delivery::attempted`). A crash between 2 and 3 leaves the delivery
+//!    due again when the lease ends: it is sent again (the receiver drops it by event_id).
+//!
+//! Times come from the injected clock (the tests move it through an outage's backoff).
+
+use std::time::Duration as StdDuration;
+
+use bytes::Bytes;
+use chrono::{DateTime, Duration, Utc};
+use http_body_util::Full;
+use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+
+use super::{Engine, EngineError};
+use crate::domain::{
+    DomainError,
+    event::{Event, EventFilter},
+    ids,
+    webhook::{self, Delivery, DeliveryState, Webhook, WebhookRecord},
+};
+
+/// How long one attempt may take before it counts as no answer.
+const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
+/// A claimed attempt's lease: longer than an attempt (10 s), so that only a dead worker's
+/// claim lapses; short, so that its delivery is tried again soon after.
+const LEASE_SECONDS: i64 = 15;
+/// Events planned per webhook, and attempts claimed, per round.
+const PLAN_PAGE: i64 = 500;
+const CLAIM_PAGE: i64 = 50;
+
+type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// The worker's HTTP client (connections kept for the next delivery).
+#[derive(Debug, Clone)]
+pub(super) struct Sender(Http);
+
+impl Default for Sender {
+    fn default() -> Self {
+        Sender(HttpClient::builder(TokioExecutor::new()).build_http())
+    }
+}
+
+/// A webhook to create (CreateWebhook), with the request that asks for it.
+#[derive(Debug, Clone)]
+pub struct NewWebhook {
+    pub webhook_id: String,
+    pub url: String,
+    pub types: Vec<String>,
+    pub enabled: bool,
+    /// The request's idempotency key and the hash of its body.
+    pub request_id: String,
+    pub request_hash: String,
+}
+
+/// UpdateWebhook: the fields of the mask, changed.
+#[derive(Debug, Clone, Default)]
+pub struct WebhookPatch {
+    pub webhook_id: String,
+    pub url: Option<String>,
+    pub types: Option<Vec<String>>,
+    pub enabled: Option<bool>,
+}
+
+impl Engine {
+    /// CreateWebhook: the webhook and its secret (shown only here). A retry of the same
+    /// request gets the same answer; another body under its request_id is
+    /// IDEMPOTENCY_KEY_REUSED, another request for its webhook_id WEBHOOK_EXISTS. It delivers
+    /// the events committed after it.
+    pub async fn create_webhook(&self, new: NewWebhook) -> Result<(Webhook, String), EngineError> {
+        let now = self.now();
+        let mut uow = self.store().begin().await?;
+        let cursor_seq = uow.number_events(0).await.unwrap_or(0);
+        let record = WebhookRecord {
+            webhook: Webhook {
+                webhook_id: new.webhook_id.clone(),
+                url: new.url,
+                types: new.types,
+                enabled: new.enabled,
+                created_at: now,
+                updated_at: now,
+            },
+            secret: ids::new_webhook_secret(),
+            request_id: new.request_id.clone(),
+            request_hash: new.request_hash.clone(),
+            cursor_seq,
+        };
+        if uow.insert_webhook(&record).await? {
+            uow.commit().await?;
+            return Ok((record.webhook, record.secret));
+        }
+        let stored = uow
+            .get_webhook(&new.webhook_id, false)
+            .await?
+            .ok_or(DomainError::WebhookNotFound)?;
+        match (
+            stored.request_id == new.request_id,
+            stored.request_hash == new.request_hash,
+        ) {
+            (true, true) => Ok((stored.webhook, stored.secret)),
+            (true, false) => Err(DomainError::IdempotencyKeyReused.into()),
+            (false, _) => Err(DomainError::WebhookExists(new.webhook_id).into()),
+        }
+    }
+
+    /// UpdateWebhook: url, types, enabled as the mask says.
+    pub async fn update_webhook(&self, patch: WebhookPatch) -> Result<Webhook, EngineError> {
+        let mut uow = self.store().begin().await?;
+        let mut record = uow
+            .get_webhook(&patch.webhook_id, true)
+            .await?
+            .ok_or(DomainError::WebhookNotFound)?;
+        let w = &mut record.webhook;
+        if let Some(url) = patch.url {
+            w.url = url;
+        }
+        if let Some(types) = patch.types {
+            w.types = types;
+        }
+        if let Some(enabled) = patch.enabled {
+            w.enabled = enabled;
+        }
+        w.updated_at = self.now();
+        uow.update_webhook(&record).await?;
+        uow.commit().await?;
+        Ok(record.webhook)
+    }
+
+    pub async fn list_webhooks(&self) -> Result<Vec<Webhook>, EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        let records = uow.list_webhooks().await?;
+        Ok(records.into_iter().map(|r| r.webhook).collect())
+    }
+
+    /// ListWebhookDeliveries: a webhook's deliveries by seq.
+    pub async fn list_deliveries(
+        &self,
+        webhook_id: &str,
+        state: Option<DeliveryState>,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<Delivery>, EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        if uow.get_webhook(webhook_id, false).await?.is_none() {
+            return Err(DomainError::WebhookNotFound.into());
+        }
+        Ok(uow
+            .list_deliveries(webhook_id, state, after_seq, limit)
+            .await?)
+    }
+
+    /// The worker, until the task is aborted: a round whenever the relay numbers events, and
+    /// every `interval` for retries that fall due.
+    pub async fn run_webhook_worker(&self, interval: StdDuration) {
+        let mut numbered = self.watch_event_seq();
+        loop {
+            if let Err(error) = self.deliver_webhooks().await {
+                tracing::error!(%error, "webhook delivery round failed");
+            }
+            let _ = tokio::time::timeout(interval, numbered.changed()).await;
+        }
+    }
+
+    /// One round: plan what is new for every enabled webhook, then make every due attempt.
+    /// Returns the attempts made.
+    pub async fn deliver_webhooks(&self) -> Result<usize, EngineError> {
+        let webhooks = {
+            let mut uow = self.store().begin_read_statement().await?;
+            uow.list_webhooks().await?
+        };
+        if webhooks.is_empty() {
+            // No write transaction at all (on SQLite it would queue behind the writers).
+            return Ok(0);
+        }
+        let mut secrets = std::collections::HashMap::new();
+        for record in webhooks {
+            if record.webhook.enabled {
+                self.plan_deliveries(&record.webhook.webhook_id).await?;
+            }
+            secrets.insert(record.webhook.webhook_id.clone(), record);
+        }
+        let mut attempts = 0;
+        loop {
+            let now = self.now();
+            let claimed = {
+                let mut uow = self.store().begin().await?;
+                let lease = now + Duration::seconds(LEASE_SECONDS);
+                let claimed = uow.claim_deliveries(now, lease, CLAIM_PAGE).await?;
+                uow.commit().await?;
+                claimed
+            };
+            if claimed.is_empty() {
+                self.measure_pending().await?;
+                return Ok(attempts);
+            }
+            let sends = claimed.into_iter().filter_map(|delivery| {
+                let record = secrets.get(&delivery.webhook_id)?.clone();
+                Some(self.attempt(record, delivery))
+            });
+            let outcomes: Vec<Delivery> = futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .collect::<Result<_, _>>()?;
+            // The round's attempts recorded in one transaction (one commit, not one each).
+            let mut uow = self.store().begin().await?;
+            for delivery in &outcomes {
+                uow.save_delivery(delivery).await?;
+            }
+            uow.commit().await?;
+            attempts += outcomes.len();
+        }
+    }
+
+    /// `omo_webhook_oldest_pending_seconds`: how long the oldest pending delivery has waited.
+    async fn measure_pending(&self) -> Result<(), EngineError> {
+        let mut uow = self.store().begin_read_statement().await?;
+        let oldest = uow.oldest_pending_delivery().await?;
+        let waited = oldest.map_or(0, |at| (self.now() - at).num_seconds().max(0));
+        crate::metrics::webhook_oldest_pending(waited);
+        Ok(())
+    }
+
+    /// Plans one webhook's deliveries of the events numbered since its cursor.
+    async fn plan_deliveries(&self, webhook_id: &str) -> Result<(), EngineError> {
+        let until_seq = *self.events_seq.borrow();
+        let mut uow = self.store().begin().await?;
+        let Some(mut record) = uow.get_webhook(webhook_id, true).await? else {
+            return Ok(());
+        };
+        if !record.webhook.enabled || record.cursor_seq >= until_seq {
+            return Ok(());
+        }
+        let filter = EventFilter {
+            after_seq: record.cursor_seq,
+            types: record.webhook.types.clone(),
+            member_id: String::new(),
+            limit: PLAN_PAGE,
+            until_seq,
+        };
+        let events = uow.list_events(&filter).await?;
+        let now = self.now();
+        let deliveries: Vec<Delivery> = events
+            .iter()
+            .map(|event| Delivery::new(webhook_id, event, now))
+            .collect();
+        uow.insert_deliveries(&deliveries).await?;
+        record.cursor_seq = if events.len() < PLAN_PAGE as usize {
+            until_seq
+        } else {
+            events.last().map_or(until_seq, |e| e.seq)
+        };
+        uow.update_webhook(&record).await?;
+        uow.commit().await?;
+        Ok(())
+    }
+
+    /// One attempt of one delivery: the delivery as it now stands, to record.
+    async fn attempt(
+        &self,
+        record: WebhookRecord,
+        delivery: Delivery,
+    ) -> Result<Delivery, EngineError> {
+        let event = self.event_at(delivery.seq).await?;
+        let status = match event {
+            Some(event) if record.webhook.enabled => self.post(&record, &event, self.now()).await,
+            // Disabled since it was claimed (or the event is gone): tried again later.
+            _ => 0,
+        };
+        let delivery = delivery.attempted(status, self.now());
+        if delivery.state == DeliveryState::Failed {
+            tracing::warn!(webhook_id = %delivery.webhook_id, seq = delivery.seq, "webhook delivery FAILED after 24 hours of retries");
+        }
+        Ok(delivery)
+    }
+
+    async fn event_at(&self, seq: i64) -> Result<Option<Event>, EngineError> {
+        let filter = EventFilter {
+            after_seq: seq - 1,
+            limit: 1,
+            until_seq: seq,
+            ..EventFilter::default()
+        };
+        Ok(self.list_events(&filter).await?.pop())
+    }
+
+    /// POSTs the event, signed; the HTTP status, or 0 for no answer within 10 s.
+    async fn post(&self, record: &WebhookRecord, event: &Event, at: DateTime<Utc>) -> i32 {
+        let body = webhook::event_json(event);
+        let signature = webhook::signature(&record.secret, at, &body);
+        let request = http::Request::post(&record.webhook.url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("omo-signature", signature)
+            .header("omo-event-id", &event.event_id)
+            .body(Full::new(Bytes::from(body)));
+        let Ok(request) = request else {
+            return 0;
+        };
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.webhook_sender.0.request(request)).await {
+            Ok(Ok(response)) => i32::from(response.status().as_u16()),
+            Ok(Err(error)) => {
+                tracing::debug!(%error, url = %record.webhook.url, "webhook attempt failed");
+                0
+            }
+            Err(_) => 0,
+        }
+    }
+}
