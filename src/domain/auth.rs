@@ -64,6 +64,17 @@ pub enum Operation {
     ReviewReceipts,
     /// ReportService: liability, campaign statistics, activity.
     ReadReports,
+    /// ListOrders: a member's order history (checkout, app, admin).
+    ListOrders,
+    /// UpdateMember: display name and attributes.
+    UpdateMember,
+    UnlinkIdentifier,
+    /// TransferPoints between two members (app, admin).
+    TransferPoints,
+    /// EraseMember (admin).
+    EraseMember,
+    /// RevokeCoupon (admin).
+    RevokeCoupon,
 }
 
 impl Caller {
@@ -79,6 +90,7 @@ impl Caller {
                     | GetBalance
                     | ListTransactions
                     | ReadCoupons
+                    | ListOrders
             ),
             // The app backend acts for any member (API.md: app signals).
             Role::App => matches!(
@@ -93,6 +105,10 @@ impl Caller {
                     | ListNearbyOffers
                     | SubmitReceipt
                     | ListMemberReceipts
+                    | ListOrders
+                    | UpdateMember
+                    | UnlinkIdentifier
+                    | TransferPoints
             ),
             Role::Register => matches!(operation, GetMember | GetBalance),
         };
@@ -165,5 +181,25 @@ mod tests {
         assert!(app.require_checkout(Channel::App, "").is_ok());
         assert!(app.require_checkout(Channel::Ec, "").is_err());
         assert!(app.require(Operation::MergeMembers).is_err());
+    }
+
+    #[test]
+    fn member_lifecycle_roles_follow_the_table() {
+        let app = caller(Role::App, None);
+        for operation in [
+            Operation::ListOrders,
+            Operation::UpdateMember,
+            Operation::UnlinkIdentifier,
+            Operation::TransferPoints,
+        ] {
+            assert!(app.require(operation).is_ok(), "{operation:?}");
+        }
+        assert!(app.require(Operation::EraseMember).is_err());
+        assert!(app.require(Operation::RevokeCoupon).is_err());
+        let checkout = caller(Role::Checkout, None);
+        assert!(checkout.require(Operation::ListOrders).is_ok());
+        assert!(checkout.require(Operation::TransferPoints).is_err());
+        let register = caller(Role::Register, Some("s1"));
+        assert!(register.require(Operation::ListOrders).is_err());
     }
 }

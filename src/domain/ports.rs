@@ -836,6 +836,14 @@ pub trait UnitOfWork: LedgerReads {
 
     /// One page of receipts (see [`ReceiptPageQuery`]).
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>>;
+    /// A member's orders newest first (created_at, order_id descending), those strictly
+    /// before `before` when given, at most `limit` (ListOrders).
+    async fn member_orders(
+        &mut self,
+        member_id: &str,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<Order>>;
 
     // The reports (ReportService) read the summaries the flush keeps (`domain::summary`),
     // shards summed.

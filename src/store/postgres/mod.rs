@@ -824,6 +824,15 @@ impl UnitOfWork for PgUnitOfWork {
         journal::member_transactions(self, member_id, before_transaction_id, limit).await
     }
 
+    async fn member_orders(
+        &mut self,
+        member_id: &str,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<Order>> {
+        orders::member_orders(self, member_id, before, limit).await
+    }
+
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>> {
         PgUnitOfWork::list_receipts(self, query).await
     }
