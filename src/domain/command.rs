@@ -64,6 +64,12 @@ pub enum PointsCommand {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<DateTime<Utc>>,
     },
+    /// Moves available points between two members, each lot keeping its expiry.
+    TransferPoints {
+        from_member: MemberRef,
+        to_member: MemberRef,
+        points: i64,
+    },
 }
 
 /// EC checkout and store registers (`engine::checkout`).
@@ -167,7 +173,10 @@ area_commands! {
         LinkIdentifier => "link_identifier",
         MergeMembers => "merge_members",
     }
-    Points(PointsCommand) { AdjustPoints => "adjust_points" }
+    Points(PointsCommand) {
+        AdjustPoints => "adjust_points",
+        TransferPoints => "transfer_points",
+    }
     Checkout(CheckoutCommand) {
         Authorize => "authorize",
         RecordSale => "record_sale",

@@ -540,6 +540,21 @@ fn adjust_points() {
 }
 
 #[test]
+fn transfer_points() {
+    let strategy = (text(), member_ref(), member_ref(), int64()).prop_map(
+        |(request_id, from_member, to_member, points)| proto::TransferPointsRequest {
+            request_id,
+            from_member,
+            to_member,
+            points,
+        },
+    );
+    hostile("TransferPoints", strategy, |request| {
+        accepted(ledger::transfer_command(&request))
+    });
+}
+
+#[test]
 fn record_sale() {
     hostile("RecordSale", orders(), |request| {
         let request_id = request.request_id.clone();

@@ -6,11 +6,14 @@ use omo::proto;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, assert_refused, basket, card_ref, ec_order, member_ref, store_sale, violated_fields,
+    TestApp, assert_refused, basket, card_ref, ec_order, member_ref, store_sale, successes,
+    violated_fields,
 };
 
 crate::both_backends! {
     list_orders_pages_newest_first_with_lines => list_orders_pages_newest_first_with_lines,
+    transfer_keeps_expiries_and_refuses_beyond_available => transfer_keeps_expiries_and_refuses_beyond_available,
+    opposite_transfers_race_without_a_negative_balance => opposite_transfers_race_without_a_negative_balance,
 }
 
 async fn list_orders_as(
@@ -100,4 +103,138 @@ async fn list_orders_pages_newest_first_with_lines(app: &TestApp) {
         .unwrap_err();
     assert_eq!(bad.code(), Code::InvalidArgument);
     assert_eq!(violated_fields(&bad), ["page_size", "page_token"]);
+}
+
+fn transfer_request(
+    request_id: &str,
+    from: proto::MemberRef,
+    to: proto::MemberRef,
+    points: i64,
+) -> proto::TransferPointsRequest {
+    proto::TransferPointsRequest {
+        request_id: request_id.into(),
+        from_member: Some(from),
+        to_member: Some(to),
+        points,
+    }
+}
+
+async fn transfer_as(
+    client: &omo::client::Client,
+    request: proto::TransferPointsRequest,
+) -> Result<proto::Transaction, tonic::Status> {
+    client
+        .ledger()
+        .transfer_points(request)
+        .await
+        .map(|r| r.into_inner().transaction.expect("transaction"))
+}
+
+async fn transfer_keeps_expiries_and_refuses_beyond_available(app: &TestApp) {
+    // Arrange: the giver has limited-time points expiring in 10 days (spent first) and
+    // program points expiring in a year (earned 3 days later).
+    let giver = app.create_member("giver-card").await;
+    let receiver = app.member_with_points("receiver-card", 5).await;
+    let soon = omo::domain::Clock::now(&app.clock) + Duration::days(10);
+    app.admin
+        .ledger()
+        .adjust_points(proto::AdjustPointsRequest {
+            request_id: "limited".into(),
+            member: Some(member_ref(&giver)),
+            points: 40,
+            reason: "campaign".into(),
+            expires_at: Some(omo::grpc::convert::timestamp(soon)),
+        })
+        .await
+        .expect("limited grant");
+    app.clock.advance(Duration::days(3));
+    app.adjust_points("grant", &giver, 100, "welcome")
+        .await
+        .expect("grant");
+    let giver_expiries = app.balance(&giver).await.expiring;
+
+    // Act: the app moves 60 points (all 40 limited ones, then 20 of the others) by card.
+    let request = transfer_request("t1", card_ref("giver-card"), member_ref(&receiver), 60);
+    let transaction = transfer_as(&app.app_client, request.clone())
+        .await
+        .expect("transfer");
+
+    // Assert: one transfer posting; the receiver's lots expire as the giver's did.
+    assert_eq!(transaction.kind, "transfer");
+    assert_eq!(transaction.postings.len(), 1);
+    assert_eq!(transaction.postings[0].amount, 60);
+    assert_eq!(app.available(&giver).await, 80);
+    let received = app.balance(&receiver).await;
+    assert_eq!(received.available_points, 65);
+    assert_eq!(received.limited_points, 40);
+    let expiries: Vec<(i64, Option<i64>)> = received
+        .expiring
+        .iter()
+        .map(|e| (e.points, e.expires_at.as_ref().map(|t| t.seconds)))
+        .collect();
+    let of_giver = |i: usize| giver_expiries[i].expires_at.as_ref().map(|t| t.seconds);
+    assert_eq!(expiries[0], (40, of_giver(0)));
+    assert!(expiries.contains(&(20, of_giver(1))), "{expiries:?}");
+    // The same request again answers the same transaction and moves nothing more.
+    let again = transfer_as(&app.app_client, request).await.expect("replay");
+    assert_eq!(again.transaction_id, transaction.transaction_id);
+    assert_eq!(app.available(&giver).await, 80);
+
+    // Refusals: more than available, the same member twice, a role without the right.
+    let too_much = transfer_as(
+        &app.app_client,
+        transfer_request("t2", member_ref(&giver), member_ref(&receiver), 81),
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&too_much, Code::FailedPrecondition, "INSUFFICIENT_POINTS");
+    let same = transfer_as(
+        &app.admin,
+        transfer_request("t3", card_ref("giver-card"), member_ref(&giver), 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(same.code(), Code::InvalidArgument);
+    assert_eq!(violated_fields(&same), ["to_member"]);
+    let bad = transfer_as(
+        &app.admin,
+        transfer_request("", member_ref(&giver), member_ref(&giver), 0),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["request_id", "to_member", "points"]);
+    let denied = transfer_as(
+        &app.checkout,
+        transfer_request("t4", member_ref(&giver), member_ref(&receiver), 1),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(app.available(&giver).await, 80);
+    app.verify_ok().await;
+}
+
+async fn opposite_transfers_race_without_a_negative_balance(app: &TestApp) {
+    // Arrange
+    let a = app.member_with_points("race-a", 50).await;
+    let b = app.member_with_points("race-b", 50).await;
+
+    // Act: 40 transfers of 10 points race, half each way (more than either side has).
+    let mut tasks = Vec::new();
+    for i in 0..40 {
+        let client = app.app_client.clone();
+        let (from, to) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
+        let request = transfer_request(&format!("race-{i}"), member_ref(from), member_ref(to), 10);
+        tasks.push(tokio::spawn(
+            async move { transfer_as(&client, request).await },
+        ));
+    }
+    let moved = successes(tasks, Code::FailedPrecondition, "INSUFFICIENT_POINTS").await;
+
+    // Assert: points are neither made nor lost, nobody is below zero, the ledger verifies.
+    assert!(moved > 0);
+    let (left_a, left_b) = (app.available(&a).await, app.available(&b).await);
+    assert_eq!(left_a + left_b, 100);
+    assert!(left_a >= 0 && left_b >= 0);
+    app.verify_ok().await;
 }
