@@ -89,6 +89,9 @@ pub fn plan_spend(lots: &[Lot], points: i64, now: DateTime<Utc>) -> Option<Vec<(
     (left == 0).then_some(plan)
 }
 
+/// (lot_id, points taken) in spend order, as `plan_spend` gives it.
+pub type SpendPlan = Vec<(i64, i64)>;
+
 /// What a transfer of `points` gives the receiver: the sender's lots that pay for it
 /// (`plan_spend`: soonest expiry first) as the receiver's new lots, one per (expiry, limited),
 /// so that transferred points expire when they would have and limited-time points stay
@@ -97,7 +100,7 @@ pub fn plan_transfer(
     lots: &[Lot],
     points: i64,
     now: DateTime<Utc>,
-) -> Option<(Vec<(i64, i64)>, Vec<TransferredLot>)> {
+) -> Option<(SpendPlan, Vec<TransferredLot>)> {
     let plan = plan_spend(lots, points, now)?;
     let mut received: Vec<TransferredLot> = Vec::new();
     for (lot_id, take) in &plan {
