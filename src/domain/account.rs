@@ -55,6 +55,8 @@ pub enum Account {
     Campaign(String),
     CampaignRedeemed(String),
     CampaignExpired(String),
+    /// Coupons an admin revoked (RevokeCoupon): one unit per revoked coupon.
+    CampaignRevoked(String),
     /// Where an unbudgeted rule's points come from (a system account, like `program:issued`).
     Rule(String),
     /// A budgeted rule's points: funded with the budget when the rule is made, guarded like
@@ -108,6 +110,7 @@ impl Account {
             ["campaign", id] => Account::Campaign(id.to_string()),
             ["campaign", id, "redeemed"] => Account::CampaignRedeemed(id.to_string()),
             ["campaign", id, "expired"] => Account::CampaignExpired(id.to_string()),
+            ["campaign", id, "revoked"] => Account::CampaignRevoked(id.to_string()),
             ["rule", id] => Account::Rule(id.to_string()),
             ["rule", id, "budget"] => Account::RuleBudget(id.to_string()),
             _ => return None,
@@ -136,6 +139,7 @@ impl fmt::Display for Account {
             Account::Campaign(id) => write!(f, "campaign:{id}"),
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),
+            Account::CampaignRevoked(id) => write!(f, "campaign:{id}:revoked"),
             Account::Rule(id) => write!(f, "rule:{id}"),
             Account::RuleBudget(id) => write!(f, "rule:{id}:budget"),
         }
@@ -157,6 +161,7 @@ mod tests {
             Account::redeemed(Channel::Store, "shibuya"),
             Account::Campaign("c1".into()),
             Account::CampaignRedeemed("c1".into()),
+            Account::CampaignRevoked("c1".into()),
             Account::Rule("r1".into()),
             Account::RuleBudget("r1".into()),
         ];

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    coupon::{Campaign, Coupon},
+    coupon::{Campaign, CampaignPatch, Coupon},
     location::{GeoRule, LocationReport, LocationVerdict, VisitRule},
     model::{
         Channel, Identifier, LineItem, Member, MemberRef, Order, Program, ProgramPatch,
@@ -110,6 +110,12 @@ pub enum CouponCommand {
         campaign_id: String,
         member: MemberRef,
     },
+    /// An admin takes back an active coupon (normalised code).
+    RevokeCoupon {
+        code: String,
+        reason: String,
+    },
+    UpdateCampaign(CampaignPatch),
 }
 
 /// Geofences and visits (`engine::engagement`).
@@ -191,6 +197,8 @@ area_commands! {
     Coupons(CouponCommand) {
         CreateCampaign => "create_campaign",
         IssueCoupon => "issue_coupon",
+        RevokeCoupon => "revoke_coupon",
+        UpdateCampaign => "update_campaign",
     }
     Engagement(EngagementCommand) {
         CreateGeoRule => "create_geo_rule",

@@ -108,6 +108,12 @@ pub enum DomainError {
     ReceiptNotFound,
     #[error("receipt is {status}, not waiting for review")]
     ReceiptNotPending { status: String },
+    #[error("coupon {code} is reserved by an open order; capture or void it first")]
+    CouponReserved { code: String },
+    #[error(
+        "{issued} coupons of the campaign are issued already; issue_limit {issue_limit} is lower"
+    )]
+    IssueLimitBelowIssued { issued: i64, issue_limit: i32 },
 }
 
 /// Why a coupon cannot be used; the names are the binding `ErrorInfo` reasons of API.md.
@@ -185,6 +191,8 @@ impl DomainError {
             Self::Coupon { reason, .. } => reason.as_str(),
             Self::ReceiptNotFound => "RECEIPT_NOT_FOUND",
             Self::ReceiptNotPending { .. } => "RECEIPT_NOT_PENDING",
+            Self::CouponReserved { .. } => "COUPON_RESERVED",
+            Self::IssueLimitBelowIssued { .. } => "ISSUE_LIMIT_BELOW_ISSUED",
         }
     }
 
@@ -223,6 +231,8 @@ impl DomainError {
             | Self::EarnCapExceeded { .. }
             | Self::TooOld { .. }
             | Self::ReceiptNotPending { .. }
+            | Self::CouponReserved { .. }
+            | Self::IssueLimitBelowIssued { .. }
             | Self::Coupon { .. } => FailedPrecondition,
         }
     }

@@ -396,6 +396,8 @@ pub struct ChangeSet {
     pub new_stores: Vec<RetailStore>,
     pub program: Option<Program>,
     pub new_campaigns: Vec<Campaign>,
+    /// Campaigns an admin changed (UpdateCampaign): the body is rewritten.
+    pub changed_campaigns: Vec<Campaign>,
     /// Merged members (source, target): every lot, coupon and identifier of the source moves
     /// to the target, also those the batch never read. Written before the rows below, which
     /// already name their final member.

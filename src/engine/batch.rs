@@ -425,7 +425,7 @@ impl Rows {
         let (new_coupons, changed_coupons) = self.coupons.split_changes();
         let (outcomes, _) = self.outcomes.split_changes();
         let (new_stores, _) = self.stores.split_changes();
-        let (new_campaigns, _) = self.campaigns.split_changes();
+        let (new_campaigns, changed_campaigns) = self.campaigns.split_changes();
         let program = self
             .program
             .changes()
@@ -455,6 +455,7 @@ impl Rows {
             new_stores,
             program,
             new_campaigns,
+            changed_campaigns,
             merges: self.merges.clone(),
             new_members,
             changed_members,
@@ -1681,6 +1682,13 @@ impl LedgerRows for InMemory<'_> {
                 .public_codes
                 .put(code.clone(), campaign.campaign_id.clone());
         }
+        self.rows
+            .campaigns
+            .put(campaign.campaign_id.clone(), campaign.clone());
+        Ok(())
+    }
+
+    async fn update_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
         self.rows
             .campaigns
             .put(campaign.campaign_id.clone(), campaign.clone());

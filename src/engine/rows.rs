@@ -117,6 +117,8 @@ pub(crate) trait LedgerRows: LedgerReads {
 
     // Campaigns and coupons.
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
+    /// A campaign read under its lock, changed (its public code and id never change).
+    async fn update_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;

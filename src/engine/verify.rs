@@ -236,7 +236,7 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
             violations: lots(snapshot, &sums),
         },
         Check {
-            name: "coupon rows and coupon balances agree",
+            name: "coupon rows and coupon balances agree (revoked ones too)",
             violations: coupons(snapshot, &sums),
         },
         Check {
@@ -400,7 +400,9 @@ fn coupons(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Str
     let ledger: BTreeMap<&Position, i64> = sums
         .iter()
         .filter(|((account, asset), _)| {
-            asset.starts_with("CPN:") && Account::is_guarded_name(account)
+            asset.starts_with("CPN:")
+                && (Account::is_guarded_name(account)
+                    || matches!(Account::parse(account), Some(Account::CampaignRevoked(_))))
         })
         .map(|(key, amount)| (key, *amount))
         .collect();

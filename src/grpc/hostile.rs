@@ -632,6 +632,54 @@ fn issue_coupon() {
     });
 }
 
+#[test]
+fn revoke_coupon() {
+    let strategy = (text(), text(), text()).prop_map(|(request_id, code, reason)| {
+        proto::RevokeCouponRequest {
+            request_id,
+            code,
+            reason,
+        }
+    });
+    hostile("RevokeCoupon", strategy, |request| {
+        accepted(coupon::revoke_command(&request))
+    });
+}
+
+#[test]
+fn update_campaign() {
+    let paths = proptest::collection::vec(
+        prop_oneof![
+            Just("name".to_string()),
+            Just("ends_at".to_string()),
+            Just("issue_limit".to_string()),
+            Just("per_member_limit".to_string()),
+            text(),
+        ],
+        0..5,
+    );
+    let campaign = (text(), text(), timestamp(), int32(), int32()).prop_map(
+        |(campaign_id, name, ends_at, issue_limit, per_member_limit)| proto::Campaign {
+            campaign_id,
+            name,
+            ends_at,
+            issue_limit,
+            per_member_limit,
+            ..Default::default()
+        },
+    );
+    let strategy = (text(), proptest::option::of(campaign), paths).prop_map(
+        |(request_id, campaign, paths)| proto::UpdateCampaignRequest {
+            request_id,
+            campaign,
+            update_mask: Some(prost_types::FieldMask { paths }),
+        },
+    );
+    hostile("UpdateCampaign", strategy, |request| {
+        accepted(coupon::update_campaign_command(&request).map(|(_, command)| command))
+    });
+}
+
 fn hours_text() -> BoxedStrategy<String> {
     prop_oneof![
         4 => (0u32..26, 0u32..62).prop_map(|(h, m)| format!("{h:02}:{m:02}")),

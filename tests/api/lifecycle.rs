@@ -14,6 +14,8 @@ crate::both_backends! {
     list_orders_pages_newest_first_with_lines => list_orders_pages_newest_first_with_lines,
     transfer_keeps_expiries_and_refuses_beyond_available => transfer_keeps_expiries_and_refuses_beyond_available,
     opposite_transfers_race_without_a_negative_balance => opposite_transfers_race_without_a_negative_balance,
+    revoke_coupons_through_the_ledger => revoke_coupons_through_the_ledger,
+    update_campaign_limits_and_early_end => update_campaign_limits_and_early_end,
 }
 
 async fn list_orders_as(
@@ -236,5 +238,216 @@ async fn opposite_transfers_race_without_a_negative_balance(app: &TestApp) {
     let (left_a, left_b) = (app.available(&a).await, app.available(&b).await);
     assert_eq!(left_a + left_b, 100);
     assert!(left_a >= 0 && left_b >= 0);
+    app.verify_ok().await;
+}
+
+async fn create_campaign(app: &TestApp, campaign_id: &str, issue_limit: i32) {
+    app.admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: String::new(),
+            campaign: Some(proto::Campaign {
+                campaign_id: campaign_id.into(),
+                name: format!("campaign {campaign_id}"),
+                discount: Some(proto::campaign::Discount::AmountOff("100".into())),
+                issue_limit,
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create campaign");
+}
+
+async fn revoke_as(
+    client: &omo::client::Client,
+    request_id: &str,
+    code: &str,
+) -> Result<proto::Coupon, tonic::Status> {
+    client
+        .coupons()
+        .revoke_coupon(proto::RevokeCouponRequest {
+            request_id: request_id.into(),
+            code: code.into(),
+            reason: "issued by mistake".into(),
+        })
+        .await
+        .map(|r| r.into_inner().coupon.expect("coupon"))
+}
+
+async fn revoke_coupons_through_the_ledger(app: &TestApp) {
+    // Arrange: a member holds two coupons; one is reserved by an open order.
+    let member = app.create_member("wallet-card").await;
+    create_campaign(app, "spring", 0).await;
+    let kept = app
+        .issue_coupon("i1", "spring", &member)
+        .await
+        .expect("issue");
+    let revoked = app
+        .issue_coupon("i2", "spring", &member)
+        .await
+        .expect("issue");
+    let mut order = ec_order("a1", "o-1", &member, "1000", 0);
+    order.coupon_codes = vec![kept.code.clone()];
+    app.authorize(order).await.expect("authorize");
+
+    // Act: revoke the free one (by its code in lower case, as a person may type it).
+    let coupon = revoke_as(&app.admin, "r1", &revoked.code.to_lowercase())
+        .await
+        .expect("revoke");
+
+    // Assert: revoked, out of the wallet, unusable, and once only.
+    assert_eq!(coupon.state, proto::CouponState::Revoked as i32);
+    let again = revoke_as(&app.admin, "r1", &revoked.code.to_lowercase())
+        .await
+        .expect("replay");
+    assert_eq!(again, coupon);
+    let twice = revoke_as(&app.admin, "r2", &revoked.code)
+        .await
+        .unwrap_err();
+    assert_refused(&twice, Code::FailedPrecondition, "COUPON_NOT_ACTIVE");
+    let wallet = app
+        .admin
+        .coupons()
+        .list_coupons(proto::ListCouponsRequest {
+            member: Some(member_ref(&member)),
+            ..Default::default()
+        })
+        .await
+        .expect("wallet")
+        .into_inner()
+        .coupons;
+    assert!(wallet.iter().all(|c| c.code != revoked.code));
+    let mut use_it = ec_order("a2", "o-2", &member, "1000", 0);
+    use_it.coupon_codes = vec![revoked.code.clone()];
+    let refused = app.authorize(use_it).await.unwrap_err();
+    assert_refused(&refused, Code::FailedPrecondition, "COUPON_NOT_ACTIVE");
+
+    // A reserved coupon belongs to its order; other refusals.
+    let reserved = revoke_as(&app.admin, "r3", &kept.code).await.unwrap_err();
+    assert_refused(&reserved, Code::FailedPrecondition, "COUPON_RESERVED");
+    let unknown = revoke_as(&app.admin, "r4", "ZZZZ2222").await.unwrap_err();
+    assert_refused(&unknown, Code::NotFound, "COUPON_NOT_FOUND");
+    let denied = revoke_as(&app.app_client, "r5", &kept.code)
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let bad = revoke_as(&app.admin, "", "").await.unwrap_err();
+    assert_eq!(violated_fields(&bad), ["request_id", "code"]);
+    // The ledger agrees: verify counts revoked rows against campaign:spring:revoked.
+    app.verify_ok().await;
+}
+
+async fn update_campaign_as(
+    app: &TestApp,
+    request_id: &str,
+    campaign: proto::Campaign,
+    paths: &[&str],
+) -> Result<proto::Campaign, tonic::Status> {
+    app.admin
+        .coupons()
+        .update_campaign(proto::UpdateCampaignRequest {
+            request_id: request_id.into(),
+            campaign: Some(campaign),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().campaign.expect("campaign"))
+}
+
+async fn update_campaign_limits_and_early_end(app: &TestApp) {
+    // Arrange: three coupons of a campaign limited to five.
+    let member = app.create_member("limits-card").await;
+    create_campaign(app, "summer", 5).await;
+    for i in 0..3 {
+        app.issue_coupon(&format!("i{i}"), "summer", &member)
+            .await
+            .expect("issue");
+    }
+    let change = |name: &str, issue_limit: i32| proto::Campaign {
+        campaign_id: "summer".into(),
+        name: name.into(),
+        issue_limit,
+        ..Default::default()
+    };
+
+    // Act + Assert: a limit below what is issued is refused and changes nothing.
+    let below = update_campaign_as(app, "u1", change("", 2), &["issue_limit"])
+        .await
+        .unwrap_err();
+    assert_refused(&below, Code::FailedPrecondition, "ISSUE_LIMIT_BELOW_ISSUED");
+    // Renamed and limited to exactly what is issued: the next issue is exhausted.
+    let updated = update_campaign_as(
+        app,
+        "u2",
+        change("Summer sale", 3),
+        &["name", "issue_limit"],
+    )
+    .await
+    .expect("update");
+    assert_eq!(
+        (updated.name.as_str(), updated.issue_limit),
+        ("Summer sale", 3)
+    );
+    assert!(updated.discount.is_some(), "unmasked fields stay");
+    let exhausted = app.issue_coupon("i9", "summer", &member).await.unwrap_err();
+    assert_refused(&exhausted, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED");
+    // Raised again, then ended early (ends_at = now): issuing stops.
+    update_campaign_as(app, "u3", change("", 10), &["issue_limit"])
+        .await
+        .expect("raise");
+    app.issue_coupon("i4", "summer", &member)
+        .await
+        .expect("issue under the new limit");
+    let now = omo::domain::Clock::now(&app.clock);
+    let ended = update_campaign_as(
+        app,
+        "u4",
+        proto::Campaign {
+            campaign_id: "summer".into(),
+            ends_at: Some(omo::grpc::convert::timestamp(now)),
+            ..Default::default()
+        },
+        &["ends_at"],
+    )
+    .await
+    .expect("end early");
+    assert_eq!(ended.name, "Summer sale");
+    let closed = app.issue_coupon("i5", "summer", &member).await.unwrap_err();
+    assert_refused(&closed, Code::FailedPrecondition, "CAMPAIGN_CLOSED");
+    let fetched = app
+        .admin
+        .coupons()
+        .get_campaign(proto::GetCampaignRequest {
+            campaign_id: "summer".into(),
+        })
+        .await
+        .expect("get")
+        .into_inner()
+        .campaign
+        .expect("campaign");
+    assert_eq!(fetched, ended);
+
+    // Bad requests name their fields; unknown campaigns are NOT_FOUND.
+    let bad = update_campaign_as(app, "u5", change("", -1), &["issue_limit", "discount"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&bad),
+        ["update_mask", "campaign.issue_limit"]
+    );
+    let unknown = update_campaign_as(
+        app,
+        "u6",
+        proto::Campaign {
+            campaign_id: "nope".into(),
+            ..change("x", 1)
+        },
+        &["name"],
+    )
+    .await
+    .unwrap_err();
+    assert_refused(&unknown, Code::NotFound, "CAMPAIGN_NOT_FOUND");
     app.verify_ok().await;
 }

@@ -420,6 +420,9 @@ impl PgUnitOfWork {
         for campaign in &changes.new_campaigns {
             self.insert_campaign(campaign).await?;
         }
+        for campaign in &changes.changed_campaigns {
+            self.update_campaign(campaign).await?;
+        }
         self.write_rules(&changes.rules).await?;
         for (source, target) in &changes.merges {
             self.move_lots(source, target).await?;

@@ -116,16 +116,18 @@ group by order_id
 having count(*) > 1
 order by order_id"#;
 
-/// An active coupon is one unit on its member's account, a reserved one on its order's hold.
+/// An active coupon is one unit on its member's account, a reserved one on its order's hold,
+/// a revoked one on its campaign's revoked account.
 const COUPON_POSITIONS: &str = r#"
 select case state
         when 'active' then 'member:' || member_id
+        when 'revoked' then 'campaign:' || campaign_id || ':revoked'
         else 'hold:' || order_id
     end as account,
     'CPN:' || campaign_id as asset,
     count(*) as amount
 from coupons
-where state in ('active', 'reserved')
+where state in ('active', 'reserved', 'revoked')
 group by 1, 2
 order by 1, 2"#;
 

@@ -225,6 +225,9 @@ impl SqliteUnitOfWork {
         for campaign in &changes.new_campaigns {
             self.insert_campaign(campaign)?;
         }
+        for campaign in &changes.changed_campaigns {
+            self.update_campaign(campaign)?;
+        }
         for (source, target) in &changes.merges {
             self.move_lots(source, target)?;
             self.move_coupons(source, target)?;

@@ -103,6 +103,11 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
                 select 'hold:' || order_id as account, 'CPN:' || campaign_id as asset
                 from coupons
                 where state = 'reserved'
+                union all
+                select 'campaign:' || campaign_id || ':revoked' as account,
+                       'CPN:' || campaign_id as asset
+                from coupons
+                where state = 'revoked'
             )
             group by account, asset
             order by account, asset
