@@ -102,6 +102,7 @@ pub(super) async fn to_member(
         state: row.state,
         merged_into: row.merged_into,
         created_at: row.created_at,
+        attributes: row.attributes,
     })
 }
 
@@ -122,6 +123,8 @@ pub(super) async fn create(
         created_at: now,
         lifetime_earned_points: 0,
         lifetime_redeemed_points: 0,
+        attributes: Default::default(),
+        erased_at: None,
     };
     uow.insert_member(&row).await?;
     for identifier in identifiers {

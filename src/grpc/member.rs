@@ -169,6 +169,7 @@ pub fn member_out(member: Member) -> proto::Member {
     let state = match member.state {
         MemberState::Active => proto::MemberState::Active,
         MemberState::Merged => proto::MemberState::Merged,
+        MemberState::Erased => proto::MemberState::Erased,
     };
     proto::Member {
         member_id: member.member_id,
@@ -177,5 +178,6 @@ pub fn member_out(member: Member) -> proto::Member {
         state: state.into(),
         merged_into: member.merged_into.unwrap_or_default(),
         created_at: Some(timestamp(member.created_at)),
+        attributes: member.attributes.into_iter().collect(),
     }
 }

@@ -582,14 +582,14 @@ fn flush_parts<'q, 'c: 'q>(
     if !changes.new_members.is_empty() {
         let rows = &changes.new_members;
         parts.push(Part::new("new_members", INSERT_MEMBERS, move |q| {
-            Ok(bind_new_members(q, rows))
+            bind_new_members(q, rows)
         }));
     }
     if !changes.changed_members.is_empty() {
         let rows = &changes.changed_members;
         parts.push(
             Part::new("changed_members", UPDATE_MEMBERS, move |q| {
-                Ok(bind_changed_members(q, rows))
+                bind_changed_members(q, rows)
             })
             .counted(rows.len()),
         );
