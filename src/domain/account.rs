@@ -52,6 +52,8 @@ pub enum Account {
     ProgramExpired,
     ProgramShortfall,
     ProgramAdjustments,
+    /// Points an erased member still had (EraseMember).
+    ProgramForfeited,
     Campaign(String),
     CampaignRedeemed(String),
     CampaignExpired(String),
@@ -99,6 +101,7 @@ impl Account {
             ["program", "expired"] => Account::ProgramExpired,
             ["program", "shortfall"] => Account::ProgramShortfall,
             ["program", "adjustments"] => Account::ProgramAdjustments,
+            ["program", "forfeited"] => Account::ProgramForfeited,
             ["program", "redeemed", channel] => Account::ProgramRedeemed {
                 channel: Channel::parse(channel)?,
                 store_id: None,
@@ -136,6 +139,7 @@ impl fmt::Display for Account {
             Account::ProgramExpired => f.write_str("program:expired"),
             Account::ProgramShortfall => f.write_str("program:shortfall"),
             Account::ProgramAdjustments => f.write_str("program:adjustments"),
+            Account::ProgramForfeited => f.write_str("program:forfeited"),
             Account::Campaign(id) => write!(f, "campaign:{id}"),
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),
@@ -157,6 +161,7 @@ mod tests {
             Account::MemberPending("m_1".into()),
             Account::Hold("order-9".into()),
             Account::ProgramIssued,
+            Account::ProgramForfeited,
             Account::redeemed(Channel::Ec, ""),
             Account::redeemed(Channel::Store, "shibuya"),
             Account::Campaign("c1".into()),

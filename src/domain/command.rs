@@ -50,6 +50,19 @@ pub enum MemberCommand {
         source_member_id: String,
         target_member_id: String,
     },
+    /// Changes the fields given (`None`: left as is).
+    UpdateMember {
+        member: MemberRef,
+        display_name: Option<String>,
+        attributes: Option<std::collections::BTreeMap<String, String>>,
+    },
+    UnlinkIdentifier {
+        member: MemberRef,
+        identifier: Identifier,
+    },
+    EraseMember {
+        member: MemberRef,
+    },
 }
 
 /// Points outside orders (`engine::points`).
@@ -178,6 +191,9 @@ area_commands! {
         CreateMember => "create_member",
         LinkIdentifier => "link_identifier",
         MergeMembers => "merge_members",
+        UpdateMember => "update_member",
+        UnlinkIdentifier => "unlink_identifier",
+        EraseMember => "erase_member",
     }
     Points(PointsCommand) {
         AdjustPoints => "adjust_points",

@@ -49,6 +49,8 @@ pub enum DomainError {
     /// carried the value; it is ignored when they are read back.
     #[error("the {kind} identifier belongs to another member")]
     IdentifierTaken { kind: String },
+    #[error("member {member_id} was erased")]
+    MemberErased { member_id: String },
     #[error("member has open (authorized) orders; capture or void them first")]
     MemberHasOpenOrders,
     #[error("request_id was already used for a different request")]
@@ -165,6 +167,7 @@ impl DomainError {
             Self::PermissionDenied(_) => "PERMISSION_DENIED",
             Self::MemberNotFound => "MEMBER_NOT_FOUND",
             Self::MemberMerged { .. } => "MEMBER_MERGED",
+            Self::MemberErased { .. } => "MEMBER_ERASED",
             Self::IdentifierTaken { .. } => "IDENTIFIER_TAKEN",
             Self::MemberHasOpenOrders => "MEMBER_HAS_OPEN_ORDERS",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -221,6 +224,7 @@ impl DomainError {
             | Self::RuleExists(_) => AlreadyExists,
             Self::CampaignExhausted | Self::MemberLimit => ResourceExhausted,
             Self::MemberMerged { .. }
+            | Self::MemberErased { .. }
             | Self::MemberHasOpenOrders
             | Self::InsufficientPoints { .. }
             | Self::PointsExceedAmount { .. }

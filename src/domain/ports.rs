@@ -402,6 +402,12 @@ pub struct ChangeSet {
     /// to the target, also those the batch never read. Written before the rows below, which
     /// already name their final member.
     pub merges: Vec<(String, String)>,
+    /// Identifiers unlinked from their member (deleted before `new_identifiers` are written).
+    pub removed_identifiers: Vec<Identifier>,
+    /// Erased members (EraseMember): their location reports and presence are deleted and their
+    /// receipts' raw text emptied. Their rows (identifiers, name, points, coupons) change
+    /// through the ordinary parts of the change set.
+    pub erased_members: Vec<String>,
     pub new_members: Vec<MemberRow>,
     pub changed_members: Vec<MemberRow>,
     /// (identifier, member_id)

@@ -599,7 +599,7 @@ pub(super) async fn revoke(
     code: &str,
     reason: &str,
 ) -> CommandResult<Coupon> {
-    let mut coupon = uow
+    let coupon = uow
         .get_coupon(code, true)
         .await?
         .ok_or_else(|| refusal(code, CouponReason::NotFound))?;
@@ -618,6 +618,17 @@ pub(super) async fn revoke(
             return Err(refusal(code, CouponReason::NotActive).into());
         }
     }
+    Ok(revoke_row(uow, now, coupon, reason).await?)
+}
+
+/// Revokes an active coupon (its row locked by the caller) in a transaction of its own.
+pub(super) async fn revoke_row(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    mut coupon: Coupon,
+    reason: &str,
+) -> Result<Coupon, StoreError> {
+    debug_assert_eq!(coupon.state, CouponState::Active);
     coupon.state = CouponState::Revoked;
     uow.update_coupon(&coupon).await?;
     let posting = unit(

@@ -394,6 +394,55 @@ pub(super) fn to_transaction(transaction_id: i64, entry: NewTransaction) -> Tran
     }
 }
 
+/// EraseMember: every point the member still has (available and pending) goes to
+/// `program:forfeited` in one transaction (`forfeit`), and its lots are emptied. The caller
+/// has checked that no open order holds any.
+pub(super) async fn forfeit_all(
+    uow: &mut dyn LedgerRows,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
+    let lots = settle_member(uow, member_id, now).await?;
+    let mut postings = Vec::new();
+    for account in [
+        Account::Member(member_id.to_string()),
+        Account::MemberPending(member_id.to_string()),
+    ] {
+        let points = uow.balance(&account.to_string(), "PTS").await?;
+        if points > 0 {
+            postings.push(Posting::new(
+                &account,
+                &Account::ProgramForfeited,
+                &Asset::Points,
+                points,
+            ));
+        }
+    }
+    // The lots and the balances are kept by different paths; forfeit only when they agree
+    // (invariant 5), so the ledger and the lots stay equal at zero.
+    let in_lots: i64 = lots.iter().map(|lot| lot.remaining_points).sum();
+    let in_balances: i64 = postings.iter().map(|p| p.amount).sum();
+    if in_lots != in_balances {
+        return Err(StoreError::Corrupt(format!(
+            "member {member_id}: lots hold {in_lots} points, balances {in_balances}"
+        ))
+        .into());
+    }
+    let emptied: Vec<Lot> = lots
+        .into_iter()
+        .map(|lot| Lot {
+            remaining_points: 0,
+            ..lot
+        })
+        .collect();
+    uow.take_from_lots(&emptied, &[]).await?;
+    if !postings.is_empty() {
+        uow.append_transaction(&system_entry("forfeit", member_id, now, postings))
+            .await?;
+    }
+    Ok(())
+}
+
 /// TransferPoints: takes `points` from the sender's lots, soonest expiry first, and gives the
 /// receiver lots with the same expiries (limited-time points stay limited), in one
 /// transaction `member:<from> → member:<to>` recorded under the sender. Both members are

@@ -52,6 +52,15 @@ pub(crate) trait LedgerRows: LedgerReads {
         from_member_id: &str,
         to_member_id: &str,
     ) -> StoreResult<()>;
+    /// Unlinks an identifier from its member (UnlinkIdentifier, EraseMember).
+    async fn remove_identifier(
+        &mut self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()>;
+    /// EraseMember: the flush deletes the member's location history (reports and presence) and
+    /// empties the raw text of its receipts (rows the batch never reads).
+    async fn erase_personal_data(&mut self, member_id: &str) -> StoreResult<()>;
 
     // The journal. `append_transaction` also applies the postings to the stored balances of
     // guarded accounts; a balance that would go below zero fails it.

@@ -540,6 +540,50 @@ fn adjust_points() {
 }
 
 #[test]
+fn update_member() {
+    let attributes = proptest::collection::hash_map(text(), text(), 0..40);
+    let paths = proptest::collection::vec(
+        prop_oneof![
+            Just("display_name".to_string()),
+            Just("attributes".to_string()),
+            text(),
+        ],
+        0..4,
+    );
+    let strategy = (text(), member_ref(), text(), attributes, paths).prop_map(
+        |(request_id, member, display_name, attributes, paths)| proto::UpdateMemberRequest {
+            request_id,
+            member,
+            display_name,
+            attributes,
+            update_mask: Some(prost_types::FieldMask { paths }),
+        },
+    );
+    hostile("UpdateMember", strategy, |request| {
+        accepted(member::update_command(&request))
+    });
+}
+
+#[test]
+fn unlink_identifier_and_erase_member() {
+    let strategy = (text(), member_ref(), proptest::option::of(identifier())).prop_map(
+        |(request_id, member, identifier)| proto::UnlinkIdentifierRequest {
+            request_id,
+            member,
+            identifier,
+        },
+    );
+    hostile("UnlinkIdentifier", strategy, |request| {
+        accepted(member::unlink_command(&request))
+    });
+    let strategy = (text(), member_ref())
+        .prop_map(|(request_id, member)| proto::EraseMemberRequest { request_id, member });
+    hostile("EraseMember", strategy, |request| {
+        accepted(member::erase_command(&request))
+    });
+}
+
+#[test]
 fn transfer_points() {
     let strategy = (text(), member_ref(), member_ref(), int64()).prop_map(
         |(request_id, from_member, to_member, points)| proto::TransferPointsRequest {

@@ -6,8 +6,8 @@ use omo::proto;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, assert_refused, basket, card_ref, ec_order, member_ref, store_sale, successes,
-    violated_fields,
+    TestApp, assert_refused, basket, card_ref, ec_order, get_member_as, identifier, member_ref,
+    store_sale, successes, violated_fields,
 };
 
 crate::both_backends! {
@@ -16,6 +16,8 @@ crate::both_backends! {
     opposite_transfers_race_without_a_negative_balance => opposite_transfers_race_without_a_negative_balance,
     revoke_coupons_through_the_ledger => revoke_coupons_through_the_ledger,
     update_campaign_limits_and_early_end => update_campaign_limits_and_early_end,
+    update_member_and_unlink_identifier => update_member_and_unlink_identifier,
+    erase_leaves_a_ledger_that_verifies => erase_leaves_a_ledger_that_verifies,
 }
 
 async fn list_orders_as(
@@ -449,5 +451,220 @@ async fn update_campaign_limits_and_early_end(app: &TestApp) {
     .await
     .unwrap_err();
     assert_refused(&unknown, Code::NotFound, "CAMPAIGN_NOT_FOUND");
+    app.verify_ok().await;
+}
+
+fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask {
+        paths: paths.iter().map(|p| p.to_string()).collect(),
+    })
+}
+
+async fn update_member_and_unlink_identifier(app: &TestApp) {
+    // Arrange: a member known by card and email.
+    let member = app.create_member("profile-card").await;
+    app.admin
+        .members()
+        .link_identifier(proto::LinkIdentifierRequest {
+            request_id: "link".into(),
+            member: Some(member_ref(&member)),
+            identifier: Some(identifier("email", "hana@example.com")),
+        })
+        .await
+        .expect("link");
+    let update = |request_id: &str, name: &str, paths: &[&str]| proto::UpdateMemberRequest {
+        request_id: request_id.into(),
+        member: Some(card_ref("profile-card")),
+        display_name: name.into(),
+        attributes: [("birth_month".to_string(), "04".to_string())].into(),
+        update_mask: mask(paths),
+    };
+
+    // Act: the app sets name and attributes, then the name alone.
+    app.app_client
+        .members()
+        .update_member(update("u1", "Hana", &["display_name", "attributes"]))
+        .await
+        .expect("update");
+    let renamed = app
+        .app_client
+        .members()
+        .update_member(update("u2", "Hana S.", &["display_name"]))
+        .await
+        .expect("rename")
+        .into_inner()
+        .member
+        .expect("member");
+
+    // Assert
+    assert_eq!(renamed.display_name, "Hana S.");
+    assert_eq!(
+        renamed.attributes.get("birth_month").map(String::as_str),
+        Some("04")
+    );
+    let bad = app
+        .app_client
+        .members()
+        .update_member(update("", "", &["state"]))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["request_id", "update_mask"]);
+
+    // Unlink the email: it no longer finds the member, and another member may take it.
+    let unlink = |request_id: &str, id: proto::Identifier| proto::UnlinkIdentifierRequest {
+        request_id: request_id.into(),
+        member: Some(member_ref(&member)),
+        identifier: Some(id),
+    };
+    let unlinked = app
+        .app_client
+        .members()
+        .unlink_identifier(unlink("x1", identifier("email", "hana@example.com")))
+        .await
+        .expect("unlink")
+        .into_inner()
+        .member
+        .expect("member");
+    assert_eq!(unlinked.identifiers, [identifier("card", "profile-card")]);
+    let email = proto::MemberRef {
+        r#ref: Some(proto::member_ref::Ref::Identifier(identifier(
+            "email",
+            "hana@example.com",
+        ))),
+    };
+    let gone = get_member_as(&app.admin, email).await.unwrap_err();
+    assert_refused(&gone, Code::NotFound, "MEMBER_NOT_FOUND");
+    let other = app.create_member("other-card").await;
+    app.admin
+        .members()
+        .link_identifier(proto::LinkIdentifierRequest {
+            request_id: "relink".into(),
+            member: Some(member_ref(&other)),
+            identifier: Some(identifier("email", "hana@example.com")),
+        })
+        .await
+        .expect("the freed email links elsewhere");
+    // Someone else's identifier is not the member's to unlink.
+    let not_theirs = app
+        .app_client
+        .members()
+        .unlink_identifier(unlink("x2", identifier("card", "other-card")))
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&not_theirs), ["identifier"]);
+    let denied = app
+        .register
+        .members()
+        .unlink_identifier(unlink("x3", identifier("card", "profile-card")))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    app.verify_ok().await;
+}
+
+async fn erase(
+    app: &TestApp,
+    request_id: &str,
+    member: &str,
+) -> Result<proto::Member, tonic::Status> {
+    app.admin
+        .members()
+        .erase_member(proto::EraseMemberRequest {
+            request_id: request_id.into(),
+            member: Some(member_ref(member)),
+        })
+        .await
+        .map(|r| r.into_inner().member.expect("member"))
+}
+
+async fn erase_leaves_a_ledger_that_verifies(app: &TestApp) {
+    // Arrange: available points, pending EC points, an active coupon and a name.
+    app.set_program(|p| p.ec_pending_days = 14).await;
+    let member = app.member_with_points("erase-card", 300).await;
+    app.authorize(ec_order("a1", "ec-1", &member, "5000", 0))
+        .await
+        .expect("authorize");
+    app.capture("c1", "ec-1").await.expect("capture");
+    assert!(app.balance(&member).await.pending_points > 0);
+    create_campaign(app, "welcome", 0).await;
+    let coupon = app
+        .issue_coupon("i1", "welcome", &member)
+        .await
+        .expect("issue");
+    app.admin
+        .members()
+        .update_member(proto::UpdateMemberRequest {
+            request_id: "name".into(),
+            member: Some(member_ref(&member)),
+            display_name: "Taro Yamada".into(),
+            update_mask: mask(&["display_name"]),
+            ..Default::default()
+        })
+        .await
+        .expect("name");
+
+    // Act
+    let erased = erase(app, "e1", &member).await.expect("erase");
+
+    // Assert: personal data gone, the id stays; nothing left to spend; coupon revoked.
+    assert_eq!(erased.member_id, member);
+    assert_eq!(erased.state, proto::MemberState::Erased as i32);
+    assert!(erased.identifiers.is_empty() && erased.display_name.is_empty());
+    let balance = app.balance(&member).await;
+    assert_eq!((balance.available_points, balance.pending_points), (0, 0));
+    let revoked = app
+        .admin
+        .coupons()
+        .get_coupon(proto::GetCouponRequest {
+            code: coupon.code.clone(),
+        })
+        .await
+        .expect("coupon")
+        .into_inner()
+        .coupon
+        .expect("coupon");
+    assert_eq!(revoked.state, proto::CouponState::Revoked as i32);
+    let by_card = get_member_as(&app.admin, card_ref("erase-card"))
+        .await
+        .unwrap_err();
+    assert_refused(&by_card, Code::NotFound, "MEMBER_NOT_FOUND");
+    let kinds: Vec<String> = app
+        .admin
+        .ledger()
+        .list_transactions(proto::ListTransactionsRequest {
+            member: Some(member_ref(&member)),
+            page_size: 3,
+            page_token: String::new(),
+        })
+        .await
+        .expect("history")
+        .into_inner()
+        .transactions
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    assert!(kinds.contains(&"forfeit".to_string()), "{kinds:?}");
+
+    // The same request answers the same; every later mutation is refused.
+    assert_eq!(erase(app, "e1", &member).await.expect("replay"), erased);
+    let again = erase(app, "e2", &member).await.unwrap_err();
+    assert_refused(&again, Code::FailedPrecondition, "MEMBER_ERASED");
+    let adjust = app
+        .adjust_points("late", &member, 10, "x")
+        .await
+        .unwrap_err();
+    assert_refused(&adjust, Code::FailedPrecondition, "MEMBER_ERASED");
+    let denied = app
+        .app_client
+        .members()
+        .erase_member(proto::EraseMemberRequest {
+            request_id: "e3".into(),
+            member: Some(member_ref(&member)),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // The card is free for a new member.
+    app.create_member("erase-card").await;
     app.verify_ok().await;
 }

@@ -429,6 +429,12 @@ impl PgUnitOfWork {
             self.move_coupons(source, target).await?;
             self.move_identifiers(source, target).await?;
         }
+        for identifier in &changes.removed_identifiers {
+            self.delete_identifier(identifier).await?;
+        }
+        for member_id in &changes.erased_members {
+            self.erase_personal_data(member_id).await?;
+        }
         Ok(())
     }
 

@@ -187,6 +187,35 @@ where member_id = $1"#;
     }
 }
 
+impl PgUnitOfWork {
+    pub(super) async fn delete_identifier(&mut self, identifier: &Identifier) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+delete from identifiers
+where kind = $1
+    and value = $2"#,
+        )
+        .bind(&identifier.kind) // $1
+        .bind(&identifier.value); // $2
+        self.run(query).await
+    }
+
+    /// EraseMember's deletions of rows the batch never reads: the member's location reports
+    /// (a scan: the table has no member index, being the highest-volume write; erasure is
+    /// rare), its presence, and its receipts' raw text (as retention empties it).
+    pub(super) async fn erase_personal_data(&mut self, member_id: &str) -> StoreResult<()> {
+        for sql in [
+            "delete from location_reports where member_id = $1",
+            "delete from member_presence where member_id = $1",
+            "update receipts set raw_text = '' where member_id = $1 and raw_text <> ''",
+        ] {
+            let query = sqlx::query(sql).bind(member_id); // $1
+            self.run(query).await?;
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
     let c = Cols::new(row, "members", "member_id");
     let erased_at = c.get("erased_at")?;

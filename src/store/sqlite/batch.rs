@@ -233,6 +233,12 @@ impl SqliteUnitOfWork {
             self.move_coupons(source, target)?;
             self.move_identifiers(source, target)?;
         }
+        for identifier in &changes.removed_identifiers {
+            self.delete_identifier(identifier)?;
+        }
+        for member_id in &changes.erased_members {
+            self.erase_personal_data(member_id)?;
+        }
         Ok(())
     }
 

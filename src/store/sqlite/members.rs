@@ -131,6 +131,35 @@ impl SqliteUnitOfWork {
         .execute()
     }
 
+    pub(super) fn delete_identifier(&self, identifier: &Identifier) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                delete from identifiers
+                where kind = ?1
+                  and value = ?2
+                ",
+            )?
+            .bind(&identifier.kind) // ?1
+            .bind(&identifier.value); // ?2
+        self.run(query)
+    }
+
+    /// EraseMember's deletions of rows the batch never reads: the member's location reports
+    /// (a scan: the table has no member index, being the highest-volume write; erasure is
+    /// rare), its presence, and its receipts' raw text (as retention empties it).
+    pub(super) fn erase_personal_data(&self, member_id: &str) -> StoreResult<()> {
+        for sql in [
+            "delete from location_reports where member_id = ?1",
+            "delete from member_presence where member_id = ?1",
+            "update receipts set raw_text = '' where member_id = ?1 and raw_text <> ''",
+        ] {
+            let query = self.query(sql)?.bind(member_id); // ?1
+            self.run(query)?;
+        }
+        Ok(())
+    }
+
     pub(super) fn insert_identifier_row(
         &self,
         member_id: &str,
