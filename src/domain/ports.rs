@@ -162,6 +162,9 @@ pub struct LedgerSnapshot {
     /// Points of the receipts waiting for review, and the points their lots hold pending.
     pub receipt_points_in_review: i64,
     pub review_lot_points: i64,
+    /// Erased members that still hold something: an identifier, a name or attributes, a
+    /// location report or presence, a receipt's raw text, points, or an unspent coupon.
+    pub erased_members_with_data: Vec<String>,
 }
 
 /// Point lots summed for GetLiability, counted as of the start of `as_of`'s quarter hour (see

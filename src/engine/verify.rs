@@ -248,6 +248,14 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
                 .collect(),
         },
         Check {
+            name: "erased members keep no personal data, points or coupons",
+            violations: snapshot
+                .erased_members_with_data
+                .iter()
+                .map(|member_id| format!("erased member {member_id} still holds data"))
+                .collect(),
+        },
+        Check {
             name: "points of receipts in review equal their pending lots",
             violations: receipts(snapshot),
         },

@@ -6,8 +6,8 @@ use omo::proto;
 use tonic::Code;
 
 use crate::helpers::{
-    TestApp, assert_refused, basket, card_ref, ec_order, get_member_as, identifier, member_ref,
-    store_sale, successes, violated_fields,
+    Backend, TestApp, assert_refused, basket, card_ref, ec_order, get_member_as, identifier,
+    member_ref, store_sale, successes, violated_fields,
 };
 
 crate::both_backends! {
@@ -667,4 +667,32 @@ async fn erase_leaves_a_ledger_that_verifies(app: &TestApp) {
     // The card is free for a new member.
     app.create_member("erase-card").await;
     app.verify_ok().await;
+
+    // `omo verify` notices personal data put back behind the engine's back.
+    tamper(
+        app,
+        &format!("update members set display_name = 'Taro' where member_id = '{member}'"),
+    )
+    .await;
+    let report = app.app().engine().verify().await.expect("verify runs");
+    assert!(!report.ok());
+    assert!(report.summary().contains(&member), "{}", report.summary());
+}
+
+async fn tamper(app: &TestApp, sql: &str) {
+    use sqlx::Executor;
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url)
+                .await
+                .expect("sqlite");
+            pool.execute(sql).await.expect("tamper");
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url)
+                .await
+                .expect("postgres");
+            pool.execute(sql).await.expect("tamper");
+        }
+    }
 }
