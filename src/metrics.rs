@@ -259,7 +259,10 @@ fn rows_by_table(changes: &ChangeSet) -> [(&'static str, usize); 24] {
     [
         ("stores", changes.new_stores.len()),
         ("program", usize::from(changes.program.is_some())),
-        ("campaigns", changes.new_campaigns.len()),
+        (
+            "campaigns",
+            changes.new_campaigns.len() + changes.changed_campaigns.len(),
+        ),
         (
             "members",
             changes.new_members.len() + changes.changed_members.len(),
@@ -372,6 +375,7 @@ impl FlushLap {
         let rows = changes.new_stores.len()
             + usize::from(changes.program.is_some())
             + changes.new_campaigns.len()
+            + changes.changed_campaigns.len()
             + changes.merges.len();
         self.done("reference", rows);
     }

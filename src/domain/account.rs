@@ -52,9 +52,13 @@ pub enum Account {
     ProgramExpired,
     ProgramShortfall,
     ProgramAdjustments,
+    /// Points an erased member still had (EraseMember).
+    ProgramForfeited,
     Campaign(String),
     CampaignRedeemed(String),
     CampaignExpired(String),
+    /// Coupons an admin revoked (RevokeCoupon): one unit per revoked coupon.
+    CampaignRevoked(String),
     /// Where an unbudgeted rule's points come from (a system account, like `program:issued`).
     Rule(String),
     /// A budgeted rule's points: funded with the budget when the rule is made, guarded like
@@ -97,6 +101,7 @@ impl Account {
             ["program", "expired"] => Account::ProgramExpired,
             ["program", "shortfall"] => Account::ProgramShortfall,
             ["program", "adjustments"] => Account::ProgramAdjustments,
+            ["program", "forfeited"] => Account::ProgramForfeited,
             ["program", "redeemed", channel] => Account::ProgramRedeemed {
                 channel: Channel::parse(channel)?,
                 store_id: None,
@@ -108,6 +113,7 @@ impl Account {
             ["campaign", id] => Account::Campaign(id.to_string()),
             ["campaign", id, "redeemed"] => Account::CampaignRedeemed(id.to_string()),
             ["campaign", id, "expired"] => Account::CampaignExpired(id.to_string()),
+            ["campaign", id, "revoked"] => Account::CampaignRevoked(id.to_string()),
             ["rule", id] => Account::Rule(id.to_string()),
             ["rule", id, "budget"] => Account::RuleBudget(id.to_string()),
             _ => return None,
@@ -133,9 +139,11 @@ impl fmt::Display for Account {
             Account::ProgramExpired => f.write_str("program:expired"),
             Account::ProgramShortfall => f.write_str("program:shortfall"),
             Account::ProgramAdjustments => f.write_str("program:adjustments"),
+            Account::ProgramForfeited => f.write_str("program:forfeited"),
             Account::Campaign(id) => write!(f, "campaign:{id}"),
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),
+            Account::CampaignRevoked(id) => write!(f, "campaign:{id}:revoked"),
             Account::Rule(id) => write!(f, "rule:{id}"),
             Account::RuleBudget(id) => write!(f, "rule:{id}:budget"),
         }
@@ -153,10 +161,12 @@ mod tests {
             Account::MemberPending("m_1".into()),
             Account::Hold("order-9".into()),
             Account::ProgramIssued,
+            Account::ProgramForfeited,
             Account::redeemed(Channel::Ec, ""),
             Account::redeemed(Channel::Store, "shibuya"),
             Account::Campaign("c1".into()),
             Account::CampaignRedeemed("c1".into()),
+            Account::CampaignRevoked("c1".into()),
             Account::Rule("r1".into()),
             Account::RuleBudget("r1".into()),
         ];

@@ -68,6 +68,17 @@ pub enum Operation {
     TrackEvent,
     /// The rest of EventService: the event feed and webhooks (admin).
     ReadEvents,
+    /// ListOrders: a member's order history (checkout, app, admin).
+    ListOrders,
+    /// UpdateMember: display name and attributes.
+    UpdateMember,
+    UnlinkIdentifier,
+    /// TransferPoints between two members (app, admin).
+    TransferPoints,
+    /// EraseMember (admin).
+    EraseMember,
+    /// RevokeCoupon (admin).
+    RevokeCoupon,
 }
 
 impl Caller {
@@ -84,6 +95,7 @@ impl Caller {
                     | ListTransactions
                     | ReadCoupons
                     | TrackEvent
+                    | ListOrders
             ),
             // The app backend acts for any member (API.md: app signals).
             Role::App => matches!(
@@ -99,6 +111,10 @@ impl Caller {
                     | SubmitReceipt
                     | ListMemberReceipts
                     | TrackEvent
+                    | ListOrders
+                    | UpdateMember
+                    | UnlinkIdentifier
+                    | TransferPoints
             ),
             Role::Register => matches!(operation, GetMember | GetBalance),
         };
@@ -171,5 +187,25 @@ mod tests {
         assert!(app.require_checkout(Channel::App, "").is_ok());
         assert!(app.require_checkout(Channel::Ec, "").is_err());
         assert!(app.require(Operation::MergeMembers).is_err());
+    }
+
+    #[test]
+    fn member_lifecycle_roles_follow_the_table() {
+        let app = caller(Role::App, None);
+        for operation in [
+            Operation::ListOrders,
+            Operation::UpdateMember,
+            Operation::UnlinkIdentifier,
+            Operation::TransferPoints,
+        ] {
+            assert!(app.require(operation).is_ok(), "{operation:?}");
+        }
+        assert!(app.require(Operation::EraseMember).is_err());
+        assert!(app.require(Operation::RevokeCoupon).is_err());
+        let checkout = caller(Role::Checkout, None);
+        assert!(checkout.require(Operation::ListOrders).is_ok());
+        assert!(checkout.require(Operation::TransferPoints).is_err());
+        let register = caller(Role::Register, Some("s1"));
+        assert!(register.require(Operation::ListOrders).is_err());
     }
 }

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    coupon::{Campaign, Coupon},
+    coupon::{Campaign, CampaignPatch, Coupon},
     event::{TrackResult, TrackedEvent},
     location::{GeoRule, LocationReport, LocationVerdict, VisitRule},
     model::{
@@ -52,6 +52,19 @@ pub enum MemberCommand {
         source_member_id: String,
         target_member_id: String,
     },
+    /// Changes the fields given (`None`: left as is).
+    UpdateMember {
+        member: MemberRef,
+        display_name: Option<String>,
+        attributes: Option<std::collections::BTreeMap<String, String>>,
+    },
+    UnlinkIdentifier {
+        member: MemberRef,
+        identifier: Identifier,
+    },
+    EraseMember {
+        member: MemberRef,
+    },
 }
 
 /// Points outside orders (`engine::points`).
@@ -65,6 +78,12 @@ pub enum PointsCommand {
         /// fingerprint when unset, so requests remembered before the field stay the same.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         expires_at: Option<DateTime<Utc>>,
+    },
+    /// Moves available points between two members, each lot keeping its expiry.
+    TransferPoints {
+        from_member: MemberRef,
+        to_member: MemberRef,
+        points: i64,
     },
 }
 
@@ -106,6 +125,12 @@ pub enum CouponCommand {
         campaign_id: String,
         member: MemberRef,
     },
+    /// An admin takes back an active coupon (normalised code).
+    RevokeCoupon {
+        code: String,
+        reason: String,
+    },
+    UpdateCampaign(CampaignPatch),
 }
 
 /// Geofences and visits (`engine::engagement`).
@@ -174,8 +199,14 @@ area_commands! {
         CreateMember => "create_member",
         LinkIdentifier => "link_identifier",
         MergeMembers => "merge_members",
+        UpdateMember => "update_member",
+        UnlinkIdentifier => "unlink_identifier",
+        EraseMember => "erase_member",
     }
-    Points(PointsCommand) { AdjustPoints => "adjust_points" }
+    Points(PointsCommand) {
+        AdjustPoints => "adjust_points",
+        TransferPoints => "transfer_points",
+    }
     Checkout(CheckoutCommand) {
         Authorize => "authorize",
         RecordSale => "record_sale",
@@ -190,6 +221,8 @@ area_commands! {
     Coupons(CouponCommand) {
         CreateCampaign => "create_campaign",
         IssueCoupon => "issue_coupon",
+        RevokeCoupon => "revoke_coupon",
+        UpdateCampaign => "update_campaign",
     }
     Engagement(EngagementCommand) {
         CreateGeoRule => "create_geo_rule",

@@ -482,3 +482,83 @@ mod tests {
         );
     }
 }
+
+/// UpdateCampaign: the fields its update_mask names (`None`: left as is). The others
+/// (discount, scope, validity, codes) stay as created: coupons already issued were priced
+/// and dated by them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CampaignPatch {
+    pub campaign_id: String,
+    pub name: Option<String>,
+    /// `Some(None)` removes the end; an end at or before now ends the campaign early.
+    pub ends_at: Option<Option<DateTime<Utc>>>,
+    pub issue_limit: Option<i32>,
+    pub per_member_limit: Option<i32>,
+}
+
+impl CampaignPatch {
+    /// `campaign` with the patch applied.
+    pub fn apply(&self, campaign: &Campaign) -> Campaign {
+        let mut changed = campaign.clone();
+        if let Some(name) = &self.name {
+            changed.name = name.clone();
+        }
+        if let Some(ends_at) = self.ends_at {
+            changed.ends_at = ends_at;
+        }
+        if let Some(issue_limit) = self.issue_limit {
+            changed.issue_limit = issue_limit;
+        }
+        if let Some(per_member_limit) = self.per_member_limit {
+            changed.per_member_limit = per_member_limit;
+        }
+        changed
+    }
+}
+
+#[cfg(test)]
+mod patch_tests {
+    use super::*;
+
+    #[test]
+    fn a_patch_changes_only_its_fields() {
+        let campaign = Campaign {
+            campaign_id: "c".into(),
+            name: "old".into(),
+            discount: Discount::AmountOff(Money::new(Decimal::from(100)).unwrap()),
+            min_spend: Money::ZERO,
+            channels: vec![],
+            store_ids: vec![],
+            starts_at: None,
+            ends_at: None,
+            validity_days: 0,
+            per_member_limit: 1,
+            issue_limit: 10,
+            stackable: false,
+            public_code: None,
+            issue_on_capture: None,
+            variants: vec![],
+            eligible: Eligibility::default(),
+            created_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let end = DateTime::<Utc>::UNIX_EPOCH + Duration::days(1);
+        let patch = CampaignPatch {
+            campaign_id: "c".into(),
+            name: None,
+            ends_at: Some(Some(end)),
+            issue_limit: Some(0),
+            per_member_limit: None,
+        };
+        let changed = patch.apply(&campaign);
+        assert_eq!(changed.ends_at, Some(end));
+        assert_eq!(changed.issue_limit, 0);
+        assert_eq!(
+            Campaign {
+                ends_at: None,
+                issue_limit: 10,
+                ..changed
+            },
+            campaign
+        );
+    }
+}

@@ -49,6 +49,8 @@ pub enum DomainError {
     /// carried the value; it is ignored when they are read back.
     #[error("the {kind} identifier belongs to another member")]
     IdentifierTaken { kind: String },
+    #[error("member {member_id} was erased")]
+    MemberErased { member_id: String },
     #[error("member has open (authorized) orders; capture or void them first")]
     MemberHasOpenOrders,
     #[error("request_id was already used for a different request")]
@@ -112,6 +114,12 @@ pub enum DomainError {
     ReceiptNotFound,
     #[error("receipt is {status}, not waiting for review")]
     ReceiptNotPending { status: String },
+    #[error("coupon {code} is reserved by an open order; capture or void it first")]
+    CouponReserved { code: String },
+    #[error(
+        "{issued} coupons of the campaign are issued already; issue_limit {issue_limit} is lower"
+    )]
+    IssueLimitBelowIssued { issued: i64, issue_limit: i32 },
 }
 
 /// Why a coupon cannot be used; the names are the binding `ErrorInfo` reasons of API.md.
@@ -163,6 +171,7 @@ impl DomainError {
             Self::PermissionDenied(_) => "PERMISSION_DENIED",
             Self::MemberNotFound => "MEMBER_NOT_FOUND",
             Self::MemberMerged { .. } => "MEMBER_MERGED",
+            Self::MemberErased { .. } => "MEMBER_ERASED",
             Self::IdentifierTaken { .. } => "IDENTIFIER_TAKEN",
             Self::MemberHasOpenOrders => "MEMBER_HAS_OPEN_ORDERS",
             Self::IdempotencyKeyReused => "IDEMPOTENCY_KEY_REUSED",
@@ -191,6 +200,8 @@ impl DomainError {
             Self::Coupon { reason, .. } => reason.as_str(),
             Self::ReceiptNotFound => "RECEIPT_NOT_FOUND",
             Self::ReceiptNotPending { .. } => "RECEIPT_NOT_PENDING",
+            Self::CouponReserved { .. } => "COUPON_RESERVED",
+            Self::IssueLimitBelowIssued { .. } => "ISSUE_LIMIT_BELOW_ISSUED",
         }
     }
 
@@ -221,6 +232,7 @@ impl DomainError {
             | Self::WebhookExists(_) => AlreadyExists,
             Self::CampaignExhausted | Self::MemberLimit => ResourceExhausted,
             Self::MemberMerged { .. }
+            | Self::MemberErased { .. }
             | Self::MemberHasOpenOrders
             | Self::InsufficientPoints { .. }
             | Self::PointsExceedAmount { .. }
@@ -231,6 +243,8 @@ impl DomainError {
             | Self::EarnCapExceeded { .. }
             | Self::TooOld { .. }
             | Self::ReceiptNotPending { .. }
+            | Self::CouponReserved { .. }
+            | Self::IssueLimitBelowIssued { .. }
             | Self::Coupon { .. } => FailedPrecondition,
         }
     }

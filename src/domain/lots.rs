@@ -89,6 +89,45 @@ pub fn plan_spend(lots: &[Lot], points: i64, now: DateTime<Utc>) -> Option<Vec<(
     (left == 0).then_some(plan)
 }
 
+/// (lot_id, points taken) in spend order, as `plan_spend` gives it.
+pub type SpendPlan = Vec<(i64, i64)>;
+
+/// What a transfer of `points` gives the receiver: the sender's lots that pay for it
+/// (`plan_spend`: soonest expiry first) as the receiver's new lots, one per (expiry, limited),
+/// so that transferred points expire when they would have and limited-time points stay
+/// limited. In spend order; `None` when the lots do not cover it.
+pub fn plan_transfer(
+    lots: &[Lot],
+    points: i64,
+    now: DateTime<Utc>,
+) -> Option<(SpendPlan, Vec<TransferredLot>)> {
+    let plan = plan_spend(lots, points, now)?;
+    let mut received: Vec<TransferredLot> = Vec::new();
+    for (lot_id, take) in &plan {
+        let lot = lots.iter().find(|lot| lot.lot_id == *lot_id)?;
+        match received
+            .iter_mut()
+            .find(|r| r.expires_at == lot.expires_at && r.limited == lot.limited)
+        {
+            Some(same) => same.points += take,
+            None => received.push(TransferredLot {
+                expires_at: lot.expires_at,
+                limited: lot.limited,
+                points: *take,
+            }),
+        }
+    }
+    Some((plan, received))
+}
+
+/// A lot a transfer gives the receiver (see [`plan_transfer`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferredLot {
+    pub expires_at: Option<DateTime<Utc>>,
+    pub limited: bool,
+    pub points: i64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,9 +183,47 @@ mod tests {
             created_at: now(),
             lifetime_earned_points: 0,
             lifetime_redeemed_points: 0,
+            attributes: Default::default(),
+            erased_at: None,
         };
         let balance = balance_at(&member, &lots, now());
         assert_eq!((balance.available_points, balance.pending_points), (0, 100));
+    }
+
+    #[test]
+    fn a_transfer_keeps_expiries_and_limited_lots_apart() {
+        let mut limited = lot(4, 30, Some(10));
+        limited.limited = true;
+        let lots = vec![
+            lot(1, 100, None),
+            lot(2, 50, Some(10)),
+            lot(3, 20, Some(10)),
+            limited,
+        ];
+        let (plan, received) = plan_transfer(&lots, 120, now()).unwrap();
+        assert_eq!(plan, vec![(2, 50), (3, 20), (4, 30), (1, 20)]);
+        let in_ten_days = Some(now() + Duration::days(10));
+        assert_eq!(
+            received,
+            vec![
+                TransferredLot {
+                    expires_at: in_ten_days,
+                    limited: false,
+                    points: 70
+                },
+                TransferredLot {
+                    expires_at: in_ten_days,
+                    limited: true,
+                    points: 30
+                },
+                TransferredLot {
+                    expires_at: None,
+                    limited: false,
+                    points: 20
+                },
+            ]
+        );
+        assert_eq!(plan_transfer(&lots, 201, now()), None);
     }
 
     proptest! {

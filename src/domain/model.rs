@@ -52,6 +52,9 @@ pub enum MemberRef {
 pub enum MemberState {
     Active,
     Merged,
+    /// Personal data erased (EraseMember); the pseudonymous id stays in the ledger. Stored as
+    /// `erased_at` (migration 0015), not in the state column.
+    Erased,
 }
 
 impl MemberState {
@@ -59,6 +62,7 @@ impl MemberState {
         match self {
             MemberState::Active => "active",
             MemberState::Merged => "merged",
+            MemberState::Erased => "erased",
         }
     }
 
@@ -66,6 +70,7 @@ impl MemberState {
         match s {
             "active" => Some(Self::Active),
             "merged" => Some(Self::Merged),
+            "erased" => Some(Self::Erased),
             _ => None,
         }
     }
@@ -79,6 +84,10 @@ pub struct Member {
     pub state: MemberState,
     pub merged_into: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// UpdateMember's attributes (for segments). Outcomes remembered before the field read
+    /// as none.
+    #[serde(default)]
+    pub attributes: std::collections::BTreeMap<String, String>,
 }
 
 /// The member's row as the engine sees it while it works (without identifiers).
@@ -91,6 +100,28 @@ pub struct MemberRow {
     pub created_at: DateTime<Utc>,
     pub lifetime_earned_points: i64,
     pub lifetime_redeemed_points: i64,
+    pub attributes: std::collections::BTreeMap<String, String>,
+    /// When EraseMember erased the member (state `Erased`).
+    pub erased_at: Option<DateTime<Utc>>,
+}
+
+impl MemberRow {
+    /// The state column as stored: an erased member's erasure is `erased_at` (migration 0015).
+    pub fn stored_state(&self) -> &'static str {
+        match self.state {
+            MemberState::Erased => MemberState::Active.as_str(),
+            state => state.as_str(),
+        }
+    }
+
+    /// The state as read back: a set `erased_at` wins over the state column.
+    pub fn state_as_read(stored: MemberState, erased_at: Option<DateTime<Utc>>) -> MemberState {
+        if erased_at.is_some() {
+            MemberState::Erased
+        } else {
+            stored
+        }
+    }
 }
 
 /// Program-wide settings (one row).

@@ -163,6 +163,9 @@ pub struct LedgerSnapshot {
     /// Points of the receipts waiting for review, and the points their lots hold pending.
     pub receipt_points_in_review: i64,
     pub review_lot_points: i64,
+    /// Erased members that still hold something: an identifier, a name or attributes, a
+    /// location report or presence, a receipt's raw text, points, or an unspent coupon.
+    pub erased_members_with_data: Vec<String>,
 }
 
 /// Point lots summed for GetLiability, counted as of the start of `as_of`'s quarter hour (see
@@ -397,10 +400,18 @@ pub struct ChangeSet {
     pub new_stores: Vec<RetailStore>,
     pub program: Option<Program>,
     pub new_campaigns: Vec<Campaign>,
+    /// Campaigns an admin changed (UpdateCampaign): the body is rewritten.
+    pub changed_campaigns: Vec<Campaign>,
     /// Merged members (source, target): every lot, coupon and identifier of the source moves
     /// to the target, also those the batch never read. Written before the rows below, which
     /// already name their final member.
     pub merges: Vec<(String, String)>,
+    /// Identifiers unlinked from their member (deleted before `new_identifiers` are written).
+    pub removed_identifiers: Vec<Identifier>,
+    /// Erased members (EraseMember): their location reports and presence are deleted and their
+    /// receipts' raw text emptied. Their rows (identifiers, name, points, coupons) change
+    /// through the ordinary parts of the change set.
+    pub erased_members: Vec<String>,
     pub new_members: Vec<MemberRow>,
     pub changed_members: Vec<MemberRow>,
     /// (identifier, member_id)
@@ -912,6 +923,14 @@ pub trait UnitOfWork: LedgerReads {
 
     /// One page of receipts (see [`ReceiptPageQuery`]).
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>>;
+    /// A member's orders newest first (created_at, order_id descending), those strictly
+    /// before `before` when given, at most `limit` (ListOrders).
+    async fn member_orders(
+        &mut self,
+        member_id: &str,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<Order>>;
 
     // The reports (ReportService) read the summaries the flush keeps (`domain::summary`),
     // shards summed.

@@ -80,11 +80,17 @@ impl Plan {
 /// coupon and identifier of a member), some of which the batch never reads: alone, no other
 /// command of its batch can see those rows before they move. A rule's change locks its row
 /// before the sales of its batch would lock the rules in rule_id order: alone, it never holds
-/// one rule while waiting for another.
+/// one rule while waiting for another. An unlink or an erasure deletes rows (identifiers; an
+/// erasure also the member's location history, which the batch never reads): alone, no other
+/// command of its batch can link the identifier again or write to what is deleted.
 pub(super) fn runs_alone(command: &Command) -> bool {
     matches!(
         command,
-        Command::Members(MemberCommand::MergeMembers { .. }) | Command::Rules(_)
+        Command::Members(
+            MemberCommand::MergeMembers { .. }
+                | MemberCommand::UnlinkIdentifier { .. }
+                | MemberCommand::EraseMember { .. }
+        ) | Command::Rules(_)
     )
 }
 
@@ -169,6 +175,25 @@ impl<K: Eq + Hash + Clone, V: Clone + PartialEq> Table<K, V> {
         self.log.push((key, replaced));
     }
 
+    /// Marks a row deleted (known absent from now on).
+    fn delete(&mut self, key: K) {
+        let replaced = self.rows.insert(key.clone(), None);
+        self.log.push((key, replaced));
+    }
+
+    /// Rows the batch deleted that were there when it read them.
+    fn deleted(&self) -> Vec<&K> {
+        let mut seen = HashSet::new();
+        self.log
+            .iter()
+            .filter(|(key, _)| seen.insert(key))
+            .filter(|(key, replaced)| {
+                matches!(replaced, Some(Some(_))) && matches!(self.rows.get(key), Some(None))
+            })
+            .map(|(key, _)| key)
+            .collect()
+    }
+
     fn mark(&self) -> usize {
         self.log.len()
     }
@@ -232,6 +257,7 @@ struct Marks {
     campaigns: usize,
     public_codes: usize,
     merges: usize,
+    erasures: usize,
     transactions: usize,
     events: usize,
     engagement: EngagementMarks,
@@ -279,6 +305,8 @@ struct Rows {
     public_codes: Table<String, String>,
     /// (source, target) of the members merged.
     merges: Vec<(String, String)>,
+    /// Members whose personal data the flush erases (`ChangeSet::erased_members`).
+    erasures: Vec<String>,
     /// Coupons the database counted per (campaign, member or all); the batch's own new coupons
     /// are counted from `coupons`.
     stored_coupon_counts: HashMap<(String, Option<String>), i64>,
@@ -390,6 +418,7 @@ impl Rows {
             campaigns: self.campaigns.mark(),
             public_codes: self.public_codes.mark(),
             merges: self.merges.len(),
+            erasures: self.erasures.len(),
             transactions: self.transactions.len(),
             events: self.events.len(),
             engagement: self.engagement.marks(),
@@ -413,6 +442,7 @@ impl Rows {
         self.campaigns.rollback(marks.campaigns);
         self.public_codes.rollback(marks.public_codes);
         self.merges.truncate(marks.merges);
+        self.erasures.truncate(marks.erasures);
         self.transactions.truncate(marks.transactions);
         self.events.truncate(marks.events);
         self.engagement.rollback(marks.engagement);
@@ -432,7 +462,7 @@ impl Rows {
         let (new_coupons, changed_coupons) = self.coupons.split_changes();
         let (outcomes, _) = self.outcomes.split_changes();
         let (new_stores, _) = self.stores.split_changes();
-        let (new_campaigns, _) = self.campaigns.split_changes();
+        let (new_campaigns, changed_campaigns) = self.campaigns.split_changes();
         let program = self
             .program
             .changes()
@@ -462,7 +492,10 @@ impl Rows {
             new_stores,
             program,
             new_campaigns,
+            changed_campaigns,
             merges: self.merges.clone(),
+            erased_members: self.erasures.clone(),
+            removed_identifiers: self.identifiers.deleted().into_iter().cloned().collect(),
             new_members,
             changed_members,
             new_identifiers,
@@ -1514,6 +1547,31 @@ impl LedgerRows for InMemory<'_> {
         Ok(())
     }
 
+    async fn remove_identifier(
+        &mut self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()> {
+        let mut identifiers = self.load_identifiers_of(member_id).await?;
+        identifiers.retain(|kept| kept != identifier);
+        self.rows
+            .member_identifiers
+            .put(member_id.to_string(), identifiers);
+        // Listed among the member's, so stored under it (unless this batch linked it, which
+        // `fill` keeps): the delete must see a row to delete.
+        let identifiers = &mut self.rows.identifiers;
+        identifiers.fill(identifier.clone(), Some(member_id.to_string()));
+        identifiers.delete(identifier.clone());
+        Ok(())
+    }
+
+    async fn erase_personal_data(&mut self, member_id: &str) -> StoreResult<()> {
+        if !self.rows.erasures.iter().any(|erased| erased == member_id) {
+            self.rows.erasures.push(member_id.to_string());
+        }
+        Ok(())
+    }
+
     async fn move_identifiers(&mut self, from: &str, to: &str) -> StoreResult<()> {
         let moving = self.load_identifiers_of(from).await?;
         let mut staying = self.load_identifiers_of(to).await?;
@@ -1697,6 +1755,13 @@ impl LedgerRows for InMemory<'_> {
                 .public_codes
                 .put(code.clone(), campaign.campaign_id.clone());
         }
+        self.rows
+            .campaigns
+            .put(campaign.campaign_id.clone(), campaign.clone());
+        Ok(())
+    }
+
+    async fn update_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
         self.rows
             .campaigns
             .put(campaign.campaign_id.clone(), campaign.clone());

@@ -14,7 +14,8 @@ use super::{
 use crate::domain::{
     Account, Asset, DomainError, Money,
     coupon::{
-        Campaign, Coupon, CouponContext, CouponState, check_coupon, check_scope, check_stacking,
+        Campaign, CampaignPatch, Coupon, CouponContext, CouponState, check_coupon, check_scope,
+        check_stacking,
     },
     error::CouponReason,
     ids,
@@ -588,11 +589,109 @@ pub(super) async fn expire_if_due(
     Ok(true)
 }
 
+/// RevokeCoupon: an active coupon goes to `campaign:<id>:revoked` in a transaction of its own
+/// (`coupon_revoke`, the reason in its metadata). Revoked coupons still count against the
+/// campaign's limits: they were issued. A reserved coupon belongs to an open order, which
+/// must be captured or voided first.
+pub(super) async fn revoke(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    code: &str,
+    reason: &str,
+) -> CommandResult<Coupon> {
+    let coupon = uow
+        .get_coupon(code, true)
+        .await?
+        .ok_or_else(|| refusal(code, CouponReason::NotFound))?;
+    match coupon.state {
+        CouponState::Active if coupon.is_expired(now) => {
+            return Err(refusal(code, CouponReason::Expired).into());
+        }
+        CouponState::Active => {}
+        CouponState::Reserved => {
+            return Err(DomainError::CouponReserved {
+                code: code.to_string(),
+            }
+            .into());
+        }
+        CouponState::Redeemed | CouponState::Expired | CouponState::Revoked => {
+            return Err(refusal(code, CouponReason::NotActive).into());
+        }
+    }
+    Ok(revoke_row(uow, now, coupon, reason).await?)
+}
+
+/// Revokes an active coupon (its row locked by the caller) in a transaction of its own.
+pub(super) async fn revoke_row(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    mut coupon: Coupon,
+    reason: &str,
+) -> Result<Coupon, StoreError> {
+    debug_assert_eq!(coupon.state, CouponState::Active);
+    coupon.state = CouponState::Revoked;
+    uow.update_coupon(&coupon).await?;
+    let posting = unit(
+        Account::Member(coupon.member_id.clone()),
+        Account::CampaignRevoked(coupon.campaign_id.clone()),
+        &coupon.campaign_id,
+    );
+    let mut entry = system_entry("coupon_revoke", &coupon.member_id, now, vec![posting]);
+    entry.metadata.push(("code".into(), coupon.code.clone()));
+    entry.metadata.push(("reason".into(), reason.to_string()));
+    uow.append_transaction(&entry).await?;
+    Ok(coupon)
+}
+
+/// UpdateCampaign: the masked fields change under the campaign's lock. A total issue limit
+/// below what is issued already is refused (the issued coupons stay); so is an end before the
+/// start. An end at or before now ends the campaign early: nothing more is issued, and its
+/// public code no longer applies.
+pub(super) async fn update_campaign(
+    uow: &mut dyn LedgerRows,
+    patch: &CampaignPatch,
+) -> CommandResult<Campaign> {
+    let campaign = uow
+        .get_campaign(&patch.campaign_id, true)
+        .await?
+        .ok_or(DomainError::CampaignNotFound)?;
+    let changed = patch.apply(&campaign);
+    if let (Some(start), Some(end)) = (changed.starts_at, changed.ends_at)
+        && end < start
+    {
+        return Err(
+            DomainError::invalid("campaign.ends_at", "must not be before starts_at").into(),
+        );
+    }
+    if changed.issue_limit > 0 && changed.issue_limit != campaign.issue_limit {
+        let issued = uow.count_coupons(&campaign.campaign_id, None).await?;
+        if issued > i64::from(changed.issue_limit) {
+            return Err(DomainError::IssueLimitBelowIssued {
+                issued,
+                issue_limit: changed.issue_limit,
+            }
+            .into());
+        }
+    }
+    if changed != campaign {
+        uow.update_campaign(&changed).await?;
+    }
+    Ok(changed)
+}
+
 impl crate::domain::command::CouponCommand {
     pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
-        if let crate::domain::command::CouponCommand::IssueCoupon { member, .. } = self {
-            plan.member(member);
-            plan.wants(1, 0);
+        use crate::domain::command::CouponCommand::*;
+        match self {
+            IssueCoupon { member, .. } => {
+                plan.member(member);
+                plan.wants(1, 0);
+            }
+            RevokeCoupon { code, .. } => {
+                plan.keys().coupon_codes.push(code.clone());
+                plan.wants(1, 0);
+            }
+            CreateCampaign(_) | UpdateCampaign(_) => {}
         }
     }
 
@@ -619,6 +718,16 @@ impl crate::domain::command::CouponCommand {
                 issue_by_admin(uow, now, campaign_id, member)
                     .await
                     .map(Reply::Coupon)
+            }
+            RevokeCoupon { code, reason } => {
+                caller.require(Operation::RevokeCoupon)?;
+                revoke(uow, now, code, reason).await.map(Reply::Coupon)
+            }
+            UpdateCampaign(patch) => {
+                caller.require(Operation::ManageCampaigns)?;
+                let updated = update_campaign(uow, patch).await?;
+                reference.campaigns_changed();
+                Ok(Reply::Campaign(updated))
             }
         }
     }

@@ -40,6 +40,12 @@ pub(super) async fn resolve(
         }
         .into());
     }
+    if access == Access::Mutate && row.state == MemberState::Erased {
+        return Err(DomainError::MemberErased {
+            member_id: row.member_id,
+        }
+        .into());
+    }
     Ok(row)
 }
 
@@ -102,6 +108,7 @@ pub(super) async fn to_member(
         state: row.state,
         merged_into: row.merged_into,
         created_at: row.created_at,
+        attributes: row.attributes,
     })
 }
 
@@ -122,6 +129,8 @@ pub(super) async fn create(
         created_at: now,
         lifetime_earned_points: 0,
         lifetime_redeemed_points: 0,
+        attributes: Default::default(),
+        erased_at: None,
     };
     uow.insert_member(&row).await?;
     for identifier in identifiers {
@@ -151,6 +160,70 @@ pub(super) async fn link(
         Some(_) => ensure_free(uow, identifier).await?,
         None => uow.insert_identifier(&row.member_id, identifier).await?,
     }
+    Ok(to_member(uow, row).await?)
+}
+
+/// UpdateMember: the display name and attributes given replace the stored ones.
+pub(super) async fn update(
+    uow: &mut dyn LedgerRows,
+    member: &MemberRef,
+    display_name: Option<&String>,
+    attributes: Option<&std::collections::BTreeMap<String, String>>,
+) -> CommandResult<Member> {
+    let mut row = resolve(uow, member, Access::Mutate).await?;
+    if let Some(display_name) = display_name {
+        row.display_name.clone_from(display_name);
+    }
+    if let Some(attributes) = attributes {
+        row.attributes.clone_from(attributes);
+    }
+    uow.update_member(&row).await?;
+    Ok(to_member(uow, row).await?)
+}
+
+/// UnlinkIdentifier: the identifier must be the member's; another member's or nobody's is
+/// the same INVALID_ARGUMENT, so the answer does not reveal who owns it.
+pub(super) async fn unlink(
+    uow: &mut dyn LedgerRows,
+    member: &MemberRef,
+    identifier: &Identifier,
+) -> CommandResult<Member> {
+    let row = resolve(uow, member, Access::Mutate).await?;
+    if uow.member_by_identifier(identifier).await?.as_deref() != Some(row.member_id.as_str()) {
+        return Err(DomainError::invalid("identifier", "is not linked to this member").into());
+    }
+    uow.remove_identifier(&row.member_id, identifier).await?;
+    Ok(to_member(uow, row).await?)
+}
+
+/// EraseMember: personal data goes (identifiers, name, attributes, location history,
+/// receipts' text); the points left are forfeited to `program:forfeited` and the active
+/// coupons revoked, each through the ledger; the member_id stays as the ledger's pseudonym.
+/// A member with an open (authorized) order is refused, as a merge is: its hold must resolve.
+pub(super) async fn erase(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    member: &MemberRef,
+) -> CommandResult<Member> {
+    let mut row = resolve(uow, member, Access::Mutate).await?;
+    if uow.member_has_open_orders(&row.member_id).await? {
+        return Err(DomainError::MemberHasOpenOrders.into());
+    }
+    points::forfeit_all(uow, &row.member_id, now).await?;
+    for coupon in uow.member_coupons(&row.member_id).await? {
+        if coupon.state == crate::domain::coupon::CouponState::Active {
+            super::coupons::revoke_row(uow, now, coupon, "member erased").await?;
+        }
+    }
+    for identifier in uow.identifiers(&row.member_id).await? {
+        uow.remove_identifier(&row.member_id, &identifier).await?;
+    }
+    uow.erase_personal_data(&row.member_id).await?;
+    row.display_name.clear();
+    row.attributes.clear();
+    row.state = MemberState::Erased;
+    row.erased_at = Some(now);
+    uow.update_member(&row).await?;
     Ok(to_member(uow, row).await?)
 }
 
@@ -275,6 +348,15 @@ impl crate::domain::command::MemberCommand {
                 keys.member_ids.push(target_member_id.clone());
                 plan.wants(1, 0);
             }
+            UpdateMember { member, .. } => plan.member(member),
+            UnlinkIdentifier { member, identifier } => {
+                plan.member(member);
+                plan.keys().identifiers.push(identifier.clone());
+            }
+            EraseMember { member } => {
+                plan.member(member);
+                plan.wants(2, 0);
+            }
         }
     }
 
@@ -307,6 +389,24 @@ impl crate::domain::command::MemberCommand {
                 merge(uow, now, source_member_id, target_member_id)
                     .await
                     .map(Reply::Member)
+            }
+            UpdateMember {
+                member,
+                display_name,
+                attributes,
+            } => {
+                caller.require(Operation::UpdateMember)?;
+                update(uow, member, display_name.as_ref(), attributes.as_ref())
+                    .await
+                    .map(Reply::Member)
+            }
+            UnlinkIdentifier { member, identifier } => {
+                caller.require(Operation::UnlinkIdentifier)?;
+                unlink(uow, member, identifier).await.map(Reply::Member)
+            }
+            EraseMember { member } => {
+                caller.require(Operation::EraseMember)?;
+                erase(uow, now, member).await.map(Reply::Member)
             }
         }
     }

@@ -394,11 +394,132 @@ pub(super) fn to_transaction(transaction_id: i64, entry: NewTransaction) -> Tran
     }
 }
 
+/// EraseMember: every point the member still has (available and pending) goes to
+/// `program:forfeited` in one transaction (`forfeit`), and its lots are emptied. The caller
+/// has checked that no open order holds any.
+pub(super) async fn forfeit_all(
+    uow: &mut dyn LedgerRows,
+    member_id: &str,
+    now: DateTime<Utc>,
+) -> CommandResult<()> {
+    let lots = settle_member(uow, member_id, now).await?;
+    let mut postings = Vec::new();
+    for account in [
+        Account::Member(member_id.to_string()),
+        Account::MemberPending(member_id.to_string()),
+    ] {
+        let points = uow.balance(&account.to_string(), "PTS").await?;
+        if points > 0 {
+            postings.push(Posting::new(
+                &account,
+                &Account::ProgramForfeited,
+                &Asset::Points,
+                points,
+            ));
+        }
+    }
+    // The lots and the balances are kept by different paths; forfeit only when they agree
+    // (invariant 5), so the ledger and the lots stay equal at zero.
+    let in_lots: i64 = lots.iter().map(|lot| lot.remaining_points).sum();
+    let in_balances: i64 = postings.iter().map(|p| p.amount).sum();
+    if in_lots != in_balances {
+        return Err(StoreError::Corrupt(format!(
+            "member {member_id}: lots hold {in_lots} points, balances {in_balances}"
+        ))
+        .into());
+    }
+    let emptied: Vec<Lot> = lots
+        .into_iter()
+        .map(|lot| Lot {
+            remaining_points: 0,
+            ..lot
+        })
+        .collect();
+    uow.take_from_lots(&emptied, &[]).await?;
+    if !postings.is_empty() {
+        uow.append_transaction(&system_entry("forfeit", member_id, now, postings))
+            .await?;
+    }
+    Ok(())
+}
+
+/// TransferPoints: takes `points` from the sender's lots, soonest expiry first, and gives the
+/// receiver lots with the same expiries (limited-time points stay limited), in one
+/// transaction `member:<from> → member:<to>` recorded under the sender. Both members are
+/// locked by the batch's load (in its fixed order), so concurrent transfers in either
+/// direction never take a balance below zero.
+pub(super) async fn transfer(
+    uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
+    (from_member, to_member): (&MemberRef, &MemberRef),
+    points: i64,
+) -> CommandResult<Transaction> {
+    let from = members::resolve(uow, from_member, members::Access::Mutate).await?;
+    let to = members::resolve(uow, to_member, members::Access::Mutate).await?;
+    if from.member_id == to.member_id {
+        return Err(
+            DomainError::invalid("to_member", "must be another member than from_member").into(),
+        );
+    }
+    settle_member(uow, &to.member_id, now).await?;
+    let (lots, available) = spendable(uow, &from.member_id, now).await?;
+    let (plan, received) =
+        lots::plan_transfer(&lots, points, now).ok_or(DomainError::InsufficientPoints {
+            available,
+            requested: points,
+        })?;
+    let mut taken = Vec::with_capacity(plan.len());
+    for (lot_id, take) in plan {
+        let mut lot = lots
+            .iter()
+            .find(|lot| lot.lot_id == lot_id)
+            .cloned()
+            .expect("planned lots come from the list");
+        lot.remaining_points -= take;
+        taken.push(lot);
+    }
+    uow.take_from_lots(&taken, &[]).await?;
+    for lot in received {
+        NewLot {
+            expires_at: lot.expires_at,
+            limited: lot.limited,
+            ..NewLot::earned(&to.member_id, lot.points, now)
+        }
+        .insert(uow)
+        .await?;
+    }
+    let posting = Posting::new(
+        &Account::Member(from.member_id.clone()),
+        &Account::Member(to.member_id.clone()),
+        &Asset::Points,
+        points,
+    );
+    let mut entry = system_entry("transfer", &from.member_id, now, vec![posting]);
+    entry
+        .metadata
+        .push(("to_member_id".into(), to.member_id.clone()));
+    let transaction_id = uow.append_transaction(&entry).await?;
+    Ok(to_transaction(transaction_id, entry))
+}
+
 impl crate::domain::command::PointsCommand {
     pub(super) fn plan(&self, plan: &mut super::batch::Plan) {
-        let crate::domain::command::PointsCommand::AdjustPoints { member, .. } = self;
-        plan.member(member);
-        plan.wants(1, 1);
+        use crate::domain::command::PointsCommand::*;
+        match self {
+            AdjustPoints { member, .. } => {
+                plan.member(member);
+                plan.wants(1, 1);
+            }
+            TransferPoints {
+                from_member,
+                to_member,
+                ..
+            } => {
+                plan.member(from_member);
+                plan.member(to_member);
+                plan.wants(1, 2);
+            }
+        }
     }
 
     pub(super) async fn run(
@@ -408,17 +529,30 @@ impl crate::domain::command::PointsCommand {
         caller: &crate::domain::auth::Caller,
         now: DateTime<Utc>,
     ) -> CommandResult<crate::domain::command::Reply> {
-        use crate::domain::{auth::Operation, command::Reply};
-        let crate::domain::command::PointsCommand::AdjustPoints {
-            member,
-            points,
-            reason,
-            expires_at,
-        } = self;
-        caller.require(Operation::AdjustPoints)?;
-        let grant = (*points, *expires_at);
-        adjust(uow, reference, now, member, grant, reason)
-            .await
-            .map(Reply::Transaction)
+        use crate::domain::{auth::Operation, command::PointsCommand::*, command::Reply};
+        match self {
+            AdjustPoints {
+                member,
+                points,
+                reason,
+                expires_at,
+            } => {
+                caller.require(Operation::AdjustPoints)?;
+                let grant = (*points, *expires_at);
+                adjust(uow, reference, now, member, grant, reason)
+                    .await
+                    .map(Reply::Transaction)
+            }
+            TransferPoints {
+                from_member,
+                to_member,
+                points,
+            } => {
+                caller.require(Operation::TransferPoints)?;
+                transfer(uow, now, (from_member, to_member), *points)
+                    .await
+                    .map(Reply::Transaction)
+            }
+        }
     }
 }

@@ -192,6 +192,42 @@ impl Engine {
         Ok(order)
     }
 
+    /// A page of a member's orders, newest first (created_at, order_id), in every channel: the
+    /// history is the member's (ListTransactions already shows every channel's entries to the
+    /// same roles). Keyset pages read one more row than asked to tell whether another follows.
+    pub async fn list_orders(
+        &self,
+        caller: &Caller,
+        member: &MemberRef,
+        after: Option<&Cursor>,
+        size: usize,
+    ) -> Result<Page<Order>, EngineError> {
+        caller.require(Operation::ListOrders)?;
+        let mut uow = self.store().begin_read().await?;
+        let row = members::resolve(uow.as_mut(), member, members::Access::Read)
+            .await
+            .map_err(from_failure)?;
+        let before = after.map(|cursor| (cursor.at.unwrap_or_default(), cursor.id.clone()));
+        let limit = i64::try_from(size).unwrap_or(i64::MAX).saturating_add(1);
+        let mut orders = uow
+            .member_orders(&row.member_id, before.as_ref(), limit)
+            .await?;
+        let more = orders.len() > size;
+        orders.truncate(size);
+        let next = more
+            .then(|| {
+                orders.last().map(|last| Cursor {
+                    at: Some(last.created_at),
+                    id: last.order_id.clone(),
+                })
+            })
+            .flatten();
+        Ok(Page {
+            items: orders,
+            next,
+        })
+    }
+
     pub async fn get_store(&self, caller: &Caller, store_id: &str) -> Result<Store, EngineError> {
         caller.require(Operation::ManageStores)?;
         let mut uow = self.store().begin_read().await?;

@@ -50,6 +50,15 @@ pub(crate) trait LedgerRows: LedgerReads {
         from_member_id: &str,
         to_member_id: &str,
     ) -> StoreResult<()>;
+    /// Unlinks an identifier from its member (UnlinkIdentifier, EraseMember).
+    async fn remove_identifier(
+        &mut self,
+        member_id: &str,
+        identifier: &Identifier,
+    ) -> StoreResult<()>;
+    /// EraseMember: the flush deletes the member's location history (reports and presence) and
+    /// empties the raw text of its receipts (rows the batch never reads).
+    async fn erase_personal_data(&mut self, member_id: &str) -> StoreResult<()>;
 
     // The journal. `append_transaction` also applies the postings to the stored balances of
     // guarded accounts; a balance that would go below zero fails it.
@@ -119,6 +128,8 @@ pub(crate) trait LedgerRows: LedgerReads {
 
     // Campaigns and coupons.
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
+    /// A campaign read under its lock, changed (its public code and id never change).
+    async fn update_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;
     async fn insert_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn update_coupon(&mut self, coupon: &Coupon) -> StoreResult<()>;
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;

@@ -240,7 +240,7 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
             violations: lots(snapshot, &sums),
         },
         Check {
-            name: "coupon rows and coupon balances agree",
+            name: "coupon rows and coupon balances agree (revoked ones too)",
             violations: coupons(snapshot, &sums),
         },
         Check {
@@ -249,6 +249,14 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
                 .coupons_without_rule
                 .iter()
                 .map(|code| format!("coupon {code}'s source names no rule"))
+                .collect(),
+        },
+        Check {
+            name: "erased members keep no personal data, points or coupons",
+            violations: snapshot
+                .erased_members_with_data
+                .iter()
+                .map(|member_id| format!("erased member {member_id} still holds data"))
                 .collect(),
         },
         Check {
@@ -404,7 +412,9 @@ fn coupons(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Str
     let ledger: BTreeMap<&Position, i64> = sums
         .iter()
         .filter(|((account, asset), _)| {
-            asset.starts_with("CPN:") && Account::is_guarded_name(account)
+            asset.starts_with("CPN:")
+                && (Account::is_guarded_name(account)
+                    || matches!(Account::parse(account), Some(Account::CampaignRevoked(_))))
         })
         .map(|(key, amount)| (key, *amount))
         .collect();

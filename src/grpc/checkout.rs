@@ -8,17 +8,18 @@ use prost_types::Timestamp;
 use tonic::{Request, Response, Status};
 
 use super::{
-    auth::{caller, permit_checkout},
+    auth::{caller, caller_for, permit_checkout},
     convert::{
         MAX_BASKET_LINES, MAX_LINE_QUANTITY, Violations, basket, channel, channel_out, check_id,
         check_optional_id, check_points_to_redeem, check_request_id, coupon_codes, member_ref,
         optional_instant, optional_timestamp, positive_money, required_id, timestamp,
     },
+    paging::{next_page_token, page_size, page_token},
     reply::execute,
 };
 use crate::{
     domain::{
-        auth::Caller,
+        auth::{Caller, Operation},
         command::{CheckoutCommand, OrderRequest, RefundLine, RefundScope},
         model::{Channel, EarnPart, Order, OrderState, RefundResult},
         pricing::Quote,
@@ -161,6 +162,27 @@ impl CheckoutService for CheckoutApi {
         let order = self.engine.get_order(&caller, &order_id).await?;
         Ok(Response::new(proto::GetOrderResponse {
             order: Some(order_out(order)),
+        }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<proto::ListOrdersRequest>,
+    ) -> Result<Response<proto::ListOrdersResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ListOrders).await?;
+        let request = request.into_inner();
+        let mut v = Violations::new();
+        let member = member_ref(&mut v, "member", request.member);
+        let size = page_size(&mut v, request.page_size);
+        let after = page_token(&mut v, "ListOrders", &request.page_token);
+        let (member, size, after) = v.build(|| Some((member?, size?, after?)))?;
+        let page = self
+            .engine
+            .list_orders(&caller, &member, after.as_ref(), size)
+            .await?;
+        Ok(Response::new(proto::ListOrdersResponse {
+            orders: page.items.into_iter().map(order_out).collect(),
+            next_page_token: next_page_token(page.next),
         }))
     }
 }
@@ -403,6 +425,21 @@ pub fn order_out(order: Order) -> proto::Order {
         created_at: Some(timestamp(order.created_at)),
         occurred_at: Some(timestamp(order.occurred_at)),
         earn_breakdown,
+        lines: order.lines.into_iter().map(order_line_out).collect(),
+    }
+}
+
+fn order_line_out(line: crate::domain::model::OrderLine) -> proto::OrderLine {
+    let item = line.item;
+    proto::OrderLine {
+        item: Some(proto::LineItem {
+            line_id: item.line_id,
+            sku: item.sku,
+            category: item.category,
+            quantity: item.quantity,
+            amount: item.amount.to_string(),
+        }),
+        refunded_quantity: line.refunded_quantity,
     }
 }
 

@@ -21,7 +21,10 @@ use crate::{
     domain::{
         auth::Operation,
         command::CouponCommand,
-        coupon::{Campaign, Coupon, CouponState, Discount, Eligibility, IssueOnCapture, Variant},
+        coupon::{
+            Campaign, CampaignPatch, Coupon, CouponState, Discount, Eligibility, IssueOnCapture,
+            Variant,
+        },
         ids::normalize_code,
     },
     engine::Engine,
@@ -140,6 +143,31 @@ impl CouponService for CouponApi {
         }))
     }
 
+    async fn revoke_coupon(
+        &self,
+        request: Request<proto::RevokeCouponRequest>,
+    ) -> Result<Response<proto::RevokeCouponResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::RevokeCoupon).await?;
+        let request = request.into_inner();
+        let command = revoke_command(&request)?;
+        let coupon = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::RevokeCouponResponse {
+            coupon: Some(coupon_out(coupon)),
+        }))
+    }
+
+    async fn update_campaign(
+        &self,
+        request: Request<proto::UpdateCampaignRequest>,
+    ) -> Result<Response<proto::UpdateCampaignResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::ManageCampaigns).await?;
+        let (request_id, command) = update_campaign_command(request.get_ref())?;
+        let campaign = execute(&self.engine, &caller, request_id.as_deref(), command).await?;
+        Ok(Response::new(proto::UpdateCampaignResponse {
+            campaign: Some(campaign_out(campaign)),
+        }))
+    }
+
     async fn get_coupon(
         &self,
         request: Request<proto::GetCouponRequest>,
@@ -151,6 +179,92 @@ impl CouponService for CouponApi {
             coupon: Some(coupon_out(coupon)),
         }))
     }
+}
+
+/// Longest reason of a revocation, in characters.
+const MAX_REASON_CHARS: usize = 500;
+/// The campaign fields UpdateCampaign may change.
+const UPDATABLE_PATHS: [&str; 4] = ["name", "ends_at", "issue_limit", "per_member_limit"];
+
+pub(super) fn revoke_command(
+    request: &proto::RevokeCouponRequest,
+) -> Result<CouponCommand, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let code = coupon_code(&mut v, "code", &request.code);
+    check_text(&mut v, "reason", &request.reason, 0, MAX_REASON_CHARS);
+    v.build(|| {
+        Some(CouponCommand::RevokeCoupon {
+            code: code?,
+            reason: request.reason.clone(),
+        })
+    })
+}
+
+/// The request's masked fields, each checked as CreateCampaign checks it; fields left out
+/// of the mask are neither checked nor changed.
+pub(super) fn update_campaign_command(
+    request: &proto::UpdateCampaignRequest,
+) -> Result<(Option<String>, CouponCommand), Status> {
+    let mut v = Violations::new();
+    let request_id = optional_request_id(&mut v, &request.request_id);
+    let paths = request
+        .update_mask
+        .as_ref()
+        .map(|mask| mask.paths.clone())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        v.push("update_mask", "names the fields to change");
+    }
+    for path in &paths {
+        if !UPDATABLE_PATHS.contains(&path.as_str()) {
+            v.push(
+                "update_mask",
+                format!(
+                    "cannot change {path:?}; changeable: {}",
+                    UPDATABLE_PATHS.join(", ")
+                ),
+            );
+        }
+    }
+    let Some(c) = &request.campaign else {
+        v.push("campaign", "is required");
+        return Err(v.into_status());
+    };
+    check_id(&mut v, "campaign.campaign_id", &c.campaign_id);
+    let masked = |field: &str| paths.iter().any(|path| path == field);
+    let mut patch = CampaignPatch {
+        campaign_id: c.campaign_id.clone(),
+        name: None,
+        ends_at: None,
+        issue_limit: None,
+        per_member_limit: None,
+    };
+    if masked("name") && check_text(&mut v, "campaign.name", &c.name, 1, MAX_NAME_CHARS) {
+        patch.name = Some(c.name.clone());
+    }
+    if masked("ends_at") {
+        patch.ends_at = optional_instant(&mut v, "campaign.ends_at", c.ends_at.as_ref());
+    }
+    for (field, value, slot) in [
+        ("issue_limit", c.issue_limit, &mut patch.issue_limit),
+        (
+            "per_member_limit",
+            c.per_member_limit,
+            &mut patch.per_member_limit,
+        ),
+    ] {
+        if !masked(field) {
+            continue;
+        }
+        if value < 0 {
+            v.push(path("campaign", field), "must be 0 (no limit) or more");
+        } else {
+            *slot = Some(value);
+        }
+    }
+    v.finish()?;
+    Ok((request_id, CouponCommand::UpdateCampaign(patch)))
 }
 
 pub(super) fn issue_command(request: &proto::IssueCouponRequest) -> Result<CouponCommand, Status> {

@@ -542,6 +542,65 @@ fn adjust_points() {
 }
 
 #[test]
+fn update_member() {
+    let attributes = proptest::collection::hash_map(text(), text(), 0..40);
+    let paths = proptest::collection::vec(
+        prop_oneof![
+            Just("display_name".to_string()),
+            Just("attributes".to_string()),
+            text(),
+        ],
+        0..4,
+    );
+    let strategy = (text(), member_ref(), text(), attributes, paths).prop_map(
+        |(request_id, member, display_name, attributes, paths)| proto::UpdateMemberRequest {
+            request_id,
+            member,
+            display_name,
+            attributes,
+            update_mask: Some(prost_types::FieldMask { paths }),
+        },
+    );
+    hostile("UpdateMember", strategy, |request| {
+        accepted(member::update_command(&request))
+    });
+}
+
+#[test]
+fn unlink_identifier_and_erase_member() {
+    let strategy = (text(), member_ref(), proptest::option::of(identifier())).prop_map(
+        |(request_id, member, identifier)| proto::UnlinkIdentifierRequest {
+            request_id,
+            member,
+            identifier,
+        },
+    );
+    hostile("UnlinkIdentifier", strategy, |request| {
+        accepted(member::unlink_command(&request))
+    });
+    let strategy = (text(), member_ref())
+        .prop_map(|(request_id, member)| proto::EraseMemberRequest { request_id, member });
+    hostile("EraseMember", strategy, |request| {
+        accepted(member::erase_command(&request))
+    });
+}
+
+#[test]
+fn transfer_points() {
+    let strategy = (text(), member_ref(), member_ref(), int64()).prop_map(
+        |(request_id, from_member, to_member, points)| proto::TransferPointsRequest {
+            request_id,
+            from_member,
+            to_member,
+            points,
+        },
+    );
+    hostile("TransferPoints", strategy, |request| {
+        accepted(ledger::transfer_command(&request))
+    });
+}
+
+#[test]
 fn record_sale() {
     hostile("RecordSale", orders(), |request| {
         let request_id = request.request_id.clone();
@@ -616,6 +675,54 @@ fn issue_coupon() {
     });
     hostile("IssueCoupon", strategy, |request| {
         accepted(coupon::issue_command(&request))
+    });
+}
+
+#[test]
+fn revoke_coupon() {
+    let strategy = (text(), text(), text()).prop_map(|(request_id, code, reason)| {
+        proto::RevokeCouponRequest {
+            request_id,
+            code,
+            reason,
+        }
+    });
+    hostile("RevokeCoupon", strategy, |request| {
+        accepted(coupon::revoke_command(&request))
+    });
+}
+
+#[test]
+fn update_campaign() {
+    let paths = proptest::collection::vec(
+        prop_oneof![
+            Just("name".to_string()),
+            Just("ends_at".to_string()),
+            Just("issue_limit".to_string()),
+            Just("per_member_limit".to_string()),
+            text(),
+        ],
+        0..5,
+    );
+    let campaign = (text(), text(), timestamp(), int32(), int32()).prop_map(
+        |(campaign_id, name, ends_at, issue_limit, per_member_limit)| proto::Campaign {
+            campaign_id,
+            name,
+            ends_at,
+            issue_limit,
+            per_member_limit,
+            ..Default::default()
+        },
+    );
+    let strategy = (text(), proptest::option::of(campaign), paths).prop_map(
+        |(request_id, campaign, paths)| proto::UpdateCampaignRequest {
+            request_id,
+            campaign,
+            update_mask: Some(prost_types::FieldMask { paths }),
+        },
+    );
+    hostile("UpdateCampaign", strategy, |request| {
+        accepted(coupon::update_campaign_command(&request).map(|(_, command)| command))
     });
 }
 

@@ -86,6 +86,42 @@ impl LedgerService for LedgerApi {
             transaction: Some(transaction_out(transaction)),
         }))
     }
+
+    async fn transfer_points(
+        &self,
+        request: Request<proto::TransferPointsRequest>,
+    ) -> Result<Response<proto::TransferPointsResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::TransferPoints).await?;
+        let request = request.into_inner();
+        let command = transfer_command(&request)?;
+        let transaction =
+            execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::TransferPointsResponse {
+            transaction: Some(transaction_out(transaction)),
+        }))
+    }
+}
+
+pub(super) fn transfer_command(
+    request: &proto::TransferPointsRequest,
+) -> Result<PointsCommand, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let from_member = member_ref(&mut v, "from_member", request.from_member.clone());
+    let to_member = member_ref(&mut v, "to_member", request.to_member.clone());
+    if from_member.is_some() && from_member == to_member {
+        v.push("to_member", "must be another member than from_member");
+    }
+    if !(1..=MAX_POINTS).contains(&request.points) {
+        v.push("points", format!("must be between 1 and {MAX_POINTS}"));
+    }
+    v.build(|| {
+        Some(PointsCommand::TransferPoints {
+            from_member: from_member?,
+            to_member: to_member?,
+            points: request.points,
+        })
+    })
 }
 
 pub(super) fn adjust_command(

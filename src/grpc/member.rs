@@ -89,6 +89,131 @@ impl MemberService for MemberApi {
             member: Some(member_out(member)),
         }))
     }
+
+    async fn update_member(
+        &self,
+        request: Request<proto::UpdateMemberRequest>,
+    ) -> Result<Response<proto::UpdateMemberResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::UpdateMember).await?;
+        let request = request.into_inner();
+        let command = update_command(&request)?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::UpdateMemberResponse {
+            member: Some(member_out(member)),
+        }))
+    }
+
+    async fn unlink_identifier(
+        &self,
+        request: Request<proto::UnlinkIdentifierRequest>,
+    ) -> Result<Response<proto::UnlinkIdentifierResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::UnlinkIdentifier).await?;
+        let request = request.into_inner();
+        let command = unlink_command(&request)?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::UnlinkIdentifierResponse {
+            member: Some(member_out(member)),
+        }))
+    }
+
+    async fn erase_member(
+        &self,
+        request: Request<proto::EraseMemberRequest>,
+    ) -> Result<Response<proto::EraseMemberResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::EraseMember).await?;
+        let request = request.into_inner();
+        let command = erase_command(&request)?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::EraseMemberResponse {
+            member: Some(member_out(member)),
+        }))
+    }
+}
+
+/// Most attributes a member may have, and their longest key and value, in characters.
+const MAX_ATTRIBUTES: usize = 32;
+const MAX_ATTRIBUTE_KEY_CHARS: usize = 64;
+const MAX_ATTRIBUTE_VALUE_CHARS: usize = 256;
+
+pub(super) fn update_command(
+    request: &proto::UpdateMemberRequest,
+) -> Result<MemberCommand, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let member = member_ref(&mut v, "member", request.member.clone());
+    let paths = request
+        .update_mask
+        .as_ref()
+        .map(|mask| mask.paths.clone())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        v.push(
+            "update_mask",
+            "names the fields to change: display_name, attributes",
+        );
+    }
+    let (mut display_name, mut attributes) = (None, None);
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => {
+                let name = &request.display_name;
+                if check_text(&mut v, "display_name", name, 0, MAX_DISPLAY_NAME_CHARS) {
+                    display_name = Some(name.clone());
+                }
+            }
+            "attributes" => attributes = attributes_in(&mut v, &request.attributes),
+            _ => v.push(
+                "update_mask",
+                format!("cannot change {path:?}; changeable: display_name, attributes"),
+            ),
+        }
+    }
+    v.build(|| {
+        Some(MemberCommand::UpdateMember {
+            member: member?,
+            display_name,
+            attributes,
+        })
+    })
+}
+
+fn attributes_in(
+    v: &mut Violations,
+    attributes: &std::collections::HashMap<String, String>,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    if attributes.len() > MAX_ATTRIBUTES {
+        v.push("attributes", format!("at most {MAX_ATTRIBUTES} entries"));
+        return None;
+    }
+    let mut ok = true;
+    for (key, value) in attributes {
+        let field = format!("attributes[{key:.64}]");
+        ok &= check_text(v, &field, key, 1, MAX_ATTRIBUTE_KEY_CHARS);
+        ok &= check_text(v, &field, value, 0, MAX_ATTRIBUTE_VALUE_CHARS);
+    }
+    ok.then(|| attributes.clone().into_iter().collect())
+}
+
+pub(super) fn unlink_command(
+    request: &proto::UnlinkIdentifierRequest,
+) -> Result<MemberCommand, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let member = member_ref(&mut v, "member", request.member.clone());
+    let identifier = identifier(&mut v, "identifier", request.identifier.clone());
+    v.build(|| {
+        Some(MemberCommand::UnlinkIdentifier {
+            member: member?,
+            identifier: identifier?,
+        })
+    })
+}
+
+pub(super) fn erase_command(request: &proto::EraseMemberRequest) -> Result<MemberCommand, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let member = member_ref(&mut v, "member", request.member.clone());
+    v.build(|| Some(MemberCommand::EraseMember { member: member? }))
 }
 
 pub(super) fn link_command(
@@ -169,6 +294,7 @@ pub fn member_out(member: Member) -> proto::Member {
     let state = match member.state {
         MemberState::Active => proto::MemberState::Active,
         MemberState::Merged => proto::MemberState::Merged,
+        MemberState::Erased => proto::MemberState::Erased,
     };
     proto::Member {
         member_id: member.member_id,
@@ -177,5 +303,6 @@ pub fn member_out(member: Member) -> proto::Member {
         state: state.into(),
         merged_into: member.merged_into.unwrap_or_default(),
         created_at: Some(timestamp(member.created_at)),
+        attributes: member.attributes.into_iter().collect(),
     }
 }

@@ -137,6 +137,8 @@ fn member(member_id: &str) -> MemberRow {
         created_at: day(0),
         lifetime_earned_points: 0,
         lifetime_redeemed_points: 0,
+        attributes: Default::default(),
+        erased_at: None,
     }
 }
 
@@ -553,6 +555,8 @@ async fn flush_then_load_round_trips_every_part(store: Arc<dyn Store>) {
     let m1 = MemberRow {
         display_name: "Renamed".into(),
         lifetime_redeemed_points: 30,
+        attributes: Default::default(),
+        erased_at: None,
         ..member("m1")
     };
     let m2 = MemberRow {

@@ -19,6 +19,7 @@ mod faults;
 mod geo;
 mod idempotency;
 mod keys;
+mod lifecycle;
 mod limits;
 mod members;
 mod metrics;

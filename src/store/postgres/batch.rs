@@ -420,11 +420,20 @@ impl PgUnitOfWork {
         for campaign in &changes.new_campaigns {
             self.insert_campaign(campaign).await?;
         }
+        for campaign in &changes.changed_campaigns {
+            self.update_campaign(campaign).await?;
+        }
         self.write_rules(&changes.rules).await?;
         for (source, target) in &changes.merges {
             self.move_lots(source, target).await?;
             self.move_coupons(source, target).await?;
             self.move_identifiers(source, target).await?;
+        }
+        for identifier in &changes.removed_identifiers {
+            self.delete_identifier(identifier).await?;
+        }
+        for member_id in &changes.erased_members {
+            self.erase_personal_data(member_id).await?;
         }
         Ok(())
     }
@@ -579,14 +588,14 @@ fn flush_parts<'q, 'c: 'q>(
     if !changes.new_members.is_empty() {
         let rows = &changes.new_members;
         parts.push(Part::new("new_members", INSERT_MEMBERS, move |q| {
-            Ok(bind_new_members(q, rows))
+            bind_new_members(q, rows)
         }));
     }
     if !changes.changed_members.is_empty() {
         let rows = &changes.changed_members;
         parts.push(
             Part::new("changed_members", UPDATE_MEMBERS, move |q| {
-                Ok(bind_changed_members(q, rows))
+                bind_changed_members(q, rows)
             })
             .counted(rows.len()),
         );

@@ -170,6 +170,18 @@ values ($1, $2, $3::jsonb, $4)"#,
         self.run(query).await
     }
 
+    pub(super) async fn update_campaign(&mut self, campaign: &Campaign) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+update campaigns
+set body = $2::jsonb
+where campaign_id = $1"#,
+        )
+        .bind(&campaign.campaign_id) // $1
+        .bind(to_json(campaign)?); // $2
+        self.run(query).await
+    }
+
     pub(super) async fn move_coupons(
         &mut self,
         from_member_id: &str,

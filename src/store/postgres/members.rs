@@ -3,7 +3,7 @@
 use sqlx::postgres::PgRow;
 
 use super::lots::lot_from_columns;
-use super::{Cols, PgQuery, PgUnitOfWork, column, map_err, string_from_row};
+use super::{Cols, PgQuery, PgUnitOfWork, column, json_column, map_err, string_from_row};
 use crate::domain::{
     model::{Identifier, Lot, MemberRow, MemberState},
     ports::StoreResult,
@@ -19,10 +19,13 @@ select_and_lock!(
 
 pub(super) const INSERT_MEMBERS: &str = r#"
 insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
-    lifetime_redeemed_points, created_at)
-select *
+    lifetime_redeemed_points, created_at, attributes, erased_at)
+select member_id, display_name, state, merged_into, lifetime_earned_points,
+    lifetime_redeemed_points, created_at, attributes::jsonb, erased_at
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::timestamptz[])"#;
+    $7::timestamptz[], $8::text[], $9::timestamptz[])
+    as c (member_id, display_name, state, merged_into, lifetime_earned_points,
+        lifetime_redeemed_points, created_at, attributes, erased_at)"#;
 
 /// Every column but the key and `created_at`, which never change.
 pub(super) const UPDATE_MEMBERS: &str = r#"
@@ -31,10 +34,13 @@ set display_name = c.display_name,
     state = c.state,
     merged_into = c.merged_into,
     lifetime_earned_points = c.lifetime_earned_points,
-    lifetime_redeemed_points = c.lifetime_redeemed_points
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+    lifetime_redeemed_points = c.lifetime_redeemed_points,
+    attributes = c.attributes::jsonb,
+    erased_at = c.erased_at
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+    $7::text[], $8::timestamptz[])
     as c (member_id, display_name, state, merged_into, lifetime_earned_points,
-        lifetime_redeemed_points)
+        lifetime_redeemed_points, attributes, erased_at)
 where m.member_id = c.member_id"#;
 
 pub(super) const INSERT_IDENTIFIERS: &str = r#"
@@ -43,29 +49,36 @@ select *
 from unnest($1::text[], $2::text[], $3::text[])"#;
 
 /// The columns of `INSERT_MEMBERS`.
-pub(super) fn bind_new_members<'q>(query: PgQuery<'q>, members: &'q [MemberRow]) -> PgQuery<'q> {
-    query
+pub(super) fn bind_new_members<'q>(
+    query: PgQuery<'q>,
+    members: &'q [MemberRow],
+) -> StoreResult<PgQuery<'q>> {
+    Ok(query
         .bind(column(members, |m| m.member_id.as_str())) // $1
         .bind(column(members, |m| m.display_name.as_str())) // $2
-        .bind(column(members, |m| m.state.as_str())) // $3
+        .bind(column(members, |m| m.stored_state())) // $3
         .bind(column(members, |m| m.merged_into.as_deref())) // $4
         .bind(column(members, |m| m.lifetime_earned_points)) // $5
         .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
         .bind(column(members, |m| m.created_at)) // $7
+        .bind(json_column(members, |m| &m.attributes)?) // $8
+        .bind(column(members, |m| m.erased_at))) // $9
 }
 
 /// The columns of `UPDATE_MEMBERS`.
 pub(super) fn bind_changed_members<'q>(
     query: PgQuery<'q>,
     members: &'q [MemberRow],
-) -> PgQuery<'q> {
-    query
+) -> StoreResult<PgQuery<'q>> {
+    Ok(query
         .bind(column(members, |m| m.member_id.as_str())) // $1
         .bind(column(members, |m| m.display_name.as_str())) // $2
-        .bind(column(members, |m| m.state.as_str())) // $3
+        .bind(column(members, |m| m.stored_state())) // $3
         .bind(column(members, |m| m.merged_into.as_deref())) // $4
         .bind(column(members, |m| m.lifetime_earned_points)) // $5
         .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
+        .bind(json_column(members, |m| &m.attributes)?) // $7
+        .bind(column(members, |m| m.erased_at))) // $8
 }
 
 /// The columns of `INSERT_IDENTIFIERS`: (identifier, member_id).
@@ -130,7 +143,8 @@ pub(super) async fn member_with_lots(
     let query = sqlx::query(
         r#"
 select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
-    m.lifetime_earned_points, m.lifetime_redeemed_points,
+    m.lifetime_earned_points, m.lifetime_redeemed_points, m.attributes::text as attributes,
+    m.erased_at,
     l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
     l.original_points, l.remaining_points, l.held_points, l.limited
 from members m
@@ -173,16 +187,48 @@ where member_id = $1"#;
     }
 }
 
+impl PgUnitOfWork {
+    pub(super) async fn delete_identifier(&mut self, identifier: &Identifier) -> StoreResult<()> {
+        let query = sqlx::query(
+            r#"
+delete from identifiers
+where kind = $1
+    and value = $2"#,
+        )
+        .bind(&identifier.kind) // $1
+        .bind(&identifier.value); // $2
+        self.run(query).await
+    }
+
+    /// EraseMember's deletions of rows the batch never reads: the member's location reports
+    /// (a scan: the table has no member index, being the highest-volume write; erasure is
+    /// rare), its presence, and its receipts' raw text (as retention empties it).
+    pub(super) async fn erase_personal_data(&mut self, member_id: &str) -> StoreResult<()> {
+        for sql in [
+            "delete from location_reports where member_id = $1",
+            "delete from member_presence where member_id = $1",
+            "update receipts set raw_text = '' where member_id = $1 and raw_text <> ''",
+        ] {
+            let query = sqlx::query(sql).bind(member_id); // $1
+            self.run(query).await?;
+        }
+        Ok(())
+    }
+}
+
 pub(super) fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
     let c = Cols::new(row, "members", "member_id");
+    let erased_at = c.get("erased_at")?;
     Ok(MemberRow {
         member_id: c.get("member_id")?,
         display_name: c.get("display_name")?,
-        state: c.parse("state", MemberState::parse)?,
+        state: MemberRow::state_as_read(c.parse("state", MemberState::parse)?, erased_at),
         merged_into: c.get("merged_into")?,
         created_at: c.get("created_at")?,
         lifetime_earned_points: c.get("lifetime_earned_points")?,
         lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+        attributes: c.json("attributes")?,
+        erased_at,
     })
 }
 

@@ -346,7 +346,7 @@ macro_rules! select_members {
     () => {
         r#"
 select member_id, display_name, state, merged_into, created_at,
-    lifetime_earned_points, lifetime_redeemed_points
+    lifetime_earned_points, lifetime_redeemed_points, attributes::text as attributes, erased_at
 from members"#
     };
 }
@@ -826,6 +826,15 @@ impl UnitOfWork for PgUnitOfWork {
         journal::member_transactions(self, member_id, before_transaction_id, limit).await
     }
 
+    async fn member_orders(
+        &mut self,
+        member_id: &str,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<Order>> {
+        orders::member_orders(self, member_id, before, limit).await
+    }
+
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>> {
         PgUnitOfWork::list_receipts(self, query).await
     }
@@ -1103,6 +1112,8 @@ mod tests {
             created_at: day(0),
             lifetime_earned_points: 0,
             lifetime_redeemed_points: 0,
+            attributes: Default::default(),
+            erased_at: None,
         }
     }
 

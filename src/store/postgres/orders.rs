@@ -107,6 +107,34 @@ pub(super) async fn get_order(
     uow.fetch_optional(query, order_from_row).await
 }
 
+/// A member's orders, newest first, strictly before `before` (ListOrders pages).
+const MEMBER_ORDERS: &str = concat!(
+    select_orders!(),
+    r#"
+where member_id = $1
+    and ($2::timestamptz is null or (created_at, order_id) < ($2, $3))
+order by created_at desc, order_id desc
+limit $4"#
+);
+
+pub(super) async fn member_orders(
+    uow: &mut PgUnitOfWork,
+    member_id: &str,
+    before: Option<&(chrono::DateTime<chrono::Utc>, String)>,
+    limit: i64,
+) -> StoreResult<Vec<Order>> {
+    let (before_at, before_id) = match before {
+        Some((at, id)) => (Some(*at), id.as_str()),
+        None => (None, ""),
+    };
+    let query = sqlx::query(MEMBER_ORDERS)
+        .bind(member_id) // $1
+        .bind(before_at) // $2
+        .bind(before_id) // $3
+        .bind(limit); // $4
+    uow.fetch_all(query, order_from_row).await
+}
+
 /// The register sale that holds the receipt's claim; the key is `register_receipt_key`'s.
 pub(super) async fn order_by_receipt(
     uow: &mut PgUnitOfWork,

@@ -116,16 +116,40 @@ group by order_id
 having count(*) > 1
 order by order_id"#;
 
-/// An active coupon is one unit on its member's account, a reserved one on its order's hold.
+/// Erased members still holding personal data, points or coupons (EraseMember leaves none).
+/// Attributes are not compared here: jsonb and SQLite's text spell an empty object apart.
+const ERASED_MEMBERS_WITH_DATA: &str = r#"
+select m.member_id
+from members m
+where m.erased_at is not null
+    and (m.display_name <> ''
+        or exists (select 1 from identifiers i where i.member_id = m.member_id)
+        or exists (select 1 from member_presence p where p.member_id = m.member_id)
+        or exists (select 1 from location_reports l where l.member_id = m.member_id)
+        or exists (
+            select 1 from receipts r where r.member_id = m.member_id and r.raw_text <> '')
+        or exists (
+            select 1 from balances b
+            where b.account in ('member:' || m.member_id, 'member:' || m.member_id || ':pending')
+                and b.asset = 'PTS'
+                and b.balance <> 0)
+        or exists (
+            select 1 from coupons c
+            where c.member_id = m.member_id and c.state in ('active', 'reserved')))
+order by m.member_id"#;
+
+/// An active coupon is one unit on its member's account, a reserved one on its order's hold,
+/// a revoked one on its campaign's revoked account.
 const COUPON_POSITIONS: &str = r#"
 select case state
         when 'active' then 'member:' || member_id
+        when 'revoked' then 'campaign:' || campaign_id || ':revoked'
         else 'hold:' || order_id
     end as account,
     'CPN:' || campaign_id as asset,
     count(*) as amount
 from coupons
-where state in ('active', 'reserved')
+where state in ('active', 'reserved', 'revoked')
 group by 1, 2
 order by 1, 2"#;
 
@@ -167,6 +191,11 @@ pub(super) async fn ledger_snapshot(uow: &mut PgUnitOfWork) -> StoreResult<Ledge
         receipts_off_their_lot,
         receipt_points_in_review,
         review_lot_points,
+        erased_members_with_data: uow
+            .fetch_all(sqlx::query(ERASED_MEMBERS_WITH_DATA), |row| {
+                super::Cols::new(row, "members", "member_id").get("member_id")
+            })
+            .await?,
     })
 }
 

@@ -225,10 +225,19 @@ impl SqliteUnitOfWork {
         for campaign in &changes.new_campaigns {
             self.insert_campaign(campaign)?;
         }
+        for campaign in &changes.changed_campaigns {
+            self.update_campaign(campaign)?;
+        }
         for (source, target) in &changes.merges {
             self.move_lots(source, target)?;
             self.move_coupons(source, target)?;
             self.move_identifiers(source, target)?;
+        }
+        for identifier in &changes.removed_identifiers {
+            self.delete_identifier(identifier)?;
+        }
+        for member_id in &changes.erased_members {
+            self.erase_personal_data(member_id)?;
         }
         Ok(())
     }

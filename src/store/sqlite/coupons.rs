@@ -148,6 +148,20 @@ impl SqliteUnitOfWork {
         self.run(query)
     }
 
+    pub(super) fn update_campaign(&self, campaign: &Campaign) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                update campaigns
+                set body = ?2
+                where campaign_id = ?1
+                ",
+            )?
+            .bind(&campaign.campaign_id) // ?1
+            .bind(to_json(campaign)?); // ?2
+        self.run(query)
+    }
+
     pub(super) fn move_coupons(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
         let sql = r"
             update coupons

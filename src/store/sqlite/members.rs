@@ -7,6 +7,7 @@ use crate::domain::{
     model::{Identifier, MemberRow, MemberState},
     ports::StoreResult,
 };
+use crate::store::to_json;
 
 /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
 pub(super) fn get_member(
@@ -18,7 +19,7 @@ pub(super) fn get_member(
         .query(
             r"
             select member_id, display_name, state, merged_into, created_at,
-                   lifetime_earned_points, lifetime_redeemed_points
+                   lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at
             from members
             where member_id = ?1
             ",
@@ -76,7 +77,7 @@ impl SqliteUnitOfWork {
         self.move_member_rows(sql, from_member_id, to_member_id)
     }
 
-    /// `member_id` (?1) to `lifetime_redeemed_points` (?6); the insert adds `created_at` (?7).
+    /// `member_id` (?1) to `erased_at` (?8); the insert adds `created_at` (?9).
     pub(super) fn member_query<'c>(
         &'c self,
         sql: &str,
@@ -86,10 +87,12 @@ impl SqliteUnitOfWork {
             .query(sql)?
             .bind(&member.member_id) // ?1
             .bind(&member.display_name) // ?2
-            .bind(member.state.as_str()) // ?3
+            .bind(member.stored_state()) // ?3
             .bind(member.merged_into.as_deref()) // ?4
             .bind(member.lifetime_earned_points) // ?5
-            .bind(member.lifetime_redeemed_points)) // ?6
+            .bind(member.lifetime_redeemed_points) // ?6
+            .bind(to_json(&member.attributes)?) // ?7
+            .bind(member.erased_at.map(|at| at.timestamp_micros()))) // ?8
     }
 
     pub(super) fn insert_member_row(&self, member: &MemberRow) -> StoreResult<()> {
@@ -98,13 +101,14 @@ impl SqliteUnitOfWork {
                 r"
                 insert into members (
                     member_id, display_name, state, merged_into,
-                    lifetime_earned_points, lifetime_redeemed_points, created_at
+                    lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at,
+                    created_at
                 )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                 ",
                 member,
             )?
-            .bind(member.created_at.timestamp_micros()); // ?7
+            .bind(member.created_at.timestamp_micros()); // ?9
         self.run(query)
     }
 
@@ -117,12 +121,43 @@ impl SqliteUnitOfWork {
                 state = ?3,
                 merged_into = ?4,
                 lifetime_earned_points = ?5,
-                lifetime_redeemed_points = ?6
+                lifetime_redeemed_points = ?6,
+                attributes = ?7,
+                erased_at = ?8
             where member_id = ?1
             ",
             member,
         )?
         .execute()
+    }
+
+    pub(super) fn delete_identifier(&self, identifier: &Identifier) -> StoreResult<()> {
+        let query = self
+            .query(
+                r"
+                delete from identifiers
+                where kind = ?1
+                  and value = ?2
+                ",
+            )?
+            .bind(&identifier.kind) // ?1
+            .bind(&identifier.value); // ?2
+        self.run(query)
+    }
+
+    /// EraseMember's deletions of rows the batch never reads: the member's location reports
+    /// (a scan: the table has no member index, being the highest-volume write; erasure is
+    /// rare), its presence, and its receipts' raw text (as retention empties it).
+    pub(super) fn erase_personal_data(&self, member_id: &str) -> StoreResult<()> {
+        for sql in [
+            "delete from location_reports where member_id = ?1",
+            "delete from member_presence where member_id = ?1",
+            "update receipts set raw_text = '' where member_id = ?1 and raw_text <> ''",
+        ] {
+            let query = self.query(sql)?.bind(member_id); // ?1
+            self.run(query)?;
+        }
+        Ok(())
     }
 
     pub(super) fn insert_identifier_row(
@@ -146,13 +181,16 @@ impl SqliteUnitOfWork {
 
 fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
     let c = Cols::new(row, "members", "member_id");
+    let erased_at = c.opt_instant("erased_at")?;
     Ok(MemberRow {
         member_id: c.get("member_id")?,
         display_name: c.get("display_name")?,
-        state: c.named("state", MemberState::parse)?,
+        state: MemberRow::state_as_read(c.named("state", MemberState::parse)?, erased_at),
         merged_into: c.get("merged_into")?,
         created_at: c.instant("created_at")?,
         lifetime_earned_points: c.get("lifetime_earned_points")?,
         lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+        attributes: c.json("attributes")?,
+        erased_at,
     })
 }

@@ -818,6 +818,15 @@ impl UnitOfWork for SqliteUnitOfWork {
         reference::ensure_program(self, program)
     }
 
+    async fn member_orders(
+        &mut self,
+        member_id: &str,
+        before: Option<&(DateTime<Utc>, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<Order>> {
+        orders::member_orders(self, member_id, before, limit)
+    }
+
     async fn list_receipts(&mut self, query: &ReceiptPageQuery) -> StoreResult<Vec<ReceiptRecord>> {
         SqliteUnitOfWork::list_receipts(self, query)
     }

@@ -51,6 +51,37 @@ pub(super) fn get_order(
     uow.fetch_optional(query, order_from_row)
 }
 
+/// A member's orders, newest first, strictly before `before` (ListOrders pages).
+pub(super) fn member_orders(
+    uow: &SqliteUnitOfWork,
+    member_id: &str,
+    before: Option<&(chrono::DateTime<chrono::Utc>, String)>,
+    limit: i64,
+) -> StoreResult<Vec<Order>> {
+    let (before_at, before_id) = before
+        .map(|(at, id)| (Some(at.timestamp_micros()), id.as_str()))
+        .unwrap_or((None, ""));
+    let query = uow
+        .query(
+            r"
+            select order_id, member_id, state, channel, store_id, register_id, receipt_no,
+                   lines, total, coupon_discount, points_redeemed, amount_due, points_earned,
+                   points_pending, coupon_codes, hold_expires_at, refunded_amount,
+                   points_reversed, points_restored, occurred_at, created_at, earn_breakdown
+            from orders
+            where member_id = ?1
+                and (?2 is null or (created_at, order_id) < (?2, ?3))
+            order by created_at desc, order_id desc
+            limit ?4
+            ",
+        )?
+        .bind(member_id) // ?1
+        .bind(before_at) // ?2
+        .bind(before_id) // ?3
+        .bind(limit); // ?4
+    uow.fetch_all(query, order_from_row)
+}
+
 /// The register sale that holds the receipt's claim; the key is `register_receipt_key`'s.
 pub(super) fn order_by_receipt(
     uow: &SqliteUnitOfWork,

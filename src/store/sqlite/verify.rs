@@ -103,6 +103,11 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
                 select 'hold:' || order_id as account, 'CPN:' || campaign_id as asset
                 from coupons
                 where state = 'reserved'
+                union all
+                select 'campaign:' || campaign_id || ':revoked' as account,
+                       'CPN:' || campaign_id as asset
+                from coupons
+                where state = 'revoked'
             )
             group by account, asset
             order by account, asset
@@ -121,6 +126,7 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
         orders_resolved_twice,
         coupon_positions,
         coupons_without_rule: uow.coupons_without_rule()?,
+        erased_members_with_data: uow.erased_members_with_data()?,
         receipts_off_their_lot,
         receipt_points_in_review,
         review_lot_points,
@@ -217,3 +223,33 @@ impl SqliteUnitOfWork {
 
 /// An authorized order's id and the points it redeemed (held until capture or void).
 type AuthorizedOrder = (String, i64);
+
+impl SqliteUnitOfWork {
+    /// Erased members still holding personal data, points or coupons (EraseMember leaves
+    /// none). Attributes are not compared: the flush writes `{}` for none on both backends.
+    fn erased_members_with_data(&self) -> StoreResult<Vec<String>> {
+        let query = self.query(
+            r"
+select m.member_id
+from members m
+where m.erased_at is not null
+    and (m.display_name <> ''
+        or exists (select 1 from identifiers i where i.member_id = m.member_id)
+        or exists (select 1 from member_presence p where p.member_id = m.member_id)
+        or exists (select 1 from location_reports l where l.member_id = m.member_id)
+        or exists (
+            select 1 from receipts r where r.member_id = m.member_id and r.raw_text <> '')
+        or exists (
+            select 1 from balances b
+            where b.account in ('member:' || m.member_id, 'member:' || m.member_id || ':pending')
+                and b.asset = 'PTS'
+                and b.balance <> 0)
+        or exists (
+            select 1 from coupons c
+            where c.member_id = m.member_id and c.state in ('active', 'reserved')))
+order by m.member_id
+            ",
+        )?;
+        self.fetch_all(query, |row| col(row, 0))
+    }
+}
