@@ -45,6 +45,8 @@ pub enum Operation {
     GetMember,
     LinkIdentifier,
     MergeMembers,
+    /// UpdateMember: display name and attributes.
+    UpdateMember,
     GetBalance,
     ListTransactions,
     AdjustPoints,
@@ -93,6 +95,7 @@ impl Caller {
                     | ListNearbyOffers
                     | SubmitReceipt
                     | ListMemberReceipts
+                    | UpdateMember
             ),
             Role::Register => matches!(operation, GetMember | GetBalance),
         };

@@ -50,6 +50,12 @@ pub enum MemberCommand {
         source_member_id: String,
         target_member_id: String,
     },
+    /// The fields given (`Some`) replace the member's; attributes as a whole map.
+    UpdateMember {
+        member_id: String,
+        display_name: Option<String>,
+        attributes: Option<std::collections::BTreeMap<String, String>>,
+    },
 }
 
 /// Points outside orders (`engine::points`).
@@ -166,6 +172,7 @@ area_commands! {
         CreateMember => "create_member",
         LinkIdentifier => "link_identifier",
         MergeMembers => "merge_members",
+        UpdateMember => "update_member",
     }
     Points(PointsCommand) { AdjustPoints => "adjust_points" }
     Checkout(CheckoutCommand) {

@@ -144,6 +144,7 @@ mod tests {
             created_at: now(),
             lifetime_earned_points: 0,
             lifetime_redeemed_points: 0,
+            attributes: Default::default(),
         };
         let balance = balance_at(&member, &lots, now());
         assert_eq!((balance.available_points, balance.pending_points), (0, 100));

@@ -5,6 +5,7 @@
 //! (`ports::UnitOfWork`) that a storage backend implements.
 
 pub mod account;
+pub mod attributes;
 pub mod auth;
 pub mod clock;
 pub mod command;

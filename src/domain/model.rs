@@ -79,6 +79,10 @@ pub struct Member {
     pub state: MemberState,
     pub merged_into: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Free attributes for segments (UpdateMember): ≤ 32, keys `[a-z0-9_.]{1,64}`, values
+    /// ≤ 256 chars. Default: outcomes remembered before attributes existed have none.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// The member's row as the engine sees it while it works (without identifiers).
@@ -91,6 +95,7 @@ pub struct MemberRow {
     pub created_at: DateTime<Utc>,
     pub lifetime_earned_points: i64,
     pub lifetime_redeemed_points: i64,
+    pub attributes: BTreeMap<String, String>,
 }
 
 /// Program-wide settings (one row).

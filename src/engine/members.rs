@@ -102,6 +102,7 @@ pub(super) async fn to_member(
         state: row.state,
         merged_into: row.merged_into,
         created_at: row.created_at,
+        attributes: row.attributes,
     })
 }
 
@@ -122,6 +123,7 @@ pub(super) async fn create(
         created_at: now,
         lifetime_earned_points: 0,
         lifetime_redeemed_points: 0,
+        attributes: Default::default(),
     };
     uow.insert_member(&row).await?;
     for identifier in identifiers {
@@ -210,6 +212,25 @@ pub(super) async fn merge(
     Ok(to_member(uow, target).await?)
 }
 
+/// UpdateMember: the given fields replace the member's (a merged member refuses).
+async fn update(
+    uow: &mut dyn LedgerRows,
+    member_id: &str,
+    display_name: &Option<String>,
+    attributes: &Option<std::collections::BTreeMap<String, String>>,
+) -> CommandResult<Member> {
+    let member = MemberRef::Id(member_id.to_string());
+    let mut row = resolve(uow, &member, Access::Mutate).await?;
+    if let Some(name) = display_name {
+        row.display_name = name.clone();
+    }
+    if let Some(attributes) = attributes {
+        row.attributes = attributes.clone();
+    }
+    uow.update_member(&row).await?;
+    Ok(to_member(uow, row).await?)
+}
+
 /// One posting per asset the source holds: available and pending points, and each campaign's
 /// coupons.
 async fn merge_postings(
@@ -271,6 +292,7 @@ impl crate::domain::command::MemberCommand {
                 keys.member_ids.push(target_member_id.clone());
                 plan.wants(1, 0);
             }
+            UpdateMember { member_id, .. } => plan.keys().member_ids.push(member_id.clone()),
         }
     }
 
@@ -301,6 +323,16 @@ impl crate::domain::command::MemberCommand {
             } => {
                 caller.require(Operation::MergeMembers)?;
                 merge(uow, now, source_member_id, target_member_id)
+                    .await
+                    .map(Reply::Member)
+            }
+            UpdateMember {
+                member_id,
+                display_name,
+                attributes,
+            } => {
+                caller.require(Operation::UpdateMember)?;
+                update(uow, member_id, display_name, attributes)
                     .await
                     .map(Reply::Member)
             }

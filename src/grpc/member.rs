@@ -89,6 +89,90 @@ impl MemberService for MemberApi {
             member: Some(member_out(member)),
         }))
     }
+
+    async fn update_member(
+        &self,
+        request: Request<proto::UpdateMemberRequest>,
+    ) -> Result<Response<proto::UpdateMemberResponse>, Status> {
+        let caller = caller_for(&self.engine, &request, Operation::UpdateMember).await?;
+        let request = request.into_inner();
+        let command = update_command(&request)?;
+        let member = execute(&self.engine, &caller, Some(&request.request_id), command).await?;
+        Ok(Response::new(proto::UpdateMemberResponse {
+            member: Some(member_out(member)),
+        }))
+    }
+}
+
+/// UpdateMember's fields, as `update_mask` paths.
+const UPDATE_FIELDS: [&str; 2] = ["display_name", "attributes"];
+
+/// UpdateMember: `member.member_id` names the member; `update_mask` (required: an update that
+/// names nothing is a mistake) the fields that change.
+pub(super) fn update_command(
+    request: &proto::UpdateMemberRequest,
+) -> Result<MemberCommand, Status> {
+    let mut v = Violations::new();
+    check_request_id(&mut v, &request.request_id);
+    let Some(member) = &request.member else {
+        v.push("member", "is required");
+        return Err(v.into_status());
+    };
+    check_id(&mut v, "member.member_id", &member.member_id);
+    let paths = request
+        .update_mask
+        .as_ref()
+        .map(|mask| mask.paths.clone())
+        .unwrap_or_default();
+    if paths.is_empty() {
+        v.push(
+            "update_mask",
+            format!(
+                "is required: name the fields to change ({})",
+                UPDATE_FIELDS.join(", ")
+            ),
+        );
+    }
+    for path in &paths {
+        if !UPDATE_FIELDS.contains(&path.as_str()) {
+            v.push(
+                "update_mask",
+                format!(
+                    "unknown field {path:?}; known: {}",
+                    UPDATE_FIELDS.join(", ")
+                ),
+            );
+        }
+    }
+    let selected = |field: &str| paths.iter().any(|p| p == field);
+    let display_name = selected("display_name").then(|| member.display_name.clone());
+    if let Some(name) = &display_name {
+        check_text(
+            &mut v,
+            "member.display_name",
+            name,
+            0,
+            MAX_DISPLAY_NAME_CHARS,
+        );
+    }
+    let attributes = selected("attributes").then(|| {
+        member
+            .attributes
+            .iter()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect::<std::collections::BTreeMap<_, _>>()
+    });
+    if let Some(attributes) = &attributes {
+        for violation in crate::domain::attributes::violations("member.attributes", attributes) {
+            v.push(violation.field, violation.description);
+        }
+    }
+    v.finish()?;
+    Ok(MemberCommand::UpdateMember {
+        member_id: member.member_id.clone(),
+        display_name,
+        attributes,
+    })
 }
 
 pub(super) fn link_command(
@@ -177,5 +261,6 @@ pub fn member_out(member: Member) -> proto::Member {
         state: state.into(),
         merged_into: member.merged_into.unwrap_or_default(),
         created_at: Some(timestamp(member.created_at)),
+        attributes: member.attributes.into_iter().collect(),
     }
 }

@@ -19,10 +19,13 @@ select_and_lock!(
 
 pub(super) const INSERT_MEMBERS: &str = r#"
 insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
-    lifetime_redeemed_points, created_at)
-select *
+    lifetime_redeemed_points, created_at, attributes)
+select member_id, display_name, state, merged_into, lifetime_earned_points,
+    lifetime_redeemed_points, created_at, attributes::jsonb
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::timestamptz[])"#;
+    $7::timestamptz[], $8::text[])
+    as n (member_id, display_name, state, merged_into, lifetime_earned_points,
+        lifetime_redeemed_points, created_at, attributes)"#;
 
 /// Every column but the key and `created_at`, which never change.
 pub(super) const UPDATE_MEMBERS: &str = r#"
@@ -31,10 +34,12 @@ set display_name = c.display_name,
     state = c.state,
     merged_into = c.merged_into,
     lifetime_earned_points = c.lifetime_earned_points,
-    lifetime_redeemed_points = c.lifetime_redeemed_points
-from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[])
+    lifetime_redeemed_points = c.lifetime_redeemed_points,
+    attributes = c.attributes::jsonb
+from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
+    $7::text[])
     as c (member_id, display_name, state, merged_into, lifetime_earned_points,
-        lifetime_redeemed_points)
+        lifetime_redeemed_points, attributes)
 where m.member_id = c.member_id"#;
 
 pub(super) const INSERT_IDENTIFIERS: &str = r#"
@@ -52,6 +57,15 @@ pub(super) fn bind_new_members<'q>(query: PgQuery<'q>, members: &'q [MemberRow])
         .bind(column(members, |m| m.lifetime_earned_points)) // $5
         .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
         .bind(column(members, |m| m.created_at)) // $7
+        .bind(attributes_column(members)) // $8
+}
+
+/// Each member's attributes as JSON text (the statements cast it to jsonb).
+fn attributes_column(members: &[MemberRow]) -> Vec<String> {
+    members
+        .iter()
+        .map(|m| serde_json::to_string(&m.attributes).unwrap_or_else(|_| "{}".into()))
+        .collect()
 }
 
 /// The columns of `UPDATE_MEMBERS`.
@@ -66,6 +80,7 @@ pub(super) fn bind_changed_members<'q>(
         .bind(column(members, |m| m.merged_into.as_deref())) // $4
         .bind(column(members, |m| m.lifetime_earned_points)) // $5
         .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
+        .bind(attributes_column(members)) // $7
 }
 
 /// The columns of `INSERT_IDENTIFIERS`: (identifier, member_id).
@@ -130,7 +145,7 @@ pub(super) async fn member_with_lots(
     let query = sqlx::query(
         r#"
 select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
-    m.lifetime_earned_points, m.lifetime_redeemed_points,
+    m.lifetime_earned_points, m.lifetime_redeemed_points, m.attributes::text as attributes,
     l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
     l.original_points, l.remaining_points, l.held_points, l.limited
 from members m
@@ -183,6 +198,7 @@ pub(super) fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
         created_at: c.get("created_at")?,
         lifetime_earned_points: c.get("lifetime_earned_points")?,
         lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+        attributes: c.json("attributes")?,
     })
 }
 

@@ -346,7 +346,7 @@ macro_rules! select_members {
     () => {
         r#"
 select member_id, display_name, state, merged_into, created_at,
-    lifetime_earned_points, lifetime_redeemed_points
+    lifetime_earned_points, lifetime_redeemed_points, attributes::text as attributes
 from members"#
     };
 }
@@ -1005,6 +1005,7 @@ mod tests {
             created_at: day(0),
             lifetime_earned_points: 0,
             lifetime_redeemed_points: 0,
+            attributes: Default::default(),
         }
     }
 

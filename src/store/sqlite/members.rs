@@ -7,6 +7,7 @@ use crate::domain::{
     model::{Identifier, MemberRow, MemberState},
     ports::StoreResult,
 };
+use crate::store::to_json;
 
 /// `lock` needs nothing here: `BEGIN IMMEDIATE` already holds the database's write lock.
 pub(super) fn get_member(
@@ -18,7 +19,7 @@ pub(super) fn get_member(
         .query(
             r"
             select member_id, display_name, state, merged_into, created_at,
-                   lifetime_earned_points, lifetime_redeemed_points
+                   lifetime_earned_points, lifetime_redeemed_points, attributes
             from members
             where member_id = ?1
             ",
@@ -76,12 +77,13 @@ impl SqliteUnitOfWork {
         self.move_member_rows(sql, from_member_id, to_member_id)
     }
 
-    /// `member_id` (?1) to `lifetime_redeemed_points` (?6); the insert adds `created_at` (?7).
+    /// `member_id` (?1) to `attributes` (?7); the insert adds `created_at` (?8).
     pub(super) fn member_query<'c>(
         &'c self,
         sql: &str,
         member: &MemberRow,
     ) -> StoreResult<Query<'c>> {
+        let attributes = to_json(&member.attributes)?;
         Ok(self
             .query(sql)?
             .bind(&member.member_id) // ?1
@@ -89,7 +91,8 @@ impl SqliteUnitOfWork {
             .bind(member.state.as_str()) // ?3
             .bind(member.merged_into.as_deref()) // ?4
             .bind(member.lifetime_earned_points) // ?5
-            .bind(member.lifetime_redeemed_points)) // ?6
+            .bind(member.lifetime_redeemed_points) // ?6
+            .bind(attributes)) // ?7
     }
 
     pub(super) fn insert_member_row(&self, member: &MemberRow) -> StoreResult<()> {
@@ -98,13 +101,13 @@ impl SqliteUnitOfWork {
                 r"
                 insert into members (
                     member_id, display_name, state, merged_into,
-                    lifetime_earned_points, lifetime_redeemed_points, created_at
+                    lifetime_earned_points, lifetime_redeemed_points, attributes, created_at
                 )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                 ",
                 member,
             )?
-            .bind(member.created_at.timestamp_micros()); // ?7
+            .bind(member.created_at.timestamp_micros()); // ?8
         self.run(query)
     }
 
@@ -117,7 +120,8 @@ impl SqliteUnitOfWork {
                 state = ?3,
                 merged_into = ?4,
                 lifetime_earned_points = ?5,
-                lifetime_redeemed_points = ?6
+                lifetime_redeemed_points = ?6,
+                attributes = ?7
             where member_id = ?1
             ",
             member,
@@ -154,5 +158,6 @@ fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
         created_at: c.instant("created_at")?,
         lifetime_earned_points: c.get("lifetime_earned_points")?,
         lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
+        attributes: c.json("attributes")?,
     })
 }
