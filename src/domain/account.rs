@@ -52,6 +52,10 @@ pub enum Account {
     ProgramExpired,
     ProgramShortfall,
     ProgramAdjustments,
+    /// Where imported opening balances come from (`omo import members`): points the old
+    /// program issued, neither earned in omo (not `program:issued`, so no report counts them as
+    /// this period's earnings) nor an admin's adjustment.
+    ProgramImported,
     Campaign(String),
     CampaignRedeemed(String),
     CampaignExpired(String),
@@ -97,6 +101,7 @@ impl Account {
             ["program", "expired"] => Account::ProgramExpired,
             ["program", "shortfall"] => Account::ProgramShortfall,
             ["program", "adjustments"] => Account::ProgramAdjustments,
+            ["program", "imported"] => Account::ProgramImported,
             ["program", "redeemed", channel] => Account::ProgramRedeemed {
                 channel: Channel::parse(channel)?,
                 store_id: None,
@@ -133,6 +138,7 @@ impl fmt::Display for Account {
             Account::ProgramExpired => f.write_str("program:expired"),
             Account::ProgramShortfall => f.write_str("program:shortfall"),
             Account::ProgramAdjustments => f.write_str("program:adjustments"),
+            Account::ProgramImported => f.write_str("program:imported"),
             Account::Campaign(id) => write!(f, "campaign:{id}"),
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),

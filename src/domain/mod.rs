@@ -13,6 +13,7 @@ pub mod coupon;
 pub mod error;
 pub mod geo;
 pub mod ids;
+pub mod import;
 pub mod location;
 pub mod lots;
 pub mod model;

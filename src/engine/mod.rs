@@ -22,6 +22,7 @@ mod batch;
 mod checkout;
 mod coupons;
 mod engagement;
+mod import;
 mod keys;
 mod members;
 mod points;

@@ -148,7 +148,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
+pub(super) fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
     let c = Cols::new(row, "members", "member_id");
     Ok(MemberRow {
         member_id: c.get("member_id")?,
