@@ -4,6 +4,7 @@
 mod helpers;
 
 mod admin;
+mod attributes;
 mod auth;
 mod backup;
 mod batching;
@@ -17,6 +18,7 @@ mod dashboard;
 mod faults;
 mod geo;
 mod idempotency;
+mod import;
 mod keys;
 mod limits;
 mod members;
