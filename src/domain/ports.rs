@@ -162,6 +162,9 @@ pub struct LedgerSnapshot {
     /// Points of the receipts waiting for review, and the points their lots hold pending.
     pub receipt_points_in_review: i64,
     pub review_lot_points: i64,
+    /// Imported opening balances not exactly one per import record: a member with more than
+    /// one `import` entry, or an entry whose external_id has no record naming its member.
+    pub imports_off_their_record: Vec<String>,
 }
 
 /// Point lots summed for GetLiability, counted as of the start of `as_of`'s quarter hour (see

@@ -7,7 +7,7 @@ use std::{path::PathBuf, process::Command};
 
 use tonic::Code;
 
-use crate::helpers::{TestApp, card_ref, get_member_as};
+use crate::helpers::{Backend, TestApp, card_ref, get_member_as};
 use omo::proto;
 
 crate::both_backends! {
@@ -15,6 +15,7 @@ crate::both_backends! {
     a_rerun_adds_nothing_and_a_stopped_run_resumes_exactly => a_rerun_adds_nothing_and_a_stopped_run_resumes_exactly,
     bad_lines_are_named_and_a_dry_run_writes_nothing => bad_lines_are_named_and_a_dry_run_writes_nothing,
     exports_hold_what_is_there => exports_hold_what_is_there,
+    verify_catches_an_opening_balance_without_its_record => verify_catches_an_opening_balance_without_its_record,
 }
 
 /// A directory of its own for a test's files, removed when dropped.
@@ -312,4 +313,42 @@ async fn exports_hold_what_is_there(app: &TestApp) {
     assert_eq!(future, "", "--since after every member: nothing");
     let all_since = export("journal", "jsonl", &["--since", "2000-01-01T00:00:00Z"]);
     assert_eq!(all_since.lines().count(), 3);
+}
+
+/// Without its import record an opening balance could be imported again: `omo verify` says so.
+async fn verify_catches_an_opening_balance_without_its_record(app: &TestApp) {
+    use sqlx::Executor;
+    let files = Files::new();
+    let file = files.write(
+        "members.jsonl",
+        &[line(1, &[(10, None)]), line(2, &[(20, None)])],
+    );
+    let (code, out) = import(app, &file, &[]);
+    assert_eq!(code, 0, "{out}");
+    verify_passes(app);
+    let sql = "delete from member_imports where external_id = 'old-2'";
+    match app.backend {
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&app.database_url).await.unwrap();
+            pool.execute(sql).await.expect("tamper");
+        }
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(&app.database_url).await.unwrap();
+            pool.execute(sql).await.expect("tamper");
+        }
+    }
+
+    let (code, summary) = omo(&app.database_url, &["verify"]);
+
+    assert_eq!(code, 1, "{summary}");
+    assert!(
+        summary.contains(
+            "[VIOLATED] each imported opening balance is booked once, under its import record"
+        ),
+        "{summary}"
+    );
+    assert!(
+        summary.contains("has no import record of its member"),
+        "{summary}"
+    );
 }

@@ -15,6 +15,29 @@ use crate::domain::{
 };
 
 impl PgUnitOfWork {
+    /// `LedgerSnapshot::imports_off_their_record`, described.
+    pub(super) async fn imports_off_their_record(&mut self) -> StoreResult<Vec<String>> {
+        let query = sqlx::query(
+            r#"
+select 'member ' || member_id || ' has ' || count(*) || ' import entries' as problem
+from transactions
+where kind = 'import'
+group by member_id
+having count(*) > 1
+union all
+select 'import entry ' || t.transaction_id || ' has no import record of its member'
+from transactions t
+where t.kind = 'import'
+    and not exists (
+        select 1
+        from member_imports i
+        where i.member_id = t.member_id
+            and i.external_id = t.metadata->>'external_id')"#,
+        );
+        self.fetch_all(query, |row| string_from_row(row, "transactions", "problem"))
+            .await
+    }
+
     pub(super) async fn imported_members_of(
         &mut self,
         external_ids: &[String],

@@ -167,6 +167,7 @@ pub(super) async fn ledger_snapshot(uow: &mut PgUnitOfWork) -> StoreResult<Ledge
         receipts_off_their_lot,
         receipt_points_in_review,
         review_lot_points,
+        imports_off_their_record: uow.imports_off_their_record().await?,
     })
 }
 

@@ -14,6 +14,29 @@ use crate::domain::{
 };
 
 impl SqliteUnitOfWork {
+    /// `LedgerSnapshot::imports_off_their_record`, described.
+    pub(super) fn imports_off_their_record(&self) -> StoreResult<Vec<String>> {
+        let query = self.query(
+            r"
+            select 'member ' || member_id || ' has ' || count(*) || ' import entries'
+            from transactions
+            where kind = 'import'
+            group by member_id
+            having count(*) > 1
+            union all
+            select 'import entry ' || t.transaction_id || ' has no import record of its member'
+            from transactions t
+            where t.kind = 'import'
+              and not exists (
+                  select 1
+                  from member_imports i
+                  where i.member_id = t.member_id
+                    and i.external_id = json_extract(t.metadata, '$.external_id'))
+            ",
+        )?;
+        self.fetch_all(query, |row| col(row, 0))
+    }
+
     /// One lookup per external_id (microseconds each in-process).
     pub(super) fn imported_members_of(
         &self,
