@@ -523,6 +523,37 @@ fn merge_members() {
 }
 
 #[test]
+fn update_member() {
+    let attributes = prop::collection::btree_map(text(), text(), 0..4);
+    let paths = prop::collection::vec(
+        prop_oneof![
+            Just("display_name".to_string()),
+            Just("attributes".into()),
+            text()
+        ],
+        0..3,
+    );
+    let strategy = (
+        text(),
+        prop::option::of((text(), text(), attributes)),
+        paths,
+    )
+        .prop_map(|(request_id, member, paths)| proto::UpdateMemberRequest {
+            request_id,
+            member: member.map(|(member_id, display_name, attributes)| proto::Member {
+                member_id,
+                display_name,
+                attributes: attributes.into_iter().collect(),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths }),
+        });
+    hostile("UpdateMember", strategy, |request| {
+        accepted(member::update_command(&request))
+    });
+}
+
+#[test]
 fn adjust_points() {
     let strategy =
         (text(), member_ref(), int64(), text()).prop_map(|(request_id, member, points, reason)| {
