@@ -296,7 +296,9 @@ pub async fn import_members(
             parse_line(report.lines, text, engine.now())
         };
         match parsed.and_then(|line| seen.check(dry_run, line)) {
-            Ok(line) => chunk.push(line),
+            Ok(Some(line)) => chunk.push(line),
+            // Repeats an external_id of an earlier line: a real run skips it as imported.
+            Ok(None) => report.already_imported += 1,
             Err(bad) => report_bad(&mut report, bad, out),
         }
         if chunk.len() >= chunk_lines {
@@ -361,10 +363,17 @@ struct DrySeen {
 }
 
 impl DrySeen {
-    fn check(&mut self, dry_run: bool, line: MemberImport) -> Result<MemberImport, Vec<BadLine>> {
-        if !dry_run || !self.external_ids.insert(line.external_id.clone()) {
-            // A repeated external_id is the same member, skipped as already imported.
-            return Ok(line);
+    /// The line, or None when (dry) it repeats an earlier line's external_id.
+    fn check(
+        &mut self,
+        dry_run: bool,
+        line: MemberImport,
+    ) -> Result<Option<MemberImport>, Vec<BadLine>> {
+        if !dry_run {
+            return Ok(Some(line));
+        }
+        if !self.external_ids.insert(line.external_id.clone()) {
+            return Ok(None);
         }
         for (i, identifier) in line.identifiers.iter().enumerate() {
             if let Some(first) = self.identifiers.get(identifier) {
@@ -378,7 +387,7 @@ impl DrySeen {
         for identifier in &line.identifiers {
             self.identifiers.insert(identifier.clone(), line.line_no);
         }
-        Ok(line)
+        Ok(Some(line))
     }
 }
 

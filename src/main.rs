@@ -145,6 +145,9 @@ async fn main() -> ExitCode {
     // The demo prints a story; server logs would only interleave with it.
     let default_filter = match cli.command {
         Command::Demo | Command::Bench(_) => "warn",
+        // A chunk's statements write thousands of rows: sqlx's slow-statement warnings (> 1 s)
+        // would only bury the bad lines and the progress.
+        Command::Import { .. } | Command::Export { .. } => "info,sqlx=error",
         _ => "info,sqlx=warn",
     };
     let log_format = match &cli.command {

@@ -201,6 +201,8 @@ async fn bad_lines_are_named_and_a_dry_run_writes_nothing(app: &TestApp) {
             line(4, &[(4, Some("2020-01-01T00:00:00Z"))]),
             taken.to_string(),
             line(6, &[(6, None)]),
+            // The same external record again: the same member, skipped.
+            line(1, &[(10, None)]),
         ],
     );
 
@@ -215,7 +217,10 @@ async fn bad_lines_are_named_and_a_dry_run_writes_nothing(app: &TestApp) {
     ] {
         assert!(out.contains(expected), "{expected:?} missing from:\n{out}");
     }
-    assert!(out.contains("would import 2 members"), "{out}");
+    assert!(
+        out.contains("would import 2 members with 16 points; 1 already imported; 4 bad lines"),
+        "{out}"
+    );
     assert!(
         !out.contains("line 1:") && !out.contains("line 6:"),
         "{out}"
@@ -226,7 +231,10 @@ async fn bad_lines_are_named_and_a_dry_run_writes_nothing(app: &TestApp) {
     let (code, out) = import(app, &file, &[]);
 
     assert_eq!(code, 1, "bad lines make the run fail: {out}");
-    assert!(out.contains("imported 2 members with 16 points"), "{out}");
+    assert!(
+        out.contains("imported 2 members with 16 points; 1 already imported; 4 bad lines"),
+        "{out}"
+    );
     assert!(out.contains("line 5: identifiers[0]"), "{out}");
     member(app, 1).await.expect("good lines are imported");
     member(app, 6).await.expect("good lines are imported");
