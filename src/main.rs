@@ -53,6 +53,25 @@ enum Command {
         #[command(flatten)]
         database: DatabaseArgs,
     },
+    /// Bulk import (JSON Lines; README "Import and export").
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
+    /// Stream the journal, members or lots to a new file (JSON Lines or CSV).
+    Export {
+        what: omo::export::What,
+        /// The new file (never overwritten).
+        #[arg(long)]
+        to: std::path::PathBuf,
+        #[arg(long, value_enum, default_value = "jsonl")]
+        format: omo::export::Format,
+        /// RFC 3339: journal entries recorded, members created, lots earned at or after it.
+        #[arg(long, value_parser = parse_instant)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Run a scripted OMO story against a fresh in-process server and print the ledger.
     Demo,
     /// Load-test omo over gRPC next to two baselines; wipes its own database (see --help).
@@ -90,6 +109,32 @@ enum KeysCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum ImportCommand {
+    /// Members with their opening balances, one JSON object a line: {external_id,
+    /// identifiers[], display_name, attributes, points[] {points, expires_at}, tier_id}.
+    /// Idempotent by external_id: a re-run or a resumed run adds nothing twice. Bad lines are
+    /// printed `line N: field: problem` (exit 1); the other lines are imported.
+    Members {
+        file: std::path::PathBuf,
+        /// Check every line (also against the database) and write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Lines per transaction: a killed run loses at most the chunk in flight.
+        #[arg(long, default_value_t = omo::import::DEFAULT_CHUNK_LINES as u64,
+            value_parser = clap::value_parser!(u64).range(1..=50_000))]
+        chunk_lines: u64,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+fn parse_instant(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .map(|at| at.with_timezone(&chrono::Utc))
+        .map_err(|e| format!("{s:?} is not an RFC 3339 time (2026-12-01T00:00:00Z): {e}"))
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| format!("unknown role {s:?}: admin, checkout, register or app"))
 }
@@ -100,6 +145,9 @@ async fn main() -> ExitCode {
     // The demo prints a story; server logs would only interleave with it.
     let default_filter = match cli.command {
         Command::Demo | Command::Bench(_) => "warn",
+        // A chunk's statements write thousands of rows: sqlx's slow-statement warnings (> 1 s)
+        // would only bury the bad lines and the progress.
+        Command::Import { .. } | Command::Export { .. } => "info,sqlx=error",
         _ => "info,sqlx=warn",
     };
     let log_format = match &cli.command {
@@ -222,6 +270,44 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
             }
         }
         Command::Backup { to, database } => return backup(database, to).await,
+        Command::Import {
+            command:
+                ImportCommand::Members {
+                    file,
+                    dry_run,
+                    chunk_lines,
+                    database,
+                },
+        } => {
+            // Summaries rebuilt first (a fresh database asks for it): the import then adds
+            // its lots to them, and a later rebuild would not discard that.
+            let engine = engine_up_to_date(&database).await?;
+            let started = std::time::Instant::now();
+            let mut stdout = std::io::stdout();
+            let report = omo::import::import_members(
+                &engine,
+                &file,
+                dry_run,
+                chunk_lines as usize,
+                &mut stdout,
+            )
+            .await?;
+            print!("{}", report.summary(started.elapsed()));
+            if !report.bad_lines.is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Export {
+            what,
+            to,
+            format,
+            since,
+            database,
+        } => {
+            let engine = engine(&database).await?;
+            let rows = omo::export::export(&engine, what, format, since, &to).await?;
+            println!("exported {rows} rows to {}", to.display());
+        }
         Command::Demo => omo::demo::run().await?,
         Command::Bench(args) => print!("{}", omo::bench::run(args).await?),
     }

@@ -54,6 +54,10 @@ pub enum Account {
     ProgramAdjustments,
     /// Points an erased member still had (EraseMember).
     ProgramForfeited,
+    /// Where imported opening balances come from (`omo import members`): points the old
+    /// program issued, neither earned in omo (not `program:issued`, so no report counts them as
+    /// this period's earnings) nor an admin's adjustment.
+    ProgramImported,
     Campaign(String),
     CampaignRedeemed(String),
     CampaignExpired(String),
@@ -102,6 +106,7 @@ impl Account {
             ["program", "shortfall"] => Account::ProgramShortfall,
             ["program", "adjustments"] => Account::ProgramAdjustments,
             ["program", "forfeited"] => Account::ProgramForfeited,
+            ["program", "imported"] => Account::ProgramImported,
             ["program", "redeemed", channel] => Account::ProgramRedeemed {
                 channel: Channel::parse(channel)?,
                 store_id: None,
@@ -140,6 +145,7 @@ impl fmt::Display for Account {
             Account::ProgramShortfall => f.write_str("program:shortfall"),
             Account::ProgramAdjustments => f.write_str("program:adjustments"),
             Account::ProgramForfeited => f.write_str("program:forfeited"),
+            Account::ProgramImported => f.write_str("program:imported"),
             Account::Campaign(id) => write!(f, "campaign:{id}"),
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),

@@ -5,6 +5,7 @@
 //! (`ports::UnitOfWork`) that a storage backend implements.
 
 pub mod account;
+pub mod attributes;
 pub mod auth;
 pub mod clock;
 pub mod command;
@@ -13,6 +14,7 @@ pub mod error;
 pub mod event;
 pub mod geo;
 pub mod ids;
+pub mod import;
 pub mod location;
 pub mod lots;
 pub mod model;

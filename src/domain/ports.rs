@@ -166,6 +166,9 @@ pub struct LedgerSnapshot {
     /// Erased members that still hold something: an identifier, a name or attributes, a
     /// location report or presence, a receipt's raw text, points, or an unspent coupon.
     pub erased_members_with_data: Vec<String>,
+    /// Imported opening balances not exactly one per import record: a member with more than
+    /// one `import` entry, or an entry whose external_id has no record naming its member.
+    pub imports_off_their_record: Vec<String>,
 }
 
 /// Point lots summed for GetLiability, counted as of the start of `as_of`'s quarter hour (see
@@ -1072,4 +1075,23 @@ pub trait UnitOfWork: LedgerReads {
     /// Appends a seal; a seal with its number already stored (another replica's sealer won the
     /// race) is a [`StoreError::Conflict`].
     async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()>;
+
+    // Bulk import and export (`omo import`, `omo export`; `domain::import`).
+    /// Of `external_ids`, those imported before, with the member each became.
+    async fn imported_members(
+        &mut self,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(String, String)>>;
+    /// Writes import records (in the transaction of the chunk's flush).
+    async fn record_imports(&mut self, records: &[super::import::ImportRecord]) -> StoreResult<()>;
+    /// At most `limit` members after `after_member_id` by id, created at or after `since`,
+    /// with their identifiers.
+    async fn export_members(
+        &mut self,
+        after_member_id: &str,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> StoreResult<Vec<super::model::Member>>;
+    /// At most `limit` lots after `after_lot_id`, by id.
+    async fn export_lots(&mut self, after_lot_id: i64, limit: i64) -> StoreResult<Vec<Lot>>;
 }

@@ -23,6 +23,7 @@ mod checkout;
 mod coupons;
 mod engagement;
 mod events;
+mod import;
 mod keys;
 mod members;
 mod points;

@@ -263,6 +263,10 @@ pub fn check_all(snapshot: &LedgerSnapshot) -> Vec<Check> {
             name: "points of receipts in review equal their pending lots",
             violations: receipts(snapshot),
         },
+        Check {
+            name: "each imported opening balance is booked once, under its import record",
+            violations: snapshot.imports_off_their_record.clone(),
+        },
     ]
 }
 

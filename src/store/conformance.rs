@@ -137,7 +137,8 @@ fn member(member_id: &str) -> MemberRow {
         created_at: day(0),
         lifetime_earned_points: 0,
         lifetime_redeemed_points: 0,
-        attributes: Default::default(),
+        // Not empty, so that every member read shows the attributes come back as written.
+        attributes: [("segment".to_string(), format!("s.{member_id}"))].into(),
         erased_at: None,
     }
 }

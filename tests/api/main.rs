@@ -18,6 +18,7 @@ mod events;
 mod faults;
 mod geo;
 mod idempotency;
+mod import;
 mod keys;
 mod lifecycle;
 mod limits;

@@ -196,6 +196,7 @@ pub(super) async fn ledger_snapshot(uow: &mut PgUnitOfWork) -> StoreResult<Ledge
                 super::Cols::new(row, "members", "member_id").get("member_id")
             })
             .await?,
+        imports_off_their_record: uow.imports_off_their_record().await?,
     })
 }
 

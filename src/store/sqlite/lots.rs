@@ -111,7 +111,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-fn lot_from_row(row: &Row<'_>) -> StoreResult<Lot> {
+pub(super) fn lot_from_row(row: &Row<'_>) -> StoreResult<Lot> {
     let c = Cols::new(row, "point_lots", "lot_id");
     Ok(Lot {
         lot_id: c.get("lot_id")?,

@@ -179,7 +179,7 @@ impl SqliteUnitOfWork {
     }
 }
 
-fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
+pub(super) fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
     let c = Cols::new(row, "members", "member_id");
     let erased_at = c.opt_instant("erased_at")?;
     Ok(MemberRow {

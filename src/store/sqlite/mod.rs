@@ -68,6 +68,7 @@ mod batch;
 mod coupons;
 mod engagement;
 mod events;
+mod import;
 mod journal;
 mod keys;
 mod lots;
@@ -1074,6 +1075,33 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     async fn insert_seal(&mut self, seal: &Seal) -> StoreResult<()> {
         seals::insert_seal(self, seal)
+    }
+
+    async fn imported_members(
+        &mut self,
+        external_ids: &[String],
+    ) -> StoreResult<Vec<(String, String)>> {
+        self.imported_members_of(external_ids)
+    }
+
+    async fn record_imports(
+        &mut self,
+        records: &[crate::domain::import::ImportRecord],
+    ) -> StoreResult<()> {
+        self.insert_import_records(records)
+    }
+
+    async fn export_members(
+        &mut self,
+        after_member_id: &str,
+        since: Option<DateTime<Utc>>,
+        limit: i64,
+    ) -> StoreResult<Vec<model::Member>> {
+        self.export_members_page(after_member_id, since, limit)
+    }
+
+    async fn export_lots(&mut self, after_lot_id: i64, limit: i64) -> StoreResult<Vec<Lot>> {
+        self.export_lots_page(after_lot_id, limit)
     }
 }
 

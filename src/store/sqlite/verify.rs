@@ -130,6 +130,7 @@ pub(super) fn ledger_snapshot(uow: &SqliteUnitOfWork) -> StoreResult<LedgerSnaps
         receipts_off_their_lot,
         receipt_points_in_review,
         review_lot_points,
+        imports_off_their_record: uow.imports_off_their_record()?,
     })
 }
 
