@@ -211,6 +211,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .as_deref()
                 .map(omo::config::read_seal_key)
                 .transpose()?;
+            omo::store::require_existing(database.database_url.expose())?;
             let engine = engine_up_to_date(&database).await?;
             if let Some(key) = seal_key {
                 engine.set_seal_key(key);

@@ -16,6 +16,7 @@ mod crash;
 mod dashboard;
 mod faults;
 mod geo;
+mod http;
 mod idempotency;
 mod keys;
 mod limits;
