@@ -928,7 +928,7 @@ async fn dashboard_actions_review_receipts_and_toggle_rules(app: &TestApp) {
     let forged = "rule_id=bonus&enabled=false&seen=3";
     assert_eq!(
         target
-            .post("/rules/enabled", &browser.cookie, &forged)
+            .post("/rules/enabled", &browser.cookie, forged)
             .await
             .status,
         403
