@@ -34,5 +34,6 @@ mod security;
 mod shutdown;
 mod sweeper;
 mod tls;
+mod typescript;
 mod validation;
 mod verify;
