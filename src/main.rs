@@ -181,7 +181,12 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .create_api_key_expiring(role, store_id, name, expires_in)
                 .await?;
             println!(
-                "created a {} key; store it now, it is not shown again:",
+                "created {} {} key; store it now, it is not shown again:",
+                if role.as_str().starts_with('a') {
+                    "an"
+                } else {
+                    "a"
+                },
                 role.as_str()
             );
             println!("{key}");

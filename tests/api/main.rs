@@ -27,6 +27,7 @@ mod paging;
 mod points;
 mod privacy;
 mod receipts;
+mod recipes;
 mod replicas;
 mod reports;
 mod rules;
