@@ -81,6 +81,53 @@ expect "$refused" '"reason":"INSUFFICIENT_POINTS"'
 expect "$(tail -1 <<<"$refused")" '^400$'
 echo "ok - calling it"
 
+# <!-- recipe: coupons -->
+# Coupons: a campaign, a coupon in the member's wallet, and a price check with its code
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"campaign-store-500","campaign":{"campaign_id":"store-500","name":"¥500 off in store","amount_off":"500","min_spend":"3000","channels":["CHANNEL_STORE"],"validity_days":30}}' \
+  $OMO_URL/omo.v1.CouponService/CreateCampaign
+COUPON=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"issue-1","campaign_id":"store-500","member":{"identifier":{"kind":"card","value":"4900-1234"}}}' \
+  $OMO_URL/omo.v1.CouponService/IssueCoupon | sed -n 's/.*"code":"\([^"]*\)".*/\1/p')
+curl -sS -H "authorization: Bearer $REG" -H 'content-type: application/json' \
+  -d '{"member":{"identifier":{"kind":"card","value":"4900-1234"}},"channel":"CHANNEL_STORE","store_id":"shibuya","basket":{"lines":[{"line_id":"1","quantity":1,"amount":"4000"}]},"points_to_redeem":50,"coupon_codes":["'$COUPON'"]}' \
+  $OMO_URL/omo.v1.CheckoutService/Quote
+# <!-- /recipe -->
+[ -n "$COUPON" ] || fail "IssueCoupon gave no code"
+echo "ok - coupons"
+
+# --- README "Rules"
+# <!-- recipe: rules -->
+# 3x points on coffee for a week, 10:00-20:00 at the stores' local time
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"rule-coffee","rule":{"rule_id":"coffee-3x","name":"3x coffee","trigger":"RULE_TRIGGER_PURCHASE","conditions":{"lines":[{"category":"coffee"}],"active_hours":[{"start":"10:00","end":"20:00"}]},"effects":{"points_multiplier":"3"},"ends_at":"'$(date -u -d '+7 days' +%FT%TZ)'"}}' \
+  $OMO_URL/omo.v1.RuleService/CreateRule
+# +500 points on a member's first purchase, at most 1,000,000 points in all (the budget)
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"rule-welcome","rule":{"rule_id":"welcome","trigger":"RULE_TRIGGER_PURCHASE","conditions":{"first_purchase":true},"effects":{"bonus_points":500},"limits":{"budget_points":1000000}}}' \
+  $OMO_URL/omo.v1.RuleService/CreateRule
+# Which rules would fire for this basket, and why the others would not (writes nothing)
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"trigger":"RULE_TRIGGER_PURCHASE","member":{"identifier":{"kind":"card","value":"4900-1234"}},"channel":"CHANNEL_STORE","store_id":"shibuya","basket":{"lines":[{"line_id":"1","category":"coffee","quantity":1,"amount":"2000"}]}}' \
+  $OMO_URL/omo.v1.RuleService/SimulateRules
+# Every rule, one rule's figures; switch one off (a FieldMask is a string in JSON)
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"include_disabled":true}' $OMO_URL/omo.v1.RuleService/ListRules
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"rule_id":"welcome"}' $OMO_URL/omo.v1.RuleService/GetRuleStats
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"coffee-off","rule":{"rule_id":"coffee-3x","enabled":false},"update_mask":"enabled"}' \
+  $OMO_URL/omo.v1.RuleService/UpdateRule
+# Limited-time points granted by hand: an expiry of their own (60 days from now), spent first
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"apology-1","member":{"identifier":{"kind":"card","value":"4900-1234"}},"points":300,"reason":"apology","expires_at":"'$(date -u -d '+60 days' +%FT%TZ)'"}' \
+  $OMO_URL/omo.v1.LedgerService/AdjustPoints
+# <!-- /recipe -->
+rules=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"rule_id":"coffee-3x"}' $OMO_URL/omo.v1.RuleService/GetRule)
+expect "$rules" '"enabled":false'
+echo "ok - rules"
+
 # --- README "Receipts"
 # <!-- recipe: receipts -->
 # 1 point per ¥100 for receipts from any store; ¥30,000 and more wait for a person to look
