@@ -23,6 +23,8 @@ pub enum AppError {
     Io(#[from] std::io::Error),
     #[error("gRPC server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("--cors-origin: {0}")]
+    CorsOrigin(String),
     #[error("metrics: {0}")]
     Metrics(#[from] MetricsError),
     #[error("rebuilding the report summaries: {0}")]
@@ -118,7 +120,11 @@ impl Application {
         let (stop, stopped) = oneshot::channel::<()>();
         let (routes, health) = grpc::routes(engine.clone(), limits.max_message_bytes).await;
         let seconds = |s: u64| (s > 0).then(|| Duration::from_secs(s));
+        let cors = grpc::cors(&config.cors_origins)?;
+        // HTTP/1.1 as well as HTTP/2: Connect's JSON and gRPC-Web come from browsers, curl and
+        // proxies that speak HTTP/1.1; gRPC itself stays on HTTP/2.
         let mut builder = tonic::transport::Server::builder()
+            .accept_http1(true)
             .max_concurrent_streams(limits.max_concurrent_streams)
             .http2_keepalive_interval(seconds(limits.keepalive_interval_s))
             .http2_keepalive_timeout(seconds(limits.keepalive_timeout_s));
@@ -128,7 +134,13 @@ impl Application {
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
         }
-        let mut builder = builder.layer(grpc::observe::ObserveLayer);
+        // Outermost first: CORS answers a browser's preflight; Connect calls become gRPC calls
+        // and gRPC-Web ones too; then every call is observed as a gRPC call.
+        let mut builder = builder
+            .layer(tower::util::option_layer(cors))
+            .layer(grpc::connect::ConnectLayer::new(limits.max_message_bytes))
+            .layer(tonic_web::GrpcWebLayer::new())
+            .layer(grpc::observe::ObserveLayer);
         // TCP_NODELAY on every accepted connection (the builder's own option only applies to
         // a listener tonic binds): without it a reply written in more than one piece waited
         // for the client's delayed ACK, 40 ms on Linux (GetLiability took 48 ms, 5 of them

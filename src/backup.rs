@@ -33,6 +33,10 @@ pub enum BackupError {
     Unsupported(String),
     #[error("{0} exists already; choose a new file (a backup never overwrites one)")]
     TargetExists(PathBuf),
+    /// The target's folder is missing: said before anything is written, naming the folder
+    /// (not the `.partial` file SQLite would have failed to create in it).
+    #[error("the folder {0} does not exist; create it first (mkdir -p {0})")]
+    NoTargetFolder(PathBuf),
     #[error("the backup failed its integrity check: {0}")]
     Corrupt(String),
     #[error("sqlite: {0}")]
@@ -56,6 +60,11 @@ pub fn backup(database_url: &str, to: &Path) -> Result<BackupReport, BackupError
     let source = sqlite_path(database_url)?;
     if to.exists() {
         return Err(BackupError::TargetExists(to.to_path_buf()));
+    }
+    if let Some(folder) = to.parent().filter(|f| !f.as_os_str().is_empty())
+        && !folder.is_dir()
+    {
+        return Err(BackupError::NoTargetFolder(folder.to_path_buf()));
     }
     let partial = partial_path(to);
     let result = copy(&source, &partial);

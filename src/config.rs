@@ -107,6 +107,16 @@ pub struct Config {
     /// cannot re-make the chain (README, "Reliability").
     #[arg(long, env = "OMO_SEAL_KEY_FILE", value_name = "FILE")]
     pub seal_key_file: Option<PathBuf>,
+    /// Let browser pages from this origin (`https://shop.example`) call the API over gRPC-Web
+    /// or Connect (CORS); repeatable, or a comma-separated list. Without it no cross-origin
+    /// call is allowed.
+    #[arg(
+        long = "cors-origin",
+        env = "OMO_CORS_ORIGIN",
+        value_delimiter = ',',
+        value_name = "ORIGIN"
+    )]
+    pub cors_origins: Vec<String>,
     #[command(flatten)]
     pub limits: Limits,
     #[command(flatten)]
@@ -228,6 +238,7 @@ impl Config {
             writers: None,
             http: None,
             seal_key_file: None,
+            cors_origins: Vec::new(),
             limits: Limits::default(),
             tls: TlsArgs::default(),
             observability: ObservabilityArgs::default(),

@@ -48,6 +48,7 @@ use crate::{
         coupon::Campaign,
         receipt::{ReceiptQuery, ReceiptRecord, ReceiptStatus},
         report::{ActivityRow, CampaignStats, Liability},
+        rules::Rule,
         session::{random_token, same_token, well_formed_token},
     },
     engine::{Engine, EngineError},
@@ -64,6 +65,7 @@ const ACTIVITY_DAYS: i64 = 30;
 /// Bounds on what one page load reads: campaigns charted and receipts listed.
 const MAX_CAMPAIGNS: usize = 50;
 const MAX_RECEIPTS: usize = 50;
+const MAX_RULES: usize = 100;
 
 /// What every request handler shares.
 #[derive(Clone)]
@@ -89,6 +91,8 @@ pub async fn serve(
         .route("/", get(dashboard))
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
+        .route("/receipts/review", post(review_receipt))
+        .route("/rules/enabled", post(set_rule_enabled))
         .layer(middleware::map_response(harden))
         .with_state(Dashboard {
             engine,
@@ -417,12 +421,147 @@ async fn logout(
         .into_response()
 }
 
+#[derive(serde::Deserialize)]
+struct ReviewForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    receipt_id: String,
+    #[serde(default)]
+    approve: bool,
+}
+
+#[derive(serde::Deserialize)]
+struct RuleEnabledForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    rule_id: String,
+    #[serde(default)]
+    enabled: bool,
+    /// The rule's `updated_at` (µs) the page showed: part of the request id, so that a double
+    /// submit of one form is one change, while a later Disable after an Enable is a new one.
+    #[serde(default)]
+    seen: i64,
+}
+
+/// A form's caller: only a session's, and only with the session's CSRF token (a bearer-key
+/// reader gets no forms, and a POST from elsewhere carries no token).
+async fn form_caller(dash: &Dashboard, headers: &HeaderMap, csrf: &str) -> Result<Caller, Refusal> {
+    let access = dash.access(headers).await?;
+    match access.csrf_token {
+        Some(token) if same_token(&token, csrf) => Ok(access.caller),
+        _ => Err(Refusal::Csrf),
+    }
+}
+
+/// The request id of a dashboard action: derived from the form, so that a double submit (or a
+/// reload that posts again) replays the first outcome instead of acting twice.
+fn form_request_id(action: &str, parts: &[&str]) -> String {
+    let digest = crate::domain::ids::sha256_hex(parts.join("\u{1f}").as_bytes());
+    format!("dashboard-{action}-{}", &digest[..32])
+}
+
+/// Approve or reject a receipt in review: ReviewReceipt's own validation and engine command.
+async fn review_receipt(
+    State(dash): State<Dashboard>,
+    headers: HeaderMap,
+    Form(form): Form<ReviewForm>,
+) -> Response {
+    let caller = match form_caller(&dash, &headers, &form.csrf).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let decision = if form.approve { "approve" } else { "reject" };
+    let request = crate::proto::ReviewReceiptRequest {
+        request_id: form_request_id("review", &[&form.receipt_id, decision]),
+        receipt_id: form.receipt_id,
+        approve: form.approve,
+        note: "reviewed on the dashboard".into(),
+    };
+    let outcome = match crate::grpc::receipts::review_receipt_in(request) {
+        Ok((request_id, command)) => dash
+            .engine
+            .execute(&caller, Some(&request_id), command)
+            .await
+            .map(drop)
+            .map_err(ActionError::Engine),
+        Err(status) => Err(ActionError::Invalid(status.message().to_string())),
+    };
+    acted(outcome, "/#receipts")
+}
+
+/// Disable or enable a rule: UpdateRule's own validation (mask `enabled`) and engine command.
+async fn set_rule_enabled(
+    State(dash): State<Dashboard>,
+    headers: HeaderMap,
+    Form(form): Form<RuleEnabledForm>,
+) -> Response {
+    let caller = match form_caller(&dash, &headers, &form.csrf).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let target = if form.enabled { "enable" } else { "disable" };
+    let request = crate::proto::UpdateRuleRequest {
+        request_id: form_request_id("rule", &[&form.rule_id, target, &form.seen.to_string()]),
+        rule: Some(crate::proto::Rule {
+            rule_id: form.rule_id,
+            enabled: Some(form.enabled),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["enabled".into()],
+        }),
+    };
+    let outcome = match crate::grpc::rule::update_rule_in(&dash.engine, request).await {
+        Ok((request_id, patch)) => dash
+            .engine
+            .execute(
+                &caller,
+                request_id.as_deref(),
+                crate::domain::command::RuleCommand::UpdateRule(patch),
+            )
+            .await
+            .map(drop)
+            .map_err(ActionError::Engine),
+        Err(status) => Err(ActionError::Invalid(status.message().to_string())),
+    };
+    acted(outcome, "/#rules")
+}
+
+enum ActionError {
+    Invalid(String),
+    Engine(EngineError),
+}
+
+/// Back to the page after an action (303: the browser GETs it); a refusal is shown with its
+/// reason, as a gRPC client would get it; an internal error is logged, not shown.
+fn acted(outcome: Result<(), ActionError>, back: &str) -> Response {
+    let (status, message) = match outcome {
+        Ok(()) => return Redirect::to(back).into_response(),
+        Err(ActionError::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(ActionError::Engine(EngineError::Domain(error))) => {
+            (StatusCode::CONFLICT, format!("{}: {error}", error.reason()))
+        }
+        Err(ActionError::Engine(error)) => return Refusal::Internal(error).into_response(),
+    };
+    (
+        status,
+        page(
+            "Not done",
+            html! { p.error { (message) } p { a href=(back) { "Back to the dashboard" } } },
+        ),
+    )
+        .into_response()
+}
+
 /// Everything the page shows, read with the caller's rights.
 struct Reports {
     liability: Liability,
     activity: Vec<ActivityRow>,
     campaigns: Vec<(Campaign, CampaignStats)>,
     receipts: Vec<ReceiptRecord>,
+    rules: Vec<Rule>,
 }
 
 async fn read_reports(engine: &Engine, caller: &Caller) -> Result<Reports, EngineError> {
@@ -446,11 +585,14 @@ async fn read_reports(engine: &Engine, caller: &Caller) -> Result<Reports, Engin
         .list_receipts(caller, &queue, None, MAX_RECEIPTS)
         .await?
         .items;
+    let mut rules = engine.list_rules().await?;
+    rules.truncate(MAX_RULES);
     Ok(Reports {
         liability,
         activity,
         campaigns,
         receipts,
+        rules,
     })
 }
 
@@ -464,11 +606,13 @@ async fn dashboard(State(dash): State<Dashboard>, headers: HeaderMap) -> Result<
         html! {
             nav { a href="#liability" { "Liability" } a href="#activity" { "Activity" }
                   a href="#campaigns" { "Campaigns" } a href="#receipts" { "Receipts" }
+                  a href="#rules" { "Rules" }
                   @if let Some(token) = &access.csrf_token { (logout_form(token)) } }
             (liability_section(&reports.liability))
             (activity_section(&reports.activity))
             (campaigns_section(&reports.campaigns))
-            (receipts_section(&reports.receipts))
+            (receipts_section(&reports.receipts, access.csrf_token.as_deref()))
+            (rules_section(&reports.rules, access.csrf_token.as_deref()))
         },
     ))
 }
@@ -596,16 +740,68 @@ fn ab_test(stats: &CampaignStats) -> Markup {
     }
 }
 
-fn receipts_section(receipts: &[ReceiptRecord]) -> Markup {
+/// The review queue; with a session (`csrf_token`), each receipt has Approve and Reject buttons
+/// (a bearer-key reader gets no forms).
+fn receipts_section(receipts: &[ReceiptRecord], csrf_token: Option<&str>) -> Markup {
     html! {
         section #receipts {
             h2 { "Receipts waiting for review" }
             @if receipts.is_empty() { p.empty { "The queue is empty." } } @else {
                 div.scroll { table #receipt-queue {
-                    thead { tr { th { "Submitted" } th { "Store" } th { "Receipt" } th.n { "Total" } th.n { "Points" } } }
+                    thead { tr { th { "Submitted" } th { "Store" } th { "Receipt" } th.n { "Total" } th.n { "Points" }
+                                 @if csrf_token.is_some() { th { "Review" } } } }
                     tbody { @for r in receipts {
-                        tr { td { (r.submitted_at.format("%Y-%m-%d %H:%M")) } td { (r.receipt.store_id) }
-                             td { (r.receipt.receipt_no) } td.n { (r.receipt.total.amount()) } td.n { (r.points) } } } }
+                        tr data-receipt-id=(r.receipt_id) { td { (r.submitted_at.format("%Y-%m-%d %H:%M")) } td { (r.receipt.store_id) }
+                             td { (r.receipt.receipt_no) } td.n { (r.receipt.total.amount()) } td.n { (r.points) }
+                             @if let Some(token) = csrf_token { td.actions {
+                                 (review_form(token, &r.receipt_id, true))
+                                 (review_form(token, &r.receipt_id, false))
+                             } } } } }
+                } }
+            }
+        }
+    }
+}
+
+fn review_form(csrf_token: &str, receipt_id: &str, approve: bool) -> Markup {
+    let (class, label, value) = if approve {
+        ("approve", "Approve", "true")
+    } else {
+        ("reject", "Reject", "false")
+    };
+    html! {
+        form.(class) method="post" action="/receipts/review" {
+            input type="hidden" name="csrf" value=(csrf_token);
+            input type="hidden" name="receipt_id" value=(receipt_id);
+            input type="hidden" name="approve" value=(value);
+            button type="submit" { (label) }
+        }
+    }
+}
+
+/// The rules, each with a Disable (or Enable) button under a session.
+fn rules_section(rules: &[Rule], csrf_token: Option<&str>) -> Markup {
+    html! {
+        section #rules {
+            h2 { "Rules" }
+            @if rules.is_empty() { p.empty { "No rules." } } @else {
+                div.scroll { table #rule-list {
+                    thead { tr { th { "Rule" } th { "Name" } th { "Trigger" } th { "State" }
+                                 @if csrf_token.is_some() { th { "" } } } }
+                    tbody { @for rule in rules {
+                        tr data-rule-id=(rule.rule_id) { td { (rule.rule_id) } td { (rule.name) } td { (rule.trigger.as_str()) }
+                             td.state { @if rule.enabled { "enabled" } @else { "disabled" } }
+                             // GEO, VISIT and RECEIPT rules are changed through their own
+                             // EngagementService calls, which UpdateRule refuses.
+                             @if let Some(token) = csrf_token.filter(|_| rule.trigger.is_core()) { td.actions {
+                                 form.toggle method="post" action="/rules/enabled" {
+                                     input type="hidden" name="csrf" value=(token);
+                                     input type="hidden" name="rule_id" value=(rule.rule_id);
+                                     input type="hidden" name="enabled" value=(!rule.enabled);
+                                     input type="hidden" name="seen" value=(rule.updated_at.timestamp_micros());
+                                     button type="submit" { @if rule.enabled { "Disable" } @else { "Enable" } }
+                                 }
+                             } } @else if csrf_token.is_some() { td {} } } } }
                 } }
             }
         }
@@ -731,4 +927,7 @@ th,td{padding:.3rem .5rem;border-bottom:1px solid #e3e7ef;text-align:left}
 input,button{font:inherit;padding:.5rem .7rem;border-radius:6px;border:1px solid #b8c1d3}
 button{background:#1f3a5f;color:#fff;border:0;cursor:pointer}
 .logout{margin-left:auto}
+.actions{display:flex;gap:.3rem}
+.actions button{padding:.25rem .6rem}
+.actions .reject button{background:#8a2b22}
 ";

@@ -229,7 +229,12 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .create_api_key_expiring(role, store_id, name, expires_in)
                 .await?;
             println!(
-                "created a {} key; store it now, it is not shown again:",
+                "created {} {} key; store it now, it is not shown again:",
+                if role.as_str().starts_with('a') {
+                    "an"
+                } else {
+                    "a"
+                },
                 role.as_str()
             );
             println!("{key}");
@@ -259,6 +264,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .as_deref()
                 .map(omo::config::read_seal_key)
                 .transpose()?;
+            omo::store::require_existing(database.database_url.expose())?;
             let engine = engine_up_to_date(&database).await?;
             if let Some(key) = seal_key {
                 engine.set_seal_key(key);

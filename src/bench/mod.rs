@@ -31,7 +31,7 @@ use server::RssSampler;
 use setup::Setup;
 
 /// Scenarios run in this order unless `--scenarios` says otherwise.
-const DEFAULT_SCENARIOS: &str = "grpc-ceiling,sale,checkout,balance,hot,mixed,sql-floor";
+const DEFAULT_SCENARIOS: &str = "grpc-ceiling,sale,sale-json,checkout,balance,hot,mixed,sql-floor";
 
 #[derive(Debug, Clone, clap::Args)]
 #[command(after_long_help = "\
@@ -47,7 +47,8 @@ the store `bench-store`, the campaign `bench-hot` (public code BENCHHOT) and the
 `bench-1..N` through the API (slow for many members; re-runs reuse them), every scenario calls
 as that key, and the SQL floor and server RSS are not measured.
 
-Scenarios: grpc-ceiling (health Check), sale (RecordSale earning and redeeming), checkout
+Scenarios: grpc-ceiling (health Check), sale (RecordSale earning and redeeming),
+sale-json (the same RecordSale over Connect JSON on the same port and connections), checkout
 (Authorize + Capture, EC), balance (GetBalance), hot (sales at one store with one public
 coupon), mixed (60% balance, 25% sale, 15% checkout), sql-floor (BEGIN; insert a posting;
 update a balance; COMMIT, straight through sqlx), location (location reports near 100,000

@@ -66,6 +66,8 @@ pub fn geo_store_location(n: u64) -> (f64, f64) {
 pub enum Scenario {
     GrpcCeiling,
     Sale,
+    /// `sale` over Connect JSON (HTTP/2 on the same port): the JSON edge's cost against gRPC.
+    SaleJson,
     Checkout,
     Balance,
     Hot,
@@ -85,6 +87,7 @@ pub enum Scenario {
 pub enum Op {
     Health,
     Sale,
+    SaleJson,
     Checkout,
     Balance,
     Hot,
@@ -116,9 +119,10 @@ const DAILY_STORE: &str = "bench-store-1";
 pub const MIXED: &[(Op, u32)] = &[(Op::Balance, 60), (Op::Sale, 25), (Op::Checkout, 15)];
 
 impl Scenario {
-    pub const ALL: [Scenario; 14] = [
+    pub const ALL: [Scenario; 15] = [
         Scenario::GrpcCeiling,
         Scenario::Sale,
+        Scenario::SaleJson,
         Scenario::Checkout,
         Scenario::Balance,
         Scenario::Hot,
@@ -137,6 +141,7 @@ impl Scenario {
         match self {
             Scenario::GrpcCeiling => "grpc-ceiling",
             Scenario::Sale => "sale",
+            Scenario::SaleJson => "sale-json",
             Scenario::Checkout => "checkout",
             Scenario::Balance => "balance",
             Scenario::Hot => "hot",
@@ -168,6 +173,7 @@ impl Scenario {
         match self {
             Scenario::GrpcCeiling => &[(Op::Health, 1)],
             Scenario::Sale => &[(Op::Sale, 1)],
+            Scenario::SaleJson => &[(Op::SaleJson, 1)],
             Scenario::Checkout => &[(Op::Checkout, 1)],
             Scenario::Balance => &[(Op::Balance, 1)],
             Scenario::Hot => &[(Op::Hot, 1)],
@@ -264,13 +270,23 @@ pub struct Lane {
     reports: ReportServiceClient<Authed>,
     /// TrackEvent, as the app key.
     events: EventServiceClient<Authed>,
+    /// The same connection for Connect calls (`sale-json`): the server's base URL, the raw
+    /// channel and the register key's `authorization` value.
+    connect: (String, Channel, http::HeaderValue),
 }
 
 impl Lane {
     async fn connect(endpoint: &str, keys: &Keys) -> Result<Lane, BenchError> {
         let register = Client::connect(endpoint, &keys.register).await?;
         let checkout = register.with_key(&keys.checkout);
+        let authorization = http::HeaderValue::from_str(&format!("Bearer {}", keys.register))
+            .map_err(|e| BenchError::Usage(format!("the register key: {e}")))?;
         Ok(Lane {
+            connect: (
+                endpoint.trim_end_matches('/').to_string(),
+                register.channel(),
+                authorization,
+            ),
             app: register.with_key(&keys.app).engagement(),
             events: register.with_key(&keys.app).events(),
             reports: register.with_key(&keys.admin).reports(),
@@ -355,6 +371,7 @@ impl GrpcWorker {
         match op {
             Op::Health => self.health().await,
             Op::Sale => self.sale(None).await,
+            Op::SaleJson => self.sale_json().await,
             Op::Hot => self.sale(Some(HOT_CODE)).await,
             Op::Checkout => self.checkout().await,
             Op::Balance => self.balance().await,
@@ -450,6 +467,57 @@ impl GrpcWorker {
         };
         self.lane.register.record_sale(request).await?;
         Ok(())
+    }
+
+    /// The register sale of [`Self::sale`] as a Connect JSON call, answered in JSON and parsed,
+    /// as a web client would; a Connect error counts by its code and ErrorInfo reason.
+    async fn sale_json(&mut self) -> Result<(), Status> {
+        use http_body_util::BodyExt;
+        let id = self.ids.next();
+        let member = self.member();
+        let Some(Ref::MemberId(member_id)) = member.r#ref else {
+            unreachable!("the bench names members by id")
+        };
+        let amount_yen = self.rng.random_range(BASKET_YEN);
+        let body = serde_json::json!({
+            "requestId": format!("sale-{id}"),
+            "orderId": format!("bench-sale-{id}"),
+            "member": {"memberId": member_id},
+            "channel": "CHANNEL_STORE",
+            "storeId": STORE_ID,
+            "registerId": format!("r{}", self.ids.task),
+            "basket": {"lines": [{"lineId": "1", "sku": "BENCH-SKU", "category": "bench",
+                                  "quantity": 1, "amount": amount_yen.to_string()}]},
+            "pointsToRedeem": self.rng.random_range(REDEEM_POINTS).to_string(),
+            "receiptNo": id,
+        });
+        let (base, channel, authorization) = &self.lane.connect;
+        let request = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(format!("{base}/omo.v1.CheckoutService/RecordSale"))
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header("connect-protocol-version", "1")
+            .header(http::header::AUTHORIZATION, authorization.clone())
+            .body(tonic::body::Body::new(http_body_util::Full::new(
+                bytes::Bytes::from(body.to_string()),
+            )))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let response = tower::ServiceExt::oneshot(channel.clone(), request)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let ok = response.status().is_success();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?
+            .to_bytes();
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| Status::internal(e.to_string()))?;
+        if ok && json.get("order").is_some() {
+            return Ok(());
+        }
+        Err(connect_status(&json))
     }
 
     /// EC checkout: Authorize (holding points), then Capture; one operation.
@@ -565,6 +633,36 @@ pub fn error_key(status: &Status) -> String {
     }
 }
 
+/// A Connect error JSON as a `Status` with its ErrorInfo reason (from the detail's debug JSON),
+/// so that [`error_key`] counts it as it counts the gRPC one.
+fn connect_status(error: &serde_json::Value) -> Status {
+    let name = error["code"].as_str().unwrap_or("unknown");
+    let code = (0..=16)
+        .map(Code::from_i32)
+        .find(|code| code_name(*code).eq_ignore_ascii_case(name))
+        .unwrap_or(if name == "canceled" {
+            Code::Cancelled
+        } else {
+            Code::Unknown
+        });
+    let message = error["message"].as_str().unwrap_or_default();
+    let reason = error["details"]
+        .as_array()
+        .and_then(|details| {
+            details
+                .iter()
+                .find(|d| d["type"] == "google.rpc.ErrorInfo")
+                .and_then(|d| d["debug"]["reason"].as_str())
+        })
+        .unwrap_or_default();
+    if reason.is_empty() {
+        return Status::new(code, message);
+    }
+    let details =
+        tonic_types::ErrorDetails::with_error_info(reason, "omo", std::collections::HashMap::new());
+    Status::with_error_details(code, message, details)
+}
+
 /// `FailedPrecondition` → `FAILED_PRECONDITION`, as gRPC names its codes.
 fn code_name(code: Code) -> String {
     let mut name = String::new();
@@ -596,6 +694,23 @@ mod tests {
             .filter(|_| pick(MIXED, &mut rng) == Op::Balance)
             .count();
         assert!((5_500..6_500).contains(&balances), "{balances}");
+    }
+
+    #[test]
+    fn a_connect_error_counts_by_code_and_reason() {
+        let error = serde_json::json!({
+            "code": "failed_precondition",
+            "message": "not enough",
+            "details": [{"type": "google.rpc.ErrorInfo", "value": "", "debug": {"reason": "INSUFFICIENT_POINTS"}}],
+        });
+        assert_eq!(
+            error_key(&connect_status(&error)),
+            "FAILED_PRECONDITION/INSUFFICIENT_POINTS"
+        );
+        assert_eq!(
+            error_key(&connect_status(&serde_json::json!({"code": "unavailable"}))),
+            "UNAVAILABLE"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::{
 
 pub mod auth;
 pub mod checkout;
+pub mod connect;
 pub mod convert;
 pub mod coupon;
 pub mod engagement;
@@ -123,6 +124,58 @@ pub async fn routes(engine: Arc<Engine>, max_message_bytes: usize) -> (Routes, H
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha);
     (routes, reporter)
+}
+
+/// The CORS policy for `--cors-origin`: none (no cross-origin call allowed) without origins;
+/// else those origins may POST gRPC-Web and Connect calls with an API key, and read the status
+/// and error details back.
+pub fn cors(
+    origins: &[String],
+) -> Result<Option<tower_http::cors::CorsLayer>, crate::app::AppError> {
+    use http::{HeaderName, HeaderValue, Method};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let origins = origins
+        .iter()
+        .map(|origin| {
+            let origin = origin.trim().trim_end_matches('/');
+            HeaderValue::from_str(origin)
+                .ok()
+                .filter(|_| origin.starts_with("http://") || origin.starts_with("https://"))
+                .ok_or_else(|| {
+                    crate::app::AppError::CorsOrigin(format!(
+                        "{origin:?} is not an origin like https://shop.example"
+                    ))
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let headers = |names: &[&'static str]| {
+        names
+            .iter()
+            .map(|name| HeaderName::from_static(name))
+            .collect::<Vec<_>>()
+    };
+    Ok(Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods([Method::POST])
+            .allow_headers(headers(&[
+                "authorization",
+                "content-type",
+                "connect-protocol-version",
+                "connect-timeout-ms",
+                "grpc-timeout",
+                "x-grpc-web",
+                "x-user-agent",
+            ]))
+            .expose_headers(headers(&[
+                "grpc-status",
+                "grpc-message",
+                "grpc-status-details-bin",
+            ]))
+            .max_age(std::time::Duration::from_secs(7200)),
+    ))
 }
 
 /// Marks the server ("") and every omo service SERVING.

@@ -486,7 +486,8 @@ fn limits_in(v: &mut Violations, l: proto::RuleLimits) -> Option<Limits> {
     })
 }
 
-async fn update_rule_in(
+/// UpdateRule's request as a patch (also the dashboard's Disable/Enable).
+pub(crate) async fn update_rule_in(
     engine: &Engine,
     request: proto::UpdateRuleRequest,
 ) -> Result<(Option<String>, RulePatch), Status> {

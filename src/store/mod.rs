@@ -154,6 +154,25 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// Refuses a `sqlite:` URL whose file does not exist. `omo verify` (and anything else that only
+/// inspects a database) calls it before [`open`], which would otherwise create the file, migrate
+/// it and report an empty database as sound: a typo in a backup's name must fail, not pass.
+pub fn require_existing(url: &str) -> Result<(), StoreError> {
+    if !url.starts_with("sqlite:") || url.contains(":memory:") || url.contains("mode=memory") {
+        return Ok(());
+    }
+    let options = <sqlx::sqlite::SqliteConnectOptions as std::str::FromStr>::from_str(url)
+        .map_err(|e| StoreError::Database(Box::new(e)))?;
+    let path = options.get_filename();
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(StoreError::Database(
+            format!("no database at {}: nothing to check", path.display()).into(),
+        ))
+    }
+}
+
 /// JSON text of a structured value: a TEXT column in SQLite, a `$n::jsonb` parameter in
 /// PostgreSQL.
 fn to_json<T: Serialize + ?Sized>(value: &T) -> StoreResult<String> {

@@ -128,3 +128,25 @@ async fn admin_caller(app: &Application) -> omo::domain::auth::Caller {
         .expect("key");
     engine.authenticate(&key).await.unwrap().unwrap()
 }
+
+/// A target in a folder that does not exist is refused before anything is written, and the
+/// error names the folder (it used to name only the `.partial` file SQLite could not create).
+#[tokio::test]
+async fn backup_into_a_missing_folder_names_the_folder() {
+    let Some(app) = spawn_app(Backend::Sqlite).await else {
+        return;
+    };
+    let folder = backup_target(&app).with_file_name("no-such-folder");
+    let to = folder.join("omo.db");
+    let url = app.database_url.clone();
+    let error = tokio::task::spawn_blocking(move || backup::backup(&url, &to))
+        .await
+        .unwrap()
+        .expect_err("a missing folder is refused");
+    let message = error.to_string();
+    assert!(
+        message.contains(&folder.display().to_string()) && !message.contains(".partial"),
+        "{message}"
+    );
+    assert!(!folder.exists());
+}

@@ -35,6 +35,7 @@ crate::both_backends! {
     failed_logins_are_throttled => failed_logins_are_throttled,
     a_revoked_or_expired_keys_session_is_refused => a_revoked_or_expired_keys_session_is_refused,
     off_loopback_the_dashboard_needs_tls => off_loopback_the_dashboard_needs_tls,
+    dashboard_actions_review_receipts_and_toggle_rules => dashboard_actions_review_receipts_and_toggle_rules,
 }
 
 /// A server over `app`'s database and clock serving the dashboard on `http`.
@@ -704,6 +705,8 @@ async fn the_dashboard_renders_the_engines_figures_in_chromium() {
         "seeded"
     );
     let url = format!("http://{}", app.app().http_addr().expect("listening"));
+    let reviewer = crate::helpers::card_ref("receipts");
+    let balance_before = receipts_member_points(&app, &reviewer).await;
 
     // Act: the browser run is bounded; the script has its own timeouts too.
     let script = root.join("tests/e2e/dashboard.mjs");
@@ -737,4 +740,199 @@ async fn the_dashboard_renders_the_engines_figures_in_chromium() {
         phone_png.exists(),
         "the browser run saved no phone screenshot"
     );
+    // The approval clicked in the browser moved the member's balance by the receipt's points.
+    let approved = output
+        .lines()
+        .find_map(|line| line.strip_prefix("approved "))
+        .expect("the script names the receipt it approved");
+    let receipt = queue
+        .iter()
+        .find(|r| r.receipt_id == approved)
+        .expect("a receipt of the queue");
+    assert!(receipt.points_awarded > 0, "{receipt:?}");
+    assert_eq!(
+        receipts_member_points(&app, &reviewer).await,
+        balance_before + receipt.points_awarded
+    );
+    app.verify_ok().await;
+}
+
+async fn receipts_member_points(app: &TestApp, member: &proto::MemberRef) -> i64 {
+    app.admin
+        .ledger()
+        .get_balance(proto::GetBalanceRequest {
+            member: Some(member.clone()),
+        })
+        .await
+        .expect("balance")
+        .into_inner()
+        .balance
+        .expect("balance")
+        .available_points
+}
+
+/// A receipt over the review threshold, waiting for review: (member id, receipt id, points).
+async fn pending_receipt(app: &TestApp, card: &str) -> (String, String, i64) {
+    app.set_program(|program| program.receipt_review_threshold = "2000".into())
+        .await;
+    create_receipt_rule_as(&app.admin, "photo", "0.01").await;
+    let member_id = app.create_member(card).await;
+    let receipt = proto::Receipt {
+        store_id: "umeda".into(),
+        register_id: "1".into(),
+        receipt_no: format!("R-{card}"),
+        issued_at: Some(prost_types::Timestamp {
+            seconds: (app.clock.now() - Duration::hours(1)).timestamp(),
+            nanos: 0,
+        }),
+        total: "5000".into(),
+        lines: basket(&["5000"]).lines,
+        image_sha256: format!("{:064x}", 7),
+        raw_text: String::new(),
+    };
+    let result = app
+        .app_client
+        .engagement()
+        .submit_receipt(proto::SubmitReceiptRequest {
+            request_id: format!("receipt-{card}"),
+            member: Some(member_ref(&member_id)),
+            receipt: Some(receipt),
+        })
+        .await
+        .expect("receipt")
+        .into_inner()
+        .result
+        .expect("result");
+    assert_eq!(
+        result.status,
+        proto::ReceiptStatus::PendingReview as i32,
+        "{result:?}"
+    );
+    (member_id, result.receipt_id, result.points_awarded)
+}
+
+fn rule_enabled(rules: &[proto::Rule], rule_id: &str) -> Option<bool> {
+    rules
+        .iter()
+        .find(|r| r.rule_id == rule_id)
+        .map(|r| r.enabled.unwrap_or(true))
+}
+
+async fn listed_rules(app: &TestApp) -> Vec<proto::Rule> {
+    app.admin
+        .rules()
+        .list_rules(proto::ListRulesRequest {
+            include_disabled: true,
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("rules")
+        .into_inner()
+        .rules
+}
+
+/// Approve and Disable on the page run ReviewReceipt's and UpdateRule's engine commands with a
+/// request id derived from the form: a double submit acts once; a POST without the session's
+/// CSRF token does nothing; a refusal shows its reason.
+async fn dashboard_actions_review_receipts_and_toggle_rules(app: &TestApp) {
+    // Arrange
+    let (member_id, receipt_id, points) = pending_receipt(app, "dash-review").await;
+    assert!(points > 0);
+    let before = app.available(&member_id).await;
+    let (server, key) = dashboard(app).await;
+    let target = Target::Plain(server.http_addr().expect("listening"));
+    let browser = session(&target, &key).await;
+    let page = page_with(&target, &browser.cookie).await;
+    assert!(
+        page.body
+            .contains(&format!("data-receipt-id=\"{receipt_id}\""))
+    );
+    assert!(
+        page.body.contains("form class=\"approve\""),
+        "no Approve button"
+    );
+
+    // Act + Assert: without the token, nothing happens.
+    let approve = format!("receipt_id={receipt_id}&approve=true");
+    let forged = target
+        .post("/receipts/review", &browser.cookie, &approve)
+        .await;
+    assert_eq!(forged.status, 403, "{forged:?}");
+    assert_eq!(app.available(&member_id).await, before);
+
+    // Approve, twice (a double submit): the points move once.
+    let form = format!("csrf={}&{approve}", browser.csrf);
+    for _ in 0..2 {
+        let done = target
+            .post("/receipts/review", &browser.cookie, &form)
+            .await;
+        assert!(done.redirects_to("/#receipts"), "{done:?}");
+    }
+    assert_eq!(app.available(&member_id).await, before + points);
+    let page = page_with(&target, &browser.cookie).await;
+    assert!(
+        !page
+            .body
+            .contains(&format!("data-receipt-id=\"{receipt_id}\""))
+    );
+
+    // Rejecting it now is refused with the engine's reason, and changes nothing.
+    let reject = format!(
+        "csrf={}&receipt_id={receipt_id}&approve=false",
+        browser.csrf
+    );
+    let refused = target
+        .post("/receipts/review", &browser.cookie, &reject)
+        .await;
+    assert_eq!(refused.status, 409, "{refused:?}");
+    assert!(refused.body.contains("class=\"error\""), "{refused:?}");
+    assert_eq!(app.available(&member_id).await, before + points);
+
+    // A bad id: the field's violation, 400.
+    let bad = format!("csrf={}&receipt_id=&approve=true", browser.csrf);
+    assert_eq!(
+        target
+            .post("/receipts/review", &browser.cookie, &bad)
+            .await
+            .status,
+        400
+    );
+
+    // Disable a rule, twice from the same page (one change), then enable it again.
+    let effects = proto::RuleEffects {
+        bonus_points: 5,
+        ..Default::default()
+    };
+    crate::rules::create_rule(app, crate::rules::purchase_rule("bonus", effects)).await;
+    let page = page_with(&target, &browser.cookie).await;
+    assert!(
+        page.body.contains("name=\"rule_id\" value=\"bonus\""),
+        "no toggle"
+    );
+    assert_eq!(rule_enabled(&listed_rules(app).await, "bonus"), Some(true));
+    let disable = format!("csrf={}&rule_id=bonus&enabled=false&seen=1", browser.csrf);
+    for _ in 0..2 {
+        let done = target
+            .post("/rules/enabled", &browser.cookie, &disable)
+            .await;
+        assert!(done.redirects_to("/#rules"), "{done:?}");
+    }
+    assert_eq!(rule_enabled(&listed_rules(app).await, "bonus"), Some(false));
+    let enable = format!("csrf={}&rule_id=bonus&enabled=true&seen=2", browser.csrf);
+    let done = target
+        .post("/rules/enabled", &browser.cookie, &enable)
+        .await;
+    assert!(done.redirects_to("/#rules"), "{done:?}");
+    assert_eq!(rule_enabled(&listed_rules(app).await, "bonus"), Some(true));
+    let forged = "rule_id=bonus&enabled=false&seen=3";
+    assert_eq!(
+        target
+            .post("/rules/enabled", &browser.cookie, forged)
+            .await
+            .status,
+        403
+    );
+    assert_eq!(rule_enabled(&listed_rules(app).await, "bonus"), Some(true));
+    app.verify_ok().await;
 }

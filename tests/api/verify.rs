@@ -617,3 +617,27 @@ async fn plain_seals_after_keyed_ones_are_caught(app: &TestApp) {
         "{summary}"
     );
 }
+
+/// A missing SQLite file is refused (exit 1, naming it), and verify leaves no file behind: it
+/// used to create, migrate and pass an empty database (a mistyped backup name "verified").
+#[test]
+fn verify_refuses_a_missing_sqlite_file_and_creates_none() {
+    let dir = std::env::temp_dir().join(format!("omo-verify-missing-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("never-written.db");
+    let output = Command::new(env!("CARGO_BIN_EXE_omo"))
+        .args(["verify", "--database-url"])
+        .arg(format!("sqlite://{}", file.display()))
+        .env_remove("OMO_DATABASE_URL")
+        .output()
+        .expect("omo verify runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(stderr.contains("no database at"), "stderr: {stderr}");
+    assert!(
+        !String::from_utf8_lossy(&output.stdout).contains("all invariants hold"),
+        "a missing database passed"
+    );
+    assert!(!file.exists(), "verify created {}", file.display());
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,5 +1,5 @@
 // Dashboard end-to-end check in headless Chromium (run by tests/api/dashboard.rs): log in
-// through a session, the figures, a phone's width, and log out.
+// through a session, the figures, one receipt approved, a phone's width, and log out.
 // Usage: node tests/e2e/dashboard.mjs URL ADMIN_KEY OUTSTANDING_POINTS PENDING_RECEIPTS
 // playwright-core comes from target/e2e/node_modules (`.ci/run` installs it there), so the
 // repository itself carries no node_modules.
@@ -54,6 +54,20 @@ try {
   check(await page.locator('#receipt-queue tbody tr').count() === Number(pendingReceipts),
     `receipt queue lists ${pendingReceipts} receipt(s) waiting`);
   await page.screenshot({ path: path.join(out, 'dashboard-desktop.png'), fullPage: true });
+
+  // Approve the first receipt in the queue: the page comes back without it (the Rust side then
+  // checks that the member's balance moved by its points).
+  const queued = await page.locator('#receipt-queue tbody tr').count();
+  const approved = await page.getAttribute('#receipt-queue tbody tr >> nth=0', 'data-receipt-id');
+  await Promise.all([
+    page.waitForURL((u) => u.hash === '#receipts'),
+    page.click('#receipt-queue tbody tr >> nth=0 >> form.approve button'),
+  ]);
+  check(await page.locator(`#receipt-queue tbody tr[data-receipt-id="${approved}"]`).count() === 0,
+    `receipt ${approved} left the queue after Approve`);
+  check(await page.locator('#receipt-queue tbody tr').count() === queued - 1,
+    `the queue lists ${queued - 1} receipt(s) after one approval`);
+  console.log(`approved ${approved}`);
 
   // A phone: nothing wider than the screen.
   await page.setViewportSize({ width: 390, height: 844 });
