@@ -91,6 +91,7 @@ impl Application {
         let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
         engine.rebuild_reports_if_wanted().await?;
+        engine.adopt_legacy_rules().await?;
         let limits = &config.limits;
         engine.set_rate_limits(limits);
         engine.set_idempotency_retention_days(config.idempotency_retention_days);

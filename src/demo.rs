@@ -259,6 +259,31 @@ async fn walk_in(admin: &Client, app: &Client, member_id: &str) -> Result<String
         "7. Hanako's app reports her at the door of {:?} (accuracy 15 m): coupon {} ({}), source {}",
         result.inside_store_ids, coupon.code, coupon.campaign_id, coupon.source
     );
+    // The same visit a moment later: the geo rule is a rule like any other, and the reply says
+    // why it did not fire again.
+    let again = app
+        .engagement()
+        .report_location(proto::ReportLocationRequest {
+            request_id: "demo-location-2".into(),
+            member: Some(member_ref(member_id)),
+            latitude: 35.65956,
+            longitude: 139.70045,
+            accuracy_m: 12.0,
+            observed_at: Some(
+                (std::time::SystemTime::now() + std::time::Duration::from_secs(1)).into(),
+            ),
+            device_id: "hanako-phone".into(),
+        })
+        .await?
+        .into_inner()
+        .result
+        .ok_or("no location result")?;
+    for outcome in &again.rule_outcomes {
+        println!(
+            "   a moment later, same visit: rule {} at {} did not fire again ({})",
+            outcome.rule_id, outcome.store_id, outcome.reason
+        );
+    }
     Ok(coupon.code.clone())
 }
 

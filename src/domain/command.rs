@@ -275,6 +275,10 @@ pub struct LocationResult {
     /// The stores whose fence contains the reported position (accepted reports only).
     pub inside_store_ids: Vec<String>,
     pub coupons_issued: Vec<Coupon>,
+    /// The GEO rules decided for this report, at each store whose visit it changed: what
+    /// fired, and why the others did not (outside their hours, in cooldown …).
+    #[serde(default)]
+    pub rule_outcomes: Vec<crate::domain::rules::RuleOutcome>,
 }
 
 #[cfg(test)]

@@ -3,13 +3,13 @@
 //! injected clock's `now` and the facts it loaded (previous accepted fix, last issue, counts).
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
-use chrono_tz::Tz;
 use serde::{Deserialize, Serialize};
 
 use super::{
     geo::distance_m,
     model::{LatLng, MemberRef},
-    schedule::{DaysOfWeek, HoursWindow, is_active},
+    rules::{Award, Counters, Facts, Rule, Signal, Skip},
+    schedule::{DaysOfWeek, HoursWindow},
 };
 
 /// Accuracy limit of a report when no rule names one, in metres.
@@ -282,65 +282,32 @@ pub struct IssueFacts {
     pub issued_today_at_store: i64,
 }
 
-/// Why a geo rule issues nothing for a report, in the order they are checked.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GeoSkip {
-    OtherStore,
-    NotStarted,
-    Ended,
-    OutsideHours,
-    DwellTooShort,
-    /// Already issued during this visit: one coupon per visit, whatever the cooldown.
-    IssuedThisVisit,
-    Cooldown,
-    DailyCap,
-}
-
-/// Whether `rule` issues a coupon for a member inside `store_id` (zone `tz`) whose current visit
-/// is `run`, at the report's `observed_at` (the instant the member was there; the verdict has
-/// bounded it to within an hour of now). Issues once per visit, when the dwell first reaches
-/// `min_dwell_seconds` (at entry when that is 0), inside the rule's dates (`starts_at`
-/// inclusive, `ends_at` exclusive) and local hours, outside its cooldown and under its daily cap.
+/// A GEO rule decided by the rules core for a member's visit at a store (`facts.store_id`):
+/// the visit's dwell and whether the rule already fired during it are the signal's facts, and
+/// its cooldown and daily cap count at this store, from its issues there. `counters` brings
+/// the rest (per-member firings, budget).
 pub fn decide_geo(
-    rule: &GeoRule,
-    store_id: &str,
-    tz: Tz,
+    rule: &Rule,
+    facts: &Facts<'_>,
     run: &VisitRun,
-    facts: &IssueFacts,
-) -> Result<OfferHow, GeoSkip> {
-    let at = run.last_inside_at;
-    if !rule.applies_to_store(store_id) {
-        return Err(GeoSkip::OtherStore);
-    }
-    if rule.starts_at.is_some_and(|starts_at| at < starts_at) {
-        return Err(GeoSkip::NotStarted);
-    }
-    if rule.ends_at.is_some_and(|ends_at| at >= ends_at) {
-        return Err(GeoSkip::Ended);
-    }
-    if !is_active(at, tz, &rule.active_hours, rule.days_of_week) {
-        return Err(GeoSkip::OutsideHours);
-    }
-    if run.dwell_seconds() < rule.min_dwell_seconds {
-        return Err(GeoSkip::DwellTooShort);
-    }
-    check_repeats(rule, run, facts)?;
-    Ok(OfferHow::of_rule(rule))
-}
-
-fn check_repeats(rule: &GeoRule, run: &VisitRun, facts: &IssueFacts) -> Result<(), GeoSkip> {
-    if let Some(last) = facts.last_issued_at {
-        if last >= run.started_at {
-            return Err(GeoSkip::IssuedThisVisit);
-        }
-        if run.last_inside_at - last < Duration::seconds(rule.cooldown_seconds) {
-            return Err(GeoSkip::Cooldown);
-        }
-    }
-    if rule.daily_cap_per_store > 0 && facts.issued_today_at_store >= rule.daily_cap_per_store {
-        return Err(GeoSkip::DailyCap);
-    }
-    Ok(())
+    issued: &IssueFacts,
+    counters: Counters,
+) -> Result<Award, Skip> {
+    let facts = Facts {
+        signal: Signal::Geo {
+            dwell_seconds: run.dwell_seconds(),
+            fired_this_visit: issued
+                .last_issued_at
+                .is_some_and(|last| last >= run.started_at),
+        },
+        ..facts.clone()
+    };
+    let counters = Counters {
+        member_last_fired_at: issued.last_issued_at,
+        store_day_fired: issued.issued_today_at_store,
+        ..counters
+    };
+    super::rules::decide(rule, &facts, &counters)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -425,6 +392,8 @@ mod tests {
     use chrono::TimeZone;
 
     use super::*;
+    use chrono_tz::Tz;
+
     use crate::domain::schedule::parse_time_zone;
 
     fn at(h: u32, mi: u32, s: u32) -> DateTime<Utc> {
@@ -668,8 +637,29 @@ mod tests {
         parse_time_zone("Asia/Tokyo").unwrap()
     }
 
-    fn decide(rule: &GeoRule, run: &VisitRun, facts: &IssueFacts) -> Result<OfferHow, GeoSkip> {
-        decide_geo(rule, "shibuya", tokyo(), run, facts)
+    /// A GEO rule made by CreateGeoRule, decided by the rules core at store "shibuya".
+    fn decide(rule: &GeoRule, run: &VisitRun, issued: &IssueFacts) -> Result<OfferHow, Skip> {
+        let attributes = std::collections::BTreeMap::new();
+        let facts = Facts {
+            at: run.last_inside_at,
+            tz: tokyo(),
+            channel: None,
+            store_id: "shibuya",
+            lines: &[],
+            total: crate::domain::Money::ZERO,
+            paid: crate::domain::Money::ZERO,
+            base_rate: rust_decimal::Decimal::ZERO,
+            event_type: "",
+            attributes: &attributes,
+            first_purchase: false,
+            tier_id: None,
+            signal: Signal::None,
+        };
+        let core = crate::domain::rules::views::of_geo(rule.clone());
+        decide_geo(&core, &facts, run, issued, Counters::default()).map(|award| {
+            assert_eq!(award.campaign_id.as_deref(), Some("c1"));
+            OfferHow::of_rule(rule)
+        })
     }
 
     #[test]
@@ -688,7 +678,7 @@ mod tests {
         let facts = IssueFacts::default();
         assert_eq!(
             decide(&dwell, &run(at(3, 0, 0), at(3, 4, 59)), &facts),
-            Err(GeoSkip::DwellTooShort)
+            Err(Skip::ConditionNotMet)
         );
         assert_eq!(
             decide(&dwell, &run(at(3, 0, 0), at(3, 5, 0)), &facts),
@@ -706,11 +696,11 @@ mod tests {
         };
         assert_eq!(
             decide(&cooled, &run(at(3, 0, 0), at(3, 10, 0)), &issued),
-            Err(GeoSkip::IssuedThisVisit)
+            Err(Skip::Cooldown)
         );
         assert_eq!(
             decide(&cooled, &run(at(3, 30, 0), at(3, 59, 59)), &issued),
-            Err(GeoSkip::Cooldown)
+            Err(Skip::Cooldown)
         );
         assert_eq!(
             decide(&cooled, &run(at(3, 30, 0), at(4, 0, 0)), &issued),
@@ -733,7 +723,7 @@ mod tests {
             issued_today_at_store,
         };
         assert_eq!(decide(&capped, &entry, &facts(1)), Ok(OfferHow::GeoEntry));
-        assert_eq!(decide(&capped, &entry, &facts(2)), Err(GeoSkip::DailyCap));
+        assert_eq!(decide(&capped, &entry, &facts(2)), Err(Skip::DailyCap));
         assert_eq!(
             decide(&rule(), &entry, &facts(1_000)),
             Ok(OfferHow::GeoEntry)
@@ -746,27 +736,27 @@ mod tests {
         let facts = IssueFacts::default();
         let mut scoped = rule();
         scoped.store_ids = vec!["ginza".into()];
-        assert_eq!(decide(&scoped, &entry, &facts), Err(GeoSkip::OtherStore));
+        assert_eq!(decide(&scoped, &entry, &facts), Err(Skip::ConditionNotMet));
         scoped.store_ids.push("shibuya".into());
         assert_eq!(decide(&scoped, &entry, &facts), Ok(OfferHow::GeoEntry));
 
         let mut dated = rule();
         dated.starts_at = Some(at(3, 0, 1));
-        assert_eq!(decide(&dated, &entry, &facts), Err(GeoSkip::NotStarted));
+        assert_eq!(decide(&dated, &entry, &facts), Err(Skip::OutsidePeriod));
         dated.starts_at = Some(at(3, 0, 0));
         dated.ends_at = Some(at(3, 0, 0));
-        assert_eq!(decide(&dated, &entry, &facts), Err(GeoSkip::Ended));
+        assert_eq!(decide(&dated, &entry, &facts), Err(Skip::OutsidePeriod));
         dated.ends_at = Some(at(3, 0, 1));
         assert_eq!(decide(&dated, &entry, &facts), Ok(OfferHow::GeoEntry));
 
         let mut hours = rule();
         hours.active_hours = vec![HoursWindow::parse("13:00", "20:00").unwrap()];
-        assert_eq!(decide(&hours, &entry, &facts), Err(GeoSkip::OutsideHours));
+        assert_eq!(decide(&hours, &entry, &facts), Err(Skip::OutsideHours));
         hours.active_hours = vec![HoursWindow::parse("10:00", "20:00").unwrap()];
         assert_eq!(decide(&hours, &entry, &facts), Ok(OfferHow::GeoEntry));
         // 2026-11-30 is a Monday.
         hours.days_of_week = DaysOfWeek::parse(&[6, 7]).unwrap();
-        assert_eq!(decide(&hours, &entry, &facts), Err(GeoSkip::OutsideHours));
+        assert_eq!(decide(&hours, &entry, &facts), Err(Skip::OutsideHours));
     }
 
     // -- visit rules

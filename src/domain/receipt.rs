@@ -3,6 +3,8 @@
 //! claimed or recorded at the register, how many receipts the member sent today) and writes the
 //! outcome; everything that can be decided from the receipt, the rules and the clock is here.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Duration, Utc};
 use chrono_tz::Tz;
 use rust_decimal::Decimal;
@@ -11,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     model::{LineItem, MemberRef},
     money::Money,
+    rules::{Facts, ReceiptParams, Rule, Signal, TriggerParams, decide_without_counters},
 };
 
 /// A receipt issued further ahead than this is from the future (clock skew allowance).
@@ -69,11 +72,7 @@ impl LineCondition {
     }
 }
 
-impl ReceiptRule {
-    pub fn applies_to_store(&self, store_id: &str) -> bool {
-        self.store_ids.is_empty() || self.store_ids.iter().any(|id| id == store_id)
-    }
-
+impl ReceiptParams {
     /// Points the rule awards for `total`.
     pub fn points(&self, total: Money) -> i64 {
         self.earn_rate.map_or(0, |rate| total.floor_points(rate))
@@ -240,13 +239,13 @@ impl ReceiptPolicy {
     /// Why a receipt the rules take must wait for review, if it must.
     fn review(
         &self,
-        matching: &[&ReceiptRule],
+        matching: &[(&Rule, &ReceiptParams)],
         total: Money,
         points: i64,
     ) -> Option<ReceiptReason> {
         if matching
             .iter()
-            .any(|rule| rule.wants_review(total, self.review_threshold))
+            .any(|(_, params)| params.wants_review(total, self.review_threshold))
         {
             Some(ReceiptReason::ReviewThreshold)
         } else if self.max_points > 0 && points > self.max_points {
@@ -257,30 +256,48 @@ impl ReceiptPolicy {
     }
 }
 
-/// The rules that take `receipt` submitted at `now`, under the program's `policy`. None match:
-/// `TooOld` when some rule would have taken it but for its age, otherwise `NoMatchingRule`.
+/// The RECEIPT rules that take `receipt` (issued at a store of zone `tz`) submitted at `now`,
+/// under the program's `policy`. Each rule is decided by the rules core on the receipt's
+/// facts (its store, total and lines, at its issue time: period, conditions); the receipt's own
+/// part is its age. None match: `TooOld` when some rule would have taken it but for its age,
+/// otherwise `NoMatchingRule`.
 pub fn apply_rules(
-    rules: &[ReceiptRule],
+    rules: &[Rule],
     receipt: &Receipt,
+    tz: Tz,
     now: DateTime<Utc>,
     policy: &ReceiptPolicy,
 ) -> Result<RuleOutcome, ReceiptReason> {
+    let no_attributes = BTreeMap::new();
+    let facts = Facts {
+        at: receipt.issued_at,
+        tz,
+        channel: None,
+        store_id: &receipt.store_id,
+        lines: &receipt.lines,
+        total: receipt.total,
+        paid: receipt.total,
+        base_rate: Decimal::ZERO,
+        event_type: "",
+        attributes: &no_attributes,
+        first_purchase: false,
+        tier_id: None,
+        signal: Signal::None,
+    };
     let mut too_old = false;
-    let mut matching: Vec<&ReceiptRule> = Vec::new();
+    let mut matching: Vec<(&Rule, &ReceiptParams)> = Vec::new();
     for rule in rules {
-        let takes = rule.applies_to_store(&receipt.store_id)
-            && rule.starts_at.is_none_or(|at| receipt.issued_at >= at)
-            && rule.ends_at.is_none_or(|at| receipt.issued_at < at)
-            && receipt.total.amount() >= rule.min_total.amount()
-            && rule.conditions.iter().all(|c| c.holds(&receipt.lines));
-        if !takes {
+        let TriggerParams::Receipt(params) = &rule.params else {
+            continue;
+        };
+        if decide_without_counters(rule, &facts).is_err() {
             continue;
         }
-        if now - receipt.issued_at > Duration::days(rule.max_age_days) {
+        if now - receipt.issued_at > Duration::days(params.max_age_days) {
             too_old = true;
             continue;
         }
-        matching.push(rule);
+        matching.push((rule, params));
     }
     if matching.is_empty() {
         return Err(if too_old {
@@ -289,18 +306,23 @@ pub fn apply_rules(
             ReceiptReason::NoMatchingRule
         });
     }
-    matching.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
+    matching.sort_by(|a, b| a.0.rule_id.cmp(&b.0.rule_id));
     let points = matching
         .iter()
-        .map(|rule| rule.points(receipt.total))
+        .map(|(_, params)| params.points(receipt.total))
         .fold(0, i64::saturating_add);
     Ok(RuleOutcome {
-        rule_ids: matching.iter().map(|rule| rule.rule_id.clone()).collect(),
+        rule_ids: matching
+            .iter()
+            .map(|(rule, _)| rule.rule_id.clone())
+            .collect(),
         points,
         campaigns: matching
             .iter()
-            .filter(|rule| !rule.campaign_id.is_empty())
-            .map(|rule| (rule.rule_id.clone(), rule.campaign_id.clone()))
+            .filter_map(|(rule, _)| {
+                let campaign_id = rule.effects.campaign_id.clone()?;
+                Some((rule.rule_id.clone(), campaign_id))
+            })
             .collect(),
         review: policy.review(&matching, receipt.total, points),
     })
@@ -491,6 +513,21 @@ mod tests {
         }
     }
 
+    /// CreateReceiptRule's rules as the rules core keeps them, at a store in Tokyo.
+    fn apply(
+        rules: &[ReceiptRule],
+        receipt: &Receipt,
+        now: DateTime<Utc>,
+        policy: &ReceiptPolicy,
+    ) -> Result<RuleOutcome, ReceiptReason> {
+        let rules: Vec<Rule> = rules
+            .iter()
+            .cloned()
+            .map(crate::domain::rules::views::of_receipt)
+            .collect();
+        apply_rules(&rules, receipt, chrono_tz::Asia::Tokyo, now, policy)
+    }
+
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 11, 30, 3, 0, 0).unwrap()
     }
@@ -513,7 +550,7 @@ mod tests {
         let mut coupon = rule("b-coupon");
         coupon.earn_rate = None;
         coupon.campaign_id = "c1".into();
-        let outcome = apply_rules(
+        let outcome = apply(
             &[coupon, rule("a-points")],
             &receipt("1234", vec![]),
             now(),
@@ -548,14 +585,14 @@ mod tests {
             vec![line("beans", "coffee", 1), line("tea", "tea", 3)],
         );
         assert_eq!(
-            apply_rules(&rules, &one_coffee, now(), &ReceiptPolicy::default()),
+            apply(&rules, &one_coffee, now(), &ReceiptPolicy::default()),
             Err(ReceiptReason::NoMatchingRule)
         );
         let two_coffees = receipt(
             "1000",
             vec![line("beans", "coffee", 1), line("drip", "coffee", 1)],
         );
-        let outcome = apply_rules(&rules, &two_coffees, now(), &ReceiptPolicy::default()).unwrap();
+        let outcome = apply(&rules, &two_coffees, now(), &ReceiptPolicy::default()).unwrap();
         assert_eq!(outcome.rule_ids, vec!["coffee"]);
     }
 
@@ -576,12 +613,12 @@ mod tests {
         let mut old = receipt("1000", vec![]);
         old.issued_at = now() - Duration::days(8);
         assert_eq!(
-            apply_rules(&[rule("week")], &old, now(), &ReceiptPolicy::default()),
+            apply(&[rule("week")], &old, now(), &ReceiptPolicy::default()),
             Err(ReceiptReason::TooOld)
         );
         let mut month = rule("month");
         month.max_age_days = 30;
-        let outcome = apply_rules(
+        let outcome = apply(
             &[rule("week"), month],
             &old,
             now(),
@@ -591,21 +628,21 @@ mod tests {
         assert_eq!(outcome.rule_ids, vec!["month"]);
         let mut exactly = receipt("1000", vec![]);
         exactly.issued_at = now() - Duration::days(7);
-        assert!(apply_rules(&[rule("week")], &exactly, now(), &ReceiptPolicy::default()).is_ok());
+        assert!(apply(&[rule("week")], &exactly, now(), &ReceiptPolicy::default()).is_ok());
     }
 
     #[test]
     fn a_total_at_the_threshold_goes_to_review() {
         let mut careful = rule("careful");
         careful.review_threshold = Some(money("10000"));
-        let below = apply_rules(
+        let below = apply(
             &[careful.clone()],
             &receipt("9999.99", vec![]),
             now(),
             &ReceiptPolicy::default(),
         );
         assert_eq!(below.unwrap().review, None);
-        let at = apply_rules(
+        let at = apply(
             &[careful],
             &receipt("10000", vec![]),
             now(),
@@ -711,7 +748,7 @@ mod tests {
             max_points: 100,
         };
         let judged = |rules: &[ReceiptRule], total: &str| {
-            apply_rules(rules, &receipt(total, vec![]), now(), &policy)
+            apply(rules, &receipt(total, vec![]), now(), &policy)
                 .unwrap()
                 .review
         };
@@ -740,7 +777,7 @@ mod tests {
         );
         assert_eq!(judged(&[generous], "10100"), Some(ReceiptReason::PointsCap));
         // No policy: neither.
-        let outcome = apply_rules(
+        let outcome = apply(
             &[rule("plain")],
             &receipt("100000000000", vec![]),
             now(),

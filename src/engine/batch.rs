@@ -591,18 +591,15 @@ impl Rows {
     }
 }
 
-/// The engagement rows of a batch: rules, reports and issues are only appended (a log
+/// The engagement rows of a batch: reports and issues are only appended (a log
 /// truncated on rollback); presence and visits are rows like the others.
 #[derive(Debug, Default)]
 struct EngagementRows {
-    geo_rules: Vec<(GeoRule, DateTime<Utc>)>,
-    visit_rules: Vec<(VisitRule, DateTime<Utc>)>,
     reports: Vec<LocationRecord>,
     presence: Table<String, Presence>,
     geo_issues: Vec<GeoIssue>,
     visits: Table<(String, String, NaiveDate), Visit>,
     visit_issues: Vec<VisitIssue>,
-    receipt_rules: Vec<(ReceiptRule, DateTime<Utc>)>,
     receipts: Table<String, ReceiptRecord>,
     /// Which receipt holds each claim (None: known unclaimed).
     receipt_claims: Table<ReceiptClaim, String>,
@@ -610,14 +607,11 @@ struct EngagementRows {
 
 #[derive(Debug, Clone, Copy)]
 struct EngagementMarks {
-    geo_rules: usize,
-    visit_rules: usize,
     reports: usize,
     presence: usize,
     geo_issues: usize,
     visits: usize,
     visit_issues: usize,
-    receipt_rules: usize,
     receipts: usize,
     receipt_claims: usize,
 }
@@ -625,28 +619,22 @@ struct EngagementMarks {
 impl EngagementRows {
     fn marks(&self) -> EngagementMarks {
         EngagementMarks {
-            geo_rules: self.geo_rules.len(),
-            visit_rules: self.visit_rules.len(),
             reports: self.reports.len(),
             presence: self.presence.mark(),
             geo_issues: self.geo_issues.len(),
             visits: self.visits.mark(),
             visit_issues: self.visit_issues.len(),
-            receipt_rules: self.receipt_rules.len(),
             receipts: self.receipts.mark(),
             receipt_claims: self.receipt_claims.mark(),
         }
     }
 
     fn rollback(&mut self, marks: EngagementMarks) {
-        self.geo_rules.truncate(marks.geo_rules);
-        self.visit_rules.truncate(marks.visit_rules);
         self.reports.truncate(marks.reports);
         self.presence.rollback(marks.presence);
         self.geo_issues.truncate(marks.geo_issues);
         self.visits.rollback(marks.visits);
         self.visit_issues.truncate(marks.visit_issues);
-        self.receipt_rules.truncate(marks.receipt_rules);
         self.receipts.rollback(marks.receipts);
         self.receipt_claims.rollback(marks.receipt_claims);
     }
@@ -656,8 +644,10 @@ impl EngagementRows {
         let visits = self.visits.changes();
         let (new_receipts, changed_receipts) = self.receipts.split_changes();
         EngagementChanges {
-            new_geo_rules: self.geo_rules.clone(),
-            new_visit_rules: self.visit_rules.clone(),
+            // Rules are rows of `rules` (RuleRows); these tables are only read, to adopt
+            // what an older omo wrote there (`Engine::adopt_legacy_rules`).
+            new_geo_rules: Vec::new(),
+            new_visit_rules: Vec::new(),
             location_reports: self.reports.clone(),
             presence: presence
                 .into_iter()
@@ -671,7 +661,7 @@ impl EngagementRows {
                 .map(|(_, _, row)| row.clone())
                 .collect(),
             visit_issues: self.visit_issues.clone(),
-            new_receipt_rules: self.receipt_rules.clone(),
+            new_receipt_rules: Vec::new(),
             new_receipts,
             changed_receipts,
             // The register receipts' claims are `Rows::receipts`, shared with the orders.
@@ -1737,16 +1727,6 @@ impl LedgerRows for InMemory<'_> {
         Ok(())
     }
 
-    async fn insert_geo_rule(&mut self, rule: &GeoRule, at: DateTime<Utc>) -> StoreResult<()> {
-        self.rows.engagement.geo_rules.push((rule.clone(), at));
-        Ok(())
-    }
-
-    async fn insert_visit_rule(&mut self, rule: &VisitRule, at: DateTime<Utc>) -> StoreResult<()> {
-        self.rows.engagement.visit_rules.push((rule.clone(), at));
-        Ok(())
-    }
-
     async fn insert_location_report(&mut self, report: &LocationRecord) -> StoreResult<()> {
         self.rows.engagement.reports.push(report.clone());
         Ok(())
@@ -1772,15 +1752,6 @@ impl LedgerRows for InMemory<'_> {
         if self.rows.engagement.visits.cached(&key).flatten().is_none() {
             self.rows.engagement.visits.put(key, visit.clone());
         }
-        Ok(())
-    }
-
-    async fn insert_receipt_rule(
-        &mut self,
-        rule: &ReceiptRule,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()> {
-        self.rows.engagement.receipt_rules.push((rule.clone(), at));
         Ok(())
     }
 

@@ -6,79 +6,67 @@
 //! member's row is locked by the batch's load, so two devices of one member reporting at once
 //! are decided one after the other, on any number of replicas: one coupon per visit.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
+use rust_decimal::Decimal;
 
 use super::{
-    CommandResult, Engine, EngineError, coupons,
+    CommandResult, Engine, EngineError,
     members::{self, Access},
     reference::{Reference, Site, Sites},
     rows::LedgerRows,
+    rules,
 };
 use crate::domain::{
-    DomainError,
+    DomainError, Money,
     auth::{Caller, Operation},
     command::LocationResult,
     coupon::Coupon,
-    ids,
     location::{
         GeoRule, IssueFacts, LocationReport, LocationVerdict, MIN_VISIT_DWELL_SECONDS,
         NearbyCampaign, NearbyOffer, NearbyQuery, OfferHow, VisitRule, VisitRuleKind, VisitRun,
-        accuracy_limit_m, advance, decide_geo, lapsed_due, nth_visit_due, verdict,
+        accuracy_limit_m, advance, lapsed_due, nth_visit_due, verdict,
     },
-    model::MemberState,
+    model::{Channel, MemberState},
     ports::{
         GeoIssue, LocationRecord, Presence, StoreError, StoreRun, Visit, VisitIssue, VisitSource,
     },
+    rules::{Facts, Rule, RuleOutcome, Signal, Trigger, views},
     schedule::{is_active, local_date},
 };
 
 // ---------------------------------------------------------------------------------------------
 // Rules (admin)
 
+/// CreateGeoRule: a rule of trigger GEO, made as CreateRule makes every rule.
 pub(super) async fn create_geo_rule(
     uow: &mut dyn LedgerRows,
     reference: &Reference,
     now: DateTime<Utc>,
     rule: &GeoRule,
 ) -> CommandResult<GeoRule> {
-    let mut rule = rule.clone();
-    if rule.rule_id.is_empty() {
-        rule.rule_id = ids::new_rule_id("geo");
-    }
     check_rule_refs(uow, &rule.campaign_id, &rule.store_ids).await?;
-    if uow
-        .list_geo_rules()
-        .await?
-        .iter()
-        .any(|r| r.rule_id == rule.rule_id)
-    {
-        return Err(DomainError::RuleExists(rule.rule_id).into());
-    }
-    uow.insert_geo_rule(&rule, now).await?;
-    reference.rules_changed();
-    Ok(rule)
+    let created = rules::create(uow, reference, now, &views::of_geo(rule.clone())).await?;
+    Ok(GeoRule {
+        rule_id: created.rule_id,
+        ..rule.clone()
+    })
 }
 
+/// CreateVisitRule: a rule of trigger VISIT, made as CreateRule makes every rule.
 pub(super) async fn create_visit_rule(
     uow: &mut dyn LedgerRows,
     reference: &Reference,
     now: DateTime<Utc>,
     rule: &VisitRule,
 ) -> CommandResult<VisitRule> {
-    let mut rule = rule.clone();
-    if rule.rule_id.is_empty() {
-        rule.rule_id = ids::new_rule_id("visit");
-    }
     check_rule_refs(uow, &rule.campaign_id, &rule.store_ids).await?;
-    let rules = uow.list_visit_rules().await?;
-    if rules.iter().any(|r| r.rule_id == rule.rule_id) {
-        return Err(DomainError::RuleExists(rule.rule_id).into());
-    }
-    uow.insert_visit_rule(&rule, now).await?;
-    reference.rules_changed();
-    Ok(rule)
+    let created = rules::create(uow, reference, now, &views::of_visit(rule.clone())).await?;
+    Ok(VisitRule {
+        rule_id: created.rule_id,
+        ..rule.clone()
+    })
 }
 
 /// A rule's campaign and stores must exist.
@@ -116,10 +104,11 @@ pub(super) async fn report_location(
     let member = members::resolve(uow, &report.member, Access::Mutate).await?;
     let member_id = member.member_id;
     let sites = reference.sites(uow).await?;
-    let rules = reference.geo_rules(uow).await?;
+    let rules = reference.enabled_rules(uow, Trigger::Geo).await?;
     let candidates = sites.candidates(report.position);
     // The accuracy a report needs: enough for some rule of a store it may be in.
-    let limit = accuracy_limit_m(rules.iter().filter(|rule| {
+    let geo: Vec<GeoRule> = rules.iter().filter_map(views::to_geo).collect();
+    let limit = accuracy_limit_m(geo.iter().filter(|rule| {
         candidates
             .iter()
             .any(|site| rule.applies_to_store(&site.store.store_id))
@@ -133,6 +122,7 @@ pub(super) async fn report_location(
         verdict,
         inside_store_ids: Vec::new(),
         coupons_issued: Vec::new(),
+        rule_outcomes: Vec::new(),
     };
     if verdict != LocationVerdict::Accepted {
         return Ok(result);
@@ -144,7 +134,7 @@ pub(super) async fn report_location(
     result.inside_store_ids = inside.iter().map(|s| s.store.store_id.clone()).collect();
     // issue #22: `offer.nearby` events (engine::events owns them).
     let near = (member_id.as_str(), report.position);
-    super::events::offer_nearby(uow, reference, (&sites, &rules), near, now).await?;
+    super::events::offer_nearby(uow, reference, (&sites, &geo), near, now).await?;
     let before = presence.map(|presence| presence.runs).unwrap_or_default();
     let moved = Moved {
         member_id: &member_id,
@@ -152,8 +142,10 @@ pub(super) async fn report_location(
         observed_at: report.observed_at,
         now,
     };
-    let (runs, issued) = advance_runs(uow, reference, &sites, &rules, &moved, &before).await?;
-    result.coupons_issued = issued;
+    let advanced = advance_runs(uow, reference, &sites, &rules, &moved, &before).await?;
+    result.coupons_issued = advanced.issued;
+    result.rule_outcomes = advanced.outcomes;
+    let runs = advanced.runs;
     let fix = match previous {
         Some(fix) if fix.observed_at > report.observed_at => fix,
         _ => report.fix(),
@@ -176,18 +168,26 @@ struct Moved<'a> {
     now: DateTime<Utc>,
 }
 
+/// What a report's runs came to.
+struct Advanced {
+    /// The runs that go on.
+    runs: Vec<StoreRun>,
+    issued: Vec<Coupon>,
+    /// Every GEO rule decided, fired or not.
+    outcomes: Vec<RuleOutcome>,
+}
+
 /// Advances the member's run at every store they were or are inside; each changed run is
 /// decided by the store's geo rules, and a run that first dwells long enough is a visit.
-/// Returns the runs that go on and the coupons issued.
 async fn advance_runs(
     uow: &mut dyn LedgerRows,
     reference: &Reference,
     sites: &Sites,
-    rules: &[GeoRule],
+    rules: &[Rule],
     moved: &Moved<'_>,
     before: &[StoreRun],
-) -> Result<(Vec<StoreRun>, Vec<Coupon>), StoreError> {
-    let (mut runs, mut issued) = (Vec::new(), Vec::new());
+) -> Result<Advanced, StoreError> {
+    let (mut runs, mut issued, mut outcomes) = (Vec::new(), Vec::new(), Vec::new());
     let stores: BTreeSet<&str> = before
         .iter()
         .map(|run| run.store_id.as_str())
@@ -210,14 +210,21 @@ async fn advance_runs(
             continue;
         };
         let member_id = moved.member_id;
-        issued.extend(issue_geo(uow, rules, site, member_id, &run, moved.now).await?);
+        let at_store = (site, member_id, &run);
+        let geo = fire_geo(uow, reference, rules, at_store, moved.now).await?;
+        issued.extend(geo.issued);
+        outcomes.extend(geo.outcomes);
         let dwelled = |seconds: i64| seconds >= MIN_VISIT_DWELL_SECONDS;
         if dwelled(run.dwell_seconds()) && !was.is_some_and(|was| dwelled(was.dwell_seconds())) {
             let visit = new_visit(member_id, site, run.last_inside_at, VisitSource::Geo);
             issued.extend(record_visit(uow, reference, visit, moved.now).await?);
         }
     }
-    Ok((runs, issued))
+    Ok(Advanced {
+        runs,
+        issued,
+        outcomes,
+    })
 }
 
 fn record(
@@ -239,49 +246,85 @@ fn record(
     }
 }
 
-/// The coupons the geo rules of a store issue for the member's run there.
-async fn issue_geo(
+/// What the GEO rules of a store gave for the member's visit there.
+struct GeoFired {
+    issued: Vec<Coupon>,
+    outcomes: Vec<RuleOutcome>,
+}
+
+/// Decides the GEO rules of a store for the member's run there, by the rules core (the run's
+/// dwell is the signal's fact), and gives what fired. Each coupon's issue row remembers the
+/// firing at this store (the next report's "fired this visit", cooldown and daily cap).
+async fn fire_geo(
     uow: &mut dyn LedgerRows,
-    rules: &[GeoRule],
-    site: &Site,
-    member_id: &str,
-    run: &VisitRun,
+    reference: &Reference,
+    rules: &[Rule],
+    (site, member_id, run): (&Site, &str, &VisitRun),
     now: DateTime<Utc>,
-) -> Result<Vec<Coupon>, StoreError> {
+) -> Result<GeoFired, StoreError> {
     let store_id = site.store.store_id.as_str();
-    let mut issued = Vec::new();
-    for rule in rules.iter().filter(|rule| rule.applies_to_store(store_id)) {
-        // Dates, hours and dwell first: only a rule that would issue reads its issue facts.
-        if decide_geo(rule, store_id, site.tz, run, &IssueFacts::default()).is_err() {
-            continue;
-        }
-        let date = local_date(run.last_inside_at, site.tz);
-        let facts = uow
-            .geo_issue_facts(&rule.rule_id, member_id, store_id, date)
-            .await?;
-        if decide_geo(rule, store_id, site.tz, run, &facts).is_err() {
-            continue;
-        }
-        let source = format!("geo:{}", rule.rule_id);
-        let campaign_id = &rule.campaign_id;
-        let Some(coupon) =
-            coupons::issue_for_rule(uow, now, campaign_id, member_id, source).await?
-        else {
-            continue;
+    let mut fired = GeoFired {
+        issued: Vec::new(),
+        outcomes: Vec::new(),
+    };
+    let no_attributes = BTreeMap::new();
+    let facts = Facts {
+        at: run.last_inside_at,
+        tz: site.tz,
+        channel: Some(Channel::App),
+        store_id,
+        lines: &[],
+        total: Money::ZERO,
+        paid: Money::ZERO,
+        base_rate: Decimal::ZERO,
+        event_type: "",
+        attributes: &no_attributes,
+        first_purchase: false,
+        tier_id: None,
+        // The run's dwell and issues make the signal (`location::decide_geo`).
+        signal: Signal::None,
+    };
+    let here = |rule: &&Rule| {
+        rule.conditions.store_ids.is_empty()
+            || rule.conditions.store_ids.iter().any(|id| id == store_id)
+    };
+    for rule in rules.iter().filter(here) {
+        let (outcome, issued) = rules::decide_geo(uow, rule, &facts, member_id, run).await?;
+        fired
+            .outcomes
+            .push(RuleOutcome::of(&rule.rule_id, store_id, &outcome));
+        let Ok(award) = outcome else { continue };
+        let firing = rules::Firing {
+            member_id,
+            store_id,
+            at: run.last_inside_at,
+            tz: site.tz,
+            points: 0,
+            coupons: 0,
         };
+        let given = rules::give(uow, reference, rule, &award, firing, now).await?;
+        if given.points == 0 && given.coupon.is_none() {
+            continue;
+        }
         let issue = GeoIssue {
             rule_id: rule.rule_id.clone(),
             member_id: member_id.to_string(),
             store_id: store_id.to_string(),
             issued_at: run.last_inside_at,
-            local_date: date,
-            slot: (rule.daily_cap_per_store > 0).then_some(facts.issued_today_at_store + 1),
-            coupon_code: coupon.code.clone(),
+            local_date: local_date(run.last_inside_at, site.tz),
+            // The daily cap's slot: two replicas taking the same one collide on its unique
+            // key, one batch fails and retries, and the cap holds exactly.
+            slot: (rule.limits.daily_cap_per_store > 0).then_some(issued.issued_today_at_store + 1),
+            coupon_code: given
+                .coupon
+                .as_ref()
+                .map(|coupon| coupon.code.clone())
+                .unwrap_or_default(),
         };
         uow.insert_geo_issue(&issue).await?;
-        issued.push(coupon);
+        fired.issued.extend(given.coupon);
     }
-    Ok(issued)
+    Ok(fired)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -324,40 +367,105 @@ async fn record_visit(
     visit: Visit,
     now: DateTime<Utc>,
 ) -> Result<Vec<Coupon>, StoreError> {
-    let all = reference.visit_rules(uow).await?;
-    let rules: Vec<&VisitRule> = all
+    let all = reference.enabled_rules(uow, Trigger::Visit).await?;
+    let rules: Vec<(&Rule, VisitRule)> = all
         .iter()
-        .filter(|r| r.kind == VisitRuleKind::NthVisit && r.applies_to_store(&visit.store_id))
+        .filter_map(|rule| views::to_visit(rule).map(|visit| (rule, visit)))
+        .filter(|(_, r)| r.kind == VisitRuleKind::NthVisit && r.applies_to_store(&visit.store_id))
         .collect();
     if rules.is_empty() {
         uow.insert_visit(&visit).await?;
         return Ok(Vec::new());
     }
-    let since = window_start(&rules, visit.visit_date);
+    let windows: Vec<&VisitRule> = rules.iter().map(|(_, r)| r).collect();
+    let since = window_start(&windows, visit.visit_date);
     let known = uow.member_visits(&visit.member_id, since).await?;
     let same = |v: &Visit| v.store_id == visit.store_id && v.visit_date == visit.visit_date;
     if known.iter().any(same) {
         return Ok(Vec::new());
     }
     uow.insert_visit(&visit).await?;
+    let sites = reference.sites(uow).await?;
+    let Some(site) = sites.get(&visit.store_id) else {
+        return Ok(Vec::new());
+    };
     let mut issued = Vec::new();
-    for rule in rules {
+    for (rule, counting) in rules {
         let dates: Vec<NaiveDate> = known
             .iter()
-            .filter(|v| rule.applies_to_store(&v.store_id))
+            .filter(|v| counting.applies_to_store(&v.store_id))
             .map(|v| v.visit_date)
             .chain([visit.visit_date])
             .collect();
         let last = uow
             .last_visit_issue(&rule.rule_id, &visit.member_id)
             .await?;
-        if nth_visit_due(rule, &dates, visit.visit_date, last) {
-            let member_id = &visit.member_id;
-            let coupon = issue_visit_coupon(uow, now, rule, member_id, visit.visit_date).await?;
-            issued.extend(coupon);
-        }
+        let due = nth_visit_due(&counting, &dates, visit.visit_date, last);
+        let at_store = (site, visit.first_at, visit.visit_date);
+        issued
+            .extend(fire_visit(uow, reference, rule, &visit.member_id, at_store, due, now).await?);
     }
     Ok(issued)
+}
+
+/// Decides a VISIT rule by the rules core (`due`: the visit is the one it counts to) and gives
+/// what it awards; the issue row dates the firing, from which the next count starts.
+async fn fire_visit(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    rule: &Rule,
+    member_id: &str,
+    (site, at, issued_on): (&Site, DateTime<Utc>, NaiveDate),
+    due: bool,
+    now: DateTime<Utc>,
+) -> Result<Option<Coupon>, StoreError> {
+    if !due {
+        return Ok(None);
+    }
+    let store_id = site.store.store_id.as_str();
+    let no_attributes = BTreeMap::new();
+    let facts = Facts {
+        at,
+        tz: site.tz,
+        channel: None,
+        store_id,
+        lines: &[],
+        total: Money::ZERO,
+        paid: Money::ZERO,
+        base_rate: Decimal::ZERO,
+        event_type: "",
+        attributes: &no_attributes,
+        first_purchase: false,
+        tier_id: None,
+        signal: Signal::Visit { due },
+    };
+    let Ok(award) = rules::decide(uow, rule, &facts, member_id).await? else {
+        return Ok(None);
+    };
+    let firing = rules::Firing {
+        member_id,
+        store_id,
+        at,
+        tz: site.tz,
+        points: 0,
+        coupons: 0,
+    };
+    let given = rules::give(uow, reference, rule, &award, firing, now).await?;
+    if given.points == 0 && given.coupon.is_none() {
+        return Ok(None);
+    }
+    let issue = VisitIssue {
+        rule_id: rule.rule_id.clone(),
+        member_id: member_id.to_string(),
+        issued_on,
+        coupon_code: given
+            .coupon
+            .as_ref()
+            .map(|coupon| coupon.code.clone())
+            .unwrap_or_default(),
+    };
+    uow.insert_visit_issue(&issue).await?;
+    Ok(given.coupon)
 }
 
 /// The first date any of `rules` counts visits from (None: one counts them all).
@@ -367,29 +475,6 @@ fn window_start(rules: &[&VisitRule], today: NaiveDate) -> Option<NaiveDate> {
     }
     let widest = rules.iter().map(|rule| rule.window_days).max().unwrap_or(1);
     today.checked_sub_days(Days::new(u64::try_from(widest - 1).unwrap_or(0)))
-}
-
-async fn issue_visit_coupon(
-    uow: &mut dyn LedgerRows,
-    now: DateTime<Utc>,
-    rule: &VisitRule,
-    member_id: &str,
-    issued_on: NaiveDate,
-) -> Result<Option<Coupon>, StoreError> {
-    let source = format!("visit:{}", rule.rule_id);
-    let campaign_id = &rule.campaign_id;
-    let Some(coupon) = coupons::issue_for_rule(uow, now, campaign_id, member_id, source).await?
-    else {
-        return Ok(None);
-    };
-    let issue = VisitIssue {
-        rule_id: rule.rule_id.clone(),
-        member_id: member_id.to_string(),
-        issued_on,
-        coupon_code: coupon.code.clone(),
-    };
-    uow.insert_visit_issue(&issue).await?;
-    Ok(Some(coupon))
 }
 
 /// LAPSED, for one member: re-checked under the member's lock (another replica may have
@@ -403,8 +488,12 @@ pub(super) async fn issue_lapsed_if_due(
     member_id: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, StoreError> {
-    let rules = reference.visit_rules(uow).await?;
-    let Some(rule) = rules.iter().find(|rule| rule.rule_id == rule_id) else {
+    let rules = reference.enabled_rules(uow, Trigger::Visit).await?;
+    let Some((rule, counting)) = rules
+        .iter()
+        .filter(|rule| rule.rule_id == rule_id)
+        .find_map(|rule| views::to_visit(rule).map(|visit| (rule, visit)))
+    else {
         return Ok(false);
     };
     let member = uow.get_member(member_id, true).await?;
@@ -414,7 +503,7 @@ pub(super) async fn issue_lapsed_if_due(
     let visits = uow.member_visits(member_id, None).await?;
     let Some(last) = visits
         .iter()
-        .filter(|visit| rule.applies_to_store(&visit.store_id))
+        .filter(|visit| counting.applies_to_store(&visit.store_id))
         .max_by_key(|visit| visit.visit_date)
     else {
         return Ok(false);
@@ -425,12 +514,10 @@ pub(super) async fn issue_lapsed_if_due(
     };
     let today = local_date(now, site.tz);
     let issued = uow.last_visit_issue(rule_id, member_id).await?;
-    if !lapsed_due(rule, Some(last.visit_date), today, issued) {
-        return Ok(false);
-    }
-    Ok(issue_visit_coupon(uow, now, rule, member_id, today)
-        .await?
-        .is_some())
+    let due = lapsed_due(&counting, Some(last.visit_date), today, issued);
+    let at_store = (site, now, today);
+    let given = fire_visit(uow, reference, rule, member_id, at_store, due, now).await?;
+    Ok(given.is_some())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -454,7 +541,8 @@ impl Engine {
             .await
             .map_err(super::queries::from_failure)?;
         let sites = reference.sites(uow.as_mut()).await?;
-        let rules = reference.geo_rules(uow.as_mut()).await?;
+        let rules = reference.enabled_rules(uow.as_mut(), Trigger::Geo).await?;
+        let rules: Vec<GeoRule> = rules.iter().filter_map(views::to_geo).collect();
         let campaigns = reference.campaigns(uow.as_mut()).await?;
         let mut offers = Vec::new();
         for (site, distance_m) in sites.within(query.position, query.radius_m) {

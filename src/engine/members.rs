@@ -187,6 +187,7 @@ pub(super) async fn merge(
         .await?;
     uow.move_identifiers(&source.member_id, &target.member_id)
         .await?;
+    super::rules::move_counters(uow, &source.member_id, &target.member_id).await?;
     // A merge reports itself whether or not points moved (no journal entry says it otherwise).
     let merged = crate::domain::event::member_merged(&target.member_id, &source.member_id, now);
     uow.push_event(merged);

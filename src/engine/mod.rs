@@ -43,7 +43,7 @@ mod writer;
 
 pub use keys::KeyInfo;
 pub use queries::TransactionPage;
-pub use rules::{RuleStats, SimulatedOutcome, Simulation};
+pub use rules::{RuleStats, Simulation};
 pub use sealer::{ChainCheck, SealReport};
 pub use sessions::LiveSession;
 pub use sweeper::SweepReport;

@@ -40,6 +40,7 @@ use crate::domain::{
         IssuedAt, ReceiptClaim, ReceiptPolicy, ReceiptReason, ReceiptRecord, ReceiptRule,
         ReceiptStatus, ReceiptSubmission, RuleOutcome, apply_rules, is_future_dated, is_visit,
     },
+    rules::{Trigger, views},
     schedule::{instant_of_local, parse_time_zone, start_of_local_day},
 };
 
@@ -49,10 +50,6 @@ pub(super) async fn create_receipt_rule(
     now: DateTime<Utc>,
     rule: &ReceiptRule,
 ) -> CommandResult<ReceiptRule> {
-    let mut rule = rule.clone();
-    if rule.rule_id.is_empty() {
-        rule.rule_id = ids::new_rule_id("receipt");
-    }
     if !rule.campaign_id.is_empty() && uow.get_campaign(&rule.campaign_id, false).await?.is_none() {
         return Err(DomainError::CampaignNotFound.into());
     }
@@ -61,17 +58,12 @@ pub(super) async fn create_receipt_rule(
             return Err(DomainError::StoreNotFound.into());
         }
     }
-    if uow
-        .list_receipt_rules()
-        .await?
-        .iter()
-        .any(|r| r.rule_id == rule.rule_id)
-    {
-        return Err(DomainError::RuleExists(rule.rule_id).into());
-    }
-    uow.insert_receipt_rule(&rule, now).await?;
-    reference.rules_changed();
-    Ok(rule)
+    let created =
+        super::rules::create(uow, reference, now, &views::of_receipt(rule.clone())).await?;
+    Ok(ReceiptRule {
+        rule_id: created.rule_id,
+        ..rule.clone()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,9 +169,10 @@ async fn judge(
     if sale.is_some() {
         return Ok(Err(ReceiptReason::AlreadyEarned));
     }
-    let rules = reference.receipt_rules(uow).await?;
+    let rules = reference.enabled_rules(uow, Trigger::Receipt).await?;
     let policy = ReceiptPolicy::of(&reference.program(uow).await?);
-    Ok(apply_rules(&rules, receipt, now, &policy))
+    let tz = zone.unwrap_or(chrono_tz::Asia::Tokyo);
+    Ok(apply_rules(&rules, receipt, tz, now, &policy))
 }
 
 /// Whether the member already sent the program's `max_receipts_per_day` receipts that earned
@@ -355,15 +348,17 @@ pub(super) async fn review_receipt(
         record.status = ReceiptStatus::Accepted;
         record.reason = None;
         release_review_lot(uow, reference, &record, true, now).await?;
-        let rules = reference.receipt_rules(uow).await?;
+        let rules = reference.enabled_rules(uow, Trigger::Receipt).await?;
         let outcome = RuleOutcome {
             rule_ids: record.rule_ids.clone(),
             points: record.points,
             campaigns: rules
                 .iter()
                 .filter(|rule| record.rule_ids.contains(&rule.rule_id))
-                .filter(|rule| !rule.campaign_id.is_empty())
-                .map(|rule| (rule.rule_id.clone(), rule.campaign_id.clone()))
+                .filter_map(|rule| {
+                    let campaign_id = rule.effects.campaign_id.clone()?;
+                    Some((rule.rule_id.clone(), campaign_id))
+                })
                 .collect(),
             review: None,
         };

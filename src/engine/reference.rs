@@ -1,6 +1,6 @@
 //! Reference data every order reads — program settings, which stores exist, campaigns that
 //! issue on capture — kept in memory for a moment instead of read by every command. The
-//! engagement rules and the stores' spatial index (`Sites`) live here too: a location report
+//! rules and the stores' spatial index (`Sites`) live here too: a location report
 //! must find the stores around a position without reading every store.
 //!
 //! Stores are never deleted, so a store seen once stays known. Program settings and campaigns
@@ -25,11 +25,9 @@ use super::spatial::{SpatialIndex, StoreSite};
 use crate::domain::{
     coupon::Campaign,
     geo::Geofence,
-    location::{GeoRule, VisitRule},
     model::{LatLng, Program, Store},
     ports::StoreError,
-    receipt::ReceiptRule,
-    rules::Rule,
+    rules::{Rule, Trigger},
     schedule::parse_time_zone,
 };
 
@@ -45,9 +43,6 @@ pub(super) struct Reference {
     /// Held while the index is checked or rebuilt: concurrent commands wait for one rebuild
     /// (seconds for 100,000 stores) instead of each making its own.
     sites_refresh: tokio::sync::Mutex<()>,
-    geo_rules: Mutex<Option<(Arc<Vec<GeoRule>>, Instant)>>,
-    visit_rules: Mutex<Option<(Arc<Vec<VisitRule>>, Instant)>>,
-    receipt_rules: Mutex<Option<(Arc<Vec<ReceiptRule>>, Instant)>>,
     campaigns: Mutex<Option<(Arc<Vec<Campaign>>, Instant)>>,
     rules: Mutex<Option<(Arc<Vec<Rule>>, Instant)>>,
 }
@@ -222,46 +217,21 @@ impl Reference {
         Ok(sites)
     }
 
-    /// Every geo rule (committed), re-read after `TTL`.
-    pub async fn geo_rules(
+    /// The enabled rules of one trigger, from the rules' cache (see [`Reference::rules`]).
+    pub async fn enabled_rules(
         &self,
         uow: &mut dyn LedgerReads,
-    ) -> Result<Arc<Vec<GeoRule>>, StoreError> {
-        if let Some(rules) = fresh(&self.geo_rules) {
-            return Ok(rules);
-        }
-        let rules = Arc::new(uow.list_geo_rules().await?);
-        keep(&self.geo_rules, rules.clone());
-        Ok(rules)
+        trigger: Trigger,
+    ) -> Result<Vec<Rule>, StoreError> {
+        let rules = self.rules(uow).await?;
+        Ok(rules
+            .iter()
+            .filter(|rule| rule.trigger == trigger && rule.enabled)
+            .cloned()
+            .collect())
     }
 
-    /// Every visit rule (committed), re-read after `TTL`.
-    pub async fn visit_rules(
-        &self,
-        uow: &mut dyn LedgerReads,
-    ) -> Result<Arc<Vec<VisitRule>>, StoreError> {
-        if let Some(rules) = fresh(&self.visit_rules) {
-            return Ok(rules);
-        }
-        let rules = Arc::new(uow.list_visit_rules().await?);
-        keep(&self.visit_rules, rules.clone());
-        Ok(rules)
-    }
-
-    /// Every receipt rule (committed), re-read after `TTL`.
-    pub async fn receipt_rules(
-        &self,
-        uow: &mut dyn LedgerReads,
-    ) -> Result<Arc<Vec<ReceiptRule>>, StoreError> {
-        if let Some(rules) = fresh(&self.receipt_rules) {
-            return Ok(rules);
-        }
-        let rules = Arc::new(uow.list_receipt_rules().await?);
-        keep(&self.receipt_rules, rules.clone());
-        Ok(rules)
-    }
-
-    /// Every rule of the rules core (committed), re-read after `TTL`: a rule changed through
+    /// Every rule (committed), re-read after `TTL`: a rule changed through
     /// another replica applies here within that time (its limits hold at once: they are
     /// read under locks, not from here).
     pub async fn rules(&self, uow: &mut dyn LedgerReads) -> Result<Arc<Vec<Rule>>, StoreError> {
@@ -291,9 +261,6 @@ impl Reference {
     }
 
     pub fn rules_changed(&self) {
-        *self.geo_rules.lock().expect("reference cache poisoned") = None;
-        *self.visit_rules.lock().expect("reference cache poisoned") = None;
-        *self.receipt_rules.lock().expect("reference cache poisoned") = None;
         *self.rules.lock().expect("reference cache poisoned") = None;
     }
 

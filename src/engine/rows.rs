@@ -9,18 +9,16 @@
 //! [`UnitOfWork`]: crate::domain::ports::UnitOfWork
 
 use async_trait::async_trait;
-use chrono::{DateTime, Utc};
 
 use crate::domain::{
     Account, Asset,
     coupon::{Campaign, Coupon},
-    location::{GeoRule, VisitRule},
     model::{Identifier, Lot, MemberRow, Order, OrderLot, Program, Store as RetailStore},
     ports::{
         GeoIssue, IdempotencyRecord, LedgerReads, LocationRecord, NewTransaction, OrderClash,
         Presence, RuleCounter, RuleStoreDay, StoreResult, Visit, VisitIssue,
     },
-    receipt::{ReceiptRecord, ReceiptRule},
+    receipt::ReceiptRecord,
     rules::Rule,
 };
 
@@ -126,8 +124,6 @@ pub(crate) trait LedgerRows: LedgerReads {
     async fn move_coupons(&mut self, from_member_id: &str, to_member_id: &str) -> StoreResult<()>;
 
     // Engagement.
-    async fn insert_geo_rule(&mut self, rule: &GeoRule, at: DateTime<Utc>) -> StoreResult<()>;
-    async fn insert_visit_rule(&mut self, rule: &VisitRule, at: DateTime<Utc>) -> StoreResult<()>;
     async fn insert_location_report(&mut self, report: &LocationRecord) -> StoreResult<()>;
     async fn save_presence(&mut self, presence: &Presence) -> StoreResult<()>;
     async fn insert_geo_issue(&mut self, issue: &GeoIssue) -> StoreResult<()>;
@@ -136,11 +132,6 @@ pub(crate) trait LedgerRows: LedgerReads {
     async fn insert_visit_issue(&mut self, issue: &VisitIssue) -> StoreResult<()>;
 
     // Receipts.
-    async fn insert_receipt_rule(
-        &mut self,
-        rule: &ReceiptRule,
-        at: DateTime<Utc>,
-    ) -> StoreResult<()>;
     async fn insert_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()>;
     /// A review's outcome (status, reason, points, coupons, review fields).
     async fn update_receipt(&mut self, receipt: &ReceiptRecord) -> StoreResult<()>;

@@ -19,9 +19,10 @@ use super::{
 };
 use crate::domain::{
     Account, Asset, DomainError, Money,
+    location::IssueFacts,
     model::{Channel, EarnPart, LineItem, Posting, Program},
     ports::{LedgerReads, RuleCounter, RuleStoreDay, StoreError},
-    rules::{self, Award, Counters, Facts, Rule, Skip, Trigger, views},
+    rules::{self, Award, Counters, Facts, Rule, RuleOutcome, Signal, Skip, Trigger, views},
     schedule::{local_date, parse_time_zone},
 };
 
@@ -45,9 +46,7 @@ pub(super) async fn create(
     if rule.rule_id.is_empty() {
         rule.rule_id = crate::domain::ids::new_rule_id(rule.trigger.as_str());
     }
-    let taken = uow.get_rule(&rule.rule_id).await?.is_some()
-        || is_engagement_rule(uow, &rule.rule_id).await?;
-    if taken {
+    if uow.get_rule(&rule.rule_id).await?.is_some() {
         return Err(DomainError::RuleExists(rule.rule_id.clone()).into());
     }
     check_campaign(uow, &rule).await?;
@@ -70,15 +69,7 @@ pub(super) async fn update(
     let rule_id = patch.rule.rule_id.clone();
     uow.lock_rules(std::slice::from_ref(&rule_id)).await?;
     let Some(stored) = uow.get_rule(&rule_id).await? else {
-        return Err(if is_engagement_rule(uow, &rule_id).await? {
-            DomainError::invalid(
-                "rule.rule_id",
-                "GEO, VISIT and RECEIPT rules are changed through their EngagementService calls",
-            )
-        } else {
-            DomainError::RuleNotFound
-        }
-        .into());
+        return Err(DomainError::RuleNotFound.into());
     };
     let updated = patch.apply(&stored, now)?;
     check_campaign(uow, &updated).await?;
@@ -100,14 +91,9 @@ pub(super) async fn update(
     Ok(updated)
 }
 
-/// Whether `rule_id` names a GEO, VISIT or RECEIPT rule of the EngagementService.
-async fn is_engagement_rule(uow: &mut dyn LedgerReads, rule_id: &str) -> Result<bool, StoreError> {
-    let rules = engagement_rules(uow).await?;
-    Ok(rules.iter().any(|rule| rule.rule_id == rule_id))
-}
-
-/// The GEO, VISIT and RECEIPT rules of the EngagementService, as rules.
-async fn engagement_rules(uow: &mut dyn LedgerReads) -> Result<Vec<Rule>, StoreError> {
+/// The GEO, VISIT and RECEIPT rules a database kept in their tables of their own before
+/// every rule was a row of `rules` (migration 0010), as rules.
+async fn legacy_rules(uow: &mut dyn LedgerReads) -> Result<Vec<Rule>, StoreError> {
     let mut rules: Vec<Rule> = Vec::new();
     rules.extend(uow.list_geo_rules().await?.into_iter().map(views::of_geo));
     rules.extend(
@@ -261,6 +247,7 @@ pub(super) async fn decide_purchase(
         attributes: &attributes,
         first_purchase,
         tier_id: None,
+        signal: Signal::None,
     };
     let verdicts = decide_all(uow, &rules, &facts, purchase.member_id).await?;
     Ok(Decided { verdicts, tz })
@@ -331,6 +318,7 @@ pub(super) async fn decide_event(
         attributes: tracked.attributes,
         first_purchase: false,
         tier_id: None,
+        signal: Signal::None,
     };
     let verdicts = decide_all(uow, &rules, &facts, purchase.member_id).await?;
     Ok(Decided { verdicts, tz })
@@ -368,13 +356,6 @@ pub struct Simulation {
     pub at: Option<DateTime<Utc>>,
 }
 
-/// One rule's answer to a simulation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SimulatedOutcome {
-    pub rule_id: String,
-    pub outcome: Result<Award, Skip>,
-}
-
 /// A rule's counters summed, and what is left of its budget.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleStats {
@@ -383,37 +364,65 @@ pub struct RuleStats {
 }
 
 impl super::Engine {
-    /// GetRule: a rule of the rules core, or a GEO, VISIT or RECEIPT rule as a rule.
+    /// GetRule.
     pub async fn get_rule(&self, rule_id: &str) -> Result<Rule, super::EngineError> {
         let mut uow = self.store().begin_read().await?;
-        if let Some(rule) = uow.get_rule(rule_id).await? {
-            return Ok(rule);
-        }
-        let views = engagement_rules(uow.as_mut()).await?;
-        views
-            .into_iter()
-            .find(|rule| rule.rule_id == rule_id)
-            .ok_or(DomainError::RuleNotFound.into())
+        let rule = uow.get_rule(rule_id).await?;
+        rule.ok_or(DomainError::RuleNotFound.into())
     }
 
-    /// ListRules: every rule by rule_id, the EngagementService's among them.
+    /// ListRules: every rule by rule_id.
     pub async fn list_rules(&self) -> Result<Vec<Rule>, super::EngineError> {
         let mut uow = self.store().begin_read().await?;
         let mut rules = uow.list_rules().await?;
-        rules.extend(engagement_rules(uow.as_mut()).await?);
         rules.sort_by(|a, b| a.rule_id.cmp(&b.rule_id));
         Ok(rules)
+    }
+
+    /// At start: the GEO, VISIT and RECEIPT rules an older omo kept in tables of their own
+    /// become rows of `rules`, once (a rule already there is left alone); how many moved.
+    pub async fn adopt_legacy_rules(&self) -> Result<usize, super::EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        let mut waiting = Vec::new();
+        for rule in legacy_rules(uow.as_mut()).await? {
+            if uow.get_rule(&rule.rule_id).await?.is_none() {
+                waiting.push(rule);
+            }
+        }
+        drop(uow);
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let reference = self.core.reference.clone();
+        self.core
+            .write(move |uow, now| {
+                let (waiting, reference) = (waiting.clone(), reference.clone());
+                Box::pin(async move {
+                    let mut adopted = 0;
+                    for mut rule in waiting {
+                        // Another replica may have moved it meanwhile.
+                        if uow.get_rule(&rule.rule_id).await?.is_none() {
+                            (rule.created_at, rule.updated_at) = (now, now);
+                            uow.save_rule(&rule).await?;
+                            adopted += 1;
+                        }
+                    }
+                    reference.rules_changed();
+                    Ok(adopted)
+                })
+            })
+            .await
     }
 
     /// SimulateRules: every rule of the trigger decided for the facts, nothing written.
     pub async fn simulate_rules(
         &self,
         simulation: &Simulation,
-    ) -> Result<Vec<SimulatedOutcome>, super::EngineError> {
-        if !simulation.trigger.is_core() {
+    ) -> Result<Vec<RuleOutcome>, super::EngineError> {
+        if simulation.trigger == Trigger::Receipt {
             return Err(DomainError::invalid(
                 "trigger",
-                "PURCHASE, EVENT and TIER rules can be simulated",
+                "RECEIPT rules are decided by the receipt they read; simulate another trigger",
             )
             .into());
         }
@@ -451,14 +460,12 @@ impl super::Engine {
             attributes: &simulation.attributes,
             first_purchase,
             tier_id: (!simulation.tier_id.is_empty()).then_some(simulation.tier_id.as_str()),
+            signal: Signal::None,
         };
         let verdicts = decide_all(uow.as_mut(), &rules, &facts, &member.member_id).await?;
         Ok(verdicts
             .into_iter()
-            .map(|verdict| SimulatedOutcome {
-                rule_id: verdict.rule.rule_id,
-                outcome: verdict.outcome,
-            })
+            .map(|verdict| RuleOutcome::of(&verdict.rule.rule_id, "", &verdict.outcome))
             .collect())
     }
 
@@ -608,7 +615,15 @@ pub(super) async fn book(
             // Nothing given (its campaign closed or at its limit): not a firing.
             continue;
         }
-        count(uow, rule, purchase, tz, award.points, coupons_issued).await?;
+        let firing = Firing {
+            member_id: purchase.member_id,
+            store_id: purchase.store_id,
+            at: purchase.at,
+            tz,
+            points: award.points,
+            coupons: coupons_issued,
+        };
+        count(uow, rule, &firing).await?;
         fired.push((rule.rule_id.clone(), award.points, codes));
         earnings.push(Earning {
             from: points_account(rule),
@@ -624,34 +639,161 @@ pub(super) async fn book(
     })
 }
 
+/// One firing of a rule for a member, as its counters keep it.
+pub(super) struct Firing<'a> {
+    pub member_id: &'a str,
+    pub store_id: &'a str,
+    /// When it happened (a register replaying offline sales says when): the clock its
+    /// cooldown is judged on.
+    pub at: DateTime<Utc>,
+    /// The zone of the store's local day.
+    pub tz: chrono_tz::Tz,
+    pub points: i64,
+    pub coupons: i64,
+}
+
 /// One firing in the rule's counters (and its store's day, for a capped rule).
-async fn count(
+pub(super) async fn count(
     uow: &mut dyn LedgerRows,
     rule: &Rule,
-    purchase: &Purchase<'_>,
-    tz: chrono_tz::Tz,
-    points: i64,
-    coupons: i64,
+    firing: &Firing<'_>,
 ) -> Result<(), StoreError> {
-    // When the purchase happened (a register replaying offline sales says when), the clock
-    // its cooldown is judged on.
-    let firing = RuleCounter {
+    let counter = RuleCounter {
         rule_id: rule.rule_id.clone(),
-        member_id: purchase.member_id.to_string(),
+        member_id: firing.member_id.to_string(),
         fired: 1,
-        points,
-        coupons,
-        last_fired_at: purchase.at,
+        points: firing.points,
+        coupons: firing.coupons,
+        last_fired_at: firing.at,
     };
-    uow.count_rule(&firing).await?;
-    if rule.limits.daily_cap_per_store > 0 && !purchase.store_id.is_empty() {
+    uow.count_rule(&counter).await?;
+    if rule.limits.daily_cap_per_store > 0 && !firing.store_id.is_empty() {
         let day = RuleStoreDay {
             rule_id: rule.rule_id.clone(),
-            store_id: purchase.store_id.to_string(),
-            local_date: local_date(purchase.at, tz),
+            store_id: firing.store_id.to_string(),
+            local_date: local_date(firing.at, firing.tz),
             fired: 1,
         };
         uow.count_rule_day(&day).await?;
+    }
+    Ok(())
+}
+
+/// What a signal's rule (GEO, VISIT) gave a member.
+pub(super) struct Given {
+    pub points: i64,
+    pub coupon: Option<crate::domain::coupon::Coupon>,
+}
+
+/// Gives what a signal's rule awarded (the member's row locked by the caller): its coupon
+/// (source `<trigger>:<rule_id>`, as the EngagementService's rules always named it) and its
+/// points, in a transaction of their own from the rule's account into a lot of the member's
+/// (limited-time when the rule says), available at once; then counts the firing. A firing
+/// that gave nothing (its campaign closed or at a limit) is not counted.
+pub(super) async fn give(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    rule: &Rule,
+    award: &Award,
+    firing: Firing<'_>,
+    now: DateTime<Utc>,
+) -> Result<Given, StoreError> {
+    let member_id = firing.member_id;
+    let mut coupon = None;
+    if let Some(campaign_id) = &award.campaign_id {
+        let source = format!("{}:{}", rule.trigger.as_str(), rule.rule_id);
+        coupon = coupons::issue_for_rule(uow, now, campaign_id, member_id, source).await?;
+    }
+    if award.points > 0 {
+        let program = reference.program(uow).await?;
+        points::settle_member(uow, member_id, now).await?;
+        let earning = Earning {
+            from: points_account(rule),
+            points: award.points,
+            expire_days: rule.effects.points_expire_days,
+        };
+        let who = (member_id, "", Channel::App);
+        let (postings, _) = points::earn_parts(uow, &program, who, &[earning], now).await?;
+        let mut entry = points::system_entry("rule_award", member_id, now, postings);
+        entry.store_id = firing.store_id.to_string();
+        entry
+            .metadata
+            .push(("rule_id".into(), rule.rule_id.clone()));
+        uow.append_transaction(&entry).await?;
+        let Some(mut member) = uow.get_member(member_id, true).await? else {
+            return Err(StoreError::Corrupt(format!("member {member_id} is gone")));
+        };
+        member.lifetime_earned_points += award.points;
+        uow.update_member(&member).await?;
+    }
+    let given = Given {
+        points: award.points,
+        coupon,
+    };
+    if given.points > 0 || given.coupon.is_some() {
+        let firing = Firing {
+            points: given.points,
+            coupons: i64::from(given.coupon.is_some()),
+            ..firing
+        };
+        count(uow, rule, &firing).await?;
+    }
+    Ok(given)
+}
+
+/// Decides a GEO rule for a member's visit at a store (`facts.signal` carries its dwell): a
+/// GEO rule fires once per visit, and its cooldown and daily cap count at this store, from
+/// its issues there (`geo_issue_facts`; the daily cap's slots make it exact). A budget is
+/// read under the rule's lock. Returns the verdict and the rule's issues at the store, read
+/// when the verdict needed them.
+pub(super) async fn decide_geo(
+    uow: &mut dyn LedgerReads,
+    rule: &Rule,
+    facts: &Facts<'_>,
+    member_id: &str,
+    run: &crate::domain::location::VisitRun,
+) -> Result<(Result<Award, Skip>, IssueFacts), StoreError> {
+    if let Err(skip) = rules::decide_without_counters(rule, facts) {
+        return Ok((Err(skip), IssueFacts::default()));
+    }
+    let date = local_date(facts.at, facts.tz);
+    let issued = uow
+        .geo_issue_facts(&rule.rule_id, member_id, facts.store_id, date)
+        .await?;
+    if rule.has_budget() {
+        uow.lock_rules(std::slice::from_ref(&rule.rule_id)).await?;
+    }
+    let mut counters = Counters::default();
+    if rule.limits.per_member_limit > 0
+        && let Some(counter) = uow.rule_counter(&rule.rule_id, member_id).await?
+    {
+        counters.member_fired = counter.fired;
+    }
+    if rule.has_budget() {
+        let account = points_account(rule).to_string();
+        counters.budget_left_points =
+            Some(uow.balance(&account, &Asset::Points.to_string()).await?);
+    }
+    let verdict = crate::domain::location::decide_geo(rule, facts, run, &issued, counters);
+    Ok((verdict, issued))
+}
+
+/// A merge carries the source's rule counters over to the target, so per-member limits and
+/// cooldowns hold for the person rather than the card. The source's stay as they were (its
+/// history); totals leave merged members out (`rule_totals`), so nothing counts twice.
+pub(super) async fn move_counters(
+    uow: &mut dyn LedgerRows,
+    source: &str,
+    target: &str,
+) -> Result<(), StoreError> {
+    for rule in uow.list_rules().await? {
+        if let Some(counter) = uow.rule_counter(&rule.rule_id, source).await? {
+            let moved = RuleCounter {
+                member_id: target.to_string(),
+                ..counter
+            };
+            uow.count_rule(&moved).await?;
+        }
     }
     Ok(())
 }

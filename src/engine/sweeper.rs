@@ -16,6 +16,7 @@ use chrono::{DateTime, Days, Duration, DurationRound, Utc};
 use super::{Engine, EngineError, checkout, coupons, engagement, points};
 use crate::domain::location::{VisitRule, VisitRuleKind};
 use crate::domain::ports::{DueWork, StoreResult, UnitOfWork};
+use crate::domain::rules::{Trigger, views};
 
 /// One batch of a purge: the unit of work's method that deletes (or empties) old rows.
 type Purge<'a> = Pin<Box<dyn Future<Output = StoreResult<u64>> + Send + 'a>>;
@@ -384,7 +385,12 @@ impl Engine {
         };
         let rules = {
             let mut uow = self.store().begin_read().await?;
-            self.core.reference.visit_rules(uow.as_mut()).await?
+            let visit = self
+                .core
+                .reference
+                .enabled_rules(uow.as_mut(), Trigger::Visit);
+            let rules = visit.await?;
+            rules.iter().filter_map(views::to_visit).collect::<Vec<_>>()
         };
         let mut all_read = true;
         for rule in rules.iter().filter(|r| r.kind == VisitRuleKind::Lapsed) {

@@ -555,6 +555,11 @@ pub fn location_result_out(result: LocationResult) -> proto::LocationResult {
         reason,
         inside_store_ids: result.inside_store_ids,
         coupons_issued: result.coupons_issued.into_iter().map(coupon_out).collect(),
+        rule_outcomes: result
+            .rule_outcomes
+            .into_iter()
+            .map(super::rule::rule_outcome_out)
+            .collect(),
     }
 }
 

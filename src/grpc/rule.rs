@@ -25,8 +25,8 @@ use crate::{
         page::{Cursor, page_after},
         receipt::LineCondition,
         rules::{
-            Conditions, Effects, Limits, Rule, RulePatch, Skip, Trigger, TriggerParams,
-            UPDATABLE_PATHS,
+            Conditions, Effects, Limits, Rule, RuleOutcome, RulePatch, Skip, Trigger,
+            TriggerParams, UPDATABLE_PATHS,
         },
         schedule::format_time_of_day,
     },
@@ -144,25 +144,7 @@ impl RuleService for RuleApi {
         let simulation = simulation_in(request.into_inner())?;
         let outcomes = self.engine.simulate_rules(&simulation).await?;
         Ok(Response::new(proto::SimulateRulesResponse {
-            outcomes: outcomes
-                .into_iter()
-                .map(|simulated| match simulated.outcome {
-                    Ok(award) => proto::RuleOutcome {
-                        rule_id: simulated.rule_id,
-                        fired: true,
-                        reason: String::new(),
-                        points: award.points,
-                        campaign_ids: award.campaign_id.into_iter().collect(),
-                    },
-                    Err(skip) => proto::RuleOutcome {
-                        rule_id: simulated.rule_id,
-                        fired: false,
-                        reason: skip_out(skip),
-                        points: 0,
-                        campaign_ids: Vec::new(),
-                    },
-                })
-                .collect(),
+            outcomes: outcomes.into_iter().map(rule_outcome_out).collect(),
         }))
     }
 
@@ -238,6 +220,7 @@ fn rule_in(
         None => trigger_in(&mut v, "rule.trigger", r.trigger),
     };
     if let Some(trigger) = trigger
+        && stored.is_none()
         && !trigger.is_core()
     {
         v.push(
@@ -246,12 +229,13 @@ fn rule_in(
         );
     }
     event_type(&mut v, trigger, &r.event_type);
-    for (field, set) in [
-        ("rule.geo", r.geo.is_some()),
-        ("rule.visit", r.visit.is_some()),
-        ("rule.receipt", r.receipt.is_some()),
+    // A stored GEO, VISIT or RECEIPT rule keeps its parameters (UpdateRule cannot mask them).
+    for (field, set, own) in [
+        ("rule.geo", r.geo.is_some(), Trigger::Geo),
+        ("rule.visit", r.visit.is_some(), Trigger::Visit),
+        ("rule.receipt", r.receipt.is_some(), Trigger::Receipt),
     ] {
-        if set {
+        if set && (stored.is_none() || trigger != Some(own)) {
             v.push(field, "only the rules of its trigger take these parameters");
         }
     }
@@ -263,7 +247,9 @@ fn rule_in(
         );
     }
     let conditions = conditions_in(&mut v, conditions);
-    let effects = effects_in(&mut v, r.effects.unwrap_or_default());
+    // A RECEIPT rule may give only the points of its receipt.earn_rate.
+    let earns_by_receipt = r.receipt.as_ref().is_some_and(|p| !p.earn_rate.is_empty());
+    let effects = effects_in(&mut v, r.effects.unwrap_or_default(), earns_by_receipt);
     let limits = limits_in(&mut v, r.limits.unwrap_or_default());
     let (starts_at, ends_at) = period(&mut v, r.starts_at.as_ref(), r.ends_at.as_ref());
     let now = chrono::DateTime::UNIX_EPOCH;
@@ -405,7 +391,11 @@ fn attributes_in(
     ok.then(|| attributes.into_iter().collect())
 }
 
-fn effects_in(v: &mut Violations, e: proto::RuleEffects) -> Option<Effects> {
+fn effects_in(
+    v: &mut Violations,
+    e: proto::RuleEffects,
+    earns_by_receipt: bool,
+) -> Option<Effects> {
     let mut ok = true;
     if !(0..=MAX_POINTS).contains(&e.bonus_points) {
         v.push(
@@ -437,7 +427,8 @@ fn effects_in(v: &mut Violations, e: proto::RuleEffects) -> Option<Effects> {
         );
         ok = false;
     }
-    let gives = e.bonus_points > 0
+    let gives = earns_by_receipt
+        || e.bonus_points > 0
         || !e.points_multiplier.is_empty()
         || !e.earn_rate.is_empty()
         || !e.campaign_id.is_empty();
@@ -581,6 +572,17 @@ fn simulation_in(request: proto::SimulateRulesRequest) -> Result<Simulation, Sta
             at: at?,
         })
     })
+}
+
+pub fn rule_outcome_out(outcome: RuleOutcome) -> proto::RuleOutcome {
+    proto::RuleOutcome {
+        rule_id: outcome.rule_id,
+        fired: outcome.skip.is_none(),
+        reason: outcome.skip.map(skip_out).unwrap_or_default(),
+        points: outcome.points,
+        campaign_ids: outcome.campaign_ids,
+        store_id: outcome.store_id,
+    }
 }
 
 pub fn rule_out(rule: Rule) -> proto::Rule {

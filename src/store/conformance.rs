@@ -26,13 +26,14 @@ use crate::domain::{
     ports::{
         AccountTotal, ActivityCell, ActivityInterior, ActivityWindow, ChangeSet, EngagementChanges,
         GeoIssue, IdempotencyRecord, Keys, LiabilityGroup, Loaded, LocationRecord, NewTransaction,
-        Presence, ReceiptPageQuery, Sequence, Store, StoreError, StoreRun, UnitOfWork, Visit,
-        VisitCount, VisitIssue, VisitSource,
+        Presence, ReceiptPageQuery, RuleChanges, Sequence, Store, StoreError, StoreRun, UnitOfWork,
+        Visit, VisitCount, VisitIssue, VisitSource,
     },
     receipt::{
         ClaimHolder, ClaimWrite, Receipt, ReceiptClaim, ReceiptReason, ReceiptRecord, ReceiptRule,
         ReceiptStatus, register_receipt_key,
     },
+    rules::views,
     schedule::DaysOfWeek,
     seal::{Seal, check_seal},
     summary::{
@@ -1180,7 +1181,17 @@ async fn engagement_rows_round_trip(store: Arc<dyn Store>) {
         }],
         ..EngagementChanges::default()
     };
+    // The rules the coupons name are rows of `rules`; the legacy tables are still readable.
+    let rules = RuleChanges {
+        new_rules: vec![
+            views::of_geo(geo_rule()),
+            views::of_visit(visit_rule("v1", VisitRuleKind::NthVisit)),
+            views::of_visit(visit_rule("v2", VisitRuleKind::Lapsed)),
+        ],
+        ..RuleChanges::default()
+    };
     let changes = ChangeSet {
+        rules,
         new_stores: vec![shop],
         new_members: vec![member("m1"), member("m2")],
         new_coupons: vec![geo_coupon, visit_coupon],

@@ -25,6 +25,7 @@ crate::both_backends! {
     nth_visit_counts_a_sale_and_a_dwell_as_one_visit => nth_visit_counts_a_sale_and_a_dwell_as_one_visit,
     lapsed_after_the_clock_moves => lapsed_after_the_clock_moves,
     roles_and_rule_references => roles_and_rule_references,
+    geo_rules_are_rules_of_the_one_engine => geo_rules_are_rules_of_the_one_engine,
 }
 
 /// Ginza, 100 m fence, far enough from the helpers' Shibuya stores.
@@ -293,6 +294,13 @@ async fn hours_across_midnight_in_the_store_zone(app: &TestApp) {
     let at_noon = report(app, "h2", &tokyoite, GINZA).await;
     assert_eq!(at_noon.inside_store_ids, ["ginza"]);
     assert!(at_noon.coupons_issued.is_empty(), "noon in Tokyo");
+    // The reply says why.
+    let why: Vec<(&str, &str, &str)> = at_noon
+        .rule_outcomes
+        .iter()
+        .map(|o| (o.rule_id.as_str(), o.store_id.as_str(), o.reason.as_str()))
+        .collect();
+    assert_eq!(why, [("late-tokyo", "ginza", "OUTSIDE_HOURS")]);
 
     // 01:30 in New York (past midnight, still inside the window); then 02:30, outside.
     app.advance(Duration::minutes(150)).await;
@@ -674,4 +682,216 @@ async fn roles_and_rule_references(app: &TestApp) {
         .await
         .expect_err("taken id");
     assert_refused(&status, Code::AlreadyExists, "RULE_EXISTS");
+}
+
+/// A geo rule made by CreateGeoRule is a rule like any other: GetRule shows it, UpdateRule
+/// changes its conditions, effects and limits (bonus points and a per-member limit, which the
+/// EngagementService's rule had not), switches it off, and SimulateRules and GetRuleStats
+/// know it. Its verdict on each report comes back with the report.
+async fn geo_rules_are_rules_of_the_one_engine(app: &TestApp) {
+    store(app, "ginza", GINZA, "Asia/Tokyo").await;
+    campaign(app, "hello", &[]).await;
+    // Noon in Tokyo: outside 13:00-20:00.
+    let afternoon = proto::GeoRule {
+        active_hours: vec![proto::ActiveHours {
+            start: "13:00".into(),
+            end: "20:00".into(),
+        }],
+        ..rule("entry", "hello", "ginza")
+    };
+    create_rule(app, afternoon).await;
+    let rules = app.admin.rules();
+    let stored = rules
+        .clone()
+        .get_rule(proto::GetRuleRequest {
+            rule_id: "entry".into(),
+        })
+        .await
+        .expect("get rule")
+        .into_inner()
+        .rule
+        .expect("rule");
+    assert_eq!(stored.trigger, proto::RuleTrigger::Geo as i32);
+    assert_eq!(stored.geo.as_ref().map(|g| g.min_dwell_seconds), Some(0));
+    assert_eq!(stored.effects.as_ref().unwrap().campaign_id, "hello");
+
+    let early = member(app, "G-40").await;
+    let refused = report(app, "e1", &early, GINZA).await;
+    assert!(refused.coupons_issued.is_empty());
+    assert_eq!(refused.rule_outcomes.len(), 1);
+    assert!(!refused.rule_outcomes[0].fired);
+    assert_eq!(refused.rule_outcomes[0].reason, "OUTSIDE_HOURS");
+
+    let update = |request_id: &str, rule: proto::Rule, paths: &[&str]| {
+        let mut rules = app.admin.rules();
+        let request = proto::UpdateRuleRequest {
+            request_id: request_id.into(),
+            rule: Some(rule),
+            update_mask: Some(prost_types::FieldMask {
+                paths: paths.iter().map(|p| p.to_string()).collect(),
+            }),
+        };
+        async move { rules.update_rule(request).await }
+    };
+    let changed = proto::Rule {
+        rule_id: "entry".into(),
+        conditions: Some(proto::RuleConditions {
+            store_ids: vec!["ginza".into()],
+            ..Default::default()
+        }),
+        effects: Some(proto::RuleEffects {
+            bonus_points: 50,
+            campaign_id: "hello".into(),
+            ..Default::default()
+        }),
+        limits: Some(proto::RuleLimits {
+            per_member_limit: 1,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let masks = ["conditions", "effects", "limits"];
+    update("u1", changed, &masks)
+        .await
+        .expect("update geo rule");
+
+    let member_id = member(app, "G-41").await;
+    let fired = report(app, "e2", &member_id, GINZA).await;
+    assert_eq!(sources(&fired), ["geo:entry"]);
+    assert!(fired.rule_outcomes[0].fired);
+    assert_eq!(fired.rule_outcomes[0].points, 50);
+    assert_eq!(app.balance(&member_id).await.available_points, 50);
+    // Its per-member limit holds on the next visit (an hour out and back in).
+    app.advance(Duration::hours(1)).await;
+    report(app, "e3", &member_id, north_of(GINZA, 2_000.0)).await;
+    app.advance(Duration::hours(1)).await;
+    let limited = report(app, "e4", &member_id, GINZA).await;
+    assert!(limited.coupons_issued.is_empty());
+    assert_eq!(limited.rule_outcomes[0].reason, "MEMBER_LIMIT");
+    let stats = rules
+        .clone()
+        .get_rule_stats(proto::GetRuleStatsRequest {
+            rule_id: "entry".into(),
+        })
+        .await
+        .expect("stats")
+        .into_inner();
+    assert_eq!(
+        (stats.fired, stats.points_awarded, stats.coupons_issued),
+        (1, 50, 1)
+    );
+
+    // Switched off: nothing more, and the simulation says why.
+    let off = proto::Rule {
+        rule_id: "entry".into(),
+        enabled: Some(false),
+        ..Default::default()
+    };
+    update("u2", off, &["enabled"]).await.expect("disable");
+    let late = member(app, "G-42").await;
+    let nothing = report(app, "e5", &late, GINZA).await;
+    assert!(nothing.coupons_issued.is_empty() && nothing.rule_outcomes.is_empty());
+    let simulated = rules
+        .clone()
+        .simulate_rules(proto::SimulateRulesRequest {
+            trigger: proto::RuleTrigger::Geo as i32,
+            member: Some(member_ref(&late)),
+            store_id: "ginza".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("simulate")
+        .into_inner();
+    let reasons: Vec<&str> = simulated
+        .outcomes
+        .iter()
+        .map(|o| o.reason.as_str())
+        .collect();
+    assert_eq!(reasons, ["RULE_DISABLED"]);
+    app.verify_ok().await;
+}
+
+/// A geo rule an older omo kept in its table of its own (before every rule was a row of
+/// `rules`) is adopted when the server starts: GetRule shows it and it issues as before.
+mod legacy_rules_are_adopted_at_start {
+    use omo::domain::{
+        location::GeoRule,
+        ports::{ChangeSet, EngagementChanges},
+        schedule::DaysOfWeek,
+    };
+
+    use super::*;
+    use crate::helpers::spawn_app;
+
+    async fn scenario(backend: crate::helpers::Backend) {
+        let Some(mut app) = spawn_app(backend).await else {
+            return;
+        };
+        store(&app, "ginza", GINZA, "Asia/Tokyo").await;
+        campaign(&app, "hello", &[]).await;
+        let legacy = GeoRule {
+            rule_id: "old-entry".into(),
+            campaign_id: "hello".into(),
+            store_ids: vec!["ginza".into()],
+            min_dwell_seconds: 0,
+            max_accuracy_m: 100.0,
+            active_hours: Vec::new(),
+            days_of_week: DaysOfWeek::EVERY_DAY,
+            cooldown_seconds: 0,
+            daily_cap_per_store: 0,
+            starts_at: None,
+            ends_at: None,
+        };
+        let store = omo::store::open(&app.database_url).await.expect("open");
+        let mut uow = store.begin().await.expect("begin");
+        let changes = ChangeSet {
+            engagement: EngagementChanges {
+                new_geo_rules: vec![(legacy, now(&app))],
+                ..EngagementChanges::default()
+            },
+            ..ChangeSet::default()
+        };
+        uow.flush(&changes).await.expect("legacy row");
+        uow.commit().await.expect("commit");
+        drop(store);
+
+        app.restart().await;
+        let adopted = app
+            .admin
+            .rules()
+            .get_rule(proto::GetRuleRequest {
+                rule_id: "old-entry".into(),
+            })
+            .await
+            .expect("adopted")
+            .into_inner()
+            .rule
+            .expect("rule");
+        assert_eq!(adopted.trigger, proto::RuleTrigger::Geo as i32);
+        let member_id = member(&app, "G-50").await;
+        let entered = report(&app, "l1", &member_id, GINZA).await;
+        assert_eq!(sources(&entered), ["geo:old-entry"]);
+        // A second start adopts nothing twice.
+        app.restart().await;
+        let listed = app
+            .admin
+            .rules()
+            .list_rules(proto::ListRulesRequest::default())
+            .await
+            .expect("list")
+            .into_inner()
+            .rules;
+        assert_eq!(listed.len(), 1);
+        app.verify_ok().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        scenario(crate::helpers::Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        scenario(crate::helpers::Backend::Postgres).await;
+    }
 }

@@ -35,6 +35,7 @@ crate::both_backends! {
     the_register_sale_takes_a_scanned_receipt_back => the_register_sale_takes_a_scanned_receipt_back,
     a_scan_and_its_register_sale_at_once_earn_once => a_scan_and_its_register_sale_at_once_earn_once,
     only_a_receipt_of_today_that_earns_is_a_visit => only_a_receipt_of_today_that_earns_is_a_visit,
+    receipt_rules_are_rules_of_the_one_engine => receipt_rules_are_rules_of_the_one_engine,
 }
 
 const ACCEPTED: i32 = proto::ReceiptStatus::Accepted as i32;
@@ -1929,4 +1930,90 @@ async fn only_a_receipt_of_today_that_earns_is_a_visit(app: &TestApp) {
     assert_accepted(&today, 5);
     assert_eq!(sources(&today.coupons_issued), ["visit:first"]);
     verified(app).await;
+}
+
+/// A receipt rule made by CreateReceiptRule is a rule: ListRules shows it with its trigger,
+/// UpdateRule narrows its stores and switches it off; asking it for what the receipt area does
+/// not decide (a bonus, a limit) is refused and changes nothing.
+async fn receipt_rules_are_rules_of_the_one_engine(app: &TestApp) {
+    create_rule(app, points_rule("scan", "0.01")).await;
+    let mut rules = app.admin.rules();
+    let listed = rules
+        .list_rules(proto::ListRulesRequest {
+            trigger: proto::RuleTrigger::Receipt as i32,
+            include_disabled: true,
+            ..Default::default()
+        })
+        .await
+        .expect("list rules")
+        .into_inner()
+        .rules;
+    let ids: Vec<&str> = listed.iter().map(|rule| rule.rule_id.as_str()).collect();
+    assert_eq!(ids, ["scan"]);
+    assert_eq!(
+        listed[0].receipt.as_ref().map(|r| r.earn_rate.as_str()),
+        Some("0.01")
+    );
+    let update = |request_id: &str, rule: proto::Rule, path: &str| {
+        let mut rules = app.admin.rules();
+        let request = proto::UpdateRuleRequest {
+            request_id: request_id.into(),
+            rule: Some(rule),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec![path.into()],
+            }),
+        };
+        async move { rules.update_rule(request).await }
+    };
+    let bonus = proto::Rule {
+        rule_id: "scan".into(),
+        effects: Some(proto::RuleEffects {
+            bonus_points: 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let refused = update("u1", bonus, "effects").await.unwrap_err();
+    assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+
+    let member_id = app.create_member("RR-1").await;
+    let first = submitted(
+        app,
+        "s1",
+        &member_id,
+        receipt(app, "shibuya", "0001", "1000"),
+    )
+    .await;
+    assert_accepted(&first, 10);
+    // Only at Umeda now: a Shibuya receipt matches no rule.
+    let umeda = proto::Rule {
+        rule_id: "scan".into(),
+        conditions: Some(proto::RuleConditions {
+            store_ids: vec!["umeda".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    update("u2", umeda, "conditions").await.expect("narrow");
+    let elsewhere = submitted(
+        app,
+        "s2",
+        &member_id,
+        receipt(app, "shibuya", "0002", "1000"),
+    )
+    .await;
+    assert_rejected(&elsewhere, "NO_MATCHING_RULE");
+    let at_umeda = submitted(app, "s3", &member_id, receipt(app, "umeda", "0003", "1000")).await;
+    assert_accepted(&at_umeda, 10);
+    let off = proto::Rule {
+        rule_id: "scan".into(),
+        enabled: Some(false),
+        ..Default::default()
+    };
+    update("u3", off, "enabled").await.expect("disable");
+    let switched_off =
+        submitted(app, "s4", &member_id, receipt(app, "umeda", "0004", "1000")).await;
+    assert_rejected(&switched_off, "NO_MATCHING_RULE");
+    assert_eq!(points(app, &member_id).await.0, 20);
+    app.verify_ok().await;
 }

@@ -27,6 +27,7 @@ both_backends! {
     an_update_retried_after_another_edit_replays => an_update_retried_after_another_edit_replays,
     rules_give_what_room_the_points_cap_leaves => rules_give_what_room_the_points_cap_leaves,
     bad_rules_are_refused_field_by_field_and_write_nothing => bad_rules_are_refused_field_by_field_and_write_nothing,
+    a_merge_carries_the_rule_counters_to_the_target => a_merge_carries_the_rule_counters_to_the_target,
 }
 
 /// A PURCHASE rule with `effects`, every other field empty.
@@ -948,5 +949,40 @@ async fn rules_give_what_room_the_points_cap_leaves(app: &TestApp) {
         .await
         .unwrap_err();
     assert_refused(&refused, Code::FailedPrecondition, "EARN_CAP_EXCEEDED");
+    app.verify_ok().await;
+}
+
+/// Two cards of one person merged: a once-per-member bonus the old card got is not given again
+/// to the card it was merged into, and the rule's statistics count it once.
+async fn a_merge_carries_the_rule_counters_to_the_target(app: &TestApp) {
+    let mut rule = purchase_rule("once", bonus(100));
+    rule.limits = Some(proto::RuleLimits {
+        per_member_limit: 1,
+        ..Default::default()
+    });
+    create_rule(app, rule).await;
+    let old_card = app.create_member("card-old").await;
+    let sale = store_sale("m1", "0001", member_ref(&old_card), "1000", 0);
+    let first = app.record_sale(sale).await.expect("sale on the old card");
+    assert_eq!(parts(&first.earn_breakdown), [("", 10), ("once", 100)]);
+    let new_card = app.create_member("card-new").await;
+    app.admin
+        .members()
+        .merge_members(proto::MergeMembersRequest {
+            request_id: "merge-cards".into(),
+            source_member_id: old_card.clone(),
+            target_member_id: new_card.clone(),
+        })
+        .await
+        .expect("merge");
+    let sale = store_sale("m2", "0002", member_ref(&new_card), "1000", 0);
+    let after = app.record_sale(sale).await.expect("sale on the new card");
+    assert_eq!(parts(&after.earn_breakdown), [("", 10)]);
+    let stats = stats(app, "once").await;
+    assert_eq!(
+        (stats.fired, stats.members, stats.points_awarded),
+        (1, 1, 100)
+    );
+    assert_eq!(app.available(&new_card).await, 120);
     app.verify_ok().await;
 }

@@ -55,9 +55,9 @@ impl Trigger {
         }
     }
 
-    /// Triggers whose rules are made by CreateRule and decided by the rules core today; the
-    /// GEO, VISIT and RECEIPT rules are still made by their EngagementService calls and
-    /// decided by their own code (ListRules shows them as rules).
+    /// Triggers whose rules CreateRule makes. GEO, VISIT and RECEIPT rules are made by their
+    /// EngagementService calls (which carry their parameters), then listed, changed and
+    /// switched off like every rule.
     pub fn is_core(self) -> bool {
         matches!(self, Trigger::Purchase | Trigger::Event | Trigger::Tier)
     }
@@ -116,6 +116,33 @@ pub struct Rule {
     pub updated_at: DateTime<Utc>,
 }
 
+impl TriggerParams {
+    /// The trigger's own check of its signal: a GEO rule needs its dwell and fires once per
+    /// visit, a VISIT rule fires on the visit it counts to. Without a signal (a simulation)
+    /// the trigger's part is taken as met.
+    fn hold(&self, signal: Signal) -> Result<(), Skip> {
+        match (self, signal) {
+            (
+                TriggerParams::Geo(params),
+                Signal::Geo {
+                    dwell_seconds,
+                    fired_this_visit,
+                },
+            ) => {
+                if dwell_seconds < params.min_dwell_seconds {
+                    Err(Skip::ConditionNotMet)
+                } else if fired_this_visit {
+                    Err(Skip::Cooldown)
+                } else {
+                    Ok(())
+                }
+            }
+            (TriggerParams::Visit(_), Signal::Visit { due: false }) => Err(Skip::ConditionNotMet),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Rule {
     /// Whether the rule's own points come out of a budget account (`rule:<id>:budget`).
     pub fn has_budget(&self) -> bool {
@@ -131,6 +158,23 @@ impl Rule {
     pub fn is_in_period(&self, at: DateTime<Utc>) -> bool {
         self.starts_at.is_none_or(|start| start <= at) && self.ends_at.is_none_or(|end| at < end)
     }
+}
+
+/// What only one trigger's signal knows, for its parameters (`TriggerParams::hold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Signal {
+    /// A purchase, an event, a tier, or a simulation: nothing of a signal's own.
+    #[default]
+    None,
+    /// A member inside a store: how long this visit there has lasted, and whether the rule
+    /// already fired during it.
+    Geo {
+        dwell_seconds: i64,
+        fired_this_visit: bool,
+    },
+    /// A visit just recorded: whether it is the one the rule counts to (its N-th visit, or
+    /// the day a lapse is due).
+    Visit { due: bool },
 }
 
 /// What a trigger knows when its rules are decided.
@@ -153,6 +197,7 @@ pub struct Facts<'a> {
     /// Whether this is the member's first captured order.
     pub first_purchase: bool,
     pub tier_id: Option<&'a str>,
+    pub signal: Signal,
 }
 
 /// What a rule that fired gives.
@@ -162,6 +207,39 @@ pub struct Award {
     pub points: i64,
     /// The campaign of the coupon to issue, if any.
     pub campaign_id: Option<String>,
+}
+
+/// One rule's verdict as a reply tells it (SimulateRules, a location report): fired with its
+/// points and coupon, or the reason it did not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleOutcome {
+    pub rule_id: String,
+    /// GEO: the store it was decided at; empty for other triggers.
+    pub store_id: String,
+    /// None: it fired.
+    pub skip: Option<Skip>,
+    pub points: i64,
+    pub campaign_ids: Vec<String>,
+}
+
+impl RuleOutcome {
+    pub fn of(rule_id: &str, store_id: &str, outcome: &Result<Award, Skip>) -> Self {
+        let (skip, points, campaign_ids) = match outcome {
+            Ok(award) => (
+                None,
+                award.points,
+                award.campaign_id.iter().cloned().collect(),
+            ),
+            Err(skip) => (Some(*skip), 0, Vec::new()),
+        };
+        Self {
+            rule_id: rule_id.to_string(),
+            store_id: store_id.to_string(),
+            skip,
+            points,
+            campaign_ids,
+        }
+    }
 }
 
 /// Why a rule did not fire; the names are the binding SimulateRules reasons.
@@ -232,11 +310,28 @@ pub fn decide_without_counters(rule: &Rule, facts: &Facts<'_>) -> Result<(), Ski
     if !rule.conditions.hold(facts) {
         return Err(Skip::ConditionNotMet);
     }
-    Ok(())
+    rule.params.hold(facts.signal)
 }
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+/// Whether a RECEIPT rule asks only what the receipt area decides (`receipt::apply_rules`):
+/// its stores, minimum total and lines, its coupon; no other condition, effect or limit.
+fn receipt_rule_fits(rule: &Rule) -> bool {
+    let c = &rule.conditions;
+    let receipt_conditions = Conditions {
+        store_ids: c.store_ids.clone(),
+        min_total: c.min_total,
+        lines: c.lines.clone(),
+        ..Conditions::default()
+    };
+    let receipt_effects = Effects {
+        campaign_id: rule.effects.campaign_id.clone(),
+        ..Effects::default()
+    };
+    *c == receipt_conditions && rule.effects == receipt_effects && rule.limits == Limits::default()
+}
 
 /// UpdateRule: the fields of `rule` named by `paths` replace the stored ones. `rule_id` and
 /// `trigger` are immutable; a budget may be raised or lowered but not added or removed (the
@@ -317,6 +412,13 @@ impl RulePatch {
                 "enabled" => rule.enabled = new.enabled,
                 _ => {}
             }
+        }
+        if rule.trigger == Trigger::Receipt && !receipt_rule_fits(&rule) {
+            return Err(super::error::DomainError::invalid(
+                "update_mask",
+                "a RECEIPT rule takes only store_ids, min_total and lines as conditions and \
+                 campaign_id as effect (its points are its receipt.earn_rate), and no limits",
+            ));
         }
         if rule.has_budget() != stored.has_budget() {
             return Err(super::error::DomainError::invalid(

@@ -57,6 +57,7 @@ fn decide_on(
         attributes: &attributes,
         first_purchase: false,
         tier_id: None,
+        signal: Signal::None,
     };
     decide(rule, &facts, counters)
 }

@@ -1,5 +1,6 @@
-//! The GEO, VISIT and RECEIPT rules of the EngagementService as rules: what ListRules and
-//! GetRule show of them. They are still created and decided by their own areas.
+//! The GEO, VISIT and RECEIPT rules of the EngagementService's calls as rules (`of_*`: what
+//! CreateGeoRule, CreateVisitRule and CreateReceiptRule store), and back (`to_*`: the
+//! parameters the location and visit code reads to gather a signal's facts).
 
 use chrono::DateTime;
 
@@ -28,7 +29,7 @@ fn rule(rule_id: String, trigger: Trigger, campaign_id: String) -> Rule {
         starts_at: None,
         ends_at: None,
         enabled: true,
-        // Their tables keep no such instants for the domain: shown as unset.
+        // Set by `engine::rules::create`.
         created_at: DateTime::UNIX_EPOCH,
         updated_at: DateTime::UNIX_EPOCH,
     }
@@ -75,4 +76,41 @@ pub fn of_receipt(receipt: ReceiptRule) -> Rule {
     rule.starts_at = receipt.starts_at;
     rule.ends_at = receipt.ends_at;
     rule
+}
+
+/// A GEO rule's fields as the location code reads them (accuracy, how it gives, nearby
+/// offers); None for a rule of another trigger.
+pub fn to_geo(rule: &Rule) -> Option<GeoRule> {
+    let TriggerParams::Geo(params) = &rule.params else {
+        return None;
+    };
+    Some(GeoRule {
+        rule_id: rule.rule_id.clone(),
+        campaign_id: rule.effects.campaign_id.clone().unwrap_or_default(),
+        store_ids: rule.conditions.store_ids.clone(),
+        min_dwell_seconds: params.min_dwell_seconds,
+        max_accuracy_m: params.max_accuracy_m,
+        active_hours: rule.conditions.active_hours.clone(),
+        days_of_week: rule.conditions.days_of_week,
+        cooldown_seconds: rule.limits.cooldown_seconds,
+        daily_cap_per_store: rule.limits.daily_cap_per_store,
+        starts_at: rule.starts_at,
+        ends_at: rule.ends_at,
+    })
+}
+
+/// A VISIT rule's fields as the visit counting reads them; None for another trigger.
+pub fn to_visit(rule: &Rule) -> Option<VisitRule> {
+    let TriggerParams::Visit(params) = &rule.params else {
+        return None;
+    };
+    Some(VisitRule {
+        rule_id: rule.rule_id.clone(),
+        campaign_id: rule.effects.campaign_id.clone().unwrap_or_default(),
+        kind: params.kind,
+        visits: params.visits,
+        window_days: params.window_days,
+        lapsed_days: params.lapsed_days,
+        store_ids: rule.conditions.store_ids.clone(),
+    })
 }

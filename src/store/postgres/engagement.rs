@@ -99,15 +99,15 @@ from unnest($1::text[], $2::text[], $3::date[], $4::text[])"#;
 const COUPONS_WITHOUT_RULE: &str = r#"
 select c.code
 from coupons c
-where (c.source like 'geo:%'
-        and not exists (select 1 from geo_rules r where 'geo:' || r.rule_id = c.source))
-    or (c.source like 'visit:%'
-        and not exists (select 1 from visit_rules r where 'visit:' || r.rule_id = c.source))
-    or (c.source like 'receipt:%'
-        and not exists (select 1 from receipt_rules r where 'receipt:' || r.rule_id = c.source))
-    or (c.source like 'rule:%'
-        and not exists (select 1 from rules r where 'rule:' || r.rule_id = c.source))
+where split_part(c.source, ':', 1) in ('geo', 'visit', 'receipt', 'rule')
+    and not exists (
+        select 1 from rules r where r.rule_id = substr(c.source, strpos(c.source, ':') + 1))
 order by c.code"#;
+
+/// An issue's coupon, or none (null) for a firing that gave points only.
+fn coupon_of(code: &str) -> Option<&str> {
+    (!code.is_empty()).then_some(code)
+}
 
 fn presence_from_row(row: &PgRow) -> StoreResult<Presence> {
     let c = Cols::new(row, "member_presence", "member_id");
@@ -358,7 +358,7 @@ where rule_id = $1 and member_id = $2"#,
                 .bind(column(issues, |i| i.issued_at)) // $4
                 .bind(column(issues, |i| i.local_date)) // $5
                 .bind(slots) // $6
-                .bind(column(issues, |i| i.coupon_code.as_str())); // $7
+                .bind(column(issues, |i| coupon_of(&i.coupon_code))); // $7
             self.run(query).await?;
         }
         // Visits are written by the flush statement, with their summary (`reports.rs`).
@@ -368,7 +368,7 @@ where rule_id = $1 and member_id = $2"#,
                 .bind(column(issues, |i| i.rule_id.as_str())) // $1
                 .bind(column(issues, |i| i.member_id.as_str())) // $2
                 .bind(column(issues, |i| i.issued_on)) // $3
-                .bind(column(issues, |i| i.coupon_code.as_str())); // $4
+                .bind(column(issues, |i| coupon_of(&i.coupon_code))); // $4
             self.run(query).await?;
         }
         Ok(())

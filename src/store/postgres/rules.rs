@@ -181,13 +181,15 @@ select exists (
     ) -> StoreResult<Vec<RuleTotals>> {
         let query = sqlx::query(
             r#"
-select rule_id, sum(fired)::bigint as fired, count(*) as members,
-    sum(points)::bigint as points, sum(coupons)::bigint as coupons
-from rule_counters
-where $1::text is null
-    or rule_id = $1
-group by rule_id
-order by rule_id"#,
+select c.rule_id, sum(c.fired)::bigint as fired, count(*) as members,
+    sum(c.points)::bigint as points, sum(c.coupons)::bigint as coupons
+from rule_counters c
+join members m on m.member_id = c.member_id
+-- A merged member's counters were carried to the member it was merged into.
+where m.state <> 'merged'
+    and ($1::text is null or c.rule_id = $1)
+group by c.rule_id
+order by c.rule_id"#,
         )
         .bind(rule_id); // $1
         self.fetch_all(query, totals_from_row).await

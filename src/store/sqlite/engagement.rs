@@ -371,7 +371,7 @@ impl SqliteUnitOfWork {
             .bind(issue.issued_at.timestamp_micros()) // ?4
             .bind(date_text(issue.local_date)) // ?5
             .bind(issue.slot) // ?6
-            .bind(&issue.coupon_code); // ?7
+            .bind(coupon_of(&issue.coupon_code)); // ?7
         self.run(query)
     }
 
@@ -405,31 +405,30 @@ impl SqliteUnitOfWork {
             .bind(&issue.rule_id) // ?1
             .bind(&issue.member_id) // ?2
             .bind(date_text(issue.issued_on)) // ?3
-            .bind(&issue.coupon_code); // ?4
+            .bind(coupon_of(&issue.coupon_code)); // ?4
         self.run(query)
     }
 
-    /// Coupons whose source names a geo, visit or receipt rule that does not exist (`omo verify`).
+    /// Coupons whose source names a rule (geo, visit, receipt or rule) that does not exist
+    /// (`omo verify`).
     pub(super) fn coupons_without_rule(&self) -> StoreResult<Vec<String>> {
         let query = self.query(
             r"
             select c.code
             from coupons c
-            where (c.source like 'geo:%'
-                    and not exists (
-                        select 1 from geo_rules r where 'geo:' || r.rule_id = c.source))
-                or (c.source like 'visit:%'
-                    and not exists (
-                        select 1 from visit_rules r where 'visit:' || r.rule_id = c.source))
-                or (c.source like 'receipt:%'
-                    and not exists (
-                        select 1 from receipt_rules r where 'receipt:' || r.rule_id = c.source))
-                or (c.source like 'rule:%'
-                    and not exists (
-                        select 1 from rules r where 'rule:' || r.rule_id = c.source))
+            where (c.source like 'geo:%' or c.source like 'visit:%'
+                    or c.source like 'receipt:%' or c.source like 'rule:%')
+                and not exists (
+                    select 1 from rules r
+                    where r.rule_id = substr(c.source, instr(c.source, ':') + 1))
             order by c.code
             ",
         )?;
         self.fetch_all(query, |row| col(row, 0))
     }
+}
+
+/// An issue's coupon, or none (null) for a firing that gave points only.
+fn coupon_of(code: &str) -> Option<&str> {
+    (!code.is_empty()).then_some(code)
 }

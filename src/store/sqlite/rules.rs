@@ -124,12 +124,14 @@ impl SqliteUnitOfWork {
         let query = self
             .query(
                 r"
-                select rule_id, sum(fired) as fired, count(*) as members,
-                       sum(points) as points, sum(coupons) as coupons
-                from rule_counters
-                where ?1 is null or rule_id = ?1
-                group by rule_id
-                order by rule_id
+                select c.rule_id, sum(c.fired) as fired, count(*) as members,
+                       sum(c.points) as points, sum(c.coupons) as coupons
+                from rule_counters c
+                join members m on m.member_id = c.member_id
+                -- A merged member's counters were carried to the member it was merged into.
+                where m.state <> 'merged' and (?1 is null or c.rule_id = ?1)
+                group by c.rule_id
+                order by c.rule_id
                 ",
             )?
             .bind(rule_id); // ?1
