@@ -34,7 +34,13 @@ const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
 const LEASE_SECONDS: i64 = 15;
 /// Events planned per webhook, and attempts claimed, per round.
 const PLAN_PAGE: i64 = 500;
-const CLAIM_PAGE: i64 = 50;
+const CLAIM_PAGE: i64 = 200;
+/// Attempts a worker makes at once.
+const PARALLEL_SENDS: usize = 8;
+/// Widest span of seqs a round reads in one query.
+const MAX_SPAN: i64 = 5_000;
+/// Least time between two rounds of the worker.
+const MIN_ROUND_GAP: StdDuration = StdDuration::from_millis(50);
 
 type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
@@ -164,6 +170,9 @@ impl Engine {
             if let Err(error) = self.deliver_webhooks().await {
                 tracing::error!(%error, "webhook delivery round failed");
             }
+            // Under load a round takes the events of many batches: its few transactions
+            // (plan, claim, record) are not paid per batch of sales.
+            tokio::time::sleep(MIN_ROUND_GAP).await;
             let _ = tokio::time::timeout(interval, numbered.changed()).await;
         }
     }
@@ -200,14 +209,20 @@ impl Engine {
                 self.measure_pending().await?;
                 return Ok(attempts);
             }
+            let events = self.events_of(&claimed).await?;
             let sends = claimed.into_iter().filter_map(|delivery| {
                 let record = secrets.get(&delivery.webhook_id)?.clone();
-                Some(self.attempt(record, delivery))
+                let event = events.get(&delivery.seq).cloned();
+                Some(self.attempt(record, delivery, event))
             });
-            let outcomes: Vec<Delivery> = futures_util::future::join_all(sends)
-                .await
-                .into_iter()
-                .collect::<Result<_, _>>()?;
+            // A few at once: each receiver gets a handful of kept-alive connections, not one
+            // per delivery of the round.
+            use futures_util::stream::StreamExt as _;
+            let outcomes: Vec<Result<Delivery, EngineError>> = futures_util::stream::iter(sends)
+                .buffer_unordered(PARALLEL_SENDS)
+                .collect()
+                .await;
+            let outcomes: Vec<Delivery> = outcomes.into_iter().collect::<Result<_, _>>()?;
             // The round's attempts recorded in one transaction (one commit, not one each).
             let mut uow = self.store().begin().await?;
             for delivery in &outcomes {
@@ -266,8 +281,8 @@ impl Engine {
         &self,
         record: WebhookRecord,
         delivery: Delivery,
+        event: Option<Event>,
     ) -> Result<Delivery, EngineError> {
-        let event = self.event_at(delivery.seq).await?;
         let status = match event {
             Some(event) if record.webhook.enabled => self.post(&record, &event, self.now()).await,
             // Disabled since it was claimed (or the event is gone): tried again later.
@@ -280,14 +295,36 @@ impl Engine {
         Ok(delivery)
     }
 
-    async fn event_at(&self, seq: i64) -> Result<Option<Event>, EngineError> {
-        let filter = EventFilter {
-            after_seq: seq - 1,
-            limit: 1,
-            until_seq: seq,
-            ..EventFilter::default()
+    /// The events of a round's deliveries, read with one query over their seqs' span (a
+    /// round is mostly the newest events; a span too wide is read event by event).
+    async fn events_of(
+        &self,
+        deliveries: &[Delivery],
+    ) -> Result<std::collections::HashMap<i64, Event>, EngineError> {
+        let seqs: std::collections::BTreeSet<i64> = deliveries.iter().map(|d| d.seq).collect();
+        let (Some(&first), Some(&last)) = (seqs.first(), seqs.last()) else {
+            return Ok(Default::default());
         };
-        Ok(self.list_events(&filter).await?.pop())
+        let spans: Vec<(i64, i64)> = if last - first < MAX_SPAN {
+            vec![(first, last)]
+        } else {
+            seqs.iter().map(|&seq| (seq, seq)).collect()
+        };
+        let mut events = std::collections::HashMap::new();
+        for (from, to) in spans {
+            let filter = EventFilter {
+                after_seq: from - 1,
+                limit: to - from + 1,
+                until_seq: to,
+                ..EventFilter::default()
+            };
+            for event in self.list_events(&filter).await? {
+                if seqs.contains(&event.seq) {
+                    events.insert(event.seq, event);
+                }
+            }
+        }
+        Ok(events)
     }
 
     /// POSTs the event, signed; the HTTP status, or 0 for no answer within 10 s.
