@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Basket, Channel, MemberRef } from "./common_pb.js";
+import type { Basket, Channel, LineItem, MemberRef } from "./common_pb.js";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
@@ -152,6 +152,13 @@ export declare type Order = Message<"omo.v1.Order"> & {
    * @generated from field: repeated omo.v1.EarnPart earn_breakdown = 19;
    */
   earnBreakdown: EarnPart[];
+
+  /**
+   * The basket's lines, each with how many of its items were returned.
+   *
+   * @generated from field: repeated omo.v1.OrderLine lines = 20;
+   */
+  lines: OrderLine[];
 };
 
 /**
@@ -830,7 +837,94 @@ export declare const RecordSaleResponseSchema: GenMessage<RecordSaleResponse>;
 
 /**
  * Request of CheckoutService.GetOrder.
+ * A line of an order: the basket's line item and how many of its items refunds returned.
  *
+ * @generated from message omo.v1.OrderLine
+ */
+export declare type OrderLine = Message<"omo.v1.OrderLine"> & {
+  /**
+   * The line as the basket gave it.
+   *
+   * @generated from field: omo.v1.LineItem item = 1;
+   */
+  item?: LineItem | undefined;
+
+  /**
+   * Items of this line returned by line-wise refunds so far.
+   *
+   * @generated from field: int32 refunded_quantity = 2;
+   */
+  refundedQuantity: number;
+};
+
+/**
+ * Describes the message omo.v1.OrderLine.
+ * Use `create(OrderLineSchema)` to create a new message.
+ */
+export declare const OrderLineSchema: GenMessage<OrderLine>;
+
+/**
+ * Request of CheckoutService.ListOrders.
+ *
+ * @generated from message omo.v1.ListOrdersRequest
+ */
+export declare type ListOrdersRequest = Message<"omo.v1.ListOrdersRequest"> & {
+  /**
+   * Whose orders.
+   *
+   * @generated from field: omo.v1.MemberRef member = 1;
+   */
+  member?: MemberRef | undefined;
+
+  /**
+   * At most this many orders (0: 50; at most 500).
+   *
+   * @generated from field: int32 page_size = 2;
+   */
+  pageSize: number;
+
+  /**
+   * A next_page_token from an earlier call; empty for the first page.
+   *
+   * @generated from field: string page_token = 3;
+   */
+  pageToken: string;
+};
+
+/**
+ * Describes the message omo.v1.ListOrdersRequest.
+ * Use `create(ListOrdersRequestSchema)` to create a new message.
+ */
+export declare const ListOrdersRequestSchema: GenMessage<ListOrdersRequest>;
+
+/**
+ * Response of CheckoutService.ListOrders.
+ *
+ * @generated from message omo.v1.ListOrdersResponse
+ */
+export declare type ListOrdersResponse = Message<"omo.v1.ListOrdersResponse"> & {
+  /**
+   * Newest first.
+   *
+   * @generated from field: repeated omo.v1.Order orders = 1;
+   */
+  orders: Order[];
+
+  /**
+   * Token of the next page; empty on the last page.
+   *
+   * @generated from field: string next_page_token = 2;
+   */
+  nextPageToken: string;
+};
+
+/**
+ * Describes the message omo.v1.ListOrdersResponse.
+ * Use `create(ListOrdersResponseSchema)` to create a new message.
+ */
+export declare const ListOrdersResponseSchema: GenMessage<ListOrdersResponse>;
+
+/**
  * @generated from message omo.v1.GetOrderRequest
  */
 export declare type GetOrderRequest = Message<"omo.v1.GetOrderRequest"> & {
@@ -1014,6 +1108,17 @@ export declare const CheckoutService: GenService<{
     methodKind: "unary";
     input: typeof GetOrderRequestSchema;
     output: typeof GetOrderResponseSchema;
+  },
+  /**
+   * A member's orders in every channel, newest first (by created_at), with their lines.
+   * Roles: checkout, app, admin. Unknown member: NOT_FOUND, reason MEMBER_NOT_FOUND.
+   *
+   * @generated from rpc omo.v1.CheckoutService.ListOrders
+   */
+  listOrders: {
+    methodKind: "unary";
+    input: typeof ListOrdersRequestSchema;
+    output: typeof ListOrdersResponseSchema;
   },
 }>;
 

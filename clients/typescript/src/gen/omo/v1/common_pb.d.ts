@@ -170,6 +170,62 @@ export declare type LatLng = Message<"omo.v1.LatLng"> & {
 export declare const LatLngSchema: GenMessage<LatLng>;
 
 /**
+ * What one rule would do.
+ *
+ * @generated from message omo.v1.RuleOutcome
+ */
+export declare type RuleOutcome = Message<"omo.v1.RuleOutcome"> & {
+  /**
+   * The rule.
+   *
+   * @generated from field: string rule_id = 1;
+   */
+  ruleId: string;
+
+  /**
+   * Whether it would fire.
+   *
+   * @generated from field: bool fired = 2;
+   */
+  fired: boolean;
+
+  /**
+   * Why not: RULE_DISABLED, OUTSIDE_PERIOD, OUTSIDE_HOURS, CONDITION_NOT_MET, COOLDOWN,
+   * MEMBER_LIMIT, DAILY_CAP, BUDGET_EXHAUSTED; empty when it fires.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * The rule's own points.
+   *
+   * @generated from field: int64 points = 4;
+   */
+  points: bigint;
+
+  /**
+   * Campaigns of the coupons it would issue.
+   *
+   * @generated from field: repeated string campaign_ids = 5;
+   */
+  campaignIds: string[];
+
+  /**
+   * GEO rules in a LocationResult: the store it was decided at; empty elsewhere.
+   *
+   * @generated from field: string store_id = 6;
+   */
+  storeId: string;
+};
+
+/**
+ * Describes the message omo.v1.RuleOutcome.
+ * Use `create(RuleOutcomeSchema)` to create a new message.
+ */
+export declare const RuleOutcomeSchema: GenMessage<RuleOutcome>;
+
+/**
  * The sales channel a request or transaction belongs to.
  *
  * @generated from enum omo.v1.Channel

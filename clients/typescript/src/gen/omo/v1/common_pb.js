@@ -8,7 +8,7 @@ import { enumDesc, fileDesc, messageDesc, tsEnum } from "@bufbuild/protobuf/code
  * Describes the file omo/v1/common.proto.
  */
 export const file_omo_v1_common = /*@__PURE__*/
-  fileDesc("ChNvbW8vdjEvY29tbW9uLnByb3RvEgZvbW8udjEiUQoJTWVtYmVyUmVmEhMKCW1lbWJlcl9pZBgBIAEoCUgAEigKCmlkZW50aWZpZXIYAiABKAsyEi5vbW8udjEuSWRlbnRpZmllckgAQgUKA3JlZiIpCgpJZGVudGlmaWVyEgwKBGtpbmQYASABKAkSDQoFdmFsdWUYAiABKAkiKQoGQmFza2V0Eh8KBWxpbmVzGAEgAygLMhAub21vLnYxLkxpbmVJdGVtIlwKCExpbmVJdGVtEg8KB2xpbmVfaWQYASABKAkSCwoDc2t1GAIgASgJEhAKCGNhdGVnb3J5GAMgASgJEhAKCHF1YW50aXR5GAQgASgFEg4KBmFtb3VudBgFIAEoCSItCgZMYXRMbmcSEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBKlYKB0NoYW5uZWwSFwoTQ0hBTk5FTF9VTlNQRUNJRklFRBAAEg4KCkNIQU5ORUxfRUMQARIRCg1DSEFOTkVMX1NUT1JFEAISDwoLQ0hBTk5FTF9BUFAQA2IGcHJvdG8z");
+  fileDesc("ChNvbW8vdjEvY29tbW9uLnByb3RvEgZvbW8udjEiUQoJTWVtYmVyUmVmEhMKCW1lbWJlcl9pZBgBIAEoCUgAEigKCmlkZW50aWZpZXIYAiABKAsyEi5vbW8udjEuSWRlbnRpZmllckgAQgUKA3JlZiIpCgpJZGVudGlmaWVyEgwKBGtpbmQYASABKAkSDQoFdmFsdWUYAiABKAkiKQoGQmFza2V0Eh8KBWxpbmVzGAEgAygLMhAub21vLnYxLkxpbmVJdGVtIlwKCExpbmVJdGVtEg8KB2xpbmVfaWQYASABKAkSCwoDc2t1GAIgASgJEhAKCGNhdGVnb3J5GAMgASgJEhAKCHF1YW50aXR5GAQgASgFEg4KBmFtb3VudBgFIAEoCSItCgZMYXRMbmcSEAoIbGF0aXR1ZGUYASABKAESEQoJbG9uZ2l0dWRlGAIgASgBInUKC1J1bGVPdXRjb21lEg8KB3J1bGVfaWQYASABKAkSDQoFZmlyZWQYAiABKAgSDgoGcmVhc29uGAMgASgJEg4KBnBvaW50cxgEIAEoAxIUCgxjYW1wYWlnbl9pZHMYBSADKAkSEAoIc3RvcmVfaWQYBiABKAkqVgoHQ2hhbm5lbBIXChNDSEFOTkVMX1VOU1BFQ0lGSUVEEAASDgoKQ0hBTk5FTF9FQxABEhEKDUNIQU5ORUxfU1RPUkUQAhIPCgtDSEFOTkVMX0FQUBADYgZwcm90bzM");
 
 /**
  * Describes the message omo.v1.MemberRef.
@@ -44,6 +44,13 @@ export const LineItemSchema = /*@__PURE__*/
  */
 export const LatLngSchema = /*@__PURE__*/
   messageDesc(file_omo_v1_common, 4);
+
+/**
+ * Describes the message omo.v1.RuleOutcome.
+ * Use `create(RuleOutcomeSchema)` to create a new message.
+ */
+export const RuleOutcomeSchema = /*@__PURE__*/
+  messageDesc(file_omo_v1_common, 5);
 
 /**
  * Describes the enum omo.v1.Channel.

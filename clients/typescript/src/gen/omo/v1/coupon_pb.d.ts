@@ -5,7 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Channel, MemberRef } from "./common_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file omo/v1/coupon.proto.
@@ -685,6 +685,114 @@ export declare type GetCouponResponse = Message<"omo.v1.GetCouponResponse"> & {
 export declare const GetCouponResponseSchema: GenMessage<GetCouponResponse>;
 
 /**
+ * Request of CouponService.RevokeCoupon.
+ *
+ * @generated from message omo.v1.RevokeCouponRequest
+ */
+export declare type RevokeCouponRequest = Message<"omo.v1.RevokeCouponRequest"> & {
+  /**
+   * Client-chosen idempotency key (1-128 chars, scoped per API key).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The coupon's code (case-insensitive).
+   *
+   * @generated from field: string code = 2;
+   */
+  code: string;
+
+  /**
+   * Why it is revoked (free text, kept in the ledger transaction's metadata).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message omo.v1.RevokeCouponRequest.
+ * Use `create(RevokeCouponRequestSchema)` to create a new message.
+ */
+export declare const RevokeCouponRequestSchema: GenMessage<RevokeCouponRequest>;
+
+/**
+ * Response of CouponService.RevokeCoupon.
+ *
+ * @generated from message omo.v1.RevokeCouponResponse
+ */
+export declare type RevokeCouponResponse = Message<"omo.v1.RevokeCouponResponse"> & {
+  /**
+   * The coupon, now COUPON_STATE_REVOKED.
+   *
+   * @generated from field: omo.v1.Coupon coupon = 1;
+   */
+  coupon?: Coupon | undefined;
+};
+
+/**
+ * Describes the message omo.v1.RevokeCouponResponse.
+ * Use `create(RevokeCouponResponseSchema)` to create a new message.
+ */
+export declare const RevokeCouponResponseSchema: GenMessage<RevokeCouponResponse>;
+
+/**
+ * Request of CouponService.UpdateCampaign.
+ *
+ * @generated from message omo.v1.UpdateCampaignRequest
+ */
+export declare type UpdateCampaignRequest = Message<"omo.v1.UpdateCampaignRequest"> & {
+  /**
+   * Client-chosen idempotency key (optional; 1-128 chars, scoped per API key).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The campaign's campaign_id and the new values of the masked fields.
+   *
+   * @generated from field: omo.v1.Campaign campaign = 2;
+   */
+  campaign?: Campaign | undefined;
+
+  /**
+   * Fields to change: name, ends_at, issue_limit, per_member_limit.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 3;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message omo.v1.UpdateCampaignRequest.
+ * Use `create(UpdateCampaignRequestSchema)` to create a new message.
+ */
+export declare const UpdateCampaignRequestSchema: GenMessage<UpdateCampaignRequest>;
+
+/**
+ * Response of CouponService.UpdateCampaign.
+ *
+ * @generated from message omo.v1.UpdateCampaignResponse
+ */
+export declare type UpdateCampaignResponse = Message<"omo.v1.UpdateCampaignResponse"> & {
+  /**
+   * The campaign as changed.
+   *
+   * @generated from field: omo.v1.Campaign campaign = 1;
+   */
+  campaign?: Campaign | undefined;
+};
+
+/**
+ * Describes the message omo.v1.UpdateCampaignResponse.
+ * Use `create(UpdateCampaignResponseSchema)` to create a new message.
+ */
+export declare const UpdateCampaignResponseSchema: GenMessage<UpdateCampaignResponse>;
+
+/**
  * Lifecycle state of a coupon.
  *
  * @generated from enum omo.v1.CouponState
@@ -805,6 +913,33 @@ export declare const CouponService: GenService<{
     methodKind: "unary";
     input: typeof GetCouponRequestSchema;
     output: typeof GetCouponResponseSchema;
+  },
+  /**
+   * Revokes an active coupon (admin): COUPON_STATE_REVOKED, its unit booked to
+   * campaign:<id>:revoked. A reserved coupon: FAILED_PRECONDITION, reason COUPON_RESERVED;
+   * redeemed, expired or revoked already: FAILED_PRECONDITION, reason COUPON_NOT_ACTIVE (or
+   * COUPON_EXPIRED past its validity). Unknown code: NOT_FOUND, reason COUPON_NOT_FOUND.
+   *
+   * @generated from rpc omo.v1.CouponService.RevokeCoupon
+   */
+  revokeCoupon: {
+    methodKind: "unary";
+    input: typeof RevokeCouponRequestSchema;
+    output: typeof RevokeCouponResponseSchema;
+  },
+  /**
+   * Changes a campaign's name, ends_at, issue_limit or per_member_limit (admin), as
+   * update_mask names them. ends_at at or before now ends it early (no more issuing, its
+   * public code no longer applies; coupons already issued keep their validity). An
+   * issue_limit below the coupons already issued: FAILED_PRECONDITION, reason
+   * ISSUE_LIMIT_BELOW_ISSUED. Unknown campaign: NOT_FOUND, reason CAMPAIGN_NOT_FOUND.
+   *
+   * @generated from rpc omo.v1.CouponService.UpdateCampaign
+   */
+  updateCampaign: {
+    methodKind: "unary";
+    input: typeof UpdateCampaignRequestSchema;
+    output: typeof UpdateCampaignResponseSchema;
   },
 }>;
 

@@ -5,7 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
-import type { LineItem, MemberRef } from "./common_pb.js";
+import type { LineItem, MemberRef, RuleOutcome } from "./common_pb.js";
 import type { Coupon, PercentOff } from "./coupon_pb.js";
 
 /**
@@ -279,6 +279,15 @@ export declare type LocationResult = Message<"omo.v1.LocationResult"> & {
    * @generated from field: repeated omo.v1.Coupon coupons_issued = 4;
    */
   couponsIssued: Coupon[];
+
+  /**
+   * The GEO rules decided for this report, at each store whose visit it changed: those that
+   * fired, and why each other did not (OUTSIDE_HOURS, COOLDOWN, DAILY_CAP, … as SimulateRules
+   * names them; CONDITION_NOT_MET when the dwell is still too short).
+   *
+   * @generated from field: repeated omo.v1.RuleOutcome rule_outcomes = 5;
+   */
+  ruleOutcomes: RuleOutcome[];
 };
 
 /**

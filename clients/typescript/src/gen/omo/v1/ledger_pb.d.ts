@@ -397,6 +397,67 @@ export declare type AdjustPointsResponse = Message<"omo.v1.AdjustPointsResponse"
 export declare const AdjustPointsResponseSchema: GenMessage<AdjustPointsResponse>;
 
 /**
+ * Request of LedgerService.TransferPoints.
+ *
+ * @generated from message omo.v1.TransferPointsRequest
+ */
+export declare type TransferPointsRequest = Message<"omo.v1.TransferPointsRequest"> & {
+  /**
+   * Client-chosen idempotency key (1-128 chars, scoped per API key).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The member giving the points.
+   *
+   * @generated from field: omo.v1.MemberRef from_member = 2;
+   */
+  fromMember?: MemberRef | undefined;
+
+  /**
+   * The member receiving them (another member).
+   *
+   * @generated from field: omo.v1.MemberRef to_member = 3;
+   */
+  toMember?: MemberRef | undefined;
+
+  /**
+   * Points to move (> 0).
+   *
+   * @generated from field: int64 points = 4;
+   */
+  points: bigint;
+};
+
+/**
+ * Describes the message omo.v1.TransferPointsRequest.
+ * Use `create(TransferPointsRequestSchema)` to create a new message.
+ */
+export declare const TransferPointsRequestSchema: GenMessage<TransferPointsRequest>;
+
+/**
+ * Response of LedgerService.TransferPoints.
+ *
+ * @generated from message omo.v1.TransferPointsResponse
+ */
+export declare type TransferPointsResponse = Message<"omo.v1.TransferPointsResponse"> & {
+  /**
+   * The ledger transaction written.
+   *
+   * @generated from field: omo.v1.Transaction transaction = 1;
+   */
+  transaction?: Transaction | undefined;
+};
+
+/**
+ * Describes the message omo.v1.TransferPointsResponse.
+ * Use `create(TransferPointsResponseSchema)` to create a new message.
+ */
+export declare const TransferPointsResponseSchema: GenMessage<TransferPointsResponse>;
+
+/**
  * Point balances and the double-entry journal.
  *
  * @generated from service omo.v1.LedgerService
@@ -432,6 +493,20 @@ export declare const LedgerService: GenService<{
     methodKind: "unary";
     input: typeof AdjustPointsRequestSchema;
     output: typeof AdjustPointsResponseSchema;
+  },
+  /**
+   * Moves available points from one member to another (app, admin), soonest-expiring first;
+   * the receiver's points keep their expiries (limited-time points stay limited). One
+   * transaction ("transfer"), listed under the sender, metadata to_member_id. More than
+   * available: FAILED_PRECONDITION, reason INSUFFICIENT_POINTS. The same member on both sides:
+   * INVALID_ARGUMENT.
+   *
+   * @generated from rpc omo.v1.LedgerService.TransferPoints
+   */
+  transferPoints: {
+    methodKind: "unary";
+    input: typeof TransferPointsRequestSchema;
+    output: typeof TransferPointsResponseSchema;
   },
 }>;
 

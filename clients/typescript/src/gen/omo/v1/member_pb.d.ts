@@ -5,7 +5,7 @@
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 import type { Identifier, MemberRef } from "./common_pb.js";
-import type { Timestamp } from "@bufbuild/protobuf/wkt";
+import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
 /**
  * Describes the file omo/v1/member.proto.
@@ -59,6 +59,13 @@ export declare type Member = Message<"omo.v1.Member"> & {
    * @generated from field: google.protobuf.Timestamp created_at = 6;
    */
   createdAt?: Timestamp | undefined;
+
+  /**
+   * Free attributes for segments (UpdateMember), e.g. "birth_month": "04".
+   *
+   * @generated from field: map<string, string> attributes = 7;
+   */
+  attributes: { [key: string]: string };
 };
 
 /**
@@ -270,6 +277,176 @@ export declare type MergeMembersResponse = Message<"omo.v1.MergeMembersResponse"
 export declare const MergeMembersResponseSchema: GenMessage<MergeMembersResponse>;
 
 /**
+ * Request of MemberService.UpdateMember.
+ *
+ * @generated from message omo.v1.UpdateMemberRequest
+ */
+export declare type UpdateMemberRequest = Message<"omo.v1.UpdateMemberRequest"> & {
+  /**
+   * Client-chosen idempotency key (1-128 chars, scoped per API key).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The member to change.
+   *
+   * @generated from field: omo.v1.MemberRef member = 2;
+   */
+  member?: MemberRef | undefined;
+
+  /**
+   * New display name (0-200 chars), when update_mask names display_name.
+   *
+   * @generated from field: string display_name = 3;
+   */
+  displayName: string;
+
+  /**
+   * New attributes, replacing all of them, when update_mask names attributes (at most 32;
+   * keys 1-64 chars, values at most 256).
+   *
+   * @generated from field: map<string, string> attributes = 4;
+   */
+  attributes: { [key: string]: string };
+
+  /**
+   * Fields to change: display_name, attributes.
+   *
+   * @generated from field: google.protobuf.FieldMask update_mask = 5;
+   */
+  updateMask?: FieldMask | undefined;
+};
+
+/**
+ * Describes the message omo.v1.UpdateMemberRequest.
+ * Use `create(UpdateMemberRequestSchema)` to create a new message.
+ */
+export declare const UpdateMemberRequestSchema: GenMessage<UpdateMemberRequest>;
+
+/**
+ * Response of MemberService.UpdateMember.
+ *
+ * @generated from message omo.v1.UpdateMemberResponse
+ */
+export declare type UpdateMemberResponse = Message<"omo.v1.UpdateMemberResponse"> & {
+  /**
+   * The member as changed.
+   *
+   * @generated from field: omo.v1.Member member = 1;
+   */
+  member?: Member | undefined;
+};
+
+/**
+ * Describes the message omo.v1.UpdateMemberResponse.
+ * Use `create(UpdateMemberResponseSchema)` to create a new message.
+ */
+export declare const UpdateMemberResponseSchema: GenMessage<UpdateMemberResponse>;
+
+/**
+ * Request of MemberService.UnlinkIdentifier.
+ *
+ * @generated from message omo.v1.UnlinkIdentifierRequest
+ */
+export declare type UnlinkIdentifierRequest = Message<"omo.v1.UnlinkIdentifierRequest"> & {
+  /**
+   * Client-chosen idempotency key (1-128 chars, scoped per API key).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The member.
+   *
+   * @generated from field: omo.v1.MemberRef member = 2;
+   */
+  member?: MemberRef | undefined;
+
+  /**
+   * The identifier to unlink (one of the member's).
+   *
+   * @generated from field: omo.v1.Identifier identifier = 3;
+   */
+  identifier?: Identifier | undefined;
+};
+
+/**
+ * Describes the message omo.v1.UnlinkIdentifierRequest.
+ * Use `create(UnlinkIdentifierRequestSchema)` to create a new message.
+ */
+export declare const UnlinkIdentifierRequestSchema: GenMessage<UnlinkIdentifierRequest>;
+
+/**
+ * Response of MemberService.UnlinkIdentifier.
+ *
+ * @generated from message omo.v1.UnlinkIdentifierResponse
+ */
+export declare type UnlinkIdentifierResponse = Message<"omo.v1.UnlinkIdentifierResponse"> & {
+  /**
+   * The member without the identifier.
+   *
+   * @generated from field: omo.v1.Member member = 1;
+   */
+  member?: Member | undefined;
+};
+
+/**
+ * Describes the message omo.v1.UnlinkIdentifierResponse.
+ * Use `create(UnlinkIdentifierResponseSchema)` to create a new message.
+ */
+export declare const UnlinkIdentifierResponseSchema: GenMessage<UnlinkIdentifierResponse>;
+
+/**
+ * Request of MemberService.EraseMember.
+ *
+ * @generated from message omo.v1.EraseMemberRequest
+ */
+export declare type EraseMemberRequest = Message<"omo.v1.EraseMemberRequest"> & {
+  /**
+   * Client-chosen idempotency key (1-128 chars, scoped per API key).
+   *
+   * @generated from field: string request_id = 1;
+   */
+  requestId: string;
+
+  /**
+   * The member to erase.
+   *
+   * @generated from field: omo.v1.MemberRef member = 2;
+   */
+  member?: MemberRef | undefined;
+};
+
+/**
+ * Describes the message omo.v1.EraseMemberRequest.
+ * Use `create(EraseMemberRequestSchema)` to create a new message.
+ */
+export declare const EraseMemberRequestSchema: GenMessage<EraseMemberRequest>;
+
+/**
+ * Response of MemberService.EraseMember.
+ *
+ * @generated from message omo.v1.EraseMemberResponse
+ */
+export declare type EraseMemberResponse = Message<"omo.v1.EraseMemberResponse"> & {
+  /**
+   * The member, now MEMBER_STATE_ERASED.
+   *
+   * @generated from field: omo.v1.Member member = 1;
+   */
+  member?: Member | undefined;
+};
+
+/**
+ * Describes the message omo.v1.EraseMemberResponse.
+ * Use `create(EraseMemberResponseSchema)` to create a new message.
+ */
+export declare const EraseMemberResponseSchema: GenMessage<EraseMemberResponse>;
+
+/**
  * Lifecycle state of a member.
  *
  * @generated from enum omo.v1.MemberState
@@ -295,6 +472,14 @@ export enum MemberState {
    * @generated from enum value: MEMBER_STATE_MERGED = 2;
    */
   MERGED = 2,
+
+  /**
+   * Personal data erased (EraseMember): no identifiers, name or attributes; the member_id
+   * stays in the ledger as a pseudonym. No longer mutable (reason MEMBER_ERASED).
+   *
+   * @generated from enum value: MEMBER_STATE_ERASED = 3;
+   */
+  ERASED = 3,
 }
 
 /**
@@ -351,6 +536,41 @@ export declare const MemberService: GenService<{
     methodKind: "unary";
     input: typeof MergeMembersRequestSchema;
     output: typeof MergeMembersResponseSchema;
+  },
+  /**
+   * Changes a member's display_name and/or attributes, as update_mask names them (app, admin).
+   *
+   * @generated from rpc omo.v1.MemberService.UpdateMember
+   */
+  updateMember: {
+    methodKind: "unary";
+    input: typeof UpdateMemberRequestSchema;
+    output: typeof UpdateMemberResponseSchema;
+  },
+  /**
+   * Unlinks one of the member's identifiers (app, admin). An identifier that is not this
+   * member's: INVALID_ARGUMENT on identifier.
+   *
+   * @generated from rpc omo.v1.MemberService.UnlinkIdentifier
+   */
+  unlinkIdentifier: {
+    methodKind: "unary";
+    input: typeof UnlinkIdentifierRequestSchema;
+    output: typeof UnlinkIdentifierResponseSchema;
+  },
+  /**
+   * Erases a member's personal data (admin): identifiers, display_name, attributes, location
+   * history and receipts' text are deleted; the points left are booked to program:forfeited
+   * and active coupons revoked, through the ledger; the member_id stays as a pseudonym in the
+   * ledger, MEMBER_STATE_ERASED. Any later mutation naming it: FAILED_PRECONDITION, reason
+   * MEMBER_ERASED. An open (authorized) order: FAILED_PRECONDITION, MEMBER_HAS_OPEN_ORDERS.
+   *
+   * @generated from rpc omo.v1.MemberService.EraseMember
+   */
+  eraseMember: {
+    methodKind: "unary";
+    input: typeof EraseMemberRequestSchema;
+    output: typeof EraseMemberResponseSchema;
   },
 }>;
 

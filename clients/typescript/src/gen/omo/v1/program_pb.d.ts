@@ -115,6 +115,22 @@ export declare type Program = Message<"omo.v1.Program"> & {
    * @generated from field: string receipt_review_threshold = 13;
    */
   receiptReviewThreshold: string;
+
+  /**
+   * Days before a lot of points expires that its points.expiring event is written (once per
+   * lot); 0 = no reminders; default 7.
+   *
+   * @generated from field: int32 expiry_reminder_days = 14;
+   */
+  expiryReminderDays: number;
+
+  /**
+   * An accepted location this close (meters) to a store with a coupon on offer there writes
+   * an offer.nearby event (once per member, store and local day); 0 = none; default 200.
+   *
+   * @generated from field: int32 nearby_offer_radius_m = 15;
+   */
+  nearbyOfferRadiusM: number;
 };
 
 /**

@@ -4,7 +4,7 @@
 
 import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
-import type { Basket, Channel, MemberRef } from "./common_pb.js";
+import type { Basket, Channel, MemberRef, RuleOutcome } from "./common_pb.js";
 import type { ActiveHours, VisitRuleKind } from "./engagement_pb.js";
 import type { FieldMask, Timestamp } from "@bufbuild/protobuf/wkt";
 
@@ -723,55 +723,6 @@ export declare type SimulateRulesRequest = Message<"omo.v1.SimulateRulesRequest"
  * Use `create(SimulateRulesRequestSchema)` to create a new message.
  */
 export declare const SimulateRulesRequestSchema: GenMessage<SimulateRulesRequest>;
-
-/**
- * What one rule would do.
- *
- * @generated from message omo.v1.RuleOutcome
- */
-export declare type RuleOutcome = Message<"omo.v1.RuleOutcome"> & {
-  /**
-   * The rule.
-   *
-   * @generated from field: string rule_id = 1;
-   */
-  ruleId: string;
-
-  /**
-   * Whether it would fire.
-   *
-   * @generated from field: bool fired = 2;
-   */
-  fired: boolean;
-
-  /**
-   * Why not: RULE_DISABLED, OUTSIDE_PERIOD, OUTSIDE_HOURS, CONDITION_NOT_MET, COOLDOWN,
-   * MEMBER_LIMIT, DAILY_CAP, BUDGET_EXHAUSTED; empty when it fires.
-   *
-   * @generated from field: string reason = 3;
-   */
-  reason: string;
-
-  /**
-   * The rule's own points.
-   *
-   * @generated from field: int64 points = 4;
-   */
-  points: bigint;
-
-  /**
-   * Campaigns of the coupons it would issue.
-   *
-   * @generated from field: repeated string campaign_ids = 5;
-   */
-  campaignIds: string[];
-};
-
-/**
- * Describes the message omo.v1.RuleOutcome.
- * Use `create(RuleOutcomeSchema)` to create a new message.
- */
-export declare const RuleOutcomeSchema: GenMessage<RuleOutcome>;
 
 /**
  * Response of RuleService.SimulateRules.
