@@ -93,6 +93,8 @@ pub async fn serve(
         .route("/logout", post(logout))
         .route("/receipts/review", post(review_receipt))
         .route("/rules/enabled", post(set_rule_enabled))
+        .route("/campaigns/end", post(end_campaign))
+        .route("/coupons/revoke", post(revoke_coupon))
         .layer(middleware::map_response(harden))
         .with_state(Dashboard {
             engine,
@@ -529,6 +531,90 @@ async fn set_rule_enabled(
     acted(outcome, "/#rules")
 }
 
+#[derive(serde::Deserialize)]
+struct EndCampaignForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    campaign_id: String,
+}
+
+#[derive(serde::Deserialize)]
+struct RevokeForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    code: String,
+    #[serde(default)]
+    reason: String,
+}
+
+/// End a campaign now: UpdateCampaign's own validation (mask `ends_at`) and engine command.
+/// A campaign ends once, so its request id is the campaign's alone.
+async fn end_campaign(
+    State(dash): State<Dashboard>,
+    headers: HeaderMap,
+    Form(form): Form<EndCampaignForm>,
+) -> Response {
+    let caller = match form_caller(&dash, &headers, &form.csrf).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let now = dash.engine.now();
+    let request = crate::proto::UpdateCampaignRequest {
+        request_id: form_request_id("end-campaign", &[&form.campaign_id]),
+        campaign: Some(crate::proto::Campaign {
+            campaign_id: form.campaign_id,
+            ends_at: Some(prost_types::Timestamp {
+                seconds: now.timestamp(),
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        update_mask: Some(prost_types::FieldMask {
+            paths: vec!["ends_at".into()],
+        }),
+    };
+    let outcome = match crate::grpc::coupon::update_campaign_command(&request) {
+        Ok((request_id, command)) => dash
+            .engine
+            .execute(&caller, request_id.as_deref(), command)
+            .await
+            .map(drop)
+            .map_err(ActionError::Engine),
+        Err(status) => Err(ActionError::Invalid(status.message().to_string())),
+    };
+    acted(outcome, "/#campaigns")
+}
+
+/// Revoke a coupon by its code: RevokeCoupon's own validation and engine command.
+async fn revoke_coupon(
+    State(dash): State<Dashboard>,
+    headers: HeaderMap,
+    Form(form): Form<RevokeForm>,
+) -> Response {
+    let caller = match form_caller(&dash, &headers, &form.csrf).await {
+        Ok(caller) => caller,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let code = form.code.trim().to_ascii_uppercase();
+    let request = crate::proto::RevokeCouponRequest {
+        request_id: form_request_id("revoke", &[&code]),
+        code,
+        reason: form.reason,
+    };
+    let outcome = match crate::grpc::coupon::revoke_command(&request) {
+        Ok(command) => dash
+            .engine
+            .execute(&caller, Some(&request.request_id), command)
+            .await
+            .map(drop)
+            .map_err(ActionError::Engine),
+        Err(status) => Err(ActionError::Invalid(status.message().to_string())),
+    };
+    acted(outcome, "/#campaigns")
+}
+
 enum ActionError {
     Invalid(String),
     Engine(EngineError),
@@ -610,7 +696,7 @@ async fn dashboard(State(dash): State<Dashboard>, headers: HeaderMap) -> Result<
                   @if let Some(token) = &access.csrf_token { (logout_form(token)) } }
             (liability_section(&reports.liability))
             (activity_section(&reports.activity))
-            (campaigns_section(&reports.campaigns))
+            (campaigns_section(&reports.campaigns, access.csrf_token.as_deref(), dash.engine.now()))
             (receipts_section(&reports.receipts, access.csrf_token.as_deref()))
             (rules_section(&reports.rules, access.csrf_token.as_deref()))
         },
@@ -688,14 +774,35 @@ fn activity_section(rows: &[ActivityRow]) -> Markup {
     }
 }
 
-fn campaigns_section(campaigns: &[(Campaign, CampaignStats)]) -> Markup {
+/// The campaigns; with a session (`csrf_token`), an open campaign has an End button and a form
+/// revokes a coupon by its code.
+fn campaigns_section(
+    campaigns: &[(Campaign, CampaignStats)],
+    csrf_token: Option<&str>,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Markup {
     html! {
         section #campaigns {
             h2 { "Campaigns" }
+            @if let Some(token) = csrf_token {
+                form.revoke method="post" action="/coupons/revoke" {
+                    input type="hidden" name="csrf" value=(token);
+                    label { "Revoke coupon " input type="text" name="code" required placeholder="code"; }
+                    label { " reason " input type="text" name="reason" placeholder="why"; }
+                    button type="submit" { "Revoke" }
+                }
+            }
             @if campaigns.is_empty() { p.empty { "No campaigns yet." } }
             @for (campaign, stats) in campaigns {
-                article.campaign {
+                article.campaign data-campaign-id=(campaign.campaign_id) {
                     h3 { (campaign.name) " " small { (campaign.campaign_id) } }
+                    @if let Some(token) = csrf_token.filter(|_| campaign.is_open(now)) {
+                        form.end method="post" action="/campaigns/end" {
+                            input type="hidden" name="csrf" value=(token);
+                            input type="hidden" name="campaign_id" value=(campaign.campaign_id);
+                            button type="submit" { "End now" }
+                        }
+                    }
                     (bar_chart(&[
                         ("issued".into(), stats.issued),
                         ("active".into(), stats.active),
@@ -791,9 +898,7 @@ fn rules_section(rules: &[Rule], csrf_token: Option<&str>) -> Markup {
                     tbody { @for rule in rules {
                         tr data-rule-id=(rule.rule_id) { td { (rule.rule_id) } td { (rule.name) } td { (rule.trigger.as_str()) }
                              td.state { @if rule.enabled { "enabled" } @else { "disabled" } }
-                             // GEO, VISIT and RECEIPT rules are changed through their own
-                             // EngagementService calls, which UpdateRule refuses.
-                             @if let Some(token) = csrf_token.filter(|_| rule.trigger.is_core()) { td.actions {
+                             @if let Some(token) = csrf_token { td.actions {
                                  form.toggle method="post" action="/rules/enabled" {
                                      input type="hidden" name="csrf" value=(token);
                                      input type="hidden" name="rule_id" value=(rule.rule_id);
@@ -801,7 +906,7 @@ fn rules_section(rules: &[Rule], csrf_token: Option<&str>) -> Markup {
                                      input type="hidden" name="seen" value=(rule.updated_at.timestamp_micros());
                                      button type="submit" { @if rule.enabled { "Disable" } @else { "Enable" } }
                                  }
-                             } } @else if csrf_token.is_some() { td {} } } } }
+                             } } } } }
                 } }
             }
         }

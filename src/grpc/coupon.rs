@@ -186,7 +186,7 @@ const MAX_REASON_CHARS: usize = 500;
 /// The campaign fields UpdateCampaign may change.
 const UPDATABLE_PATHS: [&str; 4] = ["name", "ends_at", "issue_limit", "per_member_limit"];
 
-pub(super) fn revoke_command(
+pub(crate) fn revoke_command(
     request: &proto::RevokeCouponRequest,
 ) -> Result<CouponCommand, Status> {
     let mut v = Violations::new();
@@ -203,7 +203,7 @@ pub(super) fn revoke_command(
 
 /// The request's masked fields, each checked as CreateCampaign checks it; fields left out
 /// of the mask are neither checked nor changed.
-pub(super) fn update_campaign_command(
+pub(crate) fn update_campaign_command(
     request: &proto::UpdateCampaignRequest,
 ) -> Result<(Option<String>, CouponCommand), Status> {
     let mut v = Violations::new();

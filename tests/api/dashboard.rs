@@ -934,5 +934,65 @@ async fn dashboard_actions_review_receipts_and_toggle_rules(app: &TestApp) {
         403
     );
     assert_eq!(rule_enabled(&listed_rules(app).await, "bonus"), Some(true));
+
+    // End a campaign early, and revoke one of its coupons.
+    app.admin
+        .coupons()
+        .create_campaign(proto::CreateCampaignRequest {
+            request_id: "dash-campaign".into(),
+            campaign: Some(proto::Campaign {
+                campaign_id: "dash-sale".into(),
+                name: "dash sale".into(),
+                discount: Some(proto::campaign::Discount::AmountOff("100".into())),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("campaign");
+    let coupon = app
+        .issue_coupon("dash-coupon", "dash-sale", &member_id)
+        .await
+        .expect("coupon");
+    let page = page_with(&target, &browser.cookie).await;
+    assert!(
+        page.body.contains("action=\"/campaigns/end\""),
+        "no End button"
+    );
+    let forged = format!("code={}&reason=fraud", coupon.code);
+    let refused = target
+        .post("/coupons/revoke", &browser.cookie, &forged)
+        .await;
+    assert_eq!(refused.status, 403);
+    let revoke = format!("csrf={}&code={}&reason=fraud", browser.csrf, coupon.code);
+    for _ in 0..2 {
+        let done = target
+            .post("/coupons/revoke", &browser.cookie, &revoke)
+            .await;
+        assert!(done.redirects_to("/#campaigns"), "{done:?}");
+    }
+    let revoked = app
+        .admin
+        .coupons()
+        .get_coupon(proto::GetCouponRequest {
+            code: coupon.code.clone(),
+        })
+        .await
+        .expect("coupon")
+        .into_inner()
+        .coupon
+        .expect("coupon");
+    assert_eq!(revoked.state, proto::CouponState::Revoked as i32);
+    let end = format!("csrf={}&campaign_id=dash-sale", browser.csrf);
+    let done = target.post("/campaigns/end", &browser.cookie, &end).await;
+    assert!(done.redirects_to("/#campaigns"), "{done:?}");
+    let page = page_with(&target, &browser.cookie).await;
+    assert!(
+        !page.body.contains("action=\"/campaigns/end\""),
+        "still open"
+    );
+    let late = app
+        .issue_coupon("dash-coupon-2", "dash-sale", &member_id)
+        .await;
+    assert!(late.is_err(), "an ended campaign issues nothing: {late:?}");
     app.verify_ok().await;
 }
