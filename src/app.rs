@@ -98,6 +98,7 @@ impl Application {
         engine.set_rate_limits(limits);
         engine.set_idempotency_retention_days(config.idempotency_retention_days);
         engine.set_retention_days(config.retention_days);
+        engine.set_event_retention_days(config.event_retention_days);
         if let Some(key) = seal_key {
             engine.set_seal_key(key);
         }

@@ -89,6 +89,10 @@ pub struct Config {
     /// for ever.
     #[arg(long, env = "OMO_RETENTION_DAYS", default_value_t = 90)]
     pub retention_days: u32,
+    /// Days events are kept in the feed once every webhook has them: the sweeper deletes the
+    /// older ones (oldest first, so the feed stays dense). 0 keeps them for ever.
+    #[arg(long, env = "OMO_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    pub event_retention_days: u32,
     /// On SIGTERM/SIGINT, how long calls in flight may take to finish before they are cut off
     /// (health turns NOT_SERVING and new calls are refused at once).
     #[arg(long, env = "OMO_SHUTDOWN_GRACE_S", default_value_t = 30)]
@@ -234,6 +238,7 @@ impl Config {
             seal_interval_ms: 0,
             idempotency_retention_days: 30,
             retention_days: 90,
+            event_retention_days: 30,
             shutdown_grace_s: 30,
             writers: None,
             http: None,

@@ -1001,6 +1001,15 @@ pub trait UnitOfWork: LedgerReads {
         created_before: DateTime<Utc>,
         limit: i64,
     ) -> StoreResult<u64>;
+    /// Deletes at most `limit` of the oldest events, none at or after the first event that
+    /// occurred at or after `occurred_before`, none a webhook has not been given yet, none
+    /// with a pending delivery (retention); how many it deleted. Deleting a prefix of the feed
+    /// keeps its seqs dense. Safe to run on several replicas at once.
+    async fn purge_events(
+        &mut self,
+        occurred_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64>;
     /// Deletes at most `limit` location reports recorded before `recorded_before` (retention);
     /// how many it deleted. Safe to run on several replicas at once.
     async fn purge_location_reports(

@@ -107,6 +107,8 @@ pub struct Engine {
     idempotency_retention: std::sync::OnceLock<Option<chrono::Duration>>,
     /// How long location reports and receipts' raw text are kept (see `sweeper.rs`).
     retention: std::sync::OnceLock<Option<chrono::Duration>>,
+    /// How long delivered events stay in the feed (`--event-retention-days`).
+    event_retention: std::sync::OnceLock<Option<chrono::Duration>>,
     /// The key of the journal's seals (`--seal-key-file`); unset: plain seals.
     seal_key: std::sync::OnceLock<crate::domain::seal::SealKey>,
     /// The highest event seq numbered, as the relay last saw it (see `events.rs`).
@@ -133,6 +135,7 @@ impl Engine {
             summaries_compacted: sweeper::HourGate::default(),
             idempotency_retention: std::sync::OnceLock::new(),
             retention: std::sync::OnceLock::new(),
+            event_retention: std::sync::OnceLock::new(),
             seal_key: std::sync::OnceLock::new(),
             events_seq: tokio::sync::watch::Sender::new(0),
             webhook_sender: webhooks::Sender::default(),

@@ -25,6 +25,8 @@ type Purge<'a> = Pin<Box<dyn Future<Output = StoreResult<u64>> + Send + 'a>>;
 const DEFAULT_RETENTION_DAYS: u32 = 30;
 /// Days location reports and receipts' raw text are kept when none is set (`--retention-days`).
 const DEFAULT_PERSONAL_RETENTION_DAYS: u32 = 90;
+/// Days delivered events stay in the feed when none is set (`--event-retention-days`).
+const DEFAULT_EVENT_RETENTION_DAYS: u32 = 30;
 /// Rows deleted (or emptied) per unit of work, and most units of work per sweep and kind:
 /// short transactions, and a bounded sweep (a large backlog takes a few sweeps).
 const PURGE_BATCH: i64 = 1000;
@@ -50,6 +52,9 @@ pub struct SweepReport {
     pub location_reports_purged: u64,
     /// Receipts whose raw text was emptied because they outlived `--retention-days`.
     pub receipt_texts_cleared: u64,
+    /// Events deleted from the feed because every webhook had them and they outlived
+    /// `--event-retention-days`.
+    pub events_purged: u64,
     /// Report summary rows the hourly compaction wrote (folded from its window's rows).
     pub summary_rows_folded: u64,
     /// `points.expiring` (one per lot, `Program.expiry_reminder_days` ahead) and
@@ -130,6 +135,7 @@ impl Engine {
         self.remind_expiring(&mut report).await;
         self.purge_idempotency(&mut report).await;
         self.purge_personal_data(&mut report).await;
+        self.purge_events(&mut report).await;
         self.compact_summaries(&mut report).await;
         Ok(report)
     }
@@ -222,6 +228,30 @@ impl Engine {
         report.receipt_texts_cleared += self
             .purge_in_batches("receipt texts", report, |uow| {
                 uow.clear_receipt_texts(before, PURGE_BATCH)
+            })
+            .await;
+    }
+
+    /// Sets how many days delivered events stay in the feed (once, at start); 0 keeps them.
+    pub fn set_event_retention_days(&self, days: u32) {
+        let retention = (days > 0).then(|| Duration::days(i64::from(days)));
+        let _ = self.event_retention.set(retention);
+    }
+
+    /// Deletes the oldest events of the feed once they outlived the retention window (by the
+    /// injected clock) and every webhook has been given them: a reader resuming from an old
+    /// seq then starts at the oldest kept event.
+    async fn purge_events(&self, report: &mut SweepReport) {
+        let retention = *self
+            .event_retention
+            .get_or_init(|| Some(Duration::days(i64::from(DEFAULT_EVENT_RETENTION_DAYS))));
+        let Some(retention) = retention else {
+            return;
+        };
+        let before = self.now() - retention;
+        report.events_purged += self
+            .purge_in_batches("events", report, |uow| {
+                uow.purge_events(before, PURGE_BATCH)
             })
             .await;
     }

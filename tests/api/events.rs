@@ -31,6 +31,7 @@ crate::both_backends! {
     an_expiring_lot_is_announced_once => an_expiring_lot_is_announced_once,
     a_nearby_offer_is_announced_once_a_day => a_nearby_offer_is_announced_once_a_day,
     an_expiring_coupon_is_announced_once => an_expiring_coupon_is_announced_once,
+    old_events_leave_the_feed => old_events_leave_the_feed,
 }
 
 const WRITERS: usize = 8;
@@ -673,4 +674,32 @@ async fn an_expiring_coupon_is_announced_once(app: &TestApp) {
     assert_eq!(text(&sent[0], "code"), coupon.code);
     app.advance(chrono::Duration::hours(1)).await;
     assert_eq!(announced(app, 1).await.len(), 1, "once per coupon");
+}
+
+/// `--event-retention-days` (30 by default): events older than that leave the feed once every
+/// webhook has them, oldest first, so the feed stays dense and `omo verify` still holds.
+async fn old_events_leave_the_feed(app: &TestApp) {
+    let member_id = app.create_member("retained").await;
+    let sale = |n: u32| {
+        let receipt_no = format!("{n:04}");
+        let request_id = format!("ret-{n}");
+        crate::helpers::store_sale(&request_id, &receipt_no, member_ref(&member_id), "1000", 0)
+    };
+    app.record_sale(sale(1)).await.expect("sale");
+    app.record_sale(sale(2)).await.expect("sale");
+    let old = events_of(&app.admin, &member_id, 0, 4).await;
+    let newest_old = old.last().expect("events").seq;
+    app.clock.advance(chrono::Duration::days(31));
+    let swept = app.app().engine().sweep().await.expect("sweep");
+    // All but the newest: the feed keeps its last seq, so the next one is never reused.
+    assert_eq!((swept.events_purged, swept.failed), (3, 0), "{swept:?}");
+    app.record_sale(sale(3)).await.expect("sale");
+    let kept = events_of(&app.admin, &member_id, 0, 3).await;
+    let seqs: Vec<i64> = kept.iter().map(|event| event.seq).collect();
+    assert_eq!(
+        seqs,
+        [newest_old, newest_old + 1, newest_old + 2],
+        "{kept:?}"
+    );
+    app.verify_ok().await;
 }

@@ -167,6 +167,40 @@ where report_id in (
         self.run_counted(query).await
     }
 
+    pub(super) async fn purge_events(
+        &mut self,
+        occurred_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let query = sqlx::query(
+            r#"
+delete from events
+where event_no in (
+    select event_no
+    from events
+    where seq is not null
+      -- never the newest: the next seq is numbered after it, so seqs are never reused
+      and seq < (select max(seq) from events)
+      -- a prefix of the feed: none at or after the first recent event
+      and seq < coalesce(
+          (select min(seq) from events where seq is not null and occurred_at >= $1),
+          9223372036854775807)
+      -- every enabled webhook has planned its deliveries past it, none is pending
+      and seq <= coalesce((select min(cursor_seq) from webhooks where enabled),
+          9223372036854775807)
+      and seq < coalesce(
+          (select min(seq) from webhook_deliveries where state = 'PENDING'),
+          9223372036854775807)
+    order by seq
+    limit $2
+    for update skip locked
+)"#,
+        )
+        .bind(occurred_before) // $1
+        .bind(limit.max(0)); // $2
+        self.run_counted(query).await
+    }
+
     pub(super) async fn count_stores(&mut self) -> StoreResult<i64> {
         let query = sqlx::query("select count(*) as stores from stores");
         self.fetch_value(query, "stores", "stores").await

@@ -806,6 +806,14 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::purge_location_reports(self, recorded_before, limit).await
     }
 
+    async fn purge_events(
+        &mut self,
+        occurred_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        PgUnitOfWork::purge_events(self, occurred_before, limit).await
+    }
+
     async fn clear_receipt_texts(
         &mut self,
         submitted_before: DateTime<Utc>,

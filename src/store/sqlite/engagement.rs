@@ -87,6 +87,42 @@ impl SqliteUnitOfWork {
         Ok(deleted as u64)
     }
 
+    pub(super) fn purge_events(
+        &self,
+        occurred_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        let deleted = self
+            .query(
+                r"
+                delete from events
+                where seq in (
+                    select seq
+                    from events
+                    where seq is not null
+                      -- never the newest: the next seq is numbered after it, so seqs are never reused
+                      and seq < (select max(seq) from events)
+                      -- a prefix of the feed: none at or after the first recent event
+                      and seq < coalesce(
+                          (select min(seq) from events where seq is not null and occurred_at >= ?1),
+                          9223372036854775807)
+                      -- every enabled webhook has planned its deliveries past it, none is pending
+                      and seq <= coalesce((select min(cursor_seq) from webhooks where enabled),
+                          9223372036854775807)
+                      and seq < coalesce(
+                          (select min(seq) from webhook_deliveries where state = 'PENDING'),
+                          9223372036854775807)
+                    order by seq
+                    limit ?2
+                )
+                ",
+            )?
+            .bind(occurred_before.timestamp_micros()) // ?1
+            .bind(limit.max(0)) // ?2
+            .execute()?;
+        Ok(deleted as u64)
+    }
+
     pub(super) fn count_stores(&self) -> StoreResult<i64> {
         self.query("select count(*) from stores")?
             .fetch_one(|row| col(row, 0))

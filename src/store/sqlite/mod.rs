@@ -807,6 +807,14 @@ impl UnitOfWork for SqliteUnitOfWork {
         SqliteUnitOfWork::purge_location_reports(self, recorded_before, limit)
     }
 
+    async fn purge_events(
+        &mut self,
+        occurred_before: DateTime<Utc>,
+        limit: i64,
+    ) -> StoreResult<u64> {
+        SqliteUnitOfWork::purge_events(self, occurred_before, limit)
+    }
+
     async fn clear_receipt_texts(
         &mut self,
         submitted_before: DateTime<Utc>,
