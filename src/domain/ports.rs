@@ -444,6 +444,19 @@ pub struct ChangeSet {
     /// The summary rows' shard: the flushing writer's number (0 outside the writers' batches),
     /// so that parallel writers never wait on one summary row.
     pub shard: i16,
+    /// What the batch adds to members' monthly spend (`domain::tier`), added to the stored
+    /// rows like the rule counters: counting spend reads nothing.
+    pub member_spend: Vec<MonthSpend>,
+}
+
+/// A member's spend in one month of the program's zone (a stored row, or in a [`ChangeSet`]
+/// what a batch adds to it), in integer ten-thousandths of the currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthSpend {
+    pub member_id: String,
+    /// The month's first day.
+    pub month: NaiveDate,
+    pub spend_e4: i64,
 }
 
 /// What a batch changed of the rules tables: rules created or updated, and what it added to
@@ -797,6 +810,12 @@ pub trait LedgerReads: Send {
     ) -> StoreResult<i64>;
     /// Whether the member has a captured order (refunded ones count: they were captured).
     async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool>;
+    /// The member's monthly spend rows from `from_month` on (`domain::tier`), by month.
+    async fn member_spend(
+        &mut self,
+        member_id: &str,
+        from_month: NaiveDate,
+    ) -> StoreResult<Vec<MonthSpend>>;
     /// `lock` takes a row lock held to the end of the work (a review).
     async fn get_receipt(
         &mut self,
@@ -1039,6 +1058,14 @@ pub trait UnitOfWork: LedgerReads {
     // Background work and verification.
     /// Up to `limit` items of each kind due at `now` (see [`Store::due_work_claims_rows`]).
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
+    /// Up to `limit` members with a tier, after `after_member_id` by id, whose tier was last
+    /// decided before `reviewed_before` (the monthly review's instant, `domain::tier`).
+    async fn members_due_tier_review(
+        &mut self,
+        reviewed_before: DateTime<Utc>,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>>;
     /// Members (after `after_member_id`, by id, at most `limit`) whose last visit at
     /// `store_ids` (empty = any store) was on or before `last_visit_by` and to whom `rule_id`
     /// has issued nothing since that visit: the candidates of a LAPSED rule's daily check.

@@ -131,6 +131,7 @@ pub(super) async fn create(
         lifetime_redeemed_points: 0,
         attributes: Default::default(),
         erased_at: None,
+        tier: Default::default(),
     };
     uow.insert_member(&row).await?;
     for identifier in identifiers {

@@ -142,7 +142,7 @@ impl Engine {
             })
             .collect();
         let discount = coupons.iter().map(|c| c.discount).sum();
-        let priced = pricing::price(
+        let mut priced = pricing::price(
             &program,
             request.channel,
             total,
@@ -151,6 +151,9 @@ impl Engine {
             available,
             false,
         )?;
+        // The member's tier multiplies the base, as the order would earn it.
+        priced.points_to_earn =
+            super::tiers::base_points(&program, request.channel, priced.amount_due, &member);
         let purchase = super::rules::Purchase {
             member_id: &member.member_id,
             channel: request.channel,

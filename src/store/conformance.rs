@@ -139,6 +139,7 @@ fn member(member_id: &str) -> MemberRow {
         lifetime_redeemed_points: 0,
         attributes: Default::default(),
         erased_at: None,
+        tier: Default::default(),
     }
 }
 

@@ -78,6 +78,7 @@ mod reference;
 mod reports;
 mod rules;
 mod seals;
+mod tiers;
 mod sessions;
 mod verify;
 mod webhooks;
@@ -686,6 +687,14 @@ impl LedgerReads for SqliteUnitOfWork {
         Ok(rules)
     }
 
+    async fn member_spend(
+        &mut self,
+        member_id: &str,
+        from_month: NaiveDate,
+    ) -> StoreResult<Vec<crate::domain::ports::MonthSpend>> {
+        SqliteUnitOfWork::member_spend(self, member_id, from_month)
+    }
+
     async fn rule_counter(
         &mut self,
         rule_id: &str,
@@ -919,6 +928,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.write_engagement(&changes.engagement, changes.shard)?;
         self.write_receipts(&changes.engagement)?;
         self.write_rules(&changes.rules)?;
+        self.add_member_spend(&changes.member_spend)?;
         lap.engagement_done(changes);
         self.add_report_sums(&changes.report, changes.shard)?;
         lap.table_done("report_summaries", changes);
@@ -1024,6 +1034,15 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn members_due_tier_review(
+        &mut self,
+        reviewed_before: DateTime<Utc>,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        SqliteUnitOfWork::members_due_tier_review(self, reviewed_before, after_member_id, limit)
+    }
+
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
         verify::due_work(self, now, limit)
     }

@@ -1,0 +1,220 @@
+//! Member tiers (API.md "Members, tiers and orders", DESIGN.md "Tiers"): which tier a rolling
+//! spend reaches, the months of the window, when the next review is, and what a tier multiplies.
+//!
+//! Spend is kept per member and month (in the program's zone) as integer ten-thousandths of the
+//! currency, like the report summaries, so that a tier decision reads at most a window of rows
+//! and adding deltas in SQL stays exact.
+
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
+use chrono_tz::Tz;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{Money, schedule};
+
+/// The window unless the program says: a year.
+pub const DEFAULT_TIER_WINDOW_MONTHS: i32 = 12;
+/// Most tiers a program may define.
+pub const MAX_TIERS: usize = 10;
+
+/// One tier of `Program.tiers`, in increasing order of `min_spend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tier {
+    pub tier_id: String,
+    pub name: String,
+    /// Spend within the window that reaches the tier.
+    pub min_spend: Money,
+    /// What the base points of a purchase are multiplied by (≥ 1).
+    pub earn_multiplier: Decimal,
+}
+
+/// A member's tier as stored on the member row: `tier_id` empty = no tier.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemberTier {
+    pub tier_id: String,
+    pub since: Option<DateTime<Utc>>,
+    /// When the tier was last decided (a raise or the monthly review): a member is reviewed
+    /// once a month.
+    pub reviewed_at: Option<DateTime<Utc>>,
+}
+
+/// Money in integer ten-thousandths (Money has at most 4 fractional digits).
+pub fn to_e4(money: Money) -> i64 {
+    (money.amount() * Decimal::from(10_000))
+        .trunc()
+        .try_into()
+        .unwrap_or(i64::MAX)
+}
+
+/// Integer ten-thousandths back to money (a negative sum reads as zero: spend is never below).
+pub fn from_e4(e4: i64) -> Money {
+    Money::from_decimal_saturating(Decimal::new(e4.max(0), 4))
+}
+
+/// The month (its first day, in `tz`) that `at` falls in.
+pub fn month_of(at: DateTime<Utc>, tz: Tz) -> NaiveDate {
+    let day = schedule::local_date(at, tz);
+    NaiveDate::from_ymd_opt(day.year(), day.month(), 1).unwrap_or(day)
+}
+
+/// `month` moved by `delta` months.
+pub fn add_months(month: NaiveDate, delta: i32) -> NaiveDate {
+    let index = month.year() * 12 + month.month0() as i32 + delta;
+    NaiveDate::from_ymd_opt(index.div_euclid(12), index.rem_euclid(12) as u32 + 1, 1)
+        .unwrap_or(month)
+}
+
+/// The first month of the window that holds `at`: the current month and the `window - 1`
+/// months before it.
+pub fn window_start(at: DateTime<Utc>, tz: Tz, window_months: i32) -> NaiveDate {
+    add_months(month_of(at, tz), 1 - window_months.max(1))
+}
+
+/// The next monthly review after `at`: the 1st of the next month, midnight in `tz`.
+pub fn next_review(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    schedule::local_day_start(add_months(month_of(at, tz), 1), tz)
+}
+
+/// The last review at or before `at`: the 1st of its month, midnight in `tz`.
+pub fn last_review(at: DateTime<Utc>, tz: Tz) -> DateTime<Utc> {
+    schedule::local_day_start(month_of(at, tz), tz)
+}
+
+/// The highest tier `spend_e4` reaches (None: below the first).
+pub fn tier_for(tiers: &[Tier], spend_e4: i64) -> Option<&Tier> {
+    tiers
+        .iter()
+        .rev()
+        .find(|tier| spend_e4 >= to_e4(tier.min_spend))
+}
+
+/// The rank of a tier id in `tiers` (0 = no tier, or a tier the program no longer has).
+pub fn rank(tiers: &[Tier], tier_id: &str) -> usize {
+    tiers
+        .iter()
+        .position(|tier| tier.tier_id == tier_id)
+        .map_or(0, |index| index + 1)
+}
+
+/// What a move to `reached` is, for a member in `current`, at a capture or receipt: only up.
+pub fn upgrade<'t>(tiers: &'t [Tier], current: &str, spend_e4: i64) -> Option<&'t Tier> {
+    tier_for(tiers, spend_e4).filter(|tier| rank(tiers, &tier.tier_id) > rank(tiers, current))
+}
+
+/// The earn multiplier of a member's tier (1 without one).
+pub fn multiplier(tiers: &[Tier], tier_id: &str) -> Decimal {
+    tiers
+        .iter()
+        .find(|tier| tier.tier_id == tier_id)
+        .map_or(Decimal::ONE, |tier| tier.earn_multiplier)
+}
+
+/// The tier above `tier_id` and how much more spend it needs (None at the top).
+pub fn next_tier<'t>(tiers: &'t [Tier], tier_id: &str, spend_e4: i64) -> Option<(&'t Tier, Money)> {
+    let next = tiers.get(rank(tiers, tier_id))?;
+    Some((next, from_e4(to_e4(next.min_spend) - spend_e4)))
+}
+
+/// The share of an order's paid amount that a cumulative refund of `refunded` out of `total`
+/// takes back, in ten-thousandths (rounded down, so that successive refunds add up exactly to
+/// the paid amount when the whole order is refunded).
+pub fn refunded_share_e4(paid: Money, refunded: Money, total: Money) -> i64 {
+    let total = i128::from(to_e4(total));
+    if total <= 0 {
+        return 0;
+    }
+    let share = i128::from(to_e4(paid)) * i128::from(to_e4(refunded)).min(total) / total;
+    i64::try_from(share).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    fn tiers() -> Vec<Tier> {
+        let tier = |id: &str, min: i64, mult: i64| Tier {
+            tier_id: id.into(),
+            name: id.into(),
+            min_spend: Money::new(Decimal::from(min)).expect("money"),
+            earn_multiplier: Decimal::new(mult, 1),
+        };
+        vec![tier("silver", 10_000, 15), tier("gold", 50_000, 20)]
+    }
+
+    fn e4(amount: i64) -> i64 {
+        amount * 10_000
+    }
+
+    #[test]
+    fn spend_reaches_the_highest_tier_at_or_below_it() {
+        let tiers = tiers();
+        assert!(tier_for(&tiers, e4(9_999)).is_none());
+        assert_eq!(tier_for(&tiers, e4(10_000)).map(|t| t.tier_id.as_str()), Some("silver"));
+        assert_eq!(tier_for(&tiers, e4(80_000)).map(|t| t.tier_id.as_str()), Some("gold"));
+    }
+
+    #[test]
+    fn an_upgrade_only_moves_up() {
+        let tiers = tiers();
+        assert_eq!(upgrade(&tiers, "", e4(12_000)).map(|t| t.tier_id.as_str()), Some("silver"));
+        assert!(upgrade(&tiers, "silver", e4(12_000)).is_none());
+        assert!(upgrade(&tiers, "gold", e4(12_000)).is_none(), "never down");
+        assert_eq!(upgrade(&tiers, "silver", e4(60_000)).map(|t| t.tier_id.as_str()), Some("gold"));
+    }
+
+    #[test]
+    fn multiplier_and_next_tier() {
+        let tiers = tiers();
+        assert_eq!(multiplier(&tiers, ""), Decimal::ONE);
+        assert_eq!(multiplier(&tiers, "silver"), Decimal::new(15, 1));
+        let (next, to_go) = next_tier(&tiers, "silver", e4(20_000)).expect("gold above");
+        assert_eq!(next.tier_id, "gold");
+        assert_eq!(to_go.to_string(), "30000");
+        assert!(next_tier(&tiers, "gold", e4(60_000)).is_none());
+    }
+
+    #[test]
+    fn months_are_local_and_the_window_counts_back() {
+        let tz: Tz = "Asia/Tokyo".parse().expect("zone");
+        // 2026-01-31 20:00 UTC is already February 1st in Tokyo.
+        let at = Utc.with_ymd_and_hms(2026, 1, 31, 20, 0, 0).unwrap();
+        assert_eq!(month_of(at, tz), NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
+        assert_eq!(
+            window_start(at, tz, 12),
+            NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
+        );
+        assert_eq!(
+            next_review(at, tz),
+            Utc.with_ymd_and_hms(2026, 2, 28, 15, 0, 0).unwrap()
+        );
+        assert_eq!(
+            last_review(at, tz),
+            Utc.with_ymd_and_hms(2026, 1, 31, 15, 0, 0).unwrap()
+        );
+        assert_eq!(
+            add_months(NaiveDate::from_ymd_opt(2026, 1, 1).unwrap(), -1),
+            NaiveDate::from_ymd_opt(2025, 12, 1).unwrap()
+        );
+    }
+
+    #[test]
+    fn refunds_take_back_the_paid_share_and_add_up() {
+        let m = |s: &str| s.parse::<Money>().expect("money");
+        // Paid 900 of a 1000 basket: half refunded takes back 450, all of it 900.
+        assert_eq!(refunded_share_e4(m("900"), m("500"), m("1000")), e4(450));
+        assert_eq!(refunded_share_e4(m("900"), m("1000"), m("1000")), e4(900));
+        let third = refunded_share_e4(m("100"), m("1"), m("3"));
+        assert_eq!(third, 333_333);
+        assert_eq!(refunded_share_e4(m("100"), m("3"), m("3")), e4(100));
+        assert_eq!(refunded_share_e4(m("100"), m("1"), m("0")), 0);
+    }
+
+    #[test]
+    fn money_round_trips_through_ten_thousandths() {
+        let money: Money = "1234.5678".parse().expect("money");
+        assert_eq!(to_e4(money), 12_345_678);
+        assert_eq!(from_e4(12_345_678), money);
+        assert!(from_e4(-5).is_zero());
+    }
+}
