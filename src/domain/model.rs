@@ -88,6 +88,10 @@ pub struct Member {
     /// as none.
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// Where the member stands among the program's tiers (GetMember reads it; left out of
+    /// write replies, so remembered outcomes hash as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<super::tier::TierStatus>,
 }
 
 /// The member's row as the engine sees it while it works (without identifiers).

@@ -449,6 +449,26 @@ pub struct ChangeSet {
     pub member_spend: Vec<MonthSpend>,
 }
 
+/// What `omo verify` recomputes the tiers' spend summary from (`domain::tier`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierAudit {
+    /// Every stored monthly spend row.
+    pub spend: Vec<MonthSpend>,
+    /// Every captured order (refunded ones too): (member_id as the order names it,
+    /// occurred_at, total, amount_due, refunded_amount).
+    pub orders: Vec<(
+        String,
+        DateTime<Utc>,
+        super::Money,
+        super::Money,
+        super::Money,
+    )>,
+    /// Merged members: (member_id, merged_into).
+    pub merged: Vec<(String, String)>,
+    /// Every member with a tier: (member_id, tier).
+    pub tiers: Vec<(String, crate::domain::tier::MemberTier)>,
+}
+
 /// A member's spend in one month of the program's zone (a stored row, or in a [`ChangeSet`]
 /// what a batch adds to it), in integer ten-thousandths of the currency.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1078,6 +1098,8 @@ pub trait UnitOfWork: LedgerReads {
         limit: i64,
     ) -> StoreResult<Vec<String>>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+    /// The rows `omo verify` checks the tiers against (a full read: verification only).
+    async fn tier_audit(&mut self) -> StoreResult<TierAudit>;
 
     // The journal's hash chain (`domain::seal`), written by the background sealer.
     /// The highest transaction id at which the journal is settled: every id at or below it is

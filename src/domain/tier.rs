@@ -38,6 +38,39 @@ pub struct MemberTier {
     pub reviewed_at: Option<DateTime<Utc>>,
 }
 
+/// Where a member stands (GetMember's `Member.tier`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TierStatus {
+    pub tier_id: String,
+    pub since: Option<DateTime<Utc>>,
+    pub spend: Money,
+    pub next_tier_id: String,
+    /// None at the top.
+    pub spend_to_next: Option<Money>,
+    pub review_at: DateTime<Utc>,
+}
+
+/// The status of a member in `member` with `spend_e4` in the window, at `now`.
+pub fn status(
+    tiers: &[Tier],
+    member: &MemberTier,
+    spend_e4: i64,
+    now: DateTime<Utc>,
+    tz: Tz,
+) -> TierStatus {
+    let next = next_tier(tiers, &member.tier_id, spend_e4);
+    TierStatus {
+        tier_id: member.tier_id.clone(),
+        since: member.since,
+        spend: from_e4(spend_e4),
+        next_tier_id: next
+            .map(|(tier, _)| tier.tier_id.clone())
+            .unwrap_or_default(),
+        spend_to_next: next.map(|(_, to_go)| to_go),
+        review_at: next_review(now, tz),
+    }
+}
+
 /// Money in integer ten-thousandths (Money has at most 4 fractional digits).
 pub fn to_e4(money: Money) -> i64 {
     (money.amount() * Decimal::from(10_000))
@@ -127,9 +160,78 @@ pub fn refunded_share_e4(paid: Money, refunded: Money, total: Money) -> i64 {
     i64::try_from(share).unwrap_or(i64::MAX)
 }
 
+/// `omo verify`'s check of the tiers: the spend summary equals a recomputation from the
+/// captured orders (paid amount less the refunded share, in the month of the order, counted
+/// for the member the order's member was merged into), and every member's tier is one of the
+/// program's. Returns the violations.
+pub fn audit(tiers: &[Tier], tz: Tz, audit: &crate::domain::ports::TierAudit) -> Vec<String> {
+    use std::collections::{BTreeMap, HashMap};
+    let merged: HashMap<&str, &str> = audit
+        .merged
+        .iter()
+        .map(|(from, to)| (from.as_str(), to.as_str()))
+        .collect();
+    fn owner<'a>(merged: &HashMap<&'a str, &'a str>, mut member_id: &'a str) -> String {
+        // Merges form a chain; bounded like the engine's walk.
+        for _ in 0..32 {
+            match merged.get(member_id) {
+                Some(next) => member_id = next,
+                None => break,
+            }
+        }
+        member_id.to_string()
+    }
+    let mut expected: BTreeMap<(String, NaiveDate), i64> = BTreeMap::new();
+    for (member_id, occurred_at, total, paid, refunded) in &audit.orders {
+        let spend = to_e4(*paid) - refunded_share_e4(*paid, *refunded, *total);
+        *expected
+            .entry((owner(&merged, member_id), month_of(*occurred_at, tz)))
+            .or_default() += spend;
+    }
+    let mut stored: BTreeMap<(String, NaiveDate), i64> = BTreeMap::new();
+    for row in &audit.spend {
+        *stored
+            .entry((row.member_id.clone(), row.month))
+            .or_default() += row.spend_e4;
+    }
+    let mut violations = Vec::new();
+    let keys: std::collections::BTreeSet<_> = expected.keys().chain(stored.keys()).collect();
+    for key in keys {
+        let (want, have) = (
+            expected.get(key).copied().unwrap_or(0),
+            stored.get(key).copied().unwrap_or(0),
+        );
+        if want != have {
+            violations.push(format!(
+                "member {} spent {} in {} by its orders, the summary says {}",
+                key.0,
+                from_e4(want),
+                key.1.format("%Y-%m"),
+                from_e4(have)
+            ));
+        }
+    }
+    for (member_id, tier) in &audit.tiers {
+        if rank(tiers, &tier.tier_id) == 0 {
+            violations.push(format!(
+                "member {member_id} is in tier {:?}, which the program does not have",
+                tier.tier_id
+            ));
+        }
+        if tier.since.is_none() || tier.reviewed_at.is_none() {
+            violations.push(format!(
+                "member {member_id} is in tier {:?} without the instant it was decided",
+                tier.tier_id
+            ));
+        }
+    }
+    violations
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::ports::MonthSpend;
     use chrono::TimeZone;
 
     fn tiers() -> Vec<Tier> {
@@ -150,17 +252,29 @@ mod tests {
     fn spend_reaches_the_highest_tier_at_or_below_it() {
         let tiers = tiers();
         assert!(tier_for(&tiers, e4(9_999)).is_none());
-        assert_eq!(tier_for(&tiers, e4(10_000)).map(|t| t.tier_id.as_str()), Some("silver"));
-        assert_eq!(tier_for(&tiers, e4(80_000)).map(|t| t.tier_id.as_str()), Some("gold"));
+        assert_eq!(
+            tier_for(&tiers, e4(10_000)).map(|t| t.tier_id.as_str()),
+            Some("silver")
+        );
+        assert_eq!(
+            tier_for(&tiers, e4(80_000)).map(|t| t.tier_id.as_str()),
+            Some("gold")
+        );
     }
 
     #[test]
     fn an_upgrade_only_moves_up() {
         let tiers = tiers();
-        assert_eq!(upgrade(&tiers, "", e4(12_000)).map(|t| t.tier_id.as_str()), Some("silver"));
+        assert_eq!(
+            upgrade(&tiers, "", e4(12_000)).map(|t| t.tier_id.as_str()),
+            Some("silver")
+        );
         assert!(upgrade(&tiers, "silver", e4(12_000)).is_none());
         assert!(upgrade(&tiers, "gold", e4(12_000)).is_none(), "never down");
-        assert_eq!(upgrade(&tiers, "silver", e4(60_000)).map(|t| t.tier_id.as_str()), Some("gold"));
+        assert_eq!(
+            upgrade(&tiers, "silver", e4(60_000)).map(|t| t.tier_id.as_str()),
+            Some("gold")
+        );
     }
 
     #[test]
@@ -179,7 +293,10 @@ mod tests {
         let tz: Tz = "Asia/Tokyo".parse().expect("zone");
         // 2026-01-31 20:00 UTC is already February 1st in Tokyo.
         let at = Utc.with_ymd_and_hms(2026, 1, 31, 20, 0, 0).unwrap();
-        assert_eq!(month_of(at, tz), NaiveDate::from_ymd_opt(2026, 2, 1).unwrap());
+        assert_eq!(
+            month_of(at, tz),
+            NaiveDate::from_ymd_opt(2026, 2, 1).unwrap()
+        );
         assert_eq!(
             window_start(at, tz, 12),
             NaiveDate::from_ymd_opt(2025, 3, 1).unwrap()
@@ -208,6 +325,41 @@ mod tests {
         assert_eq!(third, 333_333);
         assert_eq!(refunded_share_e4(m("100"), m("3"), m("3")), e4(100));
         assert_eq!(refunded_share_e4(m("100"), m("1"), m("0")), 0);
+    }
+
+    #[test]
+    fn the_audit_recomputes_spend_through_merges() {
+        use crate::domain::ports::TierAudit;
+        let tz: Tz = "Asia/Tokyo".parse().expect("zone");
+        let at = Utc.with_ymd_and_hms(2026, 4, 1, 3, 0, 0).unwrap();
+        let m = |s: &str| s.parse::<Money>().expect("money");
+        let month = NaiveDate::from_ymd_opt(2026, 4, 1).unwrap();
+        let mut rows = TierAudit {
+            spend: vec![MonthSpend {
+                member_id: "b".into(),
+                month,
+                spend_e4: e4(1_450),
+            }],
+            orders: vec![
+                ("a".into(), at, m("1000"), m("900"), m("500")),
+                ("b".into(), at, m("1000"), m("1000"), m("0")),
+            ],
+            merged: vec![("a".into(), "b".into())],
+            tiers: vec![],
+        };
+        assert!(audit(&tiers(), tz, &rows).is_empty());
+        rows.spend[0].spend_e4 = e4(1_000);
+        assert_eq!(audit(&tiers(), tz, &rows).len(), 1);
+        rows.spend[0].spend_e4 = e4(1_450);
+        rows.tiers.push((
+            "b".into(),
+            MemberTier {
+                tier_id: "platinum".into(),
+                since: Some(at),
+                reviewed_at: Some(at),
+            },
+        ));
+        assert_eq!(audit(&tiers(), tz, &rows).len(), 1);
     }
 
     #[test]

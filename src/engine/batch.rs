@@ -27,8 +27,8 @@ use crate::domain::{
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
     ports::{
         AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, LedgerReads,
-        Loaded, LocationRecord, MonthSpend, NewTransaction, Presence, RuleChanges, RuleCounter, RuleStoreDay,
-        Sequence, StoreError, StoreResult, UnitOfWork, Visit, VisitIssue,
+        Loaded, LocationRecord, MonthSpend, NewTransaction, Presence, RuleChanges, RuleCounter,
+        RuleStoreDay, Sequence, StoreError, StoreResult, UnitOfWork, Visit, VisitIssue,
     },
     receipt::{
         ClaimHolder, ClaimWrite, ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus,
@@ -1790,7 +1790,12 @@ impl LedgerRows for InMemory<'_> {
 
     async fn add_spend(&mut self, delta: &MonthSpend) -> StoreResult<()> {
         let key = (delta.member_id.clone(), delta.month);
-        let sum = self.rows.spent.cached(&key).flatten().map_or(0, |d| d.spend_e4);
+        let sum = self
+            .rows
+            .spent
+            .cached(&key)
+            .flatten()
+            .map_or(0, |d| d.spend_e4);
         self.rows.spent.put(
             key,
             MonthSpend {

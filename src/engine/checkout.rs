@@ -45,7 +45,8 @@ pub(super) async fn authorize(
     let (mut priced, applied) =
         price_strict(uow, &program, &member, request, available, now).await?;
     // The member's tier multiplies the base (previewed here; the capture books this base).
-    priced.points_to_earn = tiers::base_points(&program, request.channel, priced.amount_due, &member);
+    priced.points_to_earn =
+        tiers::base_points(&program, request.channel, priced.amount_due, &member);
     let purchase = purchase_of(request, &member.member_id, &priced, now);
     let preview = rules::decide_purchase(uow, reference, &program, &purchase, false).await?;
     // The base alone may not pass the program's cap; the rules give what room it leaves.
@@ -96,7 +97,8 @@ pub(super) async fn record_sale(
     let (mut priced, applied) =
         price_strict(uow, &program, &member, request, available, now).await?;
     // The member's tier (before this sale) multiplies the base.
-    priced.points_to_earn = tiers::base_points(&program, request.channel, priced.amount_due, &member);
+    priced.points_to_earn =
+        tiers::base_points(&program, request.channel, priced.amount_due, &member);
     let member_id = member.member_id.clone();
     let purchase = purchase_of(request, &member_id, &priced, occurred_at);
     // The base alone may not pass the program's cap; the rules give what room it leaves.
@@ -411,10 +413,20 @@ pub(super) async fn refund(
     uow.update_member(&member).await?;
     // The refund takes its share of the paid amount back from the month the order counted in
     // (a tier is lowered only by the monthly review).
-    let before = tier::refunded_share_e4(order.amount_due, refunded.saturating_sub(amount), order.total);
+    let before = tier::refunded_share_e4(
+        order.amount_due,
+        refunded.saturating_sub(amount),
+        order.total,
+    );
     let after = tier::refunded_share_e4(order.amount_due, refunded, order.total);
-    tiers::count_spend(uow, &program, &member.member_id, order.occurred_at, before - after)
-        .await?;
+    tiers::count_spend(
+        uow,
+        &program,
+        &member.member_id,
+        order.occurred_at,
+        before - after,
+    )
+    .await?;
     Ok(RefundResult {
         order,
         points_restored: restored,

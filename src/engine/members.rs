@@ -109,6 +109,7 @@ pub(super) async fn to_member(
         merged_into: row.merged_into,
         created_at: row.created_at,
         attributes: row.attributes,
+        tier: None,
     })
 }
 

@@ -34,6 +34,7 @@ mod rules;
 mod security;
 mod shutdown;
 mod sweeper;
+mod tiers;
 mod tls;
 mod validation;
 mod verify;

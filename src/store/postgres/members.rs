@@ -6,8 +6,8 @@ use super::lots::lot_from_columns;
 use super::{Cols, PgQuery, PgUnitOfWork, column, json_column, map_err, string_from_row};
 use crate::domain::{
     model::{Identifier, Lot, MemberRow, MemberState},
-    tier::MemberTier,
     ports::StoreResult,
+    tier::MemberTier,
 };
 
 select_and_lock!(

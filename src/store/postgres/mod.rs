@@ -400,8 +400,8 @@ mod reference;
 mod reports;
 mod rules;
 mod seals;
-mod tiers;
 mod sessions;
+mod tiers;
 mod verify;
 mod webhooks;
 
@@ -1043,6 +1043,10 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
         verify::due_work(self, now, limit).await
+    }
+
+    async fn tier_audit(&mut self) -> StoreResult<crate::domain::ports::TierAudit> {
+        PgUnitOfWork::tier_audit(self).await
     }
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {

@@ -4,7 +4,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use sqlx::postgres::PgRow;
 
 use super::{Cols, PgUnitOfWork, column, string_from_row};
-use crate::domain::ports::{MonthSpend, StoreResult};
+use crate::domain::{
+    ports::{MonthSpend, StoreResult, TierAudit},
+    tier::MemberTier,
+};
 
 fn spend_from_row(row: &PgRow) -> StoreResult<MonthSpend> {
     let c = Cols::new(row, "member_spend", "member_id");
@@ -75,7 +78,8 @@ set spend_e4 = member_spend.spend_e4 + excluded.spend_e4"#,
         .bind(from_member_id) // $1
         .bind(to_member_id); // $2
         self.run(query).await?;
-        let query = sqlx::query("delete from member_spend where member_id = $1").bind(from_member_id); // $1
+        let query =
+            sqlx::query("delete from member_spend where member_id = $1").bind(from_member_id); // $1
         self.run(query).await
     }
 
@@ -100,5 +104,64 @@ limit $3"#,
         .bind(limit); // $3
         self.fetch_all(query, |row| string_from_row(row, "members", "member_id"))
             .await
+    }
+
+    /// Every spend row, captured order, merge and tier (`omo verify`).
+    pub(super) async fn tier_audit(&mut self) -> StoreResult<TierAudit> {
+        let query = sqlx::query(
+            "select member_id, month, spend_e4 from member_spend order by member_id, month",
+        );
+        let spend = self.fetch_all(query, spend_from_row).await?;
+        let query = sqlx::query(
+            r#"
+select member_id, occurred_at, total, amount_due, refunded_amount
+from orders
+where state in ('captured', 'partially_refunded', 'refunded')"#,
+        );
+        let orders = self
+            .fetch_all(query, |row| {
+                let c = Cols::new(row, "orders", "member_id");
+                Ok((
+                    c.get("member_id")?,
+                    c.get("occurred_at")?,
+                    c.money("total")?,
+                    c.money("amount_due")?,
+                    c.money("refunded_amount")?,
+                ))
+            })
+            .await?;
+        let query =
+            sqlx::query("select member_id, merged_into from members where merged_into is not null");
+        let merged = self
+            .fetch_all(query, |row| {
+                let c = Cols::new(row, "members", "member_id");
+                Ok((c.get("member_id")?, c.get("merged_into")?))
+            })
+            .await?;
+        let query = sqlx::query(
+            r#"
+select member_id, tier_id, tier_since, tier_reviewed_at
+from members
+where tier_id <> ''"#,
+        );
+        let tiers = self
+            .fetch_all(query, |row| {
+                let c = Cols::new(row, "members", "member_id");
+                Ok((
+                    c.get("member_id")?,
+                    MemberTier {
+                        tier_id: c.get("tier_id")?,
+                        since: c.get("tier_since")?,
+                        reviewed_at: c.get("tier_reviewed_at")?,
+                    },
+                ))
+            })
+            .await?;
+        Ok(TierAudit {
+            spend,
+            orders,
+            merged,
+            tiers,
+        })
     }
 }

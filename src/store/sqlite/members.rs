@@ -5,8 +5,8 @@ use rusqlite::Row;
 use super::{Cols, Query, SqliteUnitOfWork, col};
 use crate::domain::{
     model::{Identifier, MemberRow, MemberState},
-    tier::MemberTier,
     ports::StoreResult,
+    tier::MemberTier,
 };
 use crate::store::to_json;
 

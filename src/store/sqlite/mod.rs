@@ -78,8 +78,8 @@ mod reference;
 mod reports;
 mod rules;
 mod seals;
-mod tiers;
 mod sessions;
+mod tiers;
 mod verify;
 mod webhooks;
 
@@ -1066,6 +1066,10 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn tier_audit(&mut self) -> StoreResult<crate::domain::ports::TierAudit> {
+        SqliteUnitOfWork::tier_audit(self)
+    }
+
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
         verify::ledger_snapshot(self)
     }

@@ -4,7 +4,10 @@ use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::Row;
 
 use super::{Cols, SqliteUnitOfWork, col, engagement::date_text};
-use crate::domain::ports::{MonthSpend, StoreResult};
+use crate::domain::{
+    ports::{MonthSpend, StoreResult, TierAudit},
+    tier::MemberTier,
+};
 
 fn spend_from_row(row: &Row<'_>) -> StoreResult<MonthSpend> {
     let c = Cols::new(row, "member_spend", "member_id");
@@ -58,7 +61,11 @@ impl SqliteUnitOfWork {
 
     /// A merge moves the source's spend to the target (MergeMembers): the target's tier counts
     /// what both spent.
-    pub(super) fn move_member_spend(&self, from_member_id: &str, to_member_id: &str) -> StoreResult<()> {
+    pub(super) fn move_member_spend(
+        &self,
+        from_member_id: &str,
+        to_member_id: &str,
+    ) -> StoreResult<()> {
         let query = self
             .query(
                 r"
@@ -102,5 +109,58 @@ impl SqliteUnitOfWork {
             .bind(after_member_id) // ?2
             .bind(limit); // ?3
         self.fetch_all(query, |row| col(row, 0))
+    }
+
+    /// Every spend row, captured order, merge and tier (`omo verify`).
+    pub(super) fn tier_audit(&self) -> StoreResult<TierAudit> {
+        let spend = self
+            .query("select member_id, month, spend_e4 from member_spend order by member_id, month")?
+            .fetch_all(spend_from_row)?;
+        let orders = self
+            .query(
+                r"
+                select member_id, occurred_at, total, amount_due, refunded_amount
+                from orders
+                where state in ('captured', 'partially_refunded', 'refunded')
+                ",
+            )?
+            .fetch_all(|row| {
+                let c = Cols::new(row, "orders", "member_id");
+                Ok((
+                    c.get("member_id")?,
+                    c.instant("occurred_at")?,
+                    c.money("total")?,
+                    c.money("amount_due")?,
+                    c.money("refunded_amount")?,
+                ))
+            })?;
+        let merged = self
+            .query("select member_id, merged_into from members where merged_into is not null")?
+            .fetch_all(|row| Ok((col(row, 0)?, col(row, 1)?)))?;
+        let tiers = self
+            .query(
+                r"
+                select member_id, tier_id, tier_since, tier_reviewed_at
+                from members
+                where tier_id <> ''
+                ",
+            )?
+            .fetch_all(|row| {
+                let c = Cols::new(row, "members", "member_id");
+                Ok((
+                    c.get("member_id")?,
+                    MemberTier {
+                        tier_id: c.get("tier_id")?,
+                        since: c.opt_instant("tier_since")?,
+                        reviewed_at: c.opt_instant("tier_reviewed_at")?,
+                    },
+                ))
+            })?;
+        Ok(TierAudit {
+            spend,
+            orders,
+            merged,
+            tiers,
+        })
     }
 }
