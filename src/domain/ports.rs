@@ -463,6 +463,8 @@ pub struct TierAudit {
         super::Money,
         super::Money,
     )>,
+    /// Every accepted receipt: (member_id, issued_at, total).
+    pub receipts: Vec<(String, DateTime<Utc>, super::Money)>,
     /// Merged members: (member_id, merged_into).
     pub merged: Vec<(String, String)>,
     /// Every member with a tier: (member_id, tier).

@@ -161,7 +161,8 @@ pub fn refunded_share_e4(paid: Money, refunded: Money, total: Money) -> i64 {
 }
 
 /// `omo verify`'s check of the tiers: the spend summary equals a recomputation from the
-/// captured orders (paid amount less the refunded share, in the month of the order, counted
+/// captured orders (paid amount less the refunded share, in the month of the order) and the
+/// accepted receipts (their total, in the month they were issued), counted
 /// for the member the order's member was merged into), and every member's tier is one of the
 /// program's. Returns the violations.
 pub fn audit(tiers: &[Tier], tz: Tz, audit: &crate::domain::ports::TierAudit) -> Vec<String> {
@@ -187,6 +188,11 @@ pub fn audit(tiers: &[Tier], tz: Tz, audit: &crate::domain::ports::TierAudit) ->
         *expected
             .entry((owner(&merged, member_id), month_of(*occurred_at, tz)))
             .or_default() += spend;
+    }
+    for (member_id, issued_at, total) in &audit.receipts {
+        *expected
+            .entry((owner(&merged, member_id), month_of(*issued_at, tz)))
+            .or_default() += to_e4(*total);
     }
     let mut stored: BTreeMap<(String, NaiveDate), i64> = BTreeMap::new();
     for row in &audit.spend {
@@ -338,19 +344,20 @@ mod tests {
             spend: vec![MonthSpend {
                 member_id: "b".into(),
                 month,
-                spend_e4: e4(1_450),
+                spend_e4: e4(1_500),
             }],
             orders: vec![
                 ("a".into(), at, m("1000"), m("900"), m("500")),
                 ("b".into(), at, m("1000"), m("1000"), m("0")),
             ],
+            receipts: vec![("a".into(), at, m("50"))],
             merged: vec![("a".into(), "b".into())],
             tiers: vec![],
         };
         assert!(audit(&tiers(), tz, &rows).is_empty());
         rows.spend[0].spend_e4 = e4(1_000);
         assert_eq!(audit(&tiers(), tz, &rows).len(), 1);
-        rows.spend[0].spend_e4 = e4(1_450);
+        rows.spend[0].spend_e4 = e4(1_500);
         rows.tiers.push((
             "b".into(),
             MemberTier {

@@ -147,12 +147,16 @@ pub(super) async fn record_sale(
     member.lifetime_redeemed_points += order.points_redeemed;
     let paid = tier::to_e4(order.amount_due);
     tiers::count_spend(uow, &program, &member_id, order.occurred_at, paid).await?;
-    tiers::raise(uow, reference, &program, &mut member, now).await?;
     uow.update_member(&member).await?;
     // After the buyer's row is written: the scanner may be the buyer.
     if let Some(receipt_id) = &scanned {
         let taken = (receipt_id.as_str(), order.order_id.as_str());
-        super::receipts::yield_to_sale(uow, taken, now).await?;
+        super::receipts::yield_to_sale(uow, reference, taken, now).await?;
+    }
+    // After the scan gave its spend back, so that the purchase counts once.
+    let mut member = members::current_owner(uow, &member_id).await?;
+    if tiers::raise(uow, reference, &program, &mut member, now).await? {
+        uow.update_member(&member).await?;
     }
     // A register sale is a visit of its store (API.md: whatever the signal).
     if order.channel == crate::domain::model::Channel::Store {

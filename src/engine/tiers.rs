@@ -1,5 +1,6 @@
 //! Member tiers in the batch (`domain::tier`, DESIGN.md "Tiers"): captures and register sales
-//! add their paid amount to the member's monthly spend, refunds take back their share, and the
+//! add their paid amount to the member's monthly spend, accepted receipts their total, refunds
+//! take back their share, and the
 //! batch that lifts the window's spend over a threshold raises the member at once (writing
 //! `tier.changed` and deciding the TIER rules). Only the monthly review lowers a tier.
 //!
@@ -71,6 +72,31 @@ pub(super) async fn count_spend(
         spend_e4: delta_e4,
     };
     uow.add_spend(&delta).await
+}
+
+/// A receipt's spend (accepted at submission or in review: `delta_e4` its total; taken back
+/// when a register sale of the same receipt wins: minus it), in the month it was issued, and
+/// the raise it may bring, on the member's row read under its lock.
+pub(super) async fn receipt_spend(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    member_id: &str,
+    issued_at: DateTime<Utc>,
+    delta_e4: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let program = reference.program(uow).await?;
+    count_spend(uow, &program, member_id, issued_at, delta_e4).await?;
+    if delta_e4 <= 0 || program.tiers.is_empty() {
+        return Ok(());
+    }
+    let Some(mut member) = uow.get_member(member_id, true).await? else {
+        return Err(StoreError::Corrupt(format!("member {member_id} is gone")));
+    };
+    if raise(uow, reference, &program, &mut member, now).await? {
+        uow.update_member(&member).await?;
+    }
+    Ok(())
 }
 
 /// Raises the member to the tier its window spend reaches, if that is higher than its own:

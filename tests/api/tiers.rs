@@ -16,6 +16,8 @@ crate::both_backends! {
     the_review_lowers_a_tier_once_spend_leaves_the_window => the_review_lowers_a_tier_once_spend_leaves_the_window,
     a_refund_lowers_spend_and_the_review_then_the_tier => a_refund_lowers_spend_and_the_review_then_the_tier,
     bad_tiers_are_field_violations_and_write_nothing => bad_tiers_are_field_violations_and_write_nothing,
+    an_accepted_receipt_raises_and_the_tier_rule_fires => an_accepted_receipt_raises_and_the_tier_rule_fires,
+    a_merge_moves_spend_to_the_target => a_merge_moves_spend_to_the_target,
 }
 
 fn tier(tier_id: &str, min_spend: &str, earn_multiplier: &str) -> proto::Tier {
@@ -272,4 +274,100 @@ async fn bad_tiers_are_field_violations_and_write_nothing(app: &TestApp) {
         .expect("program");
     assert!(program.tiers.is_empty());
     assert_eq!(program.tier_window_months, 12);
+}
+
+async fn an_accepted_receipt_raises_and_the_tier_rule_fires(app: &TestApp) {
+    with_tiers(app, 12).await;
+    crate::helpers::create_receipt_rule_as(&app.admin, "scan-1pc", "0.01").await;
+    // A welcome bonus when a member reaches silver (RULE_TRIGGER_TIER).
+    crate::rules::create_rule(
+        app,
+        proto::Rule {
+            rule_id: "welcome-silver".into(),
+            name: "Welcome to silver".into(),
+            trigger: proto::RuleTrigger::Tier as i32,
+            conditions: Some(proto::RuleConditions {
+                tier_ids: vec!["silver".into()],
+                ..Default::default()
+            }),
+            effects: Some(proto::RuleEffects {
+                bonus_points: 500,
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+    )
+    .await;
+    let member_id = app.create_member("scan-card").await;
+    let issued_at = omo::domain::Clock::now(&app.clock) - Duration::hours(1);
+    let result = app
+        .app_client
+        .engagement()
+        .submit_receipt(proto::SubmitReceiptRequest {
+            request_id: "scan-1".into(),
+            member: Some(member_ref(&member_id)),
+            receipt: Some(proto::Receipt {
+                store_id: "shibuya".into(),
+                register_id: "1".into(),
+                receipt_no: "9001".into(),
+                issued_at: Some(prost_types::Timestamp {
+                    seconds: issued_at.timestamp(),
+                    nanos: 0,
+                }),
+                total: "15000".into(),
+                lines: vec![proto::LineItem {
+                    line_id: "L1".into(),
+                    sku: "ITEM".into(),
+                    category: "grocery".into(),
+                    quantity: 1,
+                    amount: "15000".into(),
+                }],
+                image_sha256: "ab".repeat(32),
+                raw_text: String::new(),
+            }),
+        })
+        .await
+        .expect("submit")
+        .into_inner()
+        .result
+        .expect("result");
+    assert_eq!(result.points_awarded, 150);
+
+    // The receipt's total counts as spend: silver at once, and the TIER rule gave its bonus.
+    let silver = tier_of(app, &member_id).await;
+    assert_eq!(
+        (silver.tier_id.as_str(), silver.spend.as_str()),
+        ("silver", "15000")
+    );
+    assert_eq!(app.available(&member_id).await, 150 + 500);
+    app.verify_ok().await;
+}
+
+async fn a_merge_moves_spend_to_the_target(app: &TestApp) {
+    with_tiers(app, 12).await;
+    let source = app.create_member("merge-source").await;
+    let target = app.create_member("merge-target").await;
+    let sale = store_sale("s1", "0001", card_ref("merge-source"), "6000", 0);
+    app.record_sale(sale).await.expect("sale");
+    let sale = store_sale("s2", "0002", card_ref("merge-target"), "3000", 0);
+    app.record_sale(sale).await.expect("sale");
+    app.admin
+        .members()
+        .merge_members(proto::MergeMembersRequest {
+            request_id: "merge".into(),
+            source_member_id: source.clone(),
+            target_member_id: target.clone(),
+        })
+        .await
+        .expect("merge");
+    assert_eq!(tier_of(app, &target).await.spend, "9000");
+    // The next sale counts both members' spend: 9,000 + 1,000 reaches silver.
+    let sale = store_sale("s3", "0003", card_ref("merge-target"), "1000", 0);
+    app.record_sale(sale).await.expect("sale");
+    let tier = tier_of(app, &target).await;
+    assert_eq!(
+        (tier.tier_id.as_str(), tier.spend.as_str()),
+        ("silver", "10000")
+    );
+    app.verify_ok().await;
 }

@@ -130,6 +130,15 @@ where state in ('captured', 'partially_refunded', 'refunded')"#,
                 ))
             })
             .await?;
+        let query = sqlx::query(
+            "select member_id, issued_at, total from receipts where status = 'accepted'",
+        );
+        let receipts = self
+            .fetch_all(query, |row| {
+                let c = Cols::new(row, "receipts", "member_id");
+                Ok((c.get("member_id")?, c.get("issued_at")?, c.money("total")?))
+            })
+            .await?;
         let query =
             sqlx::query("select member_id, merged_into from members where merged_into is not null");
         let merged = self
@@ -160,6 +169,7 @@ where tier_id <> ''"#,
         Ok(TierAudit {
             spend,
             orders,
+            receipts,
             merged,
             tiers,
         })

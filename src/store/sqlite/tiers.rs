@@ -134,6 +134,16 @@ impl SqliteUnitOfWork {
                     c.money("refunded_amount")?,
                 ))
             })?;
+        let receipts = self
+            .query("select member_id, issued_at, total from receipts where status = 'accepted'")?
+            .fetch_all(|row| {
+                let c = Cols::new(row, "receipts", "member_id");
+                Ok((
+                    c.get("member_id")?,
+                    c.instant("issued_at")?,
+                    c.money("total")?,
+                ))
+            })?;
         let merged = self
             .query("select member_id, merged_into from members where merged_into is not null")?
             .fetch_all(|row| Ok((col(row, 0)?, col(row, 1)?)))?;
@@ -159,6 +169,7 @@ impl SqliteUnitOfWork {
         Ok(TierAudit {
             spend,
             orders,
+            receipts,
             merged,
             tiers,
         })
