@@ -88,8 +88,8 @@ pub struct Member {
     /// as none.
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
-    /// Where the member stands among the program's tiers (GetMember reads it; left out of
-    /// write replies, so remembered outcomes hash as before).
+    /// Where the member stands among the program's tiers. Outcomes remembered before the
+    /// field read as none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tier: Option<super::tier::TierStatus>,
 }

@@ -39,14 +39,7 @@ impl Engine {
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
-        let now = self.now();
-        let program = self.core.reference.program(uow.as_mut()).await?;
-        let spend = super::tiers::window_spend(uow.as_mut(), &program, &row.member_id, now).await?;
-        let tz = super::tiers::zone(&program);
-        let status = crate::domain::tier::status(&program.tiers, &row.tier, spend, now, tz);
-        let mut member = members::to_member(uow.as_mut(), row).await?;
-        member.tier = Some(status);
-        Ok(member)
+        Ok(members::to_member(uow.as_mut(), row, self.now()).await?)
     }
 
     pub async fn get_balance(

@@ -43,7 +43,7 @@ async fn tier_of(app: &TestApp, member_id: &str) -> proto::MemberTier {
         .await
         .expect("member")
         .tier
-        .expect("GetMember sets the tier")
+        .expect("a member reply carries its tier")
 }
 
 /// The `tier.changed` events of a member, once `count` are numbered (20 s at most).
