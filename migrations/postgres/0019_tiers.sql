@@ -3,8 +3,9 @@
 -- lowered only by the monthly review ('' = no tier).
 alter table members add column tier_id text not null default '';
 alter table members add column tier_since timestamptz;
--- When the monthly review (or a raise) last decided the tier: the sweeper reviews a member once
--- a month, so a refund mid-month never lowers a tier before the review.
+-- When the monthly review (or a raise) last decided the tier (set with every tier): the sweeper
+-- reviews a member once a month, so a refund mid-month never lowers a tier before the review;
+-- the partial index finds the members due without reading those reviewed already.
 alter table members add column tier_reviewed_at timestamptz;
 create index members_by_tier_review on members (tier_reviewed_at) where tier_id <> '';
 

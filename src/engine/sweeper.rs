@@ -459,9 +459,7 @@ impl Engine {
             let mut read = self.store().begin_read().await?;
             self.core.reference.program(read.as_mut()).await?
         };
-        if program.tiers.is_empty() {
-            return Ok(());
-        }
+        // Without tiers (all removed), members who still hold one are reviewed down to none.
         let review = crate::domain::tier::last_review(now, tiers::zone(&program));
         let mut after = String::new();
         for _ in 0..MAX_PASSES {

@@ -94,7 +94,7 @@ set spend_e4 = member_spend.spend_e4 + excluded.spend_e4"#,
 select member_id
 from members
 where tier_id <> ''
-    and coalesce(tier_reviewed_at, '-infinity') < $1
+    and tier_reviewed_at < $1
     and member_id > $2
 order by member_id
 limit $3"#,

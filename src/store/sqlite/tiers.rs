@@ -99,7 +99,7 @@ impl SqliteUnitOfWork {
                 select member_id
                 from members
                 where tier_id <> ''
-                  and coalesce(tier_reviewed_at, 0) < ?1
+                  and tier_reviewed_at < ?1
                   and member_id > ?2
                 order by member_id
                 limit ?3
