@@ -101,12 +101,34 @@ pub(super) async fn to_member(
     row: MemberRow,
     now: DateTime<Utc>,
 ) -> Result<Member, StoreError> {
-    let identifiers = uow.identifiers(&row.member_id).await?;
-    // Where the member stands among the tiers, as every reply of a member shows it.
+    // A batch reads the program once (it keeps it).
     let program = uow.load_program(false).await?.unwrap_or_default();
-    let spend = super::tiers::window_spend(uow, &program, &row.member_id, now).await?;
-    let tz = super::tiers::zone(&program);
-    let tier = crate::domain::tier::status(&program.tiers, &row.tier, spend, now, tz);
+    to_member_under(uow, row, now, &program).await
+}
+
+/// [`to_member`] under `program` as the caller has it (the read path: the reference cache).
+pub(super) async fn to_member_under(
+    uow: &mut dyn LedgerReads,
+    row: MemberRow,
+    now: DateTime<Utc>,
+    program: &crate::domain::model::Program,
+) -> Result<Member, StoreError> {
+    let identifiers = uow.identifiers(&row.member_id).await?;
+    // Where the member stands among the tiers, as every reply of a member shows it (none
+    // while the program has no tiers: nothing to read then).
+    let tier = if program.tiers.is_empty() {
+        None
+    } else {
+        let spend = super::tiers::window_spend(uow, program, &row.member_id, now).await?;
+        let tz = super::tiers::zone(program);
+        Some(crate::domain::tier::status(
+            &program.tiers,
+            &row.tier,
+            spend,
+            now,
+            tz,
+        ))
+    };
     Ok(Member {
         member_id: row.member_id,
         identifiers,
@@ -115,7 +137,7 @@ pub(super) async fn to_member(
         merged_into: row.merged_into,
         created_at: row.created_at,
         attributes: row.attributes,
-        tier: Some(tier),
+        tier,
     })
 }
 

@@ -39,7 +39,8 @@ impl Engine {
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
-        Ok(members::to_member(uow.as_mut(), row, self.now()).await?)
+        let program = self.core.reference.program(uow.as_mut()).await?;
+        Ok(members::to_member_under(uow.as_mut(), row, self.now(), &program).await?)
     }
 
     pub async fn get_balance(
