@@ -473,6 +473,7 @@ impl Engine {
             after = last.clone();
             for member_id in member_ids {
                 let reference = self.core.reference.clone();
+                let id = member_id.clone();
                 let result = self
                     .core
                     .write(move |uow, now| {
@@ -493,7 +494,7 @@ impl Engine {
                     Ok(true) => report.tiers_reviewed += 1,
                     Ok(false) => {}
                     Err(error) => {
-                        tracing::warn!(%error, "sweep: cannot review this member's tier; skipped");
+                        tracing::warn!(%error, member_id = %id, "sweep: cannot review this member's tier; skipped");
                         report.failed += 1;
                     }
                 }
