@@ -153,6 +153,8 @@ async fn story(app: &Application) -> Result<(), DemoError> {
     show_balance(&ec, &member.member_id).await?;
     bonus_campaign(&admin, &register).await?;
     show_balance(&ec, &member.member_id).await?;
+    reach_tier(&admin, &register, &member.member_id).await?;
+    show_balance(&ec, &member.member_id).await?;
     show_ledger(&ec, &member.member_id).await?;
     show_events(&admin, &member.member_id).await?;
     show_reports(&admin).await?;
@@ -436,6 +438,82 @@ async fn bonus_campaign(admin: &Client, register: &Client) -> Result<(), DemoErr
     Ok(())
 }
 
+/// Tiers: silver from ¥75,000 paid within 12 months (1.5x base points), gold from ¥150,000
+/// (2x); the sale that lifts Hanako over silver's threshold raises her at once, and the next
+/// sale earns 1.5x its base.
+async fn reach_tier(admin: &Client, register: &Client, member_id: &str) -> Result<(), DemoError> {
+    let tier = |tier_id: &str, name: &str, min_spend: &str, earn_multiplier: &str| proto::Tier {
+        tier_id: tier_id.into(),
+        name: name.into(),
+        min_spend: min_spend.into(),
+        earn_multiplier: earn_multiplier.into(),
+    };
+    admin
+        .program()
+        .update_program(proto::UpdateProgramRequest {
+            request_id: "demo-tiers".into(),
+            program: Some(proto::Program {
+                tiers: vec![
+                    tier("silver", "Silver", "75000", "1.5"),
+                    tier("gold", "Gold", "150000", "2"),
+                ],
+                tier_window_months: 12,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["tiers".into(), "tier_window_months".into()],
+            }),
+        })
+        .await?;
+    let standing = member_tier(admin, member_id).await?;
+    // What silver still needs, in whole yen (at least a small purchase).
+    let to_go: rust_decimal::Decimal = standing.spend_to_next.parse().unwrap_or_default();
+    let amount = to_go
+        .ceil()
+        .max(rust_decimal::Decimal::from(1000))
+        .to_string();
+    let sale = record_sale(register, "demo-sale-tier", "R-0100", &amount, 0, vec![]).await?;
+    let reached = member_tier(admin, member_id).await?;
+    println!(
+        "14. Tiers: Hanako has spent ¥{} within 12 months; a ¥{} sale lifts her to ¥{} → tier {:?} (next: {:?}, ¥{} to go; reviewed monthly)",
+        standing.spend,
+        sale.total,
+        reached.spend,
+        reached.tier_id,
+        reached.next_tier_id,
+        reached.spend_to_next
+    );
+    let sale = record_sale(register, "demo-sale-silver", "R-0101", "2000", 0, vec![]).await?;
+    let base: i64 = sale
+        .earn_breakdown
+        .iter()
+        .filter(|part| part.rule_id.is_empty())
+        .map(|part| part.points)
+        .sum();
+    println!(
+        "15. As {}, a ¥{} sale earns +{} points: base {} (1 % × 1.5) and the rules' {}",
+        reached.tier_id,
+        sale.total,
+        sale.points_earned,
+        base,
+        sale.points_earned - base
+    );
+    Ok(())
+}
+
+async fn member_tier(admin: &Client, member_id: &str) -> Result<proto::MemberTier, DemoError> {
+    Ok(admin
+        .members()
+        .get_member(proto::GetMemberRequest {
+            member: Some(member_ref(member_id)),
+        })
+        .await?
+        .into_inner()
+        .member
+        .and_then(|member| member.tier)
+        .ok_or("no member tier")?)
+}
+
 async fn record_sale(
     register: &Client,
     request_id: &str,
@@ -620,7 +698,7 @@ async fn show_reports(admin: &Client) -> Result<(), DemoError> {
         .await?
         .into_inner();
     println!(
-        "14. The operator's reports: the program owes {} points (¥{}), {} of them pending",
+        "16. The operator's reports: the program owes {} points (¥{}), {} of them pending",
         liability.outstanding_points, liability.outstanding_value, liability.pending_points
     );
     let now = chrono::Utc::now();

@@ -185,6 +185,7 @@ mod tests {
             lifetime_redeemed_points: 0,
             attributes: Default::default(),
             erased_at: None,
+            tier: Default::default(),
         };
         let balance = balance_at(&member, &lots, now());
         assert_eq!((balance.available_points, balance.pending_points), (0, 100));

@@ -30,6 +30,7 @@ pub mod schedule;
 pub mod seal;
 pub mod session;
 pub mod summary;
+pub mod tier;
 pub mod webhook;
 
 pub use account::{Account, Asset};

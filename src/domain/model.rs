@@ -88,6 +88,10 @@ pub struct Member {
     /// as none.
     #[serde(default)]
     pub attributes: std::collections::BTreeMap<String, String>,
+    /// Where the member stands among the program's tiers. Outcomes remembered before the
+    /// field read as none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<super::tier::TierStatus>,
 }
 
 /// The member's row as the engine sees it while it works (without identifiers).
@@ -103,6 +107,9 @@ pub struct MemberRow {
     pub attributes: std::collections::BTreeMap<String, String>,
     /// When EraseMember erased the member (state `Erased`).
     pub erased_at: Option<DateTime<Utc>>,
+    /// The member's tier (`domain::tier`): raised by the batch that lifts spend over a
+    /// threshold, lowered only by the monthly review.
+    pub tier: super::tier::MemberTier,
 }
 
 impl MemberRow {
@@ -172,6 +179,16 @@ pub struct Program {
     /// an `offer.nearby` event; 0 = none. Programs stored before the field read the default.
     #[serde(default = "default_nearby_offer_radius_m")]
     pub nearby_offer_radius_m: i32,
+    /// Member tiers by increasing `min_spend` (`domain::tier`); none before the field existed.
+    #[serde(default)]
+    pub tiers: Vec<super::tier::Tier>,
+    /// Months of spend a tier counts (the current month and those before it).
+    #[serde(default = "default_tier_window_months")]
+    pub tier_window_months: i32,
+}
+
+fn default_tier_window_months() -> i32 {
+    super::tier::DEFAULT_TIER_WINDOW_MONTHS
 }
 
 /// The `offer.nearby` radius unless the program says: a couple of minutes' walk.
@@ -236,6 +253,8 @@ impl Default for Program {
             expiry_reminder_days: DEFAULT_EXPIRY_REMINDER_DAYS,
             nearby_offer_radius_m: DEFAULT_NEARBY_OFFER_RADIUS_M,
             receipt_review_threshold: default_receipt_review_threshold(),
+            tiers: Vec::new(),
+            tier_window_months: default_tier_window_months(),
         }
     }
 }
@@ -316,6 +335,10 @@ pub struct ProgramPatch {
     pub expiry_reminder_days: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nearby_offer_radius_m: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tiers: Option<Vec<super::tier::Tier>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier_window_months: Option<i32>,
 }
 
 impl ProgramPatch {
@@ -344,6 +367,8 @@ impl ProgramPatch {
             &mut program.nearby_offer_radius_m,
             self.nearby_offer_radius_m,
         );
+        set(&mut program.tiers, self.tiers);
+        set(&mut program.tier_window_months, self.tier_window_months);
     }
 }
 

@@ -447,6 +447,41 @@ pub struct ChangeSet {
     /// The summary rows' shard: the flushing writer's number (0 outside the writers' batches),
     /// so that parallel writers never wait on one summary row.
     pub shard: i16,
+    /// What the batch adds to members' monthly spend (`domain::tier`), added to the stored
+    /// rows like the rule counters: counting spend reads nothing.
+    pub member_spend: Vec<MonthSpend>,
+}
+
+/// What `omo verify` recomputes the tiers' spend summary from (`domain::tier`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TierAudit {
+    /// Every stored monthly spend row.
+    pub spend: Vec<MonthSpend>,
+    /// Every captured order (refunded ones too): (member_id as the order names it,
+    /// occurred_at, total, amount_due, refunded_amount).
+    pub orders: Vec<(
+        String,
+        DateTime<Utc>,
+        super::Money,
+        super::Money,
+        super::Money,
+    )>,
+    /// Every accepted receipt: (member_id, issued_at, total).
+    pub receipts: Vec<(String, DateTime<Utc>, super::Money)>,
+    /// Merged members: (member_id, merged_into).
+    pub merged: Vec<(String, String)>,
+    /// Every member with a tier: (member_id, tier).
+    pub tiers: Vec<(String, crate::domain::tier::MemberTier)>,
+}
+
+/// A member's spend in one month of the program's zone (a stored row, or in a [`ChangeSet`]
+/// what a batch adds to it), in integer ten-thousandths of the currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonthSpend {
+    pub member_id: String,
+    /// The month's first day.
+    pub month: NaiveDate,
+    pub spend_e4: i64,
 }
 
 /// What a batch changed of the rules tables: rules created or updated, and what it added to
@@ -800,6 +835,12 @@ pub trait LedgerReads: Send {
     ) -> StoreResult<i64>;
     /// Whether the member has a captured order (refunded ones count: they were captured).
     async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool>;
+    /// The member's monthly spend rows from `from_month` on (`domain::tier`), by month.
+    async fn member_spend(
+        &mut self,
+        member_id: &str,
+        from_month: NaiveDate,
+    ) -> StoreResult<Vec<MonthSpend>>;
     /// `lock` takes a row lock held to the end of the work (a review).
     async fn get_receipt(
         &mut self,
@@ -1051,6 +1092,14 @@ pub trait UnitOfWork: LedgerReads {
     // Background work and verification.
     /// Up to `limit` items of each kind due at `now` (see [`Store::due_work_claims_rows`]).
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork>;
+    /// Up to `limit` members with a tier, after `after_member_id` by id, whose tier was last
+    /// decided before `reviewed_before` (the monthly review's instant, `domain::tier`).
+    async fn members_due_tier_review(
+        &mut self,
+        reviewed_before: DateTime<Utc>,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>>;
     /// Members (after `after_member_id`, by id, at most `limit`) whose last visit at
     /// `store_ids` (empty = any store) was on or before `last_visit_by` and to whom `rule_id`
     /// has issued nothing since that visit: the candidates of a LAPSED rule's daily check.
@@ -1063,6 +1112,8 @@ pub trait UnitOfWork: LedgerReads {
         limit: i64,
     ) -> StoreResult<Vec<String>>;
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot>;
+    /// The rows `omo verify` checks the tiers against (a full read: verification only).
+    async fn tier_audit(&mut self) -> StoreResult<TierAudit>;
 
     // The journal's hash chain (`domain::seal`), written by the background sealer.
     /// The highest transaction id at which the journal is settled: every id at or below it is

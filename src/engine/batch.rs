@@ -27,8 +27,8 @@ use crate::domain::{
     model::{Identifier, Lot, MemberRef, MemberRow, Order, OrderLot, Program, Store},
     ports::{
         AccountTotal, ChangeSet, EngagementChanges, GeoIssue, IdempotencyRecord, Keys, LedgerReads,
-        Loaded, LocationRecord, NewTransaction, Presence, RuleChanges, RuleCounter, RuleStoreDay,
-        Sequence, StoreError, StoreResult, UnitOfWork, Visit, VisitIssue,
+        Loaded, LocationRecord, MonthSpend, NewTransaction, Presence, RuleChanges, RuleCounter,
+        RuleStoreDay, Sequence, StoreError, StoreResult, UnitOfWork, Visit, VisitIssue,
     },
     receipt::{
         ClaimHolder, ClaimWrite, ReceiptClaim, ReceiptRecord, ReceiptRule, ReceiptStatus,
@@ -262,6 +262,7 @@ struct Marks {
     events: usize,
     engagement: EngagementMarks,
     rules: RuleMarks,
+    spent: usize,
 }
 
 type Receipt = (String, String, String);
@@ -316,6 +317,10 @@ struct Rows {
     free_ids: HashMap<Sequence, VecDeque<i64>>,
     engagement: EngagementRows,
     rules: RuleRows,
+    /// Members' monthly spend as read (from the month given on), and the batch's additions,
+    /// which the flush adds to the stored rows (`domain::tier`).
+    spend_read: HashMap<String, (NaiveDate, Vec<MonthSpend>)>,
+    spent: Table<(String, NaiveDate), MonthSpend>,
 }
 
 impl Rows {
@@ -423,6 +428,7 @@ impl Rows {
             events: self.events.len(),
             engagement: self.engagement.marks(),
             rules: self.rules.marks(),
+            spent: self.spent.mark(),
         }
     }
 
@@ -447,6 +453,7 @@ impl Rows {
         self.events.truncate(marks.events);
         self.engagement.rollback(marks.engagement);
         self.rules.rollback(marks.rules);
+        self.spent.rollback(marks.spent);
     }
 
     /// What the batch changed, for [`UnitOfWork::flush`].
@@ -518,6 +525,16 @@ impl Rows {
             report: self.report_changes(zone_of),
             events: self.events_out(),
             shard: 0,
+            member_spend: {
+                let mut spent: Vec<MonthSpend> = self
+                    .spent
+                    .present()
+                    .filter(|delta| delta.spend_e4 != 0)
+                    .cloned()
+                    .collect();
+                spent.sort_by(|a, b| (&a.member_id, a.month).cmp(&(&b.member_id, b.month)));
+                spent
+            },
         }
     }
 
@@ -1381,6 +1398,43 @@ impl LedgerReads for InMemory<'_> {
         Ok(stored + counted.map_or(0, |day| day.fired))
     }
 
+    async fn member_spend(
+        &mut self,
+        member_id: &str,
+        from_month: NaiveDate,
+    ) -> StoreResult<Vec<MonthSpend>> {
+        let covered = self
+            .rows
+            .spend_read
+            .get(member_id)
+            .is_some_and(|(from, _)| *from <= from_month);
+        if !covered {
+            let rows = self.db.member_spend(member_id, from_month).await?;
+            self.rows
+                .spend_read
+                .insert(member_id.to_string(), (from_month, rows));
+        }
+        let mut months: std::collections::BTreeMap<NaiveDate, i64> = Default::default();
+        if let Some((_, rows)) = self.rows.spend_read.get(member_id) {
+            for row in rows.iter().filter(|row| row.month >= from_month) {
+                *months.entry(row.month).or_default() += row.spend_e4;
+            }
+        }
+        for delta in self.rows.spent.present() {
+            if delta.member_id == member_id && delta.month >= from_month {
+                *months.entry(delta.month).or_default() += delta.spend_e4;
+            }
+        }
+        Ok(months
+            .into_iter()
+            .map(|(month, spend_e4)| MonthSpend {
+                member_id: member_id.to_string(),
+                month,
+                spend_e4,
+            })
+            .collect())
+    }
+
     async fn has_captured_order(&mut self, member_id: &str) -> StoreResult<bool> {
         let captured_here = self
             .rows
@@ -1731,6 +1785,24 @@ impl LedgerRows for InMemory<'_> {
             None => delta.clone(),
         };
         self.rows.rules.counted.put(key, counted);
+        Ok(())
+    }
+
+    async fn add_spend(&mut self, delta: &MonthSpend) -> StoreResult<()> {
+        let key = (delta.member_id.clone(), delta.month);
+        let sum = self
+            .rows
+            .spent
+            .cached(&key)
+            .flatten()
+            .map_or(0, |d| d.spend_e4);
+        self.rows.spent.put(
+            key,
+            MonthSpend {
+                spend_e4: sum + delta.spend_e4,
+                ..delta.clone()
+            },
+        );
         Ok(())
     }
 

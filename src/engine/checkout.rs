@@ -10,7 +10,7 @@ use super::{
     members::{self, Access},
     points,
     reference::Reference,
-    rules,
+    rules, tiers,
 };
 use crate::domain::{
     Account, Asset, DomainError, Money,
@@ -24,6 +24,7 @@ use crate::domain::{
     },
     ports::{NewTransaction, OrderClash, StoreError},
     pricing::{self, Priced},
+    tier,
 };
 
 /// How far ahead of the server clock a register's `occurred_at` may be (clock skew).
@@ -41,7 +42,11 @@ pub(super) async fn authorize(
     ensure_new_order(uow, reference, request).await?;
     let program = reference.program(uow).await?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
-    let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
+    let (mut priced, applied) =
+        price_strict(uow, &program, &member, request, available, now).await?;
+    // The member's tier multiplies the base (previewed here; the capture books this base).
+    priced.points_to_earn =
+        tiers::base_points(&program, request.channel, priced.amount_due, &member);
     let purchase = purchase_of(request, &member.member_id, &priced, now);
     let preview = rules::decide_purchase(uow, reference, &program, &purchase, false).await?;
     // The base alone may not pass the program's cap; the rules give what room it leaves.
@@ -89,7 +94,11 @@ pub(super) async fn record_sale(
     let program = reference.program(uow).await?;
     program.check_offline_age(occurred_at, now)?;
     let (lots, available) = points::spendable(uow, &member.member_id, now).await?;
-    let (priced, applied) = price_strict(uow, &program, &member, request, available, now).await?;
+    let (mut priced, applied) =
+        price_strict(uow, &program, &member, request, available, now).await?;
+    // The member's tier (before this sale) multiplies the base.
+    priced.points_to_earn =
+        tiers::base_points(&program, request.channel, priced.amount_due, &member);
     let member_id = member.member_id.clone();
     let purchase = purchase_of(request, &member_id, &priced, occurred_at);
     // The base alone may not pass the program's cap; the rules give what room it leaves.
@@ -136,11 +145,18 @@ pub(super) async fn record_sale(
     uow.append_transaction(&sale).await?;
     member.lifetime_earned_points += order.points_earned;
     member.lifetime_redeemed_points += order.points_redeemed;
+    let paid = tier::to_e4(order.amount_due);
+    tiers::count_spend(uow, &program, &member_id, order.occurred_at, paid).await?;
     uow.update_member(&member).await?;
     // After the buyer's row is written: the scanner may be the buyer.
     if let Some(receipt_id) = &scanned {
         let taken = (receipt_id.as_str(), order.order_id.as_str());
-        super::receipts::yield_to_sale(uow, taken, now).await?;
+        super::receipts::yield_to_sale(uow, reference, taken, now).await?;
+    }
+    // After the scan gave its spend back, so that the purchase counts once.
+    let mut member = members::current_owner(uow, &member_id).await?;
+    if tiers::raise(uow, reference, &program, &mut member, now).await? {
+        uow.update_member(&member).await?;
     }
     // A register sale is a visit of its store (API.md: whatever the signal).
     if order.channel == crate::domain::model::Channel::Store {
@@ -214,6 +230,9 @@ pub(super) async fn capture(
     append(uow, "capture", &order, &member.member_id, now, postings).await?;
     member.lifetime_earned_points += order.points_earned;
     member.lifetime_redeemed_points += order.points_redeemed;
+    let paid = tier::to_e4(order.amount_due);
+    tiers::count_spend(uow, &program, &member.member_id, order.occurred_at, paid).await?;
+    tiers::raise(uow, reference, &program, &mut member, now).await?;
     uow.update_member(&member).await?;
     Ok(order)
 }
@@ -396,6 +415,22 @@ pub(super) async fn refund(
     member.lifetime_earned_points -= reverse;
     member.lifetime_redeemed_points -= restored;
     uow.update_member(&member).await?;
+    // The refund takes its share of the paid amount back from the month the order counted in
+    // (a tier is lowered only by the monthly review).
+    let before = tier::refunded_share_e4(
+        order.amount_due,
+        refunded.saturating_sub(amount),
+        order.total,
+    );
+    let after = tier::refunded_share_e4(order.amount_due, refunded, order.total);
+    tiers::count_spend(
+        uow,
+        &program,
+        &member.member_id,
+        order.occurred_at,
+        before - after,
+    )
+    .await?;
     Ok(RefundResult {
         order,
         points_restored: restored,

@@ -99,8 +99,36 @@ pub(super) async fn current_owner(
 pub(super) async fn to_member(
     uow: &mut dyn LedgerReads,
     row: MemberRow,
+    now: DateTime<Utc>,
+) -> Result<Member, StoreError> {
+    // A batch reads the program once (it keeps it).
+    let program = uow.load_program(false).await?.unwrap_or_default();
+    to_member_under(uow, row, now, &program).await
+}
+
+/// [`to_member`] under `program` as the caller has it (the read path: the reference cache).
+pub(super) async fn to_member_under(
+    uow: &mut dyn LedgerReads,
+    row: MemberRow,
+    now: DateTime<Utc>,
+    program: &crate::domain::model::Program,
 ) -> Result<Member, StoreError> {
     let identifiers = uow.identifiers(&row.member_id).await?;
+    // Where the member stands among the tiers, as every reply of a member shows it (none
+    // while the program has no tiers: nothing to read then).
+    let tier = if program.tiers.is_empty() {
+        None
+    } else {
+        let spend = super::tiers::window_spend(uow, program, &row.member_id, now).await?;
+        let tz = super::tiers::zone(program);
+        Some(crate::domain::tier::status(
+            &program.tiers,
+            &row.tier,
+            spend,
+            now,
+            tz,
+        ))
+    };
     Ok(Member {
         member_id: row.member_id,
         identifiers,
@@ -109,6 +137,7 @@ pub(super) async fn to_member(
         merged_into: row.merged_into,
         created_at: row.created_at,
         attributes: row.attributes,
+        tier,
     })
 }
 
@@ -131,12 +160,13 @@ pub(super) async fn create(
         lifetime_redeemed_points: 0,
         attributes: Default::default(),
         erased_at: None,
+        tier: Default::default(),
     };
     uow.insert_member(&row).await?;
     for identifier in identifiers {
         uow.insert_identifier(&row.member_id, identifier).await?;
     }
-    Ok(to_member(uow, row).await?)
+    Ok(to_member(uow, row, now).await?)
 }
 
 async fn ensure_free(uow: &mut dyn LedgerRows, identifier: &Identifier) -> CommandResult<()> {
@@ -151,6 +181,7 @@ async fn ensure_free(uow: &mut dyn LedgerRows, identifier: &Identifier) -> Comma
 
 pub(super) async fn link(
     uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
     member: &MemberRef,
     identifier: &Identifier,
 ) -> CommandResult<Member> {
@@ -160,12 +191,13 @@ pub(super) async fn link(
         Some(_) => ensure_free(uow, identifier).await?,
         None => uow.insert_identifier(&row.member_id, identifier).await?,
     }
-    Ok(to_member(uow, row).await?)
+    Ok(to_member(uow, row, now).await?)
 }
 
 /// UpdateMember: the display name and attributes given replace the stored ones.
 pub(super) async fn update(
     uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
     member: &MemberRef,
     display_name: Option<&String>,
     attributes: Option<&std::collections::BTreeMap<String, String>>,
@@ -178,13 +210,14 @@ pub(super) async fn update(
         row.attributes.clone_from(attributes);
     }
     uow.update_member(&row).await?;
-    Ok(to_member(uow, row).await?)
+    Ok(to_member(uow, row, now).await?)
 }
 
 /// UnlinkIdentifier: the identifier must be the member's; another member's or nobody's is
 /// the same INVALID_ARGUMENT, so the answer does not reveal who owns it.
 pub(super) async fn unlink(
     uow: &mut dyn LedgerRows,
+    now: DateTime<Utc>,
     member: &MemberRef,
     identifier: &Identifier,
 ) -> CommandResult<Member> {
@@ -193,7 +226,7 @@ pub(super) async fn unlink(
         return Err(DomainError::invalid("identifier", "is not linked to this member").into());
     }
     uow.remove_identifier(&row.member_id, identifier).await?;
-    Ok(to_member(uow, row).await?)
+    Ok(to_member(uow, row, now).await?)
 }
 
 /// EraseMember: personal data goes (identifiers, name, attributes, location history,
@@ -224,7 +257,7 @@ pub(super) async fn erase(
     row.state = MemberState::Erased;
     row.erased_at = Some(now);
     uow.update_member(&row).await?;
-    Ok(to_member(uow, row).await?)
+    Ok(to_member(uow, row, now).await?)
 }
 
 /// Moves everything of `source` to `target` through the ledger: points (each lot keeps its
@@ -284,7 +317,7 @@ pub(super) async fn merge(
     source.merged_into = Some(target.member_id.clone());
     uow.update_member(&source).await?;
     uow.update_member(&target).await?;
-    Ok(to_member(uow, target).await?)
+    Ok(to_member(uow, target, now).await?)
 }
 
 /// One posting per asset the source holds: available and pending points, and each campaign's
@@ -379,7 +412,7 @@ impl crate::domain::command::MemberCommand {
             }
             LinkIdentifier { member, identifier } => {
                 caller.require(Operation::LinkIdentifier)?;
-                link(uow, member, identifier).await.map(Reply::Member)
+                link(uow, now, member, identifier).await.map(Reply::Member)
             }
             MergeMembers {
                 source_member_id,
@@ -396,13 +429,15 @@ impl crate::domain::command::MemberCommand {
                 attributes,
             } => {
                 caller.require(Operation::UpdateMember)?;
-                update(uow, member, display_name.as_ref(), attributes.as_ref())
+                update(uow, now, member, display_name.as_ref(), attributes.as_ref())
                     .await
                     .map(Reply::Member)
             }
             UnlinkIdentifier { member, identifier } => {
                 caller.require(Operation::UnlinkIdentifier)?;
-                unlink(uow, member, identifier).await.map(Reply::Member)
+                unlink(uow, now, member, identifier)
+                    .await
+                    .map(Reply::Member)
             }
             EraseMember { member } => {
                 caller.require(Operation::EraseMember)?;

@@ -38,6 +38,7 @@ mod sessions;
 mod settings;
 pub mod spatial;
 mod sweeper;
+mod tiers;
 mod verify;
 mod webhooks;
 mod writer;

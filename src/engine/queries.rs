@@ -39,7 +39,8 @@ impl Engine {
         let row = members::resolve(uow.as_mut(), member, members::Access::Read)
             .await
             .map_err(from_failure)?;
-        Ok(members::to_member(uow.as_mut(), row).await?)
+        let program = self.core.reference.program(uow.as_mut()).await?;
+        Ok(members::to_member_under(uow.as_mut(), row, self.now(), &program).await?)
     }
 
     pub async fn get_balance(
@@ -142,7 +143,7 @@ impl Engine {
             })
             .collect();
         let discount = coupons.iter().map(|c| c.discount).sum();
-        let priced = pricing::price(
+        let mut priced = pricing::price(
             &program,
             request.channel,
             total,
@@ -151,6 +152,9 @@ impl Engine {
             available,
             false,
         )?;
+        // The member's tier multiplies the base, as the order would earn it.
+        priced.points_to_earn =
+            super::tiers::base_points(&program, request.channel, priced.amount_due, &member);
         let purchase = super::rules::Purchase {
             member_id: &member.member_id,
             channel: request.channel,

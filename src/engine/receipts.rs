@@ -118,6 +118,7 @@ pub(super) async fn submit_receipt(
                     record.status = ReceiptStatus::Accepted;
                     earn_now(uow, reference, &mut record, now).await?;
                     issued = award(uow, reference, &mut record, &outcome, now).await?;
+                    count_spend(uow, reference, &record, 1, now).await?;
                 }
             }
         }
@@ -298,6 +299,19 @@ async fn book(
     Ok(())
 }
 
+/// An accepted receipt's total into (`sign` 1) or out of (-1) the member's tier spend.
+async fn count_spend(
+    uow: &mut dyn LedgerRows,
+    reference: &Reference,
+    record: &ReceiptRecord,
+    sign: i64,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let total = crate::domain::tier::to_e4(record.receipt.total);
+    let (member_id, issued_at) = (record.member_id.as_str(), record.receipt.issued_at);
+    super::tiers::receipt_spend(uow, reference, member_id, issued_at, sign * total, now).await
+}
+
 async fn add_lifetime_points(
     uow: &mut dyn LedgerRows,
     member_id: &str,
@@ -363,6 +377,7 @@ pub(super) async fn review_receipt(
             review: None,
         };
         issued = award(uow, reference, &mut record, &outcome, now).await?;
+        count_spend(uow, reference, &record, 1, now).await?;
     } else {
         record.status = ReceiptStatus::Rejected;
         record.reason = Some(ReceiptReason::ReviewRejected);
@@ -466,6 +481,7 @@ pub(super) async fn scan_of_sale(
 /// stay with their holder (omo has no revocation yet).
 pub(super) async fn yield_to_sale(
     uow: &mut dyn LedgerRows,
+    reference: &Reference,
     (receipt_id, order_id): (&str, &str),
     now: DateTime<Utc>,
 ) -> CommandResult<()> {
@@ -483,6 +499,8 @@ pub(super) async fn yield_to_sale(
     let postings = take_back(uow, &record, now).await?;
     if record.status == ReceiptStatus::Accepted {
         add_lifetime_points(uow, &record.member_id, -record.points).await?;
+        // The sale counts the purchase now; the receipt stops counting.
+        count_spend(uow, reference, &record, -1, now).await?;
     }
     if !postings.is_empty() {
         let mut entry = points::system_entry("receipt_reversed", &record.member_id, now, postings);

@@ -125,6 +125,8 @@ pub(crate) trait LedgerRows: LedgerReads {
     async fn count_rule(&mut self, delta: &RuleCounter) -> StoreResult<()>;
     /// Adds `delta.fired` firings to a rule's day at a store.
     async fn count_rule_day(&mut self, delta: &RuleStoreDay) -> StoreResult<()>;
+    /// Adds `delta.spend_e4` to the member's spend in `delta.month` (`domain::tier`).
+    async fn add_spend(&mut self, delta: &crate::domain::ports::MonthSpend) -> StoreResult<()>;
 
     // Campaigns and coupons.
     async fn insert_campaign(&mut self, campaign: &Campaign) -> StoreResult<()>;

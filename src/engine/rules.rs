@@ -234,6 +234,12 @@ pub(super) async fn decide_purchase(
         false
     };
     let attributes = BTreeMap::new();
+    // The member's tier, for rules with `conditions.tier_ids` (the row is in the batch).
+    let tier_id = uow
+        .get_member(purchase.member_id, false)
+        .await?
+        .map(|member| member.tier.tier_id)
+        .filter(|tier_id| !tier_id.is_empty());
     let facts = Facts {
         at: purchase.at,
         tz,
@@ -246,7 +252,7 @@ pub(super) async fn decide_purchase(
         event_type: "",
         attributes: &attributes,
         first_purchase,
-        tier_id: None,
+        tier_id: tier_id.as_deref(),
         signal: Signal::None,
     };
     let verdicts = decide_all(uow, &rules, &facts, purchase.member_id).await?;

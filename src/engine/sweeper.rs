@@ -13,7 +13,7 @@ use std::{collections::HashSet, future::Future, pin::Pin, time::Duration as StdD
 
 use chrono::{DateTime, Days, Duration, DurationRound, Utc};
 
-use super::{Engine, EngineError, checkout, coupons, engagement, points};
+use super::{Engine, EngineError, checkout, coupons, engagement, points, tiers};
 use crate::domain::location::{VisitRule, VisitRuleKind};
 use crate::domain::ports::{DueWork, StoreResult, UnitOfWork};
 use crate::domain::rules::{Trigger, views};
@@ -60,6 +60,8 @@ pub struct SweepReport {
     /// `points.expiring` (one per lot, `Program.expiry_reminder_days` ahead) and
     /// `coupon.expiring` (one per coupon, a day ahead) reminders written.
     pub expiry_reminders: usize,
+    /// Members whose tier the monthly review moved (`domain::tier`).
+    pub tiers_reviewed: usize,
 }
 
 /// The clock hour a once-an-hour part of the sweep (the LAPSED check, the compaction) last
@@ -133,6 +135,7 @@ impl Engine {
             drop(claim);
         }
         self.remind_expiring(&mut report).await;
+        self.review_tiers(&mut report).await?;
         self.purge_idempotency(&mut report).await;
         self.purge_personal_data(&mut report).await;
         self.purge_events(&mut report).await;
@@ -474,6 +477,60 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The monthly tier review (the 1st, program time zone, on the injected clock): every
+    /// member with a tier not decided since this month's review instant is reviewed in a unit
+    /// of work of its own, which re-reads the member under its lock and leaves one reviewed
+    /// already (by another replica, or a raise) as it is.
+    async fn review_tiers(&self, report: &mut SweepReport) -> Result<(), EngineError> {
+        let now = self.now();
+        let program = {
+            let mut read = self.store().begin_read().await?;
+            self.core.reference.program(read.as_mut()).await?
+        };
+        // Without tiers (all removed), members who still hold one are reviewed down to none.
+        let review = crate::domain::tier::last_review(now, tiers::zone(&program));
+        let mut after = String::new();
+        for _ in 0..MAX_PASSES {
+            let member_ids = {
+                let mut read = self.store().begin_read().await?;
+                read.members_due_tier_review(review, &after, BATCH).await?
+            };
+            let Some(last) = member_ids.last() else {
+                break;
+            };
+            after = last.clone();
+            for member_id in member_ids {
+                let reference = self.core.reference.clone();
+                let id = member_id.clone();
+                let result = self
+                    .core
+                    .write(move |uow, now| {
+                        let member_id = member_id.clone();
+                        let reference = reference.clone();
+                        Box::pin(async move {
+                            let program = reference.program(uow).await?;
+                            let Some(mut member) = uow.get_member(&member_id, true).await? else {
+                                return Ok(false);
+                            };
+                            let moved = tiers::review(uow, &program, &mut member, now).await?;
+                            uow.update_member(&member).await?;
+                            Ok(moved)
+                        })
+                    })
+                    .await;
+                match result {
+                    Ok(true) => report.tiers_reviewed += 1,
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(%error, member_id = %id, "sweep: cannot review this member's tier; skipped");
+                        report.failed += 1;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// One member's LAPSED coupon of a rule, if due: its own unit of work.

@@ -143,6 +143,12 @@ impl Engine {
             name: "9. the event feed's seqs are dense, and each capture has its event",
             violations: uow.event_audit().await?.violations(),
         });
+        let program = uow.load_program(false).await?.unwrap_or_default();
+        let tz = super::tiers::zone(&program);
+        checks.push(Check {
+            name: "10. members' monthly spend equals a recomputation from their orders and receipts",
+            violations: crate::domain::tier::audit(tz, &uow.tier_audit().await?),
+        });
         Ok(VerifyReport {
             backend: self.backend_name(),
             postings_checked: snapshot.posting_sums.len(),

@@ -382,6 +382,8 @@ prop_compose! {
                 max_points_per_receipt: days.2.into(),
                 expiry_reminder_days: days.3,
                 nearby_offer_radius_m: days.0,
+                tiers: Vec::new(),
+                tier_window_months: days.1,
             }),
             update_mask: mask.map(|paths| prost_types::FieldMask { paths }),
             request_id: String::new(),

@@ -304,5 +304,16 @@ pub fn member_out(member: Member) -> proto::Member {
         merged_into: member.merged_into.unwrap_or_default(),
         created_at: Some(timestamp(member.created_at)),
         attributes: member.attributes.into_iter().collect(),
+        tier: member.tier.map(|tier| proto::MemberTier {
+            tier_id: tier.tier_id,
+            since: tier.since.map(timestamp),
+            spend: tier.spend.to_string(),
+            next_tier_id: tier.next_tier_id,
+            spend_to_next: tier
+                .spend_to_next
+                .map(|money| money.to_string())
+                .unwrap_or_default(),
+            review_at: Some(timestamp(tier.review_at)),
+        }),
     }
 }

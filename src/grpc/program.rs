@@ -10,7 +10,9 @@ use tonic::{Request, Response, Status};
 
 use super::{
     auth::caller_for,
-    convert::{Violations, decimal, decimal_out, optional_request_id, positive_money, time_zone},
+    convert::{
+        Violations, decimal, decimal_out, money, optional_request_id, positive_money, time_zone,
+    },
     reply::execute,
 };
 use crate::{
@@ -18,13 +20,14 @@ use crate::{
         auth::Operation,
         command::SettingsCommand,
         model::{Channel, Program, ProgramPatch},
+        tier::{DEFAULT_TIER_WINDOW_MONTHS, MAX_TIERS, Tier},
     },
     engine::Engine,
     proto::{self, program_service_server::ProgramService},
 };
 
 /// The fields of `Program`, as `update_mask` paths.
-const FIELDS: [&str; 15] = [
+const FIELDS: [&str; 17] = [
     "currency_code",
     "point_value",
     "earn_rate",
@@ -40,7 +43,11 @@ const FIELDS: [&str; 15] = [
     "receipt_review_threshold",
     "expiry_reminder_days",
     "nearby_offer_radius_m",
+    "tiers",
+    "tier_window_months",
 ];
+/// Largest tier earn multiplier accepted.
+const MAX_MULTIPLIER: Decimal = Decimal::from_parts(100, 0, 0, false, 0);
 /// Largest per-order earn cap accepted (the most points of one adjustment).
 const MAX_EARN_CAP: i64 = 1_000_000_000_000;
 /// Largest point value and earn rate accepted.
@@ -177,6 +184,14 @@ pub(super) fn patch_in(
             10_000,
         );
     }
+    if selected("tier_window_months") {
+        // 0 (a client that never heard of tiers replacing every field) is the default.
+        let months = match program.tier_window_months {
+            0 => DEFAULT_TIER_WINDOW_MONTHS,
+            months => months,
+        };
+        patch.tier_window_months = days("tier_window_months", months, 1, 120);
+    }
     if selected("max_offline_age_days") {
         patch.max_offline_age_days = days(
             "max_offline_age_days",
@@ -216,8 +231,71 @@ pub(super) fn patch_in(
             positive_money(&mut v, "program.receipt_review_threshold", threshold).map(Some)
         };
     }
+    if selected("tiers") {
+        patch.tiers = tiers_in(&mut v, &program.tiers);
+    }
     v.finish()?;
     Ok((patch, partial))
+}
+
+/// The tiers: at most `MAX_TIERS`, ids unique of `[a-z0-9_-]` (1-64), min_spend ≥ 0 strictly
+/// increasing in the order given, earn_multiplier a decimal ≥ 1; one violation per bad field.
+fn tiers_in(v: &mut Violations, tiers: &[proto::Tier]) -> Option<Vec<Tier>> {
+    if tiers.len() > MAX_TIERS {
+        v.push("program.tiers", format!("at most {MAX_TIERS} tiers"));
+        return None;
+    }
+    let mut out = Vec::with_capacity(tiers.len());
+    let mut ok = true;
+    for (index, tier) in tiers.iter().enumerate() {
+        let field = |name: &str| format!("program.tiers[{index}].{name}");
+        let id = &tier.tier_id;
+        let valid_id = (1..=64).contains(&id.len())
+            && id
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        if !valid_id {
+            v.push(field("tier_id"), "must be 1-64 characters of [a-z0-9_-]");
+            ok = false;
+        } else if tiers[..index].iter().any(|other| &other.tier_id == id) {
+            v.push(field("tier_id"), format!("duplicate tier id {id:?}"));
+            ok = false;
+        }
+        if tier.name.chars().count() > 200 {
+            v.push(field("name"), "at most 200 characters");
+            ok = false;
+        }
+        let min_spend = money(v, &field("min_spend"), &tier.min_spend);
+        if let (Some(min), Some(previous)) = (min_spend, out.last().map(|t: &Tier| t.min_spend))
+            && min <= previous
+        {
+            v.push(
+                field("min_spend"),
+                format!("must be greater than the tier before ({previous})"),
+            );
+            ok = false;
+        }
+        let multiplier = decimal(
+            v,
+            &field("earn_multiplier"),
+            &tier.earn_multiplier,
+            MAX_MULTIPLIER,
+        );
+        if multiplier.is_some_and(|m| m < Decimal::ONE) {
+            v.push(field("earn_multiplier"), "must be at least 1");
+            ok = false;
+        }
+        match (min_spend, multiplier) {
+            (Some(min_spend), Some(earn_multiplier)) => out.push(Tier {
+                tier_id: id.clone(),
+                name: tier.name.clone(),
+                min_spend,
+                earn_multiplier,
+            }),
+            _ => ok = false,
+        }
+    }
+    ok.then_some(out)
 }
 
 /// ISO 4217: three upper-case letters.
@@ -279,6 +357,17 @@ pub fn program_out(program: Program) -> proto::Program {
             .receipt_review_threshold
             .map(|threshold| threshold.to_string())
             .unwrap_or_default(),
+        tiers: program
+            .tiers
+            .into_iter()
+            .map(|tier| proto::Tier {
+                tier_id: tier.tier_id,
+                name: tier.name,
+                min_spend: tier.min_spend.to_string(),
+                earn_multiplier: decimal_out(tier.earn_multiplier),
+            })
+            .collect(),
+        tier_window_months: program.tier_window_months,
     }
 }
 
@@ -353,6 +442,49 @@ mod tests {
         assert_eq!(
             violated_fields(&status),
             ["program.receipt_review_threshold"]
+        );
+    }
+
+    #[test]
+    fn tiers_are_validated_field_by_field() {
+        let tier = |id: &str, min: &str, mult: &str| proto::Tier {
+            tier_id: id.into(),
+            name: id.into(),
+            min_spend: min.into(),
+            earn_multiplier: mult.into(),
+        };
+        let good = proto::Program {
+            tiers: vec![tier("silver", "10000", "1.5"), tier("gold", "50000", "2")],
+            tier_window_months: 12,
+            ..proto::Program::default()
+        };
+        let (patch, _) = patch_in(request(good, &["tiers", "tier_window_months"])).expect("ok");
+        let mut program = Program::default();
+        patch.apply(&mut program);
+        assert_eq!(program.tiers.len(), 2);
+        assert_eq!(program.tiers[0].earn_multiplier, Decimal::new(15, 1));
+        assert_eq!(program_out(program.clone()).tiers[1].tier_id, "gold");
+        let bad = proto::Program {
+            tiers: vec![
+                tier("Silver", "10000", "1.5"),
+                tier("gold", "5000", "0.5"),
+                tier("gold", "-1", "x"),
+            ],
+            tier_window_months: -1,
+            ..proto::Program::default()
+        };
+        let status = patch_in(request(bad, &["tiers", "tier_window_months"])).expect_err("bad");
+        assert_eq!(
+            violated_fields(&status),
+            [
+                "program.tier_window_months",
+                "program.tiers[0].tier_id",
+                "program.tiers[1].min_spend",
+                "program.tiers[1].earn_multiplier",
+                "program.tiers[2].tier_id",
+                "program.tiers[2].min_spend",
+                "program.tiers[2].earn_multiplier"
+            ]
         );
     }
 

@@ -81,6 +81,7 @@ conformance!(
     retention_deletes_old_location_reports_and_empties_old_receipt_texts,
     receipt_rows_round_trip,
     report_sums_round_trip_and_recompute_the_ledger,
+    member_spend_adds_deltas_moves_on_merge_and_keeps_the_tier,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -140,6 +141,7 @@ fn member(member_id: &str) -> MemberRow {
         // Not empty, so that every member read shows the attributes come back as written.
         attributes: [("segment".to_string(), format!("s.{member_id}"))].into(),
         erased_at: None,
+        tier: Default::default(),
     }
 }
 
@@ -2317,4 +2319,88 @@ async fn report_sums_round_trip_and_recompute_the_ledger(store: Arc<dyn Store>) 
     assert!(again < written, "{again} rows, then {written}");
     let mut uow = store.begin_read().await.expect("begin");
     assert_eq!(uow.report_sums().await.expect("sums"), before);
+}
+
+/// Tiers (`domain::tier`): a flush adds its spend deltas to the monthly rows, a merge moves the
+/// source's rows onto the target's, and a member's tier columns round-trip.
+async fn member_spend_adds_deltas_moves_on_merge_and_keeps_the_tier(store: Arc<dyn Store>) {
+    let april = NaiveDate::from_ymd_opt(2026, 4, 1).expect("date");
+    let may = NaiveDate::from_ymd_opt(2026, 5, 1).expect("date");
+    let spend =
+        |member_id: &str, month: NaiveDate, spend_e4: i64| crate::domain::ports::MonthSpend {
+            member_id: member_id.into(),
+            month,
+            spend_e4,
+        };
+    let silver = MemberRow {
+        tier: crate::domain::tier::MemberTier {
+            tier_id: "silver".into(),
+            since: Some(day(1)),
+            reviewed_at: Some(day(2)),
+        },
+        ..member("m1")
+    };
+    let setup = ChangeSet {
+        new_members: vec![silver.clone(), member("m2")],
+        member_spend: vec![
+            spend("m1", april, 100),
+            spend("m2", april, 7),
+            spend("m2", may, 5),
+        ],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &setup).await;
+    let again = ChangeSet {
+        member_spend: vec![spend("m1", april, -40), spend("m1", may, 30)],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &again).await;
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(
+        uow.member_spend("m1", april).await.expect("spend"),
+        [spend("m1", april, 60), spend("m1", may, 30)]
+    );
+    assert_eq!(
+        uow.member_spend("m1", may).await.expect("spend"),
+        [spend("m1", may, 30)],
+        "from the month given on"
+    );
+    let read = uow
+        .get_member("m1", false)
+        .await
+        .expect("read")
+        .expect("m1");
+    assert_eq!(read.tier, silver.tier);
+    let due = uow
+        .members_due_tier_review(day(3), "", 10)
+        .await
+        .expect("due");
+    assert_eq!(
+        due,
+        ["m1"],
+        "reviewed before day 3, and the only one with a tier"
+    );
+    assert!(
+        uow.members_due_tier_review(day(2), "", 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    drop(uow);
+    let merge = ChangeSet {
+        merges: vec![("m2".into(), "m1".into())],
+        ..ChangeSet::default()
+    };
+    flushed(&store, &merge).await;
+    let mut uow = store.begin().await.expect("begin");
+    assert_eq!(
+        uow.member_spend("m1", april).await.expect("spend"),
+        [spend("m1", april, 67), spend("m1", may, 35)]
+    );
+    assert!(
+        uow.member_spend("m2", april)
+            .await
+            .expect("spend")
+            .is_empty()
+    );
 }

@@ -37,6 +37,7 @@ mod rules;
 mod security;
 mod shutdown;
 mod sweeper;
+mod tiers;
 mod tls;
 mod typescript;
 mod validation;

@@ -428,7 +428,10 @@ impl PgUnitOfWork {
             self.move_lots(source, target).await?;
             self.move_coupons(source, target).await?;
             self.move_identifiers(source, target).await?;
+            self.move_member_spend(source, target).await?;
         }
+        // After the merges: a batch's spend names the member it ends with.
+        self.add_member_spend(&changes.member_spend).await?;
         for identifier in &changes.removed_identifiers {
             self.delete_identifier(identifier).await?;
         }

@@ -7,6 +7,7 @@ use super::{Cols, PgQuery, PgUnitOfWork, column, json_column, map_err, string_fr
 use crate::domain::{
     model::{Identifier, Lot, MemberRow, MemberState},
     ports::StoreResult,
+    tier::MemberTier,
 };
 
 select_and_lock!(
@@ -19,13 +20,17 @@ select_and_lock!(
 
 pub(super) const INSERT_MEMBERS: &str = r#"
 insert into members (member_id, display_name, state, merged_into, lifetime_earned_points,
-    lifetime_redeemed_points, created_at, attributes, erased_at)
+    lifetime_redeemed_points, created_at, attributes, erased_at, tier_id, tier_since,
+    tier_reviewed_at)
 select member_id, display_name, state, merged_into, lifetime_earned_points,
-    lifetime_redeemed_points, created_at, attributes::jsonb, erased_at
+    lifetime_redeemed_points, created_at, attributes::jsonb, erased_at, tier_id, tier_since,
+    tier_reviewed_at
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::timestamptz[], $8::text[], $9::timestamptz[])
+    $7::timestamptz[], $8::text[], $9::timestamptz[], $10::text[], $11::timestamptz[],
+    $12::timestamptz[])
     as c (member_id, display_name, state, merged_into, lifetime_earned_points,
-        lifetime_redeemed_points, created_at, attributes, erased_at)"#;
+        lifetime_redeemed_points, created_at, attributes, erased_at, tier_id, tier_since,
+        tier_reviewed_at)"#;
 
 /// Every column but the key and `created_at`, which never change.
 pub(super) const UPDATE_MEMBERS: &str = r#"
@@ -36,11 +41,14 @@ set display_name = c.display_name,
     lifetime_earned_points = c.lifetime_earned_points,
     lifetime_redeemed_points = c.lifetime_redeemed_points,
     attributes = c.attributes::jsonb,
-    erased_at = c.erased_at
+    erased_at = c.erased_at,
+    tier_id = c.tier_id,
+    tier_since = c.tier_since,
+    tier_reviewed_at = c.tier_reviewed_at
 from unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-    $7::text[], $8::timestamptz[])
+    $7::text[], $8::timestamptz[], $9::text[], $10::timestamptz[], $11::timestamptz[])
     as c (member_id, display_name, state, merged_into, lifetime_earned_points,
-        lifetime_redeemed_points, attributes, erased_at)
+        lifetime_redeemed_points, attributes, erased_at, tier_id, tier_since, tier_reviewed_at)
 where m.member_id = c.member_id"#;
 
 pub(super) const INSERT_IDENTIFIERS: &str = r#"
@@ -62,7 +70,10 @@ pub(super) fn bind_new_members<'q>(
         .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
         .bind(column(members, |m| m.created_at)) // $7
         .bind(json_column(members, |m| &m.attributes)?) // $8
-        .bind(column(members, |m| m.erased_at))) // $9
+        .bind(column(members, |m| m.erased_at)) // $9
+        .bind(column(members, |m| m.tier.tier_id.as_str())) // $10
+        .bind(column(members, |m| m.tier.since)) // $11
+        .bind(column(members, |m| m.tier.reviewed_at))) // $12
 }
 
 /// The columns of `UPDATE_MEMBERS`.
@@ -78,7 +89,10 @@ pub(super) fn bind_changed_members<'q>(
         .bind(column(members, |m| m.lifetime_earned_points)) // $5
         .bind(column(members, |m| m.lifetime_redeemed_points)) // $6
         .bind(json_column(members, |m| &m.attributes)?) // $7
-        .bind(column(members, |m| m.erased_at))) // $8
+        .bind(column(members, |m| m.erased_at)) // $8
+        .bind(column(members, |m| m.tier.tier_id.as_str())) // $9
+        .bind(column(members, |m| m.tier.since)) // $10
+        .bind(column(members, |m| m.tier.reviewed_at))) // $11
 }
 
 /// The columns of `INSERT_IDENTIFIERS`: (identifier, member_id).
@@ -144,7 +158,7 @@ pub(super) async fn member_with_lots(
         r#"
 select m.member_id, m.display_name, m.state, m.merged_into, m.created_at,
     m.lifetime_earned_points, m.lifetime_redeemed_points, m.attributes::text as attributes,
-    m.erased_at,
+    m.erased_at, m.tier_id, m.tier_since, m.tier_reviewed_at,
     l.lot_id, l.order_id, l.state as lot_state, l.earned_at, l.matures_at, l.expires_at,
     l.original_points, l.remaining_points, l.held_points, l.limited
 from members m
@@ -229,6 +243,11 @@ pub(super) fn member_from_row(row: &PgRow) -> StoreResult<MemberRow> {
         lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
         attributes: c.json("attributes")?,
         erased_at,
+        tier: MemberTier {
+            tier_id: c.get("tier_id")?,
+            since: c.get("tier_since")?,
+            reviewed_at: c.get("tier_reviewed_at")?,
+        },
     })
 }
 

@@ -346,7 +346,8 @@ macro_rules! select_members {
     () => {
         r#"
 select member_id, display_name, state, merged_into, created_at,
-    lifetime_earned_points, lifetime_redeemed_points, attributes::text as attributes, erased_at
+    lifetime_earned_points, lifetime_redeemed_points, attributes::text as attributes, erased_at,
+    tier_id, tier_since, tier_reviewed_at
 from members"#
     };
 }
@@ -401,6 +402,7 @@ mod reports;
 mod rules;
 mod seals;
 mod sessions;
+mod tiers;
 mod verify;
 mod webhooks;
 
@@ -686,6 +688,14 @@ impl LedgerReads for PgUnitOfWork {
 
     async fn lock_rules(&mut self, rule_ids: &[String]) -> StoreResult<Vec<Rule>> {
         PgUnitOfWork::lock_rules(self, rule_ids).await
+    }
+
+    async fn member_spend(
+        &mut self,
+        member_id: &str,
+        from_month: NaiveDate,
+    ) -> StoreResult<Vec<crate::domain::ports::MonthSpend>> {
+        PgUnitOfWork::member_spend(self, member_id, from_month).await
     }
 
     async fn rule_counter(
@@ -1031,8 +1041,21 @@ impl UnitOfWork for PgUnitOfWork {
         PgUnitOfWork::list_events(self, filter).await
     }
 
+    async fn members_due_tier_review(
+        &mut self,
+        reviewed_before: DateTime<Utc>,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        PgUnitOfWork::members_due_tier_review(self, reviewed_before, after_member_id, limit).await
+    }
+
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
         verify::due_work(self, now, limit).await
+    }
+
+    async fn tier_audit(&mut self) -> StoreResult<crate::domain::ports::TierAudit> {
+        PgUnitOfWork::tier_audit(self).await
     }
 
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
@@ -1151,6 +1174,7 @@ mod tests {
             lifetime_redeemed_points: 0,
             attributes: Default::default(),
             erased_at: None,
+            tier: Default::default(),
         }
     }
 

@@ -232,6 +232,7 @@ impl SqliteUnitOfWork {
             self.move_lots(source, target)?;
             self.move_coupons(source, target)?;
             self.move_identifiers(source, target)?;
+            self.move_member_spend(source, target)?;
         }
         for identifier in &changes.removed_identifiers {
             self.delete_identifier(identifier)?;

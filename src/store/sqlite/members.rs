@@ -6,6 +6,7 @@ use super::{Cols, Query, SqliteUnitOfWork, col};
 use crate::domain::{
     model::{Identifier, MemberRow, MemberState},
     ports::StoreResult,
+    tier::MemberTier,
 };
 use crate::store::to_json;
 
@@ -19,7 +20,8 @@ pub(super) fn get_member(
         .query(
             r"
             select member_id, display_name, state, merged_into, created_at,
-                   lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at
+                   lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at,
+                   tier_id, tier_since, tier_reviewed_at
             from members
             where member_id = ?1
             ",
@@ -77,7 +79,7 @@ impl SqliteUnitOfWork {
         self.move_member_rows(sql, from_member_id, to_member_id)
     }
 
-    /// `member_id` (?1) to `erased_at` (?8); the insert adds `created_at` (?9).
+    /// `member_id` (?1) to `tier_reviewed_at` (?11); the insert adds `created_at` (?12).
     pub(super) fn member_query<'c>(
         &'c self,
         sql: &str,
@@ -92,7 +94,10 @@ impl SqliteUnitOfWork {
             .bind(member.lifetime_earned_points) // ?5
             .bind(member.lifetime_redeemed_points) // ?6
             .bind(to_json(&member.attributes)?) // ?7
-            .bind(member.erased_at.map(|at| at.timestamp_micros()))) // ?8
+            .bind(member.erased_at.map(|at| at.timestamp_micros())) // ?8
+            .bind(&member.tier.tier_id) // ?9
+            .bind(member.tier.since.map(|at| at.timestamp_micros())) // ?10
+            .bind(member.tier.reviewed_at.map(|at| at.timestamp_micros()))) // ?11
     }
 
     pub(super) fn insert_member_row(&self, member: &MemberRow) -> StoreResult<()> {
@@ -102,13 +107,13 @@ impl SqliteUnitOfWork {
                 insert into members (
                     member_id, display_name, state, merged_into,
                     lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at,
-                    created_at
+                    tier_id, tier_since, tier_reviewed_at, created_at
                 )
-                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                 ",
                 member,
             )?
-            .bind(member.created_at.timestamp_micros()); // ?9
+            .bind(member.created_at.timestamp_micros()); // ?12
         self.run(query)
     }
 
@@ -123,7 +128,10 @@ impl SqliteUnitOfWork {
                 lifetime_earned_points = ?5,
                 lifetime_redeemed_points = ?6,
                 attributes = ?7,
-                erased_at = ?8
+                erased_at = ?8,
+                tier_id = ?9,
+                tier_since = ?10,
+                tier_reviewed_at = ?11
             where member_id = ?1
             ",
             member,
@@ -192,5 +200,10 @@ pub(super) fn member_from_row(row: &Row<'_>) -> StoreResult<MemberRow> {
         lifetime_redeemed_points: c.get("lifetime_redeemed_points")?,
         attributes: c.json("attributes")?,
         erased_at,
+        tier: MemberTier {
+            tier_id: c.get("tier_id")?,
+            since: c.opt_instant("tier_since")?,
+            reviewed_at: c.opt_instant("tier_reviewed_at")?,
+        },
     })
 }

@@ -80,6 +80,7 @@ mod reports;
 mod rules;
 mod seals;
 mod sessions;
+mod tiers;
 mod verify;
 mod webhooks;
 
@@ -687,6 +688,14 @@ impl LedgerReads for SqliteUnitOfWork {
         Ok(rules)
     }
 
+    async fn member_spend(
+        &mut self,
+        member_id: &str,
+        from_month: NaiveDate,
+    ) -> StoreResult<Vec<crate::domain::ports::MonthSpend>> {
+        SqliteUnitOfWork::member_spend(self, member_id, from_month)
+    }
+
     async fn rule_counter(
         &mut self,
         rule_id: &str,
@@ -928,6 +937,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.write_engagement(&changes.engagement, changes.shard)?;
         self.write_receipts(&changes.engagement)?;
         self.write_rules(&changes.rules)?;
+        self.add_member_spend(&changes.member_spend)?;
         lap.engagement_done(changes);
         self.add_report_sums(&changes.report, changes.shard)?;
         lap.table_done("report_summaries", changes);
@@ -1033,6 +1043,15 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn members_due_tier_review(
+        &mut self,
+        reviewed_before: DateTime<Utc>,
+        after_member_id: &str,
+        limit: i64,
+    ) -> StoreResult<Vec<String>> {
+        SqliteUnitOfWork::members_due_tier_review(self, reviewed_before, after_member_id, limit)
+    }
+
     async fn due_work(&mut self, now: DateTime<Utc>, limit: i64) -> StoreResult<DueWork> {
         verify::due_work(self, now, limit)
     }
@@ -1056,6 +1075,10 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     #[tracing::instrument(level = "debug", skip_all)]
+    async fn tier_audit(&mut self) -> StoreResult<crate::domain::ports::TierAudit> {
+        SqliteUnitOfWork::tier_audit(self)
+    }
+
     async fn ledger_snapshot(&mut self) -> StoreResult<LedgerSnapshot> {
         verify::ledger_snapshot(self)
     }
