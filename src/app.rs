@@ -89,11 +89,29 @@ impl Application {
             .as_deref()
             .map(crate::config::read_seal_key)
             .transpose()?;
+        let webhook_roots = config
+            .webhook_ca_file
+            .as_deref()
+            .map(|path| {
+                use tokio_rustls::rustls::pki_types::{CertificateDer, pem::PemObject as _};
+                CertificateDer::pem_file_iter(path)
+                    .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                    .map_err(|e| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("--webhook-ca-file {}: {e}", path.display()),
+                        )
+                    })
+            })
+            .transpose()?;
         let store = store::open(config.database.database_url.expose()).await?;
         let writers = config.writers.unwrap_or_else(|| store.parallel_writers());
         let engine = Arc::new(Engine::new(store, clock, writers));
         engine.rebuild_reports_if_wanted().await?;
         engine.adopt_legacy_rules().await?;
+        if let Some(roots) = webhook_roots {
+            engine.trust_webhook_roots(roots);
+        }
         let limits = &config.limits;
         engine.set_rate_limits(limits);
         engine.set_idempotency_retention_days(config.idempotency_retention_days);

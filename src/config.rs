@@ -111,6 +111,10 @@ pub struct Config {
     /// cannot re-make the chain (README, "Reliability").
     #[arg(long, env = "OMO_SEAL_KEY_FILE", value_name = "FILE")]
     pub seal_key_file: Option<PathBuf>,
+    /// PEM certificates that https webhook deliveries trust besides the public (Mozilla) roots:
+    /// the CA of receivers on a private network.
+    #[arg(long, env = "OMO_WEBHOOK_CA_FILE", value_name = "FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// Let browser pages from this origin (`https://shop.example`) call the API over gRPC-Web
     /// or Connect (CORS); repeatable, or a comma-separated list. Without it no cross-origin
     /// call is allowed.
@@ -243,6 +247,7 @@ impl Config {
             writers: None,
             http: None,
             seal_key_file: None,
+            webhook_ca_file: None,
             cors_origins: Vec::new(),
             limits: Limits::default(),
             tls: TlsArgs::default(),

@@ -69,6 +69,8 @@ pub struct Existing {
     pub imported: HashMap<String, String>,
     /// Identifiers linked to a member already.
     pub taken: BTreeSet<Identifier>,
+    /// The program's tier ids: a line's `tier_id` must be one of them.
+    pub tiers: BTreeSet<String>,
 }
 
 /// A chunk decided: the changes to flush, the records to write, and each line's outcome in
@@ -122,6 +124,11 @@ pub fn plan_chunk(
                 field: format!("identifiers[{i}]"),
                 problem: "already linked to another member".into(),
             }
+        } else if !line.tier_id.is_empty() && !existing.tiers.contains(&line.tier_id) {
+            LineOutcome::Refused {
+                field: "tier_id".into(),
+                problem: "is not one of the program's tiers".into(),
+            }
         } else {
             claimed.extend(&line.identifiers);
             let member_id =
@@ -161,6 +168,12 @@ fn add_member(
         lifetime_redeemed_points: 0,
         attributes: line.attributes.clone(),
         erased_at: None,
+        // The old program's tier holds until the monthly review decides it from spend.
+        tier: crate::domain::tier::MemberTier {
+            tier_id: line.tier_id.clone(),
+            since: (!line.tier_id.is_empty()).then_some(now),
+            reviewed_at: (!line.tier_id.is_empty()).then_some(now),
+        },
     });
     for identifier in &line.identifiers {
         changes

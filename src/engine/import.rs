@@ -71,8 +71,17 @@ impl Engine {
         let existing = Existing {
             imported,
             taken: loaded.identifiers.iter().map(|(i, _)| i.clone()).collect(),
+            tiers: Default::default(),
         };
         let program = self.core.reference.program(uow.as_mut()).await?;
+        let existing = Existing {
+            tiers: program
+                .tiers
+                .iter()
+                .map(|tier| tier.tier_id.clone())
+                .collect(),
+            ..existing
+        };
         let mut ids = |sequence, count: usize| {
             let mut reserved = loaded.reserved_ids.remove(&sequence).unwrap_or_default();
             if dry_run {

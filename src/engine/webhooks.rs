@@ -14,10 +14,20 @@
 
 use std::time::Duration as StdDuration;
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
 use http_body_util::Full;
-use hyper_util::{client::legacy::Client as HttpClient, rt::TokioExecutor};
+use hyper_util::{
+    client::legacy::Client as HttpClient,
+    rt::{TokioExecutor, TokioIo},
+};
+use tokio_rustls::rustls::{
+    ClientConfig, RootCertStore,
+    crypto::ring,
+    pki_types::{CertificateDer, ServerName},
+};
 
 use super::{Engine, EngineError};
 use crate::domain::{
@@ -44,13 +54,92 @@ const MIN_ROUND_GAP: StdDuration = StdDuration::from_millis(50);
 
 type Http = HttpClient<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
-/// The worker's HTTP client (connections kept for the next delivery).
-#[derive(Debug, Clone)]
-pub(super) struct Sender(Http);
+/// The worker's HTTP client: `http://` through a pool of kept connections; `https://` over
+/// rustls (the TLS stack tonic already brings), a connection per attempt, trusting the
+/// Mozilla roots (webpki-roots) and the certificates of `--webhook-ca-file` (a private CA).
+pub(super) struct Sender {
+    http: Http,
+    /// Extra roots, set once at start; the TLS client is made on first use.
+    extra_roots: std::sync::OnceLock<Vec<CertificateDer<'static>>>,
+    tls: std::sync::OnceLock<tokio_rustls::TlsConnector>,
+}
 
 impl Default for Sender {
     fn default() -> Self {
-        Sender(HttpClient::builder(TokioExecutor::new()).build_http())
+        Sender {
+            http: HttpClient::builder(TokioExecutor::new()).build_http(),
+            extra_roots: std::sync::OnceLock::new(),
+            tls: std::sync::OnceLock::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Sender {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sender").finish_non_exhaustive()
+    }
+}
+
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+impl Engine {
+    /// Certificates https webhook deliveries trust besides the public roots
+    /// (`--webhook-ca-file`); at start, before the first delivery.
+    pub fn trust_webhook_roots(&self, roots: Vec<CertificateDer<'static>>) {
+        self.webhook_sender.trust(roots);
+    }
+}
+
+impl Sender {
+    /// Trusts these certificates too (`--webhook-ca-file`); before the first delivery.
+    pub(super) fn trust(&self, roots: Vec<CertificateDer<'static>>) {
+        let _ = self.extra_roots.set(roots);
+    }
+
+    fn tls(&self) -> &tokio_rustls::TlsConnector {
+        self.tls.get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            for cert in self.extra_roots.get().into_iter().flatten() {
+                if let Err(error) = roots.add(cert.clone()) {
+                    tracing::warn!(%error, "--webhook-ca-file: a certificate is not a CA");
+                }
+            }
+            let config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default TLS versions")
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+        })
+    }
+
+    async fn send(&self, request: http::Request<Full<Bytes>>) -> Result<u16, Failure> {
+        if request.uri().scheme_str() != Some("https") {
+            return Ok(self.http.request(request).await?.status().as_u16());
+        }
+        let uri = request.uri().clone();
+        let host = uri.host().ok_or("no host")?.to_string();
+        let port = uri.port_u16().unwrap_or(443);
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())?;
+        let stream = self.tls().connect(name, tcp).await?;
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        // Drives the connection until the answer is read; it ends with the sender.
+        tokio::spawn(connection);
+        let (mut parts, body) = request.into_parts();
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .unwrap_or(host);
+        parts.headers.insert(http::header::HOST, authority.parse()?);
+        let path = uri.path_and_query().map_or("/", |p| p.as_str());
+        parts.uri = path.parse()?;
+        let response = sender
+            .send_request(http::Request::from_parts(parts, body))
+            .await?;
+        Ok(response.status().as_u16())
     }
 }
 
@@ -339,8 +428,8 @@ impl Engine {
         let Ok(request) = request else {
             return 0;
         };
-        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.webhook_sender.0.request(request)).await {
-            Ok(Ok(response)) => i32::from(response.status().as_u16()),
+        match tokio::time::timeout(ATTEMPT_TIMEOUT, self.webhook_sender.send(request)).await {
+            Ok(Ok(status)) => i32::from(status),
             Ok(Err(error)) => {
                 tracing::debug!(%error, url = %record.webhook.url, "webhook attempt failed");
                 0

@@ -331,7 +331,7 @@ async fn watch(
     }
 }
 
-/// A webhook's URL: an absolute http URL with a host, at most 2,048 characters.
+/// A webhook's URL: an absolute http or https URL with a host, at most 2,048 characters.
 fn check_url(v: &mut Violations, field: &str, url: &str) {
     let parsed = url.parse::<http::Uri>().ok();
     let scheme = parsed
@@ -340,10 +340,6 @@ fn check_url(v: &mut Violations, field: &str, url: &str) {
     let has_host = parsed.as_ref().is_some_and(|u| u.host().is_some());
     if url.len() > 2_048 || !has_host || !matches!(scheme.as_deref(), Some("http" | "https")) {
         v.push(field, "must be an absolute http:// or https:// URL");
-    } else if scheme.as_deref() == Some("https") {
-        // The worker's client speaks plain HTTP only so far: refused rather than accepted and
-        // never delivered.
-        v.push(field, "https delivery is not supported yet; use http://");
     }
 }
 

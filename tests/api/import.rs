@@ -86,9 +86,15 @@ fn line(n: u32, points: &[(i64, Option<&str>)]) -> String {
         "display_name": format!("Imported {n}"),
         "attributes": {"segment": "gold", "home_store": format!("s{n}")},
         "points": points,
-        "tier_id": "silver",
     })
     .to_string()
+}
+
+/// A member line with the old program's tier.
+fn line_in_tier(n: u32, tier_id: &str) -> String {
+    let mut line: serde_json::Value = serde_json::from_str(&line(n, &[])).unwrap();
+    line["tier_id"] = tier_id.into();
+    line.to_string()
 }
 
 async fn member(app: &TestApp, n: u32) -> Result<proto::Member, tonic::Status> {
@@ -109,15 +115,32 @@ async fn an_import_books_members_balances_and_expiries(app: &TestApp) {
             ),
             line(2, &[]),
             line(3, &[(7, None)]),
+            line_in_tier(4, "silver"),
+            line_in_tier(5, "platinum"),
         ],
     );
+    app.set_program(|program| {
+        program.tiers = vec![proto::Tier {
+            tier_id: "silver".into(),
+            name: "Silver".into(),
+            min_spend: "10000".into(),
+            earn_multiplier: "1.5".into(),
+        }];
+    })
+    .await;
 
     let (code, out) = import(app, &file, &[]);
 
-    assert_eq!(code, 0, "{out}");
+    assert_eq!(code, 1, "a bad line: {out}");
     assert!(
-        out.contains("imported 3 members with 157 points; 0 already imported; 0 bad lines"),
+        out.contains("imported 4 members with 157 points; 0 already imported; 1 bad lines"),
         "{out}"
+    );
+    assert!(out.contains("line 5: tier_id"), "{out}");
+    let silver = member(app, 4).await.expect("a member in a tier");
+    assert_eq!(
+        silver.tier.map(|tier| tier.tier_id).as_deref(),
+        Some("silver")
     );
     let first = member(app, 1).await.expect("imported member");
     assert_eq!(first.display_name, "Imported 1");

@@ -340,3 +340,151 @@ async fn sigkill_mid_delivery(backend: Backend) {
     assert_eq!(event["eventId"], delivered[0].event_id.as_str());
     drop(server);
 }
+
+/// https delivery: the receiver's certificate is signed by a private CA that the server is
+/// told to trust (`--webhook-ca-file`); the POST arrives over TLS, signed.
+mod https_delivery {
+    use std::sync::{Arc, Mutex};
+
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::{
+        TlsAcceptor,
+        rustls::{
+            ServerConfig,
+            crypto::ring,
+            pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject as _},
+        },
+    };
+
+    use super::*;
+    use crate::helpers::spawn_app_with;
+
+    type Seen = Arc<Mutex<Vec<(String, String)>>>;
+
+    /// A CA (PEM) and a certificate and key for localhost that it signed.
+    fn pki() -> (String, String, String) {
+        let ca_key = KeyPair::generate().expect("key");
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("CA");
+        let issuer = Issuer::new(ca_params, ca_key);
+        let key = KeyPair::generate().expect("key");
+        let leaf = CertificateParams::new(vec!["localhost".to_string()])
+            .expect("params")
+            .signed_by(&key, &issuer)
+            .expect("signed");
+        (ca.pem(), leaf.pem(), key.serialize_pem())
+    }
+
+    /// An https receiver on localhost answering 204 to every POST; what it saw.
+    async fn receiver(cert: &str, key: &str) -> (Seen, u16) {
+        let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .expect("chain");
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("key");
+        let config = ServerConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .expect("config");
+        let acceptor = TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Seen::default();
+        let kept = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, seen) = (acceptor.clone(), kept.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    // Headers, then as much body as content-length says.
+                    loop {
+                        let Ok(n) = tls.read(&mut buffer).await else {
+                            return;
+                        };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buffer[..n]);
+                        let text = String::from_utf8_lossy(&request).to_string();
+                        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+                            continue;
+                        };
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|line| {
+                                    let (key, value) = line.split_once(':')?;
+                                    key.eq_ignore_ascii_case(name)
+                                        .then(|| value.trim().to_string())
+                                })
+                                .unwrap_or_default()
+                        };
+                        let length: usize = header("content-length").parse().unwrap_or(0);
+                        if body.len() < length {
+                            continue;
+                        }
+                        seen.lock()
+                            .unwrap()
+                            .push((header("omo-signature"), body.to_string()));
+                        let _ = tls
+                            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                            .await;
+                        let _ = tls.shutdown().await;
+                        return;
+                    }
+                });
+            }
+        });
+        (seen, port)
+    }
+
+    async fn scenario(backend: Backend) {
+        let (ca, cert, key) = pki();
+        let dir = std::env::temp_dir().join(format!("omo-webhook-ca-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_file = dir.join(format!("ca-{backend:?}.pem"));
+        std::fs::write(&ca_file, &ca).unwrap();
+        let Some(app) = spawn_app_with(backend, |config| {
+            config.webhook_ca_file = Some(ca_file.clone());
+        })
+        .await
+        else {
+            return;
+        };
+        let (seen, port) = receiver(&cert, &key).await;
+        let url = format!("https://localhost:{port}/hook");
+        let created = create_webhook(&app, "tls", "tls", &url)
+            .await
+            .expect("an https webhook");
+        let member_id = app.create_member("tls-hooked").await;
+        app.record_sale(store_sale("t1", "0001", member_ref(&member_id), "1000", 0))
+            .await
+            .expect("sale");
+        let delivered = wait_for(&app, "tls", |d| {
+            d.first()
+                .is_some_and(|d| d.state == proto::DeliveryState::Delivered as i32)
+        })
+        .await;
+        assert_eq!(delivered[0].last_status_code, 204);
+        let seen = seen.lock().unwrap().clone();
+        assert_eq!(seen.len(), 1);
+        assert!(signed(&created.secret, &seen[0].0, &seen[0].1), "{seen:?}");
+        let _ = std::fs::remove_file(&ca_file);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        scenario(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        scenario(Backend::Postgres).await;
+    }
+}

@@ -136,6 +136,8 @@ order by member_id, kind, value"#,
                 merged_into: row.merged_into,
                 created_at: row.created_at,
                 attributes: row.attributes,
+                // An export lists the members, not their standing.
+                tier: None,
             })
             .collect())
     }

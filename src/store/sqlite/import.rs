@@ -91,7 +91,8 @@ impl SqliteUnitOfWork {
             .query(
                 r"
                 select member_id, display_name, state, merged_into, created_at,
-                       lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at
+                       lifetime_earned_points, lifetime_redeemed_points, attributes, erased_at,
+                       tier_id, tier_since, tier_reviewed_at
                 from members
                 where member_id > ?1
                   and created_at >= ?2
@@ -141,6 +142,8 @@ impl SqliteUnitOfWork {
                 merged_into: row.merged_into,
                 created_at: row.created_at,
                 attributes: row.attributes,
+                // An export lists the members, not their standing.
+                tier: None,
             })
             .collect())
     }

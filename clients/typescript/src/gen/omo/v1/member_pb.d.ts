@@ -66,6 +66,14 @@ export declare type Member = Message<"omo.v1.Member"> & {
    * @generated from field: map<string, string> attributes = 7;
    */
   attributes: { [key: string]: string };
+
+  /**
+   * The member's tier (Program.tiers) and where it stands; unset while the program has no
+   * tiers.
+   *
+   * @generated from field: omo.v1.MemberTier tier = 8;
+   */
+  tier?: MemberTier | undefined;
 };
 
 /**
@@ -73,6 +81,61 @@ export declare type Member = Message<"omo.v1.Member"> & {
  * Use `create(MemberSchema)` to create a new message.
  */
 export declare const MemberSchema: GenMessage<Member>;
+
+/**
+ * Where a member stands among Program.tiers.
+ *
+ * @generated from message omo.v1.MemberTier
+ */
+export declare type MemberTier = Message<"omo.v1.MemberTier"> & {
+  /**
+   * The member's tier; empty when below the first tier.
+   *
+   * @generated from field: string tier_id = 1;
+   */
+  tierId: string;
+
+  /**
+   * When the member entered the tier; unset without one.
+   *
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * Decimal string: the paid amount within Program.tier_window_months.
+   *
+   * @generated from field: string spend = 3;
+   */
+  spend: string;
+
+  /**
+   * The tier above; empty at the top.
+   *
+   * @generated from field: string next_tier_id = 4;
+   */
+  nextTierId: string;
+
+  /**
+   * Decimal string: the spend the tier above still needs; empty at the top.
+   *
+   * @generated from field: string spend_to_next = 5;
+   */
+  spendToNext: string;
+
+  /**
+   * The next monthly review (when a tier may go down): the 1st, Program.time_zone.
+   *
+   * @generated from field: google.protobuf.Timestamp review_at = 6;
+   */
+  reviewAt?: Timestamp | undefined;
+};
+
+/**
+ * Describes the message omo.v1.MemberTier.
+ * Use `create(MemberTierSchema)` to create a new message.
+ */
+export declare const MemberTierSchema: GenMessage<MemberTier>;
 
 /**
  * Request of MemberService.CreateMember.

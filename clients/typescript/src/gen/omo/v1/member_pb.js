@@ -10,7 +10,7 @@ import { file_omo_v1_common } from "./common_pb.js";
  * Describes the file omo/v1/member.proto.
  */
 export const file_omo_v1_member = /*@__PURE__*/
-  fileDesc("ChNvbW8vdjEvbWVtYmVyLnByb3RvEgZvbW8udjEiqgIKBk1lbWJlchIRCgltZW1iZXJfaWQYASABKAkSJwoLaWRlbnRpZmllcnMYAiADKAsyEi5vbW8udjEuSWRlbnRpZmllchIUCgxkaXNwbGF5X25hbWUYAyABKAkSIgoFc3RhdGUYBCABKA4yEy5vbW8udjEuTWVtYmVyU3RhdGUSEwoLbWVyZ2VkX2ludG8YBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoKYXR0cmlidXRlcxgHIAMoCzIeLm9tby52MS5NZW1iZXIuQXR0cmlidXRlc0VudHJ5GjEKD0F0dHJpYnV0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBImgKE0NyZWF0ZU1lbWJlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRInCgtpZGVudGlmaWVycxgCIAMoCzISLm9tby52MS5JZGVudGlmaWVyEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSI2ChRDcmVhdGVNZW1iZXJSZXNwb25zZRIeCgZtZW1iZXIYASABKAsyDi5vbW8udjEuTWVtYmVyIjUKEEdldE1lbWJlclJlcXVlc3QSIQoGbWVtYmVyGAEgASgLMhEub21vLnYxLk1lbWJlclJlZiIzChFHZXRNZW1iZXJSZXNwb25zZRIeCgZtZW1iZXIYASABKAsyDi5vbW8udjEuTWVtYmVyInYKFUxpbmtJZGVudGlmaWVyUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEiEKBm1lbWJlchgCIAEoCzIRLm9tby52MS5NZW1iZXJSZWYSJgoKaWRlbnRpZmllchgDIAEoCzISLm9tby52MS5JZGVudGlmaWVyIjgKFkxpbmtJZGVudGlmaWVyUmVzcG9uc2USHgoGbWVtYmVyGAEgASgLMg4ub21vLnYxLk1lbWJlciJdChNNZXJnZU1lbWJlcnNSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGAoQc291cmNlX21lbWJlcl9pZBgCIAEoCRIYChB0YXJnZXRfbWVtYmVyX2lkGAMgASgJIjYKFE1lcmdlTWVtYmVyc1Jlc3BvbnNlEh4KBm1lbWJlchgBIAEoCzIOLm9tby52MS5NZW1iZXIihwIKE1VwZGF0ZU1lbWJlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIhCgZtZW1iZXIYAiABKAsyES5vbW8udjEuTWVtYmVyUmVmEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRI/CgphdHRyaWJ1dGVzGAQgAygLMisub21vLnYxLlVwZGF0ZU1lbWJlclJlcXVlc3QuQXR0cmlidXRlc0VudHJ5Ei8KC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI2ChRVcGRhdGVNZW1iZXJSZXNwb25zZRIeCgZtZW1iZXIYASABKAsyDi5vbW8udjEuTWVtYmVyIngKF1VubGlua0lkZW50aWZpZXJSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSIQoGbWVtYmVyGAIgASgLMhEub21vLnYxLk1lbWJlclJlZhImCgppZGVudGlmaWVyGAMgASgLMhIub21vLnYxLklkZW50aWZpZXIiOgoYVW5saW5rSWRlbnRpZmllclJlc3BvbnNlEh4KBm1lbWJlchgBIAEoCzIOLm9tby52MS5NZW1iZXIiSwoSRXJhc2VNZW1iZXJSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSIQoGbWVtYmVyGAIgASgLMhEub21vLnYxLk1lbWJlclJlZiI1ChNFcmFzZU1lbWJlclJlc3BvbnNlEh4KBm1lbWJlchgBIAEoCzIOLm9tby52MS5NZW1iZXIqdgoLTWVtYmVyU3RhdGUSHAoYTUVNQkVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTTUVNQkVSX1NUQVRFX0FDVElWRRABEhcKE01FTUJFUl9TVEFURV9NRVJHRUQQAhIXChNNRU1CRVJfU1RBVEVfRVJBU0VEEAMyogQKDU1lbWJlclNlcnZpY2USSQoMQ3JlYXRlTWVtYmVyEhsub21vLnYxLkNyZWF0ZU1lbWJlclJlcXVlc3QaHC5vbW8udjEuQ3JlYXRlTWVtYmVyUmVzcG9uc2USQAoJR2V0TWVtYmVyEhgub21vLnYxLkdldE1lbWJlclJlcXVlc3QaGS5vbW8udjEuR2V0TWVtYmVyUmVzcG9uc2USTwoOTGlua0lkZW50aWZpZXISHS5vbW8udjEuTGlua0lkZW50aWZpZXJSZXF1ZXN0Gh4ub21vLnYxLkxpbmtJZGVudGlmaWVyUmVzcG9uc2USSQoMTWVyZ2VNZW1iZXJzEhsub21vLnYxLk1lcmdlTWVtYmVyc1JlcXVlc3QaHC5vbW8udjEuTWVyZ2VNZW1iZXJzUmVzcG9uc2USSQoMVXBkYXRlTWVtYmVyEhsub21vLnYxLlVwZGF0ZU1lbWJlclJlcXVlc3QaHC5vbW8udjEuVXBkYXRlTWVtYmVyUmVzcG9uc2USVQoQVW5saW5rSWRlbnRpZmllchIfLm9tby52MS5VbmxpbmtJZGVudGlmaWVyUmVxdWVzdBogLm9tby52MS5VbmxpbmtJZGVudGlmaWVyUmVzcG9uc2USRgoLRXJhc2VNZW1iZXISGi5vbW8udjEuRXJhc2VNZW1iZXJSZXF1ZXN0Ghsub21vLnYxLkVyYXNlTWVtYmVyUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_omo_v1_common]);
+  fileDesc("ChNvbW8vdjEvbWVtYmVyLnByb3RvEgZvbW8udjEizAIKBk1lbWJlchIRCgltZW1iZXJfaWQYASABKAkSJwoLaWRlbnRpZmllcnMYAiADKAsyEi5vbW8udjEuSWRlbnRpZmllchIUCgxkaXNwbGF5X25hbWUYAyABKAkSIgoFc3RhdGUYBCABKA4yEy5vbW8udjEuTWVtYmVyU3RhdGUSEwoLbWVyZ2VkX2ludG8YBSABKAkSLgoKY3JlYXRlZF9hdBgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoKYXR0cmlidXRlcxgHIAMoCzIeLm9tby52MS5NZW1iZXIuQXR0cmlidXRlc0VudHJ5EiAKBHRpZXIYCCABKAsyEi5vbW8udjEuTWVtYmVyVGllchoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASKzAQoKTWVtYmVyVGllchIPCgd0aWVyX2lkGAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBINCgVzcGVuZBgDIAEoCRIUCgxuZXh0X3RpZXJfaWQYBCABKAkSFQoNc3BlbmRfdG9fbmV4dBgFIAEoCRItCglyZXZpZXdfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wImgKE0NyZWF0ZU1lbWJlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRInCgtpZGVudGlmaWVycxgCIAMoCzISLm9tby52MS5JZGVudGlmaWVyEhQKDGRpc3BsYXlfbmFtZRgDIAEoCSI2ChRDcmVhdGVNZW1iZXJSZXNwb25zZRIeCgZtZW1iZXIYASABKAsyDi5vbW8udjEuTWVtYmVyIjUKEEdldE1lbWJlclJlcXVlc3QSIQoGbWVtYmVyGAEgASgLMhEub21vLnYxLk1lbWJlclJlZiIzChFHZXRNZW1iZXJSZXNwb25zZRIeCgZtZW1iZXIYASABKAsyDi5vbW8udjEuTWVtYmVyInYKFUxpbmtJZGVudGlmaWVyUmVxdWVzdBISCgpyZXF1ZXN0X2lkGAEgASgJEiEKBm1lbWJlchgCIAEoCzIRLm9tby52MS5NZW1iZXJSZWYSJgoKaWRlbnRpZmllchgDIAEoCzISLm9tby52MS5JZGVudGlmaWVyIjgKFkxpbmtJZGVudGlmaWVyUmVzcG9uc2USHgoGbWVtYmVyGAEgASgLMg4ub21vLnYxLk1lbWJlciJdChNNZXJnZU1lbWJlcnNSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSGAoQc291cmNlX21lbWJlcl9pZBgCIAEoCRIYChB0YXJnZXRfbWVtYmVyX2lkGAMgASgJIjYKFE1lcmdlTWVtYmVyc1Jlc3BvbnNlEh4KBm1lbWJlchgBIAEoCzIOLm9tby52MS5NZW1iZXIihwIKE1VwZGF0ZU1lbWJlclJlcXVlc3QSEgoKcmVxdWVzdF9pZBgBIAEoCRIhCgZtZW1iZXIYAiABKAsyES5vbW8udjEuTWVtYmVyUmVmEhQKDGRpc3BsYXlfbmFtZRgDIAEoCRI/CgphdHRyaWJ1dGVzGAQgAygLMisub21vLnYxLlVwZGF0ZU1lbWJlclJlcXVlc3QuQXR0cmlidXRlc0VudHJ5Ei8KC3VwZGF0ZV9tYXNrGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxoxCg9BdHRyaWJ1dGVzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgJOgI4ASI2ChRVcGRhdGVNZW1iZXJSZXNwb25zZRIeCgZtZW1iZXIYASABKAsyDi5vbW8udjEuTWVtYmVyIngKF1VubGlua0lkZW50aWZpZXJSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSIQoGbWVtYmVyGAIgASgLMhEub21vLnYxLk1lbWJlclJlZhImCgppZGVudGlmaWVyGAMgASgLMhIub21vLnYxLklkZW50aWZpZXIiOgoYVW5saW5rSWRlbnRpZmllclJlc3BvbnNlEh4KBm1lbWJlchgBIAEoCzIOLm9tby52MS5NZW1iZXIiSwoSRXJhc2VNZW1iZXJSZXF1ZXN0EhIKCnJlcXVlc3RfaWQYASABKAkSIQoGbWVtYmVyGAIgASgLMhEub21vLnYxLk1lbWJlclJlZiI1ChNFcmFzZU1lbWJlclJlc3BvbnNlEh4KBm1lbWJlchgBIAEoCzIOLm9tby52MS5NZW1iZXIqdgoLTWVtYmVyU3RhdGUSHAoYTUVNQkVSX1NUQVRFX1VOU1BFQ0lGSUVEEAASFwoTTUVNQkVSX1NUQVRFX0FDVElWRRABEhcKE01FTUJFUl9TVEFURV9NRVJHRUQQAhIXChNNRU1CRVJfU1RBVEVfRVJBU0VEEAMyogQKDU1lbWJlclNlcnZpY2USSQoMQ3JlYXRlTWVtYmVyEhsub21vLnYxLkNyZWF0ZU1lbWJlclJlcXVlc3QaHC5vbW8udjEuQ3JlYXRlTWVtYmVyUmVzcG9uc2USQAoJR2V0TWVtYmVyEhgub21vLnYxLkdldE1lbWJlclJlcXVlc3QaGS5vbW8udjEuR2V0TWVtYmVyUmVzcG9uc2USTwoOTGlua0lkZW50aWZpZXISHS5vbW8udjEuTGlua0lkZW50aWZpZXJSZXF1ZXN0Gh4ub21vLnYxLkxpbmtJZGVudGlmaWVyUmVzcG9uc2USSQoMTWVyZ2VNZW1iZXJzEhsub21vLnYxLk1lcmdlTWVtYmVyc1JlcXVlc3QaHC5vbW8udjEuTWVyZ2VNZW1iZXJzUmVzcG9uc2USSQoMVXBkYXRlTWVtYmVyEhsub21vLnYxLlVwZGF0ZU1lbWJlclJlcXVlc3QaHC5vbW8udjEuVXBkYXRlTWVtYmVyUmVzcG9uc2USVQoQVW5saW5rSWRlbnRpZmllchIfLm9tby52MS5VbmxpbmtJZGVudGlmaWVyUmVxdWVzdBogLm9tby52MS5VbmxpbmtJZGVudGlmaWVyUmVzcG9uc2USRgoLRXJhc2VNZW1iZXISGi5vbW8udjEuRXJhc2VNZW1iZXJSZXF1ZXN0Ghsub21vLnYxLkVyYXNlTWVtYmVyUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask, file_google_protobuf_timestamp, file_omo_v1_common]);
 
 /**
  * Describes the message omo.v1.Member.
@@ -20,102 +20,109 @@ export const MemberSchema = /*@__PURE__*/
   messageDesc(file_omo_v1_member, 0);
 
 /**
+ * Describes the message omo.v1.MemberTier.
+ * Use `create(MemberTierSchema)` to create a new message.
+ */
+export const MemberTierSchema = /*@__PURE__*/
+  messageDesc(file_omo_v1_member, 1);
+
+/**
  * Describes the message omo.v1.CreateMemberRequest.
  * Use `create(CreateMemberRequestSchema)` to create a new message.
  */
 export const CreateMemberRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 1);
+  messageDesc(file_omo_v1_member, 2);
 
 /**
  * Describes the message omo.v1.CreateMemberResponse.
  * Use `create(CreateMemberResponseSchema)` to create a new message.
  */
 export const CreateMemberResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 2);
+  messageDesc(file_omo_v1_member, 3);
 
 /**
  * Describes the message omo.v1.GetMemberRequest.
  * Use `create(GetMemberRequestSchema)` to create a new message.
  */
 export const GetMemberRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 3);
+  messageDesc(file_omo_v1_member, 4);
 
 /**
  * Describes the message omo.v1.GetMemberResponse.
  * Use `create(GetMemberResponseSchema)` to create a new message.
  */
 export const GetMemberResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 4);
+  messageDesc(file_omo_v1_member, 5);
 
 /**
  * Describes the message omo.v1.LinkIdentifierRequest.
  * Use `create(LinkIdentifierRequestSchema)` to create a new message.
  */
 export const LinkIdentifierRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 5);
+  messageDesc(file_omo_v1_member, 6);
 
 /**
  * Describes the message omo.v1.LinkIdentifierResponse.
  * Use `create(LinkIdentifierResponseSchema)` to create a new message.
  */
 export const LinkIdentifierResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 6);
+  messageDesc(file_omo_v1_member, 7);
 
 /**
  * Describes the message omo.v1.MergeMembersRequest.
  * Use `create(MergeMembersRequestSchema)` to create a new message.
  */
 export const MergeMembersRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 7);
+  messageDesc(file_omo_v1_member, 8);
 
 /**
  * Describes the message omo.v1.MergeMembersResponse.
  * Use `create(MergeMembersResponseSchema)` to create a new message.
  */
 export const MergeMembersResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 8);
+  messageDesc(file_omo_v1_member, 9);
 
 /**
  * Describes the message omo.v1.UpdateMemberRequest.
  * Use `create(UpdateMemberRequestSchema)` to create a new message.
  */
 export const UpdateMemberRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 9);
+  messageDesc(file_omo_v1_member, 10);
 
 /**
  * Describes the message omo.v1.UpdateMemberResponse.
  * Use `create(UpdateMemberResponseSchema)` to create a new message.
  */
 export const UpdateMemberResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 10);
+  messageDesc(file_omo_v1_member, 11);
 
 /**
  * Describes the message omo.v1.UnlinkIdentifierRequest.
  * Use `create(UnlinkIdentifierRequestSchema)` to create a new message.
  */
 export const UnlinkIdentifierRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 11);
+  messageDesc(file_omo_v1_member, 12);
 
 /**
  * Describes the message omo.v1.UnlinkIdentifierResponse.
  * Use `create(UnlinkIdentifierResponseSchema)` to create a new message.
  */
 export const UnlinkIdentifierResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 12);
+  messageDesc(file_omo_v1_member, 13);
 
 /**
  * Describes the message omo.v1.EraseMemberRequest.
  * Use `create(EraseMemberRequestSchema)` to create a new message.
  */
 export const EraseMemberRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 13);
+  messageDesc(file_omo_v1_member, 14);
 
 /**
  * Describes the message omo.v1.EraseMemberResponse.
  * Use `create(EraseMemberResponseSchema)` to create a new message.
  */
 export const EraseMemberResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_member, 14);
+  messageDesc(file_omo_v1_member, 15);
 
 /**
  * Describes the enum omo.v1.MemberState.

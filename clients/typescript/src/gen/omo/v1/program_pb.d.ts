@@ -131,6 +131,22 @@ export declare type Program = Message<"omo.v1.Program"> & {
    * @generated from field: int32 nearby_offer_radius_m = 15;
    */
   nearbyOfferRadiusM: number;
+
+  /**
+   * Member tiers, by strictly increasing min_spend (at most 10). A member moves up as soon as
+   * a capture or sale lifts its spend within the window over a tier's min_spend, and down
+   * only at the monthly review (the 1st, time_zone). Empty: no tiers.
+   *
+   * @generated from field: repeated omo.v1.Tier tiers = 16;
+   */
+  tiers: Tier[];
+
+  /**
+   * Months of spend a tier counts: the current month and those before it; default 12.
+   *
+   * @generated from field: int32 tier_window_months = 17;
+   */
+  tierWindowMonths: number;
 };
 
 /**
@@ -138,6 +154,47 @@ export declare type Program = Message<"omo.v1.Program"> & {
  * Use `create(ProgramSchema)` to create a new message.
  */
 export declare const ProgramSchema: GenMessage<Program>;
+
+/**
+ * One member tier of Program.tiers.
+ *
+ * @generated from message omo.v1.Tier
+ */
+export declare type Tier = Message<"omo.v1.Tier"> & {
+  /**
+   * Unique id: 1-64 characters of [a-z0-9_-].
+   *
+   * @generated from field: string tier_id = 1;
+   */
+  tierId: string;
+
+  /**
+   * Display name.
+   *
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * Decimal string: the paid amount within the window that reaches the tier (>= 0).
+   *
+   * @generated from field: string min_spend = 3;
+   */
+  minSpend: string;
+
+  /**
+   * Decimal string >= 1: what the base points of a purchase are multiplied by ("1.5").
+   *
+   * @generated from field: string earn_multiplier = 4;
+   */
+  earnMultiplier: string;
+};
+
+/**
+ * Describes the message omo.v1.Tier.
+ * Use `create(TierSchema)` to create a new message.
+ */
+export declare const TierSchema: GenMessage<Tier>;
 
 /**
  * Request of ProgramService.GetProgram (no parameters).

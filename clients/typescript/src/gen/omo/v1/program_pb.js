@@ -9,7 +9,7 @@ import { file_google_protobuf_field_mask } from "@bufbuild/protobuf/wkt";
  * Describes the file omo/v1/program.proto.
  */
 export const file_omo_v1_program = /*@__PURE__*/
-  fileDesc("ChRvbW8vdjEvcHJvZ3JhbS5wcm90bxIGb21vLnYxIv4DCgdQcm9ncmFtEhUKDWN1cnJlbmN5X2NvZGUYASABKAkSEwoLcG9pbnRfdmFsdWUYAiABKAkSEQoJZWFybl9yYXRlGAMgASgJEkEKEmNoYW5uZWxfZWFybl9yYXRlcxgEIAMoCzIlLm9tby52MS5Qcm9ncmFtLkNoYW5uZWxFYXJuUmF0ZXNFbnRyeRIZChFwb2ludF9leHBpcnlfZGF5cxgFIAEoBRIXCg9lY19wZW5kaW5nX2RheXMYBiABKAUSGAoQaG9sZF90dGxfc2Vjb25kcxgHIAEoBRIcChRtYXhfcmVjZWlwdHNfcGVyX2RheRgIIAEoBRIcChRtYXhfcG9pbnRzX3Blcl9vcmRlchgJIAEoAxIcChRtYXhfb2ZmbGluZV9hZ2VfZGF5cxgKIAEoBRIRCgl0aW1lX3pvbmUYCyABKAkSHgoWbWF4X3BvaW50c19wZXJfcmVjZWlwdBgMIAEoAxIgChhyZWNlaXB0X3Jldmlld190aHJlc2hvbGQYDSABKAkSHAoUZXhwaXJ5X3JlbWluZGVyX2RheXMYDiABKAUSHQoVbmVhcmJ5X29mZmVyX3JhZGl1c19tGA8gASgFGjcKFUNoYW5uZWxFYXJuUmF0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIhMKEUdldFByb2dyYW1SZXF1ZXN0IjYKEkdldFByb2dyYW1SZXNwb25zZRIgCgdwcm9ncmFtGAEgASgLMg8ub21vLnYxLlByb2dyYW0ifQoUVXBkYXRlUHJvZ3JhbVJlcXVlc3QSIAoHcHJvZ3JhbRgBIAEoCzIPLm9tby52MS5Qcm9ncmFtEi8KC3VwZGF0ZV9tYXNrGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLkZpZWxkTWFzaxISCgpyZXF1ZXN0X2lkGAMgASgJIjkKFVVwZGF0ZVByb2dyYW1SZXNwb25zZRIgCgdwcm9ncmFtGAEgASgLMg8ub21vLnYxLlByb2dyYW0yowEKDlByb2dyYW1TZXJ2aWNlEkMKCkdldFByb2dyYW0SGS5vbW8udjEuR2V0UHJvZ3JhbVJlcXVlc3QaGi5vbW8udjEuR2V0UHJvZ3JhbVJlc3BvbnNlEkwKDVVwZGF0ZVByb2dyYW0SHC5vbW8udjEuVXBkYXRlUHJvZ3JhbVJlcXVlc3QaHS5vbW8udjEuVXBkYXRlUHJvZ3JhbVJlc3BvbnNlYgZwcm90bzM", [file_google_protobuf_field_mask]);
+  fileDesc("ChRvbW8vdjEvcHJvZ3JhbS5wcm90bxIGb21vLnYxIrcECgdQcm9ncmFtEhUKDWN1cnJlbmN5X2NvZGUYASABKAkSEwoLcG9pbnRfdmFsdWUYAiABKAkSEQoJZWFybl9yYXRlGAMgASgJEkEKEmNoYW5uZWxfZWFybl9yYXRlcxgEIAMoCzIlLm9tby52MS5Qcm9ncmFtLkNoYW5uZWxFYXJuUmF0ZXNFbnRyeRIZChFwb2ludF9leHBpcnlfZGF5cxgFIAEoBRIXCg9lY19wZW5kaW5nX2RheXMYBiABKAUSGAoQaG9sZF90dGxfc2Vjb25kcxgHIAEoBRIcChRtYXhfcmVjZWlwdHNfcGVyX2RheRgIIAEoBRIcChRtYXhfcG9pbnRzX3Blcl9vcmRlchgJIAEoAxIcChRtYXhfb2ZmbGluZV9hZ2VfZGF5cxgKIAEoBRIRCgl0aW1lX3pvbmUYCyABKAkSHgoWbWF4X3BvaW50c19wZXJfcmVjZWlwdBgMIAEoAxIgChhyZWNlaXB0X3Jldmlld190aHJlc2hvbGQYDSABKAkSHAoUZXhwaXJ5X3JlbWluZGVyX2RheXMYDiABKAUSHQoVbmVhcmJ5X29mZmVyX3JhZGl1c19tGA8gASgFEhsKBXRpZXJzGBAgAygLMgwub21vLnYxLlRpZXISGgoSdGllcl93aW5kb3dfbW9udGhzGBEgASgFGjcKFUNoYW5uZWxFYXJuUmF0ZXNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAk6AjgBIlEKBFRpZXISDwoHdGllcl9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEhEKCW1pbl9zcGVuZBgDIAEoCRIXCg9lYXJuX211bHRpcGxpZXIYBCABKAkiEwoRR2V0UHJvZ3JhbVJlcXVlc3QiNgoSR2V0UHJvZ3JhbVJlc3BvbnNlEiAKB3Byb2dyYW0YASABKAsyDy5vbW8udjEuUHJvZ3JhbSJ9ChRVcGRhdGVQcm9ncmFtUmVxdWVzdBIgCgdwcm9ncmFtGAEgASgLMg8ub21vLnYxLlByb2dyYW0SLwoLdXBkYXRlX21hc2sYAiABKAsyGi5nb29nbGUucHJvdG9idWYuRmllbGRNYXNrEhIKCnJlcXVlc3RfaWQYAyABKAkiOQoVVXBkYXRlUHJvZ3JhbVJlc3BvbnNlEiAKB3Byb2dyYW0YASABKAsyDy5vbW8udjEuUHJvZ3JhbTKjAQoOUHJvZ3JhbVNlcnZpY2USQwoKR2V0UHJvZ3JhbRIZLm9tby52MS5HZXRQcm9ncmFtUmVxdWVzdBoaLm9tby52MS5HZXRQcm9ncmFtUmVzcG9uc2USTAoNVXBkYXRlUHJvZ3JhbRIcLm9tby52MS5VcGRhdGVQcm9ncmFtUmVxdWVzdBodLm9tby52MS5VcGRhdGVQcm9ncmFtUmVzcG9uc2ViBnByb3RvMw", [file_google_protobuf_field_mask]);
 
 /**
  * Describes the message omo.v1.Program.
@@ -19,32 +19,39 @@ export const ProgramSchema = /*@__PURE__*/
   messageDesc(file_omo_v1_program, 0);
 
 /**
+ * Describes the message omo.v1.Tier.
+ * Use `create(TierSchema)` to create a new message.
+ */
+export const TierSchema = /*@__PURE__*/
+  messageDesc(file_omo_v1_program, 1);
+
+/**
  * Describes the message omo.v1.GetProgramRequest.
  * Use `create(GetProgramRequestSchema)` to create a new message.
  */
 export const GetProgramRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_program, 1);
+  messageDesc(file_omo_v1_program, 2);
 
 /**
  * Describes the message omo.v1.GetProgramResponse.
  * Use `create(GetProgramResponseSchema)` to create a new message.
  */
 export const GetProgramResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_program, 2);
+  messageDesc(file_omo_v1_program, 3);
 
 /**
  * Describes the message omo.v1.UpdateProgramRequest.
  * Use `create(UpdateProgramRequestSchema)` to create a new message.
  */
 export const UpdateProgramRequestSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_program, 3);
+  messageDesc(file_omo_v1_program, 4);
 
 /**
  * Describes the message omo.v1.UpdateProgramResponse.
  * Use `create(UpdateProgramResponseSchema)` to create a new message.
  */
 export const UpdateProgramResponseSchema = /*@__PURE__*/
-  messageDesc(file_omo_v1_program, 4);
+  messageDesc(file_omo_v1_program, 5);
 
 /**
  * The loyalty program settings (admin).
