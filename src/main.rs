@@ -264,8 +264,18 @@ async fn run(cli: Cli) -> Result<ExitCode, AnyError> {
                 .as_deref()
                 .map(omo::config::read_seal_key)
                 .transpose()?;
-            omo::store::require_existing(database.database_url.expose())?;
-            let engine = engine_up_to_date(&database).await?;
+            let url = database.database_url.expose();
+            omo::store::require_existing(url)?;
+            // Verify reads the database as it is: it neither migrates nor rebuilds anything.
+            let pending = omo::store::pending_migrations(url).await?;
+            if !pending.is_empty() {
+                return Err(format!(
+                    "the database is missing migrations {pending:?} of this omo: run `omo \
+                     migrate` first (verify never writes to the database it checks)"
+                )
+                .into());
+            }
+            let engine = engine(&database).await?;
             if let Some(key) = seal_key {
                 engine.set_seal_key(key);
             }

@@ -154,6 +154,17 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     }
 }
 
+/// The migrations this omo has that the database at `url` has not applied (by version),
+/// read without writing anything: `omo verify` checks a database as it is, and refuses one
+/// that `omo migrate` would change.
+pub async fn pending_migrations(url: &str) -> Result<Vec<i64>, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        postgres::pending_migrations(url).await
+    } else {
+        sqlite::pending_migrations(url)
+    }
+}
+
 /// Refuses a `sqlite:` URL whose file does not exist. `omo verify` (and anything else that only
 /// inspects a database) calls it before [`open`], which would otherwise create the file, migrate
 /// it and report an empty database as sound: a typo in a backup's name must fail, not pass.

@@ -14,6 +14,7 @@ crate::both_backends! {
     an_expected_head_catches_a_rewritten_chain => an_expected_head_catches_a_rewritten_chain,
     keyed_seals_verify_only_with_their_key => keyed_seals_verify_only_with_their_key,
     plain_seals_after_keyed_ones_are_caught => plain_seals_after_keyed_ones_are_caught,
+    verify_refuses_a_database_it_would_migrate => verify_refuses_a_database_it_would_migrate,
 }
 
 fn omo_verify(database_url: &str) -> (i32, String) {
@@ -640,4 +641,31 @@ fn verify_refuses_a_missing_sqlite_file_and_creates_none() {
     );
     assert!(!file.exists(), "verify created {}", file.display());
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A database an older omo wrote (here: the newest migration's record removed, as if it had
+/// never run) is refused, naming `omo migrate`, and verify does not migrate it: it never writes
+/// to the database it checks.
+async fn verify_refuses_a_database_it_would_migrate(app: &TestApp) {
+    some_activity(app).await;
+    tamper(
+        app,
+        "delete from _sqlx_migrations \
+         where version = (select max(version) from _sqlx_migrations)",
+    )
+    .await;
+    let output = Command::new(env!("CARGO_BIN_EXE_omo"))
+        .args(["verify", "--database-url", &app.database_url])
+        .env_remove("OMO_DATABASE_URL")
+        .output()
+        .expect("omo verify runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "stderr: {stderr}");
+    assert!(
+        stderr.contains("run `omo migrate` first"),
+        "stderr: {stderr}"
+    );
+    // Still missing: verify applied nothing.
+    let (code, _) = omo_verify(&app.database_url);
+    assert_eq!(code, 1);
 }

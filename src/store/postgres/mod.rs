@@ -172,24 +172,45 @@ impl PostgresStore {
 }
 
 /// Runs the migrations the database lacks (or whose files changed, which sqlx then reports).
-/// A database already up to date is not touched, so that once `omo migrate` has run as the
-/// schema's owner, servers may run as a role without DDL rights (README, Security).
-async fn migrate_if_pending(connection: &mut PgConnection) -> Result<(), StoreError> {
+/// See [`super::pending_migrations`]: read in a read-only transaction.
+pub(super) async fn pending_migrations(url: &str) -> StoreResult<Vec<i64>> {
+    use sqlx::Connection as _;
+    let mut connection = PgConnection::connect(url).await.map_err(map_err)?;
+    let applied = applied_migrations(&mut connection).await?;
     let migrator = sqlx::migrate!("migrations/postgres");
+    Ok(migrator
+        .iter()
+        .filter(|m| applied.get(&m.version).map(Vec::as_slice) != Some(&*m.checksum))
+        .map(|m| m.version)
+        .collect())
+}
+
+/// The versions and checksums of the migrations the database has applied.
+async fn applied_migrations(
+    connection: &mut PgConnection,
+) -> Result<std::collections::HashMap<i64, Vec<u8>>, StoreError> {
     let has_table: bool = sqlx::query_scalar("select to_regclass('_sqlx_migrations') is not null")
         .fetch_one(&mut *connection)
         .await
         .map_err(map_err)?;
-    let applied: std::collections::HashMap<i64, Vec<u8>> = if has_table {
+    if !has_table {
+        return Ok(Default::default());
+    }
+    Ok(
         sqlx::query_as("select version, checksum from _sqlx_migrations where success")
             .fetch_all(&mut *connection)
             .await
             .map_err(map_err)?
             .into_iter()
-            .collect()
-    } else {
-        Default::default()
-    };
+            .collect(),
+    )
+}
+
+/// A database already up to date is not touched, so that once `omo migrate` has run as the
+/// schema's owner, servers may run as a role without DDL rights (README, Security).
+async fn migrate_if_pending(connection: &mut PgConnection) -> Result<(), StoreError> {
+    let migrator = sqlx::migrate!("migrations/postgres");
+    let applied = applied_migrations(connection).await?;
     let up_to_date = migrator
         .iter()
         .all(|m| applied.get(&m.version).map(Vec::as_slice) == Some(&*m.checksum));

@@ -265,6 +265,43 @@ fn open_reader(path: &std::path::Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// See [`super::pending_migrations`]: read over a read-only connection. An in-memory database
+/// is always new (nothing applied).
+pub(super) fn pending_migrations(url: &str) -> StoreResult<Vec<i64>> {
+    let options = <SqliteConnectOptions as std::str::FromStr>::from_str(url).map_err(sqlx_err)?;
+    let path = options.get_filename();
+    let applied: Vec<i64> = if url.contains(":memory:") || url.contains("mode=memory") {
+        Vec::new()
+    } else {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = Connection::open_with_flags(path, flags).map_err(map_err)?;
+        let has_table: bool = conn
+            .query_row(
+                "select count(*) > 0 from sqlite_master where name = '_sqlx_migrations'",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(map_err)?;
+        if has_table {
+            let mut statement = conn
+                .prepare("select version from _sqlx_migrations where success")
+                .map_err(map_err)?;
+            statement
+                .query_map([], |row| row.get(0))
+                .map_err(map_err)?
+                .collect::<Result<Vec<i64>, _>>()
+                .map_err(map_err)?
+        } else {
+            Vec::new()
+        }
+    };
+    Ok(MIGRATOR
+        .iter()
+        .map(|m| m.version)
+        .filter(|version| !applied.contains(version))
+        .collect())
+}
+
 /// Applies the migrations to the database file with sqlx (creating the file, in WAL mode), on a
 /// connection closed before the store opens its own.
 async fn migrate(options: &SqliteConnectOptions) -> Result<(), StoreError> {
