@@ -128,6 +128,35 @@ rules=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application
 expect "$rules" '"enabled":false'
 echo "ok - rules"
 
+# --- README "Engagement"
+# <!-- recipe: engagement -->
+# A ¥300 walk-in coupon at Shibuya: on entry, 10:00-20:00 local time, once a day per member,
+# at most 500 a day at the store
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"campaign-walk-in","campaign":{"campaign_id":"walk-in-300","name":"¥300 off when you walk in","amount_off":"300","channels":["CHANNEL_STORE"],"store_ids":["shibuya"],"validity_days":1}}' \
+  $OMO_URL/omo.v1.CouponService/CreateCampaign
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"rule-walk-in","rule":{"rule_id":"shibuya-walk-in","campaign_id":"walk-in-300","store_ids":["shibuya"],"min_dwell_seconds":0,"active_hours":[{"start":"10:00","end":"20:00"}],"cooldown_seconds":86400,"daily_cap_per_store":500}}' \
+  $OMO_URL/omo.v1.EngagementService/CreateGeoRule
+# The app reports the member at the door: the verdict, the stores it is inside, the coupons
+# issued, and why each geo rule that did not fire did not (ruleOutcomes: OUTSIDE_HOURS, ...)
+curl -sS -H "authorization: Bearer $APP" -H 'content-type: application/json' \
+  -d '{"request_id":"loc-0001","member":{"identifier":{"kind":"card","value":"4900-1234"}},"latitude":35.65955,"longitude":139.70045,"accuracy_m":15,"observed_at":"'$(date -u +%FT%TZ)'","device_id":"phone-1"}' \
+  $OMO_URL/omo.v1.EngagementService/ReportLocation
+# What the member could get around here, nearest store first
+curl -sS -H "authorization: Bearer $APP" -H 'content-type: application/json' \
+  -d '{"member":{"identifier":{"kind":"card","value":"4900-1234"}},"latitude":35.6600,"longitude":139.7000,"radius_m":2000,"page_size":10}' \
+  $OMO_URL/omo.v1.EngagementService/ListNearbyOffers
+# Every 5th visit within 30 days earns a coupon (a register sale or a 5-minute dwell is a visit)
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"rule-regular","rule":{"rule_id":"fifth-visit","campaign_id":"store-500","kind":"VISIT_RULE_KIND_NTH_VISIT","visits":5,"window_days":30}}' \
+  $OMO_URL/omo.v1.EngagementService/CreateVisitRule
+# <!-- /recipe -->
+geo=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"rule_id":"shibuya-walk-in"}' $OMO_URL/omo.v1.RuleService/GetRule)
+expect "$geo" '"trigger":"RULE_TRIGGER_GEO"'
+echo "ok - engagement"
+
 # --- README "Receipts"
 # <!-- recipe: receipts -->
 # 1 point per ¥100 for receipts from any store; ¥30,000 and more wait for a person to look
