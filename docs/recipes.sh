@@ -128,6 +128,21 @@ rules=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application
 expect "$rules" '"enabled":false'
 echo "ok - rules"
 
+# --- README "Events"
+# <!-- recipe: events -->
+# A behaviour event from the app (the EVENT rules of its type decide on it), the feed from its
+# start, and a webhook for two types of events (the answer shows its signing secret, once)
+curl -sS -H "authorization: Bearer $APP" -H 'content-type: application/json' \
+  -d '{"request_id":"ev-1","member":{"identifier":{"kind":"card","value":"4900-1234"}},"event_type":"review_posted","attributes":{"product":"tea"}}' \
+  $OMO_URL/omo.v1.EventService/TrackEvent
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"after_seq":0,"page_size":5}' $OMO_URL/omo.v1.EventService/ListEvents
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"wh-1","webhook":{"webhook_id":"crm","url":"http://crm.internal:8080/omo","types":["points.earned","coupon.issued"]}}' \
+  $OMO_URL/omo.v1.EventService/CreateWebhook
+# <!-- /recipe -->
+echo "ok - events"
+
 # --- README "Engagement"
 # <!-- recipe: engagement -->
 # A ¥300 walk-in coupon at Shibuya: on entry, 10:00-20:00 local time, once a day per member,
@@ -182,8 +197,43 @@ reviewed=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: applicat
 expect "$reviewed" '"status":"RECEIPT_STATUS_ACCEPTED"'
 echo "ok - receipts"
 
+# --- README "Erasure"
+# <!-- recipe: erasure -->
+# A member who asked to be forgotten (one made for the purpose here): personal data deleted,
+# points forfeited and coupons revoked through the ledger, the member_id kept as a pseudonym
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"new-taro","identifiers":[{"kind":"email","value":"taro@example.com"}],"display_name":"Taro"}' \
+  $OMO_URL/omo.v1.MemberService/CreateMember
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"erase-taro","member":{"identifier":{"kind":"email","value":"taro@example.com"}}}' \
+  $OMO_URL/omo.v1.MemberService/EraseMember
+# <!-- /recipe -->
+echo "ok - erasure"
+
+# --- README "Tiers"
+# <!-- recipe: tiers -->
+# Silver from ¥10,000 of spend in 12 months (1.5x base points), gold from ¥50,000 (2x); then
+# where the card holder stands (Member.tier: tier, spend, the next tier and what it takes)
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"request_id":"tiers-1","program":{"tiers":[{"tier_id":"silver","name":"Silver","min_spend":"10000","earn_multiplier":"1.5"},{"tier_id":"gold","name":"Gold","min_spend":"50000","earn_multiplier":"2"}],"tier_window_months":12},"update_mask":"tiers,tierWindowMonths"}' \
+  $OMO_URL/omo.v1.ProgramService/UpdateProgram
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"member":{"identifier":{"kind":"card","value":"4900-1234"}}}' \
+  $OMO_URL/omo.v1.MemberService/GetMember
+# <!-- /recipe -->
+member=$(curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"member":{"identifier":{"kind":"card","value":"4900-1234"}}}' \
+  $OMO_URL/omo.v1.MemberService/GetMember)
+expect "$member" '"tier":{'
+echo "ok - tiers"
+
 # --- README "Reports"
 # <!-- recipe: reports -->
+# What the points outstanding are worth, and one campaign's funnel
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{}' $OMO_URL/omo.v1.ReportService/GetLiability
+curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
+  -d '{"campaign_id":"store-500"}' $OMO_URL/omo.v1.ReportService/GetCampaignStats
 # Points earned and redeemed per day over the last 30 days, per channel and store
 curl -sS -H "authorization: Bearer $ADMIN" -H 'content-type: application/json' \
   -d '{"start_time":"'$(date -u -d '30 days ago' +%FT%TZ)'","end_time":"'$(date -u -d 'tomorrow' +%FT%TZ)'","group_by_day":true}' \
