@@ -639,22 +639,7 @@ mod tests {
 
     /// A GEO rule made by CreateGeoRule, decided by the rules core at store "shibuya".
     fn decide(rule: &GeoRule, run: &VisitRun, issued: &IssueFacts) -> Result<OfferHow, Skip> {
-        let attributes = std::collections::BTreeMap::new();
-        let facts = Facts {
-            at: run.last_inside_at,
-            tz: tokyo(),
-            channel: None,
-            store_id: "shibuya",
-            lines: &[],
-            total: crate::domain::Money::ZERO,
-            paid: crate::domain::Money::ZERO,
-            base_rate: rust_decimal::Decimal::ZERO,
-            event_type: "",
-            attributes: &attributes,
-            first_purchase: false,
-            tier_id: None,
-            signal: Signal::None,
-        };
+        let facts = Facts::at_store(run.last_inside_at, tokyo(), None, "shibuya", Signal::None);
         let core = crate::domain::rules::views::of_geo(rule.clone());
         decide_geo(&core, &facts, run, issued, Counters::default()).map(|award| {
             assert_eq!(award.campaign_id.as_deref(), Some("c1"));

@@ -6,10 +6,9 @@
 //! member's row is locked by the batch's load, so two devices of one member reporting at once
 //! are decided one after the other, on any number of replicas: one coupon per visit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use chrono::{DateTime, Days, NaiveDate, SubsecRound, Utc};
-use rust_decimal::Decimal;
 
 use super::{
     CommandResult, Engine, EngineError,
@@ -19,7 +18,7 @@ use super::{
     rules,
 };
 use crate::domain::{
-    DomainError, Money,
+    DomainError,
     auth::{Caller, Operation},
     command::LocationResult,
     coupon::Coupon,
@@ -46,7 +45,7 @@ pub(super) async fn create_geo_rule(
     now: DateTime<Utc>,
     rule: &GeoRule,
 ) -> CommandResult<GeoRule> {
-    check_rule_refs(uow, &rule.campaign_id, &rule.store_ids).await?;
+    check_stores(uow, &rule.store_ids).await?;
     let created = rules::create(uow, reference, now, &views::of_geo(rule.clone())).await?;
     Ok(GeoRule {
         rule_id: created.rule_id,
@@ -61,7 +60,7 @@ pub(super) async fn create_visit_rule(
     now: DateTime<Utc>,
     rule: &VisitRule,
 ) -> CommandResult<VisitRule> {
-    check_rule_refs(uow, &rule.campaign_id, &rule.store_ids).await?;
+    check_stores(uow, &rule.store_ids).await?;
     let created = rules::create(uow, reference, now, &views::of_visit(rule.clone())).await?;
     Ok(VisitRule {
         rule_id: created.rule_id,
@@ -69,15 +68,12 @@ pub(super) async fn create_visit_rule(
     })
 }
 
-/// A rule's campaign and stores must exist.
-async fn check_rule_refs(
+/// The stores an EngagementService rule names must exist (its campaign is checked by
+/// `rules::create`, as every rule's is).
+pub(super) async fn check_stores(
     uow: &mut dyn LedgerRows,
-    campaign_id: &str,
     store_ids: &[String],
 ) -> CommandResult<()> {
-    if uow.get_campaign(campaign_id, false).await?.is_none() {
-        return Err(DomainError::CampaignNotFound.into());
-    }
     for store_id in store_ids {
         if uow.get_store(store_id).await?.is_none() {
             return Err(DomainError::StoreNotFound.into());
@@ -267,23 +263,9 @@ async fn fire_geo(
         issued: Vec::new(),
         outcomes: Vec::new(),
     };
-    let no_attributes = BTreeMap::new();
-    let facts = Facts {
-        at: run.last_inside_at,
-        tz: site.tz,
-        channel: Some(Channel::App),
-        store_id,
-        lines: &[],
-        total: Money::ZERO,
-        paid: Money::ZERO,
-        base_rate: Decimal::ZERO,
-        event_type: "",
-        attributes: &no_attributes,
-        first_purchase: false,
-        tier_id: None,
-        // The run's dwell and issues make the signal (`location::decide_geo`).
-        signal: Signal::None,
-    };
+    // The run's dwell and issues make the signal (`location::decide_geo`).
+    let (at, app) = (run.last_inside_at, Some(Channel::App));
+    let facts = Facts::at_store(at, site.tz, app, store_id, Signal::None);
     let here = |rule: &&Rule| {
         rule.conditions.store_ids.is_empty()
             || rule.conditions.store_ids.iter().any(|id| id == store_id)
@@ -423,22 +405,7 @@ async fn fire_visit(
         return Ok(None);
     }
     let store_id = site.store.store_id.as_str();
-    let no_attributes = BTreeMap::new();
-    let facts = Facts {
-        at,
-        tz: site.tz,
-        channel: None,
-        store_id,
-        lines: &[],
-        total: Money::ZERO,
-        paid: Money::ZERO,
-        base_rate: Decimal::ZERO,
-        event_type: "",
-        attributes: &no_attributes,
-        first_purchase: false,
-        tier_id: None,
-        signal: Signal::Visit { due },
-    };
+    let facts = Facts::at_store(at, site.tz, None, store_id, Signal::Visit { due });
     let Ok(award) = rules::decide(uow, rule, &facts, member_id).await? else {
         return Ok(None);
     };

@@ -50,14 +50,7 @@ pub(super) async fn create_receipt_rule(
     now: DateTime<Utc>,
     rule: &ReceiptRule,
 ) -> CommandResult<ReceiptRule> {
-    if !rule.campaign_id.is_empty() && uow.get_campaign(&rule.campaign_id, false).await?.is_none() {
-        return Err(DomainError::CampaignNotFound.into());
-    }
-    for store_id in &rule.store_ids {
-        if uow.get_store(store_id).await?.is_none() {
-            return Err(DomainError::StoreNotFound.into());
-        }
-    }
+    super::engagement::check_stores(uow, &rule.store_ids).await?;
     let created =
         super::rules::create(uow, reference, now, &views::of_receipt(rule.clone())).await?;
     Ok(ReceiptRule {

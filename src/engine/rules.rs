@@ -766,9 +766,6 @@ pub(super) async fn decide_geo(
     let issued = uow
         .geo_issue_facts(&rule.rule_id, member_id, facts.store_id, date)
         .await?;
-    if rule.has_budget() {
-        uow.lock_rules(std::slice::from_ref(&rule.rule_id)).await?;
-    }
     let mut counters = Counters::default();
     if rule.limits.per_member_limit > 0
         && let Some(counter) = uow.rule_counter(&rule.rule_id, member_id).await?
@@ -776,6 +773,8 @@ pub(super) async fn decide_geo(
         counters.member_fired = counter.fired;
     }
     if rule.has_budget() {
+        // Read under the rule's lock: other members' firings draw on the same budget.
+        uow.lock_rules(std::slice::from_ref(&rule.rule_id)).await?;
         let account = points_account(rule).to_string();
         counters.budget_left_points =
             Some(uow.balance(&account, &Asset::Points.to_string()).await?);

@@ -200,6 +200,37 @@ pub struct Facts<'a> {
     pub signal: Signal,
 }
 
+/// The attributes of a trigger that has none.
+static NO_ATTRIBUTES: BTreeMap<String, String> = BTreeMap::new();
+
+impl<'a> Facts<'a> {
+    /// A signal at a store (a location, a visit): no basket, no event, no tier; `channel` is
+    /// where the signal came from, if anywhere.
+    pub fn at_store(
+        at: DateTime<Utc>,
+        tz: Tz,
+        channel: Option<Channel>,
+        store_id: &'a str,
+        signal: Signal,
+    ) -> Self {
+        Facts {
+            at,
+            tz,
+            channel,
+            store_id,
+            lines: &[],
+            total: Money::ZERO,
+            paid: Money::ZERO,
+            base_rate: Decimal::ZERO,
+            event_type: "",
+            attributes: &NO_ATTRIBUTES,
+            first_purchase: false,
+            tier_id: None,
+            signal,
+        }
+    }
+}
+
 /// What a rule that fired gives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Award {
