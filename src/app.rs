@@ -164,7 +164,7 @@ impl Application {
         // a listener tonic binds): without it a reply written in more than one piece waited
         // for the client's delayed ACK, 40 ms on Linux (GetLiability took 48 ms, 5 of them
         // working).
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(config.tcp_nodelay));
         let server = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
             incoming,
             async {

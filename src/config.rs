@@ -97,6 +97,10 @@ pub struct Config {
     /// (health turns NOT_SERVING and new calls are refused at once).
     #[arg(long, env = "OMO_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
+    /// TCP_NODELAY on accepted connections (on by default; `false` only to measure what
+    /// Nagle's algorithm costs: README, "Performance").
+    #[arg(long, env = "OMO_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
+    pub tcp_nodelay: bool,
     /// Group-commit writers (parallel write transactions); default 1 on SQLite (it has one
     /// writer anyway), 8 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
@@ -244,6 +248,7 @@ impl Config {
             retention_days: 90,
             event_retention_days: 30,
             shutdown_grace_s: 30,
+            tcp_nodelay: true,
             writers: None,
             http: None,
             seal_key_file: None,

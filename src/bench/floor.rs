@@ -1,7 +1,13 @@
-//! The SQL floor: what one durable transaction per request costs on this machine and database,
-//! with no gRPC and no engine: `begin; insert a posting; update a balance; commit` through a
-//! sqlx pool, at the same concurrency as the scenarios, in scratch tables of the same database
-//! (created, seeded, and dropped again here).
+//! The SQL floor: what one durable transaction per request costs on this machine and database
+//! with no gRPC and no engine, measured as the databases' own tools measure it:
+//! - PostgreSQL: one single-row insert per transaction (autocommit, a prepared statement), on as
+//!   many connections as the scenarios have request loops: what `pgbench -n -M prepared -c 64`
+//!   of `insert into t (k, v) values (md5(:v::text), :v)` does (`scripts/floors.sh`);
+//! - SQLite: one request loop on one connection, `begin immediate; insert one row; commit` in
+//!   WAL with `synchronous=full`: SQLite has one writer, and more connections only add waits in
+//!   its busy handler.
+//!
+//! The table is a scratch table of the same database, created and dropped here.
 
 use std::{str::FromStr, time::Duration};
 
@@ -18,14 +24,9 @@ use super::{
     seed::Backend,
 };
 
-/// At most this many balance rows (one per member).
-const MAX_ACCOUNTS: u64 = 100_000;
-/// PostgreSQL connections: the concurrency, up to the server's own pool size.
-const MAX_PG_CONNECTIONS: usize = 32;
-/// SQLite connections. SQLite has one writer at a time; waiting writers sleep in its busy
-/// handler. Measured on 2 cores at concurrency 64: 1 connection ~2,300/s, 2-4 ~2,900/s,
-/// 8 and more slower with long tails (busy-handler sleeps), so the floor keeps 4.
-const SQLITE_CONNECTIONS: u32 = 4;
+/// PostgreSQL connections at most (its default `max_connections` is 100, and the omo server
+/// under test holds some).
+const MAX_PG_CONNECTIONS: usize = 64;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
@@ -35,18 +36,20 @@ enum FloorPool {
 }
 
 pub async fn run(args: &BenchArgs) -> Result<ScenarioResult, BenchError> {
-    let accounts = args.members.min(MAX_ACCOUNTS);
     let pool = FloorPool::open(args.database_url.expose(), args.concurrency).await?;
-    pool.create_tables(accounts).await?;
-    let workers: Vec<FloorWorker> = (0..args.concurrency)
+    pool.create_table().await?;
+    let loops = match pool {
+        FloorPool::Sqlite(_) => 1,
+        FloorPool::Postgres(_) => args.concurrency.min(MAX_PG_CONNECTIONS),
+    };
+    let workers: Vec<FloorWorker> = (0..loops)
         .map(|_| FloorWorker {
             pool: pool.clone(),
             rng: StdRng::from_rng(&mut rand::rng()),
-            accounts,
         })
         .collect();
     let measured = load::drive(workers, args.duration).await;
-    pool.drop_tables().await?;
+    pool.drop_table().await?;
     let (sample, elapsed) = measured?;
     Ok(ScenarioResult::new("sql-floor", sample, elapsed))
 }
@@ -62,7 +65,7 @@ impl FloorPool {
                     .busy_timeout(BUSY_TIMEOUT)
                     .disable_statement_logging();
                 let pool = SqlitePoolOptions::new()
-                    .max_connections(SQLITE_CONNECTIONS)
+                    .max_connections(1)
                     .connect_with(options)
                     .await?;
                 FloorPool::Sqlite(pool)
@@ -79,29 +82,20 @@ impl FloorPool {
         })
     }
 
-    async fn create_tables(&self, accounts: u64) -> Result<(), BenchError> {
-        let accounts = i64::try_from(accounts).unwrap_or(i64::MAX);
-        self.drop_tables().await?;
+    async fn create_table(&self) -> Result<(), BenchError> {
+        self.drop_table().await?;
         match self {
             FloorPool::Sqlite(pool) => {
                 sqlx::raw_sql(sql::SQLITE_CREATE).execute(pool).await?;
-                sqlx::query(sql::SQLITE_SEED)
-                    .bind(accounts) // $1
-                    .execute(pool)
-                    .await?;
             }
             FloorPool::Postgres(pool) => {
                 sqlx::raw_sql(sql::POSTGRES_CREATE).execute(pool).await?;
-                sqlx::query(sql::POSTGRES_SEED)
-                    .bind(accounts) // $1
-                    .execute(pool)
-                    .await?;
             }
         }
         Ok(())
     }
 
-    async fn drop_tables(&self) -> Result<(), BenchError> {
+    async fn drop_table(&self) -> Result<(), BenchError> {
         match self {
             FloorPool::Sqlite(pool) => {
                 sqlx::raw_sql(sql::DROP).execute(pool).await?;
@@ -114,49 +108,33 @@ impl FloorPool {
     }
 }
 
-/// One request loop of the floor: a durable two-statement transaction on a random account.
+/// One request loop of the floor: a durable one-row insert per transaction.
 #[derive(Debug)]
 struct FloorWorker {
     pool: FloorPool,
     rng: StdRng,
-    accounts: u64,
 }
 
 impl Worker for FloorWorker {
     async fn op(&mut self) -> Result<(), String> {
-        let account = format!(
-            "member:m_bench_{}",
-            self.rng.random_range(1..=self.accounts)
-        );
+        let value: i64 = self.rng.random_range(1..=1_000_000_000);
         let committed = match &self.pool {
-            FloorPool::Sqlite(pool) => sqlite_transaction(pool, &account).await,
-            FloorPool::Postgres(pool) => postgres_transaction(pool, &account).await,
+            FloorPool::Sqlite(pool) => sqlite_transaction(pool, value).await,
+            FloorPool::Postgres(pool) => sqlx::query(sql::POSTGRES_INSERT)
+                .bind(value) // $1
+                .execute(pool)
+                .await
+                .map(|_| ()),
         };
         committed.map_err(|error| error_key(&error))
     }
 }
 
-async fn sqlite_transaction(pool: &SqlitePool, account: &str) -> Result<(), sqlx::Error> {
+async fn sqlite_transaction(pool: &SqlitePool, value: i64) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query(sql::INSERT_POSTING)
-        .bind(account) // $1
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sql::UPDATE_BALANCE)
-        .bind(account) // $1
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await
-}
-
-async fn postgres_transaction(pool: &PgPool, account: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query(sql::INSERT_POSTING)
-        .bind(account) // $1
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(sql::UPDATE_BALANCE)
-        .bind(account) // $1
+    sqlx::query(sql::SQLITE_INSERT)
+        .bind(format!("{value:x}")) // $1
+        .bind(value) // $2
         .execute(&mut *tx)
         .await?;
     tx.commit().await
@@ -173,45 +151,17 @@ fn error_key(error: &sqlx::Error) -> String {
 
 mod sql {
     pub const SQLITE_CREATE: &str = r"
-        create table bench_floor_balances (account text primary key, balance bigint not null);
-        create table bench_floor_postings (
-            id integer primary key, account text not null, amount bigint not null
-        );
+        create table bench_floor (id integer primary key, k text not null, v bigint not null)
         ";
 
     pub const POSTGRES_CREATE: &str = r"
-        create table bench_floor_balances (account text primary key, balance bigint not null);
-        create table bench_floor_postings (
-            id bigserial primary key, account text not null, amount bigint not null
-        );
+        create table bench_floor (id bigserial primary key, k text not null, v bigint not null)
         ";
 
-    pub const SQLITE_SEED: &str = r"
-        with recursive n(i) as (select 1 union all select i + 1 from n where i < $1)
-        insert into bench_floor_balances (account, balance)
-        select 'member:m_bench_' || i, 0
-        from n
-        ";
+    pub const DROP: &str = "drop table if exists bench_floor";
 
-    pub const POSTGRES_SEED: &str = r"
-        insert into bench_floor_balances (account, balance)
-        select 'member:m_bench_' || i, 0
-        from generate_series(1, $1::bigint) as n(i)
-        ";
+    pub const SQLITE_INSERT: &str = "insert into bench_floor (k, v) values ($1, $2)";
 
-    pub const DROP: &str = r"
-        drop table if exists bench_floor_postings;
-        drop table if exists bench_floor_balances;
-        ";
-
-    pub const INSERT_POSTING: &str = r"
-        insert into bench_floor_postings (account, amount)
-        values ($1, 1)
-        ";
-
-    pub const UPDATE_BALANCE: &str = r"
-        update bench_floor_balances
-        set balance = balance + 1
-        where account = $1
-        ";
+    /// pgbench's statement: the key's md5 is computed by the server, as there.
+    pub const POSTGRES_INSERT: &str = "insert into bench_floor (k, v) values (md5($1::text), $1)";
 }

@@ -50,8 +50,10 @@ as that key, and the SQL floor and server RSS are not measured.
 Scenarios: grpc-ceiling (health Check), sale (RecordSale earning and redeeming),
 sale-json (the same RecordSale over Connect JSON on the same port and connections), checkout
 (Authorize + Capture, EC), balance (GetBalance), hot (sales at one store with one public
-coupon), mixed (60% balance, 25% sale, 15% checkout), sql-floor (BEGIN; insert a posting;
-update a balance; COMMIT, straight through sqlx), location (location reports near 100,000
+coupon), mixed (60% balance, 25% sale, 15% checkout), sql-floor (the database's own floor, no
+gRPC and no engine: PostgreSQL one prepared single-row insert per transaction on --concurrency
+connections, as pgbench measures it; SQLite one loop of BEGIN IMMEDIATE; insert; COMMIT, WAL and
+synchronous=full), location (location reports near 100,000
 seeded stores; not in the default list).
 Report scenarios (ReportService as the admin key; not in the default list; a few loops are
 what an operator's reports see, e.g. --concurrency 4): report-liability (GetLiability now),

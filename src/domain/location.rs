@@ -639,7 +639,14 @@ mod tests {
 
     /// A GEO rule made by CreateGeoRule, decided by the rules core at store "shibuya".
     fn decide(rule: &GeoRule, run: &VisitRun, issued: &IssueFacts) -> Result<OfferHow, Skip> {
-        let facts = Facts::at_store(run.last_inside_at, tokyo(), None, "shibuya", Signal::None);
+        let facts = Facts::at_store(
+            run.last_inside_at,
+            tokyo(),
+            None,
+            "shibuya",
+            None,
+            Signal::None,
+        );
         let core = crate::domain::rules::views::of_geo(rule.clone());
         decide_geo(&core, &facts, run, issued, Counters::default()).map(|award| {
             assert_eq!(award.campaign_id.as_deref(), Some("c1"));

@@ -265,11 +265,12 @@ async fn fire_geo(
     };
     // The run's dwell and issues make the signal (`location::decide_geo`).
     let (at, app) = (run.last_inside_at, Some(Channel::App));
-    let facts = Facts::at_store(at, site.tz, app, store_id, Signal::None);
     let here = |rule: &&Rule| {
         rule.conditions.store_ids.is_empty()
             || rule.conditions.store_ids.iter().any(|id| id == store_id)
     };
+    let tier_id = rules::tier_for(uow, member_id, rules.iter().filter(here)).await?;
+    let facts = Facts::at_store(at, site.tz, app, store_id, tier_id.as_deref(), Signal::None);
     for rule in rules.iter().filter(here) {
         let (outcome, issued) = rules::decide_geo(uow, rule, &facts, member_id, run).await?;
         fired
@@ -405,7 +406,15 @@ async fn fire_visit(
         return Ok(None);
     }
     let store_id = site.store.store_id.as_str();
-    let facts = Facts::at_store(at, site.tz, None, store_id, Signal::Visit { due });
+    let tier_id = rules::tier_for(uow, member_id, std::iter::once(rule)).await?;
+    let facts = Facts::at_store(
+        at,
+        site.tz,
+        None,
+        store_id,
+        tier_id.as_deref(),
+        Signal::Visit { due },
+    );
     let Ok(award) = rules::decide(uow, rule, &facts, member_id).await? else {
         return Ok(None);
     };

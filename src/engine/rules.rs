@@ -234,12 +234,7 @@ pub(super) async fn decide_purchase(
         false
     };
     let attributes = BTreeMap::new();
-    // The member's tier, for rules with `conditions.tier_ids` (the row is in the batch).
-    let tier_id = uow
-        .get_member(purchase.member_id, false)
-        .await?
-        .map(|member| member.tier.tier_id)
-        .filter(|tier_id| !tier_id.is_empty());
+    let tier_id = tier_for(uow, purchase.member_id, rules.iter().copied()).await?;
     let facts = Facts {
         at: purchase.at,
         tz,
@@ -311,6 +306,7 @@ pub(super) async fn decide_event(
     }
     let rules = locked_rules(uow, Trigger::Event).await?;
     let rules: Vec<&Rule> = rules.iter().filter(|rule| rule.enabled).collect();
+    let tier_id = tier_for(uow, purchase.member_id, rules.iter().copied()).await?;
     let facts = Facts {
         at: purchase.at,
         tz,
@@ -323,7 +319,7 @@ pub(super) async fn decide_event(
         event_type: tracked.event_type,
         attributes: tracked.attributes,
         first_purchase: false,
-        tier_id: None,
+        tier_id: tier_id.as_deref(),
         signal: Signal::None,
     };
     let verdicts = decide_all(uow, &rules, &facts, purchase.member_id).await?;
@@ -496,6 +492,23 @@ impl super::Engine {
             budget_points_left,
         })
     }
+}
+
+/// The member's tier when one of `rules` is for some tiers only (`conditions.tier_ids`), else
+/// None without a read. The member's row is in the batch already (its lock was taken first).
+pub(super) async fn tier_for<'r>(
+    uow: &mut dyn LedgerReads,
+    member_id: &str,
+    mut rules: impl Iterator<Item = &'r Rule>,
+) -> Result<Option<String>, StoreError> {
+    if !rules.any(|rule| !rule.conditions.tier_ids.is_empty()) {
+        return Ok(None);
+    }
+    Ok(uow
+        .get_member(member_id, false)
+        .await?
+        .map(|member| member.tier.tier_id)
+        .filter(|tier_id| !tier_id.is_empty()))
 }
 
 /// The zone of a purchase's local hours: its store's, or the program's.

@@ -68,12 +68,20 @@ fn bench_smoke() {
             "--concurrency",
             "4",
             "--scenarios",
-            "sale,balance",
+            "sale,balance,sql-floor",
         ],
         false,
     );
     let report = &run.report;
     assert!(run.scenario("sale")["ops"].as_u64() > Some(0), "{report}");
+    let floor = run.scenario("sql-floor");
+    assert!(floor["ops"].as_u64() > Some(0), "{report}");
+    assert_eq!(floor["errors_total"].as_u64(), Some(0), "{report}");
+    let ratios = report["ratios"].as_array().expect("ratios");
+    assert!(
+        ratios.iter().any(|r| r["name"] == "sale / sql-floor"),
+        "{report}"
+    );
     let balance = run.scenario("balance");
     assert!(balance["ops"].as_u64() > Some(0), "{report}");
     assert_eq!(balance["errors_total"].as_u64(), Some(0), "{report}");

@@ -6,8 +6,14 @@
 //!   request_id;
 //! - every sale takes effect exactly once (one transaction per order, balances that add up);
 //! - the ledger's invariants hold (`omo verify`).
+//!
+//! A second test restarts the database under load (through a proxy that cuts every connection
+//! and refuses new ones for up to 1.5 s): the writers outwait it, so clients see no error, or
+//! on a loaded machine a rare UNAVAILABLE, never INTERNAL.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use omo::proto;
@@ -16,7 +22,7 @@ use tonic::Code;
 
 use crate::helpers::{
     Backend, TestApp, all_transactions_as, assert_refused, member_ref, record_sale_as, spawn_app,
-    store_sale,
+    spawn_app_with, store_sale,
 };
 
 /// Concurrent registers, each selling to a member of its own.
@@ -24,6 +30,8 @@ const WORKERS: usize = 8;
 const SALES_PER_WORKER: usize = 100;
 /// Times every session of the server is terminated during the load.
 const TERMINATIONS: usize = 10;
+/// Times the database restarts during the load.
+const RESTARTS: usize = 4;
 /// Tries of one sale that keeps answering UNAVAILABLE before the test gives up on it.
 const MAX_TRIES: usize = 20;
 
@@ -33,6 +41,23 @@ async fn postgres() {
         return;
     };
     sessions_terminated_under_load(&app).await;
+}
+
+/// PostgreSQL restarting under load, as omo sees it: every connection cut at once, and new
+/// connections refused for a while (a TCP proxy between omo and the database plays the
+/// server, so the shared test server itself is never restarted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarting() {
+    let proxy = RestartingProxy::start().await;
+    let Some(app) = spawn_app_with(Backend::Postgres, |config| {
+        let through_proxy = proxy.url_through(config.database.database_url.expose());
+        config.database.database_url = through_proxy.parse().expect("proxy url");
+    })
+    .await
+    else {
+        return;
+    };
+    restarts_under_load(&app, &proxy).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -161,6 +186,74 @@ async fn a_broken_commit_is_not_run_again_without_a_request_id(app: &TestApp) {
     assert_eq!(created.store_id, "namba");
 }
 
+async fn restarts_under_load(app: &TestApp, proxy: &RestartingProxy) {
+    // Arrange
+    let mut members = Vec::new();
+    for w in 0..WORKERS {
+        members.push(app.create_member(&format!("restart-{w}")).await);
+    }
+
+    // Act
+    let workers: Vec<_> = members
+        .iter()
+        .enumerate()
+        .map(|(w, member_id)| {
+            let (register, member_id) = (app.register.clone(), member_id.clone());
+            tokio::spawn(async move { sell(&register, w, &member_id).await })
+        })
+        .collect();
+    let mut restarts = 0;
+    while restarts < RESTARTS && !workers.iter().all(|worker| worker.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(rand::random_range(200..400))).await;
+        // Down for up to 1.5 s: a fast restart, well inside the writers' 5 s of patience.
+        proxy
+            .restart(Duration::from_millis(rand::random_range(300..1500)))
+            .await;
+        restarts += 1;
+    }
+    let seen = collect(members.iter().zip(workers), app).await;
+    eprintln!(
+        "faults: the database restarted {restarts} times ({} connections cut); errors seen by code: {seen:?}",
+        proxy.cut()
+    );
+
+    // Assert
+    assert!(
+        restarts >= 2 && proxy.cut() > 0,
+        "the load ended before the faults"
+    );
+    // Alone, the writers outwait every restart and no client sees an error; on a loaded
+    // machine a try can come after the patience, and that sale hears UNAVAILABLE (and its
+    // retry with the same request_id succeeds, counted once above). Never anything else.
+    assert_eq!(seen.get("Internal"), None, "{seen:?}");
+    let unexpected: Vec<_> = seen.keys().filter(|code| *code != "Unavailable").collect();
+    assert!(unexpected.is_empty(), "{seen:?}");
+    app.verify_ok().await;
+}
+
+/// Waits for each worker, checks every member's sales took effect once, and counts the
+/// error codes the workers saw.
+async fn collect<'a>(
+    workers: impl Iterator<
+        Item = (
+            &'a String,
+            tokio::task::JoinHandle<(Vec<proto::Order>, HashMap<Code, usize>)>,
+        ),
+    >,
+    app: &TestApp,
+) -> BTreeMap<String, usize> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for (member_id, worker) in workers {
+        let (answers, codes) = worker.await.expect("worker");
+        for (code, count) in codes {
+            *seen.entry(format!("{code:?}")).or_default() += count;
+        }
+        assert_eq!(answers.len(), SALES_PER_WORKER, "{seen:?}");
+        assert_each_sale_once(app, member_id, &answers).await;
+    }
+    seen
+}
+
 async fn sessions_terminated_under_load(app: &TestApp) {
     // Arrange
     let mut members = Vec::new();
@@ -186,15 +279,7 @@ async fn sessions_terminated_under_load(app: &TestApp) {
         terminated += terminate_sessions(&admin_pool).await;
         rounds += 1;
     }
-    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
-    let mut orders: Vec<Vec<proto::Order>> = Vec::new();
-    for worker in workers {
-        let (answers, codes) = worker.await.expect("worker");
-        orders.push(answers);
-        for (code, count) in codes {
-            *seen.entry(format!("{code:?}")).or_default() += count;
-        }
-    }
+    let seen = collect(members.iter().zip(workers), app).await;
     eprintln!(
         "faults: {terminated} sessions terminated in {rounds} rounds; errors seen by code: {seen:?}"
     );
@@ -207,10 +292,6 @@ async fn sessions_terminated_under_load(app: &TestApp) {
     assert_eq!(seen.get("Internal"), None, "{seen:?}");
     let unexpected: Vec<_> = seen.keys().filter(|code| *code != "Unavailable").collect();
     assert!(unexpected.is_empty(), "{seen:?}");
-    for (member_id, answers) in members.iter().zip(&orders) {
-        assert_eq!(answers.len(), SALES_PER_WORKER);
-        assert_each_sale_once(app, member_id, answers).await;
-    }
     app.verify_ok().await;
 }
 
@@ -232,6 +313,11 @@ async fn sell(
                     break;
                 }
                 Err(status) => {
+                    eprintln!(
+                        "faults: sale {id}: {:?} {}",
+                        status.code(),
+                        status.message()
+                    );
                     *codes.entry(status.code()).or_default() += 1;
                     let retryable = status.code() == Code::Unavailable && tries < MAX_TRIES;
                     if !retryable {
@@ -284,4 +370,81 @@ async fn assert_each_sale_once(app: &TestApp, member_id: &str, answers: &[proto:
     let earned: i64 = answers.iter().map(|order| order.points_earned).sum();
     assert!(earned > 0, "the sales earned nothing");
     assert_eq!(app.available(member_id).await, earned);
+}
+
+/// A TCP proxy in front of PostgreSQL that can "restart" it: cut every connection at once and
+/// refuse new ones for a while, as a restarting server does to its clients.
+struct RestartingProxy {
+    port: u16,
+    upstream: String,
+    down: Arc<AtomicBool>,
+    restarted: tokio::sync::watch::Sender<u64>,
+    cut: Arc<AtomicUsize>,
+}
+
+impl RestartingProxy {
+    async fn start() -> RestartingProxy {
+        let admin = std::env::var("OMO_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let upstream = admin
+            .split_once('@')
+            .map_or(admin.as_str(), |(_, rest)| rest)
+            .split('/')
+            .next()
+            .unwrap_or("127.0.0.1:5432")
+            .to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let down = Arc::new(AtomicBool::new(false));
+        let cut = Arc::new(AtomicUsize::new(0));
+        let (restarted, _) = tokio::sync::watch::channel(0u64);
+        let proxy = RestartingProxy {
+            port,
+            upstream: upstream.clone(),
+            down: Arc::clone(&down),
+            restarted: restarted.clone(),
+            cut: Arc::clone(&cut),
+        };
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if down.load(Ordering::SeqCst) {
+                    continue; // refused: dropped at once
+                }
+                let (upstream, cut, mut restart) =
+                    (upstream.clone(), Arc::clone(&cut), restarted.subscribe());
+                tokio::spawn(async move {
+                    let Ok(mut server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = restart.changed() => {
+                            cut.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        proxy
+    }
+
+    /// `url` with its host and port replaced by the proxy's.
+    fn url_through(&self, url: &str) -> String {
+        url.replacen(&self.upstream, &format!("127.0.0.1:{}", self.port), 1)
+    }
+
+    /// Cuts every connection and refuses new ones for `down_for`.
+    async fn restart(&self, down_for: Duration) {
+        self.down.store(true, Ordering::SeqCst);
+        self.restarted.send_modify(|generation| *generation += 1);
+        tokio::time::sleep(down_for).await;
+        self.down.store(false, Ordering::SeqCst);
+    }
+
+    /// Connections cut so far.
+    fn cut(&self) -> usize {
+        self.cut.load(Ordering::SeqCst)
+    }
 }

@@ -26,6 +26,7 @@ crate::both_backends! {
     lapsed_after_the_clock_moves => lapsed_after_the_clock_moves,
     roles_and_rule_references => roles_and_rule_references,
     geo_rules_are_rules_of_the_one_engine => geo_rules_are_rules_of_the_one_engine,
+    a_geo_rule_for_a_tier_fires_for_its_members_only => a_geo_rule_for_a_tier_fires_for_its_members_only,
 }
 
 /// Ginza, 100 m fence, far enough from the helpers' Shibuya stores.
@@ -894,4 +895,57 @@ mod legacy_rules_are_adopted_at_start {
     async fn postgres() {
         scenario(crate::helpers::Backend::Postgres).await;
     }
+}
+
+/// A geo rule for silver members (`conditions.tier_ids`): the member's tier is a fact of the
+/// location report as of a sale's, so it fires for a silver member and not for another.
+async fn a_geo_rule_for_a_tier_fires_for_its_members_only(app: &TestApp) {
+    // Arrange: silver from 10,000 paid; one member reaches it by a sale, one does not.
+    app.set_program(|program| {
+        program.tiers = vec![proto::Tier {
+            tier_id: "silver".into(),
+            name: "Silver".into(),
+            min_spend: "10000".into(),
+            earn_multiplier: "1".into(),
+        }];
+        program.tier_window_months = 12;
+    })
+    .await;
+    store(app, "ginza", GINZA, "Asia/Tokyo").await;
+    campaign(app, "silver-hello", &[]).await;
+    create_rule(app, rule("silver-entry", "silver-hello", "ginza")).await;
+    let for_silver = proto::Rule {
+        rule_id: "silver-entry".into(),
+        conditions: Some(proto::RuleConditions {
+            store_ids: vec!["ginza".into()],
+            tier_ids: vec!["silver".into()],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    app.admin
+        .rules()
+        .update_rule(proto::UpdateRuleRequest {
+            request_id: "silver-only".into(),
+            rule: Some(for_silver),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["conditions".into()],
+            }),
+        })
+        .await
+        .expect("a geo rule for one tier");
+    let silver = member(app, "T-1").await;
+    let plain = member(app, "T-2").await;
+    app.record_sale(store_sale("t1", "t1", member_ref(&silver), "12000", 0))
+        .await
+        .expect("the sale that makes silver");
+
+    // Act
+    let silver_report = report(app, "t-silver", &silver, GINZA).await;
+    let plain_report = report(app, "t-plain", &plain, GINZA).await;
+
+    // Assert
+    assert_eq!(sources(&silver_report), ["geo:silver-entry"]);
+    assert!(plain_report.coupons_issued.is_empty(), "{plain_report:?}");
+    assert!(!plain_report.rule_outcomes[0].fired, "{plain_report:?}");
 }

@@ -204,13 +204,14 @@ pub struct Facts<'a> {
 static NO_ATTRIBUTES: BTreeMap<String, String> = BTreeMap::new();
 
 impl<'a> Facts<'a> {
-    /// A signal at a store (a location, a visit): no basket, no event, no tier; `channel` is
-    /// where the signal came from, if anywhere.
+    /// A signal at a store (a location, a visit): no basket, no event; `channel` is where the
+    /// signal came from, if anywhere, and `tier_id` the member's tier (for rules that ask).
     pub fn at_store(
         at: DateTime<Utc>,
         tz: Tz,
         channel: Option<Channel>,
         store_id: &'a str,
+        tier_id: Option<&'a str>,
         signal: Signal,
     ) -> Self {
         Facts {
@@ -225,7 +226,7 @@ impl<'a> Facts<'a> {
             event_type: "",
             attributes: &NO_ATTRIBUTES,
             first_purchase: false,
-            tier_id: None,
+            tier_id,
             signal,
         }
     }

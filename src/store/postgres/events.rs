@@ -26,7 +26,7 @@ insert into events (event_id, type, occurred_at, member_id, data, dedupe_key)
 select event_id, type, occurred_at, member_id, data::jsonb, dedupe_key
 from unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[], $5::text[], $6::text[])
     as e (event_id, type, occurred_at, member_id, data, dedupe_key)
-on conflict (dedupe_key) do nothing"#;
+on conflict (dedupe_key) where dedupe_key is not null do nothing"#;
 
 /// The columns of `INSERT_EVENTS`.
 pub(super) fn bind_events<'q>(query: PgQuery<'q>, events: &'q [NewEvent]) -> PgQuery<'q> {

@@ -33,7 +33,7 @@ impl SqliteUnitOfWork {
                         dedupe_key)
                     values ((select coalesce(max(seq), 0) + 1 from events), ?1, ?2, ?3, ?4, ?5,
                         ?6)
-                    on conflict (dedupe_key) do nothing
+                    on conflict (dedupe_key) where dedupe_key is not null do nothing
                     ",
                 )?
                 .bind(&event.event_id) // ?1
