@@ -101,6 +101,10 @@ pub struct BenchArgs {
     /// decided against all of them and one fires (what a program with a few campaigns costs).
     #[arg(long, default_value_t = 0)]
     pub rules: usize,
+    /// The hot campaign's issue limit (0: none). With one, every `hot` sale counts against
+    /// the campaign's total: compare `hot` with and without it.
+    #[arg(long, default_value_t = 0)]
+    pub hot_issue_limit: i32,
     /// Subscribe one webhook to `points.earned` (a receiver inside the bench answering 204):
     /// compare `sale` with and without it.
     #[arg(long)]

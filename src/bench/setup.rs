@@ -89,7 +89,7 @@ pub async fn local(args: &BenchArgs) -> Result<Setup, BenchError> {
     engine.shutdown().await;
     let server = ServerProcess::spawn(url).await?;
     let endpoint = server.endpoint().to_string();
-    create_store_and_campaign(&endpoint, &keys.admin).await?;
+    create_store_and_campaign(&endpoint, &keys.admin, args.hot_issue_limit).await?;
     create_purchase_rules(&endpoint, &keys.admin, args.rules).await?;
     let webhook_receiver = subscribe_webhook(&endpoint, &keys.admin, args.webhook).await?;
     Ok(Setup {
@@ -138,7 +138,7 @@ async fn create_keys(engine: &Engine) -> Result<Keys, BenchError> {
 /// with the given admin key, which every scenario then calls with.
 pub async fn remote(args: &BenchArgs, endpoint: &str) -> Result<Setup, BenchError> {
     let api_key = args.api_key.clone().unwrap_or_default();
-    create_store_and_campaign(endpoint, &api_key).await?;
+    create_store_and_campaign(endpoint, &api_key, args.hot_issue_limit).await?;
     create_purchase_rules(endpoint, &api_key, args.rules).await?;
     let webhook_receiver = subscribe_webhook(endpoint, &api_key, args.webhook).await?;
     eprintln!(
@@ -185,8 +185,12 @@ async fn remote_report_targets(client: &Client) -> Result<ReportTargets, BenchEr
 }
 
 /// The store `bench-store` and the campaign behind the public code of `hot` (¥100 off, no
-/// per-member limit, no issue limit); either may exist already.
-async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<(), BenchError> {
+/// per-member limit, an issue limit only when `issue_limit` > 0); either may exist already.
+async fn create_store_and_campaign(
+    endpoint: &str,
+    admin_key: &str,
+    issue_limit: i32,
+) -> Result<(), BenchError> {
     let admin = Client::connect(endpoint, admin_key).await?;
     let store = proto::Store {
         store_id: STORE_ID.into(),
@@ -213,6 +217,7 @@ async fn create_store_and_campaign(endpoint: &str, admin_key: &str) -> Result<()
         discount: Some(proto::campaign::Discount::AmountOff("100".into())),
         stackable: true,
         public_code: HOT_CODE.into(),
+        issue_limit,
         ..Default::default()
     };
     let created = admin

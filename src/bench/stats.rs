@@ -116,6 +116,8 @@ pub struct Environment {
     pub rules: usize,
     /// Whether one webhook was subscribed to `points.earned` (`--webhook`).
     pub webhook: bool,
+    /// The hot campaign's issue limit (`--hot-issue-limit`; 0: none).
+    pub hot_issue_limit: i32,
     pub duration_s: f64,
     pub cores: usize,
     /// Time the bulk seeding took (local runs).
@@ -138,6 +140,7 @@ impl Environment {
             channels: args.channels,
             rules: args.rules,
             webhook: args.webhook,
+            hot_issue_limit: args.hot_issue_limit,
             duration_s: args.duration.as_secs_f64(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
             seed_s: timings.seed_s,
@@ -280,7 +283,8 @@ fn write_environment(f: &mut fmt::Formatter<'_>, env: &Environment) -> fmt::Resu
     writeln!(
         f,
         "\nenvironment: backend {}, members {}, prefilled postings {}, concurrency {}, \
-         channels {}, PURCHASE rules {}, webhook {}, duration {:.1} s per scenario, {} cores",
+         channels {}, PURCHASE rules {}, webhook {}, hot issue limit {}, duration {:.1} s per \
+         scenario, {} cores",
         env.backend,
         env.members,
         env.prefill_postings,
@@ -292,6 +296,7 @@ fn write_environment(f: &mut fmt::Formatter<'_>, env: &Environment) -> fmt::Resu
         } else {
             "none"
         },
+        env.hot_issue_limit,
         env.duration_s,
         env.cores
     )?;
