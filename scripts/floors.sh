@@ -37,7 +37,7 @@ if [ -n "${PGLEDGER_DIR:-}" ]; then
     from generate_series(1, 100000) i;"
   cat >"$work/transfer.sql" <<'SQL'
 \set a random(1, 100000)
-\set b random(1, 100000)
+\set b 1 + (:a + random(0, 99998)) % 100000
 select pgledger_create_transfer((select id from accounts_by_n where n = :a),
                                 (select id from accounts_by_n where n = :b), 1);
 SQL

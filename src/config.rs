@@ -98,11 +98,11 @@ pub struct Config {
     #[arg(long, env = "OMO_SHUTDOWN_GRACE_S", default_value_t = 30)]
     pub shutdown_grace_s: u64,
     /// TCP_NODELAY on accepted connections (on by default; `false` only to measure what
-    /// Nagle's algorithm costs: README, "Performance").
+    /// Nagle's algorithm costs: README, "Benchmark").
     #[arg(long, env = "OMO_TCP_NODELAY", default_value_t = true, action = clap::ArgAction::Set, hide = true)]
     pub tcp_nodelay: bool,
     /// Group-commit writers (parallel write transactions); default 1 on SQLite (it has one
-    /// writer anyway), 8 on PostgreSQL.
+    /// writer anyway), 4 on PostgreSQL.
     #[arg(long, env = "OMO_WRITERS")]
     pub writers: Option<usize>,
     /// Serve the read-only operator dashboard (admin keys only) over HTTP/1 on this address;

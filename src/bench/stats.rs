@@ -59,6 +59,9 @@ pub struct ScenarioResult {
     pub errors_total: u64,
     /// Failures by status code (and ErrorInfo reason when there is one).
     pub errors: BTreeMap<String, u64>,
+    /// What a baseline measured, when the name alone does not say (the SQL floor).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub measured: Option<String>,
 }
 
 impl ScenarioResult {
@@ -82,6 +85,15 @@ impl ScenarioResult {
             max_ms: ms(sorted_us.last().copied().unwrap_or(0)),
             errors_total: sample.errors.values().sum(),
             errors: sample.errors,
+            measured: None,
+        }
+    }
+
+    /// The same result, saying what it measured.
+    pub fn measuring(self, what: impl Into<String>) -> Self {
+        ScenarioResult {
+            measured: Some(what.into()),
+            ..self
         }
     }
 }
@@ -262,6 +274,11 @@ fn write_table(f: &mut fmt::Formatter<'_>, scenarios: &[ScenarioResult]) -> fmt:
             "{:<width$} {:>10.1} {:>9.2} {:>9.2} {:>9.2} {:>8}",
             s.name, s.ops_per_s, s.p50_ms, s.p95_ms, s.p99_ms, s.errors_total
         )?;
+    }
+    for s in scenarios {
+        if let Some(measured) = &s.measured {
+            writeln!(f, "  {}: {measured}", s.name)?;
+        }
     }
     Ok(())
 }

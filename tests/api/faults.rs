@@ -187,21 +187,8 @@ async fn a_broken_commit_is_not_run_again_without_a_request_id(app: &TestApp) {
 }
 
 async fn restarts_under_load(app: &TestApp, proxy: &RestartingProxy) {
-    // Arrange
-    let mut members = Vec::new();
-    for w in 0..WORKERS {
-        members.push(app.create_member(&format!("restart-{w}")).await);
-    }
-
-    // Act
-    let workers: Vec<_> = members
-        .iter()
-        .enumerate()
-        .map(|(w, member_id)| {
-            let (register, member_id) = (app.register.clone(), member_id.clone());
-            tokio::spawn(async move { sell(&register, w, &member_id).await })
-        })
-        .collect();
+    // Arrange and act
+    let (members, workers) = start_selling(app, "restart").await;
     let mut restarts = 0;
     while restarts < RESTARTS && !workers.iter().all(|worker| worker.is_finished()) {
         tokio::time::sleep(Duration::from_millis(rand::random_range(200..400))).await;
@@ -231,15 +218,30 @@ async fn restarts_under_load(app: &TestApp, proxy: &RestartingProxy) {
     app.verify_ok().await;
 }
 
+/// A member per worker (`<prefix>-<w>`), and the workers selling to them, started.
+async fn start_selling(app: &TestApp, prefix: &str) -> (Vec<String>, Vec<Selling>) {
+    let mut members = Vec::new();
+    for w in 0..WORKERS {
+        members.push(app.create_member(&format!("{prefix}-{w}")).await);
+    }
+    let workers = members
+        .iter()
+        .enumerate()
+        .map(|(w, member_id)| {
+            let (register, member_id) = (app.register.clone(), member_id.clone());
+            tokio::spawn(async move { sell(&register, w, &member_id).await })
+        })
+        .collect();
+    (members, workers)
+}
+
+/// A worker's sales: each sale's order, and the error codes it saw.
+type Selling = tokio::task::JoinHandle<(Vec<proto::Order>, HashMap<Code, usize>)>;
+
 /// Waits for each worker, checks every member's sales took effect once, and counts the
 /// error codes the workers saw.
 async fn collect<'a>(
-    workers: impl Iterator<
-        Item = (
-            &'a String,
-            tokio::task::JoinHandle<(Vec<proto::Order>, HashMap<Code, usize>)>,
-        ),
-    >,
+    workers: impl Iterator<Item = (&'a String, Selling)>,
     app: &TestApp,
 ) -> BTreeMap<String, usize> {
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -256,23 +258,12 @@ async fn collect<'a>(
 
 async fn sessions_terminated_under_load(app: &TestApp) {
     // Arrange
-    let mut members = Vec::new();
-    for w in 0..WORKERS {
-        members.push(app.create_member(&format!("fault-{w}")).await);
-    }
     let admin_pool = PgPool::connect(&app.database_url)
         .await
         .expect("admin pool");
 
     // Act
-    let workers: Vec<_> = members
-        .iter()
-        .enumerate()
-        .map(|(w, member_id)| {
-            let (register, member_id) = (app.register.clone(), member_id.clone());
-            tokio::spawn(async move { sell(&register, w, &member_id).await })
-        })
-        .collect();
+    let (members, workers) = start_selling(app, "fault").await;
     let (mut rounds, mut terminated) = (0, 0);
     while rounds < TERMINATIONS && !workers.iter().all(|worker| worker.is_finished()) {
         tokio::time::sleep(Duration::from_millis(rand::random_range(100..250))).await;
