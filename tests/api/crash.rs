@@ -55,6 +55,8 @@ enum Answer {
 struct Sent {
     request: Request,
     answer: Option<Answer>,
+    /// The code the client heard instead of an answer, as the server died.
+    error: Option<Code>,
 }
 
 /// Sends a logged request with the key of the role that makes it.
@@ -126,7 +128,14 @@ async fn sigkill_during_load(backend: Backend) {
     let acknowledged = logs.iter().flatten().filter(|s| s.answer.is_some()).count();
     let unanswered = logs.iter().flatten().count() - acknowledged;
     assert!(acknowledged > 0, "the load did nothing before the kills");
-    eprintln!("{backend:?}: {acknowledged} acknowledged, {unanswered} unanswered at a kill");
+    let mut heard: BTreeMap<String, usize> = BTreeMap::new();
+    for code in logs.iter().flatten().filter_map(|sent| sent.error) {
+        *heard.entry(format!("{code:?}")).or_default() += 1;
+    }
+    eprintln!(
+        "{backend:?}: {acknowledged} acknowledged, {unanswered} unanswered at a kill; \
+         what the clients heard instead, by code: {heard:?}"
+    );
 
     let server = serve(&url, &[]).await;
     let clients = RoleClients::connect(server.endpoint(), &keys).await;
@@ -238,13 +247,17 @@ async fn send_logged(
     log.push(Sent {
         request: request.clone(),
         answer: None,
+        error: None,
     });
     match send(clients, &request).await {
         Ok(answer) => {
             log.last_mut().expect("just pushed").answer = Some(answer.clone());
             Some(answer)
         }
-        Err(status) if server_gone(&status) => None,
+        Err(status) if server_gone(&status) => {
+            log.last_mut().expect("just pushed").error = Some(status.code());
+            None
+        }
         Err(status) => panic!("{request:?} was refused: {status:?}"),
     }
 }
