@@ -27,7 +27,7 @@ use sqlx::{
 use super::{
     BenchArgs, BenchError, ScenarioResult,
     load::{self, Worker},
-    seed::Backend,
+    seed::{self, Backend},
 };
 
 /// PostgreSQL connections at most (its default `max_connections` is 100, and the omo server
@@ -67,12 +67,7 @@ pub async fn run(args: &BenchArgs) -> Result<ScenarioResult, BenchError> {
 /// SQLite's floor: one loop of durable one-row transactions on a connection of its own, on a
 /// thread of its own, for the scenario's duration.
 async fn sqlite_loop(args: &BenchArgs) -> Result<ScenarioResult, BenchError> {
-    let url = args.database_url.expose();
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-        .unwrap_or(url)
-        .to_string();
+    let path = seed::sqlite_file(args.database_url.expose())?;
     let duration = args.duration;
     let measured = tokio::task::spawn_blocking(move || -> rusqlite::Result<_> {
         let conn = rusqlite::Connection::open(&path)?;

@@ -155,15 +155,20 @@ pub async fn reset_database(url: &str) -> Result<(), BenchError> {
     }
 }
 
+/// The file behind a `sqlite:` URL, as sqlx reads the URL (query parameters and all).
+pub(super) fn sqlite_file(url: &str) -> Result<std::path::PathBuf, BenchError> {
+    Ok(SqliteConnectOptions::from_str(url)?
+        .get_filename()
+        .to_path_buf())
+}
+
 fn reset_sqlite(url: &str) -> Result<(), BenchError> {
     if url.contains(":memory:") || url.contains("mode=memory") {
         return Err(BenchError::Usage(
             "an in-memory SQLite database cannot be shared with the server process".into(),
         ));
     }
-    let path = SqliteConnectOptions::from_str(url)?
-        .get_filename()
-        .to_path_buf();
+    let path = sqlite_file(url)?;
     for suffix in ["", "-wal", "-shm"] {
         let mut file = path.clone().into_os_string();
         file.push(suffix);

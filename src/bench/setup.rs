@@ -245,6 +245,11 @@ async fn create_event_rule(admin: &Client) -> Result<(), BenchError> {
         }),
         ..Default::default()
     };
+    create_rule(admin, rule).await
+}
+
+/// Makes `rule`; a rule of that id from an earlier run is fine.
+async fn create_rule(admin: &Client, rule: proto::Rule) -> Result<(), BenchError> {
     let created = admin
         .rules()
         .create_rule(proto::CreateRuleRequest {
@@ -344,14 +349,7 @@ async fn create_purchase_rules(
             }),
             ..Default::default()
         };
-        let created = admin
-            .rules()
-            .create_rule(proto::CreateRuleRequest {
-                request_id: String::new(),
-                rule: Some(rule),
-            })
-            .await;
-        allow_existing("CreateRule", created)?;
+        create_rule(&admin, rule).await?;
     }
     if count > 0 {
         eprintln!("omo bench: {count} PURCHASE rules active (one matches every sale)");

@@ -21,8 +21,8 @@ use sqlx::{Executor, PgPool};
 use tonic::Code;
 
 use crate::helpers::{
-    Backend, TestApp, all_transactions_as, assert_refused, member_ref, record_sale_as, spawn_app,
-    spawn_app_with, store_sale,
+    Backend, TestApp, all_transactions_as, assert_refused, member_ref, postgres_admin_url,
+    record_sale_as, spawn_app, spawn_app_with, store_sale,
 };
 
 /// Concurrent registers, each selling to a member of its own.
@@ -375,8 +375,7 @@ struct RestartingProxy {
 
 impl RestartingProxy {
     async fn start() -> RestartingProxy {
-        let admin = std::env::var("OMO_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let admin = postgres_admin_url();
         let upstream = admin
             .split_once('@')
             .map_or(admin.as_str(), |(_, rest)| rest)
