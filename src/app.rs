@@ -109,6 +109,7 @@ impl Application {
         let engine = Arc::new(Engine::new(store, clock, writers));
         engine.rebuild_reports_if_wanted().await?;
         engine.adopt_legacy_rules().await?;
+        engine.adopt_campaign_stock().await?;
         if let Some(roots) = webhook_roots {
             engine.trust_webhook_roots(roots);
         }

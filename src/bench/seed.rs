@@ -139,6 +139,7 @@ fn stats_campaign(now: DateTime<Utc>) -> Campaign {
         variants: Vec::new(),
         eligible: Default::default(),
         created_at: now - chrono::Duration::days(366),
+        stock_parts: 0,
     }
 }
 

@@ -36,7 +36,7 @@ impl fmt::Display for Asset {
 
 /// A ledger account.
 ///
-/// Guarded accounts (members and holds) have a stored balance that may never go below zero.
+/// Guarded accounts (members, holds, budgets and stock) have a stored balance that may never go below zero.
 /// System accounts (`program:*`, `campaign:*`) are never locked or updated per posting: their
 /// balances are summed from postings, so the hot `program:issued` is not a contention point.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +59,14 @@ pub enum Account {
     /// this period's earnings) nor an admin's adjustment.
     ProgramImported,
     Campaign(String),
+    /// Part `part` of a limited campaign's stock: coupons it may still issue, funded from
+    /// `campaign:<id>` with the issue limit and guarded like a member's balance, so the
+    /// campaign can never issue more than its limit. The stock is split so that parallel
+    /// writers draw from different rows (`Campaign::stock_parts`).
+    CampaignStock {
+        campaign_id: String,
+        part: u8,
+    },
     CampaignRedeemed(String),
     CampaignExpired(String),
     /// Coupons an admin revoked (RevokeCoupon): one unit per revoked coupon.
@@ -79,6 +87,7 @@ impl Account {
                 | Account::MemberPending(_)
                 | Account::Hold(_)
                 | Account::RuleBudget(_)
+                | Account::CampaignStock { .. }
         )
     }
 
@@ -119,6 +128,10 @@ impl Account {
             ["campaign", id, "redeemed"] => Account::CampaignRedeemed(id.to_string()),
             ["campaign", id, "expired"] => Account::CampaignExpired(id.to_string()),
             ["campaign", id, "revoked"] => Account::CampaignRevoked(id.to_string()),
+            ["campaign", id, "stock", part] => Account::CampaignStock {
+                campaign_id: id.to_string(),
+                part: part.parse().ok()?,
+            },
             ["rule", id] => Account::Rule(id.to_string()),
             ["rule", id, "budget"] => Account::RuleBudget(id.to_string()),
             _ => return None,
@@ -150,6 +163,9 @@ impl fmt::Display for Account {
             Account::CampaignRedeemed(id) => write!(f, "campaign:{id}:redeemed"),
             Account::CampaignExpired(id) => write!(f, "campaign:{id}:expired"),
             Account::CampaignRevoked(id) => write!(f, "campaign:{id}:revoked"),
+            Account::CampaignStock { campaign_id, part } => {
+                write!(f, "campaign:{campaign_id}:stock:{part}")
+            }
             Account::Rule(id) => write!(f, "rule:{id}"),
             Account::RuleBudget(id) => write!(f, "rule:{id}:budget"),
         }
@@ -173,6 +189,10 @@ mod tests {
             Account::Campaign("c1".into()),
             Account::CampaignRedeemed("c1".into()),
             Account::CampaignRevoked("c1".into()),
+            Account::CampaignStock {
+                campaign_id: "c1".into(),
+                part: 7,
+            },
             Account::Rule("r1".into()),
             Account::RuleBudget("r1".into()),
         ];

@@ -116,6 +116,11 @@ pub struct Campaign {
     #[serde(default)]
     pub eligible: Eligibility,
     pub created_at: DateTime<Utc>,
+    /// How many parts its stock is split into (`domain::stock`); 0: its issues are counted,
+    /// not drawn from a stock (no issue limit, or a limited campaign an older omo stored,
+    /// until `Engine::adopt_campaign_stock` funds its stock at start).
+    #[serde(default)]
+    pub stock_parts: u8,
 }
 
 impl Campaign {
@@ -365,6 +370,7 @@ mod tests {
             variants: Vec::new(),
             eligible,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
+            stock_parts: 0,
         }
     }
 
@@ -539,6 +545,7 @@ mod patch_tests {
             issue_on_capture: None,
             variants: vec![],
             eligible: Eligibility::default(),
+            stock_parts: 0,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
         };
         let end = DateTime::<Utc>::UNIX_EPOCH + Duration::days(1);

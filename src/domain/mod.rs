@@ -29,6 +29,7 @@ pub mod rules;
 pub mod schedule;
 pub mod seal;
 pub mod session;
+pub mod stock;
 pub mod summary;
 pub mod tier;
 pub mod webhook;

@@ -741,6 +741,15 @@ pub trait LedgerReads: Send {
 
     // The journal and point lots.
     async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64>;
+    /// A guarded balance read under its row's lock (PostgreSQL `for update`), held to the end
+    /// of the unit of work: for a debit other writers race for (a limited campaign's stock,
+    /// `domain::stock`), whose balance must stay what was read until the debit commits.
+    async fn lock_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64>;
+    /// The writer shard this unit of work runs on (0 outside the writers): which part of a
+    /// limited campaign's stock it draws from first (`domain::stock::draw_order`).
+    fn writer_shard(&self) -> usize {
+        0
+    }
     /// A member's lots that still hold points, soonest expiry first (never-expiring last).
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>>;
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>>;
@@ -769,6 +778,11 @@ pub trait LedgerReads: Send {
     async fn campaign_by_public_code(&mut self, public_code: &str)
     -> StoreResult<Option<Campaign>>;
     async fn list_campaigns(&mut self) -> StoreResult<Vec<Campaign>>;
+    /// The campaign as last committed (or as this unit of work wrote it), read again rather
+    /// than from what the unit of work read before: whether its limit changed meanwhile.
+    async fn campaign_as_committed(&mut self, campaign_id: &str) -> StoreResult<Option<Campaign>> {
+        self.get_campaign(campaign_id, false).await
+    }
     /// Coupons issued so far by a campaign (all states), and to one member.
     async fn count_coupons(
         &mut self,
@@ -872,8 +886,17 @@ pub trait UnitOfWork: LedgerReads {
     async fn load(&mut self, keys: &Keys) -> StoreResult<Loaded>;
     /// `count` new ids of `sequence`, never handed out before (gaps are fine).
     async fn reserve_ids(&mut self, sequence: Sequence, count: usize) -> StoreResult<Vec<i64>>;
-    /// Writes a batch's changes.
+    /// Writes a batch's changes. A batch that issued a coupon from `campaign:<id>` (a campaign
+    /// it read without a limit) fails with `Conflict` if the campaign has a stock by then: its
+    /// limit was set meanwhile (see [`UnitOfWork::fence_coupon_issues`]).
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()>;
+    /// Waits for every unit of work that issued or changed coupons to end, and holds back new
+    /// ones until this one ends (PostgreSQL: `lock table coupons in share row exclusive
+    /// mode`), so coupons counted afterwards stay counted: how UpdateCampaign gives a campaign
+    /// without a limit its first one. By default nothing: one writer at a time.
+    async fn fence_coupon_issues(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
 
     // The event feed (issue #22, `engine::events`).
     /// Gives committed outbox rows without a public seq the next seqs, in the order they were

@@ -281,6 +281,8 @@ struct Rows {
     locked_orders: HashSet<String>,
     locked_coupons: HashSet<String>,
     locked_campaigns: HashSet<String>,
+    /// Guarded balances read under their row's lock (`LedgerReads::lock_balance`).
+    locked_balances: HashSet<(String, String)>,
     lots: Table<i64, Lot>,
     /// Members all of whose live lots are in `lots`.
     lots_of: HashSet<String>,
@@ -818,15 +820,18 @@ pub(super) struct InMemory<'db> {
     /// A command wrote program settings or a store (kept even if that command is undone:
     /// it only stops this batch from filling the reference cache).
     wrote_reference: bool,
+    /// The writer shard the batch runs on (`LedgerReads::writer_shard`).
+    shard: i16,
 }
 
 impl<'db> InMemory<'db> {
-    pub fn new(db: &'db mut dyn UnitOfWork, keys: &Keys, loaded: Loaded) -> Self {
+    pub fn new(db: &'db mut dyn UnitOfWork, keys: &Keys, loaded: Loaded, shard: i16) -> Self {
         Self {
             db,
             rows: Rows::from_loaded(keys, loaded),
             savepoint: None,
             wrote_reference: false,
+            shard,
         }
     }
 
@@ -1010,6 +1015,22 @@ impl LedgerReads for InMemory<'_> {
         self.balance_of(account, asset).await
     }
 
+    /// Reads the balance again under its lock, unless the batch holds the lock already or
+    /// has written the balance (then it locked it first, or made its row).
+    async fn lock_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        let key = (account.to_string(), asset.to_string());
+        if !self.rows.locked_balances.contains(&key) {
+            let stored = self.db.lock_balance(account, asset).await?;
+            self.rows.balances.refill(key.clone(), Some(stored));
+            self.rows.locked_balances.insert(key);
+        }
+        self.balance_of(account, asset).await
+    }
+
+    fn writer_shard(&self) -> usize {
+        usize::try_from(self.shard).unwrap_or(0)
+    }
+
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
         self.load_lots_of(member_id).await?;
         let mut lots: Vec<Lot> = self
@@ -1119,6 +1140,13 @@ impl LedgerReads for InMemory<'_> {
                 Ok(self.rows.campaigns.cached(&key).flatten().cloned())
             }
         }
+    }
+
+    async fn campaign_as_committed(&mut self, campaign_id: &str) -> StoreResult<Option<Campaign>> {
+        let key = campaign_id.to_string();
+        let row = self.db.get_campaign(campaign_id, false).await?;
+        self.rows.campaigns.refill(key.clone(), row);
+        Ok(self.rows.campaigns.cached(&key).flatten().cloned())
     }
 
     async fn campaign_by_public_code(
@@ -1645,6 +1673,10 @@ impl LedgerRows for InMemory<'_> {
         Ok(())
     }
 
+    async fn fence_coupon_issues(&mut self) -> StoreResult<()> {
+        self.db.fence_coupon_issues().await
+    }
+
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64> {
         // Each posting moves a positive amount between two accounts, so every transaction
         // balances per asset by construction; a posting that does not is a bug upstream.
@@ -2035,7 +2067,7 @@ mod reference_tests {
         };
 
         let mut uow = store.begin().await.expect("begin");
-        let mut batch = InMemory::new(uow.as_mut(), &Keys::default(), Loaded::default());
+        let mut batch = InMemory::new(uow.as_mut(), &Keys::default(), Loaded::default(), 0);
         batch.save_program(&changed).await.expect("save");
         let seen = reference.program(&mut batch).await.expect("program");
         assert_eq!(seen.hold_ttl_seconds, 60);

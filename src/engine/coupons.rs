@@ -22,13 +22,23 @@ use crate::domain::{
     model::{MemberRef, Order, Posting},
     ports::StoreError,
     pricing::basket_total,
+    stock,
 };
+
+/// What an order's code names.
+#[derive(Debug, Clone)]
+enum Named {
+    /// One of the member's coupons.
+    Coupon(Coupon),
+    /// A campaign's public code: a coupon is issued when it is used, from `issue_from` (a part
+    /// of the campaign's stock, or its own account when it has no limit).
+    Public { issue_from: Account },
+}
 
 /// A coupon that applies to an order, with what it takes off.
 #[derive(Debug, Clone)]
 pub(super) struct Applied {
-    /// The member's coupon, or None for a public code (a coupon is issued when it is used).
-    coupon: Option<Coupon>,
+    named: Named,
     campaign: Campaign,
     code: String,
     pub discount: Money,
@@ -73,19 +83,19 @@ pub(super) async fn evaluate(
     let mut evaluated = Vec::new();
     for code in codes {
         let verdict = match find(uow, ctx, code, lock).await? {
-            Ok((coupon, campaign)) => check_stacking(&applied_stackable, campaign.stackable)
+            Ok((named, campaign)) => check_stacking(&applied_stackable, campaign.stackable)
                 .map_err(|reason| refusal(code, reason))
                 .map(|()| {
-                    let variant_id = match &coupon {
-                        Some(coupon) => coupon.variant_id.clone(),
-                        None => campaign
+                    let variant_id = match &named {
+                        Named::Coupon(coupon) => coupon.variant_id.clone(),
+                        Named::Public { .. } => campaign
                             .variant_for(ctx.member_id)
                             .map_or_else(String::new, |v| v.variant_id.clone()),
                     };
                     let discount =
                         campaign.discount_on(&variant_id, ctx.lines, remaining, exponent);
                     Applied {
-                        coupon,
+                        named,
                         code: code.clone(),
                         discount,
                         campaign,
@@ -105,24 +115,25 @@ pub(super) async fn evaluate(
     Ok(evaluated)
 }
 
-/// The coupon (or public campaign) behind a code, if the member may use it here.
+/// The coupon (or public campaign) behind a code, if the member may use it here. `lock`
+/// locks what a use would change: the coupon, or the stock a public code's coupon comes from.
 async fn find(
     uow: &mut dyn LedgerReads,
     ctx: &CouponContext<'_>,
     code: &str,
     lock: bool,
-) -> Result<Result<(Option<Coupon>, Campaign), DomainError>, StoreError> {
+) -> Result<Result<(Named, Campaign), DomainError>, StoreError> {
     if let Some(coupon) = uow.get_coupon(code, lock).await? {
         let campaign = campaign_of(uow, &coupon.campaign_id, false).await?;
         return Ok(check_coupon(&coupon, &campaign, ctx)
-            .map(|()| (Some(coupon), campaign))
+            .map(|()| (Named::Coupon(coupon), campaign))
             .map_err(|reason| refusal(code, reason)));
     }
     let Some(campaign) = uow.campaign_by_public_code(code).await? else {
         return Ok(Err(refusal(code, CouponReason::NotFound)));
     };
     let campaign = if lock {
-        lock_if_limited(uow, campaign).await?
+        lock_if_counted(uow, campaign).await?
     } else {
         campaign
     };
@@ -135,9 +146,9 @@ async fn find(
     if let Err(reason) = check_scope(&campaign, ctx) {
         return Ok(Err(refusal(code, reason)));
     }
-    Ok(check_limits(uow, &campaign, ctx.member_id)
+    Ok(check_limits(uow, &campaign, ctx.member_id, lock)
         .await?
-        .map(|()| (None, campaign)))
+        .map(|issue_from| (Named::Public { issue_from }, campaign)))
 }
 
 async fn campaign_of(
@@ -150,31 +161,32 @@ async fn campaign_of(
         .ok_or_else(|| StoreError::Corrupt(format!("campaign {campaign_id} is gone")))
 }
 
-/// Locks a campaign row only when it has a total issue limit to count against. The per-member
-/// limit needs no campaign lock: the member's row is locked already. So a campaign without a
-/// budget is never a hot row, however many orders issue its coupons.
-async fn lock_if_limited(
+/// Locks a campaign row only when its issue limit is counted rather than drawn from a stock:
+/// a limited campaign an older omo stored, until it is adopted at start. The per-member limit
+/// needs no campaign lock: the member's row is locked already. So no campaign row is one that
+/// every issuing batch waits on.
+async fn lock_if_counted(
     uow: &mut dyn LedgerReads,
     campaign: Campaign,
 ) -> Result<Campaign, StoreError> {
-    if campaign.issue_limit > 0 {
+    if campaign.issue_limit > 0 && campaign.stock_parts == 0 {
         campaign_of(uow, &campaign.campaign_id, true).await
     } else {
         Ok(campaign)
     }
 }
 
-/// The campaign's total and per-member issue limits.
+/// The campaign's total and per-member issue limits; where its next coupon comes from when
+/// the member may have one (see [`issue_source`]).
 async fn check_limits(
     uow: &mut dyn LedgerReads,
     campaign: &Campaign,
     member_id: &str,
-) -> Result<Result<(), DomainError>, StoreError> {
-    if campaign.issue_limit > 0
-        && uow.count_coupons(&campaign.campaign_id, None).await? >= campaign.issue_limit.into()
-    {
+    lock: bool,
+) -> Result<Result<Account, DomainError>, StoreError> {
+    let Some(issue_from) = issue_source(uow, campaign, lock).await? else {
         return Ok(Err(DomainError::CampaignExhausted));
-    }
+    };
     if campaign.per_member_limit > 0
         && uow
             .count_coupons(&campaign.campaign_id, Some(member_id))
@@ -183,18 +195,69 @@ async fn check_limits(
     {
         return Ok(Err(DomainError::MemberLimit));
     }
-    Ok(Ok(()))
+    Ok(Ok(issue_from))
 }
 
-/// Issues one coupon of a (locked) campaign to a member. Limits are checked by the caller.
+/// Where a campaign's next coupon comes from, if it may issue one: a limited campaign draws
+/// a unit from a part of its stock (`domain::stock`: the writer's own part first, the others
+/// when it is empty), locked when `lock`; None when every part is empty. A campaign without a
+/// stock issues from its own system account: without a limit freely; an older omo's limited
+/// campaign (locked by the caller) while fewer than its limit are issued.
+async fn issue_source(
+    uow: &mut dyn LedgerReads,
+    campaign: &Campaign,
+    lock: bool,
+) -> Result<Option<Account>, StoreError> {
+    if let Some(source) = source_as_read(uow, campaign, lock).await? {
+        return Ok(Some(source));
+    }
+    // Every part is empty as the campaign was read. Its limit may have changed since (lifted,
+    // the stock taken back; or raised): then the campaign as it stands decides.
+    match uow.campaign_as_committed(&campaign.campaign_id).await? {
+        Some(current) if current.issue_limit != campaign.issue_limit => {
+            source_as_read(uow, &current, lock).await
+        }
+        _ => Ok(None),
+    }
+}
+
+/// [`issue_source`] for the campaign as the caller read it.
+async fn source_as_read(
+    uow: &mut dyn LedgerReads,
+    campaign: &Campaign,
+    lock: bool,
+) -> Result<Option<Account>, StoreError> {
+    let campaign_id = &campaign.campaign_id;
+    if campaign.stock_parts == 0 {
+        let exhausted = campaign.issue_limit > 0
+            && uow.count_coupons(campaign_id, None).await? >= campaign.issue_limit.into();
+        return Ok((!exhausted).then(|| Account::Campaign(campaign_id.clone())));
+    }
+    let asset = stock::asset(campaign_id).to_string();
+    for part in stock::draw_order(campaign.stock_parts, uow.writer_shard()) {
+        let account = stock::account(campaign_id, part);
+        let name = account.to_string();
+        // An empty part stays empty until a restock, so it is passed over without its lock
+        // (a sold-out campaign locks nothing); one with units left is read again locked.
+        if uow.balance(&name, &asset).await? > 0
+            && (!lock || uow.lock_balance(&name, &asset).await? > 0)
+        {
+            return Ok(Some(account));
+        }
+    }
+    Ok(None)
+}
+
+/// Issues one coupon of a campaign to a member from `issue_from`, as [`check_limits`] found.
 async fn issue(
     uow: &mut dyn LedgerRows,
     campaign: &Campaign,
+    issue_from: Account,
     member_id: &str,
     source: String,
     now: DateTime<Utc>,
 ) -> Result<(Coupon, Posting), StoreError> {
-    let (coupon, posting) = new_coupon(campaign, member_id, source, now);
+    let (coupon, posting) = new_coupon(campaign, issue_from, member_id, source, now);
     uow.insert_coupon(&coupon).await?;
     Ok((coupon, posting))
 }
@@ -202,6 +265,7 @@ async fn issue(
 /// A coupon of `campaign` for the member, not yet stored, and the posting that issues it.
 fn new_coupon(
     campaign: &Campaign,
+    issue_from: Account,
     member_id: &str,
     source: String,
     now: DateTime<Utc>,
@@ -224,7 +288,7 @@ fn new_coupon(
         discount: None,
     };
     let posting = unit(
-        Account::Campaign(campaign.campaign_id.clone()),
+        issue_from,
         Account::Member(member_id.to_string()),
         &campaign.campaign_id,
     );
@@ -247,14 +311,20 @@ fn coupons_for(
     applied
         .iter()
         .map(|applied| {
-            let mut pending = match &applied.coupon {
-                Some(coupon) => PendingCoupon {
+            let mut pending = match &applied.named {
+                Named::Coupon(coupon) => PendingCoupon {
                     coupon: coupon.clone(),
                     stored: true,
                 },
-                None => {
+                Named::Public { issue_from } => {
                     let source = format!("public:{}", applied.code);
-                    let (coupon, posting) = new_coupon(&applied.campaign, member_id, source, now);
+                    let (coupon, posting) = new_coupon(
+                        &applied.campaign,
+                        issue_from.clone(),
+                        member_id,
+                        source,
+                        now,
+                    );
                     postings.push(posting);
                     PendingCoupon {
                         coupon,
@@ -435,12 +505,12 @@ pub(super) async fn issue_on_capture(
         if !campaign.is_open(now) || !campaign.issues_on_capture(order.channel, order.total) {
             continue;
         }
-        let campaign = lock_if_limited(uow, campaign).await?;
-        if check_limits(uow, &campaign, member_id).await?.is_err() {
+        let campaign = lock_if_counted(uow, campaign).await?;
+        let Ok(issue_from) = check_limits(uow, &campaign, member_id, true).await? else {
             continue;
-        }
+        };
         let source = format!("order:{}", order.order_id);
-        let (_, posting) = issue(uow, &campaign, member_id, source, now).await?;
+        let (_, posting) = issue(uow, &campaign, issue_from, member_id, source, now).await?;
         postings.push(posting);
     }
     Ok(postings)
@@ -465,12 +535,130 @@ pub(super) async fn create_campaign(
             return Err(DomainError::PublicCodeTaken(code.clone()).into());
         }
     }
+    let limited = campaign.issue_limit > 0;
     let campaign = Campaign {
         created_at: now,
+        stock_parts: if limited { stock::STOCK_PARTS } else { 0 },
         ..campaign.clone()
     };
     uow.insert_campaign(&campaign).await?;
+    let funding = fund(&campaign, campaign.issue_limit.into());
+    book_stock(uow, &campaign, funding, now).await?;
     Ok(campaign)
+}
+
+/// Postings that put `units` of the campaign's coupons into its stock, shared among its parts.
+fn fund(campaign: &Campaign, units: i64) -> Vec<Posting> {
+    let campaign_id = &campaign.campaign_id;
+    stock::shares(campaign.stock_parts, units)
+        .into_iter()
+        .map(|(part, share)| {
+            let (from, to) = (
+                Account::Campaign(campaign_id.clone()),
+                stock::account(campaign_id, part),
+            );
+            Posting::new(&from, &to, &stock::asset(campaign_id), share)
+        })
+        .collect()
+}
+
+/// Books a change of the campaign's stock in a transaction of its own (`campaign_stock`).
+async fn book_stock(
+    uow: &mut dyn LedgerRows,
+    campaign: &Campaign,
+    postings: Vec<Posting>,
+    now: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    if postings.is_empty() {
+        return Ok(());
+    }
+    let mut entry = system_entry("campaign_stock", "", now, postings);
+    entry
+        .metadata
+        .push(("campaign_id".into(), campaign.campaign_id.clone()));
+    uow.append_transaction(&entry).await?;
+    Ok(())
+}
+
+/// What each part of a stocked campaign's stock holds, read under the parts' locks (in part
+/// order, the order every restock takes them in).
+async fn lock_stock(
+    uow: &mut dyn LedgerRows,
+    campaign: &Campaign,
+) -> Result<Vec<(u8, i64)>, StoreError> {
+    let campaign_id = &campaign.campaign_id;
+    let asset = stock::asset(campaign_id).to_string();
+    let mut balances = Vec::new();
+    for part in 0..campaign.stock_parts {
+        let name = stock::account(campaign_id, part).to_string();
+        balances.push((part, uow.lock_balance(&name, &asset).await?));
+    }
+    Ok(balances)
+}
+
+/// UpdateCampaign's change of the issue limit, from `before` to `after` (whose `stock_parts`
+/// it sets): the postings that fund, draw down or empty the stock, or the refusal of a limit
+/// below what is issued already.
+async fn restock(
+    uow: &mut dyn LedgerRows,
+    before: &Campaign,
+    after: &mut Campaign,
+) -> Result<Result<Vec<Posting>, DomainError>, StoreError> {
+    if after.issue_limit == before.issue_limit {
+        return Ok(Ok(Vec::new()));
+    }
+    let campaign_id = &before.campaign_id;
+    let (balances, issued) = if before.stock_parts == 0 {
+        // No stock yet: what is issued is counted. Issues of a campaign without a limit do not
+        // lock it, so those under way are waited for first; one that read the campaign before
+        // this change and flushes after it fails its flush and runs again (`UnitOfWork::flush`).
+        uow.fence_coupon_issues().await?;
+        let issued = uow.count_coupons(campaign_id, None).await?;
+        (Vec::new(), issued)
+    } else {
+        let balances = lock_stock(uow, before).await?;
+        let left: i64 = balances.iter().map(|(_, left)| left).sum();
+        (balances, i64::from(before.issue_limit) - left)
+    };
+    if after.issue_limit == 0 {
+        // No limit any more: the stock goes back to the campaign's account.
+        after.stock_parts = 0;
+        return Ok(Ok(take_back(campaign_id, &balances)));
+    }
+    if issued > i64::from(after.issue_limit) {
+        return Ok(Err(DomainError::IssueLimitBelowIssued {
+            issued,
+            issue_limit: after.issue_limit,
+        }));
+    }
+    if before.stock_parts == 0 {
+        after.stock_parts = stock::STOCK_PARTS;
+        return Ok(Ok(fund(after, i64::from(after.issue_limit) - issued)));
+    }
+    let change = i64::from(after.issue_limit) - i64::from(before.issue_limit);
+    if change > 0 {
+        return Ok(Ok(fund(after, change)));
+    }
+    // `issued <= after.issue_limit` leaves at least `-change` in the stock.
+    let taken = stock::take(&balances, -change).ok_or_else(|| {
+        StoreError::Corrupt(format!("campaign {campaign_id}: stock below its limit"))
+    })?;
+    Ok(Ok(take_back(campaign_id, &taken)))
+}
+
+/// Postings that move `units` ((part, units)) out of the stock back to `campaign:<id>`.
+fn take_back(campaign_id: &str, units: &[(u8, i64)]) -> Vec<Posting> {
+    units
+        .iter()
+        .filter(|(_, units)| *units > 0)
+        .map(|&(part, units)| {
+            let (from, to) = (
+                stock::account(campaign_id, part),
+                Account::Campaign(campaign_id.to_string()),
+            );
+            Posting::new(&from, &to, &stock::asset(campaign_id), units)
+        })
+        .collect()
 }
 
 pub(super) async fn issue_by_admin(
@@ -484,23 +672,32 @@ pub(super) async fn issue_by_admin(
         .get_campaign(campaign_id, false)
         .await?
         .ok_or(DomainError::CampaignNotFound)?;
-    let campaign = lock_if_limited(uow, campaign).await?;
+    let campaign = lock_if_counted(uow, campaign).await?;
     if !campaign.is_open(now) {
         return Err(DomainError::CampaignClosed.into());
     }
-    check_limits(uow, &campaign, &member.member_id).await??;
-    Ok(issue_entry(uow, &campaign, &member.member_id, "admin".into(), now).await?)
+    let issue_from = check_limits(uow, &campaign, &member.member_id, true).await??;
+    let issued = issue_entry(
+        uow,
+        &campaign,
+        issue_from,
+        &member.member_id,
+        "admin".into(),
+        now,
+    );
+    Ok(issued.await?)
 }
 
 /// Issues a coupon of `campaign` in a transaction of its own (`coupon_issue`).
 async fn issue_entry(
     uow: &mut dyn LedgerRows,
     campaign: &Campaign,
+    issue_from: Account,
     member_id: &str,
     source: String,
     now: DateTime<Utc>,
 ) -> Result<Coupon, StoreError> {
-    let (coupon, posting) = issue(uow, campaign, member_id, source, now).await?;
+    let (coupon, posting) = issue(uow, campaign, issue_from, member_id, source, now).await?;
     let mut entry = system_entry("coupon_issue", member_id, now, vec![posting]);
     entry.metadata.push(("code".into(), coupon.code.clone()));
     uow.append_transaction(&entry).await?;
@@ -517,12 +714,11 @@ pub(super) async fn issue_for_rule(
     member_id: &str,
     source: String,
 ) -> Result<Option<Coupon>, StoreError> {
-    let Some(campaign) = issuable(uow, now, campaign_id, member_id).await? else {
+    let Some((campaign, issue_from)) = issuable(uow, now, campaign_id, member_id).await? else {
         return Ok(None);
     };
-    Ok(Some(
-        issue_entry(uow, &campaign, member_id, source, now).await?,
-    ))
+    let issued = issue_entry(uow, &campaign, issue_from, member_id, source, now);
+    Ok(Some(issued.await?))
 }
 
 /// A rule's coupon booked in the caller's transaction (a sale's): the coupon and its posting,
@@ -534,27 +730,29 @@ pub(super) async fn issue_in_entry(
     member_id: &str,
     source: String,
 ) -> Result<Option<(Coupon, Posting)>, StoreError> {
-    let Some(campaign) = issuable(uow, now, campaign_id, member_id).await? else {
+    let Some((campaign, issue_from)) = issuable(uow, now, campaign_id, member_id).await? else {
         return Ok(None);
     };
-    Ok(Some(issue(uow, &campaign, member_id, source, now).await?))
+    let issued = issue(uow, &campaign, issue_from, member_id, source, now);
+    Ok(Some(issued.await?))
 }
 
-/// The campaign, locked when limited, if it may issue the member a coupon now.
+/// The campaign, and where its coupon comes from, if it may issue the member one now.
 async fn issuable(
     uow: &mut dyn LedgerRows,
     now: DateTime<Utc>,
     campaign_id: &str,
     member_id: &str,
-) -> Result<Option<Campaign>, StoreError> {
+) -> Result<Option<(Campaign, Account)>, StoreError> {
     let Some(campaign) = uow.get_campaign(campaign_id, false).await? else {
         return Ok(None);
     };
-    let campaign = lock_if_limited(uow, campaign).await?;
-    if !campaign.is_open(now) || check_limits(uow, &campaign, member_id).await?.is_err() {
+    let campaign = lock_if_counted(uow, campaign).await?;
+    if !campaign.is_open(now) {
         return Ok(None);
     }
-    Ok(Some(campaign))
+    let issue_from = check_limits(uow, &campaign, member_id, true).await?;
+    Ok(issue_from.ok().map(|issue_from| (campaign, issue_from)))
 }
 
 /// The sweeper's side: an active coupon past `valid_until` expires.
@@ -645,17 +843,18 @@ pub(super) async fn revoke_row(
 
 /// UpdateCampaign: the masked fields change under the campaign's lock. A total issue limit
 /// below what is issued already is refused (the issued coupons stay); so is an end before the
-/// start. An end at or before now ends the campaign early: nothing more is issued, and its
-/// public code no longer applies.
+/// start. A new limit funds or draws down the stock (`restock`). An end at or before now ends
+/// the campaign early: nothing more is issued, and its public code no longer applies.
 pub(super) async fn update_campaign(
     uow: &mut dyn LedgerRows,
     patch: &CampaignPatch,
+    now: DateTime<Utc>,
 ) -> CommandResult<Campaign> {
     let campaign = uow
         .get_campaign(&patch.campaign_id, true)
         .await?
         .ok_or(DomainError::CampaignNotFound)?;
-    let changed = patch.apply(&campaign);
+    let mut changed = patch.apply(&campaign);
     if let (Some(start), Some(end)) = (changed.starts_at, changed.ends_at)
         && end < start
     {
@@ -663,16 +862,8 @@ pub(super) async fn update_campaign(
             DomainError::invalid("campaign.ends_at", "must not be before starts_at").into(),
         );
     }
-    if changed.issue_limit > 0 && changed.issue_limit != campaign.issue_limit {
-        let issued = uow.count_coupons(&campaign.campaign_id, None).await?;
-        if issued > i64::from(changed.issue_limit) {
-            return Err(DomainError::IssueLimitBelowIssued {
-                issued,
-                issue_limit: changed.issue_limit,
-            }
-            .into());
-        }
-    }
+    let restocking = restock(uow, &campaign, &mut changed).await??;
+    book_stock(uow, &campaign, restocking, now).await?;
     if changed != campaign {
         uow.update_campaign(&changed).await?;
     }
@@ -725,10 +916,53 @@ impl crate::domain::command::CouponCommand {
             }
             UpdateCampaign(patch) => {
                 caller.require(Operation::ManageCampaigns)?;
-                let updated = update_campaign(uow, patch).await?;
+                let updated = update_campaign(uow, patch, now).await?;
                 reference.campaigns_changed();
                 Ok(Reply::Campaign(updated))
             }
         }
+    }
+}
+
+impl super::Engine {
+    /// At start: each limited campaign an older omo stored (its issues counted under its
+    /// lock) gets its stock, once: its limit less the coupons it issued. How many did.
+    pub async fn adopt_campaign_stock(&self) -> Result<usize, super::EngineError> {
+        let mut uow = self.store().begin_read().await?;
+        let waiting: Vec<String> = uow
+            .list_campaigns()
+            .await?
+            .into_iter()
+            .filter(|campaign| campaign.issue_limit > 0 && campaign.stock_parts == 0)
+            .map(|campaign| campaign.campaign_id)
+            .collect();
+        drop(uow);
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let reference = self.core.reference.clone();
+        self.core
+            .write(move |uow, now| {
+                let (waiting, reference) = (waiting.clone(), reference.clone());
+                Box::pin(async move {
+                    let mut adopted = 0;
+                    for campaign_id in &waiting {
+                        let mut campaign = campaign_of(uow, campaign_id, true).await?;
+                        // Another replica may have adopted it meanwhile.
+                        if campaign.issue_limit == 0 || campaign.stock_parts > 0 {
+                            continue;
+                        }
+                        let issued = uow.count_coupons(campaign_id, None).await?;
+                        campaign.stock_parts = stock::STOCK_PARTS;
+                        let left = (i64::from(campaign.issue_limit) - issued).max(0);
+                        book_stock(uow, &campaign, fund(&campaign, left), now).await?;
+                        uow.update_campaign(&campaign).await?;
+                        adopted += 1;
+                    }
+                    reference.campaigns_changed();
+                    Ok(adopted)
+                })
+            })
+            .await
     }
 }

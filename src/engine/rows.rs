@@ -60,6 +60,11 @@ pub(crate) trait LedgerRows: LedgerReads {
     /// empties the raw text of its receipts (rows the batch never reads).
     async fn erase_personal_data(&mut self, member_id: &str) -> StoreResult<()>;
 
+    /// See [`UnitOfWork::fence_coupon_issues`].
+    ///
+    /// [`UnitOfWork::fence_coupon_issues`]: crate::domain::ports::UnitOfWork::fence_coupon_issues
+    async fn fence_coupon_issues(&mut self) -> StoreResult<()>;
+
     // The journal. `append_transaction` also applies the postings to the stored balances of
     // guarded accounts; a balance that would go below zero fails it.
     async fn append_transaction(&mut self, transaction: &NewTransaction) -> StoreResult<i64>;

@@ -149,6 +149,19 @@ impl Engine {
             name: "10. members' monthly spend equals a recomputation from their orders and receipts",
             violations: crate::domain::tier::audit(tz, &uow.tier_audit().await?),
         });
+        let mut campaigns = Vec::new();
+        for campaign in uow.list_campaigns().await? {
+            let issued = if campaign.stock_parts > 0 {
+                uow.count_coupons(&campaign.campaign_id, None).await?
+            } else {
+                0
+            };
+            campaigns.push((campaign, issued));
+        }
+        checks.push(Check {
+            name: "11. each limited campaign's stock and its coupons add up to its issue limit",
+            violations: campaign_stock(&campaigns, &positions(&snapshot.posting_sums)),
+        });
         Ok(VerifyReport {
             backend: self.backend_name(),
             postings_checked: snapshot.posting_sums.len(),
@@ -201,6 +214,48 @@ fn rule_points(
             violations.push(format!(
                 "counters of rule {} that does not exist",
                 total.rule_id
+            ));
+        }
+    }
+    violations
+}
+
+/// A limited campaign's stock (`domain::stock`) was funded with its limit and gives one unit
+/// per coupon issued: what is left plus the coupons it issued (every state) is its limit.
+/// Stock outside a campaign's parts (no limit, or no such campaign) is a violation too.
+fn campaign_stock(
+    campaigns: &[(crate::domain::coupon::Campaign, i64)],
+    sums: &BTreeMap<Position, i64>,
+) -> Vec<String> {
+    let mut violations = Vec::new();
+    let mut stock: BTreeMap<&str, i64> = BTreeMap::new();
+    for ((account, asset), amount) in sums {
+        let Some(Account::CampaignStock { campaign_id, part }) = Account::parse(account) else {
+            continue;
+        };
+        let campaign = campaigns.iter().find(|(c, _)| c.campaign_id == campaign_id);
+        let inside = campaign.is_some_and(|(c, _)| part < c.stock_parts);
+        if *asset != crate::domain::stock::asset(&campaign_id).to_string()
+            || (!inside && *amount != 0)
+        {
+            violations.push(format!(
+                "{account} holds {amount} {asset}, outside any stock"
+            ));
+        }
+        if let Some((campaign, _)) = campaign.filter(|_| inside) {
+            *stock.entry(campaign.campaign_id.as_str()).or_default() += amount;
+        }
+    }
+    for (campaign, issued) in campaigns.iter().filter(|(c, _)| c.stock_parts > 0) {
+        let left = stock
+            .get(campaign.campaign_id.as_str())
+            .copied()
+            .unwrap_or(0);
+        if left + issued != i64::from(campaign.issue_limit) {
+            violations.push(format!(
+                "campaign {}: {left} in stock and {issued} coupons issued, but its issue limit \
+                 is {}",
+                campaign.campaign_id, campaign.issue_limit
             ));
         }
     }
@@ -423,8 +478,13 @@ fn coupons(snapshot: &LedgerSnapshot, sums: &BTreeMap<Position, i64>) -> Vec<Str
         .iter()
         .filter(|((account, asset), _)| {
             asset.starts_with("CPN:")
-                && (Account::is_guarded_name(account)
-                    || matches!(Account::parse(account), Some(Account::CampaignRevoked(_))))
+                && match Account::parse(account) {
+                    // Stock is what the campaign may still issue, not coupons (check 11).
+                    Some(Account::CampaignStock { .. }) => false,
+                    Some(Account::CampaignRevoked(_)) => true,
+                    Some(other) => other.is_guarded(),
+                    None => false,
+                }
         })
         .map(|(key, amount)| (key, *amount))
         .collect();

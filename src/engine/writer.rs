@@ -377,14 +377,18 @@ impl Core {
         let keys = batch::keys_of(jobs.iter().copied());
         let loaded = uow.load(&keys).await?;
         let now = self.clock.now();
-        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
+        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded, shard);
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             // A command that fails leaves no trace in memory (`run_remembered`); a broken unit
-            // of work fails the whole batch (`?`), and nothing of it is committed.
+            // of work fails the whole batch (`?`), and nothing of it is committed. So does a
+            // lost race: PostgreSQL aborts the transaction with a deadlock it breaks, so no
+            // later command could run in it. The batch's commands then run one by one.
             let result = run_remembered(&mut rows, &self.reference, now, job).await?;
-            let transient = matches!(result, Err(EngineError::Internal(StoreError::Conflict(_))));
-            results.push((!transient).then_some(result));
+            if let Err(EngineError::Internal(StoreError::Conflict(why))) = result {
+                return Err(StoreError::Conflict(why).into());
+            }
+            results.push(Some(result));
         }
         let changes = self.changes_of(&mut rows, shard).await?;
         flush_and_commit(uow, &changes, &self.events_written).await?;
@@ -480,7 +484,7 @@ impl Core {
         let mut uow = self.store.begin().await?;
         let keys = Keys::default();
         let loaded = uow.load(&keys).await?;
-        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded);
+        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded, shard);
         let value = work(&mut rows, self.clock.now()).await?;
         let changes = self.changes_of(&mut rows, shard).await?;
         flush_and_commit(uow, &changes, &self.events_written).await?;

@@ -348,6 +348,8 @@ pub(super) fn campaign_in(
                     categories: e.categories,
                 }),
             created_at: DateTime::<Utc>::UNIX_EPOCH,
+            // CreateCampaign splits the stock of a limited campaign.
+            stock_parts: 0,
         })
     })
 }

@@ -253,6 +253,7 @@ fn campaign() -> Campaign {
         issue_on_capture: None,
         variants: Vec::new(),
         eligible: Default::default(),
+        stock_parts: 0,
         created_at: day(0),
     }
 }

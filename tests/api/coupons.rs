@@ -28,6 +28,9 @@ crate::both_backends! {
     item_scoped_coupon_counts_only_its_lines => item_scoped_coupon_counts_only_its_lines,
     basket_without_the_items_is_not_eligible => basket_without_the_items_is_not_eligible,
     amount_off_is_capped_at_the_eligible_lines => amount_off_is_capped_at_the_eligible_lines,
+    a_public_code_issues_until_its_stock_is_gone => a_public_code_issues_until_its_stock_is_gone,
+    a_limit_set_changed_and_lifted_keeps_the_count => a_limit_set_changed_and_lifted_keeps_the_count,
+    a_limit_set_while_coupons_are_issued_counts_them_all => a_limit_set_while_coupons_are_issued_counts_them_all,
 }
 
 fn campaign(campaign_id: &str, amount_off: &str) -> proto::Campaign {
@@ -775,4 +778,242 @@ async fn amount_off_is_capped_at_the_eligible_lines(app: &TestApp) {
         ("2000", "5000")
     );
     app.verify_ok().await;
+}
+
+/// UpdateCampaign of `issue_limit` alone.
+async fn set_issue_limit(
+    app: &TestApp,
+    request_id: &str,
+    campaign_id: &str,
+    issue_limit: i32,
+) -> Result<proto::Campaign, tonic::Status> {
+    app.admin
+        .coupons()
+        .update_campaign(proto::UpdateCampaignRequest {
+            request_id: request_id.into(),
+            campaign: Some(proto::Campaign {
+                campaign_id: campaign_id.into(),
+                issue_limit,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["issue_limit".into()],
+            }),
+        })
+        .await
+        .map(|r| r.into_inner().campaign.expect("campaign"))
+}
+
+/// Issues `count` coupons of `campaign_id` to `member_id` (request ids `<prefix>-<i>`).
+async fn issue_many(app: &TestApp, prefix: &str, campaign_id: &str, member_id: &str, count: usize) {
+    for i in 0..count {
+        app.issue_coupon(&format!("{prefix}-{i}"), campaign_id, member_id)
+            .await
+            .unwrap_or_else(|e| panic!("issue {prefix}-{i}: {e:?}"));
+    }
+}
+
+async fn assert_exhausted(app: &TestApp, request_id: &str, campaign_id: &str, member_id: &str) {
+    let refused = app
+        .issue_coupon(request_id, campaign_id, member_id)
+        .await
+        .unwrap_err();
+    assert_refused(&refused, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED");
+}
+
+/// A limited campaign's public code (a "first 3 buyers" campaign): each sale that uses it
+/// draws one coupon from the campaign's stock, in parallel, and the sale after the last is
+/// refused; the stock and the coupons add up to the limit (`omo verify`, check 11).
+async fn a_public_code_issues_until_its_stock_is_gone(app: &TestApp) {
+    create_campaign(
+        app,
+        proto::Campaign {
+            public_code: "FIRST3".into(),
+            issue_limit: 3,
+            ..campaign("first-three", "100")
+        },
+    )
+    .await;
+    for i in 0..8 {
+        app.create_member(&format!("hot-{i}")).await;
+    }
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let register = app.register.clone();
+            let sale = coupon_sale(
+                &format!("s{i}"),
+                &format!("R{i}"),
+                &format!("hot-{i}"),
+                "1000",
+                "FIRST3",
+            );
+            tokio::spawn(async move { record_sale_as(&register, sale).await })
+        })
+        .collect();
+    let sold = successes(tasks, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED").await;
+    assert_eq!(sold, 3);
+    app.verify_ok().await;
+}
+
+/// A campaign without a limit gets one (what it issued counts), is lowered (never below what it
+/// issued), raised, lifted and limited again; each time it issues exactly up to its limit.
+async fn a_limit_set_changed_and_lifted_keeps_the_count(app: &TestApp) {
+    let member_id = app.create_member("limits").await;
+    create_campaign(app, campaign("later", "100")).await;
+    issue_many(app, "a", "later", &member_id, 3).await;
+
+    let limited = set_issue_limit(app, "u1", "later", 5).await.expect("limit");
+    assert_eq!(limited.issue_limit, 5);
+    issue_many(app, "b", "later", &member_id, 2).await;
+    assert_exhausted(app, "b-x", "later", &member_id).await;
+    app.verify_ok().await;
+
+    let below = set_issue_limit(app, "u2", "later", 4).await.unwrap_err();
+    assert_refused(&below, Code::FailedPrecondition, "ISSUE_LIMIT_BELOW_ISSUED");
+    set_issue_limit(app, "u3", "later", 8).await.expect("raise");
+    issue_many(app, "c", "later", &member_id, 3).await;
+    assert_exhausted(app, "c-x", "later", &member_id).await;
+    app.verify_ok().await;
+
+    set_issue_limit(app, "u4", "later", 10)
+        .await
+        .expect("raise");
+    set_issue_limit(app, "u5", "later", 9)
+        .await
+        .expect("lower to what is left");
+    issue_many(app, "d", "later", &member_id, 1).await;
+    assert_exhausted(app, "d-x", "later", &member_id).await;
+
+    set_issue_limit(app, "u6", "later", 0).await.expect("lift");
+    issue_many(app, "e", "later", &member_id, 3).await;
+    app.verify_ok().await;
+    set_issue_limit(app, "u7", "later", 13)
+        .await
+        .expect("limit again");
+    issue_many(app, "f", "later", &member_id, 1).await;
+    assert_exhausted(app, "f-x", "later", &member_id).await;
+    assert_eq!(list_coupons(&app.admin, &member_id, true).await.len(), 13);
+    app.verify_ok().await;
+}
+
+/// A limit set while members are being issued coupons of a campaign without one: an issue
+/// under way is either counted by the new limit or runs again under it, never outside it.
+async fn a_limit_set_while_coupons_are_issued_counts_them_all(app: &TestApp) {
+    create_campaign(app, campaign("rush", "100")).await;
+    let mut members = Vec::new();
+    for i in 0..30 {
+        members.push(app.create_member(&format!("rush-{i}")).await);
+    }
+    for round in 0..3 {
+        let tasks: Vec<_> = members
+            .iter()
+            .enumerate()
+            .map(|(i, member_id)| {
+                let (admin, member_id) = (app.admin.clone(), member_id.clone());
+                tokio::spawn(async move {
+                    issue_coupon_as(&admin, &format!("r{round}-{i}"), "rush", &member_id).await
+                })
+            })
+            .collect();
+        // Limited, then lifted, while the round is issuing: 1,000 is never reached.
+        let limit = if round % 2 == 0 { 1_000 } else { 0 };
+        set_issue_limit(app, &format!("u{round}"), "rush", limit)
+            .await
+            .expect("limit");
+        let issued = successes(tasks, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED").await;
+        assert_eq!(issued, members.len());
+        app.verify_ok().await;
+    }
+}
+
+/// A limited campaign an older omo stored (no stock: its issues were counted) keeps counting
+/// until the server starts again, which funds its stock with what its limit has left, once.
+mod limited_campaigns_get_their_stock_at_start {
+    use chrono::{TimeZone, Utc};
+    use omo::domain::{
+        Money,
+        coupon::{Campaign, Discount},
+        ports::ChangeSet,
+    };
+
+    use super::*;
+    use crate::helpers::{Backend, spawn_app};
+
+    fn stored_by_an_older_omo() -> Campaign {
+        Campaign {
+            campaign_id: "old-five".into(),
+            name: "limited before stock".into(),
+            discount: Discount::AmountOff(Money::from_decimal_saturating(100.into())),
+            min_spend: Money::ZERO,
+            channels: Vec::new(),
+            store_ids: Vec::new(),
+            starts_at: None,
+            ends_at: None,
+            validity_days: 0,
+            per_member_limit: 0,
+            issue_limit: 5,
+            stackable: true,
+            public_code: None,
+            issue_on_capture: None,
+            variants: Vec::new(),
+            eligible: Default::default(),
+            created_at: Utc.with_ymd_and_hms(2026, 1, 1, 0, 0, 0).unwrap(),
+            stock_parts: 0,
+        }
+    }
+
+    /// What the campaign's stock holds, read off the ledger.
+    async fn stock_left(app: &TestApp) -> i64 {
+        let store = omo::store::open(&app.database_url).await.expect("open");
+        let mut read = store.begin_read().await.expect("begin");
+        let mut left = 0;
+        for part in 0..omo::domain::stock::STOCK_PARTS {
+            let account = omo::domain::stock::account("old-five", part).to_string();
+            left += read
+                .balance(&account, "CPN:old-five")
+                .await
+                .expect("balance");
+        }
+        left
+    }
+
+    async fn scenario(backend: Backend) {
+        let Some(mut app) = spawn_app(backend).await else {
+            return;
+        };
+        let store = omo::store::open(&app.database_url).await.expect("open");
+        let mut uow = store.begin().await.expect("begin");
+        let changes = ChangeSet {
+            new_campaigns: vec![stored_by_an_older_omo()],
+            ..ChangeSet::default()
+        };
+        uow.flush(&changes).await.expect("legacy row");
+        uow.commit().await.expect("commit");
+        drop(store);
+        let member_id = app.create_member("old-five").await;
+
+        // Counted, as the older omo did, until the next start.
+        issue_many(&app, "a", "old-five", &member_id, 2).await;
+        app.verify_ok().await;
+        assert_eq!(stock_left(&app).await, 0, "no stock before the start");
+        app.restart().await;
+        assert_eq!(stock_left(&app).await, 3, "the limit less the two issued");
+        issue_many(&app, "b", "old-five", &member_id, 3).await;
+        assert_exhausted(&app, "b-x", "old-five", &member_id).await;
+        app.verify_ok().await;
+        // A second start funds nothing twice.
+        app.restart().await;
+        assert_exhausted(&app, "c-x", "old-five", &member_id).await;
+        app.verify_ok().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn sqlite() {
+        scenario(Backend::Sqlite).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn postgres() {
+        scenario(Backend::Postgres).await;
+    }
 }

@@ -7,8 +7,10 @@
 //!
 //! Locks are taken in one fixed order, the same in every replica, so that two batches never
 //! wait on each other in a cycle: orders, then members, then coupons, each sorted by key.
-//! Balance rows need no lock of their own: every account whose balance a batch changes belongs
-//! to a member or an order the batch has locked.
+//! Balance rows need no lock of their own, save two kinds: every other account whose balance a
+//! batch changes belongs to a member or an order the batch has locked. A rule's budget is read
+//! under the rule's lock; a part of a limited campaign's stock is read under its own (`for
+//! update`), the row parallel writers draw from, each from a part of its own.
 //!
 //! Rows that depend on a locked row (a member's lots and balances, an order's order lots) are
 //! read by a statement of their own after the lock is granted. At READ COMMITTED each statement
@@ -477,9 +479,7 @@ impl PgUnitOfWork {
         for (name, rows) in expected {
             let changed: i64 = Cols::new(&row, "flush", name).get(name)?;
             if usize::try_from(changed).ok() != Some(rows) {
-                return Err(StoreError::Database(
-                    unexpected_count(name, rows, changed).into(),
-                ));
+                return Err(unexpected_count(name, rows, changed));
             }
         }
         Ok(())
@@ -487,15 +487,32 @@ impl PgUnitOfWork {
 }
 
 /// Why a flush part changed another number of rows than it must: a debit that found no
-/// stored balance (nothing stored is zero, and the debit would go below it), or an update of a
-/// row that was never there (a bug: the batch must not commit).
-fn unexpected_count(name: &str, expected: usize, changed: i64) -> String {
-    if name == "debited" {
-        format!("a debit would go below zero ({changed} of {expected} balances stored)")
-    } else {
-        format!("{name}: expected to update {expected} rows, updated {changed}")
+/// stored balance (nothing stored is zero, and the debit would go below it), an issue without
+/// a limit from a campaign that has one by now (run again: it reads the campaign anew), or an
+/// update of a row that was never there (a bug: the batch must not commit).
+fn unexpected_count(name: &str, expected: usize, changed: i64) -> StoreError {
+    match name {
+        "debited" => StoreError::Database(
+            format!("a debit would go below zero ({changed} of {expected} balances stored)").into(),
+        ),
+        "limited_since" => StoreError::Conflict(format!(
+            "{changed} campaigns issued without a limit have one by now"
+        )),
+        _ => StoreError::Database(
+            format!("{name}: expected to update {expected} rows, updated {changed}").into(),
+        ),
     }
 }
+
+/// The campaigns (of `$1`) that have a stock: a batch that issued their coupons from
+/// `campaign:<id>` read them before UpdateCampaign gave them a limit. UpdateCampaign fences
+/// coupon issues first (`fence_coupon_issues`), and this statement locks the coupons table
+/// before its snapshot is taken, so it sees every limit set before its coupons could count.
+const LIMITED_SINCE: &str = r#"
+select campaign_id
+from campaigns
+where campaign_id = any($1::text[])
+    and (body->>'stock_parts')::integer > 0"#;
 
 /// Binds one part's columns, in the order of its own `$1..$n`.
 type Binder<'q> = Box<dyn FnOnce(PgQuery<'q>) -> StoreResult<PgQuery<'q>> + Send + 'q>;
@@ -508,6 +525,8 @@ struct Part<'q> {
     sql: &'static str,
     /// Rows it must change (updates and debits); any other count fails the flush.
     expected_rows: Option<usize>,
+    /// A query, not a write: its rows are counted as they are (no `returning`).
+    query: bool,
     bind: Binder<'q>,
 }
 
@@ -521,7 +540,20 @@ impl<'q> Part<'q> {
             name,
             sql,
             expected_rows: None,
+            query: false,
             bind: Box::new(bind),
+        }
+    }
+
+    /// A query that must find no row.
+    fn finding_nothing(
+        name: &'static str,
+        sql: &'static str,
+        bind: impl FnOnce(PgQuery<'q>) -> StoreResult<PgQuery<'q>> + Send + 'q,
+    ) -> Self {
+        Part {
+            query: true,
+            ..Part::new(name, sql, bind).counted(0)
         }
     }
 
@@ -540,6 +572,9 @@ struct JournalColumns<'c> {
     credits: Vec<&'c AccountTotal>,
     debits: Vec<&'c AccountTotal>,
     debit_amounts: Vec<i64>,
+    /// Campaigns whose coupons the batch issued from `campaign:<id>`, as campaigns without a
+    /// limit (see [`LIMITED_SINCE`]).
+    unlimited_issues: Vec<String>,
 }
 
 impl<'c> JournalColumns<'c> {
@@ -572,12 +607,23 @@ impl<'c> JournalColumns<'c> {
             .map(|d| d.amount.checked_neg())
             .collect::<Option<Vec<i64>>>()
             .ok_or_else(|| StoreError::Database("a balance delta overflows".into()))?;
+        let unlimited_issues: BTreeSet<String> = changes
+            .transactions
+            .iter()
+            .flat_map(|(_, transaction)| &transaction.postings)
+            .filter(|p| p.to_account.starts_with("member:") && p.asset.starts_with("CPN:"))
+            .filter_map(|p| match Account::parse(&p.from_account) {
+                Some(Account::Campaign(campaign_id)) => Some(campaign_id),
+                _ => None,
+            })
+            .collect();
         Ok(JournalColumns {
             metadata,
             postings,
             credits,
             debits,
             debit_amounts,
+            unlimited_issues: unlimited_issues.into_iter().collect(),
         })
     }
 }
@@ -745,6 +791,14 @@ fn journal_parts<'q, 'c: 'q>(
             .counted(debits.len()),
         );
     }
+    if !journal.unlimited_issues.is_empty() {
+        let campaigns = &journal.unlimited_issues;
+        parts.push(Part::finding_nothing(
+            "limited_since",
+            LIMITED_SINCE,
+            move |q| Ok(q.bind(campaigns)), // $1
+        ));
+    }
 }
 
 fn table_parts<'q>(changes: &'q ChangeSet, parts: &mut Vec<Part<'q>>) {
@@ -840,7 +894,9 @@ fn combined_sql(parts: &[Part<'_>]) -> String {
         sql.push_str(" as (");
         sql.push_str(&renumbered(part.sql, offset));
         if part.expected_rows.is_some() {
-            sql.push_str("\nreturning 1");
+            if !part.query {
+                sql.push_str("\nreturning 1");
+            }
             counts.push(format!("(select count(*) from {0}) as {0}", part.name));
         }
         sql.push_str("\n)");

@@ -46,23 +46,32 @@ from unnest($1::text[], $2::text[], $3::bigint[]) as d (account, asset, amount)
 where b.account = d.account
     and b.asset = d.asset"#;
 
+/// A balance: a guarded account's stored one (its row locked when `lock`), a system account's
+/// summed from its postings.
 pub(super) async fn balance(
     uow: &mut PgUnitOfWork,
     account: &str,
     asset: &str,
+    lock: bool,
 ) -> StoreResult<i64> {
     if !Account::is_guarded_name(account) {
+        debug_assert!(!lock, "only a guarded balance has a row to lock");
         return uow.summed_balance(account, asset).await;
     }
-    let query = sqlx::query(
-        r#"
+    const READ: &str = r#"
 select account, balance
 from balances
 where account = $1
-    and asset = $2"#,
-    )
-    .bind(account) // $1
-    .bind(asset); // $2
+    and asset = $2"#;
+    const LOCK: &str = r#"
+select account, balance
+from balances
+where account = $1
+    and asset = $2
+for update"#;
+    let query = sqlx::query(if lock { LOCK } else { READ })
+        .bind(account) // $1
+        .bind(asset); // $2
     let balance = uow
         .fetch_optional(query, |row| {
             Cols::new(row, "balances", "account").get("balance")

@@ -582,7 +582,11 @@ impl LedgerReads for PgUnitOfWork {
     }
 
     async fn balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
-        journal::balance(self, account, asset).await
+        journal::balance(self, account, asset, false).await
+    }
+
+    async fn lock_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        journal::balance(self, account, asset, true).await
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
@@ -952,6 +956,14 @@ impl UnitOfWork for PgUnitOfWork {
         self.reserve(sequence, count).await
     }
 
+    async fn fence_coupon_issues(&mut self) -> StoreResult<()> {
+        sqlx::query("lock table coupons in share row exclusive mode")
+            .execute(&mut *self.tx)
+            .await
+            .map_err(map_err)?;
+        Ok(())
+    }
+
     async fn flush(&mut self, changes: &ChangeSet) -> StoreResult<()> {
         // One statement writes every ledger table: its time is the `ledger` lap (see FlushLap).
         let mut lap = FlushLap::start();
@@ -1296,6 +1308,7 @@ mod tests {
             issue_on_capture: None,
             variants: Vec::new(),
             eligible: Default::default(),
+            stock_parts: 0,
             created_at: day(0),
         }
     }

@@ -606,6 +606,11 @@ impl LedgerReads for SqliteUnitOfWork {
         journal::balance(self, account, asset)
     }
 
+    /// One writer at a time: every read of a write transaction is as good as locked.
+    async fn lock_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
+        journal::balance(self, account, asset)
+    }
+
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
         lots::member_lots(self, member_id)
     }
@@ -1499,6 +1504,7 @@ mod tests {
             issue_on_capture: None,
             variants: Vec::new(),
             eligible: Default::default(),
+            stock_parts: 0,
             created_at: at(0),
         }
     }
