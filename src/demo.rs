@@ -211,11 +211,13 @@ async fn setup(admin: &Client) -> Result<(), DemoError> {
             request_id: String::new(),
             campaign: Some(proto::Campaign {
                 campaign_id: "walk-in-300".into(),
-                name: "¥300 off when you walk in".into(),
+                name: "¥300 off for the first 1,000 who walk in".into(),
                 discount: Some(proto::campaign::Discount::AmountOff("300".into())),
                 channels: vec![proto::Channel::Store as i32],
                 store_ids: vec!["shibuya".into()],
                 validity_days: 1,
+                // Its stock: 1,000 coupons in the ledger (`campaign:walk-in-300:stock:*`).
+                issue_limit: 1_000,
                 ..Default::default()
             }),
         })
@@ -258,7 +260,8 @@ async fn walk_in(admin: &Client, app: &Client, member_id: &str) -> Result<String
         .first()
         .ok_or("the location report issued no coupon")?;
     println!(
-        "7. Hanako's app reports her at the door of {:?} (accuracy 15 m): coupon {} ({}), source {}",
+        "7. Hanako's app reports her at the door of {:?} (accuracy 15 m): coupon {} ({}), source {}; \
+         it is one of the campaign's stock of 1,000, 999 left (omo verify, check 11)",
         result.inside_store_ids, coupon.code, coupon.campaign_id, coupon.source
     );
     // The same visit a moment later: the geo rule is a rule like any other, and the reply says

@@ -50,7 +50,7 @@ as that key, and the SQL floor and server RSS are not measured.
 Scenarios: grpc-ceiling (health Check), sale (RecordSale earning and redeeming),
 sale-json (the same RecordSale over Connect JSON on the same port and connections), checkout
 (Authorize + Capture, EC), balance (GetBalance), hot (sales at one store with one public
-coupon), mixed (60% balance, 25% sale, 15% checkout), sql-floor (the database's own floor, no
+coupon of a campaign whose stock every sale draws from, --hot-issue-limit), mixed (60% balance, 25% sale, 15% checkout), sql-floor (the database's own floor, no
 gRPC and no engine: PostgreSQL one prepared single-row insert per transaction on --concurrency
 connections, as pgbench measures it; SQLite one loop of BEGIN IMMEDIATE; insert; COMMIT, WAL and
 synchronous=full), location (location reports near 100,000
@@ -101,9 +101,10 @@ pub struct BenchArgs {
     /// decided against all of them and one fires (what a program with a few campaigns costs).
     #[arg(long, default_value_t = 0)]
     pub rules: usize,
-    /// The hot campaign's issue limit (0: none). With one, every `hot` sale counts against
-    /// the campaign's total: compare `hot` with and without it.
-    #[arg(long, default_value_t = 0)]
+    /// The hot campaign's issue limit (0: none). By default one no run reaches, as a real
+    /// "while stocks last" campaign has: every `hot` sale draws its coupon from the campaign's
+    /// stock (`domain::stock`). Compare `hot` with 0.
+    #[arg(long, default_value_t = 100_000_000)]
     pub hot_issue_limit: i32,
     /// Subscribe one webhook to `points.earned` (a receiver inside the bench answering 204):
     /// compare `sale` with and without it.

@@ -25,7 +25,8 @@ use crate::{
 
 /// The store every register sale goes to (a `register` key is bound to it).
 pub const STORE_ID: &str = "bench-store";
-/// The campaign of the `hot` scenario: its public code on every sale, no limits.
+/// The campaign of the `hot` scenario: its public code on every sale, an issue limit no run
+/// reaches (`--hot-issue-limit`).
 pub const HOT_CAMPAIGN_ID: &str = "bench-hot";
 pub const HOT_CODE: &str = "BENCHHOT";
 /// The campaign `report-campaign` asks about when the bench seeded it: one coupon per member in

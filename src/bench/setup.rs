@@ -185,7 +185,7 @@ async fn remote_report_targets(client: &Client) -> Result<ReportTargets, BenchEr
 }
 
 /// The store `bench-store` and the campaign behind the public code of `hot` (¥100 off, no
-/// per-member limit, an issue limit only when `issue_limit` > 0); either may exist already.
+/// per-member limit, `issue_limit` in all: 0 is none); either may exist already.
 async fn create_store_and_campaign(
     endpoint: &str,
     admin_key: &str,

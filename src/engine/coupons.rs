@@ -234,14 +234,24 @@ async fn source_as_read(
         return Ok((!exhausted).then(|| Account::Campaign(campaign_id.clone())));
     }
     let asset = stock::asset(campaign_id).to_string();
-    for part in stock::draw_order(campaign.stock_parts, uow.writer_shard()) {
+    let order = stock::draw_order(campaign.stock_parts, uow.writer_shard());
+    for (nth, part) in order.enumerate() {
         let account = stock::account(campaign_id, part);
         let name = account.to_string();
-        // An empty part stays empty until a restock, so it is passed over without its lock
-        // (a sold-out campaign locks nothing); one with units left is read again locked.
-        if uow.balance(&name, &asset).await? > 0
-            && (!lock || uow.lock_balance(&name, &asset).await? > 0)
-        {
+        let left = if !lock {
+            uow.balance(&name, &asset).await?
+        } else if nth == 0 {
+            // The writer's own part: no other writer draws from it first, so its lock is
+            // rarely waited for.
+            uow.lock_balance(&name, &asset).await?
+        } else if uow.balance(&name, &asset).await? > 0 {
+            // Another writer's part is locked only when it has units left: an empty part stays
+            // empty until a restock, so a sold-out campaign waits on no other writer's row.
+            uow.lock_balance(&name, &asset).await?
+        } else {
+            0
+        };
+        if left > 0 {
             return Ok(Some(account));
         }
     }
