@@ -745,11 +745,19 @@ pub trait LedgerReads: Send {
     /// of the unit of work: for a debit other writers race for (a limited campaign's stock,
     /// `domain::stock`), whose balance must stay what was read until the debit commits.
     async fn lock_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64>;
-    /// The writer shard this unit of work runs on (0 outside the writers): which part of a
-    /// limited campaign's stock it draws from first (`domain::stock::draw_order`).
-    fn writer_shard(&self) -> usize {
+    /// The writer this unit of work runs on: which parts of a limited campaign's stock it
+    /// draws from first (`domain::stock::draw_order`).
+    fn writer_seat(&self) -> crate::domain::stock::Seat {
+        crate::domain::stock::Seat::default()
+    }
+    /// Units a command picked from a stock part for issues it has not booked yet: several
+    /// issues of one campaign in one command (a public code, a capture's coupon, a rule's)
+    /// are booked in its one journal entry at the end, so each must see the others' picks.
+    fn unbooked_draws(&self, _account: &str) -> i64 {
         0
     }
+    /// Notes a unit picked from `account` (see [`LedgerReads::unbooked_draws`]).
+    fn note_draw(&mut self, _account: &str) {}
     /// A member's lots that still hold points, soonest expiry first (never-expiring last).
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>>;
     async fn get_lot(&mut self, lot_id: i64) -> StoreResult<Option<Lot>>;

@@ -26,15 +26,35 @@ pub fn asset(campaign_id: &str) -> Asset {
     Asset::Coupon(campaign_id.to_string())
 }
 
-/// The parts in the order writer `shard` draws from them: its own first, then the next ones.
-pub fn draw_order(parts: u8, shard: usize) -> impl Iterator<Item = u8> {
-    let first = if parts == 0 {
-        0
-    } else {
-        shard % usize::from(parts)
-    };
-    (0..usize::from(parts))
-        .map(move |i| u8::try_from((first + i) % usize::from(parts)).unwrap_or(0))
+/// Which of how many writers a unit of work runs on (`shard` 1..=`writers`; 0 outside them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Seat {
+    pub shard: usize,
+    pub writers: usize,
+}
+
+impl Default for Seat {
+    fn default() -> Self {
+        Seat {
+            shard: 0,
+            writers: 1,
+        }
+    }
+}
+
+/// The parts in the order a writer draws from them: first its own (the parts `p` with
+/// `p mod writers = shard mod writers`, so that every part has a writer and no two writers
+/// share one), then every other part, from the writer's shard on. Writers only meet on a row
+/// once their own parts are empty, near the end of the stock.
+pub fn draw_order(parts: u8, seat: Seat) -> Vec<u8> {
+    let (parts, writers) = (usize::from(parts), seat.writers.max(1));
+    let own = |part: &usize| part % writers == seat.shard % writers;
+    let from_shard = (0..parts).map(|i| (seat.shard + i) % parts.max(1));
+    let (mine, others): (Vec<usize>, Vec<usize>) = from_shard.partition(own);
+    mine.into_iter()
+        .chain(others)
+        .filter_map(|part| u8::try_from(part).ok())
+        .collect()
 }
 
 /// `units` shared among `parts` parts as evenly as can be: (part, units) for each part that
@@ -86,17 +106,21 @@ mod tests {
     }
 
     #[test]
-    fn each_writer_draws_from_its_own_part_first_then_from_every_other() {
-        assert_eq!(
-            draw_order(8, 1).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5, 6, 7, 0]
-        );
-        assert_eq!(
-            draw_order(8, 9).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5, 6, 7, 0]
-        );
-        assert_eq!(draw_order(3, 0).collect::<Vec<_>>(), [0, 1, 2]);
-        assert_eq!(draw_order(0, 3).count(), 0);
+    fn each_writer_draws_from_its_own_parts_first_then_from_every_other() {
+        let seat = |shard, writers| Seat { shard, writers };
+        // Four writers (shards 1..=4) own two parts each; every part has one owner.
+        assert_eq!(draw_order(8, seat(1, 4)), [1, 5, 2, 3, 4, 6, 7, 0]);
+        assert_eq!(draw_order(8, seat(4, 4)), [4, 0, 5, 6, 7, 1, 2, 3]);
+        let mut owned: Vec<u8> = (1..=4)
+            .flat_map(|shard| draw_order(8, seat(shard, 4))[..2].to_vec())
+            .collect();
+        owned.sort_unstable();
+        assert_eq!(owned, [0, 1, 2, 3, 4, 5, 6, 7]);
+        // One writer (SQLite) owns them all; of three, writer 2 owns 2 and 5.
+        assert_eq!(draw_order(8, seat(1, 1)), [1, 2, 3, 4, 5, 6, 7, 0]);
+        assert_eq!(draw_order(8, seat(2, 3)), [2, 5, 3, 4, 6, 7, 0, 1]);
+        assert_eq!(draw_order(8, Seat::default()), [0, 1, 2, 3, 4, 5, 6, 7]);
+        assert!(draw_order(0, seat(3, 4)).is_empty());
     }
 
     #[test]

@@ -820,18 +820,27 @@ pub(super) struct InMemory<'db> {
     /// A command wrote program settings or a store (kept even if that command is undone:
     /// it only stops this batch from filling the reference cache).
     wrote_reference: bool,
-    /// The writer shard the batch runs on (`LedgerReads::writer_shard`).
-    shard: i16,
+    /// The writer the batch runs on (`LedgerReads::writer_seat`).
+    seat: crate::domain::stock::Seat,
+    /// Stock units the open command picked and has not booked (`LedgerReads::unbooked_draws`);
+    /// emptied when a command begins and ends.
+    unbooked: HashMap<String, i64>,
 }
 
 impl<'db> InMemory<'db> {
-    pub fn new(db: &'db mut dyn UnitOfWork, keys: &Keys, loaded: Loaded, shard: i16) -> Self {
+    pub fn new(
+        db: &'db mut dyn UnitOfWork,
+        keys: &Keys,
+        loaded: Loaded,
+        seat: crate::domain::stock::Seat,
+    ) -> Self {
         Self {
             db,
             rows: Rows::from_loaded(keys, loaded),
             savepoint: None,
             wrote_reference: false,
-            shard,
+            seat,
+            unbooked: HashMap::new(),
         }
     }
 
@@ -1016,19 +1025,30 @@ impl LedgerReads for InMemory<'_> {
     }
 
     /// Reads the balance again under its lock, unless the batch holds the lock already or
-    /// has written the balance (then it locked it first, or made its row).
+    /// has written the balance (then it locked it first, or made its row). A balance of 0 may
+    /// have no row, and `for update` locks no missing row: it is read again next time.
     async fn lock_balance(&mut self, account: &str, asset: &str) -> StoreResult<i64> {
         let key = (account.to_string(), asset.to_string());
         if !self.rows.locked_balances.contains(&key) {
             let stored = self.db.lock_balance(account, asset).await?;
             self.rows.balances.refill(key.clone(), Some(stored));
-            self.rows.locked_balances.insert(key);
+            if stored > 0 {
+                self.rows.locked_balances.insert(key);
+            }
         }
         self.balance_of(account, asset).await
     }
 
-    fn writer_shard(&self) -> usize {
-        usize::try_from(self.shard).unwrap_or(0)
+    fn writer_seat(&self) -> crate::domain::stock::Seat {
+        self.seat
+    }
+
+    fn unbooked_draws(&self, account: &str) -> i64 {
+        self.unbooked.get(account).copied().unwrap_or(0)
+    }
+
+    fn note_draw(&mut self, account: &str) {
+        *self.unbooked.entry(account.to_string()).or_default() += 1;
     }
 
     async fn member_lots(&mut self, member_id: &str) -> StoreResult<Vec<Lot>> {
@@ -1543,6 +1563,7 @@ impl LedgerReads for InMemory<'_> {
 #[async_trait]
 impl LedgerRows for InMemory<'_> {
     async fn savepoint(&mut self) -> StoreResult<()> {
+        self.unbooked.clear();
         self.savepoint = Some(self.rows.marks());
         Ok(())
     }
@@ -1556,6 +1577,7 @@ impl LedgerRows for InMemory<'_> {
     }
 
     async fn release_savepoint(&mut self) -> StoreResult<()> {
+        self.unbooked.clear();
         self.savepoint = None;
         Ok(())
     }
@@ -1720,6 +1742,11 @@ impl LedgerRows for InMemory<'_> {
         let transaction_id = self.next_id(Sequence::Transactions).await?;
         for (key, amount) in balances {
             self.rows.balances.put(key, amount);
+        }
+        for posting in &transaction.postings {
+            if let Some(picked) = self.unbooked.get_mut(&posting.from_account) {
+                *picked = (*picked - posting.amount).max(0);
+            }
         }
         self.rows
             .transactions
@@ -2067,7 +2094,12 @@ mod reference_tests {
         };
 
         let mut uow = store.begin().await.expect("begin");
-        let mut batch = InMemory::new(uow.as_mut(), &Keys::default(), Loaded::default(), 0);
+        let mut batch = InMemory::new(
+            uow.as_mut(),
+            &Keys::default(),
+            Loaded::default(),
+            Default::default(),
+        );
         batch.save_program(&changed).await.expect("save");
         let seen = reference.program(&mut batch).await.expect("program");
         assert_eq!(seen.hold_ttl_seconds, 60);

@@ -234,24 +234,31 @@ async fn source_as_read(
         return Ok((!exhausted).then(|| Account::Campaign(campaign_id.clone())));
     }
     let asset = stock::asset(campaign_id).to_string();
-    let order = stock::draw_order(campaign.stock_parts, uow.writer_shard());
-    for (nth, part) in order.enumerate() {
+    let seat = uow.writer_seat();
+    for (nth, part) in stock::draw_order(campaign.stock_parts, seat)
+        .into_iter()
+        .enumerate()
+    {
         let account = stock::account(campaign_id, part);
         let name = account.to_string();
         let left = if !lock {
             uow.balance(&name, &asset).await?
         } else if nth == 0 {
-            // The writer's own part: no other writer draws from it first, so its lock is
-            // rarely waited for.
+            // The writer's first part is its own: no other writer draws from it first, so its
+            // lock is rarely waited for.
             uow.lock_balance(&name, &asset).await?
         } else if uow.balance(&name, &asset).await? > 0 {
-            // Another writer's part is locked only when it has units left: an empty part stays
-            // empty until a restock, so a sold-out campaign waits on no other writer's row.
+            // Another part is locked only when it has units left: an empty part stays empty
+            // until a restock, so a sold-out campaign waits on no other writer's row.
             uow.lock_balance(&name, &asset).await?
         } else {
             0
         };
-        if left > 0 {
+        // Units this command picked already for issues it books at its end.
+        if left - uow.unbooked_draws(&name) > 0 {
+            if lock {
+                uow.note_draw(&name);
+            }
             return Ok(Some(account));
         }
     }
@@ -511,7 +518,11 @@ pub(super) async fn issue_on_capture(
     now: DateTime<Utc>,
 ) -> Result<Vec<Posting>, StoreError> {
     let mut postings = Vec::new();
-    for campaign in reference.capture_campaigns(uow).await? {
+    for listed in reference.capture_campaigns(uow).await? {
+        // The list is cached for a second; the campaign's limit is read as it stands.
+        let Some(campaign) = uow.get_campaign(&listed.campaign_id, false).await? else {
+            continue;
+        };
         if !campaign.is_open(now) || !campaign.issues_on_capture(order.channel, order.total) {
             continue;
         }
@@ -963,8 +974,20 @@ impl super::Engine {
                             continue;
                         }
                         let issued = uow.count_coupons(campaign_id, None).await?;
+                        if issued > i64::from(campaign.issue_limit) {
+                            // Its stock would be negative: it stays counted (and exhausted)
+                            // until UpdateCampaign gives it a limit at least what it issued.
+                            tracing::warn!(
+                                campaign_id,
+                                issued,
+                                issue_limit = campaign.issue_limit,
+                                "a limited campaign issued more than its limit before it had a \
+                                 stock; it gets one when its limit is raised to what it issued"
+                            );
+                            continue;
+                        }
                         campaign.stock_parts = stock::STOCK_PARTS;
-                        let left = (i64::from(campaign.issue_limit) - issued).max(0);
+                        let left = i64::from(campaign.issue_limit) - issued;
                         book_stock(uow, &campaign, fund(&campaign, left), now).await?;
                         uow.update_campaign(&campaign).await?;
                         adopted += 1;

@@ -122,14 +122,16 @@ impl Engine {
     /// An engine whose commands go through `writers` group-commit writers (see `writer.rs`).
     /// Must be called inside a tokio runtime: the writers are tasks.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, writers: usize) -> Self {
+        let writers = writers.max(1);
         let core = Arc::new(Core {
             store,
             clock,
             reference: Arc::default(),
             events_written: tokio::sync::Notify::new(),
+            writers,
         });
         Self {
-            writer: Writer::spawn(core.clone(), writers.max(1)),
+            writer: Writer::spawn(core.clone(), writers),
             core,
             keys: keys::KeyCache::default(),
             lapsed_checked: sweeper::HourGate::default(),

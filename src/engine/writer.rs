@@ -51,6 +51,16 @@ fn shard_of(number: usize) -> i16 {
     i16::try_from(number + 1).unwrap_or(i16::MAX)
 }
 
+impl Core {
+    /// Writer `shard`'s seat among the writers (`domain::stock::Seat`).
+    fn seat(&self, shard: i16) -> crate::domain::stock::Seat {
+        crate::domain::stock::Seat {
+            shard: usize::try_from(shard).unwrap_or(0),
+            writers: self.writers,
+        }
+    }
+}
+
 /// A unit of work that failed; `at_commit` when COMMIT itself did, so that a connection lost
 /// then leaves it unknown whether the unit of work committed.
 #[derive(Debug)]
@@ -125,6 +135,8 @@ pub(super) struct Core {
     pub reference: Arc<Reference>,
     /// Wakes the event relay after a commit that wrote events (`events.rs`).
     pub events_written: tokio::sync::Notify,
+    /// How many writers run (`Writer::spawn`): which stock parts each draws first.
+    pub writers: usize,
 }
 
 /// One command on its way to a writer.
@@ -377,7 +389,7 @@ impl Core {
         let keys = batch::keys_of(jobs.iter().copied());
         let loaded = uow.load(&keys).await?;
         let now = self.clock.now();
-        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded, shard);
+        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded, self.seat(shard));
         let mut results = Vec::with_capacity(jobs.len());
         for job in jobs {
             // A command that fails leaves no trace in memory (`run_remembered`); a broken unit
@@ -484,7 +496,7 @@ impl Core {
         let mut uow = self.store.begin().await?;
         let keys = Keys::default();
         let loaded = uow.load(&keys).await?;
-        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded, shard);
+        let mut rows = batch::InMemory::new(uow.as_mut(), &keys, loaded, self.seat(shard));
         let value = work(&mut rows, self.clock.now()).await?;
         let changes = self.changes_of(&mut rows, shard).await?;
         flush_and_commit(uow, &changes, &self.events_written).await?;

@@ -31,6 +31,7 @@ crate::both_backends! {
     a_public_code_issues_until_its_stock_is_gone => a_public_code_issues_until_its_stock_is_gone,
     a_limit_set_changed_and_lifted_keeps_the_count => a_limit_set_changed_and_lifted_keeps_the_count,
     a_limit_set_while_coupons_are_issued_counts_them_all => a_limit_set_while_coupons_are_issued_counts_them_all,
+    one_sale_issuing_two_coupons_of_a_campaign_draws_two_units => one_sale_issuing_two_coupons_of_a_campaign_draws_two_units,
 }
 
 fn campaign(campaign_id: &str, amount_off: &str) -> proto::Campaign {
@@ -924,6 +925,63 @@ async fn a_limit_set_while_coupons_are_issued_counts_them_all(app: &TestApp) {
         assert_eq!(issued, members.len());
         app.verify_ok().await;
     }
+}
+
+/// One sale that uses a campaign's public code and earns the same campaign's capture coupon
+/// issues two coupons in one journal entry: two units of the stock, never one unit twice.
+async fn one_sale_issuing_two_coupons_of_a_campaign_draws_two_units(app: &TestApp) {
+    create_campaign(
+        app,
+        proto::Campaign {
+            public_code: "TWICE".into(),
+            issue_limit: 3,
+            issue_on_capture: Some(proto::IssueOnCapture {
+                min_total: "0".into(),
+                channels: vec![],
+            }),
+            ..campaign("twice", "100")
+        },
+    )
+    .await;
+    for i in 0..3 {
+        app.create_member(&format!("twice-{i}")).await;
+    }
+    let first = app
+        .record_sale(coupon_sale("s0", "R0", "twice-0", "1000", "TWICE"))
+        .await
+        .expect("the code's coupon and the capture's: two of three");
+    assert_eq!(first.coupon_discount, "100");
+    let second = app
+        .record_sale(coupon_sale("s1", "R1", "twice-1", "1000", "TWICE"))
+        .await
+        .expect("the last one, for the code; the capture's is out of stock");
+    assert_eq!(second.coupon_discount, "100");
+    let third = app
+        .record_sale(coupon_sale("s2", "R2", "twice-2", "1000", "TWICE"))
+        .await
+        .unwrap_err();
+    assert_refused(&third, Code::ResourceExhausted, "CAMPAIGN_EXHAUSTED");
+    let member_id = |card: &str| {
+        let card = card.to_string();
+        async move {
+            app.admin
+                .members()
+                .get_member(proto::GetMemberRequest {
+                    member: Some(card_ref(&card)),
+                })
+                .await
+                .expect("member")
+                .into_inner()
+                .member
+                .expect("member")
+                .member_id
+        }
+    };
+    let held =
+        |member_id: String| async move { list_coupons(&app.admin, &member_id, true).await.len() };
+    assert_eq!(held(member_id("twice-0").await).await, 2);
+    assert_eq!(held(member_id("twice-1").await).await, 1);
+    app.verify_ok().await;
 }
 
 /// A limited campaign an older omo stored (no stock: its issues were counted) keeps counting
