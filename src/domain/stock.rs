@@ -3,9 +3,9 @@
 //! draws one unit, and the ledger's never-negative rule is the limit: no count of issued coupons,
 //! exact under any concurrency, and no campaign row every issuing batch waits on.
 //!
-//! The stock is split into parts so that parallel writers draw from rows of their own: writer
-//! `shard` draws from part `shard mod parts` first, and from the others, in turn, only when its
-//! own is empty (near the end of the stock).
+//! The stock is split into parts so that parallel writers draw from rows of their own: each
+//! writer owns the parts `p` with `p mod writers = shard mod writers` and draws from the others,
+//! in turn, only when its own are empty (near the end of the stock).
 
 use super::{Account, Asset};
 
