@@ -570,15 +570,29 @@ pub(super) async fn create_campaign(
 
 /// Postings that put `units` of the campaign's coupons into its stock, shared among its parts.
 fn fund(campaign: &Campaign, units: i64) -> Vec<Posting> {
-    let campaign_id = &campaign.campaign_id;
-    stock::shares(campaign.stock_parts, units)
-        .into_iter()
-        .map(|(part, share)| {
-            let (from, to) = (
-                Account::Campaign(campaign_id.clone()),
-                stock::account(campaign_id, part),
-            );
-            Posting::new(&from, &to, &stock::asset(campaign_id), share)
+    let shares = stock::shares(campaign.stock_parts, units);
+    stock_moves(&campaign.campaign_id, &shares, Direction::IntoStock)
+}
+
+/// Which way [`stock_moves`] moves units: from `campaign:<id>` into the parts, or back.
+enum Direction {
+    IntoStock,
+    OutOfStock,
+}
+
+/// Postings that move `units` ((part, units)) between the parts and `campaign:<id>`.
+fn stock_moves(campaign_id: &str, units: &[(u8, i64)], direction: Direction) -> Vec<Posting> {
+    let campaign = Account::Campaign(campaign_id.to_string());
+    units
+        .iter()
+        .filter(|(_, units)| *units > 0)
+        .map(|&(part, units)| {
+            let part = stock::account(campaign_id, part);
+            let (from, to) = match direction {
+                Direction::IntoStock => (&campaign, &part),
+                Direction::OutOfStock => (&part, &campaign),
+            };
+            Posting::new(from, to, &stock::asset(campaign_id), units)
         })
         .collect()
 }
@@ -644,7 +658,11 @@ async fn restock(
     if after.issue_limit == 0 {
         // No limit any more: the stock goes back to the campaign's account.
         after.stock_parts = 0;
-        return Ok(Ok(take_back(campaign_id, &balances)));
+        return Ok(Ok(stock_moves(
+            campaign_id,
+            &balances,
+            Direction::OutOfStock,
+        )));
     }
     if issued > i64::from(after.issue_limit) {
         return Ok(Err(DomainError::IssueLimitBelowIssued {
@@ -664,22 +682,7 @@ async fn restock(
     let taken = stock::take(&balances, -change).ok_or_else(|| {
         StoreError::Corrupt(format!("campaign {campaign_id}: stock below its limit"))
     })?;
-    Ok(Ok(take_back(campaign_id, &taken)))
-}
-
-/// Postings that move `units` ((part, units)) out of the stock back to `campaign:<id>`.
-fn take_back(campaign_id: &str, units: &[(u8, i64)]) -> Vec<Posting> {
-    units
-        .iter()
-        .filter(|(_, units)| *units > 0)
-        .map(|&(part, units)| {
-            let (from, to) = (
-                stock::account(campaign_id, part),
-                Account::Campaign(campaign_id.to_string()),
-            );
-            Posting::new(&from, &to, &stock::asset(campaign_id), units)
-        })
-        .collect()
+    Ok(Ok(stock_moves(campaign_id, &taken, Direction::OutOfStock)))
 }
 
 pub(super) async fn issue_by_admin(
